@@ -1,0 +1,1 @@
+//! Tessera: a size-classed, thread-caching global allocator.

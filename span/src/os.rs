@@ -1,0 +1,295 @@
+//! The OS layer: every `mmap`, `madvise`, `mprotect` and `mremap` Tessera makes goes
+//! through this file, so the page heap above it reads as plain Rust and the stacks crate
+//! gets its memory from the same place (DESIGN.md, "Layout").
+//!
+//! Linux commits anonymous memory on first touch. `reserve` therefore maps address space
+//! readable and writable with `MAP_NORESERVE`: nothing is charged or resident until a page
+//! is written, which is what "commit lazily" means here. `purge` gives pages back
+//! (`MADV_DONTNEED` drops them at once and they read as zero afterwards; `MADV_FREE` lets the
+//! kernel take them lazily and keeps old contents until it does).
+//!
+//! Nothing here allocates, formats or panics: the allocator's slow path calls it.
+
+use core::fmt;
+use core::ptr::NonNull;
+use core::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
+
+/// An OS call failed; carries `errno`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct OsError(pub i32);
+
+impl OsError {
+    fn last() -> Self {
+        // SAFETY: `__errno_location` returns the calling thread's errno slot, always valid.
+        Self(unsafe { *libc::__errno_location() })
+    }
+
+    /// True when the kernel refused for lack of memory or of mappings (`vm.max_map_count`).
+    pub fn is_out_of_memory(self) -> bool {
+        self.0 == libc::ENOMEM
+    }
+}
+
+impl fmt::Display for OsError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "OS error {}", self.0)
+    }
+}
+
+/// How `purge` hands pages back.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PurgeAdvice {
+    /// `MADV_DONTNEED`: RSS drops at once; the pages read as zero afterwards.
+    DontNeed,
+    /// `MADV_FREE`: the kernel reclaims under pressure; contents are undefined until rewritten.
+    Free,
+}
+
+static PAGE_SIZE: AtomicUsize = AtomicUsize::new(0);
+
+/// The OS page size, read once at run time with `sysconf`.
+#[inline]
+pub fn page_size() -> usize {
+    let cached = PAGE_SIZE.load(Ordering::Relaxed);
+    if cached != 0 {
+        return cached;
+    }
+    // SAFETY: sysconf has no preconditions.
+    let read = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    let size = if read > 0 { read as usize } else { 4096 };
+    PAGE_SIZE.store(size, Ordering::Relaxed);
+    size
+}
+
+/// Reserves `len` bytes aligned to `align` (a power of two, at least the OS page size).
+/// The range is readable and writable and committed by the kernel on first touch.
+pub fn reserve(len: usize, align: usize) -> Result<NonNull<u8>, OsError> {
+    debug_assert!(align.is_power_of_two() && align >= page_size());
+    debug_assert!(len.is_multiple_of(page_size()));
+    let flags = libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE;
+    let prot = libc::PROT_READ | libc::PROT_WRITE;
+    if align <= page_size() {
+        return map(len, prot, flags);
+    }
+    // Over-reserve by the alignment, then give back the unaligned head and the tail.
+    let total = len.checked_add(align).ok_or(OsError(libc::ENOMEM))?;
+    let raw = map(total, prot, flags)?.as_ptr() as usize;
+    let start = (raw + align - 1) & !(align - 1);
+    let head = start - raw;
+    let tail = total - head - len;
+    // SAFETY: both trimmed pieces lie inside the mapping made just above and nobody else
+    // knows of them yet.
+    unsafe {
+        if head > 0 {
+            release(raw as *mut u8, head);
+        }
+        if tail > 0 {
+            release((start + len) as *mut u8, tail);
+        }
+    }
+    // SAFETY: `start` lies inside a successful mapping, so it is not null.
+    Ok(unsafe { NonNull::new_unchecked(start as *mut u8) })
+}
+
+fn map(len: usize, prot: i32, flags: i32) -> Result<NonNull<u8>, OsError> {
+    // SAFETY: an anonymous mapping at a kernel-chosen address touches no existing memory.
+    let p = unsafe { libc::mmap(core::ptr::null_mut(), len, prot, flags, -1, 0) };
+    if p == libc::MAP_FAILED {
+        return Err(OsError::last());
+    }
+    // SAFETY: mmap never returns null on success without MAP_FIXED.
+    Ok(unsafe { NonNull::new_unchecked(p.cast()) })
+}
+
+/// Unmaps a range.
+///
+/// # Safety
+/// The range must have come from `reserve`/`remap` and no live object may remain in it.
+pub unsafe fn release(ptr: *mut u8, len: usize) {
+    // SAFETY: the caller owns the whole range and nothing refers into it any more.
+    unsafe { libc::munmap(ptr.cast(), len) };
+}
+
+/// Returns the physical pages behind a range to the OS; the address space stays reserved.
+///
+/// # Safety
+/// The range must lie inside a mapping of ours and hold no live data.
+pub unsafe fn purge(ptr: *mut u8, len: usize, advice: PurgeAdvice) -> Result<(), OsError> {
+    let advice = match advice {
+        PurgeAdvice::DontNeed => libc::MADV_DONTNEED,
+        PurgeAdvice::Free => libc::MADV_FREE,
+    };
+    // SAFETY: the caller guarantees the range is ours and dead.
+    let rc = unsafe { libc::madvise(ptr.cast(), len, advice) };
+    if rc == 0 { Ok(()) } else { Err(OsError::last()) }
+}
+
+/// Grows or shrinks a dedicated mapping, letting the kernel move it (no copy of the pages).
+///
+/// # Safety
+/// `ptr..ptr+old_len` must be a whole mapping of ours; on success the old range is gone.
+pub unsafe fn remap(ptr: *mut u8, old_len: usize, new_len: usize) -> Result<NonNull<u8>, OsError> {
+    // SAFETY: the caller owns the mapping; MREMAP_MAYMOVE never clobbers other mappings.
+    let p = unsafe { libc::mremap(ptr.cast(), old_len, new_len, libc::MREMAP_MAYMOVE) };
+    if p == libc::MAP_FAILED {
+        return Err(OsError::last());
+    }
+    // SAFETY: a successful mremap never returns null.
+    Ok(unsafe { NonNull::new_unchecked(p.cast()) })
+}
+
+/// Page protection for `protect`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Protection {
+    /// No access: a guard.
+    None,
+    /// Ordinary data.
+    ReadWrite,
+}
+
+/// Changes the protection of a range (splits the VMA: each distinct run costs one).
+///
+/// # Safety
+/// The range must lie inside a mapping of ours; with `Protection::None` nothing may use it.
+pub unsafe fn protect(ptr: *mut u8, len: usize, prot: Protection) -> Result<(), OsError> {
+    let prot = match prot {
+        Protection::None => libc::PROT_NONE,
+        Protection::ReadWrite => libc::PROT_READ | libc::PROT_WRITE,
+    };
+    // SAFETY: the caller owns the range.
+    let rc = unsafe { libc::mprotect(ptr.cast(), len, prot) };
+    if rc == 0 { Ok(()) } else { Err(OsError::last()) }
+}
+
+// Linux 6.13 added lightweight guard regions: the page table itself faults on access, so no
+// extra VMA is created. The constants are not in every libc release yet.
+const MADV_GUARD_INSTALL: i32 = 102;
+const MADV_GUARD_REMOVE: i32 = 103;
+
+const GUARD_UNKNOWN: u8 = 0;
+const GUARD_YES: u8 = 1;
+const GUARD_NO: u8 = 2;
+static GUARD_SUPPORT: AtomicU8 = AtomicU8::new(GUARD_UNKNOWN);
+
+/// Whether the kernel supports `MADV_GUARD_INSTALL`; probed once on a scratch mapping.
+pub fn has_guard_regions() -> bool {
+    match GUARD_SUPPORT.load(Ordering::Relaxed) {
+        GUARD_YES => true,
+        GUARD_NO => false,
+        _ => {
+            let page = page_size();
+            let supported = match reserve(page, page) {
+                Ok(p) => {
+                    // SAFETY: the scratch page is ours alone and released right after.
+                    let rc = unsafe { libc::madvise(p.as_ptr().cast(), page, MADV_GUARD_INSTALL) };
+                    // SAFETY: as above.
+                    unsafe { release(p.as_ptr(), page) };
+                    rc == 0
+                }
+                Err(_) => false,
+            };
+            GUARD_SUPPORT.store(if supported { GUARD_YES } else { GUARD_NO }, Ordering::Relaxed);
+            supported
+        }
+    }
+}
+
+/// Installs a guard region (`MADV_GUARD_INSTALL`): any access faults, no VMA is added.
+///
+/// # Safety
+/// The range must be page-aligned, inside a private anonymous mapping of ours, and unused.
+pub unsafe fn guard_install(ptr: *mut u8, len: usize) -> Result<(), OsError> {
+    // SAFETY: the caller owns the range.
+    let rc = unsafe { libc::madvise(ptr.cast(), len, MADV_GUARD_INSTALL) };
+    if rc == 0 { Ok(()) } else { Err(OsError::last()) }
+}
+
+/// Removes a guard region installed by `guard_install`.
+///
+/// # Safety
+/// The range must be one `guard_install` was called on.
+pub unsafe fn guard_remove(ptr: *mut u8, len: usize) -> Result<(), OsError> {
+    // SAFETY: the caller owns the range.
+    let rc = unsafe { libc::madvise(ptr.cast(), len, MADV_GUARD_REMOVE) };
+    if rc == 0 { Ok(()) } else { Err(OsError::last()) }
+}
+
+/// Counts the resident OS pages of a range with `mincore`, using a small stack buffer so that
+/// it never allocates.
+///
+/// # Safety
+/// The range must be page-aligned and mapped.
+pub unsafe fn resident_pages(ptr: *mut u8, len: usize) -> Result<usize, OsError> {
+    const CHUNK: usize = 512;
+    let page = page_size();
+    let mut vec = [0u8; CHUNK];
+    let mut resident = 0;
+    let mut at = ptr as usize;
+    let end = at + len;
+    while at < end {
+        let pages = ((end - at).div_ceil(page)).min(CHUNK);
+        // SAFETY: `vec` holds at least `pages` bytes; the range is mapped per the caller.
+        let rc = unsafe { libc::mincore(at as *mut _, pages * page, vec.as_mut_ptr()) };
+        if rc != 0 {
+            return Err(OsError::last());
+        }
+        resident += vec[..pages].iter().filter(|&&b| b & 1 != 0).count();
+        at += pages * page;
+    }
+    Ok(resident)
+}
+
+/// Milliseconds on a monotonic clock (the vDSO's coarse clock: cheap, no syscall).
+pub fn now_ms() -> u64 {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: `ts` is a valid out-pointer.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC_COARSE, &mut ts) };
+    ts.tv_sec as u64 * 1000 + ts.tv_nsec as u64 / 1_000_000
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reserve_is_aligned_and_lazy() {
+        let align = 4 << 20;
+        let len = 8 << 20;
+        let p = reserve(len, align).unwrap();
+        assert_eq!(p.as_ptr() as usize % align, 0);
+        // SAFETY: the range was just reserved.
+        unsafe {
+            assert_eq!(resident_pages(p.as_ptr(), len).unwrap(), 0);
+            p.as_ptr().write(7);
+            p.as_ptr().add(len - 1).write(9);
+            assert_eq!(resident_pages(p.as_ptr(), len).unwrap(), 2);
+            purge(p.as_ptr(), len, PurgeAdvice::DontNeed).unwrap();
+            assert_eq!(resident_pages(p.as_ptr(), len).unwrap(), 0);
+            assert_eq!(p.as_ptr().read(), 0, "DONTNEED pages read back as zero");
+            release(p.as_ptr(), len);
+        }
+    }
+
+    #[test]
+    fn remap_keeps_contents() {
+        let page = page_size();
+        let p = reserve(4 * page, page).unwrap();
+        // SAFETY: the mapping is ours; remap consumes it and we use only the result.
+        unsafe {
+            p.as_ptr().add(3 * page).write(42);
+            let q = remap(p.as_ptr(), 4 * page, 64 * page).unwrap();
+            assert_eq!(q.as_ptr().add(3 * page).read(), 42);
+            release(q.as_ptr(), 64 * page);
+        }
+    }
+
+    #[test]
+    fn guard_probe_is_stable() {
+        assert_eq!(has_guard_regions(), has_guard_regions());
+    }
+
+    #[test]
+    fn page_size_is_power_of_two() {
+        assert!(page_size().is_power_of_two());
+    }
+}
