@@ -1,4 +1,19 @@
 //! OS memory, aligned arenas, the page heap of spans and the page map behind Tessera
-//! (DESIGN.md, "The allocation path", steps 4–5).
+//! (DESIGN.md, "The allocation path", steps 4–5, and `free` step 1).
+//!
+//! - [`os`]: reserve, purge, release, remap, protect, guard regions; the page size at run time.
+//! - [`arena`]: 64 MiB aligned arenas whose headers hold the page map and span records.
+//! - [`heap`]: the page heap of 8 KiB pages, coalescing, delayed purging.
+//! - [`huge`]: dedicated mappings for huge blocks, resized with `mremap`.
+//! - [`lock`]: the futex lock every layer uses, since the allocator may not use std's.
 
+pub mod arena;
+pub mod heap;
+pub mod huge;
+pub mod lock;
 pub mod os;
+pub mod span;
+
+pub use arena::{ARENA_SIZE, PAGE_SHIFT, PAGE_SIZE, span_of};
+pub use heap::{Allocated, PageHeap, PageHeapStats, live_span_of};
+pub use span::{Span, SpanKind};

@@ -121,7 +121,11 @@ pub unsafe fn purge(ptr: *mut u8, len: usize, advice: PurgeAdvice) -> Result<(),
     };
     // SAFETY: the caller guarantees the range is ours and dead.
     let rc = unsafe { libc::madvise(ptr.cast(), len, advice) };
-    if rc == 0 { Ok(()) } else { Err(OsError::last()) }
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(OsError::last())
+    }
 }
 
 /// Grows or shrinks a dedicated mapping, letting the kernel move it (no copy of the pages).
@@ -158,7 +162,11 @@ pub unsafe fn protect(ptr: *mut u8, len: usize, prot: Protection) -> Result<(), 
     };
     // SAFETY: the caller owns the range.
     let rc = unsafe { libc::mprotect(ptr.cast(), len, prot) };
-    if rc == 0 { Ok(()) } else { Err(OsError::last()) }
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(OsError::last())
+    }
 }
 
 // Linux 6.13 added lightweight guard regions: the page table itself faults on access, so no
@@ -188,7 +196,10 @@ pub fn has_guard_regions() -> bool {
                 }
                 Err(_) => false,
             };
-            GUARD_SUPPORT.store(if supported { GUARD_YES } else { GUARD_NO }, Ordering::Relaxed);
+            GUARD_SUPPORT.store(
+                if supported { GUARD_YES } else { GUARD_NO },
+                Ordering::Relaxed,
+            );
             supported
         }
     }
@@ -201,7 +212,11 @@ pub fn has_guard_regions() -> bool {
 pub unsafe fn guard_install(ptr: *mut u8, len: usize) -> Result<(), OsError> {
     // SAFETY: the caller owns the range.
     let rc = unsafe { libc::madvise(ptr.cast(), len, MADV_GUARD_INSTALL) };
-    if rc == 0 { Ok(()) } else { Err(OsError::last()) }
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(OsError::last())
+    }
 }
 
 /// Removes a guard region installed by `guard_install`.
@@ -211,7 +226,11 @@ pub unsafe fn guard_install(ptr: *mut u8, len: usize) -> Result<(), OsError> {
 pub unsafe fn guard_remove(ptr: *mut u8, len: usize) -> Result<(), OsError> {
     // SAFETY: the caller owns the range.
     let rc = unsafe { libc::madvise(ptr.cast(), len, MADV_GUARD_REMOVE) };
-    if rc == 0 { Ok(()) } else { Err(OsError::last()) }
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(OsError::last())
+    }
 }
 
 /// Counts the resident OS pages of a range with `mincore`, using a small stack buffer so that
@@ -241,7 +260,10 @@ pub unsafe fn resident_pages(ptr: *mut u8, len: usize) -> Result<usize, OsError>
 
 /// Milliseconds on a monotonic clock (the vDSO's coarse clock: cheap, no syscall).
 pub fn now_ms() -> u64 {
-    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
     // SAFETY: `ts` is a valid out-pointer.
     unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC_COARSE, &mut ts) };
     ts.tv_sec as u64 * 1000 + ts.tv_nsec as u64 / 1_000_000

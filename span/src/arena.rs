@@ -1,0 +1,148 @@
+//! Aligned arenas and the page map: from any address to its span in O(1).
+//!
+//! Every arena is `ARENA_SIZE` bytes reserved at an `ARENA_SIZE`-aligned address, so the
+//! arena of a pointer is `ptr & !ARENA_MASK` (Go's `heapArena`, mimalloc's segments). The
+//! arena's first pages hold its header: the page map (page → first page of its span) and
+//! the span records, one slot per page, so a span's record is the slot of its first page
+//! and needs no separate metadata allocator. Header pages are committed on first touch
+//! like everything else, so an arena that serves a few spans costs a few header pages.
+//!
+//! A process-wide byte map (`ARENA_MAP`, one entry per possible arena in the 47-bit user
+//! address space, 2 MiB of zero-filled BSS that is only paged in where touched) says which
+//! arenas are ours. It lets `free` reject a foreign pointer with one load, before it reads
+//! any header.
+
+use core::ptr::NonNull;
+use core::sync::atomic::{AtomicU8, AtomicU32, Ordering};
+
+use crate::os;
+use crate::span::Span;
+
+/// log2 of the page heap's page (8 KiB, Go's `_PageShift`).
+pub const PAGE_SHIFT: usize = 13;
+/// The page heap's page size.
+pub const PAGE_SIZE: usize = 1 << PAGE_SHIFT;
+/// log2 of an arena's size.
+pub const ARENA_SHIFT: usize = 26;
+/// An arena's size and alignment (64 MiB).
+pub const ARENA_SIZE: usize = 1 << ARENA_SHIFT;
+/// `ptr & !ARENA_MASK` is the arena of `ptr`.
+pub const ARENA_MASK: usize = ARENA_SIZE - 1;
+/// Pages per arena, header included.
+pub const ARENA_PAGES: usize = ARENA_SIZE / PAGE_SIZE;
+
+/// The user half of the x86_64 (4-level) and aarch64 (48-bit) address space. Tessera never
+/// asks for a hint above it, so the kernel never places an arena higher.
+const ADDRESS_BITS: usize = 47;
+const ARENA_MAP_LEN: usize = 1 << (ADDRESS_BITS - ARENA_SHIFT);
+
+static ARENA_MAP: [AtomicU8; ARENA_MAP_LEN] = [const { AtomicU8::new(0) }; ARENA_MAP_LEN];
+
+/// An arena's header, at the arena's first byte.
+#[repr(C)]
+pub struct Arena {
+    /// NUMA node whose page heap owns this arena.
+    pub(crate) node: u32,
+    /// Next arena of the same page heap.
+    pub(crate) next: *mut Arena,
+    /// Page index → (first page of its span) + 1; 0 for pages in no span.
+    page_map: [AtomicU32; ARENA_PAGES],
+    /// Span records, one slot per page; slot `i` describes the span starting at page `i`.
+    spans: [Span; ARENA_PAGES],
+}
+
+impl core::fmt::Debug for Arena {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("Arena")
+            .field("base", &(self as *const Arena))
+            .field("node", &self.node)
+            .finish()
+    }
+}
+
+/// Pages at the start of every arena taken by its header.
+pub const HEADER_PAGES: usize = core::mem::size_of::<Arena>().div_ceil(PAGE_SIZE);
+
+impl Arena {
+    /// Reserves a new arena for `node`. Its pages are untouched; the caller builds the
+    /// header's first free run.
+    pub(crate) fn reserve(node: u32) -> Result<NonNull<Arena>, os::OsError> {
+        let base = os::reserve(ARENA_SIZE, ARENA_SIZE)?;
+        let arena = base.cast::<Arena>();
+        // SAFETY: the mapping is fresh, zero-filled and at least a header long; zero is a
+        // valid bit pattern for every header field except `node`/`next`, written here.
+        unsafe {
+            (*arena.as_ptr()).node = node;
+            (*arena.as_ptr()).next = core::ptr::null_mut();
+        }
+        ARENA_MAP[base.as_ptr() as usize >> ARENA_SHIFT].store(1, Ordering::Release);
+        Ok(arena)
+    }
+
+    /// The arena's first byte.
+    #[inline]
+    pub fn base(&self) -> *mut u8 {
+        self as *const Arena as *mut u8
+    }
+
+    /// The record slot for the span starting at page `page`.
+    #[inline]
+    pub(crate) fn span_at(&self, page: usize) -> *mut Span {
+        debug_assert!(page < ARENA_PAGES);
+        &self.spans[page] as *const Span as *mut Span
+    }
+
+    /// Points `page` at the span starting at `start`.
+    #[inline]
+    pub(crate) fn map_page(&self, page: usize, start: usize) {
+        self.page_map[page].store(start as u32 + 1, Ordering::Release);
+    }
+
+    /// The span record the page map names for `page`, if any.
+    #[inline]
+    pub(crate) fn mapped_span(&self, page: usize) -> Option<NonNull<Span>> {
+        let entry = self.page_map[page].load(Ordering::Acquire);
+        if entry == 0 {
+            return None;
+        }
+        NonNull::new(self.span_at(entry as usize - 1))
+    }
+}
+
+/// The span record that the page map names for `addr`, or `None` when `addr` is in no
+/// arena of ours or on a page no span has ever covered.
+///
+/// The record may describe a span that no longer covers `addr` (page map entries inside
+/// free runs go stale); callers that got `addr` from outside check
+/// `span.kind()` and `span.contains(addr)`.
+#[inline]
+pub fn span_of(addr: usize) -> Option<NonNull<Span>> {
+    let index = addr >> ARENA_SHIFT;
+    if index >= ARENA_MAP_LEN || ARENA_MAP[index].load(Ordering::Relaxed) == 0 {
+        return None;
+    }
+    let arena = (addr & !ARENA_MASK) as *const Arena;
+    let page = (addr & ARENA_MASK) >> PAGE_SHIFT;
+    // SAFETY: the arena map says an arena of ours starts at `arena`, and arenas are never
+    // unmapped, so its header is readable.
+    unsafe { (*arena).mapped_span(page) }
+}
+
+/// Whether `addr` lies in one of our arenas.
+#[inline]
+pub fn in_arena(addr: usize) -> bool {
+    let index = addr >> ARENA_SHIFT;
+    index < ARENA_MAP_LEN && ARENA_MAP[index].load(Ordering::Relaxed) != 0
+}
+
+/// The page index of `addr` inside its arena.
+#[inline]
+pub(crate) fn page_index(addr: usize) -> usize {
+    (addr & ARENA_MASK) >> PAGE_SHIFT
+}
+
+/// The arena header holding a span record.
+#[inline]
+pub(crate) fn arena_of_span(span: *const Span) -> *mut Arena {
+    (span as usize & !ARENA_MASK) as *mut Arena
+}

@@ -1,0 +1,261 @@
+//! Huge allocations: each one a dedicated mapping, so `realloc` can move it with `mremap`
+//! instead of copying, and `free` gives the memory straight back to the OS.
+//!
+//! Dedicated mappings are not in any arena, so the page map cannot find them. A registry
+//! (an open-addressing hash table keyed by address, in memory mapped for it, guarded by one
+//! lock) records each mapping's length. Huge blocks are rare and each costs a syscall, so
+//! the lock is never hot.
+
+use core::ptr::{self, NonNull};
+
+use crate::lock::Locked;
+use crate::os;
+
+#[derive(Clone, Copy)]
+struct Entry {
+    addr: usize,
+    len: usize,
+}
+
+const EMPTY: usize = 0;
+const TOMBSTONE: usize = 1;
+
+struct Table {
+    entries: *mut Entry,
+    capacity: usize,
+    /// Live entries plus tombstones.
+    used: usize,
+    live: usize,
+    live_bytes: usize,
+}
+
+// SAFETY: `entries` is memory mapped for the table alone; the registry lock guards it.
+unsafe impl Send for Table {}
+
+static REGISTRY: Locked<Table> = Locked::new(Table {
+    entries: ptr::null_mut(),
+    capacity: 0,
+    used: 0,
+    live: 0,
+    live_bytes: 0,
+});
+
+fn slot_of(addr: usize, capacity: usize) -> usize {
+    // Addresses are page aligned; a Fibonacci multiplier spreads the high bits.
+    ((addr >> 12).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 7) & (capacity - 1)
+}
+
+impl Table {
+    fn find(&self, addr: usize) -> Option<usize> {
+        if self.capacity == 0 {
+            return None;
+        }
+        let mut i = slot_of(addr, self.capacity);
+        loop {
+            // SAFETY: `i < capacity` and the table holds `capacity` entries.
+            let e = unsafe { *self.entries.add(i) };
+            if e.addr == addr {
+                return Some(i);
+            }
+            if e.addr == EMPTY {
+                return None;
+            }
+            i = (i + 1) & (self.capacity - 1);
+        }
+    }
+
+    fn insert(&mut self, addr: usize, len: usize) -> bool {
+        if (self.used + 1) * 4 > self.capacity * 3 && !self.rehash() {
+            return false;
+        }
+        let mut i = slot_of(addr, self.capacity);
+        loop {
+            // SAFETY: `i < capacity`.
+            let e = unsafe { &mut *self.entries.add(i) };
+            if e.addr == EMPTY || e.addr == TOMBSTONE {
+                if e.addr == EMPTY {
+                    self.used += 1;
+                }
+                *e = Entry { addr, len };
+                self.live += 1;
+                self.live_bytes += len;
+                return true;
+            }
+            i = (i + 1) & (self.capacity - 1);
+        }
+    }
+
+    fn remove_at(&mut self, i: usize) -> Entry {
+        // SAFETY: `i` came from `find`.
+        let e = unsafe { &mut *self.entries.add(i) };
+        let old = *e;
+        e.addr = TOMBSTONE;
+        self.live -= 1;
+        self.live_bytes -= old.len;
+        old
+    }
+
+    /// Moves every live entry into a table sized for twice the live count.
+    fn rehash(&mut self) -> bool {
+        let capacity = ((self.live + 1) * 2)
+            .next_power_of_two()
+            .max(os::page_size() / 16);
+        let bytes = capacity * core::mem::size_of::<Entry>();
+        let Ok(fresh) = os::reserve(bytes.next_multiple_of(os::page_size()), os::page_size())
+        else {
+            return false;
+        };
+        let old = (self.entries, self.capacity);
+        self.entries = fresh.as_ptr().cast();
+        self.capacity = capacity;
+        self.used = 0;
+        self.live = 0;
+        self.live_bytes = 0;
+        for i in 0..old.1 {
+            // SAFETY: `i` indexes the old table.
+            let e = unsafe { *old.0.add(i) };
+            if e.addr > TOMBSTONE {
+                self.insert(e.addr, e.len);
+            }
+        }
+        if !old.0.is_null() {
+            let old_bytes = old.1 * core::mem::size_of::<Entry>();
+            // SAFETY: the old table was mapped by a previous rehash and is no longer used.
+            unsafe { os::release(old.0.cast(), old_bytes.next_multiple_of(os::page_size())) };
+        }
+        true
+    }
+}
+
+fn round_len(size: usize) -> Option<usize> {
+    let page = os::page_size();
+    size.checked_add(page - 1).map(|s| s & !(page - 1))
+}
+
+/// Maps a huge block of at least `size` bytes aligned to `align`. Fresh mappings read as zero.
+pub fn alloc(size: usize, align: usize) -> Option<NonNull<u8>> {
+    let len = round_len(size)?;
+    let p = os::reserve(len, align.max(os::page_size())).ok()?;
+    let mut table = REGISTRY.lock();
+    if table.insert(p.as_ptr() as usize, len) {
+        Some(p)
+    } else {
+        drop(table);
+        // SAFETY: the mapping was made above and never handed out.
+        unsafe { os::release(p.as_ptr(), len) };
+        None
+    }
+}
+
+/// The mapped length of the huge block at `ptr`, if `ptr` is one.
+pub fn size_of(ptr: *mut u8) -> Option<usize> {
+    let table = REGISTRY.lock();
+    let i = table.find(ptr as usize)?;
+    // SAFETY: `i` came from `find`.
+    Some(unsafe { (*table.entries.add(i)).len })
+}
+
+/// Unmaps the huge block at `ptr`; false if `ptr` is not a huge block of ours.
+///
+/// # Safety
+/// If `ptr` is a huge block, nothing may use it afterwards.
+pub unsafe fn free(ptr: *mut u8) -> bool {
+    let entry = {
+        let mut table = REGISTRY.lock();
+        let Some(i) = table.find(ptr as usize) else {
+            return false;
+        };
+        table.remove_at(i)
+    };
+    // SAFETY: the entry described a whole mapping of ours, now unregistered.
+    unsafe { os::release(entry.addr as *mut u8, entry.len) };
+    true
+}
+
+/// Resizes the huge block at `ptr` to at least `size` bytes with `mremap` (the kernel moves
+/// page-table entries, not bytes). `None` when `ptr` is not a huge block or the OS refuses;
+/// the block is then unchanged.
+///
+/// # Safety
+/// `ptr` must not be used after a successful call; use the returned pointer instead.
+pub unsafe fn realloc(ptr: *mut u8, size: usize) -> Option<NonNull<u8>> {
+    let new_len = round_len(size)?;
+    let mut table = REGISTRY.lock();
+    let i = table.find(ptr as usize)?;
+    // SAFETY: `i` came from `find`.
+    let old_len = unsafe { (*table.entries.add(i)).len };
+    if new_len == old_len {
+        return NonNull::new(ptr);
+    }
+    // SAFETY: the registry says `ptr..ptr+old_len` is one whole mapping of ours.
+    let moved = unsafe { os::remap(ptr, old_len, new_len) }.ok()?;
+    table.remove_at(i);
+    if !table.insert(moved.as_ptr() as usize, new_len) {
+        // Out of memory for the registry: hand the caller nothing and keep no orphan.
+        drop(table);
+        // SAFETY: the new mapping is ours and unregistered.
+        unsafe { os::release(moved.as_ptr(), new_len) };
+        return None;
+    }
+    Some(moved)
+}
+
+/// Live huge blocks and their mapped bytes.
+pub fn stats() -> (usize, usize) {
+    let table = REGISTRY.lock();
+    (table.live, table.live_bytes)
+}
+
+/// Resident bytes of all huge blocks, measured with `mincore`.
+pub fn resident() -> usize {
+    let table = REGISTRY.lock();
+    let mut bytes = 0;
+    for i in 0..table.capacity {
+        // SAFETY: `i` indexes the table.
+        let e = unsafe { *table.entries.add(i) };
+        if e.addr > TOMBSTONE {
+            // SAFETY: a registered mapping, alive while we hold the lock.
+            bytes += unsafe { os::resident_pages(e.addr as *mut u8, e.len) }.unwrap_or(0)
+                * os::page_size();
+        }
+    }
+    bytes
+}
+
+/// The registry lock, for the fork handlers.
+pub fn raw_lock() -> &'static crate::lock::RawLock {
+    REGISTRY.raw()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn alloc_realloc_free() {
+        let p = alloc(5 << 20, 16).unwrap();
+        // SAFETY: the block is ours until freed.
+        unsafe {
+            assert_eq!(*p.as_ptr(), 0);
+            p.as_ptr().add((5 << 20) - 1).write(77);
+            assert_eq!(size_of(p.as_ptr()), Some(5 << 20));
+            let q = realloc(p.as_ptr(), 40 << 20).unwrap();
+            assert_eq!(q.as_ptr().add((5 << 20) - 1).read(), 77);
+            assert_eq!(size_of(q.as_ptr()), Some(40 << 20));
+            assert!(free(q.as_ptr()));
+            assert!(!free(q.as_ptr()), "a second free finds nothing");
+        }
+    }
+
+    #[test]
+    fn many_blocks_survive_rehash() {
+        let blocks: Vec<_> = (0..600).map(|_| alloc(4096, 4096).unwrap()).collect();
+        for b in &blocks {
+            assert_eq!(size_of(b.as_ptr()), Some(4096));
+        }
+        for b in blocks {
+            // SAFETY: each block is freed once.
+            assert!(unsafe { free(b.as_ptr()) });
+        }
+    }
+}
