@@ -1,2 +1,40 @@
 //! NUMA topology, the current CPU and node, and the memory-policy syscalls, read and made
-//! without allocating (DESIGN.md, "NUMA"). Being filled by the NUMA issue.
+//! without allocating (DESIGN.md, "NUMA"). This crate sits at the bottom of the dependency
+//! graph (`numa ← span ← alloc`) and is called from inside the allocator, so it is `no_std`:
+//! fixed-size arrays and bitsets, raw `open`/`read` into stack buffers, no panics on bad
+//! input, errors as values. libnuma is not used (it calls `malloc`).
+//!
+//! - [`topology`]: [`Topology`] from `/sys/devices/system/node` (or a fixture tree).
+//! - [`cpu`]: [`current_cpu`] / [`current_node`] from glibc's rseq area or `getcpu`.
+//! - [`policy`]: [`mbind`], [`set_mempolicy`], [`policy_of`], [`node_of_address`],
+//!   [`nodes_of_pages`] over `libc::syscall`.
+//! - [`bitset`]: [`CpuSet`] and [`NodeMask`]; [`ids`]: [`CpuId`] and [`NodeId`].
+//!
+//! Linux, 64-bit only (node masks are arrays of `u64` standing for the kernel's
+//! `unsigned long`). The rseq fast path needs glibc 2.35+ on x86_64 or aarch64.
+
+#![no_std]
+
+#[cfg(test)]
+extern crate std;
+
+#[cfg(not(all(target_os = "linux", target_pointer_width = "64")))]
+compile_error!("tessera-numa supports 64-bit Linux only");
+
+pub mod bitset;
+pub mod cpu;
+pub mod ids;
+mod parse;
+pub mod policy;
+mod sys;
+mod sysfs;
+pub mod topology;
+
+pub use bitset::{CpuSet, MAX_CPUS, MAX_NODES, NodeMask};
+pub use cpu::{CpuSource, cpu_source, current_cpu, current_cpu_and_node, current_node, getcpu};
+pub use ids::{CpuId, NodeId};
+pub use policy::{
+    Call, MbindFlags, NumaError, Policy, mbind, mems_allowed, node_of_address, node_of_page,
+    nodes_of_pages, policy_of, set_mempolicy, thread_policy,
+};
+pub use topology::{LOCAL_DISTANCE, Node, REMOTE_DISTANCE, Source, Topology};

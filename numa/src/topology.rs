@@ -1,0 +1,555 @@
+//! The machine's NUMA topology, read once from `/sys/devices/system/node` without allocating
+//! (DESIGN.md, "NUMA"): which nodes exist, their CPUs, memory and distances, and the CPU→node
+//! map the allocator uses to pick a node's page heap.
+//!
+//! Everything is fixed-size: nodes are indexed directly by their (possibly sparse) id in an
+//! array of [`MAX_NODES`], CPUs by number in arrays of [`MAX_CPUS`]. Odd machines are normal
+//! input, not errors:
+//!
+//! - sparse node ids (nodes 0 and 2): the `distance` row of each node lists the *online*
+//!   nodes in increasing id order, so entry `k` belongs to the `k`-th online node, not node `k`;
+//! - memory-less nodes (CPUs only) and CPU-less nodes (memory only, e.g. CXL or HBM);
+//! - offline CPUs (`/sys/devices/system/cpu/online`) and an affinity mask narrower than the
+//!   machine (`sched_getaffinity`, which is also how a cgroup cpuset shows up);
+//! - no `/sys` at all (a container or chroot without it): one node 0 with every usable CPU.
+//!
+//! Anything malformed in a file is treated as if that file were missing.
+
+use core::cell::UnsafeCell;
+use core::fmt;
+use core::sync::atomic::{AtomicU8, Ordering};
+
+use crate::bitset::{CpuSet, MAX_CPUS, MAX_NODES, NodeMask};
+use crate::ids::{CpuId, NodeId};
+use crate::parse;
+use crate::sys;
+use crate::sysfs::{SysFile, SysPath, for_each_dir_entry};
+
+/// The distance the kernel reports from a node to itself (ACPI SLIT convention).
+pub const LOCAL_DISTANCE: u8 = 10;
+/// The distance assumed between two different nodes when sysfs does not say.
+pub const REMOTE_DISTANCE: u8 = 20;
+
+/// `cpu_node` value for a CPU that belongs to no node we know.
+const NO_NODE: u16 = u16::MAX;
+
+/// One NUMA node.
+#[derive(Clone, Copy)]
+pub struct Node {
+    id: NodeId,
+    /// The CPUs sysfs lists for the node (`nodeN/cpulist`), online or not.
+    cpus: CpuSet,
+    /// Distance to each node, indexed by node id; 0 where sysfs did not say.
+    distance: [u8; MAX_NODES],
+    /// `MemTotal` from `nodeN/meminfo` in KiB; 0 when unknown.
+    mem_total_kib: u64,
+    has_memory: bool,
+}
+
+impl Node {
+    const EMPTY: Node = Node {
+        id: NodeId::ZERO,
+        cpus: CpuSet::EMPTY,
+        distance: [0; MAX_NODES],
+        mem_total_kib: 0,
+        has_memory: false,
+    };
+
+    /// The node's id.
+    pub fn id(&self) -> NodeId {
+        self.id
+    }
+
+    /// The CPUs sysfs lists for the node, including offline ones and ones outside this
+    /// process's affinity mask; see [`Topology::usable_cpus`] for the ones we can run on.
+    pub fn cpus(&self) -> &CpuSet {
+        &self.cpus
+    }
+
+    /// Whether the node has memory (`has_memory`, or a non-zero `MemTotal` when that file is
+    /// missing). Memory-less nodes exist: allocate from [`Topology::nearest_memory_node`].
+    pub fn has_memory(&self) -> bool {
+        self.has_memory
+    }
+
+    /// The node's `MemTotal` in KiB, 0 when unknown (e.g. without `/sys`).
+    pub fn mem_total_kib(&self) -> u64 {
+        self.mem_total_kib
+    }
+
+    /// The distance to `to` as sysfs reports it, or `None` when it did not.
+    pub fn distance_to(&self, to: NodeId) -> Option<u8> {
+        match self.distance.get(to.index()) {
+            Some(&d) if d != 0 => Some(d),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Debug for Node {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Node")
+            .field("id", &self.id)
+            .field("cpus", &self.cpus)
+            .field("has_memory", &self.has_memory)
+            .field("mem_total_kib", &self.mem_total_kib)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Where a [`Topology`] came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Source {
+    /// Read from `<root>/devices/system/node`.
+    Sysfs,
+    /// No node directory: one node 0 with all CPUs, as the kernel itself does without NUMA.
+    SingleNodeFallback,
+}
+
+/// The NUMA topology of the machine (or of a sysfs fixture tree).
+///
+/// About 20 KiB of plain data; [`Topology::get`] keeps the process-wide one in a static.
+#[derive(Clone)]
+pub struct Topology {
+    nodes: [Node; MAX_NODES],
+    present: NodeMask,
+    memory_nodes: NodeMask,
+    cpu_nodes: NodeMask,
+    online_cpus: CpuSet,
+    allowed_cpus: CpuSet,
+    cpu_node: [u16; MAX_CPUS],
+    source: Source,
+    truncated: bool,
+}
+
+impl Topology {
+    const EMPTY: Topology = Topology {
+        nodes: [Node::EMPTY; MAX_NODES],
+        present: NodeMask::EMPTY,
+        memory_nodes: NodeMask::EMPTY,
+        cpu_nodes: NodeMask::EMPTY,
+        online_cpus: CpuSet::EMPTY,
+        allowed_cpus: CpuSet::EMPTY,
+        cpu_node: [NO_NODE; MAX_CPUS],
+        source: Source::SingleNodeFallback,
+        truncated: false,
+    };
+
+    /// The process-wide topology of this machine, read from `/sys` on first use.
+    ///
+    /// Never allocates, never panics. Threads that race the first call wait (yielding) for
+    /// the one that reads sysfs; that takes well under a millisecond. The CPU affinity mask
+    /// is the one of the first caller's thread.
+    pub fn get() -> &'static Topology {
+        GLOBAL.get()
+    }
+
+    /// Reads the topology under `root` (`b"/sys"` for the machine, a fixture directory in
+    /// tests), with this thread's real affinity mask. Returns ~20 KiB by value: call it on a
+    /// thread with a normal stack, or use [`Topology::get`].
+    pub fn read_from(root: &[u8]) -> Topology {
+        let mut t = Topology::EMPTY;
+        t.fill(root, None);
+        t
+    }
+
+    /// Like [`read_from`](Self::read_from), with `allowed` standing in for the affinity mask
+    /// (so fixture tests do not depend on the machine they run on).
+    pub fn read_with_affinity(root: &[u8], allowed: &CpuSet) -> Topology {
+        let mut t = Topology::EMPTY;
+        t.fill(root, Some(allowed));
+        t
+    }
+
+    /// Fills `self` (which must be `EMPTY`) in place.
+    fn fill(&mut self, root: &[u8], allowed: Option<&CpuSet>) {
+        let mut path = SysPath::new(root);
+        path.push(b"/devices/system");
+        let system = path.mark();
+
+        // Online CPUs; `None` when the file is missing or malformed.
+        path.push(b"/cpu/online");
+        let online = self.read_cpu_list(&mut path);
+        path.truncate(system);
+
+        // Affinity: the caller's stand-in, or the kernel's mask for this thread.
+        let allowed = match allowed {
+            Some(a) => Some(*a),
+            None => affinity(),
+        };
+
+        path.push(b"/node");
+        let node_dir = path.mark();
+        self.find_nodes(&mut path);
+        path.truncate(node_dir);
+
+        if self.present.is_empty() {
+            self.fill_single_node(online, allowed);
+            return;
+        }
+        self.source = Source::Sysfs;
+
+        // The online nodes in increasing order give the columns of every distance row.
+        let present = self.present;
+        let mut from_has_memory = NodeMask::EMPTY;
+        path.push(b"/has_memory");
+        let has_memory_known = read_node_list(&mut path, &mut from_has_memory, &mut self.truncated);
+        path.truncate(node_dir);
+
+        for id in present.iter() {
+            path.push(b"/node").push_num(u32::from(id.get()));
+            let dir = path.mark();
+            let node = &mut self.nodes[id.index()];
+            node.id = id;
+
+            path.push(b"/cpulist");
+            if let Some(f) = SysFile::open(&mut path) {
+                let mut cpus = CpuSet::EMPTY;
+                let mut cut = false;
+                if parse::list(f, |lo, hi| cut |= !cpus.insert_range(lo, hi)).is_ok() {
+                    node.cpus = cpus;
+                    self.truncated |= cut;
+                }
+            }
+            path.truncate(dir);
+
+            path.push(b"/meminfo");
+            if let Some(f) = SysFile::open(&mut path) {
+                node.mem_total_kib = parse::field_after(f, b"MemTotal:").unwrap_or(0);
+            }
+            path.truncate(dir);
+
+            path.push(b"/distance");
+            if let Some(f) = SysFile::open(&mut path) {
+                let mut row = [0u8; MAX_NODES];
+                let mut cols = present.iter();
+                let ok = parse::numbers(f, |d| {
+                    if let Some(to) = cols.next() {
+                        row[to.index()] = u8::try_from(d).unwrap_or(u8::MAX);
+                    }
+                });
+                if ok.is_ok() {
+                    node.distance = row;
+                }
+            }
+            path.truncate(node_dir);
+
+            node.has_memory = if has_memory_known {
+                from_has_memory.contains(id)
+            } else {
+                node.mem_total_kib > 0
+            };
+        }
+
+        // A node's CPUs in sysfs should be disjoint; if a broken tree lists a CPU twice, the
+        // lower node id wins, deterministically.
+        for i in (0..MAX_NODES).rev() {
+            let id = NodeId::new(i as u16);
+            if !present.contains(id) {
+                continue;
+            }
+            for cpu in self.nodes[id.index()].cpus.iter() {
+                self.cpu_node[cpu.index()] = id.get();
+            }
+        }
+
+        let all_cpus = present.iter().fold(CpuSet::EMPTY, |acc, id| {
+            acc.union(&self.nodes[id.index()].cpus)
+        });
+        self.online_cpus = online.unwrap_or(all_cpus);
+        self.allowed_cpus = allowed.unwrap_or(self.online_cpus);
+        for id in present.iter() {
+            let node = &self.nodes[id.index()];
+            if node.has_memory {
+                self.memory_nodes.insert(id);
+            }
+            if !node.cpus.intersection(&self.online_cpus).is_empty() {
+                self.cpu_nodes.insert(id);
+            }
+        }
+    }
+
+    /// Finds the node ids: `node/online` when readable, else the `nodeN` directories.
+    fn find_nodes(&mut self, path: &mut SysPath) {
+        let dir = path.mark();
+        path.push(b"/online");
+        let mut nodes = NodeMask::EMPTY;
+        let listed = read_node_list(path, &mut nodes, &mut self.truncated);
+        path.truncate(dir);
+        if !listed || nodes.is_empty() {
+            nodes = NodeMask::EMPTY;
+            let truncated = &mut self.truncated;
+            for_each_dir_entry(path, |name| {
+                if let Some(id) = name.strip_prefix(b"node").and_then(decimal) {
+                    if id < MAX_NODES as u64 {
+                        nodes.insert(NodeId::new(id as u16));
+                    } else {
+                        *truncated = true;
+                    }
+                }
+            });
+        }
+        self.present = nodes;
+    }
+
+    /// Reads a CPU list file; `None` when missing or malformed.
+    fn read_cpu_list(&mut self, path: &mut SysPath) -> Option<CpuSet> {
+        let f = SysFile::open(path)?;
+        let mut set = CpuSet::EMPTY;
+        let mut cut = false;
+        parse::list(f, |lo, hi| cut |= !set.insert_range(lo, hi)).ok()?;
+        self.truncated |= cut;
+        Some(set)
+    }
+
+    /// The topology of a machine without a node directory: node 0 has every CPU and all
+    /// the memory.
+    fn fill_single_node(&mut self, online: Option<CpuSet>, allowed: Option<CpuSet>) {
+        self.source = Source::SingleNodeFallback;
+        let online = match (online, allowed) {
+            (Some(o), _) => o,
+            (None, Some(a)) => a,
+            (None, None) => {
+                let mut s = CpuSet::EMPTY;
+                s.insert(CpuId::new(0));
+                s
+            }
+        };
+        self.online_cpus = online;
+        self.allowed_cpus = allowed.unwrap_or(online);
+        let node = &mut self.nodes[0];
+        node.id = NodeId::ZERO;
+        node.cpus = online.union(&self.allowed_cpus);
+        node.distance[0] = LOCAL_DISTANCE;
+        node.has_memory = true;
+        for cpu in node.cpus.iter() {
+            self.cpu_node[cpu.index()] = 0;
+        }
+        self.present = NodeMask::single(NodeId::ZERO);
+        self.memory_nodes = self.present;
+        self.cpu_nodes = self.present;
+    }
+
+    // -----------------------------------------------------------------------------------
+    // Queries
+    // -----------------------------------------------------------------------------------
+
+    /// Where this topology came from.
+    pub fn source(&self) -> Source {
+        self.source
+    }
+
+    /// Whether sysfs mentioned nodes or CPUs past [`MAX_NODES`]/[`MAX_CPUS`] (they are left
+    /// out; CPUs past the limit map to no node).
+    pub fn truncated(&self) -> bool {
+        self.truncated
+    }
+
+    /// The number of nodes.
+    pub fn node_count(&self) -> usize {
+        self.present.count()
+    }
+
+    /// Whether there is more than one node with memory: the only case where binding memory
+    /// to nodes changes anything (DESIGN.md's `TESSERA_NUMA=auto`).
+    pub fn is_numa(&self) -> bool {
+        self.memory_nodes.count() > 1
+    }
+
+    /// The ids of all nodes.
+    pub fn node_ids(&self) -> NodeMask {
+        self.present
+    }
+
+    /// The nodes in increasing id order.
+    pub fn nodes(&self) -> impl Iterator<Item = &Node> + '_ {
+        self.present.iter().map(move |id| &self.nodes[id.index()])
+    }
+
+    /// The node with id `id`, if it exists.
+    pub fn node(&self, id: NodeId) -> Option<&Node> {
+        if self.present.contains(id) {
+            self.nodes.get(id.index())
+        } else {
+            None
+        }
+    }
+
+    /// The nodes that have memory.
+    pub fn memory_nodes(&self) -> NodeMask {
+        self.memory_nodes
+    }
+
+    /// The nodes that have at least one online CPU.
+    pub fn cpu_nodes(&self) -> NodeMask {
+        self.cpu_nodes
+    }
+
+    /// The online CPUs.
+    pub fn online_cpus(&self) -> &CpuSet {
+        &self.online_cpus
+    }
+
+    /// The CPUs this process may run on (the affinity mask when the topology was read).
+    pub fn allowed_cpus(&self) -> &CpuSet {
+        &self.allowed_cpus
+    }
+
+    /// The node `cpu` belongs to, or `None` for a CPU no node lists.
+    #[inline]
+    pub fn node_of_cpu(&self, cpu: CpuId) -> Option<NodeId> {
+        match self.cpu_node.get(cpu.index()) {
+            Some(&n) if n != NO_NODE => Some(NodeId::new(n)),
+            _ => None,
+        }
+    }
+
+    /// The CPUs of `node` that are online and in the affinity mask: where a thread pinned
+    /// to the node can actually run. Empty for an unknown node.
+    pub fn usable_cpus(&self, node: NodeId) -> CpuSet {
+        match self.node(node) {
+            Some(n) => n
+                .cpus
+                .intersection(&self.online_cpus)
+                .intersection(&self.allowed_cpus),
+            None => CpuSet::EMPTY,
+        }
+    }
+
+    /// The distance from `from` to `to`: sysfs's figure, else [`LOCAL_DISTANCE`] for a node
+    /// to itself and [`REMOTE_DISTANCE`] between different nodes (the kernel's own default).
+    pub fn distance(&self, from: NodeId, to: NodeId) -> u8 {
+        match self.node(from).and_then(|n| n.distance_to(to)) {
+            Some(d) => d,
+            None if from == to => LOCAL_DISTANCE,
+            None => REMOTE_DISTANCE,
+        }
+    }
+
+    /// The node to take memory from for code running on `node`: the node itself when it has
+    /// memory, else the closest node with memory (lowest id on a tie). `None` only when no
+    /// node has memory.
+    pub fn nearest_memory_node(&self, node: NodeId) -> Option<NodeId> {
+        if self.memory_nodes.contains(node) {
+            return Some(node);
+        }
+        self.memory_nodes
+            .iter()
+            .min_by_key(|&m| (self.distance(node, m), m.get()))
+    }
+}
+
+impl fmt::Debug for Topology {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Topology")
+            .field("source", &self.source)
+            .field("nodes", &DebugNodes(self))
+            .field("online_cpus", &self.online_cpus)
+            .field("allowed_cpus", &self.allowed_cpus)
+            .field("truncated", &self.truncated)
+            .finish()
+    }
+}
+
+/// Lists only the present nodes, not all [`MAX_NODES`] slots.
+struct DebugNodes<'a>(&'a Topology);
+
+impl fmt::Debug for DebugNodes<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_list().entries(self.0.nodes()).finish()
+    }
+}
+
+/// Reads a node list file into `out`; false when missing or malformed (`out` unchanged).
+fn read_node_list(path: &mut SysPath, out: &mut NodeMask, truncated: &mut bool) -> bool {
+    let Some(f) = SysFile::open(path) else {
+        return false;
+    };
+    let mut m = NodeMask::EMPTY;
+    let mut cut = false;
+    if parse::list(f, |lo, hi| cut |= !m.insert_range(lo, hi)).is_err() {
+        return false;
+    }
+    *out = m;
+    *truncated |= cut;
+    true
+}
+
+/// This thread's affinity mask, `None` when the kernel has more CPUs than [`MAX_CPUS`] (it
+/// then refuses a smaller buffer) or the call fails.
+fn affinity() -> Option<CpuSet> {
+    let mut set = CpuSet::EMPTY;
+    sys::sched_getaffinity(set.words_mut()).ok()?;
+    Some(set)
+}
+
+/// Parses an all-digit byte string.
+fn decimal(s: &[u8]) -> Option<u64> {
+    if s.is_empty() || s.len() > 9 {
+        return None;
+    }
+    let mut v = 0u64;
+    for &b in s {
+        if !b.is_ascii_digit() {
+            return None;
+        }
+        v = v * 10 + u64::from(b - b'0');
+    }
+    Some(v)
+}
+
+// ---------------------------------------------------------------------------------------
+// The process-wide topology
+// ---------------------------------------------------------------------------------------
+
+const UNINIT: u8 = 0;
+const BUSY: u8 = 1;
+const READY: u8 = 2;
+
+/// A topology read once, in place (it is too large to build on a small stack and copy).
+struct Global {
+    state: AtomicU8,
+    topology: UnsafeCell<Topology>,
+}
+
+// SAFETY: `topology` is written only by the one thread that moves `state` from UNINIT to
+// BUSY, and read only after `state` is READY (Release store / Acquire load), after which it is
+// never written again.
+unsafe impl Sync for Global {}
+
+static GLOBAL: Global = Global {
+    state: AtomicU8::new(UNINIT),
+    topology: UnsafeCell::new(Topology::EMPTY),
+};
+
+impl Global {
+    fn get(&'static self) -> &'static Topology {
+        if self.state.load(Ordering::Acquire) != READY {
+            self.init();
+        }
+        // SAFETY: `state` is READY (seen with Acquire above or in `init`), so the writer's
+        // fill happened-before this point and nobody writes the topology again.
+        unsafe { &*self.topology.get() }
+    }
+
+    #[cold]
+    fn init(&self) {
+        match self
+            .state
+            .compare_exchange(UNINIT, BUSY, Ordering::Acquire, Ordering::Acquire)
+        {
+            Ok(_) => {
+                // SAFETY: winning the UNINIT→BUSY exchange makes this thread the only one
+                // that touches `topology` until it stores READY; readers wait for READY.
+                let t = unsafe { &mut *self.topology.get() };
+                t.fill(b"/sys", None);
+                self.state.store(READY, Ordering::Release);
+            }
+            Err(_) => {
+                while self.state.load(Ordering::Acquire) != READY {
+                    sys::yield_now();
+                }
+            }
+        }
+    }
+}
