@@ -1,0 +1,313 @@
+//! Reporting stack overflows: a SIGSEGV/SIGBUS handler that recognises a hit on a tessera
+//! guard page and says so in one clear line, instead of a bare "Segmentation fault".
+//!
+//! How it fits together:
+//! - The handler is installed once per process (`Once`), on top of whatever was there
+//!   before. Rust's std installs its own handler at start-up to report main-thread and
+//!   std-thread overflows; ours keeps that `sigaction` and chains to it.
+//! - A fault on a tessera guard: write one line to stderr with `write(2)` (the fault may have
+//!   happened while holding any lock, including malloc's, so nothing here allocates, formats
+//!   through `std::fmt`, or locks), then `abort()`.
+//! - Any other fault goes to the previous handler unchanged. If that was `SIG_DFL`, the old
+//!   disposition is restored and the handler returns: the faulting instruction runs again and
+//!   the kernel's default action (core dump) happens with the original fault. `SIG_IGN` is
+//!   treated as `SIG_DFL`, since ignoring a hardware fault would spin forever.
+//! - The handler runs on an alternate signal stack (`SA_ONSTACK`): the faulting stack has no
+//!   room left. Every thread that runs tessera stacks needs one; `prepare_thread` installs one
+//!   lazily (on the first `acquire` of a thread) unless the thread already has one (std gives
+//!   its threads one when its own handler is installed).
+
+use std::cell::{Cell, RefCell, UnsafeCell};
+use std::mem::MaybeUninit;
+use std::sync::Once;
+
+use tessera_span::os::{self, Protection};
+
+use crate::class::MAX_STACK_SIZE;
+use crate::registry::{self, SlotHit};
+
+/// The sigaction that was installed before ours, per signal; written once, before our
+/// handler can run, and only read afterwards.
+struct SavedAction(UnsafeCell<MaybeUninit<libc::sigaction>>);
+
+// SAFETY: written exactly once inside `INSTALL.call_once`, before the `sigaction` call that
+// makes our handler (the only reader) reachable; never written again.
+unsafe impl Sync for SavedAction {}
+
+static OLD_SEGV: SavedAction = SavedAction(UnsafeCell::new(MaybeUninit::uninit()));
+static OLD_BUS: SavedAction = SavedAction(UnsafeCell::new(MaybeUninit::uninit()));
+static INSTALL: Once = Once::new();
+
+fn saved(sig: libc::c_int) -> &'static SavedAction {
+    if sig == libc::SIGBUS {
+        &OLD_BUS
+    } else {
+        &OLD_SEGV
+    }
+}
+
+/// Installs the process-wide handler (idempotent) and gives the calling thread an alternate
+/// signal stack if it has none. Called by every `acquire`; runtimes call it on each worker
+/// thread that may resume coroutines acquired elsewhere.
+pub fn prepare_thread() {
+    thread_local! {
+        static READY: Cell<bool> = const { Cell::new(false) };
+    }
+    if READY.with(Cell::get) {
+        return;
+    }
+    install_handler();
+    ensure_altstack();
+    READY.with(|r| r.set(true));
+}
+
+fn install_handler() {
+    INSTALL.call_once(|| {
+        for sig in [libc::SIGSEGV, libc::SIGBUS] {
+            let slot = saved(sig);
+            // SAFETY: `sigaction` with a null new action only reads the current one into the
+            // out-pointer, which points at the static slot we own (see `SavedAction`).
+            unsafe { libc::sigaction(sig, std::ptr::null(), (*slot.0.get()).as_mut_ptr()) };
+            // SAFETY: an all-zero sigaction is a valid value (empty mask, no flags).
+            let mut action: libc::sigaction = unsafe { std::mem::zeroed() };
+            action.sa_sigaction = on_fault as *const () as usize;
+            action.sa_flags = libc::SA_SIGINFO | libc::SA_ONSTACK;
+            // SAFETY: `action` is fully initialised; `on_fault` has the SA_SIGINFO signature.
+            unsafe { libc::sigaction(sig, &action, std::ptr::null_mut()) };
+        }
+    });
+}
+
+extern "C" fn on_fault(sig: libc::c_int, info: *mut libc::siginfo_t, ctx: *mut libc::c_void) {
+    // SAFETY: the kernel passes a valid siginfo for SIGSEGV/SIGBUS under SA_SIGINFO, and for
+    // these signals `si_addr` is the faulting address.
+    let addr = unsafe { (*info).si_addr() } as usize;
+    if let Some(hit) = registry::lookup(addr)
+        && hit.in_guard
+    {
+        report(&hit, addr);
+        // SAFETY: abort is async-signal-safe and does not return.
+        unsafe { libc::abort() };
+    }
+    // SAFETY: forwarding the kernel's own arguments to the handler that was installed before
+    // ours, as the kernel would have called it.
+    unsafe { chain(sig, info, ctx) };
+}
+
+/// Hands a fault that is not ours to the previous disposition.
+///
+/// # Safety
+/// Must be called from the signal handler, with the kernel's arguments.
+unsafe fn chain(sig: libc::c_int, info: *mut libc::siginfo_t, ctx: *mut libc::c_void) {
+    // SAFETY: `on_fault` only runs after `install_handler` stored the old action.
+    let old = unsafe { (*saved(sig).0.get()).assume_init_ref() };
+    match old.sa_sigaction {
+        libc::SIG_DFL | libc::SIG_IGN => {
+            // SAFETY: an all-zero sigaction with SIG_DFL is the default disposition.
+            let mut dfl: libc::sigaction = unsafe { std::mem::zeroed() };
+            dfl.sa_sigaction = libc::SIG_DFL;
+            let restore = if old.sa_sigaction == libc::SIG_DFL {
+                old
+            } else {
+                &dfl
+            };
+            // SAFETY: installing a default disposition is always valid; when we return, the
+            // faulting instruction re-executes and the kernel applies it.
+            unsafe { libc::sigaction(sig, restore, std::ptr::null_mut()) };
+        }
+        handler if old.sa_flags & libc::SA_SIGINFO != 0 => {
+            // SAFETY: with SA_SIGINFO the previous handler has the three-argument signature.
+            let f: extern "C" fn(libc::c_int, *mut libc::siginfo_t, *mut libc::c_void) =
+                unsafe { std::mem::transmute(handler) };
+            f(sig, info, ctx);
+        }
+        handler => {
+            // SAFETY: without SA_SIGINFO the previous handler takes the signal number only.
+            let f: extern "C" fn(libc::c_int) = unsafe { std::mem::transmute(handler) };
+            f(sig);
+        }
+    }
+}
+
+/// A fixed buffer that numbers and text are appended to without allocating.
+struct Line {
+    buf: [u8; 512],
+    len: usize,
+}
+
+impl Line {
+    fn text(&mut self, s: &str) -> &mut Self {
+        let n = s.len().min(self.buf.len() - self.len);
+        self.buf[self.len..self.len + n].copy_from_slice(&s.as_bytes()[..n]);
+        self.len += n;
+        self
+    }
+
+    fn num(&mut self, mut v: usize, radix: usize) -> &mut Self {
+        let mut digits = [0u8; 20];
+        let mut i = digits.len();
+        loop {
+            i -= 1;
+            digits[i] = b"0123456789abcdef"[v % radix];
+            v /= radix;
+            if v == 0 {
+                break;
+            }
+        }
+        // The digits are ASCII, so this never fails.
+        self.text(std::str::from_utf8(&digits[i..]).unwrap_or("?"))
+    }
+}
+
+fn report(hit: &SlotHit, addr: usize) {
+    let usable_kib = hit.slab.class.size() >> 10;
+    let mut line = Line {
+        buf: [0; 512],
+        len: 0,
+    };
+    line.text("tessera-stacks: stack overflow: stack ")
+        .num(hit.slab.id.0 as usize, 10)
+        .text(".")
+        .num(hit.index, 10)
+        .text(" (")
+        .num(usable_kib, 10)
+        .text(" KiB usable) hit its guard page at fault address 0x")
+        .num(addr, 16)
+        .text("; ask for a bigger stack (tessera_stacks::acquire(size) with size > ")
+        .num(usable_kib, 10)
+        .text(" KiB, up to ")
+        .num(MAX_STACK_SIZE >> 10, 10)
+        .text(" KiB) or run deep recursion under tessera_stacks::maybe_grow\n");
+    let mut written = 0;
+    while written < line.len {
+        // SAFETY: write(2) is async-signal-safe; the buffer is valid for the given length.
+        let n = unsafe { libc::write(2, line.buf[written..].as_ptr().cast(), line.len - written) };
+        if n <= 0 {
+            break;
+        }
+        written += n as usize;
+    }
+}
+
+/// Size of the alternate signal stacks we install: room for the kernel's signal frame (with
+/// AVX-512 state) and the handler, which formats one line into a 512-byte buffer.
+const ALTSTACK_SIZE: usize = 64 << 10;
+
+/// An alternate signal stack this crate installed; removed and unmapped at thread exit.
+struct AltStack {
+    map: *mut u8,
+    len: usize,
+}
+
+impl Drop for AltStack {
+    fn drop(&mut self) {
+        let guard = os::page_size();
+        // SAFETY: a zeroed stack_t is valid as an out-parameter.
+        let mut current: libc::stack_t = unsafe { std::mem::zeroed() };
+        // SAFETY: querying the current alternate stack has no preconditions.
+        unsafe { libc::sigaltstack(std::ptr::null(), &mut current) };
+        if current.ss_sp as usize != self.map as usize + guard {
+            // Someone replaced it; it is no longer ours to tear down, and not in use.
+            // SAFETY: the mapping is ours and not installed as an alternate stack.
+            unsafe { os::release(self.map, self.len) };
+            return;
+        }
+        let disable = libc::stack_t {
+            ss_sp: std::ptr::null_mut(),
+            ss_flags: libc::SS_DISABLE,
+            ss_size: 0,
+        };
+        // SAFETY: the thread is exiting and not running a signal handler, so the alternate
+        // stack can be disabled and then unmapped.
+        unsafe {
+            if libc::sigaltstack(&disable, std::ptr::null_mut()) == 0 {
+                os::release(self.map, self.len);
+            }
+        }
+    }
+}
+
+thread_local! {
+    static OWN_ALTSTACK: RefCell<Option<AltStack>> = const { RefCell::new(None) };
+}
+
+fn ensure_altstack() {
+    // SAFETY: a zeroed stack_t is a valid out-parameter.
+    let mut current: libc::stack_t = unsafe { std::mem::zeroed() };
+    // SAFETY: querying has no preconditions.
+    let rc = unsafe { libc::sigaltstack(std::ptr::null(), &mut current) };
+    if rc != 0 || current.ss_flags & libc::SS_DISABLE == 0 {
+        return; // the thread has one already (std's, or the runtime's)
+    }
+    let page = os::page_size();
+    let len = ALTSTACK_SIZE + page;
+    let Ok(map) = os::reserve(len, page) else {
+        return; // no report on overflow then, but no reason to fail the acquire
+    };
+    let map = map.as_ptr();
+    // A guard below the alternate stack, so a handler that overran it faults instead of
+    // scribbling on whatever mapping sits below. Best effort.
+    // SAFETY: the first page of our fresh mapping, used by nothing.
+    let _ = unsafe { os::protect(map, page, Protection::None) };
+    let stack = libc::stack_t {
+        // SAFETY: `page` is inside the `len`-byte mapping.
+        ss_sp: unsafe { map.add(page) }.cast(),
+        ss_flags: 0,
+        ss_size: ALTSTACK_SIZE,
+    };
+    // SAFETY: `stack` describes memory we own for as long as `OWN_ALTSTACK` lives (until
+    // thread exit, where `AltStack::drop` disables it before unmapping).
+    if unsafe { libc::sigaltstack(&stack, std::ptr::null_mut()) } != 0 {
+        // SAFETY: never installed, so nothing refers to it.
+        unsafe { os::release(map, len) };
+        return;
+    }
+    let installed = OWN_ALTSTACK.try_with(|s| *s.borrow_mut() = Some(AltStack { map, len }));
+    if installed.is_err() {
+        // Thread-locals are being destroyed: leave the stack installed and leak it (the thread
+        // is about to exit) rather than unmap memory the kernel may still deliver a signal on.
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn line_formats_numbers() {
+        let mut l = Line {
+            buf: [0; 512],
+            len: 0,
+        };
+        l.text("a")
+            .num(0, 10)
+            .text(" ")
+            .num(1234, 10)
+            .text(" 0x")
+            .num(0xdead_beef, 16);
+        assert_eq!(&l.buf[..l.len], b"a0 1234 0xdeadbeef");
+    }
+
+    #[test]
+    fn new_thread_without_altstack_gets_one() {
+        std::thread::spawn(|| {
+            let disable = libc::stack_t {
+                ss_sp: std::ptr::null_mut(),
+                ss_flags: libc::SS_DISABLE,
+                ss_size: 0,
+            };
+            // SAFETY: this thread is not in a signal handler; disabling std's alternate stack
+            // only affects this thread, which takes no fault before installing ours.
+            unsafe { libc::sigaltstack(&disable, std::ptr::null_mut()) };
+            ensure_altstack();
+            // SAFETY: zeroed stack_t is a valid out-parameter.
+            let mut cur: libc::stack_t = unsafe { std::mem::zeroed() };
+            // SAFETY: query only.
+            unsafe { libc::sigaltstack(std::ptr::null(), &mut cur) };
+            assert_eq!(cur.ss_flags & libc::SS_DISABLE, 0);
+            assert_eq!(cur.ss_size, ALTSTACK_SIZE);
+        })
+        .join()
+        .unwrap();
+    }
+}

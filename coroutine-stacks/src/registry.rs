@@ -1,0 +1,164 @@
+//! A lock-free, append-only registry of slab address ranges.
+//!
+//! Two readers need to map an address to "which tessera stack is this": the SIGSEGV handler
+//! (which may not allocate or take a lock: the faulting thread might hold it) and
+//! `remaining_stack` (which runs on hot recursion paths). Slabs are never unmapped, so the
+//! registry only grows: a writer fills an entry, then publishes it by bumping `LEN` with
+//! `Release`; a reader loads `LEN` with `Acquire` and scans the entries below it. Writers are
+//! serialised by `REGISTER`, taken only when a new slab is reserved.
+//!
+//! Capacity is fixed (static, zero-filled, so untouched entries cost no RSS). With 64 MiB
+//! slabs, 8192 entries cover 512 GiB of stacks, far more than any process here will reserve.
+
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use crate::class::SizeClass;
+
+/// Most slabs a process can have.
+pub(crate) const MAX_SLABS: usize = 8192;
+
+/// Index of a slab in the registry; also the high half of a stack id.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct SlabId(pub(crate) u32);
+
+struct Entry {
+    start: AtomicUsize,
+    len: AtomicUsize,
+    /// Bytes from one slot's low end to the next: guard plus usable size.
+    slot_size: AtomicUsize,
+    /// Guard bytes at the low end of each slot.
+    guard: AtomicUsize,
+    class: AtomicUsize,
+}
+
+impl Entry {
+    const fn new() -> Self {
+        Self {
+            start: AtomicUsize::new(0),
+            len: AtomicUsize::new(0),
+            slot_size: AtomicUsize::new(0),
+            guard: AtomicUsize::new(0),
+            class: AtomicUsize::new(0),
+        }
+    }
+}
+
+static ENTRIES: [Entry; MAX_SLABS] = [const { Entry::new() }; MAX_SLABS];
+static LEN: AtomicUsize = AtomicUsize::new(0);
+static REGISTER: Mutex<()> = Mutex::new(());
+
+/// A slab as seen by a reader.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct SlabRange {
+    pub(crate) id: SlabId,
+    pub(crate) start: usize,
+    pub(crate) len: usize,
+    pub(crate) slot_size: usize,
+    pub(crate) guard: usize,
+    pub(crate) class: SizeClass,
+}
+
+/// Where an address falls inside a slab.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct SlotHit {
+    pub(crate) slab: SlabRange,
+    /// Slot index inside the slab.
+    pub(crate) index: usize,
+    /// Low end of the slot (start of its guard).
+    pub(crate) slot_lo: usize,
+    /// Whether the address lies in the slot's guard.
+    pub(crate) in_guard: bool,
+}
+
+impl SlotHit {
+    /// Lowest usable address of the slot (just above the guard).
+    pub(crate) fn usable_lo(&self) -> usize {
+        self.slot_lo + self.slab.guard
+    }
+
+    /// Top of the slot: the initial stack pointer.
+    pub(crate) fn top(&self) -> usize {
+        self.slot_lo + self.slab.slot_size
+    }
+}
+
+/// Publishes a new slab; returns `None` when the registry is full.
+pub(crate) fn register(
+    start: usize,
+    len: usize,
+    slot_size: usize,
+    guard: usize,
+    class: SizeClass,
+) -> Option<SlabId> {
+    let _serialised = REGISTER.lock().unwrap_or_else(|p| p.into_inner());
+    let i = LEN.load(Ordering::Relaxed);
+    if i == MAX_SLABS {
+        return None;
+    }
+    let e = &ENTRIES[i];
+    e.start.store(start, Ordering::Relaxed);
+    e.len.store(len, Ordering::Relaxed);
+    e.slot_size.store(slot_size, Ordering::Relaxed);
+    e.guard.store(guard, Ordering::Relaxed);
+    e.class.store(class.index(), Ordering::Relaxed);
+    // Release: a reader that sees the new length sees the fields written above.
+    LEN.store(i + 1, Ordering::Release);
+    Some(SlabId(i as u32))
+}
+
+fn read(i: usize) -> SlabRange {
+    let e = &ENTRIES[i];
+    SlabRange {
+        id: SlabId(i as u32),
+        start: e.start.load(Ordering::Relaxed),
+        len: e.len.load(Ordering::Relaxed),
+        slot_size: e.slot_size.load(Ordering::Relaxed),
+        guard: e.guard.load(Ordering::Relaxed),
+        class: SizeClass::from_index(e.class.load(Ordering::Relaxed)),
+    }
+}
+
+/// Every published slab. Lock-free and allocation-free: safe in a signal handler.
+pub(crate) fn slabs() -> impl Iterator<Item = SlabRange> {
+    (0..LEN.load(Ordering::Acquire)).map(read)
+}
+
+/// Finds the slot containing `addr`, if it lies in any slab. Signal-safe.
+pub(crate) fn lookup(addr: usize) -> Option<SlotHit> {
+    let slab = slabs().find(|s| addr.wrapping_sub(s.start) < s.len)?;
+    let index = (addr - slab.start) / slab.slot_size;
+    let slot_lo = slab.start + index * slab.slot_size;
+    Some(SlotHit {
+        slab,
+        index,
+        slot_lo,
+        in_guard: addr - slot_lo < slab.guard,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lookup_maps_addresses_to_slots_and_guards() {
+        // A fake range far from anything mapped: the registry only stores numbers.
+        let start = 0x7000_0000_0000usize;
+        let class = SizeClass::for_size(16 << 10).unwrap();
+        let guard = 4096;
+        let slot = guard + class.size();
+        let id = register(start, 4 * slot, slot, guard, class).unwrap();
+        let hit = lookup(start + slot + 10).unwrap();
+        assert_eq!(hit.slab.id, id);
+        assert_eq!(hit.index, 1);
+        assert!(hit.in_guard);
+        let hit = lookup(start + 2 * slot - 1).unwrap();
+        assert_eq!(hit.index, 1);
+        assert!(!hit.in_guard);
+        assert_eq!(hit.top(), start + 2 * slot);
+        assert_eq!(hit.usable_lo(), start + slot + guard);
+        assert_eq!(lookup(start + 4 * slot), None);
+        assert_eq!(lookup(start - 1), None);
+    }
+}
