@@ -46,19 +46,38 @@ fn mode() -> u8 {
 
 #[cold]
 fn decide_mode() -> u8 {
-    let registered = sys::rseq_registered_size();
-    let m = if registered == 0 {
-        SYSCALL
-    } else if registered >= sys::RSEQ_NODE_ID_END
-        && sys::rseq_kernel_feature_size() >= sys::RSEQ_NODE_ID_END
-    {
-        RSEQ_NODE
-    } else {
-        RSEQ_CPU
-    };
+    let m = mode_for(sys::rseq_registered_size(), sys::rseq_kernel_feature_size());
     // Racing threads compute the same value, so a plain store is enough.
     MODE.store(m, Ordering::Relaxed);
     m
+}
+
+/// The `struct rseq` size glibc 2.35–2.39 report in `__rseq_size` (up to `flags`), although
+/// they register the original 32-byte area with the kernel (`strace -e rseq` shows 0x20).
+const GLIBC_LEGACY_RSEQ_SIZE: u32 = 20;
+/// The size of that original area.
+const ORIG_RSEQ_AREA: u32 = 32;
+
+/// Picks the source from glibc's `__rseq_size` and the kernel's `AT_RSEQ_FEATURE_SIZE`
+/// (0 when the kernel predates 6.3 and does not announce one).
+///
+/// The fields the kernel maintains are those within both the registered area and the
+/// kernel's feature size. glibc before 2.40 reports 20 but registers 32 bytes, so there the
+/// area is 32 (the same reading librseq makes of a legacy glibc).
+fn mode_for(libc_rseq_size: u32, kernel_feature_size: u32) -> u8 {
+    if libc_rseq_size == 0 {
+        return SYSCALL;
+    }
+    let area = if libc_rseq_size == GLIBC_LEGACY_RSEQ_SIZE {
+        ORIG_RSEQ_AREA
+    } else {
+        libc_rseq_size
+    };
+    if area.min(kernel_feature_size) >= sys::RSEQ_NODE_ID_END {
+        RSEQ_NODE
+    } else {
+        RSEQ_CPU
+    }
 }
 
 /// Where this process reads the current CPU and node from.
@@ -121,4 +140,23 @@ pub fn getcpu() -> Result<(CpuId, NodeId), crate::NumaError> {
 #[cold]
 fn getcpu_or_zero() -> (CpuId, NodeId) {
     getcpu().unwrap_or((CpuId::new(0), NodeId::ZERO))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn node_id_only_when_both_glibc_and_the_kernel_cover_it() {
+        // No registration (rseq disabled by tunable, or glibc < 2.35).
+        assert_eq!(mode_for(0, 28), SYSCALL);
+        // glibc 2.35-2.39 (reports 20, registers 32) on Linux 6.3+ and on older kernels.
+        assert_eq!(mode_for(20, 28), RSEQ_NODE);
+        assert_eq!(mode_for(20, 0), RSEQ_CPU);
+        assert_eq!(mode_for(20, 20), RSEQ_CPU);
+        // glibc 2.40+ reports what it registered.
+        assert_eq!(mode_for(32, 28), RSEQ_NODE);
+        assert_eq!(mode_for(24, 32), RSEQ_NODE);
+        assert_eq!(mode_for(32, 0), RSEQ_CPU);
+    }
 }

@@ -241,8 +241,8 @@ pub(crate) use rseq_imp::registered_size as rseq_registered_size;
 #[inline(always)]
 fn rseq_field(area: *const u8, off: usize) -> u32 {
     // SAFETY: `area` is this thread's registered `struct rseq`: glibc places it in the
-    // thread's TCB, 32-byte aligned and at least 32 bytes long, so `off + 4 <= 24` is in
-    // bounds and 4-aligned. The kernel rewrites the field when the thread is preempted or
+    // thread's TCB, 32-byte aligned, and every glibc that registers one (2.35+) reserves at
+    // least the original 32 bytes, so `off + 4 <= 24` is in bounds and 4-aligned. The kernel rewrites the field when the thread is preempted or
     // migrated, so the read is volatile: it must not be cached across calls.
     unsafe { area.add(off).cast::<u32>().read_volatile() }
 }
@@ -256,7 +256,8 @@ pub(crate) fn rseq_cpu() -> Option<u32> {
     if cpu < 0 { None } else { Some(cpu as u32) }
 }
 
-/// `(cpu, node)` from rseq. Only meaningful when [`rseq_node_supported`] said yes.
+/// `(cpu, node)` from rseq. Only meaningful when the registered area and the kernel's
+/// feature size both cover `node_id` (see `cpu::mode_for`); otherwise `node_id` reads 0.
 #[inline(always)]
 pub(crate) fn rseq_cpu_node() -> Option<(u32, u32)> {
     let area = rseq_imp::area()?;
@@ -267,8 +268,8 @@ pub(crate) fn rseq_cpu_node() -> Option<(u32, u32)> {
     Some((cpu as u32, rseq_field(area, RSEQ_NODE_ID)))
 }
 
-/// Whether the kernel keeps `struct rseq::node_id` up to date (Linux 6.3+ reports a feature
-/// size of at least 24 in the aux vector; older kernels leave the field at 0).
+/// The size of `struct rseq` the kernel keeps up to date (`AT_RSEQ_FEATURE_SIZE`, Linux
+/// 6.3+; 0 on older kernels, which maintain only the fields up to `flags`).
 pub(crate) fn rseq_kernel_feature_size() -> u32 {
     // SAFETY: `getauxval` reads the aux vector that the kernel gave the process; it has no
     // preconditions and does not allocate.
