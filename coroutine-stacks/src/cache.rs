@@ -57,10 +57,11 @@ impl StackCache {
         Self::for_node(node::current_node())
     }
 
-    /// A cache whose stacks come from memory bound to `node`.
+    /// A cache whose stacks come from memory bound to `node` (node 0 if `node` is at or
+    /// above `MAX_NODES`).
     pub fn for_node(node: NodeId) -> Self {
         Self {
-            node,
+            node: node::valid(node),
             lists: std::array::from_fn(|i| Vec::with_capacity(limit(SizeClass::from_index(i)) + 1)),
         }
     }

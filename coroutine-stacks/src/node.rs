@@ -1,72 +1,58 @@
-//! NUMA nodes as the stacks see them: the id type, the node the caller runs on, and the one
-//! place where a slab's memory is bound to its node (DESIGN.md, "NUMA").
-//!
-//! `tessera-numa` is being written alongside this crate. Until it exports its node type,
-//! current-node query and `mbind` wrapper, this file stands in with the same shapes, so that
-//! switching over touches only this file.
+//! NUMA nodes as the stacks see them: the node the caller runs on, and the one place where a
+//! slab's memory is bound to its node (DESIGN.md, "NUMA"). Ids, the current-node query and
+//! the `mbind` wrapper come from `tessera-numa`.
 
-use std::fmt;
+use tessera_numa::{MbindFlags, Policy};
 
-/// Most NUMA nodes the pools are sized for (an array of node pools is indexed by `NodeId`).
-pub const MAX_NODES: usize = 64;
+pub use tessera_numa::{MAX_NODES, NodeId};
 
-/// A NUMA node id, as the kernel numbers it; always below [`MAX_NODES`].
-#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
-pub struct NodeId(u16);
-
-impl NodeId {
-    /// Node 0: every machine has it.
-    pub const ZERO: NodeId = NodeId(0);
-
-    /// Wraps a kernel node number; `None` at or above [`MAX_NODES`].
-    pub const fn new(id: u16) -> Option<NodeId> {
-        if (id as usize) < MAX_NODES {
-            Some(NodeId(id))
-        } else {
-            None
-        }
-    }
-
-    /// The node as an array index.
-    pub const fn index(self) -> usize {
-        self.0 as usize
-    }
-}
-
-impl fmt::Debug for NodeId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "node{}", self.0)
-    }
-}
-
-/// The node the calling thread runs on.
-///
-/// This machine has one node; the multi-node answer (rseq `node_id`, else `getcpu`) comes
-/// from `tessera_numa` once it lands.
+/// The node the calling thread runs on (rseq's `node_id`, else `getcpu`).
 pub fn current_node() -> NodeId {
-    NodeId::ZERO
+    valid(tessera_numa::current_node())
+}
+
+/// `node` if the pools have a slot for it, node 0 otherwise: `NodeId::new` accepts any
+/// number, and a bad id from a caller must not index past the node array.
+pub(crate) fn valid(node: NodeId) -> NodeId {
+    if node.index() < MAX_NODES {
+        node
+    } else {
+        NodeId::ZERO
+    }
 }
 
 /// Binds a freshly reserved, untouched slab to `node`, before any page of it is faulted in.
-/// Failure is not fatal: the memory is still usable, only its placement is the kernel's
-/// default (first touch), which is also what a one-node machine gets.
+///
+/// `MPOL_PREFERRED`, not `MPOL_BIND`: a stack page is faulted in by whatever code happens to
+/// touch it, and under `BIND` a full node would turn that fault into an OOM kill; `PREFERRED`
+/// places every page on the node while it has memory. Failure is not fatal: the memory is
+/// still usable, only placed by first touch, as on a one-node machine anyway.
 pub(crate) fn bind_slab(ptr: *mut u8, len: usize, node: NodeId) {
-    // NUMA: call `tessera_numa`'s `mbind(ptr, len, node)` wrapper here once it has landed.
-    let _ = (ptr, len, node);
+    let _ = tessera_numa::mbind(ptr, len, &Policy::Preferred(node), MbindFlags::NONE);
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tessera_span::os;
 
     #[test]
     fn ids_are_bounded() {
-        assert_eq!(NodeId::new(0), Some(NodeId::ZERO));
-        assert_eq!(
-            NodeId::new(MAX_NODES as u16 - 1).unwrap().index(),
-            MAX_NODES - 1
-        );
-        assert_eq!(NodeId::new(MAX_NODES as u16), None);
         assert!(current_node().index() < MAX_NODES);
+        assert_eq!(valid(NodeId::new(MAX_NODES as u16)), NodeId::ZERO);
+        assert_eq!(valid(NodeId::new(3)), NodeId::new(3));
+    }
+
+    #[test]
+    fn bound_range_reports_the_node_policy() {
+        let len = 16 * os::page_size();
+        let p = os::reserve(len, os::page_size()).unwrap().as_ptr();
+        bind_slab(p, len, NodeId::ZERO);
+        assert_eq!(
+            tessera_numa::policy_of(p).unwrap(),
+            Policy::Preferred(NodeId::ZERO)
+        );
+        // SAFETY: reserved above, never handed out.
+        unsafe { os::release(p, len) };
     }
 }
