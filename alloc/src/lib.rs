@@ -1,1 +1,312 @@
-//! Tessera: a size-classed, thread-caching global allocator.
+//! Tessera: a size-classed, thread-caching memory allocator in the lineage of Go's runtime
+//! allocator and tcmalloc (DESIGN.md).
+//!
+//! ```
+//! #[global_allocator]
+//! static A: tessera::Tessera = tessera::Tessera;
+//! # fn main() { let v = vec![1u8; 100]; assert_eq!(v.len(), 100); }
+//! ```
+//!
+//! How a request flows:
+//! - `size_class.rs`: size → class, one table load.
+//! - `cache.rs`: the processor's cache pops an object (the fast path, in this file), and on
+//!   a miss refills from its spans, the node's `central.rs` lists, or the page heap.
+//! - `large.rs`: sizes above 32 KiB get whole spans; from 4 MiB, their own mapping.
+//! - Frees find their span through the page map (`tessera_span::arena`): a pointer of the
+//!   current span goes straight back to the bin, one of the cache's other spans to its local
+//!   list, anyone else's onto the span's lock-free remote list (`remote.rs`).
+//!
+//! Nothing on these paths allocates, takes a `std` lock, formats or panics. Bad input that
+//! can be detected (a foreign pointer, a double free caught on the spot) is reported on
+//! stderr and aborts the process (`report.rs`).
+
+mod cache;
+mod central;
+mod config;
+mod fork;
+mod large;
+mod node;
+mod pool;
+mod processor;
+mod remote;
+mod report;
+pub mod size_class;
+mod stats;
+mod thread;
+
+use core::alloc::{GlobalAlloc, Layout};
+use core::ptr;
+
+use size_class::{MAX_FAST, class_for, class_of_fast};
+use tessera_span::{SpanKind, arena, huge};
+
+pub use node::MAX_NODES;
+pub use processor::{Installed, ProcessorCache, install_cache};
+pub use stats::{ClassStats, NodeStats, Stats, stats};
+
+/// The allocator. Install it with `#[global_allocator]`.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Tessera;
+
+// SAFETY: every method below returns either null or a block of at least `layout.size()`
+// bytes aligned to `layout.align()` that no other live allocation overlaps, and takes back
+// only blocks it handed out (see the entry functions).
+unsafe impl GlobalAlloc for Tessera {
+    #[inline]
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        alloc(layout.size(), layout.align())
+    }
+
+    #[inline]
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: `GlobalAlloc`'s contract: `ptr` came from this allocator with `layout`.
+        unsafe { dealloc(ptr, layout.size(), layout.align()) }
+    }
+
+    #[inline]
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        alloc_zeroed(layout.size(), layout.align())
+    }
+
+    #[inline]
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        // SAFETY: `GlobalAlloc`'s contract, forwarded.
+        unsafe { realloc(ptr, layout.size(), layout.align(), new_size) }
+    }
+}
+
+/// The NUMA node allocations of the calling thread come from. One node until the NUMA
+/// layer lands; kept as the single place that decides.
+#[inline]
+pub(crate) fn current_node() -> u32 {
+    0
+}
+
+#[inline(always)]
+fn next_of(block: *mut u8) -> *mut u8 {
+    // SAFETY: a free block holds its successor in its first word.
+    unsafe { block.cast::<*mut u8>().read() }
+}
+
+/// Allocates `size` bytes aligned to `align` (a power of two). Null when out of memory.
+///
+/// The fast path: a class lookup, a thread-local load and a pop. `#[inline(never)]` is the
+/// coroutine-migration defence described in `thread.rs`.
+#[inline(never)]
+pub fn alloc(size: usize, align: usize) -> *mut u8 {
+    if size <= MAX_FAST && align <= 16 {
+        let class = class_of_fast((size + align - 1) & !(align - 1));
+        let cache = thread::current();
+        if !cache.is_null() {
+            // SAFETY: a non-null current cache is valid and used by this thread alone.
+            let bin = unsafe { &mut (*cache).bins[class] };
+            let block = bin.free;
+            if !block.is_null() {
+                bin.free = next_of(block);
+                return block;
+            }
+        }
+    }
+    alloc_slow(size, align, false)
+}
+
+#[cold]
+#[inline(never)]
+fn alloc_slow(size: usize, align: usize, zero: bool) -> *mut u8 {
+    if !align.is_power_of_two() {
+        return ptr::null_mut();
+    }
+    let Some(class) = class_for(size, align) else {
+        return large::alloc(size, align, zero);
+    };
+    let cache = thread::current_or_init();
+    if cache.is_null() {
+        return ptr::null_mut();
+    }
+    // SAFETY: the current cache is valid and used by this thread alone.
+    let cache = unsafe { &mut *cache };
+    let bin = &mut cache.bins[class];
+    let block = if bin.free.is_null() {
+        cache.refill(class)
+    } else {
+        let block = bin.free;
+        bin.free = next_of(block);
+        block
+    };
+    if zero && !block.is_null() {
+        // SAFETY: the block is ours and holds at least `size` bytes.
+        unsafe { ptr::write_bytes(block, 0, size) };
+    }
+    block
+}
+
+/// Allocates `size` zeroed bytes aligned to `align`. Fresh pages from the OS are not
+/// zeroed again.
+#[inline(never)]
+pub fn alloc_zeroed(size: usize, align: usize) -> *mut u8 {
+    alloc_slow(size, align, true)
+}
+
+/// Frees a block allocated with `size` and `align`: the fast path when the block belongs to
+/// the current span of its class.
+///
+/// # Safety
+/// `ptr` must have come from this allocator with this size and alignment (or one the block
+/// was reallocated to), and must not be used afterwards.
+#[inline(never)]
+pub unsafe fn dealloc(ptr: *mut u8, size: usize, align: usize) {
+    if size <= MAX_FAST && align <= 16 {
+        let class = class_of_fast((size + align - 1) & !(align - 1));
+        let cache = thread::current();
+        if !cache.is_null() {
+            // SAFETY: a non-null current cache is valid and used by this thread alone.
+            let bin = unsafe { &mut (*cache).bins[class] };
+            if (ptr as usize).wrapping_sub(bin.start) < bin.len {
+                // SAFETY: the block lies in our current span and the caller gives it up.
+                unsafe { ptr.cast::<*mut u8>().write(bin.free) };
+                bin.free = ptr;
+                return;
+            }
+        }
+    }
+    // SAFETY: forwarded contract.
+    unsafe { free(ptr) }
+}
+
+/// Frees a block without knowing its size (C's `free`). Null is ignored; a pointer Tessera
+/// never handed out, or one already freed (when detectable), is reported and aborts.
+///
+/// # Safety
+/// `ptr` must be null or a block from this allocator that is not used afterwards.
+#[inline(never)]
+pub unsafe fn free(ptr: *mut u8) {
+    if ptr.is_null() {
+        return;
+    }
+    let addr = ptr as usize;
+    if let Some(span) = arena::span_of(addr) {
+        // SAFETY: `span_of` returns records inside mapped arena headers.
+        let s = unsafe { span.as_ref() };
+        match s.kind() {
+            SpanKind::Small if s.contains(addr) => {
+                let offset = addr - s.base() as usize;
+                if !offset.is_multiple_of(s.obj_size as usize)
+                    || offset / s.obj_size as usize >= s.capacity as usize
+                {
+                    report::fatal("free of a pointer into the middle of a block", addr);
+                }
+                let cache = thread::current();
+                // SAFETY: a non-null current cache is valid and ours; the object is live per
+                // the caller, and the branch matches who owns the span.
+                unsafe {
+                    if !cache.is_null() && (*cache).owns(s) {
+                        (*cache).free_local(span.as_ptr(), ptr);
+                    } else {
+                        cache::free_remote(s, ptr);
+                    }
+                }
+            }
+            SpanKind::Large if s.base() == ptr => {
+                // SAFETY: the caller gives up the block, the span's only object.
+                unsafe { large::free(s) }
+            }
+            _ => report::fatal(
+                "free of a pointer that is not allocated (double free?)",
+                addr,
+            ),
+        }
+        return;
+    }
+    if arena::in_arena(addr) {
+        report::fatal(
+            "free of a pointer that is not allocated (double free?)",
+            addr,
+        );
+    }
+    // SAFETY: if `ptr` is a huge block, the caller gives it up.
+    if !unsafe { huge::free(ptr) } {
+        report::fatal("free of a pointer tessera never handed out", addr);
+    }
+}
+
+/// The bytes usable at `ptr` (C's `malloc_usable_size`); 0 for null.
+///
+/// # Safety
+/// `ptr` must be null or a live block from this allocator.
+pub unsafe fn usable_size(ptr: *mut u8) -> usize {
+    if ptr.is_null() {
+        return 0;
+    }
+    let addr = ptr as usize;
+    match tessera_span::live_span_of(addr) {
+        Some(span) => {
+            // SAFETY: a live span record.
+            let s = unsafe { span.as_ref() };
+            match s.kind() {
+                SpanKind::Small => s.obj_size as usize,
+                _ => s.bytes() - (addr - s.base() as usize),
+            }
+        }
+        None => match huge::size_of(ptr) {
+            Some(len) => len,
+            None => report::fatal("malloc_usable_size of a pointer tessera does not own", addr),
+        },
+    }
+}
+
+/// Resizes the block at `ptr` (allocated with `old_size` and `align`) to `new_size` bytes,
+/// in place when the size class or the neighbouring pages allow, else by moving it. Null
+/// (leaving the old block intact) when out of memory.
+///
+/// # Safety
+/// `ptr` must be a live block from this allocator with that size and alignment.
+#[inline(never)]
+pub unsafe fn realloc(ptr: *mut u8, old_size: usize, align: usize, new_size: usize) -> *mut u8 {
+    let addr = ptr as usize;
+    if let Some(span) = arena::span_of(addr) {
+        // SAFETY: `span_of` returns records inside mapped arena headers.
+        let s = unsafe { span.as_ref() };
+        match s.kind() {
+            SpanKind::Small => {
+                let size = s.obj_size as usize;
+                // Stay put if it fits and would not waste more than half the object.
+                if new_size <= size && (new_size > size / 2 || size <= 64) {
+                    return ptr;
+                }
+            }
+            SpanKind::Large
+                if align <= tessera_span::PAGE_SIZE
+                    // SAFETY: the caller says the block is live; the span is its only object.
+                    && unsafe { large::resize_in_place(s, new_size) } =>
+            {
+                return ptr;
+            }
+            _ => {}
+        }
+    } else if align <= tessera_span::os::page_size() && new_size >= config::huge_threshold() {
+        // SAFETY: if `ptr` is a huge block, the caller gives it up on success.
+        if let Some(moved) = unsafe { huge::realloc(ptr, new_size) } {
+            return moved.as_ptr();
+        }
+    }
+    let fresh = alloc(new_size, align);
+    if !fresh.is_null() {
+        // SAFETY: both blocks are live and distinct; we copy what both can hold.
+        unsafe {
+            ptr::copy_nonoverlapping(ptr, fresh, old_size.min(new_size));
+            dealloc(ptr, old_size, align);
+        }
+    }
+    fresh
+}
+
+/// Flushes the calling thread's cache and every idle cache, then returns every free page
+/// to the OS at once (ignoring the purge delay). For programs that know they just let go of
+/// a lot of memory.
+pub fn collect() {
+    thread::flush_own();
+    pool::collect_idle();
+    for node in node::used_nodes() {
+        node.heap.purge(true);
+    }
+}

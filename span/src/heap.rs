@@ -128,10 +128,8 @@ impl PageHeap {
         let zeroed = unsafe { heap.carve(run, npages, kind) };
         heap.maybe_purge();
         // SAFETY: `run` came from an arena header, so it is non-null.
-        Some(Allocated {
-            span: unsafe { NonNull::new_unchecked(run) },
-            zeroed,
-        })
+        let span = unsafe { NonNull::new_unchecked(run) };
+        Some(Allocated { span, zeroed })
     }
 
     /// Returns a span to the heap, coalescing it with free neighbours.
@@ -191,6 +189,29 @@ impl PageHeap {
             arena = unsafe { (*arena).next };
         }
         bytes
+    }
+
+    /// Calls `f` on every span of every arena of this heap (free runs included), under the
+    /// heap's lock: `f` must not call back into this heap.
+    pub fn for_each_span(&self, mut f: impl FnMut(&Span)) {
+        let heap = self.inner.lock();
+        let mut arena = heap.arenas;
+        while !arena.is_null() {
+            let mut page = HEADER_PAGES;
+            while page < ARENA_PAGES {
+                // SAFETY: arenas are mapped for the life of the process; kinds and lengths of
+                // span starts only change under the lock we hold.
+                let span = unsafe { &*(*arena).span_at(page) };
+                if span.kind() == SpanKind::None {
+                    page += 1;
+                    continue;
+                }
+                f(span);
+                page += span.npages().max(1);
+            }
+            // SAFETY: as above.
+            arena = unsafe { (*arena).next };
+        }
     }
 
     /// The heap's lock, for the fork handlers.

@@ -2,16 +2,16 @@
 //!
 //! Records live in the arena header, keyed by the span's first page, never beside the
 //! objects they describe (DESIGN.md, "Metadata"): a user overflow cannot reach them and
-//! object pages stay pure data. Each record is one cache line, because a span that its
-//! owner allocates from is also hit by remote freers.
+//! object pages stay pure data. Each record is two cache lines (see `Span`).
 //!
 //! Which fields belong to whom:
 //! - the page heap (under its lock) owns `prev`/`next` while the span is free, and
 //!   `start`, `npages`, `kind`, `flags`, `freed_at_ms` always;
-//! - the small-object layer (the `tessera` crate) owns `remote`, `notify_next`, `class`,
-//!   `obj_size`, `capacity`, `bump`, and `prev`/`next` while the span is in use.
+//! - the small-object layer (the `tessera` crate) owns `remote`, `notify_next`, `owner`,
+//!   `class`, `obj_size`, `capacity`, `local_free`, `local_count`, `carved`, `user_flags`,
+//!   and `prev`/`next` while the span is in use.
 
-use core::sync::atomic::{AtomicPtr, AtomicU8, AtomicU64, Ordering};
+use core::sync::atomic::{AtomicPtr, AtomicU8, AtomicU32, AtomicU64, Ordering};
 
 use crate::arena::{ARENA_MASK, PAGE_SHIFT};
 
@@ -46,35 +46,49 @@ pub(crate) const FLAG_ZEROED: u8 = 1;
 pub(crate) const FLAG_DIRTY: u8 = 2;
 
 /// A run of pages. See the module comment for who owns which field.
+///
+/// Two cache lines: the first holds what remote freers read or CAS (the remote word, the
+/// owner, the geometry); the second what only the owner or the page heap touches, so an
+/// owner freeing locally does not bounce the line remote freers are hammering.
 #[repr(C, align(64))]
 #[derive(Debug)]
 pub struct Span {
+    // ---- line 1: shared with remote freers ----
     /// The small-object layer's remote-free word (packed list head, count and state).
     pub remote: AtomicU64,
-    /// Link on the small-object layer's lock-free notification stack.
+    /// Link on the owner's lock-free notification stack.
     pub notify_next: AtomicPtr<Span>,
-    /// List link (page heap free list, or a central list while in use).
-    pub prev: *mut Span,
-    /// List link, as `prev`.
-    pub next: *mut Span,
+    /// The small-object layer's owner of this span (a cache or a central list).
+    pub owner: AtomicPtr<()>,
     pub(crate) start: u32,
     pub(crate) npages: u32,
-    kind: AtomicU8,
-    /// Size-class index of a small span.
-    pub class: u8,
-    pub(crate) flags: u8,
-    /// Small-object layer flags (e.g. "on a central list").
-    pub user_flags: u8,
-    /// Object size of a small span; requested size class bytes.
+    /// Object size of a small span.
     pub obj_size: u32,
     /// Objects a small span holds.
     pub capacity: u32,
-    /// Bytes of a small span already carved into objects.
-    pub bump: u32,
+    kind: AtomicU8,
+    /// Size-class index of a small span.
+    pub class: u8,
+    _line1_pad: [u8; 22],
+    // ---- line 2: owner or page heap only ----
+    /// Head of the owner's local free list (small spans).
+    pub local_free: AtomicPtr<u8>,
+    /// Objects on `local_free`.
+    pub local_count: AtomicU32,
+    /// Objects carved out of the span so far (small spans are formatted lazily).
+    pub carved: AtomicU32,
+    /// Small-object layer flags (which list the span is on).
+    pub user_flags: u8,
+    pub(crate) flags: u8,
+    /// List link (page heap free list, or the owner's span lists while in use).
+    pub prev: *mut Span,
+    /// List link, as `prev`.
+    pub next: *mut Span,
     pub(crate) freed_at_ms: u64,
 }
 
-const _: () = assert!(core::mem::size_of::<Span>() == 64);
+const _: () = assert!(core::mem::size_of::<Span>() == 128);
+const _: () = assert!(core::mem::offset_of!(Span, local_free) >= 64);
 
 impl Span {
     /// What this record describes.
@@ -104,6 +118,14 @@ impl Span {
     pub fn base(&self) -> *mut u8 {
         let arena = (self as *const Span as usize) & !ARENA_MASK;
         (arena + ((self.start as usize) << PAGE_SHIFT)) as *mut u8
+    }
+
+    /// The NUMA node of the page heap that owns this span's arena.
+    #[inline]
+    pub fn node(&self) -> u32 {
+        let arena = ((self as *const Span as usize) & !ARENA_MASK) as *const crate::arena::Arena;
+        // SAFETY: span records live inside mapped arena headers, which are never unmapped.
+        unsafe { (*arena).node }
     }
 
     /// Whether `addr` lies inside the span's pages.

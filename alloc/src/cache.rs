@@ -1,0 +1,434 @@
+//! The per-processor cache (Go's `mcache`) and everything its owner does with small spans:
+//! the refill that runs when a bin is empty, local frees, and the flush that hands spans
+//! back when the cache's thread or processor goes away.
+//!
+//! Ownership model (mimalloc's free-list sharding, in Go's vocabulary): a small span is
+//! owned by exactly one cache, or by a central list. The owning cache keeps, per class,
+//! - the *current* span, whose free list sits directly in the bin, so the fast path is a
+//!   pop and a push on a plain pointer;
+//! - a *partial* list of spans with free objects (on the span's local list, its remote
+//!   list, or not yet carved);
+//! - a *full* list of parked spans (`remote::FULL`): the owner forgets them until a free
+//!   arrives. A local free moves a span back to partial; a remote free notifies the owner
+//!   through its notification stack (`notify`), which the owner drains on refill.
+//!
+//! A span whose every carved object is free again goes back to the page heap, unless it is
+//! the current one (so a malloc/free loop at a class boundary does not thrash spans).
+//!
+//! A cache is used by one thread at a time. Everything here except `notify` and the span's
+//! remote word is touched by that thread alone, so none of it needs atomics.
+
+use core::ptr::{self, NonNull};
+use core::sync::atomic::{AtomicPtr, Ordering};
+
+use crossbeam_utils::CachePadded;
+use tessera_span::{Span, SpanKind};
+
+use crate::node;
+use crate::remote;
+use crate::report;
+use crate::size_class::{CLASSES, NUM_CLASSES};
+
+/// `Span::user_flags`: where a small span is filed.
+const ON_NONE: u8 = 0;
+const ON_PARTIAL: u8 = 1;
+const ON_FULL: u8 = 2;
+const CURRENT: u8 = 3;
+const WHERE_MASK: u8 = 0b11;
+/// A remote freer un-parked this span and will push (or has pushed) it onto the owner's
+/// notification stack; it must not go back to the page heap until that is drained.
+const NOTIFY_PENDING: u8 = 0b100;
+
+/// How many bytes of objects a refill carves from a fresh span at once. Carving lazily
+/// keeps a fresh span's RSS to the pages actually used.
+const CARVE_BYTES: usize = 4096;
+
+/// One size class's slot in a cache.
+#[derive(Debug)]
+#[repr(C)]
+pub(crate) struct Bin {
+    /// Free objects of the current span, linked through their first word.
+    pub(crate) free: *mut u8,
+    /// First object byte of the current span (0 when there is none).
+    pub(crate) start: usize,
+    /// Bytes of objects in the current span (0 when there is none), so that
+    /// `ptr - start < len` tells the fast path a pointer is ours.
+    pub(crate) len: usize,
+    span: *mut Span,
+}
+
+/// A cache; see the module comment.
+#[derive(Debug)]
+#[repr(C, align(64))]
+pub(crate) struct Cache {
+    pub(crate) bins: [Bin; NUM_CLASSES],
+    partial: [*mut Span; NUM_CLASSES],
+    full: [*mut Span; NUM_CLASSES],
+    /// Spans un-parked by remote frees, pushed by other threads.
+    notify: CachePadded<AtomicPtr<Span>>,
+    /// The node this cache refills from.
+    pub(crate) node: u32,
+    /// Link in the idle pool.
+    pub(crate) next_idle: *mut Cache,
+}
+
+#[inline]
+fn block_next(block: *mut u8) -> *mut u8 {
+    // SAFETY: free blocks hold their successor in their first word; every block is at
+    // least 8 bytes and 8-aligned.
+    unsafe { block.cast::<*mut u8>().read() }
+}
+
+#[inline]
+fn set_block_next(block: *mut u8, next: *mut u8) {
+    // SAFETY: as in `block_next`; the block is free and ours.
+    unsafe { block.cast::<*mut u8>().write(next) }
+}
+
+impl Cache {
+    /// Initialises a cache in place.
+    ///
+    /// # Safety
+    /// `at` must point to writable memory for a `Cache` (zeroed memory is fine).
+    pub(crate) unsafe fn init(at: *mut Cache, node: u32) {
+        // SAFETY: the caller provides the memory; all-zero is a valid `Cache` apart from
+        // the fields written here, and nobody else can see it yet.
+        unsafe {
+            ptr::write_bytes(at, 0, 1);
+            (*at).node = node;
+        }
+    }
+
+    #[inline]
+    fn tag(&self) -> *mut () {
+        self as *const Cache as *mut ()
+    }
+
+    /// Whether this cache owns `span`.
+    #[inline]
+    pub(crate) fn owns(&self, span: &Span) -> bool {
+        span.owner.load(Ordering::Relaxed) == self.tag()
+    }
+
+    // ---- allocation ----------------------------------------------------------------
+
+    /// Refills the bin of `class` and returns one object, or null when the OS refuses
+    /// memory. Called when the bin's free list is empty.
+    #[inline(never)]
+    pub(crate) fn refill(&mut self, class: usize) -> *mut u8 {
+        loop {
+            let span = self.bins[class].span;
+            if !span.is_null() {
+                // SAFETY: the current span is an in-use small span this cache owns.
+                let s = unsafe { &*span };
+                let list = self.more_from_current(s, class);
+                if !list.is_null() {
+                    return self.pop_after_refill(class, list);
+                }
+                self.park_current(class);
+            }
+            if !self.install_next_span(class) {
+                return ptr::null_mut();
+            }
+        }
+    }
+
+    #[inline]
+    fn pop_after_refill(&mut self, class: usize, list: *mut u8) -> *mut u8 {
+        self.bins[class].free = block_next(list);
+        list
+    }
+
+    /// More free objects from the current span: carve, or take its remote list.
+    fn more_from_current(&mut self, s: &Span, class: usize) -> *mut u8 {
+        let carved = s.carved.load(Ordering::Relaxed);
+        if carved < s.capacity {
+            return carve(s, class, carved);
+        }
+        let (head, _) = remote::take(s);
+        head
+    }
+
+    /// The current span has nothing left: park it on the full list.
+    fn park_current(&mut self, class: usize) {
+        let span = self.bins[class].span;
+        // SAFETY: the current span is ours.
+        let s = unsafe { &*span };
+        // A span whose earlier notification is still on its way must not be parked again:
+        // a second un-park would push it onto the notification stack twice. It waits on the
+        // full list unparked, and the pending notification moves it back.
+        if s.user_flags & NOTIFY_PENDING == 0 && !remote::try_park(s) {
+            // A remote free slipped in between `take` and the park; keep the span current and
+            // let the refill loop take it.
+            return;
+        }
+        let bin = &mut self.bins[class];
+        bin.span = ptr::null_mut();
+        bin.start = 0;
+        bin.len = 0;
+        self.link(span, ON_FULL);
+    }
+
+    /// Makes a span with free objects current for `class`: from the notifications, the
+    /// partial list, the node's central list, or the page heap. False when out of memory.
+    fn install_next_span(&mut self, class: usize) -> bool {
+        if !self.bins[class].span.is_null() {
+            // `park_current` lost a race with a remote free: retry the same span.
+            return true;
+        }
+        self.drain_notifications();
+        let node = node::node(self.node);
+        let span = if !self.partial[class].is_null() {
+            let span = self.partial[class];
+            self.unlink(span);
+            span
+        } else if let Some(span) = node.centrals[class].take() {
+            // SAFETY: the central list handed the span over; we become its owner.
+            unsafe { (*span).owner.store(self.tag(), Ordering::Relaxed) };
+            span
+        } else {
+            let info = &CLASSES[class];
+            let Some(fresh) = node.heap.alloc(info.pages as usize, SpanKind::Small) else {
+                return false;
+            };
+            let span = fresh.span.as_ptr();
+            // SAFETY: a fresh small span, ours alone until we publish it.
+            unsafe {
+                let s = &mut *span;
+                s.class = class as u8;
+                s.obj_size = info.size;
+                s.capacity = info.objects;
+                s.carved.store(0, Ordering::Relaxed);
+                s.local_free.store(ptr::null_mut(), Ordering::Relaxed);
+                s.local_count.store(0, Ordering::Relaxed);
+                s.user_flags = ON_NONE;
+                s.notify_next.store(ptr::null_mut(), Ordering::Relaxed);
+                remote::reset(s);
+                s.owner.store(self.tag(), Ordering::Release);
+            }
+            span
+        };
+        // SAFETY: `span` is an in-use small span we own and have unlinked.
+        let s = unsafe { &mut *span };
+        s.user_flags = (s.user_flags & !WHERE_MASK) | CURRENT;
+        let bin = &mut self.bins[class];
+        bin.span = span;
+        bin.start = s.base() as usize;
+        bin.len = s.capacity as usize * s.obj_size as usize;
+        bin.free = s.local_free.swap(ptr::null_mut(), Ordering::Relaxed);
+        s.local_count.store(0, Ordering::Relaxed);
+        true
+    }
+
+    /// Moves every span remote freers un-parked back to its partial list.
+    fn drain_notifications(&mut self) {
+        if self.notify.load(Ordering::Relaxed).is_null() {
+            return;
+        }
+        let mut at = self.notify.swap(ptr::null_mut(), Ordering::Acquire);
+        while !at.is_null() {
+            // SAFETY: spans on our stack are ours; each was pushed once by the freer that
+            // un-parked it, and only we pop.
+            let s = unsafe { &mut *at };
+            let next = s.notify_next.load(Ordering::Relaxed);
+            // Pending or not, the notification has now arrived.
+            s.user_flags &= !NOTIFY_PENDING;
+            if s.user_flags & WHERE_MASK == ON_FULL {
+                self.unlink(at);
+                self.link(at, ON_PARTIAL);
+            }
+            self.release_if_empty(at);
+            at = next;
+        }
+    }
+
+    // ---- free ------------------------------------------------------------------------
+
+    /// Frees `ptr`, a small object of `span`, which this cache owns.
+    ///
+    /// # Safety
+    /// `ptr` must be a live object of `span`, and this cache must own `span`.
+    pub(crate) unsafe fn free_local(&mut self, span: *mut Span, ptr: *mut u8) {
+        // SAFETY: the caller says we own the span.
+        let s = unsafe { &mut *span };
+        let class = s.class as usize;
+        let bin = &mut self.bins[class];
+        if bin.span == span {
+            if ptr == bin.free {
+                report::fatal("double free", ptr as usize);
+            }
+            set_block_next(ptr, bin.free);
+            bin.free = ptr;
+            return;
+        }
+        let head = s.local_free.load(Ordering::Relaxed);
+        if ptr == head {
+            report::fatal("double free", ptr as usize);
+        }
+        set_block_next(ptr, head);
+        s.local_free.store(ptr, Ordering::Relaxed);
+        s.local_count
+            .store(s.local_count.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
+        if s.user_flags & WHERE_MASK == ON_FULL {
+            if !remote::try_unpark(s) {
+                // A remote freer won: it notifies us; the drain must not re-move the span.
+                s.user_flags |= NOTIFY_PENDING;
+            }
+            self.unlink(span);
+            self.link(span, ON_PARTIAL);
+        }
+        self.release_if_empty(span);
+    }
+
+    /// Returns a non-current span whose every carved object is free to the page heap.
+    fn release_if_empty(&mut self, span: *mut Span) {
+        // SAFETY: we own the span.
+        let s = unsafe { &*span };
+        if s.user_flags & (WHERE_MASK | NOTIFY_PENDING) != ON_PARTIAL {
+            return;
+        }
+        let free = s.local_count.load(Ordering::Relaxed) + remote::count(s);
+        if free != s.carved.load(Ordering::Relaxed) {
+            return;
+        }
+        // Every carved object is free, so no free can race with us (short of a double free).
+        self.unlink(span);
+        // SAFETY: the span is unlinked, holds no live object and belongs to this heap's node.
+        unsafe { node::node(s.node()).heap.free(NonNull::new_unchecked(span)) };
+    }
+
+    // ---- flush -----------------------------------------------------------------------
+
+    /// Gives back everything this cache holds that others could use: the current spans'
+    /// free objects, empty spans to the page heap, partly used spans to the central lists.
+    /// Parked (full) spans stay: nothing in them is free, and they find their way back
+    /// through the notification stack when the cache is next used or flushed.
+    pub(crate) fn flush(&mut self) {
+        self.drain_notifications();
+        for class in 0..NUM_CLASSES {
+            let bin = &mut self.bins[class];
+            let span = bin.span;
+            if !span.is_null() {
+                let mut count = 0;
+                let mut at = bin.free;
+                while !at.is_null() {
+                    count += 1;
+                    at = block_next(at);
+                }
+                // SAFETY: the current span is ours.
+                let s = unsafe { &mut *span };
+                s.local_free.store(bin.free, Ordering::Relaxed);
+                s.local_count.store(count, Ordering::Relaxed);
+                *bin = Bin {
+                    free: ptr::null_mut(),
+                    start: 0,
+                    len: 0,
+                    span: ptr::null_mut(),
+                };
+                s.user_flags &= !WHERE_MASK;
+                self.link(span, ON_PARTIAL);
+            }
+            let central = &node::node(self.node).centrals[class];
+            let mut at = self.partial[class];
+            while !at.is_null() {
+                // SAFETY: spans on our lists are ours.
+                let s = unsafe { &mut *at };
+                let next = s.next;
+                if s.user_flags & NOTIFY_PENDING == 0 {
+                    let free = s.local_count.load(Ordering::Relaxed) + remote::count(s);
+                    if free == s.carved.load(Ordering::Relaxed) {
+                        self.release_if_empty(at);
+                    } else {
+                        self.unlink(at);
+                        s.owner.store(central.owner_tag(), Ordering::Release);
+                        // SAFETY: the span is unlinked, partly used, and now tagged as central's.
+                        unsafe { central.put(at) };
+                    }
+                }
+                at = next;
+            }
+        }
+    }
+
+    // ---- span lists ----------------------------------------------------------------
+
+    fn list_head(&mut self, class: usize, place: u8) -> &mut *mut Span {
+        match place {
+            ON_PARTIAL => &mut self.partial[class],
+            _ => &mut self.full[class],
+        }
+    }
+
+    fn link(&mut self, span: *mut Span, place: u8) {
+        // SAFETY: we own the span; `prev`/`next` are ours while it is in use.
+        let s = unsafe { &mut *span };
+        let head = self.list_head(s.class as usize, place);
+        s.prev = ptr::null_mut();
+        s.next = *head;
+        if !s.next.is_null() {
+            // SAFETY: list members are our spans.
+            unsafe { (*s.next).prev = span };
+        }
+        *head = span;
+        s.user_flags = (s.user_flags & !WHERE_MASK) | place;
+    }
+
+    fn unlink(&mut self, span: *mut Span) {
+        // SAFETY: we own the span.
+        let s = unsafe { &mut *span };
+        let place = s.user_flags & WHERE_MASK;
+        debug_assert!(place == ON_PARTIAL || place == ON_FULL);
+        let class = s.class as usize;
+        if s.prev.is_null() {
+            *self.list_head(class, place) = s.next;
+        } else {
+            // SAFETY: list members are our spans.
+            unsafe { (*s.prev).next = s.next };
+        }
+        if !s.next.is_null() {
+            // SAFETY: as above.
+            unsafe { (*s.next).prev = s.prev };
+        }
+        s.prev = ptr::null_mut();
+        s.next = ptr::null_mut();
+        s.user_flags &= !WHERE_MASK;
+    }
+}
+
+/// Carves the next batch of objects from `s` (which has uncarved room) into a list.
+fn carve(s: &Span, class: usize, carved: u32) -> *mut u8 {
+    let size = CLASSES[class].size as usize;
+    let batch = (CARVE_BYTES / size).clamp(1, (s.capacity - carved) as usize);
+    let first = s.base() as usize + carved as usize * size;
+    for i in 0..batch - 1 {
+        let block = (first + i * size) as *mut u8;
+        set_block_next(block, (first + (i + 1) * size) as *mut u8);
+    }
+    set_block_next((first + (batch - 1) * size) as *mut u8, ptr::null_mut());
+    s.carved.store(carved + batch as u32, Ordering::Relaxed);
+    first as *mut u8
+}
+
+/// Frees `ptr` into `span` from a thread that does not own it.
+///
+/// # Safety
+/// `ptr` must be a live object of the in-use small span `span`.
+pub(crate) unsafe fn free_remote(span: &Span, ptr: *mut u8) {
+    // SAFETY: forwarded contract.
+    if unsafe { remote::push(span, ptr) } {
+        // We un-parked the span: tell its owner. Owners are caches that are never freed
+        // (only recycled), and a parked span's owner cannot change while it is parked.
+        let owner = span.owner.load(Ordering::Acquire) as *const Cache;
+        // SAFETY: see above; `notify` is the one field other threads may touch.
+        let stack = unsafe { &(*owner).notify };
+        let me = span as *const Span as *mut Span;
+        let mut head = stack.load(Ordering::Relaxed);
+        loop {
+            span.notify_next.store(head, Ordering::Relaxed);
+            match stack.compare_exchange_weak(head, me, Ordering::Release, Ordering::Relaxed) {
+                Ok(_) => break,
+                Err(seen) => head = seen,
+            }
+        }
+    }
+}

@@ -1,0 +1,118 @@
+//! Configuration from the environment, read in place from `environ`.
+//!
+//! `std::env::var` returns a `String`, which would allocate from inside the allocator; this
+//! reads the process's environment block directly and parses numbers by hand.
+//!
+//! | variable | meaning | default |
+//! |---|---|---|
+//! | `TESSERA_PURGE_DELAY_MS` | how long free pages wait before they go back to the OS; `0` at once, `-1` never | 100 |
+//! | `TESSERA_PURGE` | `dontneed` (RSS drops at once) or `free` (`MADV_FREE`, lazy) | `dontneed` |
+//! | `TESSERA_HUGE_THRESHOLD` | size from which a block gets its own mapping (bytes, `k`/`m` suffix) | `4m` |
+
+use core::ffi::{CStr, c_char};
+use core::sync::atomic::{AtomicUsize, Ordering};
+
+use tessera_span::os::PurgeAdvice;
+
+/// Default purge delay: short enough that a freed burst leaves RSS within a fraction of a
+/// second, long enough that a workload cycling through the same memory does not pay a
+/// page fault per cycle (jemalloc defaults to seconds, mimalloc to 10 ms).
+pub(crate) const DEFAULT_PURGE_DELAY_MS: u64 = 100;
+const DEFAULT_HUGE_THRESHOLD: usize = 4 << 20;
+
+static HUGE_THRESHOLD: AtomicUsize = AtomicUsize::new(DEFAULT_HUGE_THRESHOLD);
+
+/// Requests of at least this many bytes get a dedicated mapping.
+#[inline]
+pub(crate) fn huge_threshold() -> usize {
+    HUGE_THRESHOLD.load(Ordering::Relaxed)
+}
+
+unsafe extern "C" {
+    static mut environ: *const *const c_char;
+}
+
+/// The value of `name` in the environment, without allocating.
+pub(crate) fn env(name: &[u8]) -> Option<&'static [u8]> {
+    // SAFETY: `environ` is a null-terminated array of C strings maintained by libc; we only
+    // read it. A concurrent `setenv` could replace it, which is the same hazard `getenv` has.
+    unsafe {
+        let mut at = environ;
+        if at.is_null() {
+            return None;
+        }
+        while !(*at).is_null() {
+            let entry = CStr::from_ptr(*at).to_bytes();
+            if entry.len() > name.len() && entry.starts_with(name) && entry[name.len()] == b'=' {
+                return Some(&entry[name.len() + 1..]);
+            }
+            at = at.add(1);
+        }
+    }
+    None
+}
+
+/// Parses a decimal number with an optional `k`, `m` or `g` suffix (powers of 1024).
+pub(crate) fn parse_size(text: &[u8]) -> Option<u64> {
+    let (digits, shift) = match text.last()? {
+        b'k' | b'K' => (&text[..text.len() - 1], 10),
+        b'm' | b'M' => (&text[..text.len() - 1], 20),
+        b'g' | b'G' => (&text[..text.len() - 1], 30),
+        _ => (text, 0),
+    };
+    if digits.is_empty() {
+        return None;
+    }
+    let mut value: u64 = 0;
+    for &d in digits {
+        if !d.is_ascii_digit() {
+            return None;
+        }
+        value = value.checked_mul(10)?.checked_add((d - b'0') as u64)?;
+    }
+    value.checked_mul(1 << shift)
+}
+
+/// Reads every variable and applies it. Called once, early in the first allocation.
+pub(crate) fn load() {
+    let delay = match env(b"TESSERA_PURGE_DELAY_MS") {
+        Some(b"-1") | Some(b"never") => u64::MAX,
+        Some(text) => parse_size(text).unwrap_or(DEFAULT_PURGE_DELAY_MS),
+        None => DEFAULT_PURGE_DELAY_MS,
+    };
+    let advice = match env(b"TESSERA_PURGE") {
+        Some(b"free") => PurgeAdvice::Free,
+        _ => PurgeAdvice::DontNeed,
+    };
+    tessera_span::heap::configure_purge(delay, advice);
+    if let Some(size) = env(b"TESSERA_HUGE_THRESHOLD").and_then(parse_size) {
+        // Below the largest small class the threshold would be meaningless.
+        let size = (size as usize).max(crate::size_class::MAX_SMALL + 1);
+        HUGE_THRESHOLD.store(size, Ordering::Relaxed);
+    }
+}
+
+#[cfg(all(test, not(tessera_loom)))]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_parse() {
+        assert_eq!(parse_size(b"100"), Some(100));
+        assert_eq!(parse_size(b"4k"), Some(4096));
+        assert_eq!(parse_size(b"2M"), Some(2 << 20));
+        assert_eq!(parse_size(b""), None);
+        assert_eq!(parse_size(b"m"), None);
+        assert_eq!(parse_size(b"12x"), None);
+        assert_eq!(parse_size(b"99999999999999999999"), None);
+    }
+
+    #[test]
+    fn reads_the_environment_in_place() {
+        // PATH is set in any test environment worth the name; compare with std's view.
+        let ours = env(b"PATH").map(|v| v.to_vec());
+        let std = std::env::var_os("PATH").map(|v| v.into_encoded_bytes());
+        assert_eq!(ours, std);
+        assert_eq!(env(b"TESSERA_SURELY_UNSET_VARIABLE"), None);
+    }
+}

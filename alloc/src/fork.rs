@@ -1,0 +1,49 @@
+//! `fork` safety (DESIGN.md, "Fork"): the prepare handler takes every allocator lock in one
+//! fixed order, so the child never inherits a lock held by a thread that does not exist in
+//! it; the parent releases them, the child resets them.
+//!
+//! Order: the cache pool, then per node (in index order) every central list (in class
+//! order) and the page heap, then the huge-block registry. Code that nests locks nests them
+//! in this same order (a cache refill holds no central lock while it asks the page heap).
+
+use core::sync::atomic::{AtomicUsize, Ordering};
+
+use crate::node;
+use crate::pool;
+
+/// The nodes `prepare` locked, so `parent` and `child` release exactly those even if a
+/// first use of a new node raced with the fork.
+static LOCKED_NODES: AtomicUsize = AtomicUsize::new(0);
+
+fn each_lock(mut f: impl FnMut(&tessera_span::lock::RawLock)) {
+    f(pool::raw_lock());
+    for node in &node::used_nodes()[..LOCKED_NODES.load(Ordering::Relaxed)] {
+        for central in node.centrals.iter() {
+            f(central.raw_lock());
+        }
+        f(node.heap.raw_lock());
+    }
+    f(tessera_span::huge::raw_lock());
+}
+
+extern "C" fn prepare() {
+    LOCKED_NODES.store(node::used_nodes().len(), Ordering::Relaxed);
+    each_lock(|lock| lock.lock());
+}
+
+extern "C" fn parent() {
+    // SAFETY: `prepare` took every one of these locks on this thread.
+    each_lock(|lock| unsafe { lock.unlock() });
+}
+
+extern "C" fn child() {
+    // SAFETY: the child has one thread, the one that ran `prepare`; nobody else can hold
+    // or wait for these locks.
+    each_lock(|lock| unsafe { lock.force_unlock() });
+}
+
+/// Registers the handlers; called once from the process set-up.
+pub(crate) fn register() {
+    // SAFETY: the handlers are `extern "C"` functions valid for the life of the process.
+    unsafe { libc::pthread_atfork(Some(prepare), Some(parent), Some(child)) };
+}

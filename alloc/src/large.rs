@@ -1,0 +1,65 @@
+//! Requests above the largest size class: whole spans from the page heap, and from the huge
+//! threshold (or for alignments above a page) dedicated mappings (DESIGN.md, step 5).
+
+use core::ptr;
+
+use tessera_span::heap::bytes_to_pages;
+use tessera_span::{PAGE_SIZE, Span, SpanKind, huge};
+
+use crate::config::huge_threshold;
+use crate::node;
+
+/// Allocates `size` bytes at `align` as a large span or a huge mapping; null on failure.
+pub(crate) fn alloc(size: usize, align: usize, zero: bool) -> *mut u8 {
+    if size >= huge_threshold() || align > PAGE_SIZE {
+        // Fresh mappings read as zero, so `zero` costs nothing here.
+        return huge::alloc(size.max(1), align).map_or(ptr::null_mut(), |p| p.as_ptr());
+    }
+    let pages = bytes_to_pages(size.max(1));
+    let Some(got) = node::node(crate::current_node())
+        .heap
+        .alloc(pages, SpanKind::Large)
+    else {
+        return ptr::null_mut();
+    };
+    // SAFETY: the heap returned an in-use span record.
+    let base = unsafe { got.span.as_ref() }.base();
+    if zero && !got.zeroed {
+        // SAFETY: the span's pages are ours and at least `size` bytes long.
+        unsafe { ptr::write_bytes(base, 0, size) };
+    }
+    base
+}
+
+/// Frees a large span.
+///
+/// # Safety
+/// `span` must be an in-use large span whose object is no longer used.
+pub(crate) unsafe fn free(span: &Span) {
+    let heap = &node::node(span.node()).heap;
+    // SAFETY: forwarded contract.
+    unsafe { heap.free(core::ptr::NonNull::from(span)) };
+}
+
+/// Resizes a large span in place: shrinks it, or grows it into the free pages after it.
+/// Returns false when it must move.
+///
+/// # Safety
+/// `span` must be an in-use large span.
+pub(crate) unsafe fn resize_in_place(span: &Span, new_size: usize) -> bool {
+    if new_size >= huge_threshold() || new_size <= crate::size_class::MAX_SMALL {
+        return false;
+    }
+    let pages = bytes_to_pages(new_size);
+    let heap = &node::node(span.node()).heap;
+    let span_ptr = core::ptr::NonNull::from(span);
+    if pages <= span.npages() {
+        if pages < span.npages() {
+            // SAFETY: forwarded contract; `0 < pages < npages`.
+            unsafe { heap.shrink(span_ptr, pages) };
+        }
+        return true;
+    }
+    // SAFETY: forwarded contract.
+    unsafe { heap.try_grow(span_ptr, pages) }
+}

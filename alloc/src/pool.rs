@@ -1,0 +1,110 @@
+//! Where caches come from and go back to.
+//!
+//! Caches are carved from chunks mapped for them and never unmapped: remote freers may
+//! still reach a cache through a parked span's owner tag (`cache::free_remote`), so a cache's
+//! memory must outlive every span it ever owned. A thread that exits (or a processor that is
+//! destroyed) flushes its cache and parks it here; the next thread takes it back, spans and
+//! all. The number of caches is thus the peak number of threads (or processors) alive at
+//! once, not the number of threads ever started.
+
+use core::ptr;
+
+use tessera_span::lock::{Locked, RawLock};
+use tessera_span::os;
+
+use crate::cache::Cache;
+
+const CHUNK_BYTES: usize = 256 << 10;
+
+#[derive(Debug)]
+struct Pool {
+    idle: *mut Cache,
+    idle_count: usize,
+    /// Uncarved room in the current chunk.
+    next: usize,
+    end: usize,
+    mapped: usize,
+    caches: usize,
+}
+
+// SAFETY: the pointers name memory mapped for the pool and never unmapped; the lock
+// serialises access.
+unsafe impl Send for Pool {}
+
+static POOL: Locked<Pool> = Locked::new(Pool {
+    idle: ptr::null_mut(),
+    idle_count: 0,
+    next: 0,
+    end: 0,
+    mapped: 0,
+    caches: 0,
+});
+
+/// A cache for `node`: an idle one if any, else a new one. Null when the OS refuses memory.
+pub(crate) fn acquire(node: u32) -> *mut Cache {
+    let mut pool = POOL.lock();
+    if !pool.idle.is_null() {
+        let cache = pool.idle;
+        // SAFETY: idle caches are valid and owned by the pool while listed.
+        unsafe {
+            pool.idle = (*cache).next_idle;
+            (*cache).next_idle = ptr::null_mut();
+        }
+        pool.idle_count -= 1;
+        return cache;
+    }
+    let size = core::mem::size_of::<Cache>().next_multiple_of(core::mem::align_of::<Cache>());
+    if pool.next + size > pool.end {
+        let Ok(chunk) = os::reserve(CHUNK_BYTES, os::page_size()) else {
+            return ptr::null_mut();
+        };
+        pool.next = chunk.as_ptr() as usize;
+        pool.end = pool.next + CHUNK_BYTES;
+        pool.mapped += CHUNK_BYTES;
+    }
+    let cache = pool.next as *mut Cache;
+    pool.next += size;
+    pool.caches += 1;
+    // SAFETY: fresh, suitably aligned chunk memory (page-aligned chunk, size rounded to the
+    // alignment) that nobody else can see.
+    unsafe { Cache::init(cache, node) };
+    cache
+}
+
+/// Flushes `cache` and parks it for reuse.
+///
+/// # Safety
+/// `cache` must come from `acquire`, and no thread may use it any more.
+pub(crate) unsafe fn release(cache: *mut Cache) {
+    // SAFETY: the caller gave up the cache, so we have it exclusively.
+    unsafe { (*cache).flush() };
+    let mut pool = POOL.lock();
+    // SAFETY: as above.
+    unsafe { (*cache).next_idle = pool.idle };
+    pool.idle = cache;
+    pool.idle_count += 1;
+}
+
+/// Flushes every idle cache, so spans freed into them since they went idle return to the
+/// page heap or to the central lists.
+pub(crate) fn collect_idle() {
+    let pool = POOL.lock();
+    let mut at = pool.idle;
+    while !at.is_null() {
+        // SAFETY: idle caches belong to the pool, whose lock we hold.
+        unsafe {
+            (*at).flush();
+            at = (*at).next_idle;
+        }
+    }
+}
+
+/// (caches ever made, caches idle, bytes mapped for caches).
+pub(crate) fn stats() -> (usize, usize, usize) {
+    let pool = POOL.lock();
+    (pool.caches, pool.idle_count, pool.mapped)
+}
+
+pub(crate) fn raw_lock() -> &'static RawLock {
+    POOL.raw()
+}

@@ -1,0 +1,103 @@
+//! The per-processor hook (DESIGN.md, "Per-processor caches", way 2): a runtime that
+//! multiplexes coroutines over threads gives each of its processors (Go's P) a cache, and
+//! makes that cache current on whichever thread (M) runs the processor. The number of
+//! caches then follows the number of processors, not of threads, and a coroutine's
+//! allocations hit the cache of the processor it runs on.
+//!
+//! ```
+//! let cache = tessera::ProcessorCache::new().expect("out of memory");
+//! // On the thread that now runs this processor:
+//! // SAFETY: `cache` is current on no other thread, and is uninstalled before it moves.
+//! let installed = unsafe { tessera::install_cache(&cache) };
+//! let v = vec![1, 2, 3]; // served by `cache` when Tessera is the global allocator
+//! drop(v);
+//! installed.uninstall();
+//! drop(cache); // flushed and parked for reuse
+//! ```
+
+use core::fmt;
+use core::marker::PhantomData;
+use core::ptr::NonNull;
+
+use crate::cache::Cache;
+use crate::{pool, thread};
+
+/// A cache owned by a runtime's processor. Dropping it flushes it and parks it for reuse.
+pub struct ProcessorCache {
+    cache: NonNull<Cache>,
+}
+
+// SAFETY: a processor moves between threads; the cache is plain memory whose use is
+// serialised by the runtime (installed on at most one thread at a time, per `install_cache`).
+unsafe impl Send for ProcessorCache {}
+
+impl fmt::Debug for ProcessorCache {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ProcessorCache")
+            .field("cache", &self.cache)
+            .finish()
+    }
+}
+
+impl ProcessorCache {
+    /// A cache bound to the calling thread's NUMA node. `None` when the OS refuses memory.
+    pub fn new() -> Option<Self> {
+        NonNull::new(pool::acquire(crate::current_node())).map(|cache| Self { cache })
+    }
+
+    /// Hands spans with free objects back to the central lists and empty spans to the page
+    /// heap, as a thread exit would (Go's `mcache` flush when a P is destroyed or idles).
+    pub fn flush(&mut self) {
+        // SAFETY: `&mut self` proves the cache is not installed (an `Installed` borrows it).
+        unsafe { (*self.cache.as_ptr()).flush() };
+    }
+}
+
+impl Drop for ProcessorCache {
+    fn drop(&mut self) {
+        // SAFETY: an installed cache is borrowed by its `Installed` guard, so a cache being
+        // dropped is current nowhere and nothing will use it again.
+        unsafe { pool::release(self.cache.as_ptr()) };
+    }
+}
+
+/// Proof that a `ProcessorCache` is current on this thread; `uninstall` (or drop) restores
+/// the thread's previous cache. Not `Send`: it must end on the thread where it began.
+#[must_use = "dropping the guard uninstalls the cache at once"]
+pub struct Installed<'a> {
+    previous: *mut Cache,
+    _cache: PhantomData<&'a ProcessorCache>,
+    _not_send: PhantomData<*mut ()>,
+}
+
+impl fmt::Debug for Installed<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Installed")
+    }
+}
+
+/// Makes `cache` the calling thread's current cache until the guard ends.
+///
+/// # Safety
+/// - `cache` must not be current on any other thread while the guard lives: one cache,
+///   one thread at a time, exactly like Go's `p.mcache`.
+/// - Guards on one thread must end in the reverse order of their creation.
+pub unsafe fn install_cache(cache: &ProcessorCache) -> Installed<'_> {
+    let previous = thread::swap_current(cache.cache.as_ptr());
+    Installed {
+        previous,
+        _cache: PhantomData,
+        _not_send: PhantomData,
+    }
+}
+
+impl Installed<'_> {
+    /// Restores the thread's previous cache.
+    pub fn uninstall(self) {}
+}
+
+impl Drop for Installed<'_> {
+    fn drop(&mut self) {
+        thread::swap_current(self.previous);
+    }
+}

@@ -1,0 +1,269 @@
+//! The size-class table: which object sizes exist, how many pages a span of each holds,
+//! and the size → class lookup the fast path uses (a table load, no division, no loop).
+//!
+//! The table is computed at compile time from three rules rather than typed in:
+//! 1. up to 128 B the step is 8 B (the smallest alignment Tessera hands out);
+//! 2. above that, every doubling is cut into 8 equal steps, so a class is at most 1/8
+//!    larger than the one below it: internal waste (the bytes a request leaves unused in
+//!    its object) is below 12.5% for every class from 64 B up. Below 64 B the 8-byte step
+//!    itself is the floor: at most 7 B are wasted, which is a larger fraction of a 16 B
+//!    object but is the alignment any allocator pays (see `waste_is_bounded`);
+//! 3. a span of a class is the fewest 8 KiB pages that hold at least 8 objects (so a span
+//!    is worth a refill) and leave at most 1/8 of the span unused at its tail.
+//!
+//! Every power of two up to `MAX_SMALL` is a class, so an alignment request can always be
+//! met by a class whose size it divides (objects sit at `span base + i * size`, and span
+//! bases are page aligned).
+
+use tessera_span::PAGE_SIZE;
+
+/// Largest size served from size-classed spans; larger requests get whole spans.
+pub const MAX_SMALL: usize = 32 << 10;
+/// Largest size the fast path's 8-byte-granular table covers.
+pub const MAX_FAST: usize = 1024;
+
+const fn count_classes() -> usize {
+    let mut n = 0;
+    let mut size = 8;
+    while size <= MAX_SMALL {
+        n += 1;
+        size += step(size);
+    }
+    n
+}
+
+/// The step from class `size` to the next one.
+const fn step(size: usize) -> usize {
+    if size < 128 {
+        8
+    } else {
+        // 8 steps per doubling: the step is 1/8 of the power of two at or below `size`.
+        (1 << (usize::BITS - 1 - size.leading_zeros())) / 8
+    }
+}
+
+/// Number of size classes.
+pub const NUM_CLASSES: usize = count_classes();
+
+/// A size-class index; `SizeClass(i).size()` is its object size.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct SizeClass(pub u8);
+
+/// One row of the table.
+#[derive(Clone, Copy, Debug)]
+pub struct ClassInfo {
+    /// Object size in bytes.
+    pub size: u32,
+    /// Pages per span.
+    pub pages: u32,
+    /// Objects per span.
+    pub objects: u32,
+}
+
+const fn pages_for(size: usize) -> usize {
+    let mut pages = 1;
+    loop {
+        let bytes = pages * PAGE_SIZE;
+        let objects = bytes / size;
+        let tail = bytes - objects * size;
+        if objects >= 8 && tail * 8 <= bytes {
+            return pages;
+        }
+        pages += 1;
+    }
+}
+
+const fn build_classes() -> [ClassInfo; NUM_CLASSES] {
+    let mut table = [ClassInfo {
+        size: 0,
+        pages: 0,
+        objects: 0,
+    }; NUM_CLASSES];
+    let mut i = 0;
+    let mut size = 8;
+    while i < NUM_CLASSES {
+        let pages = pages_for(size);
+        table[i] = ClassInfo {
+            size: size as u32,
+            pages: pages as u32,
+            objects: (pages * PAGE_SIZE / size) as u32,
+        };
+        size += step(size);
+        i += 1;
+    }
+    table
+}
+
+/// The table, smallest class first.
+pub static CLASSES: [ClassInfo; NUM_CLASSES] = build_classes();
+
+/// Covers `MAX_FAST + 15`: the fast path rounds a size up to its alignment (at most 16)
+/// before the lookup, and a bounds check there would cost a compare on every allocation.
+const SMALL_LOOKUP_LEN: usize = (MAX_FAST + 16) / 8 + 1;
+const LARGE_LOOKUP_LEN: usize = (MAX_SMALL - MAX_FAST) / 128 + 1;
+
+const fn class_for_slow(size: usize) -> u8 {
+    let table = build_classes();
+    let mut i = 0;
+    while (table[i].size as usize) < size {
+        i += 1;
+    }
+    i as u8
+}
+
+const fn build_small_lookup() -> [u8; SMALL_LOOKUP_LEN] {
+    let mut t = [0u8; SMALL_LOOKUP_LEN];
+    let mut i = 0;
+    while i < SMALL_LOOKUP_LEN {
+        t[i] = class_for_slow(if i == 0 { 1 } else { i * 8 });
+        i += 1;
+    }
+    t
+}
+
+const fn build_large_lookup() -> [u8; LARGE_LOOKUP_LEN] {
+    let mut t = [0u8; LARGE_LOOKUP_LEN];
+    let mut i = 0;
+    while i < LARGE_LOOKUP_LEN {
+        t[i] = class_for_slow(MAX_FAST + i * 128);
+        i += 1;
+    }
+    t
+}
+
+/// Class by `(size + 7) / 8` for sizes up to `MAX_FAST` (Go's `size_to_class8`).
+static SMALL_LOOKUP: [u8; SMALL_LOOKUP_LEN] = build_small_lookup();
+/// Class by `(size - MAX_FAST + 127) / 128` above that (Go's `size_to_class128`); every
+/// class above `MAX_FAST` is a multiple of 128, so the coarser index is exact.
+static LARGE_LOOKUP: [u8; LARGE_LOOKUP_LEN] = build_large_lookup();
+
+/// The class of a request of `size <= MAX_FAST + 15` bytes: one table load.
+#[inline(always)]
+pub fn class_of_fast(size: usize) -> usize {
+    let index = (size + 7) >> 3;
+    assert!(index < SMALL_LOOKUP_LEN || cfg!(not(debug_assertions)));
+    // SAFETY: callers pass at most MAX_FAST + 15 (a size up to MAX_FAST rounded up to an
+    // alignment of at most 16), whose index the table covers.
+    unsafe { *SMALL_LOOKUP.get_unchecked(index) as usize }
+}
+
+/// The class of a request of `size <= MAX_SMALL` bytes.
+#[inline]
+pub fn class_of(size: usize) -> usize {
+    debug_assert!(size <= MAX_SMALL);
+    if size <= MAX_FAST {
+        class_of_fast(size)
+    } else {
+        LARGE_LOOKUP[(size - MAX_FAST + 127) >> 7] as usize
+    }
+}
+
+/// The class for `size` bytes at `align` (a power of two up to the page size), or `None`
+/// when the request is not small.
+#[inline]
+pub fn class_for(size: usize, align: usize) -> Option<usize> {
+    if size > MAX_SMALL || align > PAGE_SIZE {
+        return None;
+    }
+    // Up to 16 B of alignment, rounding the size up is enough: every class that is a
+    // multiple of 16 is 16-aligned, and classes are 8-aligned at worst.
+    let rounded = (size + align - 1) & !(align - 1);
+    if rounded > MAX_SMALL {
+        return None;
+    }
+    let mut class = class_of(rounded.max(1));
+    while !(CLASSES[class].size as usize).is_multiple_of(align) {
+        // Terminates: every power of two up to MAX_SMALL is a class.
+        class += 1;
+    }
+    Some(class)
+}
+
+/// Object size of `class`.
+#[inline(always)]
+pub fn size_of_class(class: usize) -> usize {
+    CLASSES[class].size as usize
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn classes_increase_and_end_at_max() {
+        for w in CLASSES.windows(2) {
+            assert!(w[0].size < w[1].size);
+        }
+        assert_eq!(CLASSES[0].size, 8);
+        assert_eq!(CLASSES[NUM_CLASSES - 1].size as usize, MAX_SMALL);
+        assert!(NUM_CLASSES <= u8::MAX as usize);
+    }
+
+    #[test]
+    fn powers_of_two_are_classes() {
+        let mut p = 8;
+        while p <= MAX_SMALL {
+            assert!(CLASSES.iter().any(|c| c.size as usize == p), "{p} missing");
+            p *= 2;
+        }
+    }
+
+    #[test]
+    fn waste_is_bounded() {
+        let mut prev = 0usize;
+        for c in CLASSES.iter() {
+            let size = c.size as usize;
+            let worst = size - (prev + 1);
+            if size >= 64 {
+                assert!(
+                    worst * 8 <= size,
+                    "class {size}: internal waste {worst} B > 12.5%"
+                );
+            } else {
+                assert!(worst <= 7, "class {size}: internal waste {worst} B");
+            }
+            let span = c.pages as usize * PAGE_SIZE;
+            assert!(c.objects >= 8);
+            assert!(
+                (span - c.objects as usize * size) * 8 <= span,
+                "class {size}: tail waste"
+            );
+            assert!(
+                c.objects <= u16::MAX as u32,
+                "the remote count field is 16 bits"
+            );
+            prev = size;
+        }
+    }
+
+    #[test]
+    fn lookup_matches_linear_search() {
+        for size in 1..=MAX_SMALL {
+            let class = class_of(size);
+            assert!(size_of_class(class) >= size);
+            if class > 0 {
+                assert!(
+                    size_of_class(class - 1) < size,
+                    "size {size} not in its smallest class"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn alignment_is_honoured() {
+        for align in [1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096, 8192] {
+            for size in [1, 7, 8, 9, 24, 33, 100, 1000, 5000, 20000, MAX_SMALL] {
+                if let Some(class) = class_for(size, align) {
+                    let s = size_of_class(class);
+                    assert!(
+                        s >= size && s.is_multiple_of(align),
+                        "size {size} align {align} -> {s}"
+                    );
+                }
+            }
+        }
+        assert!(class_for(MAX_SMALL + 1, 8).is_none());
+        assert!(class_for(64, 2 * PAGE_SIZE).is_none());
+    }
+}

@@ -1,0 +1,123 @@
+//! Which cache the calling thread allocates from.
+//!
+//! Two thread-locals, both const-initialised raw pointers with no destructor, so reading
+//! them is a single `fs`-relative load and registering them allocates nothing:
+//! - `CURRENT`: the cache allocations use. A plain thread gets its own cache on its first
+//!   allocation; a runtime may install a processor's cache instead (`processor.rs`).
+//! - `OWN`: the thread's own cache, if it made one, flushed at thread exit.
+//!
+//! Thread exit is caught with a `pthread_key_create` destructor, not `thread_local!`'s
+//! `Drop`: std registers TLS destructors with memory that, inside `libtessera.so`, would
+//! come from Tessera itself (DESIGN.md, "Per-processor caches").
+//!
+//! Migration: a coroutine can yield inside a caller and resume on another thread, and LLVM
+//! may keep a thread-local's address across that call (llvm-project#98479). The public
+//! entry points in `lib.rs` are `#[inline(never)]`, so every allocation computes the TLS
+//! address afresh inside its own frame, on the thread that runs it.
+
+use core::cell::Cell;
+use core::ptr;
+use core::sync::atomic::{AtomicU8, AtomicU32, Ordering};
+
+use crate::cache::Cache;
+use crate::pool;
+
+thread_local! {
+    static CURRENT: Cell<*mut Cache> = const { Cell::new(ptr::null_mut()) };
+    static OWN: Cell<*mut Cache> = const { Cell::new(ptr::null_mut()) };
+}
+
+/// The calling thread's cache, or null before its first allocation.
+#[inline(always)]
+pub(crate) fn current() -> *mut Cache {
+    CURRENT.with(Cell::get)
+}
+
+/// Replaces the current cache, returning the previous one.
+#[inline]
+pub(crate) fn swap_current(cache: *mut Cache) -> *mut Cache {
+    CURRENT.with(|c| c.replace(cache))
+}
+
+const UNINIT: u8 = 0;
+const RUNNING: u8 = 1;
+const READY: u8 = 2;
+static INIT: AtomicU8 = AtomicU8::new(UNINIT);
+static KEY: AtomicU32 = AtomicU32::new(u32::MAX);
+
+/// One-time process set-up: configuration, the thread-exit key, the fork handlers.
+///
+/// Re-entrant by design: `pthread_atfork` and `pthread_key_create` may call `malloc`
+/// (which is Tessera inside `libtessera.so`). Such a nested call sees `RUNNING`, skips the
+/// set-up and allocates with the defaults, which are valid from the start.
+#[cold]
+fn ensure_init() {
+    if INIT
+        .compare_exchange(UNINIT, RUNNING, Ordering::AcqRel, Ordering::Acquire)
+        .is_err()
+    {
+        return;
+    }
+    crate::config::load();
+    let mut key: libc::pthread_key_t = 0;
+    // SAFETY: `key` is a valid out-pointer; the destructor is an `extern "C"` fn that stays
+    // valid for the life of the process.
+    if unsafe { libc::pthread_key_create(&mut key, Some(on_thread_exit)) } == 0 {
+        KEY.store(key, Ordering::Release);
+    }
+    crate::fork::register();
+    INIT.store(READY, Ordering::Release);
+}
+
+/// The calling thread's cache, making one on first use. Null only when the OS refuses the
+/// memory for a cache.
+#[cold]
+#[inline(never)]
+pub(crate) fn current_or_init() -> *mut Cache {
+    let cache = current();
+    if !cache.is_null() {
+        return cache;
+    }
+    if INIT.load(Ordering::Acquire) != READY {
+        ensure_init();
+    }
+    let cache = pool::acquire(crate::current_node());
+    if cache.is_null() {
+        return cache;
+    }
+    // Publish before `pthread_setspecific`, which may itself allocate (second-level key
+    // blocks): the nested call then finds this cache instead of making another.
+    OWN.with(|c| c.set(cache));
+    CURRENT.with(|c| c.set(cache));
+    let key = KEY.load(Ordering::Acquire);
+    if key != u32::MAX {
+        // SAFETY: `key` was created by `pthread_key_create`; the value is our cache.
+        unsafe { libc::pthread_setspecific(key, cache.cast()) };
+    }
+    cache
+}
+
+/// The pthread key destructor: flush the exiting thread's own cache and park it.
+extern "C" fn on_thread_exit(arg: *mut libc::c_void) {
+    let cache = arg.cast::<Cache>();
+    if OWN.with(Cell::get) == cache {
+        OWN.with(|c| c.set(ptr::null_mut()));
+    }
+    if current() == cache {
+        CURRENT.with(|c| c.set(ptr::null_mut()));
+    }
+    // SAFETY: the key's value is the thread's own cache, which nothing uses any more: both
+    // thread-locals were cleared above, and a later allocation on this thread (another
+    // key's destructor) makes a fresh cache and re-arms the key.
+    unsafe { pool::release(cache) };
+}
+
+/// Flushes the calling thread's own cache (spans with free objects go back to the central
+/// lists or the page heap). The cache stays the thread's.
+pub(crate) fn flush_own() {
+    let cache = OWN.with(Cell::get);
+    if !cache.is_null() && current() == cache {
+        // SAFETY: the calling thread owns its cache and is not inside another allocator call.
+        unsafe { (*cache).flush() };
+    }
+}
