@@ -117,6 +117,7 @@ export PATH=/bin
 mount -t proc proc /proc
 mount -t sysfs sysfs /sys
 mount -t devtmpfs devtmpfs /dev 2>/dev/null
+echo
 echo "numa-vm: guest up: kernel $(uname -r), nodes $(cat /sys/devices/system/node/online), cpus $(cat /sys/devices/system/cpu/online)"
 /numa_guest --nodes 2
 echo "numa-vm: numa_guest exited with status $?"
@@ -184,7 +185,8 @@ fi
 # --- 6. Verdict ---------------------------------------------------------------------------
 
 tr -d '\r' <"$LOG" | grep -E '^(numa-vm:|numa_guest:|CHECK |  panic)' || true
-line=$(tr -d '\r' <"$LOG" | grep -m1 -E '^NUMA-VM: (PASS|FAIL)' || true)
+# Not anchored: a stray console message may share the line.
+line=$(tr -d '\r' <"$LOG" | grep -m1 -oE 'NUMA-VM: (PASS|FAIL).*' || true)
 if [ -z "$line" ]; then
     say "no verdict from the guest; last lines of its console:"
     tr -d '\r' <"$LOG" | tail -n 30

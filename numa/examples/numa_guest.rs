@@ -38,6 +38,10 @@ const CHECKS: &[Check] = &[
         run: check_current_cpu_node,
     },
     Check {
+        name: "current-cpu-node-getcpu",
+        run: check_current_without_rseq,
+    },
+    Check {
         name: "local-first-touch",
         run: check_local_first_touch,
     },
@@ -51,7 +55,23 @@ const CHECKS: &[Check] = &[
     },
 ];
 
+/// Set in the environment of a re-executed copy of this program that only runs
+/// [`check_current_cpu_node`] (see [`check_current_without_rseq`]).
+const CHILD_ENV: &str = "NUMA_GUEST_CHILD";
+
 fn main() {
+    if std::env::var_os(CHILD_ENV).is_some() {
+        let ctx = Ctx {
+            topology: Topology::get(),
+            expect_nodes: 0,
+        };
+        let source = tessera_numa::cpu_source();
+        match check_current_cpu_node(&ctx) {
+            Ok(d) => println!("CHILD {source:?} PASS {d}"),
+            Err(d) => println!("CHILD {source:?} FAIL {d}"),
+        }
+        return;
+    }
     let mut expect_nodes = 2;
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
@@ -322,6 +342,26 @@ fn check_current_cpu_node(ctx: &Ctx) -> CheckResult {
         seen.join(" "),
         tessera_numa::cpu_source()
     ))
+}
+
+/// The same as [`check_current_cpu_node`] with glibc's rseq registration turned off, so the
+/// `getcpu` fallback is the path under test (the program runs again as a child).
+fn check_current_without_rseq(_ctx: &Ctx) -> CheckResult {
+    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+    let out = std::process::Command::new(exe)
+        .env(CHILD_ENV, "1")
+        .env("GLIBC_TUNABLES", "glibc.pthread.rseq=0")
+        .output()
+        .map_err(|e| format!("re-exec: {e}"))?;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let line = stdout
+        .lines()
+        .find(|l| l.starts_with("CHILD "))
+        .ok_or_else(|| format!("child printed no result: {stdout:?}"))?;
+    match line.strip_prefix("CHILD Syscall PASS ") {
+        Some(detail) => Ok(detail.to_string()),
+        None => Err(line.to_string()),
+    }
 }
 
 /// A thread pinned to a node, with the local policy, gets its first-touched pages there.

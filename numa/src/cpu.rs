@@ -14,6 +14,7 @@
 
 use core::sync::atomic::{AtomicU8, Ordering};
 
+use crate::bitset::MAX_NODES;
 use crate::ids::{CpuId, NodeId};
 use crate::sys;
 use crate::topology::Topology;
@@ -100,7 +101,8 @@ pub fn current_cpu() -> CpuId {
     getcpu_or_zero().0
 }
 
-/// The NUMA node the calling thread is running on.
+/// The NUMA node the calling thread is running on. Always below [`MAX_NODES`] (a larger
+/// kernel node number is reported as node 0).
 #[inline]
 pub fn current_node() -> NodeId {
     current_cpu_and_node().1
@@ -112,7 +114,7 @@ pub fn current_cpu_and_node() -> (CpuId, NodeId) {
     match mode() {
         RSEQ_NODE => {
             if let Some((cpu, node)) = sys::rseq_cpu_node() {
-                return (CpuId::new(cpu), NodeId::new(node as u16));
+                return (CpuId::new(cpu), node_id(node));
             }
         }
         RSEQ_CPU => {
@@ -131,8 +133,20 @@ pub fn current_cpu_and_node() -> (CpuId, NodeId) {
 /// The `getcpu` syscall, bypassing rseq: the reference the fast paths are tested against.
 pub fn getcpu() -> Result<(CpuId, NodeId), crate::NumaError> {
     sys::getcpu()
-        .map(|(c, n)| (CpuId::new(c), NodeId::new(n as u16)))
+        .map(|(c, n)| (CpuId::new(c), node_id(n)))
         .map_err(|errno| crate::NumaError::os(crate::Call::Getcpu, errno))
+}
+
+/// A kernel node number as a [`NodeId`], keeping the promise that every id this crate hands
+/// out is below [`MAX_NODES`]: a node past it (a machine with more nodes than we represent,
+/// see [`Topology::truncated`]) is reported as node 0, so callers may index arrays with it.
+#[inline(always)]
+fn node_id(node: u32) -> NodeId {
+    if (node as usize) < MAX_NODES {
+        NodeId::new(node as u16)
+    } else {
+        NodeId::ZERO
+    }
 }
 
 /// `getcpu`, or CPU 0 on node 0 if even that fails (it cannot on Linux 2.6.19+; but this is
@@ -158,5 +172,13 @@ mod tests {
         assert_eq!(mode_for(32, 28), RSEQ_NODE);
         assert_eq!(mode_for(24, 32), RSEQ_NODE);
         assert_eq!(mode_for(32, 0), RSEQ_CPU);
+    }
+
+    #[test]
+    fn node_ids_past_the_limit_become_node_zero() {
+        assert_eq!(node_id(3), NodeId::new(3));
+        assert_eq!(node_id(MAX_NODES as u32 - 1).index(), MAX_NODES - 1);
+        assert_eq!(node_id(MAX_NODES as u32), NodeId::ZERO);
+        assert_eq!(node_id(u32::MAX), NodeId::ZERO);
     }
 }

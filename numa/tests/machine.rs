@@ -347,6 +347,29 @@ fn current_cpu_and_node_agree_with_getcpu_and_sched_getcpu() {
     assert!(Topology::get().node(node).is_some());
 }
 
+/// One thread moved from CPU to CPU: each read must see the CPU it runs on now, so the
+/// rseq field is re-read on every call rather than cached.
+#[test]
+fn current_cpu_follows_the_thread_when_it_migrates() {
+    let t = Topology::get();
+    let cpus: Vec<CpuId> = t
+        .allowed_cpus()
+        .intersection(t.online_cpus())
+        .iter()
+        .collect();
+    std::thread::spawn(move || {
+        for _round in 0..3 {
+            for &cpu in &cpus {
+                assert!(pin_to(cpu));
+                assert_eq!(tessera_numa::current_cpu(), cpu);
+                assert_eq!(tessera_numa::current_cpu_and_node().0, cpu);
+            }
+        }
+    })
+    .join()
+    .unwrap();
+}
+
 #[test]
 fn rseq_is_the_fast_path_here() {
     // glibc 2.36 registers rseq unless told not to; this kernel (6.3+) maintains node_id.
