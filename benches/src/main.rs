@@ -1,5 +1,6 @@
-//! The comparison runner (the main job). Being filled by the runner issue.
+//! Entry point of the comparison runner; everything lives in the library so the criterion
+//! benches and the unit tests can reach it.
+
 fn main() {
-    eprintln!("tessera-bench: the comparison runner is not written yet");
-    std::process::exit(2);
+    std::process::exit(tessera_bench::main_entry());
 }

@@ -1,0 +1,64 @@
+//! The allocators under comparison, in one list.
+//!
+//! Every allocator here is a unit struct implementing `GlobalAlloc`, so its path is both its
+//! type and its value. [`with_allocators!`] hands the list to a macro of the caller's; the
+//! runner builds [`ALLOCATORS`] from it and the criterion benches build their own groups, so
+//! adding an allocator is one line in [`with_allocators!`]. Each workload is monomorphised per
+//! allocator (no dynamic dispatch in the timed loops), and called directly, never through the
+//! process's global allocator, which stays `System` for the runner's own bookkeeping.
+
+use crate::workloads::{self, Outcome, Params, Workload};
+
+/// Calls `$callback!` with every allocator as `("name", path::To::UnitStruct)`, in the order
+/// the tables show them. The name `mimalloc` is the baseline of every ratio.
+///
+/// Add an allocator here (one line); it must be a unit struct implementing
+/// `GlobalAlloc + Sync`.
+#[macro_export]
+macro_rules! with_allocators {
+    ($callback:ident) => {
+        $callback! {
+            // Enable once alloc/ exports `Tessera` (it is being written):
+            // ("tessera", ::tessera::Tessera),
+            ("mimalloc", ::mimalloc::MiMalloc),
+            ("jemalloc", ::tikv_jemallocator::Jemalloc),
+            ("system", ::std::alloc::System),
+        }
+    };
+}
+
+/// The name of the allocator every ratio is taken against.
+pub const BASELINE: &str = "mimalloc";
+
+/// One allocator as the runner sees it: a name and the workloads instantiated for it.
+#[derive(Debug)]
+pub struct Allocator {
+    /// Short name used on the command line and in the tables.
+    pub name: &'static str,
+    /// Runs one workload with this allocator (in the calling process).
+    pub run: fn(Workload, &Params) -> Outcome,
+}
+
+macro_rules! allocator_table {
+    ($(($name:literal, $unit:path)),* $(,)?) => {
+        /// Every allocator the runner knows, in table order.
+        pub static ALLOCATORS: &[Allocator] = &[
+            $(Allocator {
+                name: $name,
+                run: |workload, params| workloads::run(&$unit, workload, params),
+            }),*
+        ];
+    };
+}
+
+with_allocators!(allocator_table);
+
+/// Looks an allocator up by name.
+pub fn find(name: &str) -> Option<&'static Allocator> {
+    ALLOCATORS.iter().find(|a| a.name == name)
+}
+
+/// The names of all allocators, in table order.
+pub fn names() -> Vec<&'static str> {
+    ALLOCATORS.iter().map(|a| a.name).collect()
+}

@@ -1,0 +1,457 @@
+//! The results of a comparison and their renderings: the terminal table and `report.md`.
+//!
+//! Every figure is relative to the baseline allocator (mimalloc) measured in the same run:
+//! the ratio of a cell is the median over repetitions of (this allocator's ops/s) / (the
+//! baseline's ops/s in the same repetition). Repetitions interleave the allocators, so a
+//! repetition's pair saw the same machine weather. Ratio > 1: faster than the baseline.
+
+use crate::protocol::ChildReport;
+use crate::stats::{geomean, median};
+use crate::workloads::Workload;
+use std::fmt::Write as _;
+use std::time::Duration;
+
+/// Everything a comparison measured.
+#[derive(Debug, Clone)]
+pub struct Results {
+    /// Allocator names, in column order.
+    pub allocators: Vec<&'static str>,
+    /// The allocator ratios are taken against (one of `allocators`).
+    pub baseline: &'static str,
+    /// One row per (workload, threads).
+    pub rows: Vec<Row>,
+    /// How the runs were sized.
+    pub settings: Settings,
+}
+
+/// How the runs were sized, for the report's header.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Repetitions per cell.
+    pub reps: usize,
+    /// Budget of one run.
+    pub duration: Duration,
+    /// `--full` mode.
+    pub full: bool,
+    /// Online CPUs of the machine.
+    pub cpus: usize,
+}
+
+/// One (workload, threads) row: one [`Samples`] per allocator, in column order.
+#[derive(Debug, Clone)]
+pub struct Row {
+    /// The workload.
+    pub workload: Workload,
+    /// Its thread count.
+    pub threads: usize,
+    /// Per allocator, in the order of [`Results::allocators`].
+    pub cells: Vec<Samples>,
+}
+
+/// The repetitions of one (allocator, workload, threads), in repetition order.
+#[derive(Debug, Clone, Default)]
+pub struct Samples {
+    /// Successful runs.
+    pub reports: Vec<ChildReport>,
+    /// The first failure, if any run failed; a cell with a failure shows FAILED, not a number.
+    pub failure: Option<String>,
+}
+
+impl Samples {
+    /// Records one run's result.
+    pub fn push(&mut self, result: Result<ChildReport, String>) {
+        match result {
+            Ok(report) => self.reports.push(report),
+            Err(why) => {
+                self.failure.get_or_insert(why);
+            }
+        }
+    }
+
+    fn usable(&self) -> bool {
+        self.failure.is_none() && !self.reports.is_empty()
+    }
+
+    /// Median ops/s, if every run succeeded.
+    pub fn median_ops_per_sec(&self) -> Option<f64> {
+        let rates: Vec<f64> = self.reports.iter().map(ChildReport::ops_per_sec).collect();
+        self.usable().then(|| median(&rates)).flatten()
+    }
+
+    /// Smallest and largest ops/s over the repetitions.
+    pub fn range_ops_per_sec(&self) -> Option<(f64, f64)> {
+        let rates = self.reports.iter().map(ChildReport::ops_per_sec);
+        let min = rates.clone().reduce(f64::min)?;
+        Some((min, rates.reduce(f64::max)?))
+    }
+
+    /// Median peak RSS in KiB.
+    pub fn median_rss_kib(&self) -> Option<f64> {
+        let rss: Vec<f64> = self.reports.iter().map(|r| r.maxrss_kib as f64).collect();
+        self.usable().then(|| median(&rss)).flatten()
+    }
+}
+
+impl Row {
+    /// Throughput ratio of column `i` against column `base`: the median of per-repetition
+    /// ratios. `None` if either side has a failure or no runs.
+    pub fn ratio(&self, i: usize, base: usize) -> Option<f64> {
+        let (x, b) = (&self.cells[i], &self.cells[base]);
+        if !x.usable() || !b.usable() {
+            return None;
+        }
+        let ratios: Vec<f64> = x
+            .reports
+            .iter()
+            .zip(&b.reports)
+            .map(|(x, b)| x.ops_per_sec() / b.ops_per_sec())
+            .collect();
+        median(&ratios)
+    }
+
+    /// Peak-RSS ratio of column `i` against column `base` (medians).
+    pub fn rss_ratio(&self, i: usize, base: usize) -> Option<f64> {
+        Some(self.cells[i].median_rss_kib()? / self.cells[base].median_rss_kib()?)
+    }
+}
+
+impl Results {
+    /// Column index of the baseline.
+    pub fn baseline_index(&self) -> usize {
+        self.allocators
+            .iter()
+            .position(|a| *a == self.baseline)
+            .expect("baseline is one of the allocators")
+    }
+
+    /// Geometric mean over all rows of column `i`'s ratio (rows where it has one).
+    pub fn geomean_ratio(&self, i: usize) -> Option<f64> {
+        let base = self.baseline_index();
+        let ratios: Vec<f64> = self.rows.iter().filter_map(|r| r.ratio(i, base)).collect();
+        geomean(&ratios)
+    }
+
+    /// Every failure, as `(allocator, workload, threads, message)`.
+    pub fn failures(&self) -> Vec<(&'static str, Workload, usize, &str)> {
+        let mut out = Vec::new();
+        for row in &self.rows {
+            for (i, cell) in row.cells.iter().enumerate() {
+                if let Some(why) = &cell.failure {
+                    out.push((self.allocators[i], row.workload, row.threads, why.as_str()));
+                }
+            }
+        }
+        out
+    }
+}
+
+/// `1234567.0` → `"1.23M"`.
+pub fn human_rate(ops_per_sec: f64) -> String {
+    let (value, unit) = if ops_per_sec >= 1e9 {
+        (ops_per_sec / 1e9, "G")
+    } else if ops_per_sec >= 1e6 {
+        (ops_per_sec / 1e6, "M")
+    } else if ops_per_sec >= 1e3 {
+        (ops_per_sec / 1e3, "k")
+    } else {
+        (ops_per_sec, "")
+    };
+    let digits = if value >= 100.0 {
+        format!("{value:.0}")
+    } else if value >= 10.0 {
+        format!("{value:.1}")
+    } else {
+        format!("{value:.2}")
+    };
+    let digits = if digits.contains('.') {
+        digits.trim_end_matches('0').trim_end_matches('.')
+    } else {
+        &digits
+    };
+    format!("{digits}{unit}")
+}
+
+fn mib(kib: f64) -> String {
+    format!("{:.1}", kib / 1024.0)
+}
+
+/// The terminal table: per allocator, the ratio against the baseline (the baseline shows its
+/// absolute ops/s) and peak RSS in MiB.
+pub fn render_terminal(results: &Results) -> String {
+    const CELL: usize = 18;
+    let base = results.baseline_index();
+    let s = &results.settings;
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "throughput vs {} (ratio > 1: faster), median of {} rep(s) of {} ms; peak RSS in MiB",
+        results.baseline,
+        s.reps,
+        s.duration.as_millis()
+    );
+    let _ = write!(out, "{:<14}{:>4} ", "workload", "thr");
+    for name in &results.allocators {
+        let _ = write!(out, "|{name:>w$} ", w = CELL - 1);
+    }
+    out.push('\n');
+    let _ = write!(out, "{:<14}{:>4} ", "", "");
+    for (i, _) in results.allocators.iter().enumerate() {
+        let head = if i == base {
+            "ops/s      RSS"
+        } else {
+            "ratio      RSS"
+        };
+        let _ = write!(out, "|{head:>w$} ", w = CELL - 1);
+    }
+    out.push('\n');
+    let _ = writeln!(
+        out,
+        "{}",
+        "-".repeat(19 + (CELL + 1) * results.allocators.len())
+    );
+    for row in &results.rows {
+        let _ = write!(out, "{:<14}{:>4} ", row.workload.name(), row.threads);
+        for (i, cell) in row.cells.iter().enumerate() {
+            let text = if cell.failure.is_some() {
+                "FAILED".to_string()
+            } else if cell.reports.is_empty() {
+                "-".to_string()
+            } else {
+                let figure = if i == base {
+                    cell.median_ops_per_sec()
+                        .map(human_rate)
+                        .unwrap_or_default()
+                } else {
+                    row.ratio(i, base)
+                        .map(|r| format!("{r:.2}x"))
+                        .unwrap_or_else(|| "n/a".into())
+                };
+                let rss = cell.median_rss_kib().map(mib).unwrap_or_default();
+                format!("{figure:>8} {rss:>8}")
+            };
+            let _ = write!(out, "|{text:>w$} ", w = CELL - 1);
+        }
+        out.push('\n');
+    }
+    let _ = write!(out, "{:<19}", "geomean");
+    for (i, _) in results.allocators.iter().enumerate() {
+        let text = match results.geomean_ratio(i) {
+            Some(g) if i != base => format!("{g:.2}x         "),
+            _ => String::new(),
+        };
+        let _ = write!(out, "|{text:>w$} ", w = CELL - 1);
+    }
+    out.push('\n');
+    for (alloc, workload, threads, why) in results.failures() {
+        let _ = writeln!(out, "FAILED {alloc} {} t={threads}: {why}", workload.name());
+    }
+    out
+}
+
+/// `report.md`: settings, the ratio table, the absolute table, failures, and what one
+/// operation is per workload.
+pub fn render_markdown(results: &Results) -> String {
+    let base = results.baseline_index();
+    let s = &results.settings;
+    let mut md = String::new();
+    let _ = writeln!(md, "# tessera-bench: allocator comparison\n");
+    let _ = writeln!(
+        md,
+        "Mode: {}, {} ms per run, median of {} repetition(s), allocators interleaved within each \
+         repetition; one child process per run; {} CPU(s). Throughput ratios are against **{}** \
+         measured in the same run (ratio > 1: faster than {}); each is the median of the \
+         per-repetition ratios. Peak RSS is the child's `ru_maxrss`, including the runner's own \
+         few MiB.\n",
+        if s.full { "full" } else { "quick" },
+        s.duration.as_millis(),
+        s.reps,
+        s.cpus,
+        results.baseline,
+        results.baseline,
+    );
+    let _ = writeln!(md, "![ratio vs {}](chart.svg)\n", results.baseline);
+    let _ = writeln!(md, "## Throughput ratio and peak RSS\n");
+    let _ = write!(md, "| workload | threads |");
+    for name in &results.allocators {
+        let _ = write!(md, " {name} |");
+    }
+    let _ = write!(md, "\n|---|---:|");
+    for _ in &results.allocators {
+        let _ = write!(md, "---:|");
+    }
+    md.push('\n');
+    for row in &results.rows {
+        let _ = write!(md, "| {} | {} |", row.workload.name(), row.threads);
+        for (i, cell) in row.cells.iter().enumerate() {
+            let text = if cell.failure.is_some() {
+                "**FAILED**".to_string()
+            } else {
+                match (
+                    row.ratio(i, base),
+                    cell.median_rss_kib(),
+                    row.rss_ratio(i, base),
+                ) {
+                    (Some(r), Some(rss), Some(rr)) if i != base => {
+                        format!("{r:.2}x, {} MiB ({rr:.2}x)", mib(rss))
+                    }
+                    (Some(_), Some(rss), _) => format!("1.00x, {} MiB", mib(rss)),
+                    _ => "n/a".to_string(),
+                }
+            };
+            let _ = write!(md, " {text} |");
+        }
+        md.push('\n');
+    }
+    let _ = write!(md, "| **geomean** | |");
+    for (i, _) in results.allocators.iter().enumerate() {
+        match results.geomean_ratio(i) {
+            Some(g) => {
+                let _ = write!(md, " {g:.2}x |");
+            }
+            None => md.push_str(" |"),
+        }
+    }
+    md.push_str("\n\n## Absolute throughput (ops/s: median, min–max)\n\n");
+    let _ = write!(md, "| workload | threads |");
+    for name in &results.allocators {
+        let _ = write!(md, " {name} |");
+    }
+    let _ = write!(md, "\n|---|---:|");
+    for _ in &results.allocators {
+        let _ = write!(md, "---:|");
+    }
+    md.push('\n');
+    for row in &results.rows {
+        let _ = write!(md, "| {} | {} |", row.workload.name(), row.threads);
+        for cell in &row.cells {
+            let text = match (cell.median_ops_per_sec(), cell.range_ops_per_sec()) {
+                (Some(m), Some((lo, hi))) => {
+                    format!("{} ({}–{})", human_rate(m), human_rate(lo), human_rate(hi))
+                }
+                _ if cell.failure.is_some() => "**FAILED**".to_string(),
+                _ => "n/a".to_string(),
+            };
+            let _ = write!(md, " {text} |");
+        }
+        md.push('\n');
+    }
+    let failures = results.failures();
+    if !failures.is_empty() {
+        md.push_str("\n## Failures\n\n");
+        for (alloc, workload, threads, why) in failures {
+            let _ = writeln!(
+                md,
+                "- {alloc}, {}, {threads} thread(s): `{why}`",
+                workload.name()
+            );
+        }
+    }
+    md.push_str("\n## What one operation is\n\n");
+    let mut seen = Vec::new();
+    for row in &results.rows {
+        if !seen.contains(&row.workload) {
+            seen.push(row.workload);
+            let _ = writeln!(md, "- **{}**: {}", row.workload.name(), row.workload.unit());
+        }
+    }
+    md
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    fn report(ops: u64, maxrss_kib: u64) -> ChildReport {
+        ChildReport {
+            ops,
+            nanos: 1_000_000_000,
+            maxrss_kib,
+        }
+    }
+
+    /// Two allocators, two rows; "b" is twice as fast as the baseline "a" on fastpath and
+    /// fails on larson.
+    pub(crate) fn sample_results() -> Results {
+        let cell = |ops: &[u64], rss| Samples {
+            reports: ops.iter().map(|&o| report(o, rss)).collect(),
+            failure: None,
+        };
+        let mut failed = cell(&[5], 2048);
+        failed.failure = Some("allocator corrupted a block".into());
+        Results {
+            allocators: vec!["a", "b"],
+            baseline: "a",
+            rows: vec![
+                Row {
+                    workload: Workload::Fastpath,
+                    threads: 1,
+                    cells: vec![
+                        cell(&[1_000_000, 1_100_000, 900_000], 4096),
+                        cell(&[2_000_000, 2_200_000, 1_800_000], 2048),
+                    ],
+                },
+                Row {
+                    workload: Workload::Larson,
+                    threads: 2,
+                    cells: vec![cell(&[10, 10, 10], 1024), failed],
+                },
+            ],
+            settings: Settings {
+                reps: 3,
+                duration: Duration::from_millis(150),
+                full: false,
+                cpus: 2,
+            },
+        }
+    }
+
+    #[test]
+    fn ratios_are_medians_of_paired_ratios() {
+        let r = sample_results();
+        assert_eq!(r.rows[0].ratio(1, 0), Some(2.0));
+        assert_eq!(r.rows[0].rss_ratio(1, 0), Some(0.5));
+        assert_eq!(r.rows[1].ratio(1, 0), None);
+        assert_eq!(r.geomean_ratio(1), Some(2.0));
+        assert_eq!(r.failures().len(), 1);
+    }
+
+    #[test]
+    fn terminal_table_shows_ratios_rss_and_failures() {
+        let text = render_terminal(&sample_results());
+        assert!(text.contains("throughput vs a"), "{text}");
+        assert!(text.contains("2.00x"), "{text}");
+        assert!(text.contains("1M"), "{text}"); // baseline absolute rate
+        assert!(text.contains("FAILED"), "{text}");
+        assert!(
+            text.contains("FAILED b larson t=2: allocator corrupted a block"),
+            "{text}"
+        );
+        assert!(text.contains("4.0"), "{text}"); // 4096 KiB in MiB
+    }
+
+    #[test]
+    fn markdown_has_both_tables_and_the_legend() {
+        let md = render_markdown(&sample_results());
+        assert!(
+            md.contains("| fastpath | 1 | 1.00x, 4.0 MiB | 2.00x, 2.0 MiB (0.50x) |"),
+            "{md}"
+        );
+        assert!(
+            md.contains("| larson | 2 | 1.00x, 1.0 MiB | **FAILED** |"),
+            "{md}"
+        );
+        assert!(md.contains("1M (900k–1.1M)"), "{md}");
+        assert!(md.contains("## Failures"));
+        assert!(md.contains("**fastpath**: malloc+free pair"));
+        assert!(md.contains("chart.svg"));
+    }
+
+    #[test]
+    fn human_rates() {
+        assert_eq!(human_rate(1_234_567.0), "1.23M");
+        assert_eq!(human_rate(1_000_000.0), "1M");
+        assert_eq!(human_rate(999.0), "999");
+        assert_eq!(human_rate(123_456_789.0), "123M");
+        assert_eq!(human_rate(2_500.0), "2.5k");
+    }
+}

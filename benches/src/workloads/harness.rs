@@ -1,0 +1,51 @@
+//! What the workloads share: a deadline, and running a closure on N scoped threads while
+//! timing the whole.
+
+use super::Outcome;
+use std::time::{Duration, Instant};
+
+/// The end of a run's time budget. Cheap to poll (`Instant::now` is a vDSO call), but the
+/// workloads still poll it once per round, not once per operation.
+#[derive(Debug, Clone, Copy)]
+pub struct Deadline(Instant);
+
+impl Deadline {
+    /// The deadline `budget` from now.
+    pub fn after(budget: Duration) -> Deadline {
+        Deadline(Instant::now() + budget)
+    }
+
+    /// Whether the budget is spent.
+    #[inline]
+    pub fn passed(&self) -> bool {
+        Instant::now() >= self.0
+    }
+}
+
+/// Runs `work(thread_index)` on `threads` scoped threads at once and returns the sum of the
+/// operation counts they return, with the wall time from before the first spawn to after the
+/// last join.
+pub fn parallel<F>(threads: usize, work: F) -> Outcome
+where
+    F: Fn(usize) -> u64 + Sync,
+{
+    let start = Instant::now();
+    let ops = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..threads)
+            .map(|i| {
+                scope.spawn({
+                    let work = &work;
+                    move || work(i)
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().unwrap_or_else(|e| std::panic::resume_unwind(e)))
+            .sum()
+    });
+    Outcome {
+        ops,
+        elapsed: start.elapsed(),
+    }
+}
