@@ -104,28 +104,21 @@ pub enum Policy {
 }
 
 impl Policy {
-    /// The kernel mode and the mask to pass with it (null for none).
-    fn raw(&self) -> (c_int, Option<&NodeMask>) {
-        match self {
-            Policy::Default => (sys::MPOL_DEFAULT, None),
-            Policy::Bind(m) => (sys::MPOL_BIND, Some(m)),
-            Policy::Preferred(_) => (sys::MPOL_PREFERRED, None),
-            Policy::PreferredMany(m) => (sys::MPOL_PREFERRED_MANY, Some(m)),
-            Policy::Interleave(m) => (sys::MPOL_INTERLEAVE, Some(m)),
-            Policy::WeightedInterleave(m) => (sys::MPOL_WEIGHTED_INTERLEAVE, Some(m)),
-            Policy::Local => (sys::MPOL_LOCAL, None),
-        }
-    }
-
-    /// Calls `f(mode, mask_ptr, mask_words)` with this policy's kernel arguments.
+    /// Calls `f(mode, mask_ptr, mask_words)` with this policy's kernel arguments (a null
+    /// mask for the modes that take none).
     fn with_raw<R>(&self, f: impl FnOnce(c_int, *const u64, usize) -> R) -> R {
         let single;
         let (mode, mask) = match self {
+            Policy::Default => (sys::MPOL_DEFAULT, None),
+            Policy::Bind(m) => (sys::MPOL_BIND, Some(m)),
             Policy::Preferred(n) => {
                 single = NodeMask::single(*n);
                 (sys::MPOL_PREFERRED, Some(&single))
             }
-            _ => self.raw(),
+            Policy::PreferredMany(m) => (sys::MPOL_PREFERRED_MANY, Some(m)),
+            Policy::Interleave(m) => (sys::MPOL_INTERLEAVE, Some(m)),
+            Policy::WeightedInterleave(m) => (sys::MPOL_WEIGHTED_INTERLEAVE, Some(m)),
+            Policy::Local => (sys::MPOL_LOCAL, None),
         };
         match mask {
             Some(m) => f(mode, m.as_words().as_ptr(), m.as_words().len()),

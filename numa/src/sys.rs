@@ -3,7 +3,7 @@
 //! Everything above this module is plain Rust over these few functions (CONVENTIONS.md,
 //! "Syscalls and `asm!` live in `sys`/`os` modules"). No function here allocates.
 
-use core::ffi::{c_char, c_int, c_long, c_ulong, c_void};
+use core::ffi::{c_int, c_long, c_ulong, c_void};
 
 // Memory-policy constants from the kernel's `include/uapi/linux/mempolicy.h`. `libc` has
 // only some of them, so all are spelled out here in one place.
@@ -56,12 +56,7 @@ impl Fd {
         loop {
             // SAFETY: `path` is a valid NUL-terminated string for the duration of the call;
             // `open` with these flags does not touch caller memory otherwise.
-            let fd = unsafe {
-                libc::open(
-                    path.as_ptr() as *const c_char,
-                    libc::O_RDONLY | libc::O_CLOEXEC | flags,
-                )
-            };
+            let fd = unsafe { libc::open(path.as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC | flags) };
             if fd >= 0 {
                 return Some(Fd(fd));
             }
@@ -376,6 +371,20 @@ pub(crate) unsafe fn move_pages(
     // SAFETY: the caller guarantees the three arrays; pid 0 is the calling process.
     let r = unsafe { libc::syscall(libc::SYS_move_pages, 0, count, pages, nodes, status, flags) };
     check(r)
+}
+
+/// The calling thread's id (`gettid(2)`), always positive.
+pub(crate) fn gettid() -> i32 {
+    // SAFETY: no preconditions.
+    unsafe { libc::syscall(libc::SYS_gettid) as i32 }
+}
+
+/// Whether thread `tid` exists in this process: `tgkill(getpid(), tid, 0)` sends no signal
+/// and fails with `ESRCH` only when there is no such thread in our thread group.
+pub(crate) fn thread_alive(tid: i32) -> bool {
+    // SAFETY: signal 0 only checks for existence and permission; nothing is delivered.
+    let r = unsafe { libc::syscall(libc::SYS_tgkill, libc::getpid(), tid, 0) };
+    r == 0 || errno() != libc::ESRCH
 }
 
 /// `sched_yield(2)`, for the brief wait while another thread initializes the topology.

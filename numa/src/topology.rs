@@ -17,7 +17,7 @@
 
 use core::cell::UnsafeCell;
 use core::fmt;
-use core::sync::atomic::{AtomicU8, Ordering};
+use core::sync::atomic::{AtomicI32, Ordering};
 
 use crate::bitset::{CpuSet, MAX_CPUS, MAX_NODES, NodeMask};
 use crate::ids::{CpuId, NodeId};
@@ -108,7 +108,7 @@ pub enum Source {
 
 /// The NUMA topology of the machine (or of a sysfs fixture tree).
 ///
-/// About 20 KiB of plain data; [`Topology::get`] keeps the process-wide one in a static.
+/// About 16 KiB of plain data; [`Topology::get`] keeps the process-wide one in a static.
 #[derive(Clone)]
 pub struct Topology {
     nodes: [Node; MAX_NODES],
@@ -138,14 +138,15 @@ impl Topology {
     /// The process-wide topology of this machine, read from `/sys` on first use.
     ///
     /// Never allocates, never panics. Threads that race the first call wait (yielding) for
-    /// the one that reads sysfs; that takes well under a millisecond. The CPU affinity mask
-    /// is the one of the first caller's thread.
+    /// the one that reads sysfs, which takes well under a millisecond; if that thread is gone
+    /// (a `fork` child of a multi-threaded parent), a waiter reads sysfs itself. The CPU
+    /// affinity mask is the one of the thread that read it.
     pub fn get() -> &'static Topology {
         GLOBAL.get()
     }
 
     /// Reads the topology under `root` (`b"/sys"` for the machine, a fixture directory in
-    /// tests), with this thread's real affinity mask. Returns ~20 KiB by value: call it on a
+    /// tests), with this thread's real affinity mask. Returns ~16 KiB by value: call it on a
     /// thread with a normal stack, or use [`Topology::get`].
     pub fn read_from(root: &[u8]) -> Topology {
         let mut t = Topology::EMPTY;
@@ -502,27 +503,44 @@ fn decimal(s: &[u8]) -> Option<u64> {
 // The process-wide topology
 // ---------------------------------------------------------------------------------------
 
-const UNINIT: u8 = 0;
-const BUSY: u8 = 1;
-const READY: u8 = 2;
+/// `Global::state` before anyone started reading sysfs.
+const UNINIT: i32 = 0;
+/// `Global::state` once the topology is complete. Any positive value is the thread id of
+/// the thread filling it in.
+const READY: i32 = -1;
+/// How many yields a waiting thread makes between checks that the filler is still alive.
+const YIELDS_PER_CHECK: u32 = 64;
 
 /// A topology read once, in place (it is too large to build on a small stack and copy).
+///
+/// The state holds the *thread id* of the filler rather than a plain "busy" flag, so a
+/// waiter can tell a slow filler from a dead one: after `fork` in a multi-threaded process
+/// only the forking thread exists in the child, and if another thread was halfway through
+/// the fill, a waiter would otherwise spin forever. A waiter that finds the filler gone from
+/// the thread group takes the fill over (one CAS from the dead id to its own).
 struct Global {
-    state: AtomicU8,
+    state: AtomicI32,
+    root: &'static [u8],
     topology: UnsafeCell<Topology>,
 }
 
-// SAFETY: `topology` is written only by the one thread that moves `state` from UNINIT to
-// BUSY, and read only after `state` is READY (Release store / Acquire load), after which it is
-// never written again.
+// SAFETY: `topology` is written only by the thread whose id is in `state` (installed by a
+// CAS from UNINIT or from a dead thread's id, so at most one live writer), and read only
+// after `state` is READY (Release store / Acquire load), after which it is never written.
 unsafe impl Sync for Global {}
 
-static GLOBAL: Global = Global {
-    state: AtomicU8::new(UNINIT),
-    topology: UnsafeCell::new(Topology::EMPTY),
-};
+static GLOBAL: Global = Global::new(b"/sys");
 
 impl Global {
+    const fn new(root: &'static [u8]) -> Global {
+        Global {
+            state: AtomicI32::new(UNINIT),
+            root,
+            topology: UnsafeCell::new(Topology::EMPTY),
+        }
+    }
+
+    #[inline]
     fn get(&'static self) -> &'static Topology {
         if self.state.load(Ordering::Acquire) != READY {
             self.init();
@@ -534,22 +552,78 @@ impl Global {
 
     #[cold]
     fn init(&self) {
-        match self
-            .state
-            .compare_exchange(UNINIT, BUSY, Ordering::Acquire, Ordering::Acquire)
-        {
-            Ok(_) => {
-                // SAFETY: winning the UNINIT→BUSY exchange makes this thread the only one
-                // that touches `topology` until it stores READY; readers wait for READY.
-                let t = unsafe { &mut *self.topology.get() };
-                t.fill(b"/sys", None);
-                self.state.store(READY, Ordering::Release);
-            }
-            Err(_) => {
-                while self.state.load(Ordering::Acquire) != READY {
+        let me = sys::gettid();
+        let mut expected = UNINIT;
+        let mut spins = 0u32;
+        loop {
+            match self
+                .state
+                .compare_exchange(expected, me, Ordering::Acquire, Ordering::Acquire)
+            {
+                Ok(_) => {
+                    // SAFETY: our id is in `state`, installed by the CAS above from UNINIT or
+                    // from a thread that no longer exists, so no other thread writes
+                    // `topology` now, and readers wait for READY.
+                    let t = unsafe { &mut *self.topology.get() };
+                    if expected != UNINIT {
+                        // Taking over a half-done fill (rare, so the 16 KiB temporary is fine).
+                        *t = Topology::EMPTY;
+                    }
+                    t.fill(self.root, None);
+                    self.state.store(READY, Ordering::Release);
+                    return;
+                }
+                Err(READY) => return,
+                Err(filler) => {
                     sys::yield_now();
+                    spins = spins.wrapping_add(1);
+                    // Retry the CAS against the filler's id only once it is known dead;
+                    // otherwise against UNINIT, which fails while the filler works.
+                    expected =
+                        if spins.is_multiple_of(YIELDS_PER_CHECK) && !sys::thread_alive(filler) {
+                            filler
+                        } else {
+                            UNINIT
+                        };
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::boxed::Box;
+
+    fn leak(g: Global) -> &'static Global {
+        Box::leak(Box::new(g))
+    }
+
+    #[test]
+    fn racing_getters_share_one_fill() {
+        let g = leak(Global::new(b"/sys"));
+        let ptrs: std::vec::Vec<usize> = std::thread::scope(|s| {
+            let hs: std::vec::Vec<_> = (0..4)
+                .map(|_| s.spawn(|| g.get() as *const Topology as usize))
+                .collect();
+            hs.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        assert!(ptrs.iter().all(|&p| p == ptrs[0]));
+        assert_eq!(g.state.load(Ordering::Relaxed), READY);
+        assert!(g.get().node_count() >= 1);
+    }
+
+    #[test]
+    fn a_fill_abandoned_by_a_dead_thread_is_taken_over() {
+        // The state a fork child sees when another thread of the parent was mid-fill.
+        let dead = std::thread::spawn(sys::gettid).join().unwrap();
+        assert!(!sys::thread_alive(dead));
+        let g = leak(Global::new(b"/nonexistent-sys"));
+        g.state.store(dead, Ordering::Relaxed);
+        let t = g.get();
+        assert_eq!(t.source(), Source::SingleNodeFallback);
+        assert_eq!(g.state.load(Ordering::Relaxed), READY);
+        assert!(sys::thread_alive(sys::gettid()));
     }
 }
