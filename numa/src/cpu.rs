@@ -102,7 +102,8 @@ pub fn current_cpu() -> CpuId {
 }
 
 /// The NUMA node the calling thread is running on. Always below [`MAX_NODES`] (a larger
-/// kernel node number is reported as node 0).
+/// kernel node number is reported as node 0). It may be a memory-less node: take memory
+/// from [`Topology::nearest_memory_node`] of it.
 #[inline]
 pub fn current_node() -> NodeId {
     current_cpu_and_node().1

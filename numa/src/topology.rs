@@ -141,6 +141,7 @@ impl Topology {
     /// the one that reads sysfs, which takes well under a millisecond; if that thread is gone
     /// (a `fork` child of a multi-threaded parent), a waiter reads sysfs itself. The CPU
     /// affinity mask is the one of the thread that read it.
+    #[inline]
     pub fn get() -> &'static Topology {
         GLOBAL.get()
     }
