@@ -18,8 +18,7 @@ use crate::workloads::{self, Outcome, Params, Workload};
 macro_rules! with_allocators {
     ($callback:ident) => {
         $callback! {
-            // Enable once alloc/ exports `Tessera` (it is being written):
-            // ("tessera", ::tessera::Tessera),
+            ("tessera", ::tessera::Tessera),
             ("mimalloc", ::mimalloc::MiMalloc),
             ("jemalloc", ::tikv_jemallocator::Jemalloc),
             ("system", ::std::alloc::System),
