@@ -64,6 +64,10 @@ pub(crate) struct Cache {
     pub(crate) bins: [Bin; NUM_CLASSES],
     partial: [*mut Span; NUM_CLASSES],
     full: [*mut Span; NUM_CLASSES],
+    /// One empty span per class kept on the partial list instead of going back to the page
+    /// heap, so a program that frees and reallocates a span's worth in a loop does not take
+    /// the page heap's lock every time (mimalloc's page retire delay, in its simplest form).
+    spare: [*mut Span; NUM_CLASSES],
     /// Spans un-parked by remote frees, pushed by other threads.
     notify: CachePadded<AtomicPtr<Span>>,
     /// The node this cache refills from.
@@ -117,13 +121,20 @@ impl Cache {
     #[inline(never)]
     pub(crate) fn refill(&mut self, class: usize) -> *mut u8 {
         loop {
-            let span = self.bins[class].span;
+            let bin = &mut self.bins[class];
+            let block = bin.free;
+            if !block.is_null() {
+                bin.free = block_next(block);
+                return block;
+            }
+            let span = bin.span;
             if !span.is_null() {
                 // SAFETY: the current span is an in-use small span this cache owns.
                 let s = unsafe { &*span };
                 let list = self.more_from_current(s, class);
                 if !list.is_null() {
-                    return self.pop_after_refill(class, list);
+                    self.bins[class].free = list;
+                    continue;
                 }
                 self.park_current(class);
             }
@@ -131,12 +142,6 @@ impl Cache {
                 return ptr::null_mut();
             }
         }
-    }
-
-    #[inline]
-    fn pop_after_refill(&mut self, class: usize, list: *mut u8) -> *mut u8 {
-        self.bins[class].free = block_next(list);
-        list
     }
 
     /// More free objects from the current span: carve, or take its remote list.
@@ -181,6 +186,9 @@ impl Cache {
         let span = if !self.partial[class].is_null() {
             let span = self.partial[class];
             self.unlink(span);
+            if self.spare[class] == span {
+                self.spare[class] = ptr::null_mut();
+            }
             span
         } else if let Some(span) = node.centrals[class].take() {
             // SAFETY: the central list handed the span over; we become its owner.
@@ -291,6 +299,20 @@ impl Cache {
         if free != s.carved.load(Ordering::Relaxed) {
             return;
         }
+        let class = s.class as usize;
+        if self.spare[class].is_null() {
+            self.spare[class] = span;
+            return;
+        }
+        if self.spare[class] != span {
+            self.release_empty(span);
+        }
+    }
+
+    /// Returns an empty span on the partial list to the page heap.
+    fn release_empty(&mut self, span: *mut Span) {
+        // SAFETY: we own the span.
+        let s = unsafe { &*span };
         // Every carved object is free, so no free can race with us (short of a double free).
         self.unlink(span);
         // SAFETY: the span is unlinked, holds no live object and belongs to this heap's node.
@@ -328,6 +350,9 @@ impl Cache {
                 s.user_flags &= !WHERE_MASK;
                 self.link(span, ON_PARTIAL);
             }
+            // The spare goes too (it is on the partial list): a flushed cache may sit idle
+            // for a long time.
+            self.spare[class] = ptr::null_mut();
             let central = &node::node(self.node).centrals[class];
             let mut at = self.partial[class];
             while !at.is_null() {
@@ -337,7 +362,7 @@ impl Cache {
                 if s.user_flags & NOTIFY_PENDING == 0 {
                     let free = s.local_count.load(Ordering::Relaxed) + remote::count(s);
                     if free == s.carved.load(Ordering::Relaxed) {
-                        self.release_if_empty(at);
+                        self.release_empty(at);
                     } else {
                         self.unlink(at);
                         s.owner.store(central.owner_tag(), Ordering::Release);

@@ -8,8 +8,10 @@
 //!    its object) is below 12.5% for every class from 64 B up. Below 64 B the 8-byte step
 //!    itself is the floor: at most 7 B are wasted, which is a larger fraction of a 16 B
 //!    object but is the alignment any allocator pays (see `waste_is_bounded`);
-//! 3. a span of a class is the fewest 8 KiB pages that hold at least 8 objects (so a span
-//!    is worth a refill) and leave at most 1/8 of the span unused at its tail.
+//! 3. a span of a class is the fewest 8 KiB pages that make at least 64 KiB and 8 objects
+//!    (so a span serves many refills: mimalloc's small pages are 64 KiB for the same
+//!    reason) and leave at most 1/8 of the span unused at its tail. Spans are carved
+//!    lazily (`cache.rs`), so an untouched part of a span costs address space, not RSS.
 //!
 //! Every power of two up to `MAX_SMALL` is a class, so an alignment request can always be
 //! met by a class whose size it divides (objects sit at `span base + i * size`, and span
@@ -21,6 +23,9 @@ use tessera_span::PAGE_SIZE;
 pub const MAX_SMALL: usize = 32 << 10;
 /// Largest size the fast path's 8-byte-granular table covers.
 pub const MAX_FAST: usize = 1024;
+
+/// The smallest span worth making.
+const MIN_SPAN_BYTES: usize = 64 << 10;
 
 const fn count_classes() -> usize {
     let mut n = 0;
@@ -66,7 +71,7 @@ const fn pages_for(size: usize) -> usize {
         let bytes = pages * PAGE_SIZE;
         let objects = bytes / size;
         let tail = bytes - objects * size;
-        if objects >= 8 && tail * 8 <= bytes {
+        if bytes >= MIN_SPAN_BYTES && objects >= 8 && tail * 8 <= bytes {
             return pages;
         }
         pages += 1;
