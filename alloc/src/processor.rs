@@ -5,10 +5,10 @@
 //! allocations hit the cache of the processor it runs on.
 //!
 //! ```
-//! let cache = tessera::ProcessorCache::new().expect("out of memory");
+//! let mut cache = tessera::ProcessorCache::new().expect("out of memory");
 //! // On the thread that now runs this processor:
-//! // SAFETY: `cache` is current on no other thread, and is uninstalled before it moves.
-//! let installed = unsafe { tessera::install_cache(&cache) };
+//! // SAFETY: the guard is not leaked; it ends before `cache` is dropped.
+//! let installed = unsafe { tessera::install_cache(&mut cache) };
 //! let v = vec![1, 2, 3]; // served by `cache` when Tessera is the global allocator
 //! drop(v);
 //! installed.uninstall();
@@ -55,8 +55,8 @@ impl ProcessorCache {
 
 impl Drop for ProcessorCache {
     fn drop(&mut self) {
-        // SAFETY: an installed cache is borrowed by its `Installed` guard, so a cache being
-        // dropped is current nowhere and nothing will use it again.
+        // SAFETY: an installed cache is mutably borrowed by its `Installed` guard, so a cache
+        // being dropped is current nowhere and nothing will use it again.
         unsafe { pool::release(self.cache.as_ptr()) };
     }
 }
@@ -66,7 +66,7 @@ impl Drop for ProcessorCache {
 #[must_use = "dropping the guard uninstalls the cache at once"]
 pub struct Installed<'a> {
     previous: *mut Cache,
-    _cache: PhantomData<&'a ProcessorCache>,
+    _cache: PhantomData<&'a mut ProcessorCache>,
     _not_send: PhantomData<*mut ()>,
 }
 
@@ -76,13 +76,14 @@ impl fmt::Debug for Installed<'_> {
     }
 }
 
-/// Makes `cache` the calling thread's current cache until the guard ends.
+/// Makes `cache` the calling thread's current cache until the guard ends. The mutable
+/// borrow keeps the cache on one thread at a time, exactly like Go's `p.mcache`.
 ///
 /// # Safety
-/// - `cache` must not be current on any other thread while the guard lives: one cache,
-///   one thread at a time, exactly like Go's `p.mcache`.
+/// - The guard must not be leaked (`mem::forget`): the thread would keep allocating from
+///   a cache that may move to another thread or be dropped.
 /// - Guards on one thread must end in the reverse order of their creation.
-pub unsafe fn install_cache(cache: &ProcessorCache) -> Installed<'_> {
+pub unsafe fn install_cache(cache: &mut ProcessorCache) -> Installed<'_> {
     let previous = thread::swap_current(cache.cache.as_ptr());
     Installed {
         previous,

@@ -1,0 +1,201 @@
+//! Bad input and fork, each in a child process (a re-run of this test binary with
+//! `TESSERA_CHILD` naming the scenario), so an abort is observed from outside.
+
+use std::process::{Command, Output};
+
+#[global_allocator]
+static A: tessera::Tessera = tessera::Tessera;
+
+/// Runs `scenario` in a child and returns its output. In the child, runs it and exits.
+fn in_child(test_name: &str, scenario: &str, body: impl FnOnce()) -> Option<Output> {
+    if std::env::var("TESSERA_CHILD").as_deref() == Ok(scenario) {
+        body();
+        std::process::exit(0);
+    }
+    let output = Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", test_name, "--nocapture", "--test-threads=1"])
+        .env("TESSERA_CHILD", scenario)
+        .output()
+        .unwrap();
+    Some(output)
+}
+
+fn assert_aborted_with(output: &Output, message: &str) {
+    use std::os::unix::process::ExitStatusExt;
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(
+        output.status.signal(),
+        Some(libc::SIGABRT),
+        "child should abort; stderr: {stderr}"
+    );
+    assert!(
+        stderr.contains(message),
+        "stderr should say {message:?}: {stderr}"
+    );
+}
+
+#[test]
+fn foreign_pointer_is_reported() {
+    if let Some(out) = in_child("foreign_pointer_is_reported", "foreign", || {
+        let on_stack = [0u64; 4];
+        // SAFETY: deliberately bad input: the report must abort before anything is touched.
+        unsafe { tessera::free(on_stack.as_ptr() as *mut u8) };
+    }) {
+        assert_aborted_with(
+            &out,
+            "tessera: free of a pointer tessera never handed out (pointer 0x",
+        );
+    }
+}
+
+#[test]
+fn large_double_free_is_reported() {
+    if let Some(out) = in_child("large_double_free_is_reported", "large-double", || {
+        let p = tessera::alloc(100_000, 8);
+        // SAFETY: deliberately bad input: the second free must be reported.
+        unsafe {
+            tessera::free(p);
+            tessera::free(p);
+        }
+    }) {
+        assert_aborted_with(
+            &out,
+            "tessera: free of a pointer that is not allocated (double free?)",
+        );
+    }
+}
+
+#[test]
+fn immediate_small_double_free_is_reported() {
+    if let Some(out) = in_child(
+        "immediate_small_double_free_is_reported",
+        "small-double",
+        || {
+            let keep = tessera::alloc(64, 8);
+            let p = tessera::alloc(64, 8);
+            // SAFETY: deliberately bad input: the second free must be reported.
+            unsafe {
+                tessera::free(p);
+                tessera::free(p);
+            }
+            std::hint::black_box(keep);
+        },
+    ) {
+        assert_aborted_with(&out, "tessera: double free");
+    }
+}
+
+#[test]
+fn interior_pointer_is_reported() {
+    if let Some(out) = in_child("interior_pointer_is_reported", "interior", || {
+        let p = tessera::alloc(64, 8);
+        // SAFETY: deliberately bad input.
+        unsafe { tessera::free(p.add(8)) };
+    }) {
+        assert_aborted_with(
+            &out,
+            "tessera: free of a pointer into the middle of a block",
+        );
+    }
+}
+
+#[test]
+fn huge_double_free_is_reported() {
+    if let Some(out) = in_child("huge_double_free_is_reported", "huge-double", || {
+        let p = tessera::alloc(16 << 20, 8);
+        // SAFETY: deliberately bad input.
+        unsafe {
+            tessera::free(p);
+            tessera::free(p);
+        }
+    }) {
+        assert_aborted_with(&out, "tessera: free of a pointer tessera never handed out");
+    }
+}
+
+#[test]
+fn fork_while_other_threads_allocate() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let stop = Arc::new(AtomicBool::new(false));
+    let workers: Vec<_> = (0..3)
+        .map(|t| {
+            let stop = Arc::clone(&stop);
+            std::thread::spawn(move || {
+                let mut held = Vec::new();
+                let mut i = 0usize;
+                while !stop.load(Ordering::Relaxed) {
+                    held.push(vec![t as u8; 1 + i % 3000]);
+                    if held.len() > 200 {
+                        held.drain(..100);
+                    }
+                    i += 1;
+                }
+            })
+        })
+        .collect();
+    for round in 0..40 {
+        // SAFETY: the child only allocates, frees and exits with `_exit`.
+        let pid = unsafe { libc::fork() };
+        assert!(pid >= 0);
+        if pid == 0 {
+            let v: Vec<Vec<u8>> = (0..2000).map(|i| vec![round as u8; i % 5000 + 1]).collect();
+            let ok = v
+                .iter()
+                .enumerate()
+                .all(|(i, b)| b.len() == i % 5000 + 1 && b[0] == round as u8);
+            let big = vec![1u8; 8 << 20];
+            // SAFETY: `_exit` skips atexit handlers that could touch the parent's state.
+            unsafe { libc::_exit(if ok && big[big.len() - 1] == 1 { 0 } else { 3 }) };
+        }
+        let mut status = 0;
+        // SAFETY: waiting for our own child.
+        assert_eq!(unsafe { libc::waitpid(pid, &mut status, 0) }, pid);
+        assert!(
+            libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+            "child failed: {status:#x}"
+        );
+    }
+    stop.store(true, Ordering::Relaxed);
+    for w in workers {
+        w.join().unwrap();
+    }
+}
+
+#[test]
+fn odd_layouts() {
+    // Huge requests fail with null, never with a crash or a tiny block.
+    assert!(tessera::alloc(usize::MAX, 8).is_null());
+    assert!(tessera::alloc(isize::MAX as usize, 8).is_null());
+    assert!(tessera::alloc(usize::MAX - 4096, 4096).is_null());
+    assert!(
+        tessera::alloc(64, 3).is_null(),
+        "a non-power-of-two alignment is refused"
+    );
+    // Zero-sized requests get a unique, freeable block.
+    let a = tessera::alloc(0, 1);
+    let b = tessera::alloc(0, 1);
+    assert!(!a.is_null() && !b.is_null() && a != b);
+    // Every power-of-two alignment up to 4 MiB, at sizes around every boundary.
+    for shift in 0..=22 {
+        let align = 1usize << shift;
+        for size in [1, align / 2 + 1, align, align + 1, 3 * align, 33 << 10] {
+            let p = tessera::alloc(size, align);
+            assert!(!p.is_null(), "size {size} align {align}");
+            assert_eq!(p as usize % align, 0, "size {size} align {align}");
+            // SAFETY: a fresh block of `size` bytes.
+            unsafe {
+                p.write(1);
+                p.add(size - 1).write(2);
+                assert!(tessera::usable_size(p) >= size);
+                tessera::dealloc(p, size, align);
+            }
+        }
+    }
+    // SAFETY: both blocks are live.
+    unsafe {
+        tessera::free(a);
+        tessera::free(b);
+        tessera::free(std::ptr::null_mut());
+    }
+}
