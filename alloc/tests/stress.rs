@@ -74,7 +74,7 @@ fn ring_of_threads_frees_each_others_blocks() {
                     size_for(r),
                     (t as u8).wrapping_mul(37).wrapping_add(r as u8),
                 );
-                if r % 3 == 0 {
+                if r.is_multiple_of(3) {
                     local.push(block);
                 } else {
                     batch.push(block);
