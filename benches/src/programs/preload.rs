@@ -1,0 +1,79 @@
+//! The C malloc replacements that `--programs` puts under real programs with `LD_PRELOAD`,
+//! at their Debian paths; `glibc` is the program with no preload at all.
+
+use crate::paths;
+use std::path::PathBuf;
+
+/// Names of the preloads, in table order. `glibc` is the reference whose output every other
+/// run must match.
+pub const PRELOAD_NAMES: &[&str] = &["glibc", "tessera", "mimalloc", "jemalloc", "tcmalloc"];
+
+/// Debian's multiarch library directory.
+const LIBDIR: &str = "/usr/lib/x86_64-linux-gnu";
+
+/// One allocator to preload.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Preload {
+    /// Short name.
+    pub name: &'static str,
+    /// The shared object for `LD_PRELOAD`; `None` for glibc (no preload).
+    pub library: Option<PathBuf>,
+    /// How to get the library when it is missing.
+    pub install_hint: &'static str,
+}
+
+impl Preload {
+    /// The preload called `name` (one of [`PRELOAD_NAMES`]).
+    pub fn named(name: &'static str) -> Preload {
+        let (library, install_hint) = match name {
+            "glibc" => (None, ""),
+            "tessera" => (
+                Some(paths::target_dir().join("release").join("libtessera.so")),
+                "cargo build --release -p tessera-preload",
+            ),
+            "mimalloc" => (
+                Some(PathBuf::from(LIBDIR).join("libmimalloc.so.2")),
+                "apt-get install libmimalloc2.0",
+            ),
+            "jemalloc" => (
+                Some(PathBuf::from(LIBDIR).join("libjemalloc.so.2")),
+                "apt-get install libjemalloc2",
+            ),
+            "tcmalloc" => (
+                Some(PathBuf::from(LIBDIR).join("libtcmalloc_minimal.so.4")),
+                "apt-get install libtcmalloc-minimal4",
+            ),
+            other => panic!("unknown preload {other:?}"),
+        };
+        Preload {
+            name,
+            library,
+            install_hint,
+        }
+    }
+
+    /// Whether the library is there (glibc always is).
+    pub fn available(&self) -> bool {
+        self.library.as_ref().is_none_or(|l| l.is_file())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_name_resolves_and_glibc_needs_nothing() {
+        for name in PRELOAD_NAMES {
+            let p = Preload::named(name);
+            assert_eq!(p.library.is_none(), *name == "glibc");
+        }
+        assert!(Preload::named("glibc").available());
+        assert!(
+            Preload::named("tessera")
+                .library
+                .unwrap()
+                .ends_with("release/libtessera.so")
+        );
+    }
+}

@@ -1,0 +1,179 @@
+//! The real programs of `--programs` and their inputs, written here: an allocation-heavy
+//! python3 script (with pymalloc, and with `PYTHONMALLOC=malloc` so every object goes to the
+//! C allocator), sqlite3 bulk inserts and queries, and git init/add/commit/log on a fresh
+//! repository. Each prints results that must be identical under every allocator; nothing
+//! prints times, dates or addresses.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// One program of the suite.
+#[derive(Debug)]
+pub struct Program {
+    /// Name in the table.
+    pub name: &'static str,
+    /// The executable it needs (looked up in /usr/bin, then `PATH`).
+    pub binary: &'static str,
+    /// Writes the program's input into `dir` (a fresh directory of its own) and returns the
+    /// command to time; `full` asks for a larger input.
+    pub prepare: fn(binary: &Path, dir: &Path, full: bool) -> std::io::Result<Command>,
+}
+
+/// Every program, in table order.
+pub const PROGRAMS: &[Program] = &[
+    Program {
+        name: "python3",
+        binary: "python3",
+        prepare: python_pymalloc,
+    },
+    Program {
+        name: "python3-malloc",
+        binary: "python3",
+        prepare: python_malloc,
+    },
+    Program {
+        name: "sqlite3",
+        binary: "sqlite3",
+        prepare: sqlite,
+    },
+    Program {
+        name: "git",
+        binary: "git",
+        prepare: git,
+    },
+];
+
+/// Finds `name` in /usr/bin (Debian's packages, not wrappers such as pyenv shims) or else on
+/// `PATH`.
+pub fn find_binary(name: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::iter::once(PathBuf::from("/usr/bin"))
+        .chain(std::env::split_paths(&path))
+        .map(|dir| dir.join(name))
+        .find(|p| p.is_file())
+}
+
+const PYTHON_SCRIPT: &str = r#"
+import json, sys
+n = int(sys.argv[1])
+# A big dict of small lists, strings and dicts: many objects of mixed sizes.
+d = {}
+for i in range(n):
+    d["key-%d" % i] = [i, str(i) * (i % 7 + 1), {"x": i % 13, "y": [i] * (i % 5)}]
+text = json.dumps(d)
+back = json.loads(text)
+order = sorted(back, key=lambda k: (len(k), k[::-1]))
+total = 0
+for k in order[::3]:
+    v = back[k]
+    total = (total * 31 + v[0] + len(v[1]) + v[2]["x"] + len(v[2]["y"])) % 1000000007
+# Many short-lived objects through a sliding window.
+window = []
+for i in range(n):
+    window.append(tuple(range(i % 10)) + (str(i),))
+    if len(window) > 2000:
+        del window[:1000]
+del d, back, order
+print(len(text), total, len(window))
+"#;
+
+fn python(binary: &Path, dir: &Path, full: bool, malloc: bool) -> std::io::Result<Command> {
+    let script = dir.join("alloc_heavy.py");
+    std::fs::write(&script, PYTHON_SCRIPT)?;
+    let mut command = Command::new(binary);
+    command
+        .arg(&script)
+        .arg(if full { "600000" } else { "60000" });
+    command
+        .env("PYTHONHASHSEED", "0")
+        .env("PYTHONDONTWRITEBYTECODE", "1");
+    if malloc {
+        command.env("PYTHONMALLOC", "malloc");
+    } else {
+        command.env_remove("PYTHONMALLOC");
+    }
+    Ok(command)
+}
+
+fn python_pymalloc(binary: &Path, dir: &Path, full: bool) -> std::io::Result<Command> {
+    python(binary, dir, full, false)
+}
+
+fn python_malloc(binary: &Path, dir: &Path, full: bool) -> std::io::Result<Command> {
+    python(binary, dir, full, true)
+}
+
+fn sqlite(binary: &Path, dir: &Path, full: bool) -> std::io::Result<Command> {
+    let rows = if full { 1_000_000 } else { 100_000 };
+    // Journal and syncs off and a 64 MiB page cache, so the run is about the library's
+    // memory (page cache, sorter, parser), not the disk.
+    let sql = format!(
+        "PRAGMA journal_mode=OFF;
+PRAGMA synchronous=OFF;
+PRAGMA cache_size=-65536;
+CREATE TABLE t(id INTEGER PRIMARY KEY, name TEXT, grp INTEGER, payload TEXT);
+WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < {rows})
+INSERT INTO t SELECT x, 'name-' || x, x % 97,
+    hex((x * 2654435761) % 4294967296) || printf('%.*c', x % 50, 'z') FROM c;
+CREATE INDEX t_grp ON t(grp, name);
+SELECT grp, count(*), sum(length(payload)), min(name) FROM t GROUP BY grp ORDER BY grp LIMIT 5;
+SELECT count(DISTINCT payload) FROM t;
+SELECT name FROM t WHERE grp = 42 ORDER BY name DESC LIMIT 3;
+SELECT count(*) FROM t a JOIN t b ON a.id = b.id + 1 WHERE a.grp = b.grp + 1;
+"
+    );
+    let script = dir.join("bulk.sql");
+    std::fs::write(&script, sql)?;
+    let mut command = Command::new(binary);
+    command
+        .arg("-bail")
+        .arg(dir.join("bench.db"))
+        .arg(format!(".read {}", script.display()));
+    Ok(command)
+}
+
+fn git(binary: &Path, dir: &Path, full: bool) -> std::io::Result<Command> {
+    let files = if full { 4000 } else { 600 };
+    let work = dir.join("repo");
+    std::fs::create_dir_all(work.join("src"))?;
+    for i in 0..files {
+        let body: String = (0..40)
+            .map(|line| format!("file {i} line {line}: {}\n", i * 7919 + line))
+            .collect();
+        std::fs::write(work.join("src").join(format!("f{i:05}.txt")), body)?;
+    }
+    // Fixed identities and dates make every hash reproducible; HOME and NOSYSTEM keep the
+    // user's and the system's configuration out.
+    let script = format!(
+        "set -e
+g={git}
+$g init -q -b main .
+$g add -A
+$g commit -q -m first
+for f in src/f*1.txt; do echo changed >> \"$f\"; done
+$g add -A
+$g commit -q -m second
+$g log --format='%H %T %s'
+$g diff --stat HEAD~1 | tail -n 1
+$g rev-list --objects --all | wc -l
+$g gc -q
+$g count-objects -v | grep -E '^(count|in-pack)'
+",
+        git = binary.display()
+    );
+    let mut command = Command::new("/bin/sh");
+    command.arg("-c").arg(script).current_dir(&work);
+    for (k, v) in [
+        ("HOME", dir.to_str().unwrap_or("/tmp")),
+        ("GIT_CONFIG_NOSYSTEM", "1"),
+        ("GIT_AUTHOR_NAME", "bench"),
+        ("GIT_AUTHOR_EMAIL", "bench@example.invalid"),
+        ("GIT_COMMITTER_NAME", "bench"),
+        ("GIT_COMMITTER_EMAIL", "bench@example.invalid"),
+        ("GIT_AUTHOR_DATE", "2020-01-01T00:00:00Z"),
+        ("GIT_COMMITTER_DATE", "2020-01-01T00:00:00Z"),
+    ] {
+        command.env(k, v);
+    }
+    Ok(command)
+}

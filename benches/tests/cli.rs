@@ -1,0 +1,64 @@
+//! End-to-end checks of the runner binary: a tiny comparison writes its table, report.md and
+//! chart.svg; a child speaks the line protocol; `--sched` and bad flags fail loudly.
+
+use std::process::Command;
+use tessera_bench::protocol::ChildReport;
+
+fn runner() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_tessera-bench"))
+}
+
+#[test]
+fn a_small_comparison_writes_table_report_and_chart() {
+    let target = std::env::temp_dir().join(format!("tessera-bench-cli-{}", std::process::id()));
+    let out = runner()
+        .args([
+            "--workloads",
+            "fastpath,xmalloc",
+            "--threads",
+            "1,2",
+            "--allocators",
+            "jemalloc,system",
+        ])
+        .args(["--reps", "1", "--duration-ms", "10"])
+        .env("CARGO_TARGET_DIR", &target)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    // Without mimalloc selected, the first allocator is the baseline.
+    assert!(stdout.contains("throughput vs jemalloc"), "{stdout}");
+    assert!(stdout.contains("xmalloc          2 |"), "{stdout}");
+    assert!(stderr.contains("[   8/8"), "progress: {stderr}");
+    let report = std::fs::read_to_string(target.join("tessera-bench/report.md")).unwrap();
+    assert!(report.contains("| fastpath | 1 |"), "{report}");
+    let chart = std::fs::read_to_string(target.join("tessera-bench/chart.svg")).unwrap();
+    assert!(chart.contains("system xmalloc t=2"), "{chart}");
+    let _ = std::fs::remove_dir_all(&target);
+}
+
+#[test]
+fn a_child_reports_one_sane_result_line() {
+    let out = runner()
+        .args(["--child", "system", "glibc-simple", "2", "10"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let report = ChildReport::find_in(&String::from_utf8_lossy(&out.stdout)).unwrap();
+    assert!(
+        report.ops > 0 && report.nanos > 0 && report.maxrss_kib > 0,
+        "{report:?}"
+    );
+}
+
+#[test]
+fn sched_is_not_faked_and_bad_flags_fail() {
+    let out = runner().arg("--sched").output().unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not available yet"));
+    let out = runner().arg("--bogus").output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let out = runner().arg("--help").output().unwrap();
+    assert!(out.status.success() && String::from_utf8_lossy(&out.stdout).contains("--programs"));
+}
