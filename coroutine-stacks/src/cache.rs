@@ -32,6 +32,8 @@ fn limit(class: SizeClass) -> usize {
 /// A processor's cache of free stacks, all of one NUMA node.
 pub struct StackCache {
     node: NodeId,
+    /// Which stripe of the live-stack count this cache bumps (`stats.rs`).
+    stripe: usize,
     lists: [Vec<StackSlot>; NUM_CLASSES],
 }
 
@@ -62,6 +64,7 @@ impl StackCache {
     pub fn for_node(node: NodeId) -> Self {
         Self {
             node: node::valid(node),
+            stripe: stats::new_stripe(),
             lists: std::array::from_fn(|i| Vec::with_capacity(limit(SizeClass::from_index(i)) + 1)),
         }
     }
@@ -81,8 +84,7 @@ impl StackCache {
             pool::take(self.node, class, limit(class).div_ceil(2), list)?;
         }
         let slot = list.pop().expect("refill yields at least one stack");
-        stats::pooled_sub(1);
-        stats::handed_out(1);
+        stats::handed_out(self.stripe);
         Ok(PooledStack::new(slot, class, self.node))
     }
 
@@ -90,21 +92,20 @@ impl StackCache {
     /// of another node goes straight to its own node's pool.
     pub fn release(&mut self, stack: PooledStack) {
         let stack = ManuallyDrop::new(stack);
-        let (slot, class, node) = stack.parts();
-        stats::returned(1);
-        stats::pooled_add(1);
+        let (mut slot, class, node) = stack.parts();
+        stats::returned(self.stripe);
         // SAFETY: the stack was handed out by this crate and is being returned by its owner,
         // who by giving up the `PooledStack` value has stopped running on it.
-        unsafe { shrink::release_cold(slot, class) };
+        unsafe { shrink::on_release(&mut slot, class) };
         if node != self.node {
-            pool::give(node, class, [slot]);
+            give_to_pool(node, class, vec![slot]);
             return;
         }
         let list = &mut self.lists[class.index()];
         list.push(slot);
         if list.len() > limit(class) {
             let keep = limit(class) / 2;
-            pool::give(self.node, class, list.drain(keep..));
+            give_to_pool(self.node, class, list.split_off(keep));
         }
     }
 
@@ -112,7 +113,7 @@ impl StackCache {
     pub fn flush(&mut self) {
         for (i, list) in self.lists.iter_mut().enumerate() {
             if !list.is_empty() {
-                pool::give(self.node, SizeClass::from_index(i), list.drain(..));
+                give_to_pool(self.node, SizeClass::from_index(i), std::mem::take(list));
             }
         }
     }
@@ -120,8 +121,8 @@ impl StackCache {
     /// Drops every resident page of the stacks in this cache; returns how many it trimmed.
     pub fn trim(&mut self) -> usize {
         let mut n = 0;
-        for (i, list) in self.lists.iter().enumerate() {
-            for &slot in list {
+        for (i, list) in self.lists.iter_mut().enumerate() {
+            for slot in list.iter_mut() {
                 // SAFETY: a cached slot is free: nobody runs on it.
                 unsafe { shrink::release_all(slot, SizeClass::from_index(i)) };
             }
@@ -168,13 +169,22 @@ pub(crate) fn with_default<R>(f: impl FnOnce(&mut StackCache) -> R) -> Option<R>
         .flatten()
 }
 
+/// Moves free stacks from a cache to the node pool, making sure first that none keeps pages
+/// below the hot watermark (`shrink::before_pool`): the node pool only holds shrunk stacks.
+fn give_to_pool(node: NodeId, class: SizeClass, mut slots: Vec<StackSlot>) {
+    for slot in &mut slots {
+        // SAFETY: these slots sit in a cache, free: nobody runs on them.
+        unsafe { shrink::before_pool(slot, class) };
+    }
+    pool::give(node, class, slots);
+}
+
 /// Gives a stack back without any cache (thread teardown): shrink, then the node pool.
-pub(crate) fn release_to_pool(slot: StackSlot, class: SizeClass, node: NodeId) {
-    stats::returned(1);
-    stats::pooled_add(1);
+pub(crate) fn release_to_pool(mut slot: StackSlot, class: SizeClass, node: NodeId) {
+    stats::returned(0);
     // SAFETY: the stack's owner gave it up, so nobody runs on it.
-    unsafe { shrink::release_cold(slot, class) };
-    pool::give(node, class, [slot]);
+    unsafe { shrink::on_release(&mut slot, class) };
+    give_to_pool(node, class, vec![slot]);
 }
 
 /// Acquires from a throwaway cache when the default one is unavailable.

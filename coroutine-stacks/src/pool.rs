@@ -14,7 +14,6 @@ use crate::guard;
 use crate::node::{MAX_NODES, NodeId};
 use crate::shrink;
 use crate::slab::{Slab, StackSlot};
-use crate::stats;
 
 /// Free stacks of one class on one node, and the slab new ones are carved from.
 #[derive(Debug)]
@@ -61,7 +60,7 @@ fn lock(node: NodeId, class: SizeClass) -> MutexGuard<'static, ClassPool> {
 }
 
 /// Moves up to `want` free stacks of `class` on `node` into `out` (at least one, carving if
-/// the pool is empty). Counts them as still pooled: the caller decides when they go live.
+/// the pool is empty).
 pub(crate) fn take(
     node: NodeId,
     class: SizeClass,
@@ -77,13 +76,12 @@ pub(crate) fn take(
         return Ok(());
     }
     let slot = pool.carve(class, node)?;
-    stats::pooled_add(1);
     out.push(slot);
     Ok(())
 }
 
 /// Returns free stacks (already shrunk by the caller) to `node`'s pool.
-pub(crate) fn give(node: NodeId, class: SizeClass, slots: impl IntoIterator<Item = StackSlot>) {
+pub(crate) fn give(node: NodeId, class: SizeClass, slots: Vec<StackSlot>) {
     lock(node, class).free.extend(slots);
 }
 
@@ -95,8 +93,8 @@ pub(crate) fn trim_all() -> usize {
     for node in &NODES {
         for (i, list) in node.classes.iter().enumerate() {
             let class = SizeClass::from_index(i);
-            let pool = list.lock().unwrap_or_else(|p| p.into_inner());
-            for &slot in &pool.free {
+            let mut pool = list.lock().unwrap_or_else(|p| p.into_inner());
+            for slot in pool.free.iter_mut() {
                 // SAFETY: a slot on a free list is carved and used by nobody.
                 unsafe { shrink::release_all(slot, class) };
             }

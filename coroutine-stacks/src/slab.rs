@@ -66,6 +66,9 @@ impl fmt::Display for StackId {
 pub(crate) struct StackSlot {
     pub(crate) lo: usize,
     pub(crate) id: StackId,
+    /// Pages below the hot watermark may still be resident: the stack came back with its
+    /// canary band intact, so it was not purged (see `shrink.rs`).
+    pub(crate) maybe_cold_resident: bool,
 }
 
 /// Bytes per slot of a class: one guard plus the usable size.
@@ -123,7 +126,11 @@ impl Slab {
         let id = StackId::new(self.id.0, self.next as u32);
         self.next += 1;
         stats::slot_carved(guard::vmas_per_guard(mode));
-        Ok(StackSlot { lo, id })
+        Ok(StackSlot {
+            lo,
+            id,
+            maybe_cold_resident: false,
+        })
     }
 }
 

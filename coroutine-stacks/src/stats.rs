@@ -1,10 +1,13 @@
 //! Counters for `tessera_stacks::stats()`: stacks live and pooled, address space reserved,
 //! memory resident (measured with `mincore`, not estimated) and the VMAs the stacks cost.
 //!
-//! Counters are relaxed atomics bumped on the slow paths (slab reserve, slot carve) and on
-//! acquire/release; `stats()` is a snapshot, not a consistent cut.
+//! Counters are relaxed atomics bumped on the slow paths (slab reserve, slot carve), plus one
+//! count of live stacks bumped on every acquire and release. That one is striped: each cache
+//! bumps its own cache-line-sized stripe, so processors handing out stacks at the same time do
+//! not bounce one line between them. Every carved slot is either live or pooled, so the pooled
+//! count needs no counter of its own. `stats()` is a snapshot, not a consistent cut.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicIsize, AtomicUsize, Ordering};
 
 use tessera_span::os;
 
@@ -12,8 +15,14 @@ use crate::config::GuardMode;
 use crate::guard;
 use crate::registry;
 
-static LIVE: AtomicUsize = AtomicUsize::new(0);
-static POOLED: AtomicUsize = AtomicUsize::new(0);
+/// One stripe of the live count, alone on its cache line. Signed: a stack can be acquired
+/// through one stripe and released through another.
+#[repr(align(64))]
+struct Stripe(AtomicIsize);
+
+const STRIPES: usize = 16;
+static LIVE: [Stripe; STRIPES] = [const { Stripe(AtomicIsize::new(0)) }; STRIPES];
+static NEXT_STRIPE: AtomicUsize = AtomicUsize::new(0);
 static RESERVED: AtomicUsize = AtomicUsize::new(0);
 static SLABS: AtomicUsize = AtomicUsize::new(0);
 static CARVED: AtomicUsize = AtomicUsize::new(0);
@@ -51,27 +60,21 @@ pub(crate) fn slot_carved(vmas: usize) {
     GUARD_VMAS.fetch_add(vmas, Ordering::Relaxed);
 }
 
+/// A stripe of the live count for a new cache, round robin.
+pub(crate) fn new_stripe() -> usize {
+    NEXT_STRIPE.fetch_add(1, Ordering::Relaxed) % STRIPES
+}
+
 /// A stack moved from the pool to a user.
 #[inline]
-pub(crate) fn handed_out(n: usize) {
-    LIVE.fetch_add(n, Ordering::Relaxed);
+pub(crate) fn handed_out(stripe: usize) {
+    LIVE[stripe % STRIPES].0.fetch_add(1, Ordering::Relaxed);
 }
 
 /// A stack moved from a user back to the pool.
 #[inline]
-pub(crate) fn returned(n: usize) {
-    LIVE.fetch_sub(n, Ordering::Relaxed);
-}
-
-/// `n` stacks entered (positive) or left a cache or pool.
-#[inline]
-pub(crate) fn pooled_add(n: usize) {
-    POOLED.fetch_add(n, Ordering::Relaxed);
-}
-
-#[inline]
-pub(crate) fn pooled_sub(n: usize) {
-    POOLED.fetch_sub(n, Ordering::Relaxed);
+pub(crate) fn returned(stripe: usize) {
+    LIVE[stripe % STRIPES].0.fetch_sub(1, Ordering::Relaxed);
 }
 
 /// Takes a snapshot; walks every slab with `mincore`, so it costs a syscall per 2 MiB.
@@ -85,10 +88,16 @@ pub fn stats() -> StackStats {
         })
         .sum();
     let slabs = SLABS.load(Ordering::Relaxed);
+    let live = LIVE
+        .iter()
+        .map(|s| s.0.load(Ordering::Relaxed))
+        .sum::<isize>()
+        .max(0) as usize;
+    let carved = CARVED.load(Ordering::Relaxed);
     StackStats {
-        live: LIVE.load(Ordering::Relaxed),
-        pooled: POOLED.load(Ordering::Relaxed),
-        carved: CARVED.load(Ordering::Relaxed),
+        live,
+        pooled: carved.saturating_sub(live),
+        carved,
         slabs,
         reserved_bytes: RESERVED.load(Ordering::Relaxed),
         resident_bytes: resident_pages * page,
