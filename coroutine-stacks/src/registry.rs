@@ -2,13 +2,20 @@
 //!
 //! Two readers need to map an address to "which tessera stack is this": the SIGSEGV handler
 //! (which may not allocate or take a lock: the faulting thread might hold it) and
-//! `remaining_stack` (which runs on hot recursion paths). Slabs are never unmapped, so the
-//! registry only grows: a writer fills an entry, then publishes it by bumping `LEN` with
-//! `Release`; a reader loads `LEN` with `Acquire` and scans the entries below it. Writers are
-//! serialised by `REGISTER`, taken only when a new slab is reserved.
+//! `remaining_stack` (which runs on hot recursion paths, after every coroutine switch).
 //!
-//! Capacity is fixed (static, zero-filled, so untouched entries cost no RSS). With 64 MiB
-//! slabs, 8192 entries cover 512 GiB of stacks, far more than any process here will reserve.
+//! Every slab fits in one `CHUNK`-aligned chunk of address space (64 MiB; `slab.rs` reserves
+//! it so), so `addr >> CHUNK_SHIFT` names at most one slab. A fixed open-addressing table maps
+//! that chunk number to the slab's entry: a lookup is a hash, usually one probe and one
+//! compare, however many slabs there are (a million 16 KiB stacks take ~310 slabs).
+//!
+//! Slabs are never unmapped, so the registry only grows. A writer (serialised by `REGISTER`,
+//! taken only when a new slab is reserved) fills an entry, then publishes it with a `Release`
+//! store: of `LEN` for iteration, and of its table bucket for lookups. Readers load those with
+//! `Acquire` and then read the entry. No reader ever locks, allocates or waits.
+//!
+//! Capacity is fixed (static, zero-filled, so untouched entries cost no RSS): 8192 slabs of
+//! 64 MiB cover 512 GiB of stacks, far more than any process here will reserve.
 
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -17,6 +24,19 @@ use crate::class::SizeClass;
 
 /// Most slabs a process can have.
 pub(crate) const MAX_SLABS: usize = 8192;
+
+/// log2 of the chunk every slab is aligned to and fits in.
+pub(crate) const CHUNK_SHIFT: u32 = 26;
+/// Alignment and maximum length of a slab.
+pub(crate) const CHUNK: usize = 1 << CHUNK_SHIFT;
+
+/// Buckets of the chunk → slab table: twice the slabs, so probes stay short.
+const INDEX_BITS: u32 = 14;
+const INDEX_SIZE: usize = 1 << INDEX_BITS;
+const _: () = assert!(MAX_SLABS * 2 <= INDEX_SIZE);
+/// Low bits of a bucket hold the slab index; the rest hold `chunk + 1` (0 = empty bucket).
+const SLAB_BITS: u32 = 13;
+const _: () = assert!(MAX_SLABS <= 1 << SLAB_BITS);
 
 /// Index of a slab in the registry; also the high half of a stack id.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -47,6 +67,17 @@ impl Entry {
 static ENTRIES: [Entry; MAX_SLABS] = [const { Entry::new() }; MAX_SLABS];
 static LEN: AtomicUsize = AtomicUsize::new(0);
 static REGISTER: Mutex<()> = Mutex::new(());
+static INDEX: [AtomicUsize; INDEX_SIZE] = [const { AtomicUsize::new(0) }; INDEX_SIZE];
+
+/// Home bucket of a chunk number (Fibonacci hashing: chunks of one process are clustered,
+/// multiplying by 2^64/φ spreads them).
+fn home(chunk: usize) -> usize {
+    chunk.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> (usize::BITS - INDEX_BITS)
+}
+
+fn bucket_value(chunk: usize, slab: usize) -> usize {
+    ((chunk + 1) << SLAB_BITS) | slab
+}
 
 /// A slab as seen by a reader.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -91,6 +122,10 @@ pub(crate) fn register(
     guard: usize,
     class: SizeClass,
 ) -> Option<SlabId> {
+    debug_assert!(
+        start.is_multiple_of(CHUNK) && len <= CHUNK,
+        "a slab fills one chunk"
+    );
     let _serialised = REGISTER.lock().unwrap_or_else(|p| p.into_inner());
     let i = LEN.load(Ordering::Relaxed);
     if i == MAX_SLABS {
@@ -102,8 +137,15 @@ pub(crate) fn register(
     e.slot_size.store(slot_size, Ordering::Relaxed);
     e.guard.store(guard, Ordering::Relaxed);
     e.class.store(class.index(), Ordering::Relaxed);
-    // Release: a reader that sees the new length sees the fields written above.
+    // Release: a reader that sees the new length, or the bucket, sees the fields written above.
     LEN.store(i + 1, Ordering::Release);
+    let chunk = start >> CHUNK_SHIFT;
+    let mut b = home(chunk);
+    // Fewer slabs than half the buckets, so an empty bucket is always found.
+    while INDEX[b].load(Ordering::Relaxed) != 0 {
+        b = (b + 1) % INDEX_SIZE;
+    }
+    INDEX[b].store(bucket_value(chunk, i), Ordering::Release);
     Some(SlabId(i as u32))
 }
 
@@ -124,9 +166,26 @@ pub(crate) fn slabs() -> impl Iterator<Item = SlabRange> {
     (0..LEN.load(Ordering::Acquire)).map(read)
 }
 
+/// The slab whose chunk contains `addr`, if any. Signal-safe.
+fn slab_of(addr: usize) -> Option<SlabRange> {
+    let chunk = addr >> CHUNK_SHIFT;
+    let mut b = home(chunk);
+    for _ in 0..INDEX_SIZE {
+        let v = INDEX[b].load(Ordering::Acquire);
+        if v == 0 {
+            return None;
+        }
+        if v >> SLAB_BITS == chunk + 1 {
+            return Some(read(v & ((1 << SLAB_BITS) - 1)));
+        }
+        b = (b + 1) % INDEX_SIZE;
+    }
+    None
+}
+
 /// Finds the slot containing `addr`, if it lies in any slab. Signal-safe.
 pub(crate) fn lookup(addr: usize) -> Option<SlotHit> {
-    let slab = slabs().find(|s| addr.wrapping_sub(s.start) < s.len)?;
+    let slab = slab_of(addr).filter(|s| addr.wrapping_sub(s.start) < s.len)?;
     let index = (addr - slab.start) / slab.slot_size;
     let slot_lo = slab.start + index * slab.slot_size;
     Some(SlotHit {
@@ -158,7 +217,28 @@ mod tests {
         assert!(!hit.in_guard);
         assert_eq!(hit.top(), start + 2 * slot);
         assert_eq!(hit.usable_lo(), start + slot + guard);
-        assert_eq!(lookup(start + 4 * slot), None);
+        assert_eq!(
+            lookup(start + 4 * slot),
+            None,
+            "same chunk, past the slab's end"
+        );
         assert_eq!(lookup(start - 1), None);
+    }
+
+    #[test]
+    fn colliding_chunks_are_all_found() {
+        // Many fake slabs, enough that some share a home bucket and probe past each other.
+        let class = SizeClass::for_size(16 << 10).unwrap();
+        let slot = 4096 + class.size();
+        let base = 0x6000_0000_0000usize;
+        let ids: Vec<SlabId> = (0..200)
+            .map(|k| register(base + k * CHUNK, 2 * slot, slot, 4096, class).unwrap())
+            .collect();
+        for (k, id) in ids.iter().enumerate() {
+            let hit = lookup(base + k * CHUNK + slot + 4096).unwrap();
+            assert_eq!(hit.slab.id, *id);
+            assert_eq!(hit.index, 1);
+        }
+        assert_eq!(lookup(base + 200 * CHUNK), None);
     }
 }

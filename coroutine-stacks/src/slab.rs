@@ -25,11 +25,10 @@ use crate::node::{self, NodeId};
 use crate::registry::{self, SlabId};
 use crate::stats;
 
-/// Target bytes per slab. Large slabs mean few registry entries (the overflow handler scans
-/// them linearly) and, with madvise guards, one VMA per 64 MiB of stacks.
-const SLAB_BYTES: usize = 64 << 20;
-/// Even the 8 MiB class gets a few slots per slab.
-const MIN_SLOTS: usize = 4;
+/// Bytes per slab at most: one registry chunk (64 MiB), so the registry maps an address to its
+/// slab with one hash lookup. Large slabs also mean few registry entries and, with madvise
+/// guards, one VMA per 64 MiB of stacks. Even the 8 MiB class gets seven slots.
+const SLAB_BYTES: usize = registry::CHUNK;
 
 /// Identifies a stack for error messages and the overflow report: slab and slot index.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -90,9 +89,10 @@ impl Slab {
     /// Reserves, binds and registers a new slab for `class` on `node`.
     pub(crate) fn reserve(class: SizeClass, node: NodeId) -> Result<Self, StackError> {
         let slot_size = slot_size(class);
-        let slots = (SLAB_BYTES / slot_size).max(MIN_SLOTS);
+        let slots = SLAB_BYTES / slot_size;
         let len = slots * slot_size;
-        let ptr = os::reserve(len, os::page_size()).map_err(StackError::from_os)?;
+        debug_assert!(slots >= 4 && len <= SLAB_BYTES);
+        let ptr = os::reserve(len, registry::CHUNK).map_err(StackError::from_os)?;
         node::bind_slab(ptr.as_ptr(), len, node);
         let start = ptr.as_ptr() as usize;
         let Some(id) = registry::register(start, len, slot_size, guard::guard_size(), class) else {
@@ -159,6 +159,10 @@ mod tests {
     #[test]
     fn big_classes_still_get_several_slots() {
         let class = SizeClass::for_size(8 << 20).unwrap();
-        assert!((SLAB_BYTES / slot_size(class)).max(MIN_SLOTS) >= MIN_SLOTS);
+        assert!(SLAB_BYTES / slot_size(class) >= 4);
+        let mut slab = Slab::reserve(class, NodeId::ZERO).unwrap();
+        assert_eq!(slab.start % registry::CHUNK, 0);
+        let slot = slab.carve(guard::mode().unwrap()).unwrap();
+        assert_eq!(registry::lookup(slot.lo).unwrap().slab.class, class);
     }
 }
