@@ -15,6 +15,9 @@
 //! A span whose every carved object is free again goes back to the page heap, unless it is
 //! the current one (so a malloc/free loop at a class boundary does not thrash spans).
 //!
+//! NUMA: a refill takes spans from the central list and page heap of the node the thread
+//! runs on at that moment; a span flushed to a central list goes to its own node's list.
+//!
 //! A cache is used by one thread at a time. Everything here except `notify` and the span's
 //! remote word is touched by that thread alone, so none of it needs atomics.
 
@@ -70,8 +73,6 @@ pub(crate) struct Cache {
     spare: [*mut Span; NUM_CLASSES],
     /// Spans un-parked by remote frees, pushed by other threads.
     notify: CachePadded<AtomicPtr<Span>>,
-    /// The node this cache refills from.
-    pub(crate) node: u32,
     /// Link in the idle pool.
     pub(crate) next_idle: *mut Cache,
 }
@@ -94,13 +95,10 @@ impl Cache {
     ///
     /// # Safety
     /// `at` must point to writable memory for a `Cache` (zeroed memory is fine).
-    pub(crate) unsafe fn init(at: *mut Cache, node: u32) {
-        // SAFETY: the caller provides the memory; all-zero is a valid `Cache` apart from
-        // the fields written here, and nobody else can see it yet.
-        unsafe {
-            ptr::write_bytes(at, 0, 1);
-            (*at).node = node;
-        }
+    pub(crate) unsafe fn init(at: *mut Cache) {
+        // SAFETY: the caller provides the memory; all-zero is a valid empty `Cache`, and
+        // nobody else can see it yet.
+        unsafe { ptr::write_bytes(at, 0, 1) };
     }
 
     #[inline]
@@ -182,7 +180,9 @@ impl Cache {
             return true;
         }
         self.drain_notifications();
-        let node = node::node(self.node);
+        // Fresh spans come from the node the thread runs on now: a cache is not tied to a
+        // node, its objects are (each span goes home to its own node's heap).
+        let node = node::node(crate::current_node());
         let span = if !self.partial[class].is_null() {
             let span = self.partial[class];
             self.unlink(span);
@@ -353,7 +353,6 @@ impl Cache {
             // The spare goes too (it is on the partial list): a flushed cache may sit idle
             // for a long time.
             self.spare[class] = ptr::null_mut();
-            let central = &node::node(self.node).centrals[class];
             let mut at = self.partial[class];
             while !at.is_null() {
                 // SAFETY: spans on our lists are ours.
@@ -365,6 +364,7 @@ impl Cache {
                         self.release_empty(at);
                     } else {
                         self.unlink(at);
+                        let central = &node::node(s.node()).centrals[class];
                         s.owner.store(central.owner_tag(), Ordering::Release);
                         // SAFETY: the span is unlinked, partly used, and now tagged as central's.
                         unsafe { central.put(at) };

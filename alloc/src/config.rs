@@ -8,11 +8,16 @@
 //! | `TESSERA_PURGE_DELAY_MS` | how long free pages wait before they go back to the OS; `0` at once, `-1` never | 100 |
 //! | `TESSERA_PURGE` | `dontneed` (RSS drops at once) or `free` (`MADV_FREE`, lazy) | `dontneed` |
 //! | `TESSERA_HUGE_THRESHOLD` | size from which a block gets its own mapping (bytes, `k`/`m` suffix) | `4m` |
+//! | `TESSERA_NUMA` | `auto` (local on a machine with several memory nodes, else off), `local`, `interleave`, `off` | `auto` |
 
 use core::ffi::{CStr, c_char};
-use core::sync::atomic::{AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
 
+use tessera_numa::{NodeId, Topology};
 use tessera_span::os::PurgeAdvice;
+use tessera_span::placement::{self, Placement};
+
+use crate::MAX_NODES;
 
 /// Default purge delay: short enough that a freed burst leaves RSS within a fraction of a
 /// second, long enough that a workload cycling through the same memory does not pay a
@@ -26,6 +31,46 @@ static HUGE_THRESHOLD: AtomicUsize = AtomicUsize::new(DEFAULT_HUGE_THRESHOLD);
 #[inline]
 pub(crate) fn huge_threshold() -> usize {
     HUGE_THRESHOLD.load(Ordering::Relaxed)
+}
+
+/// Whether allocations follow the calling thread's node (`TESSERA_NUMA=local`, or `auto` on
+/// a multi-node machine). Off, every thread uses node 0's heap and nothing reads the CPU.
+static LOCAL_NODES: AtomicU8 = AtomicU8::new(0);
+
+/// For each node id, the node whose heap serves it: itself, or for a node without memory
+/// the nearest node with memory.
+static HOME: [AtomicU8; MAX_NODES] = [const { AtomicU8::new(0) }; MAX_NODES];
+
+/// The heap index for the calling thread: its node's home when NUMA is on, else 0. Cheap
+/// (an rseq field read) and called on refills and large allocations, never per object.
+#[inline]
+pub(crate) fn current_node() -> u32 {
+    if LOCAL_NODES.load(Ordering::Relaxed) == 0 {
+        return 0;
+    }
+    let node = tessera_numa::current_node().index().min(MAX_NODES - 1);
+    HOME[node].load(Ordering::Relaxed) as u32
+}
+
+fn load_numa() {
+    let topology_is_numa = || Topology::get().is_numa();
+    let placement = match env(b"TESSERA_NUMA") {
+        Some(b"off") => Placement::Kernel,
+        Some(b"interleave") => Placement::Interleave,
+        Some(b"local") => Placement::Local,
+        _ if topology_is_numa() => Placement::Local,
+        _ => Placement::Kernel,
+    };
+    if placement == Placement::Local {
+        let topology = Topology::get();
+        for (id, home) in HOME.iter().enumerate() {
+            let node = NodeId::new(id as u16);
+            let target = topology.nearest_memory_node(node).unwrap_or(NodeId::ZERO);
+            home.store(target.index().min(MAX_NODES - 1) as u8, Ordering::Relaxed);
+        }
+        LOCAL_NODES.store(1, Ordering::Release);
+    }
+    placement::configure(placement);
 }
 
 unsafe extern "C" {
@@ -85,6 +130,7 @@ pub(crate) fn load() {
         _ => PurgeAdvice::DontNeed,
     };
     tessera_span::heap::configure_purge(delay, advice);
+    load_numa();
     if let Some(size) = env(b"TESSERA_HUGE_THRESHOLD").and_then(parse_size) {
         // Below the largest small class the threshold would be meaningless.
         let size = (size as usize).max(crate::size_class::MAX_SMALL + 1);

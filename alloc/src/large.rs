@@ -11,15 +11,13 @@ use crate::node;
 
 /// Allocates `size` bytes at `align` as a large span or a huge mapping; null on failure.
 pub(crate) fn alloc(size: usize, align: usize, zero: bool) -> *mut u8 {
+    let node = crate::current_node();
     if size >= huge_threshold() || align > PAGE_SIZE {
         // Fresh mappings read as zero, so `zero` costs nothing here.
-        return huge::alloc(size.max(1), align).map_or(ptr::null_mut(), |p| p.as_ptr());
+        return huge::alloc(size.max(1), align, node).map_or(ptr::null_mut(), |p| p.as_ptr());
     }
     let pages = bytes_to_pages(size.max(1));
-    let Some(got) = node::node(crate::current_node())
-        .heap
-        .alloc(pages, SpanKind::Large)
-    else {
+    let Some(got) = node::node(node).heap.alloc(pages, SpanKind::Large) else {
         return ptr::null_mut();
     };
     // SAFETY: the heap returned an in-use span record.

@@ -75,12 +75,7 @@ unsafe impl GlobalAlloc for Tessera {
     }
 }
 
-/// The NUMA node allocations of the calling thread come from. One node until the NUMA
-/// layer lands; kept as the single place that decides.
-#[inline]
-pub(crate) fn current_node() -> u32 {
-    0
-}
+pub(crate) use config::current_node;
 
 #[inline(always)]
 fn next_of(block: *mut u8) -> *mut u8 {

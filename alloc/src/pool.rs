@@ -40,8 +40,8 @@ static POOL: Locked<Pool> = Locked::new(Pool {
     caches: 0,
 });
 
-/// A cache for `node`: an idle one if any, else a new one. Null when the OS refuses memory.
-pub(crate) fn acquire(node: u32) -> *mut Cache {
+/// An idle cache if any, else a new one. Null when the OS refuses memory.
+pub(crate) fn acquire() -> *mut Cache {
     let mut pool = POOL.lock();
     if !pool.idle.is_null() {
         let cache = pool.idle;
@@ -67,7 +67,7 @@ pub(crate) fn acquire(node: u32) -> *mut Cache {
     pool.caches += 1;
     // SAFETY: fresh, suitably aligned chunk memory (page-aligned chunk, size rounded to the
     // alignment) that nobody else can see.
-    unsafe { Cache::init(cache, node) };
+    unsafe { Cache::init(cache) };
     cache
 }
 

@@ -40,9 +40,10 @@ impl fmt::Debug for ProcessorCache {
 }
 
 impl ProcessorCache {
-    /// A cache bound to the calling thread's NUMA node. `None` when the OS refuses memory.
+    /// A new cache (refills follow the NUMA node of whichever thread runs it). `None` when
+    /// the OS refuses memory.
     pub fn new() -> Option<Self> {
-        NonNull::new(pool::acquire(crate::current_node())).map(|cache| Self { cache })
+        NonNull::new(pool::acquire()).map(|cache| Self { cache })
     }
 
     /// Hands spans with free objects back to the central lists and empty spans to the page

@@ -81,7 +81,7 @@ pub(crate) fn current_or_init() -> *mut Cache {
     if INIT.load(Ordering::Acquire) != READY {
         ensure_init();
     }
-    let cache = pool::acquire(crate::current_node());
+    let cache = pool::acquire();
     if cache.is_null() {
         return cache;
     }

@@ -68,6 +68,7 @@ impl Arena {
     /// header's first free run.
     pub(crate) fn reserve(node: u32) -> Result<NonNull<Arena>, os::OsError> {
         let base = os::reserve(ARENA_SIZE, ARENA_SIZE)?;
+        crate::placement::bind(base.as_ptr(), ARENA_SIZE, node);
         let arena = base.cast::<Arena>();
         // SAFETY: the mapping is fresh, zero-filled and at least a header long; zero is a
         // valid bit pattern for every header field except `node`/`next`, written here.

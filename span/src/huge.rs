@@ -132,10 +132,12 @@ fn round_len(size: usize) -> Option<usize> {
     size.checked_add(page - 1).map(|s| s & !(page - 1))
 }
 
-/// Maps a huge block of at least `size` bytes aligned to `align`. Fresh mappings read as zero.
-pub fn alloc(size: usize, align: usize) -> Option<NonNull<u8>> {
+/// Maps a huge block of at least `size` bytes aligned to `align`, placed for NUMA `node`.
+/// Fresh mappings read as zero.
+pub fn alloc(size: usize, align: usize, node: u32) -> Option<NonNull<u8>> {
     let len = round_len(size)?;
     let p = os::reserve(len, align.max(os::page_size())).ok()?;
+    crate::placement::bind(p.as_ptr(), len, node);
     let mut table = REGISTRY.lock();
     if table.insert(p.as_ptr() as usize, len) {
         Some(p)
@@ -233,7 +235,7 @@ mod tests {
 
     #[test]
     fn alloc_realloc_free() {
-        let p = alloc(5 << 20, 16).unwrap();
+        let p = alloc(5 << 20, 16, 0).unwrap();
         // SAFETY: the block is ours until freed.
         unsafe {
             assert_eq!(*p.as_ptr(), 0);
@@ -249,7 +251,7 @@ mod tests {
 
     #[test]
     fn many_blocks_survive_rehash() {
-        let blocks: Vec<_> = (0..600).map(|_| alloc(4096, 4096).unwrap()).collect();
+        let blocks: Vec<_> = (0..600).map(|_| alloc(4096, 4096, 0).unwrap()).collect();
         for b in &blocks {
             assert_eq!(size_of(b.as_ptr()), Some(4096));
         }

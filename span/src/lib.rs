@@ -5,6 +5,7 @@
 //! - [`arena`]: 64 MiB aligned arenas whose headers hold the page map and span records.
 //! - [`heap`]: the page heap of 8 KiB pages, coalescing, delayed purging.
 //! - [`huge`]: dedicated mappings for huge blocks, resized with `mremap`.
+//! - [`placement`]: NUMA binding of fresh arenas and huge mappings.
 //! - [`lock`]: the futex lock every layer uses, since the allocator may not use std's.
 
 pub mod arena;
@@ -12,6 +13,7 @@ pub mod heap;
 pub mod huge;
 pub mod lock;
 pub mod os;
+pub mod placement;
 pub mod span;
 
 pub use arena::{ARENA_SIZE, PAGE_SHIFT, PAGE_SIZE, span_of};
