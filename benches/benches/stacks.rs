@@ -5,8 +5,9 @@
 //! - creating a coroutine, running it to completion and dropping it, on a pooled stack against
 //!   the same on a fresh `DefaultStack`.
 //!
-//! The pooled stack is released at every iteration, so each includes the hot-watermark shrink
-//! (`madvise` of the pages below it) that a real release does.
+//! The pooled stack is released at every iteration, so each includes the release-time shrink
+//! check (the canary band of `coroutine-stacks/src/shrink.rs`; these coroutines stay in their
+//! top page, so no `madvise` is needed, as for most real ones).
 
 use std::hint::black_box;
 use std::time::Duration;

@@ -102,3 +102,22 @@ fn unknown_stacks_always_grow() {
     assert_eq!(outside, None);
     assert!(inside.is_some_and(|n| n <= SEGMENT));
 }
+
+#[inline(never)]
+fn caller_with_a_recognisable_name() -> String {
+    tessera_stacks::grow(256 << 10, || {
+        std::backtrace::Backtrace::force_capture().to_string()
+    })
+}
+
+#[test]
+fn backtraces_walk_from_a_segment_back_to_the_caller() {
+    // The trampoline's CFI describes its frame through the frame pointer, so the unwinder
+    // gets from the segment back onto the original stack and finds the caller.
+    let trace = caller_with_a_recognisable_name();
+    assert!(trace.contains("caller_with_a_recognisable_name"), "{trace}");
+    assert!(
+        trace.contains("backtraces_walk_from_a_segment_back_to_the_caller"),
+        "{trace}"
+    );
+}
