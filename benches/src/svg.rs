@@ -13,10 +13,11 @@ const PALETTE: [&str; 6] = [
 ];
 const BAR: f64 = 12.0;
 const GROUP_GAP: f64 = 18.0;
+const MIN_GROUP_WIDTH: f64 = 84.0;
 const LEFT: f64 = 56.0;
 const PANEL_HEIGHT: f64 = 190.0;
 const PANEL_GAP: f64 = 64.0;
-const TOP: f64 = 56.0;
+const TOP: f64 = 72.0;
 /// log2 of the largest ratio drawn.
 const LOG_LIMIT: f64 = 3.0;
 
@@ -43,8 +44,9 @@ pub fn render(results: &Results) -> String {
             threads.push(row.threads);
         }
     }
-    let group_width = BAR * others.len().max(1) as f64 + GROUP_GAP;
-    let width = LEFT + group_width * workloads.len() as f64 + 20.0;
+    // Wide enough for the longest workload name under the group.
+    let group_width = (BAR * others.len().max(1) as f64 + GROUP_GAP).max(MIN_GROUP_WIDTH);
+    let width = (LEFT + group_width * workloads.len() as f64 + 20.0).max(560.0);
     let height = TOP + (PANEL_HEIGHT + PANEL_GAP) * threads.len() as f64;
     let half = PANEL_HEIGHT / 2.0;
 
@@ -56,9 +58,14 @@ pub fn render(results: &Results) -> String {
     let _ = writeln!(svg, r#"<rect width="100%" height="100%" fill="white"/>"#);
     let _ = writeln!(
         svg,
-        r#"<text x="{LEFT}" y="18" font-size="14" font-weight="bold">Throughput ratio vs {} (log scale; above the line = faster), median of {} rep(s)</text>"#,
-        escape(results.baseline),
-        results.settings.reps
+        r#"<text x="{LEFT}" y="18" font-size="14" font-weight="bold">Throughput ratio vs {}</text>"#,
+        escape(results.baseline)
+    );
+    let _ = writeln!(
+        svg,
+        r##"<text x="{LEFT}" y="34" fill="#444">log scale, above the line = faster; median of {} rep(s) of {} ms</text>"##,
+        results.settings.reps,
+        results.settings.duration.as_millis()
     );
     // Legend.
     let mut x = LEFT;
@@ -66,11 +73,11 @@ pub fn render(results: &Results) -> String {
         let color = PALETTE[k % PALETTE.len()];
         let _ = writeln!(
             svg,
-            r#"<rect x="{x}" y="28" width="10" height="10" fill="{color}"/>"#
+            r#"<rect x="{x}" y="44" width="10" height="10" fill="{color}"/>"#
         );
         let _ = writeln!(
             svg,
-            r#"<text x="{}" y="37">{}</text>"#,
+            r#"<text x="{}" y="53">{}</text>"#,
             x + 14.0,
             escape(results.allocators[i])
         );
@@ -110,7 +117,8 @@ pub fn render(results: &Results) -> String {
             );
         }
         for (g, &workload) in workloads.iter().enumerate() {
-            let gx = LEFT + g as f64 * group_width + GROUP_GAP / 2.0;
+            let gx =
+                LEFT + g as f64 * group_width + (group_width - BAR * others.len() as f64) / 2.0;
             let _ = writeln!(
                 svg,
                 r#"<text x="{:.1}" y="{:.1}" text-anchor="middle">{}</text>"#,
