@@ -120,7 +120,9 @@ const fn build_small_lookup() -> [u8; SMALL_LOOKUP_LEN] {
     let mut t = [0u8; SMALL_LOOKUP_LEN];
     let mut i = 0;
     while i < SMALL_LOOKUP_LEN {
-        t[i] = class_for_slow(if i == 0 { 1 } else { i * 8 });
+        // Index 0 is a zero-byte request, which may come with an alignment of 16: give it
+        // the 16-byte class, the smallest that suits every alignment the fast path takes.
+        t[i] = class_for_slow(if i == 0 { 16 } else { i * 8 });
         i += 1;
     }
     t
@@ -176,7 +178,7 @@ pub fn class_for(size: usize, align: usize) -> Option<usize> {
     if rounded > MAX_SMALL {
         return None;
     }
-    let mut class = class_of(rounded.max(1));
+    let mut class = class_of(rounded);
     while !(CLASSES[class].size as usize).is_multiple_of(align) {
         // Terminates: every power of two up to MAX_SMALL is a class.
         class += 1;
@@ -243,6 +245,11 @@ mod tests {
 
     #[test]
     fn lookup_matches_linear_search() {
+        assert_eq!(
+            size_of_class(class_of(0)),
+            16,
+            "zero bytes may ask for 16-byte alignment"
+        );
         for size in 1..=MAX_SMALL {
             let class = class_of(size);
             assert!(size_of_class(class) >= size);
@@ -258,7 +265,7 @@ mod tests {
     #[test]
     fn alignment_is_honoured() {
         for align in [1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096, 8192] {
-            for size in [1, 7, 8, 9, 24, 33, 100, 1000, 5000, 20000, MAX_SMALL] {
+            for size in [0, 1, 7, 8, 9, 24, 33, 100, 1000, 5000, 20000, MAX_SMALL] {
                 if let Some(class) = class_for(size, align) {
                     let s = size_of_class(class);
                     assert!(

@@ -179,14 +179,15 @@ fn odd_layouts() {
     // Every power-of-two alignment up to 4 MiB, at sizes around every boundary.
     for shift in 0..=22 {
         let align = 1usize << shift;
-        for size in [1, align / 2 + 1, align, align + 1, 3 * align, 33 << 10] {
+        for size in [0, 1, align / 2 + 1, align, align + 1, 3 * align, 33 << 10] {
             let p = tessera::alloc(size, align);
             assert!(!p.is_null(), "size {size} align {align}");
             assert_eq!(p as usize % align, 0, "size {size} align {align}");
-            // SAFETY: a fresh block of `size` bytes.
+            // SAFETY: a fresh block of at least `size.max(1)` bytes (zero-sized requests get a
+            // real, minimal block).
             unsafe {
                 p.write(1);
-                p.add(size - 1).write(2);
+                p.add(size.max(1) - 1).write(2);
                 assert!(tessera::usable_size(p) >= size);
                 tessera::dealloc(p, size, align);
             }
