@@ -184,7 +184,7 @@ fi
 
 # --- 6. Verdict ---------------------------------------------------------------------------
 
-tr -d '\r' <"$LOG" | grep -E '^(numa-vm:|numa_guest:|CHECK |  panic)' || true
+tr -d '\r' <"$LOG" | grep -E '^(numa-vm:|numa_guest:|CHECK |BENCH |  panic)' || true
 # Not anchored: a stray console message may share the line.
 line=$(tr -d '\r' <"$LOG" | grep -m1 -oE 'NUMA-VM: (PASS|FAIL).*' || true)
 if [ -z "$line" ]; then

@@ -8,8 +8,13 @@
 //!
 //! Usage: `numa_guest [--nodes N]` (default 2: the node count the guest must have).
 
+mod alloc;
+
 use std::panic;
 use std::thread;
+
+#[global_allocator]
+static A: tessera::Tessera = tessera::Tessera;
 
 use tessera_numa::{CpuId, CpuSet, MbindFlags, NodeId, NodeMask, Policy, Topology};
 
@@ -53,6 +58,18 @@ const CHECKS: &[Check] = &[
         name: "interleave",
         run: check_interleave,
     },
+    Check {
+        name: "tessera-local",
+        run: alloc::check_tessera_local,
+    },
+    Check {
+        name: "tessera-interleave",
+        run: alloc::check_tessera_interleave,
+    },
+    Check {
+        name: "bench-placement",
+        run: alloc::bench_placement,
+    },
 ];
 
 /// Set in the environment of a re-executed copy of this program that only runs
@@ -60,6 +77,10 @@ const CHECKS: &[Check] = &[
 const CHILD_ENV: &str = "NUMA_GUEST_CHILD";
 
 fn main() {
+    if std::env::var_os(alloc::INTERLEAVE_CHILD_ENV).is_some() {
+        alloc::interleave_child();
+        return;
+    }
     if std::env::var_os(CHILD_ENV).is_some() {
         let ctx = Ctx {
             topology: Topology::get(),
