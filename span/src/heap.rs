@@ -127,6 +127,8 @@ impl PageHeap {
         // SAFETY: `run` is a free run just unlinked under the lock, at least `npages` long.
         let zeroed = unsafe { heap.carve(run, npages, kind) };
         heap.maybe_purge();
+        #[cfg(feature = "expensive-checks")]
+        heap.check();
         // SAFETY: `run` came from an arena header, so it is non-null.
         let span = unsafe { NonNull::new_unchecked(run) };
         Some(Allocated { span, zeroed })
@@ -141,6 +143,8 @@ impl PageHeap {
         // SAFETY: forwarded contract.
         unsafe { heap.release(span.as_ptr()) };
         heap.maybe_purge();
+        #[cfg(feature = "expensive-checks")]
+        heap.check();
     }
 
     /// Grows a large span in place to `npages` by taking pages from the free run right after
@@ -559,43 +563,75 @@ impl Inner {
         self.next_purge_ms = next_due;
     }
 
+    /// Walks every free list and checks it against the page map and the counters. Aborts
+    /// with a message on a broken invariant: it runs under the heap lock, from inside the
+    /// allocator, where a panic could not unwind safely.
     fn check(&self) {
         let mut free = 0;
         for b in 0..BUCKETS {
             let mut at = self.buckets[b];
-            assert_eq!(at.is_null(), self.nonempty[b / 64] & (1 << (b % 64)) == 0);
+            verify(
+                at.is_null() == (self.nonempty[b / 64] & (1 << (b % 64)) == 0),
+                "bucket bitmap",
+            );
             while !at.is_null() {
                 // SAFETY: list members are valid records; lock held.
                 let span = unsafe { &*at };
-                assert_eq!(span.kind(), SpanKind::Free);
-                assert_eq!(Self::bucket_of(span.npages()), b);
+                verify(span.kind() == SpanKind::Free, "a listed run is not free");
+                verify(
+                    Self::bucket_of(span.npages()) == b,
+                    "a run sits in the wrong bucket",
+                );
                 let arena = arena::arena_of_span(at);
                 let start = span.start as usize;
                 // SAFETY: both pages lie in the arena.
-                unsafe {
-                    assert_eq!((*arena).mapped_span(start).map(NonNull::as_ptr), Some(at));
-                    assert_eq!(
+                let (first, last) = unsafe {
+                    (
+                        (*arena).mapped_span(start).map(NonNull::as_ptr),
                         (*arena)
                             .mapped_span(start + span.npages() - 1)
                             .map(NonNull::as_ptr),
-                        Some(at)
-                    );
-                }
+                    )
+                };
+                verify(
+                    first == Some(at) && last == Some(at),
+                    "page map misses a run's ends",
+                );
                 let end = start + span.npages();
                 if end < ARENA_PAGES {
                     // SAFETY: `end` lies in the arena.
                     let right = unsafe { &*(*arena).span_at(end) };
-                    assert_ne!(
-                        right.kind(),
-                        SpanKind::Free,
-                        "adjacent free runs must be merged"
+                    verify(
+                        right.kind() != SpanKind::Free,
+                        "adjacent free runs not merged",
                     );
                 }
                 free += span.bytes();
                 at = span.next;
             }
         }
-        assert_eq!(free, self.stats.free);
+        verify(
+            free == self.stats.free,
+            "free bytes disagree with the free lists",
+        );
+    }
+}
+
+/// Aborts with `what` when `ok` is false (the `expensive-checks` tier and tests).
+fn verify(ok: bool, what: &str) {
+    if !ok {
+        let mut msg = [0u8; 160];
+        let prefix = b"tessera: page heap check failed: ";
+        let n = prefix.len().min(msg.len());
+        msg[..n].copy_from_slice(&prefix[..n]);
+        let m = what.len().min(msg.len() - n - 1);
+        msg[n..n + m].copy_from_slice(&what.as_bytes()[..m]);
+        msg[n + m] = b'\n';
+        // SAFETY: writing an initialised buffer to stderr, then aborting.
+        unsafe {
+            libc::write(2, msg.as_ptr().cast(), n + m + 1);
+            libc::abort();
+        }
     }
 }
 

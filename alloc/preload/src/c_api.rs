@@ -1,0 +1,251 @@
+//! The C allocation functions: `malloc`, `free`, `calloc`, `realloc`, `reallocarray`,
+//! `posix_memalign`, `aligned_alloc`, `memalign`, `valloc`, `pvalloc`,
+//! `malloc_usable_size` and `cfree`, each a thin shell over `tessera`'s entry points that
+//! adds what C promises and Rust's `GlobalAlloc` does not: `errno`, overflow checks on
+//! `n * m`, glibc's alignment guarantee, and glibc's answers to odd inputs.
+//!
+//! Odd inputs, and where this follows glibc 2.36 (the C library these machines run):
+//! - `malloc(0)`, `calloc(0, n)`, `realloc(NULL, 0)`: a unique, freeable pointer (as glibc).
+//! - `realloc(p, 0)` with `p` not null: frees `p` and returns `NULL`, as glibc does
+//!   (`REALLOC_ZERO_BYTES_FREES`). This `NULL` is not a failure, so `errno` is left alone
+//!   (glibc leaves it too); every other `NULL` from this file sets `errno = ENOMEM`
+//!   (or `EINVAL` for a bad alignment).
+//! - `realloc`/`reallocarray` failing leave the old block intact (C's rule).
+//! - `posix_memalign` returns `EINVAL` for an alignment that is not a power of two or not a
+//!   multiple of `sizeof(void *)`, `ENOMEM` when out of memory, and leaves `*memptr` and
+//!   `errno` untouched on failure (POSIX).
+//! - `memalign`, `valloc`, `pvalloc`: an alignment up to 16 (0 included) is `malloc`'s; one
+//!   that is not a power of two is rounded up to the next; one too large to round is
+//!   `EINVAL`. `pvalloc` rounds the size up to whole pages (0 → one page).
+//! - `aligned_alloc` requires a power of two (`EINVAL` otherwise), as glibc does from 2.38
+//!   and C17 (DR 460) allows; any size is accepted, a multiple of the alignment or not.
+//! - Requests above `isize::MAX` bytes fail with `ENOMEM` before reaching the allocator.
+//! - A pointer Tessera never handed out, passed to `free`, `realloc` or
+//!   `malloc_usable_size`, is reported on stderr (`tessera: ...`) and aborts the process.
+
+use core::ffi::{c_int, c_void};
+use core::ptr;
+
+use crate::rules::{
+    MALLOC_ALIGN, MAX_REQUEST, align_for, array_bytes, malloc_align, memalign_align,
+    posix_align_ok, round_to_page,
+};
+use crate::sys::{page_size, set_errno};
+
+/// `tessera::alloc` with C's failure convention: null and `errno = ENOMEM`.
+#[inline(always)]
+fn alloc_or_enomem(size: usize, align: usize) -> *mut c_void {
+    let p = if size <= MAX_REQUEST {
+        tessera::alloc(size, align)
+    } else {
+        ptr::null_mut()
+    };
+    if p.is_null() {
+        set_errno(libc::ENOMEM);
+    }
+    p.cast()
+}
+
+/// Allocates `size` bytes, 16-byte aligned (8 for sizes up to 8), uninitialised.
+///
+/// # Safety
+/// None beyond C's: the result must be released with `free` (or `realloc`) of this library.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn malloc(size: usize) -> *mut c_void {
+    alloc_or_enomem(size, malloc_align(size))
+}
+
+/// Frees a block from this library; null is ignored. A pointer this library never handed
+/// out is reported and aborts.
+///
+/// # Safety
+/// `ptr` must be null or a live block from this library, not used afterwards.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn free(ptr: *mut c_void) {
+    // SAFETY: the caller's contract is `tessera::free`'s; it handles null and reports
+    // pointers it does not own.
+    unsafe { tessera::free(ptr.cast()) }
+}
+
+/// `free` under its pre-C89 name, which glibc still exports for old binaries.
+///
+/// # Safety
+/// As `free`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn cfree(ptr: *mut c_void) {
+    // SAFETY: forwarded contract.
+    unsafe { free(ptr) }
+}
+
+/// Allocates `n * size` zeroed bytes; null with `ENOMEM` if the product overflows.
+///
+/// # Safety
+/// As `malloc`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn calloc(n: usize, size: usize) -> *mut c_void {
+    let Some(bytes) = array_bytes(n, size).filter(|&b| b <= MAX_REQUEST) else {
+        set_errno(libc::ENOMEM);
+        return ptr::null_mut();
+    };
+    let p = tessera::alloc_zeroed(bytes, malloc_align(bytes));
+    if p.is_null() {
+        set_errno(libc::ENOMEM);
+    }
+    p.cast()
+}
+
+/// Resizes a block, keeping its contents up to the smaller size. `realloc(NULL, n)` is
+/// `malloc(n)`; `realloc(p, 0)` frees `p` and returns null (glibc's choice, see the top of
+/// this file). On failure the old block is left intact.
+///
+/// # Safety
+/// `ptr` must be null or a live block from this library; on success it must not be used
+/// afterwards.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn realloc(ptr: *mut c_void, size: usize) -> *mut c_void {
+    if ptr.is_null() {
+        return alloc_or_enomem(size, malloc_align(size));
+    }
+    if size == 0 {
+        // SAFETY: the caller gives the live block up.
+        unsafe { tessera::free(ptr.cast()) };
+        return ptr::null_mut();
+    }
+    // C does not tell us the old size; the block's usable size is as good for copying, and
+    // asking for it first is what makes a foreign pointer a clear report and abort
+    // (`usable_size` checks ownership) instead of a copy from memory we do not own.
+    // SAFETY: the caller says `ptr` is live and ours; if it is not ours this aborts.
+    let old = unsafe { tessera::usable_size(ptr.cast()) };
+    if size > MAX_REQUEST {
+        set_errno(libc::ENOMEM);
+        return ptr::null_mut();
+    }
+    // `tessera::realloc` uses `align` both for the new block and to find the old one's
+    // class on the sized free: 8 only when both sizes stay in malloc's 8-byte range, so a
+    // grown block still gets glibc's 16. A class guess that misses just takes the unsized
+    // free path.
+    let align = if size <= 8 && old <= 8 {
+        8
+    } else {
+        MALLOC_ALIGN
+    };
+    // SAFETY: `ptr` is a live block of ours with `old` usable bytes; on success the caller
+    // gives it up.
+    let p = unsafe { tessera::realloc(ptr.cast(), old, align, size) };
+    if p.is_null() {
+        set_errno(libc::ENOMEM);
+    }
+    p.cast()
+}
+
+/// `realloc(ptr, n * size)`, failing with `ENOMEM` (and leaving `ptr` intact) if the
+/// product overflows.
+///
+/// # Safety
+/// As `realloc`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn reallocarray(ptr: *mut c_void, n: usize, size: usize) -> *mut c_void {
+    match array_bytes(n, size) {
+        // SAFETY: forwarded contract.
+        Some(bytes) => unsafe { realloc(ptr, bytes) },
+        None => {
+            set_errno(libc::ENOMEM);
+            ptr::null_mut()
+        }
+    }
+}
+
+/// Allocates `size` bytes aligned to `align` into `*memptr`. Returns 0, `EINVAL` (bad
+/// alignment) or `ENOMEM`; on failure `*memptr` is not written.
+///
+/// # Safety
+/// `memptr` must be valid for a pointer-sized write.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn posix_memalign(
+    memptr: *mut *mut c_void,
+    align: usize,
+    size: usize,
+) -> c_int {
+    if !posix_align_ok(align) {
+        return libc::EINVAL;
+    }
+    if size > MAX_REQUEST {
+        return libc::ENOMEM;
+    }
+    let p = tessera::alloc(size, align_for(size, align));
+    if p.is_null() {
+        return libc::ENOMEM;
+    }
+    // SAFETY: the caller gives a writable `memptr`.
+    unsafe { memptr.write(p.cast()) };
+    0
+}
+
+/// C11's aligned allocation: `align` must be a power of two (`EINVAL` otherwise).
+///
+/// # Safety
+/// As `malloc`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn aligned_alloc(align: usize, size: usize) -> *mut c_void {
+    if !align.is_power_of_two() {
+        set_errno(libc::EINVAL);
+        return ptr::null_mut();
+    }
+    alloc_or_enomem(size, align_for(size, align))
+}
+
+/// `memalign` with glibc's reading of the alignment (see the top of this file).
+fn memalign_impl(align: usize, size: usize) -> *mut c_void {
+    match memalign_align(align) {
+        Some(align) => alloc_or_enomem(size, align_for(size, align)),
+        None => {
+            set_errno(libc::EINVAL);
+            ptr::null_mut()
+        }
+    }
+}
+
+/// The obsolete aligned allocation: a non-power-of-two alignment is rounded up.
+///
+/// # Safety
+/// As `malloc`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn memalign(align: usize, size: usize) -> *mut c_void {
+    memalign_impl(align, size)
+}
+
+/// `size` bytes aligned to the page size.
+///
+/// # Safety
+/// As `malloc`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn valloc(size: usize) -> *mut c_void {
+    memalign_impl(page_size(), size)
+}
+
+/// `size` rounded up to whole pages (at least one), page aligned.
+///
+/// # Safety
+/// As `malloc`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn pvalloc(size: usize) -> *mut c_void {
+    let page = page_size();
+    match round_to_page(size, page) {
+        Some(bytes) => memalign_impl(page, bytes),
+        None => {
+            set_errno(libc::ENOMEM);
+            ptr::null_mut()
+        }
+    }
+}
+
+/// The bytes usable in a block (at least what was asked for); 0 for null. A pointer this
+/// library does not own is reported and aborts.
+///
+/// # Safety
+/// `ptr` must be null or a live block from this library.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn malloc_usable_size(ptr: *mut c_void) -> usize {
+    // SAFETY: forwarded contract; `usable_size` handles null and reports foreign pointers.
+    unsafe { tessera::usable_size(ptr.cast()) }
+}

@@ -1,0 +1,557 @@
+/* Exercises every C export of libtessera.so and its answers to odd input, then a
+ * multi-threaded stress with cross-thread frees, fork while other threads allocate, and
+ * thread churn. Run under LD_PRELOAD by .ci/preload.sh; it also runs (and passes, apart from
+ * the checks marked tessera-only) on plain glibc, which keeps the test itself honest.
+ *
+ *   exports [--expect-tessera] [--stress OPS_PER_THREAD] [--only-stress]
+ *
+ * --expect-tessera: fail unless malloc & co. resolve into libtessera.so, and check the
+ * behaviours where tessera deliberately differs from glibc 2.36 (aligned_alloc's EINVAL).
+ * Prints one line per check group and "exports: OK" at the end; exits 1 on any failure. */
+#define _GNU_SOURCE
+#include <dlfcn.h>
+#include <errno.h>
+#include <malloc.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+/* A failed realloc leaves the block valid; GCC cannot know that it failed. */
+#pragma GCC diagnostic ignored "-Wuse-after-free"
+
+static int failures;
+/* Sizes the compiler must not see as constants (it warns about, or folds, absurd ones). */
+static volatile size_t size_max = SIZE_MAX;
+static int expect_tessera;
+
+#define CHECK(cond, ...)                                                                   \
+    do {                                                                                   \
+        if (!(cond)) {                                                                     \
+            fprintf(stderr, "FAILED %s:%d: %s: ", __FILE__, __LINE__, #cond);              \
+            fprintf(stderr, __VA_ARGS__);                                                  \
+            fputc('\n', stderr);                                                           \
+            failures++;                                                                    \
+        }                                                                                  \
+    } while (0)
+
+static int aligned_to(const void *p, size_t align) { return ((uintptr_t)p & (align - 1)) == 0; }
+
+/* ---- identity: are we really running on tessera? ------------------------------------- */
+
+static void check_identity(void) {
+    static const char *const names[] = {
+        "malloc", "free", "calloc", "realloc", "reallocarray", "posix_memalign",
+        "aligned_alloc", "memalign", "valloc", "pvalloc", "malloc_usable_size", "cfree",
+    };
+    int in_tessera = 0;
+    for (size_t i = 0; i < sizeof names / sizeof *names; i++) {
+        void *sym = dlsym(RTLD_DEFAULT, names[i]);
+        Dl_info info;
+        const char *file = "?";
+        if (sym && dladdr(sym, &info) && info.dli_fname) file = info.dli_fname;
+        int ours = strstr(file, "libtessera") != NULL;
+        in_tessera += ours;
+        if (i == 0) printf("identity: malloc resolves to %s\n", file);
+        if (expect_tessera) CHECK(ours, "%s resolves to %s, not libtessera.so", names[i], file);
+    }
+    printf("identity: %d of %zu symbols in libtessera.so\n", in_tessera,
+           sizeof names / sizeof *names);
+}
+
+/* ---- malloc, free, usable size ------------------------------------------------------- */
+
+static void check_malloc(void) {
+    void *a = malloc(0), *b = malloc(0);
+    CHECK(a && b && a != b, "malloc(0) must give unique pointers: %p %p", a, b);
+    free(a);
+    free(b);
+    free(NULL);
+    CHECK(malloc_usable_size(NULL) == 0, "usable size of NULL");
+
+    for (size_t size = 1; size <= 70000; size += size < 300 ? 1 : size / 7) {
+        unsigned char *p = malloc(size);
+        CHECK(p, "malloc(%zu)", size);
+        if (!p) continue;
+        CHECK(aligned_to(p, size <= 8 ? 8 : 16), "malloc(%zu) = %p misaligned", size, p);
+        size_t usable = malloc_usable_size(p);
+        CHECK(usable >= size, "usable %zu < %zu", usable, size);
+        memset(p, 0xa5, usable); /* the whole usable size is ours to write */
+        free(p);
+    }
+
+    errno = 0;
+    CHECK(malloc(size_max) == NULL && errno == ENOMEM, "malloc(SIZE_MAX)");
+    errno = 0;
+    CHECK(malloc(size_max / 2 + 1) == NULL && errno == ENOMEM, "malloc(PTRDIFF_MAX+1)");
+    errno = 0;
+    CHECK(malloc(size_max - 4096) == NULL && errno == ENOMEM, "malloc(SIZE_MAX-4096)");
+    printf("malloc/free/malloc_usable_size: done\n");
+}
+
+/* ---- calloc ------------------------------------------------------------------------- */
+
+static int all_zero(const unsigned char *p, size_t n) {
+    for (size_t i = 0; i < n; i++)
+        if (p[i]) return 0;
+    return 1;
+}
+
+static void check_calloc(void) {
+    errno = 0;
+    CHECK(calloc(size_max / 2 + 2, 2) == NULL && errno == ENOMEM, "calloc overflow");
+    errno = 0;
+    CHECK(calloc(size_max / 2 / 2 / 2 + 1, 8) == NULL && errno == ENOMEM,
+          "calloc (SIZE_MAX/8+1) * 8");
+    errno = 0;
+    CHECK(calloc(2, size_max / 2 + 2) == NULL && errno == ENOMEM, "calloc overflow (swapped)");
+    void *z = calloc(0, 10);
+    CHECK(z != NULL, "calloc(0, 10)");
+    free(z);
+    z = calloc(10, 0);
+    CHECK(z != NULL, "calloc(10, 0)");
+    free(z);
+
+    /* Dirty blocks of many sizes, free them, and calloc the same sizes: reused memory
+     * must come back zeroed (small classes, large spans, huge mappings). */
+    static const size_t sizes[] = {1, 8, 16, 24, 100, 1000, 4096, 32768, 40000, 65536,
+                                   300000, 1 << 20, 3 << 20, 5 << 20};
+    for (size_t round = 0; round < 3; round++) {
+        for (size_t i = 0; i < sizeof sizes / sizeof *sizes; i++) {
+            size_t n = sizes[i];
+            void *dirty[8];
+            for (int k = 0; k < 8; k++) {
+                dirty[k] = malloc(n);
+                memset(dirty[k], 0xee, n);
+            }
+            for (int k = 0; k < 8; k++) free(dirty[k]);
+            for (int k = 0; k < 8; k++) {
+                unsigned char *c = calloc(1, n);
+                CHECK(c && all_zero(c, n), "calloc(1, %zu) not zeroed", n);
+                dirty[k] = c;
+                if (c) memset(c, 0xdd, n);
+            }
+            for (int k = 0; k < 8; k++) free(dirty[k]);
+        }
+    }
+    printf("calloc: done\n");
+}
+
+/* ---- realloc / reallocarray ------------------------------------------------------------ */
+
+static void fill(unsigned char *p, size_t from, size_t to, unsigned seed) {
+    for (size_t i = from; i < to; i++) p[i] = (unsigned char)(seed + i * 7);
+}
+
+static int intact(const unsigned char *p, size_t n, unsigned seed) {
+    for (size_t i = 0; i < n; i++)
+        if (p[i] != (unsigned char)(seed + i * 7)) return 0;
+    return 1;
+}
+
+static void check_realloc(void) {
+    unsigned char *p = realloc(NULL, 100);
+    CHECK(p, "realloc(NULL, 100)");
+    fill(p, 0, 100, 1);
+    errno = 0;
+    void *r = realloc(p, 0);
+    CHECK(r == NULL, "realloc(p, 0) frees and returns NULL (glibc), got %p", r);
+    free(r);
+    r = realloc(NULL, 0);
+    CHECK(r != NULL, "realloc(NULL, 0) = malloc(0)");
+    free(r);
+
+    /* Growth through every regime: small classes, large spans, huge mappings (mremap). */
+    size_t size = 1;
+    p = malloc(size);
+    fill(p, 0, size, 3);
+    while (size < (48u << 20)) {
+        size_t next = size + size / 2 + 1;
+        unsigned char *q = realloc(p, next);
+        CHECK(q, "realloc grow %zu -> %zu", size, next);
+        if (!q) break;
+        CHECK(intact(q, size, 3), "realloc grow %zu -> %zu lost contents", size, next);
+        CHECK(aligned_to(q, 16) || next <= 8, "realloc result misaligned");
+        fill(q, size, next, 3);
+        p = q;
+        size = next;
+    }
+    /* ... and back down. */
+    while (size > 1) {
+        size_t next = size / 3;
+        unsigned char *q = realloc(p, next ? next : 1);
+        if (!next) next = 1;
+        CHECK(q, "realloc shrink %zu -> %zu", size, next);
+        if (!q) break;
+        CHECK(intact(q, next, 3), "realloc shrink %zu -> %zu lost contents", size, next);
+        p = q;
+        size = next;
+    }
+    free(p);
+
+    /* A failing realloc leaves the block alone. */
+    p = malloc(64);
+    fill(p, 0, 64, 9);
+    errno = 0;
+    CHECK(realloc(p, size_max) == NULL && errno == ENOMEM, "realloc(p, SIZE_MAX)");
+    CHECK(intact(p, 64, 9), "failed realloc damaged the block");
+
+    errno = 0;
+    CHECK(reallocarray(p, size_max / 2 + 2, 2) == NULL && errno == ENOMEM,
+          "reallocarray overflow");
+    CHECK(intact(p, 64, 9), "failed reallocarray damaged the block");
+    unsigned char *q = reallocarray(p, 100, 3);
+    CHECK(q && intact(q, 64, 9), "reallocarray(p, 100, 3)");
+    q = reallocarray(q, 0, 3);
+    CHECK(q == NULL, "reallocarray(p, 0, 3) frees like realloc(p, 0)");
+    q = reallocarray(NULL, 10, 10);
+    CHECK(q != NULL, "reallocarray(NULL, 10, 10)");
+    free(q);
+    printf("realloc/reallocarray: done\n");
+}
+
+/* ---- aligned allocation ------------------------------------------------------------------- */
+
+static void check_aligned(void) {
+    static const size_t bad[] = {0, 1, 2, 4, 12, 24, 40, 3 * 4096, SIZE_MAX};
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+        void *sentinel = (void *)0x1234, *p = sentinel;
+        int rc = posix_memalign(&p, bad[i], 64);
+        CHECK(rc == EINVAL && p == sentinel, "posix_memalign(align %zu) = %d", bad[i], rc);
+    }
+    void *p = (void *)0x1234;
+    CHECK(posix_memalign(&p, 16, SIZE_MAX) == ENOMEM && p == (void *)0x1234,
+          "posix_memalign ENOMEM");
+
+    for (size_t align = 1; align <= (1u << 20); align *= 2) {
+        static const size_t mult[] = {0, 1, 2, 3};
+        for (size_t m = 0; m < 4; m++) {
+            size_t sizes[2] = {align * mult[m], align * mult[m] + 1};
+            for (int s = 0; s < 2; s++) {
+                size_t size = sizes[s];
+                if (align >= sizeof(void *)) {
+                    void *q = NULL;
+                    int rc = posix_memalign(&q, align, size);
+                    CHECK(rc == 0 && q && aligned_to(q, align), "posix_memalign(%zu, %zu)",
+                          align, size);
+                    if (q) {
+                        CHECK(malloc_usable_size(q) >= size, "usable");
+                        memset(q, 1, size);
+                    }
+                    free(q);
+                }
+                void *a = aligned_alloc(align, size);
+                CHECK(a && aligned_to(a, align), "aligned_alloc(%zu, %zu)", align, size);
+                if (a) memset(a, 2, size);
+                free(a);
+                void *m2 = memalign(align, size);
+                CHECK(m2 && aligned_to(m2, align), "memalign(%zu, %zu)", align, size);
+                if (m2) memset(m2, 3, size);
+                free(m2);
+            }
+        }
+    }
+    void *m = memalign(0, 10);
+    CHECK(m && aligned_to(m, 16), "memalign(0, 10)");
+    free(m);
+    m = memalign(24, 10); /* not a power of two: glibc rounds up to 32 */
+    CHECK(m && aligned_to(m, 32), "memalign(24, 10) = %p", m);
+    free(m);
+    errno = 0;
+    CHECK(memalign(SIZE_MAX, 10) == NULL && errno == EINVAL, "memalign(SIZE_MAX)");
+    if (expect_tessera) {
+        errno = 0;
+        CHECK(aligned_alloc(24, 48) == NULL && errno == EINVAL, "aligned_alloc(24) (tessera)");
+    }
+
+    size_t page = (size_t)sysconf(_SC_PAGESIZE);
+    for (size_t size = 0; size < 3 * page; size += page / 2 + 1) {
+        void *v = valloc(size);
+        CHECK(v && aligned_to(v, page), "valloc(%zu)", size);
+        if (v) memset(v, 4, size);
+        free(v);
+        void *pv = pvalloc(size);
+        CHECK(pv && aligned_to(pv, page), "pvalloc(%zu)", size);
+        if (pv) {
+            /* pvalloc(0): glibc gives a minimal block, tessera a page. */
+            size_t rounded = (size + page - 1) / page * page;
+            if (expect_tessera && size == 0) rounded = page;
+            CHECK(malloc_usable_size(pv) >= rounded, "pvalloc(%zu) usable %zu", size,
+                  malloc_usable_size(pv));
+            memset(pv, 5, rounded);
+        }
+        free(pv);
+    }
+    errno = 0;
+    CHECK(pvalloc(size_max - 10) == NULL && errno == ENOMEM, "pvalloc overflow");
+
+    void (*cfree_fn)(void *) = (void (*)(void *))dlsym(RTLD_DEFAULT, "cfree");
+    if (cfree_fn) {
+        cfree_fn(malloc(10));
+        cfree_fn(NULL);
+    }
+    printf("posix_memalign/aligned_alloc/memalign/valloc/pvalloc/cfree: done\n");
+}
+
+/* ---- big blocks ------------------------------------------------------------------------ */
+
+static void check_big(void) {
+    size_t n = 100u << 20;
+    unsigned char *p = malloc(n);
+    CHECK(p, "malloc(100 MiB)");
+    if (p) {
+        memset(p, 0xab, n);
+        CHECK(p[0] == 0xab && p[n - 1] == 0xab, "100 MiB block");
+        CHECK(malloc_usable_size(p) >= n, "usable(100 MiB)");
+        free(p);
+    }
+    unsigned char *c = calloc(n, 1);
+    CHECK(c && all_zero(c, n), "calloc(100 MiB) zeroed");
+    free(c);
+    c = calloc(25u << 20, 4);
+    CHECK(c && all_zero(c, n), "calloc(25 Mi, 4) zeroed");
+    free(c);
+    printf("big blocks (100 MiB malloc, calloc): done\n");
+}
+
+/* ---- threaded stress with cross-thread frees ------------------------------------------------ */
+
+struct block {
+    unsigned char *ptr;
+    size_t size;
+    unsigned seed;
+};
+
+#define SLOTS 2048
+static struct {
+    pthread_mutex_t lock;
+    struct block b;
+} slots[SLOTS];
+
+static _Atomic long stress_errors;
+
+static uint64_t next_rand(uint64_t *s) {
+    *s ^= *s << 13;
+    *s ^= *s >> 7;
+    *s ^= *s << 17;
+    return *s;
+}
+
+static size_t pick_size(uint64_t *rng) {
+    uint64_t r = next_rand(rng);
+    unsigned kind = r % 1000;
+    if (kind < 700) return 1 + (r >> 10) % 256;
+    if (kind < 950) return 1 + (r >> 10) % 4096;
+    if (kind < 996) return 1 + (r >> 10) % 40000;
+    if (kind < 999) return 65536 + (r >> 10) % (1 << 20);
+    return (4u << 20) + (r >> 10) % (2u << 20); /* huge: own mapping */
+}
+
+/* Big blocks are filled and checked only at the bytes of a fixed set: the first 64 KiB,
+ * the last 4 KiB of the block as it was filled (`span`), and every 4093rd byte between. */
+static size_t first_index(size_t from, size_t span) {
+    if (from < 65536 || from + 4096 > span) return from;
+    size_t grid = (from + 4092) / 4093 * 4093, tail = span - 4096 + 1;
+    return grid < tail ? grid : tail;
+}
+
+static void fill_block(struct block *b, size_t from) {
+    for (size_t i = first_index(from, b->size); i < b->size; i = first_index(i + 1, b->size))
+        b->ptr[i] = (unsigned char)(b->seed + i * 7);
+}
+
+/* Checks bytes [0, upto) of a block whose pattern was written with span `span`. */
+static int check_block(const struct block *b, size_t upto, size_t span) {
+    for (size_t i = first_index(0, span); i < upto; i = first_index(i + 1, span))
+        if (b->ptr[i] != (unsigned char)(b->seed + i * 7)) return 0;
+    return 1;
+}
+
+static void release_block(struct block *b, uint64_t *rng) {
+    if (!b->ptr) return;
+    if (!check_block(b, b->size, b->size) || malloc_usable_size(b->ptr) < b->size) {
+        fprintf(stderr, "stress: block %p (%zu bytes) corrupted\n", (void *)b->ptr, b->size);
+        atomic_fetch_add(&stress_errors, 1);
+    }
+    if (next_rand(rng) % 8 == 0) {
+        /* Resize a block another thread made, then check and free it. */
+        size_t old = b->size;
+        size_t size = pick_size(rng);
+        unsigned char *q = realloc(b->ptr, size);
+        if (!q) {
+            atomic_fetch_add(&stress_errors, 1);
+            free(b->ptr);
+            return;
+        }
+        b->ptr = q;
+        b->size = size;
+        if (!check_block(b, old < size ? old : size, old)) {
+            fprintf(stderr, "stress: realloc %zu -> %zu lost contents\n", old, size);
+            atomic_fetch_add(&stress_errors, 1);
+        }
+    }
+    free(b->ptr);
+}
+
+static void *stress_thread(void *arg) {
+    uint64_t rng = 0x9e3779b97f4a7c15ull * ((uintptr_t)arg + 1);
+    long ops = (long)(uintptr_t)arg >> 8;
+    for (long i = 0; i < ops; i++) {
+        struct block b = {0};
+        b.size = pick_size(&rng);
+        b.seed = (unsigned)next_rand(&rng);
+        unsigned how = next_rand(&rng) % 16;
+        if (how == 0) {
+            b.ptr = calloc(1, b.size);
+            if (b.ptr && !all_zero(b.ptr, b.size < 4096 ? b.size : 4096))
+                atomic_fetch_add(&stress_errors, 1);
+        } else if (how == 1) {
+            void *q = NULL;
+            size_t align = (size_t)64 << (next_rand(&rng) % 7);
+            if (posix_memalign(&q, align, b.size) != 0 || !aligned_to(q, align))
+                atomic_fetch_add(&stress_errors, 1);
+            b.ptr = q;
+        } else {
+            b.ptr = malloc(b.size);
+        }
+        if (!b.ptr) {
+            atomic_fetch_add(&stress_errors, 1);
+            continue;
+        }
+        fill_block(&b, 0);
+        size_t slot = next_rand(&rng) % SLOTS;
+        pthread_mutex_lock(&slots[slot].lock);
+        struct block old = slots[slot].b;
+        slots[slot].b = b;
+        pthread_mutex_unlock(&slots[slot].lock);
+        release_block(&old, &rng); /* usually made by another thread: a remote free */
+    }
+    return NULL;
+}
+
+static void run_stress(int threads, long ops) {
+    for (int i = 0; i < SLOTS; i++) pthread_mutex_init(&slots[i].lock, NULL);
+    pthread_t t[64];
+    for (int i = 0; i < threads; i++)
+        pthread_create(&t[i], NULL, stress_thread, (void *)(((uintptr_t)ops << 8) | (uintptr_t)i));
+    for (int i = 0; i < threads; i++) pthread_join(t[i], NULL);
+    uint64_t rng = 42;
+    for (int i = 0; i < SLOTS; i++) {
+        release_block(&slots[i].b, &rng);
+        slots[i].b.ptr = NULL;
+    }
+    CHECK(atomic_load(&stress_errors) == 0, "%ld stress errors", atomic_load(&stress_errors));
+    printf("stress: %d threads x %ld ops, cross-thread frees and reallocs: done\n", threads, ops);
+}
+
+/* ---- fork while other threads allocate ---------------------------------------------------- */
+
+static _Atomic int stop_churn;
+
+static void *churn_thread(void *arg) {
+    uint64_t rng = (uintptr_t)arg * 7919 + 1;
+    void *keep[64] = {0};
+    while (!atomic_load(&stop_churn)) {
+        size_t i = next_rand(&rng) % 64;
+        free(keep[i]);
+        keep[i] = malloc(pick_size(&rng));
+    }
+    for (int i = 0; i < 64; i++) free(keep[i]);
+    return NULL;
+}
+
+static void check_fork(void) {
+    pthread_t t[3];
+    for (int i = 0; i < 3; i++) pthread_create(&t[i], NULL, churn_thread, (void *)(uintptr_t)i);
+    int bad = 0;
+    for (int round = 0; round < 40; round++) {
+        pid_t pid = fork();
+        if (pid == 0) {
+            /* The child has one thread; every allocator lock must be usable. */
+            uint64_t rng = 77;
+            void *keep[256];
+            for (int i = 0; i < 256; i++) keep[i] = malloc(pick_size(&rng));
+            for (int i = 0; i < 256; i++) free(keep[i]);
+            pthread_t c;
+            if (pthread_create(&c, NULL, stress_thread, (void *)(uintptr_t)(2000 << 8)) == 0)
+                pthread_join(c, NULL);
+            _exit(0);
+        }
+        int status = 0;
+        waitpid(pid, &status, 0);
+        if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
+            bad++;
+            fprintf(stderr, "fork child %d: status 0x%x\n", round, status);
+        }
+    }
+    atomic_store(&stop_churn, 1);
+    for (int i = 0; i < 3; i++) pthread_join(t[i], NULL);
+    CHECK(bad == 0, "%d fork children failed", bad);
+    printf("fork with 3 allocating threads (40 children): done\n");
+}
+
+/* ---- thread churn: exiting threads leave blocks behind ---------------------------------- */
+
+#define CHURN_THREADS 300
+static void *leftovers[CHURN_THREADS][16];
+
+static void *short_lived(void *arg) {
+    size_t me = (uintptr_t)arg;
+    for (int i = 0; i < 16; i++) {
+        void *tmp = malloc(32 + (size_t)i * 100);
+        leftovers[me][i] = malloc(16 + (size_t)i * 50);
+        memset(leftovers[me][i], (int)me, 16 + (size_t)i * 50);
+        free(tmp);
+    }
+    return NULL;
+}
+
+static void check_thread_exit(void) {
+    for (int wave = 0; wave < CHURN_THREADS; wave += 30) {
+        pthread_t t[30];
+        for (int i = 0; i < 30; i++)
+            pthread_create(&t[i], NULL, short_lived, (void *)(uintptr_t)(wave + i));
+        for (int i = 0; i < 30; i++) pthread_join(t[i], NULL);
+    }
+    int bad = 0;
+    for (int i = 0; i < CHURN_THREADS; i++)
+        for (int j = 0; j < 16; j++) {
+            unsigned char *p = leftovers[i][j];
+            for (int k = 0; k < 16 + j * 50; k++) bad += p[k] != (unsigned char)i;
+            free(p); /* freed by a thread other than the (exited) one that made it */
+        }
+    CHECK(bad == 0, "%d bytes changed in blocks of exited threads", bad);
+    printf("thread exit: %d threads, their blocks freed by main: done\n", CHURN_THREADS);
+}
+
+int main(int argc, char **argv) {
+    long stress_ops = 20000;
+    int only_stress = 0;
+    for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "--expect-tessera")) expect_tessera = 1;
+        else if (!strcmp(argv[i], "--only-stress")) only_stress = 1;
+        else if (!strcmp(argv[i], "--stress") && i + 1 < argc) stress_ops = atol(argv[++i]);
+    }
+    setvbuf(stdout, NULL, _IOLBF, 0);
+    check_identity();
+    if (!only_stress) {
+        check_malloc();
+        check_calloc();
+        check_realloc();
+        check_aligned();
+        check_big();
+        check_thread_exit();
+        check_fork();
+    }
+    run_stress(8, stress_ops);
+    if (failures) {
+        printf("exports: %d FAILURES\n", failures);
+        return 1;
+    }
+    printf("exports: OK\n");
+    return 0;
+}
