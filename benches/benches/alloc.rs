@@ -7,12 +7,17 @@
 //!   SPSC ring to a consumer thread that frees them: every free is remote. Throughput is
 //!   blocks per second through the pair.
 //!
+//! Every allocator is called through `CallBoundary` (one call that is never inlined, as behind
+//! `#[global_allocator]`), so a Rust allocator is not inlined into the loop while the C ones
+//! stay behind FFI.
+//!
 //! Run: `cargo bench -p tessera-bench --bench alloc`.
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use std::alloc::{GlobalAlloc, Layout};
 use std::hint::black_box;
 use std::time::{Duration, Instant};
+use tessera_bench::allocators::CallBoundary;
 use tessera_bench::spsc;
 
 const SIZES: [usize; 4] = [16, 64, 256, 1024];
@@ -104,7 +109,7 @@ macro_rules! benches_for {
             group.throughput(Throughput::Elements(1));
             for size in SIZES {
                 $(group.bench_with_input(BenchmarkId::new($name, size), &size, |b, &size| {
-                    pair(b, &$unit, size)
+                    pair(b, &CallBoundary($unit), size)
                 });)*
             }
             group.finish();
@@ -113,14 +118,14 @@ macro_rules! benches_for {
         fn batch64(c: &mut Criterion) {
             let mut group = c.benchmark_group("batch64");
             group.throughput(Throughput::Elements(BATCH as u64));
-            $(group.bench_function($name, |b| batch(b, &$unit));)*
+            $(group.bench_function($name, |b| batch(b, &CallBoundary($unit)));)*
             group.finish();
         }
 
         fn remote_free(c: &mut Criterion) {
             let mut group = c.benchmark_group("remote-free");
             group.throughput(Throughput::Elements(1));
-            $(group.bench_function($name, |b| b.iter_custom(|iters| remote(&$unit, iters)));)*
+            $(group.bench_function($name, |b| b.iter_custom(|iters| remote(&CallBoundary($unit), iters)));)*
             group.finish();
         }
     };

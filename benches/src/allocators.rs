@@ -8,6 +8,7 @@
 //! process's global allocator, which stays `System` for the runner's own bookkeeping.
 
 use crate::workloads::{self, Outcome, Params, Workload};
+use std::alloc::{GlobalAlloc, Layout};
 
 /// Calls `$callback!` with every allocator as `("name", path::To::UnitStruct)`, in the order
 /// the tables show them. The name `mimalloc` is the baseline of every ratio.
@@ -44,13 +45,51 @@ macro_rules! allocator_table {
         pub static ALLOCATORS: &[Allocator] = &[
             $(Allocator {
                 name: $name,
-                run: |workload, params| workloads::run(&$unit, workload, params),
+                run: |workload, params| workloads::run(&CallBoundary($unit), workload, params),
             }),*
         ];
     };
 }
 
 with_allocators!(allocator_table);
+
+/// An allocator behind a call that is never inlined, as a `#[global_allocator]` sits behind
+/// the `__rust_alloc` symbols.
+///
+/// Without it a Rust allocator (Tessera, `System`'s thin wrapper) would be inlined into the
+/// workloads' loops, which monomorphise per allocator, while the C allocators stay behind
+/// their FFI call: a head start that no program using `#[global_allocator]` gets. With it,
+/// every allocator pays the one call a real program pays, and the C ones their extra FFI hop,
+/// as they do there too.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct CallBoundary<A>(pub A);
+
+// SAFETY: every method forwards to `A`'s with the same arguments, so `A`'s guarantees hold.
+unsafe impl<A: GlobalAlloc> GlobalAlloc for CallBoundary<A> {
+    #[inline(never)]
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        // SAFETY: the caller upholds `GlobalAlloc::alloc`'s contract, which we pass on.
+        unsafe { self.0.alloc(layout) }
+    }
+
+    #[inline(never)]
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: as above, for `dealloc`.
+        unsafe { self.0.dealloc(ptr, layout) }
+    }
+
+    #[inline(never)]
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        // SAFETY: as above, for `alloc_zeroed`.
+        unsafe { self.0.alloc_zeroed(layout) }
+    }
+
+    #[inline(never)]
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        // SAFETY: as above, for `realloc`.
+        unsafe { self.0.realloc(ptr, layout, new_size) }
+    }
+}
 
 /// Looks an allocator up by name.
 pub fn find(name: &str) -> Option<&'static Allocator> {
