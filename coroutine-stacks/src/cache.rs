@@ -94,6 +94,7 @@ impl StackCache {
         let stack = ManuallyDrop::new(stack);
         let (mut slot, class, node) = stack.parts();
         stats::returned(self.stripe);
+        clear_label(&mut slot);
         // SAFETY: the stack was handed out by this crate and is being returned by its owner,
         // who by giving up the `PooledStack` value has stopped running on it.
         unsafe { shrink::on_release(&mut slot, class) };
@@ -179,9 +180,20 @@ fn give_to_pool(node: NodeId, class: SizeClass, mut slots: Vec<StackSlot>) {
     pool::give(node, class, slots);
 }
 
+/// Forgets the label of a returning stack, so its next owner does not inherit it.
+fn clear_label(slot: &mut StackSlot) {
+    if slot.labelled {
+        // SAFETY: `slot.label` is the slot's word in its slab's label table, mapped for the
+        // life of the process; the stack's owner just gave it up.
+        unsafe { (slot.label as *mut u64).write_volatile(0) };
+        slot.labelled = false;
+    }
+}
+
 /// Gives a stack back without any cache (thread teardown): shrink, then the node pool.
 pub(crate) fn release_to_pool(mut slot: StackSlot, class: SizeClass, node: NodeId) {
     stats::returned(0);
+    clear_label(&mut slot);
     // SAFETY: the stack's owner gave it up, so nobody runs on it.
     unsafe { shrink::on_release(&mut slot, class) };
     give_to_pool(node, class, vec![slot]);

@@ -168,8 +168,12 @@ fn report(hit: &SlotHit, addr: usize) {
     line.text("tessera-stacks: stack overflow: stack ")
         .num(hit.slab.id.0 as usize, 10)
         .text(".")
-        .num(hit.index, 10)
-        .text(" (")
+        .num(hit.index, 10);
+    let label = hit.label();
+    if label != 0 {
+        line.text(" (coroutine ").num(label as usize, 10).text(")");
+    }
+    line.text(" (")
         .num(usable_kib, 10)
         .text(" KiB usable) hit its guard page at fault address 0x")
         .num(addr, 16)

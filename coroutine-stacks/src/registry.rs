@@ -50,6 +50,8 @@ struct Entry {
     /// Guard bytes at the low end of each slot.
     guard: AtomicUsize,
     class: AtomicUsize,
+    /// Address of the slab's label table: one `u64` per slot (see `slab.rs`).
+    labels: AtomicUsize,
 }
 
 impl Entry {
@@ -60,6 +62,7 @@ impl Entry {
             slot_size: AtomicUsize::new(0),
             guard: AtomicUsize::new(0),
             class: AtomicUsize::new(0),
+            labels: AtomicUsize::new(0),
         }
     }
 }
@@ -88,6 +91,7 @@ pub(crate) struct SlabRange {
     pub(crate) slot_size: usize,
     pub(crate) guard: usize,
     pub(crate) class: SizeClass,
+    pub(crate) labels: usize,
 }
 
 /// Where an address falls inside a slab.
@@ -112,19 +116,34 @@ impl SlotHit {
     pub(crate) fn top(&self) -> usize {
         self.slot_lo + self.slab.slot_size
     }
+
+    /// The label the stack's owner set (0 if none). Signal-safe: one load from the slab's
+    /// label table, which is mapped for as long as the slab (reads zero if never written).
+    pub(crate) fn label(&self) -> u64 {
+        if self.slab.labels == 0 {
+            return 0;
+        }
+        let word = (self.slab.labels + self.index * 8) as *const u64;
+        // SAFETY: the table holds one word per slot of the slab, mapped readable for the life
+        // of the process (slabs are never unmapped); volatile, as the owner writes it through
+        // another pointer.
+        unsafe { word.read_volatile() }
+    }
 }
 
 /// Publishes a new slab; returns `None` when the registry is full.
+/// `start..start + len` is the slab's slot area, `labels` its label table (0 for none).
 pub(crate) fn register(
     start: usize,
     len: usize,
     slot_size: usize,
     guard: usize,
     class: SizeClass,
+    labels: usize,
 ) -> Option<SlabId> {
     debug_assert!(
-        start.is_multiple_of(CHUNK) && len <= CHUNK,
-        "a slab fills one chunk"
+        start >> CHUNK_SHIFT == (start + len - 1) >> CHUNK_SHIFT,
+        "a slab lies within one chunk"
     );
     let _serialised = REGISTER.lock().unwrap_or_else(|p| p.into_inner());
     let i = LEN.load(Ordering::Relaxed);
@@ -137,6 +156,7 @@ pub(crate) fn register(
     e.slot_size.store(slot_size, Ordering::Relaxed);
     e.guard.store(guard, Ordering::Relaxed);
     e.class.store(class.index(), Ordering::Relaxed);
+    e.labels.store(labels, Ordering::Relaxed);
     // Release: a reader that sees the new length, or the bucket, sees the fields written above.
     LEN.store(i + 1, Ordering::Release);
     let chunk = start >> CHUNK_SHIFT;
@@ -158,6 +178,7 @@ fn read(i: usize) -> SlabRange {
         slot_size: e.slot_size.load(Ordering::Relaxed),
         guard: e.guard.load(Ordering::Relaxed),
         class: SizeClass::from_index(e.class.load(Ordering::Relaxed)),
+        labels: e.labels.load(Ordering::Relaxed),
     }
 }
 
@@ -207,7 +228,7 @@ mod tests {
         let class = SizeClass::for_size(16 << 10).unwrap();
         let guard = 4096;
         let slot = guard + class.size();
-        let id = register(start, 4 * slot, slot, guard, class).unwrap();
+        let id = register(start, 4 * slot, slot, guard, class, 0).unwrap();
         let hit = lookup(start + slot + 10).unwrap();
         assert_eq!(hit.slab.id, id);
         assert_eq!(hit.index, 1);
@@ -232,7 +253,7 @@ mod tests {
         let slot = 4096 + class.size();
         let base = 0x6000_0000_0000usize;
         let ids: Vec<SlabId> = (0..200)
-            .map(|k| register(base + k * CHUNK, 2 * slot, slot, 4096, class).unwrap())
+            .map(|k| register(base + k * CHUNK, 2 * slot, slot, 4096, class, 0).unwrap())
             .collect();
         for (k, id) in ids.iter().enumerate() {
             let hit = lookup(base + k * CHUNK + slot + 4096).unwrap();

@@ -161,6 +161,8 @@ mod tests {
             lo: 0x10_0000,
             id: StackId::new(0, 0),
             maybe_cold_resident: false,
+            label: 0,
+            labelled: false,
         };
         let c16 = SizeClass::for_size(16 << 10).unwrap();
         let c64 = SizeClass::for_size(64 << 10).unwrap();

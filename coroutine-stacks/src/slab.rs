@@ -1,10 +1,15 @@
 //! Slabs: large reserved ranges carved into stack slots of one size class.
 //!
 //! ```text
-//!  slab start                                                          slab end
-//!  | guard | usable (class size) | guard | usable | ... | guard | usable |
-//!  ^ slot 0 lo                    ^ slot 1 lo                           ^ last top
+//!  chunk start (64 MiB aligned)                                                 slab end
+//!  | labels | guard | usable (class size) | guard | usable | ... | guard | usable |
+//!           ^ slot 0 lo                    ^ slot 1 lo                           ^ last top
 //! ```
+//!
+//! The label table holds one `u64` per slot: a number the stack's owner may set (a coroutine
+//! id) for the overflow report to print. It is part of the slab mapping, so it is committed
+//! page by page only where labels are written, and the signal handler can read it with one
+//! load; slot 0's guard separates it from the stacks.
 //!
 //! A slab is reserved with `MAP_NORESERVE` (nothing resident), bound to its node, published
 //! in the registry (for the overflow handler), then carved one slot at a time: carving a slot
@@ -68,6 +73,10 @@ pub(crate) struct StackSlot {
     /// Pages below the hot watermark may still be resident: the stack came back with its
     /// canary band intact, so it was not purged (see `shrink.rs`).
     pub(crate) maybe_cold_resident: bool,
+    /// Address of the slot's word in its slab's label table.
+    pub(crate) label: usize,
+    /// A label was written and must be cleared when the stack comes back.
+    pub(crate) labelled: bool,
 }
 
 /// Bytes per slot of a class: one guard plus the usable size.
@@ -79,6 +88,9 @@ pub(crate) fn slot_size(class: SizeClass) -> usize {
 #[derive(Debug)]
 pub(crate) struct Slab {
     id: SlabId,
+    /// Label table, at the start of the mapping.
+    labels: usize,
+    /// Low end of slot 0.
     start: usize,
     slot_size: usize,
     slots: usize,
@@ -89,13 +101,23 @@ impl Slab {
     /// Reserves, binds and registers a new slab for `class` on `node`.
     pub(crate) fn reserve(class: SizeClass, node: NodeId) -> Result<Self, StackError> {
         let slot_size = slot_size(class);
-        let slots = SLAB_BYTES / slot_size;
-        let len = slots * slot_size;
+        let header = (SLAB_BYTES / slot_size * 8).next_multiple_of(os::page_size());
+        let slots = (SLAB_BYTES - header) / slot_size;
+        let len = header + slots * slot_size;
         debug_assert!(slots >= 4 && len <= SLAB_BYTES);
         let ptr = os::reserve(len, registry::CHUNK).map_err(StackError::from_os)?;
         node::bind_slab(ptr.as_ptr(), len, node);
-        let start = ptr.as_ptr() as usize;
-        let Some(id) = registry::register(start, len, slot_size, guard::guard_size(), class) else {
+        let labels = ptr.as_ptr() as usize;
+        let start = labels + header;
+        let registered = registry::register(
+            start,
+            slots * slot_size,
+            slot_size,
+            guard::guard_size(),
+            class,
+            labels,
+        );
+        let Some(id) = registered else {
             // SAFETY: the range was reserved above and nothing has been handed out from it.
             unsafe { os::release(ptr.as_ptr(), len) };
             return Err(StackError::RegistryFull);
@@ -103,6 +125,7 @@ impl Slab {
         stats::slab_reserved(len);
         Ok(Self {
             id,
+            labels,
             start,
             slot_size,
             slots,
@@ -130,6 +153,8 @@ impl Slab {
             lo,
             id,
             maybe_cold_resident: false,
+            label: self.labels + (self.next - 1) * 8,
+            labelled: false,
         })
     }
 }
@@ -161,7 +186,11 @@ mod tests {
         let class = SizeClass::for_size(8 << 20).unwrap();
         assert!(SLAB_BYTES / slot_size(class) >= 4);
         let mut slab = Slab::reserve(class, NodeId::ZERO).unwrap();
-        assert_eq!(slab.start % registry::CHUNK, 0);
+        assert_eq!(slab.labels % registry::CHUNK, 0);
+        assert_eq!(
+            slab.start >> registry::CHUNK_SHIFT,
+            slab.labels >> registry::CHUNK_SHIFT
+        );
         let slot = slab.carve(guard::mode().unwrap()).unwrap();
         assert_eq!(registry::lookup(slot.lo).unwrap().slab.class, class);
     }

@@ -73,6 +73,21 @@ impl PooledStack {
         }
     }
 
+    /// Sets the number the overflow report prints for this stack, e.g. the id of the
+    /// coroutine about to run on it (0: none). Cleared when the stack returns to the pool.
+    pub fn set_label(&mut self, label: u64) {
+        // SAFETY: `slot.label` is this slot's word in its slab's label table, mapped readable
+        // and writable for the life of the process and written only by the stack's owner.
+        unsafe { (self.slot.label as *mut u64).write_volatile(label) };
+        self.slot.labelled = true;
+    }
+
+    /// The label set with [`set_label`](Self::set_label), 0 if none.
+    pub fn label(&self) -> u64 {
+        // SAFETY: as in `set_label`; a table page never written reads as zero.
+        unsafe { (self.slot.label as *const u64).read_volatile() }
+    }
+
     /// Usable bytes (the size class, at least what was asked for).
     pub fn usable_size(&self) -> usize {
         self.class.size()

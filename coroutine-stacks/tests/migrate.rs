@@ -104,3 +104,17 @@ fn stacks_acquired_in_one_cache_release_into_another() {
         "a cache hands out the stack released last first"
     );
 }
+
+#[test]
+fn labels_do_not_outlive_their_owner() {
+    let mut cache = StackCache::new();
+    let mut stack = tessera_stacks::acquire_in(&mut cache, 16 << 10).unwrap();
+    assert_eq!(stack.label(), 0);
+    stack.set_label(77);
+    assert_eq!(stack.label(), 77);
+    let id = stack.id();
+    cache.release(stack);
+    let again = tessera_stacks::acquire_in(&mut cache, 16 << 10).unwrap();
+    assert_eq!(again.id(), id);
+    assert_eq!(again.label(), 0);
+}

@@ -22,7 +22,8 @@ fn child() {
     let Some(mode) = child_mode() else { return };
     match mode.as_str() {
         "overflow-coroutine" => {
-            let stack = tessera_stacks::acquire(64 << 10).unwrap();
+            let mut stack = tessera_stacks::acquire(64 << 10).unwrap();
+            stack.set_label(4242);
             eprintln!("child: stack {} ready", stack.id());
             let mut co = Coroutine::<(), (), u64, _>::with_stack(stack, |_, ()| recurse_forever(0));
             co.resume(());
@@ -67,7 +68,7 @@ fn coroutine_overflow_reports_stack_and_aborts() {
         .and_then(|l| l.strip_suffix(" ready"))
         .expect("child printed its stack id");
     assert!(
-        line.contains(&format!("stack {id} (64 KiB usable)")),
+        line.contains(&format!("stack {id} (coroutine 4242) (64 KiB usable)")),
         "{line}"
     );
     assert!(line.contains("fault address 0x"), "{line}");
@@ -82,7 +83,11 @@ fn overflow_of_a_growth_segment_is_reported() {
     let out = run_child("child", "overflow-segment", &[]);
     let err = stderr_of(&out);
     assert_eq!(signal_of(&out), Some(libc::SIGABRT), "stderr: {err}");
-    assert!(err.contains("(16 KiB usable) hit its guard page"), "{err}");
+    // Segments carry no label.
+    assert!(
+        err.contains(".0 (16 KiB usable) hit its guard page"),
+        "{err}"
+    );
 }
 
 #[test]
