@@ -16,6 +16,21 @@
 //! - A guard hit is reported in one clear line by a SIGSEGV handler (`overflow.rs`).
 //! - Running out of VMAs gives a [`StackError`] that names `vm.max_map_count` (`error.rs`).
 //!
+//! # For runtimes
+//!
+//! - Keep one [`StackCache`] per processor (P) and take stacks with [`acquire_in`]; give them
+//!   back with [`StackCache::release`] (`Coroutine::into_stack` returns the stack of a
+//!   finished coroutine). A stack that is simply dropped goes to the dropping thread's
+//!   default cache instead, which is also correct.
+//! - Call [`prepare_thread`] once on every worker thread that may resume coroutines it did
+//!   not acquire: it installs the overflow handler and an alternate signal stack, without
+//!   which a guard hit cannot be reported (std threads already have one).
+//! - [`PooledStack::set_label`] stores a number (the coroutine id) that the overflow report
+//!   prints.
+//! - [`PooledStack::bounds`] gives base, usable low end and guard for a hand-written context
+//!   switch. Nothing in this crate needs to be told when a stack is entered: stack bounds are
+//!   re-derived from the stack pointer, so coroutines may migrate freely between threads.
+//!
 //! ```
 //! use corosensei::{Coroutine, CoroutineResult};
 //! let stack = tessera_stacks::acquire(64 << 10)?;

@@ -49,6 +49,10 @@ fn saved(sig: libc::c_int) -> &'static SavedAction {
 /// Installs the process-wide handler (idempotent) and gives the calling thread an alternate
 /// signal stack if it has none. Called by every `acquire`; runtimes call it on each worker
 /// thread that may resume coroutines acquired elsewhere.
+///
+/// Not inlined: the thread-local it reads must be located afresh on every call, since the
+/// caller may be a coroutine that has moved to another thread since its last call.
+#[inline(never)]
 pub fn prepare_thread() {
     thread_local! {
         static READY: Cell<bool> = const { Cell::new(false) };
