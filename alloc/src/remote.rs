@@ -24,7 +24,7 @@
 //! maps above that.
 
 use core::ptr;
-use core::sync::atomic::Ordering;
+use core::sync::atomic::{AtomicU64, Ordering};
 
 use tessera_span::Span;
 
@@ -36,6 +36,61 @@ const HEAD_MASK: u64 = ((1 << COUNT_SHIFT) - 1) & !STATE_MASK;
 pub(crate) const NORMAL: u64 = 0;
 /// The owner parked the span; the next remote free must notify it.
 pub(crate) const FULL: u64 = 1;
+
+/// The atomic operations the protocol needs, so loom can model it on its own atomics
+/// (`--cfg tessera_loom`) while the allocator runs it on the span's `AtomicU64`.
+pub(crate) trait Word {
+    fn load(&self, order: Ordering) -> u64;
+    fn fetch_and(&self, value: u64, order: Ordering) -> u64;
+    fn compare_exchange(&self, old: u64, new: u64, ok: Ordering, err: Ordering)
+    -> Result<u64, u64>;
+    fn compare_exchange_weak(
+        &self,
+        old: u64,
+        new: u64,
+        ok: Ordering,
+        err: Ordering,
+    ) -> Result<u64, u64>;
+}
+
+macro_rules! impl_word {
+    ($atomic:ty) => {
+        impl Word for $atomic {
+            #[inline(always)]
+            fn load(&self, order: Ordering) -> u64 {
+                <$atomic>::load(self, order)
+            }
+            #[inline(always)]
+            fn fetch_and(&self, value: u64, order: Ordering) -> u64 {
+                <$atomic>::fetch_and(self, value, order)
+            }
+            #[inline(always)]
+            fn compare_exchange(
+                &self,
+                old: u64,
+                new: u64,
+                ok: Ordering,
+                err: Ordering,
+            ) -> Result<u64, u64> {
+                <$atomic>::compare_exchange(self, old, new, ok, err)
+            }
+            #[inline(always)]
+            fn compare_exchange_weak(
+                &self,
+                old: u64,
+                new: u64,
+                ok: Ordering,
+                err: Ordering,
+            ) -> Result<u64, u64> {
+                <$atomic>::compare_exchange_weak(self, old, new, ok, err)
+            }
+        }
+    };
+}
+
+impl_word!(AtomicU64);
+#[cfg(tessera_loom)]
+impl_word!(loom::sync::atomic::AtomicU64);
 
 #[inline]
 fn pack(head: *mut u8, count: u64, state: u64) -> u64 {
@@ -56,16 +111,23 @@ pub(crate) fn count(span: &Span) -> u32 {
 /// `block` must be a free object of `span`, unreachable by anyone else.
 #[inline]
 pub(crate) unsafe fn push(span: &Span, block: *mut u8) -> bool {
-    let mut old = span.remote.load(Ordering::Relaxed);
+    // SAFETY: forwarded contract.
+    unsafe { push_word(&span.remote, block) }
+}
+
+/// `push` on any word.
+///
+/// # Safety
+/// `block` must be 8-aligned, at least 8 bytes, writable and reachable by nobody else.
+#[inline]
+pub(crate) unsafe fn push_word(word: &impl Word, block: *mut u8) -> bool {
+    let mut old = word.load(Ordering::Relaxed);
     loop {
         let head = (old & HEAD_MASK) as *mut u8;
         // SAFETY: the block is ours to write until the CAS publishes it.
         unsafe { block.cast::<*mut u8>().write(head) };
         let new = pack(block, (old >> COUNT_SHIFT) + 1, NORMAL);
-        match span
-            .remote
-            .compare_exchange_weak(old, new, Ordering::Release, Ordering::Relaxed)
-        {
+        match word.compare_exchange_weak(old, new, Ordering::Release, Ordering::Relaxed) {
             Ok(_) => return old & STATE_MASK == FULL,
             Err(seen) => old = seen,
         }
@@ -75,10 +137,15 @@ pub(crate) unsafe fn push(span: &Span, block: *mut u8) -> bool {
 /// Takes the whole remote list (head, length), leaving the state untouched.
 #[inline]
 pub(crate) fn take(span: &Span) -> (*mut u8, u32) {
-    if span.remote.load(Ordering::Relaxed) & !STATE_MASK == 0 {
+    take_word(&span.remote)
+}
+
+#[inline]
+pub(crate) fn take_word(word: &impl Word) -> (*mut u8, u32) {
+    if word.load(Ordering::Relaxed) & !STATE_MASK == 0 {
         return (ptr::null_mut(), 0);
     }
-    let old = span.remote.fetch_and(STATE_MASK, Ordering::Acquire);
+    let old = word.fetch_and(STATE_MASK, Ordering::Acquire);
     ((old & HEAD_MASK) as *mut u8, (old >> COUNT_SHIFT) as u32)
 }
 
@@ -86,26 +153,35 @@ pub(crate) fn take(span: &Span) -> (*mut u8, u32) {
 /// remote free slipped in; the caller takes the list and retries.
 #[inline]
 pub(crate) fn try_park(span: &Span) -> bool {
-    span.remote
-        .compare_exchange(
-            pack(ptr::null_mut(), 0, NORMAL),
-            pack(ptr::null_mut(), 0, FULL),
-            Ordering::AcqRel,
-            Ordering::Relaxed,
-        )
-        .is_ok()
+    try_park_word(&span.remote)
+}
+
+#[inline]
+pub(crate) fn try_park_word(word: &impl Word) -> bool {
+    word.compare_exchange(
+        pack(ptr::null_mut(), 0, NORMAL),
+        pack(ptr::null_mut(), 0, FULL),
+        Ordering::AcqRel,
+        Ordering::Relaxed,
+    )
+    .is_ok()
 }
 
 /// Owner side of "a local free un-parks the span": `FULL` → `NORMAL`. Fails when a remote
 /// freer already did it (and so owes, or paid, the notification).
 #[inline]
 pub(crate) fn try_unpark(span: &Span) -> bool {
-    let mut old = span.remote.load(Ordering::Relaxed);
+    try_unpark_word(&span.remote)
+}
+
+#[inline]
+pub(crate) fn try_unpark_word(word: &impl Word) -> bool {
+    let mut old = word.load(Ordering::Relaxed);
     loop {
         if old & STATE_MASK != FULL {
             return false;
         }
-        match span.remote.compare_exchange_weak(
+        match word.compare_exchange_weak(
             old,
             old & !STATE_MASK,
             Ordering::AcqRel,
@@ -122,6 +198,109 @@ pub(crate) fn try_unpark(span: &Span) -> bool {
 pub(crate) fn reset(span: &Span) {
     span.remote
         .store(pack(ptr::null_mut(), 0, NORMAL), Ordering::Relaxed);
+}
+
+/// Loom models of the protocol: `RUSTFLAGS="--cfg tessera_loom" cargo test -p tessera
+/// --release --lib loom`.
+#[cfg(all(test, tessera_loom))]
+mod loom_tests {
+    use super::*;
+    use loom::sync::Arc;
+    use loom::sync::atomic::AtomicU64 as LoomU64;
+
+    /// Heap blocks with stable 8-aligned addresses for the list to link.
+    fn blocks(n: usize) -> Vec<usize> {
+        (0..n)
+            .map(|_| Box::into_raw(Box::new(0u64)) as usize)
+            .collect()
+    }
+
+    fn list_len(mut at: *mut u8) -> u32 {
+        let mut n = 0;
+        while !at.is_null() {
+            n += 1;
+            // SAFETY: list members are our boxed blocks holding their successor.
+            at = unsafe { at.cast::<*mut u8>().read() };
+        }
+        n
+    }
+
+    /// The owner parks while a remote thread frees: the remote free owes a notification
+    /// exactly when the park happened first, and no block is ever lost.
+    #[test]
+    fn park_versus_remote_free() {
+        loom::model(|| {
+            let word = Arc::new(LoomU64::new(pack(ptr::null_mut(), 0, NORMAL)));
+            let b = blocks(1);
+            let remote = {
+                let word = Arc::clone(&word);
+                let block = b[0];
+                loom::thread::spawn(move || {
+                    // SAFETY: the block is this thread's until pushed.
+                    unsafe { push_word(&*word, block as *mut u8) }
+                })
+            };
+            let parked = try_park_word(&*word);
+            let notified = remote.join().unwrap();
+            let (head, n) = take_word(&*word);
+            assert_eq!(n, 1, "the freed block is on the list");
+            assert_eq!(list_len(head), 1);
+            if notified {
+                assert!(parked, "only a parked span notifies");
+            }
+            if parked {
+                assert!(notified, "a free after the park must notify");
+            }
+            assert_eq!(word.load(Ordering::Relaxed) & STATE_MASK, NORMAL);
+        });
+    }
+
+    /// The owner's local un-park races a remote free's un-park: exactly one of them wins,
+    /// so the span is moved back exactly once (by the owner, or through the notification).
+    #[test]
+    fn unpark_exactly_once() {
+        loom::model(|| {
+            let word = Arc::new(LoomU64::new(pack(ptr::null_mut(), 0, FULL)));
+            let b = blocks(1);
+            let remote = {
+                let word = Arc::clone(&word);
+                let block = b[0];
+                // SAFETY: as above.
+                loom::thread::spawn(move || unsafe { push_word(&*word, block as *mut u8) })
+            };
+            let owner_won = try_unpark_word(&*word);
+            let remote_won = remote.join().unwrap();
+            assert!(
+                owner_won ^ remote_won,
+                "owner {owner_won} remote {remote_won}"
+            );
+        });
+    }
+
+    /// Two remote freers and a collecting owner: every block is taken exactly once.
+    #[test]
+    fn concurrent_pushes_and_take_lose_nothing() {
+        loom::model(|| {
+            let word = Arc::new(LoomU64::new(pack(ptr::null_mut(), 0, NORMAL)));
+            let b = blocks(2);
+            let pushers: Vec<_> = b
+                .iter()
+                .map(|&block| {
+                    let word = Arc::clone(&word);
+                    // SAFETY: each block is pushed by exactly one thread.
+                    loom::thread::spawn(move || unsafe { push_word(&*word, block as *mut u8) })
+                })
+                .collect();
+            let (first, n1) = take_word(&*word);
+            assert_eq!(list_len(first), n1);
+            for p in pushers {
+                p.join().unwrap();
+            }
+            let (second, n2) = take_word(&*word);
+            assert_eq!(list_len(second), n2);
+            assert_eq!(n1 + n2, 2);
+        });
+    }
 }
 
 #[cfg(all(test, not(tessera_loom)))]
