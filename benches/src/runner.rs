@@ -16,6 +16,11 @@ use std::time::Instant;
 
 /// Runs the comparison; returns the exit code (1 if any run failed).
 pub fn run(options: &RunOptions) -> i32 {
+    if cfg!(debug_assertions) {
+        eprintln!(
+            "tessera-bench: warning: this is a debug build; run with --release for figures that mean anything"
+        );
+    }
     let baseline = if options.allocators.contains(&BASELINE) {
         BASELINE
     } else {

@@ -24,6 +24,7 @@ use table::{ProgramCell, ProgramRow};
 /// result, 2 if nothing could run).
 pub fn run(options: &ProgramOptions) -> i32 {
     let mut preloads = Vec::new();
+    let mut notes = Vec::new();
     for name in &options.preloads {
         let preload = Preload::named(name);
         if preload.available() {
@@ -34,21 +35,24 @@ pub fn run(options: &ProgramOptions) -> i32 {
                 .as_ref()
                 .map(|l| l.display().to_string())
                 .unwrap_or_default();
-            eprintln!(
-                "note: skipping {name}: {lib} is not there ({})",
+            notes.push(format!(
+                "skipped {name}: {lib} is not there ({})",
                 preload.install_hint
-            );
+            ));
         }
     }
     let mut programs: Vec<(&Program, PathBuf)> = Vec::new();
     for program in PROGRAMS {
         match suite::find_binary(program.binary) {
             Some(binary) => programs.push((program, binary)),
-            None => eprintln!(
-                "note: skipping {}: `{}` is not installed",
+            None => notes.push(format!(
+                "skipped {}: `{}` is not installed",
                 program.name, program.binary
-            ),
+            )),
         }
+    }
+    for note in &notes {
+        eprintln!("note: {note}");
     }
     if preloads.is_empty() || programs.is_empty() {
         eprintln!("tessera-bench: nothing to run in --programs mode");
@@ -143,11 +147,15 @@ pub fn run(options: &ProgramOptions) -> i32 {
     let md = format!(
         "# tessera-bench --programs\n\nMedian of {} run(s) per cell, preloads interleaved; wall time, \
          time ratio against {} (< 1: faster), peak RSS from `wait4`. Every run's output is \
-         checked against {}'s.\n\n{}",
+         checked against {}'s.\n\n{}{}",
         options.reps,
         names[reference],
         names[reference],
-        table::render(&names, reference, &rows, true)
+        table::render(&names, reference, &rows, true),
+        notes
+            .iter()
+            .map(|n| format!("\nNote: {n}.\n"))
+            .collect::<String>()
     );
     match std::fs::create_dir_all(&dir).and_then(|()| std::fs::write(dir.join("programs.md"), md)) {
         Ok(()) => println!("\nwrote {}", dir.join("programs.md").display()),
