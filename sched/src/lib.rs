@@ -1,4 +1,62 @@
 //! A Go-style M:N scheduler (G/M/P) on Tessera stacks (DESIGN.md, "Scheduler").
 //!
-//! Nothing is implemented yet: the scheduler issue fills this crate once the allocator's
-//! per-P hook and the stack pool exist.
+//! ```
+//! use tessera_sched::{Runtime, chan, spawn};
+//! let rt = Runtime::builder().procs(2).build().unwrap();
+//! let sum = rt.block_on(|| {
+//!     let (tx, rx) = chan::bounded(0);
+//!     let producer = spawn(move || for i in 0..10 { tx.send(i).unwrap() });
+//!     let sum: i32 = rx.iter().sum();
+//!     producer.join().unwrap();
+//!     sum
+//! });
+//! assert_eq!(sum, 45);
+//! ```
+//!
+//! - **G** (coroutine.rs): a corosensei coroutine on a guarded tessera stack taken from the
+//!   P's `StackCache`. **P** (processor.rs): a lock-free run queue of 256 with `runnext`
+//!   (runqueue.rs), a Tessera allocator cache made current on whichever M runs it, a stack
+//!   cache. **M** (machine.rs): an OS thread running Gs while it holds a P; it steals, spins
+//!   (bounded) and parks on a futex (park.rs). A global queue (global_queue.rs) is checked
+//!   first every 61 ticks.
+//! - Channels with `select!` (chan/), sync primitives that park coroutines (sync/), timers
+//!   (timer.rs), coroutine-locals and `lock_to_thread` (local.rs, machine.rs), `dump()` and
+//!   SIGQUIT (dump.rs), counters and a latency histogram (stats.rs).
+//!
+//! # Thread-locals and migration
+//!
+//! A coroutine may resume on another thread after any yield, park, channel operation,
+//! sleep or lock. `thread_local!` inside a coroutine is the *current M's*: it may change
+//! across any of those points, and a reference into one must not be held across them (the
+//! compiler cannot check this; it is the one contract `spawn` cannot express in types).
+//! Use [`coroutine_local!`] for per-coroutine state and [`lock_to_thread`] to pin a
+//! coroutine to its thread. The scheduler itself and Tessera's allocator re-read their
+//! thread-locals after every switch.
+
+mod coroutine;
+mod dump;
+mod global_queue;
+mod lock;
+mod machine;
+mod park;
+mod processor;
+mod runqueue;
+mod runtime;
+mod shim;
+mod stats;
+mod sys;
+mod timer;
+mod wait;
+
+pub mod chan;
+pub mod local;
+pub mod sync;
+
+pub use coroutine::WaitReason;
+pub use dump::dump;
+pub use machine::{is_locked_to_thread, lock_to_thread, unlock_from_thread, yield_now};
+pub use runtime::{
+    Builder, DEFAULT_STACK_SIZE, JoinError, JoinHandle, Runtime, Spawn, default_procs, spawn,
+};
+pub use stats::{Stats, stats};
+pub use timer::{Ticker, after, sleep, sleep_until};

@@ -1,0 +1,208 @@
+//! The G: one coroutine, its stack and what the scheduler and `dump()` know about it.
+//!
+//! A G is a corosensei coroutine on a tessera stack taken from the spawning P's
+//! `StackCache`. It is heap-allocated once at spawn and freed by the M that sees it return,
+//! which hands its stack back to that M's P. Everything else refers to it by raw pointer
+//! (`GRef`): run queues while it is runnable, a wait `Token` while it is parked; the
+//! protocol of `wait.rs` makes sure nobody touches a G after it may have finished.
+//!
+//! State machine (`state`):
+//! ```text
+//!   RUNNABLE --M picks it--> RUNNING --yield--> RUNNABLE
+//!                            RUNNING --park--> PARKING --M after switch--> PARKED --ready--> RUNNABLE
+//!   RUNNING/PARKING --ready--> NOTIFIED: the park that follows (or is under way) returns at once
+//! ```
+//! The PARKING step is Go's "gopark runs the unlock function on g0": a G is not PARKED
+//! until its M has switched away from its stack, so a waker can never resume it twice.
+
+use core::cell::{Cell, UnsafeCell};
+use core::panic::Location;
+use core::sync::atomic::{AtomicU8, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::any::Any;
+use std::time::Instant;
+
+use corosensei::{Coroutine, Yielder};
+use tessera_stacks::PooledStack;
+
+use crate::runtime::Shared;
+
+pub(crate) const RUNNABLE: u8 = 0;
+pub(crate) const RUNNING: u8 = 1;
+pub(crate) const PARKING: u8 = 2;
+pub(crate) const PARKED: u8 = 3;
+pub(crate) const NOTIFIED: u8 = 4;
+
+/// What a G hands its M when it switches out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Switch {
+    /// Still runnable: back on the queue.
+    Yield,
+    /// Waiting for a `Token` (wait.rs).
+    Park,
+}
+
+pub(crate) type Co = Coroutine<(), Switch, (), PooledStack>;
+
+/// Why a coroutine is parked (shown by `dump()`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+#[non_exhaustive]
+pub enum WaitReason {
+    /// Not waiting.
+    None = 0,
+    /// `chan` send.
+    ChanSend,
+    /// `chan` receive.
+    ChanRecv,
+    /// `select!`.
+    Select,
+    /// `sleep` or a timer.
+    Sleep,
+    /// `sync::Mutex`.
+    Mutex,
+    /// `sync::WaitGroup`.
+    WaitGroup,
+    /// `sync::Once`.
+    Once,
+    /// `sync::Semaphore`.
+    Semaphore,
+    /// `JoinHandle::join`.
+    Join,
+}
+
+impl WaitReason {
+    fn from_u8(v: u8) -> Self {
+        match v {
+            1 => Self::ChanSend,
+            2 => Self::ChanRecv,
+            3 => Self::Select,
+            4 => Self::Sleep,
+            5 => Self::Mutex,
+            6 => Self::WaitGroup,
+            7 => Self::Once,
+            8 => Self::Semaphore,
+            9 => Self::Join,
+            _ => Self::None,
+        }
+    }
+
+    /// Go's wording, for dumps.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::None => "",
+            Self::ChanSend => "chan send",
+            Self::ChanRecv => "chan receive",
+            Self::Select => "select",
+            Self::Sleep => "sleep",
+            Self::Mutex => "sync.Mutex.Lock",
+            Self::WaitGroup => "sync.WaitGroup.Wait",
+            Self::Once => "sync.Once.Do",
+            Self::Semaphore => "semacquire",
+            Self::Join => "join",
+        }
+    }
+}
+
+/// A raw pointer to a G.
+///
+/// Gs (and the `!Send` corosensei coroutine inside) move between M threads as raw pointers.
+/// That is sound for the scheduler's own state: the coroutine's stack is plain memory that
+/// moves with it, its registers are saved in it, and the scheduler re-reads every
+/// thread-local after a switch (machine.rs). What user code keeps on that stack across a
+/// switch is the user's contract, documented on the crate: a reference into a
+/// `thread_local!` (which belongs to the M, not the coroutine) must not be held across a
+/// yield, park or channel operation.
+pub(crate) type GRef = *mut G;
+
+/// The coroutine record. Fields in `Cell`/`UnsafeCell` are touched only by the thread that
+/// runs the G (or by whoever holds the lock named beside them).
+pub(crate) struct G {
+    pub(crate) id: u64,
+    pub(crate) state: AtomicU8,
+    pub(crate) wait_reason: AtomicU8,
+    /// The coroutine; `None` once it returned. Touched by the M that runs the G.
+    pub(crate) co: UnsafeCell<Option<Co>>,
+    /// Set by the coroutine on entry; valid while it has not returned.
+    pub(crate) yielder: Cell<*const Yielder<(), Switch>>,
+    pub(crate) rt: *const Shared,
+    pub(crate) spawn_site: &'static Location<'static>,
+    pub(crate) name: Option<Box<str>>,
+    pub(crate) born: Instant,
+    /// Nanoseconds since the runtime's epoch when it last became runnable.
+    pub(crate) runnable_at: AtomicU64,
+    /// Times it became runnable (to sample one in eight for the latency histogram).
+    pub(crate) sched_count: AtomicU32,
+    pub(crate) stack_base: usize,
+    pub(crate) stack_size: usize,
+    /// The stack pointer when it last switched out (dump's "stack in use").
+    pub(crate) saved_sp: AtomicUsize,
+    /// Coroutine-local storage (local.rs), touched only by the G itself.
+    pub(crate) locals: UnsafeCell<Vec<Option<Box<dyn Any>>>>,
+    /// The M this G is locked to (`lock_to_thread`), or null.
+    pub(crate) locked_m: Cell<*const crate::machine::MShared>,
+    /// Which `allgs` shard holds it and at what index (guarded by that shard's lock).
+    pub(crate) shard: usize,
+    pub(crate) shard_index: Cell<usize>,
+    /// Tells the joiner the runtime gave up on this G (shutdown).
+    pub(crate) cancel: Option<Box<dyn Fn() + Send + Sync>>,
+}
+
+impl G {
+    pub(crate) fn state(&self) -> u8 {
+        self.state.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn wait_reason(&self) -> WaitReason {
+        WaitReason::from_u8(self.wait_reason.load(Ordering::Relaxed))
+    }
+}
+
+/// `allgs` (Go's `allgs`): every live G of a runtime, for `dump()` and shutdown. Sharded so
+/// spawns on different Ps do not share one lock.
+#[derive(Debug, Default)]
+pub(crate) struct AllGs {
+    shards: [std::sync::Mutex<Vec<usize>>; 8],
+}
+
+impl AllGs {
+    pub(crate) const SHARDS: usize = 8;
+
+    pub(crate) fn insert(&self, g: GRef) {
+        // SAFETY: `g` is a live G not yet visible to anybody else; its shard fields are
+        // written under the shard lock from here on.
+        let gr = unsafe { &*g };
+        let mut s = self.shards[gr.shard]
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        gr.shard_index.set(s.len());
+        s.push(g as usize);
+    }
+
+    pub(crate) fn remove(&self, g: GRef) {
+        // SAFETY: `g` is live until the caller frees it after this returns.
+        let gr = unsafe { &*g };
+        let mut s = self.shards[gr.shard]
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        let i = gr.shard_index.get();
+        debug_assert_eq!(s[i], g as usize);
+        s.swap_remove(i);
+        if let Some(&moved) = s.get(i) {
+            // SAFETY: every pointer in a shard is a live G (removed before it is freed); its
+            // index is ours to update under the shard lock.
+            unsafe { (*(moved as GRef)).shard_index.set(i) };
+        }
+    }
+
+    /// Calls `f` on every live G, one shard lock at a time. `f` must not free Gs.
+    pub(crate) fn for_each(&self, f: &mut dyn FnMut(&G)) {
+        for shard in &self.shards {
+            let s = shard.lock().unwrap_or_else(|e| e.into_inner());
+            for &g in s.iter() {
+                // SAFETY: Gs are removed from their shard (under this lock) before being
+                // freed, so every pointer here is live while we hold the lock.
+                f(unsafe { &*(g as GRef) });
+            }
+        }
+    }
+}

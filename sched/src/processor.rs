@@ -1,0 +1,72 @@
+//! The P: a run queue and the per-processor memory an M gets while it holds it.
+//!
+//! As in Go (`p.mcache`, `p.stackcache`), each P owns a Tessera allocator cache and a stack
+//! cache. An M that takes a P installs the P's allocator cache on its thread for as long as
+//! it holds the P, so every coroutine allocation on that M goes to the P's cache, and the
+//! number of caches follows `procs`, not the number of threads. The owner-only parts are in
+//! `UnsafeCell`s: only the M holding the P (and the coroutine it is running, on that same
+//! thread) touches them.
+
+use core::cell::{Cell, UnsafeCell};
+use core::sync::atomic::{AtomicU64, Ordering};
+
+use tessera_stacks::StackCache;
+
+use crate::coroutine::G;
+use crate::runqueue::RunQueue;
+
+/// Buckets of the scheduling-latency histogram: bucket `i` counts latencies in
+/// `[2^i, 2^(i+1))` nanoseconds (bucket 0 also takes 0 ns).
+pub(crate) const LATENCY_BUCKETS: usize = 40;
+
+pub(crate) struct P {
+    pub(crate) id: usize,
+    pub(crate) runq: RunQueue<G>,
+    /// Owner only.
+    pub(crate) alloc: UnsafeCell<tessera::ProcessorCache>,
+    /// Owner only.
+    pub(crate) stacks: UnsafeCell<StackCache>,
+    /// Owner only: schedule ticks, for the 61-tick global-queue check.
+    pub(crate) tick: Cell<u32>,
+    pub(crate) spawned: AtomicU64,
+    pub(crate) steals: AtomicU64,
+    pub(crate) latency: [AtomicU64; LATENCY_BUCKETS],
+}
+
+impl core::fmt::Debug for P {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("P")
+            .field("id", &self.id)
+            .field("runq", &self.runq)
+            .finish()
+    }
+}
+
+// SAFETY: the `UnsafeCell`/`Cell` fields are only touched by the M that holds the P (the
+// idle list's lock hands a P to one M at a time); the rest is atomics and the lock-free
+// run queue, which is built for sharing.
+unsafe impl Sync for P {}
+// SAFETY: as above; a `ProcessorCache` is Send and a `StackCache` is plain data.
+unsafe impl Send for P {}
+
+impl P {
+    pub(crate) fn new(id: usize) -> Self {
+        Self {
+            id,
+            runq: RunQueue::new(),
+            alloc: UnsafeCell::new(
+                tessera::ProcessorCache::new().expect("out of memory for a processor cache"),
+            ),
+            stacks: UnsafeCell::new(StackCache::new()),
+            tick: Cell::new(0),
+            spawned: AtomicU64::new(0),
+            steals: AtomicU64::new(0),
+            latency: std::array::from_fn(|_| AtomicU64::new(0)),
+        }
+    }
+
+    pub(crate) fn record_latency(&self, ns: u64) {
+        let b = (63 - ns.max(1).leading_zeros()) as usize;
+        self.latency[b.min(LATENCY_BUCKETS - 1)].fetch_add(1, Ordering::Relaxed);
+    }
+}

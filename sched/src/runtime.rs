@@ -1,0 +1,494 @@
+//! The runtime: its Ps and Ms, the builder, `spawn`, `JoinHandle` and `block_on`.
+//!
+//! `Runtime::builder().procs(n).build()` makes `n` Ps (default: `TESSERA_PROCS`, else the
+//! number of CPUs the process may run on, like `GOMAXPROCS`) and one M thread per P.
+//! Dropping the runtime stops the Ms once they are between coroutines and joins them.
+//! Coroutines still parked or queued at that point are not resumed and not unwound, as in
+//! a Go program whose `main` returns: unwinding them would run their destructors on a thread
+//! with no scheduler, where any destructor that waits would hang. Their stacks and what
+//! they own are leaked, and their `JoinHandle`s report `JoinError::Cancelled`.
+
+use core::fmt;
+use core::panic::Location;
+use core::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::any::Any;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::{Arc, Mutex, Weak};
+use std::thread;
+use std::time::Instant;
+
+use corosensei::{Coroutine, Yielder};
+use crossbeam_utils::CachePadded;
+
+use crate::coroutine::{AllGs, G, GRef, RUNNABLE, Switch, WaitReason};
+use crate::machine::{self, Idle, MShared};
+use crate::processor::P;
+use crate::wait::{Token, WaitList};
+
+/// Default stack size for coroutines (usable bytes; rounded up to a power of two).
+pub const DEFAULT_STACK_SIZE: usize = 64 << 10;
+
+/// What every part of a runtime shares.
+pub(crate) struct Shared {
+    pub(crate) ps: Box<[CachePadded<P>]>,
+    pub(crate) global: crate::global_queue::GlobalQueue,
+    pub(crate) idle: Mutex<Idle>,
+    pub(crate) npidle: CachePadded<AtomicUsize>,
+    pub(crate) nmspinning: CachePadded<AtomicUsize>,
+    pub(crate) shutdown: AtomicBool,
+    pub(crate) allgs: AllGs,
+    pub(crate) all_ms: Mutex<Vec<Arc<MShared>>>,
+    next_id: AtomicU64,
+    epoch: Instant,
+    pub(crate) stack_size: usize,
+    pub(crate) spawned_outside: AtomicU64,
+}
+
+// SAFETY: the raw G pointers in the queues and `allgs` are handed between threads by the
+// scheduler's protocols (a G is owned by one M while it runs, by one queue or token while
+// it waits); every other field is Sync already.
+unsafe impl Send for Shared {}
+// SAFETY: as above.
+unsafe impl Sync for Shared {}
+
+impl fmt::Debug for Shared {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Shared")
+            .field("procs", &self.ps.len())
+            .finish()
+    }
+}
+
+impl Shared {
+    pub(crate) fn now_ns(&self) -> u64 {
+        (self.epoch.elapsed().as_nanos() as u64).max(1)
+    }
+
+    /// Stamps the time a G became runnable, for one transition in eight (Go samples its
+    /// scheduling-latency metric the same way, `gTrackingPeriod`), so the clock read stays
+    /// off most switches.
+    pub(crate) fn stamp_runnable(&self, g: &G) {
+        let n = g.sched_count.load(Ordering::Relaxed).wrapping_add(1);
+        g.sched_count.store(n, Ordering::Relaxed);
+        if n.is_multiple_of(8) {
+            g.runnable_at.store(self.now_ns(), Ordering::Relaxed);
+        }
+    }
+}
+
+/// Live runtimes, for `dump()` from any thread.
+pub(crate) static RUNTIMES: Mutex<Vec<Weak<Shared>>> = Mutex::new(Vec::new());
+
+/// Configures a [`Runtime`].
+#[derive(Debug, Clone)]
+pub struct Builder {
+    procs: Option<usize>,
+    stack_size: usize,
+    dump_on_sigquit: bool,
+}
+
+impl Builder {
+    /// Number of Ps (Go's GOMAXPROCS). Default: `TESSERA_PROCS`, else the available CPUs.
+    pub fn procs(mut self, n: usize) -> Self {
+        self.procs = Some(n.max(1));
+        self
+    }
+
+    /// Default stack size for coroutines spawned without one (64 KiB).
+    pub fn stack_size(mut self, bytes: usize) -> Self {
+        self.stack_size = bytes;
+        self
+    }
+
+    /// Print `dump()` to stderr on SIGQUIT (the handler only writes to a pipe; a thread
+    /// prints). Replaces SIGQUIT's default action (core dump) for the whole process.
+    pub fn dump_on_sigquit(mut self, on: bool) -> Self {
+        self.dump_on_sigquit = on;
+        self
+    }
+
+    /// Starts the Ms.
+    pub fn build(self) -> std::io::Result<Runtime> {
+        let procs = self.procs.unwrap_or_else(default_procs);
+        let shared = Arc::new(Shared {
+            ps: (0..procs).map(|i| CachePadded::new(P::new(i))).collect(),
+            global: Default::default(),
+            idle: Mutex::new(Idle::default()),
+            npidle: CachePadded::new(AtomicUsize::new(0)),
+            nmspinning: CachePadded::new(AtomicUsize::new(0)),
+            shutdown: AtomicBool::new(false),
+            allgs: AllGs::default(),
+            all_ms: Mutex::new(Vec::new()),
+            next_id: AtomicU64::new(1),
+            epoch: Instant::now(),
+            stack_size: self.stack_size,
+            spawned_outside: AtomicU64::new(0),
+        });
+        let mut threads = Vec::with_capacity(procs);
+        for p in 0..procs {
+            let ms = Arc::new(MShared::new());
+            shared.all_ms.lock().unwrap().push(ms.clone());
+            let sh = shared.clone();
+            threads.push(
+                thread::Builder::new()
+                    .name(format!("tessera-m{p}"))
+                    .spawn(move || machine::m_main(sh, ms, p))?,
+            );
+        }
+        RUNTIMES
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(Arc::downgrade(&shared));
+        if self.dump_on_sigquit {
+            crate::dump::start_sigquit_thread()?;
+        }
+        Ok(Runtime { shared, threads })
+    }
+}
+
+/// `TESSERA_PROCS` if set to a positive number, else the CPUs this process may use.
+pub fn default_procs() -> usize {
+    std::env::var("TESSERA_PROCS")
+        .ok()
+        .and_then(|v| v.trim().parse::<usize>().ok())
+        .filter(|&n| n > 0)
+        .unwrap_or_else(|| thread::available_parallelism().map_or(1, |n| n.get()))
+}
+
+/// An M:N scheduler: `procs` Ps, one M thread each.
+pub struct Runtime {
+    shared: Arc<Shared>,
+    threads: Vec<thread::JoinHandle<()>>,
+}
+
+impl fmt::Debug for Runtime {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Runtime")
+            .field("procs", &self.shared.ps.len())
+            .finish()
+    }
+}
+
+impl Runtime {
+    /// A builder with the defaults.
+    pub fn builder() -> Builder {
+        Builder {
+            procs: None,
+            stack_size: DEFAULT_STACK_SIZE,
+            dump_on_sigquit: false,
+        }
+    }
+
+    /// A runtime with the defaults.
+    pub fn new() -> std::io::Result<Runtime> {
+        Self::builder().build()
+    }
+
+    /// Number of Ps.
+    pub fn procs(&self) -> usize {
+        self.shared.ps.len()
+    }
+
+    /// Runs `f` in a coroutine of this runtime and blocks the calling thread until it
+    /// returns; a panic in `f` is resumed on the caller.
+    #[track_caller]
+    pub fn block_on<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> T {
+        let h = spawn_in(&self.shared, f, None, None, Location::caller());
+        match h.join() {
+            Ok(v) => v,
+            Err(JoinError::Panicked(p)) => std::panic::resume_unwind(p),
+            Err(JoinError::Cancelled) => panic!("block_on: the runtime shut down"),
+        }
+    }
+
+    /// Spawns a coroutine on this runtime from any thread.
+    #[track_caller]
+    pub fn spawn<T: Send + 'static>(
+        &self,
+        f: impl FnOnce() -> T + Send + 'static,
+    ) -> JoinHandle<T> {
+        spawn_in(&self.shared, f, None, None, Location::caller())
+    }
+
+    /// Counters and the scheduling-latency histogram.
+    pub fn stats(&self) -> crate::stats::Stats {
+        crate::stats::collect(&self.shared)
+    }
+
+    /// Every live coroutine of this runtime, one per line.
+    pub fn dump(&self) -> String {
+        crate::dump::dump_runtime(&self.shared)
+    }
+}
+
+impl Drop for Runtime {
+    fn drop(&mut self) {
+        let sh = &self.shared;
+        sh.shutdown.store(true, Ordering::SeqCst);
+        machine::wake_all(sh);
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+        // Leak what is left (see the file comment), telling joiners.
+        let mut cancels = Vec::new();
+        sh.allgs.for_each(&mut |g| {
+            if let Some(c) = &g.cancel {
+                cancels.push(c as *const Box<dyn Fn() + Send + Sync>);
+            }
+        });
+        for c in cancels {
+            // SAFETY: no M runs any more, so no G is freed; the pointers stay valid.
+            unsafe { (*c)() };
+        }
+        sh.global.drain();
+        for p in sh.ps.iter() {
+            // SAFETY: no M holds any P now.
+            unsafe { (*p.alloc.get()).flush() };
+        }
+        RUNTIMES
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|w| w.strong_count() > 0 && !core::ptr::eq(w.as_ptr(), Arc::as_ptr(sh)));
+    }
+}
+
+/// Why `JoinHandle::join` has no value.
+pub enum JoinError {
+    /// The coroutine panicked; the payload is inside.
+    Panicked(Box<dyn Any + Send + 'static>),
+    /// The runtime shut down before the coroutine finished.
+    Cancelled,
+}
+
+impl fmt::Debug for JoinError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            JoinError::Panicked(p) => {
+                let msg = p
+                    .downcast_ref::<&str>()
+                    .copied()
+                    .or_else(|| p.downcast_ref::<String>().map(String::as_str))
+                    .unwrap_or("<non-string payload>");
+                write!(f, "Panicked({msg:?})")
+            }
+            JoinError::Cancelled => f.write_str("Cancelled"),
+        }
+    }
+}
+
+impl fmt::Display for JoinError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            JoinError::Panicked(_) => f.write_str("coroutine panicked"),
+            JoinError::Cancelled => f.write_str("runtime shut down before the coroutine finished"),
+        }
+    }
+}
+
+impl std::error::Error for JoinError {}
+
+impl JoinError {
+    /// Whether the coroutine panicked.
+    pub fn is_panic(&self) -> bool {
+        matches!(self, JoinError::Panicked(_))
+    }
+}
+
+struct JoinInner<T> {
+    result: Option<Result<T, JoinError>>,
+    waiters: WaitList,
+}
+
+struct JoinState<T> {
+    inner: Mutex<JoinInner<T>>,
+    done: AtomicBool,
+}
+
+impl<T> JoinState<T> {
+    fn complete(&self, r: Result<T, JoinError>) {
+        let mut i = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        if i.result.is_some() || self.done.load(Ordering::Relaxed) {
+            return;
+        }
+        i.result = Some(r);
+        self.done.store(true, Ordering::Release);
+        let ws = i.waiters.claim_all();
+        drop(i);
+        for w in ws {
+            w.notify();
+        }
+    }
+}
+
+/// Owns the right to wait for a coroutine's result. Dropping it detaches the coroutine.
+pub struct JoinHandle<T> {
+    state: Arc<JoinState<T>>,
+    id: u64,
+}
+
+impl<T> fmt::Debug for JoinHandle<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("JoinHandle").field("id", &self.id).finish()
+    }
+}
+
+impl<T> JoinHandle<T> {
+    /// Waits for the coroutine (parking the calling coroutine, or blocking the calling
+    /// thread outside the runtime). `Err` if it panicked or the runtime shut down first.
+    pub fn join(self) -> Result<T, JoinError> {
+        loop {
+            let mut i = self.state.inner.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(r) = i.result.take() {
+                return r;
+            }
+            let t = Token::for_current();
+            i.waiters.push(t.clone());
+            drop(i);
+            t.wait(WaitReason::Join);
+        }
+    }
+
+    /// Whether the coroutine has finished.
+    pub fn is_finished(&self) -> bool {
+        self.state.done.load(Ordering::Acquire)
+    }
+
+    /// The coroutine's id (as in `dump()`).
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+}
+
+/// Spawns `f` as a coroutine on the current runtime (Go's `go f()`).
+///
+/// # Panics
+/// Outside a runtime's coroutine or M thread (use `Runtime::spawn` there).
+#[track_caller]
+pub fn spawn<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> JoinHandle<T> {
+    let sh = machine::current_runtime().expect("tessera_sched::spawn called outside a runtime");
+    spawn_in(&sh, f, None, None, Location::caller())
+}
+
+/// Spawns with a name and a stack size: `Spawn::new().name("x").stack_size(16 << 10).spawn(f)`.
+#[derive(Debug, Default, Clone)]
+pub struct Spawn {
+    name: Option<String>,
+    stack_size: Option<usize>,
+}
+
+impl Spawn {
+    /// Defaults: no name, the runtime's stack size.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// A name shown by `dump()`.
+    pub fn name(mut self, name: impl Into<String>) -> Self {
+        self.name = Some(name.into());
+        self
+    }
+
+    /// Usable stack bytes (rounded up to a power of two, 16 KiB to 8 MiB).
+    pub fn stack_size(mut self, bytes: usize) -> Self {
+        self.stack_size = Some(bytes);
+        self
+    }
+
+    /// Spawns on the current runtime. Panics outside one.
+    #[track_caller]
+    pub fn spawn<T: Send + 'static>(self, f: impl FnOnce() -> T + Send + 'static) -> JoinHandle<T> {
+        let sh = machine::current_runtime().expect("tessera_sched::spawn called outside a runtime");
+        spawn_in(&sh, f, self.name, self.stack_size, Location::caller())
+    }
+
+    /// Spawns on `rt`, from any thread.
+    #[track_caller]
+    pub fn spawn_on<T: Send + 'static>(
+        self,
+        rt: &Runtime,
+        f: impl FnOnce() -> T + Send + 'static,
+    ) -> JoinHandle<T> {
+        spawn_in(
+            &rt.shared,
+            f,
+            self.name,
+            self.stack_size,
+            Location::caller(),
+        )
+    }
+}
+
+/// Makes a G around `f` and queues it (Go's `newproc`).
+pub(crate) fn spawn_in<T: Send + 'static>(
+    sh: &Arc<Shared>,
+    f: impl FnOnce() -> T + Send + 'static,
+    name: Option<String>,
+    stack_size: Option<usize>,
+    site: &'static Location<'static>,
+) -> JoinHandle<T> {
+    let size = stack_size.unwrap_or(sh.stack_size);
+    let p = machine::current_p(Arc::as_ptr(sh));
+    let stack = match p {
+        // SAFETY: `current_p` returned the P this thread holds, so its stack cache is ours.
+        Some(p) => tessera_stacks::acquire_in(unsafe { &mut *p.stacks.get() }, size),
+        None => tessera_stacks::acquire(size),
+    }
+    .unwrap_or_else(|e| panic!("tessera_sched::spawn: no stack: {e}"));
+    let id = sh.next_id.fetch_add(1, Ordering::Relaxed);
+    let state = Arc::new(JoinState {
+        inner: Mutex::new(JoinInner {
+            result: None,
+            waiters: WaitList::default(),
+        }),
+        done: AtomicBool::new(false),
+    });
+    let cancel_state = Arc::downgrade(&state);
+    let g = Box::into_raw(Box::new(G {
+        id,
+        state: core::sync::atomic::AtomicU8::new(RUNNABLE),
+        wait_reason: core::sync::atomic::AtomicU8::new(WaitReason::None as u8),
+        co: core::cell::UnsafeCell::new(None),
+        yielder: core::cell::Cell::new(core::ptr::null()),
+        rt: Arc::as_ptr(sh),
+        spawn_site: site,
+        name: name.map(String::into_boxed_str),
+        born: Instant::now(),
+        runnable_at: AtomicU64::new(0),
+        sched_count: core::sync::atomic::AtomicU32::new(0),
+        stack_base: stack.base(),
+        stack_size: stack.usable_size(),
+        saved_sp: AtomicUsize::new(stack.base()),
+        locals: core::cell::UnsafeCell::new(Vec::new()),
+        locked_m: core::cell::Cell::new(core::ptr::null()),
+        shard: p.map_or(id as usize, |p| p.id) % AllGs::SHARDS,
+        shard_index: core::cell::Cell::new(0),
+        cancel: Some(Box::new(move || {
+            if let Some(s) = cancel_state.upgrade() {
+                s.complete(Err(JoinError::Cancelled));
+            }
+        })),
+    }));
+    let gaddr = g as usize;
+    let done = state.clone();
+    let co = Coroutine::with_stack(stack, move |y: &Yielder<(), Switch>, ()| {
+        let g = gaddr as GRef;
+        // SAFETY: the G outlives its coroutine (it is freed after the coroutine returns).
+        unsafe { (*g).yielder.set(y) };
+        let r = catch_unwind(AssertUnwindSafe(f)).map_err(JoinError::Panicked);
+        // Coroutine-locals are dropped here, on the coroutine, where they may still wait.
+        crate::local::drop_all();
+        done.complete(r);
+    });
+    // SAFETY: the G is not yet visible to anybody else.
+    unsafe { *(*g).co.get() = Some(co) };
+    sh.allgs.insert(g);
+    if let Some(p) = p {
+        p.spawned
+            .store(p.spawned.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
+    } else {
+        sh.spawned_outside.fetch_add(1, Ordering::Relaxed);
+    }
+    // A new G goes in `runnext` like Go's newproc, so spawn-then-join runs it at once.
+    machine::make_runnable(sh, g, core::ptr::null());
+    JoinHandle { state, id }
+}

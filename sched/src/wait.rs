@@ -1,0 +1,173 @@
+//! Wait tokens: how anything that blocks (channels, `select!`, sync primitives, joins,
+//! timers) parks a coroutine — or a plain thread — and how exactly one party wakes it.
+//!
+//! A blocked waiter publishes an `Arc<Token>` in one or more wait queues (several for a
+//! `select!`) and, for a deadline, in the timer heap. A waker must first *claim* the token
+//! with one CAS on `selected` (Go's `selectDone` in select.go); only the winner writes its
+//! result and calls `notify`, so a select is completed by exactly one arm and losers never
+//! touch the waiter. The waiter leaves its wait only after a notification (`wait` never
+//! returns just because it saw `selected` set), so the winner's `notify` is always done with
+//! the G before the G can run on, finish and be freed.
+
+use core::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use crate::coroutine::{GRef, WaitReason};
+use crate::machine;
+
+/// `selected` before anybody claimed the token.
+pub(crate) const NONE: usize = usize::MAX;
+/// The arm a deadline claims.
+pub(crate) const TIMEOUT: usize = usize::MAX - 1;
+
+enum Who {
+    G(GRef),
+    Thread {
+        thread: std::thread::Thread,
+        notified: AtomicBool,
+    },
+}
+
+/// One wait of one coroutine or thread.
+pub(crate) struct Token {
+    selected: AtomicUsize,
+    who: Who,
+}
+
+impl core::fmt::Debug for Token {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("Token")
+            .field("selected", &self.selected.load(Ordering::Relaxed))
+            .finish()
+    }
+}
+
+// SAFETY: the `GRef` is only dereferenced by `notify`, which only the claimant calls, while
+// the G is guaranteed alive (it cannot leave `wait` before the notification); everything
+// else is atomics and a `Thread` handle, which are Send + Sync.
+unsafe impl Send for Token {}
+// SAFETY: as above; shared access is through atomics only.
+unsafe impl Sync for Token {}
+
+impl Token {
+    /// A token for the calling coroutine, or for the calling thread outside a runtime.
+    pub(crate) fn for_current() -> Arc<Token> {
+        let g = machine::current_g();
+        let who = if g.is_null() {
+            Who::Thread {
+                thread: std::thread::current(),
+                notified: AtomicBool::new(false),
+            }
+        } else {
+            Who::G(g)
+        };
+        Arc::new(Token {
+            selected: AtomicUsize::new(NONE),
+            who,
+        })
+    }
+
+    /// Claims the token for `arm`; true if this caller won and must `notify`.
+    pub(crate) fn try_claim(&self, arm: usize) -> bool {
+        self.selected
+            .compare_exchange(NONE, arm, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
+    }
+
+    pub(crate) fn selected(&self) -> usize {
+        self.selected.load(Ordering::Acquire)
+    }
+
+    /// Wakes the waiter. Only the winner of `try_claim` calls this, once, after writing
+    /// whatever result the waiter will read (the wake-up is a release).
+    pub(crate) fn notify(&self) {
+        debug_assert_ne!(self.selected(), NONE);
+        match &self.who {
+            Who::G(g) => machine::ready(*g),
+            Who::Thread { thread, notified } => {
+                let t = thread.clone();
+                notified.store(true, Ordering::Release);
+                // `self` may be freed by the waiter from here on; we use our own handle.
+                t.unpark();
+            }
+        }
+    }
+
+    /// Blocks until claimed and notified; returns the winning arm. Call only when some
+    /// other party (not this waiter itself) claimed or may claim the token.
+    pub(crate) fn wait(&self, reason: WaitReason) -> usize {
+        match &self.who {
+            Who::G(_) => loop {
+                machine::park_current(reason);
+                let s = self.selected();
+                if s != NONE {
+                    return s;
+                }
+            },
+            Who::Thread { notified, .. } => {
+                while !notified.load(Ordering::Acquire) {
+                    std::thread::park();
+                }
+                self.selected()
+            }
+        }
+    }
+
+    /// `wait` with a deadline: the timer thread claims `TIMEOUT` when it passes.
+    pub(crate) fn wait_until(
+        self: &Arc<Self>,
+        reason: WaitReason,
+        deadline: Option<Instant>,
+    ) -> usize {
+        if let Some(d) = deadline {
+            crate::timer::add_wake(d, self.clone());
+        }
+        self.wait(reason)
+    }
+}
+
+/// A FIFO of waiters for the sync primitives: a plain deque guarded by the primitive's own
+/// lock. Stale tokens (claimed by a deadline) are skipped by `wake_one`.
+#[derive(Debug)]
+pub(crate) struct WaitList {
+    q: std::collections::VecDeque<Arc<Token>>,
+}
+
+impl WaitList {
+    pub(crate) const fn new() -> Self {
+        Self {
+            q: std::collections::VecDeque::new(),
+        }
+    }
+
+    pub(crate) fn push(&mut self, t: Arc<Token>) {
+        self.q.push_back(t);
+    }
+
+    /// Claims the first waiter still waiting and returns it for the caller to `notify`
+    /// after dropping its lock.
+    pub(crate) fn claim_one(&mut self) -> Option<Arc<Token>> {
+        while let Some(t) = self.q.pop_front() {
+            if t.try_claim(0) {
+                return Some(t);
+            }
+        }
+        None
+    }
+
+    /// Claims every waiter.
+    pub(crate) fn claim_all(&mut self) -> Vec<Arc<Token>> {
+        self.q.drain(..).filter(|t| t.try_claim(0)).collect()
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.q.is_empty()
+    }
+}
+
+impl Default for WaitList {
+    fn default() -> Self {
+        Self::new()
+    }
+}
