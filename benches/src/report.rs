@@ -35,6 +35,9 @@ pub struct Settings {
     pub full: bool,
     /// Online CPUs of the machine.
     pub cpus: usize,
+    /// 1-minute load average before and after the runs (`/proc/loadavg`), if readable: a load
+    /// above the CPU count means other work shared the machine and the spread is wider.
+    pub load: Option<(f64, f64)>,
 }
 
 /// One (workload, threads) row: one [`Samples`] per allocator, in column order.
@@ -269,6 +272,12 @@ pub fn render_markdown(results: &Results) -> String {
         results.baseline,
         results.baseline,
     );
+    if let Some((before, after)) = s.load {
+        let _ = writeln!(
+            md,
+            "Load average (1 min) before the runs: {before:.2}, after: {after:.2}.\n"
+        );
+    }
     let _ = writeln!(md, "![ratio vs {}](chart.svg)\n", results.baseline);
     let _ = writeln!(md, "## Throughput ratio and peak RSS\n");
     let _ = write!(md, "| workload | threads |");
@@ -401,6 +410,7 @@ pub(crate) mod tests {
                 duration: Duration::from_millis(150),
                 full: false,
                 cpus: 2,
+                load: Some((0.5, 1.25)),
             },
         }
     }
@@ -444,6 +454,7 @@ pub(crate) mod tests {
         assert!(md.contains("## Failures"));
         assert!(md.contains("**fastpath**: malloc+free pair"));
         assert!(md.contains("chart.svg"));
+        assert!(md.contains("before the runs: 0.50, after: 1.25"), "{md}");
     }
 
     #[test]

@@ -47,6 +47,13 @@ pub fn run(options: &RunOptions) -> i32 {
         options.reps,
         options.duration.as_millis()
     );
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let load_before = load_average();
+    if let Some(load) = load_before.filter(|&l| l > cpus as f64) {
+        eprintln!(
+            "tessera-bench: note: load average {load:.2} on {cpus} CPU(s): other work is running, expect a wide spread"
+        );
+    }
     let started = Instant::now();
     let mut done = 0;
     for rep in 1..=options.reps {
@@ -89,7 +96,8 @@ pub fn run(options: &RunOptions) -> i32 {
             reps: options.reps,
             duration: options.duration,
             full: options.full,
-            cpus: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            cpus,
+            load: load_before.zip(load_average()),
         },
     };
     println!();
@@ -109,4 +117,14 @@ pub fn run(options: &RunOptions) -> i32 {
         }
     }
     if results.failures().is_empty() { 0 } else { 1 }
+}
+
+/// The 1-minute load average, from `/proc/loadavg`.
+fn load_average() -> Option<f64> {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
 }
