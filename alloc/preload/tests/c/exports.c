@@ -498,9 +498,25 @@ static void check_fork(void) {
 
 #define CHURN_THREADS 300
 static void *leftovers[CHURN_THREADS][16];
+static pthread_key_t late_key;
+static _Atomic int late_destructors;
+
+/* A pthread key created after tessera's own (which its first malloc made): its destructor
+ * runs after tessera has flushed the exiting thread's cache, and still allocates. */
+static void late_destructor(void *value) {
+    unsigned char *p = value;
+    if (p[0] == 0x3c && p[99] == 0x3c) atomic_fetch_add(&late_destructors, 1);
+    free(p);
+    void *again = malloc(200);
+    memset(again, 1, 200);
+    free(again);
+}
 
 static void *short_lived(void *arg) {
     size_t me = (uintptr_t)arg;
+    unsigned char *keyed = malloc(100);
+    memset(keyed, 0x3c, 100);
+    pthread_setspecific(late_key, keyed);
     for (int i = 0; i < 16; i++) {
         void *tmp = malloc(32 + (size_t)i * 100);
         leftovers[me][i] = malloc(16 + (size_t)i * 50);
@@ -511,6 +527,7 @@ static void *short_lived(void *arg) {
 }
 
 static void check_thread_exit(void) {
+    pthread_key_create(&late_key, late_destructor);
     for (int wave = 0; wave < CHURN_THREADS; wave += 30) {
         pthread_t t[30];
         for (int i = 0; i < 30; i++)
@@ -525,7 +542,10 @@ static void check_thread_exit(void) {
             free(p); /* freed by a thread other than the (exited) one that made it */
         }
     CHECK(bad == 0, "%d bytes changed in blocks of exited threads", bad);
-    printf("thread exit: %d threads, their blocks freed by main: done\n", CHURN_THREADS);
+    CHECK(atomic_load(&late_destructors) == CHURN_THREADS, "%d late key destructors saw their block",
+          atomic_load(&late_destructors));
+    printf("thread exit: %d threads, their blocks freed by main, allocation in a late key "
+           "destructor: done\n", CHURN_THREADS);
 }
 
 int main(int argc, char **argv) {
