@@ -4,7 +4,7 @@
 
 use core::sync::atomic::Ordering::{Acquire, Relaxed, Release};
 
-use crate::shim::AtomicU32;
+use core::sync::atomic::AtomicU32;
 
 const UNLOCKED: u32 = 0;
 const LOCKED: u32 = 1;
@@ -43,13 +43,13 @@ impl RawLock {
             }
         }
         while self.state.swap(CONTENDED, Acquire) != UNLOCKED {
-            crate::sys::futex_wait(&self.state, CONTENDED, None);
+            crate::sys::futex_wait_std(&self.state, CONTENDED);
         }
     }
 
     pub(crate) fn unlock(&self) {
         if self.state.swap(UNLOCKED, Release) == CONTENDED {
-            crate::sys::futex_wake(&self.state, 1);
+            crate::sys::futex_wake_std(&self.state);
         }
     }
 }

@@ -571,8 +571,13 @@ pub(crate) fn ready(g: GRef) {
             _ => unreachable!("ready on a G in state {s}"),
         }
     }
-    // SAFETY: G's runtime outlives its Gs.
+    // SAFETY: G's runtime outlives its Gs (a runtime that shuts down with live Gs leaks
+    // its shared state on purpose, see runtime.rs).
     let sh = unsafe { &*gr.rt };
+    if sh.shutdown.load(Ordering::SeqCst) {
+        // No M will run it again: it stays where it is, leaked with its runtime.
+        return;
+    }
     sh.stamp_runnable(gr);
     make_runnable(sh, g, gr.locked_m.get());
 }

@@ -230,17 +230,22 @@ impl Drop for Runtime {
             let _ = t.join();
         }
         // Leak what is left (see the file comment), telling joiners.
-        let mut cancels = Vec::new();
+        let mut cancels: Vec<*const Box<dyn Fn() + Send + Sync>> = Vec::new();
         sh.allgs.for_each(&mut |g| {
             if let Some(c) = &g.cancel {
                 cancels.push(c as *const Box<dyn Fn() + Send + Sync>);
             }
         });
-        for c in cancels {
+        for &c in &cancels {
             // SAFETY: no M runs any more, so no G is freed; the pointers stay valid.
             unsafe { (*c)() };
         }
         sh.global.drain();
+        if !cancels.is_empty() {
+            // Leaked Gs point at the shared state, and a channel may still try to wake one:
+            // keep it alive for the life of the process.
+            core::mem::forget(sh.clone());
+        }
         for p in sh.ps.iter() {
             // SAFETY: no M holds any P now.
             unsafe { (*p.alloc.get()).flush() };

@@ -52,6 +52,34 @@ pub(crate) fn futex_wait(_word: &AtomicU32, _expected: u32, _timeout: Option<Dur
 #[cfg(tessera_loom)]
 pub(crate) fn futex_wake(_word: &AtomicU32, _n: i32) {}
 
+/// `futex_wait` on a plain atomic, always the real syscall (for `lock.rs`, which loom does
+/// not model).
+pub(crate) fn futex_wait_std(word: &core::sync::atomic::AtomicU32, expected: u32) {
+    // SAFETY: as in `futex_wait`; no timeout.
+    unsafe {
+        libc::syscall(
+            libc::SYS_futex,
+            word.as_ptr(),
+            libc::FUTEX_WAIT | libc::FUTEX_PRIVATE_FLAG,
+            expected,
+            core::ptr::null::<libc::timespec>(),
+        );
+    }
+}
+
+/// `futex_wake` of one waiter on a plain atomic.
+pub(crate) fn futex_wake_std(word: &core::sync::atomic::AtomicU32) {
+    // SAFETY: FUTEX_WAKE only uses the address as a key; `word` is alive.
+    unsafe {
+        libc::syscall(
+            libc::SYS_futex,
+            word.as_ptr(),
+            libc::FUTEX_WAKE | libc::FUTEX_PRIVATE_FLAG,
+            1,
+        );
+    }
+}
+
 /// Write end of the SIGQUIT pipe (-1 before `install_sigquit`).
 static SIGQUIT_WRITE: AtomicI32 = AtomicI32::new(-1);
 

@@ -1,0 +1,134 @@
+//! Work stealing, wake-ups under stress, and shutdown.
+
+mod common;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use tessera_sched::{Runtime, chan, spawn, yield_now};
+
+#[test]
+fn work_is_stolen_when_one_p_is_loaded() {
+    let _w = common::Watchdog::new("steal", 120);
+    let rt = Runtime::builder().procs(2).build().unwrap();
+    let threads = rt.block_on(|| {
+        // One coroutine spawns everything onto its own P; the idle P must steal.
+        let seen = Arc::new(std::sync::Mutex::new(std::collections::HashSet::new()));
+        let hs: Vec<_> = (0..2000)
+            .map(|_| {
+                let seen = seen.clone();
+                spawn(move || {
+                    // CPU work with yields, so both Ps have something to do for a while.
+                    let mut x = 0u64;
+                    for i in 0..2000u64 {
+                        x = x.wrapping_mul(31).wrapping_add(i);
+                        if i % 500 == 0 {
+                            yield_now();
+                        }
+                    }
+                    seen.lock().unwrap().insert(std::thread::current().id());
+                    std::hint::black_box(x)
+                })
+            })
+            .collect();
+        for h in hs {
+            h.join().unwrap();
+        }
+        seen.lock().unwrap().len()
+    });
+    let s = rt.stats();
+    assert!(s.steals > 0, "no steals: {s:?}");
+    assert_eq!(threads, 2);
+    assert!(s.latency_samples() > 0);
+}
+
+#[test]
+fn no_lost_wakeups_under_stress() {
+    let _w = common::Watchdog::new("stress", 300);
+    for procs in [2, 3] {
+        let rt = Runtime::builder().procs(procs).build().unwrap();
+        let done = rt.block_on(|| {
+            // Rings of coroutines passing tokens over unbuffered channels, with sleeps and
+            // yields mixed in so Ms keep going idle and being woken.
+            let done = Arc::new(AtomicUsize::new(0));
+            let mut hs = Vec::new();
+            for ring in 0..20 {
+                let n = 5;
+                let chans: Vec<_> = (0..n).map(|_| chan::bounded::<u32>(0)).collect();
+                let (txs, rxs): (Vec<_>, Vec<_>) = chans.into_iter().unzip();
+                for (i, rx) in rxs.into_iter().enumerate() {
+                    let tx = txs[(i + 1) % n].clone();
+                    let done = done.clone();
+                    hs.push(spawn(move || {
+                        for v in rx.iter() {
+                            if v % 7 == 0 {
+                                tessera_sched::sleep(Duration::from_micros(50));
+                            } else if v % 3 == 0 {
+                                yield_now();
+                            }
+                            if v >= 500 || tx.send(v + 1).is_err() {
+                                break;
+                            }
+                        }
+                        // The ring ends when one member stops: each one's channel closes.
+                        done.fetch_add(1, Ordering::Relaxed);
+                    }));
+                }
+                txs[ring % n].send(0).unwrap();
+            }
+            for h in hs {
+                h.join().unwrap();
+            }
+            done.load(Ordering::Relaxed)
+        });
+        assert_eq!(done, 20 * 5, "every coroutine of every ring finished");
+        // Threads outside the runtime waking coroutines.
+        let (tx, rx) = chan::bounded::<u32>(1);
+        let h = rt.spawn(move || rx.iter().count());
+        let senders: Vec<_> = (0..4)
+            .map(|_| {
+                let tx = tx.clone();
+                std::thread::spawn(move || {
+                    for i in 0..5000 {
+                        tx.send(i).unwrap();
+                    }
+                })
+            })
+            .collect();
+        drop(tx);
+        for s in senders {
+            s.join().unwrap();
+        }
+        assert_eq!(h.join().unwrap(), 20_000);
+    }
+}
+
+#[test]
+fn shutdown_with_parked_coroutines_and_sleeping_ms() {
+    let _w = common::Watchdog::new("shutdown", 120);
+    for _ in 0..20 {
+        let rt = Runtime::builder().procs(2).build().unwrap();
+        let (tx, rx) = chan::bounded::<()>(0);
+        let handles: Vec<_> = (0..100)
+            .map(|_| {
+                let rx = rx.clone();
+                rt.spawn(move || {
+                    let _ = rx.recv();
+                })
+            })
+            .collect();
+        let sleeper = rt.spawn(|| tessera_sched::sleep(Duration::from_secs(3600)));
+        // Let them park; the Ms then go idle on their futexes.
+        while rt.stats().parked < 100 {
+            std::thread::yield_now();
+        }
+        drop(rt);
+        // Joiners learn that the runtime is gone instead of hanging.
+        for h in handles {
+            assert!(matches!(h.join(), Err(tessera_sched::JoinError::Cancelled)));
+        }
+        assert!(sleeper.join().is_err());
+        drop(tx);
+    }
+}
