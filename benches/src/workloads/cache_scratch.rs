@@ -23,7 +23,7 @@ pub(super) fn run<A: GlobalAlloc + Sync>(a: &A, params: &Params) -> Outcome {
         // this worker only, and freed exactly once, here.
         unsafe { hammer::free_object(a, handed[thread] as *mut u8) };
         let mut ops = 0;
-        while !deadline.passed() {
+        for _round in deadline.rounds() {
             for _ in 0..64 {
                 hammer::one_object(a, thread as u64 ^ ops);
                 ops += 1;

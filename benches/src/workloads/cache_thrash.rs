@@ -13,7 +13,7 @@ pub(super) fn run<A: GlobalAlloc + Sync>(a: &A, params: &Params) -> Outcome {
     let deadline = Deadline::after(params.duration);
     parallel(params.threads, |thread| {
         let mut ops = 0;
-        while !deadline.passed() {
+        for _round in deadline.rounds() {
             for _ in 0..64 {
                 hammer::one_object(a, thread as u64 ^ ops);
                 ops += 1;

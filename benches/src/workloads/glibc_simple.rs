@@ -20,10 +20,8 @@ pub(super) fn run<A: GlobalAlloc + Sync>(a: &A, params: &Params) -> Outcome {
         let mut rng = Rng::new(thread as u64);
         let mut live = Vec::with_capacity(COUNT);
         let mut ops = 0;
-        let mut round = 0;
-        while !deadline.passed() {
-            let size = SIZES[round % SIZES.len()];
-            round += 1;
+        for round in deadline.rounds() {
+            let size = SIZES[round as usize % SIZES.len()];
             let tag = rng.next_u64();
             live.extend((0..COUNT as u64).map(|i| Block::alloc(a, size, tag ^ i)));
             for block in live.drain(..) {

@@ -26,7 +26,7 @@ pub(super) fn run<A: GlobalAlloc + Sync>(a: &A, params: &Params) -> Outcome {
     parallel(params.threads, |thread| {
         let mut rng = Rng::new(0x6a0 ^ thread as u64);
         let mut ops = 0;
-        while !deadline.passed() {
+        for _round in deadline.rounds() {
             ops += small_vectors(a, &mut rng);
             ops += big_buffer(a, rng.next_u64());
         }

@@ -15,6 +15,16 @@ impl Deadline {
         Deadline(Instant::now() + budget)
     }
 
+    /// Rounds until the budget is spent, and always at least one, so a run on a machine busy
+    /// enough to deschedule us past the deadline still measures something.
+    /// Yields the round number, from 0.
+    pub fn rounds(self) -> impl Iterator<Item = u64> {
+        std::iter::once(())
+            .chain(std::iter::from_fn(move || (!self.passed()).then_some(())))
+            .zip(0..)
+            .map(|((), round)| round)
+    }
+
     /// Whether the budget is spent.
     #[inline]
     pub fn passed(&self) -> bool {
@@ -47,5 +57,27 @@ where
     Outcome {
         ops,
         elapsed: start.elapsed(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_spent_deadline_still_gives_one_round() {
+        let spent = Deadline::after(Duration::ZERO);
+        assert_eq!(spent.rounds().collect::<Vec<_>>(), vec![0]);
+        let rounds = Deadline::after(Duration::from_millis(5))
+            .rounds()
+            .take(3)
+            .collect::<Vec<_>>();
+        assert_eq!(rounds, vec![0, 1, 2]);
+    }
+
+    #[test]
+    fn parallel_sums_the_threads_ops() {
+        let outcome = parallel(3, |i| i as u64 + 1);
+        assert_eq!(outcome.ops, 6);
     }
 }

@@ -34,9 +34,7 @@ pub(super) fn run<A: GlobalAlloc + Sync>(a: &A, params: &Params) -> Outcome {
     let deadline = Deadline::after(params.duration);
     let start = Instant::now();
     let mut ops = 0;
-    let mut generation = 0u64;
-    while !deadline.passed() {
-        generation += 1;
+    for generation in deadline.rounds() {
         ops += std::thread::scope(|scope| {
             let handles: Vec<_> = sets
                 .iter_mut()

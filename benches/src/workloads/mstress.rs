@@ -27,9 +27,7 @@ pub(super) fn run<A: GlobalAlloc + Sync>(a: &A, params: &Params) -> Outcome {
     let deadline = Deadline::after(params.duration);
     let start = Instant::now();
     let mut ops = 0;
-    let mut round = 0u64;
-    while !deadline.passed() {
-        round += 1;
+    for round in deadline.rounds() {
         ops += super::harness::parallel(params.threads, |thread| {
             churn(a, &slots, round << 16 | thread as u64)
         })

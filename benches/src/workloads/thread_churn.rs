@@ -19,7 +19,7 @@ pub(super) fn run<A: GlobalAlloc + Sync>(a: &A, params: &Params) -> Outcome {
     let deadline = Deadline::after(params.duration);
     let start = Instant::now();
     let mut spawned = 0u64;
-    while !deadline.passed() {
+    for _round in deadline.rounds() {
         let leftovers: Vec<Vec<Block>> = std::thread::scope(|scope| {
             let handles: Vec<_> = (0..params.threads)
                 .map(|i| {

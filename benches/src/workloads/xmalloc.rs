@@ -37,7 +37,7 @@ pub(super) fn run<A: GlobalAlloc + Sync>(a: &A, params: &Params) -> Outcome {
             let tx = tx.clone();
             scope.spawn(move || {
                 let mut rng = Rng::new(p as u64);
-                while !deadline.passed() {
+                for _round in deadline.rounds() {
                     let batch = produce(a, &mut rng);
                     if tx.send(batch).is_err() {
                         break;
@@ -84,7 +84,7 @@ fn alone<A: GlobalAlloc>(a: &A, deadline: Deadline) -> Outcome {
     let mut rng = Rng::new(0);
     let start = Instant::now();
     let mut ops = 0;
-    while !deadline.passed() {
+    for _round in deadline.rounds() {
         for block in produce(a, &mut rng) {
             block.free(a);
         }
