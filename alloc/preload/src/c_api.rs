@@ -22,6 +22,10 @@
 //! - Requests above `isize::MAX` bytes fail with `ENOMEM` before reaching the allocator.
 //! - A pointer Tessera never handed out, passed to `free`, `realloc` or
 //!   `malloc_usable_size`, is reported on stderr (`tessera: ...`) and aborts the process.
+//!
+//! Not exported: `mallopt`, `mallinfo`, `mallinfo2`, `malloc_trim`, `malloc_stats`,
+//! `malloc_info`. glibc's versions stay in place and act on glibc's own heap, which is empty
+//! under the preload: harmless, but what they report or trim is not Tessera's.
 
 use core::ffi::{c_int, c_void};
 use core::ptr;
