@@ -7,7 +7,7 @@
 //! |---|---|---|
 //! | `TESSERA_PURGE_DELAY_MS` | how long free pages wait before they go back to the OS; `0` at once, `-1` never | 100 |
 //! | `TESSERA_PURGE` | `dontneed` (RSS drops at once) or `free` (`MADV_FREE`, lazy) | `dontneed` |
-//! | `TESSERA_HUGE_THRESHOLD` | size from which a block gets its own mapping (bytes, `k`/`m` suffix) | `4m` |
+//! | `TESSERA_HUGE_THRESHOLD` | size from which a block gets its own mapping (bytes, `k`/`m` suffix) | `32m` |
 //! | `TESSERA_NUMA` | `auto` (local on a machine with several memory nodes, else off), `local`, `interleave`, `off` | `auto` |
 
 use core::ffi::{CStr, c_char};
@@ -23,7 +23,14 @@ use crate::MAX_NODES;
 /// second, long enough that a workload cycling through the same memory does not pay a
 /// page fault per cycle (jemalloc defaults to seconds, mimalloc to 10 ms).
 pub(crate) const DEFAULT_PURGE_DELAY_MS: u64 = 100;
-const DEFAULT_HUGE_THRESHOLD: usize = 4 << 20;
+/// Blocks below this come from the page heap, whose free pages are reused without a page
+/// fault until the purge delay passes; blocks above get a mapping of their own, which costs
+/// a fresh zero-filled page per page touched but can be resized by `mremap`. At 4 MiB a
+/// program that repeatedly grows a buffer to a few MiB paid an `mmap`, a `munmap` and a
+/// fault per page every round (the `growth` workload ran at 0.1x of mimalloc); at 32 MiB
+/// such buffers stay in the arenas, and only blocks big enough for a copy to dominate get
+/// the mapping. It stays below the 64 MiB arena so a large span always fits in one.
+const DEFAULT_HUGE_THRESHOLD: usize = 32 << 20;
 
 static HUGE_THRESHOLD: AtomicUsize = AtomicUsize::new(DEFAULT_HUGE_THRESHOLD);
 

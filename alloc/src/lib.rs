@@ -11,7 +11,7 @@
 //! - `size_class.rs`: size → class, one table load.
 //! - `cache.rs`: the processor's cache pops an object (the fast path, in this file), and on
 //!   a miss refills from its spans, the node's `central.rs` lists, or the page heap.
-//! - `large.rs`: sizes above 32 KiB get whole spans; from 4 MiB, their own mapping.
+//! - `large.rs`: sizes above 32 KiB get whole spans; from 32 MiB, their own mapping.
 //! - Frees find their span through the page map (`tessera_span::arena`): a pointer of the
 //!   current span goes straight back to the bin, one of the cache's other spans to its local
 //!   list, anyone else's onto the span's lock-free remote list (`remote.rs`).

@@ -102,7 +102,7 @@ fn interior_pointer_is_reported() {
 #[test]
 fn huge_double_free_is_reported() {
     if let Some(out) = in_child("huge_double_free_is_reported", "huge-double", || {
-        let p = tessera::alloc(16 << 20, 8);
+        let p = tessera::alloc(40 << 20, 8);
         // SAFETY: deliberately bad input.
         unsafe {
             tessera::free(p);

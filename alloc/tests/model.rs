@@ -30,7 +30,7 @@ fn size_strategy() -> impl Strategy<Value = usize> {
         8 => 1usize..=256,
         4 => 257usize..=32 << 10,
         2 => (32usize << 10) + 1..=1 << 20,
-        1 => (4usize << 20)..=(9 << 20),
+        1 => (32usize << 20)..=(34 << 20),
     ]
 }
 

@@ -37,7 +37,7 @@ fn in_child() -> bool {
 
 /// Touches a fresh small object, a large span and a huge block, returning their addresses.
 fn fresh_blocks() -> Vec<(*mut u8, usize)> {
-    [48usize, 200_000, 6 << 20]
+    [48usize, 200_000, 40 << 20]
         .into_iter()
         .map(|size| {
             let p = tessera::alloc(size, 8);

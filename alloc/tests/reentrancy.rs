@@ -71,7 +71,7 @@ fn tessera_never_reenters_an_allocator() {
                     v.push(format!("{t}-{i}"));
                 }
                 let mut big = vec![0u8; 100_000];
-                big.resize(6 << 20, 1);
+                big.resize(40 << 20, 1);
                 big.resize(50, 0);
                 big.shrink_to_fit();
                 v.len() + big.len()

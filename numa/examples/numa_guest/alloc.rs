@@ -15,7 +15,7 @@ pub(crate) const INTERLEAVE_CHILD_ENV: &str = "NUMA_GUEST_INTERLEAVE_CHILD";
 
 /// Sizes of one allocation round: small objects, large spans and a huge block, so every
 /// path of the allocator gets memory from its node's heap.
-const SIZES: &[(usize, usize)] = &[(64, 20_000), (1_000, 4_000), (100_000, 40), (8 << 20, 2)];
+const SIZES: &[(usize, usize)] = &[(64, 20_000), (1_000, 4_000), (100_000, 40), (40 << 20, 1)];
 
 /// Allocates `SIZES` through `alloc`, writes every byte, and returns the blocks and the page
 /// addresses they cover.
