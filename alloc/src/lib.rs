@@ -185,9 +185,9 @@ pub unsafe fn free(ptr: *mut u8) {
         match s.kind() {
             SpanKind::Small if s.contains(addr) => {
                 let offset = addr - s.base() as usize;
-                if !offset.is_multiple_of(s.obj_size as usize)
-                    || offset / s.obj_size as usize >= s.capacity as usize
-                {
+                let class = &size_class::CLASSES[s.class as usize];
+                let index = class.index_of(offset);
+                if index * class.size as usize != offset || index >= s.capacity as usize {
                     report::fatal("free of a pointer into the middle of a block", addr);
                 }
                 let cache = thread::current();
@@ -220,7 +220,11 @@ pub unsafe fn free(ptr: *mut u8) {
     }
     // SAFETY: if `ptr` is a huge block, the caller gives it up.
     if !unsafe { huge::free(ptr) } {
-        report::fatal("free of a pointer tessera never handed out", addr);
+        // Huge blocks leave no trace once unmapped, so a second free of one lands here too.
+        report::fatal(
+            "free of a pointer tessera does not own (never handed out, or already freed)",
+            addr,
+        );
     }
 }
 
@@ -232,21 +236,40 @@ pub unsafe fn usable_size(ptr: *mut u8) -> usize {
     if ptr.is_null() {
         return 0;
     }
+    match block_size(ptr) {
+        Some(size) => size,
+        None => report::fatal(
+            "malloc_usable_size of a pointer tessera does not own",
+            ptr as usize,
+        ),
+    }
+}
+
+/// The usable size of the block `ptr` points to the start of (or into, for large blocks),
+/// or `None` when Tessera does not know the pointer. Never aborts: callers that get `None`
+/// decide how to report it. A freed small block may still answer `Some`: objects carry no
+/// per-object state.
+pub fn block_size(ptr: *const u8) -> Option<usize> {
     let addr = ptr as usize;
     match tessera_span::live_span_of(addr) {
         Some(span) => {
             // SAFETY: a live span record.
             let s = unsafe { span.as_ref() };
-            match s.kind() {
+            Some(match s.kind() {
                 SpanKind::Small => s.obj_size as usize,
                 _ => s.bytes() - (addr - s.base() as usize),
-            }
+            })
         }
-        None => match huge::size_of(ptr) {
-            Some(len) => len,
-            None => report::fatal("malloc_usable_size of a pointer tessera does not own", addr),
-        },
+        None if arena::in_arena(addr) => None,
+        None => huge::size_of(ptr as *mut u8),
     }
+}
+
+/// Writes `tessera: <what> (pointer 0x…)` to stderr and aborts: the report the allocator
+/// itself gives for bad input, for wrappers (such as `libtessera.so`) that detect bad input
+/// before calling in. Does not allocate.
+pub fn report_bad_pointer(what: &str, ptr: *const u8) -> ! {
+    report::fatal(what, ptr as usize)
 }
 
 /// Resizes the block at `ptr` (allocated with `old_size` and `align`) to `new_size` bytes,

@@ -43,7 +43,7 @@ fn foreign_pointer_is_reported() {
     }) {
         assert_aborted_with(
             &out,
-            "tessera: free of a pointer tessera never handed out (pointer 0x",
+            "tessera: free of a pointer tessera does not own (never handed out, or already freed) (pointer 0x",
         );
     }
 }
@@ -109,7 +109,10 @@ fn huge_double_free_is_reported() {
             tessera::free(p);
         }
     }) {
-        assert_aborted_with(&out, "tessera: free of a pointer tessera never handed out");
+        assert_aborted_with(
+            &out,
+            "tessera: free of a pointer tessera does not own (never handed out, or already freed)",
+        );
     }
 }
 

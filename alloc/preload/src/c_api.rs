@@ -116,10 +116,11 @@ pub unsafe extern "C" fn realloc(ptr: *mut c_void, size: usize) -> *mut c_void {
         return ptr::null_mut();
     }
     // C does not tell us the old size; the block's usable size is as good for copying, and
-    // asking for it first is what makes a foreign pointer a clear report and abort
-    // (`usable_size` checks ownership) instead of a copy from memory we do not own.
-    // SAFETY: the caller says `ptr` is live and ours; if it is not ours this aborts.
-    let old = unsafe { tessera::usable_size(ptr.cast()) };
+    // asking for it first is what makes a foreign pointer a clear report and abort instead
+    // of a copy from memory we do not own.
+    let Some(old) = tessera::block_size(ptr.cast()) else {
+        tessera::report_bad_pointer("realloc of a pointer tessera does not own", ptr.cast());
+    };
     if size > MAX_REQUEST {
         set_errno(libc::ENOMEM);
         return ptr::null_mut();
