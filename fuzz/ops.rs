@@ -83,7 +83,7 @@ pub(crate) fn run(data: &[u8]) {
                 let (Some(size), Some(a)) = (bytes.size(), bytes.byte()) else {
                     break;
                 };
-                let align = 1usize << (a % 14);
+                let align = 1usize << (a % 18);
                 let zeroed = op % 4 == 1;
                 let p = if zeroed {
                     tessera::alloc_zeroed(size, align)

@@ -4,7 +4,7 @@
 use core::ptr;
 
 use tessera_span::heap::bytes_to_pages;
-use tessera_span::{PAGE_SIZE, Span, SpanKind, huge};
+use tessera_span::{ARENA_SIZE, PAGE_SIZE, Span, SpanKind, huge};
 
 use crate::config::huge_threshold;
 use crate::node;
@@ -12,12 +12,20 @@ use crate::node;
 /// Allocates `size` bytes at `align` as a large span or a huge mapping; null on failure.
 pub(crate) fn alloc(size: usize, align: usize, zero: bool) -> *mut u8 {
     let node = crate::current_node();
-    if size >= huge_threshold() || align > PAGE_SIZE {
+    // Alignments up to a sixteenth of an arena are carved from the page heap (the slack goes
+    // straight back); beyond that, or from the huge threshold, a dedicated mapping.
+    if size >= huge_threshold() || align > ARENA_SIZE / 16 {
         // Fresh mappings read as zero, so `zero` costs nothing here.
         return huge::alloc(size.max(1), align, node).map_or(ptr::null_mut(), |p| p.as_ptr());
     }
     let pages = bytes_to_pages(size.max(1));
-    let Some(got) = node::node(node).heap.alloc(pages, SpanKind::Large) else {
+    let heap = &node::node(node).heap;
+    let got = if align > PAGE_SIZE {
+        heap.alloc_aligned(pages, align, SpanKind::Large)
+    } else {
+        heap.alloc(pages, SpanKind::Large)
+    };
+    let Some(got) = got else {
         return ptr::null_mut();
     };
     // SAFETY: the heap returned an in-use span record.

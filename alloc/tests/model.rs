@@ -36,7 +36,7 @@ fn size_strategy() -> impl Strategy<Value = usize> {
 
 fn op_strategy() -> impl Strategy<Value = Op> {
     prop_oneof![
-        5 => (size_strategy(), 0u32..=13, any::<bool>())
+        5 => (size_strategy(), 0u32..=17, any::<bool>())
             .prop_map(|(size, align_log2, zeroed)| Op::Alloc { size, align_log2, zeroed }),
         3 => (any::<usize>(), size_strategy()).prop_map(|(pick, size)| Op::Realloc { pick, size }),
         4 => any::<usize>().prop_map(|pick| Op::Free { pick }),

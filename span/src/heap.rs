@@ -134,6 +134,35 @@ impl PageHeap {
         Some(Allocated { span, zeroed })
     }
 
+    /// Hands out a span of `npages` pages whose first byte is aligned to `align` (a power of
+    /// two above the page size): it carves `npages + align/PAGE - 1` pages and returns the
+    /// misaligned head and the unused tail to the free lists at once.
+    pub fn alloc_aligned(&self, npages: usize, align: usize, kind: SpanKind) -> Option<Allocated> {
+        debug_assert!(align.is_power_of_two() && align > PAGE_SIZE);
+        let total = npages.checked_add(align / PAGE_SIZE - 1)?;
+        if total > ARENA_PAGES - HEADER_PAGES {
+            return None;
+        }
+        let mut heap = self.inner.lock();
+        let run = match heap.take_fit(total) {
+            Some(run) => run,
+            None => {
+                heap.grow().ok()?;
+                heap.take_fit(total)?
+            }
+        };
+        // SAFETY: `run` is a free run just unlinked under the lock, at least `total` long.
+        let zeroed = unsafe { heap.carve(run, total, kind) };
+        // SAFETY: `run` is now an in-use span of this heap holding nothing.
+        let span = unsafe { heap.trim_to_alignment(run, npages, align) };
+        heap.maybe_purge();
+        #[cfg(feature = "expensive-checks")]
+        heap.check();
+        // SAFETY: records live in arena headers, never at null.
+        let span = unsafe { NonNull::new_unchecked(span) };
+        Some(Allocated { span, zeroed })
+    }
+
     /// Returns a span to the heap, coalescing it with free neighbours.
     ///
     /// # Safety
@@ -452,6 +481,50 @@ impl Inner {
         self.next_purge_ms = self.next_purge_ms.min(due);
     }
 
+    /// Splits the in-use, empty span `run` into a free head, an aligned span of `npages`
+    /// pages, and a free tail; returns the aligned span.
+    ///
+    /// # Safety
+    /// `run` must be an in-use span of this heap that holds nothing, of at least
+    /// `npages + align / PAGE_SIZE - 1` pages; lock held.
+    unsafe fn trim_to_alignment(
+        &mut self,
+        run: *mut Span,
+        npages: usize,
+        align: usize,
+    ) -> *mut Span {
+        let arena = arena::arena_of_span(run);
+        // SAFETY: per the contract.
+        let span = unsafe { &mut *run };
+        let base = span.base() as usize;
+        let lead = (base.next_multiple_of(align) - base) / PAGE_SIZE;
+        let start = span.start as usize;
+        let total = span.npages();
+        let mut aligned = run;
+        if lead > 0 {
+            // SAFETY: page `start + lead` lies inside the span, so in the arena, and starts
+            // no span yet.
+            let body = unsafe { &mut *(*arena).span_at(start + lead) };
+            body.start = (start + lead) as u32;
+            body.npages = (total - lead) as u32;
+            body.flags = 0;
+            body.prev = ptr::null_mut();
+            body.next = ptr::null_mut();
+            body.set_kind(span.kind());
+            for page in start + lead..start + total {
+                // SAFETY: pages of the body lie in the arena.
+                unsafe { (*arena).map_page(page, start + lead) };
+            }
+            span.npages = lead as u32;
+            // SAFETY: the head is an in-use span of this heap holding nothing.
+            unsafe { self.release(run) };
+            aligned = body;
+        }
+        // SAFETY: `aligned` is in use and at least `npages` long.
+        unsafe { self.shrink_in_place(aligned, npages) };
+        aligned
+    }
+
     /// # Safety
     /// `run` must be an in-use large span of this heap; lock held.
     unsafe fn grow_in_place(&mut self, run: *mut Span, npages: usize) -> bool {
@@ -731,6 +804,36 @@ mod tests {
             heap.free(a.span);
             heap.check();
         }
+    }
+
+    #[test]
+    fn aligned_spans_return_their_slack() {
+        let heap = PageHeap::new(0);
+        let pad = heap.alloc(1, SpanKind::Large).unwrap();
+        for align in [2 * PAGE_SIZE, 64 << 10, 1 << 20] {
+            let a = heap.alloc_aligned(3, align, SpanKind::Large).unwrap();
+            // SAFETY: `a` is an in-use span of `heap`.
+            unsafe {
+                let s = a.span.as_ref();
+                assert_eq!(s.base() as usize % align, 0);
+                assert_eq!(s.npages(), 3);
+                assert_eq!(
+                    live_span_of(s.base() as usize + 2 * PAGE_SIZE),
+                    Some(a.span)
+                );
+                heap.check();
+                assert_eq!(
+                    heap.stats().in_use,
+                    4 * PAGE_SIZE,
+                    "head and tail went back"
+                );
+                heap.free(a.span);
+            }
+            heap.check();
+        }
+        // SAFETY: nothing live.
+        unsafe { heap.free(pad.span) };
+        heap.check();
     }
 
     #[test]
