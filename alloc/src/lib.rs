@@ -33,6 +33,7 @@ mod report;
 pub mod size_class;
 mod stats;
 mod thread;
+mod tls;
 
 use core::alloc::{GlobalAlloc, Layout};
 use core::ptr;

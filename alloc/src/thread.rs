@@ -1,7 +1,7 @@
 //! Which cache the calling thread allocates from.
 //!
-//! Two thread-locals, both const-initialised raw pointers with no destructor, so reading
-//! them is a single `fs`-relative load and registering them allocates nothing:
+//! Two thread-local words (`tls.rs`: initial-exec TLS, so reading one is an `fs`-relative
+//! load, and nothing is registered or allocated for them):
 //! - `CURRENT`: the cache allocations use. A plain thread gets its own cache on its first
 //!   allocation; a runtime may install a processor's cache instead (`processor.rs`).
 //! - `OWN`: the thread's own cache, if it made one, flushed at thread exit.
@@ -11,32 +11,29 @@
 //! come from Tessera itself (DESIGN.md, "Per-processor caches").
 //!
 //! Migration: a coroutine can yield inside a caller and resume on another thread, and LLVM
-//! may keep a thread-local's address across that call (llvm-project#98479). The public
-//! entry points in `lib.rs` are `#[inline(never)]`, so every allocation computes the TLS
-//! address afresh inside its own frame, on the thread that runs it.
+//! may keep a thread-local's address across that call (llvm-project#98479). The words are
+//! read with `asm!` that is not `pure`, and the public entry points in `lib.rs` are
+//! `#[inline(never)]`, so every allocation reads them afresh on the thread that runs it.
 
-use core::cell::Cell;
 use core::ptr;
 use core::sync::atomic::{AtomicU8, AtomicU32, Ordering};
 
 use crate::cache::Cache;
 use crate::pool;
-
-thread_local! {
-    static CURRENT: Cell<*mut Cache> = const { Cell::new(ptr::null_mut()) };
-    static OWN: Cell<*mut Cache> = const { Cell::new(ptr::null_mut()) };
-}
+use crate::tls;
 
 /// The calling thread's cache, or null before its first allocation.
 #[inline(always)]
 pub(crate) fn current() -> *mut Cache {
-    CURRENT.with(Cell::get)
+    tls::current()
 }
 
 /// Replaces the current cache, returning the previous one.
 #[inline]
 pub(crate) fn swap_current(cache: *mut Cache) -> *mut Cache {
-    CURRENT.with(|c| c.replace(cache))
+    let previous = tls::current();
+    tls::set_current(cache);
+    previous
 }
 
 const UNINIT: u8 = 0;
@@ -87,8 +84,8 @@ pub(crate) fn current_or_init() -> *mut Cache {
     }
     // Publish before `pthread_setspecific`, which may itself allocate (second-level key
     // blocks): the nested call then finds this cache instead of making another.
-    OWN.with(|c| c.set(cache));
-    CURRENT.with(|c| c.set(cache));
+    tls::set_own(cache);
+    tls::set_current(cache);
     let key = KEY.load(Ordering::Acquire);
     if key != u32::MAX {
         // SAFETY: `key` was created by `pthread_key_create`; the value is our cache.
@@ -100,11 +97,11 @@ pub(crate) fn current_or_init() -> *mut Cache {
 /// The pthread key destructor: flush the exiting thread's own cache and park it.
 extern "C" fn on_thread_exit(arg: *mut libc::c_void) {
     let cache = arg.cast::<Cache>();
-    if OWN.with(Cell::get) == cache {
-        OWN.with(|c| c.set(ptr::null_mut()));
+    if tls::own() == cache {
+        tls::set_own(ptr::null_mut());
     }
-    if current() == cache {
-        CURRENT.with(|c| c.set(ptr::null_mut()));
+    if tls::current() == cache {
+        tls::set_current(ptr::null_mut());
     }
     // SAFETY: the key's value is the thread's own cache, which nothing uses any more: both
     // thread-locals were cleared above, and a later allocation on this thread (another
@@ -115,7 +112,7 @@ extern "C" fn on_thread_exit(arg: *mut libc::c_void) {
 /// Flushes the calling thread's own cache (spans with free objects go back to the central
 /// lists or the page heap). The cache stays the thread's.
 pub(crate) fn flush_own() {
-    let cache = OWN.with(Cell::get);
+    let cache = tls::own();
     if !cache.is_null() && current() == cache {
         // SAFETY: the calling thread owns its cache and is not inside another allocator call.
         unsafe { (*cache).flush() };

@@ -12,32 +12,24 @@
 //!
 //! ## Thread-local storage
 //!
-//! Tessera keeps the calling thread's cache pointer in two `thread_local!`s
-//! (`alloc/src/thread.rs`). Stable Rust cannot choose a TLS model, and a cdylib is
-//! position-independent code, so in this library they use the local-dynamic model. Checked
-//! on the release build: `readelf -r libtessera.so` shows one `R_X86_64_DTPMOD64` relocation
-//! and no `TPOFF` ones, `readelf -d` has no `STATIC_TLS` flag, and `objdump -d` shows a
-//! `call __tls_get_addr@plt` in `tessera::alloc`, `dealloc`, `free` and the slow paths: every
-//! `malloc` and `free` makes one call into ld.so to find the thread-local. (The workspace's
-//! fat-LTO "one `fs`-relative load" holds where tessera is linked into an executable, not
-//! here.) What follows from that:
-//! - `dlopen` works: the library needs no static TLS, and ld.so gives each thread its block
-//!   on first use, allocated by the process's `malloc` (glibc's: a `dlopen`ed library does not
-//!   interpose). `tests/c/dlopen.c`.
-//! - Under `LD_PRELOAD` the block sits in the static TLS area of every thread, so
-//!   `__tls_get_addr` never allocates for it. It may still call `malloc`/`free` for other
-//!   modules after a `dlopen`/`dlclose` (growing a thread's DTV, freeing a closed module's
-//!   block), and those are ours and re-enter `__tls_get_addr` for our block. glibc 2.36
-//!   (Debian 12) copes; `tests/c/tls_churn.c` drives exactly that (40 TLS modules, past the
-//!   DTV's initial surplus, closed while threads allocate). glibc 2.40 added an explicit guard
-//!   for interposed mallocs that use dynamic TLS.
+//! Tessera keeps the calling thread's cache pointers in two words it defines itself in
+//! `.tbss` and reads with the initial-exec model (`alloc/src/tls.rs`): an `fs`-relative load
+//! whose offset sits in the GOT. Checked on the release build: `readelf -d libtessera.so`
+//! shows the `STATIC_TLS` flag and `readelf -r` two `R_X86_64_TPOFF64` relocations for those
+//! words; `tessera::alloc`, `dealloc` and `free` make no `__tls_get_addr` call. (The
+//! remaining `R_X86_64_DTPMOD64` relocations belong to std's and other crates' thread-locals,
+//! none on the malloc path.) What follows from that:
+//! - `dlopen` works while glibc's static TLS surplus has room for 16 bytes, which it has by
+//!   default (`tests/c/dlopen.c`); it is the same bargain glibc's own malloc, jemalloc and
+//!   mimalloc make.
+//! - `__tls_get_addr` is never called for our words, so the DTV growth that a `dlopen` or
+//!   `dlclose` causes (which calls `malloc`/`free`, that is, us) cannot re-enter a
+//!   half-updated lookup of them (`tests/c/tls_churn.c`: 40 TLS modules opened and closed
+//!   while threads allocate).
 //! - Threads that exit: tessera flushes the cache from a `pthread_key_create` destructor;
-//!   glibc's later frees during thread teardown still read our thread-local, which stays
-//!   valid until the thread's TLS is released (`tests/c/exports.c`, thread churn; `dlopen.c`).
+//!   glibc's later frees during thread teardown still read our words, which stay valid until
+//!   the thread's static TLS is released (`tests/c/exports.c`, thread churn; `dlopen.c`).
 //! - `fork`: tessera's `pthread_atfork` handlers; `exports.c` forks while threads allocate.
-//!
-//! The initial-exec model would drop the `__tls_get_addr` call from the fast path; it needs
-//! either nightly's `-Z tls-model` or a thread-local defined in `asm!` in `alloc/src/thread.rs`.
 //!
 //! The library is linked with `-z nodelete` (`build.rs`): a `dlclose` must not unmap code that
 //! the pthread key destructor, the fork handlers and every live block still depend on.

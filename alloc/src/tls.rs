@@ -1,0 +1,136 @@
+//! The two thread-local words of the allocator (the current cache, the thread's own cache),
+//! reached the cheapest way the platform allows.
+//!
+//! On x86_64 Linux the words are defined in assembly in `.tbss` and read with the
+//! initial-exec TLS model: one `mov` of the word's offset from the GOT and one
+//! `fs`-relative load. When the final link is an executable the linker relaxes that to a
+//! constant offset (local-exec). Rust's `thread_local!` in an rlib uses the general-dynamic
+//! model instead, which costs a call to `__tls_get_addr` per access in `libtessera.so`
+//! and, without LTO, a call (and the register spills around it) in every executable. The
+//! initial-exec model is what glibc's malloc, jemalloc and mimalloc use for the same
+//! reason; a `dlopen`ed `libtessera.so` takes its 16 bytes from glibc's static TLS surplus.
+//!
+//! The `asm!` blocks are not `pure`: a coroutine that yields may resume on another thread,
+//! so the compiler must never reuse a value read before a call (DESIGN.md, "Migration").
+//! Other platforms fall back to `thread_local!`.
+
+use crate::cache::Cache;
+
+#[cfg(all(target_arch = "x86_64", target_os = "linux"))]
+mod imp {
+    use super::Cache;
+    use core::arch::{asm, global_asm};
+
+    global_asm!(
+        ".pushsection .tbss,\"awT\",@nobits",
+        ".p2align 3",
+        ".globl tessera_tls_current",
+        ".hidden tessera_tls_current",
+        ".type tessera_tls_current, @tls_object",
+        ".size tessera_tls_current, 8",
+        "tessera_tls_current:",
+        ".zero 8",
+        ".globl tessera_tls_own",
+        ".hidden tessera_tls_own",
+        ".type tessera_tls_own, @tls_object",
+        ".size tessera_tls_own, 8",
+        "tessera_tls_own:",
+        ".zero 8",
+        ".popsection",
+    );
+
+    macro_rules! word {
+        ($get:ident, $set:ident, $sym:literal) => {
+            #[inline(always)]
+            pub(crate) fn $get() -> *mut Cache {
+                let value: *mut Cache;
+                // SAFETY: reads this thread's 8-byte slot: the GOT entry holds the slot's offset
+                // from the thread pointer (`fs`), which the dynamic linker fixed at load time.
+                unsafe {
+                    asm!(
+                        concat!("mov {v}, qword ptr [rip + ", $sym, "@GOTTPOFF]"),
+                        "mov {v}, qword ptr fs:[{v}]",
+                        v = out(reg) value,
+                        options(nostack, readonly, preserves_flags),
+                    );
+                }
+                value
+            }
+
+            #[inline(always)]
+            pub(crate) fn $set(value: *mut Cache) {
+                // SAFETY: writes this thread's own slot, as above; nothing else aliases it.
+                unsafe {
+                    asm!(
+                        concat!("mov {t}, qword ptr [rip + ", $sym, "@GOTTPOFF]"),
+                        "mov qword ptr fs:[{t}], {v}",
+                        t = out(reg) _,
+                        v = in(reg) value,
+                        options(nostack, preserves_flags),
+                    );
+                }
+            }
+        };
+    }
+
+    word!(current, set_current, "tessera_tls_current");
+    word!(own, set_own, "tessera_tls_own");
+}
+
+#[cfg(not(all(target_arch = "x86_64", target_os = "linux")))]
+mod imp {
+    use super::Cache;
+    use core::cell::Cell;
+    use core::ptr;
+
+    thread_local! {
+        static CURRENT: Cell<*mut Cache> = const { Cell::new(ptr::null_mut()) };
+        static OWN: Cell<*mut Cache> = const { Cell::new(ptr::null_mut()) };
+    }
+
+    #[inline(always)]
+    pub(crate) fn current() -> *mut Cache {
+        CURRENT.with(Cell::get)
+    }
+    #[inline(always)]
+    pub(crate) fn set_current(value: *mut Cache) {
+        CURRENT.with(|c| c.set(value))
+    }
+    #[inline(always)]
+    pub(crate) fn own() -> *mut Cache {
+        OWN.with(Cell::get)
+    }
+    #[inline(always)]
+    pub(crate) fn set_own(value: *mut Cache) {
+        OWN.with(|c| c.set(value))
+    }
+}
+
+pub(crate) use imp::{current, own, set_current, set_own};
+
+#[cfg(all(test, not(tessera_loom)))]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn words_are_per_thread() {
+        let mine = 0x1000 as *mut Cache;
+        let before = (current(), own());
+        set_current(mine);
+        set_own(mine.wrapping_add(1));
+        std::thread::spawn(|| {
+            // A fresh thread has its own zeroed words (its allocations may have set them to a
+            // real cache, but never to ours).
+            assert_ne!(current(), 0x1000 as *mut Cache);
+            set_current(0x2000 as *mut Cache);
+            assert_eq!(current(), 0x2000 as *mut Cache);
+            set_current(core::ptr::null_mut());
+        })
+        .join()
+        .unwrap();
+        assert_eq!(current(), mine);
+        assert_eq!(own(), mine.wrapping_add(1));
+        set_current(before.0);
+        set_own(before.1);
+    }
+}
