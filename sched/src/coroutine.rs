@@ -19,7 +19,6 @@ use core::cell::{Cell, UnsafeCell};
 use core::panic::Location;
 use core::sync::atomic::{AtomicU8, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::any::Any;
-use std::time::Instant;
 
 use corosensei::{Coroutine, Yielder};
 use tessera_stacks::PooledStack;
@@ -127,7 +126,8 @@ pub(crate) struct G {
     pub(crate) rt: *const Shared,
     pub(crate) spawn_site: &'static Location<'static>,
     pub(crate) name: Option<Box<str>>,
-    pub(crate) born: Instant,
+    /// Coarse monotonic nanoseconds at spawn (sys::coarse_now_ns).
+    pub(crate) born: u64,
     /// Nanoseconds since the runtime's epoch when it last became runnable.
     pub(crate) runnable_at: AtomicU64,
     /// Times it became runnable (to sample one in eight for the latency histogram).
@@ -144,7 +144,7 @@ pub(crate) struct G {
     pub(crate) shard: usize,
     pub(crate) shard_index: Cell<usize>,
     /// Tells the joiner the runtime gave up on this G (shutdown).
-    pub(crate) cancel: Option<Box<dyn Fn() + Send + Sync>>,
+    pub(crate) cancel: Option<std::sync::Arc<dyn crate::join::Cancel>>,
 }
 
 impl G {

@@ -27,7 +27,7 @@ fn line(out: &mut String, g: &G) {
         _ => "?",
     };
     let reason = g.wait_reason();
-    let age = g.born.elapsed();
+    let age = std::time::Duration::from_nanos(crate::sys::coarse_now_ns().saturating_sub(g.born));
     let used = g.stack_base.saturating_sub(
         g.saved_sp
             .load(core::sync::atomic::Ordering::Relaxed)

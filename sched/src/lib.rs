@@ -35,7 +35,9 @@
 
 mod coroutine;
 mod dump;
+mod gfree;
 mod global_queue;
+mod join;
 mod lock;
 mod machine;
 mod park;

@@ -489,8 +489,17 @@ unsafe fn finish(sh: &Shared, p: &P, g: GRef) {
     let g = unsafe { Box::from_raw(g) };
     if let Some(co) = g.co.into_inner() {
         let stack = co.into_stack();
-        // SAFETY: the caller holds `p`, so its stack cache is ours.
-        unsafe { (*p.stacks.get()).release(stack) };
+        // SAFETY: the caller holds `p`, so its stack lists are ours.
+        let free = unsafe { &mut *p.free_stacks.get() };
+        if stack.usable_size() == sh.stack_class
+            && free.len() < crate::gfree::MAX_PER_P
+            && crate::gfree::stayed_on_top_page(&stack)
+        {
+            free.push(stack);
+        } else {
+            // SAFETY: as above.
+            unsafe { (*p.stacks.get()).release(stack) };
+        }
     }
 }
 

@@ -26,6 +26,8 @@ pub(crate) struct P {
     pub(crate) alloc: UnsafeCell<tessera::ProcessorCache>,
     /// Owner only.
     pub(crate) stacks: UnsafeCell<StackCache>,
+    /// Owner only: stacks of finished coroutines, for reuse (gfree.rs).
+    pub(crate) free_stacks: UnsafeCell<Vec<tessera_stacks::PooledStack>>,
     /// Owner only: schedule ticks, for the 61-tick global-queue check.
     pub(crate) tick: Cell<u32>,
     pub(crate) spawned: AtomicU64,
@@ -58,6 +60,7 @@ impl P {
                 tessera::ProcessorCache::new().expect("out of memory for a processor cache"),
             ),
             stacks: UnsafeCell::new(StackCache::new()),
+            free_stacks: UnsafeCell::new(Vec::new()),
             tick: Cell::new(0),
             spawned: AtomicU64::new(0),
             steals: AtomicU64::new(0),

@@ -11,7 +11,6 @@
 use core::fmt;
 use core::panic::Location;
 use core::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::any::Any;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::{Arc, Mutex, Weak};
 use std::thread;
@@ -21,9 +20,10 @@ use corosensei::{Coroutine, Yielder};
 use crossbeam_utils::CachePadded;
 
 use crate::coroutine::{AllGs, G, GRef, RUNNABLE, Switch, WaitReason};
+use crate::join::JoinState;
+pub use crate::join::{JoinError, JoinHandle};
 use crate::machine::{self, Idle, MShared};
 use crate::processor::P;
-use crate::wait::{Token, WaitList};
 
 /// Default stack size for coroutines (usable bytes; rounded up to a power of two).
 pub const DEFAULT_STACK_SIZE: usize = 64 << 10;
@@ -41,6 +41,8 @@ pub(crate) struct Shared {
     next_id: AtomicU64,
     epoch: Instant,
     pub(crate) stack_size: usize,
+    /// Usable bytes of a default-size stack (the class `stack_size` rounds up to).
+    pub(crate) stack_class: usize,
     pub(crate) spawned_outside: AtomicU64,
 }
 
@@ -122,6 +124,10 @@ impl Builder {
             next_id: AtomicU64::new(1),
             epoch: Instant::now(),
             stack_size: self.stack_size,
+            stack_class: self
+                .stack_size
+                .max(tessera_stacks::MIN_STACK_SIZE)
+                .next_power_of_two(),
             spawned_outside: AtomicU64::new(0),
         });
         let mut threads = Vec::with_capacity(procs);
@@ -230,15 +236,10 @@ impl Drop for Runtime {
             let _ = t.join();
         }
         // Leak what is left (see the file comment), telling joiners.
-        let mut cancels: Vec<*const Box<dyn Fn() + Send + Sync>> = Vec::new();
-        sh.allgs.for_each(&mut |g| {
-            if let Some(c) = &g.cancel {
-                cancels.push(c as *const Box<dyn Fn() + Send + Sync>);
-            }
-        });
-        for &c in &cancels {
-            // SAFETY: no M runs any more, so no G is freed; the pointers stay valid.
-            unsafe { (*c)() };
+        let mut cancels = Vec::new();
+        sh.allgs.for_each(&mut |g| cancels.extend(g.cancel.clone()));
+        for c in &cancels {
+            c.cancel();
         }
         sh.global.drain();
         if !cancels.is_empty() {
@@ -248,119 +249,19 @@ impl Drop for Runtime {
         }
         for p in sh.ps.iter() {
             // SAFETY: no M holds any P now.
-            unsafe { (*p.alloc.get()).flush() };
+            unsafe {
+                let free = core::mem::take(&mut *p.free_stacks.get());
+                let cache = &mut *p.stacks.get();
+                for s in free {
+                    cache.release(s);
+                }
+                (*p.alloc.get()).flush();
+            }
         }
         RUNTIMES
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .retain(|w| w.strong_count() > 0 && !core::ptr::eq(w.as_ptr(), Arc::as_ptr(sh)));
-    }
-}
-
-/// Why `JoinHandle::join` has no value.
-pub enum JoinError {
-    /// The coroutine panicked; the payload is inside.
-    Panicked(Box<dyn Any + Send + 'static>),
-    /// The runtime shut down before the coroutine finished.
-    Cancelled,
-}
-
-impl fmt::Debug for JoinError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            JoinError::Panicked(p) => {
-                let msg = p
-                    .downcast_ref::<&str>()
-                    .copied()
-                    .or_else(|| p.downcast_ref::<String>().map(String::as_str))
-                    .unwrap_or("<non-string payload>");
-                write!(f, "Panicked({msg:?})")
-            }
-            JoinError::Cancelled => f.write_str("Cancelled"),
-        }
-    }
-}
-
-impl fmt::Display for JoinError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            JoinError::Panicked(_) => f.write_str("coroutine panicked"),
-            JoinError::Cancelled => f.write_str("runtime shut down before the coroutine finished"),
-        }
-    }
-}
-
-impl std::error::Error for JoinError {}
-
-impl JoinError {
-    /// Whether the coroutine panicked.
-    pub fn is_panic(&self) -> bool {
-        matches!(self, JoinError::Panicked(_))
-    }
-}
-
-struct JoinInner<T> {
-    result: Option<Result<T, JoinError>>,
-    waiters: WaitList,
-}
-
-struct JoinState<T> {
-    inner: Mutex<JoinInner<T>>,
-    done: AtomicBool,
-}
-
-impl<T> JoinState<T> {
-    fn complete(&self, r: Result<T, JoinError>) {
-        let mut i = self.inner.lock().unwrap_or_else(|e| e.into_inner());
-        if i.result.is_some() || self.done.load(Ordering::Relaxed) {
-            return;
-        }
-        i.result = Some(r);
-        self.done.store(true, Ordering::Release);
-        let ws = i.waiters.claim_all();
-        drop(i);
-        for w in ws {
-            w.notify();
-        }
-    }
-}
-
-/// Owns the right to wait for a coroutine's result. Dropping it detaches the coroutine.
-pub struct JoinHandle<T> {
-    state: Arc<JoinState<T>>,
-    id: u64,
-}
-
-impl<T> fmt::Debug for JoinHandle<T> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("JoinHandle").field("id", &self.id).finish()
-    }
-}
-
-impl<T> JoinHandle<T> {
-    /// Waits for the coroutine (parking the calling coroutine, or blocking the calling
-    /// thread outside the runtime). `Err` if it panicked or the runtime shut down first.
-    pub fn join(self) -> Result<T, JoinError> {
-        loop {
-            let mut i = self.state.inner.lock().unwrap_or_else(|e| e.into_inner());
-            if let Some(r) = i.result.take() {
-                return r;
-            }
-            let t = Token::for_current();
-            i.waiters.push(t.clone());
-            drop(i);
-            t.wait(WaitReason::Join);
-        }
-    }
-
-    /// Whether the coroutine has finished.
-    pub fn is_finished(&self) -> bool {
-        self.state.done.load(Ordering::Acquire)
-    }
-
-    /// The coroutine's id (as in `dump()`).
-    pub fn id(&self) -> u64 {
-        self.id
     }
 }
 
@@ -433,21 +334,26 @@ pub(crate) fn spawn_in<T: Send + 'static>(
 ) -> JoinHandle<T> {
     let size = stack_size.unwrap_or(sh.stack_size);
     let p = machine::current_p(Arc::as_ptr(sh));
-    let stack = match p {
-        // SAFETY: `current_p` returned the P this thread holds, so its stack cache is ours.
-        Some(p) => tessera_stacks::acquire_in(unsafe { &mut *p.stacks.get() }, size),
-        None => tessera_stacks::acquire(size),
-    }
-    .unwrap_or_else(|e| panic!("tessera_sched::spawn: no stack: {e}"));
+    let reused = match p {
+        // SAFETY: `current_p` returned the P this thread holds, so its lists are ours.
+        Some(p) if size == sh.stack_size => unsafe { (*p.free_stacks.get()).pop() },
+        _ => None,
+    };
+    let stack = match reused {
+        Some(s) => s,
+        None => {
+            let s = match p {
+                // SAFETY: as above.
+                Some(p) => tessera_stacks::acquire_in(unsafe { &mut *p.stacks.get() }, size),
+                None => tessera_stacks::acquire(size),
+            }
+            .unwrap_or_else(|e| panic!("tessera_sched::spawn: no stack: {e}"));
+            crate::gfree::arm(&s);
+            s
+        }
+    };
     let id = sh.next_id.fetch_add(1, Ordering::Relaxed);
-    let state = Arc::new(JoinState {
-        inner: Mutex::new(JoinInner {
-            result: None,
-            waiters: WaitList::default(),
-        }),
-        done: AtomicBool::new(false),
-    });
-    let cancel_state = Arc::downgrade(&state);
+    let state = Arc::new(JoinState::new());
     let g = Box::into_raw(Box::new(G {
         id,
         state: core::sync::atomic::AtomicU8::new(RUNNABLE),
@@ -457,7 +363,7 @@ pub(crate) fn spawn_in<T: Send + 'static>(
         rt: Arc::as_ptr(sh),
         spawn_site: site,
         name: name.map(String::into_boxed_str),
-        born: Instant::now(),
+        born: crate::sys::coarse_now_ns(),
         runnable_at: AtomicU64::new(0),
         sched_count: core::sync::atomic::AtomicU32::new(0),
         stack_base: stack.base(),
@@ -465,13 +371,9 @@ pub(crate) fn spawn_in<T: Send + 'static>(
         saved_sp: AtomicUsize::new(stack.base()),
         locals: core::cell::UnsafeCell::new(Vec::new()),
         locked_m: core::cell::Cell::new(core::ptr::null()),
-        shard: p.map_or(id as usize, |p| p.id) % AllGs::SHARDS,
+        shard: id as usize % AllGs::SHARDS,
         shard_index: core::cell::Cell::new(0),
-        cancel: Some(Box::new(move || {
-            if let Some(s) = cancel_state.upgrade() {
-                s.complete(Err(JoinError::Cancelled));
-            }
-        })),
+        cancel: Some(state.clone()),
     }));
     let gaddr = g as usize;
     let done = state.clone();
@@ -495,5 +397,5 @@ pub(crate) fn spawn_in<T: Send + 'static>(
     }
     // A new G goes in `runnext` like Go's newproc, so spawn-then-join runs it at once.
     machine::make_runnable(sh, g, core::ptr::null());
-    JoinHandle { state, id }
+    JoinHandle::new(state, id)
 }
