@@ -153,7 +153,15 @@ impl<T> RunQueue<T> {
             let n = n - n / 2;
             if n == 0 {
                 if steal_runnext {
-                    let next = self.runnext.load(Acquire);
+                    let mut next = self.runnext.load(Acquire);
+                    if !next.is_null() {
+                        // The victim has probably just readied `next` and is about to switch
+                        // to it (a channel hand-off takes well under a microsecond). Give it
+                        // ~3 µs before stealing, or the two coroutines of a ping-pong would
+                        // keep being pulled apart onto two Ps (proc.go runqgrab: usleep(3)).
+                        runnext_grace(&self.runnext, next);
+                        next = self.runnext.load(Acquire);
+                    }
                     if !next.is_null()
                         && self
                             .runnext
@@ -205,6 +213,23 @@ impl<T> RunQueue<T> {
         Some(first)
     }
 }
+
+/// Spins for up to ~3 µs while `slot` still holds `item`.
+#[cfg(not(tessera_loom))]
+fn runnext_grace<T>(slot: &AtomicPtr<T>, item: *mut T) {
+    let start = std::time::Instant::now();
+    while slot.load(Relaxed) == item {
+        for _ in 0..32 {
+            core::hint::spin_loop();
+        }
+        if start.elapsed() >= std::time::Duration::from_micros(3) {
+            break;
+        }
+    }
+}
+
+#[cfg(tessera_loom)]
+fn runnext_grace<T>(_slot: &AtomicPtr<T>, _item: *mut T) {}
 
 #[cfg(all(test, not(tessera_loom)))]
 mod tests {
