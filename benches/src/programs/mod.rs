@@ -1,13 +1,17 @@
-//! `--programs`: real programs nobody here wrote (python3, sqlite3, git), run under each C
-//! malloc replacement with `LD_PRELOAD` (Debian's libmimalloc, libjemalloc, libtcmalloc_minimal,
-//! our libtessera.so) and under plain glibc. Measures wall time and peak RSS (`wait4`), and
-//! checks that every run prints exactly what the glibc run printed: a crash or a wrong result
-//! here is a release blocker (BENCHMARKS.md).
+//! `--programs`: real programs nobody here wrote (python3, sqlite3, git, redis-server) and a
+//! threaded C stress program of ours, run under each C malloc replacement with `LD_PRELOAD`
+//! (Debian's libmimalloc, libjemalloc, libtcmalloc_minimal, our libtessera.so) and under
+//! glibc. Measures wall time (requests/s for redis) and peak RSS (`wait4`), and checks that
+//! every run prints exactly what the glibc run printed: a crash or a wrong result here is a
+//! release blocker (BENCHMARKS.md). The table gives time and peak-RSS ratios against glibc
+//! and mimalloc, and marks tessera against the targets (time ≤ mimalloc's, RSS ≤ glibc's).
 //!
 //! This mode is separate from the allocator workloads: it links nothing, it only spawns.
 
 pub mod measure;
+pub mod native;
 pub mod preload;
+pub mod redis;
 pub mod suite;
 pub mod table;
 
@@ -16,9 +20,26 @@ pub use preload::PRELOAD_NAMES;
 use crate::args::ProgramOptions;
 use crate::paths;
 use preload::Preload;
-use std::path::PathBuf;
-use suite::{PROGRAMS, Program};
-use table::{ProgramCell, ProgramRow};
+use redis::Redis;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+use suite::{Binary, Kind, PROGRAMS, Program};
+use table::{ProgramCell, ProgramRow, Unit};
+
+/// The longest one run to completion may take (quick, `--full`).
+const TIMEOUT: (Duration, Duration) = (Duration::from_secs(120), Duration::from_secs(900));
+
+/// A program ready to run: its executable, and what its glibc column preloads.
+#[derive(Debug)]
+struct Ready {
+    program: &'static Program,
+    binary: PathBuf,
+    redis: Option<Redis>,
+    /// For a program that links an allocator itself (Debian's redis-server needs
+    /// libjemalloc.so.2), "glibc" means preloading the shim that puts glibc's malloc first;
+    /// `Err` when the shim is needed but cannot be built.
+    glibc_preload: Result<Option<PathBuf>, String>,
+}
 
 /// Runs the programs mode; returns the exit code (1 if any run failed or printed a different
 /// result, 2 if nothing could run).
@@ -35,21 +56,67 @@ pub fn run(options: &ProgramOptions) -> i32 {
                 .as_ref()
                 .map(|l| l.display().to_string())
                 .unwrap_or_default();
-            notes.push(format!(
-                "skipped {name}: {lib} is not there ({})",
-                preload.install_hint
-            ));
+            let hint = if *name == "tessera" {
+                format!(
+                    "build it with `{}`, with the same CARGO_TARGET_DIR as this run",
+                    preload.install_hint
+                )
+            } else {
+                preload.install_hint.to_string()
+            };
+            notes.push(format!("skipped {name}: {lib} is not there ({hint})"));
         }
     }
-    let mut programs: Vec<(&Program, PathBuf)> = Vec::new();
-    for program in PROGRAMS {
-        match suite::find_binary(program.binary) {
-            Some(binary) => programs.push((program, binary)),
-            None => notes.push(format!(
-                "skipped {}: `{}` is not installed",
-                program.name, program.binary
-            )),
+    for p in &preloads {
+        if let Some(lib) = &p.library {
+            eprintln!("{:<9} LD_PRELOAD={}", p.name, lib.display());
         }
+    }
+    let mut shim: Option<Result<PathBuf, String>> = None;
+    let mut programs: Vec<Ready> = Vec::new();
+    for program in PROGRAMS {
+        let found = match program.binary {
+            Binary::Installed(name) => {
+                suite::find_binary(name).ok_or_else(|| format!("`{name}` is not installed"))
+            }
+            Binary::Stress => native::build_stress(),
+        };
+        let redis = match program.kind {
+            Kind::Redis => Some(Redis::find()),
+            Kind::Command(_) => None,
+        }
+        .transpose();
+        let (binary, redis) = match (found, redis) {
+            (Ok(b), Ok(r)) => (b, r),
+            (Err(why), _) | (_, Err(why)) => {
+                notes.push(format!("skipped {}: {why}", program.name));
+                continue;
+            }
+        };
+        let glibc_preload = match native::linked_allocator(&binary) {
+            None => Ok(None),
+            Some(lib) => {
+                let built = shim.get_or_insert_with(native::build_glibc_shim);
+                notes.push(format!(
+                    "{} links {lib} itself: its glibc column preloads {} so that it really \
+                     runs on glibc's malloc",
+                    program.name,
+                    built
+                        .as_ref()
+                        .map(|p| p.display().to_string())
+                        .unwrap_or_else(|_| "the glibc shim (which could not be built)".into())
+                ));
+                built.clone().map(Some).map_err(|why| {
+                    format!("links {lib} itself, and the glibc shim could not be built: {why}")
+                })
+            }
+        };
+        programs.push(Ready {
+            program,
+            binary,
+            redis,
+            glibc_preload,
+        });
     }
     for note in &notes {
         eprintln!("note: {note}");
@@ -61,13 +128,18 @@ pub fn run(options: &ProgramOptions) -> i32 {
     let names: Vec<&str> = preloads.iter().map(|p| p.name).collect();
     // Outputs are checked against glibc's; without glibc, against the first preload's.
     let reference = names.iter().position(|n| *n == "glibc").unwrap_or(0);
+    let timeout = if options.full { TIMEOUT.1 } else { TIMEOUT.0 };
 
     let scratch =
         std::env::temp_dir().join(format!("tessera-bench-programs-{}", std::process::id()));
     let mut rows: Vec<ProgramRow> = programs
         .iter()
-        .map(|(p, _)| ProgramRow {
-            program: p.name,
+        .map(|r| ProgramRow {
+            program: r.program.name,
+            unit: match r.program.kind {
+                Kind::Command(_) => Unit::Seconds,
+                Kind::Redis => Unit::RequestsPerSec,
+            },
             cells: vec![ProgramCell::default(); preloads.len()],
         })
         .collect();
@@ -81,44 +153,49 @@ pub fn run(options: &ProgramOptions) -> i32 {
         options.reps
     );
     for rep in 1..=options.reps {
-        for (p, (program, binary)) in programs.iter().enumerate() {
-            // The reference preload runs first in each repetition, so later runs have an
-            // output to be checked against; the others follow in table order.
-            let order =
-                std::iter::once(reference).chain((0..preloads.len()).filter(|&i| i != reference));
+        for (p, ready) in programs.iter().enumerate() {
+            // The reference preload runs first in the first repetition, so later runs have an
+            // output to be checked against; later repetitions rotate the order, so no
+            // allocator always runs right after another.
+            let n = preloads.len();
+            let order: Vec<usize> = if rep == 1 {
+                std::iter::once(reference)
+                    .chain((0..n).filter(|&i| i != reference))
+                    .collect()
+            } else {
+                (0..n).map(|k| (k + rep - 1) % n).collect()
+            };
             for i in order {
                 let preload = &preloads[i];
-                let dir = scratch.join(format!("{}-{}-{rep}", program.name, preload.name));
-                let result = std::fs::create_dir_all(&dir)
-                    .and_then(|()| (program.prepare)(binary, &dir, options.full))
-                    .map_err(|e| format!("cannot prepare input: {e}"))
-                    .and_then(|mut command| {
-                        match &preload.library {
-                            Some(lib) => command.env("LD_PRELOAD", lib),
-                            None => command.env_remove("LD_PRELOAD"),
-                        };
-                        measure::run(command)
-                    });
+                let library = if preload.name == "glibc" {
+                    ready.glibc_preload.clone()
+                } else {
+                    Ok(preload.library.clone())
+                };
+                let dir = scratch.join(format!("{}-{}-{rep}", ready.program.name, preload.name));
+                let result = library
+                    .and_then(|lib| one_run(ready, lib.as_deref(), &dir, options.full, timeout));
                 let _ = std::fs::remove_dir_all(&dir);
-                let cell = &mut rows[p].cells[i];
+                let row = &mut rows[p];
+                let cell = &mut row.cells[i];
                 done += 1;
                 let line = match result {
-                    Ok(m) => {
-                        let want = expected[p].get_or_insert_with(|| m.stdout.clone());
-                        let line = format!(
-                            "{:.3}s {:.1} MiB",
-                            m.wall.as_secs_f64(),
-                            m.maxrss_kib as f64 / 1024.0
-                        );
-                        if m.stdout == *want {
-                            cell.walls.push(m.wall);
-                            cell.rss_kib.push(m.maxrss_kib);
+                    Ok((value, rss_kib, stdout)) => {
+                        let want = expected[p].get_or_insert_with(|| stdout.clone());
+                        let figure = match row.unit {
+                            Unit::Seconds => format!("{value:.3}s"),
+                            Unit::RequestsPerSec => format!("{:.1}k req/s", value / 1000.0),
+                        };
+                        let line = format!("{figure} {:.1} MiB", rss_kib as f64 / 1024.0);
+                        if stdout == *want {
+                            cell.values.push(value);
+                            cell.rss_kib.push(rss_kib);
                             line
                         } else {
                             let why = format!(
-                                "output differs from {}'s: {:?}",
+                                "output differs from {}'s: {}",
                                 names[reference],
-                                first_difference(want, &m.stdout)
+                                first_difference(want, &stdout)
                             );
                             cell.failure.get_or_insert(why.clone());
                             format!("WRONG OUTPUT ({why})")
@@ -131,34 +208,34 @@ pub fn run(options: &ProgramOptions) -> i32 {
                 };
                 eprintln!(
                     "[{done:>3}/{total}] rep {rep}/{} {:<15} {:<9} {line}",
-                    options.reps, program.name, preload.name
+                    options.reps, ready.program.name, preload.name
                 );
             }
         }
     }
     let _ = std::fs::remove_dir_all(&scratch);
 
-    println!(
-        "\nwall time (median of {}), time ratio vs {} (< 1: faster), peak RSS",
-        options.reps, names[reference]
+    let legend = format!(
+        "median of {} repetition(s), allocators interleaved in each; time ratios < 1 are faster \
+         (redis: time per request, from requests/s); peak RSS from wait4 (redis: the server's)",
+        options.reps
     );
-    print!("{}", table::render(&names, reference, &rows, false));
+    let targets = table::targets(&names, &rows);
+    println!("\n{legend}");
+    print!("{}", table::render(&names, &rows, false));
+    println!("\n{targets}");
     let dir = paths::report_dir();
     let md = format!(
-        "# tessera-bench --programs\n\nMedian of {} run(s) per cell, preloads interleaved; wall time, \
-         time ratio against {} (< 1: faster), peak RSS from `wait4`. Every run's output is \
-         checked against {}'s.\n\n{}{}",
-        options.reps,
+        "# tessera-bench --programs\n\n{legend}. Every run's output is checked against {}'s.\n\n{}\n```\n{targets}```\n{}",
         names[reference],
-        names[reference],
-        table::render(&names, reference, &rows, true),
+        table::render(&names, &rows, true),
         notes
             .iter()
             .map(|n| format!("\nNote: {n}.\n"))
             .collect::<String>()
     );
     match std::fs::create_dir_all(&dir).and_then(|()| std::fs::write(dir.join("programs.md"), md)) {
-        Ok(()) => println!("\nwrote {}", dir.join("programs.md").display()),
+        Ok(()) => println!("wrote {}", dir.join("programs.md").display()),
         Err(e) => eprintln!("tessera-bench: cannot write {}: {e}", dir.display()),
     }
     let failed = rows
@@ -166,6 +243,35 @@ pub fn run(options: &ProgramOptions) -> i32 {
         .flat_map(|r| &r.cells)
         .any(|c| c.failure.is_some());
     i32::from(failed)
+}
+
+/// One run of `ready` under `library` (None: no preload): the figure (seconds or
+/// requests/s), the peak RSS in KiB, and the output to compare.
+fn one_run(
+    ready: &Ready,
+    library: Option<&Path>,
+    dir: &Path,
+    full: bool,
+    timeout: Duration,
+) -> Result<(f64, u64, String), String> {
+    match (ready.program.kind, &ready.redis) {
+        (Kind::Command(prepare), _) => {
+            let mut command = std::fs::create_dir_all(dir)
+                .and_then(|()| prepare(&ready.binary, dir, full))
+                .map_err(|e| format!("cannot prepare input: {e}"))?;
+            match library {
+                Some(lib) => command.env("LD_PRELOAD", lib),
+                None => command.env_remove("LD_PRELOAD"),
+            };
+            let m = measure::run(command, timeout)?;
+            Ok((m.wall.as_secs_f64(), m.maxrss_kib, m.stdout))
+        }
+        (Kind::Redis, Some(redis)) => {
+            let r = redis.run(library, library, suite::redis_requests(full))?;
+            Ok((r.rps, r.maxrss_kib, r.stdout))
+        }
+        (Kind::Redis, None) => Err("redis binaries not found".into()),
+    }
 }
 
 /// The first line where two outputs differ, for the failure message.

@@ -1,47 +1,91 @@
 //! The real programs of `--programs` and their inputs, written here: an allocation-heavy
 //! python3 script (with pymalloc, and with `PYTHONMALLOC=malloc` so every object goes to the
-//! C allocator), sqlite3 bulk inserts and queries, and git init/add/commit/log on a fresh
-//! repository. Each prints results that must be identical under every allocator; nothing
-//! prints times, dates or addresses.
+//! C allocator), sqlite3 bulk inserts and queries, git init/add/commit/log on a fresh
+//! repository, redis-server loaded by redis-benchmark (see `redis.rs`), and the threaded C
+//! stress program (`c/stress.c`, compiled at run time). Each prints results that must be
+//! identical under every allocator; nothing prints times, dates or addresses.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
+
+/// Writes a program's input into `dir` (a fresh directory of its own) and returns the
+/// command to time; `full` asks for a larger input.
+pub type Prepare = fn(binary: &Path, dir: &Path, full: bool) -> std::io::Result<Command>;
+
+/// How a program is run and what its figure is.
+#[derive(Debug, Clone, Copy)]
+pub enum Kind {
+    /// Runs to completion; the figure is its wall time.
+    Command(Prepare),
+    /// redis-server loaded by redis-benchmark; the figure is requests/s.
+    Redis,
+}
+
+/// Where a program's executable comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Binary {
+    /// Installed: looked up in /usr/bin, then `PATH`.
+    Installed(&'static str),
+    /// `c/stress.c`, compiled at run time.
+    Stress,
+}
 
 /// One program of the suite.
 #[derive(Debug)]
 pub struct Program {
     /// Name in the table.
     pub name: &'static str,
-    /// The executable it needs (looked up in /usr/bin, then `PATH`).
-    pub binary: &'static str,
-    /// Writes the program's input into `dir` (a fresh directory of its own) and returns the
-    /// command to time; `full` asks for a larger input.
-    pub prepare: fn(binary: &Path, dir: &Path, full: bool) -> std::io::Result<Command>,
+    /// The executable it needs.
+    pub binary: Binary,
+    /// How it runs.
+    pub kind: Kind,
 }
 
 /// Every program, in table order.
 pub const PROGRAMS: &[Program] = &[
     Program {
         name: "python3",
-        binary: "python3",
-        prepare: python_pymalloc,
+        binary: Binary::Installed("python3"),
+        kind: Kind::Command(python_pymalloc),
     },
     Program {
         name: "python3-malloc",
-        binary: "python3",
-        prepare: python_malloc,
+        binary: Binary::Installed("python3"),
+        kind: Kind::Command(python_malloc),
     },
     Program {
         name: "sqlite3",
-        binary: "sqlite3",
-        prepare: sqlite,
+        binary: Binary::Installed("sqlite3"),
+        kind: Kind::Command(sqlite),
     },
     Program {
         name: "git",
-        binary: "git",
-        prepare: git,
+        binary: Binary::Installed("git"),
+        kind: Kind::Command(git),
+    },
+    Program {
+        name: "redis",
+        binary: Binary::Installed("redis-server"),
+        kind: Kind::Redis,
+    },
+    Program {
+        name: "stress.c",
+        binary: Binary::Stress,
+        kind: Kind::Command(stress),
     },
 ];
+
+/// Requests per redis-benchmark test.
+pub fn redis_requests(full: bool) -> u32 {
+    if full { 500_000 } else { 50_000 }
+}
+
+/// The stress program: 4 threads (twice the cores here), 4 rounds of them.
+fn stress(binary: &Path, _dir: &Path, full: bool) -> std::io::Result<Command> {
+    let mut command = Command::new(binary);
+    command.args(["4", if full { "1000000" } else { "100000" }, "4"]);
+    Ok(command)
+}
 
 /// Finds `name` in /usr/bin (Debian's packages, not wrappers such as pyenv shims) or else on
 /// `PATH`.

@@ -1,14 +1,28 @@
-//! The results of `--programs` and their table (terminal and Markdown share one layout).
+//! The results of `--programs` and their table (terminal and Markdown share one layout): one
+//! line per (program, allocator) with the median figure, time and peak-RSS ratios against
+//! glibc and against mimalloc, and the BENCHMARKS.md targets for tessera (time ≤ mimalloc's,
+//! peak RSS ≤ glibc's) marked pass or miss.
 
 use crate::stats::median;
 use std::fmt::Write as _;
-use std::time::Duration;
+
+/// What a program's figure is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unit {
+    /// Wall time in seconds (lower is better).
+    Seconds,
+    /// Requests per second (higher is better); its time ratio is the inverse ratio, the time
+    /// per request.
+    RequestsPerSec,
+}
 
 /// One program's runs under every preload.
 #[derive(Debug, Clone)]
 pub struct ProgramRow {
     /// Program name.
     pub program: &'static str,
+    /// What `ProgramCell::values` hold.
+    pub unit: Unit,
     /// Per preload, in column order.
     pub cells: Vec<ProgramCell>,
 }
@@ -16,19 +30,21 @@ pub struct ProgramRow {
 /// The repetitions of one (program, preload).
 #[derive(Debug, Clone, Default)]
 pub struct ProgramCell {
-    /// Wall times of successful runs.
-    pub walls: Vec<Duration>,
+    /// The figure of each successful run (seconds or requests/s, per the row's unit).
+    pub values: Vec<f64>,
     /// Peak RSS (KiB) of successful runs.
     pub rss_kib: Vec<u64>,
-    /// First failure: a crash, or output that differs from the reference run's.
+    /// First failure: a crash, a timeout, or output that differs from the reference run's.
     pub failure: Option<String>,
 }
 
 impl ProgramCell {
-    /// Median wall time in seconds, if no run failed.
-    pub fn median_secs(&self) -> Option<f64> {
-        let secs: Vec<f64> = self.walls.iter().map(Duration::as_secs_f64).collect();
-        self.failure.is_none().then(|| median(&secs)).flatten()
+    /// Median figure, if no run failed.
+    pub fn median_value(&self) -> Option<f64> {
+        self.failure
+            .is_none()
+            .then(|| median(&self.values))
+            .flatten()
     }
 
     /// Median peak RSS in MiB, if no run failed.
@@ -38,45 +54,128 @@ impl ProgramCell {
     }
 }
 
-/// Renders the table: per preload, median wall time, time ratio against the reference
-/// column (`< 1`: faster), and median peak RSS. `markdown` picks the syntax.
-pub fn render(preloads: &[&str], reference: usize, rows: &[ProgramRow], markdown: bool) -> String {
-    let mut out = String::new();
-    let sep = if markdown { " | " } else { " |" };
-    let _ = write!(out, "{}{:<16}", if markdown { "| " } else { "" }, "program");
-    for name in preloads {
-        let _ = write!(out, "{sep}{name:>24}");
-    }
-    out.push_str(if markdown { " |\n" } else { "\n" });
-    if markdown {
-        out.push_str("|---|");
-        out.push_str(&"---:|".repeat(preloads.len()));
-        out.push('\n');
-    } else {
-        let _ = writeln!(out, "{}", "-".repeat(16 + 26 * preloads.len()));
-    }
-    for row in rows {
-        let _ = write!(
-            out,
-            "{}{:<16}",
-            if markdown { "| " } else { "" },
-            row.program
+impl ProgramRow {
+    /// Time of cell `i` over time of cell `base` (< 1: faster); for requests/s, the inverse
+    /// of the rates.
+    pub fn time_ratio(&self, i: usize, base: usize) -> Option<f64> {
+        let (v, b) = (
+            self.cells[i].median_value()?,
+            self.cells[base].median_value()?,
         );
-        let base = row.cells[reference].median_secs();
-        for cell in &row.cells {
-            let text = match (&cell.failure, cell.median_secs(), cell.median_rss_mib()) {
-                (Some(_), _, _) => "FAILED".to_string(),
-                (None, Some(secs), Some(rss)) => {
-                    let ratio = base
-                        .map(|b| format!("{:.2}x", secs / b))
-                        .unwrap_or_else(|| "n/a".into());
-                    format!("{secs:.3}s {ratio} {rss:.1} MiB")
-                }
-                _ => "-".to_string(),
-            };
-            let _ = write!(out, "{sep}{text:>24}");
+        match self.unit {
+            Unit::Seconds => Some(v / b),
+            Unit::RequestsPerSec => Some(b / v),
         }
-        out.push_str(if markdown { " |\n" } else { "\n" });
+    }
+
+    /// Peak RSS of cell `i` over that of cell `base`.
+    pub fn rss_ratio(&self, i: usize, base: usize) -> Option<f64> {
+        Some(self.cells[i].median_rss_mib()? / self.cells[base].median_rss_mib()?)
+    }
+
+    fn figure(&self, i: usize) -> Option<String> {
+        let v = self.cells[i].median_value()?;
+        Some(match self.unit {
+            Unit::Seconds => format!("{v:.3} s"),
+            Unit::RequestsPerSec => format!("{:.1}k req/s", v / 1000.0),
+        })
+    }
+}
+
+fn ratio(r: Option<f64>) -> String {
+    r.map(|r| format!("{r:.2}x")).unwrap_or_else(|| "-".into())
+}
+
+/// Renders the table. `preloads` are the column names; ratios are against the `glibc` and
+/// `mimalloc` columns when present. `markdown` picks the syntax.
+pub fn render(preloads: &[&str], rows: &[ProgramRow], markdown: bool) -> String {
+    let glibc = preloads.iter().position(|p| *p == "glibc");
+    let mimalloc = preloads.iter().position(|p| *p == "mimalloc");
+    let header = [
+        "program",
+        "allocator",
+        "median",
+        "time/glibc",
+        "time/mimalloc",
+        "peak RSS",
+        "RSS/glibc",
+        "RSS/mimalloc",
+        "targets",
+    ];
+    let widths = [15, 9, 14, 10, 13, 11, 9, 12, 20];
+    let mut lines: Vec<[String; 9]> = Vec::new();
+    for row in rows {
+        for (i, name) in preloads.iter().enumerate() {
+            let cell = &row.cells[i];
+            let against = |base: Option<usize>, f: fn(&ProgramRow, usize, usize) -> Option<f64>| {
+                ratio(base.and_then(|b| f(row, i, b)))
+            };
+            let targets = if *name == "tessera" {
+                target_marks(row, i, glibc, mimalloc)
+            } else {
+                String::new()
+            };
+            let line = if cell.failure.is_some() {
+                [
+                    row.program.to_string(),
+                    name.to_string(),
+                    "FAILED".into(),
+                    "-".into(),
+                    "-".into(),
+                    "-".into(),
+                    "-".into(),
+                    "-".into(),
+                    targets,
+                ]
+            } else {
+                [
+                    row.program.to_string(),
+                    name.to_string(),
+                    row.figure(i).unwrap_or_else(|| "-".into()),
+                    against(glibc, ProgramRow::time_ratio),
+                    against(mimalloc, ProgramRow::time_ratio),
+                    cell.median_rss_mib()
+                        .map(|m| format!("{m:.1} MiB"))
+                        .unwrap_or_else(|| "-".into()),
+                    against(glibc, ProgramRow::rss_ratio),
+                    against(mimalloc, ProgramRow::rss_ratio),
+                    targets,
+                ]
+            };
+            lines.push(line);
+        }
+    }
+    let mut out = String::new();
+    let emit = |out: &mut String, cols: &[String]| {
+        if markdown {
+            let _ = writeln!(out, "| {} |", cols.join(" | "));
+        } else {
+            for (k, (c, w)) in cols.iter().zip(widths).enumerate() {
+                if k < 2 || k == 8 {
+                    let _ = write!(out, "{c:<w$} ");
+                } else {
+                    let _ = write!(out, "{c:>w$} ");
+                }
+            }
+            let len = out.trim_end_matches(' ').len();
+            out.truncate(len);
+            out.push('\n');
+        }
+    };
+    emit(&mut out, &header.map(String::from));
+    if markdown {
+        out.push_str("|---|---|---:|---:|---:|---:|---:|---:|---|\n");
+    } else {
+        let _ = writeln!(out, "{}", "-".repeat(widths.iter().sum::<usize>() + 8));
+    }
+    let mut previous: Option<&str> = None;
+    for line in &lines {
+        // A blank line between programs in the terminal.
+        if !markdown && previous.is_some_and(|p| p != line[0]) {
+            out.push('\n');
+        }
+        previous = Some(&line[0]);
+        emit(&mut out, line);
     }
     for row in rows {
         for (i, cell) in row.cells.iter().enumerate() {
@@ -94,37 +193,127 @@ pub fn render(preloads: &[&str], reference: usize, rows: &[ProgramRow], markdown
     out
 }
 
+/// "time ok, RSS miss" style marks for one tessera cell.
+fn target_marks(
+    row: &ProgramRow,
+    i: usize,
+    glibc: Option<usize>,
+    mimalloc: Option<usize>,
+) -> String {
+    let mark = |r: Option<f64>| match r {
+        Some(r) if r <= 1.0 => "pass",
+        Some(_) => "MISS",
+        None => "n/a",
+    };
+    format!(
+        "time {} RSS {}",
+        mark(mimalloc.and_then(|m| row.time_ratio(i, m))),
+        mark(glibc.and_then(|g| row.rss_ratio(i, g)))
+    )
+}
+
+/// The BENCHMARKS.md targets for the `tessera` column, one line per program and a count.
+/// Empty if there is no tessera column.
+pub fn targets(preloads: &[&str], rows: &[ProgramRow]) -> String {
+    let Some(t) = preloads.iter().position(|p| *p == "tessera") else {
+        return String::new();
+    };
+    let glibc = preloads.iter().position(|p| *p == "glibc");
+    let mimalloc = preloads.iter().position(|p| *p == "mimalloc");
+    let mut out = String::from(
+        "targets (BENCHMARKS.md, real programs): tessera's time <= mimalloc's, peak RSS <= glibc's\n",
+    );
+    let (mut met, mut total) = (0, 0);
+    for row in rows {
+        let check = |what: &str, r: Option<f64>, base: &str, met: &mut usize, total: &mut usize| {
+            *total += 1;
+            match r {
+                Some(r) if r <= 1.0 => {
+                    *met += 1;
+                    format!("{what} {r:.2}x {base}: pass")
+                }
+                Some(r) => format!("{what} {r:.2}x {base}: MISS"),
+                None => format!("{what} vs {base}: no figure (failed or not run)"),
+            }
+        };
+        let time = check(
+            "time",
+            mimalloc.and_then(|m| row.time_ratio(t, m)),
+            "mimalloc",
+            &mut met,
+            &mut total,
+        );
+        let rss = check(
+            "peak RSS",
+            glibc.and_then(|g| row.rss_ratio(t, g)),
+            "glibc",
+            &mut met,
+            &mut total,
+        );
+        let _ = writeln!(out, "  {:<15} {time:<28} {rss}", row.program);
+    }
+    let _ = writeln!(out, "  met {met} of {total}");
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    #[test]
-    fn table_shows_time_ratio_rss_and_failures() {
-        let ok = |ms: u64, kib: u64| ProgramCell {
-            walls: vec![Duration::from_millis(ms); 3],
+    fn ok(v: f64, kib: u64) -> ProgramCell {
+        ProgramCell {
+            values: vec![v; 3],
             rss_kib: vec![kib; 3],
             failure: None,
-        };
-        let rows = vec![ProgramRow {
-            program: "sqlite3",
-            cells: vec![
-                ok(1000, 10240),
-                ok(500, 20480),
-                ProgramCell {
-                    failure: Some("wrong output".into()),
-                    ..ok(1, 1)
-                },
-            ],
-        }];
-        let text = render(&["glibc", "mimalloc", "tessera"], 0, &rows, false);
-        assert!(text.contains("1.000s 1.00x 10.0 MiB"), "{text}");
-        assert!(text.contains("0.500s 0.50x 20.0 MiB"), "{text}");
+        }
+    }
+
+    #[test]
+    fn table_shows_ratios_rss_and_failures() {
+        let rows = vec![
+            ProgramRow {
+                program: "sqlite3",
+                unit: Unit::Seconds,
+                cells: vec![
+                    ok(1.0, 10240),
+                    ok(0.5, 20480),
+                    ProgramCell {
+                        failure: Some("wrong output".into()),
+                        ..ok(1.0, 1)
+                    },
+                ],
+            },
+            ProgramRow {
+                program: "redis",
+                unit: Unit::RequestsPerSec,
+                cells: vec![ok(40_000.0, 8192), ok(50_000.0, 8192), ok(40_000.0, 4096)],
+            },
+        ];
+        let names = ["glibc", "mimalloc", "tessera"];
+        let text = render(&names, &rows, false);
+        assert!(text.contains("sqlite3         mimalloc"), "{text}");
+        assert!(text.contains("0.500 s"), "{text}");
+        assert!(text.contains("0.50x"), "{text}");
+        assert!(text.contains("20.0 MiB"), "{text}");
         assert!(
             text.contains("FAILED sqlite3 under tessera: wrong output"),
             "{text}"
         );
-        let md = render(&["glibc", "mimalloc", "tessera"], 0, &rows, true);
-        assert!(md.starts_with("| program"), "{md}");
-        assert!(md.contains("|---|---:|---:|---:|"), "{md}");
+        // redis: 50k req/s is 0.80x glibc's time per request; tessera is 1.25x mimalloc's.
+        let line = text
+            .lines()
+            .find(|l| l.starts_with("redis           mimalloc"))
+            .unwrap();
+        assert!(line.contains("50.0k req/s      0.80x"), "{line}");
+        assert!(text.contains("time MISS RSS pass"), "{text}");
+        let md = render(&names, &rows, true);
+        assert!(md.starts_with("| program | allocator"), "{md}");
+        assert!(md.contains("|---|---|---:|"), "{md}");
+        let t = targets(&names, &rows);
+        assert!(t.contains("time 1.25x mimalloc: MISS"), "{t}");
+        assert!(t.contains("peak RSS 0.50x glibc: pass"), "{t}");
+        assert!(t.contains("no figure"), "{t}");
+        assert!(t.contains("met 1 of 4"), "{t}");
+        assert_eq!(targets(&names[..2], &rows), "");
     }
 }
