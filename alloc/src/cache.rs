@@ -71,11 +71,33 @@ pub(crate) struct Cache {
     /// heap, so a program that frees and reallocates a span's worth in a loop does not take
     /// the page heap's lock every time (mimalloc's page retire delay, in its simplest form).
     spare: [*mut Span; NUM_CLASSES],
+    /// Frees this cache's thread made into one span it does not own, chained here and
+    /// pushed onto that span's remote list with one CAS (see `free_remote`).
+    batch: RemoteBatch,
     /// Spans un-parked by remote frees, pushed by other threads.
     notify: CachePadded<AtomicPtr<Span>>,
     /// Link in the idle pool.
     pub(crate) next_idle: *mut Cache,
 }
+
+/// Consecutive remote frees into the same span, linked and not yet published.
+///
+/// A consumer that frees what a producer allocated usually frees a run of objects of the
+/// same span (they were allocated in a row). Chaining them locally and publishing the chain
+/// with one CAS turns one contended atomic per free into one per `BATCH_MAX` frees; the owner
+/// sees the objects a little later, which is the price (bounded: the batch is published when
+/// the next remote free goes to another span, when it is full, and whenever this thread's
+/// cache refills, flushes or is collected).
+#[derive(Debug)]
+#[repr(C)]
+struct RemoteBatch {
+    span: *mut Span,
+    head: *mut u8,
+    tail: *mut u8,
+    count: u32,
+}
+
+const BATCH_MAX: u32 = 64;
 
 #[inline]
 fn block_next(block: *mut u8) -> *mut u8 {
@@ -118,6 +140,9 @@ impl Cache {
     /// memory. Called when the bin's free list is empty.
     #[inline(never)]
     pub(crate) fn refill(&mut self, class: usize) -> *mut u8 {
+        // A refill is where this thread stops to look at its spans; objects it freed into
+        // other threads' spans should not wait longer than that.
+        self.publish_batch();
         loop {
             let bin = &mut self.bins[class];
             let block = bin.free;
@@ -326,6 +351,7 @@ impl Cache {
     /// Parked (full) spans stay: nothing in them is free, and they find their way back
     /// through the notification stack when the cache is next used or flushed.
     pub(crate) fn flush(&mut self) {
+        self.publish_batch();
         self.drain_notifications();
         for class in 0..NUM_CLASSES {
             let bin = &mut self.bins[class];
@@ -434,26 +460,83 @@ fn carve(s: &Span, class: usize, carved: u32) -> *mut u8 {
     first as *mut u8
 }
 
-/// Frees `ptr` into `span` from a thread that does not own it.
+impl Cache {
+    /// Frees `ptr`, an object of `span`, which this cache does not own: chains it into the
+    /// remote batch (see `RemoteBatch`), publishing the previous batch if it was for another
+    /// span or full.
+    ///
+    /// # Safety
+    /// `ptr` must be a live object of the in-use small span `span`, not owned by this cache.
+    #[inline]
+    pub(crate) unsafe fn free_remote_batched(&mut self, span: *mut Span, ptr: *mut u8) {
+        let batch = &mut self.batch;
+        if batch.span == span && batch.count < BATCH_MAX {
+            set_block_next(ptr, batch.head);
+            batch.head = ptr;
+            batch.count += 1;
+            return;
+        }
+        self.publish_batch();
+        set_block_next(ptr, ptr::null_mut());
+        self.batch = RemoteBatch {
+            span,
+            head: ptr,
+            tail: ptr,
+            count: 1,
+        };
+    }
+
+    /// Publishes the remote batch, if any, onto its span's remote list.
+    pub(crate) fn publish_batch(&mut self) {
+        let batch = core::mem::replace(
+            &mut self.batch,
+            RemoteBatch {
+                span: ptr::null_mut(),
+                head: ptr::null_mut(),
+                tail: ptr::null_mut(),
+                count: 0,
+            },
+        );
+        if batch.span.is_null() {
+            return;
+        }
+        // SAFETY: the batch holds free objects of `batch.span`, which stays in use while
+        // they are unpublished (its owner counts them as allocated), linked head to tail.
+        unsafe {
+            let span = &*batch.span;
+            if remote::push_chain(span, batch.head, batch.tail, batch.count) {
+                notify_owner(span);
+            }
+        }
+    }
+}
+
+/// Frees `ptr` into `span` from a thread that has no cache to batch in.
 ///
 /// # Safety
 /// `ptr` must be a live object of the in-use small span `span`.
 pub(crate) unsafe fn free_remote(span: &Span, ptr: *mut u8) {
     // SAFETY: forwarded contract.
     if unsafe { remote::push(span, ptr) } {
-        // We un-parked the span: tell its owner. Owners are caches that are never freed
-        // (only recycled), and a parked span's owner cannot change while it is parked.
-        let owner = span.owner.load(Ordering::Acquire) as *const Cache;
-        // SAFETY: see above; `notify` is the one field other threads may touch.
-        let stack = unsafe { &(*owner).notify };
-        let me = span as *const Span as *mut Span;
-        let mut head = stack.load(Ordering::Relaxed);
-        loop {
-            span.notify_next.store(head, Ordering::Relaxed);
-            match stack.compare_exchange_weak(head, me, Ordering::Release, Ordering::Relaxed) {
-                Ok(_) => break,
-                Err(seen) => head = seen,
-            }
+        notify_owner(span);
+    }
+}
+
+/// Tells the owner of a span that a remote free un-parked it (this thread won the
+/// `FULL` → `NORMAL` transition, so it is the one to push the span).
+fn notify_owner(span: &Span) {
+    // Owners are caches that are never freed (only recycled), and a parked span's owner
+    // cannot change while it is parked.
+    let owner = span.owner.load(Ordering::Acquire) as *const Cache;
+    // SAFETY: see above; `notify` is the one field other threads may touch.
+    let stack = unsafe { &(*owner).notify };
+    let me = span as *const Span as *mut Span;
+    let mut head = stack.load(Ordering::Relaxed);
+    loop {
+        span.notify_next.store(head, Ordering::Relaxed);
+        match stack.compare_exchange_weak(head, me, Ordering::Release, Ordering::Relaxed) {
+            Ok(_) => break,
+            Err(seen) => head = seen,
         }
     }
 }

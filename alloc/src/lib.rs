@@ -191,14 +191,19 @@ pub unsafe fn free(ptr: *mut u8) {
                 if index * class.size as usize != offset || index >= s.capacity as usize {
                     report::fatal("free of a pointer into the middle of a block", addr);
                 }
-                let cache = thread::current();
+                let mut cache = thread::current();
+                if cache.is_null() {
+                    cache = thread::current_or_init();
+                }
                 // SAFETY: a non-null current cache is valid and ours; the object is live per
                 // the caller, and the branch matches who owns the span.
                 unsafe {
-                    if !cache.is_null() && (*cache).owns(s) {
+                    if cache.is_null() {
+                        cache::free_remote(s, ptr);
+                    } else if (*cache).owns(s) {
                         (*cache).free_local(span.as_ptr(), ptr);
                     } else {
-                        cache::free_remote(s, ptr);
+                        (*cache).free_remote_batched(span.as_ptr(), ptr);
                     }
                 }
             }

@@ -115,3 +115,40 @@ fn processor_caches_serve_and_flush() {
     cache.flush();
     drop(cache);
 }
+
+#[test]
+fn remote_frees_batched_by_an_exiting_thread_come_home() {
+    let _guard = SERIAL.lock().unwrap();
+    tessera::collect();
+    let before = tessera::stats();
+    let blocks: Vec<usize> = (0..50_000)
+        .map(|_| tessera::alloc(64, 8) as usize)
+        .collect();
+    assert!(blocks.iter().all(|&p| p != 0));
+    // Another thread frees them all (every free is remote, so it batches them) and exits:
+    // its exit must publish the last batch.
+    thread::spawn(move || {
+        for p in blocks {
+            // SAFETY: each block is live and freed once, here.
+            unsafe { tessera::dealloc(p as *mut u8, 64, 8) };
+        }
+    })
+    .join()
+    .unwrap();
+    tessera::collect();
+    let after = tessera::stats();
+    let class = after.classes.iter().find(|c| c.size == 64).unwrap();
+    let class_before = before.classes.iter().find(|c| c.size == 64).unwrap();
+    assert!(
+        class.allocated() <= class_before.allocated(),
+        "64 B objects still out: {} -> {}",
+        class_before.allocated(),
+        class.allocated()
+    );
+    assert!(
+        after.allocated <= before.allocated + (256 << 10),
+        "{} -> {}",
+        before.allocated,
+        after.allocated
+    );
+}
