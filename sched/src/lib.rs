@@ -47,6 +47,7 @@ mod runtime;
 mod shim;
 mod stats;
 mod sys;
+mod sysmon;
 mod timer;
 mod wait;
 

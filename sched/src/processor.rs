@@ -7,8 +7,8 @@
 //! `UnsafeCell`s: only the M holding the P (and the coroutine it is running, on that same
 //! thread) touches them.
 
-use core::cell::{Cell, UnsafeCell};
-use core::sync::atomic::{AtomicU64, Ordering};
+use core::cell::UnsafeCell;
+use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 
 use tessera_stacks::StackCache;
 
@@ -28,8 +28,12 @@ pub(crate) struct P {
     pub(crate) stacks: UnsafeCell<StackCache>,
     /// Owner only: stacks of finished coroutines, for reuse (gfree.rs).
     pub(crate) free_stacks: UnsafeCell<Vec<tessera_stacks::PooledStack>>,
-    /// Owner only: schedule ticks, for the 61-tick global-queue check.
-    pub(crate) tick: Cell<u32>,
+    /// Schedule ticks (written by the owner, read by sysmon): the 61-tick global-queue
+    /// check, and sysmon's "has this P scheduled lately".
+    pub(crate) tick: AtomicU32,
+    /// A G was put in `runnext` without waking an idle M (machine.rs `make_runnable`);
+    /// cleared at the P's next schedule, or by sysmon, which then wakes an M.
+    pub(crate) wake_pending: AtomicBool,
     pub(crate) spawned: AtomicU64,
     pub(crate) steals: AtomicU64,
     pub(crate) latency: [AtomicU64; LATENCY_BUCKETS],
@@ -44,7 +48,7 @@ impl core::fmt::Debug for P {
     }
 }
 
-// SAFETY: the `UnsafeCell`/`Cell` fields are only touched by the M that holds the P (the
+// SAFETY: the `UnsafeCell` fields are only touched by the M that holds the P (the
 // idle list's lock hands a P to one M at a time); the rest is atomics and the lock-free
 // run queue, which is built for sharing.
 unsafe impl Sync for P {}
@@ -61,7 +65,8 @@ impl P {
             ),
             stacks: UnsafeCell::new(StackCache::new()),
             free_stacks: UnsafeCell::new(Vec::new()),
-            tick: Cell::new(0),
+            tick: AtomicU32::new(0),
+            wake_pending: AtomicBool::new(false),
             spawned: AtomicU64::new(0),
             steals: AtomicU64::new(0),
             latency: std::array::from_fn(|_| AtomicU64::new(0)),

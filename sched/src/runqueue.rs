@@ -64,6 +64,11 @@ impl<T> RunQueue<T> {
         n.min(RING) + usize::from(!self.runnext.load(Relaxed).is_null())
     }
 
+    /// Owner only: whether the ring (not counting `runnext`) is empty.
+    pub(crate) fn ring_is_empty(&self) -> bool {
+        self.head.load(Acquire) == self.tail.load(Relaxed)
+    }
+
     /// Whether the queue looks empty (racy unless called by the owner).
     pub(crate) fn is_empty(&self) -> bool {
         self.len() == 0

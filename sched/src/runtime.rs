@@ -38,6 +38,8 @@ pub(crate) struct Shared {
     pub(crate) shutdown: AtomicBool,
     pub(crate) allgs: AllGs,
     pub(crate) all_ms: Mutex<Vec<Arc<MShared>>>,
+    /// Where sysmon sleeps between looks (unparked at shutdown).
+    pub(crate) sysmon: crate::park::Parker,
     next_id: AtomicU64,
     epoch: Instant,
     pub(crate) stack_size: usize,
@@ -121,6 +123,7 @@ impl Builder {
             shutdown: AtomicBool::new(false),
             allgs: AllGs::default(),
             all_ms: Mutex::new(Vec::new()),
+            sysmon: crate::park::Parker::new(),
             next_id: AtomicU64::new(1),
             epoch: Instant::now(),
             stack_size: self.stack_size,
@@ -141,6 +144,12 @@ impl Builder {
                     .spawn(move || machine::m_main(sh, ms, p))?,
             );
         }
+        let sh = shared.clone();
+        threads.push(
+            thread::Builder::new()
+                .name("tessera-sysmon".into())
+                .spawn(move || crate::sysmon::run(sh))?,
+        );
         RUNTIMES
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -232,6 +241,7 @@ impl Drop for Runtime {
         let sh = &self.shared;
         sh.shutdown.store(true, Ordering::SeqCst);
         machine::wake_all(sh);
+        sh.sysmon.unpark();
         for t in self.threads.drain(..) {
             let _ = t.join();
         }
