@@ -217,7 +217,9 @@ pub fn run(options: &ProgramOptions) -> i32 {
 
     let legend = format!(
         "median of {} repetition(s), allocators interleaved in each; time ratios < 1 are faster \
-         (redis: time per request, from requests/s); peak RSS from wait4 (redis: the server's)",
+         (redis: time per request, from requests/s); spread = (max - min) / median of the \
+         repetitions, ratios nearer 1 than that are noise; peak RSS from wait4 (redis: the \
+         server's)",
         options.reps
     );
     let targets = table::targets(&names, &rows);

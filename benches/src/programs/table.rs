@@ -47,6 +47,15 @@ impl ProgramCell {
             .flatten()
     }
 
+    /// Spread of the figure over the repetitions, (max - min) / median, if no run failed:
+    /// a ratio closer to 1 than this is within the noise.
+    pub fn spread(&self) -> Option<f64> {
+        let m = self.median_value()?;
+        let max = self.values.iter().copied().fold(f64::MIN, f64::max);
+        let min = self.values.iter().copied().fold(f64::MAX, f64::min);
+        (m > 0.0).then(|| (max - min) / m)
+    }
+
     /// Median peak RSS in MiB, if no run failed.
     pub fn median_rss_mib(&self) -> Option<f64> {
         let mib: Vec<f64> = self.rss_kib.iter().map(|&k| k as f64 / 1024.0).collect();
@@ -95,6 +104,7 @@ pub fn render(preloads: &[&str], rows: &[ProgramRow], markdown: bool) -> String 
         "program",
         "allocator",
         "median",
+        "spread",
         "time/glibc",
         "time/mimalloc",
         "peak RSS",
@@ -102,8 +112,8 @@ pub fn render(preloads: &[&str], rows: &[ProgramRow], markdown: bool) -> String 
         "RSS/mimalloc",
         "targets",
     ];
-    let widths = [15, 9, 14, 10, 13, 11, 9, 12, 20];
-    let mut lines: Vec<[String; 9]> = Vec::new();
+    let widths = [15, 9, 14, 6, 10, 13, 11, 9, 12, 20];
+    let mut lines: Vec<[String; 10]> = Vec::new();
     for row in rows {
         for (i, name) in preloads.iter().enumerate() {
             let cell = &row.cells[i];
@@ -125,6 +135,7 @@ pub fn render(preloads: &[&str], rows: &[ProgramRow], markdown: bool) -> String 
                     "-".into(),
                     "-".into(),
                     "-".into(),
+                    "-".into(),
                     targets,
                 ]
             } else {
@@ -132,6 +143,9 @@ pub fn render(preloads: &[&str], rows: &[ProgramRow], markdown: bool) -> String 
                     row.program.to_string(),
                     name.to_string(),
                     row.figure(i).unwrap_or_else(|| "-".into()),
+                    cell.spread()
+                        .map(|s| format!("{:.0}%", s * 100.0))
+                        .unwrap_or_else(|| "-".into()),
                     against(glibc, ProgramRow::time_ratio),
                     against(mimalloc, ProgramRow::time_ratio),
                     cell.median_rss_mib()
@@ -151,7 +165,7 @@ pub fn render(preloads: &[&str], rows: &[ProgramRow], markdown: bool) -> String 
             let _ = writeln!(out, "| {} |", cols.join(" | "));
         } else {
             for (k, (c, w)) in cols.iter().zip(widths).enumerate() {
-                if k < 2 || k == 8 {
+                if k < 2 || k == 9 {
                     let _ = write!(out, "{c:<w$} ");
                 } else {
                     let _ = write!(out, "{c:>w$} ");
@@ -164,9 +178,13 @@ pub fn render(preloads: &[&str], rows: &[ProgramRow], markdown: bool) -> String 
     };
     emit(&mut out, &header.map(String::from));
     if markdown {
-        out.push_str("|---|---|---:|---:|---:|---:|---:|---:|---|\n");
+        out.push_str("|---|---|---:|---:|---:|---:|---:|---:|---:|---|\n");
     } else {
-        let _ = writeln!(out, "{}", "-".repeat(widths.iter().sum::<usize>() + 8));
+        let _ = writeln!(
+            out,
+            "{}",
+            "-".repeat(widths.iter().sum::<usize>() + widths.len() - 1)
+        );
     }
     let mut previous: Option<&str> = None;
     for line in &lines {
@@ -304,7 +322,7 @@ mod tests {
             .lines()
             .find(|l| l.starts_with("redis           mimalloc"))
             .unwrap();
-        assert!(line.contains("50.0k req/s      0.80x"), "{line}");
+        assert!(line.contains("50.0k req/s     0%      0.80x"), "{line}");
         assert!(text.contains("time MISS RSS pass"), "{text}");
         let md = render(&names, &rows, true);
         assert!(md.starts_with("| program | allocator"), "{md}");
