@@ -1,0 +1,3 @@
+module tessera/benches/go/sched
+
+go 1.19

@@ -1,0 +1,149 @@
+// Go reference programs for the scheduler workloads of BENCHMARKS.md. Written for this
+// project from the workload descriptions. Each prints "name ns/op value" lines (or RSS
+// figures for parked), the median of several repetitions.
+//
+//	go run . spawn-join | ping-pong | yield | parked [N]
+//
+// GOMAXPROCS is taken from the environment (the runner sets it).
+package main
+
+import (
+	"fmt"
+	"os"
+	"runtime"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+)
+
+const reps = 7
+
+func median(f func() float64) float64 {
+	var xs []float64
+	for i := 0; i < reps; i++ {
+		xs = append(xs, f())
+	}
+	sort.Float64s(xs)
+	return xs[len(xs)/2]
+}
+
+// spawnJoin: spawn 1,000,000 empty goroutines in batches of 1000 and wait for each batch.
+func spawnJoin() float64 {
+	const total, batch = 1000000, 1000
+	start := time.Now()
+	var wg sync.WaitGroup
+	for i := 0; i < total/batch; i++ {
+		wg.Add(batch)
+		for j := 0; j < batch; j++ {
+			go func() { wg.Done() }()
+		}
+		wg.Wait()
+	}
+	return float64(time.Since(start).Nanoseconds()) / total
+}
+
+// pingPong: round trips over two unbuffered channels.
+func pingPong() float64 {
+	const n = 200000
+	ping, pong := make(chan int), make(chan int)
+	go func() {
+		for v := range ping {
+			pong <- v + 1
+		}
+	}()
+	start := time.Now()
+	v := 0
+	for i := 0; i < n; i++ {
+		ping <- v
+		v = <-pong
+	}
+	el := time.Since(start)
+	close(ping)
+	return float64(el.Nanoseconds()) / n
+}
+
+// yieldSwitch: two goroutines on one P yield to each other: ns per switch.
+func yieldSwitch() float64 {
+	const n = 1000000
+	prev := runtime.GOMAXPROCS(1)
+	defer runtime.GOMAXPROCS(prev)
+	var wg sync.WaitGroup
+	wg.Add(2)
+	start := time.Now()
+	for k := 0; k < 2; k++ {
+		go func() {
+			for i := 0; i < n; i++ {
+				runtime.Gosched()
+			}
+			wg.Done()
+		}()
+	}
+	wg.Wait()
+	return float64(time.Since(start).Nanoseconds()) / (2 * n)
+}
+
+func rssKiB() int {
+	b, _ := os.ReadFile("/proc/self/status")
+	for _, l := range strings.Split(string(b), "\n") {
+		if strings.HasPrefix(l, "VmRSS:") {
+			f := strings.Fields(l)
+			v, _ := strconv.Atoi(f[1])
+			return v
+		}
+	}
+	return 0
+}
+
+func vmas() int {
+	b, _ := os.ReadFile("/proc/self/maps")
+	return strings.Count(string(b), "\n")
+}
+
+// parked: n goroutines blocked receiving on one channel.
+func parked(n int) {
+	runtime.GC()
+	before, vBefore := rssKiB(), vmas()
+	ch := make(chan struct{})
+	var started sync.WaitGroup
+	started.Add(n)
+	for i := 0; i < n; i++ {
+		go func() {
+			started.Done()
+			<-ch
+		}()
+	}
+	started.Wait()
+	for runtime.NumGoroutine() < n {
+		time.Sleep(time.Millisecond)
+	}
+	time.Sleep(50 * time.Millisecond)
+	after, vAfter := rssKiB(), vmas()
+	fmt.Printf("parked %d rss_per_g_bytes %d vmas %d->%d\n", n, (after-before)*1024/n, vBefore, vAfter)
+	close(ch)
+}
+
+func main() {
+	if len(os.Args) < 2 {
+		fmt.Fprintln(os.Stderr, "usage: sched spawn-join|ping-pong|yield|parked [N]")
+		os.Exit(2)
+	}
+	switch os.Args[1] {
+	case "spawn-join":
+		fmt.Printf("spawn-join ns/op %.1f\n", median(spawnJoin))
+	case "ping-pong":
+		fmt.Printf("ping-pong-%dp ns/op %.1f\n", runtime.GOMAXPROCS(0), median(pingPong))
+	case "yield":
+		fmt.Printf("yield ns/op %.1f\n", median(yieldSwitch))
+	case "parked":
+		n := 1000000
+		if len(os.Args) > 2 {
+			n, _ = strconv.Atoi(os.Args[2])
+		}
+		parked(n)
+	default:
+		fmt.Fprintln(os.Stderr, "unknown workload", os.Args[1])
+		os.Exit(2)
+	}
+}
