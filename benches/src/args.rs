@@ -107,7 +107,7 @@ OPTIONS:
     --reps N            repetitions, median shown [default {quick_reps}; {full_reps} with --full]
     --full              long runs ({full_ms} ms each instead of {quick_ms} ms)
     --duration-ms N     budget of one run, overriding the mode's
-    --programs          real programs (python3, sqlite3, git) under LD_PRELOAD allocators
+    --programs          real programs (python3, sqlite3, git, redis, a threaded C stress) under LD_PRELOAD allocators
     --sched             scheduler and stack workloads (not available yet)
     -h, --help          this text
 ",
