@@ -112,26 +112,7 @@ impl PageHeap {
 
     /// Hands out a span of `npages` pages marked `kind`, or `None` when the OS refuses memory.
     pub fn alloc(&self, npages: usize, kind: SpanKind) -> Option<Allocated> {
-        debug_assert!(npages > 0 && matches!(kind, SpanKind::Small | SpanKind::Large));
-        if npages > ARENA_PAGES - HEADER_PAGES {
-            return None;
-        }
-        let mut heap = self.inner.lock();
-        let run = match heap.take_fit(npages) {
-            Some(run) => run,
-            None => {
-                heap.grow().ok()?;
-                heap.take_fit(npages)?
-            }
-        };
-        // SAFETY: `run` is a free run just unlinked under the lock, at least `npages` long.
-        let zeroed = unsafe { heap.carve(run, npages, kind) };
-        heap.maybe_purge();
-        #[cfg(feature = "expensive-checks")]
-        heap.check();
-        // SAFETY: `run` came from an arena header, so it is non-null.
-        let span = unsafe { NonNull::new_unchecked(run) };
-        Some(Allocated { span, zeroed })
+        self.alloc_with(npages, npages, kind, |_, run| run)
     }
 
     /// Hands out a span of `npages` pages whose first byte is aligned to `align` (a power of
@@ -140,6 +121,22 @@ impl PageHeap {
     pub fn alloc_aligned(&self, npages: usize, align: usize, kind: SpanKind) -> Option<Allocated> {
         debug_assert!(align.is_power_of_two() && align > PAGE_SIZE);
         let total = npages.checked_add(align / PAGE_SIZE - 1)?;
+        self.alloc_with(total, npages, kind, |heap, run| {
+            // SAFETY: `run` is an in-use span of this heap, `total` pages long, holding nothing.
+            unsafe { heap.trim_to_alignment(run, npages, align) }
+        })
+    }
+
+    /// Carves `total` pages (from a free run, growing the heap by an arena if none fits),
+    /// lets `shape` cut the span it wants out of them, and hands that out.
+    fn alloc_with(
+        &self,
+        total: usize,
+        npages: usize,
+        kind: SpanKind,
+        shape: impl FnOnce(&mut Inner, *mut Span) -> *mut Span,
+    ) -> Option<Allocated> {
+        debug_assert!(npages > 0 && matches!(kind, SpanKind::Small | SpanKind::Large));
         if total > ARENA_PAGES - HEADER_PAGES {
             return None;
         }
@@ -153,8 +150,7 @@ impl PageHeap {
         };
         // SAFETY: `run` is a free run just unlinked under the lock, at least `total` long.
         let zeroed = unsafe { heap.carve(run, total, kind) };
-        // SAFETY: `run` is now an in-use span of this heap holding nothing.
-        let span = unsafe { heap.trim_to_alignment(run, npages, align) };
+        let span = shape(&mut heap, run);
         heap.maybe_purge();
         #[cfg(feature = "expensive-checks")]
         heap.check();
