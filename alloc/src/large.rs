@@ -3,7 +3,7 @@
 
 use core::ptr;
 
-use tessera_span::heap::bytes_to_pages;
+use tessera_span::heap::{MAX_SPAN_PAGES, bytes_to_pages};
 use tessera_span::{ARENA_SIZE, PAGE_SIZE, Span, SpanKind, huge};
 
 use crate::config::huge_threshold;
@@ -14,7 +14,9 @@ pub(crate) fn alloc(size: usize, align: usize, zero: bool) -> *mut u8 {
     let node = crate::current_node();
     // Alignments up to a sixteenth of an arena are carved from the page heap (the slack goes
     // straight back); beyond that, or from the huge threshold, a dedicated mapping.
-    if size >= huge_threshold() || align > ARENA_SIZE / 16 {
+    // A configured threshold above what an arena holds still sends such blocks to mappings.
+    let fits_arena = bytes_to_pages(size.max(1)) + align / PAGE_SIZE <= MAX_SPAN_PAGES;
+    if size >= huge_threshold() || align > ARENA_SIZE / 16 || !fits_arena {
         // Fresh mappings read as zero, so `zero` costs nothing here.
         return huge::alloc(size.max(1), align, node).map_or(ptr::null_mut(), |p| p.as_ptr());
     }

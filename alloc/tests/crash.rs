@@ -203,3 +203,33 @@ fn odd_layouts() {
         tessera::free(std::ptr::null_mut());
     }
 }
+
+#[test]
+fn huge_threshold_above_an_arena_still_allocates() {
+    if std::env::var("TESSERA_CHILD").as_deref() == Ok("big-threshold") {
+        // 100 MiB does not fit a 64 MiB arena: it must become a mapping, not a null.
+        let p = tessera::alloc(100 << 20, 8);
+        assert!(!p.is_null());
+        // SAFETY: a live 100 MiB block.
+        unsafe {
+            p.add((100 << 20) - 1).write(7);
+            tessera::free(p);
+        }
+        std::process::exit(0);
+    }
+    let out = Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "huge_threshold_above_an_arena_still_allocates",
+            "--nocapture",
+        ])
+        .env("TESSERA_CHILD", "big-threshold")
+        .env("TESSERA_HUGE_THRESHOLD", "200m")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

@@ -21,6 +21,9 @@ use crate::lock::Locked;
 use crate::os::{self, PurgeAdvice};
 use crate::span::{FLAG_DIRTY, FLAG_ZEROED, Span, SpanKind};
 
+/// The longest span a page heap can hand out: an arena minus its header.
+pub const MAX_SPAN_PAGES: usize = ARENA_PAGES - HEADER_PAGES;
+
 const BUCKETS: usize = 129;
 const LARGE_BUCKET: usize = 128;
 
@@ -137,7 +140,7 @@ impl PageHeap {
         shape: impl FnOnce(&mut Inner, *mut Span) -> *mut Span,
     ) -> Option<Allocated> {
         debug_assert!(npages > 0 && matches!(kind, SpanKind::Small | SpanKind::Large));
-        if total > ARENA_PAGES - HEADER_PAGES {
+        if total > MAX_SPAN_PAGES {
             return None;
         }
         let mut heap = self.inner.lock();
