@@ -215,6 +215,7 @@ fn huge_threshold_above_an_arena_still_allocates() {
             p.add((100 << 20) - 1).write(7);
             tessera::free(p);
         }
+        println!("BIG-BLOCK-OK");
         std::process::exit(0);
     }
     let out = Command::new(std::env::current_exe().unwrap())
@@ -231,5 +232,10 @@ fn huge_threshold_above_an_arena_still_allocates() {
         out.status.success(),
         "{}",
         String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("BIG-BLOCK-OK"),
+        "the child must have run: {stdout}"
     );
 }
