@@ -2,7 +2,7 @@
 //! its own guarded 16 KiB tessera stack and parked at a suspend point. Prints the stack
 //! memory per coroutine (from `mincore`), the process RSS per coroutine and the VMAs used.
 //!
-//! `cargo run --release -p tessera-stacks --example parked -- 1000000`
+//! `cargo run --release -p tessera-stacks --example parked_stacks -- 1000000`
 
 use corosensei::{Coroutine, CoroutineResult};
 use tessera_stacks::PooledStack;
