@@ -15,10 +15,38 @@
 //! deeper overwrote them, and its stack goes back through the `StackCache`, which purges
 //! the cold pages.
 
+use std::sync::Mutex;
+
 use tessera_stacks::PooledStack;
+
+/// Moves half of a full P list to the shared list; beyond its cap, stacks go back to the
+/// pool through their own `Drop` (the thread's default cache).
+pub(crate) fn spill(shared: &Mutex<Vec<PooledStack>>, local: &mut Vec<PooledStack>) {
+    let half = local.split_off(local.len() / 2);
+    let mut g = shared.lock().unwrap_or_else(|e| e.into_inner());
+    let room = MAX_SHARED.saturating_sub(g.len());
+    let mut half = half;
+    let extra = half.len().saturating_sub(room);
+    let rest = half.split_off(half.len() - extra);
+    g.extend(half);
+    drop(g);
+    drop(rest);
+}
+
+/// Takes a batch from the shared list into an empty P list.
+pub(crate) fn refill(shared: &Mutex<Vec<PooledStack>>, local: &mut Vec<PooledStack>) {
+    let mut g = shared.lock().unwrap_or_else(|e| e.into_inner());
+    let n = g.len().min(BATCH);
+    let at = g.len() - n;
+    local.extend(g.drain(at..));
+}
 
 /// Stacks a P keeps (4 KiB resident each): at most 4 MiB per P.
 pub(crate) const MAX_PER_P: usize = 1024;
+/// Stacks the runtime-wide list keeps for Ps that run short (16 MiB of top pages).
+const MAX_SHARED: usize = 4096;
+/// Stacks moved between a P and the shared list at a time.
+const BATCH: usize = 64;
 
 const WORDS: usize = 4;
 /// Byte offset of the first canary above the bottom of the top page. tessera-stacks keeps

@@ -495,10 +495,12 @@ unsafe fn finish(sh: &Shared, p: &P, g: GRef) {
         let stack = co.into_stack();
         // SAFETY: the caller holds `p`, so its stack lists are ours.
         let free = unsafe { &mut *p.free_stacks.get() };
-        if stack.usable_size() == sh.stack_class
-            && free.len() < crate::gfree::MAX_PER_P
-            && crate::gfree::stayed_on_top_page(&stack)
-        {
+        if stack.usable_size() == sh.stack_class && crate::gfree::stayed_on_top_page(&stack) {
+            if free.len() >= crate::gfree::MAX_PER_P {
+                // Spawns and exits are often on different Ps: rebalance through the
+                // runtime's list instead of shrinking stacks (Go's gfput to sched.gFree).
+                crate::gfree::spill(&sh.free_stacks, free);
+            }
             free.push(stack);
         } else {
             // SAFETY: as above.

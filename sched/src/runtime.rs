@@ -40,6 +40,8 @@ pub(crate) struct Shared {
     pub(crate) all_ms: Mutex<Vec<Arc<MShared>>>,
     /// Where sysmon sleeps between looks (unparked at shutdown).
     pub(crate) sysmon: crate::park::Parker,
+    /// Finished coroutines' stacks shared between Ps (gfree.rs).
+    pub(crate) free_stacks: Mutex<Vec<tessera_stacks::PooledStack>>,
     next_id: AtomicU64,
     epoch: Instant,
     pub(crate) stack_size: usize,
@@ -124,6 +126,7 @@ impl Builder {
             allgs: AllGs::default(),
             all_ms: Mutex::new(Vec::new()),
             sysmon: crate::park::Parker::new(),
+            free_stacks: Mutex::new(Vec::new()),
             next_id: AtomicU64::new(1),
             epoch: Instant::now(),
             stack_size: self.stack_size,
@@ -257,6 +260,12 @@ impl Drop for Runtime {
             // keep it alive for the life of the process.
             core::mem::forget(sh.clone());
         }
+        let shared_free =
+            core::mem::take(&mut *sh.free_stacks.lock().unwrap_or_else(|e| e.into_inner()));
+        for s in shared_free {
+            // SAFETY: no M holds any P now, so P 0's stack cache is ours.
+            unsafe { (*sh.ps[0].stacks.get()).release(s) };
+        }
         for p in sh.ps.iter() {
             // SAFETY: no M holds any P now.
             unsafe {
@@ -346,7 +355,13 @@ pub(crate) fn spawn_in<T: Send + 'static>(
     let p = machine::current_p(Arc::as_ptr(sh));
     let reused = match p {
         // SAFETY: `current_p` returned the P this thread holds, so its lists are ours.
-        Some(p) if size == sh.stack_size => unsafe { (*p.free_stacks.get()).pop() },
+        Some(p) if size == sh.stack_size => unsafe {
+            let free = &mut *p.free_stacks.get();
+            if free.is_empty() {
+                crate::gfree::refill(&sh.free_stacks, free);
+            }
+            free.pop()
+        },
         _ => None,
     };
     let stack = match reused {
