@@ -155,184 +155,116 @@ fn fmt_list<const W: usize>(bits: &Bits<W>, f: &mut fmt::Formatter<'_>) -> fmt::
     Ok(())
 }
 
-/// A set of CPUs, up to [`MAX_CPUS`].
-#[derive(Clone, Copy, PartialEq, Eq, Default)]
-pub struct CpuSet(Bits<CPU_WORDS>);
+/// Defines a set type over `Bits` whose members are an id newtype: CPU sets and node masks
+/// share every operation and differ only in their id type, width and name.
+macro_rules! id_set {
+    (
+        $(#[$doc:meta])*
+        $name:ident, $words:expr, $id:ident, $raw:ty, $max:ident, $unit:literal
+    ) => {
+        $(#[$doc])*
+        #[derive(Clone, Copy, PartialEq, Eq, Default)]
+        pub struct $name(Bits<$words>);
 
-impl CpuSet {
-    /// The empty set.
-    pub const EMPTY: CpuSet = CpuSet(Bits::EMPTY);
+        impl $name {
+            #[doc = concat!("The empty set of ", $unit, "s.")]
+            pub const EMPTY: $name = $name(Bits::EMPTY);
 
-    /// Adds `cpu`; returns false when it is at or past [`MAX_CPUS`] (the set is unchanged).
-    pub fn insert(&mut self, cpu: CpuId) -> bool {
-        self.0.insert(cpu.index())
-    }
+            #[doc = concat!("Adds a ", $unit, "; returns false when it is at or past [`", stringify!($max), "`] (the set is unchanged).")]
+            pub fn insert(&mut self, id: $id) -> bool {
+                self.0.insert(id.index())
+            }
 
-    /// Removes `cpu`.
-    pub fn remove(&mut self, cpu: CpuId) {
-        self.0.remove(cpu.index())
-    }
+            #[doc = concat!("Removes a ", $unit, ".")]
+            pub fn remove(&mut self, id: $id) {
+                self.0.remove(id.index())
+            }
 
-    /// Whether `cpu` is in the set.
-    pub fn contains(&self, cpu: CpuId) -> bool {
-        self.0.contains(cpu.index())
-    }
+            #[doc = concat!("Whether the ", $unit, " is in the set.")]
+            pub fn contains(&self, id: $id) -> bool {
+                self.0.contains(id.index())
+            }
 
-    /// Adds CPUs `lo..=hi`; returns false when some were past [`MAX_CPUS`].
-    pub fn insert_range(&mut self, lo: u64, hi: u64) -> bool {
-        self.0.insert_range(lo, hi)
-    }
+            #[doc = concat!("Adds ", $unit, "s `lo..=hi`; returns false when some were past [`", stringify!($max), "`].")]
+            pub fn insert_range(&mut self, lo: u64, hi: u64) -> bool {
+                self.0.insert_range(lo, hi)
+            }
 
-    /// The number of CPUs in the set.
-    pub fn count(&self) -> usize {
-        self.0.count()
-    }
+            #[doc = concat!("The number of ", $unit, "s in the set.")]
+            pub fn count(&self) -> usize {
+                self.0.count()
+            }
 
-    /// Whether the set is empty.
-    pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
-    }
+            /// Whether the set is empty.
+            pub fn is_empty(&self) -> bool {
+                self.0.is_empty()
+            }
 
-    /// The CPUs in both sets.
-    pub fn intersection(&self, other: &CpuSet) -> CpuSet {
-        CpuSet(self.0.and(&other.0))
-    }
+            #[doc = concat!("The ", $unit, "s in both sets.")]
+            pub fn intersection(&self, other: &$name) -> $name {
+                $name(self.0.and(&other.0))
+            }
 
-    /// The CPUs in either set.
-    pub fn union(&self, other: &CpuSet) -> CpuSet {
-        CpuSet(self.0.or(&other.0))
-    }
+            #[doc = concat!("The ", $unit, "s in either set.")]
+            pub fn union(&self, other: &$name) -> $name {
+                $name(self.0.or(&other.0))
+            }
 
-    /// The lowest CPU in the set.
-    pub fn first(&self) -> Option<CpuId> {
-        self.0.first().map(|i| CpuId::new(i as u32))
-    }
+            #[doc = concat!("The lowest ", $unit, " in the set.")]
+            pub fn first(&self) -> Option<$id> {
+                self.0.first().map(|i| $id::new(i as $raw))
+            }
 
-    /// The CPUs in increasing order.
-    pub fn iter(&self) -> impl Iterator<Item = CpuId> + '_ {
-        BitIter {
-            bits: &self.0,
-            next: 0,
+            #[doc = concat!("The ", $unit, "s in increasing order.")]
+            pub fn iter(&self) -> impl Iterator<Item = $id> + '_ {
+                BitIter { bits: &self.0, next: 0 }.map(|i| $id::new(i as $raw))
+            }
+
+            /// The set as the kernel's array of `unsigned long` (bit `i` of word `i / 64`),
+            /// as `cpu_set_t` and `nodemask` lay it out.
+            pub fn as_words(&self) -> &[u64] {
+                &self.0.0
+            }
+
+            /// Mutable access to the words, for the kernel to fill (`sched_getaffinity`,
+            /// `get_mempolicy`).
+            pub(crate) fn words_mut(&mut self) -> &mut [u64] {
+                &mut self.0.0
+            }
         }
-        .map(|i| CpuId::new(i as u32))
-    }
 
-    /// The set as the kernel's `cpu_set_t`-compatible words (bit `i` of word `i / 64`).
-    pub fn as_words(&self) -> &[u64] {
-        &self.0.0
-    }
+        impl fmt::Debug for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(concat!(stringify!($name), "("))?;
+                fmt_list(&self.0, f)?;
+                f.write_str(")")
+            }
+        }
 
-    /// Mutable access to the words, for filling from `sched_getaffinity`.
-    pub(crate) fn words_mut(&mut self) -> &mut [u64] {
-        &mut self.0.0
-    }
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                fmt_list(&self.0, f)
+            }
+        }
+    };
 }
 
-impl fmt::Debug for CpuSet {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("CpuSet(")?;
-        fmt_list(&self.0, f)?;
-        f.write_str(")")
-    }
-}
+id_set!(
+    /// A set of CPUs, up to [`MAX_CPUS`].
+    CpuSet, CPU_WORDS, CpuId, u32, MAX_CPUS, "CPU"
+);
 
-impl fmt::Display for CpuSet {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt_list(&self.0, f)
-    }
-}
-
-/// A set of NUMA nodes, up to [`MAX_NODES`], laid out as the kernel's `nodemask`.
-#[derive(Clone, Copy, PartialEq, Eq, Default)]
-pub struct NodeMask(Bits<NODE_WORDS>);
+id_set!(
+    /// A set of NUMA nodes, up to [`MAX_NODES`], laid out as the kernel's `nodemask`.
+    NodeMask, NODE_WORDS, NodeId, u16, MAX_NODES, "node"
+);
 
 impl NodeMask {
-    /// The empty mask.
-    pub const EMPTY: NodeMask = NodeMask(Bits::EMPTY);
-
     /// The mask holding only `node`.
     pub fn single(node: NodeId) -> NodeMask {
         let mut m = NodeMask::EMPTY;
         m.insert(node);
         m
-    }
-
-    /// Adds `node`; returns false when it is at or past [`MAX_NODES`] (the mask is unchanged).
-    pub fn insert(&mut self, node: NodeId) -> bool {
-        self.0.insert(node.index())
-    }
-
-    /// Removes `node`.
-    pub fn remove(&mut self, node: NodeId) {
-        self.0.remove(node.index())
-    }
-
-    /// Whether `node` is in the mask.
-    pub fn contains(&self, node: NodeId) -> bool {
-        self.0.contains(node.index())
-    }
-
-    /// Adds nodes `lo..=hi`; returns false when some were past [`MAX_NODES`].
-    pub fn insert_range(&mut self, lo: u64, hi: u64) -> bool {
-        self.0.insert_range(lo, hi)
-    }
-
-    /// The number of nodes in the mask.
-    pub fn count(&self) -> usize {
-        self.0.count()
-    }
-
-    /// Whether the mask is empty.
-    pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
-    }
-
-    /// The nodes in both masks.
-    pub fn intersection(&self, other: &NodeMask) -> NodeMask {
-        NodeMask(self.0.and(&other.0))
-    }
-
-    /// The nodes in either mask.
-    pub fn union(&self, other: &NodeMask) -> NodeMask {
-        NodeMask(self.0.or(&other.0))
-    }
-
-    /// The lowest node in the mask.
-    pub fn first(&self) -> Option<NodeId> {
-        self.0.first().map(|i| NodeId::new(i as u16))
-    }
-
-    /// The nodes in increasing order.
-    pub fn iter(&self) -> impl Iterator<Item = NodeId> + '_ {
-        BitIter {
-            bits: &self.0,
-            next: 0,
-        }
-        .map(|i| NodeId::new(i as u16))
-    }
-
-    /// The mask as the kernel's array of `unsigned long` (bit `i` of word `i / 64`).
-    pub fn as_words(&self) -> &[u64] {
-        &self.0.0
-    }
-
-    /// Mutable access to the words, for `get_mempolicy` to fill.
-    pub(crate) fn words_mut(&mut self) -> &mut [u64] {
-        &mut self.0.0
-    }
-}
-
-impl fmt::Debug for NodeMask {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("NodeMask(")?;
-        fmt_list(&self.0, f)?;
-        f.write_str(")")
-    }
-}
-
-impl fmt::Display for NodeMask {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt_list(&self.0, f)
     }
 }
 
