@@ -280,15 +280,7 @@ pub fn render_markdown(results: &Results) -> String {
     }
     let _ = writeln!(md, "![ratio vs {}](chart.svg)\n", results.baseline);
     let _ = writeln!(md, "## Throughput ratio and peak RSS\n");
-    let _ = write!(md, "| workload | threads |");
-    for name in &results.allocators {
-        let _ = write!(md, " {name} |");
-    }
-    let _ = write!(md, "\n|---|---:|");
-    for _ in &results.allocators {
-        let _ = write!(md, "---:|");
-    }
-    md.push('\n');
+    table_header(&mut md, &results.allocators);
     for row in &results.rows {
         let _ = write!(md, "| {} | {} |", row.workload.name(), row.threads);
         for (i, cell) in row.cells.iter().enumerate() {
@@ -321,15 +313,7 @@ pub fn render_markdown(results: &Results) -> String {
         }
     }
     md.push_str("\n\n## Absolute throughput (ops/s: median, min–max)\n\n");
-    let _ = write!(md, "| workload | threads |");
-    for name in &results.allocators {
-        let _ = write!(md, " {name} |");
-    }
-    let _ = write!(md, "\n|---|---:|");
-    for _ in &results.allocators {
-        let _ = write!(md, "---:|");
-    }
-    md.push('\n');
+    table_header(&mut md, &results.allocators);
     for row in &results.rows {
         let _ = write!(md, "| {} | {} |", row.workload.name(), row.threads);
         for cell in &row.cells {
@@ -364,6 +348,19 @@ pub fn render_markdown(results: &Results) -> String {
         }
     }
     md
+}
+
+/// The header of a Markdown table with one column per allocator.
+fn table_header(md: &mut String, allocators: &[&str]) {
+    let _ = write!(md, "| workload | threads |");
+    for name in allocators {
+        let _ = write!(md, " {name} |");
+    }
+    let _ = write!(md, "\n|---|---:|");
+    for _ in allocators {
+        let _ = write!(md, "---:|");
+    }
+    md.push('\n');
 }
 
 #[cfg(test)]

@@ -49,15 +49,21 @@ where
                 })
             })
             .collect();
-        handles
-            .into_iter()
-            .map(|h| h.join().unwrap_or_else(|e| std::panic::resume_unwind(e)))
-            .sum()
+        join_sum(handles)
     });
     Outcome {
         ops,
         elapsed: start.elapsed(),
     }
+}
+
+/// Joins scoped threads that each return an operation count and sums the counts, passing on
+/// a worker's panic (a failed check) as the run's panic.
+pub fn join_sum(handles: Vec<std::thread::ScopedJoinHandle<'_, u64>>) -> u64 {
+    handles
+        .into_iter()
+        .map(|h| h.join().unwrap_or_else(|e| std::panic::resume_unwind(e)))
+        .sum()
 }
 
 #[cfg(test)]

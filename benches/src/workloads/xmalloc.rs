@@ -10,7 +10,7 @@
 //! blocks) go to the process's global allocator, equally for every allocator under test.
 
 use super::block::Block;
-use super::harness::Deadline;
+use super::harness::{Deadline, join_sum};
 use super::rng::Rng;
 use super::{Outcome, Params};
 use std::alloc::GlobalAlloc;
@@ -49,10 +49,7 @@ pub(super) fn run<A: GlobalAlloc + Sync>(a: &A, params: &Params) -> Outcome {
         let handles: Vec<_> = (0..consumers)
             .map(|_| scope.spawn(|| consume(a, &rx)))
             .collect();
-        handles
-            .into_iter()
-            .map(|h| h.join().unwrap_or_else(|e| std::panic::resume_unwind(e)))
-            .sum()
+        join_sum(handles)
     });
     Outcome {
         ops,
