@@ -13,7 +13,11 @@
 //!   through its notification stack (`notify`), which the owner drains on refill.
 //!
 //! A span whose every carved object is free again goes back to the page heap, unless it is
-//! the current one (so a malloc/free loop at a class boundary does not thrash spans).
+//! the current one or the class's one spare (so a malloc/free loop at a span boundary does
+//! not thrash the page heap).
+//!
+//! Frees into spans the cache does not own are chained per span (`RemoteBatch`) and
+//! published with one CAS when the thread moves on to another span, refills or flushes.
 //!
 //! NUMA: a refill takes spans from the central list and page heap of the node the thread
 //! runs on at that moment; a span flushed to a central list goes to its own node's list.

@@ -14,7 +14,8 @@
 //! - `large.rs`: sizes above 32 KiB get whole spans; from 32 MiB, their own mapping.
 //! - Frees find their span through the page map (`tessera_span::arena`): a pointer of the
 //!   current span goes straight back to the bin, one of the cache's other spans to its local
-//!   list, anyone else's onto the span's lock-free remote list (`remote.rs`).
+//!   list, anyone else's into a per-thread batch for that span, published onto the span's
+//!   lock-free remote list with one CAS (`remote.rs`, `cache.rs`).
 //!
 //! Nothing on these paths allocates, takes a `std` lock, formats or panics. Bad input that
 //! can be detected (a foreign pointer, a double free caught on the spot) is reported on
