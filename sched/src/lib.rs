@@ -38,7 +38,6 @@ mod dump;
 mod gfree;
 mod global_queue;
 mod join;
-mod lock;
 mod machine;
 mod park;
 mod processor;

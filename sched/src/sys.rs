@@ -10,38 +10,13 @@ use crate::shim::AtomicU32;
 /// Blocks while `*word == expected`, at most `timeout`. May return spuriously.
 #[cfg(not(tessera_loom))]
 pub(crate) fn futex_wait(word: &AtomicU32, expected: u32, timeout: Option<Duration>) {
-    let ts = timeout.map(|d| libc::timespec {
-        tv_sec: d.as_secs().min(i64::MAX as u64) as libc::time_t,
-        tv_nsec: d.subsec_nanos() as libc::c_long,
-    });
-    let ts_ptr = ts
-        .as_ref()
-        .map_or(core::ptr::null(), |t| t as *const libc::timespec);
-    // SAFETY: `word` is a live, 4-byte aligned atomic for the duration of the call; the
-    // kernel only reads it and compares; `ts_ptr` is null or points at `ts`, alive here.
-    unsafe {
-        libc::syscall(
-            libc::SYS_futex,
-            word.as_ptr(),
-            libc::FUTEX_WAIT | libc::FUTEX_PRIVATE_FLAG,
-            expected,
-            ts_ptr,
-        );
-    }
+    tessera_span::futex::wait(word, expected, timeout);
 }
 
 /// Wakes up to `n` threads blocked in `futex_wait` on `word`.
 #[cfg(not(tessera_loom))]
 pub(crate) fn futex_wake(word: &AtomicU32, n: i32) {
-    // SAFETY: FUTEX_WAKE only uses the address as a key; `word` is alive.
-    unsafe {
-        libc::syscall(
-            libc::SYS_futex,
-            word.as_ptr(),
-            libc::FUTEX_WAKE | libc::FUTEX_PRIVATE_FLAG,
-            n,
-        );
-    }
+    tessera_span::futex::wake(word, n);
 }
 
 #[cfg(tessera_loom)]
@@ -51,34 +26,6 @@ pub(crate) fn futex_wait(_word: &AtomicU32, _expected: u32, _timeout: Option<Dur
 
 #[cfg(tessera_loom)]
 pub(crate) fn futex_wake(_word: &AtomicU32, _n: i32) {}
-
-/// `futex_wait` on a plain atomic, always the real syscall (for `lock.rs`, which loom does
-/// not model).
-pub(crate) fn futex_wait_std(word: &core::sync::atomic::AtomicU32, expected: u32) {
-    // SAFETY: as in `futex_wait`; no timeout.
-    unsafe {
-        libc::syscall(
-            libc::SYS_futex,
-            word.as_ptr(),
-            libc::FUTEX_WAIT | libc::FUTEX_PRIVATE_FLAG,
-            expected,
-            core::ptr::null::<libc::timespec>(),
-        );
-    }
-}
-
-/// `futex_wake` of one waiter on a plain atomic.
-pub(crate) fn futex_wake_std(word: &core::sync::atomic::AtomicU32) {
-    // SAFETY: FUTEX_WAKE only uses the address as a key; `word` is alive.
-    unsafe {
-        libc::syscall(
-            libc::SYS_futex,
-            word.as_ptr(),
-            libc::FUTEX_WAKE | libc::FUTEX_PRIVATE_FLAG,
-            1,
-        );
-    }
-}
 
 /// Monotonic nanoseconds from the coarse clock (a few ns through the vDSO, ~1-4 ms
 /// resolution): good enough for a coroutine's age, cheap enough for every spawn.

@@ -7,8 +7,10 @@
 //! - [`huge`]: dedicated mappings for huge blocks, resized with `mremap`.
 //! - [`placement`]: NUMA binding of fresh arenas and huge mappings.
 //! - [`lock`]: the futex lock every layer uses, since the allocator may not use std's.
+//! - [`futex`]: the wait/wake primitive under every lock and parker.
 
 pub mod arena;
+pub mod futex;
 pub mod heap;
 pub mod huge;
 pub mod lock;

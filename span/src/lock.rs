@@ -75,7 +75,7 @@ impl RawLock {
         }
         // Announce a waiter, then sleep until the holder hands over.
         while self.state.swap(CONTENDED, Ordering::Acquire) != UNLOCKED {
-            futex_wait(&self.state, CONTENDED);
+            crate::futex::wait(&self.state, CONTENDED, None);
         }
     }
 
@@ -86,7 +86,7 @@ impl RawLock {
     #[inline]
     pub unsafe fn unlock(&self) {
         if self.state.swap(UNLOCKED, Ordering::Release) == CONTENDED {
-            futex_wake(&self.state);
+            crate::futex::wake(&self.state, 1);
         }
     }
 
@@ -97,32 +97,6 @@ impl RawLock {
     /// parent's prepare handler.
     pub unsafe fn force_unlock(&self) {
         self.state.store(UNLOCKED, Ordering::Relaxed);
-    }
-}
-
-fn futex_wait(word: &AtomicU32, expected: u32) {
-    // SAFETY: FUTEX_WAIT only reads the word, which outlives the call; a null timeout
-    // means wait until woken. Spurious returns are fine: the caller loops.
-    unsafe {
-        libc::syscall(
-            libc::SYS_futex,
-            word.as_ptr(),
-            libc::FUTEX_WAIT | libc::FUTEX_PRIVATE_FLAG,
-            expected,
-            core::ptr::null::<libc::timespec>(),
-        );
-    }
-}
-
-fn futex_wake(word: &AtomicU32) {
-    // SAFETY: FUTEX_WAKE touches no memory of ours beyond the futex word's address.
-    unsafe {
-        libc::syscall(
-            libc::SYS_futex,
-            word.as_ptr(),
-            libc::FUTEX_WAKE | libc::FUTEX_PRIVATE_FLAG,
-            1,
-        );
     }
 }
 

@@ -32,8 +32,8 @@ pub use errors::{
 };
 
 use crate::coroutine::WaitReason;
-use crate::lock::RawLock;
 use crate::wait::{TIMEOUT, Token};
+use tessera_span::lock::RawLock;
 
 /// A blocked send or receive, or one arm of a blocked `select!`.
 pub(crate) struct Entry<T> {
@@ -134,8 +134,11 @@ impl<T> Chan<T> {
         self.lock.lock();
     }
 
+    /// Releases the channel lock. Every call pairs with a `lock()` made earlier on the same
+    /// thread: the channel operations below, and `select!`'s lock-all / unlock-all.
     pub(crate) fn unlock(&self) {
-        self.lock.unlock();
+        // SAFETY: per the pairing above, this thread holds the lock.
+        unsafe { self.lock.unlock() };
     }
 
     /// # Safety
