@@ -7,21 +7,12 @@
 use corosensei::{Coroutine, CoroutineResult};
 use tessera_stacks::PooledStack;
 
-fn vm_rss_kib() -> usize {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or(0)
-}
-
 fn main() {
     let n: usize = std::env::args()
         .nth(1)
         .and_then(|a| a.parse().ok())
         .unwrap_or(1_000_000);
-    let rss_before = vm_rss_kib();
+    let rss_before = tessera_stacks::process_rss_kib().unwrap_or(0);
     let vmas_before = tessera_stacks::process_vma_count().unwrap_or(0);
     let mut parked: Vec<Coroutine<(), (), (), PooledStack>> = Vec::with_capacity(n);
     for _ in 0..n {
@@ -37,7 +28,9 @@ fn main() {
         parked.push(co);
     }
     let s = tessera_stacks::stats();
-    let rss = vm_rss_kib().saturating_sub(rss_before);
+    let rss = tessera_stacks::process_rss_kib()
+        .unwrap_or(0)
+        .saturating_sub(rss_before);
     let vmas = tessera_stacks::process_vma_count().unwrap_or(0);
     println!("{n} parked coroutines, guard: {:?}", s.guard);
     println!(

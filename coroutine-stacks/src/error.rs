@@ -98,6 +98,16 @@ pub fn process_vma_count() -> Option<usize> {
     }
 }
 
+/// This process's resident set in KiB (`VmRSS` of `/proc/self/status`), for the examples
+/// and benches that report memory per stack or per coroutine.
+pub fn process_rss_kib() -> Option<usize> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+}
+
 /// `vm.max_map_count`, the kernel's cap on a process's mappings.
 pub fn max_map_count() -> Option<usize> {
     let mut file = std::fs::File::open("/proc/sys/vm/max_map_count").ok()?;

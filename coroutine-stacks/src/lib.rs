@@ -59,7 +59,7 @@ mod trampoline;
 pub use cache::StackCache;
 pub use class::{MAX_STACK_SIZE, MIN_STACK_SIZE, SizeClass};
 pub use config::GuardMode;
-pub use error::{StackError, max_map_count, process_vma_count};
+pub use error::{StackError, max_map_count, process_rss_kib, process_vma_count};
 pub use grow::{grow, maybe_grow, remaining_stack};
 pub use node::{MAX_NODES, NodeId, current_node};
 pub use overflow::prepare_thread;

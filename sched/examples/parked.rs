@@ -11,15 +11,6 @@ use tessera_sched::{Runtime, Spawn, chan};
 #[global_allocator]
 static A: tessera::Tessera = tessera::Tessera;
 
-fn vm_rss_kib() -> usize {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or(0)
-}
-
 fn main() {
     let n: usize = std::env::args()
         .nth(1)
@@ -28,7 +19,7 @@ fn main() {
     let rt = Runtime::builder().procs(2).build().unwrap();
     // Warm the runtime up so its own start-up memory is not counted.
     rt.block_on(|| ());
-    let rss_before = vm_rss_kib();
+    let rss_before = tessera_stacks::process_rss_kib().unwrap_or(0);
     let vmas_before = tessera_stacks::process_vma_count().unwrap_or(0);
     let (tx, rx) = chan::bounded::<()>(0);
     let handles: Vec<_> = (0..n)
@@ -42,7 +33,9 @@ fn main() {
     while rt.stats().parked < n {
         std::thread::sleep(std::time::Duration::from_millis(10));
     }
-    let rss = vm_rss_kib().saturating_sub(rss_before);
+    let rss = tessera_stacks::process_rss_kib()
+        .unwrap_or(0)
+        .saturating_sub(rss_before);
     let vmas = tessera_stacks::process_vma_count().unwrap_or(0);
     let s = tessera_stacks::stats();
     println!(
