@@ -38,6 +38,8 @@ pub(crate) enum Switch {
     Yield,
     /// Waiting for a `Token` (wait.rs).
     Park,
+    /// Run `G::blocking` on the M's own stack, off the P (machine.rs `run_blocking`).
+    Blocking,
 }
 
 pub(crate) type Co = Coroutine<(), Switch, (), PooledStack>;
@@ -67,6 +69,12 @@ pub enum WaitReason {
     Semaphore,
     /// `JoinHandle::join`.
     Join,
+    /// Waiting for a socket to become readable.
+    IoRead,
+    /// Waiting for a socket to become writable.
+    IoWrite,
+    /// Inside `blocking(..)` (running, but off its P).
+    Blocking,
 }
 
 impl WaitReason {
@@ -81,6 +89,9 @@ impl WaitReason {
             7 => Self::Once,
             8 => Self::Semaphore,
             9 => Self::Join,
+            10 => Self::IoRead,
+            11 => Self::IoWrite,
+            12 => Self::Blocking,
             _ => Self::None,
         }
     }
@@ -98,6 +109,9 @@ impl WaitReason {
             Self::Once => "sync.Once.Do",
             Self::Semaphore => "semacquire",
             Self::Join => "join",
+            Self::IoRead => "IO wait (read)",
+            Self::IoWrite => "IO wait (write)",
+            Self::Blocking => "blocking call",
         }
     }
 }
@@ -143,6 +157,10 @@ pub(crate) struct G {
     /// Which `allgs` shard holds it and at what index (guarded by that shard's lock).
     pub(crate) shard: usize,
     pub(crate) shard_index: Cell<usize>,
+    /// The section `blocking(..)` asked the M to run (set just before `Switch::Blocking`).
+    pub(crate) blocking: Cell<Option<*mut (dyn FnMut() + 'static)>>,
+    /// Times sysmon saw it run for more than 10 ms without yielding.
+    pub(crate) long_runs: AtomicU32,
     /// Tells the joiner the runtime gave up on this G (shutdown).
     pub(crate) cancel: Option<std::sync::Arc<dyn crate::join::Cancel>>,
 }
@@ -191,6 +209,21 @@ impl AllGs {
             // SAFETY: every pointer in a shard is a live G (removed before it is freed); its
             // index is ours to update under the shard lock.
             unsafe { (*(moved as GRef)).shard_index.set(i) };
+        }
+    }
+
+    /// Calls `f` on the live G with this id, if there is one.
+    pub(crate) fn with_id(&self, id: u64, f: &mut dyn FnMut(&G)) {
+        let s = self.shards[id as usize % Self::SHARDS]
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        for &g in s.iter() {
+            // SAFETY: as in `for_each`.
+            let g = unsafe { &*(g as GRef) };
+            if g.id == id {
+                f(g);
+                return;
+            }
         }
     }
 

@@ -7,7 +7,7 @@
 use core::fmt::Write;
 use std::sync::{Arc, Once};
 
-use crate::coroutine::{G, NOTIFIED, PARKED, PARKING, RUNNABLE, RUNNING};
+use crate::coroutine::{G, NOTIFIED, PARKED, PARKING, RUNNABLE, RUNNING, WaitReason};
 use crate::runtime::{RUNTIMES, Shared};
 
 pub(crate) fn live_runtimes() -> Vec<Arc<Shared>> {
@@ -38,8 +38,12 @@ fn line(out: &mut String, g: &G) {
         let _ = write!(out, " \"{n}\"");
     }
     let _ = write!(out, " [{state}");
-    if !reason.as_str().is_empty() && state == "waiting" {
+    if !reason.as_str().is_empty() && (state == "waiting" || reason == WaitReason::Blocking) {
         let _ = write!(out, ", {}", reason.as_str());
+    }
+    let long = g.long_runs.load(core::sync::atomic::Ordering::Relaxed);
+    if long > 0 {
+        let _ = write!(out, ", ran over 10ms without yielding {long}x");
     }
     let _ = writeln!(
         out,
@@ -58,8 +62,16 @@ pub(crate) fn dump_runtime(sh: &Shared) -> String {
     let s = crate::stats::collect(sh);
     let _ = writeln!(
         out,
-        "tessera runtime: procs={} live={} running={} runnable={} parked={} spawned={} steals={}",
-        s.procs, s.live, s.running, s.runnable, s.parked, s.spawned, s.steals
+        "tessera runtime: procs={} threads={} live={} running={} runnable={} parked={} spawned={} steals={} long_runs={}",
+        s.procs,
+        s.threads,
+        s.live,
+        s.running,
+        s.runnable,
+        s.parked,
+        s.spawned,
+        s.steals,
+        s.long_runs
     );
     sh.allgs.for_each(&mut |g| line(&mut out, g));
     out

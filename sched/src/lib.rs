@@ -39,6 +39,7 @@ mod gfree;
 mod global_queue;
 mod join;
 mod machine;
+mod netpoll;
 mod park;
 mod processor;
 mod runqueue;
@@ -51,12 +52,14 @@ mod timer;
 mod wait;
 
 pub mod chan;
+pub mod fs;
 pub mod local;
+pub mod net;
 pub mod sync;
 
 pub use coroutine::WaitReason;
 pub use dump::dump;
-pub use machine::{is_locked_to_thread, lock_to_thread, unlock_from_thread, yield_now};
+pub use machine::{blocking, is_locked_to_thread, lock_to_thread, unlock_from_thread, yield_now};
 pub use runtime::{
     Builder, DEFAULT_STACK_SIZE, JoinError, JoinHandle, Runtime, Spawn, default_procs, spawn,
 };

@@ -1,21 +1,31 @@
 //! The M: an OS thread that runs Gs while it holds a P (Go's `schedule`, `findRunnable`,
-//! `execute`, `stopm`, `startm`, `wakep` in proc.go).
+//! `execute`, `stopm`, `startm`, `wakep`, `handoffp`, `entersyscall`/`exitsyscall` in
+//! proc.go).
 //!
 //! The loop: find a runnable G (its P's queue, every 61st tick the global queue first, then
-//! the global queue, then stealing), run it until it yields, parks or returns, repeat. When
-//! there is nothing to do, the M gives its P back to the idle list, registers itself as idle
-//! in the same critical section, re-checks every queue (the "delicate dance" of
-//! findRunnable: work pushed just before we went idle would otherwise be lost), and sleeps
-//! on its futex parker.
+//! the global queue, then the netpoller without blocking, then stealing), run it until it
+//! yields, parks, returns or asks to run a blocking section, repeat. Due timers are fired
+//! first whenever the runtime has any. When there is nothing to do, the M gives its P back
+//! to the idle list, puts itself on the idle list, re-checks every queue (the "delicate
+//! dance" of findRunnable: work pushed just before we went idle would otherwise be lost),
+//! and then either becomes the netpoller (one M at a time, blocked in `epoll_wait` until an
+//! event, a timer or a break) or sleeps on its futex parker until handed a P.
 //!
-//! Invariant, under the idle lock: idle Ps and idle Ms are equally many. All Ms are created
-//! at start-up, one per P, so an M without a P is always on the idle list. `wakep` can then
-//! always pair an idle P with an idle M, and never needs to create a thread.
+//! Ms: one per P at start-up; more are started when a P must run while every M is busy or
+//! stuck in a blocking section (`start_m`). Idle Ms stay for reuse. `wakep` pairs an idle
+//! P with an idle M; with no idle M it breaks a blocked poller (which then takes the P) or
+//! starts a new M.
 //!
 //! Spinning (Go's `nmspinning`): an M looking for work to steal is "spinning". `wakep`
 //! starts an M only when nobody spins, and an M may start spinning only while
 //! `2 * spinning < busy Ps`, which bounds the CPU burnt looking for work. A spinning M that
 //! finds work wakes another if it was the last spinner, so a burst of work fans out.
+//!
+//! Blocking sections (`blocking(f)`): the G switches to its M, which marks its P
+//! `P_SYSCALL`, drops the P's allocator cache, and runs `f` on its own stack. Sysmon may
+//! retake the P meanwhile and hand it to another M (sysmon.rs). On return the M takes its P
+//! back if it is still there, else any idle P; with none, the G goes to the global queue
+//! and the M goes idle.
 //!
 //! Migration: every thread-local read here goes through an `#[inline(never)]` accessor, so
 //! code that runs inside a coroutine recomputes the thread-local address after any switch
@@ -31,7 +41,7 @@ use corosensei::CoroutineResult;
 
 use crate::coroutine::{G, GRef, NOTIFIED, PARKED, PARKING, RUNNABLE, RUNNING, Switch, WaitReason};
 use crate::park::Parker;
-use crate::processor::P;
+use crate::processor::{P, P_IDLE, P_RUNNING, P_SYSCALL};
 use crate::runqueue::RING;
 use crate::runtime::Shared;
 
@@ -41,8 +51,10 @@ const NO_P: usize = usize::MAX;
 #[derive(Debug)]
 pub(crate) struct MShared {
     pub(crate) parker: Parker,
-    /// A P handed over by `wakep` (or `NO_P`).
+    /// A P handed over by `wakep`, `start_m` or `put_idle_p` (or `NO_P`).
     nextp: AtomicUsize,
+    /// Whether the hand-over counted this M as spinning.
+    next_spinning: core::sync::atomic::AtomicBool,
     /// Gs locked to this M (`lock_to_thread`) that are runnable.
     mailbox: Mutex<VecDeque<usize>>,
     mailbox_len: AtomicUsize,
@@ -53,9 +65,17 @@ impl MShared {
         Self {
             parker: Parker::new(),
             nextp: AtomicUsize::new(NO_P),
+            next_spinning: core::sync::atomic::AtomicBool::new(false),
             mailbox: Mutex::new(VecDeque::new()),
             mailbox_len: AtomicUsize::new(0),
         }
+    }
+
+    /// Hands this idle M a P and wakes it.
+    fn hand_p(&self, p: usize, spinning: bool) {
+        self.next_spinning.store(spinning, Ordering::Relaxed);
+        self.nextp.store(p, Ordering::Release);
+        self.parker.unpark();
     }
 
     fn push_mail(&self, g: GRef) {
@@ -75,7 +95,9 @@ impl MShared {
     }
 }
 
-/// Idle Ps and Ms (Go's `sched.pidle`, `sched.midle` under `sched.lock`).
+/// Idle Ps and Ms (Go's `sched.pidle`, `sched.midle` under `sched.lock`). An M on `ms`
+/// sleeps on its parker (or is about to); the poller takes itself off the list while it
+/// blocks in epoll.
 #[derive(Debug, Default)]
 pub(crate) struct Idle {
     pub(crate) ps: Vec<usize>,
@@ -143,6 +165,15 @@ pub(crate) fn current_runtime() -> Option<Arc<Shared>> {
     Some(unsafe { (*m).shared.clone() })
 }
 
+/// The runtime of the coroutine running on the calling thread (`None` outside a coroutine,
+/// including inside a `blocking` section, which runs on the M's own stack).
+#[inline(never)]
+pub(crate) fn current_runtime_of_g() -> Option<&'static Shared> {
+    let g = current_g();
+    // SAFETY: the running G is alive, and a runtime outlives its Gs (runtime.rs).
+    (!g.is_null()).then(|| unsafe { &*(*g).rt })
+}
+
 fn xorshift(s: &Cell<u64>) -> u64 {
     let mut x = s.get();
     x ^= x << 13;
@@ -176,15 +207,16 @@ fn seed() -> u64 {
     (t ^ (&raw const local as u64).rotate_left(32)) | 1
 }
 
-/// The body of an M thread.
-pub(crate) fn m_main(shared: Arc<Shared>, ms: Arc<MShared>, p: usize) {
+/// The body of an M thread; `spinning` if it was started as a spinning M (already
+/// counted in `nmspinning`).
+pub(crate) fn m_main(shared: Arc<Shared>, ms: Arc<MShared>, p: usize, spinning: bool) {
     tessera_stacks::prepare_thread();
     let ctx = MCtx {
         shared,
         ms,
         p: Cell::new(p),
         curg: Cell::new(ptr::null_mut()),
-        spinning: Cell::new(false),
+        spinning: Cell::new(spinning),
         rng: Cell::new(seed()),
     };
     CURRENT.with(|c| c.set(&ctx));
@@ -202,72 +234,168 @@ fn schedule(m: &MCtx) {
             }
         }
         let p: &P = &sh.ps[m.p.get()];
+        p.status.store(P_RUNNING, Ordering::SeqCst);
         // SAFETY: this M holds the P, so nobody else touches its allocator cache; the guard
-        // is dropped below, before the P is given back, and is never leaked.
+        // is dropped below, before the P is given back or its M blocks, and is never leaked.
         let installed = unsafe { tessera::install_cache(&mut *p.alloc.get()) };
+        let mut blocked = None;
         while let Some(g) = find_runnable(m, p) {
             if m.spinning.get() {
                 reset_spinning(m);
             }
-            execute(m, p, g);
+            if let Some(g) = execute(m, p, g) {
+                blocked = Some(g);
+                break;
+            }
         }
         installed.uninstall();
-        release_p(m);
-        if sh.shutdown.load(Ordering::SeqCst) {
-            return;
+        match blocked {
+            Some(g) => run_blocking(m, p, g),
+            None => {
+                release_p(m);
+                if sh.shutdown.load(Ordering::SeqCst) {
+                    return;
+                }
+            }
         }
     }
 }
 
-/// Gives the M's P back and registers the M as idle, in one critical section.
-fn release_p(m: &MCtx) {
+/// Runs the blocking section of `g` on this M's stack with the P released to sysmon's
+/// judgement (Go's `entersyscall` … `exitsyscall`), then puts `g` back on a run queue.
+fn run_blocking(m: &MCtx, p: &P, g: GRef) {
     let sh = &*m.shared;
+    // SAFETY: `g` is the G this M was running; it is suspended in `blocking` and stays ours.
+    let gr = unsafe { &*g };
+    let f = gr
+        .blocking
+        .take()
+        .expect("Switch::Blocking without a section");
+    p.syscall_since.store(sh.now_ns(), Ordering::Relaxed);
+    p.status.store(P_SYSCALL, Ordering::SeqCst);
+    m.p.set(NO_P);
+    if sh.sysmon_delay_us.load(Ordering::Relaxed) > 1000 {
+        // Sysmon is in its long sleep: it must look at this P within ~20 µs.
+        sh.sysmon.unpark();
+    }
+    // SAFETY: `f` points into the suspended G's stack frame in `blocking`, which stays
+    // alive and untouched until the G is resumed below; this thread is the one the G ran
+    // on. The section catches its own panics (`blocking`).
+    unsafe { (*f)() };
+    if p.status
+        .compare_exchange(P_SYSCALL, P_RUNNING, Ordering::SeqCst, Ordering::SeqCst)
+        .is_ok()
+    {
+        m.p.set(p.id);
+    } else {
+        // Sysmon handed our P to another M: take any idle one (Go's exitsyscallfast).
+        let mut idle = sh.idle.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(q) = idle.ps.pop() {
+            sh.npidle.fetch_sub(1, Ordering::SeqCst);
+            m.p.set(q);
+        }
+    }
+    gr.wait_reason
+        .store(WaitReason::None as u8, Ordering::Relaxed);
+    gr.state.store(RUNNABLE, Ordering::Release);
+    let locked = gr.locked_m.get();
+    if !locked.is_null() {
+        // SAFETY: a locked G's M is this M, alive.
+        unsafe { (*locked).push_mail(g) };
+    } else if m.p.get() != NO_P {
+        push_local(sh, &sh.ps[m.p.get()], g, true);
+    } else {
+        // No P anywhere: the G waits its turn like any other (Go's exitsyscall0), and this
+        // M goes idle.
+        sh.global.push(g);
+        wakep(sh);
+    }
+}
+
+/// Gives the M's P back: to an idle M that has a locked G waiting in its mailbox, else to
+/// the idle list.
+fn release_p(m: &MCtx) {
+    let p = m.p.replace(NO_P);
+    put_idle_p(&m.shared, p);
+}
+
+pub(crate) fn put_idle_p(sh: &Shared, p: usize) {
+    sh.ps[p].status.store(P_IDLE, Ordering::SeqCst);
     let mut idle = sh.idle.lock().unwrap_or_else(|e| e.into_inner());
-    idle.ps.push(m.p.replace(NO_P));
-    idle.ms.push(m.ms.clone());
+    if let Some(i) = idle
+        .ms
+        .iter()
+        .position(|x| x.mailbox_len.load(Ordering::SeqCst) > 0)
+    {
+        let mm = idle.ms.swap_remove(i);
+        drop(idle);
+        mm.hand_p(p, false);
+        return;
+    }
+    idle.ps.push(p);
     sh.npidle.fetch_add(1, Ordering::SeqCst);
 }
 
-/// Called with no P: re-checks for work, then sleeps until handed a P. `None` on shutdown.
+/// Takes an idle P for the calling M if it is on the idle list (a waker that already took
+/// it off is handing it a P: `None`, and the M will find it in `nextp`).
+fn take_p_if_idle(m: &MCtx) -> Option<usize> {
+    let sh = &*m.shared;
+    let mut idle = sh.idle.lock().unwrap_or_else(|e| e.into_inner());
+    let i = idle.ms.iter().position(|x| Arc::ptr_eq(x, &m.ms))?;
+    let p = idle.ps.pop()?;
+    idle.ms.swap_remove(i);
+    sh.npidle.fetch_sub(1, Ordering::SeqCst);
+    Some(p)
+}
+
+/// Whether an idle M should block in the netpoller rather than on its futex: something
+/// waits on a socket or a timer.
+fn needs_poller(sh: &Shared) -> bool {
+    sh.poll.has_waiters() || sh.timers.armed()
+}
+
+/// Called with no P: re-checks for work, then polls the network or sleeps until handed a
+/// P. `None` on shutdown.
 fn stop_m(m: &MCtx) -> Option<usize> {
     let sh = &*m.shared;
     let was_spinning = m.spinning.replace(false);
     if was_spinning {
         sh.nmspinning.fetch_sub(1, Ordering::SeqCst);
     }
-    // Pairs with the fence in `wakep`: either the pusher sees our P idle, or we see its work.
+    sh.idle
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .ms
+        .push(m.ms.clone());
+    // Pairs with the fence in `wakep`: either the pusher sees our P idle and us on the
+    // list, or we see its work (or its timer) here.
     core::sync::atomic::fence(Ordering::SeqCst);
-    if any_work(m) {
-        let mut idle = sh.idle.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(i) = idle.ms.iter().position(|x| Arc::ptr_eq(x, &m.ms)) {
-            idle.ms.swap_remove(i);
-            let p = idle.ps.pop().expect("idle Ps and Ms are equally many");
-            sh.npidle.fetch_sub(1, Ordering::SeqCst);
-            drop(idle);
-            if was_spinning {
-                m.spinning.set(true);
-                sh.nmspinning.fetch_add(1, Ordering::SeqCst);
-            }
-            return Some(p);
+    if any_work(m)
+        && let Some(p) = take_p_if_idle(m)
+    {
+        if was_spinning {
+            m.spinning.set(true);
+            sh.nmspinning.fetch_add(1, Ordering::SeqCst);
         }
-        // A waker already took us off the list and is handing us a P.
+        return Some(p);
     }
     loop {
         let p = m.ms.nextp.swap(NO_P, Ordering::AcqRel);
         if p != NO_P {
-            // `wakep` counted us as spinning.
-            m.spinning.set(true);
+            // `wakep` counted us as spinning (a mailbox hand-off did not).
+            m.spinning.set(m.ms.next_spinning.load(Ordering::Acquire));
             return Some(p);
         }
         if sh.shutdown.load(Ordering::SeqCst) {
             return None;
         }
-        if m.ms.mailbox_len.load(Ordering::SeqCst) > 0 {
-            let mut idle = sh.idle.lock().unwrap_or_else(|e| e.into_inner());
-            if let Some(i) = idle.ms.iter().position(|x| Arc::ptr_eq(x, &m.ms)) {
-                idle.ms.swap_remove(i);
-                let p = idle.ps.pop().expect("idle Ps and Ms are equally many");
-                sh.npidle.fetch_sub(1, Ordering::SeqCst);
+        if m.ms.mailbox_len.load(Ordering::SeqCst) > 0
+            && let Some(p) = take_p_if_idle(m)
+        {
+            return Some(p);
+        }
+        if needs_poller(sh) && sh.poll.try_acquire() {
+            if let Some(p) = poll_blocking(m) {
                 return Some(p);
             }
             continue;
@@ -276,11 +404,123 @@ fn stop_m(m: &MCtx) -> Option<usize> {
     }
 }
 
+/// The idle M as the netpoller: blocks in epoll until an event, the next timer or a break,
+/// then takes an idle P for what became runnable. The caller holds the right to poll.
+/// `Some(p)` with the woken Gs queued on `p`, or `None` to go round the idle loop again.
+fn poll_blocking(m: &MCtx) -> Option<usize> {
+    let sh = &*m.shared;
+    {
+        let mut idle = sh.idle.lock().unwrap_or_else(|e| e.into_inner());
+        match idle.ms.iter().position(|x| Arc::ptr_eq(x, &m.ms)) {
+            Some(i) => {
+                idle.ms.swap_remove(i);
+            }
+            None => {
+                // A waker took us off the list and is handing us a P.
+                drop(idle);
+                sh.poll.release(sh.now_ns());
+                return None;
+            }
+        }
+    }
+    // Publish how long we block before the last look at the timers and queues, so that a
+    // timer added or work pushed from here on breaks us out (`timer_added`, `wakep`).
+    sh.poll.blocked_until.store(u64::MAX, Ordering::SeqCst);
+    let mut woken = Vec::new();
+    if !any_work(m) && !sh.shutdown.load(Ordering::SeqCst) {
+        let next = sh.timers.next_ns();
+        sh.poll.blocked_until.store(next, Ordering::SeqCst);
+        // A timer added between `next_ns` and the store above saw no blocked poller and
+        // woke an M instead, or sees our deadline and breaks us: either way nothing waits.
+        let timeout = sh.timers.until_next();
+        if timeout != Some(core::time::Duration::ZERO) {
+            sh.poll.poll(timeout, &mut woken);
+        }
+    }
+    sh.poll.blocked_until.store(0, Ordering::SeqCst);
+    sh.poll.release(sh.now_ns());
+    let due = sh.timers.armed() && sh.timers.next_ns() <= sh.now_ns();
+    let p = if woken.is_empty() && !due && !any_work(m) {
+        None
+    } else {
+        let mut idle = sh.idle.lock().unwrap_or_else(|e| e.into_inner());
+        let p = idle.ps.pop();
+        if p.is_some() {
+            sh.npidle.fetch_sub(1, Ordering::SeqCst);
+        }
+        p
+    };
+    if p.is_none() {
+        sh.idle
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .ms
+            .push(m.ms.clone());
+    }
+    // With a P, the woken Gs go on it (`make_runnable` sees `m.p`); without one, to the
+    // global queue for the busy Ps.
+    m.p.set(p.unwrap_or(NO_P));
+    for t in woken {
+        t.notify();
+    }
+    crate::timer::run_due(sh);
+    m.p.set(NO_P);
+    p
+}
+
 fn any_work(m: &MCtx) -> bool {
     let sh = &*m.shared;
     sh.global.len() > 0
         || m.ms.mailbox_len.load(Ordering::SeqCst) > 0
         || sh.ps.iter().any(|p| !p.runq.is_empty())
+}
+
+/// A timer that is now the runtime's earliest was added: make sure some M will fire it in
+/// time (Go's `wakeNetPoller`).
+pub(crate) fn timer_added(sh: &Shared, when_ns: u64) {
+    let until = sh.poll.blocked_until.load(Ordering::SeqCst);
+    if until != 0 {
+        if when_ns < until {
+            sh.poll.wake();
+        }
+    } else {
+        wakep(sh);
+    }
+}
+
+/// Starts an M for `p` (Go's `startm`): an idle one if there is one, else a new thread.
+/// `spinning`: the M was counted in `nmspinning` by the caller.
+pub(crate) fn start_m(sh: &Shared, p: usize, spinning: bool) {
+    let mm = sh.idle.lock().unwrap_or_else(|e| e.into_inner()).ms.pop();
+    if let Some(mm) = mm {
+        mm.hand_p(p, spinning);
+        return;
+    }
+    if !sh.shutdown.load(Ordering::SeqCst)
+        && let Some(rt) = sh.self_arc()
+    {
+        let ms = Arc::new(MShared::new());
+        let n = {
+            let mut all = sh.all_ms.lock().unwrap_or_else(|e| e.into_inner());
+            all.push(ms.clone());
+            all.len() - 1
+        };
+        let spawned = std::thread::Builder::new()
+            .name(format!("tessera-m{n}"))
+            .spawn(move || m_main(rt, ms, p, spinning));
+        if let Ok(t) = spawned {
+            sh.extra_ms
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push(t);
+            return;
+        }
+    }
+    // No thread: the P goes back idle; a busy M or sysmon will find the work later.
+    if spinning {
+        sh.nmspinning.fetch_sub(1, Ordering::SeqCst);
+    }
+    put_idle_p(sh, p);
 }
 
 /// Starts an idle M on an idle P if there is work nobody is looking for (Go's `wakep`).
@@ -297,22 +537,28 @@ pub(crate) fn wakep(sh: &Shared) {
         return;
     }
     let mut idle = sh.idle.lock().unwrap_or_else(|e| e.into_inner());
-    match (idle.ps.pop(), idle.ms.pop()) {
-        (Some(p), Some(mm)) => {
-            sh.npidle.fetch_sub(1, Ordering::SeqCst);
-            drop(idle);
-            mm.nextp.store(p, Ordering::Release);
-            mm.parker.unpark();
-        }
-        (p, mm) => {
-            debug_assert!(
-                p.is_none() && mm.is_none(),
-                "idle Ps and Ms are equally many"
-            );
-            drop(idle);
-            sh.nmspinning.fetch_sub(1, Ordering::SeqCst);
-        }
+    let Some(p) = idle.ps.pop() else {
+        drop(idle);
+        sh.nmspinning.fetch_sub(1, Ordering::SeqCst);
+        return;
+    };
+    sh.npidle.fetch_sub(1, Ordering::SeqCst);
+    if let Some(mm) = idle.ms.pop() {
+        drop(idle);
+        mm.hand_p(p, true);
+        return;
     }
+    if sh.poll.blocked_until.load(Ordering::SeqCst) != 0 {
+        // The only idle M is blocked in epoll: break it out; it takes the P itself.
+        idle.ps.push(p);
+        sh.npidle.fetch_add(1, Ordering::SeqCst);
+        drop(idle);
+        sh.nmspinning.fetch_sub(1, Ordering::SeqCst);
+        sh.poll.wake();
+        return;
+    }
+    drop(idle);
+    start_m(sh, p, true);
 }
 
 /// Wakes every M (shutdown).
@@ -335,11 +581,14 @@ fn push_local(sh: &Shared, p: &P, g: GRef, next: bool) {
         .push(g, next, &mut |batch| sh.global.push_batch(batch));
 }
 
-/// Go's findRunnable, without timers (timer.rs has its own thread) and netpoll.
+/// Go's findRunnable.
 fn find_runnable(m: &MCtx, p: &P) -> Option<GRef> {
     let sh = &*m.shared;
     let tick = p.tick.load(Ordering::Relaxed).wrapping_add(1);
     p.tick.store(tick, Ordering::Relaxed);
+    if sh.timers.armed() {
+        crate::timer::run_due(sh);
+    }
     if p.wake_pending.load(Ordering::Relaxed) {
         // We are scheduling now: whatever sits in runnext is about to run here.
         p.wake_pending.store(false, Ordering::Relaxed);
@@ -371,6 +620,21 @@ fn find_runnable(m: &MCtx, p: &P) -> Option<GRef> {
     }
     if sh.shutdown.load(Ordering::SeqCst) {
         return None;
+    }
+    // The network, without blocking, if anything waits on it and nobody is polling.
+    if sh.poll.has_waiters() && sh.poll.try_acquire() {
+        let mut woken = Vec::new();
+        sh.poll.poll(Some(core::time::Duration::ZERO), &mut woken);
+        sh.poll.release(sh.now_ns());
+        if !woken.is_empty() {
+            for t in woken {
+                // Onto this P (we hold it): the last one lands in runnext.
+                t.notify();
+            }
+            if let Some(g) = p.runq.pop() {
+                return Some(g);
+            }
+        }
     }
     let nprocs = sh.ps.len();
     if nprocs == 1 {
@@ -424,7 +688,8 @@ fn coprime_stride(n: usize, r: u64) -> usize {
 }
 
 /// Runs `g` until it yields, parks or returns (Go's `execute` + the tail of `gopark`).
-fn execute(m: &MCtx, p: &P, g: GRef) {
+/// Returns `g` if it asked to run a blocking section (`run_blocking`).
+fn execute(m: &MCtx, p: &P, g: GRef) -> Option<GRef> {
     let sh = &*m.shared;
     // SAFETY: `g` came off a run queue (or a mailbox): it is live and, being RUNNABLE,
     // owned by this M until it switches out again.
@@ -435,6 +700,14 @@ fn execute(m: &MCtx, p: &P, g: GRef) {
     }
     gr.state.store(RUNNING, Ordering::Release);
     m.curg.set(g);
+    p.curg_id.store(gr.id, Ordering::Relaxed);
+    let out = execute_inner(m, p, g, gr);
+    p.curg_id.store(0, Ordering::Relaxed);
+    out
+}
+
+fn execute_inner(m: &MCtx, p: &P, g: GRef, gr: &G) -> Option<GRef> {
+    let sh = &*m.shared;
     loop {
         // SAFETY: only the M running a G touches its coroutine, and this M runs it now.
         let co = unsafe { (*gr.co.get()).as_mut() }.expect("a runnable G has a coroutine");
@@ -450,7 +723,11 @@ fn execute(m: &MCtx, p: &P, g: GRef) {
                     // SAFETY: a locked G's M is this M, alive.
                     unsafe { (*locked).push_mail(g) };
                 }
-                return;
+                return None;
+            }
+            CoroutineResult::Yield(Switch::Blocking) => {
+                m.curg.set(ptr::null_mut());
+                return Some(g);
             }
             CoroutineResult::Yield(Switch::Park) => {
                 // The G's stack is now switched out: only now may a waker resume it.
@@ -462,7 +739,7 @@ fn execute(m: &MCtx, p: &P, g: GRef) {
                 ) {
                     Ok(_) => {
                         m.curg.set(ptr::null_mut());
-                        return;
+                        return None;
                     }
                     Err(s) => {
                         debug_assert_eq!(s, NOTIFIED);
@@ -477,7 +754,7 @@ fn execute(m: &MCtx, p: &P, g: GRef) {
                 // SAFETY: the coroutine returned, so nobody refers to `g` any more (its
                 // joiner was told through the JoinHandle's own state).
                 unsafe { finish(sh, p, g) };
-                return;
+                return None;
             }
         }
     }
@@ -655,4 +932,47 @@ pub fn is_locked_to_thread() -> bool {
     let g = current_g();
     // SAFETY: the running G is live.
     !g.is_null() && unsafe { !(*g).locked_m.get().is_null() }
+}
+
+/// Runs `f`, a blocking system call or a CPU-heavy section, without holding up the other
+/// coroutines of this coroutine's P (Go's `entersyscall`/`exitsyscall`).
+///
+/// Inside a coroutine, `f` runs on the current thread (the M) but off the P: if it takes
+/// longer than ~20 µs while other coroutines wait, sysmon hands the P to another thread,
+/// and this coroutine continues on whichever P is free when `f` returns. `f` runs on the
+/// thread's own stack, so deep recursion is fine there. Inside `f` the caller is a plain
+/// thread: channel operations and locks block the thread, and `spawn` still works.
+/// Outside a coroutine, `blocking(f)` is just `f()`. A panic in `f` propagates.
+///
+/// ```
+/// let rt = tessera_sched::Runtime::builder().procs(1).build().unwrap();
+/// let len = rt.block_on(|| tessera_sched::blocking(|| std::fs::read("Cargo.toml").map(|v| v.len())));
+/// assert!(len.unwrap() > 0);
+/// ```
+pub fn blocking<R>(f: impl FnOnce() -> R) -> R {
+    let g = current_g();
+    if g.is_null() {
+        return f();
+    }
+    let mut f = Some(f);
+    let mut out: Option<std::thread::Result<R>> = None;
+    let mut section = || {
+        let f = f.take().expect("a blocking section runs once");
+        out = Some(std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)));
+    };
+    let section: &mut dyn FnMut() = &mut section;
+    // SAFETY: only the lifetime is erased. The pointer is used by this thread's M while
+    // this coroutine is suspended in `switch_out` below, so `section` (on this stack) is
+    // alive and not otherwise borrowed; it is not used after we resume.
+    let section: *mut (dyn FnMut() + 'static) = unsafe { core::mem::transmute(section) };
+    // SAFETY: the running G is live while it runs.
+    let gr = unsafe { &*g };
+    gr.blocking.set(Some(section));
+    gr.wait_reason
+        .store(WaitReason::Blocking as u8, Ordering::Relaxed);
+    switch_out(gr, Switch::Blocking);
+    match out.expect("the M ran the blocking section") {
+        Ok(r) => r,
+        Err(panic) => std::panic::resume_unwind(panic),
+    }
 }

@@ -8,7 +8,7 @@
 //! thread) touches them.
 
 use core::cell::UnsafeCell;
-use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, AtomicU64, Ordering};
 
 use tessera_stacks::StackCache;
 
@@ -19,8 +19,22 @@ use crate::runqueue::RunQueue;
 /// `[2^i, 2^(i+1))` nanoseconds (bucket 0 also takes 0 ns).
 pub(crate) const LATENCY_BUCKETS: usize = 40;
 
+/// `P::status`: no M holds it (on the idle list, or being handed over).
+pub(crate) const P_IDLE: u8 = 0;
+/// An M holds it and runs its Gs.
+pub(crate) const P_RUNNING: u8 = 1;
+/// Its M is inside `blocking(..)`: sysmon may take it away (Go's `_Psyscall`).
+pub(crate) const P_SYSCALL: u8 = 2;
+
 pub(crate) struct P {
     pub(crate) id: usize,
+    /// `P_IDLE`, `P_RUNNING` or `P_SYSCALL`; the switch out of `P_SYSCALL` is a CAS that
+    /// either the returning M or sysmon wins.
+    pub(crate) status: AtomicU8,
+    /// When its M entered `blocking(..)` (runtime clock, ns).
+    pub(crate) syscall_since: AtomicU64,
+    /// The id of the G running on it, 0 between Gs (sysmon's long-run check).
+    pub(crate) curg_id: AtomicU64,
     pub(crate) runq: RunQueue<G>,
     /// Owner only.
     pub(crate) alloc: UnsafeCell<tessera::ProcessorCache>,
@@ -59,6 +73,9 @@ impl P {
     pub(crate) fn new(id: usize) -> Self {
         Self {
             id,
+            status: AtomicU8::new(P_RUNNING),
+            syscall_since: AtomicU64::new(0),
+            curg_id: AtomicU64::new(0),
             runq: RunQueue::new(),
             alloc: UnsafeCell::new(
                 tessera::ProcessorCache::new().expect("out of memory for a processor cache"),

@@ -30,6 +30,8 @@ pub const DEFAULT_STACK_SIZE: usize = 64 << 10;
 
 /// What every part of a runtime shares.
 pub(crate) struct Shared {
+    /// Itself, for starting Ms from code that only has `&Shared`.
+    me: Weak<Shared>,
     pub(crate) ps: Box<[CachePadded<P>]>,
     pub(crate) global: crate::global_queue::GlobalQueue,
     pub(crate) idle: Mutex<Idle>,
@@ -40,6 +42,16 @@ pub(crate) struct Shared {
     pub(crate) all_ms: Mutex<Vec<Arc<MShared>>>,
     /// Where sysmon sleeps between looks (unparked at shutdown).
     pub(crate) sysmon: crate::park::Parker,
+    /// Sysmon's current sleep in microseconds; an M entering `blocking` wakes it when long.
+    pub(crate) sysmon_delay_us: AtomicU64,
+    /// The runtime's timers (timer.rs).
+    pub(crate) timers: crate::timer::TimerHeap,
+    /// The runtime's epoll (netpoll.rs).
+    pub(crate) poll: crate::netpoll::Netpoll,
+    /// Ms started after `build` (for hand-offs), joined at drop.
+    pub(crate) extra_ms: Mutex<Vec<thread::JoinHandle<()>>>,
+    /// Runs of more than 10 ms without yielding that sysmon saw.
+    pub(crate) long_runs: AtomicU64,
     /// Finished coroutines' stacks shared between Ps (gfree.rs).
     pub(crate) free_stacks: Mutex<Vec<tessera_stacks::PooledStack>>,
     next_id: AtomicU64,
@@ -66,6 +78,11 @@ impl fmt::Debug for Shared {
 }
 
 impl Shared {
+    /// The runtime as an `Arc` (`None` once it is being dropped).
+    pub(crate) fn self_arc(&self) -> Option<Arc<Shared>> {
+        self.me.upgrade()
+    }
+
     pub(crate) fn now_ns(&self) -> u64 {
         (self.epoch.elapsed().as_nanos() as u64).max(1)
     }
@@ -116,7 +133,10 @@ impl Builder {
     /// Starts the Ms.
     pub fn build(self) -> std::io::Result<Runtime> {
         let procs = self.procs.unwrap_or_else(default_procs);
-        let shared = Arc::new(Shared {
+        let epoch = Instant::now();
+        let poll = crate::netpoll::Netpoll::new()?;
+        let shared = Arc::new_cyclic(|me| Shared {
+            me: me.clone(),
             ps: (0..procs).map(|i| CachePadded::new(P::new(i))).collect(),
             global: Default::default(),
             idle: Mutex::new(Idle::default()),
@@ -126,9 +146,14 @@ impl Builder {
             allgs: AllGs::default(),
             all_ms: Mutex::new(Vec::new()),
             sysmon: crate::park::Parker::new(),
+            sysmon_delay_us: AtomicU64::new(0),
+            timers: crate::timer::TimerHeap::new(epoch),
+            poll,
+            extra_ms: Mutex::new(Vec::new()),
+            long_runs: AtomicU64::new(0),
             free_stacks: Mutex::new(Vec::new()),
             next_id: AtomicU64::new(1),
-            epoch: Instant::now(),
+            epoch,
             stack_size: self.stack_size,
             stack_class: self
                 .stack_size
@@ -144,7 +169,7 @@ impl Builder {
             threads.push(
                 thread::Builder::new()
                     .name(format!("tessera-m{p}"))
-                    .spawn(move || machine::m_main(sh, ms, p))?,
+                    .spawn(move || machine::m_main(sh, ms, p, false))?,
             );
         }
         let sh = shared.clone();
@@ -245,8 +270,20 @@ impl Drop for Runtime {
         sh.shutdown.store(true, Ordering::SeqCst);
         machine::wake_all(sh);
         sh.sysmon.unpark();
+        sh.poll.wake();
         for t in self.threads.drain(..) {
             let _ = t.join();
+        }
+        // Ms started for hand-offs; none starts after `shutdown` is set.
+        loop {
+            let extra =
+                core::mem::take(&mut *sh.extra_ms.lock().unwrap_or_else(|e| e.into_inner()));
+            if extra.is_empty() {
+                break;
+            }
+            for t in extra {
+                let _ = t.join();
+            }
         }
         // Leak what is left (see the file comment), telling joiners.
         let mut cancels = Vec::new();
@@ -396,6 +433,8 @@ pub(crate) fn spawn_in<T: Send + 'static>(
         saved_sp: AtomicUsize::new(stack.base()),
         locals: core::cell::UnsafeCell::new(Vec::new()),
         locked_m: core::cell::Cell::new(core::ptr::null()),
+        blocking: core::cell::Cell::new(None),
+        long_runs: core::sync::atomic::AtomicU32::new(0),
         shard: id as usize % AllGs::SHARDS,
         shard_index: core::cell::Cell::new(0),
         cancel: Some(state.clone()),

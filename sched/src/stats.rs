@@ -24,6 +24,10 @@ pub struct Stats {
     pub parked: usize,
     /// Successful steals from another P's run queue.
     pub steals: u64,
+    /// Times sysmon saw a coroutine run for more than 10 ms without yielding.
+    pub long_runs: u64,
+    /// OS threads (Ms) started, including those started to hand off Ps from blocking calls.
+    pub threads: usize,
     /// `latency[i]`: sampled runnable → running latencies in `[2^i, 2^(i+1))` ns.
     pub latency: [u64; LATENCY_BUCKETS],
 }
@@ -61,6 +65,8 @@ pub(crate) fn collect(sh: &Shared) -> Stats {
         runnable: 0,
         parked: 0,
         steals: 0,
+        long_runs: sh.long_runs.load(Ordering::Relaxed),
+        threads: sh.all_ms.lock().unwrap_or_else(|e| e.into_inner()).len(),
         latency: [0; LATENCY_BUCKETS],
     };
     for p in sh.ps.iter() {
@@ -100,6 +106,8 @@ pub fn stats() -> Stats {
                 t.runnable += s.runnable;
                 t.parked += s.parked;
                 t.steals += s.steals;
+                t.long_runs += s.long_runs;
+                t.threads += s.threads;
                 for (a, b) in t.latency.iter_mut().zip(s.latency) {
                     *a += b;
                 }
@@ -115,6 +123,8 @@ pub fn stats() -> Stats {
         runnable: 0,
         parked: 0,
         steals: 0,
+        long_runs: 0,
+        threads: 0,
         latency: [0; LATENCY_BUCKETS],
     })
 }

@@ -1,47 +1,166 @@
-//! Sysmon: a thread without a P that watches the Ps (Go's `sysmon` in proc.go).
+//! Sysmon: a thread without a P that watches the Ps (Go's `sysmon` and `retake` in
+//! proc.go). Each look:
 //!
-//! Its one job here: a G put in `runnext` without waking an idle M (machine.rs,
-//! `make_runnable`) must not wait behind a coroutine that keeps running. Every millisecond
-//! sysmon looks at each P; a P that still has a pending wake-up and has not scheduled since
-//! the last look gets it delivered (`wakep`), and the woken M may steal runnext. When every
-//! P is idle it backs off to 10 ms, like Go's sysmon.
+//! - **Hand-off.** A P whose M has been inside `blocking(..)` for more than 20 µs is taken
+//!   away (`P_SYSCALL` → `P_IDLE` by CAS, racing the M's return) when other work waits for
+//!   it: its own queue is not empty, or no M is idle or spinning to pick up the rest. The P
+//!   then goes to another M, started if need be (Go's `handoffp`). After 10 ms it is taken
+//!   regardless, so a long blocking call never pins a P.
+//! - **Pending wake-ups.** A G put in `runnext` without waking an idle M (machine.rs,
+//!   `make_runnable`) must not wait behind a coroutine that keeps running: a P that still
+//!   has a pending wake-up and has not scheduled since the last look gets it delivered
+//!   (`wakep`), and the woken M may steal runnext.
+//! - **Netpoll.** If nobody has polled the network for 10 ms (every M busy), sysmon polls
+//!   it without blocking and queues what became ready.
+//! - **Timers** overdue because every P is busy are fired here.
+//! - **Long runs.** A coroutine that has run for more than 10 ms without yielding is
+//!   counted (Go would preempt it; Rust gives no safe asynchronous preemption) and marked
+//!   for `dump()`.
 //!
-//! Not done here yet (DESIGN.md): retaking Ps blocked in syscalls (there is no
-//! `blocking()` region yet) and netpoll.
+//! Its sleep is 20 µs while something happens and doubles after 50 quiet looks up to
+//! 10 ms, like Go's. An M entering a blocking section wakes it from a long sleep.
 
 use core::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
 use crate::machine;
+use crate::processor::{P, P_IDLE, P_RUNNING, P_SYSCALL};
 use crate::runtime::Shared;
 
+const MIN_DELAY_US: u64 = 20;
+const MAX_DELAY_US: u64 = 10_000;
+/// A blocking section shorter than this keeps its P (Go: one sysmon tick, at least 20 µs).
+const RETAKE_AFTER_NS: u64 = 20_000;
+/// After this, a blocking section loses its P even when nothing else seems to wait.
+const RETAKE_ANYWAY_NS: u64 = 10_000_000;
+const FORCE_POLL_NS: u64 = 10_000_000;
+const LONG_RUN_NS: u64 = 10_000_000;
+
+/// What sysmon remembers of a P between looks.
+#[derive(Clone, Copy, Default)]
+struct Seen {
+    tick: u32,
+    /// When sysmon first saw `tick` (runtime clock).
+    since: u64,
+    /// The long run at `tick` is already recorded.
+    reported: bool,
+}
+
 pub(crate) fn run(sh: Arc<Shared>) {
-    let mut last: Vec<u32> = sh
-        .ps
-        .iter()
-        .map(|p| p.tick.load(Ordering::Relaxed))
-        .collect();
-    let mut sleep = Duration::from_millis(1);
+    let mut seen = vec![Seen::default(); sh.ps.len()];
+    let mut delay_us = MIN_DELAY_US;
+    let mut quiet = 0u32;
     loop {
-        sh.sysmon.park_timeout(Some(sleep));
+        sh.sysmon_delay_us.store(delay_us, Ordering::Relaxed);
+        sh.sysmon
+            .park_timeout(Some(Duration::from_micros(delay_us)));
         if sh.shutdown.load(Ordering::SeqCst) {
             return;
         }
+        let now = sh.now_ns();
         let mut busy = false;
-        for (p, seen) in sh.ps.iter().zip(last.iter_mut()) {
-            let t = p.tick.load(Ordering::Relaxed);
-            busy |= t != *seen;
-            if t == *seen && p.wake_pending.swap(false, Ordering::Relaxed) {
-                machine::wakep(&sh);
+        for (p, seen) in sh.ps.iter().zip(seen.iter_mut()) {
+            busy |= look_at(&sh, p, seen, now);
+        }
+        let last = sh.poll.last_poll.load(Ordering::Relaxed);
+        if sh.poll.has_waiters()
+            && now.saturating_sub(last) > FORCE_POLL_NS
+            && sh.poll.blocked_until.load(Ordering::SeqCst) == 0
+            && sh.poll.try_acquire()
+        {
+            let mut woken = Vec::new();
+            sh.poll.poll(Some(Duration::ZERO), &mut woken);
+            sh.poll.release(now);
+            busy |= !woken.is_empty();
+            // No P here: they go to the global queue and `wakep` finds them an M.
+            for t in woken {
+                t.notify();
+            }
+        }
+        if sh.timers.armed() && sh.timers.next_ns() + 1_000_000 <= now {
+            crate::timer::run_due(&sh);
+            busy = true;
+        }
+        if busy {
+            quiet = 0;
+            delay_us = MIN_DELAY_US;
+        } else {
+            quiet += 1;
+            if quiet > 50 {
+                delay_us = (delay_us * 2).min(MAX_DELAY_US);
+            }
+        }
+    }
+}
+
+/// Looks at one P; true if something was done (or is going on) that deserves a quick
+/// next look.
+fn look_at(sh: &Shared, p: &P, seen: &mut Seen, now: u64) -> bool {
+    let tick = p.tick.load(Ordering::Relaxed);
+    let scheduled = tick != seen.tick;
+    if scheduled {
+        *seen = Seen {
+            tick,
+            since: now,
+            reported: false,
+        };
+    }
+    let mut busy = scheduled;
+    match p.status.load(Ordering::SeqCst) {
+        P_SYSCALL => {
+            busy = true;
+            let since = p.syscall_since.load(Ordering::Relaxed);
+            let blocked_for = now.saturating_sub(since);
+            let others_wait = !p.runq.is_empty()
+                || sh.nmspinning.load(Ordering::SeqCst) + sh.npidle.load(Ordering::SeqCst) == 0;
+            if blocked_for > RETAKE_AFTER_NS
+                && (others_wait || blocked_for > RETAKE_ANYWAY_NS)
+                && p.status
+                    .compare_exchange(P_SYSCALL, P_IDLE, Ordering::SeqCst, Ordering::SeqCst)
+                    .is_ok()
+            {
+                hand_off(sh, p);
+            }
+        }
+        P_RUNNING => {
+            if !scheduled && p.wake_pending.swap(false, Ordering::Relaxed) {
+                machine::wakep(sh);
                 busy = true;
             }
-            *seen = t;
+            let gid = p.curg_id.load(Ordering::Relaxed);
+            if !scheduled
+                && !seen.reported
+                && gid != 0
+                && now.saturating_sub(seen.since) > LONG_RUN_NS
+            {
+                seen.reported = true;
+                sh.long_runs.fetch_add(1, Ordering::Relaxed);
+                sh.allgs.with_id(gid, &mut |g| {
+                    g.long_runs.fetch_add(1, Ordering::Relaxed);
+                });
+            }
         }
-        sleep = if busy {
-            Duration::from_millis(1)
-        } else {
-            (sleep * 2).min(Duration::from_millis(10))
-        };
+        _ => {}
+    }
+    busy
+}
+
+/// Gives a P taken from a blocked M to another M if it has work, or to the idle list
+/// (Go's `handoffp`).
+fn hand_off(sh: &Shared, p: &P) {
+    let work = !p.runq.is_empty() || sh.global.len() > 0;
+    // With no spinning and no idle M, work elsewhere may need this P too (Go starts a
+    // spinning M in that case).
+    let spin = !work
+        && sh.nmspinning.load(Ordering::SeqCst) + sh.npidle.load(Ordering::SeqCst) == 0
+        && sh
+            .nmspinning
+            .compare_exchange(0, 1, Ordering::SeqCst, Ordering::SeqCst)
+            .is_ok();
+    if work || spin {
+        machine::start_m(sh, p.id, spin);
+    } else {
+        machine::put_idle_p(sh, p.id);
     }
 }

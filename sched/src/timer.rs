@@ -1,14 +1,21 @@
-//! Timers: `sleep`, deadlines of channel operations and `select!`, `after` and tickers.
+//! Timers: `sleep`, deadlines of channel operations, `select!` and sockets, `after` and
+//! tickers.
 //!
-//! One process-wide heap served by one timer thread, not Go's per-P heaps. The reason: Go
-//! keeps timers on Ps so that an M blocked in netpoll can wait for the next timer of its
-//! own P, and timer-heavy servers scale over many Ps. This runtime has no netpoller yet,
-//! and its idle Ms sleep on futexes; a dedicated thread that sleeps until the earliest
-//! deadline is the simplest design with no lost or late wake-up (adding an earlier timer
-//! wakes it), and it keeps timer work off the Ms. A timer fires by claiming its waiter's
-//! token (wait.rs), so a timer whose waiter was woken by something else does nothing;
-//! such stale entries are purged when they pile up.
+//! Each runtime has one timer heap (`Shared::timers`), served by its own Ms: an M checks
+//! for due timers each time it schedules while the heap is armed (one clock read; none
+//! when no timer exists), an idle M blocked in the netpoller sleeps exactly until the next
+//! timer (netpoll.rs), and sysmon fires timers that are overdue because every P is busy.
+//! Go keeps a heap per P so that timer-heavy servers scale over many Ps; one heap per
+//! runtime under a mutex is simpler and is off the path of every benchmark here (their
+//! coroutines do not sleep), so it stays until a workload shows the lock.
+//!
+//! Waits outside any runtime (a plain thread's channel timeout, `after` on a plain thread)
+//! go to a process-wide heap served by a `tessera-timers` thread.
+//!
+//! A timer fires by claiming its waiter's token (wait.rs), so a timer whose waiter was woken
+//! by something else does nothing; such stale entries are purged when they pile up.
 
+use core::sync::atomic::{AtomicU64, Ordering};
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 use std::sync::{Arc, Mutex, OnceLock};
@@ -17,15 +24,16 @@ use std::time::{Duration, Instant};
 use crate::chan::{self, Receiver, Sender, TrySendError};
 use crate::coroutine::WaitReason;
 use crate::park::Parker;
+use crate::runtime::Shared;
 use crate::wait::{TIMEOUT, Token};
 
-enum Action {
+pub(crate) enum Action {
     Wake(Arc<Token>),
     /// Send the time; re-arm after `period` if `Some` (a ticker).
     Send(Sender<Instant>, Option<Duration>),
 }
 
-struct Timer {
+pub(crate) struct Timer {
     when: Instant,
     seq: u64,
     action: Action,
@@ -54,20 +62,154 @@ struct Heap {
     purge_at: usize,
 }
 
-struct Timers {
+/// A heap of timers with its earliest deadline readable without the lock.
+pub(crate) struct TimerHeap {
     heap: Mutex<Heap>,
-    parker: Parker,
+    /// The earliest deadline in nanoseconds since `epoch`, `u64::MAX` when empty.
+    next: AtomicU64,
+    epoch: Instant,
 }
 
-fn timers() -> &'static Timers {
-    static T: OnceLock<&'static Timers> = OnceLock::new();
-    T.get_or_init(|| {
-        let t: &'static Timers = Box::leak(Box::new(Timers {
+impl core::fmt::Debug for TimerHeap {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("TimerHeap")
+            .field("next", &self.next.load(Ordering::Relaxed))
+            .finish()
+    }
+}
+
+impl TimerHeap {
+    pub(crate) fn new(epoch: Instant) -> Self {
+        Self {
             heap: Mutex::new(Heap {
                 heap: BinaryHeap::new(),
                 seq: 0,
                 purge_at: 1024,
             }),
+            next: AtomicU64::new(u64::MAX),
+            epoch,
+        }
+    }
+
+    /// Nanoseconds since the heap's epoch (at least 1, so 0 can mean "none" elsewhere).
+    pub(crate) fn ns(&self, t: Instant) -> u64 {
+        (t.saturating_duration_since(self.epoch).as_nanos() as u64).max(1)
+    }
+
+    /// Whether any timer is pending.
+    pub(crate) fn armed(&self) -> bool {
+        self.next.load(Ordering::SeqCst) != u64::MAX
+    }
+
+    /// The earliest deadline (nanoseconds since the epoch), `u64::MAX` if none.
+    pub(crate) fn next_ns(&self) -> u64 {
+        self.next.load(Ordering::SeqCst)
+    }
+
+    /// How long until the earliest timer, `None` when there is none.
+    pub(crate) fn until_next(&self) -> Option<Duration> {
+        let next = self.next_ns();
+        (next != u64::MAX)
+            .then(|| Duration::from_nanos(next.saturating_sub(self.ns(Instant::now()))))
+    }
+
+    /// Adds a timer; returns its deadline in nanoseconds if it is now the earliest.
+    fn push(&self, when: Instant, action: Action) -> Option<u64> {
+        let mut h = self.heap.lock().unwrap_or_else(|e| e.into_inner());
+        h.seq += 1;
+        let seq = h.seq;
+        let earliest = h.heap.peek().is_none_or(|Reverse(top)| when < top.when);
+        h.heap.push(Reverse(Timer { when, seq, action }));
+        if h.heap.len() >= h.purge_at {
+            // Drop timers whose waiter has already been woken by something else.
+            let old = std::mem::take(&mut h.heap);
+            h.heap = old
+                .into_iter()
+                .filter(|Reverse(t)| match &t.action {
+                    Action::Wake(tok) => tok.selected() == crate::wait::NONE,
+                    Action::Send(tx, _) => !tx.is_closed(),
+                })
+                .collect();
+            h.purge_at = (h.heap.len() * 2).max(1024);
+        }
+        let next = h.heap.peek().map_or(u64::MAX, |Reverse(t)| self.ns(t.when));
+        self.next.store(next, Ordering::SeqCst);
+        earliest.then(|| self.ns(when))
+    }
+
+    /// Moves every timer due at `now` into `out`.
+    fn take_due(&self, now: Instant, out: &mut Vec<Timer>) {
+        if self.ns(now) < self.next_ns() {
+            return;
+        }
+        let mut h = self.heap.lock().unwrap_or_else(|e| e.into_inner());
+        while h.heap.peek().is_some_and(|Reverse(top)| top.when <= now) {
+            let Reverse(timer) = h.heap.pop().expect("peeked");
+            out.push(timer);
+        }
+        let next = h.heap.peek().map_or(u64::MAX, |Reverse(t)| self.ns(t.when));
+        self.next.store(next, Ordering::SeqCst);
+    }
+}
+
+/// Fires `timers`; tickers are re-armed through `rearm`.
+fn fire(timers: Vec<Timer>, rearm: &dyn Fn(Instant, Action)) {
+    for timer in timers {
+        match timer.action {
+            Action::Wake(tok) => {
+                if tok.try_claim(TIMEOUT) {
+                    tok.notify();
+                }
+            }
+            Action::Send(tx, period) => match tx.try_send(Instant::now()) {
+                Err(TrySendError::Closed(_)) => {}
+                _ => {
+                    if let Some(p) = period {
+                        // Go's ticker: drop ticks for a slow receiver, keep the phase.
+                        let mut when = timer.when + p;
+                        let now = Instant::now();
+                        if when <= now {
+                            let behind = (now - when).as_nanos() / p.as_nanos().max(1);
+                            when += p * (behind as u32 + 1);
+                        }
+                        rearm(when, Action::Send(tx, Some(p)));
+                    }
+                }
+            },
+        }
+    }
+}
+
+/// Fires the runtime's due timers (called by Ms and sysmon). Woken coroutines go to the
+/// caller's P if it holds one, else to the global queue.
+pub(crate) fn run_due(sh: &Shared) {
+    if !sh.timers.armed() {
+        return;
+    }
+    let mut due = Vec::new();
+    sh.timers.take_due(Instant::now(), &mut due);
+    if !due.is_empty() {
+        fire(due, &|when, action| add_to_runtime(sh, when, action));
+    }
+}
+
+fn add_to_runtime(sh: &Shared, when: Instant, action: Action) {
+    if let Some(ns) = sh.timers.push(when, action) {
+        crate::machine::timer_added(sh, ns);
+    }
+}
+
+/// The heap of waits outside any runtime, and the thread that serves it.
+struct ThreadTimers {
+    timers: TimerHeap,
+    parker: Parker,
+}
+
+fn thread_timers() -> &'static ThreadTimers {
+    static T: OnceLock<&'static ThreadTimers> = OnceLock::new();
+    T.get_or_init(|| {
+        let t: &'static ThreadTimers = Box::leak(Box::new(ThreadTimers {
+            timers: TimerHeap::new(Instant::now()),
             parker: Parker::new(),
         }));
         std::thread::Builder::new()
@@ -78,76 +220,39 @@ fn timers() -> &'static Timers {
     })
 }
 
-fn add(when: Instant, action: Action) {
-    let t = timers();
-    let mut h = t.heap.lock().unwrap_or_else(|e| e.into_inner());
-    h.seq += 1;
-    let seq = h.seq;
-    let earliest = h.heap.peek().is_none_or(|Reverse(top)| when < top.when);
-    h.heap.push(Reverse(Timer { when, seq, action }));
-    if h.heap.len() >= h.purge_at {
-        // Drop timers whose waiter has already been woken by something else.
-        let old = std::mem::take(&mut h.heap);
-        h.heap = old
-            .into_iter()
-            .filter(|Reverse(t)| match &t.action {
-                Action::Wake(tok) => tok.selected() == crate::wait::NONE,
-                Action::Send(tx, _) => !tx.is_closed(),
-            })
-            .collect();
-        h.purge_at = (h.heap.len() * 2).max(1024);
-    }
-    drop(h);
-    if earliest {
+fn add_to_thread_heap(when: Instant, action: Action) {
+    let t = thread_timers();
+    if t.timers.push(when, action).is_some() {
         t.parker.unpark();
     }
 }
 
-/// Arms a deadline that claims `token` for `TIMEOUT`.
-pub(crate) fn add_wake(when: Instant, token: Arc<Token>) {
-    add(when, Action::Wake(token));
-}
-
-fn timer_thread(t: &'static Timers) {
+fn timer_thread(t: &'static ThreadTimers) {
     loop {
-        let mut fire = Vec::new();
-        let next = {
-            let mut h = t.heap.lock().unwrap_or_else(|e| e.into_inner());
-            let now = Instant::now();
-            while h.heap.peek().is_some_and(|Reverse(top)| top.when <= now) {
-                let Reverse(timer) = h.heap.pop().expect("peeked");
-                fire.push(timer);
-            }
-            h.heap.peek().map(|Reverse(top)| top.when)
-        };
-        for timer in fire {
-            match timer.action {
-                Action::Wake(tok) => {
-                    if tok.try_claim(TIMEOUT) {
-                        tok.notify();
-                    }
-                }
-                Action::Send(tx, period) => match tx.try_send(Instant::now()) {
-                    Err(TrySendError::Closed(_)) => {}
-                    _ => {
-                        if let Some(p) = period {
-                            // Go's ticker: drop ticks for a slow receiver, keep the phase.
-                            let mut when = timer.when + p;
-                            let now = Instant::now();
-                            if when <= now {
-                                let behind = (now - when).as_nanos() / p.as_nanos().max(1);
-                                when += p * (behind as u32 + 1);
-                            }
-                            add(when, Action::Send(tx, Some(p)));
-                        }
-                    }
-                },
-            }
-        }
-        let timeout = next.map(|n| n.saturating_duration_since(Instant::now()));
+        let mut due = Vec::new();
+        t.timers.take_due(Instant::now(), &mut due);
+        fire(due, &add_to_thread_heap);
+        let timeout = t.timers.until_next();
         if timeout != Some(Duration::ZERO) {
             t.parker.park_timeout(timeout);
         }
+    }
+}
+
+/// Adds a timer to the heap of the runtime the calling coroutine runs on, or to the
+/// process-wide one.
+fn add(when: Instant, action: Action) {
+    match crate::machine::current_runtime_of_g() {
+        Some(sh) => add_to_runtime(sh, when, action),
+        None => add_to_thread_heap(when, action),
+    }
+}
+
+/// Arms a deadline that claims `token` for `TIMEOUT`, on the heap of the token's waiter.
+pub(crate) fn add_wake(when: Instant, token: Arc<Token>) {
+    match token.runtime() {
+        Some(sh) => add_to_runtime(sh, when, Action::Wake(token)),
+        None => add_to_thread_heap(when, Action::Wake(token)),
     }
 }
 

@@ -79,6 +79,18 @@ impl Token {
         self.selected.load(Ordering::Acquire)
     }
 
+    /// The runtime of the coroutine waiting on this token; `None` for a plain thread.
+    /// Call only while the token is unclaimed or by its own waiter: then the G is alive
+    /// (it cannot leave its wait before a notification).
+    pub(crate) fn runtime(&self) -> Option<&'static crate::runtime::Shared> {
+        match &self.who {
+            // SAFETY: the G is alive (see above), and a runtime outlives its Gs (runtime.rs
+            // leaks the shared state when Gs are left at shutdown).
+            Who::G(g) => Some(unsafe { &*(**g).rt }),
+            Who::Thread { .. } => None,
+        }
+    }
+
     /// Wakes the waiter. Only the winner of `try_claim` calls this, once, after writing
     /// whatever result the waiter will read (the wake-up is a release).
     pub(crate) fn notify(&self) {

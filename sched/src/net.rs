@@ -1,0 +1,518 @@
+//! TCP and UDP sockets with a blocking-style API that parks the coroutine, not the thread
+//! (Go's `net` package on the netpoller, netpoll.rs).
+//!
+//! Every socket is non-blocking underneath. An operation tries the system call; on `EAGAIN`
+//! the coroutine parks on the socket's poll descriptor until epoll reports readiness, then
+//! retries. Outside a coroutine (a plain thread, or inside `blocking`) the same calls wait in
+//! `poll(2)` instead, so the types work anywhere.
+//!
+//! Deadlines follow Go: `set_read_deadline`/`set_write_deadline` take an absolute instant
+//! that applies to every later operation (and to one already waiting) until changed;
+//! `set_read_timeout`/`set_write_timeout` follow std and bound each operation separately.
+//! A passed deadline or timeout fails the operation with `ErrorKind::TimedOut`; the socket
+//! stays usable.
+//!
+//! ```
+//! use std::io::{Read, Write};
+//! use tessera_sched::net::{TcpListener, TcpStream};
+//! let rt = tessera_sched::Runtime::builder().procs(2).build().unwrap();
+//! rt.block_on(|| {
+//!     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+//!     let addr = listener.local_addr().unwrap();
+//!     let server = tessera_sched::spawn(move || {
+//!         let (mut s, _) = listener.accept().unwrap();
+//!         let mut buf = [0; 5];
+//!         s.read_exact(&mut buf).unwrap();
+//!         s.write_all(&buf).unwrap();
+//!     });
+//!     let mut c = TcpStream::connect(addr).unwrap();
+//!     c.write_all(b"hello").unwrap();
+//!     let mut buf = [0; 5];
+//!     c.read_exact(&mut buf).unwrap();
+//!     assert_eq!(&buf, b"hello");
+//!     server.join().unwrap();
+//! });
+//! ```
+
+use core::fmt;
+use core::mem::ManuallyDrop;
+use core::sync::atomic::{AtomicU64, Ordering};
+use std::io::{self, IoSlice, IoSliceMut, Read, Write};
+use std::net::{self as stdnet, Shutdown, SocketAddr, ToSocketAddrs};
+use std::os::fd::{AsRawFd, FromRawFd, RawFd};
+use std::time::{Duration, Instant};
+
+use crate::netpoll::{Dir, PollDesc};
+
+/// A std socket in non-blocking mode with its poll descriptor and per-operation timeouts.
+struct Pollable<S: AsRawFd> {
+    io: ManuallyDrop<S>,
+    pd: &'static PollDesc,
+    /// Per-operation timeouts in nanoseconds (0: none).
+    read_timeout: AtomicU64,
+    write_timeout: AtomicU64,
+}
+
+impl<S: AsRawFd> Pollable<S> {
+    fn new(io: S) -> Self {
+        let pd = PollDesc::get(io.as_raw_fd());
+        Self {
+            io: ManuallyDrop::new(io),
+            pd,
+            read_timeout: AtomicU64::new(0),
+            write_timeout: AtomicU64::new(0),
+        }
+    }
+
+    /// Runs `f` until it does not return `WouldBlock`, parking in between.
+    fn io<R>(&self, dir: Dir, mut f: impl FnMut(&S) -> io::Result<R>) -> io::Result<R> {
+        let timeout = match dir {
+            Dir::Read => &self.read_timeout,
+            Dir::Write => &self.write_timeout,
+        }
+        .load(Ordering::Relaxed);
+        let mut op_deadline = None;
+        loop {
+            match f(&self.io) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    if timeout != 0 && op_deadline.is_none() {
+                        op_deadline = Some(Instant::now() + Duration::from_nanos(timeout));
+                    }
+                    self.pd.wait(dir, op_deadline)?;
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                r => return r,
+            }
+        }
+    }
+
+    fn set_timeout(&self, dir: Dir, t: Option<Duration>) -> io::Result<()> {
+        if t == Some(Duration::ZERO) {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "a zero timeout is not allowed (std's rule); use None for no timeout",
+            ));
+        }
+        let ns = t.map_or(0, |t| t.as_nanos().clamp(1, u64::MAX as u128) as u64);
+        match dir {
+            Dir::Read => &self.read_timeout,
+            Dir::Write => &self.write_timeout,
+        }
+        .store(ns, Ordering::Relaxed);
+        Ok(())
+    }
+
+    fn timeout(&self, dir: Dir) -> Option<Duration> {
+        let ns = match dir {
+            Dir::Read => &self.read_timeout,
+            Dir::Write => &self.write_timeout,
+        }
+        .load(Ordering::Relaxed);
+        (ns != 0).then(|| Duration::from_nanos(ns))
+    }
+}
+
+impl<S: AsRawFd> Drop for Pollable<S> {
+    fn drop(&mut self) {
+        self.pd.deregister();
+        // SAFETY: dropped once, here; the socket closes before its descriptor is recycled.
+        unsafe { ManuallyDrop::drop(&mut self.io) };
+        self.pd.put();
+    }
+}
+
+/// Resolves `addr`; a name lookup (which may block in `getaddrinfo`) runs in `blocking`.
+fn resolve(addr: impl ToSocketAddrs) -> io::Result<Vec<SocketAddr>> {
+    crate::blocking(|| addr.to_socket_addrs().map(Iterator::collect))
+}
+
+/// Tries each address in turn, returning the first success or the last error.
+fn each_addr<T>(
+    addr: impl ToSocketAddrs,
+    mut f: impl FnMut(&SocketAddr) -> io::Result<T>,
+) -> io::Result<T> {
+    let mut last = None;
+    for a in resolve(addr)? {
+        match f(&a) {
+            Ok(v) => return Ok(v),
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(last.unwrap_or_else(|| {
+        io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "could not resolve to any address",
+        )
+    }))
+}
+
+macro_rules! deadlines {
+    () => {
+        /// Sets an absolute deadline for reads, now and later (`None` clears it), as Go's
+        /// `SetReadDeadline`: a read waiting when it passes fails with `TimedOut`.
+        pub fn set_read_deadline(&self, deadline: Option<Instant>) {
+            self.s.pd.set_deadline(Dir::Read, deadline);
+        }
+
+        /// Sets an absolute deadline for writes (`None` clears it).
+        pub fn set_write_deadline(&self, deadline: Option<Instant>) {
+            self.s.pd.set_deadline(Dir::Write, deadline);
+        }
+
+        /// Sets both deadlines.
+        pub fn set_deadline(&self, deadline: Option<Instant>) {
+            self.set_read_deadline(deadline);
+            self.set_write_deadline(deadline);
+        }
+
+        /// Bounds each read separately, like std's `set_read_timeout` (but the error is
+        /// `TimedOut`). Zero is rejected, as in std.
+        pub fn set_read_timeout(&self, t: Option<Duration>) -> io::Result<()> {
+            self.s.set_timeout(Dir::Read, t)
+        }
+
+        /// Bounds each write separately.
+        pub fn set_write_timeout(&self, t: Option<Duration>) -> io::Result<()> {
+            self.s.set_timeout(Dir::Write, t)
+        }
+
+        /// The per-read timeout.
+        pub fn read_timeout(&self) -> Option<Duration> {
+            self.s.timeout(Dir::Read)
+        }
+
+        /// The per-write timeout.
+        pub fn write_timeout(&self) -> Option<Duration> {
+            self.s.timeout(Dir::Write)
+        }
+
+        /// The address this socket is bound to.
+        pub fn local_addr(&self) -> io::Result<SocketAddr> {
+            self.s.io.local_addr()
+        }
+
+        /// Takes and clears the socket's pending error (`SO_ERROR`).
+        pub fn take_error(&self) -> io::Result<Option<io::Error>> {
+            self.s.io.take_error()
+        }
+    };
+}
+
+macro_rules! fd_impls {
+    ($t:ident, $std:ty) => {
+        impl AsRawFd for $t {
+            fn as_raw_fd(&self) -> RawFd {
+                self.s.io.as_raw_fd()
+            }
+        }
+
+        impl From<$std> for $t {
+            /// Adopts a std socket (it is switched to non-blocking mode).
+            fn from(s: $std) -> Self {
+                // A socket from std is valid, so the only failure would be EBADF.
+                let _ = s.set_nonblocking(true);
+                $t {
+                    s: Pollable::new(s),
+                }
+            }
+        }
+
+        impl fmt::Debug for $t {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.debug_struct(stringify!($t))
+                    .field("fd", &self.as_raw_fd())
+                    .field("local", &self.s.io.local_addr().ok())
+                    .finish()
+            }
+        }
+    };
+}
+
+/// A TCP listening socket; `accept` parks the coroutine until a connection arrives.
+pub struct TcpListener {
+    s: Pollable<stdnet::TcpListener>,
+}
+
+fd_impls!(TcpListener, stdnet::TcpListener);
+
+impl TcpListener {
+    /// Binds to the first address of `addr` that works (`SO_REUSEADDR`, as std), with the
+    /// largest accept backlog the system allows (`net.core.somaxconn`, as Go) rather than
+    /// std's 128: a burst of connections to a coroutine server otherwise overflows the
+    /// queue, and the kernel drops handshakes.
+    pub fn bind(addr: impl ToSocketAddrs) -> io::Result<TcpListener> {
+        let l = each_addr(addr, |a| stdnet::TcpListener::bind(a))?;
+        // SAFETY: `listen` again on our listening socket only changes its backlog, which the
+        // kernel caps at somaxconn.
+        if unsafe { libc::listen(l.as_raw_fd(), 65535) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(TcpListener::from(l))
+    }
+
+    /// Waits for a connection.
+    pub fn accept(&self) -> io::Result<(TcpStream, SocketAddr)> {
+        let (s, a) = self.s.io(Dir::Read, |l| l.accept())?;
+        Ok((TcpStream::from(s), a))
+    }
+
+    /// Connections, forever (each `accept` result).
+    pub fn incoming(&self) -> impl Iterator<Item = io::Result<TcpStream>> + '_ {
+        core::iter::repeat_with(|| self.accept().map(|(s, _)| s))
+    }
+
+    /// A deadline for `accept` (Go's `SetDeadline` on a listener).
+    pub fn set_deadline(&self, deadline: Option<Instant>) {
+        self.s.pd.set_deadline(Dir::Read, deadline);
+    }
+
+    /// The address this socket is bound to.
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.s.io.local_addr()
+    }
+}
+
+/// A TCP connection. `Read` and `Write` are implemented for `TcpStream` and `&TcpStream`, so
+/// one coroutine may read while another writes (share it in an `Arc`).
+pub struct TcpStream {
+    s: Pollable<stdnet::TcpStream>,
+}
+
+fd_impls!(TcpStream, stdnet::TcpStream);
+
+impl TcpStream {
+    /// Connects to the first address of `addr` that accepts.
+    pub fn connect(addr: impl ToSocketAddrs) -> io::Result<TcpStream> {
+        each_addr(addr, |a| connect_addr(a, None))
+    }
+
+    /// Connects, giving up with `TimedOut` after `timeout`.
+    pub fn connect_timeout(addr: &SocketAddr, timeout: Duration) -> io::Result<TcpStream> {
+        connect_addr(addr, Some(Instant::now() + timeout))
+    }
+
+    deadlines!();
+
+    /// The address of the peer.
+    pub fn peer_addr(&self) -> io::Result<SocketAddr> {
+        self.s.io.peer_addr()
+    }
+
+    /// Shuts down the read half, the write half (the peer reads end-of-file) or both.
+    pub fn shutdown(&self, how: Shutdown) -> io::Result<()> {
+        self.s.io.shutdown(how)
+    }
+
+    /// `TCP_NODELAY`.
+    pub fn set_nodelay(&self, on: bool) -> io::Result<()> {
+        self.s.io.set_nodelay(on)
+    }
+
+    /// Whether `TCP_NODELAY` is set.
+    pub fn nodelay(&self) -> io::Result<bool> {
+        self.s.io.nodelay()
+    }
+
+    /// Reads without consuming.
+    pub fn peek(&self, buf: &mut [u8]) -> io::Result<usize> {
+        self.s.io(Dir::Read, |s| s.peek(buf))
+    }
+
+    /// A second handle on the same connection (a `dup` of the descriptor) with its own
+    /// deadlines.
+    pub fn try_clone(&self) -> io::Result<TcpStream> {
+        self.s.io.try_clone().map(TcpStream::from)
+    }
+}
+
+impl Read for &TcpStream {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.s.io(Dir::Read, |mut s| s.read(buf))
+    }
+
+    fn read_vectored(&mut self, bufs: &mut [IoSliceMut<'_>]) -> io::Result<usize> {
+        self.s.io(Dir::Read, |mut s| s.read_vectored(bufs))
+    }
+}
+
+impl Write for &TcpStream {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.s.io(Dir::Write, |mut s| s.write(buf))
+    }
+
+    fn write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+        self.s.io(Dir::Write, |mut s| s.write_vectored(bufs))
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Read for TcpStream {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        (&*self).read(buf)
+    }
+
+    fn read_vectored(&mut self, bufs: &mut [IoSliceMut<'_>]) -> io::Result<usize> {
+        (&*self).read_vectored(bufs)
+    }
+}
+
+impl Write for TcpStream {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        (&*self).write(buf)
+    }
+
+    fn write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+        (&*self).write_vectored(bufs)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// A non-blocking `connect(2)`: parks until the socket is writable, then reads `SO_ERROR`.
+fn connect_addr(addr: &SocketAddr, deadline: Option<Instant>) -> io::Result<TcpStream> {
+    let (storage, len) = sockaddr(addr);
+    let family = match addr {
+        SocketAddr::V4(_) => libc::AF_INET,
+        SocketAddr::V6(_) => libc::AF_INET6,
+    };
+    // SAFETY: plain syscall.
+    let fd = unsafe {
+        libc::socket(
+            family,
+            libc::SOCK_STREAM | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
+            0,
+        )
+    };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: `fd` is a socket we just created and own.
+    let stream = TcpStream::from(unsafe { stdnet::TcpStream::from_raw_fd(fd) });
+    loop {
+        // SAFETY: `storage` holds a valid sockaddr of `len` bytes.
+        let r = unsafe { libc::connect(fd, (&raw const storage).cast(), len) };
+        if r == 0 {
+            return Ok(stream);
+        }
+        let e = io::Error::last_os_error();
+        match e.raw_os_error() {
+            Some(libc::EINTR) => continue,
+            Some(libc::EINPROGRESS) => break,
+            _ => return Err(e),
+        }
+    }
+    loop {
+        stream.s.pd.wait(Dir::Write, deadline)?;
+        // Writable means the handshake ended, one way or the other; a spurious wake-up
+        // leaves it pending (no error, no peer yet).
+        if let Some(e) = stream.s.io.take_error()? {
+            return Err(e);
+        }
+        match stream.s.io.peer_addr() {
+            Ok(_) => return Ok(stream),
+            Err(e) if e.raw_os_error() == Some(libc::ENOTCONN) => continue,
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// `addr` as a C socket address.
+fn sockaddr(addr: &SocketAddr) -> (libc::sockaddr_storage, libc::socklen_t) {
+    // SAFETY: all-zero is a valid sockaddr_storage.
+    let mut st: libc::sockaddr_storage = unsafe { core::mem::zeroed() };
+    let len = match addr {
+        SocketAddr::V4(a) => {
+            let sin = libc::sockaddr_in {
+                sin_family: libc::AF_INET as libc::sa_family_t,
+                sin_port: a.port().to_be(),
+                sin_addr: libc::in_addr {
+                    s_addr: u32::from_ne_bytes(a.ip().octets()),
+                },
+                sin_zero: [0; 8],
+            };
+            // SAFETY: sockaddr_storage is larger than and aligned for sockaddr_in.
+            unsafe { (&raw mut st).cast::<libc::sockaddr_in>().write(sin) };
+            core::mem::size_of::<libc::sockaddr_in>()
+        }
+        SocketAddr::V6(a) => {
+            let sin6 = libc::sockaddr_in6 {
+                sin6_family: libc::AF_INET6 as libc::sa_family_t,
+                sin6_port: a.port().to_be(),
+                sin6_flowinfo: a.flowinfo(),
+                sin6_addr: libc::in6_addr {
+                    s6_addr: a.ip().octets(),
+                },
+                sin6_scope_id: a.scope_id(),
+            };
+            // SAFETY: sockaddr_storage is larger than and aligned for sockaddr_in6.
+            unsafe { (&raw mut st).cast::<libc::sockaddr_in6>().write(sin6) };
+            core::mem::size_of::<libc::sockaddr_in6>()
+        }
+    };
+    (st, len as libc::socklen_t)
+}
+
+/// A UDP socket; receives park the coroutine until a datagram arrives.
+pub struct UdpSocket {
+    s: Pollable<stdnet::UdpSocket>,
+}
+
+fd_impls!(UdpSocket, stdnet::UdpSocket);
+
+impl UdpSocket {
+    /// Binds to the first address of `addr` that works.
+    pub fn bind(addr: impl ToSocketAddrs) -> io::Result<UdpSocket> {
+        each_addr(addr, |a| stdnet::UdpSocket::bind(a)).map(UdpSocket::from)
+    }
+
+    /// Sets the default peer for `send` and `recv` (and filters others out).
+    pub fn connect(&self, addr: impl ToSocketAddrs) -> io::Result<()> {
+        each_addr(addr, |a| self.s.io.connect(a))
+    }
+
+    deadlines!();
+
+    /// Sends a datagram to `addr`.
+    pub fn send_to(&self, buf: &[u8], addr: impl ToSocketAddrs) -> io::Result<usize> {
+        let to = resolve(addr)?
+            .into_iter()
+            .next()
+            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "no address to send to"))?;
+        self.s.io(Dir::Write, |s| s.send_to(buf, to))
+    }
+
+    /// Receives a datagram and its sender.
+    pub fn recv_from(&self, buf: &mut [u8]) -> io::Result<(usize, SocketAddr)> {
+        self.s.io(Dir::Read, |s| s.recv_from(buf))
+    }
+
+    /// Sends to the connected peer.
+    pub fn send(&self, buf: &[u8]) -> io::Result<usize> {
+        self.s.io(Dir::Write, |s| s.send(buf))
+    }
+
+    /// Receives from the connected peer.
+    pub fn recv(&self, buf: &mut [u8]) -> io::Result<usize> {
+        self.s.io(Dir::Read, |s| s.recv(buf))
+    }
+
+    /// Receives without consuming.
+    pub fn peek_from(&self, buf: &mut [u8]) -> io::Result<(usize, SocketAddr)> {
+        self.s.io(Dir::Read, |s| s.peek_from(buf))
+    }
+
+    /// The connected peer.
+    pub fn peer_addr(&self) -> io::Result<SocketAddr> {
+        self.s.io.peer_addr()
+    }
+
+    /// `SO_BROADCAST`.
+    pub fn set_broadcast(&self, on: bool) -> io::Result<()> {
+        self.s.io.set_broadcast(on)
+    }
+}

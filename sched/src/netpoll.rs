@@ -1,0 +1,488 @@
+//! The netpoller (Go's netpoll_epoll.go and netpoll.go): one edge-triggered epoll per runtime,
+//! and a poll descriptor per socket where a coroutine waiting for readiness parks.
+//!
+//! - A socket is registered once, for both directions, with `EPOLLET`: the kernel reports a
+//!   change of readiness, not its level, so nothing is re-armed after an event.
+//! - Each direction of a `PollDesc` holds a `ready` flag and its waiters (wait `Token`s,
+//!   wait.rs; usually one, more when several coroutines share a socket). An event sets
+//!   `ready` and claims the waiters. A coroutine that got
+//!   `EAGAIN` checks `ready` under the descriptor's lock before it parks: set means an edge
+//!   came since its last attempt, so it consumes the flag and retries the I/O instead of
+//!   sleeping. Every edge therefore either finds the waiter or leaves the flag for it, and
+//!   none is lost (Go's `pdReady`).
+//! - Who calls `epoll_wait`: an M with nothing to run blocks in it (the "poller"; at most
+//!   one at a time), with a timeout until the runtime's next timer (machine.rs `stop_m`); an
+//!   M that finds its queues empty polls without blocking before it steals; sysmon polls
+//!   when nobody has for 10 ms. New work or an earlier timer breaks a blocked poller out
+//!   through an eventfd (Go's `netpollBreak`).
+//! - Descriptors are never freed, only recycled (Go's `pollCache`): an event already taken
+//!   out of epoll may name a socket that was closed meanwhile. The event carries the
+//!   descriptor's address and a sequence number that recycling bumps, so a stale event is
+//!   recognised and dropped; one that races past the check only causes a spurious wake-up,
+//!   which waiters tolerate (they retry the I/O).
+
+use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::io;
+use std::os::fd::RawFd;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use crate::coroutine::WaitReason;
+use crate::wait::{NONE, TIMEOUT, Token};
+
+/// Which way a coroutine waits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Dir {
+    Read,
+    Write,
+}
+
+#[derive(Default)]
+struct Side {
+    ready: bool,
+    waiters: Vec<Arc<Token>>,
+    deadline: Option<Instant>,
+}
+
+#[derive(Default)]
+struct DescState {
+    read: Side,
+    write: Side,
+    /// The epoll this socket is registered with (-1: none yet).
+    epfd: RawFd,
+}
+
+impl DescState {
+    fn side(&mut self, dir: Dir) -> &mut Side {
+        match dir {
+            Dir::Read => &mut self.read,
+            Dir::Write => &mut self.write,
+        }
+    }
+}
+
+/// The poll state of one socket.
+pub(crate) struct PollDesc {
+    fd: AtomicU32,
+    seq: AtomicU32,
+    state: Mutex<DescState>,
+}
+
+impl core::fmt::Debug for PollDesc {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("PollDesc")
+            .field("fd", &self.fd.load(Ordering::Relaxed))
+            .finish()
+    }
+}
+
+/// Recycled descriptors.
+static FREE_DESCS: Mutex<Vec<&'static PollDesc>> = Mutex::new(Vec::new());
+
+/// Sequence numbers live in the top 16 bits of the event's 64-bit data word; x86-64 and
+/// AArch64 user addresses fit in the low 48.
+const SEQ_SHIFT: u32 = 48;
+
+impl PollDesc {
+    /// A descriptor for `fd` (not yet registered with any epoll).
+    pub(crate) fn get(fd: RawFd) -> &'static PollDesc {
+        let d = FREE_DESCS
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .pop()
+            .unwrap_or_else(|| {
+                Box::leak(Box::new(PollDesc {
+                    fd: AtomicU32::new(0),
+                    seq: AtomicU32::new(0),
+                    state: Mutex::new(DescState::default()),
+                }))
+            });
+        d.fd.store(fd as u32, Ordering::Relaxed);
+        *d.lock() = DescState {
+            epfd: -1,
+            ..Default::default()
+        };
+        d
+    }
+
+    /// Gives the descriptor back once its socket is closed. Stale events for it are
+    /// dropped from now on (the sequence number moves on).
+    /// Call just before closing the socket: it leaves its epoll (a `dup` of the fd would
+    /// otherwise keep the registration alive).
+    pub(crate) fn deregister(&self) {
+        let epfd = self.lock().epfd;
+        if epfd >= 0 {
+            let fd = self.fd.load(Ordering::Relaxed) as RawFd;
+            let mut ev = libc::epoll_event { events: 0, u64: 0 };
+            // SAFETY: plain syscall on fds we own; failure (epoll already closed) is harmless.
+            unsafe { libc::epoll_ctl(epfd, libc::EPOLL_CTL_DEL, fd, &mut ev) };
+        }
+    }
+
+    pub(crate) fn put(&'static self) {
+        self.seq.fetch_add(1, Ordering::AcqRel);
+        let stale = core::mem::take(&mut *self.lock());
+        // A waiter cannot exist: the socket's owner is being dropped, so nobody waits on
+        // it. Dropping the state outside the free list's lock keeps that lock short.
+        drop(stale);
+        FREE_DESCS
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(self);
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, DescState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn event_data(&self) -> u64 {
+        let seq = u64::from(self.seq.load(Ordering::Acquire) & 0xffff);
+        (self as *const Self as u64) | (seq << SEQ_SHIFT)
+    }
+
+    /// Sets the deadline of one direction (`None`: no deadline). A coroutine waiting now
+    /// is woken with a timeout at once if the deadline has passed, or gets a timer for it.
+    pub(crate) fn set_deadline(&self, dir: Dir, deadline: Option<Instant>) {
+        let mut st = self.lock();
+        let side = st.side(dir);
+        side.deadline = deadline;
+        let Some(d) = deadline else {
+            return;
+        };
+        if d <= Instant::now() {
+            let expired: Vec<_> = side
+                .waiters
+                .drain(..)
+                .filter(|w| w.try_claim(TIMEOUT))
+                .collect();
+            drop(st);
+            for w in expired {
+                w.notify();
+            }
+        } else {
+            for w in &side.waiters {
+                if w.selected() == NONE {
+                    // Under the lock: the waiter is still published and unclaimed, so its G
+                    // is alive while the timer finds its runtime.
+                    crate::timer::add_wake(d, w.clone());
+                }
+            }
+        }
+    }
+
+    pub(crate) fn deadline(&self, dir: Dir) -> Option<Instant> {
+        self.lock().side(dir).deadline
+    }
+
+    /// Waits until the socket may be ready for `dir` again after an `EAGAIN`, or until the
+    /// direction's deadline or `op_deadline` (a per-operation timeout) passes (`TimedOut`).
+    /// Returns `Ok` possibly spuriously: the caller retries its I/O and comes back on
+    /// another `EAGAIN`.
+    pub(crate) fn wait(&self, dir: Dir, op_deadline: Option<Instant>) -> io::Result<()> {
+        let Some(rt) = crate::machine::current_runtime_of_g() else {
+            return self.wait_thread(dir, op_deadline);
+        };
+        loop {
+            let mut st = self.lock();
+            if st.epfd != rt.poll.epfd {
+                // Registered lazily, on the first wait: most sockets of a request/response
+                // server find data at their first read and never need the poller. If the
+                // socket was ready before this, epoll_ctl reports it at once.
+                rt.poll.register(self)?;
+                st.epfd = rt.poll.epfd;
+            }
+            let side = st.side(dir);
+            if side.ready {
+                side.ready = false;
+                return Ok(());
+            }
+            let deadline = earliest(side.deadline, op_deadline);
+            if deadline.is_some_and(|d| d <= Instant::now()) {
+                return Err(timed_out());
+            }
+            let token = Token::for_current();
+            side.waiters.push(token.clone());
+            drop(st);
+            rt.poll.waiters.fetch_add(1, Ordering::SeqCst);
+            let reason = match dir {
+                Dir::Read => WaitReason::IoRead,
+                Dir::Write => WaitReason::IoWrite,
+            };
+            let how = token.wait_until(reason, deadline);
+            rt.poll.waiters.fetch_sub(1, Ordering::SeqCst);
+            let mut st = self.lock();
+            let side = st.side(dir);
+            side.waiters.retain(|w| !Arc::ptr_eq(w, &token));
+            if how == TIMEOUT {
+                // A timer armed for an older deadline may fire after the deadline moved
+                // later: only a deadline that really passed ends the wait.
+                if earliest(side.deadline, op_deadline).is_some_and(|d| d <= Instant::now()) {
+                    return Err(timed_out());
+                }
+                continue;
+            }
+            debug_assert_ne!(how, NONE);
+        }
+    }
+
+    /// `wait` for a plain thread: `poll(2)` on the one socket, with the deadline.
+    fn wait_thread(&self, dir: Dir, op_deadline: Option<Instant>) -> io::Result<()> {
+        let deadline = earliest(self.deadline(dir), op_deadline);
+        let timeout_ms = match deadline {
+            None => -1,
+            Some(d) => {
+                let left = d.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    return Err(timed_out());
+                }
+                left.as_millis().clamp(1, i32::MAX as u128) as i32
+            }
+        };
+        let mut pfd = libc::pollfd {
+            fd: self.fd.load(Ordering::Relaxed) as RawFd,
+            events: match dir {
+                Dir::Read => libc::POLLIN | libc::POLLRDHUP,
+                Dir::Write => libc::POLLOUT,
+            },
+            revents: 0,
+        };
+        // SAFETY: one valid pollfd.
+        let n = unsafe { libc::poll(&mut pfd, 1, timeout_ms) };
+        if n < 0 {
+            let e = io::Error::last_os_error();
+            return if e.kind() == io::ErrorKind::Interrupted {
+                Ok(())
+            } else {
+                Err(e)
+            };
+        }
+        if n == 0 && deadline.is_some_and(|d| d <= Instant::now()) {
+            return Err(timed_out());
+        }
+        Ok(())
+    }
+}
+
+fn earliest(a: Option<Instant>, b: Option<Instant>) -> Option<Instant> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}
+
+/// The error a passed deadline gives (Go's `os.ErrDeadlineExceeded`).
+pub(crate) fn timed_out() -> io::Error {
+    io::Error::new(io::ErrorKind::TimedOut, "i/o deadline exceeded")
+}
+
+/// A runtime's epoll instance and the bookkeeping of who polls it.
+#[derive(Debug)]
+pub(crate) struct Netpoll {
+    pub(crate) epfd: RawFd,
+    /// An eventfd in the epoll set: writing it breaks a blocked `epoll_wait`.
+    breakfd: RawFd,
+    break_pending: AtomicBool,
+    /// Coroutines parked on a descriptor (Go's `netpollWaiters`).
+    pub(crate) waiters: AtomicUsize,
+    /// Set while some thread is inside `epoll_wait` (only one polls at a time).
+    polling: AtomicBool,
+    /// While a poller is blocked: when its timeout ends (ns on the runtime's clock;
+    /// `u64::MAX`: no timeout). 0 when nobody is blocked.
+    pub(crate) blocked_until: AtomicU64,
+    /// When the last poll ended (runtime clock), for sysmon's 10 ms rule.
+    pub(crate) last_poll: AtomicU64,
+}
+
+impl Netpoll {
+    pub(crate) fn new() -> io::Result<Netpoll> {
+        // SAFETY: plain syscalls; the fds are owned by the returned value (closed in Drop).
+        unsafe {
+            let epfd = libc::epoll_create1(libc::EPOLL_CLOEXEC);
+            if epfd < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            let breakfd = libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK);
+            if breakfd < 0 {
+                let e = io::Error::last_os_error();
+                libc::close(epfd);
+                return Err(e);
+            }
+            let mut ev = libc::epoll_event {
+                events: libc::EPOLLIN as u32,
+                u64: 0,
+            };
+            if libc::epoll_ctl(epfd, libc::EPOLL_CTL_ADD, breakfd, &mut ev) != 0 {
+                let e = io::Error::last_os_error();
+                libc::close(breakfd);
+                libc::close(epfd);
+                return Err(e);
+            }
+            Ok(Netpoll {
+                epfd,
+                breakfd,
+                break_pending: AtomicBool::new(false),
+                waiters: AtomicUsize::new(0),
+                polling: AtomicBool::new(false),
+                blocked_until: AtomicU64::new(0),
+                last_poll: AtomicU64::new(0),
+            })
+        }
+    }
+
+    fn register(&self, d: &PollDesc) -> io::Result<()> {
+        let mut ev = libc::epoll_event {
+            events: (libc::EPOLLIN | libc::EPOLLOUT | libc::EPOLLRDHUP | libc::EPOLLET) as u32,
+            u64: d.event_data(),
+        };
+        let fd = d.fd.load(Ordering::Relaxed) as RawFd;
+        // SAFETY: `fd` is the open socket the descriptor belongs to; `ev` is valid.
+        if unsafe { libc::epoll_ctl(self.epfd, libc::EPOLL_CTL_ADD, fd, &mut ev) } != 0 {
+            let e = io::Error::last_os_error();
+            if e.raw_os_error() != Some(libc::EEXIST) {
+                return Err(e);
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether anything waits on this poller.
+    pub(crate) fn has_waiters(&self) -> bool {
+        self.waiters.load(Ordering::SeqCst) > 0
+    }
+
+    /// Takes the right to poll (one thread at a time).
+    pub(crate) fn try_acquire(&self) -> bool {
+        !self.polling.load(Ordering::Relaxed)
+            && self
+                .polling
+                .compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed)
+                .is_ok()
+    }
+
+    pub(crate) fn release(&self, now_ns: u64) {
+        self.last_poll.store(now_ns, Ordering::Relaxed);
+        self.polling.store(false, Ordering::Release);
+    }
+
+    /// Breaks a blocked poller out of `epoll_wait` (Go's `netpollBreak`).
+    pub(crate) fn wake(&self) {
+        if self
+            .break_pending
+            .compare_exchange(false, true, Ordering::AcqRel, Ordering::Relaxed)
+            .is_ok()
+        {
+            // SAFETY: `breakfd` is our eventfd; an 8-byte counter increment.
+            unsafe { libc::eventfd_write(self.breakfd, 1) };
+        }
+    }
+
+    /// One `epoll_wait` (the caller holds the right to poll): `timeout` `None` blocks until
+    /// an event or `wake`, zero does not block. Claims the waiters of ready descriptors and
+    /// appends them to `out` for the caller to notify (after it has a P to put them on).
+    pub(crate) fn poll(&self, timeout: Option<Duration>, out: &mut Vec<Arc<Token>>) {
+        const BATCH: usize = 128;
+        let mut events = [libc::epoll_event { events: 0, u64: 0 }; BATCH];
+        let n = epoll_wait(self.epfd, &mut events, timeout);
+        for ev in &events[..n] {
+            let data = ev.u64;
+            if data == 0 {
+                // The break eventfd: drain it and allow the next break.
+                let mut v: libc::eventfd_t = 0;
+                // SAFETY: `breakfd` is our non-blocking eventfd.
+                unsafe { libc::eventfd_read(self.breakfd, &mut v) };
+                self.break_pending.store(false, Ordering::Release);
+                continue;
+            }
+            let d = (data & ((1 << SEQ_SHIFT) - 1)) as *const PollDesc;
+            // SAFETY: descriptors are leaked, never freed: the address stays valid even if
+            // the socket was closed after the event was queued.
+            let d = unsafe { &*d };
+            if u64::from(d.seq.load(Ordering::Acquire) & 0xffff) != data >> SEQ_SHIFT {
+                continue;
+            }
+            let bits = ev.events as i32;
+            let err = bits & (libc::EPOLLERR | libc::EPOLLHUP) != 0;
+            let readable = err || bits & (libc::EPOLLIN | libc::EPOLLRDHUP) != 0;
+            let writable = err || bits & libc::EPOLLOUT != 0;
+            let mut st = d.lock();
+            let start = out.len();
+            if readable {
+                st.read.ready = true;
+                out.append(&mut st.read.waiters);
+            }
+            if writable {
+                st.write.ready = true;
+                out.append(&mut st.write.waiters);
+            }
+            drop(st);
+            // Keep only the tokens this event won (a deadline may have claimed one).
+            let mut i = start;
+            while i < out.len() {
+                if out[i].try_claim(0) {
+                    i += 1;
+                } else {
+                    out.swap_remove(i);
+                }
+            }
+        }
+    }
+}
+
+impl Drop for Netpoll {
+    fn drop(&mut self) {
+        // SAFETY: both fds are ours and closed once.
+        unsafe {
+            libc::close(self.breakfd);
+            libc::close(self.epfd);
+        }
+    }
+}
+
+/// `epoll_pwait2` (nanosecond timeout, Linux 5.11) with a fallback to `epoll_wait`, whose
+/// millisecond timeout is rounded up so a timer is never fired early. Returns the number of
+/// events (0 on a signal).
+fn epoll_wait(epfd: RawFd, events: &mut [libc::epoll_event], timeout: Option<Duration>) -> usize {
+    static NO_PWAIT2: AtomicBool = AtomicBool::new(false);
+    let max = events.len() as libc::c_int;
+    let n = if NO_PWAIT2.load(Ordering::Relaxed) {
+        -1
+    } else {
+        let ts = timeout.map(|t| libc::timespec {
+            tv_sec: t.as_secs().min(i64::MAX as u64) as libc::time_t,
+            tv_nsec: libc::c_long::from(t.subsec_nanos() as i32),
+        });
+        let tsp = ts
+            .as_ref()
+            .map_or(core::ptr::null(), |t| t as *const libc::timespec);
+        // SAFETY: `events` is a writable array of `max` entries; `tsp` is null or points at
+        // a valid timespec; no signal mask.
+        let n = unsafe {
+            libc::syscall(
+                libc::SYS_epoll_pwait2,
+                epfd,
+                events.as_mut_ptr(),
+                max,
+                tsp,
+                core::ptr::null::<libc::sigset_t>(),
+                0usize,
+            )
+        };
+        if n < 0 && io::Error::last_os_error().raw_os_error() == Some(libc::ENOSYS) {
+            NO_PWAIT2.store(true, Ordering::Relaxed);
+        } else if n < 0 {
+            return 0;
+        }
+        n as libc::c_int
+    };
+    let n = if NO_PWAIT2.load(Ordering::Relaxed) {
+        let ms = timeout.map_or(-1, |t| {
+            let ms = t.as_nanos().div_ceil(1_000_000);
+            ms.min(i32::MAX as u128) as libc::c_int
+        });
+        // SAFETY: as above.
+        unsafe { libc::epoll_wait(epfd, events.as_mut_ptr(), max, ms) }
+    } else {
+        n
+    };
+    n.max(0) as usize
+}
