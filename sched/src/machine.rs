@@ -496,6 +496,9 @@ pub(crate) fn start_m(sh: &Shared, p: usize, spinning: bool) {
         mm.hand_p(p, spinning);
         return;
     }
+    // Under the list's lock, so that `Runtime::drop`, which sets `shutdown` and then empties
+    // the list, joins every M started before and none is started after.
+    let mut extra = sh.extra_ms.lock().unwrap_or_else(|e| e.into_inner());
     if !sh.shutdown.load(Ordering::SeqCst)
         && let Some(rt) = sh.self_arc()
     {
@@ -509,13 +512,11 @@ pub(crate) fn start_m(sh: &Shared, p: usize, spinning: bool) {
             .name(format!("tessera-m{n}"))
             .spawn(move || m_main(rt, ms, p, spinning));
         if let Ok(t) = spawned {
-            sh.extra_ms
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .push(t);
+            extra.push(t);
             return;
         }
     }
+    drop(extra);
     // No thread: the P goes back idle; a busy M or sysmon will find the work later.
     if spinning {
         sh.nmspinning.fetch_sub(1, Ordering::SeqCst);
