@@ -20,8 +20,14 @@
 //!   (bounded) and parks on a futex (park.rs). A global queue (global_queue.rs) is checked
 //!   first every 61 ticks.
 //! - Channels with `select!` (chan/), sync primitives that park coroutines (sync/), timers
-//!   (timer.rs), coroutine-locals and `lock_to_thread` (local.rs, machine.rs), `dump()` and
-//!   SIGQUIT (dump.rs), counters and a latency histogram (stats.rs).
+//!   (timer.rs, a heap per runtime served by the Ms), coroutine-locals and `lock_to_thread`
+//!   (local.rs, machine.rs), `dump()` and SIGQUIT (dump.rs), counters and a latency
+//!   histogram (stats.rs).
+//! - I/O: an edge-triggered epoll per runtime (netpoll.rs) under `net::{TcpListener,
+//!   TcpStream, UdpSocket}` (net.rs); `blocking(f)` for system calls that cannot be polled
+//!   (machine.rs; `fs` wraps file I/O in it); sysmon (sysmon.rs) hands a P whose M is
+//!   blocked to another M, polls the network when nobody has for 10 ms, and records
+//!   coroutines that run over 10 ms without yielding.
 //!
 //! # Thread-locals and migration
 //!
