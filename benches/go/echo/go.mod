@@ -1,0 +1,3 @@
+module tessera/benches/go/echo
+
+go 1.19

@@ -1,0 +1,567 @@
+//! The comparison: every server in its own child process on its own port, the one client
+//! against each, rounds interleaved, and one table of medians and ratios.
+//!
+//! Fairness: the servers take turns within a round, and the order rotates from one round to
+//! the next (round r starts at the r-th server), so none always runs first on a cold machine
+//! or right after a particular neighbour; each row is the median over rounds. Each run gets
+//! a fresh server process and a fresh port, so nothing carries over between runs.
+
+use std::fmt::Write as _;
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use tessera_bench::report::human_rate;
+use tessera_bench::stats::median;
+
+use crate::client::{self, ClientConfig};
+use crate::sys;
+
+/// The servers, in table order; tessera-sched first, Go (the target's reference) next.
+pub(crate) const SERVERS: [&str; 4] = ["tessera", "go", "tokio", "may"];
+
+/// How long a server may take to print `listening on`.
+const STARTUP: Duration = Duration::from_secs(10);
+
+/// What `echo compare` was asked to do.
+#[derive(Debug, Clone)]
+pub(crate) struct CompareOptions {
+    pub(crate) servers: Vec<&'static str>,
+    pub(crate) rounds: usize,
+    /// The client's shape; its address is filled in per run.
+    pub(crate) client: ClientConfig,
+    pub(crate) base_port: u16,
+    /// Worker threads / processors of every server.
+    pub(crate) workers: usize,
+    pub(crate) tessera_bin: PathBuf,
+    pub(crate) go_bin: PathBuf,
+}
+
+/// One measured run.
+#[derive(Debug, Clone, Copy)]
+struct Run {
+    requests_per_sec: f64,
+    p50: Duration,
+    p99: Duration,
+    /// Cores the server used during the measured window.
+    server_cpu: Option<f64>,
+    /// Cores the client (this process) used during the measured window.
+    client_cpu: f64,
+    /// Cores everything else on the machine used meanwhile (other people's work on a shared
+    /// machine); large values mean a disturbed run.
+    other_cpu: Option<f64>,
+}
+
+/// A server's runs over all rounds.
+#[derive(Debug)]
+struct Row {
+    name: &'static str,
+    runs: Vec<Run>,
+    failures: Vec<String>,
+}
+
+impl Row {
+    fn median_of(&self, f: impl Fn(&Run) -> f64) -> Option<f64> {
+        median(&self.runs.iter().map(f).collect::<Vec<_>>())
+    }
+    fn rate(&self) -> Option<f64> {
+        self.median_of(|r| r.requests_per_sec)
+    }
+    fn p50(&self) -> Option<f64> {
+        self.median_of(|r| r.p50.as_secs_f64())
+    }
+    fn p99(&self) -> Option<f64> {
+        self.median_of(|r| r.p99.as_secs_f64())
+    }
+    fn range(&self) -> Option<(f64, f64)> {
+        let rates = self.runs.iter().map(|r| r.requests_per_sec);
+        let min = rates.clone().reduce(f64::min)?;
+        Some((min, rates.reduce(f64::max)?))
+    }
+    fn server_cpu(&self) -> Option<f64> {
+        let cpu: Vec<f64> = self.runs.iter().filter_map(|r| r.server_cpu).collect();
+        median(&cpu)
+    }
+    fn client_cpu(&self) -> Option<f64> {
+        self.median_of(|r| r.client_cpu)
+    }
+    fn other_cpu(&self) -> Option<f64> {
+        let cpu: Vec<f64> = self.runs.iter().filter_map(|r| r.other_cpu).collect();
+        median(&cpu)
+    }
+}
+
+/// Runs the comparison, prints the table and writes it as Markdown; returns the exit code.
+pub(crate) fn compare(options: &CompareOptions) -> i32 {
+    let mut present = Vec::new();
+    for &name in &options.servers {
+        match missing_reason(name, options) {
+            Some(why) => eprintln!("echo: skipping {name}: {why}"),
+            None => present.push(name),
+        }
+    }
+    if present.is_empty() {
+        eprintln!("echo: no server to measure");
+        return 1;
+    }
+    let mut rows: Vec<Row> = present
+        .iter()
+        .map(|&name| Row {
+            name,
+            runs: Vec::new(),
+            failures: Vec::new(),
+        })
+        .collect();
+    let n = present.len();
+    for round in 0..options.rounds {
+        for k in 0..n {
+            let i = (round + k) % n;
+            let port = options.base_port as usize + round * n + i;
+            let Ok(port) = u16::try_from(port) else {
+                eprintln!("echo: port {port} out of range; lower --base-port");
+                return 2;
+            };
+            let addr = SocketAddr::from(([127, 0, 0, 1], port));
+            let name = present[i];
+            let result = measure(name, addr, options);
+            match &result {
+                Ok(run) => eprintln!(
+                    "[round {}/{}] {name:<8} {:>8} req/s  p50 {:>9}  p99 {:>9}  cpu: server {} client {:.2} other {}",
+                    round + 1,
+                    options.rounds,
+                    human_rate(run.requests_per_sec),
+                    latency(run.p50.as_secs_f64()),
+                    latency(run.p99.as_secs_f64()),
+                    run.server_cpu.map_or("-".into(), |c| format!("{c:.2}")),
+                    run.client_cpu,
+                    run.other_cpu.map_or("-".into(), |c| format!("{c:.2}")),
+                ),
+                Err(why) => eprintln!(
+                    "[round {}/{}] {name:<8} failed: {why}",
+                    round + 1,
+                    options.rounds
+                ),
+            }
+            match result {
+                Ok(run) => rows[i].runs.push(run),
+                Err(why) => rows[i].failures.push(why),
+            }
+            // Let the killed server's sockets and threads go before the next one starts.
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+    let table = render(&rows, options, false);
+    print!("{table}");
+    let markdown = render(&rows, options, true);
+    let dir = tessera_bench::paths::report_dir();
+    let path = dir.join("echo.md");
+    match std::fs::create_dir_all(&dir).and_then(|()| std::fs::write(&path, markdown)) {
+        Ok(()) => println!("wrote {}", path.display()),
+        Err(e) => eprintln!("echo: cannot write {}: {e}", path.display()),
+    }
+    if rows.iter().any(|r| r.runs.is_empty()) {
+        1
+    } else {
+        0
+    }
+}
+
+/// Why `name` cannot run here, if it cannot.
+fn missing_reason(name: &str, options: &CompareOptions) -> Option<String> {
+    match name {
+        "tessera" if !options.tessera_bin.exists() => Some(format!(
+            "{} not found (cargo build --release -p tessera-sched --example echo)",
+            options.tessera_bin.display()
+        )),
+        "go" if !options.go_bin.exists() => Some(format!(
+            "{} not found (benches/go/echo/compare.sh builds it when `go` is installed; \
+             Debian: apt-get install -y golang-go)",
+            options.go_bin.display()
+        )),
+        _ => None,
+    }
+}
+
+/// The command that starts server `name` on `addr`.
+fn server_command(name: &str, addr: SocketAddr, options: &CompareOptions) -> Command {
+    let workers = options.workers.to_string();
+    let mut cmd = match name {
+        "tessera" => {
+            let mut cmd = Command::new(&options.tessera_bin);
+            cmd.arg(addr.to_string()).env("TESSERA_PROCS", &workers);
+            cmd
+        }
+        "go" => {
+            let mut cmd = Command::new(&options.go_bin);
+            cmd.arg(addr.to_string()).env("GOMAXPROCS", &workers);
+            cmd
+        }
+        runtime => {
+            let me = std::env::current_exe().unwrap_or_else(|_| "echo".into());
+            let mut cmd = Command::new(me);
+            cmd.args(["server", runtime, &addr.to_string(), "--workers", &workers]);
+            cmd
+        }
+    };
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit());
+    cmd
+}
+
+/// A running server child; killed when dropped, so no early return leaves one behind.
+#[derive(Debug)]
+struct Server {
+    child: Child,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts `name` on `addr` and waits for its `listening on` line.
+fn start(name: &str, addr: SocketAddr, options: &CompareOptions) -> Result<Server, String> {
+    let mut child = server_command(name, addr, options)
+        .spawn()
+        .map_err(|e| format!("cannot start: {e}"))?;
+    let stdout = child.stdout.take().expect("stdout is piped");
+    let mut server = Server { child };
+    let (ready, listening) = mpsc::channel();
+    // Reads the server's stdout to the end, so a chatty server never blocks on a full pipe.
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if line.starts_with("listening on") {
+                let _ = ready.send(());
+            }
+        }
+    });
+    match listening.recv_timeout(STARTUP) {
+        Ok(()) => Ok(server),
+        Err(mpsc::RecvTimeoutError::Timeout) => Err(format!(
+            "printed no `listening on` line within {} s",
+            STARTUP.as_secs()
+        )),
+        Err(mpsc::RecvTimeoutError::Disconnected) => {
+            let status = server
+                .child
+                .wait()
+                .map_or("unknown status".into(), |s| s.to_string());
+            Err(format!("exited before listening ({status})"))
+        }
+    }
+}
+
+/// One run: start the server, drive it, sample CPU over the measured window, kill it.
+fn measure(name: &str, addr: SocketAddr, options: &CompareOptions) -> Result<Run, String> {
+    let server = start(name, addr, options)?;
+    let pid = server.child.id();
+    let config = ClientConfig {
+        addr,
+        ..options.client.clone()
+    };
+    let (warmup, window) = (config.warmup, config.duration);
+    let (cpu_tx, cpu_rx) = mpsc::channel();
+    let result = client::run(&config, |start| {
+        std::thread::spawn(move || {
+            let sample = || {
+                let server = sys::process_cpu_time(pid);
+                (server, sys::own_cpu_time(), sys::machine_busy_time())
+            };
+            sleep_until(start + warmup);
+            let before = sample();
+            sleep_until(start + warmup + window);
+            let after = sample();
+            let cores =
+                |a: Duration, b: Duration| b.saturating_sub(a).as_secs_f64() / window.as_secs_f64();
+            let client = cores(before.1, after.1);
+            let server = before.0.zip(after.0).map(|(a, b)| cores(a, b));
+            let other = before
+                .2
+                .zip(after.2)
+                .zip(server)
+                .map(|((a, b), server)| (cores(a, b) - server - client).max(0.0));
+            let _ = cpu_tx.send((server, client, other));
+        });
+    });
+    drop(server);
+    let result = result?;
+    let (server_cpu, client_cpu, other_cpu) = cpu_rx.recv().unwrap_or((None, f64::NAN, None));
+    let quantile = |q| {
+        result
+            .latencies
+            .quantile(q)
+            .ok_or("no request completed in the window")
+    };
+    Ok(Run {
+        requests_per_sec: result.requests_per_sec(),
+        p50: quantile(0.50)?,
+        p99: quantile(0.99)?,
+        server_cpu,
+        client_cpu,
+        other_cpu,
+    })
+}
+
+fn sleep_until(when: Instant) {
+    let now = Instant::now();
+    if when > now {
+        std::thread::sleep(when - now);
+    }
+}
+
+/// `0.00123` s → `"1.23 ms"`, `0.000456` → `"456 µs"`.
+fn latency(secs: f64) -> String {
+    if secs >= 1e-3 {
+        format!("{:.2} ms", secs * 1e3)
+    } else {
+        format!("{:.0} µs", secs * 1e6)
+    }
+}
+
+fn opt<T>(value: Option<T>, f: impl Fn(T) -> String) -> String {
+    value.map_or_else(|| "-".into(), f)
+}
+
+/// The table of medians and the ratios of tessera to each peer, for the terminal or (with
+/// `markdown`) for `echo.md`.
+fn render(rows: &[Row], options: &CompareOptions, markdown: bool) -> String {
+    let c = &options.client;
+    let mut out = String::new();
+    let heading = format!(
+        "echo: {} connections on 127.0.0.1, {} B messages, closed loop; client: {} epoll \
+         thread(s) on the same machine; servers: {} workers each; median of {} interleaved \
+         round(s) of {} ms after {} ms warm-up",
+        c.conns,
+        c.size,
+        c.threads,
+        options.workers,
+        options.rounds,
+        c.duration.as_millis(),
+        c.warmup.as_millis()
+    );
+    let header = [
+        "server",
+        "req/s",
+        "req/s range",
+        "p50",
+        "p99",
+        "server cpu",
+        "client cpu",
+        "other cpu",
+    ];
+    let cells: Vec<[String; 8]> = rows
+        .iter()
+        .map(|row| {
+            [
+                row.name.to_string(),
+                opt(row.rate(), human_rate),
+                opt(row.range(), |(lo, hi)| {
+                    format!("{}–{}", human_rate(lo), human_rate(hi))
+                }),
+                opt(row.p50(), latency),
+                opt(row.p99(), latency),
+                opt(row.server_cpu(), |c| format!("{c:.2}")),
+                opt(row.client_cpu(), |c| format!("{c:.2}")),
+                opt(row.other_cpu(), |c| format!("{c:.2}")),
+            ]
+        })
+        .collect();
+    let tessera = rows
+        .iter()
+        .find(|r| r.name == "tessera" && !r.runs.is_empty());
+    let ratios: Vec<[String; 4]> = match tessera {
+        None => Vec::new(),
+        Some(t) => rows
+            .iter()
+            .filter(|r| r.name != "tessera")
+            .map(|peer| {
+                let rate = t.rate().zip(peer.rate()).map(|(a, b)| a / b);
+                let p99 = t.p99().zip(peer.p99()).map(|(a, b)| a / b);
+                let verdict = match (peer.name, rate, p99) {
+                    ("go", Some(r), Some(p)) if r >= 1.2 && p <= 1.0 => {
+                        "target met (≥ 1.2× req/s, p99 ≤ 1×)"
+                    }
+                    ("go", Some(_), Some(_)) => "target missed (≥ 1.2× req/s, p99 ≤ 1×)",
+                    _ => "",
+                };
+                [
+                    format!("tessera/{}", peer.name),
+                    opt(rate, |r| format!("{r:.2}×")),
+                    opt(p99, |r| format!("{r:.2}×")),
+                    verdict.to_string(),
+                ]
+            })
+            .collect(),
+    };
+    let ratio_header = ["ratio", "req/s", "p99", ""];
+    if markdown {
+        out.push_str("# echo\n\n");
+        out.push_str(&heading);
+        out.push_str(
+            ". CPU in cores used during the measured window; \"other\" is the rest of the \
+             machine (a busy neighbour disturbs the run).\n\n",
+        );
+        markdown_table(&mut out, &header, &cells);
+        if !ratios.is_empty() {
+            out.push('\n');
+            markdown_table(&mut out, &ratio_header, &ratios);
+        }
+    } else {
+        out.push_str(&heading);
+        out.push_str(
+            "\n(cpu: cores used during the measured window; other = the rest of the machine)\n\n",
+        );
+        text_table(&mut out, &header, &cells);
+        if !ratios.is_empty() {
+            out.push('\n');
+            text_table(&mut out, &ratio_header, &ratios);
+        }
+    }
+    if tessera.is_none() {
+        out.push_str("\nno tessera row, so no tessera/peer ratios\n");
+    }
+    for row in rows {
+        for why in &row.failures {
+            out.push_str(&format!("\n{} failed a round: {why}", row.name));
+        }
+    }
+    if rows.iter().any(|r| !r.failures.is_empty()) {
+        out.push('\n');
+    }
+    out
+}
+
+fn text_table<const N: usize>(out: &mut String, header: &[&str; N], rows: &[[String; N]]) {
+    let width = |col: usize| {
+        rows.iter()
+            .map(|r| r[col].chars().count())
+            .chain([header[col].chars().count()])
+            .max()
+            .unwrap_or(0)
+    };
+    let widths: Vec<usize> = (0..N).map(width).collect();
+    let line = |out: &mut String, cells: &mut dyn Iterator<Item = &str>| {
+        let mut text = String::new();
+        for (col, cell) in cells.enumerate() {
+            let pad = widths[col].saturating_sub(cell.chars().count());
+            if col == 0 {
+                text.push_str(cell);
+                text.push_str(&" ".repeat(pad));
+            } else {
+                text.push_str("  ");
+                text.push_str(&" ".repeat(pad));
+                text.push_str(cell);
+            }
+        }
+        out.push_str(text.trim_end());
+        out.push('\n');
+    };
+    line(out, &mut header.iter().copied());
+    for row in rows {
+        line(out, &mut row.iter().map(String::as_str));
+    }
+}
+
+fn markdown_table<const N: usize>(out: &mut String, header: &[&str; N], rows: &[[String; N]]) {
+    let mut row_line = |cells: &mut dyn Iterator<Item = &str>| {
+        let _ = writeln!(out, "| {} |", cells.collect::<Vec<_>>().join(" | "));
+    };
+    row_line(&mut header.iter().copied());
+    row_line(&mut (0..N).map(|i| if i == 0 { "---" } else { "---:" }));
+    for row in rows {
+        row_line(&mut row.iter().map(String::as_str));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn options() -> CompareOptions {
+        CompareOptions {
+            servers: SERVERS.to_vec(),
+            rounds: 3,
+            client: ClientConfig {
+                addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+                conns: 100,
+                size: 64,
+                threads: 1,
+                warmup: Duration::from_secs(1),
+                duration: Duration::from_secs(2),
+            },
+            base_port: 7100,
+            workers: 2,
+            tessera_bin: "/nonexistent/echo".into(),
+            go_bin: "/nonexistent/echo-go".into(),
+        }
+    }
+
+    fn run(rate: f64, p99_ms: u64) -> Run {
+        Run {
+            requests_per_sec: rate,
+            p50: Duration::from_micros(500),
+            p99: Duration::from_millis(p99_ms),
+            server_cpu: Some(1.0),
+            client_cpu: 0.5,
+            other_cpu: Some(0.1),
+        }
+    }
+
+    #[test]
+    fn missing_binaries_are_skipped_with_a_reason() {
+        let o = options();
+        assert!(
+            missing_reason("tessera", &o)
+                .unwrap()
+                .contains("--example echo")
+        );
+        assert!(missing_reason("go", &o).unwrap().contains("golang-go"));
+        assert_eq!(missing_reason("tokio", &o), None);
+    }
+
+    #[test]
+    fn ratios_against_go_carry_the_target_verdict() {
+        let rows = [
+            Row {
+                name: "tessera",
+                runs: vec![run(120_000.0, 5), run(130_000.0, 5), run(110_000.0, 6)],
+                failures: Vec::new(),
+            },
+            Row {
+                name: "go",
+                runs: vec![run(90_000.0, 6), run(100_000.0, 6), run(95_000.0, 7)],
+                failures: vec!["connection 3 request 9: boom".into()],
+            },
+        ];
+        let text = render(&rows, &options(), false);
+        assert!(text.contains("tessera/go"), "{text}");
+        assert!(text.contains("1.26×"), "{text}");
+        assert!(text.contains("0.83×"), "{text}");
+        assert!(text.contains("target met"), "{text}");
+        assert!(text.contains("go failed a round: connection 3"), "{text}");
+        let md = render(&rows, &options(), true);
+        assert!(
+            md.contains("| tessera | 120k | 110k–130k | 500 µs | 5.00 ms |"),
+            "{md}"
+        );
+    }
+
+    #[test]
+    fn without_tessera_there_are_no_ratios() {
+        let rows = [Row {
+            name: "tokio",
+            runs: vec![run(80_000.0, 4)],
+            failures: Vec::new(),
+        }];
+        let text = render(&rows, &options(), false);
+        assert!(text.contains("no tessera row"), "{text}");
+        assert!(!text.contains("tessera/tokio"), "{text}");
+    }
+}

@@ -1,0 +1,167 @@
+//! The few Linux calls the echo client and driver make directly: an epoll instance (the
+//! client's one wait for all its connections), a poll for writability (the rare path of a
+//! full send buffer), and CPU time of this process and of a server child, so the report can
+//! show who used the two cores.
+
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::time::Duration;
+
+/// An epoll instance in level-triggered mode: a connection with unread bytes is reported
+/// again on the next wait, so the client may read once per event and never drain in a loop.
+#[derive(Debug)]
+pub(crate) struct Epoll {
+    fd: OwnedFd,
+}
+
+/// One readiness report: the token given to [`Epoll::add`].
+pub(crate) type Event = libc::epoll_event;
+
+pub(crate) fn empty_events(n: usize) -> Vec<Event> {
+    vec![libc::epoll_event { events: 0, u64: 0 }; n]
+}
+
+impl Epoll {
+    pub(crate) fn new() -> io::Result<Self> {
+        // SAFETY: epoll_create1 takes no pointers; a non-negative result is a new descriptor
+        // that nothing else owns, so OwnedFd may close it.
+        unsafe {
+            let fd = libc::epoll_create1(libc::EPOLL_CLOEXEC);
+            if fd < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            Ok(Epoll {
+                fd: OwnedFd::from_raw_fd(fd),
+            })
+        }
+    }
+
+    /// Watches `fd` for readability (and errors, which epoll always reports), tagged `token`.
+    pub(crate) fn add_readable(&self, fd: RawFd, token: u64) -> io::Result<()> {
+        let mut event = libc::epoll_event {
+            events: libc::EPOLLIN as u32,
+            u64: token,
+        };
+        // SAFETY: `event` is a valid epoll_event for the duration of the call (the kernel
+        // copies it); both descriptors are open, `fd` because the caller holds its socket.
+        let rc =
+            unsafe { libc::epoll_ctl(self.fd.as_raw_fd(), libc::EPOLL_CTL_ADD, fd, &mut event) };
+        if rc < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
+    }
+
+    /// Waits up to `timeout` for events; returns how many of `events` were filled.
+    pub(crate) fn wait(&self, events: &mut [Event], timeout: Duration) -> io::Result<usize> {
+        let max = i32::try_from(events.len()).unwrap_or(i32::MAX);
+        let ms = i32::try_from(timeout.as_millis()).unwrap_or(i32::MAX);
+        // SAFETY: the kernel writes at most `max` entries, and `events` holds at least that
+        // many; the buffer is exclusively borrowed for the call.
+        let n = unsafe { libc::epoll_wait(self.fd.as_raw_fd(), events.as_mut_ptr(), max, ms) };
+        if n < 0 {
+            let err = io::Error::last_os_error();
+            if err.kind() == io::ErrorKind::Interrupted {
+                return Ok(0);
+            }
+            return Err(err);
+        }
+        Ok(n as usize)
+    }
+}
+
+/// Blocks until `fd` can take more bytes, or `timeout` passes (then `TimedOut`).
+pub(crate) fn wait_writable(fd: RawFd, timeout: Duration) -> io::Result<()> {
+    let mut pfd = libc::pollfd {
+        fd,
+        events: libc::POLLOUT,
+        revents: 0,
+    };
+    let ms = i32::try_from(timeout.as_millis()).unwrap_or(i32::MAX);
+    // SAFETY: one valid pollfd, exclusively borrowed for the call.
+    let n = unsafe { libc::poll(&mut pfd, 1, ms) };
+    match n {
+        0 => Err(io::Error::new(
+            io::ErrorKind::TimedOut,
+            "send buffer stayed full",
+        )),
+        n if n < 0 => Err(io::Error::last_os_error()),
+        _ => Ok(()),
+    }
+}
+
+/// User + system CPU time this process has used so far (all its threads).
+pub(crate) fn own_cpu_time() -> Duration {
+    // SAFETY: an all-zero rusage is a valid value of this plain C struct.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: `usage` is a valid, exclusively borrowed rusage for the kernel to fill.
+    let rc = unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) };
+    if rc != 0 {
+        return Duration::ZERO;
+    }
+    let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
+    tv(usage.ru_utime) + tv(usage.ru_stime)
+}
+
+/// CPU time the whole machine has spent busy so far (every state of `/proc/stat`'s `cpu`
+/// line but idle and iowait), so a run can tell how much went to processes other than the
+/// server and the client; `None` if unreadable.
+pub(crate) fn machine_busy_time() -> Option<Duration> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    let line = stat.lines().find(|l| l.starts_with("cpu "))?;
+    let ticks: Vec<u64> = line
+        .split_ascii_whitespace()
+        .skip(1)
+        .map(|f| f.parse().unwrap_or(0))
+        .collect();
+    // user nice system idle iowait irq softirq steal (guest time is already in user).
+    let busy: u64 = ticks
+        .iter()
+        .take(8)
+        .enumerate()
+        .filter(|&(i, _)| i != 3 && i != 4)
+        .map(|(_, t)| t)
+        .sum();
+    ticks_to_duration(busy)
+}
+
+fn ticks_to_duration(ticks: u64) -> Option<Duration> {
+    // SAFETY: sysconf only reads a configuration value.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    let hz = u64::try_from(hz).ok().filter(|&t| t > 0)?;
+    Some(Duration::from_nanos(ticks * 1_000_000_000 / hz))
+}
+
+/// User + system CPU time process `pid` has used so far, from `/proc/<pid>/stat` (fields 14
+/// and 15, in clock ticks); `None` if it has gone.
+pub(crate) fn process_cpu_time(pid: u32) -> Option<Duration> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) is in parentheses and may hold spaces; count after it.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let mut fields = rest.split_ascii_whitespace().skip(11);
+    let utime: u64 = fields.next()?.parse().ok()?;
+    let stime: u64 = fields.next()?.parse().ok()?;
+    // SAFETY: sysconf only reads a configuration value.
+    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    let ticks = u64::try_from(ticks).ok().filter(|&t| t > 0)?;
+    Some(Duration::from_nanos(
+        (utime + stime) * 1_000_000_000 / ticks,
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cpu_time_of_this_process_from_both_sources() {
+        let spin = std::time::Instant::now();
+        while spin.elapsed() < Duration::from_millis(30) {
+            std::hint::black_box(0);
+        }
+        assert!(own_cpu_time() > Duration::ZERO);
+        assert!(process_cpu_time(std::process::id()).is_some());
+        assert_eq!(process_cpu_time(u32::MAX), None);
+        assert!(machine_busy_time().is_some());
+    }
+}
