@@ -51,7 +51,7 @@ struct Run {
     /// Cores the client (this process) used during the measured window.
     client_cpu: f64,
     /// Cores everything else on the machine used meanwhile (other people's work on a shared
-    /// machine); large values mean a disturbed run.
+    /// machine, or the hypervisor's steal); large values mean a disturbed run.
     other_cpu: Option<f64>,
 }
 
