@@ -274,8 +274,8 @@ fn run_blocking(m: &MCtx, p: &P, g: GRef) {
     p.syscall_since.store(sh.now_ns(), Ordering::Relaxed);
     p.status.store(P_SYSCALL, Ordering::SeqCst);
     m.p.set(NO_P);
-    if sh.sysmon_delay_us.load(Ordering::Relaxed) > 1000 {
-        // Sysmon is in its long sleep: it must look at this P within ~20 µs.
+    if sh.sysmon_delay_us.load(Ordering::Relaxed) > crate::sysmon::MIN_DELAY_US {
+        // Sysmon is in a longer sleep: it must look at this P within ~20 µs.
         sh.sysmon.unpark();
     }
     // SAFETY: `f` points into the suspended G's stack frame in `blocking`, which stays

@@ -17,8 +17,9 @@
 //!   counted (Go would preempt it; Rust gives no safe asynchronous preemption) and marked
 //!   for `dump()`.
 //!
-//! Its sleep is 20 µs while something happens and doubles after 50 quiet looks up to
-//! 10 ms, like Go's. An M entering a blocking section wakes it from a long sleep.
+//! Its sleep is 20 µs while it has something to do and doubles after 50 quiet looks, up to
+//! 1 ms while Ps are scheduling and 10 ms when all are idle, like Go's. An M entering a
+//! blocking section wakes it from any longer sleep.
 
 use core::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -28,7 +29,8 @@ use crate::machine;
 use crate::processor::{P, P_IDLE, P_RUNNING, P_SYSCALL};
 use crate::runtime::Shared;
 
-const MIN_DELAY_US: u64 = 20;
+pub(crate) const MIN_DELAY_US: u64 = 20;
+const BUSY_DELAY_US: u64 = 1_000;
 const MAX_DELAY_US: u64 = 10_000;
 /// A blocking section shorter than this keeps its P (Go: one sysmon tick, at least 20 µs).
 const RETAKE_AFTER_NS: u64 = 20_000;
@@ -59,9 +61,12 @@ pub(crate) fn run(sh: Arc<Shared>) {
             return;
         }
         let now = sh.now_ns();
-        let mut busy = false;
+        let mut acted = false;
+        let mut scheduled = false;
         for (p, seen) in sh.ps.iter().zip(seen.iter_mut()) {
-            busy |= look_at(&sh, p, seen, now);
+            let (a, s) = look_at(&sh, p, seen, now);
+            acted |= a;
+            scheduled |= s;
         }
         let last = sh.poll.last_poll.load(Ordering::Relaxed);
         if sh.poll.has_waiters()
@@ -72,7 +77,7 @@ pub(crate) fn run(sh: Arc<Shared>) {
             let mut woken = Vec::new();
             sh.poll.poll(Some(Duration::ZERO), &mut woken);
             sh.poll.release(now);
-            busy |= !woken.is_empty();
+            acted |= !woken.is_empty();
             // No P here: they go to the global queue and `wakep` finds them an M.
             for t in woken {
                 t.notify();
@@ -80,23 +85,32 @@ pub(crate) fn run(sh: Arc<Shared>) {
         }
         if sh.timers.armed() && sh.timers.next_ns() + 1_000_000 <= now {
             crate::timer::run_due(&sh);
-            busy = true;
+            acted = true;
         }
-        if busy {
+        // Go's rule: 20 µs while sysmon has something to do, doubling after 50 idle looks.
+        // The cap is 1 ms while Ps are scheduling (a pending wake-up is delivered within
+        // about that), 10 ms when the runtime is idle.
+        if acted {
             quiet = 0;
             delay_us = MIN_DELAY_US;
         } else {
             quiet += 1;
             if quiet > 50 {
-                delay_us = (delay_us * 2).min(MAX_DELAY_US);
+                delay_us *= 2;
             }
+            let cap = if scheduled {
+                BUSY_DELAY_US
+            } else {
+                MAX_DELAY_US
+            };
+            delay_us = delay_us.min(cap);
         }
     }
 }
 
-/// Looks at one P; true if something was done (or is going on) that deserves a quick
-/// next look.
-fn look_at(sh: &Shared, p: &P, seen: &mut Seen, now: u64) -> bool {
+/// Looks at one P. Returns (sysmon acted or must look again soon, the P scheduled since
+/// the last look).
+fn look_at(sh: &Shared, p: &P, seen: &mut Seen, now: u64) -> (bool, bool) {
     let tick = p.tick.load(Ordering::Relaxed);
     let scheduled = tick != seen.tick;
     if scheduled {
@@ -106,10 +120,11 @@ fn look_at(sh: &Shared, p: &P, seen: &mut Seen, now: u64) -> bool {
             reported: false,
         };
     }
-    let mut busy = scheduled;
+    let mut acted = false;
     match p.status.load(Ordering::SeqCst) {
         P_SYSCALL => {
-            busy = true;
+            // Its M may block for long: keep looking every 20 µs until it is retaken.
+            acted = true;
             let since = p.syscall_since.load(Ordering::Relaxed);
             let blocked_for = now.saturating_sub(since);
             let others_wait = !p.runq.is_empty()
@@ -126,7 +141,7 @@ fn look_at(sh: &Shared, p: &P, seen: &mut Seen, now: u64) -> bool {
         P_RUNNING => {
             if !scheduled && p.wake_pending.swap(false, Ordering::Relaxed) {
                 machine::wakep(sh);
-                busy = true;
+                acted = true;
             }
             let gid = p.curg_id.load(Ordering::Relaxed);
             if !scheduled
@@ -143,7 +158,7 @@ fn look_at(sh: &Shared, p: &P, seen: &mut Seen, now: u64) -> bool {
         }
         _ => {}
     }
-    busy
+    (acted, scheduled)
 }
 
 /// Gives a P taken from a blocked M to another M if it has work, or to the idle list
