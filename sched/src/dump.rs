@@ -27,13 +27,13 @@ fn line(out: &mut String, g: &G) {
         _ => "?",
     };
     let reason = g.wait_reason();
-    let age = std::time::Duration::from_nanos(crate::sys::coarse_now_ns().saturating_sub(g.born));
+    let age = std::time::Duration::from_nanos(crate::sys::coarse_now_ns().saturating_sub(g.born()));
     let used = g.stack_base.saturating_sub(
         g.saved_sp
             .load(core::sync::atomic::Ordering::Relaxed)
             .min(g.stack_base),
     );
-    let _ = write!(out, "coroutine {}", g.id);
+    let _ = write!(out, "coroutine {}", g.id());
     if let Some(n) = &g.name {
         let _ = write!(out, " \"{n}\"");
     }
@@ -41,13 +41,14 @@ fn line(out: &mut String, g: &G) {
     if !reason.as_str().is_empty() && state == "waiting" {
         let _ = write!(out, ", {}", reason.as_str());
     }
+    let site = g.spawn_site();
     let _ = writeln!(
         out,
         ", {:.3}s]: spawned at {}:{}:{}, stack {} of {} bytes in use",
         age.as_secs_f64(),
-        g.spawn_site.file(),
-        g.spawn_site.line(),
-        g.spawn_site.column(),
+        site.file(),
+        site.line(),
+        site.column(),
         used,
         g.stack_size
     );
