@@ -1,24 +1,33 @@
 //! The G: one coroutine, its stack and what the scheduler and `dump()` know about it.
 //!
 //! A G is a corosensei coroutine on a tessera stack taken from the spawning P's
-//! `StackCache`. It is heap-allocated once at spawn and freed by the M that sees it return,
-//! which hands its stack back to that M's P. Everything else refers to it by raw pointer
-//! (`GRef`): run queues while it is runnable, a wait `Token` while it is parked; the
-//! protocol of `wait.rs` makes sure nobody touches a G after it may have finished.
+//! `StackCache`. Its record is heap-allocated and registered in `allgs` once; when its
+//! coroutine returns, the M that saw it return keeps the record, with its stack, on its P's
+//! free list (gfree.rs, Go's `gfput`), and a later spawn on that P reuses both (`gfget`).
+//! Everything else refers to it by raw pointer (`GRef`): run queues while it is runnable, a
+//! wait `Token` while it is parked; the protocol of `wait.rs` makes sure nobody touches a G
+//! after it may have finished.
 //!
 //! State machine (`state`):
 //! ```text
 //!   RUNNABLE --M picks it--> RUNNING --yield--> RUNNABLE
 //!                            RUNNING --park--> PARKING --M after switch--> PARKED --ready--> RUNNABLE
 //!   RUNNING/PARKING --ready--> NOTIFIED: the park that follows (or is under way) returns at once
+//!   RUNNING --returns--> DEAD (on a free list) --spawn reuses it--> RUNNABLE
 //! ```
 //! The PARKING step is Go's "gopark runs the unlock function on g0": a G is not PARKED
 //! until its M has switched away from its stack, so a waker can never resume it twice.
+//!
+//! Because a record outlives its coroutine, what `dump()` and `stats()` read from it while
+//! it may be reused on another thread (`id`, `born`, `spawn_site`) is atomic, and `name`
+//! never changes: a named G is freed instead of reused (gfree.rs).
 
 use core::cell::{Cell, UnsafeCell};
 use core::panic::Location;
-use core::sync::atomic::{AtomicU8, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use core::ptr::NonNull;
+use core::sync::atomic::{AtomicPtr, AtomicU8, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::any::Any;
+use std::sync::Arc;
 
 use corosensei::{Coroutine, Yielder};
 use tessera_stacks::PooledStack;
@@ -30,6 +39,8 @@ pub(crate) const RUNNING: u8 = 1;
 pub(crate) const PARKING: u8 = 2;
 pub(crate) const PARKED: u8 = 3;
 pub(crate) const NOTIFIED: u8 = 4;
+/// Finished; the record waits on a free list for the next spawn (gfree.rs).
+pub(crate) const DEAD: u8 = 5;
 
 /// What a G hands its M when it switches out.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -130,7 +141,8 @@ pub(crate) type GRef = *mut G;
 /// The coroutine record. Fields in `Cell`/`UnsafeCell` are touched only by the thread that
 /// runs the G (or by whoever holds the lock named beside them).
 pub(crate) struct G {
-    pub(crate) id: u64,
+    /// This incarnation's id (a reused record gets a new one).
+    pub(crate) id: AtomicU64,
     pub(crate) state: AtomicU8,
     pub(crate) wait_reason: AtomicU8,
     /// The coroutine; `None` once it returned. Touched by the M that runs the G.
@@ -138,10 +150,12 @@ pub(crate) struct G {
     /// Set by the coroutine on entry; valid while it has not returned.
     pub(crate) yielder: Cell<*const Yielder<(), Switch>>,
     pub(crate) rt: *const Shared,
-    pub(crate) spawn_site: &'static Location<'static>,
+    /// A `&'static Location<'static>`, atomic because a reuse rewrites it (see `spawn_site`).
+    pub(crate) site: AtomicPtr<Location<'static>>,
+    /// Never changes: named Gs are not reused.
     pub(crate) name: Option<Box<str>>,
     /// Coarse monotonic nanoseconds at spawn (sys::coarse_now_ns).
-    pub(crate) born: u64,
+    pub(crate) born: AtomicU64,
     /// Nanoseconds since the runtime's epoch when it last became runnable.
     pub(crate) runnable_at: AtomicU64,
     /// Times it became runnable (to sample one in eight for the latency histogram).
@@ -161,8 +175,16 @@ pub(crate) struct G {
     pub(crate) blocking: Cell<Option<*mut (dyn FnMut() + 'static)>>,
     /// Times sysmon saw it run for more than 10 ms without yielding.
     pub(crate) long_runs: AtomicU32,
-    /// Tells the joiner the runtime gave up on this G (shutdown).
-    pub(crate) cancel: Option<std::sync::Arc<dyn crate::join::Cancel>>,
+    /// Tells the joiner the runtime gave up on this G (shutdown). Points into the join
+    /// state that the coroutine's closure owns, so it is valid until the coroutine returns
+    /// (and forever for a G leaked at shutdown); cleared when the G dies. Written by the M
+    /// that spawns or finishes the G, read only by the runtime's drop after its Ms stopped.
+    pub(crate) cancel: Cell<Option<NonNull<dyn crate::join::Cancel>>>,
+    /// A dead G's stack, kept for the next coroutine on this record (gfree.rs).
+    pub(crate) spare_stack: UnsafeCell<Option<PooledStack>>,
+    /// The last wait token of this G, reused by `Token::for_current` when nobody else holds
+    /// it any more (wait.rs). Touched only by the G itself.
+    pub(crate) token: UnsafeCell<Option<Arc<crate::wait::Token>>>,
 }
 
 impl G {
@@ -173,10 +195,30 @@ impl G {
     pub(crate) fn wait_reason(&self) -> WaitReason {
         WaitReason::from_u8(self.wait_reason.load(Ordering::Relaxed))
     }
+
+    pub(crate) fn id(&self) -> u64 {
+        self.id.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn born(&self) -> u64 {
+        self.born.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn spawn_site(&self) -> &'static Location<'static> {
+        // SAFETY: `site` only ever holds a `&'static Location` (stored by `set_site`).
+        unsafe { &*self.site.load(Ordering::Relaxed) }
+    }
+
+    pub(crate) fn set_site(&self, site: &'static Location<'static>) {
+        self.site
+            .store(core::ptr::from_ref(site).cast_mut(), Ordering::Relaxed);
+    }
 }
 
-/// `allgs` (Go's `allgs`): every live G of a runtime, for `dump()` and shutdown. Sharded so
-/// spawns on different Ps do not share one lock.
+/// `allgs` (Go's `allgs`): every G record of a runtime, live or dead on a free list, for
+/// `dump()` and shutdown. A record enters once when it is made and leaves when it is freed,
+/// so a spawn that reuses a dead G takes no lock. Sharded so the Ps do not share one lock
+/// when they do make or free records.
 #[derive(Debug, Default)]
 pub(crate) struct AllGs {
     shards: [std::sync::Mutex<Vec<usize>>; 8],
@@ -212,29 +254,30 @@ impl AllGs {
         }
     }
 
-    /// Calls `f` on the live G with this id, if there is one.
+    /// Calls `f` on the live G with this id, if there is one (every shard is searched: a
+    /// reused record stays in the shard of its first id).
     pub(crate) fn with_id(&self, id: u64, f: &mut dyn FnMut(&G)) {
-        let s = self.shards[id as usize % Self::SHARDS]
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
-        for &g in s.iter() {
-            // SAFETY: as in `for_each`.
-            let g = unsafe { &*(g as GRef) };
-            if g.id == id {
+        let mut found = false;
+        self.for_each(&mut |g| {
+            if !found && g.id.load(Ordering::Relaxed) == id {
+                found = true;
                 f(g);
-                return;
             }
-        }
+        });
     }
 
-    /// Calls `f` on every live G, one shard lock at a time. `f` must not free Gs.
+    /// Calls `f` on every live G (not the dead ones on free lists), one shard lock at a
+    /// time. `f` must not free Gs.
     pub(crate) fn for_each(&self, f: &mut dyn FnMut(&G)) {
         for shard in &self.shards {
             let s = shard.lock().unwrap_or_else(|e| e.into_inner());
             for &g in s.iter() {
-                // SAFETY: Gs are removed from their shard (under this lock) before being
-                // freed, so every pointer here is live while we hold the lock.
-                f(unsafe { &*(g as GRef) });
+                // SAFETY: G records are removed from their shard (under this lock) before
+                // being freed, so every pointer here is live while we hold the lock.
+                let g = unsafe { &*(g as GRef) };
+                if g.state() != DEAD {
+                    f(g);
+                }
             }
         }
     }

@@ -27,13 +27,13 @@ fn line(out: &mut String, g: &G) {
         _ => "?",
     };
     let reason = g.wait_reason();
-    let age = std::time::Duration::from_nanos(crate::sys::coarse_now_ns().saturating_sub(g.born));
+    let age = std::time::Duration::from_nanos(crate::sys::coarse_now_ns().saturating_sub(g.born()));
     let used = g.stack_base.saturating_sub(
         g.saved_sp
             .load(core::sync::atomic::Ordering::Relaxed)
             .min(g.stack_base),
     );
-    let _ = write!(out, "coroutine {}", g.id);
+    let _ = write!(out, "coroutine {}", g.id());
     if let Some(n) = &g.name {
         let _ = write!(out, " \"{n}\"");
     }
@@ -45,13 +45,14 @@ fn line(out: &mut String, g: &G) {
     if long > 0 {
         let _ = write!(out, ", ran over 10ms without yielding {long}x");
     }
+    let site = g.spawn_site();
     let _ = writeln!(
         out,
         ", {:.3}s]: spawned at {}:{}:{}, stack {} of {} bytes in use",
         age.as_secs_f64(),
-        g.spawn_site.file(),
-        g.spawn_site.line(),
-        g.spawn_site.column(),
+        site.file(),
+        site.line(),
+        site.column(),
         used,
         g.stack_size
     );

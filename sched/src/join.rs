@@ -3,8 +3,13 @@
 //! A join has one completer (the coroutine, or the runtime's shutdown) and at most one
 //! joiner (`join` takes the handle by value), so a three-state word replaces a lock:
 //! EMPTY → DONE when the coroutine finishes first, EMPTY → WAITING → DONE when the joiner
-//! parks first. The result and the joiner's token live in cells whose hand-over is ordered
-//! by those transitions.
+//! parks first. The result and the joiner's identity live in cells whose hand-over is
+//! ordered by those transitions.
+//!
+//! With one possible waker, a join needs no wait `Token` (wait.rs): nobody competes for the
+//! wake-up, so the completer readies the joining G (or unparks the joining thread) directly.
+//! The joining G parks until that wake-up, as a token waiter does, so the completer is done
+//! with the G before it can run on.
 
 use core::cell::UnsafeCell;
 use core::fmt;
@@ -12,8 +17,7 @@ use core::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::any::Any;
 use std::sync::Arc;
 
-use crate::coroutine::WaitReason;
-use crate::wait::Token;
+use crate::coroutine::{GRef, WaitReason};
 
 const EMPTY: u8 = 0;
 const WAITING: u8 = 1;
@@ -66,17 +70,25 @@ pub(crate) trait Cancel: Send + Sync {
     fn cancel(&self);
 }
 
+/// Who waits in `join`.
+enum Joiner {
+    None,
+    G(GRef),
+    Thread(std::thread::Thread),
+}
+
 pub(crate) struct JoinState<T> {
     state: AtomicU8,
     completing: AtomicBool,
     /// Written once by the completer before it publishes DONE.
     result: UnsafeCell<Option<Result<T, JoinError>>>,
     /// Written by the joiner before it publishes WAITING.
-    waiter: UnsafeCell<Option<Arc<Token>>>,
+    waiter: UnsafeCell<Joiner>,
 }
 
 // SAFETY: the cells are handed over by the state transitions (see the file comment); T
-// crosses threads once, so T: Send suffices.
+// crosses threads once, so T: Send suffices. The joiner's `GRef` is only used by the
+// completer to ready that G, which cannot leave its park before.
 unsafe impl<T: Send> Sync for JoinState<T> {}
 // SAFETY: as above.
 unsafe impl<T: Send> Send for JoinState<T> {}
@@ -87,7 +99,7 @@ impl<T> JoinState<T> {
             state: AtomicU8::new(EMPTY),
             completing: AtomicBool::new(false),
             result: UnsafeCell::new(None),
-            waiter: UnsafeCell::new(None),
+            waiter: UnsafeCell::new(Joiner::None),
         }
     }
 
@@ -99,11 +111,14 @@ impl<T> JoinState<T> {
         // joiner reads it only after seeing DONE, published below.
         unsafe { *self.result.get() = Some(r) };
         if self.state.swap(DONE, Ordering::AcqRel) == WAITING {
-            // SAFETY: the joiner wrote the token before publishing WAITING (release), which
+            // SAFETY: the joiner wrote the cell before publishing WAITING (release), which
             // our swap acquired; it does not touch the cell again.
-            let t = unsafe { (*self.waiter.get()).take() }.expect("a waiting joiner left a token");
-            if t.try_claim(0) {
-                t.notify();
+            match unsafe { core::mem::replace(&mut *self.waiter.get(), Joiner::None) } {
+                // The G stays parked until this wake-up, so it is alive.
+                Joiner::G(g) => crate::machine::ready(g),
+                // Our own handle: the joiner may be gone as soon as it sees DONE.
+                Joiner::Thread(t) => t.unpark(),
+                Joiner::None => unreachable!("a waiting joiner says who it is"),
             }
         }
     }
@@ -145,21 +160,39 @@ impl<T> JoinHandle<T> {
         if st.state.load(Ordering::Acquire) == DONE {
             return self.take();
         }
-        let t = Token::for_current();
+        let g = crate::machine::current_g();
+        let me = if g.is_null() {
+            Joiner::Thread(std::thread::current())
+        } else {
+            Joiner::G(g)
+        };
         // SAFETY: until we publish WAITING, the completer does not read the cell.
-        unsafe { *st.waiter.get() = Some(t.clone()) };
+        unsafe { *st.waiter.get() = me };
         if st
             .state
             .compare_exchange(EMPTY, WAITING, Ordering::AcqRel, Ordering::Acquire)
             .is_err()
         {
-            // Finished meanwhile: nobody will read the token.
+            // Finished meanwhile: nobody will read the cell.
             // SAFETY: the completer saw EMPTY, so it does not touch the cell.
-            unsafe { *st.waiter.get() = None };
+            unsafe { *st.waiter.get() = Joiner::None };
             return self.take();
         }
-        t.wait(WaitReason::Join);
-        debug_assert_eq!(st.state.load(Ordering::Acquire), DONE);
+        if g.is_null() {
+            // `park` may return spuriously; DONE (acquire) is the completer's word.
+            while st.state.load(Ordering::Acquire) != DONE {
+                std::thread::park();
+            }
+        } else {
+            // Only the completer readies this park, after publishing DONE (Go's gopark
+            // returns only on goready, too); loop all the same, as `Token::wait` does.
+            loop {
+                crate::machine::park_current(WaitReason::Join);
+                if st.state.load(Ordering::Acquire) == DONE {
+                    break;
+                }
+            }
+        }
         self.take()
     }
 

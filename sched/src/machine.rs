@@ -701,7 +701,8 @@ fn execute(m: &MCtx, p: &P, g: GRef) -> Option<GRef> {
     }
     gr.state.store(RUNNING, Ordering::Release);
     m.curg.set(g);
-    p.curg_id.store(gr.id, Ordering::Relaxed);
+    p.curg_id
+        .store(gr.id.load(Ordering::Relaxed), Ordering::Relaxed);
     let out = execute_inner(m, p, g, gr);
     p.curg_id.store(0, Ordering::Relaxed);
     out
@@ -761,30 +762,14 @@ fn execute_inner(m: &MCtx, p: &P, g: GRef, gr: &G) -> Option<GRef> {
     }
 }
 
-/// Frees a G whose coroutine returned; its stack goes back to the P's stack cache.
+/// Retires a G whose coroutine returned (Go's `goexit0`): gfree.rs keeps it with its stack
+/// on the P for the next spawn, or frees it.
 ///
 /// # Safety
 /// `g` must be a finished G that nothing else refers to; the caller holds `p`.
 unsafe fn finish(sh: &Shared, p: &P, g: GRef) {
-    sh.allgs.remove(g);
-    // SAFETY: per the contract, we own `g` now; it was made by `Box::into_raw` in spawn.
-    let g = unsafe { Box::from_raw(g) };
-    if let Some(co) = g.co.into_inner() {
-        let stack = co.into_stack();
-        // SAFETY: the caller holds `p`, so its stack lists are ours.
-        let free = unsafe { &mut *p.free_stacks.get() };
-        if stack.usable_size() == sh.stack_class && crate::gfree::stayed_on_top_page(&stack) {
-            if free.len() >= crate::gfree::MAX_PER_P {
-                // Spawns and exits are often on different Ps: rebalance through the
-                // runtime's list instead of shrinking stacks (Go's gfput to sched.gFree).
-                crate::gfree::spill(&sh.free_stacks, free);
-            }
-            free.push(stack);
-        } else {
-            // SAFETY: as above.
-            unsafe { (*p.stacks.get()).release(stack) };
-        }
-    }
+    // SAFETY: per the contract.
+    unsafe { crate::gfree::put(sh, p, g) };
 }
 
 /// Parks the running G until `ready` (Go's `gopark`). Returns at once if a `ready` already

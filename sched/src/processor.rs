@@ -40,8 +40,8 @@ pub(crate) struct P {
     pub(crate) alloc: UnsafeCell<tessera::ProcessorCache>,
     /// Owner only.
     pub(crate) stacks: UnsafeCell<StackCache>,
-    /// Owner only: stacks of finished coroutines, for reuse (gfree.rs).
-    pub(crate) free_stacks: UnsafeCell<Vec<tessera_stacks::PooledStack>>,
+    /// Owner only: dead Gs with their stacks, for reuse (gfree.rs).
+    pub(crate) free_gs: UnsafeCell<Vec<crate::coroutine::GRef>>,
     /// Schedule ticks (written by the owner, read by sysmon): the 61-tick global-queue
     /// check, and sysmon's "has this P scheduled lately".
     pub(crate) tick: AtomicU32,
@@ -81,7 +81,7 @@ impl P {
                 tessera::ProcessorCache::new().expect("out of memory for a processor cache"),
             ),
             stacks: UnsafeCell::new(StackCache::new()),
-            free_stacks: UnsafeCell::new(Vec::new()),
+            free_gs: UnsafeCell::new(Vec::new()),
             tick: AtomicU32::new(0),
             wake_pending: AtomicBool::new(false),
             spawned: AtomicU64::new(0),

@@ -10,6 +10,7 @@
 
 use core::fmt;
 use core::panic::Location;
+use core::ptr::NonNull;
 use core::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::{Arc, Mutex, Weak};
@@ -20,7 +21,7 @@ use corosensei::{Coroutine, Yielder};
 use crossbeam_utils::CachePadded;
 
 use crate::coroutine::{AllGs, G, GRef, RUNNABLE, Switch, WaitReason};
-use crate::join::JoinState;
+use crate::join::{Cancel, JoinState};
 pub use crate::join::{JoinError, JoinHandle};
 use crate::machine::{self, Idle, MShared};
 use crate::processor::P;
@@ -52,8 +53,8 @@ pub(crate) struct Shared {
     pub(crate) extra_ms: Mutex<Vec<thread::JoinHandle<()>>>,
     /// Runs of more than 10 ms without yielding that sysmon saw.
     pub(crate) long_runs: AtomicU64,
-    /// Finished coroutines' stacks shared between Ps (gfree.rs).
-    pub(crate) free_stacks: Mutex<Vec<tessera_stacks::PooledStack>>,
+    /// Dead Gs with their stacks, shared between Ps (gfree.rs).
+    pub(crate) free_gs: Mutex<Vec<GRef>>,
     next_id: AtomicU64,
     epoch: Instant,
     pub(crate) stack_size: usize,
@@ -151,7 +152,7 @@ impl Builder {
             poll,
             extra_ms: Mutex::new(Vec::new()),
             long_runs: AtomicU64::new(0),
-            free_stacks: Mutex::new(Vec::new()),
+            free_gs: Mutex::new(Vec::new()),
             next_id: AtomicU64::new(1),
             epoch,
             stack_size: self.stack_size,
@@ -287,9 +288,11 @@ impl Drop for Runtime {
         }
         // Leak what is left (see the file comment), telling joiners.
         let mut cancels = Vec::new();
-        sh.allgs.for_each(&mut |g| cancels.extend(g.cancel.clone()));
+        sh.allgs.for_each(&mut |g| cancels.extend(g.cancel.get()));
         for c in &cancels {
-            c.cancel();
+            // SAFETY: a live G's `cancel` points into the join state its coroutine's closure
+            // owns; the coroutine has not returned and never will now, so it is alive.
+            unsafe { c.as_ref().cancel() };
         }
         sh.global.drain();
         if !cancels.is_empty() {
@@ -297,22 +300,11 @@ impl Drop for Runtime {
             // keep it alive for the life of the process.
             core::mem::forget(sh.clone());
         }
-        let shared_free =
-            core::mem::take(&mut *sh.free_stacks.lock().unwrap_or_else(|e| e.into_inner()));
-        for s in shared_free {
-            // SAFETY: no M holds any P now, so P 0's stack cache is ours.
-            unsafe { (*sh.ps[0].stacks.get()).release(s) };
-        }
+        // SAFETY: the Ms are joined, so no M holds any P now.
+        unsafe { crate::gfree::free_all(sh) };
         for p in sh.ps.iter() {
             // SAFETY: no M holds any P now.
-            unsafe {
-                let free = core::mem::take(&mut *p.free_stacks.get());
-                let cache = &mut *p.stacks.get();
-                for s in free {
-                    cache.release(s);
-                }
-                (*p.alloc.get()).flush();
-            }
+            unsafe { (*p.alloc.get()).flush() };
         }
         RUNTIMES
             .lock()
@@ -390,69 +382,89 @@ pub(crate) fn spawn_in<T: Send + 'static>(
 ) -> JoinHandle<T> {
     let size = stack_size.unwrap_or(sh.stack_size);
     let p = machine::current_p(Arc::as_ptr(sh));
+    let id = sh.next_id.fetch_add(1, Ordering::Relaxed);
+    let born = crate::sys::coarse_now_ns();
+    // Two references: the handle's, and the coroutine closure's, which completes it. The G
+    // points at it (`cancel`) only while the closure lives.
+    let state = Arc::new(JoinState::new());
+    let done = state.clone();
+    let cancel: NonNull<dyn Cancel> = NonNull::from(&*done);
     let reused = match p {
-        // SAFETY: `current_p` returned the P this thread holds, so its lists are ours.
-        Some(p) if size == sh.stack_size => unsafe {
-            let free = &mut *p.free_stacks.get();
-            if free.is_empty() {
-                crate::gfree::refill(&sh.free_stacks, free);
-            }
-            free.pop()
-        },
+        // SAFETY: `current_p` returned the P this thread holds.
+        Some(p) if size == sh.stack_size && name.is_none() => unsafe { crate::gfree::get(sh, p) },
         _ => None,
     };
-    let stack = match reused {
-        Some(s) => s,
+    let (g, stack) = match reused {
+        Some(g) => {
+            // SAFETY: a G from a free list is dead and ours alone; only `state`, `id`,
+            // `born`, `site` and `saved_sp` may be read meanwhile by `dump()`, and they
+            // are atomics.
+            let gr = unsafe { &*g };
+            gr.id.store(id, Ordering::Relaxed);
+            gr.born.store(born, Ordering::Relaxed);
+            gr.set_site(site);
+            gr.wait_reason
+                .store(WaitReason::None as u8, Ordering::Relaxed);
+            gr.saved_sp.store(gr.stack_base, Ordering::Relaxed);
+            gr.locked_m.set(core::ptr::null());
+            gr.long_runs.store(0, Ordering::Relaxed);
+            gr.cancel.set(Some(cancel));
+            // SAFETY: as above.
+            let stack =
+                unsafe { (*gr.spare_stack.get()).take() }.expect("a dead G keeps its stack");
+            gr.state.store(RUNNABLE, Ordering::Release);
+            (g, stack)
+        }
         None => {
-            let s = match p {
-                // SAFETY: as above.
+            let stack = match p {
+                // SAFETY: `current_p` returned the P this thread holds, so its cache is ours.
                 Some(p) => tessera_stacks::acquire_in(unsafe { &mut *p.stacks.get() }, size),
                 None => tessera_stacks::acquire(size),
             }
             .unwrap_or_else(|e| panic!("tessera_sched::spawn: no stack: {e}"));
-            crate::gfree::arm(&s);
-            s
+            crate::gfree::arm(&stack);
+            let g = Box::into_raw(Box::new(G {
+                id: AtomicU64::new(id),
+                state: core::sync::atomic::AtomicU8::new(RUNNABLE),
+                wait_reason: core::sync::atomic::AtomicU8::new(WaitReason::None as u8),
+                co: core::cell::UnsafeCell::new(None),
+                yielder: core::cell::Cell::new(core::ptr::null()),
+                rt: Arc::as_ptr(sh),
+                site: core::sync::atomic::AtomicPtr::new(core::ptr::from_ref(site).cast_mut()),
+                name: name.map(String::into_boxed_str),
+                born: AtomicU64::new(born),
+                runnable_at: AtomicU64::new(0),
+                sched_count: core::sync::atomic::AtomicU32::new(0),
+                stack_base: stack.base(),
+                stack_size: stack.usable_size(),
+                saved_sp: AtomicUsize::new(stack.base()),
+                locals: core::cell::UnsafeCell::new(Vec::new()),
+                locked_m: core::cell::Cell::new(core::ptr::null()),
+                blocking: core::cell::Cell::new(None),
+                long_runs: core::sync::atomic::AtomicU32::new(0),
+                shard: id as usize % AllGs::SHARDS,
+                shard_index: core::cell::Cell::new(0),
+                cancel: core::cell::Cell::new(Some(cancel)),
+                spare_stack: core::cell::UnsafeCell::new(None),
+                token: core::cell::UnsafeCell::new(None),
+            }));
+            sh.allgs.insert(g);
+            (g, stack)
         }
     };
-    let id = sh.next_id.fetch_add(1, Ordering::Relaxed);
-    let state = Arc::new(JoinState::new());
-    let g = Box::into_raw(Box::new(G {
-        id,
-        state: core::sync::atomic::AtomicU8::new(RUNNABLE),
-        wait_reason: core::sync::atomic::AtomicU8::new(WaitReason::None as u8),
-        co: core::cell::UnsafeCell::new(None),
-        yielder: core::cell::Cell::new(core::ptr::null()),
-        rt: Arc::as_ptr(sh),
-        spawn_site: site,
-        name: name.map(String::into_boxed_str),
-        born: crate::sys::coarse_now_ns(),
-        runnable_at: AtomicU64::new(0),
-        sched_count: core::sync::atomic::AtomicU32::new(0),
-        stack_base: stack.base(),
-        stack_size: stack.usable_size(),
-        saved_sp: AtomicUsize::new(stack.base()),
-        locals: core::cell::UnsafeCell::new(Vec::new()),
-        locked_m: core::cell::Cell::new(core::ptr::null()),
-        blocking: core::cell::Cell::new(None),
-        long_runs: core::sync::atomic::AtomicU32::new(0),
-        shard: id as usize % AllGs::SHARDS,
-        shard_index: core::cell::Cell::new(0),
-        cancel: Some(state.clone()),
-    }));
     let gaddr = g as usize;
-    let done = state.clone();
     let co = Coroutine::with_stack(stack, move |y: &Yielder<(), Switch>, ()| {
         let g = gaddr as GRef;
-        // SAFETY: the G outlives its coroutine (it is freed after the coroutine returns).
+        // SAFETY: the G outlives its coroutine (it is retired after the coroutine returns).
         unsafe { (*g).yielder.set(y) };
         let r = catch_unwind(AssertUnwindSafe(f)).map_err(JoinError::Panicked);
         // Coroutine-locals are dropped here, on the coroutine, where they may still wait.
         crate::local::drop_all();
         done.complete(r);
     });
-    // SAFETY: the G is not yet visible to anybody else.
+    // SAFETY: the G is not yet visible to any other M (a new record sits in `allgs`, where
+    // nobody reads `co`).
     unsafe { *(*g).co.get() = Some(co) };
-    sh.allgs.insert(g);
     if let Some(p) = p {
         p.spawned
             .store(p.spawned.load(Ordering::Relaxed) + 1, Ordering::Relaxed);

@@ -9,7 +9,7 @@
 //! returns just because it saw `selected` set), so the winner's `notify` is always done with
 //! the G before the G can run on, finish and be freed.
 
-use core::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicUsize, Ordering, fence};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -52,20 +52,42 @@ unsafe impl Sync for Token {}
 
 impl Token {
     /// A token for the calling coroutine, or for the calling thread outside a runtime.
+    ///
+    /// A coroutine reuses its previous token when nobody else holds it any more (Go keeps
+    /// `sudog`s on a per-P cache for the same reason): a channel hand-off would otherwise
+    /// allocate and free one per wait. A token still held elsewhere — by a timer whose
+    /// deadline has not passed, or by a claimant between its `notify` and its drop — may
+    /// still be looked at, so it is left alone and a fresh one is made.
     pub(crate) fn for_current() -> Arc<Token> {
         let g = machine::current_g();
-        let who = if g.is_null() {
-            Who::Thread {
-                thread: std::thread::current(),
-                notified: AtomicBool::new(false),
+        if g.is_null() {
+            return Arc::new(Token {
+                selected: AtomicUsize::new(NONE),
+                who: Who::Thread {
+                    thread: std::thread::current(),
+                    notified: AtomicBool::new(false),
+                },
+            });
+        }
+        // SAFETY: the running G is live, and only the G itself touches its token cache.
+        let cache = unsafe { &mut *(*g).token.get() };
+        if let Some(t) = cache {
+            // No `Weak` is ever made of a token, so a strong count of one means the cache
+            // holds the only reference, and nobody can make another. The acquire fence
+            // pairs with the release decrement of the last other holder, so its uses of the
+            // token happen before we reset it.
+            if Arc::strong_count(t) == 1 {
+                fence(Ordering::Acquire);
+                t.selected.store(NONE, Ordering::Relaxed);
+                return t.clone();
             }
-        } else {
-            Who::G(g)
-        };
-        Arc::new(Token {
+        }
+        let t = Arc::new(Token {
             selected: AtomicUsize::new(NONE),
-            who,
-        })
+            who: Who::G(g),
+        });
+        *cache = Some(t.clone());
+        t
     }
 
     /// Claims the token for `arm`; true if this caller won and must `notify`.
