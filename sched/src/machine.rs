@@ -293,6 +293,9 @@ fn run_blocking(m: &MCtx, p: &P, g: GRef) {
         if let Some(q) = idle.ps.pop() {
             sh.npidle.fetch_sub(1, Ordering::SeqCst);
             m.p.set(q);
+        } else {
+            // This M goes idle (`stop_m` expects to be listed).
+            idle.ms.push(m.ms.clone());
         }
     }
     gr.wait_reason
@@ -313,15 +316,23 @@ fn run_blocking(m: &MCtx, p: &P, g: GRef) {
 }
 
 /// Gives the M's P back: to an idle M that has a locked G waiting in its mailbox, else to
-/// the idle list.
+/// the idle list, with this M beside it in the same critical section (so a `wakep` that
+/// sees the idle P also finds an idle M, and does not start a thread for nothing).
 fn release_p(m: &MCtx) {
     let p = m.p.replace(NO_P);
-    put_idle_p(&m.shared, p);
+    put_idle_p_with(&m.shared, p, Some(&m.ms));
 }
 
 pub(crate) fn put_idle_p(sh: &Shared, p: usize) {
+    put_idle_p_with(sh, p, None);
+}
+
+fn put_idle_p_with(sh: &Shared, p: usize, idle_m: Option<&Arc<MShared>>) {
     sh.ps[p].status.store(P_IDLE, Ordering::SeqCst);
     let mut idle = sh.idle.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(m) = idle_m {
+        idle.ms.push(m.clone());
+    }
     if let Some(i) = idle
         .ms
         .iter()
@@ -362,11 +373,7 @@ fn stop_m(m: &MCtx) -> Option<usize> {
     if was_spinning {
         sh.nmspinning.fetch_sub(1, Ordering::SeqCst);
     }
-    sh.idle
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .ms
-        .push(m.ms.clone());
+    // The M is on the idle list already (`release_p`, or `run_blocking` without a P).
     // Pairs with the fence in `wakep`: either the pusher sees our P idle and us on the
     // list, or we see its work (or its timer) here.
     core::sync::atomic::fence(Ordering::SeqCst);
