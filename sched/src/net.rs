@@ -36,7 +36,7 @@
 
 use core::fmt;
 use core::mem::ManuallyDrop;
-use core::sync::atomic::{AtomicU64, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::io::{self, IoSlice, IoSliceMut, Read, Write};
 use std::net::{self as stdnet, Shutdown, SocketAddr, ToSocketAddrs};
 use std::os::fd::{AsRawFd, FromRawFd, RawFd};
@@ -51,6 +51,12 @@ struct Pollable<S: AsRawFd> {
     /// Per-operation timeouts in nanoseconds (0: none).
     read_timeout: AtomicU64,
     write_timeout: AtomicU64,
+    /// The last stream read (write) was short, so the socket buffer was empty (full) then:
+    /// the next one waits for readiness before its system call instead of paying for an
+    /// `EAGAIN` first (tokio clears readiness on a short read for the same reason). An edge
+    /// that came after the short call has set the descriptor's `ready`, so the wait returns
+    /// at once and nothing is missed.
+    drained: [AtomicBool; 2],
 }
 
 impl<S: AsRawFd> Pollable<S> {
@@ -61,11 +67,41 @@ impl<S: AsRawFd> Pollable<S> {
             pd,
             read_timeout: AtomicU64::new(0),
             write_timeout: AtomicU64::new(0),
+            drained: [AtomicBool::new(false), AtomicBool::new(false)],
         }
     }
 
     /// Runs `f` until it does not return `WouldBlock`, parking in between.
-    fn io<R>(&self, dir: Dir, mut f: impl FnMut(&S) -> io::Result<R>) -> io::Result<R> {
+    fn io<R>(&self, dir: Dir, f: impl FnMut(&S) -> io::Result<R>) -> io::Result<R> {
+        self.io_after(dir, false, f)
+    }
+
+    /// A stream read or write of `len` bytes: `io`, skipping the first system call when
+    /// the last one was short (`drained`).
+    fn stream_io(
+        &self,
+        dir: Dir,
+        len: usize,
+        f: impl FnMut(&S) -> io::Result<usize>,
+    ) -> io::Result<usize> {
+        let drained = &self.drained[dir as usize];
+        let wait_first = drained.load(Ordering::Relaxed);
+        if wait_first {
+            drained.store(false, Ordering::Relaxed);
+        }
+        let n = self.io_after(dir, wait_first, f)?;
+        if n > 0 && n < len {
+            drained.store(true, Ordering::Relaxed);
+        }
+        Ok(n)
+    }
+
+    fn io_after<R>(
+        &self,
+        dir: Dir,
+        mut wait_first: bool,
+        mut f: impl FnMut(&S) -> io::Result<R>,
+    ) -> io::Result<R> {
         let timeout = match dir {
             Dir::Read => &self.read_timeout,
             Dir::Write => &self.write_timeout,
@@ -73,7 +109,13 @@ impl<S: AsRawFd> Pollable<S> {
         .load(Ordering::Relaxed);
         let mut op_deadline = None;
         loop {
-            match f(&self.io) {
+            let r = if wait_first {
+                wait_first = false;
+                Err(io::ErrorKind::WouldBlock.into())
+            } else {
+                f(&self.io)
+            };
+            match r {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     if timeout != 0 && op_deadline.is_none() {
                         op_deadline = Some(Instant::now() + Duration::from_nanos(timeout));
@@ -327,7 +369,8 @@ impl TcpStream {
 
 impl Read for &TcpStream {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        self.s.io(Dir::Read, |mut s| s.read(buf))
+        let len = buf.len();
+        self.s.stream_io(Dir::Read, len, |mut s| s.read(buf))
     }
 
     fn read_vectored(&mut self, bufs: &mut [IoSliceMut<'_>]) -> io::Result<usize> {
@@ -337,7 +380,8 @@ impl Read for &TcpStream {
 
 impl Write for &TcpStream {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.s.io(Dir::Write, |mut s| s.write(buf))
+        self.s
+            .stream_io(Dir::Write, buf.len(), |mut s| s.write(buf))
     }
 
     fn write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {

@@ -40,6 +40,10 @@ pub(crate) enum Dir {
 #[derive(Default)]
 struct Side {
     ready: bool,
+    /// The peer hung up this direction or the socket failed (`EPOLLRDHUP`, `EPOLLHUP`,
+    /// `EPOLLERR`). Sticky: the end-of-file or error is still there to read after the
+    /// edge that reported it was consumed, so a wait must not park on it.
+    closed: bool,
     waiters: Vec<Arc<Token>>,
     deadline: Option<Instant>,
 }
@@ -192,6 +196,9 @@ impl PollDesc {
                 st.epfd = rt.poll.epfd;
             }
             let side = st.side(dir);
+            if side.closed {
+                return Ok(());
+            }
             if side.ready {
                 side.ready = false;
                 return Ok(());
@@ -405,6 +412,12 @@ impl Netpoll {
             let readable = err || bits & (libc::EPOLLIN | libc::EPOLLRDHUP) != 0;
             let writable = err || bits & libc::EPOLLOUT != 0;
             let mut st = d.lock();
+            if err || bits & libc::EPOLLRDHUP != 0 {
+                st.read.closed = true;
+            }
+            if err {
+                st.write.closed = true;
+            }
             let start = out.len();
             if readable {
                 st.read.ready = true;

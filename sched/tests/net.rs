@@ -343,3 +343,38 @@ fn idle_runtime_wakes_for_io_and_timers_together() {
         writer.join().unwrap();
     });
 }
+
+#[test]
+fn end_of_file_after_a_short_read_is_not_missed() {
+    // The peer's data and FIN arrive while the reader is parked, often as one edge; the
+    // read that takes the data is short, and the next must still see end-of-file rather
+    // than wait for an edge that will never come.
+    let _w = common::Watchdog::new("eof_after_short_read", 60);
+    let rt = Runtime::builder().procs(1).build().unwrap();
+    rt.block_on(|| {
+        for round in 0..20 {
+            let l = TcpListener::bind("127.0.0.1:0").unwrap();
+            let addr = l.local_addr().unwrap();
+            let peer = std::thread::spawn(move || {
+                let mut c = std::net::TcpStream::connect(addr).unwrap();
+                std::thread::sleep(Duration::from_millis(5));
+                c.write_all(&[round as u8; 100]).unwrap();
+                c.shutdown(Shutdown::Write).unwrap();
+                let mut rest = Vec::new();
+                c.read_to_end(&mut rest).unwrap();
+            });
+            let (mut s, _) = l.accept().unwrap();
+            let mut buf = [0u8; 1000];
+            let mut got = 0;
+            loop {
+                match s.read(&mut buf).unwrap() {
+                    0 => break,
+                    n => got += n,
+                }
+            }
+            assert_eq!(got, 100);
+            drop(s);
+            peer.join().unwrap();
+        }
+    });
+}
