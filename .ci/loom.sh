@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Loom model checks of the lock-free protocols (remote-free word, run queues, parking),
+# Loom model checks of the lock-free protocols (remote-free word, run queues, parking, the
+# idle-M wake-up protocol),
 # compiled with `--cfg tessera_loom` in a target directory of their own.
 set -euo pipefail
 cd "$(dirname "$0")/.."

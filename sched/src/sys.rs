@@ -1,6 +1,6 @@
 //! The OS primitives the scheduler uses, behind a narrow interface: futex wait/wake (the
-//! parkers of `park.rs`) and the SIGQUIT pipe (`dump.rs`). Under loom the futex becomes a
-//! yield, which the parker's loops treat as a spurious wake-up.
+//! parkers of `park.rs`) and the SIGQUIT pipe (`dump.rs`). Under loom the futex is a mutex
+//! and a condition variable (below).
 
 use core::sync::atomic::{AtomicI32, Ordering};
 use std::time::Duration;
@@ -19,13 +19,38 @@ pub(crate) fn futex_wake(word: &AtomicU32, n: i32) {
     tessera_span::futex::wake(word, n);
 }
 
+// Under loom an untimed futex wait really blocks: every word shares one model-wide mutex and
+// condition variable. The waiter compares the word and sleeps under the mutex; the waker
+// takes the mutex after changing the word and wakes every sleeper (each re-checks, as after
+// a spurious wake-up). So a wake-up is never lost that the kernel would deliver, and a
+// thread nobody wakes is blocked: loom reports it as a deadlock at once. A yield instead
+// would leave two forgotten sleepers spinning, which loom only reports through its branch
+// limit, after exploring the spin. Timed waits stay a yield: loom has no clock.
 #[cfg(tessera_loom)]
-pub(crate) fn futex_wait(_word: &AtomicU32, _expected: u32, _timeout: Option<Duration>) {
-    loom::thread::yield_now();
+loom::lazy_static! {
+    static ref FUTEX: (loom::sync::Mutex<()>, loom::sync::Condvar) =
+        (loom::sync::Mutex::new(()), loom::sync::Condvar::new());
 }
 
 #[cfg(tessera_loom)]
-pub(crate) fn futex_wake(_word: &AtomicU32, _n: i32) {}
+pub(crate) fn futex_wait(word: &AtomicU32, expected: u32, timeout: Option<Duration>) {
+    if timeout.is_some() {
+        loom::thread::yield_now();
+        return;
+    }
+    let (lock, cv) = &*FUTEX;
+    let g = lock.lock().unwrap();
+    if word.load(core::sync::atomic::Ordering::Relaxed) == expected {
+        drop(cv.wait(g).unwrap());
+    }
+}
+
+#[cfg(tessera_loom)]
+pub(crate) fn futex_wake(_word: &AtomicU32, _n: i32) {
+    let (lock, cv) = &*FUTEX;
+    let _g = lock.lock().unwrap();
+    cv.notify_all();
+}
 
 /// Monotonic nanoseconds from the coarse clock (a few ns through the vDSO, ~1-4 ms
 /// resolution): good enough for a coroutine's age, cheap enough for every spawn.
