@@ -6,7 +6,9 @@
 //! Coroutines still parked or queued at that point are not resumed and not unwound, as in
 //! a Go program whose `main` returns: unwinding them would run their destructors on a thread
 //! with no scheduler, where any destructor that waits would hang. Their stacks and what
-//! they own are leaked, and their `JoinHandle`s report `JoinError::Cancelled`.
+//! they own are leaked, and their `JoinHandle`s report `JoinError::Cancelled`. A coroutine
+//! inside `blocking(..)` is the exception: its thread cannot be interrupted, so the drop
+//! waits for that section to return.
 
 use core::fmt;
 use core::panic::Location;
