@@ -327,10 +327,9 @@ fn stop_m(sh: &Arc<Sched>, m: &M) -> Option<usize> {
             if let Some(p) = poll_blocking(sh, m) {
                 return Some(p);
             }
-            // The real M may spin here without sleeping: when a waker has taken it off the
-            // idle list but not yet stored `nextp`, and when work is queued but no P is
-            // idle (`poll_blocking` skips epoll while `any_work`, finds no P, and `stop_m`
-            // polls again). Loom must be told it is a spin, or it explores the other
+            // The real M goes round again here after a poll that found nothing to take (an
+            // idle P seen with queued work but taken by another M first, or a break with
+            // nothing for it); tell loom it is a retry loop, or it explores the other
             // threads never running again and reports its branch limit.
             loom::thread::yield_now();
             continue;
@@ -399,12 +398,15 @@ fn poll_blocking(sh: &Arc<Sched>, m: &M) -> Option<usize> {
             None => {
                 drop(idle);
                 poll_release(sh);
+                // The waker's `hand_p` unparks us.
+                sh.ms[m.id].parker.park();
                 return None;
             }
         }
     }
     sh.poll.blocked_until.store(usize::MAX, SeqCst);
-    if !any_work(sh) && !sh.shutdown.load(SeqCst) {
+    let can_run_work = any_work(sh) && sh.npidle.load(SeqCst) > 0;
+    if !can_run_work && !sh.shutdown.load(SeqCst) {
         // `timers.next_ns()` with no timer: block with no deadline.
         sh.poll.blocked_until.store(usize::MAX, SeqCst);
         poll_forever(sh);
@@ -479,8 +481,8 @@ fn wakep(sh: &Arc<Sched>) {
     }
     let mut idle = sh.idle.lock().unwrap();
     let Some(p) = idle.ps.pop() else {
-        drop(idle);
         sh.nmspinning.fetch_sub(1, SeqCst);
+        drop(idle);
         return;
     };
     sh.npidle.fetch_sub(1, SeqCst);
@@ -492,8 +494,8 @@ fn wakep(sh: &Arc<Sched>) {
     if sh.poll.blocked_until.load(SeqCst) != 0 {
         idle.ps.push(p);
         sh.npidle.fetch_add(1, SeqCst);
-        drop(idle);
         sh.nmspinning.fetch_sub(1, SeqCst);
+        drop(idle);
         poll_wake(sh);
         return;
     }
@@ -551,17 +553,15 @@ fn loom_idle_spinning_fans_out() {
     SPINNING.check(2);
 }
 
-/// The same with one more preemption, which finds a lost wake-up in `wakep` as it stands:
-/// with no idle P it drops the `idle` lock *before* taking back its `nmspinning`, and a
-/// pusher that looks in that window sees a spinner that does not exist. M1, listed idle,
-/// sees G1 queued; M0 (spinning) takes G1, and its `reset_spinning` → `wakep` sees M1's P
-/// idle and sets `nmspinning` to 1; M1 takes its P back; `wakep` finds no P and unlocks;
-/// M1 finds G1 gone, does not spin (the bound counts the phantom spinner), lists itself,
-/// re-checks, parks; G2 is pushed and its `wakep` sees `nmspinning == 1`; M0 runs G1 for
-/// good and G2 waits for it. Go's `wakep` decrements under `sched.lock`; with that order
-/// this passes. Run with `--ignored` once machine.rs has the fix.
+/// The same with one more preemption. This found a lost wake-up in `wakep` when it took
+/// back its `nmspinning` after dropping the `idle` lock (no idle P found): a pusher that
+/// looked in that window saw a spinner that did not exist. M1, listed idle, sees G1
+/// queued; M0 (spinning) takes G1, and its `reset_spinning` → `wakep` sees M1's P idle and
+/// sets `nmspinning` to 1; M1 takes its P back; `wakep` finds no P and unlocks; M1 finds
+/// G1 gone, does not spin (the bound counts the phantom spinner), lists itself, re-checks,
+/// parks; G2 is pushed and its `wakep` sees `nmspinning == 1`; M0 runs G1 for good and G2
+/// waits for it. Like Go's `wakep`, the count is now given back under the lock.
 #[test]
-#[ignore = "finds a lost wake-up in machine.rs wakep (nmspinning taken back after unlock)"]
 fn loom_idle_spinning_fans_out_deep() {
     SPINNING.check(3);
 }

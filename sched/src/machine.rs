@@ -423,9 +423,11 @@ fn poll_blocking(m: &MCtx) -> Option<usize> {
                 idle.ms.swap_remove(i);
             }
             None => {
-                // A waker took us off the list and is handing us a P.
+                // A waker took us off the list and is handing us a P: its `hand_p` unparks
+                // us (a permit if it comes first), so sleep rather than spin until then.
                 drop(idle);
                 sh.poll.release(sh.now_ns());
+                m.ms.parker.park();
                 return None;
             }
         }
@@ -434,7 +436,11 @@ fn poll_blocking(m: &MCtx) -> Option<usize> {
     // timer added or work pushed from here on breaks us out (`timer_added`, `wakep`).
     sh.poll.blocked_until.store(u64::MAX, Ordering::SeqCst);
     let mut woken = Vec::new();
-    if !any_work(m) && !sh.shutdown.load(Ordering::SeqCst) {
+    // Queued work is a reason not to block only if there is an idle P to run it on; if
+    // every P is busy, their Ms run it, and spinning here would only burn a CPU (there can
+    // be more Ms than Ps once blocking sections have started extra Ms).
+    let can_run_work = any_work(m) && sh.npidle.load(Ordering::SeqCst) > 0;
+    if !can_run_work && !sh.shutdown.load(Ordering::SeqCst) {
         let next = sh.timers.next_ns();
         sh.poll.blocked_until.store(next, Ordering::SeqCst);
         // A timer added between `next_ns` and the store above saw no blocked poller and
@@ -546,8 +552,12 @@ pub(crate) fn wakep(sh: &Shared) {
     }
     let mut idle = sh.idle.lock().unwrap_or_else(|e| e.into_inner());
     let Some(p) = idle.ps.pop() else {
-        drop(idle);
+        // Give the spinning count back under the lock (as Go does): a pusher that saw our
+        // count and left its G to "the spinner" is then ordered before the next M that
+        // lists itself idle, whose re-check finds the G. Decrementing after the unlock lost
+        // that G in the loom model (idle_model.rs).
         sh.nmspinning.fetch_sub(1, Ordering::SeqCst);
+        drop(idle);
         return;
     };
     sh.npidle.fetch_sub(1, Ordering::SeqCst);
@@ -560,8 +570,8 @@ pub(crate) fn wakep(sh: &Shared) {
         // The only idle M is blocked in epoll: break it out; it takes the P itself.
         idle.ps.push(p);
         sh.npidle.fetch_add(1, Ordering::SeqCst);
-        drop(idle);
         sh.nmspinning.fetch_sub(1, Ordering::SeqCst);
+        drop(idle);
         sh.poll.wake();
         return;
     }
