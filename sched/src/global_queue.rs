@@ -1,5 +1,5 @@
 //! The global run queue (Go's `sched.runq`): where Gs go when a P's ring overflows, when
-//! they are made runnable by a thread that holds no P (the timer thread, a plain thread
+//! they are made runnable by a thread that holds no P (the netpoller or sysmon, a plain thread
 //! sending on a channel, `block_on`), and when they are spawned from outside the runtime.
 //!
 //! A mutex around a deque, as in Go: it is off the hot path (Ps look here every 61 ticks

@@ -148,7 +148,7 @@ impl Token {
         }
     }
 
-    /// `wait` with a deadline: the timer thread claims `TIMEOUT` when it passes.
+    /// `wait` with a deadline: a timer (timer.rs) claims `TIMEOUT` when it passes.
     pub(crate) fn wait_until(
         self: &Arc<Self>,
         reason: WaitReason,
