@@ -52,8 +52,11 @@ struct Side {
 struct DescState {
     read: Side,
     write: Side,
-    /// The epoll this socket is registered with (-1: none yet).
+    /// The epoll this socket is registered with (-1: none yet), and that poller's
+    /// `Netpoll::id`: fd numbers are reused, so a socket that outlived its runtime must not
+    /// mistake a new runtime's epoll for the one it was registered with.
     epfd: RawFd,
+    poller: u64,
 }
 
 impl DescState {
@@ -188,12 +191,13 @@ impl PollDesc {
         };
         loop {
             let mut st = self.lock();
-            if st.epfd != rt.poll.epfd {
+            if st.poller != rt.poll.id {
                 // Registered lazily, on the first wait: most sockets of a request/response
                 // server find data at their first read and never need the poller. If the
                 // socket was ready before this, epoll_ctl reports it at once.
                 rt.poll.register(self)?;
                 st.epfd = rt.poll.epfd;
+                st.poller = rt.poll.id;
             }
             let side = st.side(dir);
             if side.closed {
@@ -285,6 +289,8 @@ pub(crate) fn timed_out() -> io::Error {
 /// A runtime's epoll instance and the bookkeeping of who polls it.
 #[derive(Debug)]
 pub(crate) struct Netpoll {
+    /// Unique per `Netpoll` in the process (never reused, unlike fd numbers).
+    id: u64,
     pub(crate) epfd: RawFd,
     /// An eventfd in the epoll set: writing it breaks a blocked `epoll_wait`.
     breakfd: RawFd,
@@ -324,7 +330,9 @@ impl Netpoll {
                 libc::close(epfd);
                 return Err(e);
             }
+            static IDS: AtomicU64 = AtomicU64::new(1);
             Ok(Netpoll {
+                id: IDS.fetch_add(1, Ordering::Relaxed),
                 epfd,
                 breakfd,
                 break_pending: AtomicBool::new(false),

@@ -378,3 +378,40 @@ fn end_of_file_after_a_short_read_is_not_missed() {
         }
     });
 }
+
+#[test]
+fn a_socket_outlives_its_runtime_and_works_in_the_next() {
+    // Registered with runtime A's epoll, then used in runtime B, whose epoll may well get
+    // the same descriptor number A's had: the socket must register again, not trust the
+    // number.
+    let _w = common::Watchdog::new("socket_outlives_runtime", 60);
+    let (server, client) = {
+        let a = Runtime::builder().procs(1).build().unwrap();
+        a.block_on(|| {
+            let l = TcpListener::bind("127.0.0.1:0").unwrap();
+            let c = TcpStream::connect(l.local_addr().unwrap()).unwrap();
+            let (s, _) = l.accept().unwrap();
+            // A read that parks registers `s` with A's epoll.
+            s.set_read_timeout(Some(Duration::from_millis(10))).unwrap();
+            assert_eq!(
+                (&s).read(&mut [0u8; 4]).unwrap_err().kind(),
+                ErrorKind::TimedOut
+            );
+            s.set_read_timeout(None).unwrap();
+            (s, c)
+        })
+    };
+    let b = Runtime::builder().procs(1).build().unwrap();
+    let writer = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(30));
+        (&client).write_all(b"late").unwrap();
+        client
+    });
+    let got = b.block_on(move || {
+        let mut buf = [0u8; 4];
+        (&server).read_exact(&mut buf).unwrap();
+        buf
+    });
+    assert_eq!(&got, b"late");
+    drop(writer.join().unwrap());
+}
