@@ -163,19 +163,17 @@ impl<S: AsRawFd> Drop for Pollable<S> {
     }
 }
 
-/// Resolves `addr`; a name lookup (which may block in `getaddrinfo`) runs in `blocking`.
-fn resolve(addr: impl ToSocketAddrs) -> io::Result<Vec<SocketAddr>> {
-    crate::blocking(|| addr.to_socket_addrs().map(Iterator::collect))
-}
-
-/// Tries each address in turn, returning the first success or the last error.
+/// Tries each address of `addr` in turn, returning the first success or the last error.
+/// The lookup runs in `blocking`: for a host name it is a `getaddrinfo` that may wait on
+/// DNS, and it is only done when binding or connecting, never per datagram.
 fn each_addr<T>(
     addr: impl ToSocketAddrs,
     mut f: impl FnMut(&SocketAddr) -> io::Result<T>,
 ) -> io::Result<T> {
+    let addrs: Vec<SocketAddr> = crate::blocking(|| addr.to_socket_addrs().map(Iterator::collect))?;
     let mut last = None;
-    for a in resolve(addr)? {
-        match f(&a) {
+    for a in &addrs {
+        match f(a) {
             Ok(v) => return Ok(v),
             Err(e) => last = Some(e),
         }
@@ -521,13 +519,10 @@ impl UdpSocket {
 
     deadlines!();
 
-    /// Sends a datagram to `addr`.
-    pub fn send_to(&self, buf: &[u8], addr: impl ToSocketAddrs) -> io::Result<usize> {
-        let to = resolve(addr)?
-            .into_iter()
-            .next()
-            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "no address to send to"))?;
-        self.s.io(Dir::Write, |s| s.send_to(buf, to))
+    /// Sends a datagram to `addr`. Unlike std, the address is already resolved (as in Go's
+    /// `WriteTo`): a name lookup per datagram would be a blocking section per send.
+    pub fn send_to(&self, buf: &[u8], addr: SocketAddr) -> io::Result<usize> {
+        self.s.io(Dir::Write, |s| s.send_to(buf, addr))
     }
 
     /// Receives a datagram and its sender.

@@ -282,7 +282,7 @@ fn earliest(a: Option<Instant>, b: Option<Instant>) -> Option<Instant> {
 }
 
 /// The error a passed deadline gives (Go's `os.ErrDeadlineExceeded`).
-pub(crate) fn timed_out() -> io::Error {
+fn timed_out() -> io::Error {
     io::Error::new(io::ErrorKind::TimedOut, "i/o deadline exceeded")
 }
 

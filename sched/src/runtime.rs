@@ -150,6 +150,8 @@ impl Builder {
             all_ms: Mutex::new(Vec::new()),
             sysmon: crate::park::Parker::new(),
             sysmon_delay_us: AtomicU64::new(0),
+            // The runtime's own epoch: timer deadlines (`TimerHeap::ns`) and `now_ns` are
+            // then on one clock, and sysmon and the poller compare them directly.
             timers: crate::timer::TimerHeap::new(epoch),
             poll,
             extra_ms: Mutex::new(Vec::new()),
