@@ -24,7 +24,6 @@
 
 use core::cell::{Cell, UnsafeCell};
 use core::panic::Location;
-use core::ptr::NonNull;
 use core::sync::atomic::{AtomicPtr, AtomicU8, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::any::Any;
 use std::sync::Arc;
@@ -53,7 +52,42 @@ pub(crate) enum Switch {
     Blocking,
 }
 
-pub(crate) type Co = Coroutine<(), Switch, (), PooledStack>;
+pub(crate) type Co = Coroutine<(), Switch, (), StackRef>;
+
+/// The bounds of the stack a G owns (`G::stack`), as the coroutine on it sees them: the G
+/// keeps its `PooledStack` for its whole life, dead or alive, and each coroutine borrows it
+/// through this handle, so nothing moves the stack between incarnations.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct StackRef {
+    base: usize,
+    limit: usize,
+}
+
+impl StackRef {
+    /// # Safety
+    /// The coroutine built on the handle must be dropped before `stack` is.
+    pub(crate) unsafe fn of(stack: &PooledStack) -> Self {
+        Self {
+            base: stack.base(),
+            limit: stack.limit(),
+        }
+    }
+}
+
+// SAFETY: the bounds are a `PooledStack`'s (page-aligned, guard page at the low end, at
+// least 16 KiB usable), and `StackRef::of`'s contract keeps that stack alive and unused by
+// anything else for as long as the coroutine on it exists.
+unsafe impl corosensei::stack::Stack for StackRef {
+    #[inline]
+    fn base(&self) -> corosensei::stack::StackPointer {
+        corosensei::stack::StackPointer::new(self.base).expect("stack base is not null")
+    }
+
+    #[inline]
+    fn limit(&self) -> corosensei::stack::StackPointer {
+        corosensei::stack::StackPointer::new(self.limit).expect("stack limit is not null")
+    }
+}
 
 /// Why a coroutine is parked (shown by `dump()`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -154,7 +188,8 @@ pub(crate) struct G {
     pub(crate) site: AtomicPtr<Location<'static>>,
     /// Never changes: named Gs are not reused.
     pub(crate) name: Option<Box<str>>,
-    /// Coarse monotonic nanoseconds at spawn (sys::coarse_now_ns).
+    /// Coarse monotonic nanoseconds at spawn (sys::coarse_now_ns, as of sysmon's last
+    /// look: `Shared::coarse_ns`).
     pub(crate) born: AtomicU64,
     /// Nanoseconds since the runtime's epoch when it last became runnable.
     pub(crate) runnable_at: AtomicU64,
@@ -179,9 +214,11 @@ pub(crate) struct G {
     /// state that the coroutine's closure owns, so it is valid until the coroutine returns
     /// (and forever for a G leaked at shutdown); cleared when the G dies. Written by the M
     /// that spawns or finishes the G, read only by the runtime's drop after its Ms stopped.
-    pub(crate) cancel: Cell<Option<NonNull<dyn crate::join::Cancel>>>,
-    /// A dead G's stack, kept for the next coroutine on this record (gfree.rs).
-    pub(crate) spare_stack: UnsafeCell<Option<PooledStack>>,
+    pub(crate) cancel: Cell<Option<crate::join::CancelHook>>,
+    /// The stack, owned for the record's whole life (`co` borrows it through a
+    /// `StackRef`); a dead G on a free list keeps it for the next coroutine (gfree.rs).
+    /// Touched by the M that spawns, runs or retires the G.
+    pub(crate) stack: UnsafeCell<Option<PooledStack>>,
     /// The last wait token of this G, reused by `Token::for_current` when nobody else holds
     /// it any more (wait.rs). Touched only by the G itself.
     pub(crate) token: UnsafeCell<Option<Arc<crate::wait::Token>>>,

@@ -55,16 +55,14 @@ pub(crate) unsafe fn put(sh: &Shared, p: &P, g: GRef) {
     let gr = unsafe { &*g };
     // The closure that owned the join state is gone with the coroutine.
     gr.cancel.set(None);
-    // SAFETY: nobody else touches a finished G's coroutine.
-    let stack = unsafe { (*gr.co.get()).take() }.map(crate::coroutine::Co::into_stack);
+    // SAFETY: nobody else touches a finished G's coroutine; it goes before its stack.
+    drop(unsafe { (*gr.co.get()).take() });
+    // SAFETY: as above, the stack is the retiring M's to look at.
+    let stack = unsafe { &mut *gr.stack.get() };
     match stack {
-        Some(stack)
-            if gr.name.is_none()
-                && stack.usable_size() == sh.stack_class
-                && stayed_on_top_page(&stack) =>
+        Some(s)
+            if gr.name.is_none() && s.usable_size() == sh.stack_class && stayed_on_top_page(s) =>
         {
-            // SAFETY: as above.
-            unsafe { *gr.spare_stack.get() = Some(stack) };
             gr.state.store(DEAD, core::sync::atomic::Ordering::Release);
             // SAFETY: per the contract, the P's list is ours.
             let free = unsafe { &mut *p.free_gs.get() };
@@ -75,9 +73,9 @@ pub(crate) unsafe fn put(sh: &Shared, p: &P, g: GRef) {
             }
             free.push(g);
         }
-        stack => {
+        _ => {
             sh.allgs.remove(g);
-            if let Some(s) = stack {
+            if let Some(s) = stack.take() {
                 // SAFETY: per the contract, the P's stack cache is ours.
                 unsafe { (*p.stacks.get()).release(s) };
             }
@@ -104,7 +102,7 @@ pub(crate) unsafe fn free_all(sh: &Shared) {
             // SAFETY: a dead G on a free list is referred to by nothing else, and was made
             // by `Box::into_raw`.
             let g = unsafe { Box::from_raw(g) };
-            if let Some(s) = g.spare_stack.into_inner() {
+            if let Some(s) = g.stack.into_inner() {
                 // SAFETY: as above.
                 unsafe { (*p.stacks.get()).release(s) };
             }
@@ -155,30 +153,32 @@ fn page() -> usize {
     4096
 }
 
-fn canary(stack: &PooledStack, i: usize) -> usize {
-    (stack.base() ^ SEED).rotate_left(11 * i as u32 + 3)
+fn canary(base: usize, i: usize) -> usize {
+    (base ^ SEED).rotate_left(11 * i as u32 + 3)
 }
 
-fn word(stack: &PooledStack, i: usize) -> *mut usize {
-    (stack.base() - page() + OFFSET + i * STRIDE) as *mut usize
+fn word(base: usize, i: usize) -> *mut usize {
+    (base - page() + OFFSET + i * STRIDE) as *mut usize
 }
 
 /// Writes the canaries into a stack about to run a coroutine.
 pub(crate) fn arm(stack: &PooledStack) {
     debug_assert!(stack.usable_size() >= 4 * page());
+    let base = stack.base();
     for i in 0..WORDS {
         // SAFETY: the word lies in the top page of the stack's usable range (at least 16 KiB
         // above the guard), which is mapped read-write; we own the stack and nothing runs
         // on it yet.
-        unsafe { word(stack, i).write_volatile(canary(stack, i)) };
+        unsafe { word(base, i).write_volatile(canary(base, i)) };
     }
 }
 
 /// Whether the coroutine that just finished on `stack` left the canaries alone.
 pub(crate) fn stayed_on_top_page(stack: &PooledStack) -> bool {
+    let base = stack.base();
     (0..WORDS).all(|i| {
         // SAFETY: as in `arm`; the coroutine has returned, so nobody runs on the stack.
         // Volatile: it was last written by code the compiler cannot see.
-        unsafe { word(stack, i).read_volatile() == canary(stack, i) }
+        unsafe { word(base, i).read_volatile() == canary(base, i) }
     })
 }

@@ -6,7 +6,7 @@
 //! and when their own ring is empty), and batches keep the lock traffic low. `len` is an
 //! atomic so the 61-tick check and the idle recheck cost no lock when it is empty.
 
-use core::sync::atomic::{AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 use std::collections::VecDeque;
 use std::sync::Mutex;
 
@@ -15,6 +15,9 @@ use crate::coroutine::GRef;
 #[derive(Debug, Default)]
 pub(crate) struct GlobalQueue {
     len: AtomicUsize,
+    /// Gs ever queued and ever taken (wrapping), for sysmon's backlog watch.
+    added: AtomicU32,
+    taken: AtomicU32,
     queue: Mutex<VecDeque<GRef>>,
 }
 
@@ -23,47 +26,50 @@ impl GlobalQueue {
         self.len.load(Ordering::SeqCst)
     }
 
+    /// (taken, added): how many Gs have ever left and entered the queue, wrapping.
+    pub(crate) fn counts(&self) -> (u32, u32) {
+        (
+            self.taken.load(Ordering::Relaxed),
+            self.added.load(Ordering::Relaxed),
+        )
+    }
+
     pub(crate) fn push(&self, g: GRef) {
-        let mut q = self.queue.lock().unwrap_or_else(|e| e.into_inner());
-        q.push_back(g);
-        self.len.store(q.len(), Ordering::SeqCst);
+        self.push_batch(&[g]);
     }
 
     pub(crate) fn push_batch(&self, batch: &[GRef]) {
         let mut q = self.queue.lock().unwrap_or_else(|e| e.into_inner());
         q.extend(batch.iter().copied());
+        self.added.fetch_add(batch.len() as u32, Ordering::Relaxed);
         self.len.store(q.len(), Ordering::SeqCst);
     }
 
-    /// Takes up to `max` Gs: the first is returned, the rest go to `rest` (the caller's
-    /// ring). Go's globrunqget takes `len / gomaxprocs + 1`, so one P does not hoard
-    /// the whole queue while others are idle.
-    pub(crate) fn pop_batch(
-        &self,
-        procs: usize,
-        max: usize,
-        rest: &mut dyn FnMut(GRef),
-    ) -> Option<GRef> {
+    fn note_taken(&self, q: &VecDeque<GRef>, n: usize) {
+        self.taken.fetch_add(n as u32, Ordering::Relaxed);
+        self.len.store(q.len(), Ordering::SeqCst);
+    }
+
+    /// Takes Gs into `out` (as many as fit, at most `len / procs + 1`: Go's globrunqget,
+    /// so one P does not hoard the whole queue while others are idle). Returns how many.
+    pub(crate) fn pop_batch(&self, procs: usize, out: &mut [GRef]) -> usize {
         if self.len() == 0 {
-            return None;
+            return 0;
         }
         let mut q = self.queue.lock().unwrap_or_else(|e| e.into_inner());
-        let n = (q.len() / procs.max(1) + 1).min(q.len()).min(max.max(1));
-        let first = q.pop_front();
-        for _ in 1..n {
-            match q.pop_front() {
-                Some(g) => rest(g),
-                None => break,
-            }
+        let n = (q.len() / procs.max(1) + 1).min(q.len()).min(out.len());
+        for (o, g) in out.iter_mut().zip(q.drain(..n)) {
+            *o = g;
         }
-        self.len.store(q.len(), Ordering::SeqCst);
-        first
+        self.note_taken(&q, n);
+        n
     }
 
     /// Empties the queue (shutdown).
     pub(crate) fn drain(&self) -> Vec<GRef> {
         let mut q = self.queue.lock().unwrap_or_else(|e| e.into_inner());
-        self.len.store(0, Ordering::SeqCst);
-        q.drain(..).collect()
+        let all: Vec<GRef> = q.drain(..).collect();
+        self.note_taken(&q, all.len());
+        all
     }
 }

@@ -1,10 +1,19 @@
 //! `JoinHandle`: waiting for a coroutine's result.
 //!
-//! A join has one completer (the coroutine, or the runtime's shutdown) and at most one
-//! joiner (`join` takes the handle by value), so a three-state word replaces a lock:
-//! EMPTY → DONE when the coroutine finishes first, EMPTY → WAITING → DONE when the joiner
-//! parks first. The result and the joiner's identity live in cells whose hand-over is
-//! ordered by those transitions.
+//! A join state has one completer (the coroutine, or the runtime's shutdown) and one
+//! handle (`join` takes it by value), and both own it: one state word says how far each
+//! side has got, so neither a lock nor a reference count is needed.
+//!
+//! - `DONE`: the result is written (published by the transition).
+//! - `WAITING`: the joiner wrote who it is into `waiter` and waits to be woken.
+//! - `TASK_GONE`: the completer is done with the state; `HANDLE_GONE`: the handle is.
+//!   Whoever sets the second of the two frees the state.
+//!
+//! In the common case the completer finds no joiner waiting and sets `DONE | TASK_GONE`
+//! in one compare-and-swap; the joiner then sees both, takes the result and frees the
+//! state with no atomic read-modify-write at all. (An `Arc` and two flags took six.) With
+//! a joiner waiting, the completer publishes `DONE`, wakes it and only then sets
+//! `TASK_GONE`, so a thread joiner woken early cannot free the state under it.
 //!
 //! With one possible waker, a join needs no wait `Token` (wait.rs): nobody competes for the
 //! wake-up, so the completer readies the joining G (or unparks the joining thread) directly.
@@ -13,15 +22,18 @@
 
 use core::cell::UnsafeCell;
 use core::fmt;
-use core::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+use core::marker::PhantomData;
+use core::mem::ManuallyDrop;
+use core::ptr::NonNull;
+use core::sync::atomic::{AtomicU8, Ordering};
 use std::any::Any;
-use std::sync::Arc;
 
 use crate::coroutine::{GRef, WaitReason};
 
-const EMPTY: u8 = 0;
-const WAITING: u8 = 1;
-const DONE: u8 = 2;
+const DONE: u8 = 1;
+const WAITING: u8 = 2;
+const TASK_GONE: u8 = 4;
+const HANDLE_GONE: u8 = 8;
 
 /// Why `JoinHandle::join` has no value.
 pub enum JoinError {
@@ -65,9 +77,26 @@ impl JoinError {
     }
 }
 
-/// Lets the runtime fail a join without knowing `T`.
-pub(crate) trait Cancel: Send + Sync {
-    fn cancel(&self);
+/// Lets the runtime fail a join without knowing `T`: the join state and a function that
+/// completes it with `JoinError::Cancelled`. Raw pointers, not `&dyn Trait`, because the
+/// call may free the state it points to.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct CancelHook {
+    state: *const (),
+    run: unsafe fn(*const ()),
+}
+
+impl CancelHook {
+    /// Completes the join with `JoinError::Cancelled` on behalf of a completer that will
+    /// never run again.
+    ///
+    /// # Safety
+    /// The completer's coroutine has not completed the join and never will (the runtime
+    /// shut down with it parked, and leaks it): this call takes over its share.
+    pub(crate) unsafe fn cancel(self) {
+        // SAFETY: per the contract.
+        unsafe { (self.run)(self.state) }
+    }
 }
 
 /// Who waits in `join`.
@@ -77,9 +106,8 @@ enum Joiner {
     Thread(std::thread::Thread),
 }
 
-pub(crate) struct JoinState<T> {
+struct JoinState<T> {
     state: AtomicU8,
-    completing: AtomicBool,
     /// Written once by the completer before it publishes DONE.
     result: UnsafeCell<Option<Result<T, JoinError>>>,
     /// Written by the joiner before it publishes WAITING.
@@ -93,48 +121,135 @@ unsafe impl<T: Send> Sync for JoinState<T> {}
 // SAFETY: as above.
 unsafe impl<T: Send> Send for JoinState<T> {}
 
+/// A new join state: the coroutine's side, the handle, and the shutdown hook (valid while
+/// the completer has not completed).
+pub(crate) fn pair<T: Send + 'static>(id: u64) -> (Completer<T>, JoinHandle<T>, CancelHook) {
+    let state = NonNull::from(Box::leak(Box::new(JoinState::<T> {
+        state: AtomicU8::new(0),
+        result: UnsafeCell::new(None),
+        waiter: UnsafeCell::new(Joiner::None),
+    })));
+    /// # Safety
+    /// As `CancelHook::cancel`; `p` is the state of a `JoinState<T>`.
+    unsafe fn cancel<T>(p: *const ()) {
+        // SAFETY: per the contract we hold the completer's share of a live state.
+        unsafe {
+            JoinState::complete(
+                NonNull::new_unchecked(p.cast::<JoinState<T>>().cast_mut()),
+                Err(JoinError::Cancelled),
+            )
+        };
+    }
+    let hook = CancelHook {
+        state: state.as_ptr().cast_const().cast(),
+        run: cancel::<T>,
+    };
+    (
+        Completer {
+            state,
+            _owns: PhantomData,
+        },
+        JoinHandle {
+            state,
+            id,
+            _owns: PhantomData,
+        },
+        hook,
+    )
+}
+
 impl<T> JoinState<T> {
-    pub(crate) fn new() -> Self {
-        Self {
-            state: AtomicU8::new(EMPTY),
-            completing: AtomicBool::new(false),
-            result: UnsafeCell::new(None),
-            waiter: UnsafeCell::new(Joiner::None),
+    /// Publishes `r` and gives up the completer's share.
+    ///
+    /// # Safety
+    /// `this` is live and the caller holds the completer's share (once per state).
+    unsafe fn complete(this: NonNull<Self>, r: Result<T, JoinError>) {
+        // SAFETY: per the contract the completer's share keeps it alive.
+        let st = unsafe { this.as_ref() };
+        let mut s = st.state.load(Ordering::Acquire);
+        debug_assert_eq!(s & (DONE | TASK_GONE), 0, "a join completed twice");
+        // SAFETY: only the completer writes `result`, and the handle reads it only after
+        // seeing DONE, published below (release).
+        unsafe { *st.result.get() = Some(r) };
+        while s & WAITING == 0 {
+            match st.state.compare_exchange_weak(
+                s,
+                s | DONE | TASK_GONE,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            ) {
+                Ok(_) => {
+                    if s & HANDLE_GONE != 0 {
+                        // SAFETY: the handle is gone and so are we: the last share.
+                        unsafe { Self::free(this) };
+                    }
+                    return;
+                }
+                Err(now) => s = now,
+            }
+        }
+        // A joiner waits: it wrote the cell before publishing WAITING (release), which our
+        // load acquired; it does not touch the cell again.
+        // SAFETY: as said; the state stays alive until we set TASK_GONE.
+        let waiter = unsafe { core::mem::replace(&mut *st.waiter.get(), Joiner::None) };
+        st.state.fetch_or(DONE, Ordering::AcqRel);
+        match waiter {
+            // The G stays parked until this wake-up, so it is alive.
+            Joiner::G(g) => crate::machine::ready(g),
+            Joiner::Thread(t) => t.unpark(),
+            Joiner::None => unreachable!("a waiting joiner says who it is"),
+        }
+        if st.state.fetch_or(TASK_GONE, Ordering::AcqRel) & HANDLE_GONE != 0 {
+            // SAFETY: the handle is gone and so are we.
+            unsafe { Self::free(this) };
         }
     }
 
-    pub(crate) fn complete(&self, r: Result<T, JoinError>) {
-        if self.completing.swap(true, Ordering::AcqRel) {
-            return;
-        }
-        // SAFETY: only the one completer (guarded by `completing`) writes `result`, and the
-        // joiner reads it only after seeing DONE, published below.
-        unsafe { *self.result.get() = Some(r) };
-        if self.state.swap(DONE, Ordering::AcqRel) == WAITING {
-            // SAFETY: the joiner wrote the cell before publishing WAITING (release), which
-            // our swap acquired; it does not touch the cell again.
-            match unsafe { core::mem::replace(&mut *self.waiter.get(), Joiner::None) } {
-                // The G stays parked until this wake-up, so it is alive.
-                Joiner::G(g) => crate::machine::ready(g),
-                // Our own handle: the joiner may be gone as soon as it sees DONE.
-                Joiner::Thread(t) => t.unpark(),
-                Joiner::None => unreachable!("a waiting joiner says who it is"),
-            }
-        }
+    /// # Safety
+    /// Both shares are given up, so the caller is the only one left.
+    unsafe fn free(this: NonNull<Self>) {
+        // SAFETY: allocated by `pair` as a Box; nobody else refers to it.
+        drop(unsafe { Box::from_raw(this.as_ptr()) });
     }
 }
 
-impl<T: Send> Cancel for JoinState<T> {
-    fn cancel(&self) {
-        self.complete(Err(JoinError::Cancelled));
+/// The coroutine's side of a join: completing it consumes it.
+pub(crate) struct Completer<T> {
+    state: NonNull<JoinState<T>>,
+    _owns: PhantomData<JoinState<T>>,
+}
+
+// SAFETY: it hands a `T` to the handle's thread once; JoinState<T> is Send for T: Send.
+unsafe impl<T: Send> Send for Completer<T> {}
+
+impl<T> Completer<T> {
+    pub(crate) fn complete(self, r: Result<T, JoinError>) {
+        let this = ManuallyDrop::new(self);
+        // SAFETY: the completer's share, given up once (`self` is consumed).
+        unsafe { JoinState::complete(this.state, r) };
+    }
+}
+
+impl<T> Drop for Completer<T> {
+    /// A coroutine dropped before it completed (it never ran): its joiner hears of it.
+    fn drop(&mut self) {
+        // SAFETY: the completer's share, given up once.
+        unsafe { JoinState::complete(self.state, Err(JoinError::Cancelled)) };
     }
 }
 
 /// Owns the right to wait for a coroutine's result. Dropping it detaches the coroutine.
 pub struct JoinHandle<T> {
-    state: Arc<JoinState<T>>,
+    state: NonNull<JoinState<T>>,
     id: u64,
+    _owns: PhantomData<JoinState<T>>,
 }
+
+// SAFETY: the handle receives a `T` from the coroutine's thread: T: Send suffices, as for
+// std's JoinHandle. It gives no shared access to the `T`.
+unsafe impl<T: Send> Send for JoinHandle<T> {}
+// SAFETY: `&JoinHandle` only reads the state word and the id.
+unsafe impl<T: Send> Sync for JoinHandle<T> {}
 
 impl<T> fmt::Debug for JoinHandle<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -143,22 +258,29 @@ impl<T> fmt::Debug for JoinHandle<T> {
 }
 
 impl<T> JoinHandle<T> {
-    pub(crate) fn new(state: Arc<JoinState<T>>, id: u64) -> Self {
-        Self { state, id }
+    fn st(&self) -> &JoinState<T> {
+        // SAFETY: the handle's share keeps the state alive.
+        unsafe { self.state.as_ref() }
     }
 
-    fn take(&self) -> Result<T, JoinError> {
-        // SAFETY: called after observing DONE (acquire), so the completer's write is visible
-        // and it will not write again; the handle is consumed, so nobody else reads.
-        unsafe { (*self.state.result.get()).take() }.expect("a finished coroutine left a result")
+    /// Takes the result (after DONE was seen) and gives up the handle's share.
+    fn finish(self) -> Result<T, JoinError> {
+        let this = ManuallyDrop::new(self);
+        // SAFETY: DONE was observed (acquire), so the completer's write is visible and it
+        // will not write again; the handle is consumed, so nobody else reads.
+        let r = unsafe { (*this.st().result.get()).take() }
+            .expect("a finished coroutine left a result");
+        // SAFETY: the handle's share, given up once.
+        unsafe { release_handle(this.state) };
+        r
     }
 
     /// Waits for the coroutine (parking the calling coroutine, or blocking the calling
     /// thread outside the runtime). `Err` if it panicked or the runtime shut down first.
     pub fn join(self) -> Result<T, JoinError> {
-        let st = &self.state;
-        if st.state.load(Ordering::Acquire) == DONE {
-            return self.take();
+        let st = self.st();
+        if st.state.load(Ordering::Acquire) & DONE != 0 {
+            return self.finish();
         }
         let g = crate::machine::current_g();
         if !g.is_null() {
@@ -167,8 +289,8 @@ impl<T> JoinHandle<T> {
             // the run queue lets it and its siblings finish, so the joins that follow find
             // them done instead of each paying a park and a wake-up.
             crate::machine::yield_now();
-            if st.state.load(Ordering::Acquire) == DONE {
-                return self.take();
+            if st.state.load(Ordering::Acquire) & DONE != 0 {
+                return self.finish();
             }
         }
         let me = if g.is_null() {
@@ -180,17 +302,18 @@ impl<T> JoinHandle<T> {
         unsafe { *st.waiter.get() = me };
         if st
             .state
-            .compare_exchange(EMPTY, WAITING, Ordering::AcqRel, Ordering::Acquire)
+            .compare_exchange(0, WAITING, Ordering::AcqRel, Ordering::Acquire)
             .is_err()
         {
-            // Finished meanwhile: nobody will read the cell.
-            // SAFETY: the completer saw EMPTY, so it does not touch the cell.
+            // Finished meanwhile (the only other change the word can see while we hold
+            // the handle): nobody will read the cell.
+            // SAFETY: the completer saw no WAITING, so it does not touch the cell.
             unsafe { *st.waiter.get() = Joiner::None };
-            return self.take();
+            return self.finish();
         }
         if g.is_null() {
             // `park` may return spuriously; DONE (acquire) is the completer's word.
-            while st.state.load(Ordering::Acquire) != DONE {
+            while st.state.load(Ordering::Acquire) & DONE == 0 {
                 std::thread::park();
             }
         } else {
@@ -198,21 +321,46 @@ impl<T> JoinHandle<T> {
             // returns only on goready, too); loop all the same, as `Token::wait` does.
             loop {
                 crate::machine::park_current(WaitReason::Join);
-                if st.state.load(Ordering::Acquire) == DONE {
+                if st.state.load(Ordering::Acquire) & DONE != 0 {
                     break;
                 }
             }
         }
-        self.take()
+        self.finish()
     }
 
     /// Whether the coroutine has finished.
     pub fn is_finished(&self) -> bool {
-        self.state.state.load(Ordering::Acquire) == DONE
+        self.st().state.load(Ordering::Acquire) & DONE != 0
     }
 
     /// The coroutine's id (as in `dump()`).
     pub fn id(&self) -> u64 {
         self.id
+    }
+}
+
+impl<T> Drop for JoinHandle<T> {
+    /// Detaches the coroutine: its result is dropped when it completes.
+    fn drop(&mut self) {
+        // SAFETY: the handle's share, given up once (`finish` skips this drop).
+        unsafe { release_handle(self.state) };
+    }
+}
+
+/// Gives up the handle's share of a join state, freeing it if the completer is gone too.
+///
+/// # Safety
+/// The caller holds the handle's share and does not use `state` afterwards.
+unsafe fn release_handle<T>(state: NonNull<JoinState<T>>) {
+    // SAFETY: the handle's share keeps it alive until given up below.
+    let st = unsafe { state.as_ref() };
+    // The completer sets TASK_GONE last and never looks again, so if it is set (acquire)
+    // nobody else can touch the state: free it without a read-modify-write.
+    if st.state.load(Ordering::Acquire) & TASK_GONE != 0
+        || st.state.fetch_or(HANDLE_GONE, Ordering::AcqRel) & TASK_GONE != 0
+    {
+        // SAFETY: both shares are given up.
+        unsafe { JoinState::free(state) };
     }
 }

@@ -29,6 +29,22 @@
 //!   blocked to another M, polls the network when nobody has for 10 ms, and records
 //!   coroutines that run over 10 ms without yielding.
 //!
+//! # Wake-ups
+//!
+//! Go wakes an idle P for every coroutine made runnable while one is idle. Tessera does
+//! so only when the work is worth moving: while the runtime's coroutines typically run
+//! for less than 500 ns between two schedules (`Stats::run_ns`, measured by sysmon at no
+//! cost to the switch path), a coroutine spawned or woken onto a running P stays there,
+//! because that P runs it sooner than another could take it over, and each one moved costs
+//! the P that made it more (cache misses on the coroutine's record, stack and join state)
+//! than running it. Such work is never lost, it sits on a running P's queue, and sysmon
+//! hands it to an idle P when it waits: behind a coroutine that keeps running, or in a
+//! queue that has held it for about a millisecond. So work conservation is given up for at
+//! most about a millisecond, and only for short work; an idle P that is awake (spinning)
+//! still steals anything. (Go's runtime team weighs the same trade-off in
+//! golang/go#54622.) Spawning many empty coroutines and joining them runs at the speed of
+//! one P rather than slower than one P, which is what Go, tokio and may show on two.
+//!
 //! # Thread-locals and migration
 //!
 //! A coroutine may resume on another thread after any yield, park, channel operation,

@@ -94,14 +94,19 @@ fn slot_ptr<T: 'static>(t: &mut Vec<Option<Box<dyn Any>>>, i: usize, init: fn() 
     b.downcast_ref::<T>().expect("one type per key") as *const T
 }
 
-/// Drops the running coroutine's locals (at its end).
-pub(crate) fn drop_all() {
-    let g = crate::machine::current_g();
-    if g.is_null() {
-        return;
+/// Drops the locals of `g`, the running coroutine (at its end).
+pub(crate) fn drop_all(g: crate::coroutine::GRef) {
+    loop {
+        // SAFETY: only the running G touches its table; the reference ends before any
+        // destructor runs.
+        let table = unsafe { &mut *(*g).locals.get() };
+        if table.capacity() == 0 {
+            // Never used (the common case), or all dropped.
+            return;
+        }
+        // Move the table out before dropping, so a destructor that reads another local sees
+        // a fresh table, not a half-dropped one; go round again for what it creates, so a
+        // reused G starts with none.
+        drop(core::mem::take(table));
     }
-    // SAFETY: only the running G touches its table; we move it out before dropping, so a
-    // destructor that reads another local sees a fresh table, not a half-dropped one.
-    let table = core::mem::take(unsafe { &mut *(*g).locals.get() });
-    drop(table);
 }

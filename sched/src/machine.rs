@@ -20,6 +20,8 @@
 //! starts an M only when nobody spins, and an M may start spinning only while
 //! `2 * spinning < busy Ps`, which bounds the CPU burnt looking for work. A spinning M that
 //! finds work wakes another if it was the last spinner, so a burst of work fans out.
+//! Work queued by a running G wakes an idle M only if it is worth moving (`queue`; the
+//! crate documentation, "Wake-ups").
 //!
 //! Blocking sections (`blocking(f)`): the G switches to its M, which marks its P
 //! `P_SYSCALL`, drops the P's allocator cache, and runs `f` on its own stack. Sysmon may
@@ -41,7 +43,7 @@ use corosensei::CoroutineResult;
 
 use crate::coroutine::{G, GRef, NOTIFIED, PARKED, PARKING, RUNNABLE, RUNNING, Switch, WaitReason};
 use crate::park::Parker;
-use crate::processor::{P, P_IDLE, P_RUNNING, P_SYSCALL};
+use crate::processor::{P, P_IDLE, P_RUNNING, P_SYSCALL, PENDING_RUNNEXT, PENDING_SHORT};
 use crate::runqueue::RING;
 use crate::runtime::Shared;
 
@@ -540,6 +542,11 @@ pub(crate) fn start_m(sh: &Shared, p: usize, spinning: bool) {
 /// Starts an idle M on an idle P if there is work nobody is looking for (Go's `wakep`).
 pub(crate) fn wakep(sh: &Shared) {
     core::sync::atomic::fence(Ordering::SeqCst);
+    wakep_unfenced(sh);
+}
+
+/// `wakep` without the fence that orders the caller's push before the idle check.
+fn wakep_unfenced(sh: &Shared) {
     if sh.npidle.load(Ordering::SeqCst) == 0 || sh.nmspinning.load(Ordering::SeqCst) != 0 {
         return;
     }
@@ -599,6 +606,18 @@ fn push_local(sh: &Shared, p: &P, g: GRef, next: bool) {
         .push(g, next, &mut |batch| sh.global.push_batch(batch));
 }
 
+/// Takes up to `max` Gs from the global queue: returns the first, the rest go on `p`'s
+/// ring, which must be empty (the caller found nothing on it).
+fn take_global(sh: &Shared, p: &P, max: usize) -> Option<GRef> {
+    let mut batch = [ptr::null_mut(); RING / 2];
+    let n = sh.global.pop_batch(sh.ps.len(), &mut batch[..max]);
+    if n == 0 {
+        return None;
+    }
+    p.runq.push_many(&batch[1..n]);
+    Some(batch[0])
+}
+
 /// Go's findRunnable.
 fn find_runnable(m: &MCtx, p: &P) -> Option<GRef> {
     let sh = &*m.shared;
@@ -607,9 +626,9 @@ fn find_runnable(m: &MCtx, p: &P) -> Option<GRef> {
     if sh.timers.armed() {
         crate::timer::run_due(sh);
     }
-    if p.wake_pending.load(Ordering::Relaxed) {
-        // We are scheduling now: whatever sits in runnext is about to run here.
-        p.wake_pending.store(false, Ordering::Relaxed);
+    if p.wake_pending.load(Ordering::Relaxed) != 0 && p.runq.len() <= 1 {
+        // We are scheduling now: whatever is left queued is about to run here.
+        p.wake_pending.store(0, Ordering::Relaxed);
     }
     if tick.is_multiple_of(2)
         && let Some(g) = m.ms.pop_mail()
@@ -620,7 +639,7 @@ fn find_runnable(m: &MCtx, p: &P) -> Option<GRef> {
     // the global queue (proc.go: "Check the global runnable queue once in a while").
     if tick.is_multiple_of(61)
         && sh.global.len() > 0
-        && let Some(g) = sh.global.pop_batch(sh.ps.len(), 1, &mut |_| unreachable!())
+        && let Some(g) = take_global(sh, p, 1)
     {
         return Some(g);
     }
@@ -630,10 +649,7 @@ fn find_runnable(m: &MCtx, p: &P) -> Option<GRef> {
     if let Some(g) = m.ms.pop_mail() {
         return Some(g);
     }
-    if let Some(g) = sh
-        .global
-        .pop_batch(sh.ps.len(), RING / 2, &mut |g| push_local(sh, p, g, false))
-    {
+    if let Some(g) = take_global(sh, p, RING / 2) {
         return Some(g);
     }
     if sh.shutdown.load(Ordering::SeqCst) {
@@ -684,10 +700,7 @@ fn find_runnable(m: &MCtx, p: &P) -> Option<GRef> {
                 return Some(g);
             }
         }
-        if let Some(g) = sh
-            .global
-            .pop_batch(nprocs, RING / 2, &mut |g| push_local(sh, p, g, false))
-        {
+        if let Some(g) = take_global(sh, p, RING / 2) {
             return Some(g);
         }
     }
@@ -712,9 +725,14 @@ fn execute(m: &MCtx, p: &P, g: GRef) -> Option<GRef> {
     // SAFETY: `g` came off a run queue (or a mailbox): it is live and, being RUNNABLE,
     // owned by this M until it switches out again.
     let gr: &G = unsafe { &*g };
-    let since = gr.runnable_at.swap(0, Ordering::Relaxed);
+    // Only a sampled G (`stamp_runnable`) has a stamp; most switches skip the store.
+    let since = gr.runnable_at.load(Ordering::Relaxed);
+    // One run in RUN_SAMPLE is timed for the runtime's run-length estimate.
+    let timed = p.tick.load(Ordering::Relaxed).is_multiple_of(RUN_SAMPLE);
+    let start = if since != 0 || timed { sh.now_ns() } else { 0 };
     if since != 0 {
-        p.record_latency(sh.now_ns().saturating_sub(since));
+        gr.runnable_at.store(0, Ordering::Relaxed);
+        p.record_latency(start.saturating_sub(since));
     }
     gr.state.store(RUNNING, Ordering::Release);
     m.curg.set(g);
@@ -722,8 +740,14 @@ fn execute(m: &MCtx, p: &P, g: GRef) -> Option<GRef> {
         .store(gr.id.load(Ordering::Relaxed), Ordering::Relaxed);
     let out = execute_inner(m, p, g, gr);
     p.curg_id.store(0, Ordering::Relaxed);
+    if timed {
+        sh.note_run(sh.now_ns().saturating_sub(start));
+    }
     out
 }
+
+/// Schedule ticks per timed run (`execute`): two clock reads every 64 switches.
+const RUN_SAMPLE: u32 = 64;
 
 fn execute_inner(m: &MCtx, p: &P, g: GRef, gr: &G) -> Option<GRef> {
     let sh = &*m.shared;
@@ -888,20 +912,47 @@ pub(crate) fn make_runnable(sh: &Shared, g: GRef, locked: *const MShared) {
         m.parker.unpark();
         return;
     }
-    match current_p(sh) {
+    queue(sh, current_p(sh), g);
+}
+
+/// Queues a RUNNABLE G that is not locked to an M: on `p`, which must be `current_p(sh)`
+/// (a spawn has it at hand), or globally if `None`.
+pub(crate) fn queue(sh: &Shared, p: Option<&P>, g: GRef) {
+    match p {
         Some(p) => {
             push_local(sh, p, g, true);
-            if p.runq.ring_is_empty() {
-                // Only `runnext` holds work, and the G running here will most likely block
-                // soon (it just woke a partner: a channel hand-off, a join) and let this M
-                // run it at once. Waking an idle M now would cost a futex wake-up on this
-                // path and pull the pair apart onto two Ps (tokio skips the notification
-                // for its LIFO slot for the same reason). If this G keeps running instead,
-                // sysmon sees the pending wake-up with no schedule tick and wakes an M,
-                // which may then steal runnext.
-                p.wake_pending.store(true, Ordering::Relaxed);
+            let pending = if p.runq.ring_is_empty() {
+                PENDING_RUNNEXT
+            } else if sh.runs_short() {
+                PENDING_SHORT
+            } else {
+                0
+            };
+            if pending != 0 {
+                // No idle M is woken when
+                // - only `runnext` holds work: the G running here will most likely block
+                //   soon (it just woke a partner: a channel hand-off, a join) and let this
+                //   M run it at once. Waking an idle M would cost a futex wake-up on this
+                //   path and pull the pair apart onto two Ps (tokio skips the notification
+                //   for its LIFO slot for the same reason);
+                // - the runtime's coroutines run too briefly to be worth moving
+                //   (`MOVE_WORTH_NS`): this P runs them sooner than another could take
+                //   them over, and each one moved costs this P more than running it. Go
+                //   wakes an M for every new G (golang/go#54622 discusses the cost; the
+                //   crate documentation, "Wake-ups", has ours).
+                // Either way the work is not lost, it is on a running P. If the G running
+                // here keeps running, or the queue stops draining, sysmon delivers the
+                // wake-up (sysmon.rs).
+                if p.wake_pending.load(Ordering::Relaxed) < pending {
+                    p.wake_pending.store(pending, Ordering::Relaxed);
+                }
                 return;
             }
+            // A G on the queue of the P we hold cannot be stranded (this M runs it if no
+            // one steals it), so this wake-up is for parallelism only and needs no fence
+            // against an M going idle (`stop_m` pairs with the fence in `wakep`).
+            wakep_unfenced(sh);
+            return;
         }
         None => sh.global.push(g),
     }

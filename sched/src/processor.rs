@@ -8,7 +8,7 @@
 //! thread) touches them.
 
 use core::cell::UnsafeCell;
-use core::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, AtomicU64, Ordering};
+use core::sync::atomic::{AtomicU8, AtomicU32, AtomicU64, Ordering};
 
 use tessera_stacks::StackCache;
 
@@ -45,13 +45,21 @@ pub(crate) struct P {
     /// Schedule ticks (written by the owner, read by sysmon): the 61-tick global-queue
     /// check, and sysmon's "has this P scheduled lately".
     pub(crate) tick: AtomicU32,
-    /// A G was put in `runnext` without waking an idle M (machine.rs `make_runnable`);
-    /// cleared at the P's next schedule, or by sysmon, which then wakes an M.
-    pub(crate) wake_pending: AtomicBool,
+    /// Gs were queued here without waking an idle M (machine.rs `queue`):
+    /// `PENDING_RUNNEXT` when only `runnext` held work, `PENDING_SHORT` when the ring did
+    /// but coroutines run too briefly to be worth moving; 0 when none. Cleared when the P
+    /// schedules with at most one G queued, or by sysmon, which then wakes an M if those
+    /// Gs wait too long (sysmon.rs).
+    pub(crate) wake_pending: AtomicU8,
     pub(crate) spawned: AtomicU64,
     pub(crate) steals: AtomicU64,
     pub(crate) latency: [AtomicU64; LATENCY_BUCKETS],
 }
+
+/// `P::wake_pending`: only `runnext` held the work.
+pub(crate) const PENDING_RUNNEXT: u8 = 1;
+/// `P::wake_pending`: the ring held work too, of coroutines that run short.
+pub(crate) const PENDING_SHORT: u8 = 2;
 
 impl core::fmt::Debug for P {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
@@ -83,7 +91,7 @@ impl P {
             stacks: UnsafeCell::new(StackCache::new()),
             free_gs: UnsafeCell::new(Vec::new()),
             tick: AtomicU32::new(0),
-            wake_pending: AtomicBool::new(false),
+            wake_pending: AtomicU8::new(0),
             spawned: AtomicU64::new(0),
             steals: AtomicU64::new(0),
             latency: std::array::from_fn(|_| AtomicU64::new(0)),

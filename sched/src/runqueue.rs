@@ -64,6 +64,12 @@ impl<T> RunQueue<T> {
         n.min(RING) + usize::from(!self.runnext.load(Relaxed).is_null())
     }
 
+    /// (head, tail) of the ring: how many items have ever left and entered it, wrapping.
+    /// A racy snapshot for sysmon's backlog watch.
+    pub(crate) fn positions(&self) -> (u32, u32) {
+        (self.head.load(Acquire), self.tail.load(Acquire))
+    }
+
     /// Owner only: whether the ring (not counting `runnext`) is empty.
     pub(crate) fn ring_is_empty(&self) -> bool {
         self.head.load(Acquire) == self.tail.load(Relaxed)
@@ -98,6 +104,17 @@ impl<T> RunQueue<T> {
             }
             // A thief moved `head` meanwhile: there is room now.
         }
+    }
+
+    /// Owner only, and only while the ring has room for all of `items` (it is empty, say):
+    /// appends them with one release of `tail`.
+    pub(crate) fn push_many(&self, items: &[*mut T]) {
+        let t = self.tail.load(Relaxed);
+        assert!(t.wrapping_sub(self.head.load(Acquire)) as usize + items.len() <= RING);
+        for (i, &item) in items.iter().enumerate() {
+            self.slot(t.wrapping_add(i as u32)).store(item, Relaxed);
+        }
+        self.tail.store(t.wrapping_add(items.len() as u32), Release);
     }
 
     /// Owner only: moves the older half of a full ring and `item` to `overflow`.

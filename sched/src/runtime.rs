@@ -12,8 +12,7 @@
 
 use core::fmt;
 use core::panic::Location;
-use core::ptr::NonNull;
-use core::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::{Arc, Mutex, Weak};
 use std::thread;
@@ -22,14 +21,45 @@ use std::time::Instant;
 use corosensei::{Coroutine, Yielder};
 use crossbeam_utils::CachePadded;
 
-use crate::coroutine::{AllGs, G, GRef, RUNNABLE, Switch, WaitReason};
-use crate::join::{Cancel, JoinState};
+use crate::coroutine::{AllGs, G, GRef, RUNNABLE, StackRef, Switch, WaitReason};
 pub use crate::join::{JoinError, JoinHandle};
 use crate::machine::{self, Idle, MShared};
 use crate::processor::P;
 
 /// Default stack size for coroutines (usable bytes; rounded up to a power of two).
 pub const DEFAULT_STACK_SIZE: usize = 64 << 10;
+
+/// Coroutines that typically run shorter than this are not worth waking an idle M for.
+/// Moving a G to another P costs the P that made it cache misses on the G record, its
+/// stack and its join state when they come back (on this project's 2-vCPU VM, spawn-join
+/// with the second P taking half the Gs cost ~100–150 ns more per stolen G than the
+/// ~60 ns an empty G takes to run where it was made), and waking the M costs a futex call
+/// and microseconds of latency. Below a few hundred nanoseconds of work a second P makes
+/// the whole slower; 500 ns leaves margin. Work that waits too long anyway is covered by
+/// sysmon (sysmon.rs, "Backlog").
+pub(crate) const MOVE_WORTH_NS: u64 = 500;
+
+/// `log2(ns)` in sixteenths of an octave: a cheap fixed-point log for `run_log`.
+const fn log16(ns: u64) -> u32 {
+    let ns = if ns == 0 { 1 } else { ns };
+    let l = 63 - ns.leading_zeros();
+    let frac = if l >= 4 {
+        (ns >> (l - 4)) & 15
+    } else {
+        (ns << (4 - l)) & 15
+    };
+    l * 16 + frac as u32
+}
+
+/// The inverse of `log16` (to within a sixteenth of an octave).
+fn exp16(l: u32) -> u64 {
+    let (int, frac) = (l / 16, u64::from(l % 16));
+    if int >= 4 {
+        (16 + frac) << (int - 4)
+    } else {
+        (16 + frac) >> (4 - int)
+    }
+}
 
 /// What every part of a runtime shares.
 pub(crate) struct Shared {
@@ -63,6 +93,16 @@ pub(crate) struct Shared {
     /// Usable bytes of a default-size stack (the class `stack_size` rounds up to).
     pub(crate) stack_class: usize,
     pub(crate) spawned_outside: AtomicU64,
+    /// How long a coroutine typically runs before it switches out: a moving average of
+    /// sampled runs (`note_run`), on a log scale (`log16`) so that one long run among many
+    /// short ones (a spawner's burst) barely moves it; `u32::MAX` until measured. It times
+    /// the coroutines themselves, not the Ps, so it does not feed back on the policy it
+    /// drives (a P slowed by cross-core traffic does not make its coroutines look long).
+    run_log: CachePadded<AtomicU32>,
+    /// `sys::coarse_now_ns()` as of sysmon's last look (0 before the first): what a spawn
+    /// stamps as the G's birth, which `dump()` shows as its age. Stale by at most one
+    /// sysmon sleep (10 ms when idle), and it saves a clock read per spawn.
+    pub(crate) coarse_ns: AtomicU64,
 }
 
 // SAFETY: the raw G pointers in the queues and `allgs` are handed between threads by the
@@ -88,6 +128,33 @@ impl Shared {
 
     pub(crate) fn now_ns(&self) -> u64 {
         (self.epoch.elapsed().as_nanos() as u64).max(1)
+    }
+
+    /// The measured typical run length in ns, if any (`Stats::run_ns`).
+    pub(crate) fn run_ns(&self) -> Option<u64> {
+        let l = self.run_log.load(Ordering::Relaxed);
+        (l != u32::MAX).then(|| exp16(l))
+    }
+
+    /// One sampled run of a coroutine, from resume to switch-out (machine.rs `execute`).
+    pub(crate) fn note_run(&self, ns: u64) {
+        let x = i64::from(log16(ns));
+        let old = self.run_log.load(Ordering::Relaxed);
+        let new = if old == u32::MAX {
+            x
+        } else {
+            let old = i64::from(old);
+            old + (x - old) / 4
+        };
+        // Racy read-modify-write between Ps: a lost sample does not matter.
+        self.run_log.store(new as u32, Ordering::Relaxed);
+    }
+
+    /// Whether coroutines typically run for less than `MOVE_WORTH_NS`, so that work
+    /// queued on a running P is better left to it than handed to an idle one (machine.rs
+    /// `queue`).
+    pub(crate) fn runs_short(&self) -> bool {
+        self.run_log.load(Ordering::Relaxed) < log16(MOVE_WORTH_NS)
     }
 
     /// Stamps the time a G became runnable, for one transition in eight (Go samples its
@@ -158,6 +225,8 @@ impl Builder {
             long_runs: AtomicU64::new(0),
             free_gs: Mutex::new(Vec::new()),
             next_id: AtomicU64::new(1),
+            run_log: CachePadded::new(AtomicU32::new(u32::MAX)),
+            coarse_ns: AtomicU64::new(0),
             epoch,
             stack_size: self.stack_size,
             stack_class: self
@@ -293,10 +362,12 @@ impl Drop for Runtime {
         // Leak what is left (see the file comment), telling joiners.
         let mut cancels = Vec::new();
         sh.allgs.for_each(&mut |g| cancels.extend(g.cancel.get()));
-        for c in &cancels {
+        for &c in &cancels {
             // SAFETY: a live G's `cancel` points into the join state its coroutine's closure
-            // owns; the coroutine has not returned and never will now, so it is alive.
-            unsafe { c.as_ref().cancel() };
+            // shares; the coroutine has not completed it (it sets `cancel` to None when it
+            // returns, and a coroutine cannot park after completing) and never will now that
+            // the Ms are joined and it is leaked, so the state is alive and its share is ours.
+            unsafe { c.cancel() };
         }
         sh.global.drain();
         if !cancels.is_empty() {
@@ -387,18 +458,19 @@ pub(crate) fn spawn_in<T: Send + 'static>(
     let size = stack_size.unwrap_or(sh.stack_size);
     let p = machine::current_p(Arc::as_ptr(sh));
     let id = sh.next_id.fetch_add(1, Ordering::Relaxed);
-    let born = crate::sys::coarse_now_ns();
-    // Two references: the handle's, and the coroutine closure's, which completes it. The G
-    // points at it (`cancel`) only while the closure lives.
-    let state = Arc::new(JoinState::new());
-    let done = state.clone();
-    let cancel: NonNull<dyn Cancel> = NonNull::from(&*done);
+    let born = match sh.coarse_ns.load(Ordering::Relaxed) {
+        0 => crate::sys::coarse_now_ns(),
+        t => t,
+    };
+    // The handle's side, and the coroutine closure's, which completes it. The G points at
+    // it (`cancel`) only while the closure lives.
+    let (done, handle, cancel) = crate::join::pair(id);
     let reused = match p {
         // SAFETY: `current_p` returned the P this thread holds.
         Some(p) if size == sh.stack_size && name.is_none() => unsafe { crate::gfree::get(sh, p) },
         _ => None,
     };
-    let (g, stack) = match reused {
+    let g = match reused {
         Some(g) => {
             // SAFETY: a G from a free list is dead and ours alone; only `state`, `id`,
             // `born`, `site` and `saved_sp` may be read meanwhile by `dump()`, and they
@@ -413,11 +485,8 @@ pub(crate) fn spawn_in<T: Send + 'static>(
             gr.locked_m.set(core::ptr::null());
             gr.long_runs.store(0, Ordering::Relaxed);
             gr.cancel.set(Some(cancel));
-            // SAFETY: as above.
-            let stack =
-                unsafe { (*gr.spare_stack.get()).take() }.expect("a dead G keeps its stack");
             gr.state.store(RUNNABLE, Ordering::Release);
-            (g, stack)
+            g
         }
         None => {
             let stack = match p {
@@ -449,21 +518,30 @@ pub(crate) fn spawn_in<T: Send + 'static>(
                 shard: id as usize % AllGs::SHARDS,
                 shard_index: core::cell::Cell::new(0),
                 cancel: core::cell::Cell::new(Some(cancel)),
-                spare_stack: core::cell::UnsafeCell::new(None),
+                stack: core::cell::UnsafeCell::new(Some(stack)),
                 token: core::cell::UnsafeCell::new(None),
             }));
             sh.allgs.insert(g);
-            (g, stack)
+            g
         }
     };
     let gaddr = g as usize;
+    // SAFETY: the G is ours until queued below; it keeps its stack until `gfree::put`,
+    // which drops the coroutine first.
+    let stack = unsafe {
+        StackRef::of(
+            (*(*g).stack.get())
+                .as_ref()
+                .expect("a G owns a stack while it lives"),
+        )
+    };
     let co = Coroutine::with_stack(stack, move |y: &Yielder<(), Switch>, ()| {
         let g = gaddr as GRef;
         // SAFETY: the G outlives its coroutine (it is retired after the coroutine returns).
         unsafe { (*g).yielder.set(y) };
         let r = catch_unwind(AssertUnwindSafe(f)).map_err(JoinError::Panicked);
         // Coroutine-locals are dropped here, on the coroutine, where they may still wait.
-        crate::local::drop_all();
+        crate::local::drop_all(g);
         done.complete(r);
     });
     // SAFETY: the G is not yet visible to any other M (a new record sits in `allgs`, where
@@ -476,6 +554,6 @@ pub(crate) fn spawn_in<T: Send + 'static>(
         sh.spawned_outside.fetch_add(1, Ordering::Relaxed);
     }
     // A new G goes in `runnext` like Go's newproc, so spawn-then-join runs it at once.
-    machine::make_runnable(sh, g, core::ptr::null());
-    JoinHandle::new(state, id)
+    machine::queue(sh, p, g);
+    handle
 }

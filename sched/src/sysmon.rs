@@ -6,10 +6,16 @@
 //!   it: its own queue is not empty, or no M is idle or spinning to pick up the rest. The P
 //!   then goes to another M, started if need be (Go's `handoffp`). After 10 ms it is taken
 //!   regardless, so a long blocking call never pins a P.
-//! - **Pending wake-ups.** A G put in `runnext` without waking an idle M (machine.rs,
-//!   `make_runnable`) must not wait behind a coroutine that keeps running: a P that still
-//!   has a pending wake-up and has not scheduled since the last look gets it delivered
-//!   (`wakep`), and the woken M may steal runnext.
+//! - **Pending wake-ups.** Gs queued on a running P without waking an idle M (machine.rs,
+//!   `queue`: only `runnext` held work, or the runtime's coroutines run too briefly to be
+//!   worth moving) must not wait behind a coroutine that keeps running: a P that still
+//!   has a pending wake-up, work queued and no schedule since the last look gets it
+//!   delivered (`wakep`), and the woken M may steal.
+//! - **Backlog.** Nor may they wait long behind a P that keeps scheduling but does not get
+//!   through its queue: if Gs that were queued on a P with a pending wake-up, or on the
+//!   global queue, at one look are still there `BACKLOG_NS` later, an idle M is woken.
+//!   Work conservation is thus given up for at most about a millisecond, and only for work
+//!   that the busy P is draining on its own.
 //! - **Netpoll.** If nobody has polled the network for 10 ms (every M busy), sysmon polls
 //!   it without blocking and queues what became ready.
 //! - **Timers** overdue because every P is busy are fired here.
@@ -26,7 +32,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::machine;
-use crate::processor::{P, P_IDLE, P_RUNNING, P_SYSCALL};
+use crate::processor::{P, P_IDLE, P_RUNNING, P_SYSCALL, PENDING_RUNNEXT, PENDING_SHORT};
 use crate::runtime::Shared;
 
 pub(crate) const MIN_DELAY_US: u64 = 20;
@@ -38,6 +44,8 @@ const RETAKE_AFTER_NS: u64 = 20_000;
 const RETAKE_ANYWAY_NS: u64 = 10_000_000;
 const FORCE_POLL_NS: u64 = 10_000_000;
 const LONG_RUN_NS: u64 = 10_000_000;
+/// Queued work that has waited this long gets an idle M even from a P that is scheduling.
+const BACKLOG_NS: u64 = 1_000_000;
 
 /// What sysmon remembers of a P between looks.
 #[derive(Clone, Copy, Default)]
@@ -49,8 +57,41 @@ struct Seen {
     reported: bool,
 }
 
+/// Watches a queue for work that stays queued (see "Backlog" above): remembers how many
+/// Gs had entered it when it last held work, and since when.
+#[derive(Clone, Copy, Default)]
+struct Backlog {
+    mark: u32,
+    since: u64,
+    waiting: bool,
+}
+
+impl Backlog {
+    /// `taken`, `added`: how many Gs have ever left and entered the queue (wrapping).
+    /// True when Gs that were queued `BACKLOG_NS` ago or earlier are still queued.
+    fn stale(&mut self, taken: u32, added: u32, now: u64) -> bool {
+        // Were all the Gs seen last time taken since? (Differences stay far below 2^31.)
+        let left = self.mark.wrapping_sub(taken) as i32 > 0;
+        if self.waiting && left {
+            if now.saturating_sub(self.since) < BACKLOG_NS {
+                return false;
+            }
+            self.waiting = false;
+            return true;
+        }
+        *self = Self {
+            mark: added,
+            since: now,
+            waiting: added != taken,
+        };
+        false
+    }
+}
+
 pub(crate) fn run(sh: Arc<Shared>) {
     let mut seen = vec![Seen::default(); sh.ps.len()];
+    let mut backlogs = vec![Backlog::default(); sh.ps.len()];
+    let mut global_backlog = Backlog::default();
     let mut delay_us = MIN_DELAY_US;
     let mut quiet = 0u32;
     loop {
@@ -61,12 +102,19 @@ pub(crate) fn run(sh: Arc<Shared>) {
             return;
         }
         let now = sh.now_ns();
+        sh.coarse_ns
+            .store(crate::sys::coarse_now_ns(), Ordering::Relaxed);
         let mut acted = false;
         let mut scheduled = false;
-        for (p, seen) in sh.ps.iter().zip(seen.iter_mut()) {
-            let (a, s) = look_at(&sh, p, seen, now);
+        for ((p, seen), backlog) in sh.ps.iter().zip(seen.iter_mut()).zip(backlogs.iter_mut()) {
+            let (a, s) = look_at(&sh, p, seen, backlog, now);
             acted |= a;
             scheduled |= s;
+        }
+        let (taken, added) = sh.global.counts();
+        if global_backlog.stale(taken, added, now) && sh.npidle.load(Ordering::SeqCst) > 0 {
+            machine::wakep(&sh);
+            acted = true;
         }
         let last = sh.poll.last_poll.load(Ordering::Relaxed);
         if sh.poll.has_waiters()
@@ -110,7 +158,7 @@ pub(crate) fn run(sh: Arc<Shared>) {
 
 /// Looks at one P. Returns (sysmon acted or must look again soon, the P scheduled since
 /// the last look).
-fn look_at(sh: &Shared, p: &P, seen: &mut Seen, now: u64) -> (bool, bool) {
+fn look_at(sh: &Shared, p: &P, seen: &mut Seen, backlog: &mut Backlog, now: u64) -> (bool, bool) {
     let tick = p.tick.load(Ordering::Relaxed);
     let scheduled = tick != seen.tick;
     if scheduled {
@@ -139,7 +187,22 @@ fn look_at(sh: &Shared, p: &P, seen: &mut Seen, now: u64) -> (bool, bool) {
             }
         }
         P_RUNNING => {
-            if !scheduled && p.wake_pending.swap(false, Ordering::Relaxed) {
+            let (head, tail) = p.runq.positions();
+            let stale = backlog.stale(head, tail, now);
+            // The G running now has run for at least this long.
+            let running_for = if scheduled {
+                0
+            } else {
+                now.saturating_sub(seen.since)
+            };
+            let due = match p.wake_pending.load(Ordering::Relaxed) {
+                // A woken partner behind a G that did not block as expected.
+                PENDING_RUNNEXT => !scheduled,
+                // Short work: only once it has waited long (a spawner's burst is short).
+                PENDING_SHORT => running_for >= BACKLOG_NS || stale,
+                _ => false,
+            };
+            if due && !p.runq.is_empty() && p.wake_pending.swap(0, Ordering::Relaxed) != 0 {
                 machine::wakep(sh);
                 acted = true;
             }
