@@ -322,6 +322,8 @@ fn run_blocking(m: &MCtx, p: &P, g: GRef) {
 /// sees the idle P also finds an idle M, and does not start a thread for nothing).
 fn release_p(m: &MCtx) {
     let p = m.p.replace(NO_P);
+    // An idle spell is not a run (`time_run`).
+    m.shared.ps[p].run_started.store(0, Ordering::Relaxed);
     put_idle_p_with(&m.shared, p, Some(&m.ms));
 }
 
@@ -618,6 +620,27 @@ fn take_global(sh: &Shared, p: &P, max: usize) -> Option<GRef> {
     Some(batch[0])
 }
 
+/// Schedule ticks per timed run (`time_run`): two clock reads every 64 schedules.
+const RUN_SAMPLE: u32 = 64;
+
+/// Times one run in RUN_SAMPLE for the runtime's run-length estimate (`Shared::note_run`):
+/// from the schedule at a multiple of RUN_SAMPLE to the next one, which is the run of the
+/// G picked in between plus one pass of the scheduler. Out of line, so the switch path
+/// carries only the tick test; a P that went idle in between drops the sample
+/// (`release_p`).
+#[cold]
+#[inline(never)]
+fn time_run(sh: &Shared, p: &P, tick: u32) {
+    if tick.is_multiple_of(RUN_SAMPLE) {
+        p.run_started.store(sh.now_ns(), Ordering::Relaxed);
+    } else {
+        let start = p.run_started.swap(0, Ordering::Relaxed);
+        if start != 0 {
+            sh.note_run(sh.now_ns().saturating_sub(start));
+        }
+    }
+}
+
 /// Go's findRunnable.
 fn find_runnable(m: &MCtx, p: &P) -> Option<GRef> {
     let sh = &*m.shared;
@@ -626,8 +649,12 @@ fn find_runnable(m: &MCtx, p: &P) -> Option<GRef> {
     if sh.timers.armed() {
         crate::timer::run_due(sh);
     }
-    if p.wake_pending.load(Ordering::Relaxed) != 0 && p.runq.len() <= 1 {
-        // We are scheduling now: whatever is left queued is about to run here.
+    if tick % RUN_SAMPLE < 2 {
+        time_run(sh, p, tick);
+    }
+    let pending = p.wake_pending.load(Ordering::Relaxed);
+    if pending == PENDING_RUNNEXT || (pending == PENDING_SHORT && p.runq.len() <= 1) {
+        // We are scheduling now: the runnext G (or whatever is left) is about to run here.
         p.wake_pending.store(0, Ordering::Relaxed);
     }
     if tick.is_multiple_of(2)
@@ -727,12 +754,9 @@ fn execute(m: &MCtx, p: &P, g: GRef) -> Option<GRef> {
     let gr: &G = unsafe { &*g };
     // Only a sampled G (`stamp_runnable`) has a stamp; most switches skip the store.
     let since = gr.runnable_at.load(Ordering::Relaxed);
-    // One run in RUN_SAMPLE is timed for the runtime's run-length estimate.
-    let timed = p.tick.load(Ordering::Relaxed).is_multiple_of(RUN_SAMPLE);
-    let start = if since != 0 || timed { sh.now_ns() } else { 0 };
     if since != 0 {
         gr.runnable_at.store(0, Ordering::Relaxed);
-        p.record_latency(start.saturating_sub(since));
+        p.record_latency(sh.now_ns().saturating_sub(since));
     }
     gr.state.store(RUNNING, Ordering::Release);
     m.curg.set(g);
@@ -740,14 +764,8 @@ fn execute(m: &MCtx, p: &P, g: GRef) -> Option<GRef> {
         .store(gr.id.load(Ordering::Relaxed), Ordering::Relaxed);
     let out = execute_inner(m, p, g, gr);
     p.curg_id.store(0, Ordering::Relaxed);
-    if timed {
-        sh.note_run(sh.now_ns().saturating_sub(start));
-    }
     out
 }
-
-/// Schedule ticks per timed run (`execute`): two clock reads every 64 switches.
-const RUN_SAMPLE: u32 = 64;
 
 fn execute_inner(m: &MCtx, p: &P, g: GRef, gr: &G) -> Option<GRef> {
     let sh = &*m.shared;

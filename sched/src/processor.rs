@@ -51,6 +51,9 @@ pub(crate) struct P {
     /// schedules with at most one G queued, or by sysmon, which then wakes an M if those
     /// Gs wait too long (sysmon.rs).
     pub(crate) wake_pending: AtomicU8,
+    /// When the run being timed for the run-length estimate started (machine.rs
+    /// `time_run`), or 0. Owner only.
+    pub(crate) run_started: AtomicU64,
     pub(crate) spawned: AtomicU64,
     pub(crate) steals: AtomicU64,
     pub(crate) latency: [AtomicU64; LATENCY_BUCKETS],
@@ -92,6 +95,7 @@ impl P {
             free_gs: UnsafeCell::new(Vec::new()),
             tick: AtomicU32::new(0),
             wake_pending: AtomicU8::new(0),
+            run_started: AtomicU64::new(0),
             spawned: AtomicU64::new(0),
             steals: AtomicU64::new(0),
             latency: std::array::from_fn(|_| AtomicU64::new(0)),
