@@ -102,14 +102,16 @@ unsafe impl<T: Send> Send for Chan<T> {}
 
 /// Outcome of a non-blocking send under the lock.
 pub(crate) enum SendTry<T> {
-    Done(Option<Arc<Token>>),
+    /// Sent; the receiver's entry, popped off its queue, to notify after unlocking.
+    Done(Option<Arc<Entry<T>>>),
     Full(T),
     Closed(T),
 }
 
 /// Outcome of a non-blocking receive under the lock.
 pub(crate) enum RecvTry<T> {
-    Done(T, Option<Arc<Token>>),
+    /// Received; a sender's entry, popped off its queue, to notify after unlocking.
+    Done(T, Option<Arc<Entry<T>>>),
     Empty,
     Closed,
 }
@@ -169,7 +171,7 @@ impl<T> Chan<T> {
             if e.token.try_claim(e.arm) {
                 // SAFETY: we won the claim and hold the lock.
                 unsafe { e.put(v) };
-                return SendTry::Done(Some(e.token.clone()));
+                return SendTry::Done(Some(e));
             }
         }
         if st.buf.len() < self.cap {
@@ -191,7 +193,7 @@ impl<T> Chan<T> {
                     // SAFETY: we won the claim and hold the lock.
                     let w = unsafe { e.take() }.expect("a blocked sender holds a value");
                     st.buf.push_back(w);
-                    return RecvTry::Done(v, Some(e.token.clone()));
+                    return RecvTry::Done(v, Some(e));
                 }
             }
             return RecvTry::Done(v, None);
@@ -200,7 +202,7 @@ impl<T> Chan<T> {
             if e.token.try_claim(e.arm) {
                 // SAFETY: we won the claim and hold the lock.
                 let w = unsafe { e.take() }.expect("a blocked sender holds a value");
-                return RecvTry::Done(w, Some(e.token.clone()));
+                return RecvTry::Done(w, Some(e));
             }
         }
         if st.closed || st.senders == 0 {
@@ -259,8 +261,8 @@ impl<T> Chan<T> {
         let v = match unsafe { self.try_send_locked(v) } {
             SendTry::Done(n) => {
                 self.unlock();
-                if let Some(t) = n {
-                    t.notify();
+                if let Some(e) = n {
+                    e.token.notify();
                 }
                 return Ok(());
             }
@@ -274,12 +276,11 @@ impl<T> Chan<T> {
             self.unlock();
             return Err(SendTimeoutError::Timeout(v));
         }
-        let token = Token::for_current();
-        let e = Entry::new(token.clone(), 0, Some(v));
+        let e = Entry::new(Token::for_current(), 0, Some(v));
         // SAFETY: we hold the lock.
         unsafe { self.push_waiter(e.clone(), true) };
         self.unlock();
-        let sel = token.wait_until(WaitReason::ChanSend, deadline);
+        let sel = e.token.wait_until(WaitReason::ChanSend, deadline);
         if sel == TIMEOUT {
             self.remove_waiter(&e, true);
             // SAFETY: the timer won the claim and the entry is off the queue: it is ours.
@@ -300,8 +301,8 @@ impl<T> Chan<T> {
         match unsafe { self.try_recv_locked() } {
             RecvTry::Done(v, n) => {
                 self.unlock();
-                if let Some(t) = n {
-                    t.notify();
+                if let Some(e) = n {
+                    e.token.notify();
                 }
                 return Ok(v);
             }
@@ -315,12 +316,11 @@ impl<T> Chan<T> {
             self.unlock();
             return Err(RecvTimeoutError::Timeout);
         }
-        let token = Token::for_current();
-        let e = Entry::new(token.clone(), 0, None);
+        let e = Entry::new(Token::for_current(), 0, None);
         // SAFETY: we hold the lock.
         unsafe { self.push_waiter(e.clone(), false) };
         self.unlock();
-        let sel = token.wait_until(WaitReason::ChanRecv, deadline);
+        let sel = e.token.wait_until(WaitReason::ChanRecv, deadline);
         if sel == TIMEOUT {
             self.remove_waiter(&e, false);
             return Err(RecvTimeoutError::Timeout);
@@ -425,8 +425,8 @@ impl<T> Sender<T> {
         self.chan.unlock();
         match r {
             SendTry::Done(n) => {
-                if let Some(t) = n {
-                    t.notify();
+                if let Some(e) = n {
+                    e.token.notify();
                 }
                 Ok(())
             }
@@ -486,8 +486,8 @@ impl<T> Receiver<T> {
         self.chan.unlock();
         match r {
             RecvTry::Done(v, n) => {
-                if let Some(t) = n {
-                    t.notify();
+                if let Some(e) = n {
+                    e.token.notify();
                 }
                 Ok(v)
             }

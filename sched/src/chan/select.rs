@@ -122,7 +122,7 @@ impl<T> Arm for RecvArm<'_, T> {
         // SAFETY: `select` holds this channel's lock while calling us.
         match unsafe { self.rx.chan.try_recv_locked() } {
             RecvTry::Done(v, n) => {
-                wake.0.extend(n);
+                wake.0.extend(n.map(|e| e.token.clone()));
                 self.result = Some(Ok(v));
                 true
             }
@@ -171,7 +171,7 @@ impl<T> Arm for SendArm<'_, T> {
         // SAFETY: `select` holds this channel's lock while calling us.
         match unsafe { self.tx.chan.try_send_locked(v) } {
             SendTry::Done(n) => {
-                wake.0.extend(n);
+                wake.0.extend(n.map(|e| e.token.clone()));
                 self.result = Some(Ok(()));
                 true
             }
