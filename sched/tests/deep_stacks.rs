@@ -50,7 +50,7 @@ fn stacks_that_went_deep_are_not_kept_with_dead_coroutines() {
             .map(|_| {
                 let rx = rx.clone();
                 spawn(move || {
-                    let v = recurse(24);
+                    let v = recurse(8);
                     let _ = rx.recv();
                     v
                 })
