@@ -24,8 +24,19 @@ pub enum Command {
     Child(ChildSpec),
     /// `--programs`: real programs under `LD_PRELOAD` allocators.
     Programs(ProgramOptions),
-    /// `--sched`: scheduler and stack workloads (not available yet).
-    Sched,
+    /// `--sched`: the scheduler workloads against Go, may and tokio only.
+    Sched {
+        /// `--full`: more repetitions, and parked at 1,000,000 too.
+        full: bool,
+    },
+    /// Hidden: the scheduler comparison itself, in a child process that allocates through
+    /// Tessera.
+    SchedChild {
+        /// As for `Sched`.
+        full: bool,
+    },
+    /// Hidden: the parked workload with N coroutines, in a child process.
+    SchedParked(usize),
 }
 
 /// Options of the allocator comparison.
@@ -43,6 +54,9 @@ pub struct RunOptions {
     pub duration: Duration,
     /// Whether `--full` was given (shown in the report).
     pub full: bool,
+    /// Whether the scheduler comparison follows (the default run; not when the run was
+    /// narrowed with `--workloads`, `--allocators` or `--threads`).
+    pub with_sched: bool,
 }
 
 /// One run, as passed to a child process.
@@ -97,7 +111,8 @@ USAGE:
 With no options, runs every allocator workload at 1, 2, 4 and 8 threads against every
 allocator (quick mode, about two minutes), prints throughput ratios against mimalloc
 (ratio > 1: faster than mimalloc) with peak RSS, and writes report.md and chart.svg to
-<target>/tessera-bench/.
+<target>/tessera-bench/; then compares the scheduler with Go (when `go` is installed),
+may and tokio on spawn-join, ping-pong, yield and parked (about one minute more).
 
 OPTIONS:
     --workloads a,b     workloads to run [{workloads}]
@@ -108,7 +123,9 @@ OPTIONS:
     --full              long runs ({full_ms} ms each instead of {quick_ms} ms)
     --duration-ms N     budget of one run, overriding the mode's
     --programs          real programs (python3, sqlite3, git, redis, a threaded C stress) under LD_PRELOAD allocators
-    --sched             scheduler and stack workloads (not available yet)
+    --sched             only the scheduler workloads (spawn-join, ping-pong, yield, parked)
+                        against Go (if `go` is installed), may and tokio; the default run
+                        ends with them
     -h, --help          this text
 ",
         workloads = Workload::ALL.map(Workload::name).join(", "),
@@ -125,6 +142,18 @@ OPTIONS:
 pub fn parse(argv: &[String]) -> Result<Command, String> {
     if argv.first().map(String::as_str) == Some(CHILD_FLAG) {
         return parse_child(&argv[1..]);
+    }
+    if argv.first().map(String::as_str) == Some(crate::sched::CHILD_FLAG) {
+        return Ok(Command::SchedChild {
+            full: argv.get(1).map(String::as_str) == Some("--full"),
+        });
+    }
+    if argv.first().map(String::as_str) == Some(crate::sched::PARKED_FLAG) {
+        let n = argv.get(1).ok_or("the parked child needs N")?;
+        return Ok(Command::SchedParked(positive(
+            crate::sched::PARKED_FLAG,
+            n,
+        )?));
     }
     let mut workloads = None;
     let mut allocator_names = None;
@@ -170,8 +199,9 @@ pub fn parse(argv: &[String]) -> Result<Command, String> {
     }
 
     if sched {
-        return Ok(Command::Sched);
+        return Ok(Command::Sched { full });
     }
+    let with_sched = workloads.is_none() && allocator_names.is_none() && threads.is_none();
     let (mode_duration, mode_reps) = if full { FULL } else { QUICK };
     let reps = reps.unwrap_or(mode_reps);
     if programs {
@@ -191,6 +221,7 @@ pub fn parse(argv: &[String]) -> Result<Command, String> {
         None => known,
     };
     Ok(Command::Run(RunOptions {
+        with_sched,
         workloads: workloads.unwrap_or_else(|| Workload::ALL.to_vec()),
         allocators,
         threads: threads.unwrap_or_else(|| DEFAULT_THREADS.to_vec()),
@@ -317,7 +348,27 @@ mod tests {
     #[test]
     fn help_sched_and_programs() {
         assert_eq!(parse_str("--threads 2 --help"), Ok(Command::Help));
-        assert_eq!(parse_str("--sched"), Ok(Command::Sched));
+        assert_eq!(parse_str("--sched"), Ok(Command::Sched { full: false }));
+        assert_eq!(
+            parse_str("--sched --full"),
+            Ok(Command::Sched { full: true })
+        );
+        assert_eq!(
+            parse_str("--sched-parked 1000"),
+            Ok(Command::SchedParked(1000))
+        );
+        assert!(parse_str("--sched-parked 0").is_err());
+        let Ok(Command::Run(r)) = parse_str("") else {
+            panic!()
+        };
+        assert!(
+            r.with_sched,
+            "the default run ends with the scheduler comparison"
+        );
+        let Ok(Command::Run(r)) = parse_str("--threads 2") else {
+            panic!()
+        };
+        assert!(!r.with_sched);
         let Ok(Command::Programs(p)) = parse_str("--programs --allocators glibc,tcmalloc") else {
             panic!()
         };

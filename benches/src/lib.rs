@@ -4,16 +4,19 @@
 //! The runner (`cargo run --release -p tessera-bench`) runs every allocator workload of
 //! BENCHMARKS.md against every allocator in [`allocators::ALLOCATORS`], one child process
 //! per (allocator, workload, threads) so each run's peak RSS is its own, and prints the
-//! throughput ratios against mimalloc. `main.rs` only calls [`main_entry`].
+//! throughput ratios against mimalloc; then the scheduler workloads against Go, may and
+//! tokio ([`sched`]). `main.rs` only calls [`main_entry`].
 
 pub mod allocators;
 pub mod args;
 pub mod child;
+pub mod global;
 pub mod paths;
 pub mod programs;
 pub mod protocol;
 pub mod report;
 pub mod runner;
+pub mod sched;
 pub mod spsc;
 pub mod stats;
 pub mod svg;
@@ -36,16 +39,20 @@ pub fn main_entry() -> i32 {
             0
         }
         args::Command::Child(spec) => child::child_main(&spec),
-        args::Command::Run(options) => runner::run(&options),
-        args::Command::Programs(options) => programs::run(&options),
-        args::Command::Sched => {
-            // The scheduler and stack workloads (spawn-join, ping-pong, yield, parked, echo,
-            // stack-acquire) belong to the scheduler issue; they are not faked here.
-            eprintln!(
-                "tessera-bench: scheduler workloads (--sched) are not available yet; \
-                 they arrive with tessera-sched"
-            );
-            3
+        args::Command::Run(options) => {
+            let code = runner::run(&options);
+            // The default run also compares the scheduler; a run narrowed to some
+            // allocators or workloads is about the allocator only.
+            if code == 0 && options.with_sched {
+                println!();
+                sched::run(options.full)
+            } else {
+                code
+            }
         }
+        args::Command::Programs(options) => programs::run(&options),
+        args::Command::Sched { full } => sched::run(full),
+        args::Command::SchedChild { full } => sched::run_here(full),
+        args::Command::SchedParked(n) => sched::parked_child(n),
     }
 }

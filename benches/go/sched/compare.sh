@@ -15,7 +15,7 @@ cargo bench -p tessera-bench --bench sched 2>/dev/null | tee "$out/sched-criteri
     grep -E "time:" || true
 "$root/benches/go/sched/run.sh" | tee "$out/sched-go.txt"
 for n in ${PARKED:-100000 1000000}; do
-    cargo run --release -q -p tessera-sched --example parked -- "$n"
+    TESSERA_BENCH_GLOBAL=tessera cargo run --release -q -p tessera-bench -- --sched-parked "$n"
 done | tee "$out/sched-parked.txt"
 
 # Criterion prints "group/name  time: [lo mid hi]", sometimes with the name on its own line.

@@ -1,0 +1,562 @@
+//! The scheduler workloads of BENCHMARKS.md (spawn-join, ping-pong, yield, parked) for
+//! tessera-sched, may and tokio, shared by the criterion bench (`benches/sched.rs`) and the
+//! runner's scheduler comparison (`tessera-bench --sched`, also part of the default run),
+//! which adds Go's runtime through the reference programs in `benches/go/sched` when `go`
+//! is installed (Debian: `golang-go`).
+//!
+//! `may`'s worker count is global and fixed at first use: it runs with 2 workers in every
+//! group (so its "1p" figure is really 2 workers).
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+/// Coroutines spawned before each join round (BENCHMARKS.md: spawn-join).
+pub const BATCH: u64 = 1000;
+
+/// A tessera-sched runtime with `procs` Ps.
+pub fn tessera_rt(procs: usize) -> tessera_sched::Runtime {
+    tessera_sched::Runtime::builder()
+        .procs(procs)
+        .build()
+        .unwrap()
+}
+
+/// A multi-threaded tokio runtime with `workers` workers.
+pub fn tokio_mt(workers: usize) -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(workers)
+        .build()
+        .unwrap()
+}
+
+/// A current-thread tokio runtime.
+pub fn tokio_ct() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap()
+}
+
+/// Sets may's worker count (global, fixed at first use) to 2.
+pub fn may_init() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        may::config().set_workers(2);
+    });
+}
+
+/// Runs `f` in a may coroutine and returns its result.
+pub fn may_run<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+    may_init();
+    // SAFETY: the closure keeps no thread-local references across may's switches.
+    unsafe { may::coroutine::spawn(f) }.join().unwrap()
+}
+
+// ---------------------------------------------------------------- spawn-join
+
+/// spawn-join on the current tessera-sched runtime (call inside `block_on`).
+pub fn tessera_spawn_join(iters: u64) -> Duration {
+    let start = Instant::now();
+    let mut left = iters;
+    while left > 0 {
+        let k = left.min(BATCH);
+        let hs: Vec<_> = (0..k).map(|_| tessera_sched::spawn(|| ())).collect();
+        for h in hs {
+            h.join().unwrap();
+        }
+        left -= k;
+    }
+    start.elapsed()
+}
+
+/// spawn-join in a may coroutine (call inside `may_run`).
+pub fn may_spawn_join(iters: u64) -> Duration {
+    let start = Instant::now();
+    let mut left = iters;
+    while left > 0 {
+        let k = left.min(BATCH);
+        // SAFETY: the empty closures touch nothing.
+        let hs: Vec<_> = (0..k)
+            .map(|_| unsafe { may::coroutine::spawn(|| ()) })
+            .collect();
+        for h in hs {
+            h.join().unwrap();
+        }
+        left -= k;
+    }
+    start.elapsed()
+}
+
+/// spawn-join on the current tokio runtime.
+pub async fn tokio_spawn_join(iters: u64) -> Duration {
+    let start = Instant::now();
+    let mut left = iters;
+    while left > 0 {
+        let k = left.min(BATCH);
+        let hs: Vec<_> = (0..k).map(|_| tokio::spawn(async {})).collect();
+        for h in hs {
+            h.await.unwrap();
+        }
+        left -= k;
+    }
+    start.elapsed()
+}
+
+/// Times `iters` round trips: `send` a value to the echoing side, `recv` its answer.
+fn round_trips(iters: u64, mut send: impl FnMut(u64), mut recv: impl FnMut() -> u64) -> Duration {
+    let start = Instant::now();
+    let mut v = 0;
+    for _ in 0..iters {
+        send(v);
+        v = recv();
+    }
+    let el = start.elapsed();
+    std::hint::black_box(v);
+    el
+}
+
+/// ping-pong round trips on the current tessera-sched runtime.
+pub fn tessera_ping_pong(iters: u64) -> Duration {
+    use tessera_sched::chan;
+    let (ping_tx, ping_rx) = chan::bounded::<u64>(0);
+    let (pong_tx, pong_rx) = chan::bounded::<u64>(0);
+    let echo = tessera_sched::spawn(move || {
+        for v in ping_rx.iter() {
+            pong_tx.send(v + 1).unwrap();
+        }
+    });
+    let el = round_trips(
+        iters,
+        |v| ping_tx.send(v).unwrap(),
+        || pong_rx.recv().unwrap(),
+    );
+    drop(ping_tx);
+    echo.join().unwrap();
+    el
+}
+
+/// ping-pong round trips in may (its unbounded mpsc, which holds at most one value here).
+pub fn may_ping_pong(iters: u64) -> Duration {
+    use may::sync::mpsc;
+    let (ping_tx, ping_rx) = mpsc::channel::<u64>();
+    let (pong_tx, pong_rx) = mpsc::channel::<u64>();
+    // SAFETY: the echo closure owns its channel ends and keeps no thread-local references.
+    let echo = unsafe {
+        may::coroutine::spawn(move || {
+            while let Ok(v) = ping_rx.recv() {
+                if pong_tx.send(v + 1).is_err() {
+                    break;
+                }
+            }
+        })
+    };
+    let el = round_trips(
+        iters,
+        |v| ping_tx.send(v).unwrap(),
+        || pong_rx.recv().unwrap(),
+    );
+    drop(ping_tx);
+    echo.join().unwrap();
+    el
+}
+
+/// ping-pong round trips on the current tokio runtime (`mpsc::channel(1)`).
+pub async fn tokio_ping_pong(iters: u64) -> Duration {
+    use tokio::sync::mpsc;
+    let (ping_tx, mut ping_rx) = mpsc::channel::<u64>(1);
+    let (pong_tx, mut pong_rx) = mpsc::channel::<u64>(1);
+    let echo = tokio::spawn(async move {
+        while let Some(v) = ping_rx.recv().await {
+            if pong_tx.send(v + 1).await.is_err() {
+                break;
+            }
+        }
+    });
+    let start = Instant::now();
+    let mut v = 0;
+    for _ in 0..iters {
+        ping_tx.send(v).await.unwrap();
+        v = pong_rx.recv().await.unwrap();
+    }
+    let el = start.elapsed();
+    drop(ping_tx);
+    echo.await.unwrap();
+    std::hint::black_box(v);
+    el
+}
+
+// ---------------------------------------------------------------- yield
+
+/// Two coroutines yield to each other on the current tessera-sched runtime (1 P): `iters`
+/// switches in all.
+pub fn tessera_yield(iters: u64) -> Duration {
+    let n = iters.div_ceil(2);
+    let start = Instant::now();
+    let hs: Vec<_> = (0..2)
+        .map(|_| {
+            tessera_sched::spawn(move || {
+                for _ in 0..n {
+                    tessera_sched::yield_now();
+                }
+            })
+        })
+        .collect();
+    for h in hs {
+        h.join().unwrap();
+    }
+    start.elapsed()
+}
+
+/// As `tessera_yield`, in may.
+pub fn may_yield(iters: u64) -> Duration {
+    let n = iters.div_ceil(2);
+    let start = Instant::now();
+    // SAFETY: the closures capture only `n`.
+    let hs: Vec<_> = (0..2)
+        .map(|_| unsafe {
+            may::coroutine::spawn(move || {
+                for _ in 0..n {
+                    may::coroutine::yield_now();
+                }
+            })
+        })
+        .collect();
+    for h in hs {
+        h.join().unwrap();
+    }
+    start.elapsed()
+}
+
+/// As `tessera_yield`, on the current (current-thread) tokio runtime.
+pub async fn tokio_yield(iters: u64) -> Duration {
+    let n = iters.div_ceil(2);
+    let start = Instant::now();
+    let hs: Vec<_> = (0..2)
+        .map(|_| {
+            tokio::spawn(async move {
+                for _ in 0..n {
+                    tokio::task::yield_now().await;
+                }
+            })
+        })
+        .collect();
+    for h in hs {
+        h.await.unwrap();
+    }
+    start.elapsed()
+}
+
+// ---------------------------------------------------------------- the runner's comparison
+
+/// The scheduler peers, as columns.
+const PEERS: [&str; 5] = ["tessera", "go", "may", "tokio-mt", "tokio-ct"];
+
+/// (workload, iterations per repetition).
+const WORKLOADS: [(&str, u64); 4] = [
+    ("spawn-join", 1_000_000),
+    ("ping-pong-1p", 200_000),
+    ("ping-pong-2p", 200_000),
+    ("yield", 2_000_000),
+];
+
+/// ns per operation of `peer` on `workload` (one repetition), or `None` if the peer has
+/// no such configuration (tokio-ct on two Ps, tokio-mt on one).
+fn measure(workload: &str, peer: &str, iters: u64, rts: &Runtimes) -> Option<f64> {
+    let d = match (workload, peer) {
+        ("spawn-join", "tessera") => rts.t2.block_on(move || tessera_spawn_join(iters)),
+        ("spawn-join", "may") => may_run(move || may_spawn_join(iters)),
+        ("spawn-join", "tokio-mt") => rts
+            .mt
+            .block_on(async move { tokio::spawn(tokio_spawn_join(iters)).await.unwrap() }),
+        ("spawn-join", "tokio-ct") => rts.ct.block_on(tokio_spawn_join(iters)),
+        ("ping-pong-1p", "tessera") => rts.t1.block_on(move || tessera_ping_pong(iters)),
+        ("ping-pong-2p", "tessera") => rts.t2.block_on(move || tessera_ping_pong(iters)),
+        ("ping-pong-1p" | "ping-pong-2p", "may") => may_run(move || may_ping_pong(iters)),
+        ("ping-pong-1p", "tokio-ct") => rts.ct.block_on(tokio_ping_pong(iters)),
+        ("ping-pong-2p", "tokio-mt") => rts
+            .mt
+            .block_on(async move { tokio::spawn(tokio_ping_pong(iters)).await.unwrap() }),
+        ("yield", "tessera") => rts.t1.block_on(move || tessera_yield(iters)),
+        ("yield", "may") => may_run(move || may_yield(iters)),
+        ("yield", "tokio-ct") => rts.ct.block_on(tokio_yield(iters)),
+        _ => return None,
+    };
+    Some(d.as_nanos() as f64 / iters as f64)
+}
+
+struct Runtimes {
+    t1: tessera_sched::Runtime,
+    t2: tessera_sched::Runtime,
+    mt: tokio::runtime::Runtime,
+    ct: tokio::runtime::Runtime,
+}
+
+fn median(mut xs: Vec<f64>) -> f64 {
+    xs.sort_by(f64::total_cmp);
+    xs[xs.len() / 2]
+}
+
+/// Go's figures from the reference programs.
+struct GoFigures {
+    /// (workload, ns/op).
+    ns: Vec<(String, f64)>,
+    /// The parked lines, as printed.
+    parked: Vec<String>,
+}
+
+fn go_figures(parked: &[usize]) -> Result<GoFigures, String> {
+    if Command::new("go").arg("version").output().is_err() {
+        return Err("go not installed (Debian: apt-get install golang-go)".into());
+    }
+    let src = crate::paths::workspace_root().join("benches/go/sched");
+    let dir = crate::paths::report_dir();
+    std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let bin = dir.join("go-sched");
+    let build = Command::new("go")
+        .arg("build")
+        .arg("-o")
+        .arg(&bin)
+        .arg(".")
+        .current_dir(&src)
+        .output()
+        .map_err(|e| format!("go build: {e}"))?;
+    if !build.status.success() {
+        return Err(format!(
+            "go build failed: {}",
+            String::from_utf8_lossy(&build.stderr).trim()
+        ));
+    }
+    let run = |procs: &str, args: &[String]| -> Result<String, String> {
+        let out = Command::new(&bin)
+            .args(args)
+            .env("GOMAXPROCS", procs)
+            .output()
+            .map_err(|e| format!("{}: {e}", bin.display()))?;
+        if !out.status.success() {
+            return Err(format!("{} {args:?} failed", bin.display()));
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    };
+    let mut figures = Vec::new();
+    for (procs, what) in [
+        ("2", "spawn-join"),
+        ("1", "ping-pong"),
+        ("2", "ping-pong"),
+        ("1", "yield"),
+    ] {
+        for line in run(procs, &[what.to_string()])?.lines() {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            if let [name, "ns/op", v] = f[..]
+                && let Ok(v) = v.parse()
+            {
+                figures.push((name.to_string(), v));
+            }
+        }
+    }
+    let mut lines = Vec::new();
+    for &n in parked {
+        lines.extend(
+            run("2", &["parked".to_string(), n.to_string()])?
+                .lines()
+                .map(|l| format!("go       {l}")),
+        );
+    }
+    Ok(GoFigures {
+        ns: figures,
+        parked: lines,
+    })
+}
+
+/// The hidden flag of the comparison's child process.
+pub const CHILD_FLAG: &str = "--sched-child";
+
+/// `tessera-bench --sched`: runs the comparison (`run_here`) in a child process that
+/// allocates through Tessera (`global.rs`), as the criterion bench does. Returns the exit
+/// code.
+pub fn run(full: bool) -> i32 {
+    let exe = match std::env::current_exe() {
+        Ok(exe) => exe,
+        Err(e) => {
+            eprintln!("tessera-bench: cannot find its own executable: {e}");
+            return 1;
+        }
+    };
+    let mut child = Command::new(exe);
+    child.arg(CHILD_FLAG).env(crate::global::ENV, "tessera");
+    if full {
+        child.arg("--full");
+    }
+    match child.status() {
+        Ok(status) => status.code().unwrap_or(1),
+        Err(e) => {
+            eprintln!("tessera-bench: cannot start the scheduler comparison: {e}");
+            1
+        }
+    }
+}
+
+/// The comparison itself: every scheduler workload for every peer (interleaved
+/// repetitions, median shown), then the ratios against Go, may and tokio, and the parked
+/// figures (each in a process of its own). Returns the exit code.
+pub fn run_here(full: bool) -> i32 {
+    let reps = if full { 11 } else { 5 };
+    let parked: &[usize] = if full {
+        &[100_000, 1_000_000]
+    } else {
+        &[100_000]
+    };
+    println!(
+        "scheduler workloads: {reps} interleaved repetitions, median (ns per operation); \
+         every Rust peer allocates through {}",
+        if crate::global::is_tessera() {
+            "Tessera"
+        } else {
+            "the system allocator"
+        }
+    );
+    let rts = Runtimes {
+        t1: tessera_rt(1),
+        t2: tessera_rt(2),
+        mt: tokio_mt(2),
+        ct: tokio_ct(),
+    };
+    let mut table: Vec<(&str, Vec<Option<f64>>)> = Vec::new();
+    for (workload, iters) in WORKLOADS {
+        // One warm-up round, then `reps` rounds with the peers interleaved.
+        let mut samples: Vec<Vec<f64>> = vec![Vec::new(); PEERS.len()];
+        for round in 0..=reps {
+            for (i, peer) in PEERS.iter().enumerate() {
+                if let Some(ns) = measure(workload, peer, iters, &rts)
+                    && round > 0
+                {
+                    samples[i].push(ns);
+                }
+            }
+        }
+        table.push((
+            workload,
+            samples
+                .into_iter()
+                .map(|s| (!s.is_empty()).then(|| median(s)))
+                .collect(),
+        ));
+    }
+    let (go_lines, go_note) = match go_figures(parked) {
+        Ok(GoFigures { ns, parked: lines }) => {
+            for (workload, row) in table.iter_mut() {
+                row[1] = ns
+                    .iter()
+                    .find(|(name, _)| name == workload)
+                    .map(|&(_, v)| v);
+            }
+            (lines, None)
+        }
+        Err(why) => (Vec::new(), Some(why)),
+    };
+    print!("{:<14}", "workload");
+    for peer in PEERS {
+        print!("{peer:>10}");
+    }
+    println!("   tessera/go  tessera/may  tessera/tokio");
+    let cell = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.1}"));
+    for (workload, row) in &table {
+        print!("{workload:<14}");
+        for v in row {
+            print!("{:>10}", cell(*v));
+        }
+        let ratio = |peer: Option<f64>| match (row[0], peer) {
+            (Some(t), Some(p)) => format!("{:.2}", t / p),
+            _ => "-".to_string(),
+        };
+        let tokio = row[3].or(row[4]);
+        println!(
+            "   {:>10}  {:>11}  {:>13}",
+            ratio(row[1]),
+            ratio(row[2]),
+            ratio(tokio)
+        );
+    }
+    println!(
+        "(ratio < 1: tessera takes less time; tokio: tokio-mt where it has a figure, else tokio-ct)"
+    );
+    if let Some(why) = go_note {
+        println!("go: {why}");
+    }
+    drop(rts);
+    let exe = std::env::current_exe();
+    for &n in parked {
+        match &exe {
+            Ok(exe) => match Command::new(exe)
+                .arg(PARKED_FLAG)
+                .arg(n.to_string())
+                .output()
+            {
+                Ok(out) if out.status.success() => {
+                    for line in String::from_utf8_lossy(&out.stdout).lines() {
+                        println!("tessera  {line}");
+                    }
+                }
+                Ok(out) => println!(
+                    "tessera  parked {n}: failed: {}",
+                    String::from_utf8_lossy(&out.stderr).trim()
+                ),
+                Err(e) => println!("tessera  parked {n}: {e}"),
+            },
+            Err(e) => println!("tessera  parked {n}: {e}"),
+        }
+    }
+    for line in go_lines {
+        println!("{line}");
+    }
+    0
+}
+
+/// The hidden flag of the parked child process.
+pub const PARKED_FLAG: &str = "--sched-parked";
+
+/// The parked workload in this (child) process: `n` coroutines, each on its own guarded
+/// 16 KiB stack, parked receiving on one channel; prints the RSS growth per coroutine
+/// (stack page, G record, join state and channel waiter together) and the VMAs used.
+pub fn parked_child(n: usize) -> i32 {
+    use tessera_sched::{Runtime, Spawn, chan};
+    let rt = match Runtime::builder().procs(2).build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("runtime: {e}");
+            return 1;
+        }
+    };
+    // Warm the runtime up so its own start-up memory is not counted.
+    rt.block_on(|| ());
+    let rss_before = tessera_stacks::process_rss_kib().unwrap_or(0);
+    let vmas_before = tessera_stacks::process_vma_count().unwrap_or(0);
+    let (tx, rx) = chan::bounded::<()>(0);
+    let handles: Vec<_> = (0..n)
+        .map(|_| {
+            let rx = rx.clone();
+            Spawn::new().stack_size(16 << 10).spawn_on(&rt, move || {
+                let _ = rx.recv();
+            })
+        })
+        .collect();
+    while rt.stats().parked < n {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let rss = tessera_stacks::process_rss_kib()
+        .unwrap_or(0)
+        .saturating_sub(rss_before);
+    let vmas = tessera_stacks::process_vma_count().unwrap_or(0);
+    let s = tessera_stacks::stats();
+    println!(
+        "parked {n} rss_per_g_bytes {} vmas {vmas_before}->{vmas} (stack resident {} B each, guard {:?}, vm.max_map_count {})",
+        rss * 1024 / n.max(1),
+        s.resident_bytes / n.max(1),
+        s.guard,
+        tessera_stacks::max_map_count().unwrap_or(0)
+    );
+    drop(tx);
+    drop(rx);
+    for h in handles {
+        let _ = h.join();
+    }
+    0
+}
