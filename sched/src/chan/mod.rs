@@ -20,9 +20,8 @@
 mod errors;
 pub mod select;
 
-use core::cell::UnsafeCell;
+use core::cell::{Cell, UnsafeCell};
 use core::fmt;
-use core::sync::atomic::{AtomicBool, Ordering};
 use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -35,56 +34,47 @@ use crate::coroutine::WaitReason;
 use crate::wait::{TIMEOUT, Token};
 use tessera_span::lock::RawLock;
 
-/// A blocked send or receive, or one arm of a blocked `select!`.
-pub(crate) struct Entry<T> {
+/// A blocked send or receive, or one arm of a blocked `select!`, as its channel queues it
+/// (Go's `sudog`, by value: no allocation and no reference count per wait). Its value slot
+/// and closed flag live in the waiter's own frame (or its select arm), which stays put
+/// until the waiter is off every queue: a claimant pops it, a timed-out or losing select
+/// arm removes it, `close` drains it — always under the channel lock, before the waiter
+/// can run on.
+pub(crate) struct Waiter<T> {
     pub(crate) token: Arc<Token>,
     pub(crate) arm: usize,
-    /// The value being sent, or the value received. Written only by the token's claimant
-    /// (under the channel lock), read by the waiter after it was notified.
-    pub(crate) slot: UnsafeCell<Option<T>>,
-    /// Set by the claimant when it claimed because the channel closed.
-    pub(crate) closed: AtomicBool,
+    /// The value being sent, or where the value received goes. Written or taken only by the
+    /// token's claimant (under the channel lock); the waiter reads it once notified.
+    slot: *mut Option<T>,
+    /// Set by the claimant (under the lock) when it claimed because the channel closed.
+    closed: *const Cell<bool>,
 }
 
-// SAFETY: `slot` is accessed by one party at a time, ordered by the token protocol (claim
-// under the channel lock, then a release/acquire wake-up); T: Send lets the value cross.
-unsafe impl<T: Send> Sync for Entry<T> {}
-// SAFETY: as above.
-unsafe impl<T: Send> Send for Entry<T> {}
-
-impl<T> Entry<T> {
-    pub(crate) fn new(token: Arc<Token>, arm: usize, value: Option<T>) -> Arc<Self> {
-        Arc::new(Self {
+impl<T> Waiter<T> {
+    /// # Safety
+    /// `slot` and `closed` stay valid and unmoved, and are touched by nobody else, until
+    /// this waiter is off its channel's queue (popped by a claimant, drained by `close`, or
+    /// taken off with `remove_waiter`).
+    pub(crate) unsafe fn new(
+        token: Arc<Token>,
+        arm: usize,
+        slot: *mut Option<T>,
+        closed: *const Cell<bool>,
+    ) -> Self {
+        Self {
             token,
             arm,
-            slot: UnsafeCell::new(value),
-            closed: AtomicBool::new(false),
-        })
-    }
-
-    /// Takes the slot's value.
-    ///
-    /// # Safety
-    /// The caller is the waiter after its notification, or holds the channel lock and won
-    /// the claim, or removed the entry from every queue after a timeout.
-    pub(crate) unsafe fn take(&self) -> Option<T> {
-        // SAFETY: per the contract, nobody else touches the slot now.
-        unsafe { (*self.slot.get()).take() }
-    }
-
-    /// # Safety
-    /// As for `take`.
-    unsafe fn put(&self, v: T) {
-        // SAFETY: per the contract.
-        unsafe { *self.slot.get() = Some(v) };
+            slot,
+            closed,
+        }
     }
 }
 
 pub(crate) struct State<T> {
     buf: VecDeque<T>,
     closed: bool,
-    recvq: VecDeque<Arc<Entry<T>>>,
-    sendq: VecDeque<Arc<Entry<T>>>,
+    recvq: VecDeque<Waiter<T>>,
+    sendq: VecDeque<Waiter<T>>,
     senders: usize,
     receivers: usize,
 }
@@ -102,16 +92,16 @@ unsafe impl<T: Send> Send for Chan<T> {}
 
 /// Outcome of a non-blocking send under the lock.
 pub(crate) enum SendTry<T> {
-    /// Sent; the receiver's entry, popped off its queue, to notify after unlocking.
-    Done(Option<Arc<Entry<T>>>),
+    /// Sent; the token of the receiver it went to, to notify after unlocking.
+    Done(Option<Arc<Token>>),
     Full(T),
     Closed(T),
 }
 
 /// Outcome of a non-blocking receive under the lock.
 pub(crate) enum RecvTry<T> {
-    /// Received; a sender's entry, popped off its queue, to notify after unlocking.
-    Done(T, Option<Arc<Entry<T>>>),
+    /// Received; the token of a sender whose value moved, to notify after unlocking.
+    Done(T, Option<Arc<Token>>),
     Empty,
     Closed,
 }
@@ -167,11 +157,12 @@ impl<T> Chan<T> {
         if st.closed || st.receivers == 0 {
             return SendTry::Closed(v);
         }
-        while let Some(e) = st.recvq.pop_front() {
-            if e.token.try_claim(e.arm) {
-                // SAFETY: we won the claim and hold the lock.
-                unsafe { e.put(v) };
-                return SendTry::Done(Some(e));
+        while let Some(w) = st.recvq.pop_front() {
+            if w.token.try_claim(w.arm) {
+                // SAFETY: we won the claim and hold the lock; the waiter's slot is valid
+                // while it is queued (`Waiter::new`).
+                unsafe { *w.slot = Some(v) };
+                return SendTry::Done(Some(w.token));
             }
         }
         if st.buf.len() < self.cap {
@@ -188,21 +179,21 @@ impl<T> Chan<T> {
         let st = unsafe { self.st() };
         if let Some(v) = st.buf.pop_front() {
             // A slot opened: move a blocked sender's value into it.
-            while let Some(e) = st.sendq.pop_front() {
-                if e.token.try_claim(e.arm) {
-                    // SAFETY: we won the claim and hold the lock.
-                    let w = unsafe { e.take() }.expect("a blocked sender holds a value");
-                    st.buf.push_back(w);
-                    return RecvTry::Done(v, Some(e));
+            while let Some(w) = st.sendq.pop_front() {
+                if w.token.try_claim(w.arm) {
+                    // SAFETY: as in `try_send_locked`.
+                    let x = unsafe { (*w.slot).take() }.expect("a blocked sender holds a value");
+                    st.buf.push_back(x);
+                    return RecvTry::Done(v, Some(w.token));
                 }
             }
             return RecvTry::Done(v, None);
         }
-        while let Some(e) = st.sendq.pop_front() {
-            if e.token.try_claim(e.arm) {
-                // SAFETY: we won the claim and hold the lock.
-                let w = unsafe { e.take() }.expect("a blocked sender holds a value");
-                return RecvTry::Done(w, Some(e));
+        while let Some(w) = st.sendq.pop_front() {
+            if w.token.try_claim(w.arm) {
+                // SAFETY: as in `try_send_locked`.
+                let x = unsafe { (*w.slot).take() }.expect("a blocked sender holds a value");
+                return RecvTry::Done(x, Some(w.token));
             }
         }
         if st.closed || st.senders == 0 {
@@ -214,20 +205,21 @@ impl<T> Chan<T> {
 
     /// # Safety
     /// The caller holds the lock.
-    pub(crate) unsafe fn push_waiter(&self, e: Arc<Entry<T>>, send: bool) {
+    pub(crate) unsafe fn push_waiter(&self, w: Waiter<T>, send: bool) {
         // SAFETY: per the contract.
         let st = unsafe { self.st() };
         if send {
-            st.sendq.push_back(e);
+            st.sendq.push_back(w);
         } else {
-            st.recvq.push_back(e);
+            st.recvq.push_back(w);
         }
     }
 
-    pub(crate) fn remove_waiter(&self, e: &Arc<Entry<T>>, send: bool) {
+    /// Takes the waiter whose slot is `slot` off its queue, if it is still there.
+    pub(crate) fn remove_waiter(&self, slot: *mut Option<T>, send: bool) {
         self.with(|st| {
             let q = if send { &mut st.sendq } else { &mut st.recvq };
-            q.retain(|x| !Arc::ptr_eq(x, e));
+            q.retain(|w| !core::ptr::eq(w.slot, slot));
         });
     }
 
@@ -242,10 +234,12 @@ impl<T> Chan<T> {
         }
         st.closed = true;
         let mut wake = Vec::new();
-        for e in st.recvq.drain(..).chain(st.sendq.drain(..)) {
-            if e.token.try_claim(e.arm) {
-                e.closed.store(true, Ordering::Relaxed);
-                wake.push(e.token.clone());
+        for w in st.recvq.drain(..).chain(st.sendq.drain(..)) {
+            if w.token.try_claim(w.arm) {
+                // SAFETY: we hold the lock and won the claim; the flag is valid while the
+                // waiter is queued.
+                unsafe { (*w.closed).set(true) };
+                wake.push(w.token);
             }
         }
         self.unlock();
@@ -261,8 +255,8 @@ impl<T> Chan<T> {
         let v = match unsafe { self.try_send_locked(v) } {
             SendTry::Done(n) => {
                 self.unlock();
-                if let Some(e) = n {
-                    e.token.notify();
+                if let Some(t) = n {
+                    t.notify();
                 }
                 return Ok(());
             }
@@ -276,21 +270,32 @@ impl<T> Chan<T> {
             self.unlock();
             return Err(SendTimeoutError::Timeout(v));
         }
-        let e = Entry::new(Token::for_current(), 0, Some(v));
-        // SAFETY: we hold the lock.
-        unsafe { self.push_waiter(e.clone(), true) };
-        self.unlock();
-        let sel = e.token.wait_until(WaitReason::ChanSend, deadline);
-        if sel == TIMEOUT {
-            self.remove_waiter(&e, true);
-            // SAFETY: the timer won the claim and the entry is off the queue: it is ours.
-            let v = unsafe { e.take() }.expect("value still in a timed-out send");
-            return Err(SendTimeoutError::Timeout(v));
+        let mut slot = Some(v);
+        let slot_ptr: *mut Option<T> = &mut slot;
+        let closed = Cell::new(false);
+        let token = Token::for_current();
+        // SAFETY: we hold the lock; `slot` and `closed` outlive the wait, and every way out
+        // below leaves us off the queue (claimed, drained by close, or removed).
+        unsafe {
+            self.push_waiter(Waiter::new(token.clone(), 0, slot_ptr, &closed), true);
         }
-        if e.closed.load(Ordering::Relaxed) {
-            // SAFETY: we were notified; the closer did not touch the slot.
-            let v = unsafe { e.take() }.expect("value still in a send woken by close");
-            return Err(SendTimeoutError::Closed(v));
+        self.unlock();
+        let sel = token.wait_until(WaitReason::ChanSend, deadline);
+        if sel == TIMEOUT {
+            self.remove_waiter(slot_ptr, true);
+        }
+        // SAFETY: off the queue now (the timer claimed and we removed it, or a claimant
+        // popped it and notified us after touching the slot): the slot is ours again.
+        let left = unsafe { (*slot_ptr).take() };
+        if sel == TIMEOUT {
+            return Err(SendTimeoutError::Timeout(
+                left.expect("value still in a timed-out send"),
+            ));
+        }
+        if closed.get() {
+            return Err(SendTimeoutError::Closed(
+                left.expect("value still in a send woken by close"),
+            ));
         }
         Ok(())
     }
@@ -301,8 +306,8 @@ impl<T> Chan<T> {
         match unsafe { self.try_recv_locked() } {
             RecvTry::Done(v, n) => {
                 self.unlock();
-                if let Some(e) = n {
-                    e.token.notify();
+                if let Some(t) = n {
+                    t.notify();
                 }
                 return Ok(v);
             }
@@ -316,20 +321,25 @@ impl<T> Chan<T> {
             self.unlock();
             return Err(RecvTimeoutError::Timeout);
         }
-        let e = Entry::new(Token::for_current(), 0, None);
-        // SAFETY: we hold the lock.
-        unsafe { self.push_waiter(e.clone(), false) };
+        let mut slot: Option<T> = None;
+        let slot_ptr: *mut Option<T> = &mut slot;
+        let closed = Cell::new(false);
+        let token = Token::for_current();
+        // SAFETY: as in `send_deadline`.
+        unsafe {
+            self.push_waiter(Waiter::new(token.clone(), 0, slot_ptr, &closed), false);
+        }
         self.unlock();
-        let sel = e.token.wait_until(WaitReason::ChanRecv, deadline);
+        let sel = token.wait_until(WaitReason::ChanRecv, deadline);
         if sel == TIMEOUT {
-            self.remove_waiter(&e, false);
+            self.remove_waiter(slot_ptr, false);
             return Err(RecvTimeoutError::Timeout);
         }
-        if e.closed.load(Ordering::Relaxed) {
+        if closed.get() {
             return Err(RecvTimeoutError::Closed);
         }
-        // SAFETY: we were notified by the sender that filled the slot.
-        Ok(unsafe { e.take() }.expect("a woken receive has a value"))
+        // SAFETY: as in `send_deadline`: the sender that filled the slot notified us.
+        Ok(unsafe { (*slot_ptr).take() }.expect("a woken receive has a value"))
     }
 }
 
@@ -425,8 +435,8 @@ impl<T> Sender<T> {
         self.chan.unlock();
         match r {
             SendTry::Done(n) => {
-                if let Some(e) = n {
-                    e.token.notify();
+                if let Some(t) = n {
+                    t.notify();
                 }
                 Ok(())
             }
@@ -486,8 +496,8 @@ impl<T> Receiver<T> {
         self.chan.unlock();
         match r {
             RecvTry::Done(v, n) => {
-                if let Some(e) = n {
-                    e.token.notify();
+                if let Some(t) = n {
+                    t.notify();
                 }
                 Ok(v)
             }

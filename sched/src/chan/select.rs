@@ -13,10 +13,11 @@
 //! The macro builds a tuple of arm objects and indexes it with literal indices, so every
 //! channel and value expression is evaluated exactly once, in order.
 
+use core::cell::Cell;
 use std::sync::Arc;
 use std::time::Instant;
 
-use super::{Entry, Receiver, RecvError, RecvTry, SendError, SendTry, Sender};
+use super::{Receiver, RecvError, RecvTry, SendError, SendTry, Sender, Waiter};
 use crate::coroutine::WaitReason;
 use crate::wait::{TIMEOUT, Token};
 
@@ -46,20 +47,25 @@ pub trait Arm {
     fn complete(&mut self);
 }
 
-/// A receive arm.
+/// A receive arm. While registered, its channel's queue points at `slot` and `closed`
+/// (`Waiter`); `run` keeps the arms borrowed, so they stay put until it has unregistered
+/// them or a claimant has popped them.
 #[doc(hidden)]
 pub struct RecvArm<'a, T> {
     rx: &'a Receiver<T>,
-    entry: Option<Arc<Entry<T>>>,
+    slot: Option<T>,
+    closed: Cell<bool>,
+    registered: bool,
     result: Option<Result<T, RecvError>>,
 }
 
-/// A send arm.
+/// A send arm; while registered, its channel's queue points at `value` and `closed`.
 #[doc(hidden)]
 pub struct SendArm<'a, T> {
     tx: &'a Sender<T>,
     value: Option<T>,
-    entry: Option<Arc<Entry<T>>>,
+    closed: Cell<bool>,
+    registered: bool,
     result: Option<Result<(), SendError<T>>>,
 }
 
@@ -79,7 +85,9 @@ impl<T> core::fmt::Debug for SendArm<'_, T> {
 pub fn recv_arm<T>(rx: &Receiver<T>) -> RecvArm<'_, T> {
     RecvArm {
         rx,
-        entry: None,
+        slot: None,
+        closed: Cell::new(false),
+        registered: false,
         result: None,
     }
 }
@@ -89,7 +97,8 @@ pub fn send_arm<T>(tx: &Sender<T>, v: T) -> SendArm<'_, T> {
     SendArm {
         tx,
         value: Some(v),
-        entry: None,
+        closed: Cell::new(false),
+        registered: false,
         result: None,
     }
 }
@@ -122,7 +131,7 @@ impl<T> Arm for RecvArm<'_, T> {
         // SAFETY: `select` holds this channel's lock while calling us.
         match unsafe { self.rx.chan.try_recv_locked() } {
             RecvTry::Done(v, n) => {
-                wake.0.extend(n.map(|e| e.token.clone()));
+                wake.0.extend(n);
                 self.result = Some(Ok(v));
                 true
             }
@@ -134,23 +143,28 @@ impl<T> Arm for RecvArm<'_, T> {
         }
     }
     fn register_locked(&mut self, token: &SelectToken, arm: usize) {
-        let e = Entry::new(token.0.clone(), arm, None);
-        // SAFETY: `select` holds this channel's lock while calling us.
-        unsafe { self.rx.chan.push_waiter(e.clone(), false) };
-        self.entry = Some(e);
+        // SAFETY: `select` holds this channel's lock while calling us; the arm stays put
+        // and is unregistered or popped before `run` returns (see `RecvArm`).
+        unsafe {
+            self.rx.chan.push_waiter(
+                Waiter::new(token.0.clone(), arm, &mut self.slot, &self.closed),
+                false,
+            )
+        };
+        self.registered = true;
     }
     fn unregister(&mut self) {
-        if let Some(e) = self.entry.take() {
-            self.rx.chan.remove_waiter(&e, false);
+        if core::mem::take(&mut self.registered) {
+            self.rx.chan.remove_waiter(&mut self.slot, false);
         }
     }
     fn complete(&mut self) {
-        let e = self.entry.take().expect("a selected arm was registered");
-        if e.closed.load(core::sync::atomic::Ordering::Relaxed) {
+        // The claimant popped our waiter.
+        self.registered = false;
+        if self.closed.get() {
             self.result = Some(Err(RecvError));
         } else {
-            // SAFETY: we were notified by the claimant that filled the slot.
-            let v = unsafe { e.take() }.expect("a selected receive has a value");
+            let v = self.slot.take().expect("a selected receive has a value");
             self.result = Some(Ok(v));
         }
     }
@@ -171,7 +185,7 @@ impl<T> Arm for SendArm<'_, T> {
         // SAFETY: `select` holds this channel's lock while calling us.
         match unsafe { self.tx.chan.try_send_locked(v) } {
             SendTry::Done(n) => {
-                wake.0.extend(n.map(|e| e.token.clone()));
+                wake.0.extend(n);
                 self.result = Some(Ok(()));
                 true
             }
@@ -186,23 +200,28 @@ impl<T> Arm for SendArm<'_, T> {
         }
     }
     fn register_locked(&mut self, token: &SelectToken, arm: usize) {
-        let e = Entry::new(token.0.clone(), arm, self.value.take());
-        // SAFETY: `select` holds this channel's lock while calling us.
-        unsafe { self.tx.chan.push_waiter(e.clone(), true) };
-        self.entry = Some(e);
+        // SAFETY: as for `RecvArm::register_locked`; the value waits in `self.value`.
+        unsafe {
+            self.tx.chan.push_waiter(
+                Waiter::new(token.0.clone(), arm, &mut self.value, &self.closed),
+                true,
+            )
+        };
+        self.registered = true;
     }
     fn unregister(&mut self) {
-        if let Some(e) = self.entry.take() {
-            self.tx.chan.remove_waiter(&e, true);
-            // SAFETY: our token went to another arm and the entry is off the queue.
-            self.value = unsafe { e.take() };
+        // Our token went to another arm: the value stays with us.
+        if core::mem::take(&mut self.registered) {
+            self.tx.chan.remove_waiter(&mut self.value, true);
         }
     }
     fn complete(&mut self) {
-        let e = self.entry.take().expect("a selected arm was registered");
-        if e.closed.load(core::sync::atomic::Ordering::Relaxed) {
-            // SAFETY: we were notified; the closer left the value in the slot.
-            let v = unsafe { e.take() }.expect("value still in a send woken by close");
+        self.registered = false;
+        if self.closed.get() {
+            let v = self
+                .value
+                .take()
+                .expect("value still in a send woken by close");
             self.result = Some(Err(SendError(v)));
         } else {
             self.result = Some(Ok(()));
