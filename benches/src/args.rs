@@ -28,12 +28,16 @@ pub enum Command {
     Sched {
         /// `--full`: more repetitions, and parked at 1,000,000 too.
         full: bool,
+        /// `--reps`, if given.
+        reps: Option<usize>,
     },
     /// Hidden: the scheduler comparison itself, in a child process that allocates through
     /// Tessera.
     SchedChild {
         /// As for `Sched`.
         full: bool,
+        /// As for `Sched`.
+        reps: Option<usize>,
     },
     /// Hidden: the parked workload with N coroutines, in a child process.
     SchedParked(usize),
@@ -144,9 +148,15 @@ pub fn parse(argv: &[String]) -> Result<Command, String> {
         return parse_child(&argv[1..]);
     }
     if argv.first().map(String::as_str) == Some(crate::sched::CHILD_FLAG) {
-        return Ok(Command::SchedChild {
-            full: argv.get(1).map(String::as_str) == Some("--full"),
-        });
+        let full = argv.iter().any(|a| a == "--full");
+        let reps = match argv.iter().position(|a| a == "--reps") {
+            Some(i) => Some(positive(
+                "--reps",
+                argv.get(i + 1).ok_or("--reps needs a value")?,
+            )?),
+            None => None,
+        };
+        return Ok(Command::SchedChild { full, reps });
     }
     if argv.first().map(String::as_str) == Some(crate::sched::PARKED_FLAG) {
         let n = argv.get(1).ok_or("the parked child needs N")?;
@@ -199,7 +209,7 @@ pub fn parse(argv: &[String]) -> Result<Command, String> {
     }
 
     if sched {
-        return Ok(Command::Sched { full });
+        return Ok(Command::Sched { full, reps });
     }
     let with_sched = workloads.is_none() && allocator_names.is_none() && threads.is_none();
     let (mode_duration, mode_reps) = if full { FULL } else { QUICK };
@@ -348,16 +358,32 @@ mod tests {
     #[test]
     fn help_sched_and_programs() {
         assert_eq!(parse_str("--threads 2 --help"), Ok(Command::Help));
-        assert_eq!(parse_str("--sched"), Ok(Command::Sched { full: false }));
         assert_eq!(
-            parse_str("--sched --full"),
-            Ok(Command::Sched { full: true })
+            parse_str("--sched"),
+            Ok(Command::Sched {
+                full: false,
+                reps: None
+            })
+        );
+        assert_eq!(
+            parse_str("--sched --full --reps 3"),
+            Ok(Command::Sched {
+                full: true,
+                reps: Some(3)
+            })
         );
         assert_eq!(
             parse_str("--sched-parked 1000"),
             Ok(Command::SchedParked(1000))
         );
         assert!(parse_str("--sched-parked 0").is_err());
+        assert_eq!(
+            parse_str("--sched-child --full --reps 2"),
+            Ok(Command::SchedChild {
+                full: true,
+                reps: Some(2)
+            })
+        );
         let Ok(Command::Run(r)) = parse_str("") else {
             panic!()
         };

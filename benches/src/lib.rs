@@ -45,14 +45,14 @@ pub fn main_entry() -> i32 {
             // allocators or workloads is about the allocator only.
             if code == 0 && options.with_sched {
                 println!();
-                sched::run(options.full)
+                sched::run(options.full, None)
             } else {
                 code
             }
         }
         args::Command::Programs(options) => programs::run(&options),
-        args::Command::Sched { full } => sched::run(full),
-        args::Command::SchedChild { full } => sched::run_here(full),
+        args::Command::Sched { full, reps } => sched::run(full, reps),
+        args::Command::SchedChild { full, reps } => sched::run_here(full, reps),
         args::Command::SchedParked(n) => sched::parked_child(n),
     }
 }

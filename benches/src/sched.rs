@@ -372,7 +372,7 @@ pub const CHILD_FLAG: &str = "--sched-child";
 /// `tessera-bench --sched`: runs the comparison (`run_here`) in a child process that
 /// allocates through Tessera (`global.rs`), as the criterion bench does. Returns the exit
 /// code.
-pub fn run(full: bool) -> i32 {
+pub fn run(full: bool, reps: Option<usize>) -> i32 {
     let exe = match std::env::current_exe() {
         Ok(exe) => exe,
         Err(e) => {
@@ -384,6 +384,9 @@ pub fn run(full: bool) -> i32 {
     child.arg(CHILD_FLAG).env(crate::global::ENV, "tessera");
     if full {
         child.arg("--full");
+    }
+    if let Some(reps) = reps {
+        child.arg("--reps").arg(reps.to_string());
     }
     match child.status() {
         Ok(status) => status.code().unwrap_or(1),
@@ -397,8 +400,8 @@ pub fn run(full: bool) -> i32 {
 /// The comparison itself: every scheduler workload for every peer (interleaved
 /// repetitions, median shown), then the ratios against Go, may and tokio, and the parked
 /// figures (each in a process of its own). Returns the exit code.
-pub fn run_here(full: bool) -> i32 {
-    let reps = if full { 11 } else { 5 };
+pub fn run_here(full: bool, reps: Option<usize>) -> i32 {
+    let reps = reps.unwrap_or(if full { 11 } else { 5 });
     let parked: &[usize] = if full {
         &[100_000, 1_000_000]
     } else {

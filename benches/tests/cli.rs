@@ -1,5 +1,6 @@
 //! End-to-end checks of the runner binary: a tiny comparison writes its table, report.md and
-//! chart.svg; a child speaks the line protocol; `--sched` and bad flags fail loudly.
+//! chart.svg; a child speaks the line protocol; `--sched` measures every scheduler peer;
+//! bad flags fail loudly.
 
 use std::process::Command;
 use tessera_bench::protocol::ChildReport;
@@ -53,10 +54,28 @@ fn a_child_reports_one_sane_result_line() {
 }
 
 #[test]
-fn sched_is_not_faked_and_bad_flags_fail() {
-    let out = runner().arg("--sched").output().unwrap();
-    assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("not available yet"));
+fn sched_compares_for_real_and_bad_flags_fail() {
+    // One repetition: the table, with a measured figure for every Rust peer that has the
+    // configuration, and the parked line from its own process.
+    let out = runner().args(["--sched", "--reps", "1"]).output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}");
+    assert!(
+        stdout.contains("every Rust peer allocates through Tessera"),
+        "{stdout}"
+    );
+    for workload in ["spawn-join", "ping-pong-1p", "ping-pong-2p", "yield"] {
+        let row = stdout
+            .lines()
+            .find(|l| l.starts_with(workload))
+            .unwrap_or_else(|| panic!("no {workload} row: {stdout}"));
+        let tessera: f64 = row.split_whitespace().nth(1).unwrap().parse().unwrap();
+        assert!(tessera > 0.0, "{row}");
+    }
+    assert!(
+        stdout.contains("tessera  parked 100000 rss_per_g_bytes"),
+        "{stdout}"
+    );
     let out = runner().arg("--bogus").output().unwrap();
     assert_eq!(out.status.code(), Some(2));
     let out = runner().arg("--help").output().unwrap();
