@@ -136,7 +136,8 @@ impl Shared {
         (l != u32::MAX).then(|| exp16(l))
     }
 
-    /// One sampled run of a coroutine, from resume to switch-out (machine.rs `execute`).
+    /// One sampled run of a coroutine, from one schedule to the next (machine.rs
+    /// `time_run`).
     pub(crate) fn note_run(&self, ns: u64) {
         let x = i64::from(log16(ns));
         let old = self.run_log.load(Ordering::Relaxed);

@@ -85,7 +85,9 @@ pub(crate) struct Chan<T> {
     cap: usize,
 }
 
-// SAFETY: `state` is only touched under `lock`; T: Send values cross threads.
+// SAFETY: `state` is only touched under `lock`; T: Send values cross threads. The queued
+// `Waiter`s' raw pointers into other threads' frames are dereferenced only under the lock
+// while those waiters are queued, which keeps the frames in place (`Waiter::new`).
 unsafe impl<T: Send> Sync for Chan<T> {}
 // SAFETY: as above.
 unsafe impl<T: Send> Send for Chan<T> {}
