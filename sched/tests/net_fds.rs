@@ -2,6 +2,8 @@
 //! timed out) all give their descriptors back. Its own test binary, so that no other test
 //! opens descriptors meanwhile.
 
+mod common;
+
 use std::io::{Read, Write};
 use std::time::{Duration, Instant};
 
@@ -70,6 +72,7 @@ fn round() {
 
 #[test]
 fn no_descriptor_leaks() {
+    let _w = common::Watchdog::new("net_fds", 120);
     // Warm up: the timer thread, the allocator and std may open descriptors once.
     round();
     let before = open_fds();
