@@ -45,12 +45,16 @@ const WHERE_MASK: u8 = 0b11;
 /// A remote freer un-parked this span and will push (or has pushed) it onto the owner's
 /// notification stack; it must not go back to the page heap until that is drained.
 const NOTIFY_PENDING: u8 = 0b100;
+/// The span's memory came from the page heap reading as zero, so every object not yet
+/// carved (`carved..capacity`) still does: nothing writes an object before it is carved.
+const ZERO_TAIL: u8 = 0b1000;
 
 /// How many bytes of objects a refill carves from a fresh span at once. Carving lazily
 /// keeps a fresh span's RSS to the pages actually used.
 const CARVE_BYTES: usize = 4096;
 
-/// One size class's slot in a cache.
+/// One size class's slot in a cache: what the allocation and free fast paths read, in
+/// 32 bytes (two bins a cache line).
 #[derive(Debug)]
 #[repr(C)]
 pub(crate) struct Bin {
@@ -61,7 +65,28 @@ pub(crate) struct Bin {
     /// Bytes of objects in the current span (0 when there is none), so that
     /// `ptr - start < len` tells the fast path a pointer is ours.
     pub(crate) len: usize,
-    span: *mut Span,
+    /// The class's divisibility constant (`ClassInfo::div_test`), so the unsized free can
+    /// tell an object's start from a pointer into its middle with one multiply.
+    pub(crate) div_test: u64,
+}
+
+impl Bin {
+    const EMPTY: Bin = Bin {
+        free: ptr::null_mut(),
+        start: 0,
+        len: 0,
+        div_test: 0,
+    };
+
+    /// Whether `addr` is the first byte of an object of this bin's current span (false when
+    /// there is no current span). The unsized `free`'s whole validation: with the page
+    /// map's tag naming the bin, this proves the pointer is an object start in a span this
+    /// cache owns and allocates from.
+    #[inline(always)]
+    pub(crate) fn holds_object_start(&self, addr: usize) -> bool {
+        let offset = addr.wrapping_sub(self.start);
+        offset < self.len && crate::size_class::divides(offset, self.div_test)
+    }
 }
 
 /// A cache; see the module comment.
@@ -69,6 +94,8 @@ pub(crate) struct Bin {
 #[repr(C, align(64))]
 pub(crate) struct Cache {
     pub(crate) bins: [Bin; NUM_CLASSES],
+    /// Per class, the span the bin's objects come from (null when there is none).
+    current: [*mut Span; NUM_CLASSES],
     partial: [*mut Span; NUM_CLASSES],
     full: [*mut Span; NUM_CLASSES],
     /// One empty span per class kept on the partial list instead of going back to the page
@@ -154,7 +181,7 @@ impl Cache {
                 bin.free = block_next(block);
                 return block;
             }
-            let span = bin.span;
+            let span = self.current[class];
             if !span.is_null() {
                 // SAFETY: the current span is an in-use small span this cache owns.
                 let s = unsafe { &*span };
@@ -171,6 +198,25 @@ impl Cache {
         }
     }
 
+    /// An object of `class` known to read as zero, for `calloc`: the next uncarved object of
+    /// the current span when that span's memory came zeroed from the page heap, so memory
+    /// fresh from the OS is not written (and its pages not touched) just to zero it again.
+    /// Null when there is none; the caller then zeroes an ordinary object.
+    pub(crate) fn take_zeroed(&mut self, class: usize) -> *mut u8 {
+        let span = self.current[class];
+        if span.is_null() {
+            return ptr::null_mut();
+        }
+        // SAFETY: the current span is an in-use small span this cache owns.
+        let s = unsafe { &*span };
+        let carved = s.carved.load(Ordering::Relaxed);
+        if s.user_flags & ZERO_TAIL == 0 || carved >= s.capacity {
+            return ptr::null_mut();
+        }
+        s.carved.store(carved + 1, Ordering::Relaxed);
+        (s.base() as usize + carved as usize * s.obj_size as usize) as *mut u8
+    }
+
     /// More free objects from the current span: carve, or take its remote list.
     fn more_from_current(&mut self, s: &Span, class: usize) -> *mut u8 {
         let carved = s.carved.load(Ordering::Relaxed);
@@ -183,7 +229,7 @@ impl Cache {
 
     /// The current span has nothing left: park it on the full list.
     fn park_current(&mut self, class: usize) {
-        let span = self.bins[class].span;
+        let span = self.current[class];
         // SAFETY: the current span is ours.
         let s = unsafe { &*span };
         // A span whose earlier notification is still on its way must not be parked again:
@@ -194,17 +240,15 @@ impl Cache {
             // let the refill loop take it.
             return;
         }
-        let bin = &mut self.bins[class];
-        bin.span = ptr::null_mut();
-        bin.start = 0;
-        bin.len = 0;
+        self.bins[class] = Bin::EMPTY;
+        self.current[class] = ptr::null_mut();
         self.link(span, ON_FULL);
     }
 
     /// Makes a span with free objects current for `class`: from the notifications, the
     /// partial list, the node's central list, or the page heap. False when out of memory.
     fn install_next_span(&mut self, class: usize) -> bool {
-        if !self.bins[class].span.is_null() {
+        if !self.current[class].is_null() {
             // `park_current` lost a race with a remote free: retry the same span.
             return true;
         }
@@ -238,21 +282,25 @@ impl Cache {
                 s.carved.store(0, Ordering::Relaxed);
                 s.local_free.store(ptr::null_mut(), Ordering::Relaxed);
                 s.local_count.store(0, Ordering::Relaxed);
-                s.user_flags = ON_NONE;
+                s.user_flags = if fresh.zeroed { ZERO_TAIL } else { ON_NONE };
                 s.notify_next.store(ptr::null_mut(), Ordering::Relaxed);
                 remote::reset(s);
                 s.owner.store(self.tag(), Ordering::Release);
+                // The unsized free finds the bin through this tag (`Bin::holds_object_start`).
+                tessera_span::arena::tag_pages(s, class as u8);
             }
             span
         };
         // SAFETY: `span` is an in-use small span we own and have unlinked.
         let s = unsafe { &mut *span };
         s.user_flags = (s.user_flags & !WHERE_MASK) | CURRENT;
-        let bin = &mut self.bins[class];
-        bin.span = span;
-        bin.start = s.base() as usize;
-        bin.len = s.capacity as usize * s.obj_size as usize;
-        bin.free = s.local_free.swap(ptr::null_mut(), Ordering::Relaxed);
+        self.current[class] = span;
+        self.bins[class] = Bin {
+            free: s.local_free.swap(ptr::null_mut(), Ordering::Relaxed),
+            start: s.base() as usize,
+            len: s.capacity as usize * s.obj_size as usize,
+            div_test: CLASSES[class].div_test,
+        };
         s.local_count.store(0, Ordering::Relaxed);
         true
     }
@@ -289,8 +337,8 @@ impl Cache {
         // SAFETY: the caller says we own the span.
         let s = unsafe { &mut *span };
         let class = s.class as usize;
-        let bin = &mut self.bins[class];
-        if bin.span == span {
+        if self.current[class] == span {
+            let bin = &mut self.bins[class];
             if ptr == bin.free {
                 report::fatal("double free", ptr as usize);
             }
@@ -359,7 +407,7 @@ impl Cache {
         self.drain_notifications();
         for class in 0..NUM_CLASSES {
             let bin = &mut self.bins[class];
-            let span = bin.span;
+            let span = self.current[class];
             if !span.is_null() {
                 let mut count = 0;
                 let mut at = bin.free;
@@ -371,12 +419,8 @@ impl Cache {
                 let s = unsafe { &mut *span };
                 s.local_free.store(bin.free, Ordering::Relaxed);
                 s.local_count.store(count, Ordering::Relaxed);
-                *bin = Bin {
-                    free: ptr::null_mut(),
-                    start: 0,
-                    len: 0,
-                    span: ptr::null_mut(),
-                };
+                *bin = Bin::EMPTY;
+                self.current[class] = ptr::null_mut();
                 s.user_flags &= !WHERE_MASK;
                 self.link(span, ON_PARTIAL);
             }

@@ -39,8 +39,8 @@ mod tls;
 use core::alloc::{GlobalAlloc, Layout};
 use core::ptr;
 
-use size_class::{MAX_FAST, class_for, class_of_fast};
-use tessera_span::{SpanKind, arena, huge};
+use size_class::{MAX_FAST, class_for, class_of_fast, class_of_malloc};
+use tessera_span::{Span, SpanKind, arena, huge};
 
 pub use node::MAX_NODES;
 pub use processor::{Installed, ProcessorCache, install_cache};
@@ -110,7 +110,7 @@ pub fn alloc(size: usize, align: usize) -> *mut u8 {
 #[cold]
 #[inline(never)]
 fn alloc_slow(size: usize, align: usize, zero: bool) -> *mut u8 {
-    if !align.is_power_of_two() {
+    if !align.is_power_of_two() || size > isize::MAX as usize {
         return ptr::null_mut();
     }
     let Some(class) = class_for(size, align) else {
@@ -122,6 +122,12 @@ fn alloc_slow(size: usize, align: usize, zero: bool) -> *mut u8 {
     }
     // SAFETY: the current cache is valid and used by this thread alone.
     let cache = unsafe { &mut *cache };
+    if zero {
+        let block = cache.take_zeroed(class);
+        if !block.is_null() {
+            return block;
+        }
+    }
     let bin = &mut cache.bins[class];
     let block = if bin.free.is_null() {
         cache.refill(class)
@@ -135,6 +141,90 @@ fn alloc_slow(size: usize, align: usize, zero: bool) -> *mut u8 {
         unsafe { ptr::write_bytes(block, 0, size) };
     }
     block
+}
+
+// ---- entry points for C wrappers ------------------------------------------------------------
+//
+// `libtessera.so` exports `malloc` and `free` as functions of its own; a call from Rust code
+// in that library into `tessera::alloc` would go through the GOT (the `tessera` rlib cannot
+// know it ends up in the same shared object), and C's `malloc` needs its own class rule.
+// These are the same fast paths, `#[inline(always)]`, for a wrapper to inline into its
+// exported function. Such a wrapper is an exported symbol that nothing inlines further, so
+// it reads the thread's cache afresh on every call: the coroutine-migration defence of the
+// `#[inline(never)]` entry points holds for it too (`thread.rs`).
+
+/// The fast path of C's `malloc(size)`: blocks of at most 8 bytes 8-byte aligned, larger
+/// ones 16-byte aligned (glibc's guarantee). Null means "not here": call [`malloc_slow`].
+///
+/// `alloc`'s fast path without the alignment arithmetic: a table load by size, the thread's
+/// cache, a pop. Kept apart from the slow call so that a wrapper's miss path can be a tail
+/// call of its own (one that also sets `errno`), leaving the hit path without a stack frame.
+#[inline(always)]
+pub fn malloc_fast(size: usize) -> *mut u8 {
+    if size <= MAX_FAST {
+        let class = class_of_malloc(size);
+        let cache = thread::current();
+        if !cache.is_null() {
+            // SAFETY: a non-null current cache is valid and used by this thread alone; the
+            // malloc table holds class indexes only.
+            let bin = unsafe { (*cache).bins.get_unchecked_mut(class) };
+            let block = bin.free;
+            if !block.is_null() {
+                bin.free = next_of(block);
+                return block;
+            }
+        }
+    }
+    ptr::null_mut()
+}
+
+/// C's `malloc(size)` when [`malloc_fast`] missed: the same alignment rule, and null when
+/// out of memory or above `isize::MAX` bytes.
+///
+/// `extern "C"`, that is, it cannot unwind: a wrapper that is itself `extern "C"` can then
+/// tail-call it (a call that may unwind needs the wrapper's abort-on-unwind frame).
+#[cold]
+#[inline(never)]
+pub extern "C" fn malloc_slow(size: usize) -> *mut u8 {
+    alloc_slow(size, if size <= 8 { 8 } else { 16 }, false)
+}
+
+/// `free`'s body: see [`free`]; for wrappers, as the comment above says.
+///
+/// The fast path never reads a span record. The page map's tag names the size class the
+/// pointer's page was stamped with (a hint); the thread's bin of that class then proves the
+/// pointer is the first byte of an object of the span this cache allocates from: inside the
+/// span's object range, at a multiple of the object size (`Bin::holds_object_start`). That
+/// is the same validation the slow path makes (foreign pointer, interior pointer), so the
+/// fast path needs no other. Anything else goes to `free_slow`: a remote object, another of
+/// our spans, a large or huge block, null, a bad pointer, and a pointer equal to the bin's
+/// head (a double free, which the slow path reports). Every call there is a tail call, so
+/// the fast path needs no stack frame.
+///
+/// # Safety
+/// As [`free`].
+#[inline(always)]
+pub unsafe fn free_inlined(ptr: *mut u8) {
+    let addr = ptr as usize;
+    if let Some(tag) = arena::page_tag(addr) {
+        let cache = thread::current();
+        if !cache.is_null() {
+            // SAFETY: a non-null current cache is valid and used by this thread alone.
+            let bins = unsafe { &mut (*cache).bins };
+            if let Some(bin) = bins.get_mut(tag as usize)
+                && bin.holds_object_start(addr)
+                && ptr != bin.free
+            {
+                // SAFETY: the block is an object of our current span (checked above) that
+                // the caller gives up.
+                unsafe { ptr.cast::<*mut u8>().write(bin.free) };
+                bin.free = ptr;
+                return;
+            }
+        }
+    }
+    // SAFETY: forwarded contract.
+    unsafe { free_slow(ptr) }
 }
 
 /// Allocates `size` zeroed bytes aligned to `align`. Fresh pages from the OS are not
@@ -166,8 +256,10 @@ pub unsafe fn dealloc(ptr: *mut u8, size: usize, align: usize) {
             }
         }
     }
+    // The block is not in the current span of the class its size names, so `free`'s fast
+    // path, which would look in the same bin, cannot take it either.
     // SAFETY: forwarded contract.
-    unsafe { free(ptr) }
+    unsafe { free_slow(ptr) }
 }
 
 /// Frees a block without knowing its size (C's `free`). Null is ignored; a pointer Tessera
@@ -177,6 +269,18 @@ pub unsafe fn dealloc(ptr: *mut u8, size: usize, align: usize) {
 /// `ptr` must be null or a block from this allocator that is not used afterwards.
 #[inline(never)]
 pub unsafe fn free(ptr: *mut u8) {
+    // SAFETY: forwarded contract.
+    unsafe { free_inlined(ptr) }
+}
+
+/// Everything `free_inlined`'s fast path leaves: the full lookup and validation of the
+/// pointer, then the local, remote, large or huge free. `extern "C"` (cannot unwind) so that
+/// `free_inlined` can tail-call it from an `extern "C"` wrapper, as `malloc_slow`.
+///
+/// # Safety
+/// As [`free`].
+#[inline(never)]
+unsafe extern "C" fn free_slow(ptr: *mut u8) {
     if ptr.is_null() {
         return;
     }
@@ -186,10 +290,7 @@ pub unsafe fn free(ptr: *mut u8) {
         let s = unsafe { span.as_ref() };
         match s.kind() {
             SpanKind::Small if s.contains(addr) => {
-                let offset = addr - s.base() as usize;
-                let class = &size_class::CLASSES[s.class as usize];
-                let index = class.index_of(offset);
-                if index * class.size as usize != offset || index >= s.capacity as usize {
+                if !is_object_start(s, addr) {
                     report::fatal("free of a pointer into the middle of a block", addr);
                 }
                 let mut cache = thread::current();
@@ -235,6 +336,15 @@ pub unsafe fn free(ptr: *mut u8) {
     }
 }
 
+/// Whether `addr`, inside the small span `s`, is the first byte of one of its objects.
+#[inline]
+fn is_object_start(s: &Span, addr: usize) -> bool {
+    let offset = addr - s.base() as usize;
+    let class = &size_class::CLASSES[s.class as usize];
+    size_class::divides(offset, class.div_test)
+        && offset < s.capacity as usize * class.size as usize
+}
+
 /// The bytes usable at `ptr` (C's `malloc_usable_size`); 0 for null.
 ///
 /// # Safety
@@ -246,26 +356,28 @@ pub unsafe fn usable_size(ptr: *mut u8) -> usize {
     match block_size(ptr) {
         Some(size) => size,
         None => report::fatal(
-            "malloc_usable_size of a pointer tessera does not own",
+            "malloc_usable_size of a pointer tessera did not hand out (foreign, or into a block)",
             ptr as usize,
         ),
     }
 }
 
-/// The usable size of the block `ptr` points to the start of (or into, for large blocks),
-/// or `None` when Tessera does not know the pointer. Never aborts: callers that get `None`
-/// decide how to report it. A freed small block may still answer `Some`: objects carry no
-/// per-object state.
+/// The usable size of the block `ptr` points to the start of, or `None` when `ptr` is not
+/// the start of a block Tessera handed out (a foreign pointer, or one into the middle of a
+/// block: the same pointers `free` reports). Never aborts: callers that get `None` decide how
+/// to report it. A freed small block may still answer `Some`: objects carry no per-object
+/// state.
 pub fn block_size(ptr: *const u8) -> Option<usize> {
     let addr = ptr as usize;
     match tessera_span::live_span_of(addr) {
         Some(span) => {
             // SAFETY: a live span record.
             let s = unsafe { span.as_ref() };
-            Some(match s.kind() {
-                SpanKind::Small => s.obj_size as usize,
-                _ => s.bytes() - (addr - s.base() as usize),
-            })
+            match s.kind() {
+                SpanKind::Small if is_object_start(s, addr) => Some(s.obj_size as usize),
+                SpanKind::Large if s.base() as usize == addr => Some(s.bytes()),
+                _ => None,
+            }
         }
         None if arena::in_arena(addr) => None,
         None => huge::size_of(ptr as *mut u8),

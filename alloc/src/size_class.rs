@@ -68,6 +68,11 @@ pub struct ClassInfo {
     /// (Go's `divMul`). Exact because the rounding error, `offset / 2^48 < 2^-29` for spans
     /// under 512 KiB, is below `1 / size`; `division_by_magic_is_exact` checks every offset.
     pub div_magic: u64,
+    /// `u64::MAX / size + 1`: an offset below 2^32 is a multiple of `size` exactly when
+    /// `offset * div_test` (wrapping) is below `div_test` (Lemire, Kaser and Kurz, "Faster
+    /// remainder by direct computation", 2019). One multiply and one compare tell an object's
+    /// first byte from an interior pointer; see `divides`.
+    pub div_test: u64,
 }
 
 impl ClassInfo {
@@ -76,6 +81,14 @@ impl ClassInfo {
     pub fn index_of(&self, offset: usize) -> usize {
         ((offset as u64 * self.div_magic) >> 48) as usize
     }
+}
+
+/// Whether `offset` is a multiple of the size whose `ClassInfo::div_test` is `div_test`.
+/// Exact for offsets below 2^32 (spans are far smaller); `every_divisibility_test_is_exact`
+/// checks every offset of every class's span.
+#[inline(always)]
+pub fn divides(offset: usize, div_test: u64) -> bool {
+    (offset as u64).wrapping_mul(div_test) < div_test
 }
 
 const fn pages_for(size: usize) -> usize {
@@ -97,6 +110,7 @@ const fn build_classes() -> [ClassInfo; NUM_CLASSES] {
         pages: 0,
         objects: 0,
         div_magic: 0,
+        div_test: 0,
     }; NUM_CLASSES];
     let mut i = 0;
     let mut size = 8;
@@ -107,6 +121,7 @@ const fn build_classes() -> [ClassInfo; NUM_CLASSES] {
             pages: pages as u32,
             objects: (pages * PAGE_SIZE / size) as u32,
             div_magic: (1u64 << 48).div_ceil(size as u64),
+            div_test: u64::MAX / size as u64 + 1,
         };
         size += step(size);
         i += 1;
@@ -153,6 +168,28 @@ const fn build_large_lookup() -> [u8; LARGE_LOOKUP_LEN] {
     t
 }
 
+/// C's `malloc` rule (glibc's `MALLOC_ALIGNMENT`): blocks above 8 bytes are 16-byte
+/// aligned, so a request of 24 bytes takes the 32-byte class, not the 24-byte one.
+const fn build_malloc_lookup() -> [u8; MALLOC_LOOKUP_LEN] {
+    let mut t = [0u8; MALLOC_LOOKUP_LEN];
+    let mut i = 0;
+    while i < MALLOC_LOOKUP_LEN {
+        let size = i * 8;
+        t[i] = class_for_slow(if size <= 8 {
+            8
+        } else {
+            size.next_multiple_of(16)
+        });
+        i += 1;
+    }
+    t
+}
+
+const MALLOC_LOOKUP_LEN: usize = MAX_FAST / 8 + 1;
+
+/// Class by `(size + 7) / 8` under C's alignment rule, for sizes up to `MAX_FAST`.
+static MALLOC_LOOKUP: [u8; MALLOC_LOOKUP_LEN] = build_malloc_lookup();
+
 /// Class by `(size + 7) / 8` for sizes up to `MAX_FAST` (Go's `size_to_class8`).
 static SMALL_LOOKUP: [u8; SMALL_LOOKUP_LEN] = build_small_lookup();
 /// Class by `(size - MAX_FAST + 127) / 128` above that (Go's `size_to_class128`); every
@@ -167,6 +204,17 @@ pub fn class_of_fast(size: usize) -> usize {
     // SAFETY: callers pass at most MAX_FAST + 15 (a size up to MAX_FAST rounded up to an
     // alignment of at most 16), whose index the table covers.
     unsafe { *SMALL_LOOKUP.get_unchecked(index) as usize }
+}
+
+/// The class C's `malloc(size)` takes for `size <= MAX_FAST`: blocks of at most 8 bytes are
+/// 8-byte aligned, larger ones 16-byte aligned (as `libtessera.so` has always promised), in
+/// one table load with no rounding arithmetic.
+#[inline(always)]
+pub fn class_of_malloc(size: usize) -> usize {
+    let index = (size + 7) >> 3;
+    debug_assert!(index < MALLOC_LOOKUP_LEN);
+    // SAFETY: callers pass at most MAX_FAST, whose index the table covers.
+    unsafe { *MALLOC_LOOKUP.get_unchecked(index) as usize }
 }
 
 /// The class of a request of `size <= MAX_SMALL` bytes.
@@ -275,6 +323,38 @@ mod tests {
                     c.size
                 );
             }
+        }
+    }
+
+    #[test]
+    fn every_divisibility_test_is_exact() {
+        for c in CLASSES.iter() {
+            let size = c.size as usize;
+            // A little past the span, so the check also holds beyond the last object.
+            let span = c.pages as usize * PAGE_SIZE + 4 * size;
+            for offset in 0..span {
+                assert_eq!(
+                    divides(offset, c.div_test),
+                    offset.is_multiple_of(size),
+                    "class {size} offset {offset}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn malloc_classes_keep_glibc_alignment_and_fit() {
+        for size in 0..=MAX_FAST {
+            let class = size_of_class(class_of_malloc(size));
+            assert!(class >= size.max(1), "size {size} in class {class}");
+            let align = if size <= 8 { 8 } else { 16 };
+            assert!(class.is_multiple_of(align), "size {size} in class {class}");
+            // The smallest class that does both.
+            assert_eq!(
+                class_of_malloc(size),
+                class_for(size.max(1), align).unwrap(),
+                "size {size}"
+            );
         }
     }
 

@@ -178,3 +178,35 @@ proptest! {
         run(ops)?;
     }
 }
+
+/// `alloc_zeroed` takes fresh objects of a zeroed span without writing them; the objects a
+/// program dirtied and freed must still come back zeroed when the fresh ones run out.
+#[test]
+fn zeroed_blocks_read_zero_after_reuse() {
+    for size in [8usize, 48, 64, 1000, 4096, 20_000] {
+        let dirty: Vec<*mut u8> = (0..2000).map(|_| tessera::alloc(size, 8)).collect();
+        for &p in &dirty {
+            assert!(!p.is_null());
+            // SAFETY: a live block of `size` bytes.
+            unsafe { p.write_bytes(0xa5, size) };
+        }
+        for &p in &dirty {
+            // SAFETY: live, given up here.
+            unsafe { tessera::free(p) };
+        }
+        let zeroed: Vec<*mut u8> = (0..6000).map(|_| tessera::alloc_zeroed(size, 8)).collect();
+        for &p in &zeroed {
+            assert!(!p.is_null());
+            // SAFETY: a live block of `size` bytes.
+            let bytes = unsafe { std::slice::from_raw_parts(p, size) };
+            assert!(
+                bytes.iter().all(|&b| b == 0),
+                "size {size}: a dirty zeroed block"
+            );
+        }
+        for &p in &zeroed {
+            // SAFETY: live, given up here.
+            unsafe { tessera::free(p) };
+        }
+    }
+}

@@ -11,6 +11,14 @@
 //! address space, 2 MiB of zero-filled BSS that is only paged in where touched) says which
 //! arenas are ours. It lets `free` reject a foreign pointer with one load, before it reads
 //! any header.
+//!
+//! A page map entry also carries an 8-bit *tag* that the span's user stamps on every page of
+//! an in-use span (`tag_pages`; the small-object layer stamps the size class). It is a hint,
+//! never proof: the page heap rewrites entries with tag 0 whenever it maps pages, and a
+//! stale entry keeps the tag it had. A caller that trusts a tag must confirm it against
+//! state of its own, as `tessera`'s unsized `free` does (its fast path reads the tag and
+//! then checks the pointer against its current span of that class, without reading the
+//! span record).
 
 use core::ptr::NonNull;
 use core::sync::atomic::{AtomicU8, AtomicU32, Ordering};
@@ -45,7 +53,9 @@ pub struct Arena {
     pub(crate) node: u32,
     /// Next arena of the same page heap.
     pub(crate) next: *mut Arena,
-    /// Page index → (first page of its span) + 1; 0 for pages in no span.
+    /// Page index → the span user's tag (low byte, so a reader of the tag alone loads one
+    /// byte) and the first page of its span (the bits above; 0, a header page, for pages in
+    /// no span).
     page_map: [AtomicU32; ARENA_PAGES],
     /// Span records, one slot per page; slot `i` describes the span starting at page `i`.
     spans: [Span; ARENA_PAGES],
@@ -62,6 +72,15 @@ impl core::fmt::Debug for Arena {
 
 /// Pages at the start of every arena taken by its header.
 pub const HEADER_PAGES: usize = core::mem::size_of::<Arena>().div_ceil(PAGE_SIZE);
+
+// Page 0 holds the header, so no span starts there and a start of 0 can mean "no span";
+// starts fit above the entry's tag byte.
+const _: () = assert!(HEADER_PAGES >= 1 && ARENA_PAGES <= 1 << (32 - START_SHIFT));
+
+/// Where a page map entry keeps the first page of its span (the tag is the low byte).
+const START_SHIFT: u32 = 8;
+/// Byte offset of the page map inside the header (after `node` and `next`).
+const PAGE_MAP_OFFSET: usize = core::mem::offset_of!(Arena, page_map);
 
 impl Arena {
     /// Reserves a new arena for `node`. Its pages are untouched; the caller builds the
@@ -93,21 +112,64 @@ impl Arena {
         &self.spans[page] as *const Span as *mut Span
     }
 
-    /// Points `page` at the span starting at `start`.
+    /// Points `page` at the span starting at `start`, with tag 0.
     #[inline]
     pub(crate) fn map_page(&self, page: usize, start: usize) {
-        self.page_map[page].store(start as u32 + 1, Ordering::Release);
+        debug_assert!((HEADER_PAGES..ARENA_PAGES).contains(&start));
+        self.page_map[page].store((start as u32) << START_SHIFT, Ordering::Release);
     }
 
     /// The span record the page map names for `page`, if any.
     #[inline]
     pub(crate) fn mapped_span(&self, page: usize) -> Option<NonNull<Span>> {
-        let entry = self.page_map[page].load(Ordering::Acquire);
-        if entry == 0 {
+        let start = self.page_map[page].load(Ordering::Acquire) >> START_SHIFT;
+        if start == 0 {
             return None;
         }
-        NonNull::new(self.span_at(entry as usize - 1))
+        NonNull::new(self.span_at(start as usize))
     }
+}
+
+/// Stamps `tag` on the page map entries of every page of `span`.
+///
+/// # Safety
+/// `span` must be an in-use span whose user is the caller: the page heap does not touch the
+/// entries of an in-use span's pages until it is freed or resized, which only its user does.
+pub unsafe fn tag_pages(span: &Span, tag: u8) {
+    // SAFETY: span records live inside mapped arena headers, which are never unmapped.
+    let arena = unsafe { &*arena_of_span(span) };
+    let start = span.start as usize;
+    let entry = (span.start << START_SHIFT) | u32::from(tag);
+    for page in start..start + span.npages() {
+        arena.page_map[page].store(entry, Ordering::Release);
+    }
+}
+
+/// The tag of `addr`'s page (see the module comment: a hint, 0 for pages no user stamped),
+/// or `None` when `addr` is in no arena of ours. Two loads, no span record read: the first
+/// step of the unsized `free`.
+#[inline(always)]
+pub fn page_tag(addr: usize) -> Option<u8> {
+    // The index is masked rather than bounds-checked (one instruction instead of three),
+    // and the header is found from the masked index: an address above the user half aliases
+    // some arena slot, and then reads a tag of a real arena of ours, which is fine for a
+    // hint (see the module comment), never memory outside an arena header.
+    let index = (addr >> ARENA_SHIFT) & (ARENA_MAP_LEN - 1);
+    if ARENA_MAP[index].load(Ordering::Relaxed) == 0 {
+        return None;
+    }
+    let page = (addr & ARENA_MASK) >> PAGE_SHIFT;
+    let entry = (index << ARENA_SHIFT) + PAGE_MAP_OFFSET + page * 4;
+    // SAFETY: the arena map says an arena of ours starts at `index << ARENA_SHIFT`, and
+    // arenas are never unmapped, so its page map is readable. The tag is the entry's low
+    // byte: on a little-endian machine, the byte at the entry's address, read alone (the
+    // entry is only ever written whole, so the byte is always one a writer stored).
+    #[cfg(target_endian = "little")]
+    let tag = unsafe { (*(entry as *const AtomicU8)).load(Ordering::Relaxed) };
+    // SAFETY: as above; the entry is an aligned `AtomicU32`.
+    #[cfg(target_endian = "big")]
+    let tag = unsafe { (*(entry as *const AtomicU32)).load(Ordering::Relaxed) } as u8;
+    Some(tag)
 }
 
 /// The span record that the page map names for `addr`, or `None` when `addr` is in no

@@ -56,7 +56,25 @@ fn alloc_or_enomem(size: usize, align: usize) -> *mut c_void {
 /// None beyond C's: the result must be released with `free` (or `realloc`) of this library.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn malloc(size: usize) -> *mut c_void {
-    alloc_or_enomem(size, malloc_align(size))
+    // `malloc_fast` applies `malloc_align`'s rule itself, with one table load; a miss is a
+    // tail call, so a hit needs no stack frame.
+    let p = tessera::malloc_fast(size);
+    if !p.is_null() {
+        return p.cast();
+    }
+    malloc_miss(size)
+}
+
+/// `malloc` past its fast path: the refill or the large path, and `errno` on failure.
+/// `extern "C"` (cannot unwind), so that `malloc` can tail-call it.
+#[cold]
+#[inline(never)]
+extern "C" fn malloc_miss(size: usize) -> *mut c_void {
+    let p = tessera::malloc_slow(size);
+    if p.is_null() {
+        set_errno(libc::ENOMEM);
+    }
+    p.cast()
 }
 
 /// Frees a block from this library; null is ignored. A pointer this library never handed
@@ -67,8 +85,8 @@ pub unsafe extern "C" fn malloc(size: usize) -> *mut c_void {
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn free(ptr: *mut c_void) {
     // SAFETY: the caller's contract is `tessera::free`'s; it handles null and reports
-    // pointers it does not own.
-    unsafe { tessera::free(ptr.cast()) }
+    // pointers it does not own. Inlined here: this exported function is the entry point.
+    unsafe { tessera::free_inlined(ptr.cast()) }
 }
 
 /// `free` under its pre-C89 name, which glibc still exports for old binaries.
@@ -119,7 +137,10 @@ pub unsafe extern "C" fn realloc(ptr: *mut c_void, size: usize) -> *mut c_void {
     // asking for it first is what makes a foreign pointer a clear report and abort instead
     // of a copy from memory we do not own.
     let Some(old) = tessera::block_size(ptr.cast()) else {
-        tessera::report_bad_pointer("realloc of a pointer tessera does not own", ptr.cast());
+        tessera::report_bad_pointer(
+            "realloc of a pointer tessera did not hand out (foreign, or into a block)",
+            ptr.cast(),
+        );
     };
     if size > MAX_REQUEST {
         set_errno(libc::ENOMEM);

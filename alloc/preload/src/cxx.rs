@@ -128,8 +128,8 @@ fn new_nothrow(size: usize, align: usize) -> *mut c_void {
 /// `ptr` must be null or a live block from this library, not used afterwards.
 #[inline(always)]
 unsafe fn delete_unsized(ptr: *mut c_void) {
-    // SAFETY: forwarded contract; `tessera::free` ignores null.
-    unsafe { tessera::free(ptr.cast()) }
+    // SAFETY: forwarded contract; `tessera::free_inlined` ignores null.
+    unsafe { tessera::free_inlined(ptr.cast()) }
 }
 
 /// # Safety

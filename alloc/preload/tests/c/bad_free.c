@@ -6,6 +6,10 @@
  *   realloc-stack  realloc() of a stack address
  *   usable-global  malloc_usable_size() of a global
  *   interior       free() of a pointer into the middle of a small block
+ *   interior-odd   free() of p + 16 in a 48-byte block (a class that is not a power of two)
+ *   interior-old   free() of an interior pointer in a span the thread no longer allocates from
+ *   double-small   free(p); free(p) of a small block
+ *   realloc-interior  realloc() of a pointer into the middle of a small block
  *   double-large   the second free() of a 200 KiB block
  *   double-huge    the second free() of a 64 MiB block (its own mapping) */
 #define _GNU_SOURCE
@@ -32,6 +36,26 @@ int main(int argc, char **argv) {
     } else if (!strcmp(mode, "interior")) {
         char *p = malloc(64);
         free(p + 8);
+    } else if (!strcmp(mode, "interior-odd")) {
+        char *p = malloc(40);
+        free(p + 16);
+    } else if (!strcmp(mode, "interior-old")) {
+        /* Fill more than a span of the class so the first block's span is no longer the
+         * thread's current one. */
+        enum { N = 20000 };
+        static char *blocks[N];
+        for (int i = 0; i < N; i++) blocks[i] = malloc(100);
+        free(blocks[0] + 8);
+    } else if (!strcmp(mode, "double-small")) {
+        void *volatile keep = malloc(64);
+        void *volatile p = malloc(64);
+        free(p);
+        free(p);
+        (void)keep;
+    } else if (!strcmp(mode, "realloc-interior")) {
+        char *p = malloc(64);
+        void *q = realloc(p + 16, 200);
+        printf("realloc returned %p\n", q);
     } else if (!strcmp(mode, "double-large")) {
         void *volatile p = malloc(200 << 10);
         free(p);
