@@ -277,6 +277,7 @@ impl Cache {
             unsafe {
                 let s = &mut *span;
                 s.class = class as u8;
+                s.div_test = info.div_test;
                 s.obj_size = info.size;
                 s.capacity = info.objects;
                 s.carved.store(0, Ordering::Relaxed);
@@ -365,7 +366,33 @@ impl Cache {
         self.release_if_empty(span);
     }
 
+    /// `free_local`'s common case, inlined into the unsized free's second tier: a span on
+    /// the partial list with no notification pending. False (nothing done) for everything
+    /// else, which `free_local` handles, including a double free at the list's head.
+    ///
+    /// # Safety
+    /// As `free_local`.
+    #[inline(always)]
+    pub(crate) unsafe fn free_to_partial(&mut self, s: &Span, ptr: *mut u8) -> bool {
+        if s.user_flags & (WHERE_MASK | NOTIFY_PENDING) != ON_PARTIAL {
+            return false;
+        }
+        let head = s.local_free.load(Ordering::Relaxed);
+        if ptr == head {
+            return false;
+        }
+        set_block_next(ptr, head);
+        s.local_free.store(ptr, Ordering::Relaxed);
+        let count = s.local_count.load(Ordering::Relaxed) + 1;
+        s.local_count.store(count, Ordering::Relaxed);
+        if count + remote::count(s) == s.carved.load(Ordering::Relaxed) {
+            self.release_if_empty(s as *const Span as *mut Span);
+        }
+        true
+    }
+
     /// Returns a non-current span whose every carved object is free to the page heap.
+    #[inline(never)]
     fn release_if_empty(&mut self, span: *mut Span) {
         // SAFETY: we own the span.
         let s = unsafe { &*span };
@@ -392,6 +419,9 @@ impl Cache {
         let s = unsafe { &*span };
         // Every carved object is free, so no free can race with us (short of a double free).
         self.unlink(span);
+        // Nothing may take the record for one of our spans any more (`free_owned` trusts
+        // the owner field alone).
+        s.owner.store(ptr::null_mut(), Ordering::Relaxed);
         // SAFETY: the span is unlinked, holds no live object and belongs to this heap's node.
         unsafe { node::node(s.node()).heap.free(NonNull::new_unchecked(span)) };
     }

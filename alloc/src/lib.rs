@@ -38,6 +38,7 @@ mod tls;
 
 use core::alloc::{GlobalAlloc, Layout};
 use core::ptr;
+use core::sync::atomic::AtomicU32;
 
 use size_class::{MAX_FAST, class_for, class_of_fast, class_of_malloc};
 use tessera_span::{Span, SpanKind, arena, huge};
@@ -206,12 +207,12 @@ pub extern "C" fn malloc_slow(size: usize) -> *mut u8 {
 #[inline(always)]
 pub unsafe fn free_inlined(ptr: *mut u8) {
     let addr = ptr as usize;
-    if let Some(tag) = arena::page_tag(addr) {
+    if let Some(entry) = arena::page_entry(addr) {
         let cache = thread::current();
         if !cache.is_null() {
             // SAFETY: a non-null current cache is valid and used by this thread alone.
             let bins = unsafe { &mut (*cache).bins };
-            if let Some(bin) = bins.get_mut(tag as usize)
+            if let Some(bin) = bins.get_mut(arena::entry_tag(entry) as usize)
                 && bin.holds_object_start(addr)
                 && ptr != bin.free
             {
@@ -221,6 +222,40 @@ pub unsafe fn free_inlined(ptr: *mut u8) {
                 bin.free = ptr;
                 return;
             }
+            // SAFETY: forwarded contract; `cache` is the thread's current cache.
+            return unsafe { free_owned(ptr, entry, cache) };
+        }
+    }
+    // SAFETY: forwarded contract.
+    unsafe { free_slow(ptr) }
+}
+
+/// `free`'s second tier: a block of a span this thread's cache owns but does not allocate
+/// from right now (a program that frees what it allocated a while ago). The page map entry
+/// the fast path found names the span record; the record's owner being this cache proves it
+/// an in-use small span of ours (`Cache::release_empty` clears the owner before a span goes
+/// back to the page heap), and the object-start check places the pointer in it. Anything
+/// else goes to `free_slow`, which looks again and reports what is wrong.
+///
+/// # Safety
+/// As [`free`]; `entry` is `ptr`'s page map entry and `cache` the thread's current cache.
+#[inline(never)]
+unsafe extern "C" fn free_owned(ptr: *mut u8, entry: &AtomicU32, cache: *mut cache::Cache) {
+    let addr = ptr as usize;
+    if let Some(span) = arena::entry_span(entry) {
+        // SAFETY: `entry_span` returns records inside mapped arena headers.
+        let s = unsafe { span.as_ref() };
+        // SAFETY: the current cache is valid and used by this thread alone.
+        let cache = unsafe { &mut *cache };
+        if cache.owns(s) && is_object_start(s, addr) {
+            // SAFETY: we own the in-use small span and `ptr` is one of its objects, which the
+            // caller gives up.
+            unsafe {
+                if !cache.free_to_partial(s, ptr) {
+                    cache.free_local(span.as_ptr(), ptr);
+                }
+            }
+            return;
         }
     }
     // SAFETY: forwarded contract.
@@ -336,13 +371,12 @@ unsafe extern "C" fn free_slow(ptr: *mut u8) {
     }
 }
 
-/// Whether `addr`, inside the small span `s`, is the first byte of one of its objects.
+/// Whether `addr` is the first byte of one of the objects of the small span `s` (false for
+/// an address outside the span's objects).
 #[inline]
 fn is_object_start(s: &Span, addr: usize) -> bool {
-    let offset = addr - s.base() as usize;
-    let class = &size_class::CLASSES[s.class as usize];
-    size_class::divides(offset, class.div_test)
-        && offset < s.capacity as usize * class.size as usize
+    let offset = addr.wrapping_sub(s.base() as usize);
+    size_class::divides(offset, s.div_test) && offset < s.capacity as usize * s.obj_size as usize
 }
 
 /// The bytes usable at `ptr` (C's `malloc_usable_size`); 0 for null.

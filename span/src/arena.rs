@@ -108,8 +108,10 @@ impl Arena {
     /// The record slot for the span starting at page `page`.
     #[inline]
     pub(crate) fn span_at(&self, page: usize) -> *mut Span {
+        // Callers pass pages of this arena (a bounds check here would sit on `free`'s path);
+        // the pointer is only dereferenced by them, under their own safety arguments.
         debug_assert!(page < ARENA_PAGES);
-        &self.spans[page] as *const Span as *mut Span
+        self.spans.as_ptr().wrapping_add(page).cast_mut()
     }
 
     /// Points `page` at the span starting at `start`, with tag 0.
@@ -145,15 +147,16 @@ pub unsafe fn tag_pages(span: &Span, tag: u8) {
     }
 }
 
-/// The tag of `addr`'s page (see the module comment: a hint, 0 for pages no user stamped),
-/// or `None` when `addr` is in no arena of ours. Two loads, no span record read: the first
-/// step of the unsized `free`.
+/// The page map entry of `addr`'s page, or `None` when `addr` is in no arena of ours. Two
+/// loads' worth of work and no span record read: the first step of the unsized `free`,
+/// which reads the entry's tag ([`entry_tag`]) and, on its second tier, its span
+/// ([`entry_span`]).
 #[inline(always)]
-pub fn page_tag(addr: usize) -> Option<u8> {
+pub fn page_entry(addr: usize) -> Option<&'static AtomicU32> {
     // The index is masked rather than bounds-checked (one instruction instead of three),
     // and the header is found from the masked index: an address above the user half aliases
-    // some arena slot, and then reads a tag of a real arena of ours, which is fine for a
-    // hint (see the module comment), never memory outside an arena header.
+    // some arena slot and reads an entry of a real arena of ours, which a caller must treat
+    // as it treats any hint (see the module comment), never memory outside an arena header.
     let index = (addr >> ARENA_SHIFT) & (ARENA_MAP_LEN - 1);
     if ARENA_MAP[index].load(Ordering::Relaxed) == 0 {
         return None;
@@ -161,15 +164,39 @@ pub fn page_tag(addr: usize) -> Option<u8> {
     let page = (addr & ARENA_MASK) >> PAGE_SHIFT;
     let entry = (index << ARENA_SHIFT) + PAGE_MAP_OFFSET + page * 4;
     // SAFETY: the arena map says an arena of ours starts at `index << ARENA_SHIFT`, and
-    // arenas are never unmapped, so its page map is readable. The tag is the entry's low
-    // byte: on a little-endian machine, the byte at the entry's address, read alone (the
-    // entry is only ever written whole, so the byte is always one a writer stored).
+    // arenas are never unmapped, so its page map is readable for the life of the process.
+    Some(unsafe { &*(entry as *const AtomicU32) })
+}
+
+/// The tag of a page map entry (see the module comment: a hint, 0 for pages no user
+/// stamped).
+#[inline(always)]
+pub fn entry_tag(entry: &AtomicU32) -> u8 {
+    // The tag is the entry's low byte: on a little-endian machine, the byte at the entry's
+    // address, read alone (entries are only written whole, so the byte is one a writer
+    // stored).
     #[cfg(target_endian = "little")]
-    let tag = unsafe { (*(entry as *const AtomicU8)).load(Ordering::Relaxed) };
-    // SAFETY: as above; the entry is an aligned `AtomicU32`.
+    // SAFETY: the first byte of a live `AtomicU32`, read atomically.
+    let tag = unsafe { (*(entry as *const AtomicU32).cast::<AtomicU8>()).load(Ordering::Relaxed) };
     #[cfg(target_endian = "big")]
-    let tag = unsafe { (*(entry as *const AtomicU32)).load(Ordering::Relaxed) } as u8;
-    Some(tag)
+    let tag = entry.load(Ordering::Relaxed) as u8;
+    tag
+}
+
+/// The span record a page map entry (from [`page_entry`]) names, if any. Like
+/// [`span_of`], the record may describe a span that no longer covers the address the entry
+/// was looked up for.
+#[inline(always)]
+pub fn entry_span(entry: &AtomicU32) -> Option<NonNull<Span>> {
+    let start = entry.load(Ordering::Acquire) >> START_SHIFT;
+    if start == 0 {
+        return None;
+    }
+    let arena = (entry as *const AtomicU32 as usize) & !ARENA_MASK;
+    // SAFETY: `entry` lies in the page map of the arena header at `arena`, so the header's
+    // record slots are there too, and `start < ARENA_PAGES` (it was stored by `map_page` or
+    // `tag_pages`).
+    NonNull::new(unsafe { (*(arena as *const Arena)).span_at(start as usize) })
 }
 
 /// The span record that the page map names for `addr`, or `None` when `addr` is in no

@@ -69,7 +69,10 @@ pub struct Span {
     kind: AtomicU8,
     /// Size-class index of a small span.
     pub class: u8,
-    _line1_pad: [u8; 22],
+    /// The class's divisibility constant (`tessera`'s `ClassInfo::div_test`), so a free can
+    /// validate an object start from this line alone.
+    pub div_test: u64,
+    _line1_pad: [u8; 8],
     // ---- line 2: owner or page heap only ----
     /// Head of the owner's local free list (small spans).
     pub local_free: AtomicPtr<u8>,
