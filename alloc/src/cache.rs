@@ -37,10 +37,13 @@ use crate::report;
 use crate::size_class::{CLASSES, NUM_CLASSES};
 
 /// `Span::user_flags`: where a small span is filed.
-const ON_NONE: u8 = 0;
+/// The span the bin allocates from. Zero, so that the unsized free's test for it is a
+/// single `test` of the flags byte (records that no cache owns are never tested: the owner
+/// check comes first).
+const CURRENT: u8 = 0;
+const ON_NONE: u8 = 3;
 const ON_PARTIAL: u8 = 1;
 const ON_FULL: u8 = 2;
-const CURRENT: u8 = 3;
 const WHERE_MASK: u8 = 0b11;
 /// A remote freer un-parked this span and will push (or has pushed) it onto the owner's
 /// notification stack; it must not go back to the page heap until that is drained.
@@ -53,8 +56,7 @@ const ZERO_TAIL: u8 = 0b1000;
 /// keeps a fresh span's RSS to the pages actually used.
 const CARVE_BYTES: usize = 4096;
 
-/// One size class's slot in a cache: what the allocation and free fast paths read, in
-/// 32 bytes (two bins a cache line).
+/// One size class's slot in a cache.
 #[derive(Debug)]
 #[repr(C)]
 pub(crate) struct Bin {
@@ -63,11 +65,9 @@ pub(crate) struct Bin {
     /// First object byte of the current span (0 when there is none).
     pub(crate) start: usize,
     /// Bytes of objects in the current span (0 when there is none), so that
-    /// `ptr - start < len` tells the fast path a pointer is ours.
+    /// `ptr - start < len` tells the sized free's fast path a pointer is ours.
     pub(crate) len: usize,
-    /// The class's divisibility constant (`ClassInfo::div_test`), so the unsized free can
-    /// tell an object's start from a pointer into its middle with one multiply.
-    pub(crate) div_test: u64,
+    span: *mut Span,
 }
 
 impl Bin {
@@ -75,18 +75,8 @@ impl Bin {
         free: ptr::null_mut(),
         start: 0,
         len: 0,
-        div_test: 0,
+        span: ptr::null_mut(),
     };
-
-    /// Whether `addr` is the first byte of an object of this bin's current span (false when
-    /// there is no current span). The unsized `free`'s whole validation: with the page
-    /// map's tag naming the bin, this proves the pointer is an object start in a span this
-    /// cache owns and allocates from.
-    #[inline(always)]
-    pub(crate) fn holds_object_start(&self, addr: usize) -> bool {
-        let offset = addr.wrapping_sub(self.start);
-        offset < self.len && crate::size_class::divides(offset, self.div_test)
-    }
 }
 
 /// A cache; see the module comment.
@@ -94,8 +84,6 @@ impl Bin {
 #[repr(C, align(64))]
 pub(crate) struct Cache {
     pub(crate) bins: [Bin; NUM_CLASSES],
-    /// Per class, the span the bin's objects come from (null when there is none).
-    current: [*mut Span; NUM_CLASSES],
     partial: [*mut Span; NUM_CLASSES],
     full: [*mut Span; NUM_CLASSES],
     /// One empty span per class kept on the partial list instead of going back to the page
@@ -181,7 +169,7 @@ impl Cache {
                 bin.free = block_next(block);
                 return block;
             }
-            let span = self.current[class];
+            let span = self.bins[class].span;
             if !span.is_null() {
                 // SAFETY: the current span is an in-use small span this cache owns.
                 let s = unsafe { &*span };
@@ -203,7 +191,7 @@ impl Cache {
     /// fresh from the OS is not written (and its pages not touched) just to zero it again.
     /// Null when there is none; the caller then zeroes an ordinary object.
     pub(crate) fn take_zeroed(&mut self, class: usize) -> *mut u8 {
-        let span = self.current[class];
+        let span = self.bins[class].span;
         if span.is_null() {
             return ptr::null_mut();
         }
@@ -229,7 +217,7 @@ impl Cache {
 
     /// The current span has nothing left: park it on the full list.
     fn park_current(&mut self, class: usize) {
-        let span = self.current[class];
+        let span = self.bins[class].span;
         // SAFETY: the current span is ours.
         let s = unsafe { &*span };
         // A span whose earlier notification is still on its way must not be parked again:
@@ -241,14 +229,13 @@ impl Cache {
             return;
         }
         self.bins[class] = Bin::EMPTY;
-        self.current[class] = ptr::null_mut();
         self.link(span, ON_FULL);
     }
 
     /// Makes a span with free objects current for `class`: from the notifications, the
     /// partial list, the node's central list, or the page heap. False when out of memory.
     fn install_next_span(&mut self, class: usize) -> bool {
-        if !self.current[class].is_null() {
+        if !self.bins[class].span.is_null() {
             // `park_current` lost a race with a remote free: retry the same span.
             return true;
         }
@@ -278,29 +265,32 @@ impl Cache {
                 let s = &mut *span;
                 s.class = class as u8;
                 s.div_test = info.div_test;
+                s.obj_bytes = info.objects * info.size;
+                s.obj_base = s.base() as usize;
                 s.obj_size = info.size;
                 s.capacity = info.objects;
                 s.carved.store(0, Ordering::Relaxed);
                 s.local_free.store(ptr::null_mut(), Ordering::Relaxed);
                 s.local_count.store(0, Ordering::Relaxed);
-                s.user_flags = if fresh.zeroed { ZERO_TAIL } else { ON_NONE };
+                s.user_flags = if fresh.zeroed {
+                    ZERO_TAIL | ON_NONE
+                } else {
+                    ON_NONE
+                };
                 s.notify_next.store(ptr::null_mut(), Ordering::Relaxed);
                 remote::reset(s);
                 s.owner.store(self.tag(), Ordering::Release);
-                // The unsized free finds the bin through this tag (`Bin::holds_object_start`).
-                tessera_span::arena::tag_pages(s, class as u8);
             }
             span
         };
         // SAFETY: `span` is an in-use small span we own and have unlinked.
         let s = unsafe { &mut *span };
         s.user_flags = (s.user_flags & !WHERE_MASK) | CURRENT;
-        self.current[class] = span;
         self.bins[class] = Bin {
             free: s.local_free.swap(ptr::null_mut(), Ordering::Relaxed),
             start: s.base() as usize,
-            len: s.capacity as usize * s.obj_size as usize,
-            div_test: CLASSES[class].div_test,
+            len: s.obj_bytes as usize,
+            span,
         };
         s.local_count.store(0, Ordering::Relaxed);
         true
@@ -338,7 +328,7 @@ impl Cache {
         // SAFETY: the caller says we own the span.
         let s = unsafe { &mut *span };
         let class = s.class as usize;
-        if self.current[class] == span {
+        if self.bins[class].span == span {
             let bin = &mut self.bins[class];
             if ptr == bin.free {
                 report::fatal("double free", ptr as usize);
@@ -366,29 +356,42 @@ impl Cache {
         self.release_if_empty(span);
     }
 
-    /// `free_local`'s common case, inlined into the unsized free's second tier: a span on
-    /// the partial list with no notification pending. False (nothing done) for everything
-    /// else, which `free_local` handles, including a double free at the list's head.
+    /// `free_local`'s common cases, inlined into the unsized free: a block of the span the
+    /// bin allocates from goes onto the bin's list, a block of a span on the partial list
+    /// (no notification pending) onto the span's own. `Freed::Not` (nothing done) for
+    /// everything else, which `free_local` handles, including a double free at a list's head.
     ///
     /// # Safety
     /// As `free_local`.
     #[inline(always)]
-    pub(crate) unsafe fn free_to_partial(&mut self, s: &Span, ptr: *mut u8) -> bool {
-        if s.user_flags & (WHERE_MASK | NOTIFY_PENDING) != ON_PARTIAL {
-            return false;
+    pub(crate) unsafe fn free_owned_fast(&mut self, s: &Span, ptr: *mut u8) -> Freed {
+        let flags = s.user_flags;
+        if flags & WHERE_MASK == CURRENT {
+            // SAFETY: the span is ours and in use, so `class` is the index it was formatted
+            // with, below `NUM_CLASSES`.
+            let bin = unsafe { self.bins.get_unchecked_mut(s.class as usize) };
+            if ptr == bin.free {
+                return Freed::Not;
+            }
+            set_block_next(ptr, bin.free);
+            bin.free = ptr;
+            return Freed::Done;
+        }
+        if flags & (WHERE_MASK | NOTIFY_PENDING) != ON_PARTIAL {
+            return Freed::Not;
         }
         let head = s.local_free.load(Ordering::Relaxed);
         if ptr == head {
-            return false;
+            return Freed::Not;
         }
         set_block_next(ptr, head);
         s.local_free.store(ptr, Ordering::Relaxed);
         let count = s.local_count.load(Ordering::Relaxed) + 1;
         s.local_count.store(count, Ordering::Relaxed);
         if count + remote::count(s) == s.carved.load(Ordering::Relaxed) {
-            self.release_if_empty(s as *const Span as *mut Span);
+            return Freed::Emptied;
         }
-        true
+        Freed::Done
     }
 
     /// Returns a non-current span whose every carved object is free to the page heap.
@@ -419,7 +422,7 @@ impl Cache {
         let s = unsafe { &*span };
         // Every carved object is free, so no free can race with us (short of a double free).
         self.unlink(span);
-        // Nothing may take the record for one of our spans any more (`free_owned` trusts
+        // Nothing may take the record for one of our spans any more (the unsized free trusts
         // the owner field alone).
         s.owner.store(ptr::null_mut(), Ordering::Relaxed);
         // SAFETY: the span is unlinked, holds no live object and belongs to this heap's node.
@@ -437,7 +440,7 @@ impl Cache {
         self.drain_notifications();
         for class in 0..NUM_CLASSES {
             let bin = &mut self.bins[class];
-            let span = self.current[class];
+            let span = bin.span;
             if !span.is_null() {
                 let mut count = 0;
                 let mut at = bin.free;
@@ -450,8 +453,6 @@ impl Cache {
                 s.local_free.store(bin.free, Ordering::Relaxed);
                 s.local_count.store(count, Ordering::Relaxed);
                 *bin = Bin::EMPTY;
-                self.current[class] = ptr::null_mut();
-                s.user_flags &= !WHERE_MASK;
                 self.link(span, ON_PARTIAL);
             }
             // The spare goes too (it is on the partial list): a flushed cache may sit idle
@@ -520,8 +521,31 @@ impl Cache {
         }
         s.prev = ptr::null_mut();
         s.next = ptr::null_mut();
-        s.user_flags &= !WHERE_MASK;
+        s.user_flags = (s.user_flags & !WHERE_MASK) | ON_NONE;
     }
+}
+
+/// What `Cache::free_owned_fast` did with a block.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Freed {
+    /// Freed.
+    Done,
+    /// Freed, and every carved object of its span is free now: call `release_emptied`.
+    Emptied,
+    /// Not a case it handles; nothing was done.
+    Not,
+}
+
+/// The span `span` of `cache` was emptied by a free: return it to the page heap unless the
+/// cache keeps it (`release_if_empty`). `extern "C"` (cannot unwind) and never inlined, so
+/// that the unsized free can end in a tail call to it.
+///
+/// # Safety
+/// `cache` must be the calling thread's current cache and own `span`.
+#[inline(never)]
+pub(crate) unsafe extern "C" fn release_emptied(cache: *mut Cache, span: *mut Span) {
+    // SAFETY: the caller's contract.
+    unsafe { (*cache).release_if_empty(span) }
 }
 
 /// Carves the next batch of objects from `s` (which has uncarved room) into a list.

@@ -38,7 +38,7 @@ mod tls;
 
 use core::alloc::{GlobalAlloc, Layout};
 use core::ptr;
-use core::sync::atomic::AtomicU32;
+use core::sync::atomic::Ordering;
 
 use size_class::{MAX_FAST, class_for, class_of_fast, class_of_malloc};
 use tessera_span::{Span, SpanKind, arena, huge};
@@ -192,15 +192,17 @@ pub extern "C" fn malloc_slow(size: usize) -> *mut u8 {
 
 /// `free`'s body: see [`free`]; for wrappers, as the comment above says.
 ///
-/// The fast path never reads a span record. The page map's tag names the size class the
-/// pointer's page was stamped with (a hint); the thread's bin of that class then proves the
-/// pointer is the first byte of an object of the span this cache allocates from: inside the
-/// span's object range, at a multiple of the object size (`Bin::holds_object_start`). That
-/// is the same validation the slow path makes (foreign pointer, interior pointer), so the
-/// fast path needs no other. Anything else goes to `free_slow`: a remote object, another of
-/// our spans, a large or huge block, null, a bad pointer, and a pointer equal to the bin's
-/// head (a double free, which the slow path reports). Every call there is a tail call, so
-/// the fast path needs no stack frame.
+/// The fast path decides from the span record's first line, as mimalloc decides from its
+/// segment and page: the page map entry names the record, the record's owner being the
+/// thread's cache proves it an in-use small span of ours (`Cache::release_empty` clears the
+/// owner before a span goes back to the page heap), and the object-start check places the
+/// pointer in it, at a multiple of the object size (`is_object_start`: the same validation
+/// the slow path makes, so foreign and interior pointers cost nothing extra to catch).
+/// The block then goes onto the bin's list if the span is the one the bin allocates from,
+/// or onto the span's own list if it is on the partial list (`Cache::free_owned_fast`).
+/// Anything else goes to `free_slow`: a remote object, a parked span, a large or huge block,
+/// null, a bad pointer, and a pointer equal to a list's head (a double free, which the slow
+/// path reports).
 ///
 /// # Safety
 /// As [`free`].
@@ -210,52 +212,22 @@ pub unsafe fn free_inlined(ptr: *mut u8) {
     if let Some(entry) = arena::page_entry(addr) {
         let cache = thread::current();
         if !cache.is_null() {
-            // SAFETY: a non-null current cache is valid and used by this thread alone.
-            let bins = unsafe { &mut (*cache).bins };
-            if let Some(bin) = bins.get_mut(arena::entry_tag(entry) as usize)
-                && bin.holds_object_start(addr)
-                && ptr != bin.free
-            {
-                // SAFETY: the block is an object of our current span (checked above) that
-                // the caller gives up.
-                unsafe { ptr.cast::<*mut u8>().write(bin.free) };
-                bin.free = ptr;
-                return;
-            }
-            // SAFETY: forwarded contract; `cache` is the thread's current cache.
-            return unsafe { free_owned(ptr, entry, cache) };
-        }
-    }
-    // SAFETY: forwarded contract.
-    unsafe { free_slow(ptr) }
-}
-
-/// `free`'s second tier: a block of a span this thread's cache owns but does not allocate
-/// from right now (a program that frees what it allocated a while ago). The page map entry
-/// the fast path found names the span record; the record's owner being this cache proves it
-/// an in-use small span of ours (`Cache::release_empty` clears the owner before a span goes
-/// back to the page heap), and the object-start check places the pointer in it. Anything
-/// else goes to `free_slow`, which looks again and reports what is wrong.
-///
-/// # Safety
-/// As [`free`]; `entry` is `ptr`'s page map entry and `cache` the thread's current cache.
-#[inline(never)]
-unsafe extern "C" fn free_owned(ptr: *mut u8, entry: &AtomicU32, cache: *mut cache::Cache) {
-    let addr = ptr as usize;
-    if let Some(span) = arena::entry_span(entry) {
-        // SAFETY: `entry_span` returns records inside mapped arena headers.
-        let s = unsafe { span.as_ref() };
-        // SAFETY: the current cache is valid and used by this thread alone.
-        let cache = unsafe { &mut *cache };
-        if cache.owns(s) && is_object_start(s, addr) {
-            // SAFETY: we own the in-use small span and `ptr` is one of its objects, which the
-            // caller gives up.
-            unsafe {
-                if !cache.free_to_partial(s, ptr) {
-                    cache.free_local(span.as_ptr(), ptr);
+            let span = arena::entry_record(entry);
+            // SAFETY: `entry_record` returns records inside mapped arena headers.
+            let s = unsafe { span.as_ref() };
+            if s.owner.load(Ordering::Relaxed) == cache.cast() && is_object_start(s, addr) {
+                // SAFETY: the current cache is valid and used by this thread alone; it owns
+                // the in-use small span `s`, and `ptr` is one of its objects, which the
+                // caller gives up.
+                match unsafe { (*cache).free_owned_fast(s, ptr) } {
+                    cache::Freed::Done => return,
+                    cache::Freed::Emptied => {
+                        // SAFETY: as above: our current cache, which owns the span.
+                        return unsafe { cache::release_emptied(cache, span.as_ptr()) };
+                    }
+                    cache::Freed::Not => {}
                 }
             }
-            return;
         }
     }
     // SAFETY: forwarded contract.
@@ -375,8 +347,8 @@ unsafe extern "C" fn free_slow(ptr: *mut u8) {
 /// an address outside the span's objects).
 #[inline]
 fn is_object_start(s: &Span, addr: usize) -> bool {
-    let offset = addr.wrapping_sub(s.base() as usize);
-    size_class::divides(offset, s.div_test) && offset < s.capacity as usize * s.obj_size as usize
+    let offset = addr.wrapping_sub(s.obj_base);
+    size_class::divides(offset, s.div_test) && offset < s.obj_bytes as usize
 }
 
 /// The bytes usable at `ptr` (C's `malloc_usable_size`); 0 for null.

@@ -11,14 +11,6 @@
 //! address space, 2 MiB of zero-filled BSS that is only paged in where touched) says which
 //! arenas are ours. It lets `free` reject a foreign pointer with one load, before it reads
 //! any header.
-//!
-//! A page map entry also carries an 8-bit *tag* that the span's user stamps on every page of
-//! an in-use span (`tag_pages`; the small-object layer stamps the size class). It is a hint,
-//! never proof: the page heap rewrites entries with tag 0 whenever it maps pages, and a
-//! stale entry keeps the tag it had. A caller that trusts a tag must confirm it against
-//! state of its own, as `tessera`'s unsized `free` does (its fast path reads the tag and
-//! then checks the pointer against its current span of that class, without reading the
-//! span record).
 
 use core::ptr::NonNull;
 use core::sync::atomic::{AtomicU8, AtomicU32, Ordering};
@@ -53,9 +45,8 @@ pub struct Arena {
     pub(crate) node: u32,
     /// Next arena of the same page heap.
     pub(crate) next: *mut Arena,
-    /// Page index → the span user's tag (low byte, so a reader of the tag alone loads one
-    /// byte) and the first page of its span (the bits above; 0, a header page, for pages in
-    /// no span).
+    /// Page index → first page of its span; 0 (a header page, where no span starts) for
+    /// pages in no span.
     page_map: [AtomicU32; ARENA_PAGES],
     /// Span records, one slot per page; slot `i` describes the span starting at page `i`.
     spans: [Span; ARENA_PAGES],
@@ -73,12 +64,8 @@ impl core::fmt::Debug for Arena {
 /// Pages at the start of every arena taken by its header.
 pub const HEADER_PAGES: usize = core::mem::size_of::<Arena>().div_ceil(PAGE_SIZE);
 
-// Page 0 holds the header, so no span starts there and a start of 0 can mean "no span";
-// starts fit above the entry's tag byte.
-const _: () = assert!(HEADER_PAGES >= 1 && ARENA_PAGES <= 1 << (32 - START_SHIFT));
-
-/// Where a page map entry keeps the first page of its span (the tag is the low byte).
-const START_SHIFT: u32 = 8;
+// Page 0 holds the header, so no span starts there and a start of 0 can mean "no span".
+const _: () = assert!(HEADER_PAGES >= 1);
 /// Byte offset of the page map inside the header (after `node` and `next`).
 const PAGE_MAP_OFFSET: usize = core::mem::offset_of!(Arena, page_map);
 
@@ -114,17 +101,17 @@ impl Arena {
         self.spans.as_ptr().wrapping_add(page).cast_mut()
     }
 
-    /// Points `page` at the span starting at `start`, with tag 0.
+    /// Points `page` at the span starting at `start`.
     #[inline]
     pub(crate) fn map_page(&self, page: usize, start: usize) {
         debug_assert!((HEADER_PAGES..ARENA_PAGES).contains(&start));
-        self.page_map[page].store((start as u32) << START_SHIFT, Ordering::Release);
+        self.page_map[page].store(start as u32, Ordering::Release);
     }
 
     /// The span record the page map names for `page`, if any.
     #[inline]
     pub(crate) fn mapped_span(&self, page: usize) -> Option<NonNull<Span>> {
-        let start = self.page_map[page].load(Ordering::Acquire) >> START_SHIFT;
+        let start = self.page_map[page].load(Ordering::Acquire);
         if start == 0 {
             return None;
         }
@@ -132,31 +119,15 @@ impl Arena {
     }
 }
 
-/// Stamps `tag` on the page map entries of every page of `span`.
-///
-/// # Safety
-/// `span` must be an in-use span whose user is the caller: the page heap does not touch the
-/// entries of an in-use span's pages until it is freed or resized, which only its user does.
-pub unsafe fn tag_pages(span: &Span, tag: u8) {
-    // SAFETY: span records live inside mapped arena headers, which are never unmapped.
-    let arena = unsafe { &*arena_of_span(span) };
-    let start = span.start as usize;
-    let entry = (span.start << START_SHIFT) | u32::from(tag);
-    for page in start..start + span.npages() {
-        arena.page_map[page].store(entry, Ordering::Release);
-    }
-}
-
-/// The page map entry of `addr`'s page, or `None` when `addr` is in no arena of ours. Two
-/// loads' worth of work and no span record read: the first step of the unsized `free`,
-/// which reads the entry's tag ([`entry_tag`]) and, on its second tier, its span
-/// ([`entry_span`]).
+/// The page map entry of `addr`'s page, or `None` when `addr` is in no arena of ours: the
+/// first step of the unsized `free`, which then reads the entry's span ([`entry_record`]).
 #[inline(always)]
 pub fn page_entry(addr: usize) -> Option<&'static AtomicU32> {
     // The index is masked rather than bounds-checked (one instruction instead of three),
     // and the header is found from the masked index: an address above the user half aliases
-    // some arena slot and reads an entry of a real arena of ours, which a caller must treat
-    // as it treats any hint (see the module comment), never memory outside an arena header.
+    // some arena slot and reads an entry of a real arena of ours (a caller checks the span it
+    // names against the address, as it must for any stale entry), never memory outside an
+    // arena header.
     let index = (addr >> ARENA_SHIFT) & (ARENA_MAP_LEN - 1);
     if ARENA_MAP[index].load(Ordering::Relaxed) == 0 {
         return None;
@@ -168,35 +139,23 @@ pub fn page_entry(addr: usize) -> Option<&'static AtomicU32> {
     Some(unsafe { &*(entry as *const AtomicU32) })
 }
 
-/// The tag of a page map entry (see the module comment: a hint, 0 for pages no user
-/// stamped).
+/// The span record slot a page map entry (from [`page_entry`]) names: the slot of the
+/// first page of the entry's span, or slot 0 for a page in no span. Slot 0 belongs to a
+/// header page, where no span ever starts, so it is all zero for the life of the arena: a
+/// record whose owner is null and whose kind is `None`, which a caller can test like any
+/// other instead of testing the entry first. Like [`span_of`]'s, the record may describe a
+/// span that no longer covers the address the entry was looked up for.
+///
+/// A relaxed read: for callers that confirm the record with state of their own (the owner
+/// field naming the caller's cache), never for a first look at a span another thread set up.
 #[inline(always)]
-pub fn entry_tag(entry: &AtomicU32) -> u8 {
-    // The tag is the entry's low byte: on a little-endian machine, the byte at the entry's
-    // address, read alone (entries are only written whole, so the byte is one a writer
-    // stored).
-    #[cfg(target_endian = "little")]
-    // SAFETY: the first byte of a live `AtomicU32`, read atomically.
-    let tag = unsafe { (*(entry as *const AtomicU32).cast::<AtomicU8>()).load(Ordering::Relaxed) };
-    #[cfg(target_endian = "big")]
-    let tag = entry.load(Ordering::Relaxed) as u8;
-    tag
-}
-
-/// The span record a page map entry (from [`page_entry`]) names, if any. Like
-/// [`span_of`], the record may describe a span that no longer covers the address the entry
-/// was looked up for.
-#[inline(always)]
-pub fn entry_span(entry: &AtomicU32) -> Option<NonNull<Span>> {
-    let start = entry.load(Ordering::Acquire) >> START_SHIFT;
-    if start == 0 {
-        return None;
-    }
+pub fn entry_record(entry: &AtomicU32) -> NonNull<Span> {
+    let start = entry.load(Ordering::Relaxed);
     let arena = (entry as *const AtomicU32 as usize) & !ARENA_MASK;
     // SAFETY: `entry` lies in the page map of the arena header at `arena`, so the header's
-    // record slots are there too, and `start < ARENA_PAGES` (it was stored by `map_page` or
-    // `tag_pages`).
-    NonNull::new(unsafe { (*(arena as *const Arena)).span_at(start as usize) })
+    // record slots are there too; `start < ARENA_PAGES` (`map_page` stored it, or it is 0),
+    // so the slot is inside the header and not null.
+    unsafe { NonNull::new_unchecked((*(arena as *const Arena)).span_at(start as usize)) }
 }
 
 /// The span record that the page map names for `addr`, or `None` when `addr` is in no

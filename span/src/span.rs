@@ -8,7 +8,8 @@
 //! - the page heap (under its lock) owns `prev`/`next` while the span is free, and
 //!   `start`, `npages`, `kind`, `flags`, `freed_at_ms` always;
 //! - the small-object layer (the `tessera` crate) owns `remote`, `notify_next`, `owner`,
-//!   `class`, `obj_size`, `capacity`, `local_free`, `local_count`, `carved`, `user_flags`,
+//!   `class`, `obj_size`, `capacity`, `obj_bytes`, `div_test`, `local_free`, `local_count`,
+//!   `carved`, `user_flags`,
 //!   and `prev`/`next` while the span is in use.
 
 use core::sync::atomic::{AtomicPtr, AtomicU8, AtomicU32, AtomicU64, Ordering};
@@ -47,9 +48,12 @@ pub(crate) const FLAG_DIRTY: u8 = 2;
 
 /// A run of pages. See the module comment for who owns which field.
 ///
-/// Two cache lines: the first holds what remote freers read or CAS (the remote word, the
-/// owner, the geometry); the second what only the owner or the page heap touches, so an
-/// owner freeing locally does not bounce the line remote freers are hammering.
+/// Two cache lines: the first holds what every free reads (the owner, the geometry, the
+/// small-object layer's flags; `tessera`'s unsized free decides from this line alone whether
+/// the block is an object of a span the thread owns and whether that span is the one it
+/// allocates from) and what remote freers CAS (the remote word); the second what only the
+/// owner or the page heap writes, so an owner freeing locally does not bounce the line
+/// remote freers are hammering.
 #[repr(C, align(64))]
 #[derive(Debug)]
 pub struct Span {
@@ -69,10 +73,15 @@ pub struct Span {
     kind: AtomicU8,
     /// Size-class index of a small span.
     pub class: u8,
+    /// Small-object layer flags (which list the span is on).
+    pub user_flags: u8,
+    /// `capacity * obj_size`: the bytes of a small span's objects.
+    pub obj_bytes: u32,
     /// The class's divisibility constant (`tessera`'s `ClassInfo::div_test`), so a free can
     /// validate an object start from this line alone.
     pub div_test: u64,
-    _line1_pad: [u8; 8],
+    /// First byte of a small span's objects (`base()`, kept for the free path).
+    pub obj_base: usize,
     // ---- line 2: owner or page heap only ----
     /// Head of the owner's local free list (small spans).
     pub local_free: AtomicPtr<u8>,
@@ -80,8 +89,6 @@ pub struct Span {
     pub local_count: AtomicU32,
     /// Objects carved out of the span so far (small spans are formatted lazily).
     pub carved: AtomicU32,
-    /// Small-object layer flags (which list the span is on).
-    pub user_flags: u8,
     pub(crate) flags: u8,
     /// List link (page heap free list, or the owner's span lists while in use).
     pub prev: *mut Span,
@@ -92,6 +99,7 @@ pub struct Span {
 
 const _: () = assert!(core::mem::size_of::<Span>() == 128);
 const _: () = assert!(core::mem::offset_of!(Span, local_free) >= 64);
+const _: () = assert!(core::mem::offset_of!(Span, div_test) < 64);
 
 impl Span {
     /// What this record describes.
