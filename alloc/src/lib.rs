@@ -249,6 +249,16 @@ pub fn alloc_zeroed(size: usize, align: usize) -> *mut u8 {
 /// was reallocated to), and must not be used afterwards.
 #[inline(never)]
 pub unsafe fn dealloc(ptr: *mut u8, size: usize, align: usize) {
+    // SAFETY: forwarded contract.
+    unsafe { dealloc_inlined(ptr, size, align) }
+}
+
+/// `dealloc`'s body, for wrappers (C++'s sized `delete`), as `free_inlined` is `free`'s.
+///
+/// # Safety
+/// As [`dealloc`].
+#[inline(always)]
+pub unsafe fn dealloc_inlined(ptr: *mut u8, size: usize, align: usize) {
     if size <= MAX_FAST && align <= 16 {
         let class = class_of_fast((size + align - 1) & !(align - 1));
         let cache = thread::current();
@@ -263,10 +273,10 @@ pub unsafe fn dealloc(ptr: *mut u8, size: usize, align: usize) {
             }
         }
     }
-    // The block is not in the current span of the class its size names, so `free`'s fast
-    // path, which would look in the same bin, cannot take it either.
+    // Not in the current span of its class: the unsized free's owner-first path takes a
+    // block of any other span this cache owns.
     // SAFETY: forwarded contract.
-    unsafe { free_slow(ptr) }
+    unsafe { free_inlined(ptr) }
 }
 
 /// Frees a block without knowing its size (C's `free`). Null is ignored; a pointer Tessera

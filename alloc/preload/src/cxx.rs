@@ -141,7 +141,7 @@ unsafe fn delete_sized(ptr: *mut c_void, size: usize, align: usize) {
         return;
     }
     // SAFETY: forwarded contract; a wrong size only makes `dealloc` fall back to `free`.
-    unsafe { tessera::dealloc(ptr.cast(), size, align) }
+    unsafe { tessera::dealloc_inlined(ptr.cast(), size, align) }
 }
 
 // ---- new ---------------------------------------------------------------------------------
