@@ -47,9 +47,9 @@ fn allocate_yield_migrate_free() {
     let _w = common::Watchdog::new("migrate", 300);
     let rt = Runtime::builder().procs(2).build().unwrap();
     let all_threads = Arc::new(Mutex::new(HashSet::new()));
-    // Stealing is up to the scheduler; run batches until some coroutine has moved (in
-    // practice the first batch does), for as long as a loaded machine needs, within four
-    // minutes (the watchdog's five bound the whole test).
+    // Stealing is up to the scheduler; run batches until some coroutine has moved and a
+    // steal has been counted (in practice the first batch does both), for as long as a
+    // loaded machine needs, within four minutes (the watchdog's five bound the test).
     let mut migrated = 0;
     let give_up = std::time::Instant::now() + std::time::Duration::from_secs(240);
     for attempt in 0.. {
@@ -75,7 +75,7 @@ fn allocate_yield_migrate_free() {
                 .filter(|&n| n > 1)
                 .count()
         });
-        if migrated > 0 {
+        if migrated > 0 && rt.stats().steals > 0 {
             break;
         }
     }
