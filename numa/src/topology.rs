@@ -615,16 +615,41 @@ mod tests {
         assert!(g.get().node_count() >= 1);
     }
 
+    /// The case the takeover exists for: `fork` in a process where another thread is
+    /// mid-fill. Here the filler is this test's own thread, which stays alive in the parent
+    /// throughout (it waits for the child), while the child, a new thread group, has no
+    /// thread with that id. (A thread that was merely joined does not do: the kernel may
+    /// still report its id for a moment after `join` returns.)
     #[test]
-    fn a_fill_abandoned_by_a_dead_thread_is_taken_over() {
-        // The state a fork child sees when another thread of the parent was mid-fill.
-        let dead = std::thread::spawn(sys::gettid).join().unwrap();
-        assert!(!sys::thread_alive(dead));
+    fn a_fill_abandoned_across_fork_is_taken_over_by_the_child() {
         let g = leak(Global::new(b"/nonexistent-sys"));
-        g.state.store(dead, Ordering::Relaxed);
-        let t = g.get();
-        assert_eq!(t.source(), Source::SingleNodeFallback);
-        assert_eq!(g.state.load(Ordering::Relaxed), READY);
-        assert!(sys::thread_alive(sys::gettid()));
+        let filler = sys::gettid();
+        g.state.store(filler, Ordering::Relaxed);
+        // SAFETY: the child calls only `Global::get`, which neither allocates nor takes a
+        // lock (so nothing another thread held at the fork can block it), and then `_exit`.
+        let pid = unsafe { libc::fork() };
+        assert!(pid >= 0, "fork failed");
+        if pid == 0 {
+            // A hang guard: a child that never takes over dies of SIGALRM instead of
+            // leaving the parent waiting for ever.
+            // SAFETY: `alarm` only arms a timer for this process.
+            unsafe { libc::alarm(60) };
+            let ok = !sys::thread_alive(filler)
+                && g.get().source() == Source::SingleNodeFallback
+                && g.state.load(Ordering::Relaxed) == READY;
+            // SAFETY: ends the child at once, without unwinding or running the parent's
+            // exit handlers.
+            unsafe { libc::_exit(if ok { 0 } else { 1 }) };
+        }
+        let mut status = 0;
+        // SAFETY: `pid` is our child and `status` a valid out-pointer.
+        let waited = unsafe { libc::waitpid(pid, &mut status, 0) };
+        assert_eq!(waited, pid);
+        assert!(
+            libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+            "the child did not take the fill over: status {status:#x}"
+        );
+        // The same id answers in the parent, where that thread lives.
+        assert!(sys::thread_alive(filler));
     }
 }

@@ -203,15 +203,36 @@ fn bad_requests_are_errors_with_errno() {
             errno: libc::EINVAL
         }
     ));
-    // An address with no mapping.
-    drop(m);
-    let gone = Mapping::new(1);
-    let addr = gone.ptr;
-    drop(gone);
-    assert!(tessera_numa::policy_of(addr).is_err());
+    // An address with no mapping. Not one we unmapped ourselves: another test's thread may
+    // map something there again before the kernel is asked (it did, in CI, turning EFAULT
+    // into ENOENT). The kernel looks the address up in this process's VMAs in both
+    // calls and fails with EFAULT when none covers it, which is what a page no thread can
+    // ever map gives too.
+    let addr = never_mapped();
+    let os = |call, errno| NumaError::Os { call, errno };
+    assert_eq!(
+        tessera_numa::policy_of(addr),
+        Err(os(tessera_numa::Call::GetMempolicy, libc::EFAULT))
+    );
     let mut status = [0];
     tessera_numa::nodes_of_pages(&[addr], &mut status).unwrap();
     assert_eq!(status[0], -libc::EFAULT);
+    // `node_of_page` turns that per-page status into an error of its own.
+    assert_eq!(
+        tessera_numa::node_of_page(addr),
+        Err(os(tessera_numa::Call::MovePages, libc::EFAULT))
+    );
+}
+
+/// A page-aligned address that no thread of this process can ever have mapped: the first
+/// page of the kernel's half of the address space. User mappings end below 2^47 (x86_64
+/// with 4-level paging, aarch64 with 48-bit VAs) or 2^56 / 2^52 (5-level paging, 52-bit
+/// VAs); addresses with the top 17 bits set belong to the kernel under every one of those
+/// layouts. Bits 55 and 63 are both set, so the address also stays a kernel one when the
+/// kernel strips a tag from it (aarch64 TBI sign-extends bit 55; x86 LAM leaves kernel
+/// addresses alone) and cannot alias page 0, which a root process may map.
+fn never_mapped() -> *const u8 {
+    (usize::MAX << 47) as *const u8
 }
 
 // ---------------------------------------------------------------------------------------

@@ -5,7 +5,7 @@ mod common;
 use std::time::Duration;
 
 use tessera_sched::chan::{self, RecvTimeoutError, TryRecvError, TrySendError};
-use tessera_sched::{Runtime, select, spawn};
+use tessera_sched::{Runtime, Spawn, WaitReason, select, spawn};
 
 fn rt(procs: usize) -> Runtime {
     Runtime::builder().procs(procs).build().unwrap()
@@ -52,17 +52,22 @@ fn close_semantics() {
         assert!(rx.recv().is_err());
         assert_eq!(rx.try_recv(), Err(TryRecvError::Closed));
 
-        // A blocked receiver is woken by close.
+        // A blocked receiver is woken by close. (Seen blocked first: a receiver that only
+        // arrived after the close would pass without testing the wake-up.)
         let (tx, rx) = chan::bounded::<i32>(0);
-        let h = spawn(move || rx.recv());
-        tessera_sched::sleep(Duration::from_millis(5));
+        let h = Spawn::new()
+            .name("receiver-woken-by-close")
+            .spawn(move || rx.recv());
+        common::until_waiting("receiver-woken-by-close", WaitReason::ChanRecv, None);
         tx.close();
         assert!(h.join().unwrap().is_err());
 
         // A blocked sender gets its value back.
         let (tx, rx) = chan::bounded::<String>(0);
-        let h = spawn(move || tx.send("kept".to_string()));
-        tessera_sched::sleep(Duration::from_millis(5));
+        let h = Spawn::new()
+            .name("sender-woken-by-close")
+            .spawn(move || tx.send("kept".to_string()));
+        common::until_waiting("sender-woken-by-close", WaitReason::ChanSend, None);
         drop(rx); // the last receiver closes too
         assert_eq!(h.join().unwrap().unwrap_err().0, "kept");
 

@@ -2,6 +2,8 @@
 
 mod common;
 
+use std::io::{BufRead, BufReader, Read};
+use std::process::Stdio;
 use std::time::Duration;
 
 use tessera_sched::{Runtime, Spawn, chan};
@@ -24,22 +26,37 @@ fn sigquit_prints_a_dump_from_a_thread() {
         }
         // SAFETY: raising a signal at ourselves; the handler only writes to a pipe.
         unsafe { libc::raise(libc::SIGQUIT) };
-        // The dump thread prints; give it a moment, then exit without waiting on anything.
-        std::thread::sleep(Duration::from_millis(500));
+        // The dump thread prints when it gets to run; the parent reads until it has the
+        // dump and then closes our stdin. Exit then, without waiting on anything.
+        let _ = std::io::stdin().read(&mut [0u8; 1]);
         std::process::exit(0);
     }
     let _w = common::Watchdog::new("sigquit", 60);
-    let out = std::process::Command::new(std::env::current_exe().unwrap())
+    let mut child = std::process::Command::new(std::env::current_exe().unwrap())
         .args([
             "sigquit_prints_a_dump_from_a_thread",
             "--exact",
             "--nocapture",
         ])
         .env("TESSERA_SCHED_SIGQUIT_CHILD", "1")
-        .output()
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
         .unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "child failed: {err}");
+    // Read until the sleepy coroutine's line has come (or the child's stderr ends): when
+    // the dump thread gets to run is up to the machine, so no fixed wait would do.
+    let mut stderr = BufReader::new(child.stderr.take().unwrap());
+    let mut err = String::new();
+    while !err.contains("\"sleepy\" [") {
+        if stderr.read_line(&mut err).unwrap() == 0 {
+            break;
+        }
+    }
+    drop(child.stdin.take());
+    stderr.read_to_string(&mut err).unwrap();
+    let status = child.wait().unwrap();
+    assert!(status.success(), "child failed: {err}");
     assert!(err.contains("SIGQUIT: coroutine dump"), "{err}");
     assert!(err.contains("\"sleepy\" [waiting, chan receive"), "{err}");
     assert!(err.contains("introspect.rs"), "{err}");

@@ -47,10 +47,15 @@ fn allocate_yield_migrate_free() {
     let _w = common::Watchdog::new("migrate", 300);
     let rt = Runtime::builder().procs(2).build().unwrap();
     let all_threads = Arc::new(Mutex::new(HashSet::new()));
-    // Stealing is up to the scheduler; try a few batches until some coroutine has moved
-    // (in practice the first batch does).
+    // Stealing is up to the scheduler; run batches until some coroutine has moved and a
+    // steal has been counted (in practice the first batch does both), for as long as a
+    // loaded machine needs, within four minutes (the watchdog's five bound the test).
     let mut migrated = 0;
-    for attempt in 0..50 {
+    let give_up = std::time::Instant::now() + std::time::Duration::from_secs(240);
+    for attempt in 0.. {
+        if std::time::Instant::now() >= give_up {
+            break;
+        }
         let all = all_threads.clone();
         migrated = rt.block_on(move || {
             let hs: Vec<_> = (0..64)
@@ -70,7 +75,7 @@ fn allocate_yield_migrate_free() {
                 .filter(|&n| n > 1)
                 .count()
         });
-        if migrated > 0 {
+        if migrated > 0 && rt.stats().steals > 0 {
             break;
         }
     }

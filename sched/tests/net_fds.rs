@@ -59,11 +59,9 @@ fn round() {
             c.join().unwrap();
         }
         server.join().unwrap();
-        let closed = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap();
+        let (held, closed) = common::refusing_addr();
         assert!(TcpStream::connect(closed).is_err());
+        drop(held);
         let u = UdpSocket::bind("127.0.0.1:0").unwrap();
         u.set_read_deadline(Some(Instant::now()));
         assert!(u.recv(&mut [0u8; 4]).is_err());

@@ -4,7 +4,7 @@ mod common;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tessera_sched::{Runtime, chan, spawn, yield_now};
 
@@ -15,8 +15,10 @@ fn work_is_stolen_when_one_p_is_loaded() {
     let seen = Arc::new(std::sync::Mutex::new(std::collections::HashSet::new()));
     // One coroutine spawns a batch onto its own P, small enough (< 256) not to overflow to
     // the global queue: the only way the other P gets any of it is by stealing. Whether it
-    // does in a given batch is up to timing, so run batches until it has.
-    for _ in 0..100 {
+    // does in a given batch is up to timing, so run batches until it has: for as long as
+    // it takes, within a minute (a loaded machine may need many; normally one or two do).
+    let give_up = Instant::now() + Duration::from_secs(60);
+    while Instant::now() < give_up {
         let batch_seen = seen.clone();
         rt.block_on(move || {
             let seen = batch_seen;

@@ -1,8 +1,13 @@
-//! Shared by the integration tests: a hang guard.
+//! Shared by the integration tests: a hang guard, and ways to wait for a state instead of
+//! sleeping and hoping it was reached.
+
+#![allow(dead_code)] // each test binary uses its own subset
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
+
+use tessera_sched::WaitReason;
 
 /// Aborts the process if dropped later than `secs` after creation: a hang guard, not a
 /// timing assertion (the limit is far above any normal run).
@@ -33,4 +38,62 @@ impl Drop for Watchdog {
     fn drop(&mut self) {
         self.0.store(true, Ordering::Relaxed);
     }
+}
+
+/// The `dump()` line of the coroutine named `name` (a name no other test uses), if it is
+/// alive.
+pub(crate) fn dump_line(name: &str) -> Option<String> {
+    let tag = format!("\"{name}\" [");
+    tessera_sched::dump()
+        .lines()
+        .find(|l| l.contains(&tag))
+        .map(str::to_owned)
+}
+
+/// Yields until the coroutine named `name` is parked for `reason`, so a test acts on a
+/// waiter that really waits rather than on one a loaded machine has not run yet. Gives up
+/// and returns false once `give_up` passes, for a caller whose scenario only holds until
+/// then; without it, only the watchdog ends the wait.
+pub(crate) fn until_waiting(name: &str, reason: WaitReason, give_up: Option<Instant>) -> bool {
+    let state = format!("[waiting, {}", reason.as_str());
+    loop {
+        if dump_line(name).is_some_and(|l| l.contains(&state)) {
+            return true;
+        }
+        if give_up.is_some_and(|t| Instant::now() >= t) {
+            return false;
+        }
+        tessera_sched::yield_now();
+    }
+}
+
+/// A loopback TCP address that refuses connections, with the socket that keeps it so: bound
+/// but not listening, and without `SO_REUSEADDR`, so no other socket can bind the port (and
+/// listen there) while the test connects to it. The port of a listener that was just closed
+/// is not that: any `bind(0)` in a parallel test may be handed it again.
+pub(crate) fn refusing_addr() -> (std::os::fd::OwnedFd, std::net::SocketAddr) {
+    use std::os::fd::FromRawFd;
+    // SAFETY: creates a new socket; no memory is passed.
+    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0) };
+    assert!(fd >= 0, "socket: {}", std::io::Error::last_os_error());
+    // SAFETY: `fd` is a descriptor we just opened and own alone.
+    let owned = unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) };
+    // SAFETY: all-zero bytes are a valid `sockaddr_in` (port 0, address 0.0.0.0).
+    let mut sin: libc::sockaddr_in = unsafe { std::mem::zeroed() };
+    sin.sin_family = libc::AF_INET as libc::sa_family_t;
+    sin.sin_addr.s_addr = u32::from(std::net::Ipv4Addr::LOCALHOST).to_be();
+    let mut len = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
+    // SAFETY: `sin` is a valid `sockaddr_in` of `len` bytes for both calls; getsockname
+    // writes at most `len` bytes into it.
+    unsafe {
+        assert_eq!(libc::bind(fd, (&raw const sin).cast(), len), 0, "bind");
+        assert_eq!(
+            libc::getsockname(fd, (&raw mut sin).cast(), &mut len),
+            0,
+            "getsockname"
+        );
+    }
+    let addr =
+        std::net::SocketAddr::from((std::net::Ipv4Addr::LOCALHOST, u16::from_be(sin.sin_port)));
+    (owned, addr)
 }

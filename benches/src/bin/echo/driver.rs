@@ -119,7 +119,11 @@ pub(crate) fn compare(options: &CompareOptions) -> i32 {
     for round in 0..options.rounds {
         for k in 0..n {
             let i = (round + k) % n;
-            let port = options.base_port as usize + round * n + i;
+            // Port 0: each server takes a free port from the kernel and says which.
+            let port = match options.base_port {
+                0 => 0,
+                base => base as usize + round * n + i,
+            };
             let Ok(port) = u16::try_from(port) else {
                 eprintln!("echo: port {port} out of range; lower --base-port");
                 return 2;
@@ -225,8 +229,13 @@ impl Drop for Server {
     }
 }
 
-/// Starts `name` on `addr` and waits for its `listening on` line.
-fn start(name: &str, addr: SocketAddr, options: &CompareOptions) -> Result<Server, String> {
+/// Starts `name` on `addr` and waits for its `listening on` line; returns the address the
+/// line names (the real port when `addr`'s is 0).
+fn start(
+    name: &str,
+    addr: SocketAddr,
+    options: &CompareOptions,
+) -> Result<(Server, SocketAddr), String> {
     let mut child = server_command(name, addr, options)
         .spawn()
         .map_err(|e| format!("cannot start: {e}"))?;
@@ -237,13 +246,14 @@ fn start(name: &str, addr: SocketAddr, options: &CompareOptions) -> Result<Serve
     std::thread::spawn(move || {
         for line in BufReader::new(stdout).lines() {
             let Ok(line) = line else { break };
-            if line.starts_with("listening on") {
-                let _ = ready.send(());
+            if let Some(at) = line.strip_prefix("listening on ") {
+                let _ = ready.send(at.trim().parse::<SocketAddr>());
             }
         }
     });
     match listening.recv_timeout(STARTUP) {
-        Ok(()) => Ok(server),
+        Ok(Ok(at)) => Ok((server, at)),
+        Ok(Err(e)) => Err(format!("announced an address that does not parse: {e}")),
         Err(mpsc::RecvTimeoutError::Timeout) => Err(format!(
             "printed no `listening on` line within {} s",
             STARTUP.as_secs()
@@ -260,7 +270,7 @@ fn start(name: &str, addr: SocketAddr, options: &CompareOptions) -> Result<Serve
 
 /// One run: start the server, drive it, sample CPU over the measured window, kill it.
 fn measure(name: &str, addr: SocketAddr, options: &CompareOptions) -> Result<Run, String> {
-    let server = start(name, addr, options)?;
+    let (server, addr) = start(name, addr, options)?;
     let pid = server.child.id();
     let config = ClientConfig {
         addr,

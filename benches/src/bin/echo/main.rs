@@ -36,7 +36,8 @@ static A: tessera::Tessera = tessera::Tessera;
 const USAGE: &str = "\
 usage:
   echo [compare] [--servers tessera,go,tokio,may] [--rounds 5] [--workers 2]
-                 [--base-port 7100] [--tessera PATH] [--go PATH] [CLIENT FLAGS]
+                 [--base-port 7100 (0: free ports from the kernel)]
+                 [--tessera PATH] [--go PATH] [CLIENT FLAGS]
   echo client ADDR [CLIENT FLAGS]
   echo server tokio|may ADDR [--workers 2]
 
