@@ -40,7 +40,7 @@ pub fn main_entry() -> i32 {
         }
         args::Command::Child(spec) => child::child_main(&spec),
         args::Command::Run(options) => {
-            let code = runner::run(&options);
+            let code = runner::run(&options, &mut report::ReportFile::default());
             // The default run also compares the scheduler; a run narrowed to some
             // allocators or workloads is about the allocator only.
             if code == 0 && options.with_sched {
