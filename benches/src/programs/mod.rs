@@ -51,20 +51,7 @@ pub fn run(options: &ProgramOptions) -> i32 {
         if preload.available() {
             preloads.push(preload);
         } else {
-            let lib = preload
-                .library
-                .as_ref()
-                .map(|l| l.display().to_string())
-                .unwrap_or_default();
-            let hint = if *name == "tessera" {
-                format!(
-                    "build it with `{}`, with the same CARGO_TARGET_DIR as this run",
-                    preload.install_hint
-                )
-            } else {
-                preload.install_hint.to_string()
-            };
-            notes.push(format!("skipped {name}: {lib} is not there ({hint})"));
+            notes.push(preload.missing_note());
         }
     }
     for p in &preloads {
