@@ -42,6 +42,22 @@ fn libtessera() -> Option<PathBuf> {
     lib.is_file().then_some(lib)
 }
 
+/// Runs `tessera-bench --c ARGS` with `target` as its target directory and without `$CARGO`;
+/// returns stdout and stderr, after checking it succeeded.
+fn run_c_mode(args: &[&str], target: &Path) -> (String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_tessera-bench"))
+        .arg("--c")
+        .args(args)
+        .env("CARGO_TARGET_DIR", target)
+        .env_remove("CARGO")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    (stdout, stderr)
+}
+
 fn has_c_compiler() -> bool {
     ["cc", "gcc", "clang"].iter().any(|cc| {
         Command::new(cc)
@@ -67,16 +83,11 @@ fn c_mode_runs_every_program_on_glibc_and_tessera() {
         }
         None => eprintln!("libtessera.so cannot be had: glibc only"),
     }
-    let out = Command::new(env!("CARGO_BIN_EXE_tessera-bench"))
-        .args(["--c", "--allocators", &allocators, "--threads", "1,2"])
-        .args(["--reps", "1", "--duration-ms", "20"])
-        .env("CARGO_TARGET_DIR", &scratch)
-        .env_remove("CARGO")
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{stdout}\n{stderr}");
+    let tiny = ["--threads", "1,2", "--reps", "1", "--duration-ms", "20"];
+    let (stdout, stderr) = run_c_mode(
+        &[&["--allocators", &allocators], &tiny[..]].concat(),
+        &scratch,
+    );
     assert!(
         stdout.contains("C mode: C programs, allocators under LD_PRELOAD"),
         "{stdout}"
@@ -123,5 +134,48 @@ fn c_mode_runs_every_program_on_glibc_and_tessera() {
     assert!(report.contains("ns per pair"), "{report}");
     let chart = std::fs::read_to_string(scratch.join("tessera-bench/chart-c.svg")).unwrap();
     assert!(chart.contains("larson t=2"), "{chart}");
+    let _ = std::fs::remove_dir_all(&scratch);
+}
+
+#[test]
+fn a_missing_library_is_a_note_and_its_column_is_left_out() {
+    if !has_c_compiler() {
+        eprintln!("no C compiler (cc, gcc or clang): the C mode cannot run here; skipped");
+        return;
+    }
+    // An empty target directory and no $CARGO: libtessera.so is not there and is not built.
+    let scratch =
+        std::env::temp_dir().join(format!("tessera-bench-c-missing-{}", std::process::id()));
+    let args = [
+        "--allocators",
+        "glibc,tessera",
+        "--workloads",
+        "larson",
+        "--threads",
+        "1",
+    ];
+    let (stdout, stderr) = run_c_mode(
+        &[&args[..], &["--reps", "1", "--duration-ms", "5"]].concat(),
+        &scratch,
+    );
+    let lib = scratch.join("release/libtessera.so");
+    let note = format!("skipped tessera: {} is not there", lib.display());
+    assert!(stderr.contains(&note), "{stderr}");
+    assert!(
+        stderr.contains("cargo build --release -p tessera-preload"),
+        "{stderr}"
+    );
+    let header = stdout
+        .lines()
+        .find(|l| l.starts_with("workload"))
+        .unwrap_or_else(|| panic!("no table:\n{stdout}"));
+    assert!(
+        header.contains("glibc") && !header.contains("tessera"),
+        "{header}"
+    );
+    assert!(
+        stdout.contains(&note),
+        "the note follows the table: {stdout}"
+    );
     let _ = std::fs::remove_dir_all(&scratch);
 }
