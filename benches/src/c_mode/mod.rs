@@ -73,7 +73,7 @@ pub fn run(options: &COptions, report: &mut ReportFile) -> i32 {
     let mut broken = false;
     let mut built = Vec::new();
     for &program in &options.programs {
-        match build(&cc, program) {
+        match build(&cc, program, &paths::report_dir().join("c-mode")) {
             Ok(executable) => built.push((program, executable)),
             Err(why) => {
                 broken = true;
@@ -168,15 +168,15 @@ pub fn run(options: &COptions, report: &mut ReportFile) -> i32 {
     if broken { 1 } else { code }
 }
 
-/// Compiles `program` into `<target>/tessera-bench/c-mode/`.
-fn build(cc: &Path, program: &Program) -> Result<PathBuf, String> {
+/// Compiles `program` into `dir` (the runner's: `<target>/tessera-bench/c-mode/`).
+fn build(cc: &Path, program: &Program, dir: &Path) -> Result<PathBuf, String> {
     native::compile(
         cc,
         program.file,
         program.source,
         &[("harness.h", workloads::HARNESS_H)],
         native::PROGRAM_FLAGS,
-        &paths::report_dir().join("c-mode").join(program.file),
+        &dir.join(program.file),
     )
 }
 
@@ -380,15 +380,7 @@ mod tests {
         };
         let dir = std::env::temp_dir().join(format!("tessera-c-mode-{}", std::process::id()));
         for program in PROGRAMS {
-            let exe = native::compile(
-                &cc,
-                program.file,
-                program.source,
-                &[("harness.h", workloads::HARNESS_H)],
-                native::PROGRAM_FLAGS,
-                &dir.join(program.file),
-            )
-            .unwrap();
+            let exe = build(&cc, program, &dir).unwrap();
             for threads in [1, 3] {
                 let cell = Cell {
                     program,
