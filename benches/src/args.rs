@@ -1,6 +1,7 @@
 //! The runner's command line, parsed by hand (a dozen flags do not need clap).
 
 use crate::allocators;
+use crate::c_mode;
 use crate::programs;
 use crate::workloads::Workload;
 use std::time::Duration;
@@ -12,6 +13,9 @@ pub const QUICK: (Duration, usize) = (Duration::from_millis(150), 3);
 pub const FULL: (Duration, usize) = (Duration::from_millis(2000), 5);
 /// Thread counts run by default (more threads than cores is a case users hit).
 pub const DEFAULT_THREADS: [usize; 4] = [1, 2, 4, 8];
+/// Thread counts the C mode runs by default (fewer: it has five allocators to run, and the
+/// default run must stay a few minutes long).
+pub const C_DEFAULT_THREADS: [usize; 3] = [1, 2, 4];
 
 /// What the command line asks for.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -24,6 +28,8 @@ pub enum Command {
     Child(ChildSpec),
     /// `--programs`: real programs under `LD_PRELOAD` allocators.
     Programs(ProgramOptions),
+    /// `--c`: the allocator workloads written in C, under `LD_PRELOAD` allocators.
+    C(COptions),
     /// `--sched`: the scheduler workloads against Go, may and tokio only.
     Sched {
         /// `--full`: more repetitions, and parked at 1,000,000 too.
@@ -61,6 +67,26 @@ pub struct RunOptions {
     /// Whether the scheduler comparison follows (the default run; not when the run was
     /// narrowed with `--workloads`, `--allocators` or `--threads`).
     pub with_sched: bool,
+    /// The C mode, which follows in the default run (not when narrowed, as for the
+    /// scheduler).
+    pub c: Option<COptions>,
+}
+
+/// Options of the C mode.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct COptions {
+    /// C programs to run, in table order.
+    pub programs: Vec<&'static c_mode::Program>,
+    /// Preload names (`glibc`, `tessera`, ...), in table order.
+    pub preloads: Vec<&'static str>,
+    /// Thread counts.
+    pub threads: Vec<usize>,
+    /// Repetitions; the tables show the median.
+    pub reps: usize,
+    /// Budget of one run.
+    pub duration: Duration,
+    /// Whether `--full` was given (shown in the report).
+    pub full: bool,
 }
 
 /// One run, as passed to a child process.
@@ -115,24 +141,34 @@ USAGE:
 With no options, runs every allocator workload at 1, 2, 4 and 8 threads against every
 allocator (quick mode, about two minutes), prints throughput ratios against mimalloc
 (ratio > 1: faster than mimalloc) with peak RSS, and writes report.md and chart.svg to
-<target>/tessera-bench/; then compares the scheduler with Go (when `go` is installed),
-may and tokio on spawn-join, ping-pong, yield and parked (about one minute more).
+<target>/tessera-bench/; then the C mode at 1, 2 and 4 threads (about a minute; a section
+of report.md and chart-c.svg); then compares the scheduler with Go (when `go` is
+installed), may and tokio on spawn-join, ping-pong, yield and parked (about one minute
+more). --workloads, --allocators or --threads narrow the run to the Rust allocator table.
 
 OPTIONS:
     --workloads a,b     workloads to run [{workloads}]
+                        (with --c: [{c_workloads}])
     --allocators a,b    allocators to compare [{allocators}]
-                        (with --programs: [{preloads}])
-    --threads 1,2       thread counts [default 1,2,4,8]
+                        (with --programs and --c: [{preloads}])
+    --threads 1,2       thread counts [default 1,2,4,8; 1,2,4 with --c]
     --reps N            repetitions, median shown [default {quick_reps}; {full_reps} with --full]
     --full              long runs ({full_ms} ms each instead of {quick_ms} ms)
     --duration-ms N     budget of one run, overriding the mode's
-    --programs          real programs (python3, sqlite3, git, redis, a threaded C stress) under LD_PRELOAD allocators
+    --c                 only the C mode: the allocator workloads written in C (compiled
+                        with cc -O2 -pthread, malloc/free through the PLT) under each
+                        LD_PRELOAD allocator, glibc with none; libtessera.so is built
+                        first with the cargo that runs us; a peer not installed is left
+                        out with a note
+    --programs          real programs (python3, sqlite3, git, redis with and without
+                        pipelining, a threaded C stress) under LD_PRELOAD allocators
     --sched             only the scheduler workloads (spawn-join, ping-pong, yield, parked)
                         against Go (if `go` is installed), may and tokio; the default run
                         ends with them
     -h, --help          this text
 ",
         workloads = Workload::ALL.map(Workload::name).join(", "),
+        c_workloads = c_mode::workloads::names().join(", "),
         allocators = allocators::names().join(", "),
         preloads = programs::PRELOAD_NAMES.join(", "),
         quick_reps = QUICK.1,
@@ -165,12 +201,12 @@ pub fn parse(argv: &[String]) -> Result<Command, String> {
             n,
         )?));
     }
-    let mut workloads = None;
+    let mut workload_names = None;
     let mut allocator_names = None;
     let mut threads = None;
     let mut reps = None;
     let mut duration = None;
-    let (mut full, mut programs, mut sched) = (false, false, false);
+    let (mut full, mut programs, mut sched, mut c) = (false, false, false, false);
 
     let mut args = argv.iter();
     while let Some(arg) = args.next() {
@@ -190,12 +226,8 @@ pub fn parse(argv: &[String]) -> Result<Command, String> {
             "--full" => full = true,
             "--programs" => programs = true,
             "--sched" => sched = true,
-            "--workloads" => {
-                workloads = Some(list(&value()?, |w| {
-                    Workload::from_name(w)
-                        .ok_or_else(|| unknown("workload", w, &Workload::ALL.map(Workload::name)))
-                })?)
-            }
+            "--c" => c = true,
+            "--workloads" => workload_names = Some(value()?),
             "--allocators" => allocator_names = Some(value()?),
             "--threads" => threads = Some(list(&value()?, |t| positive("--threads", t))?),
             "--reps" => reps = Some(positive("--reps", &value()?)?),
@@ -208,37 +240,77 @@ pub fn parse(argv: &[String]) -> Result<Command, String> {
         }
     }
 
+    if [programs, sched, c].iter().filter(|&&m| m).count() > 1 {
+        return Err("--c, --programs and --sched are separate modes: give one".into());
+    }
     if sched {
         return Ok(Command::Sched { full, reps });
     }
-    let with_sched = workloads.is_none() && allocator_names.is_none() && threads.is_none();
+    let narrowed = workload_names.is_some() || allocator_names.is_some() || threads.is_some();
     let (mode_duration, mode_reps) = if full { FULL } else { QUICK };
     let reps = reps.unwrap_or(mode_reps);
+    let duration = duration.unwrap_or(mode_duration);
+    let c_options = |threads: Option<Vec<usize>>| -> Result<COptions, String> {
+        Ok(COptions {
+            programs: match &workload_names {
+                Some(names) => list(names, |w| {
+                    c_mode::workloads::find(w)
+                        .ok_or_else(|| unknown("C workload", w, &c_mode::workloads::names()))
+                })?,
+                None => c_mode::PROGRAMS.iter().collect(),
+            },
+            preloads: preloads(allocator_names.as_deref())?,
+            threads: threads.unwrap_or_else(|| C_DEFAULT_THREADS.to_vec()),
+            reps,
+            duration,
+            full,
+        })
+    };
+    if c {
+        return Ok(Command::C(c_options(threads)?));
+    }
     if programs {
-        let preloads = match allocator_names {
-            Some(names) => list(&names, |n| pick(n, programs::PRELOAD_NAMES, "preload"))?,
-            None => programs::PRELOAD_NAMES.to_vec(),
-        };
         return Ok(Command::Programs(ProgramOptions {
-            preloads,
+            preloads: preloads(allocator_names.as_deref())?,
             reps,
             full,
         }));
     }
     let known = allocators::names();
-    let allocators = match allocator_names {
-        Some(names) => list(&names, |n| pick(n, &known, "allocator"))?,
+    let allocators = match &allocator_names {
+        Some(names) => list(names, |n| pick(n, &known, "allocator"))?,
         None => known,
     };
+    let workloads = match &workload_names {
+        Some(names) => list(names, |w| {
+            Workload::from_name(w)
+                .ok_or_else(|| unknown("workload", w, &Workload::ALL.map(Workload::name)))
+        })?,
+        None => Workload::ALL.to_vec(),
+    };
     Ok(Command::Run(RunOptions {
-        with_sched,
-        workloads: workloads.unwrap_or_else(|| Workload::ALL.to_vec()),
+        with_sched: !narrowed,
+        c: if narrowed {
+            None
+        } else {
+            Some(c_options(None)?)
+        },
+        workloads,
         allocators,
         threads: threads.unwrap_or_else(|| DEFAULT_THREADS.to_vec()),
         reps,
-        duration: duration.unwrap_or(mode_duration),
+        duration,
         full,
     }))
+}
+
+/// The preloads named in `--allocators` (all of them without it), for `--programs` and
+/// `--c`.
+fn preloads(names: Option<&str>) -> Result<Vec<&'static str>, String> {
+    match names {
+        Some(names) => list(names, |n| pick(n, programs::PRELOAD_NAMES, "preload")),
+        None => Ok(programs::PRELOAD_NAMES.to_vec()),
+    }
 }
 
 fn parse_child(rest: &[String]) -> Result<Command, String> {
@@ -320,6 +392,49 @@ mod tests {
         assert_eq!(o.allocators, allocators::names());
         assert_eq!(o.threads, vec![1, 2, 4, 8]);
         assert_eq!((o.duration, o.reps, o.full), (QUICK.0, QUICK.1, false));
+        // The C mode follows, with every program and preload at 1, 2 and 4 threads.
+        let c = o.c.expect("the default run has the C mode");
+        assert_eq!(c.programs, c_mode::PROGRAMS.iter().collect::<Vec<_>>());
+        assert_eq!(c.preloads, programs::PRELOAD_NAMES.to_vec());
+        assert_eq!(c.threads, vec![1, 2, 4]);
+        assert_eq!((c.duration, c.reps, c.full), (QUICK.0, QUICK.1, false));
+        // --full and --reps size both parts.
+        let Ok(Command::Run(o)) = parse_str("--full --reps 2") else {
+            panic!()
+        };
+        let c = o.c.unwrap();
+        assert_eq!((c.duration, c.reps, c.full), (FULL.0, 2, true));
+    }
+
+    #[test]
+    fn c_mode_takes_its_own_names() {
+        let Ok(Command::C(c)) = parse_str(
+            "--c --workloads mstress,fastpath --allocators tessera,glibc --threads 3 --reps 2 --duration-ms 40",
+        ) else {
+            panic!()
+        };
+        let names: Vec<&str> = c.programs.iter().map(|p| p.name).collect();
+        assert_eq!(names, vec!["mstress", "fastpath"]);
+        assert_eq!(c.preloads, vec!["tessera", "glibc"]);
+        assert_eq!(c.threads, vec![3]);
+        assert_eq!((c.reps, c.duration), (2, Duration::from_millis(40)));
+        let Ok(Command::C(c)) = parse_str("--c") else {
+            panic!()
+        };
+        assert_eq!(c.threads, C_DEFAULT_THREADS.to_vec());
+        assert_eq!(c.programs.len(), c_mode::PROGRAMS.len());
+        for (line, needle) in [
+            ("--c --workloads growth", "unknown C workload \"growth\""),
+            ("--c --allocators system", "unknown preload \"system\""),
+            ("--c --workloads larson,larson", "given twice"),
+            ("--c --sched", "separate modes"),
+            ("--programs --c", "separate modes"),
+        ] {
+            let err = parse_str(line).unwrap_err();
+            assert!(err.contains(needle), "{line}: {err}");
+        }
+        // Without --c the same flag takes the Rust workloads' names.
+        assert!(parse_str("--workloads growth,thread-churn").is_ok());
     }
 
     #[test]
@@ -395,11 +510,15 @@ mod tests {
             panic!()
         };
         assert!(!r.with_sched);
+        assert_eq!(r.c, None, "a narrowed run is the Rust table only");
         let Ok(Command::Programs(p)) = parse_str("--programs --allocators glibc,tcmalloc") else {
             panic!()
         };
         assert_eq!(p.preloads, vec!["glibc", "tcmalloc"]);
-        assert!(usage().contains("--workloads"));
+        let help = usage();
+        assert!(help.contains("--workloads"));
+        assert!(help.contains("--c "), "{help}");
+        assert!(help.contains("glibc-simple, larson, xmalloc"), "{help}");
     }
 
     #[test]

@@ -48,6 +48,12 @@ pub fn peak_rss_kib() -> u64 {
     }
 }
 
+/// How long a run with budget `duration` may take before it is killed as hung: generous,
+/// since a busy machine can slow a run down many times, but finite.
+pub fn time_limit(duration: Duration) -> Duration {
+    duration * 20 + Duration::from_secs(20)
+}
+
 /// The parent's side: runs `spec` in a child and returns its report, or a one-line reason
 /// why there is none (crash, failed check, timeout, garbled output).
 pub fn spawn(spec: &ChildSpec) -> Result<ChildReport, String> {
@@ -62,7 +68,7 @@ pub fn spawn(spec: &ChildSpec) -> Result<ChildReport, String> {
 
     // A deadlocked allocator must not hang the whole comparison. The output is one line (or
     // a panic message), far below a pipe's capacity, so it is read after the exit.
-    let limit = spec.duration * 20 + Duration::from_secs(20);
+    let limit = time_limit(spec.duration);
     let started = Instant::now();
     let status = loop {
         match child.try_wait() {

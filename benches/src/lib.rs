@@ -4,11 +4,13 @@
 //! The runner (`cargo run --release -p tessera-bench`) runs every allocator workload of
 //! BENCHMARKS.md against every allocator in [`allocators::ALLOCATORS`], one child process
 //! per (allocator, workload, threads) so each run's peak RSS is its own, and prints the
-//! throughput ratios against mimalloc; then the scheduler workloads against Go, may and
+//! throughput ratios against mimalloc; then the same workloads written in C under each
+//! `LD_PRELOAD` allocator ([`c_mode`]); then the scheduler workloads against Go, may and
 //! tokio ([`sched`]). `main.rs` only calls [`main_entry`].
 
 pub mod allocators;
 pub mod args;
+pub mod c_mode;
 pub mod child;
 pub mod global;
 pub mod paths;
@@ -40,9 +42,17 @@ pub fn main_entry() -> i32 {
         }
         args::Command::Child(spec) => child::child_main(&spec),
         args::Command::Run(options) => {
-            let code = runner::run(&options);
-            // The default run also compares the scheduler; a run narrowed to some
-            // allocators or workloads is about the allocator only.
+            let mut report = report::ReportFile::default();
+            let mut code = runner::run(&options, &mut report);
+            // The default run also has the C mode and compares the scheduler; a run
+            // narrowed to some allocators or workloads is about the Rust table only.
+            if let Some(c) = &options.c {
+                println!();
+                // 2 (nothing could run, e.g. no C compiler) is a note, not a failure.
+                if c_mode::run(c, &mut report) == 1 {
+                    code = 1;
+                }
+            }
             if code == 0 && options.with_sched {
                 println!();
                 sched::run(options.full, None)
@@ -51,6 +61,7 @@ pub fn main_entry() -> i32 {
             }
         }
         args::Command::Programs(options) => programs::run(&options),
+        args::Command::C(options) => c_mode::run(&options, &mut report::ReportFile::default()),
         args::Command::Sched { full, reps } => sched::run(full, reps),
         args::Command::SchedChild { full, reps } => sched::run_here(full, reps),
         args::Command::SchedParked(n) => sched::parked_child(n),

@@ -1,25 +1,69 @@
-//! The results of a comparison and their renderings: the terminal table and `report.md`.
+//! The results of a comparison and their renderings: the terminal table and a section of
+//! `report.md` (with its chart, `svg.rs`).
 //!
 //! Every figure is relative to the baseline allocator (mimalloc) measured in the same run:
 //! the ratio of a cell is the median over repetitions of (this allocator's ops/s) / (the
 //! baseline's ops/s in the same repetition). Repetitions interleave the allocators, so a
 //! repetition's pair saw the same machine weather. Ratio > 1: faster than the baseline.
+//!
+//! Both comparisons use these types: the Rust allocator workloads (rows labelled by a
+//! [`Workload`]) and the C mode (rows labelled by a C program's series,
+//! `crate::c_mode::Series`); [`RowLabel`] is what a row label must tell the renderings.
+//! [`ReportFile`] gathers the sections of one invocation into `report.md`.
 
+use crate::paths;
 use crate::protocol::ChildReport;
 use crate::stats::{geomean, median};
 use crate::workloads::Workload;
 use std::fmt::Write as _;
 use std::time::Duration;
 
+/// What labels a row: a workload, or one figure of a workload (the C fastpath has one per
+/// size). Shown in the tables' first column and as the chart's groups.
+pub trait RowLabel: Copy + PartialEq + std::fmt::Debug {
+    /// The name in the tables.
+    fn name(&self) -> &'static str;
+    /// What one counted operation is, for the report.
+    fn unit(&self) -> &'static str;
+    /// The absolute figure the Markdown report adds after the ops/s of a cell run with
+    /// `threads` threads, when ops/s is not how people read this workload (ns per pair).
+    fn detail(&self, _ops_per_sec: f64, _threads: usize) -> Option<String> {
+        None
+    }
+}
+
+impl RowLabel for Workload {
+    fn name(&self) -> &'static str {
+        Workload::name(*self)
+    }
+
+    fn unit(&self) -> &'static str {
+        Workload::unit(*self)
+    }
+}
+
+/// What a results table is about: its heading, how its runs were made, its chart.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Section {
+    /// Heading in report.md and the terminal, title of the chart.
+    pub title: &'static str,
+    /// How one run is made and what its peak RSS counts, one sentence for the report.
+    pub method: &'static str,
+    /// The chart's file name in the report directory.
+    pub chart: &'static str,
+}
+
 /// Everything a comparison measured.
 #[derive(Debug, Clone)]
-pub struct Results {
+pub struct Results<W = Workload> {
+    /// What the comparison is.
+    pub section: Section,
     /// Allocator names, in column order.
     pub allocators: Vec<&'static str>,
     /// The allocator ratios are taken against (one of `allocators`).
     pub baseline: &'static str,
     /// One row per (workload, threads).
-    pub rows: Vec<Row>,
+    pub rows: Vec<Row<W>>,
     /// How the runs were sized.
     pub settings: Settings,
 }
@@ -42,9 +86,9 @@ pub struct Settings {
 
 /// One (workload, threads) row: one [`Samples`] per allocator, in column order.
 #[derive(Debug, Clone)]
-pub struct Row {
+pub struct Row<W = Workload> {
     /// The workload.
-    pub workload: Workload,
+    pub workload: W,
     /// Its thread count.
     pub threads: usize,
     /// Per allocator, in the order of [`Results::allocators`].
@@ -95,7 +139,7 @@ impl Samples {
     }
 }
 
-impl Row {
+impl<W> Row<W> {
     /// Throughput ratio of column `i` against column `base`: the median of per-repetition
     /// ratios. `None` if either side has a failure or no runs.
     pub fn ratio(&self, i: usize, base: usize) -> Option<f64> {
@@ -118,7 +162,7 @@ impl Row {
     }
 }
 
-impl Results {
+impl<W: RowLabel> Results<W> {
     /// Column index of the baseline.
     pub fn baseline_index(&self) -> usize {
         self.allocators
@@ -135,7 +179,7 @@ impl Results {
     }
 
     /// Every failure, as `(allocator, workload, threads, message)`.
-    pub fn failures(&self) -> Vec<(&'static str, Workload, usize, &str)> {
+    pub fn failures(&self) -> Vec<(&'static str, W, usize, &str)> {
         let mut out = Vec::new();
         for row in &self.rows {
             for (i, cell) in row.cells.iter().enumerate() {
@@ -180,11 +224,12 @@ fn mib(kib: f64) -> String {
 
 /// The terminal table: per allocator, the ratio against the baseline (the baseline shows its
 /// absolute ops/s) and peak RSS in MiB.
-pub fn render_terminal(results: &Results) -> String {
+pub fn render_terminal<W: RowLabel>(results: &Results<W>) -> String {
     const CELL: usize = 18;
     let base = results.baseline_index();
     let s = &results.settings;
     let mut out = String::new();
+    let _ = writeln!(out, "{}", results.section.title);
     let _ = writeln!(
         out,
         "throughput vs {} (ratio > 1: faster), median of {} rep(s) of {} ms; peak RSS in MiB",
@@ -251,24 +296,23 @@ pub fn render_terminal(results: &Results) -> String {
     out
 }
 
-/// `report.md`: settings, the ratio table, the absolute table, failures, and what one
-/// operation is per workload.
-pub fn render_markdown(results: &Results) -> String {
+/// A section of `report.md`: settings, the ratio table, the absolute table, failures, and
+/// what one operation is per workload.
+pub fn render_markdown<W: RowLabel>(results: &Results<W>) -> String {
     let base = results.baseline_index();
     let s = &results.settings;
     let mut md = String::new();
-    let _ = writeln!(md, "# tessera-bench: allocator comparison\n");
+    let _ = writeln!(md, "## {}\n", results.section.title);
     let _ = writeln!(
         md,
         "Mode: {}, {} ms per run, median of {} repetition(s), allocators interleaved within each \
-         repetition; one child process per run; {} CPU(s). Throughput ratios are against **{}** \
-         measured in the same run (ratio > 1: faster than {}); each is the median of the \
-         per-repetition ratios. Peak RSS is the child's `ru_maxrss`, including the runner's own \
-         few MiB.\n",
+         repetition; {} CPU(s). {}. Throughput ratios are against **{}** measured in the same \
+         run (ratio > 1: faster than {}); each is the median of the per-repetition ratios.\n",
         if s.full { "full" } else { "quick" },
         s.duration.as_millis(),
         s.reps,
         s.cpus,
+        results.section.method,
         results.baseline,
         results.baseline,
     );
@@ -278,8 +322,12 @@ pub fn render_markdown(results: &Results) -> String {
             "Load average (1 min) before the runs: {before:.2}, after: {after:.2}.\n"
         );
     }
-    let _ = writeln!(md, "![ratio vs {}](chart.svg)\n", results.baseline);
-    let _ = writeln!(md, "## Throughput ratio and peak RSS\n");
+    let _ = writeln!(
+        md,
+        "![ratio vs {}]({})\n",
+        results.baseline, results.section.chart
+    );
+    let _ = writeln!(md, "### Throughput ratio and peak RSS\n");
     table_header(&mut md, &results.allocators);
     for row in &results.rows {
         let _ = write!(md, "| {} | {} |", row.workload.name(), row.threads);
@@ -312,14 +360,24 @@ pub fn render_markdown(results: &Results) -> String {
             None => md.push_str(" |"),
         }
     }
-    md.push_str("\n\n## Absolute throughput (ops/s: median, min–max)\n\n");
+    md.push_str("\n\n### Absolute throughput (ops/s: median, min–max)\n\n");
     table_header(&mut md, &results.allocators);
     for row in &results.rows {
         let _ = write!(md, "| {} | {} |", row.workload.name(), row.threads);
         for cell in &row.cells {
             let text = match (cell.median_ops_per_sec(), cell.range_ops_per_sec()) {
                 (Some(m), Some((lo, hi))) => {
-                    format!("{} ({}–{})", human_rate(m), human_rate(lo), human_rate(hi))
+                    let detail = row
+                        .workload
+                        .detail(m, row.threads)
+                        .map(|d| format!(", {d}"))
+                        .unwrap_or_default();
+                    format!(
+                        "{} ({}–{}){detail}",
+                        human_rate(m),
+                        human_rate(lo),
+                        human_rate(hi)
+                    )
                 }
                 _ if cell.failure.is_some() => "**FAILED**".to_string(),
                 _ => "n/a".to_string(),
@@ -330,7 +388,7 @@ pub fn render_markdown(results: &Results) -> String {
     }
     let failures = results.failures();
     if !failures.is_empty() {
-        md.push_str("\n## Failures\n\n");
+        md.push_str("\n### Failures\n\n");
         for (alloc, workload, threads, why) in failures {
             let _ = writeln!(
                 md,
@@ -339,7 +397,7 @@ pub fn render_markdown(results: &Results) -> String {
             );
         }
     }
-    md.push_str("\n## What one operation is\n\n");
+    md.push_str("\n### What one operation is\n\n");
     let mut seen = Vec::new();
     for row in &results.rows {
         if !seen.contains(&row.workload) {
@@ -348,6 +406,60 @@ pub fn render_markdown(results: &Results) -> String {
         }
     }
     md
+}
+
+/// `report.md` and its charts for one invocation of the runner: the sections of every
+/// comparison it ran, in order. Written again after each comparison, so one that crashes
+/// later leaves the earlier ones on disk.
+#[derive(Debug, Default)]
+pub struct ReportFile {
+    sections: Vec<String>,
+    charts: Vec<(&'static str, String)>,
+}
+
+impl ReportFile {
+    /// Adds a comparison's section (`extra` Markdown after its tables) and its chart.
+    pub fn add<W: RowLabel>(&mut self, results: &Results<W>, extra: &str) {
+        self.sections
+            .push(format!("{}{extra}", render_markdown(results)));
+        self.charts
+            .push((results.section.chart, crate::svg::render(results)));
+    }
+
+    /// Adds a section that says why a comparison did not run.
+    pub fn add_note(&mut self, title: &str, note: &str) {
+        self.sections.push(format!("## {title}\n\n{note}\n"));
+    }
+
+    /// The whole of report.md.
+    pub fn markdown(&self) -> String {
+        format!("# tessera-bench report\n\n{}", self.sections.join("\n"))
+    }
+
+    /// Writes report.md and the charts into [`paths::report_dir`]; returns a line naming
+    /// what was written.
+    pub fn write(&self) -> Result<String, String> {
+        let dir = paths::report_dir();
+        let report = dir.join("report.md");
+        std::fs::create_dir_all(&dir)
+            .and_then(|()| std::fs::write(&report, self.markdown()))
+            .and_then(|()| {
+                self.charts
+                    .iter()
+                    .try_for_each(|(name, svg)| std::fs::write(dir.join(name), svg))
+            })
+            .map_err(|e| format!("cannot write the report to {}: {e}", dir.display()))?;
+        let charts: Vec<&str> = self.charts.iter().map(|(name, _)| *name).collect();
+        Ok(format!(
+            "wrote {}{}",
+            report.display(),
+            if charts.is_empty() {
+                String::new()
+            } else {
+                format!(" and {}", charts.join(", "))
+            }
+        ))
+    }
 }
 
 /// The header of a Markdown table with one column per allocator.
@@ -385,6 +497,11 @@ pub(crate) mod tests {
         let mut failed = cell(&[5], 2048);
         failed.failure = Some("allocator corrupted a block".into());
         Results {
+            section: Section {
+                title: "Test comparison",
+                method: "one child process per run",
+                chart: "chart.svg",
+            },
             allocators: vec!["a", "b"],
             baseline: "a",
             rows: vec![
@@ -448,7 +565,8 @@ pub(crate) mod tests {
             "{md}"
         );
         assert!(md.contains("1M (900k–1.1M)"), "{md}");
-        assert!(md.contains("## Failures"));
+        assert!(md.starts_with("## Test comparison\n"), "{md}");
+        assert!(md.contains("### Failures"));
         assert!(md.contains("**fastpath**: malloc+free pair"));
         assert!(md.contains("chart.svg"));
         assert!(md.contains("before the runs: 0.50, after: 1.25"), "{md}");

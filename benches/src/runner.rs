@@ -1,31 +1,30 @@
 //! The comparison: every (workload, threads) x allocator, repeated, each run in a child
-//! process; then the table on stdout and `report.md` + `chart.svg` on disk.
+//! process; then the table on stdout and a section of `report.md` + `chart.svg` on disk.
 //!
 //! Order of runs: repetition by repetition over the whole matrix, and within each
 //! (workload, threads) the allocators back to back (ABCD ABCD ...). Slow drifts of a shared
 //! machine then hit every allocator of a cell alike, and the per-repetition ratios the report
-//! takes the median of compare runs made seconds apart.
+//! takes the median of compare runs made seconds apart. [`interleave`], [`Conditions`] and
+//! [`conclude`] are that order, the run's header and its ending, shared with the C mode
+//! (`c_mode.rs`), which runs C programs instead of child processes of this binary.
 
 use crate::allocators::BASELINE;
 use crate::args::{ChildSpec, RunOptions};
 use crate::child;
-use crate::paths;
-use crate::report::{self, Results, Row, Samples, Settings};
-use crate::svg;
-use std::time::Instant;
+use crate::report::{self, ReportFile, Results, Row, RowLabel, Samples, Section, Settings};
+use std::time::{Duration, Instant};
 
-/// Runs the comparison; returns the exit code (1 if any run failed).
-pub fn run(options: &RunOptions) -> i32 {
-    if cfg!(debug_assertions) {
-        eprintln!(
-            "tessera-bench: warning: this is a debug build; run with --release for figures that mean anything"
-        );
-    }
-    let baseline = if options.allocators.contains(&BASELINE) {
-        BASELINE
-    } else {
-        options.allocators[0]
-    };
+/// The Rust comparison's section of the report.
+pub const SECTION: Section = Section {
+    title: "Allocator workloads (Rust, through GlobalAlloc)",
+    method: "One child process per run, calling the allocator directly through `GlobalAlloc`; \
+             peak RSS is the child's `ru_maxrss`, including the runner's own few MiB",
+    chart: "chart.svg",
+};
+
+/// Runs the comparison and adds its section to `report`; returns the exit code (1 if any
+/// run failed or the report could not be written).
+pub fn run(options: &RunOptions, report: &mut ReportFile) -> i32 {
     let mut rows: Vec<Row> = options
         .workloads
         .iter()
@@ -38,85 +37,159 @@ pub fn run(options: &RunOptions) -> i32 {
         })
         .collect();
 
-    let total = rows.len() * options.allocators.len() * options.reps;
-    eprintln!(
-        "tessera-bench: {total} runs ({} workload(s) x {} thread count(s) x {} allocator(s) x {} rep(s)), {} ms each",
-        options.workloads.len(),
-        options.threads.len(),
-        options.allocators.len(),
-        options.reps,
-        options.duration.as_millis()
+    let conditions = Conditions::announce(
+        rows.len() * options.allocators.len() * options.reps,
+        &format!(
+            "{} workload(s) x {} thread count(s) x {} allocator(s) x {} rep(s)",
+            options.workloads.len(),
+            options.threads.len(),
+            options.allocators.len(),
+            options.reps
+        ),
+        options.duration,
     );
-    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let load_before = load_average();
-    if let Some(load) = load_before.filter(|&l| l > cpus as f64) {
-        eprintln!(
-            "tessera-bench: note: load average {load:.2} on {cpus} CPU(s): other work is running, expect a wide spread"
-        );
+    interleave(
+        &mut rows,
+        &options.allocators,
+        options.reps,
+        |row| format!("{:<13} t={:<2}", row.workload.name(), row.threads),
+        |row, i| {
+            let result = child::spawn(&ChildSpec {
+                allocator: options.allocators[i],
+                workload: row.workload,
+                threads: row.threads,
+                duration: options.duration,
+            });
+            let line = progress(&result);
+            row.cells[i].push(result);
+            line
+        },
+    );
+    let results = Results {
+        section: SECTION,
+        allocators: options.allocators.clone(),
+        baseline: baseline(&options.allocators),
+        rows,
+        settings: conditions.settings(options.reps, options.duration, options.full),
+    };
+    conclude(&results, "", report)
+}
+
+/// The allocator ratios are taken against: mimalloc when it is one of `allocators`, else
+/// the first.
+pub fn baseline(allocators: &[&'static str]) -> &'static str {
+    if allocators.contains(&BASELINE) {
+        BASELINE
+    } else {
+        allocators[0]
     }
+}
+
+/// The progress line's figure for one run: its rate and peak RSS, or why it failed.
+pub fn progress(result: &Result<crate::protocol::ChildReport, String>) -> String {
+    match result {
+        Ok(r) => format!(
+            "{:>8} ops/s {:>8.1} MiB",
+            report::human_rate(r.ops_per_sec()),
+            r.maxrss_kib as f64 / 1024.0
+        ),
+        Err(why) => format!("FAILED: {why}"),
+    }
+}
+
+/// Runs `run(cell, column)` for every cell and column, `reps` times: repetition by
+/// repetition over all cells, and within a cell the columns back to back. Prints a progress
+/// line per run on stderr: `describe(cell)`, the column's name, and what `run` returned.
+pub fn interleave<C>(
+    cells: &mut [C],
+    columns: &[&str],
+    reps: usize,
+    describe: impl Fn(&C) -> String,
+    mut run: impl FnMut(&mut C, usize) -> String,
+) {
+    let total = cells.len() * columns.len() * reps;
     let started = Instant::now();
     let mut done = 0;
-    for rep in 1..=options.reps {
-        for row in &mut rows {
-            for (i, &allocator) in options.allocators.iter().enumerate() {
-                let spec = ChildSpec {
-                    allocator,
-                    workload: row.workload,
-                    threads: row.threads,
-                    duration: options.duration,
-                };
-                let result = child::spawn(&spec);
+    for rep in 1..=reps {
+        for cell in cells.iter_mut() {
+            for (i, column) in columns.iter().enumerate() {
+                let what = run(cell, i);
                 done += 1;
-                let what = match &result {
-                    Ok(r) => format!(
-                        "{:>8} ops/s {:>8.1} MiB",
-                        report::human_rate(r.ops_per_sec()),
-                        r.maxrss_kib as f64 / 1024.0
-                    ),
-                    Err(why) => format!("FAILED: {why}"),
-                };
                 eprintln!(
-                    "[{done:>4}/{total} {:>4.0}s] rep {rep}/{} {:<13} t={:<2} {:<9} {what}",
+                    "[{done:>4}/{total} {:>4.0}s] rep {rep}/{reps} {} {column:<9} {what}",
                     started.elapsed().as_secs_f64(),
-                    options.reps,
-                    row.workload.name(),
-                    row.threads,
-                    allocator,
+                    describe(cell),
                 );
-                row.cells[i].push(result);
             }
         }
     }
+}
 
-    let results = Results {
-        allocators: options.allocators.clone(),
-        baseline,
-        rows,
-        settings: Settings {
-            reps: options.reps,
-            duration: options.duration,
-            full: options.full,
-            cpus,
-            load: load_before.zip(load_average()),
-        },
-    };
-    println!();
-    print!("{}", report::render_terminal(&results));
-    let dir = paths::report_dir();
-    let written = std::fs::create_dir_all(&dir)
-        .and_then(|()| std::fs::write(dir.join("report.md"), report::render_markdown(&results)))
-        .and_then(|()| std::fs::write(dir.join("chart.svg"), svg::render(&results)));
-    match written {
-        Ok(()) => println!("\nwrote {} and chart.svg", dir.join("report.md").display()),
-        Err(e) => {
+/// The state of the machine when a comparison starts, for its report.
+#[derive(Debug, Clone, Copy)]
+pub struct Conditions {
+    cpus: usize,
+    load_before: Option<f64>,
+}
+
+impl Conditions {
+    /// Prints what is about to run (`total` runs: `matrix`, `duration` each) and warnings
+    /// about a debug build or a busy machine; reads the CPU count and load average.
+    pub fn announce(total: usize, matrix: &str, duration: Duration) -> Conditions {
+        if cfg!(debug_assertions) {
             eprintln!(
-                "tessera-bench: cannot write the report to {}: {e}",
-                dir.display()
+                "tessera-bench: warning: this is a debug build; run with --release for figures that mean anything"
             );
+        }
+        eprintln!(
+            "tessera-bench: {total} runs ({matrix}), {} ms each",
+            duration.as_millis()
+        );
+        let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let load_before = load_average();
+        if let Some(load) = load_before.filter(|&l| l > cpus as f64) {
+            eprintln!(
+                "tessera-bench: note: load average {load:.2} on {cpus} CPU(s): other work is running, expect a wide spread"
+            );
+        }
+        Conditions { cpus, load_before }
+    }
+
+    /// The report's settings, with the load average now as the "after" figure.
+    pub fn settings(self, reps: usize, duration: Duration, full: bool) -> Settings {
+        Settings {
+            reps,
+            duration,
+            full,
+            cpus: self.cpus,
+            load: self.load_before.zip(load_average()),
+        }
+    }
+}
+
+/// Prints the table (and `extra`, e.g. targets, after it), adds the section to `report`
+/// and writes it; returns the exit code: 1 if any run failed or the report could not be
+/// written.
+pub fn conclude<W: RowLabel>(results: &Results<W>, extra: &str, report: &mut ReportFile) -> i32 {
+    println!();
+    print!("{}", report::render_terminal(results));
+    if !extra.is_empty() {
+        println!("\n{extra}");
+    }
+    let md_extra = if extra.is_empty() {
+        String::new()
+    } else {
+        format!("\n```\n{extra}```\n")
+    };
+    report.add(results, &md_extra);
+    match report.write() {
+        Ok(line) => println!("\n{line}"),
+        Err(why) => {
+            eprintln!("tessera-bench: {why}");
             return 1;
         }
     }
-    if results.failures().is_empty() { 0 } else { 1 }
+    i32::from(!results.failures().is_empty())
 }
 
 /// The 1-minute load average, from `/proc/loadavg`.

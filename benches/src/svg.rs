@@ -5,7 +5,7 @@
 //! baseline line) and clamped to 1/8..8; a clamped bar ends in an arrow-like cap, a failed run
 //! is a red "F". Hovering a bar shows its exact figure (an SVG `<title>`).
 
-use crate::report::Results;
+use crate::report::{Results, RowLabel};
 use std::fmt::Write as _;
 
 const PALETTE: [&str; 6] = [
@@ -29,7 +29,7 @@ fn escape(text: &str) -> String {
 }
 
 /// Renders the chart of `results`.
-pub fn render(results: &Results) -> String {
+pub fn render<W: RowLabel>(results: &Results<W>) -> String {
     let base = results.baseline_index();
     let others: Vec<usize> = (0..results.allocators.len())
         .filter(|&i| i != base)
@@ -58,7 +58,8 @@ pub fn render(results: &Results) -> String {
     let _ = writeln!(svg, r#"<rect width="100%" height="100%" fill="white"/>"#);
     let _ = writeln!(
         svg,
-        r#"<text x="{LEFT}" y="18" font-size="14" font-weight="bold">Throughput ratio vs {}</text>"#,
+        r#"<text x="{LEFT}" y="18" font-size="14" font-weight="bold">{}: throughput ratio vs {}</text>"#,
+        escape(results.section.title),
         escape(results.baseline)
     );
     let _ = writeln!(

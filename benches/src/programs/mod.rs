@@ -51,20 +51,7 @@ pub fn run(options: &ProgramOptions) -> i32 {
         if preload.available() {
             preloads.push(preload);
         } else {
-            let lib = preload
-                .library
-                .as_ref()
-                .map(|l| l.display().to_string())
-                .unwrap_or_default();
-            let hint = if *name == "tessera" {
-                format!(
-                    "build it with `{}`, with the same CARGO_TARGET_DIR as this run",
-                    preload.install_hint
-                )
-            } else {
-                preload.install_hint.to_string()
-            };
-            notes.push(format!("skipped {name}: {lib} is not there ({hint})"));
+            notes.push(preload.missing_note());
         }
     }
     for p in &preloads {
@@ -82,7 +69,7 @@ pub fn run(options: &ProgramOptions) -> i32 {
             Binary::Stress => native::build_stress(),
         };
         let redis = match program.kind {
-            Kind::Redis => Some(Redis::find()),
+            Kind::Redis { .. } => Some(Redis::find()),
             Kind::Command(_) => None,
         }
         .transpose();
@@ -138,7 +125,7 @@ pub fn run(options: &ProgramOptions) -> i32 {
             program: r.program.name,
             unit: match r.program.kind {
                 Kind::Command(_) => Unit::Seconds,
-                Kind::Redis => Unit::RequestsPerSec,
+                Kind::Redis { .. } => Unit::RequestsPerSec,
             },
             cells: vec![ProgramCell::default(); preloads.len()],
         })
@@ -268,11 +255,12 @@ fn one_run(
             let m = measure::run(command, timeout)?;
             Ok((m.wall.as_secs_f64(), m.maxrss_kib, m.stdout))
         }
-        (Kind::Redis, Some(redis)) => {
-            let r = redis.run(library, library, suite::redis_requests(full))?;
+        (Kind::Redis { pipeline }, Some(redis)) => {
+            let requests = suite::redis_requests(full, pipeline);
+            let r = redis.run(library, library, requests, pipeline)?;
             Ok((r.rps, r.maxrss_kib, r.stdout))
         }
-        (Kind::Redis, None) => Err("redis binaries not found".into()),
+        (Kind::Redis { .. }, None) => Err("redis binaries not found".into()),
     }
 }
 

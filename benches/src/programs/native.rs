@@ -13,6 +13,10 @@ pub const STRESS_C: &str = include_str!("c/stress.c");
 /// glibc_shim.c: malloc and friends forwarded to glibc's `__libc_*` entry points.
 pub const GLIBC_SHIM_C: &str = include_str!("c/glibc_shim.c");
 
+/// How programs (rather than shared objects) are compiled: the flags a user's `make` would
+/// give a threaded program.
+pub const PROGRAM_FLAGS: &[&str] = &["-O2", "-pthread"];
+
 /// Where the compiled files go.
 pub fn build_dir() -> PathBuf {
     paths::report_dir().join("programs")
@@ -35,12 +39,14 @@ pub fn compiler() -> Option<PathBuf> {
         })
 }
 
-/// Compiles `source` (the text of `name`.c) with `flags` into `out`. Errors carry the
-/// compiler's first error line.
+/// Compiles `source` (the text of `name`.c) with `flags` into `out`; `headers` (file name,
+/// text) are written beside it for its `#include "..."`s. Errors carry the compiler's last
+/// line of output.
 pub fn compile(
     cc: &Path,
     name: &str,
     source: &str,
+    headers: &[(&str, &str)],
     flags: &[&str],
     out: &Path,
 ) -> Result<PathBuf, String> {
@@ -48,8 +54,12 @@ pub fn compile(
         .parent()
         .ok_or_else(|| format!("bad output path {}", out.display()))?;
     std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
-    let src = dir.join(format!("{name}.c"));
-    std::fs::write(&src, source).map_err(|e| format!("cannot write {}: {e}", src.display()))?;
+    let file = format!("{name}.c");
+    for (file, text) in headers.iter().copied().chain([(file.as_str(), source)]) {
+        let path = dir.join(file);
+        std::fs::write(&path, text).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+    }
+    let src = dir.join(file);
     let mut command = Command::new(cc);
     command.args(flags).arg("-o").arg(out).arg(&src);
     match super::measure::run(command, Duration::from_secs(120)) {
@@ -65,7 +75,8 @@ pub fn build_stress() -> Result<PathBuf, String> {
         &cc,
         "stress",
         STRESS_C,
-        &["-O2", "-pthread"],
+        &[],
+        PROGRAM_FLAGS,
         &build_dir().join("stress"),
     )
 }
@@ -77,6 +88,7 @@ pub fn build_glibc_shim() -> Result<PathBuf, String> {
         &cc,
         "glibc_shim",
         GLIBC_SHIM_C,
+        &[],
         &["-O2", "-shared", "-fPIC"],
         &build_dir().join("libglibc_shim.so"),
     )
@@ -114,14 +126,7 @@ mod tests {
             return;
         };
         let dir = std::env::temp_dir().join(format!("tessera-native-{}", std::process::id()));
-        let exe = compile(
-            &cc,
-            "stress",
-            STRESS_C,
-            &["-O2", "-pthread"],
-            &dir.join("s"),
-        )
-        .unwrap();
+        let exe = compile(&cc, "stress", STRESS_C, &[], PROGRAM_FLAGS, &dir.join("s")).unwrap();
         let mut command = Command::new(&exe);
         command.args(["3", "2000", "2"]);
         let m = super::super::measure::run(command, Duration::from_secs(60)).unwrap();

@@ -1,8 +1,9 @@
-//! The C malloc replacements that `--programs` puts under real programs with `LD_PRELOAD`,
-//! at their Debian paths; `glibc` is the program with no preload at all.
+//! The C malloc replacements that `--programs` and the C mode put under programs with
+//! `LD_PRELOAD`, at their Debian paths; `glibc` is the program with no preload at all.
 
 use crate::paths;
 use std::path::PathBuf;
+use std::process::{Command, Stdio};
 
 /// Names of the preloads, in table order. `glibc` is the reference whose output every other
 /// run must match.
@@ -56,6 +57,55 @@ impl Preload {
     pub fn available(&self) -> bool {
         self.library.as_ref().is_none_or(|l| l.is_file())
     }
+
+    /// Why this preload is left out when its library is not there, and how to get it.
+    pub fn missing_note(&self) -> String {
+        let lib = self
+            .library
+            .as_ref()
+            .map(|l| l.display().to_string())
+            .unwrap_or_default();
+        let hint = if self.name == "tessera" {
+            format!(
+                "build it with `{}`, with the same CARGO_TARGET_DIR as this run",
+                self.install_hint
+            )
+        } else {
+            self.install_hint.to_string()
+        };
+        format!("skipped {}: {lib} is not there ({hint})", self.name)
+    }
+}
+
+/// Builds libtessera.so with the cargo that started this process (`$CARGO`, which
+/// `cargo run` sets), into the target directory where [`Preload::named`] looks for it, so
+/// the library measured is the allocator as it is in this working tree: a no-op when it is
+/// up to date. Cargo's progress goes to stderr. `None` when no cargo started us.
+pub fn build_libtessera() -> Option<Result<(), String>> {
+    let cargo = std::env::var_os("CARGO")?;
+    let target = paths::target_dir();
+    eprintln!(
+        "tessera-bench: cargo build --release -p tessera-preload (libtessera.so for LD_PRELOAD, in {})",
+        target.display()
+    );
+    let status = Command::new(&cargo)
+        .args([
+            "build",
+            "--release",
+            "-p",
+            "tessera-preload",
+            "--manifest-path",
+        ])
+        .arg(paths::workspace_root().join("Cargo.toml"))
+        .env("CARGO_TARGET_DIR", &target)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .status();
+    Some(match status {
+        Ok(s) if s.success() => Ok(()),
+        Ok(s) => Err(format!("cargo build --release -p tessera-preload: {s}")),
+        Err(e) => Err(format!("cannot run {}: {e}", cargo.to_string_lossy())),
+    })
 }
 
 #[cfg(test)]

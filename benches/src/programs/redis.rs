@@ -1,6 +1,7 @@
-//! The redis program of `--programs`: `redis-server` on 127.0.0.1 (a free high port, no
+//! The redis programs of `--programs`: `redis-server` on 127.0.0.1 (a free high port, no
 //! persistence) under the preload being measured, loaded by `redis-benchmark` (SET, GET,
-//! LPUSH, LPOP, INCR; 50 clients), which like `redis-cli` runs without the preload. The
+//! LPUSH, LPOP, INCR; 50 clients; one request at a time per client, and 16 with `-P 16`),
+//! which like `redis-cli` runs without the preload. The
 //! figure is requests/s (geometric mean over the tests); the peak RSS is the server's own,
 //! from `wait4` on the server. The output compared across allocators is what the benchmark
 //! left in the database (the INCR counter must read exactly the number of requests).
@@ -68,12 +69,13 @@ impl Redis {
 
     /// Starts the server under `preload` (None: no preload), benchmarks it and shuts it
     /// down. `expect_mapped`, when given, must appear in the server's /proc/PID/maps.
-    /// `requests` per test.
+    /// `requests` per test, `pipeline` of them in flight per client.
     pub fn run(
         &self,
         preload: Option<&Path>,
         expect_mapped: Option<&Path>,
         requests: u32,
+        pipeline: u32,
     ) -> Result<RedisRun, String> {
         let port = free_port()?;
         let mut server = Command::new(&self.server);
@@ -87,7 +89,7 @@ impl Redis {
         };
         let running = measure::spawn(server)?;
         let pid = running.pid();
-        let body = self.drive(&running, port, expect_mapped, requests);
+        let body = self.drive(&running, port, expect_mapped, requests, pipeline);
         // Shut down whatever happened; a server that ignores SHUTDOWN is killed by the
         // timeout of `finish`.
         let shutdown = if running.has_exited() {
@@ -120,6 +122,7 @@ impl Redis {
         port: u16,
         expect_mapped: Option<&Path>,
         requests: u32,
+        pipeline: u32,
     ) -> Result<(f64, String), String> {
         let start = Instant::now();
         loop {
@@ -150,8 +153,7 @@ impl Redis {
         let mut bench = Command::new(&self.benchmark);
         bench
             .env_remove("LD_PRELOAD")
-            .args(["-h", "127.0.0.1", "-p", &port.to_string()])
-            .args(["-n", &requests.to_string(), "-q", "-t", TESTS, "-c", "50"]);
+            .args(benchmark_args(port, requests, pipeline));
         let out = measure::run(bench, BENCHMARK).map_err(|e| format!("redis-benchmark: {e}"))?;
         let results = parse_benchmark(&out.stdout);
         let names: Vec<&str> = results.iter().map(|(n, _)| n.as_str()).collect();
@@ -173,6 +175,20 @@ impl Redis {
         );
         Ok((rps, stdout))
     }
+}
+
+/// redis-benchmark's arguments: quiet, the tests of [`TESTS`], 50 clients, `-P` when
+/// `pipeline` is more than one request.
+fn benchmark_args(port: u16, requests: u32, pipeline: u32) -> Vec<String> {
+    let mut args: Vec<String> = ["-h", "127.0.0.1", "-p", &port.to_string()]
+        .into_iter()
+        .chain(["-n", &requests.to_string(), "-q", "-t", TESTS, "-c", "50"])
+        .map(String::from)
+        .collect();
+    if pipeline > 1 {
+        args.extend(["-P".to_string(), pipeline.to_string()]);
+    }
+    args
 }
 
 /// A port the kernel just gave out on 127.0.0.1 (ephemeral, so high); a collision with
@@ -230,9 +246,22 @@ mod tests {
             benchmark: PathBuf::from("/bin/false"),
         };
         let start = Instant::now();
-        let err = fake.run(None, None, 10).unwrap_err();
+        let err = fake.run(None, None, 10, 1).unwrap_err();
         assert!(err.contains("exited before answering PING"), "{err}");
         assert!(start.elapsed() < STARTUP, "{:?}", start.elapsed());
+    }
+
+    #[test]
+    fn pipelining_adds_dash_p() {
+        let plain = benchmark_args(7000, 100, 1).join(" ");
+        assert_eq!(
+            plain,
+            "-h 127.0.0.1 -p 7000 -n 100 -q -t set,get,lpush,lpop,incr -c 50"
+        );
+        assert_eq!(
+            benchmark_args(7000, 100, 16).join(" "),
+            format!("{plain} -P 16")
+        );
     }
 
     #[test]

@@ -1,7 +1,8 @@
 //! The real programs of `--programs` and their inputs, written here: an allocation-heavy
 //! python3 script (with pymalloc, and with `PYTHONMALLOC=malloc` so every object goes to the
 //! C allocator), sqlite3 bulk inserts and queries, git init/add/commit/log on a fresh
-//! repository, redis-server loaded by redis-benchmark (see `redis.rs`), and the threaded C
+//! repository, redis-server loaded by redis-benchmark without and with pipelining (see
+//! `redis.rs`), and the threaded C
 //! stress program (`c/stress.c`, compiled at run time). Each prints results that must be
 //! identical under every allocator; nothing prints times, dates or addresses.
 
@@ -17,8 +18,12 @@ pub type Prepare = fn(binary: &Path, dir: &Path, full: bool) -> std::io::Result<
 pub enum Kind {
     /// Runs to completion; the figure is its wall time.
     Command(Prepare),
-    /// redis-server loaded by redis-benchmark; the figure is requests/s.
-    Redis,
+    /// redis-server loaded by redis-benchmark sending `pipeline` requests at a time per
+    /// connection (`-P`; 1: one at a time); the figure is requests/s.
+    Redis {
+        /// Requests in flight per connection.
+        pipeline: u32,
+    },
 }
 
 /// Where a program's executable comes from.
@@ -66,7 +71,14 @@ pub const PROGRAMS: &[Program] = &[
     Program {
         name: "redis",
         binary: Binary::Installed("redis-server"),
-        kind: Kind::Redis,
+        kind: Kind::Redis { pipeline: 1 },
+    },
+    // Pipelining takes the network round trips out, which leaves the server's own work,
+    // parsing and allocating, as what limits it (BENCHMARKS.md: allocator-bound).
+    Program {
+        name: "redis -P 16",
+        binary: Binary::Installed("redis-server"),
+        kind: Kind::Redis { pipeline: 16 },
     },
     Program {
         name: "stress.c",
@@ -75,9 +87,11 @@ pub const PROGRAMS: &[Program] = &[
     },
 ];
 
-/// Requests per redis-benchmark test.
-pub fn redis_requests(full: bool) -> u32 {
-    if full { 500_000 } else { 50_000 }
+/// Requests per redis-benchmark test; pipelined runs go about ten times faster here, so they
+/// get ten times as many requests and last as long.
+pub fn redis_requests(full: bool, pipeline: u32) -> u32 {
+    let base = if full { 500_000 } else { 50_000 };
+    if pipeline > 1 { base * 10 } else { base }
 }
 
 /// The stress program: 4 threads (twice the cores here), 4 rounds of them.
