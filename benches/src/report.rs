@@ -178,6 +178,18 @@ impl<W: RowLabel> Results<W> {
         geomean(&ratios)
     }
 
+    /// Geometric mean over all rows of column `i`'s peak-RSS ratio against the baseline
+    /// (rows where both have one).
+    pub fn geomean_rss_ratio(&self, i: usize) -> Option<f64> {
+        let base = self.baseline_index();
+        let ratios: Vec<f64> = self
+            .rows
+            .iter()
+            .filter_map(|r| r.rss_ratio(i, base))
+            .collect();
+        geomean(&ratios)
+    }
+
     /// Every failure, as `(allocator, workload, threads, message)`.
     pub fn failures(&self) -> Vec<(&'static str, W, usize, &str)> {
         let mut out = Vec::new();
@@ -283,8 +295,12 @@ pub fn render_terminal<W: RowLabel>(results: &Results<W>) -> String {
     }
     let _ = write!(out, "{:<19}", "geomean");
     for (i, _) in results.allocators.iter().enumerate() {
-        let text = match results.geomean_ratio(i) {
-            Some(g) if i != base => format!("{g:.2}x         "),
+        // The ratio, and the peak-RSS ratio where the RSS column stands.
+        let text = match (results.geomean_ratio(i), results.geomean_rss_ratio(i)) {
+            (Some(g), Some(r)) if i != base => {
+                format!("{:>8} {:>8}", format!("{g:.2}x"), format!("{r:.2}x"))
+            }
+            (Some(g), None) if i != base => format!("{g:.2}x         "),
             _ => String::new(),
         };
         let _ = write!(out, "|{text:>w$} ", w = CELL - 1);
@@ -351,13 +367,16 @@ pub fn render_markdown<W: RowLabel>(results: &Results<W>) -> String {
         }
         md.push('\n');
     }
-    let _ = write!(md, "| **geomean** | |");
+    let _ = write!(md, "| **geomean** (throughput, peak RSS) | |");
     for (i, _) in results.allocators.iter().enumerate() {
-        match results.geomean_ratio(i) {
-            Some(g) => {
+        match (results.geomean_ratio(i), results.geomean_rss_ratio(i)) {
+            (Some(g), Some(r)) => {
+                let _ = write!(md, " {g:.2}x, RSS {r:.2}x |");
+            }
+            (Some(g), None) => {
                 let _ = write!(md, " {g:.2}x |");
             }
-            None => md.push_str(" |"),
+            _ => md.push_str(" |"),
         }
     }
     md.push_str("\n\n### Absolute throughput (ops/s: median, min–max)\n\n");

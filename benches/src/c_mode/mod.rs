@@ -250,8 +250,8 @@ fn figure(run: &Result<(ResultLine, u64), String>, series: &Series) -> Result<Ch
 }
 
 /// The BENCHMARKS.md targets of the C mode for the tessera column against mimalloc's: fast
-/// path no slower at every size, every row at least 0.95x, geomean at least 1.1x. Empty
-/// without both columns.
+/// path no slower at every size, every row at least 0.95x, geomean at least 1.1x, and
+/// (issue #12) a peak-RSS geomean no higher than mimalloc's. Empty without both columns.
 pub fn targets(results: &Results<&'static Series>) -> String {
     let column = |name: &str| results.allocators.iter().position(|a| *a == name);
     let (Some(t), Some(m)) = (column("tessera"), column("mimalloc")) else {
@@ -298,6 +298,13 @@ pub fn targets(results: &Results<&'static Series>) -> String {
         }
         None => out.push_str("  geomean: no figure\n"),
     }
+    match results.geomean_rss_ratio(t) {
+        Some(r) => {
+            let verdict = if r <= 1.0 { "pass" } else { "MISS" };
+            let _ = writeln!(out, "  peak RSS geomean {r:.2}x <= 1.00x: {verdict}");
+        }
+        None => out.push_str("  peak RSS geomean: no figure\n"),
+    }
     out
 }
 
@@ -310,19 +317,25 @@ mod tests {
     use super::*;
     use crate::report::Settings;
 
-    fn ok(ops: u64) -> Samples {
+    fn ok(ops: u64, maxrss_kib: u64) -> Samples {
         let mut s = Samples::default();
         for _ in 0..3 {
             s.push(Ok(ChildReport {
                 ops,
                 nanos: 1_000_000_000,
-                maxrss_kib: 4096,
+                maxrss_kib,
             }));
         }
         s
     }
 
-    fn results(allocators: Vec<&'static str>, tessera: [u64; 3]) -> Results<&'static Series> {
+    /// Three rows; tessera's ops per row as given and its peak RSS `tessera_rss` KiB,
+    /// everyone else 100 ops and 4096 KiB.
+    fn results_rss(
+        allocators: Vec<&'static str>,
+        tessera: [u64; 3],
+        tessera_rss: u64,
+    ) -> Results<&'static Series> {
         let fastpath = &PROGRAMS[0];
         let larson = workloads::find("larson").unwrap();
         let series = [&fastpath.series[0], &fastpath.series[1], &larson.series[0]];
@@ -337,7 +350,13 @@ mod tests {
                     threads: 1,
                     cells: allocators
                         .iter()
-                        .map(|&a| if a == "tessera" { ok(t) } else { ok(100) })
+                        .map(|&a| {
+                            if a == "tessera" {
+                                ok(t, tessera_rss)
+                            } else {
+                                ok(100, 4096)
+                            }
+                        })
                         .collect(),
                 })
                 .collect(),
@@ -350,6 +369,10 @@ mod tests {
                 load: None,
             },
         }
+    }
+
+    fn results(allocators: Vec<&'static str>, tessera: [u64; 3]) -> Results<&'static Series> {
+        results_rss(allocators, tessera, 4096)
     }
 
     #[test]
@@ -369,6 +392,20 @@ mod tests {
         let all = targets(&results(vec!["tessera", "mimalloc"], [200, 200, 200]));
         assert!(all.contains("2 of 2 rows: pass"), "{all}");
         assert!(all.contains("geomean 2.00x >= 1.10x: pass"), "{all}");
+        assert!(
+            all.contains("peak RSS geomean 1.00x <= 1.00x: pass"),
+            "{all}"
+        );
+        let lean = targets(&results_rss(vec!["tessera", "mimalloc"], [1, 1, 1], 2048));
+        assert!(
+            lean.contains("peak RSS geomean 0.50x <= 1.00x: pass"),
+            "{lean}"
+        );
+        let fat = targets(&results_rss(vec!["tessera", "mimalloc"], [1, 1, 1], 5000));
+        assert!(
+            fat.contains("peak RSS geomean 1.22x <= 1.00x: MISS"),
+            "{fat}"
+        );
         assert_eq!(targets(&results(vec!["glibc", "mimalloc"], [1, 1, 1])), "");
     }
 
