@@ -363,9 +363,24 @@ fn is_object_start(s: &Span, addr: usize) -> bool {
 
 /// The bytes usable at `ptr` (C's `malloc_usable_size`); 0 for null.
 ///
+/// Programs that keep their own memory accounts call this on every allocation and free
+/// (redis does), so a small block's size comes from its span record's first line, as
+/// `free` finds it; everything else takes the full lookup.
+///
 /// # Safety
 /// `ptr` must be null or a live block from this allocator.
+#[inline]
 pub unsafe fn usable_size(ptr: *mut u8) -> usize {
+    if let Some(size) = small_block_size(ptr as usize) {
+        return size;
+    }
+    usable_size_slow(ptr)
+}
+
+/// `extern "C"` (cannot unwind) so that `usable_size` can tail-call it from an
+/// `extern "C"` wrapper, as `malloc_slow`.
+#[inline(never)]
+extern "C" fn usable_size_slow(ptr: *mut u8) -> usize {
     if ptr.is_null() {
         return 0;
     }
@@ -383,7 +398,24 @@ pub unsafe fn usable_size(ptr: *mut u8) -> usize {
 /// block: the same pointers `free` reports). Never aborts: callers that get `None` decide how
 /// to report it. A freed small block may still answer `Some`: objects carry no per-object
 /// state.
+#[inline]
 pub fn block_size(ptr: *const u8) -> Option<usize> {
+    small_block_size(ptr as usize).or_else(|| block_size_slow(ptr))
+}
+
+/// A small block's size from the record its page map entry names, when that record is a
+/// small span holding an object that starts at `addr`; `None` when it takes a closer look
+/// (a large or huge block, a stale entry, a bad pointer, null).
+#[inline(always)]
+fn small_block_size(addr: usize) -> Option<usize> {
+    let entry = arena::page_entry(addr)?;
+    // SAFETY: `entry_record` returns records inside mapped arena headers.
+    let s = unsafe { arena::entry_record(entry).as_ref() };
+    (s.kind() == SpanKind::Small && is_object_start(s, addr)).then_some(s.obj_size as usize)
+}
+
+#[inline(never)]
+fn block_size_slow(ptr: *const u8) -> Option<usize> {
     let addr = ptr as usize;
     match tessera_span::live_span_of(addr) {
         Some(span) => {
