@@ -63,24 +63,11 @@ pub struct ClassInfo {
     pub pages: u32,
     /// Objects per span.
     pub objects: u32,
-    /// `ceil(2^48 / size)`: `(offset * div_magic) >> 48 == offset / size` for every offset
-    /// inside a span, so `free` finds an object's index with a multiply instead of a `div`
-    /// (Go's `divMul`). Exact because the rounding error, `offset / 2^48 < 2^-29` for spans
-    /// under 512 KiB, is below `1 / size`; `division_by_magic_is_exact` checks every offset.
-    pub div_magic: u64,
     /// `u64::MAX / size + 1`: an offset below 2^32 is a multiple of `size` exactly when
     /// `offset * div_test` (wrapping) is below `div_test` (Lemire, Kaser and Kurz, "Faster
     /// remainder by direct computation", 2019). One multiply and one compare tell an object's
     /// first byte from an interior pointer; see `divides`.
     pub div_test: u64,
-}
-
-impl ClassInfo {
-    /// `offset / size` for an offset inside a span of this class.
-    #[inline]
-    pub fn index_of(&self, offset: usize) -> usize {
-        ((offset as u64 * self.div_magic) >> 48) as usize
-    }
 }
 
 /// Whether `offset` is a multiple of the size whose `ClassInfo::div_test` is `div_test`.
@@ -109,7 +96,6 @@ const fn build_classes() -> [ClassInfo; NUM_CLASSES] {
         size: 0,
         pages: 0,
         objects: 0,
-        div_magic: 0,
         div_test: 0,
     }; NUM_CLASSES];
     let mut i = 0;
@@ -120,7 +106,6 @@ const fn build_classes() -> [ClassInfo; NUM_CLASSES] {
             size: size as u32,
             pages: pages as u32,
             objects: (pages * PAGE_SIZE / size) as u32,
-            div_magic: (1u64 << 48).div_ceil(size as u64),
             div_test: u64::MAX / size as u64 + 1,
         };
         size += step(size);
@@ -303,26 +288,6 @@ mod tests {
                 "the remote count field is 16 bits"
             );
             prev = size;
-        }
-    }
-
-    #[test]
-    fn division_by_magic_is_exact() {
-        assert!(
-            CLASSES
-                .iter()
-                .all(|c| (c.pages as usize * PAGE_SIZE) < 512 << 10)
-        );
-        for c in CLASSES.iter() {
-            let span = c.pages as usize * PAGE_SIZE;
-            for offset in 0..span {
-                assert_eq!(
-                    c.index_of(offset),
-                    offset / c.size as usize,
-                    "class {} offset {offset}",
-                    c.size
-                );
-            }
         }
     }
 
