@@ -209,11 +209,10 @@ pub extern "C" fn malloc_slow(size: usize) -> *mut u8 {
 #[inline(always)]
 pub unsafe fn free_inlined(ptr: *mut u8) {
     let addr = ptr as usize;
-    if let Some(entry) = arena::page_entry(addr) {
+    if let Some(span) = arena::record_of(addr) {
         let cache = thread::current();
         if !cache.is_null() {
-            let span = arena::entry_record(entry);
-            // SAFETY: `entry_record` returns records inside mapped arena headers.
+            // SAFETY: `record_of` returns records inside mapped arena headers.
             let s = unsafe { span.as_ref() };
             if s.owner.load(Ordering::Relaxed) == cache.cast() && is_object_start(s, addr) {
                 // SAFETY: the current cache is valid and used by this thread alone; it owns
@@ -408,9 +407,8 @@ pub fn block_size(ptr: *const u8) -> Option<usize> {
 /// (a large or huge block, a stale entry, a bad pointer, null).
 #[inline(always)]
 fn small_block_size(addr: usize) -> Option<usize> {
-    let entry = arena::page_entry(addr)?;
-    // SAFETY: `entry_record` returns records inside mapped arena headers.
-    let s = unsafe { arena::entry_record(entry).as_ref() };
+    // SAFETY: `record_of` returns records inside mapped arena headers.
+    let s = unsafe { arena::record_of(addr)?.as_ref() };
     (s.kind() == SpanKind::Small && is_object_start(s, addr)).then_some(s.obj_size as usize)
 }
 

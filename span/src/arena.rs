@@ -66,8 +66,6 @@ pub const HEADER_PAGES: usize = core::mem::size_of::<Arena>().div_ceil(PAGE_SIZE
 
 // Page 0 holds the header, so no span starts there and a start of 0 can mean "no span".
 const _: () = assert!(HEADER_PAGES >= 1);
-/// Byte offset of the page map inside the header (after `node` and `next`).
-const PAGE_MAP_OFFSET: usize = core::mem::offset_of!(Arena, page_map);
 
 impl Arena {
     /// Reserves a new arena for `node`. Its pages are untouched; the caller builds the
@@ -119,43 +117,36 @@ impl Arena {
     }
 }
 
-/// The page map entry of `addr`'s page, or `None` when `addr` is in no arena of ours: the
-/// first step of the unsized `free`, which then reads the entry's span ([`entry_record`]).
+/// The span record slot the page map names for `addr`'s page, or `None` when `addr` is in
+/// no arena of ours: the first step of the unsized `free`, two loads and no test of the
+/// entry. A page in no span names slot 0, which belongs to a header page where no span ever
+/// starts, so it is all zero for the life of the arena: a record whose owner is null and
+/// whose kind is `None`, which a caller tests like any other. Like [`span_of`]'s, the record
+/// may describe a span that no longer covers `addr`.
+///
+/// The entry is read relaxed: for callers that confirm the record with state of their own
+/// (the owner field naming the caller's cache, or a live block the caller holds), never for
+/// a first look at a span another thread set up.
 #[inline(always)]
-pub fn page_entry(addr: usize) -> Option<&'static AtomicU32> {
+pub fn record_of(addr: usize) -> Option<NonNull<Span>> {
     // The index is masked rather than bounds-checked (one instruction instead of three),
     // and the header is found from the masked index: an address above the user half aliases
-    // some arena slot and reads an entry of a real arena of ours (a caller checks the span it
-    // names against the address, as it must for any stale entry), never memory outside an
-    // arena header.
+    // some arena slot and reads a record of a real arena of ours (a caller checks the record
+    // against the address, as it must for any stale entry), never memory outside a header.
     let index = (addr >> ARENA_SHIFT) & (ARENA_MAP_LEN - 1);
     if ARENA_MAP[index].load(Ordering::Relaxed) == 0 {
         return None;
     }
+    let arena = (index << ARENA_SHIFT) as *const Arena;
     let page = (addr & ARENA_MASK) >> PAGE_SHIFT;
-    let entry = (index << ARENA_SHIFT) + PAGE_MAP_OFFSET + page * 4;
-    // SAFETY: the arena map says an arena of ours starts at `index << ARENA_SHIFT`, and
-    // arenas are never unmapped, so its page map is readable for the life of the process.
-    Some(unsafe { &*(entry as *const AtomicU32) })
-}
-
-/// The span record slot a page map entry (from [`page_entry`]) names: the slot of the
-/// first page of the entry's span, or slot 0 for a page in no span. Slot 0 belongs to a
-/// header page, where no span ever starts, so it is all zero for the life of the arena: a
-/// record whose owner is null and whose kind is `None`, which a caller can test like any
-/// other instead of testing the entry first. Like [`span_of`]'s, the record may describe a
-/// span that no longer covers the address the entry was looked up for.
-///
-/// A relaxed read: for callers that confirm the record with state of their own (the owner
-/// field naming the caller's cache), never for a first look at a span another thread set up.
-#[inline(always)]
-pub fn entry_record(entry: &AtomicU32) -> NonNull<Span> {
-    let start = entry.load(Ordering::Relaxed);
-    let arena = (entry as *const AtomicU32 as usize) & !ARENA_MASK;
-    // SAFETY: `entry` lies in the page map of the arena header at `arena`, so the header's
-    // record slots are there too; `start < ARENA_PAGES` (`map_page` stored it, or it is 0),
-    // so the slot is inside the header and not null.
-    unsafe { NonNull::new_unchecked((*(arena as *const Arena)).span_at(start as usize)) }
+    // SAFETY: the arena map says an arena of ours starts at `arena`, and arenas are never
+    // unmapped, so its header is readable; `page < ARENA_PAGES`, and the entry holds 0 or a
+    // start `map_page` stored (below `ARENA_PAGES`), so the slot is inside the header and
+    // not null.
+    unsafe {
+        let start = (*arena).page_map[page].load(Ordering::Relaxed);
+        Some(NonNull::new_unchecked((*arena).span_at(start as usize)))
+    }
 }
 
 /// The span record that the page map names for `addr`, or `None` when `addr` is in no
