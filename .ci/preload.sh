@@ -128,7 +128,7 @@ cxx_tessera() {
 
 bad_pointers() {
     local mode status bad=0
-    for mode in stack realloc-stack usable-global interior interior-odd interior-old double-small realloc-interior double-large double-huge; do
+    for mode in stack realloc-stack usable-global interior interior-odd interior-old double-small double-old realloc-interior double-large double-huge; do
         LD_PRELOAD=$LIB "$WORK/bad_free" "$mode" >"$WORK/bad.out" 2>"$WORK/bad.err"
         status=$?
         if [ "$status" = 134 ] && grep -q '^tessera: ' "$WORK/bad.err"; then

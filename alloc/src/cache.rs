@@ -367,24 +367,20 @@ impl Cache {
     pub(crate) unsafe fn free_local(&mut self, span: *mut Span, ptr: *mut u8) {
         // SAFETY: the caller says we own the span.
         let s = unsafe { &mut *span };
-        let class = s.class as usize;
-        if self.bins[class].span == span {
-            let bin = &mut self.bins[class];
-            if ptr == bin.free {
-                report::fatal("double free", ptr as usize);
-            }
-            set_block_next(ptr, bin.free);
-            bin.free = ptr;
-            return;
+        // SAFETY: forwarded contract.
+        match unsafe { self.free_owned_fast(s, ptr) } {
+            Freed::Done => return,
+            Freed::Emptied => return self.release_if_empty(span),
+            Freed::Not => {}
         }
-        let head = s.local_free.load(Ordering::Relaxed);
-        if ptr == head {
+        // What the fast cases leave: a block at the head of the list it would go onto (the
+        // bin's for the current span, the span's own otherwise), or a span that is parked or
+        // has a notification pending.
+        if s.user_flags & WHERE_MASK == CURRENT || ptr == s.local_free.load(Ordering::Relaxed) {
             report::fatal("double free", ptr as usize);
         }
-        set_block_next(ptr, head);
-        s.local_free.store(ptr, Ordering::Relaxed);
-        s.local_count
-            .store(s.local_count.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
+        // SAFETY: the caller's contract; not at the list's head, checked above.
+        unsafe { push_local(s, ptr) };
         if s.user_flags & WHERE_MASK == ON_FULL {
             if !remote::try_unpark(s) {
                 // A remote freer won: it notifies us; the drain must not re-move the span.
@@ -420,14 +416,11 @@ impl Cache {
         if flags & (WHERE_MASK | NOTIFY_PENDING) != ON_PARTIAL {
             return Freed::Not;
         }
-        let head = s.local_free.load(Ordering::Relaxed);
-        if ptr == head {
+        if ptr == s.local_free.load(Ordering::Relaxed) {
             return Freed::Not;
         }
-        set_block_next(ptr, head);
-        s.local_free.store(ptr, Ordering::Relaxed);
-        let count = s.local_count.load(Ordering::Relaxed) + 1;
-        s.local_count.store(count, Ordering::Relaxed);
+        // SAFETY: the caller's contract (ours, a live object of `s`).
+        let count = unsafe { push_local(s, ptr) };
         if count + remote::count(s) == s.carved.load(Ordering::Relaxed) {
             return Freed::Emptied;
         }
@@ -608,6 +601,20 @@ impl Cache {
         s.next = ptr::null_mut();
         s.user_flags = (s.user_flags & !WHERE_MASK) | ON_NONE;
     }
+}
+
+/// Pushes `ptr` onto the local list of `s` and returns the list's new length.
+///
+/// # Safety
+/// The calling thread's cache must own `s`, and `ptr` must be an object of `s` that is not
+/// on any free list.
+#[inline(always)]
+unsafe fn push_local(s: &Span, ptr: *mut u8) -> u32 {
+    set_block_next(ptr, s.local_free.load(Ordering::Relaxed));
+    s.local_free.store(ptr, Ordering::Relaxed);
+    let count = s.local_count.load(Ordering::Relaxed) + 1;
+    s.local_count.store(count, Ordering::Relaxed);
+    count
 }
 
 /// What `Cache::free_owned_fast` did with a block.

@@ -9,6 +9,7 @@
  *   interior-odd   free() of p + 16 in a 48-byte block (a class that is not a power of two)
  *   interior-old   free() of an interior pointer in a span the thread no longer allocates from
  *   double-small   free(p); free(p) of a small block
+ *   double-old     free(p); free(p) of a small block of a span the thread no longer allocates from
  *   realloc-interior  realloc() of a pointer into the middle of a small block
  *   double-large   the second free() of a 200 KiB block
  *   double-huge    the second free() of a 64 MiB block (its own mapping) */
@@ -52,6 +53,12 @@ int main(int argc, char **argv) {
         free(p);
         free(p);
         (void)keep;
+    } else if (!strcmp(mode, "double-old")) {
+        enum { N = 20000 };
+        static char *volatile blocks[N];
+        for (int i = 0; i < N; i++) blocks[i] = malloc(100);
+        free(blocks[0]);
+        free(blocks[0]);
     } else if (!strcmp(mode, "realloc-interior")) {
         char *p = malloc(64);
         void *q = realloc(p + 16, 200);
