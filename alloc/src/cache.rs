@@ -14,7 +14,12 @@
 //!
 //! A span whose every carved object is free again goes back to the page heap, unless it is
 //! the current one or the class's one spare (so a malloc/free loop at a span boundary does
-//! not thrash the page heap).
+//! not thrash the page heap), or fits the cache's stash of empty spans (`STASH_MIN_PAGES`),
+//! from which the next fresh span of the same size comes without the page heap's lock.
+//!
+//! A free the cache makes into a span it owns never needs more than the span record's first
+//! line to find where the block goes (`free_owned_fast`, inlined into `tessera::free`): the
+//! bin's list for the current span, the span's own list for a partial one.
 //!
 //! Frees into spans the cache does not own are chained per span (`RemoteBatch`) and
 //! published with one CAS when the thread moves on to another span, refills or flushes.

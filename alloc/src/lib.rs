@@ -12,14 +12,17 @@
 //! - `cache.rs`: the processor's cache pops an object (the fast path, in this file), and on
 //!   a miss refills from its spans, the node's `central.rs` lists, or the page heap.
 //! - `large.rs`: sizes above 32 KiB get whole spans; from 32 MiB, their own mapping.
-//! - Frees find their span through the page map (`tessera_span::arena`): a pointer of the
-//!   current span goes straight back to the bin, one of the cache's other spans to its local
-//!   list, anyone else's into a per-thread batch for that span, published onto the span's
-//!   lock-free remote list with one CAS (`remote.rs`, `cache.rs`).
+//! - Frees find their span record through the page map (`tessera_span::arena::record_of`),
+//!   and a record whose owner is the thread's cache is the whole check (with the
+//!   object-start test that catches interior pointers): a pointer of the current span goes
+//!   straight back to the bin, one of the cache's other spans to its local list, anyone
+//!   else's into a per-thread batch for that span, published onto the span's lock-free
+//!   remote list with one CAS (`remote.rs`, `cache.rs`). A sized free (Rust's `dealloc`)
+//!   first tries the bin its size names, without the page map.
 //!
 //! Nothing on these paths allocates, takes a `std` lock, formats or panics. Bad input that
-//! can be detected (a foreign pointer, a double free caught on the spot) is reported on
-//! stderr and aborts the process (`report.rs`).
+//! can be detected (a foreign pointer, a pointer into a block, a double free caught on the
+//! spot) is reported on stderr and aborts the process (`report.rs`).
 
 mod cache;
 mod central;
