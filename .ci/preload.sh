@@ -106,6 +106,7 @@ compile_tests() {
             "$TESTS/c/bad_free.c" &&
         gcc "${cflags[@]}" -o "$WORK/dlopen" "$TESTS/c/dlopen.c" &&
         gcc "${cflags[@]}" -o "$WORK/tls_churn" "$TESTS/c/tls_churn.c" &&
+        gcc "${cflags[@]}" -o "$WORK/late_free" "$TESTS/c/late_free.c" &&
         gcc -O2 -Wall -Wextra -Werror -shared -fPIC -o "$WORK/tls_module.so" \
             "$TESTS/c/tls_module.c" &&
         g++ "${cflags[@]}" -std=c++17 -o "$WORK/cxx" "$TESTS/c/cxx.cpp"
@@ -153,6 +154,10 @@ tls_churn() {
         modules+=("$WORK/tls_module_$i.so")
     done
     LD_PRELOAD=$LIB "$WORK/tls_churn" "${modules[@]}"
+}
+
+late_free() {
+    LD_PRELOAD=$LIB "$WORK/late_free" && "$WORK/late_free"
 }
 
 stress_heavy() {
@@ -340,6 +345,7 @@ check cxx-operators cxx_tessera
 check bad-pointers-abort bad_pointers
 check dlopen dlopen_test
 check tls-dlopen-dlclose tls_churn
+check late-free-after-thread-exit late_free
 check python3 python_test
 check sqlite3 sqlite_test
 check redis redis_test

@@ -2,13 +2,14 @@
 //! fixed order, so the child never inherits a lock held by a thread that does not exist in
 //! it; the parent releases them, the child resets them.
 //!
-//! Order: the cache pool, then per node (in index order) every central list (in class
+//! Order: the orphan cache, the cache pool, then per node (in index order) every central list (in class
 //! order) and the page heap, then the huge-block registry. Code that nests locks nests them
 //! in this same order (a cache refill holds no central lock while it asks the page heap).
 
 use core::sync::atomic::{AtomicUsize, Ordering};
 
 use crate::node;
+use crate::orphan;
 use crate::pool;
 
 /// The nodes `prepare` locked, so `parent` and `child` release exactly those even if a
@@ -16,6 +17,7 @@ use crate::pool;
 static LOCKED_NODES: AtomicUsize = AtomicUsize::new(0);
 
 fn each_lock(mut f: impl FnMut(&tessera_span::lock::RawLock)) {
+    f(orphan::raw_lock());
     f(pool::raw_lock());
     for node in &node::used_nodes()[..LOCKED_NODES.load(Ordering::Relaxed)] {
         for central in node.centrals.iter() {

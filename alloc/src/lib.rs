@@ -30,6 +30,7 @@ mod config;
 mod fork;
 mod large;
 mod node;
+mod orphan;
 mod pool;
 mod processor;
 mod remote;
@@ -122,10 +123,18 @@ fn alloc_slow(size: usize, align: usize, zero: bool) -> *mut u8 {
     };
     let cache = thread::current_or_init();
     if cache.is_null() {
+        if thread::exited() {
+            return orphan::with(|cache| alloc_small(cache, class, size, zero));
+        }
         return ptr::null_mut();
     }
     // SAFETY: the current cache is valid and used by this thread alone.
-    let cache = unsafe { &mut *cache };
+    alloc_small(unsafe { &mut *cache }, class, size, zero)
+}
+
+/// An object of `class` (which holds `size` bytes) from `cache`, zeroed if `zero`.
+#[inline]
+fn alloc_small(cache: &mut cache::Cache, class: usize, size: usize, zero: bool) -> *mut u8 {
     if zero {
         let block = cache.take_zeroed(class);
         if !block.is_null() {

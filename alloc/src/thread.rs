@@ -4,7 +4,14 @@
 //! load, and nothing is registered or allocated for them):
 //! - `CURRENT`: the cache allocations use. A plain thread gets its own cache on its first
 //!   allocation; a runtime may install a processor's cache instead (`processor.rs`).
-//! - `OWN`: the thread's own cache, if it made one, flushed at thread exit.
+//! - `OWN`: the thread's own cache, if it made one, flushed at thread exit; after the exit
+//!   handler ran, [`EXITED`].
+//!
+//! After the exit handler: glibc still frees (and may allocate) after every key destructor
+//! has run, in `__libc_thread_freeres` (the text `strerror` built for an unknown errno, a
+//! failed `dlopen`'s message). A cache made then would never be given back, since no
+//! destructor runs again: such a thread allocates from the shared orphan cache under a lock
+//! (`orphan.rs`) and frees onto the spans' remote lists, as a thread without a cache does.
 //!
 //! Thread exit is caught with a `pthread_key_create` destructor, not `thread_local!`'s
 //! `Drop`: std registers TLS destructors with memory that, inside `libtessera.so`, would
@@ -34,6 +41,15 @@ pub(crate) fn swap_current(cache: *mut Cache) -> *mut Cache {
     let previous = tls::current();
     tls::set_current(cache);
     previous
+}
+
+/// `OWN` once the thread's exit handler has run: the thread gets no cache of its own again.
+const EXITED: *mut Cache = ptr::without_provenance_mut(1);
+
+/// Whether the calling thread's exit handler has run (see the module comment).
+#[inline]
+pub(crate) fn exited() -> bool {
+    tls::own() == EXITED
 }
 
 const UNINIT: u8 = 0;
@@ -66,13 +82,13 @@ fn ensure_init() {
     INIT.store(READY, Ordering::Release);
 }
 
-/// The calling thread's cache, making one on first use. Null only when the OS refuses the
-/// memory for a cache.
+/// The calling thread's cache, making one on first use. Null when the OS refuses the
+/// memory for a cache, or after the thread's exit handler ran ([`exited`]).
 #[cold]
 #[inline(never)]
 pub(crate) fn current_or_init() -> *mut Cache {
     let cache = current();
-    if !cache.is_null() {
+    if !cache.is_null() || exited() {
         return cache;
     }
     if INIT.load(Ordering::Acquire) != READY {
@@ -97,15 +113,13 @@ pub(crate) fn current_or_init() -> *mut Cache {
 /// The pthread key destructor: flush the exiting thread's own cache and park it.
 extern "C" fn on_thread_exit(arg: *mut libc::c_void) {
     let cache = arg.cast::<Cache>();
-    if tls::own() == cache {
-        tls::set_own(ptr::null_mut());
-    }
+    tls::set_own(EXITED);
     if tls::current() == cache {
         tls::set_current(ptr::null_mut());
     }
     // SAFETY: the key's value is the thread's own cache, which nothing uses any more: both
-    // thread-locals were cleared above, and a later allocation on this thread (another
-    // key's destructor) makes a fresh cache and re-arms the key.
+    // thread-locals let go of it above, and from now on this thread allocates from the
+    // orphan cache (`exited`).
     unsafe { pool::release(cache) };
 }
 
@@ -113,7 +127,7 @@ extern "C" fn on_thread_exit(arg: *mut libc::c_void) {
 /// lists or the page heap). The cache stays the thread's.
 pub(crate) fn flush_own() {
     let cache = tls::own();
-    if !cache.is_null() && current() == cache {
+    if !cache.is_null() && !exited() && current() == cache {
         // SAFETY: the calling thread owns its cache and is not inside another allocator call.
         unsafe { (*cache).flush() };
     }
