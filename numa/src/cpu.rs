@@ -14,7 +14,7 @@
 
 use core::sync::atomic::{AtomicU8, Ordering};
 
-use crate::bitset::MAX_NODES;
+use crate::bitset::{CpuSet, MAX_NODES};
 use crate::ids::{CpuId, NodeId};
 use crate::sys;
 use crate::topology::Topology;
@@ -136,6 +136,15 @@ pub fn getcpu() -> Result<(CpuId, NodeId), crate::NumaError> {
     sys::getcpu()
         .map(|(c, n)| (CpuId::new(c), node_id(n)))
         .map_err(|errno| crate::NumaError::os(crate::Call::Getcpu, errno))
+}
+
+/// The CPUs the calling thread may run on (`sched_getaffinity`; a cgroup cpuset shows up
+/// here too). `None` when the kernel has more CPUs than [`MAX_CPUS`](crate::MAX_CPUS) (it
+/// then refuses a smaller buffer) or the call fails.
+pub fn affinity() -> Option<CpuSet> {
+    let mut set = CpuSet::EMPTY;
+    sys::sched_getaffinity(set.words_mut()).ok()?;
+    Some(set)
 }
 
 /// A kernel node number as a [`NodeId`], keeping the promise that every id this crate hands

@@ -1,13 +1,16 @@
-//! NUMA topology, the current CPU and node, and the memory-policy syscalls, read and made
-//! without allocating (DESIGN.md, "NUMA"). This crate sits at the bottom of the dependency
+//! NUMA topology, the current CPU and node, the memory-policy syscalls and the cgroup's
+//! limits, read and made without allocating (DESIGN.md, "NUMA"). This crate sits at the bottom of the dependency
 //! graph (`numa ← span ← alloc`) and is called from inside the allocator, so it is `no_std`:
 //! fixed-size arrays and bitsets, raw `open`/`read` into stack buffers, no panics on bad
 //! input, errors as values. libnuma is not used (it calls `malloc`).
 //!
 //! - [`topology`]: [`Topology`] from `/sys/devices/system/node` (or a fixture tree).
-//! - [`cpu`]: [`current_cpu`] / [`current_node`] from glibc's rseq area or `getcpu`.
+//! - [`cpu`]: [`current_cpu`] / [`current_node`] from glibc's rseq area or `getcpu`;
+//!   [`affinity`], the CPUs this thread may run on.
 //! - [`policy`]: [`mbind`], [`set_mempolicy`], [`policy_of`], [`node_of_address`],
 //!   [`nodes_of_pages`] over `libc::syscall`.
+//! - [`cgroup`]: [`Limits`], the memory and CPU limits of this process's cgroup (v1 or v2)
+//!   or of a fixture tree, for the allocator's default soft limit and the scheduler's Ps.
 //! - [`bitset`]: [`CpuSet`] and [`NodeMask`]; [`ids`]: [`CpuId`] and [`NodeId`].
 //!
 //! Linux, 64-bit only (node masks are arrays of `u64` standing for the kernel's
@@ -22,6 +25,7 @@ extern crate std;
 compile_error!("tessera-numa supports 64-bit Linux only");
 
 pub mod bitset;
+pub mod cgroup;
 pub mod cpu;
 pub mod ids;
 mod parse;
@@ -31,7 +35,10 @@ mod sysfs;
 pub mod topology;
 
 pub use bitset::{CpuSet, MAX_CPUS, MAX_NODES, NodeMask};
-pub use cpu::{CpuSource, cpu_source, current_cpu, current_cpu_and_node, current_node, getcpu};
+pub use cgroup::{CpuQuota, Limits};
+pub use cpu::{
+    CpuSource, affinity, cpu_source, current_cpu, current_cpu_and_node, current_node, getcpu,
+};
 pub use ids::{CpuId, NodeId};
 pub use policy::{
     Call, MbindFlags, NumaError, Policy, mbind, mems_allowed, node_of_address, node_of_page,

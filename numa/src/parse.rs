@@ -135,6 +135,45 @@ pub(crate) fn field_after(bytes: impl Iterator<Item = u8>, key: &[u8]) -> Option
     value
 }
 
+/// Parses a byte string that is a decimal number and nothing else, `None` when it is empty,
+/// has anything but digits, or does not fit in a `u64`.
+pub(crate) fn decimal(s: &[u8]) -> Option<u64> {
+    if s.is_empty() {
+        return None;
+    }
+    s.iter().try_fold(0u64, |v, &b| {
+        if b.is_ascii_digit() {
+            v.checked_mul(10)?.checked_add(u64::from(b - b'0'))
+        } else {
+            None
+        }
+    })
+}
+
+/// Undoes the escaping of a path in `/proc/self/mountinfo` (the kernel writes space, tab,
+/// newline and backslash as `\ooo` octal), calling `out` with each byte.
+pub(crate) fn unescape_octal(s: &[u8], mut out: impl FnMut(u8)) -> Result<(), Malformed> {
+    let mut i = 0;
+    while i < s.len() {
+        if s[i] != b'\\' {
+            out(s[i]);
+            i += 1;
+            continue;
+        }
+        let code = s.get(i + 1..i + 4).ok_or(Malformed)?;
+        let mut v = 0u32;
+        for &d in code {
+            if !(b'0'..=b'7').contains(&d) {
+                return Err(Malformed);
+            }
+            v = v * 8 + u32::from(d - b'0');
+        }
+        out(u8::try_from(v).map_err(|_| Malformed)?);
+        i += 4;
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -212,5 +251,32 @@ mod tests {
             None
         );
         assert_eq!(field_after(b"".iter().copied(), b"MemTotal:"), None);
+    }
+
+    #[test]
+    fn decimals() {
+        assert_eq!(decimal(b"0"), Some(0));
+        assert_eq!(
+            decimal(b"9223372036854771712"),
+            Some(9_223_372_036_854_771_712)
+        );
+        assert_eq!(decimal(b"18446744073709551615"), Some(u64::MAX));
+        assert_eq!(decimal(b"18446744073709551616"), None);
+        for bad in [&b""[..], b"-1", b"+1", b" 1", b"1\n", b"max", b"1e3"] {
+            assert_eq!(decimal(bad), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn mountinfo_escapes() {
+        let unescape = |s: &[u8]| {
+            let mut v = Vec::new();
+            unescape_octal(s, |b| v.push(b)).map(|()| v)
+        };
+        assert_eq!(unescape(b"/sys/fs/cgroup"), Ok(b"/sys/fs/cgroup".to_vec()));
+        assert_eq!(unescape(b"/a\\040b\\134c\\011"), Ok(b"/a b\\c\t".to_vec()));
+        for bad in [&b"/a\\04"[..], b"/a\\", b"/a\\09x", b"\\400"] {
+            assert_eq!(unescape(bad), Err(Malformed), "{bad:?}");
+        }
     }
 }

@@ -1,8 +1,10 @@
-//! Reading sysfs without allocating: a path built in a fixed buffer, a file streamed byte by
-//! byte through a small stack buffer, and a directory listed with `getdents64` (glibc's
-//! `opendir` would `malloc` its buffer, which an allocator must not call).
+//! Reading sysfs, procfs and cgroupfs without allocating: a path built in a fixed buffer, a
+//! file streamed byte by byte through a small stack buffer (or read whole into a caller's
+//! buffer, or line by line), and a directory listed with `getdents64` (glibc's `opendir`
+//! would `malloc` its buffer, which an allocator must not call).
 
 use core::ffi::CStr;
+use core::ops::ControlFlow;
 
 use crate::sys::Fd;
 
@@ -80,6 +82,32 @@ impl SysPath {
         self.len = mark.0;
         self.overflow = mark.1;
     }
+
+    /// Drops the last `/component`, going no shorter than `floor` (a [`mark`](Self::mark)):
+    /// from a directory to its parent. False (and unchanged) when nothing is left above the
+    /// floor or the path overflowed.
+    pub(crate) fn pop(&mut self, floor: (usize, bool)) -> bool {
+        if self.overflow || floor.1 || floor.0 >= self.len {
+            return false;
+        }
+        match self.buf[floor.0..self.len].iter().rposition(|&b| b == b'/') {
+            Some(i) => {
+                self.len = floor.0 + i;
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// The bytes so far (without the NUL), or `None` when the path overflowed: lets a
+    /// `SysPath` double as a fixed buffer for a path read from a file.
+    pub(crate) fn as_bytes(&self) -> Option<&[u8]> {
+        if self.overflow {
+            None
+        } else {
+            Some(&self.buf[..self.len])
+        }
+    }
 }
 
 /// A sysfs file read as a stream of bytes. Read errors end the stream, like end of file:
@@ -129,6 +157,51 @@ impl Iterator for SysFile {
         self.pos += 1;
         Some(b)
     }
+}
+
+/// Reads the whole (small) file at `path` into `buf`. `None` when it cannot be opened or
+/// does not fit: a value file that fills the buffer is not one we know how to read.
+pub(crate) fn read_file<'b>(path: &mut SysPath, buf: &'b mut [u8]) -> Option<&'b [u8]> {
+    let mut len = 0;
+    for b in SysFile::open(path)? {
+        *buf.get_mut(len)? = b;
+        len += 1;
+    }
+    Some(&buf[..len])
+}
+
+/// Calls `f(line, complete)` for each line of the file at `path`, without its newline, until
+/// `f` breaks. A line longer than `buf` comes cut to `buf.len()` bytes with `complete` false,
+/// and so does a last line without its newline (end of file and a read error look alike, so
+/// it may be cut short). False when the file cannot be opened.
+pub(crate) fn for_each_line(
+    path: &mut SysPath,
+    buf: &mut [u8],
+    mut f: impl FnMut(&[u8], bool) -> ControlFlow<()>,
+) -> bool {
+    let Some(file) = SysFile::open(path) else {
+        return false;
+    };
+    let mut len = 0;
+    let mut complete = true;
+    for b in file {
+        if b == b'\n' {
+            if f(&buf[..len], complete).is_break() {
+                return true;
+            }
+            len = 0;
+            complete = true;
+        } else if let Some(slot) = buf.get_mut(len) {
+            *slot = b;
+            len += 1;
+        } else {
+            complete = false;
+        }
+    }
+    if len > 0 || !complete {
+        let _ = f(&buf[..len], false);
+    }
+    true
 }
 
 /// Calls `f` with the name of every entry of the directory at `path`; returns false when the
@@ -189,6 +262,24 @@ mod tests {
     }
 
     #[test]
+    fn popping_to_the_parent_stops_at_the_floor() {
+        let mut p = SysPath::new(b"/sys/fs/cgroup");
+        let floor = p.mark();
+        p.push(b"/a/bb/c");
+        assert!(p.pop(floor));
+        assert_eq!(p.as_bytes().unwrap(), b"/sys/fs/cgroup/a/bb");
+        assert!(p.pop(floor));
+        assert!(p.pop(floor));
+        assert_eq!(p.as_bytes().unwrap(), b"/sys/fs/cgroup");
+        assert!(!p.pop(floor));
+        assert_eq!(p.as_bytes().unwrap(), b"/sys/fs/cgroup");
+        let mut long = SysPath::new(b"/x");
+        long.push(&[b'a'; PATH_CAP]);
+        assert!(long.as_bytes().is_none());
+        assert!(!long.pop((0, false)));
+    }
+
+    #[test]
     fn overlong_or_nul_paths_are_rejected_not_truncated() {
         let long = [b'a'; PATH_CAP];
         assert!(SysPath::new(&long).as_cstr().is_none());
@@ -213,5 +304,72 @@ mod tests {
         let mut missing = SysPath::new(b"/nonexistent-tessera");
         assert!(SysFile::open(&mut missing).is_none());
         assert!(!for_each_dir_entry(&mut missing, |_| ()));
+        assert!(read_file(&mut missing, &mut [0; 8]).is_none());
+        assert!(!for_each_line(&mut missing, &mut [0; 8], |_, _| {
+            ControlFlow::Continue(())
+        }));
+    }
+
+    /// A scratch file with `text`, removed on drop.
+    struct Scratch(std::path::PathBuf);
+
+    impl Scratch {
+        fn new(name: &str, text: &[u8]) -> Scratch {
+            let p = std::env::temp_dir()
+                .join(std::format!("tessera-sysfs-{}-{name}", std::process::id()));
+            std::fs::write(&p, text).unwrap();
+            Scratch(p)
+        }
+
+        fn path(&self) -> SysPath {
+            use std::os::unix::ffi::OsStrExt;
+            SysPath::new(self.0.as_os_str().as_bytes())
+        }
+    }
+
+    impl Drop for Scratch {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_file(&self.0);
+        }
+    }
+
+    #[test]
+    fn whole_files_must_fit() {
+        let f = Scratch::new("whole", b"max 100000\n");
+        assert_eq!(
+            read_file(&mut f.path(), &mut [0; 64]),
+            Some(&b"max 100000\n"[..])
+        );
+        assert_eq!(
+            read_file(&mut f.path(), &mut [0; 11]),
+            Some(&b"max 100000\n"[..])
+        );
+        assert_eq!(read_file(&mut f.path(), &mut [0; 10]), None);
+    }
+
+    #[test]
+    fn lines_long_ones_cut_and_the_last_unterminated_one_incomplete() {
+        let f = Scratch::new("lines", b"ab\n\nabcdefgh\nxyz");
+        let mut seen = std::vec::Vec::new();
+        assert!(for_each_line(&mut f.path(), &mut [0; 4], |l, c| {
+            seen.push((l.to_vec(), c));
+            ControlFlow::Continue(())
+        }));
+        let want: [(&[u8], bool); 4] = [
+            (b"ab", true),
+            (b"", true),
+            (b"abcd", false),
+            (b"xyz", false),
+        ];
+        assert_eq!(seen.len(), want.len());
+        for ((l, c), (wl, wc)) in seen.iter().zip(want) {
+            assert_eq!((&l[..], *c), (wl, wc));
+        }
+        let mut n = 0;
+        for_each_line(&mut f.path(), &mut [0; 4], |_, _| {
+            n += 1;
+            ControlFlow::Break(())
+        });
+        assert_eq!(n, 1);
     }
 }

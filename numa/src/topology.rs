@@ -177,7 +177,7 @@ impl Topology {
         // Affinity: the caller's stand-in, or the kernel's mask for this thread.
         let allowed = match allowed {
             Some(a) => Some(*a),
-            None => affinity(),
+            None => crate::cpu::affinity(),
         };
 
         path.push(b"/node");
@@ -282,7 +282,7 @@ impl Topology {
             nodes = NodeMask::EMPTY;
             let truncated = &mut self.truncated;
             for_each_dir_entry(path, |name| {
-                if let Some(id) = name.strip_prefix(b"node").and_then(decimal) {
+                if let Some(id) = name.strip_prefix(b"node").and_then(parse::decimal) {
                     if id < MAX_NODES as u64 {
                         nodes.insert(NodeId::new(id as u16));
                     } else {
@@ -475,29 +475,6 @@ fn read_node_list(path: &mut SysPath, out: &mut NodeMask, truncated: &mut bool) 
     *out = m;
     *truncated |= cut;
     true
-}
-
-/// This thread's affinity mask, `None` when the kernel has more CPUs than [`MAX_CPUS`] (it
-/// then refuses a smaller buffer) or the call fails.
-fn affinity() -> Option<CpuSet> {
-    let mut set = CpuSet::EMPTY;
-    sys::sched_getaffinity(set.words_mut()).ok()?;
-    Some(set)
-}
-
-/// Parses an all-digit byte string.
-fn decimal(s: &[u8]) -> Option<u64> {
-    if s.is_empty() || s.len() > 9 {
-        return None;
-    }
-    let mut v = 0u64;
-    for &b in s {
-        if !b.is_ascii_digit() {
-            return None;
-        }
-        v = v * 10 + u64::from(b - b'0');
-    }
-    Some(v)
 }
 
 // ---------------------------------------------------------------------------------------

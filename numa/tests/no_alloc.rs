@@ -1,11 +1,11 @@
-//! Proves the claim the allocator depends on: reading the topology, asking for the current
-//! CPU/node and making the policy calls never allocate. A counting global allocator records
+//! Proves the claim the allocator depends on: reading the topology and the cgroup limits,
+//! asking for the current CPU/node and making the policy calls never allocate. A counting global allocator records
 //! every allocation made on the thread under test.
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 
-use tessera_numa::{CpuSet, MbindFlags, NodeId, NodeMask, Policy, Topology};
+use tessera_numa::{CpuSet, Limits, MbindFlags, NodeId, NodeMask, Policy, Topology};
 
 struct Counting;
 
@@ -53,6 +53,15 @@ fn the_whole_api_runs_without_allocating() {
     let mut page = vec![0u8; 3 * 4096];
     let addr = ((page.as_mut_ptr() as usize + 4095) & !4095) as *mut u8;
     let mut status = [0i32; 1];
+    let tree = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/cgroup/v1-limited"
+    );
+    let proc_self = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/cgroup/v1-limited/proc/self"
+    );
+    let mut limits = [Limits::NONE; 2];
 
     let n = allocations_in(|| {
         let t = Topology::get();
@@ -77,12 +86,16 @@ fn the_whole_api_runs_without_allocating() {
         let _ = tessera_numa::thread_policy().unwrap();
         let _ = tessera_numa::mems_allowed().unwrap();
         let _ = tessera_numa::mbind(addr.wrapping_add(1), 1, &Policy::Local, MbindFlags::NONE);
+        let _ = tessera_numa::affinity();
+        limits[0] = Limits::read();
+        limits[1] = Limits::read_from(proc_self.as_bytes(), tree.as_bytes());
     });
     assert_eq!(n, 0, "allocations made by tessera-numa");
     assert_eq!(status[0], 0);
     let counts: Vec<usize> = slots.iter().flatten().map(Topology::node_count).collect();
     assert_eq!(counts[1..], [2, 1]);
     assert!(counts[0] >= 1);
+    assert_eq!(limits[1].memory_max, Some(256 << 20));
 }
 
 #[test]

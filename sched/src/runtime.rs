@@ -1,7 +1,10 @@
 //! The runtime: its Ps and Ms, the builder, `spawn`, `JoinHandle` and `block_on`.
 //!
-//! `Runtime::builder().procs(n).build()` makes `n` Ps (default: `TESSERA_PROCS`, else the
-//! number of CPUs the process may run on, like `GOMAXPROCS`) and one M thread per P.
+//! `Runtime::builder().procs(n).build()` makes `n` Ps and one M thread per P. The default,
+//! [`default_procs`], is Go 1.25's default `GOMAXPROCS`: `TESSERA_PROCS` if set, else the
+//! CPUs the process may run on, capped by its cgroup's CPU quota (rounded up, at least 2),
+//! so a container limited to 2 CPUs on a 64-CPU host gets 2 Ps, not 64 Ms fighting over
+//! 2 CPUs' worth of time and being throttled.
 //! Dropping the runtime stops the Ms once they are between coroutines and joins them.
 //! Coroutines still parked or queued at that point are not resumed and not unwound, as in
 //! a Go program whose `main` returns: unwinding them would run their destructors on a thread
@@ -20,6 +23,7 @@ use std::time::Instant;
 
 use corosensei::{Coroutine, Yielder};
 use crossbeam_utils::CachePadded;
+use tessera_numa::Limits;
 
 use crate::coroutine::{AllGs, G, GRef, RUNNABLE, StackRef, Switch, WaitReason};
 pub use crate::join::{JoinError, JoinHandle};
@@ -182,7 +186,7 @@ pub struct Builder {
 }
 
 impl Builder {
-    /// Number of Ps (Go's GOMAXPROCS). Default: `TESSERA_PROCS`, else the available CPUs.
+    /// Number of Ps (Go's GOMAXPROCS). Default: [`default_procs`].
     pub fn procs(mut self, n: usize) -> Self {
         self.procs = Some(n.max(1));
         self
@@ -264,13 +268,41 @@ impl Builder {
     }
 }
 
-/// `TESSERA_PROCS` if set to a positive number, else the CPUs this process may use.
+/// The number of Ps when the builder is not told, by Go 1.25's rule for `GOMAXPROCS`:
+///
+/// 1. `TESSERA_PROCS`, if set to a positive number, wins outright;
+/// 2. else the CPUs this thread may run on (its affinity mask, where a cgroup cpuset also
+///    shows), capped by
+/// 3. the cgroup's CPU quota (v2 `cpu.max`, v1 `cpu.cfs_quota_us`, the tightest along the
+///    path to the hierarchy's root) rounded up to whole CPUs and at least 2
+///    ([`Limits::cpu_limit`]): 1.5 CPUs' worth gives 2 Ps, and so does half a CPU, unless
+///    the affinity allows only one.
+///
+/// Not `std::thread::available_parallelism`: it applies the quota too, but rounded down
+/// and to at least 1, so 1.5 CPUs would give 1 P where Go gives 2.
+///
+/// Read on each call (each `build` without `procs`). Unlike Go, which re-reads the quota
+/// about once a second and adjusts `GOMAXPROCS`, a runtime keeps the count it started with.
 pub fn default_procs() -> usize {
-    std::env::var("TESSERA_PROCS")
-        .ok()
+    let env = std::env::var("TESSERA_PROCS").ok();
+    let cpus = tessera_numa::affinity()
+        .map(|set| set.count())
+        .filter(|&n| n > 0)
+        .unwrap_or_else(|| thread::available_parallelism().map_or(1, |n| n.get()));
+    procs_from(env.as_deref(), cpus, &Limits::read())
+}
+
+/// [`default_procs`]' rule over its inputs: the `TESSERA_PROCS` value, the CPUs in the
+/// affinity mask and the cgroup's limits.
+fn procs_from(env: Option<&str>, cpus: usize, limits: &Limits) -> usize {
+    if let Some(n) = env
         .and_then(|v| v.trim().parse::<usize>().ok())
         .filter(|&n| n > 0)
-        .unwrap_or_else(|| thread::available_parallelism().map_or(1, |n| n.get()))
+    {
+        return n;
+    }
+    let cpus = cpus.max(1);
+    limits.cpu_limit().map_or(cpus, |limit| cpus.min(limit))
 }
 
 /// An M:N scheduler: `procs` Ps, one M thread each.
@@ -557,4 +589,50 @@ pub(crate) fn spawn_in<T: Send + 'static>(
     // A new G goes in `runnext` like Go's newproc, so spawn-then-join runs it at once.
     machine::queue(sh, p, g);
     handle
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A cgroup fixture tree of tessera-numa (its tests/fixtures/cgroup/README.md).
+    fn limits(tree: &str) -> Limits {
+        let root = format!(
+            "{}/../numa/tests/fixtures/cgroup/{tree}",
+            env!("CARGO_MANIFEST_DIR")
+        );
+        Limits::read_from(format!("{root}/proc/self").as_bytes(), root.as_bytes())
+    }
+
+    #[test]
+    fn default_procs_is_the_cpus_capped_by_the_cgroup_quota() {
+        // No quota: the affinity mask decides.
+        let none = limits("v2-unlimited");
+        assert_eq!(procs_from(None, 64, &none), 64);
+        assert_eq!(procs_from(None, 1, &none), 1);
+        // 1.5 CPUs: rounded up to 2.
+        let leaf = limits("v2-leaf");
+        assert_eq!(procs_from(None, 64, &leaf), 2);
+        // 2.5 CPUs on a parent slice: 3.
+        let parent = limits("v2-parent-tighter");
+        assert_eq!(procs_from(None, 64, &parent), 3);
+        assert_eq!(procs_from(None, 2, &parent), 2);
+        // Half a CPU (v1, relative to the mount's root): at least 2, unless fewer CPUs.
+        let half = limits("v1-docker");
+        assert_eq!(procs_from(None, 64, &half), 2);
+        assert_eq!(procs_from(None, 1, &half), 1);
+        // An affinity count of 0 (cannot happen, but must not give 0 Ps).
+        assert_eq!(procs_from(None, 0, &none), 1);
+    }
+
+    #[test]
+    fn tessera_procs_overrides_the_quota() {
+        let half = limits("v1-docker");
+        assert_eq!(procs_from(Some("8"), 64, &half), 8);
+        assert_eq!(procs_from(Some(" 5\n"), 2, &half), 5);
+        // Unset, zero or garbage fall back to the rule.
+        for bad in ["0", "", "many", "-3"] {
+            assert_eq!(procs_from(Some(bad), 64, &half), 2, "{bad:?}");
+        }
+    }
 }
