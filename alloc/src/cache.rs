@@ -34,7 +34,8 @@ use core::ptr::{self, NonNull};
 use core::sync::atomic::{AtomicPtr, Ordering};
 
 use crossbeam_utils::CachePadded;
-use tessera_span::{Span, SpanKind};
+use tessera_span::lock::Locked;
+use tessera_span::{Span, SpanKind, os};
 
 use crate::node;
 use crate::remote;
@@ -63,8 +64,10 @@ const ZERO_TAIL: u8 = 0b1000;
 /// larger than the stash, paying the shared page-heap lock twice per span (on two threads
 /// of the glibc-bench "simple" shape with 4 MiB rounds, half its speed). A flush resets it.
 /// The stash costs no peak RSS (at a peak its spans are in use); it is what a cache holds
-/// empty between rounds, and what an idle thread keeps until `flush` or
-/// `tessera::collect`.
+/// empty between rounds. A cache whose stash has not moved for a whole decay time hands it
+/// to the page heap on the background purger's request (`Cache::reclaim_stash`), as does
+/// every cache when committed memory crosses the soft limit; `flush` and `tessera::collect`
+/// hand it back too.
 const STASH_MIN_PAGES: usize = (1 << 20) / tessera_span::PAGE_SIZE;
 /// See `STASH_MIN_PAGES`.
 const STASH_MAX_PAGES: usize = (8 << 20) / tessera_span::PAGE_SIZE;
@@ -113,14 +116,9 @@ pub(crate) struct Cache {
     /// program that builds and tears down structures in rounds reuses its spans without the
     /// node's page heap, whose lock is shared by every thread (mimalloc gets the same from
     /// its thread-owned segments). See `STASH_MIN_PAGES`; handed back on flush.
-    stash: [*mut Span; STASH_LEN],
-    stash_len: usize,
-    stash_pages: usize,
-    /// The stash's current budget in pages, between `STASH_MIN_PAGES` and `STASH_MAX_PAGES`.
-    stash_budget: usize,
-    /// An empty span went to the page heap because the stash was full, since the budget
-    /// last grew.
-    stash_overflowed: bool,
+    /// Under a lock because the background purger takes the stash of an idle thread: the
+    /// owner takes it once per span stashed or unstashed, uncontended.
+    stash: Locked<Stash>,
     /// Frees this cache's thread made into one span it does not own, chained here and
     /// pushed onto that span's remote list with one CAS (see `free_remote`).
     batch: RemoteBatch,
@@ -128,7 +126,28 @@ pub(crate) struct Cache {
     notify: CachePadded<AtomicPtr<Span>>,
     /// Link in the idle pool.
     pub(crate) next_idle: *mut Cache,
+    /// Link in the pool's list of every cache (for the purger's visits).
+    pub(crate) next_all: *mut Cache,
 }
+
+/// A cache's empty spans; see `STASH_MIN_PAGES`.
+#[derive(Debug)]
+struct Stash {
+    spans: [*mut Span; STASH_LEN],
+    len: usize,
+    pages: usize,
+    /// The current budget in pages, between `STASH_MIN_PAGES` and `STASH_MAX_PAGES`.
+    budget: usize,
+    /// An empty span went to the page heap because the stash was full, since the budget
+    /// last grew.
+    overflowed: bool,
+    /// When a span last went in or out (`os::now_ms`).
+    touched_ms: u64,
+}
+
+// SAFETY: the spans are page-heap memory that lives for the process; the lock serialises
+// every access.
+unsafe impl Send for Stash {}
 
 /// Consecutive remote frees into the same span, linked and not yet published.
 ///
@@ -292,17 +311,12 @@ impl Cache {
                     span,
                     zeroed: false,
                 },
-                None => {
-                    if self.stash_overflowed {
-                        self.stash_overflowed = false;
-                        self.stash_budget =
-                            (self.stash_budget.max(STASH_MIN_PAGES) * 2).min(STASH_MAX_PAGES);
-                    }
-                    match node.heap.alloc(info.pages as usize, SpanKind::Small) {
-                        Some(fresh) => fresh,
-                        None => return false,
-                    }
-                }
+                None => match crate::limit::retry(|| {
+                    node.heap.alloc(info.pages as usize, SpanKind::Small)
+                }) {
+                    Some(fresh) => fresh,
+                    None => return false,
+                },
             };
             let span = fresh.span.as_ptr();
             // SAFETY: a fresh small span, ours alone until we publish it.
@@ -465,50 +479,78 @@ impl Cache {
         // the owner field alone).
         s.owner.store(ptr::null_mut(), Ordering::Relaxed);
         if s.node() == crate::current_node() {
-            if self.stash_len < STASH_LEN
-                && self.stash_pages + s.npages() <= self.stash_budget.max(STASH_MIN_PAGES)
+            let mut stash = self.stash.lock();
+            if stash.len < STASH_LEN
+                && stash.pages + s.npages() <= stash.budget.max(STASH_MIN_PAGES)
             {
-                self.stash[self.stash_len] = span;
-                self.stash_len += 1;
-                self.stash_pages += s.npages();
+                let at = stash.len;
+                stash.spans[at] = span;
+                stash.len += 1;
+                stash.pages += s.npages();
+                stash.touched_ms = os::now_ms();
                 return;
             }
-            self.stash_overflowed = true;
+            stash.overflowed = true;
         }
         // SAFETY: the span is unlinked, holds no live object and belongs to this heap's node.
         unsafe { node::node(s.node()).heap.free(NonNull::new_unchecked(span)) };
     }
 
     /// A stashed empty span of `npages` pages, most recently stashed first (its memory is
-    /// the likeliest to be in cache).
+    /// the likeliest to be in cache). On a miss after the stash overflowed, its budget
+    /// doubles: the caller is about to ask the page heap.
     fn unstash(&mut self, npages: usize) -> Option<NonNull<Span>> {
-        let stash = &self.stash[..self.stash_len];
+        let mut stash = self.stash.lock();
+        let len = stash.len;
         // SAFETY: stashed spans are in-use spans (for the page heap) that we hold.
-        let i = stash
+        let found = stash.spans[..len]
             .iter()
-            .rposition(|&s| unsafe { (*s).npages() } == npages)?;
-        let span = self.stash[i];
-        self.stash_len -= 1;
-        self.stash[i] = self.stash[self.stash_len];
-        self.stash_pages -= npages;
+            .rposition(|&s| unsafe { (*s).npages() } == npages);
+        let Some(i) = found else {
+            if stash.overflowed {
+                stash.overflowed = false;
+                stash.budget = (stash.budget.max(STASH_MIN_PAGES) * 2).min(STASH_MAX_PAGES);
+            }
+            return None;
+        };
+        let span = stash.spans[i];
+        stash.len -= 1;
+        stash.spans[i] = stash.spans[len - 1];
+        stash.pages -= npages;
+        stash.touched_ms = os::now_ms();
         NonNull::new(span)
     }
 
     /// Hands every stashed span back to its page heap.
-    fn drain_stash(&mut self) {
-        while self.stash_len > 0 {
-            self.stash_len -= 1;
-            let span = self.stash[self.stash_len];
-            // SAFETY: a stashed span: in use for the page heap, empty, ours alone.
-            unsafe {
-                node::node((*span).node())
-                    .heap
-                    .free(NonNull::new_unchecked(span))
-            };
+    fn drain_stash(&self) {
+        let mut stash = self.stash.lock();
+        drain(&mut stash, false);
+    }
+
+    /// The background purger's visit: hands the stash back to the page heap if it has not
+    /// moved since `stale_before` (milliseconds of `os::now_ms`), or in any case with
+    /// `force`. Does nothing when the owner holds the stash at this moment. Returns the
+    /// bytes handed back.
+    ///
+    /// Called from another thread than the owner's: it touches the stash alone, under its
+    /// lock.
+    pub(crate) fn reclaim_stash(&self, stale_before: u64, force: bool) -> usize {
+        let Some(mut stash) = self.stash.try_lock() else {
+            return 0;
+        };
+        if stash.len == 0 || (!force && stash.touched_ms >= stale_before) {
+            return 0;
         }
-        self.stash_pages = 0;
-        self.stash_budget = STASH_MIN_PAGES;
-        self.stash_overflowed = false;
+        let bytes = stash.pages * tessera_span::PAGE_SIZE;
+        drain(&mut stash, true);
+        bytes
+    }
+
+    /// Bytes in the stash (for the purger's decision to keep waking up).
+    pub(crate) fn stash_bytes(&self) -> usize {
+        self.stash
+            .try_lock()
+            .map_or(0, |s| s.pages * tessera_span::PAGE_SIZE)
     }
 
     // ---- flush -----------------------------------------------------------------------
@@ -608,6 +650,28 @@ impl Cache {
     }
 }
 
+/// Hands every span of `stash` back to its page heap: as idle memory (aged, not counted as
+/// a fresh free by the decay curve) when the purger reclaims it, as a fresh free otherwise.
+fn drain(stash: &mut Stash, idle: bool) {
+    for &span in &stash.spans[..stash.len] {
+        // SAFETY: a stashed span: in use for the page heap, empty, and ours (the stash's
+        // lock is held); its node's heap is the one it came from.
+        unsafe {
+            let heap = &node::node((*span).node()).heap;
+            let span = NonNull::new_unchecked(span);
+            if idle {
+                heap.free_idle(span)
+            } else {
+                heap.free(span)
+            }
+        }
+    }
+    stash.len = 0;
+    stash.pages = 0;
+    stash.budget = STASH_MIN_PAGES;
+    stash.overflowed = false;
+}
+
 /// Pushes `ptr` onto the local list of `s` and returns the list's new length.
 ///
 /// # Safety
@@ -642,7 +706,9 @@ pub(crate) enum Freed {
 #[inline(never)]
 pub(crate) unsafe extern "C" fn release_emptied(cache: *mut Cache, span: *mut Span) {
     // SAFETY: the caller's contract.
-    unsafe { (*cache).release_if_empty(span) }
+    unsafe { (*cache).release_if_empty(span) };
+    // The span may have gone to the page heap; this is a free's slow path, no lock held.
+    crate::purger::maybe_start();
 }
 
 /// Carves the next batch of objects from `s` (which has uncarved room) into a list.

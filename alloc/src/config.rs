@@ -5,8 +5,12 @@
 //!
 //! | variable | meaning | default |
 //! |---|---|---|
-//! | `TESSERA_PURGE_DELAY_MS` | how long free pages wait before they go back to the OS; `0` at once, `-1` never | 100 |
+//! | `TESSERA_PURGE_DELAY_MS` | the decay time: free pages go back to the OS over this long (a smoothstep curve, `tessera_span::heap`); `0` at once, `-1` never | 1000 |
 //! | `TESSERA_PURGE` | `dontneed` (RSS drops at once) or `free` (`MADV_FREE`, lazy) | `dontneed` |
+//! | `TESSERA_PURGER` | `on`: a background thread returns memory while the program is idle (`purger.rs`); `off`: only the allocator's own calls do | `on` |
+//! | `TESSERA_MEMORY_LIMIT` | hard limit on committed memory (bytes, `k`/`m`/`g`): allocations that would cross it return null (`limit.rs`) | none |
+//! | `TESSERA_MEMORY_SOFT_LIMIT` | soft limit: over it, free memory goes back at once | 90% of the hard limit, else 90% of the cgroup's memory limit |
+//! | `TESSERA_THP` | transparent huge pages for arenas: `auto` (from a heap's second arena on), `always`, `never` | `auto` |
 //! | `TESSERA_HUGE_THRESHOLD` | size from which a block gets its own mapping (bytes, `k`/`m` suffix) | `32m` |
 //! | `TESSERA_NUMA` | `auto` (local on a machine with several memory nodes, else off), `local`, `interleave`, `off` | `auto` |
 
@@ -14,15 +18,12 @@ use core::ffi::{CStr, c_char};
 use core::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
 
 use tessera_numa::{NodeId, Topology};
+use tessera_span::heap::Thp;
 use tessera_span::os::PurgeAdvice;
 use tessera_span::placement::{self, Placement};
 
 use crate::MAX_NODES;
 
-/// Default purge delay: short enough that a freed burst leaves RSS within a fraction of a
-/// second, long enough that a workload cycling through the same memory does not pay a
-/// page fault per cycle (jemalloc defaults to seconds, mimalloc to 10 ms).
-pub(crate) const DEFAULT_PURGE_DELAY_MS: u64 = 100;
 /// Blocks below this come from the page heap, whose free pages are reused without a page
 /// fault until the purge delay passes; blocks above get a mapping of their own, which costs
 /// a fresh zero-filled page per page touched but can be resized by `mremap`. At 4 MiB a
@@ -127,22 +128,76 @@ pub(crate) fn parse_size(text: &[u8]) -> Option<u64> {
 
 /// Reads every variable and applies it. Called once, early in the first allocation.
 pub(crate) fn load() {
-    let delay = match env(b"TESSERA_PURGE_DELAY_MS") {
+    let default_decay = tessera_span::heap::DEFAULT_DECAY_MS;
+    let decay = match env(b"TESSERA_PURGE_DELAY_MS") {
         Some(b"-1") | Some(b"never") => u64::MAX,
-        Some(text) => parse_size(text).unwrap_or(DEFAULT_PURGE_DELAY_MS),
-        None => DEFAULT_PURGE_DELAY_MS,
+        Some(text) => parse_size(text).unwrap_or(default_decay),
+        None => default_decay,
     };
     let advice = match env(b"TESSERA_PURGE") {
         Some(b"free") => PurgeAdvice::Free,
         _ => PurgeAdvice::DontNeed,
     };
-    tessera_span::heap::configure_purge(delay, advice);
+    tessera_span::heap::configure_purge(decay, advice);
+    if !matches!(env(b"TESSERA_PURGER"), Some(b"off") | Some(b"0")) {
+        crate::purger::enable();
+    }
+    load_thp();
+    load_limits();
     load_numa();
     if let Some(size) = env(b"TESSERA_HUGE_THRESHOLD").and_then(parse_size) {
         // Below the largest small class the threshold would be meaningless.
         let size = (size as usize).max(crate::size_class::MAX_SMALL + 1);
         HUGE_THRESHOLD.store(size, Ordering::Relaxed);
     }
+}
+
+fn load_thp() {
+    let thp = match env(b"TESSERA_THP") {
+        Some(b"always") => Thp::Always,
+        Some(b"never") => Thp::Never,
+        _ => Thp::Auto,
+    };
+    // "always [madvise] never": the bracketed word is the mode in force.
+    let mut buf = [0u8; 64];
+    let text = read_small_file(c"/sys/kernel/mm/transparent_hugepage/enabled", &mut buf);
+    let system_always = text.starts_with(b"[always]");
+    tessera_span::heap::configure_thp(thp, system_always);
+}
+
+fn load_limits() {
+    let hard = env(b"TESSERA_MEMORY_LIMIT").and_then(parse_size);
+    let soft = env(b"TESSERA_MEMORY_SOFT_LIMIT").and_then(parse_size);
+    let size = |v: u64| usize::try_from(v).unwrap_or(usize::MAX);
+    if let Some(hard) = hard {
+        crate::limit::set_memory_limit(Some(size(hard)));
+    }
+    if let Some(soft) = soft {
+        crate::limit::set_soft_memory_limit(Some(size(soft)));
+    } else if hard.is_none() {
+        // In a container: return memory eagerly before the cgroup's limit is near, so the
+        // kernel's reclaim (or its OOM killer) does not find our free pages first.
+        if let Some(limit) = tessera_numa::cgroup::Limits::read().memory_limit() {
+            let soft = size(limit) / 100 * crate::limit::SOFT_SHARE_PERCENT;
+            crate::limit::set_soft_memory_limit(Some(soft));
+        }
+    }
+}
+
+/// Reads up to `buf.len()` bytes of a small file without allocating; empty on any error.
+fn read_small_file<'a>(path: &CStr, buf: &'a mut [u8]) -> &'a [u8] {
+    // SAFETY: a NUL-terminated path; `buf` is a valid writable buffer of its length; the
+    // descriptor is closed before returning.
+    let n = unsafe {
+        let fd = libc::open(path.as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC);
+        if fd < 0 {
+            return &[];
+        }
+        let n = libc::read(fd, buf.as_mut_ptr().cast(), buf.len());
+        libc::close(fd);
+        n
+    };
+    &buf[..usize::try_from(n).unwrap_or(0)]
 }
 
 #[cfg(all(test, not(tessera_loom)))]

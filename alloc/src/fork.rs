@@ -42,6 +42,7 @@ extern "C" fn child() {
     // SAFETY: the child has one thread, the one that ran `prepare`; nobody else can hold
     // or wait for these locks.
     each_lock(|lock| unsafe { lock.force_unlock() });
+    crate::purger::after_fork_in_child();
 }
 
 /// Registers the handlers; called once from the process set-up.

@@ -18,15 +18,18 @@ pub(crate) fn alloc(size: usize, align: usize, zero: bool) -> *mut u8 {
     let fits_arena = bytes_to_pages(size.max(1)) + align / PAGE_SIZE <= MAX_SPAN_PAGES;
     if size >= huge_threshold() || align > ARENA_SIZE / 16 || !fits_arena {
         // Fresh mappings read as zero, so `zero` costs nothing here.
-        return huge::alloc(size.max(1), align, node).map_or(ptr::null_mut(), |p| p.as_ptr());
+        return crate::limit::retry(|| huge::alloc(size.max(1), align, node))
+            .map_or(ptr::null_mut(), |p| p.as_ptr());
     }
     let pages = bytes_to_pages(size.max(1));
     let heap = &node::node(node).heap;
-    let got = if align > PAGE_SIZE {
-        heap.alloc_aligned(pages, align, SpanKind::Large)
-    } else {
-        heap.alloc(pages, SpanKind::Large)
-    };
+    let got = crate::limit::retry(|| {
+        if align > PAGE_SIZE {
+            heap.alloc_aligned(pages, align, SpanKind::Large)
+        } else {
+            heap.alloc(pages, SpanKind::Large)
+        }
+    });
     let Some(got) = got else {
         return ptr::null_mut();
     };

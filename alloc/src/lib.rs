@@ -29,10 +29,12 @@ mod central;
 mod config;
 mod fork;
 mod large;
+mod limit;
 mod node;
 mod orphan;
 mod pool;
 mod processor;
+mod purger;
 mod remote;
 mod report;
 pub mod size_class;
@@ -47,6 +49,7 @@ use core::sync::atomic::Ordering;
 use size_class::{MAX_FAST, class_for, class_of_fast, class_of_malloc};
 use tessera_span::{Span, SpanKind, arena, huge};
 
+pub use limit::{MemoryLimits, memory_limits, set_memory_limit, set_soft_memory_limit};
 pub use node::MAX_NODES;
 pub use processor::{Installed, ProcessorCache, install_cache};
 pub use stats::{ClassStats, NodeStats, Stats, stats};
@@ -115,6 +118,7 @@ pub fn alloc(size: usize, align: usize) -> *mut u8 {
 #[cold]
 #[inline(never)]
 fn alloc_slow(size: usize, align: usize, zero: bool) -> *mut u8 {
+    purger::maybe_start();
     if !align.is_power_of_two() || size > isize::MAX as usize {
         return ptr::null_mut();
     }
@@ -339,7 +343,8 @@ unsafe extern "C" fn free_slow(ptr: *mut u8) {
             }
             SpanKind::Large if s.base() == ptr => {
                 // SAFETY: the caller gives up the block, the span's only object.
-                unsafe { large::free(s) }
+                unsafe { large::free(s) };
+                purger::maybe_start();
             }
             _ => report::fatal(
                 "free of a pointer that is not allocated (double free?)",
@@ -493,13 +498,10 @@ pub unsafe fn realloc(ptr: *mut u8, old_size: usize, align: usize, new_size: usi
     fresh
 }
 
-/// Flushes the calling thread's cache and every idle cache, then returns every free page
-/// to the OS at once (ignoring the purge delay). For programs that know they just let go of
-/// a lot of memory.
+/// Flushes the calling thread's cache and every idle cache, takes back every cache's stash
+/// of empty spans, then returns every free page to the OS at once (ignoring the decay
+/// curve). For programs that know they just let go of a lot of memory.
 pub fn collect() {
     thread::flush_own();
-    pool::collect_idle();
-    for node in node::used_nodes() {
-        node.heap.purge(true);
-    }
+    limit::reclaim();
 }

@@ -25,6 +25,8 @@ struct Pool {
     end: usize,
     mapped: usize,
     caches: usize,
+    /// Every cache ever made, linked through `next_all`.
+    all: *mut Cache,
 }
 
 // SAFETY: the pointers name memory mapped for the pool and never unmapped; the lock
@@ -38,6 +40,7 @@ static POOL: Locked<Pool> = Locked::new(Pool {
     end: 0,
     mapped: 0,
     caches: 0,
+    all: ptr::null_mut(),
 });
 
 /// An idle cache if any, else a new one. Null when the OS refuses memory.
@@ -61,13 +64,18 @@ pub(crate) fn acquire() -> *mut Cache {
         pool.next = chunk.as_ptr() as usize;
         pool.end = pool.next + CHUNK_BYTES;
         pool.mapped += CHUNK_BYTES;
+        tessera_span::commit::commit(CHUNK_BYTES);
     }
     let cache = pool.next as *mut Cache;
     pool.next += size;
     pool.caches += 1;
     // SAFETY: fresh, suitably aligned chunk memory (page-aligned chunk, size rounded to the
     // alignment) that nobody else can see.
-    unsafe { Cache::init(cache) };
+    unsafe {
+        Cache::init(cache);
+        (*cache).next_all = pool.all;
+    }
+    pool.all = cache;
     cache
 }
 
@@ -95,6 +103,20 @@ pub(crate) fn collect_idle() {
         unsafe {
             (*at).flush();
             at = (*at).next_idle;
+        }
+    }
+}
+
+/// Calls `f` on every cache, in use or idle, under the pool's lock: `f` may touch only what
+/// a cache shares with other threads (its stash, under the stash's own lock).
+pub(crate) fn for_each_cache(mut f: impl FnMut(&Cache)) {
+    let pool = POOL.lock();
+    let mut at = pool.all;
+    while !at.is_null() {
+        // SAFETY: caches are never unmapped; `next_all` is written once, under this lock.
+        unsafe {
+            f(&*at);
+            at = (*at).next_all;
         }
     }
 }

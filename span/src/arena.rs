@@ -45,6 +45,9 @@ pub struct Arena {
     pub(crate) node: u32,
     /// Next arena of the same page heap.
     pub(crate) next: *mut Arena,
+    /// The arena was advised `MADV_HUGEPAGE` (or the system gives every mapping huge
+    /// pages): decay purges return whole 2 MiB pages only.
+    pub(crate) huge_pages: bool,
     /// Page index → first page of its span; 0 (a header page, where no span starts) for
     /// pages in no span.
     page_map: [AtomicU32; ARENA_PAGES],

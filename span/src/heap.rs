@@ -1,22 +1,40 @@
 //! The page heap (Go's `mheap`): hands out spans of whole 8 KiB pages from a node's arenas,
-//! coalesces freed spans with free neighbours, and purges free pages back to the OS after a
-//! delay.
+//! coalesces freed spans with free neighbours, and returns free pages to the OS on a decay
+//! curve.
 //!
-//! Free runs sit in 128 buckets by length (bucket `n` holds runs of exactly `n` pages,
-//! bucket 128 every longer run), with a bitmap of non-empty buckets, so a request finds the
-//! smallest fitting run without walking empty lists. A freed span looks at the page-map
-//! entries just before and after it to find free neighbours: the page heap keeps the first
-//! and last page of every free run mapped for exactly this.
+//! Free runs come in two kinds, on separate lists: **dirty** runs (freed spans, whose pages
+//! may still be resident) and **clean** runs (fresh, or purged back to the OS). A request
+//! takes the smallest fitting dirty run first, so a program that frees and allocates reuses
+//! resident pages before it faults in fresh ones, and only a clean run adds to the committed
+//! memory that the limits count (`commit.rs`). A run merges only with neighbours of its own
+//! kind, so the committed count is exact; a purged run merges with its clean neighbours.
 //!
-//! Purging: a free run remembers when it was freed and whether it may hold resident pages.
-//! Every heap operation checks (one comparison) whether the oldest dirty run is due; a due
-//! pass advises away every run older than the delay, whole runs only, so a transparent
-//! huge page is never split for a run that is still in use (we never ask for THP either).
+//! Each list set is 128 buckets by length (bucket `n` holds runs of exactly `n` pages,
+//! bucket 128 every longer run), with a bitmap of non-empty buckets. A freed span looks at
+//! the page-map entries just before and after it to find free neighbours: the page heap keeps
+//! the first and last page of every free run mapped for exactly this.
+//!
+//! Purging (jemalloc's decay, in its simplest form): the heap remembers how many bytes were
+//! freed in each of the last ten tenths of the decay time, and lets dirty memory stay up to
+//! the sum of those, each weighted by a smoothstep falling from 1 (just freed) to 0 (freed a
+//! whole decay time ago). Dirty bytes beyond that go back to the OS, oldest runs first (a
+//! merged run's age is the byte-weighted mean of its parts'). A program that frees and
+//! reallocates keeps what it is about to reuse; one that stops has everything back within
+//! the decay time. In an arena backed by transparent huge pages, a decay purge returns only
+//! the whole 2 MiB pages inside a run, so a purge never splits a huge page that is still
+//! partly in use; purges that must return everything (`purge_all`: a limit, `collect`)
+//! take whole runs. The advice (`madvise`) runs outside the heap's lock, on runs marked
+//! `SpanKind::Purging` that nobody merges with meanwhile.
+//!
+//! Who runs the purges: the background purger of the `tessera` crate, every tenth of the
+//! decay time while there is dirty memory; without one, the heap's own operations, when a
+//! tenth has passed.
 
 use core::ptr::{self, NonNull};
-use core::sync::atomic::{AtomicU8, AtomicU64, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
 
 use crate::arena::{self, ARENA_PAGES, ARENA_SIZE, Arena, HEADER_PAGES, PAGE_SHIFT, PAGE_SIZE};
+use crate::commit;
 use crate::lock::Locked;
 use crate::os::{self, PurgeAdvice};
 use crate::span::{FLAG_DIRTY, FLAG_ZEROED, Span, SpanKind};
@@ -27,14 +45,88 @@ pub const MAX_SPAN_PAGES: usize = ARENA_PAGES - HEADER_PAGES;
 const BUCKETS: usize = 129;
 const LARGE_BUCKET: usize = 128;
 
-/// Purge delay in milliseconds; `u64::MAX` means never purge on a timer.
-static PURGE_DELAY_MS: AtomicU64 = AtomicU64::new(100);
-static PURGE_ADVICE: AtomicU8 = AtomicU8::new(0);
+/// Index of the dirty and the clean list set.
+const DIRTY: usize = 0;
+const CLEAN: usize = 1;
 
-/// Sets how long free pages wait before they are returned to the OS, and how.
-pub fn configure_purge(delay_ms: u64, advice: PurgeAdvice) {
-    PURGE_DELAY_MS.store(delay_ms, Ordering::Relaxed);
+/// Epochs of the decay window: the purge step runs once per epoch.
+const EPOCHS: usize = 10;
+
+/// Pages of a transparent huge page (2 MiB).
+const HUGE_PAGE_PAGES: usize = (2 << 20) / PAGE_SIZE;
+
+/// Runs purged per lock hold: the advice for a batch runs outside the lock.
+const PURGE_BATCH: usize = 32;
+
+/// The default decay time: a dropped structure that the program rebuilds within a second
+/// is rebuilt in resident memory (mimalloc keeps freed memory about as long); a program
+/// that goes idle has its free memory back within a second.
+pub const DEFAULT_DECAY_MS: u64 = 1000;
+
+/// Decay time in milliseconds; `u64::MAX` means never purge except when asked.
+static DECAY_MS: AtomicU64 = AtomicU64::new(DEFAULT_DECAY_MS);
+static PURGE_ADVICE: AtomicU8 = AtomicU8::new(0);
+/// A background purger runs the decay steps; the heap's own operations need not.
+static BACKGROUND: AtomicBool = AtomicBool::new(false);
+/// Some page heap has had dirty pages (the background purger starts then).
+static DIRTY_SEEN: AtomicBool = AtomicBool::new(false);
+
+/// Whether any page heap has ever held dirty pages.
+#[inline]
+pub fn dirty_seen() -> bool {
+    DIRTY_SEEN.load(Ordering::Relaxed)
+}
+
+/// Transparent huge pages for arenas: `TESSERA_THP`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Thp {
+    /// No advice for the first arena of a heap, `MADV_HUGEPAGE` from the second on: a heap
+    /// past 64 MiB is big enough that page faults and TLB misses cost more than the huge
+    /// pages' extra residency.
+    Auto,
+    /// `MADV_HUGEPAGE` on every arena.
+    Always,
+    /// `MADV_NOHUGEPAGE` on every arena (even when the system's mode is `always`).
+    Never,
+}
+
+/// 0 = auto, 1 = always, 2 = never; bit 7: the system's THP mode is `always`.
+static THP: AtomicU8 = AtomicU8::new(0);
+const THP_SYSTEM_ALWAYS: u8 = 0x80;
+
+/// Sets the decay time (`u64::MAX`: never, 0: at once) and how pages are returned.
+pub fn configure_purge(decay_ms: u64, advice: PurgeAdvice) {
+    DECAY_MS.store(decay_ms, Ordering::Relaxed);
     PURGE_ADVICE.store(matches!(advice, PurgeAdvice::Free) as u8, Ordering::Relaxed);
+}
+
+/// The decay time in milliseconds (`u64::MAX`: never).
+pub fn decay_ms() -> u64 {
+    DECAY_MS.load(Ordering::Relaxed)
+}
+
+/// How long one purge epoch lasts: a tenth of the decay time, at least 1 ms.
+pub fn epoch_ms() -> u64 {
+    (decay_ms() / EPOCHS as u64).max(1)
+}
+
+/// Sets the huge-page policy for arenas reserved from now on; `system_always` says the
+/// kernel's own mode is `always`, so arenas without advice get huge pages too.
+pub fn configure_thp(thp: Thp, system_always: bool) {
+    let mode = match thp {
+        Thp::Auto => 0,
+        Thp::Always => 1,
+        Thp::Never => 2,
+    };
+    THP.store(
+        mode | if system_always { THP_SYSTEM_ALWAYS } else { 0 },
+        Ordering::Relaxed,
+    );
+}
+
+/// Says whether a background purger runs the decay steps ([`PageHeap::purge_step`]).
+pub fn set_background_purger(running: bool) {
+    BACKGROUND.store(running, Ordering::Relaxed);
 }
 
 fn purge_advice() -> PurgeAdvice {
@@ -45,6 +137,22 @@ fn purge_advice() -> PurgeAdvice {
     }
 }
 
+/// Smoothstep weights: how much of what was freed `age` epochs ago may stay dirty, in 1/1024.
+const fn decay_weights() -> [u64; EPOCHS] {
+    let mut w = [0; EPOCHS];
+    let mut age = 0;
+    while age < EPOCHS {
+        // x = age / EPOCHS, in 1/1024; weight = 1 - (3x^2 - 2x^3): 1 in the epoch of the
+        // free, falling to 0 when the epoch leaves the window.
+        let x = ((age as u64) << 10) / EPOCHS as u64;
+        let step = (3 * x * x * 1024 - 2 * x * x * x) >> 20;
+        w[age] = 1024u64.saturating_sub(step);
+        age += 1;
+    }
+    w
+}
+const WEIGHTS: [u64; EPOCHS] = decay_weights();
+
 /// Figures a page heap reports.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct PageHeapStats {
@@ -52,14 +160,34 @@ pub struct PageHeapStats {
     pub mapped: usize,
     /// Bytes in spans handed out.
     pub in_use: usize,
-    /// Bytes in free runs.
+    /// Bytes in free runs (dirty, clean and being purged).
     pub free: usize,
-    /// Bytes in free runs that may still be resident (not yet purged).
+    /// Bytes in dirty free runs: possibly resident, committed, reused first.
     pub dirty: usize,
+    /// Bytes being returned to the OS right now (still committed).
+    pub purging: usize,
     /// Bytes returned to the OS by purges so far.
     pub purged_total: u64,
     /// Arenas reserved.
     pub arenas: usize,
+    /// Bytes of arena headers (span records and page maps), counted as committed.
+    pub headers: usize,
+}
+
+impl PageHeapStats {
+    /// Bytes in clean free runs: fresh, or purged back to the OS.
+    pub fn clean(&self) -> usize {
+        self.free - self.dirty - self.purging
+    }
+}
+
+/// What a purge step left.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PurgeOutcome {
+    /// Bytes returned to the OS by this step.
+    pub purged: usize,
+    /// Dirty bytes left.
+    pub dirty: usize,
 }
 
 /// A span the heap handed out.
@@ -71,14 +199,59 @@ pub struct Allocated {
     pub zeroed: bool,
 }
 
-struct Inner {
-    node: u32,
+/// One set of size-bucketed free lists.
+struct FreeLists {
     buckets: [*mut Span; BUCKETS],
     nonempty: [u64; 3],
+}
+
+/// Bytes made dirty per epoch, over the last `EPOCHS` epochs.
+struct Decay {
+    /// The epoch number (`now / epoch_ms`) `freed` was last advanced to.
+    epoch: u64,
+    freed: [usize; EPOCHS],
+}
+
+impl Decay {
+    /// Moves the window to `now`, dropping epochs that left it.
+    fn advance(&mut self, now: u64) {
+        let epoch = now / epoch_ms();
+        if epoch <= self.epoch {
+            return;
+        }
+        let gone = (epoch - self.epoch).min(EPOCHS as u64);
+        for k in 1..=gone {
+            self.freed[((self.epoch + k) % EPOCHS as u64) as usize] = 0;
+        }
+        self.epoch = epoch;
+    }
+
+    fn note(&mut self, bytes: usize, now: u64) {
+        self.advance(now);
+        self.freed[(self.epoch % EPOCHS as u64) as usize] += bytes;
+    }
+
+    /// Dirty bytes the curve lets stay at `now`.
+    fn allowed(&mut self, now: u64) -> usize {
+        self.advance(now);
+        let mut sum: u128 = 0;
+        for (age, weight) in WEIGHTS.iter().enumerate() {
+            let slot = (self.epoch + EPOCHS as u64 - age as u64) % EPOCHS as u64;
+            sum += self.freed[slot as usize] as u128 * *weight as u128;
+        }
+        (sum >> 10) as usize
+    }
+}
+
+struct Inner {
+    node: u32,
+    lists: [FreeLists; 2],
     arenas: *mut Arena,
     stats: PageHeapStats,
-    /// When the oldest dirty run becomes due for purging.
-    next_purge_ms: u64,
+    decay: Decay,
+    /// When the heap's own operations should run the next decay step (no background
+    /// purger); `u64::MAX` with nothing dirty.
+    next_step_ms: u64,
 }
 
 // SAFETY: the raw pointers name arena memory that lives for the whole process; every access
@@ -91,29 +264,54 @@ pub struct PageHeap {
     inner: Locked<Inner>,
 }
 
+/// A run taken off the lists to be purged outside the lock.
+#[derive(Clone, Copy)]
+struct InFlight {
+    run: *mut Span,
+}
+
+/// Which dirty runs a purge step takes.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Goal {
+    /// Beyond what the decay curve allows, oldest first, whole huge pages only where THP.
+    Decay,
+    /// Every dirty byte.
+    All,
+}
+
 impl PageHeap {
     /// An empty heap for `node`; arenas are reserved on demand.
     pub const fn new(node: u32) -> Self {
+        const EMPTY: FreeLists = FreeLists {
+            buckets: [ptr::null_mut(); BUCKETS],
+            nonempty: [0; 3],
+        };
         Self {
             inner: Locked::new(Inner {
                 node,
-                buckets: [ptr::null_mut(); BUCKETS],
-                nonempty: [0; 3],
+                lists: [EMPTY, EMPTY],
                 arenas: ptr::null_mut(),
                 stats: PageHeapStats {
                     mapped: 0,
                     in_use: 0,
                     free: 0,
                     dirty: 0,
+                    purging: 0,
                     purged_total: 0,
                     arenas: 0,
+                    headers: 0,
                 },
-                next_purge_ms: u64::MAX,
+                decay: Decay {
+                    epoch: 0,
+                    freed: [0; EPOCHS],
+                },
+                next_step_ms: u64::MAX,
             }),
         }
     }
 
-    /// Hands out a span of `npages` pages marked `kind`, or `None` when the OS refuses memory.
+    /// Hands out a span of `npages` pages marked `kind`, or `None` when the OS refuses memory
+    /// or the hard memory limit would be crossed.
     pub fn alloc(&self, npages: usize, kind: SpanKind) -> Option<Allocated> {
         self.alloc_with(npages, npages, kind, |_, run| run)
     }
@@ -130,8 +328,10 @@ impl PageHeap {
         })
     }
 
-    /// Carves `total` pages (from a free run, growing the heap by an arena if none fits),
-    /// lets `shape` cut the span it wants out of them, and hands that out.
+    /// Carves `total` pages (from a dirty run if one fits, else a clean one, growing the
+    /// heap by an arena if none fits), lets `shape` cut the span it wants out of them, and
+    /// hands that out. A clean run must fit under the hard limit; if it does not, the heap
+    /// returns its dirty pages to the OS and tries once more.
     fn alloc_with(
         &self,
         total: usize,
@@ -143,26 +343,43 @@ impl PageHeap {
         if total > MAX_SPAN_PAGES {
             return None;
         }
+        let mut purged_for_limit = false;
         let mut heap = self.inner.lock();
-        let run = match heap.take_fit(total) {
-            Some(run) => run,
-            None => {
+        let run = loop {
+            let Some(run) = heap.take_fit(total) else {
                 heap.grow().ok()?;
-                heap.take_fit(total)?
+                continue;
+            };
+            // SAFETY: a run just unlinked under the lock.
+            let clean = unsafe { (*run).flags } & FLAG_DIRTY == 0;
+            if !clean || commit::try_commit(total * PAGE_SIZE) {
+                break run;
             }
+            heap.push(run);
+            if purged_for_limit || heap.stats.dirty == 0 {
+                return None;
+            }
+            purged_for_limit = true;
+            drop(heap);
+            self.purge_all();
+            heap = self.inner.lock();
         };
         // SAFETY: `run` is a free run just unlinked under the lock, at least `total` long.
         let zeroed = unsafe { heap.carve(run, total, kind) };
         let span = shape(&mut heap, run);
-        heap.maybe_purge();
         #[cfg(feature = "expensive-checks")]
         heap.check();
+        let step_due = heap.step_due();
+        drop(heap);
+        if step_due {
+            self.purge_step();
+        }
         // SAFETY: records live in arena headers, never at null.
         let span = unsafe { NonNull::new_unchecked(span) };
         Some(Allocated { span, zeroed })
     }
 
-    /// Returns a span to the heap, coalescing it with free neighbours.
+    /// Returns a span to the heap as a dirty run, coalescing it with dirty neighbours.
     ///
     /// # Safety
     /// `span` must be in use (small or large), come from this heap, and hold no live object.
@@ -170,13 +387,34 @@ impl PageHeap {
         let mut heap = self.inner.lock();
         // SAFETY: forwarded contract.
         unsafe { heap.release(span.as_ptr()) };
-        heap.maybe_purge();
         #[cfg(feature = "expensive-checks")]
         heap.check();
+        let step_due = heap.step_due();
+        drop(heap);
+        commit::note_dirty();
+        if step_due {
+            self.purge_step();
+        }
+    }
+
+    /// Returns a span that sat unused for a long time (a cache's stash the purger took
+    /// back): a dirty run as old as the decay time, not counted as a fresh free, so the next
+    /// decay step returns it to the OS.
+    ///
+    /// # Safety
+    /// As [`PageHeap::free`].
+    pub unsafe fn free_idle(&self, span: NonNull<Span>) {
+        let mut heap = self.inner.lock();
+        let aged = os::now_ms().saturating_sub(decay_ms().min(u64::MAX / 2));
+        // SAFETY: forwarded contract.
+        unsafe { heap.release_at(span.as_ptr(), aged, false) };
+        drop(heap);
+        commit::note_dirty();
     }
 
     /// Grows a large span in place to `npages` by taking pages from the free run right after
-    /// it. Returns false (and changes nothing) when that run is missing or too short.
+    /// it. Returns false (and changes nothing) when that run is missing or too short, or is
+    /// clean and the hard limit leaves no room for it.
     ///
     /// # Safety
     /// `span` must be an in-use large span of this heap.
@@ -194,13 +432,85 @@ impl PageHeap {
         let mut heap = self.inner.lock();
         // SAFETY: forwarded contract.
         unsafe { heap.shrink_in_place(span.as_ptr(), npages) };
+        drop(heap);
+        commit::note_dirty();
     }
 
-    /// Purges free runs: those older than the delay, or all of them with `force`.
+    /// Returns free pages to the OS: with `force` every dirty page, else what the decay
+    /// curve does not let stay ([`PageHeap::purge_step`]).
     pub fn purge(&self, force: bool) {
-        let mut heap = self.inner.lock();
-        let now = if force { u64::MAX } else { os::now_ms() };
-        heap.purge_older(now);
+        if force {
+            self.purge_all();
+        } else {
+            self.purge_step();
+        }
+    }
+
+    /// One decay step: returns to the OS the dirty bytes beyond what the decay curve lets
+    /// stay now, oldest first. The background purger calls this once per epoch.
+    pub fn purge_step(&self) -> PurgeOutcome {
+        self.run_purge(Goal::Decay, os::now_ms())
+    }
+
+    /// Returns every dirty page to the OS (a limit was reached, or the program asked).
+    pub fn purge_all(&self) -> PurgeOutcome {
+        self.run_purge(Goal::All, os::now_ms())
+    }
+
+    /// A purge step for `goal` as of `now` (milliseconds of `os::now_ms`).
+    fn run_purge(&self, goal: Goal, now: u64) -> PurgeOutcome {
+        let advice = purge_advice();
+        let mut outcome = PurgeOutcome::default();
+        loop {
+            let mut batch = [InFlight {
+                run: ptr::null_mut(),
+            }; PURGE_BATCH];
+            let taken = {
+                let mut heap = self.inner.lock();
+                heap.next_step_ms = u64::MAX;
+                let taken = heap.take_for_purge(goal, now, &mut batch);
+                outcome.dirty = heap.stats.dirty;
+                if heap.stats.dirty > 0 {
+                    heap.next_step_ms = now.saturating_add(epoch_ms());
+                }
+                taken
+            };
+            if taken == 0 {
+                return outcome;
+            }
+            let mut ok = [false; PURGE_BATCH];
+            for (done, flight) in ok.iter_mut().zip(&batch[..taken]) {
+                // SAFETY: the run is ours alone (kind `Purging`, on no list) and holds no
+                // live data; it lies in one of our arenas.
+                let s = unsafe { &*flight.run };
+                // SAFETY: as above.
+                *done = unsafe { os::purge(s.base(), s.bytes(), advice) }.is_ok();
+            }
+            let mut heap = self.inner.lock();
+            for (flight, done) in batch[..taken].iter().zip(ok) {
+                // SAFETY: a run this step took; lock held.
+                let bytes = unsafe { (*flight.run).bytes() };
+                heap.stats.purging -= bytes;
+                let (flags, when) = if !done {
+                    heap.stats.dirty += bytes;
+                    (FLAG_DIRTY, now)
+                } else {
+                    heap.stats.purged_total += bytes as u64;
+                    commit::uncommit(bytes);
+                    outcome.purged += bytes;
+                    let zeroed = advice == PurgeAdvice::DontNeed;
+                    (if zeroed { FLAG_ZEROED } else { 0 }, 0)
+                };
+                // SAFETY: the run's pages are free and its record is ours; lock held.
+                unsafe { heap.insert_free(flight.run, flags, when) };
+            }
+            outcome.dirty = heap.stats.dirty;
+            #[cfg(feature = "expensive-checks")]
+            heap.check();
+            if taken < PURGE_BATCH {
+                return outcome;
+            }
+        }
     }
 
     /// The heap's figures.
@@ -263,26 +573,36 @@ impl Inner {
         npages.min(LARGE_BUCKET)
     }
 
+    fn set_of(span: &Span) -> usize {
+        if span.flags & FLAG_DIRTY != 0 {
+            DIRTY
+        } else {
+            CLEAN
+        }
+    }
+
     fn push(&mut self, run: *mut Span) {
         // SAFETY: `run` is a free-run record in one of our arenas; we hold the lock.
         let span = unsafe { &mut *run };
         let b = Self::bucket_of(span.npages());
+        let lists = &mut self.lists[Self::set_of(span)];
         span.prev = ptr::null_mut();
-        span.next = self.buckets[b];
+        span.next = lists.buckets[b];
         if !span.next.is_null() {
             // SAFETY: list members are valid records; lock held.
             unsafe { (*span.next).prev = run };
         }
-        self.buckets[b] = run;
-        self.nonempty[b / 64] |= 1 << (b % 64);
+        lists.buckets[b] = run;
+        lists.nonempty[b / 64] |= 1 << (b % 64);
     }
 
     fn unlink(&mut self, run: *mut Span) {
         // SAFETY: `run` is on one of our free lists; lock held.
         let span = unsafe { &mut *run };
         let b = Self::bucket_of(span.npages());
+        let lists = &mut self.lists[Self::set_of(span)];
         if span.prev.is_null() {
-            self.buckets[b] = span.next;
+            lists.buckets[b] = span.next;
         } else {
             // SAFETY: list neighbour, valid record.
             unsafe { (*span.prev).next = span.next };
@@ -291,19 +611,29 @@ impl Inner {
             // SAFETY: list neighbour, valid record.
             unsafe { (*span.next).prev = span.prev };
         }
-        if self.buckets[b].is_null() {
-            self.nonempty[b / 64] &= !(1 << (b % 64));
+        if lists.buckets[b].is_null() {
+            lists.nonempty[b / 64] &= !(1 << (b % 64));
         }
         span.prev = ptr::null_mut();
         span.next = ptr::null_mut();
     }
 
-    /// Finds and unlinks the smallest free run of at least `npages`.
+    /// Finds and unlinks the smallest run of at least `npages`: dirty runs first, so
+    /// resident pages are reused before fresh ones are faulted in.
     fn take_fit(&mut self, npages: usize) -> Option<*mut Span> {
-        let first = Self::bucket_of(npages);
-        let mut b = first;
+        let run = self
+            .find_fit(DIRTY, npages)
+            .or_else(|| self.find_fit(CLEAN, npages))?;
+        self.unlink(run);
+        Some(run)
+    }
+
+    /// The smallest run of at least `npages` in list set `set`.
+    fn find_fit(&self, set: usize, npages: usize) -> Option<*mut Span> {
+        let lists = &self.lists[set];
+        let mut b = Self::bucket_of(npages);
         while b < BUCKETS {
-            let word = self.nonempty[b / 64] >> (b % 64);
+            let word = lists.nonempty[b / 64] >> (b % 64);
             if word == 0 {
                 b = (b / 64 + 1) * 64;
                 continue;
@@ -313,13 +643,11 @@ impl Inner {
                 break;
             }
             if b < LARGE_BUCKET {
-                let run = self.buckets[b];
-                self.unlink(run);
-                return Some(run);
+                return Some(lists.buckets[b]);
             }
             // The long-run bucket: best fit, lowest address on ties to keep memory compact.
             let mut best: *mut Span = ptr::null_mut();
-            let mut at = self.buckets[b];
+            let mut at = lists.buckets[b];
             while !at.is_null() {
                 // SAFETY: list members are valid records; lock held.
                 let span = unsafe { &*at };
@@ -334,20 +662,32 @@ impl Inner {
                 }
                 at = span.next;
             }
-            if best.is_null() {
-                return None;
-            }
-            self.unlink(best);
-            return Some(best);
+            return (!best.is_null()).then_some(best);
         }
         None
     }
 
-    /// Reserves one more arena and files its usable pages as one free run.
+    /// Reserves one more arena and files its usable pages as one clean run.
     fn grow(&mut self) -> Result<(), os::OsError> {
         let arena = Arena::reserve(self.node)?.as_ptr();
+        let thp = THP.load(Ordering::Relaxed);
+        let advice = match thp & !THP_SYSTEM_ALWAYS {
+            1 => Some(true),
+            2 => Some(false),
+            _ if self.stats.arenas >= 1 => Some(true),
+            _ => None,
+        };
+        let huge_pages = match advice {
+            // SAFETY: the arena is a fresh mapping of ours.
+            Some(huge) => unsafe { os::advise_huge_pages(arena.cast(), ARENA_SIZE, huge) }
+                .map_or(thp & THP_SYSTEM_ALWAYS != 0, |()| huge),
+            None => thp & THP_SYSTEM_ALWAYS != 0,
+        };
+        let header = HEADER_PAGES * PAGE_SIZE;
+        commit::commit(header);
         // SAFETY: the arena is fresh and ours; lock held.
         unsafe {
+            (*arena).huge_pages = huge_pages;
             (*arena).next = self.arenas;
             self.arenas = arena;
             let run = (*arena).span_at(HEADER_PAGES);
@@ -363,12 +703,43 @@ impl Inner {
         }
         self.stats.mapped += ARENA_SIZE;
         self.stats.arenas += 1;
+        self.stats.headers += header;
         self.stats.free += (ARENA_PAGES - HEADER_PAGES) * PAGE_SIZE;
         Ok(())
     }
 
+    /// Files pages `start..start + npages` of `arena` as a free run with `flags` and
+    /// `freed_at`, without merging (its neighbours are known not to be free runs of its
+    /// kind), and returns its record.
+    ///
+    /// # Safety
+    /// The pages must be free pages of `arena` in no run; lock held.
+    unsafe fn file_run(
+        &mut self,
+        arena: *mut Arena,
+        start: usize,
+        npages: usize,
+        flags: u8,
+        freed_at: u64,
+    ) -> *mut Span {
+        // SAFETY: per the contract, the record slot at `start` is unused.
+        let run = unsafe { &mut *(*arena).span_at(start) };
+        run.start = start as u32;
+        run.npages = npages as u32;
+        run.flags = flags;
+        run.freed_at_ms = freed_at;
+        run.set_kind(SpanKind::Free);
+        // SAFETY: both pages lie in the arena.
+        unsafe {
+            (*arena).map_page(start, start);
+            (*arena).map_page(start + npages - 1, start);
+        }
+        self.push(run);
+        run
+    }
+
     /// Turns the first `npages` of free run `run` into an in-use span of `kind`, filing the
-    /// rest as a free run. Returns whether the span's pages are known zero.
+    /// rest as a free run of the same kind. Returns whether the span's pages are known zero.
     ///
     /// # Safety
     /// `run` must be an unlinked free run of at least `npages` pages; lock held.
@@ -380,23 +751,19 @@ impl Inner {
         let total = span.npages();
         let zeroed = span.flags & FLAG_ZEROED != 0;
         if total > npages {
-            // SAFETY: the remainder starts inside the same arena, its record slot is unused.
-            let rest = unsafe { &mut *(*arena).span_at(start + npages) };
-            rest.start = (start + npages) as u32;
-            rest.npages = (total - npages) as u32;
-            rest.flags = span.flags;
-            rest.freed_at_ms = span.freed_at_ms;
-            rest.set_kind(SpanKind::Free);
-            // SAFETY: both pages lie in the arena.
+            // SAFETY: the remainder lies in the same arena and starts no run yet.
             unsafe {
-                (*arena).map_page(start + npages, start + npages);
-                (*arena).map_page(start + total - 1, start + npages);
-            }
-            self.push(rest);
+                self.file_run(
+                    arena,
+                    start + npages,
+                    total - npages,
+                    span.flags,
+                    span.freed_at_ms,
+                )
+            };
         }
         if span.flags & FLAG_DIRTY != 0 {
-            let taken_dirty = npages.min(total) * PAGE_SIZE;
-            self.stats.dirty -= taken_dirty.min(self.stats.dirty);
+            self.stats.dirty -= npages * PAGE_SIZE;
         }
         span.npages = npages as u32;
         span.flags = 0;
@@ -412,12 +779,21 @@ impl Inner {
         zeroed
     }
 
-    /// Returns an in-use span to the free lists, merging it with free neighbours.
+    /// Returns an in-use span to the dirty lists, merging it with dirty neighbours.
     ///
     /// # Safety
     /// `run` must be an in-use span of this heap; lock held.
     unsafe fn release(&mut self, run: *mut Span) {
-        let arena = arena::arena_of_span(run);
+        // SAFETY: forwarded contract.
+        unsafe { self.release_at(run, os::now_ms(), true) };
+    }
+
+    /// `release`, with the run's free time, and whether the decay curve counts it as a
+    /// fresh free (one it lets stay a while).
+    ///
+    /// # Safety
+    /// As `release`.
+    unsafe fn release_at(&mut self, run: *mut Span, freed_at: u64, fresh: bool) {
         // SAFETY: per the contract.
         let span = unsafe { &mut *run };
         debug_assert!(matches!(span.kind(), SpanKind::Small | SpanKind::Large));
@@ -425,10 +801,41 @@ impl Inner {
         self.stats.in_use -= bytes;
         self.stats.free += bytes;
         self.stats.dirty += bytes;
+        let now = os::now_ms();
+        if fresh {
+            self.decay.note(bytes, now);
+        }
+        if !DIRTY_SEEN.load(Ordering::Relaxed) {
+            DIRTY_SEEN.store(true, Ordering::Relaxed);
+        }
+        if self.next_step_ms == u64::MAX {
+            self.next_step_ms = now.saturating_add(epoch_ms());
+        }
+        // SAFETY: forwarded contract: the span's pages are now free and its record ours.
+        unsafe { self.insert_free(run, FLAG_DIRTY, freed_at) };
+    }
+
+    /// Files the pages of record `run` (in use, or `Purging`) as a free run with `flags`,
+    /// merged with its free neighbours of the same kind (dirty with dirty, clean with
+    /// clean). A merged dirty run's age is the byte-weighted mean of its parts'.
+    ///
+    /// # Safety
+    /// `run` must be a record of this heap whose pages hold nothing and are in no free run;
+    /// lock held.
+    unsafe fn insert_free(&mut self, run: *mut Span, flags: u8, freed_at: u64) {
+        let arena = arena::arena_of_span(run);
+        // SAFETY: per the contract.
+        let span = unsafe { &mut *run };
         let mut start = span.start as usize;
         let mut npages = span.npages();
-        let mut flags = FLAG_DIRTY;
+        let end = start + npages;
+        let mut flags = flags;
+        let dirty = flags & FLAG_DIRTY != 0;
+        // Page-weighted sum of the parts' free times, for the merged run's age.
+        let mut weighted = freed_at as u128 * npages as u128;
         span.set_kind(SpanKind::None);
+        let same_kind =
+            |r: &Span| r.kind() == SpanKind::Free && (r.flags & FLAG_DIRTY != 0) == dirty;
 
         // Left neighbour: the page map entry of the page before names its run.
         if start > HEADER_PAGES {
@@ -437,9 +844,10 @@ impl Inner {
                 let left = left.as_ptr();
                 // SAFETY: a record of this arena; lock held.
                 let l = unsafe { &mut *left };
-                if l.kind() == SpanKind::Free && l.start as usize + l.npages() == start {
+                if same_kind(l) && l.start as usize + l.npages() == start {
                     self.unlink(left);
                     flags = merge_flags(flags, l.flags);
+                    weighted += l.freed_at_ms as u128 * l.npages() as u128;
                     start = l.start as usize;
                     npages += l.npages();
                     l.set_kind(SpanKind::None);
@@ -447,37 +855,162 @@ impl Inner {
             }
         }
         // Right neighbour: its record is the slot of the page right after us.
-        let end = span.start as usize + span.npages();
         if end < ARENA_PAGES {
             // SAFETY: `end` is inside the arena.
             let right = unsafe { (*arena).span_at(end) };
             // SAFETY: a record slot of this arena; lock held.
             let r = unsafe { &mut *right };
-            if r.kind() == SpanKind::Free {
+            if same_kind(r) {
                 self.unlink(right);
                 flags = merge_flags(flags, r.flags);
+                weighted += r.freed_at_ms as u128 * r.npages() as u128;
                 npages += r.npages();
                 r.set_kind(SpanKind::None);
             }
         }
+        let freed_at = if dirty {
+            (weighted / npages as u128) as u64
+        } else {
+            0
+        };
+        // SAFETY: the merged pages are free pages of the arena in no run.
+        unsafe { self.file_run(arena, start, npages, flags, freed_at) };
+    }
 
-        // SAFETY: `start` is a page of this arena.
-        let merged = unsafe { &mut *(*arena).span_at(start) };
-        merged.start = start as u32;
-        merged.npages = npages as u32;
-        merged.flags = flags;
-        merged.freed_at_ms = os::now_ms();
-        merged.set_kind(SpanKind::Free);
-        // SAFETY: first and last pages of the run lie in the arena.
-        unsafe {
-            (*arena).map_page(start, start);
-            (*arena).map_page(start + npages - 1, start);
+    /// Whether the heap's own operations should run a decay step now: dirty pages wait,
+    /// an epoch has passed since the last step, and no background purger runs the steps
+    /// (or the decay time is zero: purge at once).
+    fn step_due(&self) -> bool {
+        if self.next_step_ms == u64::MAX {
+            return false;
         }
-        self.push(merged);
-        let due = merged
-            .freed_at_ms
-            .saturating_add(PURGE_DELAY_MS.load(Ordering::Relaxed));
-        self.next_purge_ms = self.next_purge_ms.min(due);
+        let decay = decay_ms();
+        if decay == 0 {
+            return true;
+        }
+        decay != u64::MAX
+            && !BACKGROUND.load(Ordering::Relaxed)
+            && os::now_ms() >= self.next_step_ms
+    }
+
+    /// Takes up to `PURGE_BATCH` dirty runs (or parts of runs) for `goal` off the lists,
+    /// marks them `Purging` and returns how many went into `batch`.
+    fn take_for_purge(&mut self, goal: Goal, now: u64, batch: &mut [InFlight]) -> usize {
+        let decay = decay_ms();
+        let mut want = match goal {
+            Goal::All => self.stats.dirty,
+            Goal::Decay if decay == u64::MAX => 0,
+            Goal::Decay => {
+                let allowed = if decay == 0 {
+                    0
+                } else {
+                    self.decay.allowed(now)
+                };
+                self.stats.dirty.saturating_sub(allowed)
+            }
+        };
+        if want == 0 {
+            return 0;
+        }
+        // Oldest first: find the youngest age (in epochs, capped) whose runs and older
+        // ones hold `want` bytes, then take runs at least that old.
+        let epoch = epoch_ms();
+        let age_of =
+            |s: &Span| (now.saturating_sub(s.freed_at_ms) / epoch).min(EPOCHS as u64) as usize;
+        let mut by_age = [0usize; EPOCHS + 1];
+        self.each_dirty(|s| by_age[age_of(s)] += s.bytes());
+        let mut cutoff = EPOCHS;
+        let mut older = by_age[EPOCHS];
+        while older < want && cutoff > 0 {
+            cutoff -= 1;
+            older += by_age[cutoff];
+        }
+        // Where huge pages back the arena, a decay purge returns whole ones only, until
+        // the run has sat unused for the whole decay time; a purge returns what the curve
+        // asks for from the run's end, keeping the rest dirty.
+        let range = |s: &Span| {
+            let (start, end) = (s.start as usize, s.start as usize + s.npages());
+            let arena = arena::arena_of_span(s);
+            // SAFETY: arenas outlive their records.
+            let huge = goal == Goal::Decay && age_of(s) < EPOCHS && unsafe { (*arena).huge_pages };
+            let (lo, hi) = if huge {
+                (
+                    start.next_multiple_of(HUGE_PAGE_PAGES),
+                    end / HUGE_PAGE_PAGES * HUGE_PAGE_PAGES,
+                )
+            } else {
+                (start, end)
+            };
+            (lo < hi).then_some((lo, hi, huge))
+        };
+        let mut picked = [ptr::null_mut::<Span>(); PURGE_BATCH];
+        let mut count = 0;
+        self.each_dirty(|s| {
+            if count < batch.len() && age_of(s) >= cutoff && range(s).is_some() {
+                picked[count] = s as *const Span as *mut Span;
+                count += 1;
+            }
+        });
+        let mut taken = 0;
+        for &run in &picked[..count] {
+            if want == 0 {
+                break;
+            }
+            // SAFETY: a dirty run of our lists; lock held.
+            let s = unsafe { &*run };
+            let arena = arena::arena_of_span(run);
+            let (start, npages) = (s.start as usize, s.npages());
+            let Some((lo, hi, huge)) = range(s) else {
+                continue;
+            };
+            let mut need = want.div_ceil(PAGE_SIZE);
+            if huge {
+                need = need.next_multiple_of(HUGE_PAGE_PAGES);
+            }
+            let (from, to) = (hi - need.min(hi - lo), hi);
+            let freed_at = s.freed_at_ms;
+            self.unlink(run);
+            // SAFETY: the head and tail are free pages of the arena, now in no run; their
+            // other neighbours are not dirty free runs (the run was merged to the full).
+            unsafe {
+                if from > start {
+                    self.file_run(arena, start, from - start, FLAG_DIRTY, freed_at);
+                }
+                if to < start + npages {
+                    self.file_run(arena, to, start + npages - to, FLAG_DIRTY, freed_at);
+                }
+                let body = &mut *(*arena).span_at(from);
+                body.start = from as u32;
+                body.npages = (to - from) as u32;
+                body.flags = 0;
+                body.prev = ptr::null_mut();
+                body.next = ptr::null_mut();
+                body.set_kind(SpanKind::Purging);
+                (*arena).map_page(from, from);
+                (*arena).map_page(to - 1, from);
+            }
+            let bytes = (to - from) * PAGE_SIZE;
+            self.stats.dirty -= bytes;
+            self.stats.purging += bytes;
+            want = want.saturating_sub(bytes);
+            let run = arena_ref(arena).span_at(from);
+            batch[taken] = InFlight { run };
+            taken += 1;
+        }
+        taken
+    }
+
+    /// Calls `f` on every dirty run.
+    fn each_dirty(&self, mut f: impl FnMut(&Span)) {
+        for b in 0..BUCKETS {
+            let mut at = self.lists[DIRTY].buckets[b];
+            while !at.is_null() {
+                // SAFETY: list members are valid records; lock held.
+                let span = unsafe { &*at };
+                f(span);
+                at = span.next;
+            }
+        }
     }
 
     /// Splits the in-use, empty span `run` into a free head, an aligned span of `npages`
@@ -546,6 +1079,9 @@ impl Inner {
         if r.kind() != SpanKind::Free || r.npages() < need {
             return false;
         }
+        if r.flags & FLAG_DIRTY == 0 && !commit::try_commit(need * PAGE_SIZE) {
+            return false;
+        }
         self.unlink(right);
         // Carve `need` pages off the neighbour as if for a span, then absorb them.
         // SAFETY: `right` is an unlinked free run of at least `need` pages.
@@ -587,106 +1123,78 @@ impl Inner {
         unsafe { self.release(tail) };
     }
 
-    fn maybe_purge(&mut self) {
-        if self.next_purge_ms == u64::MAX {
-            return;
-        }
-        let now = os::now_ms();
-        if now >= self.next_purge_ms {
-            self.purge_older(now);
-        }
-    }
-
-    /// Purges every dirty run freed at least the purge delay before `now`.
-    fn purge_older(&mut self, now: u64) {
-        let delay = PURGE_DELAY_MS.load(Ordering::Relaxed);
-        if delay == u64::MAX && now != u64::MAX {
-            self.next_purge_ms = u64::MAX;
-            return;
-        }
-        let advice = purge_advice();
-        let mut next_due = u64::MAX;
-        for b in 0..BUCKETS {
-            let mut at = self.buckets[b];
-            while !at.is_null() {
-                // SAFETY: list members are valid records; lock held.
-                let span = unsafe { &mut *at };
-                if span.flags & FLAG_DIRTY != 0 {
-                    let due = span.freed_at_ms.saturating_add(delay);
-                    if due <= now {
-                        // SAFETY: a free run holds no live data and lies in our arena.
-                        let purged = unsafe { os::purge(span.base(), span.bytes(), advice) };
-                        if purged.is_ok() {
-                            span.flags = if advice == PurgeAdvice::DontNeed {
-                                FLAG_ZEROED
-                            } else {
-                                0
-                            };
-                            self.stats.dirty -= span.bytes().min(self.stats.dirty);
-                            self.stats.purged_total += span.bytes() as u64;
-                        }
-                    } else {
-                        next_due = next_due.min(due);
-                    }
-                }
-                at = span.next;
-            }
-        }
-        self.next_purge_ms = next_due;
-    }
-
     /// Walks every free list and checks it against the page map and the counters. Aborts
     /// with a message on a broken invariant: it runs under the heap lock, from inside the
     /// allocator, where a panic could not unwind safely.
     fn check(&self) {
         let mut free = 0;
-        for b in 0..BUCKETS {
-            let mut at = self.buckets[b];
-            verify(
-                at.is_null() == (self.nonempty[b / 64] & (1 << (b % 64)) == 0),
-                "bucket bitmap",
-            );
-            while !at.is_null() {
-                // SAFETY: list members are valid records; lock held.
-                let span = unsafe { &*at };
-                verify(span.kind() == SpanKind::Free, "a listed run is not free");
+        let mut dirty = 0;
+        for (set, lists) in self.lists.iter().enumerate() {
+            for b in 0..BUCKETS {
+                let mut at = lists.buckets[b];
                 verify(
-                    Self::bucket_of(span.npages()) == b,
-                    "a run sits in the wrong bucket",
+                    at.is_null() == (lists.nonempty[b / 64] & (1 << (b % 64)) == 0),
+                    "bucket bitmap",
                 );
-                let arena = arena::arena_of_span(at);
-                let start = span.start as usize;
-                // SAFETY: both pages lie in the arena.
-                let (first, last) = unsafe {
-                    (
-                        (*arena).mapped_span(start).map(NonNull::as_ptr),
-                        (*arena)
-                            .mapped_span(start + span.npages() - 1)
-                            .map(NonNull::as_ptr),
-                    )
-                };
-                verify(
-                    first == Some(at) && last == Some(at),
-                    "page map misses a run's ends",
-                );
-                let end = start + span.npages();
-                if end < ARENA_PAGES {
-                    // SAFETY: `end` lies in the arena.
-                    let right = unsafe { &*(*arena).span_at(end) };
+                while !at.is_null() {
+                    // SAFETY: list members are valid records; lock held.
+                    let span = unsafe { &*at };
+                    verify(span.kind() == SpanKind::Free, "a listed run is not free");
                     verify(
-                        right.kind() != SpanKind::Free,
-                        "adjacent free runs not merged",
+                        Self::set_of(span) == set,
+                        "a run sits in the wrong list set",
                     );
+                    verify(
+                        Self::bucket_of(span.npages()) == b,
+                        "a run sits in the wrong bucket",
+                    );
+                    let arena = arena::arena_of_span(at);
+                    let start = span.start as usize;
+                    // SAFETY: both pages lie in the arena.
+                    let (first, last) = unsafe {
+                        (
+                            (*arena).mapped_span(start).map(NonNull::as_ptr),
+                            (*arena)
+                                .mapped_span(start + span.npages() - 1)
+                                .map(NonNull::as_ptr),
+                        )
+                    };
+                    verify(
+                        first == Some(at) && last == Some(at),
+                        "page map misses a run's ends",
+                    );
+                    let end = start + span.npages();
+                    if end < ARENA_PAGES {
+                        // SAFETY: `end` lies in the arena.
+                        let right = unsafe { &*(*arena).span_at(end) };
+                        verify(
+                            right.kind() != SpanKind::Free || Self::set_of(right) != set,
+                            "adjacent free runs of one kind not merged",
+                        );
+                    }
+                    free += span.bytes();
+                    if set == DIRTY {
+                        dirty += span.bytes();
+                    }
+                    at = span.next;
                 }
-                free += span.bytes();
-                at = span.next;
             }
         }
         verify(
-            free == self.stats.free,
+            free + self.stats.purging == self.stats.free,
             "free bytes disagree with the free lists",
         );
+        verify(
+            dirty == self.stats.dirty,
+            "dirty bytes disagree with the lists",
+        );
     }
+}
+
+/// The arena behind a record's arena pointer.
+fn arena_ref(arena: *mut Arena) -> &'static Arena {
+    // SAFETY: arenas are mapped for the life of the process and never move.
+    unsafe { &*arena }
 }
 
 /// Aborts with `what` when `ok` is false (the `expensive-checks` tier and tests).
@@ -772,11 +1280,27 @@ mod tests {
         let stats = heap.stats();
         assert_eq!(stats.in_use, 0);
         assert_eq!(stats.free, (ARENA_PAGES - HEADER_PAGES) * PAGE_SIZE);
-        // Everything merged back: the whole arena fits one request again.
+        assert_eq!(
+            stats.dirty,
+            9 * PAGE_SIZE,
+            "the three spans merged into one dirty run"
+        );
+        // A dirty run is reused before the clean rest of the arena.
+        let again = heap.alloc(9, SpanKind::Large).unwrap();
+        // SAFETY: both records are live.
+        unsafe { assert_eq!(again.span.as_ref().base(), a.span.as_ref().base()) };
+        assert!(!again.zeroed, "the run holds pages that were handed out");
+        // SAFETY: nothing live.
+        unsafe { heap.free(again.span) };
+        // Purged, the dirty run merges with the clean rest: the whole arena fits again.
+        heap.purge(true);
+        heap.check();
+        assert_eq!(heap.stats().dirty, 0);
         let all = heap
             .alloc(ARENA_PAGES - HEADER_PAGES, SpanKind::Large)
             .unwrap();
-        assert!(!all.zeroed, "the run holds pages that were handed out");
+        assert!(all.zeroed, "purged with MADV_DONTNEED, fresh elsewhere");
+        assert_eq!(heap.stats().arenas, 1);
         // SAFETY: nothing live.
         unsafe { heap.free(all.span) };
         heap.check();
@@ -853,6 +1377,76 @@ mod tests {
             assert_eq!(*again.span.as_ref().base(), 0);
             heap.free(again.span);
         }
+    }
+
+    #[test]
+    fn decay_weights_fall_from_one_to_zero() {
+        assert_eq!(WEIGHTS[0], 1024, "what was freed this epoch stays");
+        assert!(WEIGHTS.windows(2).all(|w| w[0] > w[1]), "{WEIGHTS:?}");
+        assert!(WEIGHTS[EPOCHS - 1] > 0 && WEIGHTS[EPOCHS - 1] < 64);
+        assert_eq!(WEIGHTS[EPOCHS / 2], 512, "smoothstep is symmetric");
+        let mut decay = Decay {
+            epoch: 0,
+            freed: [0; EPOCHS],
+        };
+        let e = epoch_ms();
+        let t = 1000 * e;
+        decay.note(1 << 20, t);
+        assert_eq!(decay.allowed(t), 1 << 20);
+        assert_eq!(decay.allowed(t + 5 * e), 1 << 19);
+        assert_eq!(decay.allowed(t + EPOCHS as u64 * e), 0, "out of the window");
+        assert_eq!(decay.allowed(t), 0, "time does not run backwards");
+    }
+
+    /// A decay step purges the part of a dirty run the curve does not allow, from its end,
+    /// and a step one decay time later the rest; the times are the run's own, so nothing
+    /// here depends on how fast the test runs.
+    #[test]
+    fn decay_purges_part_of_a_run_then_all() {
+        let heap = PageHeap::new(0);
+        let pad = heap.alloc(1, SpanKind::Large).unwrap();
+        let a = heap.alloc(64, SpanKind::Large).unwrap();
+        let end = heap.alloc(1, SpanKind::Large).unwrap();
+        // SAFETY: fresh spans; we dirty one and free it.
+        let freed_at = unsafe {
+            let base = a.span.as_ref().base();
+            core::ptr::write_bytes(base, 0xAB, 64 * PAGE_SIZE);
+            heap.free(a.span);
+            a.span.as_ref().freed_at_ms
+        };
+        let e = epoch_ms();
+        assert_eq!(
+            heap.run_purge(Goal::Decay, freed_at).purged,
+            0,
+            "just freed: stays"
+        );
+        let half = heap.run_purge(Goal::Decay, freed_at + 5 * e);
+        heap.check();
+        assert_eq!(half.purged, 32 * PAGE_SIZE, "smoothstep at half the window");
+        assert_eq!(half.dirty, 32 * PAGE_SIZE);
+        // SAFETY: the run's pages are ours; the head is still dirty, the tail purged.
+        unsafe {
+            let base = a.span.as_ref().base();
+            assert_eq!(
+                os::resident_pages(base, 32 * PAGE_SIZE).unwrap() * os::page_size(),
+                32 * PAGE_SIZE
+            );
+            assert_eq!(
+                os::resident_pages(base.add(32 * PAGE_SIZE), 32 * PAGE_SIZE).unwrap(),
+                0
+            );
+        }
+        let rest = heap.run_purge(Goal::Decay, freed_at + EPOCHS as u64 * e);
+        assert_eq!((rest.purged, rest.dirty), (32 * PAGE_SIZE, 0));
+        heap.check();
+        // SAFETY: nothing live.
+        unsafe {
+            heap.free(pad.span);
+            heap.free(end.span);
+        }
+        heap.purge(true);
+        heap.check();
+        assert_eq!(heap.stats().free, MAX_SPAN_PAGES * PAGE_SIZE);
     }
 
     #[test]

@@ -8,6 +8,7 @@
 
 use core::ptr::{self, NonNull};
 
+use crate::commit;
 use crate::lock::Locked;
 use crate::os;
 
@@ -105,6 +106,7 @@ impl Table {
         else {
             return false;
         };
+        commit::commit(bytes.next_multiple_of(os::page_size()));
         let old = (self.entries, self.capacity);
         self.entries = fresh.as_ptr().cast();
         self.capacity = capacity;
@@ -122,6 +124,7 @@ impl Table {
             let old_bytes = old.1 * core::mem::size_of::<Entry>();
             // SAFETY: the old table was mapped by a previous rehash and is no longer used.
             unsafe { os::release(old.0.cast(), old_bytes.next_multiple_of(os::page_size())) };
+            commit::uncommit(old_bytes.next_multiple_of(os::page_size()));
         }
         true
     }
@@ -134,9 +137,16 @@ fn round_len(size: usize) -> Option<usize> {
 
 /// Maps a huge block of at least `size` bytes aligned to `align`, placed for NUMA `node`.
 /// Fresh mappings read as zero.
+/// `None` when the OS refuses, or the block would cross the hard memory limit.
 pub fn alloc(size: usize, align: usize, node: u32) -> Option<NonNull<u8>> {
     let len = round_len(size)?;
-    let p = os::reserve(len, align.max(os::page_size())).ok()?;
+    if !commit::try_commit(len) {
+        return None;
+    }
+    let Ok(p) = os::reserve(len, align.max(os::page_size())) else {
+        commit::uncommit(len);
+        return None;
+    };
     crate::placement::bind(p.as_ptr(), len, node);
     let mut table = REGISTRY.lock();
     if table.insert(p.as_ptr() as usize, len) {
@@ -145,6 +155,7 @@ pub fn alloc(size: usize, align: usize, node: u32) -> Option<NonNull<u8>> {
         drop(table);
         // SAFETY: the mapping was made above and never handed out.
         unsafe { os::release(p.as_ptr(), len) };
+        commit::uncommit(len);
         None
     }
 }
@@ -171,6 +182,7 @@ pub unsafe fn free(ptr: *mut u8) -> bool {
     };
     // SAFETY: the entry described a whole mapping of ours, now unregistered.
     unsafe { os::release(entry.addr as *mut u8, entry.len) };
+    commit::uncommit(entry.len);
     true
 }
 
@@ -189,14 +201,26 @@ pub unsafe fn realloc(ptr: *mut u8, size: usize) -> Option<NonNull<u8>> {
     if new_len == old_len {
         return NonNull::new(ptr);
     }
+    if new_len > old_len && !commit::try_commit(new_len - old_len) {
+        return None;
+    }
     // SAFETY: the registry says `ptr..ptr+old_len` is one whole mapping of ours.
-    let moved = unsafe { os::remap(ptr, old_len, new_len) }.ok()?;
+    let Ok(moved) = (unsafe { os::remap(ptr, old_len, new_len) }) else {
+        if new_len > old_len {
+            commit::uncommit(new_len - old_len);
+        }
+        return None;
+    };
+    if new_len < old_len {
+        commit::uncommit(old_len - new_len);
+    }
     table.remove_at(i);
     if !table.insert(moved.as_ptr() as usize, new_len) {
         // Out of memory for the registry: hand the caller nothing and keep no orphan.
         drop(table);
         // SAFETY: the new mapping is ours and unregistered.
         unsafe { os::release(moved.as_ptr(), new_len) };
+        commit::uncommit(new_len);
         return None;
     }
     Some(moved)

@@ -3,13 +3,15 @@
 //!
 //! - [`os`]: reserve, purge, release, remap, protect, guard regions; the page size at run time.
 //! - [`arena`]: 64 MiB aligned arenas whose headers hold the page map and span records.
-//! - [`heap`]: the page heap of 8 KiB pages, coalescing, delayed purging.
+//! - [`heap`]: the page heap of 8 KiB pages, coalescing, purging on a decay curve.
+//! - [`commit`]: the memory Tessera holds from the OS, its limits, the purger's wake-ups.
 //! - [`huge`]: dedicated mappings for huge blocks, resized with `mremap`.
 //! - [`placement`]: NUMA binding of fresh arenas and huge mappings.
 //! - [`lock`]: the futex lock every layer uses, since the allocator may not use std's.
 //! - [`futex`]: the wait/wake primitive under every lock and parker.
 
 pub mod arena;
+pub mod commit;
 pub mod futex;
 pub mod heap;
 pub mod huge;

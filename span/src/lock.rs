@@ -134,6 +134,12 @@ impl<T> Locked<T> {
         Guard { owner: self }
     }
 
+    /// Takes the lock if it is free.
+    #[inline]
+    pub fn try_lock(&self) -> Option<Guard<'_, T>> {
+        self.lock.try_lock().then_some(Guard { owner: self })
+    }
+
     /// The lock itself, for the fork handlers that take and release locks in bulk.
     pub fn raw(&self) -> &RawLock {
         &self.lock

@@ -128,6 +128,25 @@ pub unsafe fn purge(ptr: *mut u8, len: usize, advice: PurgeAdvice) -> Result<(),
     }
 }
 
+/// Asks for transparent huge pages on a range (`MADV_HUGEPAGE`), or for none
+/// (`MADV_NOHUGEPAGE`, which also overrides a system-wide `always`).
+///
+/// # Safety
+/// The range must lie inside a mapping of ours.
+pub unsafe fn advise_huge_pages(ptr: *mut u8, len: usize, huge: bool) -> Result<(), OsError> {
+    let advice = if huge {
+        libc::MADV_HUGEPAGE
+    } else {
+        libc::MADV_NOHUGEPAGE
+    };
+    // SAFETY: the caller guarantees the range is ours; the advice changes no contents.
+    if unsafe { libc::madvise(ptr.cast(), len, advice) } == 0 {
+        Ok(())
+    } else {
+        Err(OsError::last())
+    }
+}
+
 /// Grows or shrinks a dedicated mapping, letting the kernel move it (no copy of the pages).
 ///
 /// # Safety

@@ -28,6 +28,9 @@ pub enum SpanKind {
     Small = 2,
     /// One large object.
     Large = 3,
+    /// A free run the page heap is returning to the OS outside its lock: on no free list,
+    /// and no neighbour merges with it until the purge completes.
+    Purging = 4,
 }
 
 impl SpanKind {
@@ -36,6 +39,7 @@ impl SpanKind {
             1 => SpanKind::Free,
             2 => SpanKind::Small,
             3 => SpanKind::Large,
+            4 => SpanKind::Purging,
             _ => SpanKind::None,
         }
     }
@@ -43,7 +47,8 @@ impl SpanKind {
 
 /// Free-run flag: every page of the run is known to read as zero.
 pub(crate) const FLAG_ZEROED: u8 = 1;
-/// Free-run flag: some page of the run may still be resident.
+/// Free-run flag: some page of the run may still be resident. The page heap keeps dirty and
+/// purged runs on separate lists and merges a run only with neighbours of the same kind.
 pub(crate) const FLAG_DIRTY: u8 = 2;
 
 /// A run of pages. See the module comment for who owns which field.

@@ -1,0 +1,148 @@
+//! The background purger: returns free memory to the OS while the program makes no
+//! allocator call (issue #13, "Background return of memory").
+//!
+//! One thread, started lazily the first time a page heap holds dirty pages (from a point
+//! on the slow paths where the calling thread holds no allocator lock, since
+//! `pthread_create` allocates: `maybe_start`). Every epoch (a tenth of the decay time) it
+//! runs each page heap's decay step, and hands back the stash of every cache whose stash has
+//! not moved for a whole decay time (an idle thread's empty spans). Over the soft limit it
+//! returns everything at once: every dirty page, every stash, idle caches' spans. With
+//! nothing dirty and no stash left it sleeps until a page heap has dirty pages again
+//! (`tessera_span::commit::notify`).
+//!
+//! `TESSERA_PURGER=off` keeps the thread from starting (for programs that must stay single-
+//! threaded, for `unshare(CLONE_NEWUSER)` say); the page heaps then run the decay steps
+//! themselves, from their own operations, and nothing is returned while the program is idle.
+//! A forked child starts its own purger the same lazy way.
+
+use core::sync::atomic::{AtomicU8, Ordering};
+use core::time::Duration;
+
+use tessera_span::{commit, heap, os};
+
+use crate::{node, pool};
+
+const OFF: u8 = 0;
+const IDLE: u8 = 1;
+const STARTING: u8 = 2;
+const RUNNING: u8 = 3;
+
+/// `OFF` until configuration allows a purger, then `IDLE` until one starts.
+static STATE: AtomicU8 = AtomicU8::new(OFF);
+
+/// Lets the purger start (configuration, once).
+pub(crate) fn enable() {
+    let _ = STATE.compare_exchange(OFF, IDLE, Ordering::Relaxed, Ordering::Relaxed);
+}
+
+/// Starts the purger if one may run, none runs yet, and a page heap has dirty pages. One
+/// load once it runs. The caller must hold no allocator lock.
+#[inline]
+pub(crate) fn maybe_start() {
+    if STATE.load(Ordering::Relaxed) == IDLE && heap::dirty_seen() {
+        start();
+    }
+}
+
+#[cold]
+#[inline(never)]
+fn start() {
+    if STATE
+        .compare_exchange(IDLE, STARTING, Ordering::Acquire, Ordering::Relaxed)
+        .is_err()
+    {
+        return;
+    }
+    // SAFETY: plain pthread calls on locals; the new thread runs `main`, which takes no
+    // argument and never returns. Signals are blocked around the creation so the thread
+    // starts with all of them blocked (it must never run a program's signal handler), and
+    // the caller's mask is restored.
+    let started = unsafe {
+        let mut attr: libc::pthread_attr_t = core::mem::zeroed();
+        let mut all: libc::sigset_t = core::mem::zeroed();
+        let mut old: libc::sigset_t = core::mem::zeroed();
+        libc::pthread_attr_init(&mut attr);
+        libc::pthread_attr_setstacksize(&mut attr, 64 << 10);
+        libc::pthread_attr_setdetachstate(&mut attr, libc::PTHREAD_CREATE_DETACHED);
+        libc::sigfillset(&mut all);
+        libc::pthread_sigmask(libc::SIG_SETMASK, &all, &mut old);
+        let mut thread: libc::pthread_t = 0;
+        let rc = libc::pthread_create(&mut thread, &attr, main, core::ptr::null_mut());
+        libc::pthread_sigmask(libc::SIG_SETMASK, &old, core::ptr::null_mut());
+        libc::pthread_attr_destroy(&mut attr);
+        rc == 0
+    };
+    if started {
+        heap::set_background_purger(true);
+        STATE.store(RUNNING, Ordering::Release);
+    } else {
+        // No thread (a process limit, say): the heaps keep purging from their own
+        // operations; try again at the next occasion.
+        STATE.store(IDLE, Ordering::Release);
+    }
+}
+
+/// In a forked child: the parent's purger thread is not there.
+pub(crate) fn after_fork_in_child() {
+    if STATE.load(Ordering::Relaxed) != OFF {
+        STATE.store(IDLE, Ordering::Relaxed);
+        heap::set_background_purger(false);
+    }
+}
+
+extern "C" fn main(_: *mut libc::c_void) -> *mut libc::c_void {
+    // SAFETY: names the calling thread; the name is a NUL-terminated literal.
+    unsafe { libc::prctl(libc::PR_SET_NAME, c"tessera-purge".as_ptr()) };
+    loop {
+        let seen = commit::signal();
+        if tick() {
+            commit::wait(seen, Some(Duration::from_millis(heap::epoch_ms())));
+            continue;
+        }
+        // Nothing left: sleep until a page heap has dirty pages again. Announce the sleep
+        // first, then look once more, so a heap that turned dirty in between wakes us.
+        let seen = commit::prepare_deep_sleep();
+        let more = has_work();
+        commit::wait(seen, if more { Some(Duration::ZERO) } else { None });
+    }
+}
+
+/// One pass; whether there is anything left to do at the next epoch.
+fn tick() -> bool {
+    let urgent = commit::over_soft();
+    let now = os::now_ms();
+    let mut dirty = 0;
+    for node in node::used_nodes() {
+        let outcome = if urgent {
+            node.heap.purge_all()
+        } else {
+            node.heap.purge_step()
+        };
+        dirty += outcome.dirty;
+    }
+    let stale_before = now.saturating_sub(heap::decay_ms());
+    let mut stashed = 0;
+    let mut reclaimed = 0;
+    pool::for_each_cache(|cache| {
+        reclaimed += cache.reclaim_stash(stale_before, urgent);
+        stashed += cache.stash_bytes();
+    });
+    if urgent {
+        pool::collect_idle();
+    }
+    if reclaimed > 0 && urgent {
+        for node in node::used_nodes() {
+            node.heap.purge_all();
+        }
+    }
+    dirty > 0 || stashed > 0 || reclaimed > 0
+}
+
+fn has_work() -> bool {
+    let mut work = false;
+    for node in node::used_nodes() {
+        work |= node.heap.stats().dirty > 0;
+    }
+    pool::for_each_cache(|cache| work |= cache.stash_bytes() > 0);
+    work
+}
