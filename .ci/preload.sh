@@ -107,6 +107,8 @@ compile_tests() {
         gcc "${cflags[@]}" -o "$WORK/dlopen" "$TESTS/c/dlopen.c" &&
         gcc "${cflags[@]}" -o "$WORK/tls_churn" "$TESTS/c/tls_churn.c" &&
         gcc "${cflags[@]}" -o "$WORK/late_free" "$TESTS/c/late_free.c" &&
+        gcc "${cflags[@]}" -fno-builtin -o "$WORK/limit" "$TESTS/c/limit.c" &&
+        gcc "${cflags[@]}" -fno-builtin -o "$WORK/idle_return" "$TESTS/c/idle_return.c" &&
         gcc -O2 -Wall -Wextra -Werror -shared -fPIC -o "$WORK/tls_module.so" \
             "$TESTS/c/tls_module.c" &&
         g++ "${cflags[@]}" -std=c++17 -o "$WORK/cxx" "$TESTS/c/cxx.cpp"
@@ -158,6 +160,15 @@ tls_churn() {
 
 late_free() {
     LD_PRELOAD=$LIB "$WORK/late_free" && "$WORK/late_free"
+}
+
+memory_limit() {
+    TESSERA_MEMORY_LIMIT=256m LD_PRELOAD=$LIB "$WORK/limit" 256 &&
+        TESSERA_MEMORY_LIMIT=64m TESSERA_THP=always LD_PRELOAD=$LIB "$WORK/limit" 64
+}
+
+idle_return() {
+    LD_PRELOAD=$LIB "$WORK/idle_return"
 }
 
 stress_heavy() {
@@ -346,6 +357,8 @@ check bad-pointers-abort bad_pointers
 check dlopen dlopen_test
 check tls-dlopen-dlclose tls_churn
 check late-free-after-thread-exit late_free
+check memory-limit memory_limit
+check idle-rss-returns idle_return
 check python3 python_test
 check sqlite3 sqlite_test
 check redis redis_test
