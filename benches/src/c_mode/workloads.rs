@@ -125,6 +125,14 @@ pub const PROGRAMS: &[Program] = &[
         "mstress",
         &single("mstress", "slot swap (malloc and/or free)")
     ),
+    program!(
+        "burst",
+        "burst",
+        &single(
+            "burst",
+            "malloc in 48 MiB bursts (64 B-64 KiB, each later freed), 5 rounds, 200 ms pauses untimed"
+        )
+    ),
 ];
 
 /// The program called `name`.
