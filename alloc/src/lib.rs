@@ -48,7 +48,7 @@ use tessera_span::{Span, SpanKind, arena, huge};
 
 pub use node::MAX_NODES;
 pub use processor::{Installed, ProcessorCache, install_cache};
-pub use stats::{ClassStats, NodeStats, Stats, stats};
+pub use stats::{Breakdown, ClassStats, NodeStats, Stats, stats};
 
 /// The allocator. Install it with `#[global_allocator]`.
 #[derive(Clone, Copy, Debug, Default)]
