@@ -65,7 +65,9 @@ pub struct Breakdown {
     pub cached: usize,
     /// Free objects and free room of the spans on central lists.
     pub central: usize,
-    /// Page heap free runs not purged since they were freed: possibly resident.
+    /// Page heap free runs not purged since they were freed: possibly resident. The page
+    /// heap keeps one flag per run, so a freed span that coalesces with untouched pages makes
+    /// the whole merged run dirty: an upper bound, like everything committed.
     pub heap_dirty: usize,
     /// Page heap free runs returned to the OS (or never touched): reserved, not committed.
     pub heap_purged: usize,

@@ -30,7 +30,8 @@ struct tessera_stats {
                              keep. Other threads' bin lists count as live (only the calling
                              thread's are walked). */
     uint64_t central;     /* free objects and free room of spans on the central lists */
-    uint64_t heap_dirty;  /* free pages not purged yet: possibly resident */
+    uint64_t heap_dirty;  /* free pages not purged yet: possibly resident (a run merged with
+                             untouched pages counts whole: an upper bound) */
     uint64_t heap_purged; /* free pages returned to the OS (or never touched): not committed */
     uint64_t metadata;    /* arena headers, cache chunks, the huge-block registry */
 
