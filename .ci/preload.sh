@@ -101,7 +101,8 @@ build_library() {
 compile_tests() {
     local cflags=(-O2 -pthread -Wall -Wextra -Werror)
     # -fno-builtin: keep GCC from folding or eliding the allocation calls under test.
-    gcc "${cflags[@]}" -fno-builtin -o "$WORK/exports" "$TESTS/c/exports.c" &&
+    gcc "${cflags[@]}" -fno-builtin -I"$ROOT/alloc/preload/include" -o "$WORK/exports" \
+        "$TESTS/c/exports.c" &&
         gcc "${cflags[@]}" -fno-builtin -Wno-free-nonheap-object -o "$WORK/bad_free" \
             "$TESTS/c/bad_free.c" &&
         gcc "${cflags[@]}" -o "$WORK/dlopen" "$TESTS/c/dlopen.c" &&

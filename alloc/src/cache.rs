@@ -99,6 +99,18 @@ impl Bin {
         len: 0,
         span: ptr::null_mut(),
     };
+
+    /// Objects on the bin's list, walked (the fast paths keep no count). Only the cache's
+    /// own thread may call this.
+    fn list_len(&self) -> u32 {
+        let mut count = 0;
+        let mut at = self.free;
+        while !at.is_null() {
+            count += 1;
+            at = block_next(at);
+        }
+        count
+    }
 }
 
 /// A cache; see the module comment.
@@ -566,12 +578,7 @@ impl Cache {
             let bin = &mut self.bins[class];
             let span = bin.span;
             if !span.is_null() {
-                let mut count = 0;
-                let mut at = bin.free;
-                while !at.is_null() {
-                    count += 1;
-                    at = block_next(at);
-                }
+                let count = bin.list_len();
                 // SAFETY: the current span is ours.
                 let s = unsafe { &mut *span };
                 s.local_free.store(bin.free, Ordering::Relaxed);
@@ -603,6 +610,27 @@ impl Cache {
             }
         }
         self.drain_stash();
+    }
+
+    // ---- statistics ------------------------------------------------------------------
+
+    /// Calls `f(span, objects)` for the free objects this cache holds off every span's own
+    /// lists: each bin's list (objects of its current span) and the unpublished remote batch
+    /// (objects of someone else's span). A walk of the spans cannot see them and counts them
+    /// as handed out. Only the cache's own thread may call this: the lists are its alone,
+    /// with no atomics, which is why `tessera::stats()` asks only the calling thread's cache.
+    pub(crate) fn for_each_held(&self, mut f: impl FnMut(&Span, usize)) {
+        for bin in &self.bins {
+            if !bin.span.is_null() {
+                // SAFETY: a bin's current span is an in-use small span this cache owns.
+                f(unsafe { &*bin.span }, bin.list_len() as usize);
+            }
+        }
+        if !self.batch.span.is_null() {
+            // SAFETY: the batch's span stays in use while the batch holds its objects (they
+            // count as allocated for the span's owner until published).
+            f(unsafe { &*self.batch.span }, self.batch.count as usize);
+        }
     }
 
     // ---- span lists ----------------------------------------------------------------

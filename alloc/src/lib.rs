@@ -52,7 +52,7 @@ use tessera_span::{Span, SpanKind, arena, huge};
 pub use limit::{MemoryLimits, memory_limits, set_memory_limit, set_soft_memory_limit};
 pub use node::MAX_NODES;
 pub use processor::{Installed, ProcessorCache, install_cache};
-pub use stats::{ClassStats, NodeStats, Stats, stats};
+pub use stats::{Breakdown, ClassStats, NodeStats, Stats, stats};
 
 /// The allocator. Install it with `#[global_allocator]`.
 #[derive(Clone, Copy, Debug, Default)]

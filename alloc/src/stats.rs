@@ -1,18 +1,102 @@
-//! `tessera::stats()`: what the allocator holds, per node and per size class.
+//! `tessera::stats()`: what the allocator holds from the OS and where it is, per node and
+//! per size class.
 //!
 //! Figures are gathered on demand by walking every span under each page heap's lock, so
-//! the fast paths count nothing. Objects in a cache's current bin count as allocated (they
-//! are out of the spans' hands), as in Go's `mcache`; call `tessera::collect()` first for
-//! figures without cached objects.
+//! the fast paths count nothing.
+//!
+//! ## Where the memory is
+//!
+//! Every byte Tessera has mapped (`Stats::mapped`) is in exactly one part of a
+//! [`Breakdown`], so that
+//!
+//! ```text
+//! mapped = live + cached + central + heap_dirty + heap_purged + metadata
+//! ```
+//!
+//! holds exactly (tested), for the whole process and per node (`NodeStats::mapped`, where
+//! `metadata` is the node's arena headers), because every part comes from one walk:
+//! - each arena is `ARENA_SIZE` bytes: its header (metadata) and spans that cover the rest
+//!   exactly, free runs included;
+//! - a free run is `heap_dirty` (freed, not purged since: may be resident) or `heap_purged`
+//!   (returned to the OS by a purge, or never touched since its arena was reserved);
+//! - a large span is `live` whole;
+//! - a small span is split: its handed-out objects (carved and on none of the span's free
+//!   lists) at class size are `live`; the rest of its bytes (free objects on its local and
+//!   remote lists, objects not carved yet, the tail no object fits in) belongs to whoever
+//!   holds the span: `central` when it sits on a central list, `cached` when a cache owns
+//!   it (as its current span, on its partial or full list) or stashes it empty;
+//! - huge blocks are `live` whole (their page-rounded mappings);
+//! - cache chunks and the huge-block registry are `metadata`.
+//!
+//! Caches of exited threads (idle in `pool.rs`) count in `cached` with the running ones;
+//! `Stats::idle_caches` says how many there are.
+//!
+//! One blind spot, shared with Go's `mcache` (whose cached spans count as allocated until
+//! they are uncached): the objects on a cache's bin lists and in its unpublished remote
+//! batch are on no span list, and only the cache's thread may walk them. The calling
+//! thread's cache is walked and its objects count as `cached`; other threads' count as
+//! `live` until that thread refills, flushes, exits, or calls `tessera::collect()`.
+//!
+//! "Committed" is everything but `heap_purged` ([`Breakdown::committed`]): what may be
+//! resident, and what a memory limit counts. It is an upper bound; `Stats::resident`
+//! (`mincore`) is what is resident now: untouched pages of arena headers and of lazily
+//! carved spans are committed here but not resident. Not counted anywhere: the static
+//! arena map and per-node tables in the library's own BSS.
 
 use core::sync::atomic::Ordering;
 
-use tessera_span::{PAGE_SIZE, SpanKind, huge};
+use tessera_span::arena::{ARENA_MASK, HEADER_PAGES};
+use tessera_span::{ARENA_SIZE, PAGE_SIZE, Span, SpanKind, huge};
 
-use crate::node;
+use crate::node::{self, Node};
 use crate::pool;
 use crate::remote;
 use crate::size_class::{CLASSES, NUM_CLASSES};
+use crate::thread;
+
+/// Where the bytes Tessera holds from the OS are: the parts add up to the mapped total
+/// (see the module comment for exactly what goes where).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Breakdown {
+    /// Objects handed out: small objects at class size, large spans, huge blocks.
+    pub live: usize,
+    /// Held by caches (running threads' and idle ones): free objects and free room of the
+    /// spans they own, their stashed empty spans, and the calling thread's bin lists.
+    pub cached: usize,
+    /// Free objects and free room of the spans on central lists.
+    pub central: usize,
+    /// Page heap free runs not purged since they were freed: possibly resident. The page
+    /// heap keeps one flag per run, so a freed span that coalesces with untouched pages makes
+    /// the whole merged run dirty: an upper bound, like everything committed.
+    pub heap_dirty: usize,
+    /// Page heap free runs returned to the OS (or never touched): reserved, not committed.
+    pub heap_purged: usize,
+    /// Bookkeeping: arena headers (page map, span records), cache chunks, the huge-block
+    /// registry.
+    pub metadata: usize,
+}
+
+impl Breakdown {
+    /// The sum of the parts: every byte mapped.
+    pub fn total(&self) -> usize {
+        self.live + self.cached + self.central + self.heap_dirty + self.heap_purged + self.metadata
+    }
+
+    /// Everything but `heap_purged`: the bytes that may be resident and that a memory limit
+    /// counts.
+    pub fn committed(&self) -> usize {
+        self.total() - self.heap_purged
+    }
+
+    fn add(&mut self, other: &Breakdown) {
+        self.live += other.live;
+        self.cached += other.cached;
+        self.central += other.central;
+        self.heap_dirty += other.heap_dirty;
+        self.heap_purged += other.heap_purged;
+        self.metadata += other.metadata;
+    }
+}
 
 /// Figures for one size class.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -39,29 +123,35 @@ impl ClassStats {
 /// Figures for one NUMA node.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct NodeStats {
-    /// Bytes of arena address space reserved on this node.
+    /// Bytes of arena address space reserved on this node: `breakdown.total()`.
     pub mapped: usize,
     /// Bytes in spans in use.
     pub active: usize,
-    /// Bytes in free runs not yet returned to the OS.
+    /// Bytes in free runs not yet returned to the OS (`breakdown.heap_dirty`).
     pub dirty: usize,
     /// Resident bytes of this node's arenas (`mincore`).
     pub resident: usize,
-    /// Bytes in live objects (small and large).
+    /// Bytes in live objects, small and large (`breakdown.live`).
     pub allocated: usize,
+    /// Where this node's arena bytes are; `metadata` is the arena headers.
+    pub breakdown: Breakdown,
 }
 
 /// What `stats()` returns.
 #[derive(Clone, Debug)]
 pub struct Stats {
-    /// Bytes in objects handed out: small objects (at class size), large spans, huge blocks.
+    /// Bytes in objects handed out: small objects (at class size), large spans, huge blocks
+    /// (`breakdown.live`).
     pub allocated: usize,
     /// Bytes in pages that hold objects: spans in use plus huge blocks.
     pub active: usize,
     /// Bytes resident in memory, measured with `mincore`: arenas, huge blocks, caches.
     pub resident: usize,
-    /// Bytes of address space mapped: arenas, huge blocks, cache chunks.
+    /// Bytes of address space mapped: arenas, huge blocks, cache chunks, the huge-block
+    /// registry (`breakdown.total()`).
     pub mapped: usize,
+    /// Where the mapped bytes are.
+    pub breakdown: Breakdown,
     /// Live huge blocks.
     pub huge_blocks: usize,
     /// Caches in existence, and how many of them are idle (their thread exited).
@@ -85,6 +175,7 @@ pub fn stats() -> Stats {
         active: 0,
         resident: 0,
         mapped: 0,
+        breakdown: Breakdown::default(),
         huge_blocks: 0,
         caches: 0,
         idle_caches: 0,
@@ -97,50 +188,124 @@ pub fn stats() -> Stats {
         c.size = CLASSES[i].size as usize;
     }
     for (index, node) in node::used_nodes().iter().enumerate() {
-        let heap = node.heap.stats();
-        let mut per = NodeStats {
-            mapped: heap.mapped,
-            active: heap.in_use,
-            dirty: heap.dirty,
-            resident: node.heap.resident(),
-            allocated: 0,
-        };
-        node.heap.for_each_span(|span| match span.kind() {
-            SpanKind::Small => {
-                let class = &mut out.classes[span.class as usize];
-                let carved = span.carved.load(Ordering::Relaxed) as usize;
-                let free =
-                    (span.local_count.load(Ordering::Relaxed) + remote::count(span)) as usize;
-                let free = free.min(carved);
-                class.spans += 1;
-                class.objects += carved;
-                class.free += free;
-                per.allocated += (carved - free) * span.obj_size as usize;
-            }
-            SpanKind::Large => per.allocated += span.npages() * PAGE_SIZE,
-            _ => {}
-        });
+        out.nodes[index] = walk_node(node, &mut out.classes);
+        out.purged += node.heap.stats().purged_total;
         for (class, central) in out.classes.iter_mut().zip(node.centrals.iter()) {
             class.central_spans += central.len();
         }
-        out.allocated += per.allocated;
+        out.node_count = index + 1;
+    }
+    own_cache_holdings(&mut out.nodes[..out.node_count]);
+    for per in &mut out.nodes[..out.node_count] {
+        per.allocated = per.breakdown.live;
+        out.breakdown.add(&per.breakdown);
         out.active += per.active;
         out.resident += per.resident;
-        out.mapped += per.mapped;
-        out.purged += heap.purged_total;
-        out.nodes[index] = per;
-        out.node_count = index + 1;
     }
     let (huge_blocks, huge_bytes) = huge::stats();
     out.huge_blocks = huge_blocks;
-    out.allocated += huge_bytes;
+    out.breakdown.live += huge_bytes;
     out.active += huge_bytes;
-    out.mapped += huge_bytes;
     out.resident += huge::resident();
+    out.breakdown.metadata += huge::registry_bytes();
     let (caches, idle, cache_bytes) = pool::stats();
     out.caches = caches;
     out.idle_caches = idle;
-    out.mapped += cache_bytes;
+    out.breakdown.metadata += cache_bytes;
     out.resident += caches * core::mem::size_of::<crate::cache::Cache>();
+    out.allocated = out.breakdown.live;
+    out.mapped = out.breakdown.total();
     out
+}
+
+/// One node's figures from one walk of its page heap (so they add up), counting its small
+/// spans into `classes`.
+fn walk_node(node: &Node, classes: &mut [ClassStats; NUM_CLASSES]) -> NodeStats {
+    let mut per = NodeStats::default();
+    let parts = &mut per.breakdown;
+    let mut arenas = 0;
+    let mut arena = 0;
+    node.heap.for_each_span(|span| {
+        // The walk visits arenas one after the other, and every arena has spans.
+        let at = span.base() as usize & !ARENA_MASK;
+        if at != arena {
+            arena = at;
+            arenas += 1;
+        }
+        match span.kind() {
+            SpanKind::Free if span.is_dirty() => parts.heap_dirty += span.bytes(),
+            SpanKind::Free => parts.heap_purged += span.bytes(),
+            SpanKind::Large => {
+                per.active += span.bytes();
+                parts.live += span.bytes();
+            }
+            SpanKind::Small => {
+                per.active += span.bytes();
+                split_small(span, node, classes, parts);
+            }
+            SpanKind::None => {}
+        }
+    });
+    parts.metadata = arenas * HEADER_PAGES * PAGE_SIZE;
+    per.mapped = arenas * ARENA_SIZE;
+    per.dirty = parts.heap_dirty;
+    per.resident = node.heap.resident();
+    per
+}
+
+/// Splits a small span between `live` and its holder (see the module comment).
+///
+/// The span's owner may be changing it meanwhile (its counts are atomics read relaxed), so
+/// the figures are clamped to the span's bytes: the parts still add up to them.
+fn split_small(
+    span: &Span,
+    node: &Node,
+    classes: &mut [ClassStats; NUM_CLASSES],
+    parts: &mut Breakdown,
+) {
+    let bytes = span.bytes();
+    let carved = span.carved.load(Ordering::Relaxed) as usize;
+    let free = (span.local_count.load(Ordering::Relaxed) + remote::count(span)) as usize;
+    let free = free.min(carved);
+    let live = ((carved - free) * span.obj_size as usize).min(bytes);
+    parts.live += live;
+    let class = span.class as usize;
+    let owner = span.owner.load(Ordering::Relaxed);
+    // A flushed span goes to its own node's central list, so this node's list is the one
+    // whose tag it can carry.
+    if node
+        .centrals
+        .get(class)
+        .is_some_and(|central| central.owner_tag() == owner)
+    {
+        parts.central += bytes - live;
+    } else {
+        parts.cached += bytes - live;
+    }
+    if let Some(c) = classes.get_mut(class) {
+        c.spans += 1;
+        c.objects += carved;
+        c.free += free;
+    }
+}
+
+/// Moves the objects the calling thread's cache holds off the span lists (which the walk
+/// counted as live) to `cached`, on their spans' nodes.
+fn own_cache_holdings(nodes: &mut [NodeStats]) {
+    let cache = thread::current();
+    if cache.is_null() {
+        return;
+    }
+    // SAFETY: a non-null current cache is valid and used by this thread alone, which is
+    // here and not in the middle of an allocation.
+    let cache = unsafe { &*cache };
+    cache.for_each_held(|span, objects| {
+        let Some(per) = nodes.get_mut(span.node() as usize) else {
+            return;
+        };
+        let parts = &mut per.breakdown;
+        let bytes = (objects * span.obj_size as usize).min(parts.live);
+        parts.live -= bytes;
+        parts.cached += bytes;
+    });
 }

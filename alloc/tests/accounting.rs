@@ -178,3 +178,157 @@ fn remote_frees_batched_by_an_exiting_thread_come_home() {
         after.allocated
     );
 }
+
+#[test]
+fn the_breakdown_adds_up() {
+    // Holds for any snapshot, whatever other threads do meanwhile: every part comes from the
+    // same walk. No lock needed, and a few rounds while another test may be running.
+    for _ in 0..20 {
+        let s = tessera::stats();
+        let parts = s.breakdown;
+        assert_eq!(parts.total(), s.mapped, "{parts:?}");
+        assert_eq!(parts.committed(), s.mapped - parts.heap_purged);
+        assert_eq!(s.allocated, parts.live);
+        let mut nodes = tessera::Breakdown::default();
+        for n in &s.nodes[..s.node_count] {
+            assert_eq!(n.breakdown.total(), n.mapped, "node {:?}", n.breakdown);
+            assert_eq!(n.mapped % tessera_span::ARENA_SIZE, 0);
+            assert_eq!(n.allocated, n.breakdown.live);
+            assert_eq!(n.dirty, n.breakdown.heap_dirty);
+            nodes.live += n.breakdown.live;
+            nodes.cached += n.breakdown.cached;
+            nodes.central += n.breakdown.central;
+            nodes.heap_dirty += n.breakdown.heap_dirty;
+            nodes.heap_purged += n.breakdown.heap_purged;
+            nodes.metadata += n.breakdown.metadata;
+        }
+        // What is not in any node's arenas: huge blocks (live) and bookkeeping.
+        assert!(parts.live >= nodes.live);
+        assert_eq!(parts.cached, nodes.cached);
+        assert_eq!(parts.central, nodes.central);
+        assert_eq!(parts.heap_dirty, nodes.heap_dirty);
+        assert_eq!(parts.heap_purged, nodes.heap_purged);
+        assert!(parts.metadata > nodes.metadata, "cache chunks are metadata");
+        let _churn: Vec<Vec<u8>> = (0..100).map(|i| vec![1; 16 + i * 40]).collect();
+    }
+}
+
+/// Slack for what the test binary itself may allocate between two snapshots (its own
+/// bookkeeping), far below the amounts the tests move.
+const SLACK: usize = 64 << 10;
+
+#[test]
+fn memory_moves_between_the_buckets() {
+    // Deltas of a few hundred KiB in the process-wide figures: alone in a child, where no
+    // other test allocates meanwhile.
+    if std::env::var_os(CHILD).is_none() {
+        return run_alone("memory_moves_between_the_buckets");
+    }
+    let _guard = SERIAL.lock().unwrap();
+    let size = 48;
+    assert!(tessera::size_class::CLASSES.iter().any(|c| c.size == 48));
+    const N: usize = 20_000;
+    let mut blocks: Vec<usize> = Vec::with_capacity(N);
+    tessera::collect();
+    let start = tessera::stats().breakdown;
+
+    // Small objects: live grows by their class size, exactly but for slack.
+    blocks.extend((0..N).map(|_| tessera::alloc(size, 8) as usize));
+    assert!(blocks.iter().all(|&p| p != 0));
+    let allocated = tessera::stats().breakdown;
+    let grew = allocated.live - start.live;
+    assert!(
+        (N * size..N * size + SLACK).contains(&grew),
+        "live grew by {grew} for {N} x {size} B"
+    );
+
+    // Freed on the same thread: out of live, into this cache (at least the current span's
+    // objects, on the bin's list) or the page heap (the purge policy decides whether dirty or
+    // purged).
+    for &p in &blocks {
+        // SAFETY: each block is live and freed once.
+        unsafe { tessera::dealloc(p as *mut u8, size, 8) };
+    }
+    let freed = tessera::stats().breakdown;
+    assert!(
+        freed.live <= start.live + SLACK,
+        "live {} -> {} -> {}",
+        start.live,
+        allocated.live,
+        freed.live
+    );
+    assert!(
+        freed.cached > allocated.cached,
+        "{allocated:?} -> {freed:?}"
+    );
+    assert!(
+        freed.cached + freed.heap_dirty + freed.heap_purged
+            >= allocated.cached + allocated.heap_dirty + allocated.heap_purged + N * size,
+        "{allocated:?} -> {freed:?}"
+    );
+
+    // `collect` empties this thread's cache and purges: cached and dirty shrink back to
+    // where they started (right after a collect too; other threads' caches, such as the
+    // harness's, keep the room of the spans they own), purged grows.
+    tessera::collect();
+    let collected = tessera::stats().breakdown;
+    assert!(
+        collected.cached + collected.heap_dirty <= start.cached + start.heap_dirty + SLACK,
+        "{start:?} -> {freed:?} -> {collected:?}"
+    );
+    assert!(
+        collected.heap_purged >= freed.heap_purged + N * size / 2,
+        "{freed:?} -> {collected:?}"
+    );
+
+    // A large block is live whole, a huge one too, and maps its own bytes.
+    let large = 1 << 20;
+    let p = tessera::alloc(large, 8);
+    let with_large = tessera::stats();
+    assert!((large..large + SLACK).contains(&(with_large.breakdown.live - collected.live)));
+    let huge = 64 << 20;
+    let q = tessera::alloc(huge, 8);
+    let with_huge = tessera::stats();
+    assert_eq!(with_huge.huge_blocks, with_large.huge_blocks + 1);
+    assert!((huge..huge + SLACK).contains(&(with_huge.breakdown.live - with_large.breakdown.live)));
+    assert!(with_huge.mapped >= with_large.mapped + huge);
+    // SAFETY: both blocks are live and freed once.
+    unsafe {
+        tessera::dealloc(q, huge, 8);
+        tessera::dealloc(p, large, 8);
+    }
+    let without = tessera::stats();
+    assert!(without.breakdown.live <= collected.live + SLACK);
+    assert!(without.mapped + huge <= with_huge.mapped + SLACK);
+
+    // A thread that exits with half its objects still allocated hands its partly used spans
+    // to the central lists: their free halves are central now.
+    // The list of blocks is made before the first snapshot, so it does not count.
+    let mut all: Vec<usize> = Vec::with_capacity(2 * N);
+    let before_exit = tessera::stats().breakdown;
+    let all = thread::spawn(move || {
+        all.extend((0..2 * N).map(|_| tessera::alloc(size, 8) as usize));
+        for &p in all.iter().skip(1).step_by(2) {
+            // SAFETY: live, freed once.
+            unsafe { tessera::dealloc(p as *mut u8, size, 8) };
+        }
+        all
+    })
+    .join()
+    .unwrap();
+    let after_exit = tessera::stats().breakdown;
+    assert!(
+        after_exit.central >= N * size,
+        "{before_exit:?} -> {after_exit:?}"
+    );
+    let grew = after_exit.live - before_exit.live;
+    assert!(
+        (N * size..N * size + SLACK).contains(&grew),
+        "live grew by {grew} for {N} x {size} B kept"
+    );
+    for &p in all.iter().step_by(2) {
+        // SAFETY: live, freed once (remote frees into central spans).
+        unsafe { tessera::dealloc(p as *mut u8, size, 8) };
+    }
+    assert!(tessera::stats().breakdown.live <= before_exit.live + SLACK);
+}

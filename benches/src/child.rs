@@ -1,11 +1,11 @@
 //! One run per child process: the parent re-executes its own binary with hidden arguments
-//! ([`ChildSpec::to_args`]); the child runs the workload, reads its own peak RSS and prints
-//! one result line ([`crate::protocol`]). A process per run keeps each run's peak RSS its own
+//! ([`ChildSpec::to_args`]); the child runs the workload, reads its own peak RSS (and, for
+//! Tessera, where its memory is at the end) and prints one result line ([`crate::protocol`]). A process per run keeps each run's peak RSS its own
 //! and keeps one allocator's leftovers (caches, retained pages) out of the next one's numbers.
 
 use crate::allocators;
 use crate::args::ChildSpec;
-use crate::protocol::ChildReport;
+use crate::protocol::{ChildReport, TesseraMemory};
 use crate::workloads::Params;
 use std::io::{Read, Write};
 use std::process::{Command, Stdio};
@@ -24,6 +24,10 @@ pub fn child_main(spec: &ChildSpec) -> i32 {
         ops: outcome.ops,
         nanos: u64::try_from(outcome.elapsed.as_nanos()).unwrap_or(u64::MAX),
         maxrss_kib: peak_rss_kib(),
+        // The workload called Tessera directly (the runner's own allocator is `System`), so
+        // its figures are the workload's: what it still holds once the workload's threads
+        // have finished and exited.
+        tessera: (spec.allocator == "tessera").then(TesseraMemory::now),
     };
     let mut out = std::io::stdout().lock();
     if writeln!(out, "{report}")

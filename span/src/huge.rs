@@ -232,6 +232,12 @@ pub fn stats() -> (usize, usize) {
     (table.live, table.live_bytes)
 }
 
+/// Bytes mapped for the registry itself (bookkeeping, not blocks).
+pub fn registry_bytes() -> usize {
+    let table = REGISTRY.lock();
+    (table.capacity * core::mem::size_of::<Entry>()).next_multiple_of(os::page_size())
+}
+
 /// Resident bytes of all huge blocks, measured with `mincore`.
 pub fn resident() -> usize {
     let table = REGISTRY.lock();

@@ -149,4 +149,13 @@ impl Span {
     pub fn contains(&self, addr: usize) -> bool {
         addr.wrapping_sub(self.base() as usize) < self.bytes()
     }
+
+    /// Whether this free run may still hold resident pages: freed and not purged since.
+    /// A free run that is not dirty was purged, or never touched since its arena was
+    /// reserved. Meaningful for `SpanKind::Free` records read under the page heap's lock
+    /// (`PageHeap::for_each_span`), as `tessera::stats()` reads them.
+    #[inline]
+    pub fn is_dirty(&self) -> bool {
+        self.flags & FLAG_DIRTY != 0
+    }
 }

@@ -23,9 +23,12 @@
 //! - A pointer Tessera never handed out, passed to `free`, `realloc` or
 //!   `malloc_usable_size`, is reported on stderr (`tessera: ...`) and aborts the process.
 //!
-//! Not exported: `mallopt`, `mallinfo`, `mallinfo2`, `malloc_trim`, `malloc_stats`,
-//! `malloc_info`. glibc's versions stay in place and act on glibc's own heap, which is empty
-//! under the preload: harmless, but what they report or trim is not Tessera's.
+//! Statistics: `malloc_stats` and `malloc_info` replace glibc's with Tessera's figures, and
+//! `tessera_stats` fills the struct of `include/tessera.h` (the end of this file).
+//!
+//! Not exported: `mallopt`, `mallinfo`, `mallinfo2`, `malloc_trim`. glibc's versions stay in
+//! place and act on glibc's own heap, which is empty under the preload: harmless, but what
+//! they report or trim is not Tessera's.
 
 use core::ffi::{c_int, c_void};
 use core::ptr;
@@ -34,7 +37,9 @@ use crate::rules::{
     MALLOC_ALIGN, MAX_REQUEST, align_for, array_bytes, malloc_align, memalign_align,
     posix_align_ok, round_to_page,
 };
+use crate::stats::{self, CStats};
 use crate::sys::{page_size, set_errno};
+use crate::text::{Fd, Stream, Text};
 
 /// `tessera::alloc` with C's failure convention: null and `errno = ENOMEM`.
 #[inline(always)]
@@ -274,4 +279,56 @@ pub unsafe extern "C" fn pvalloc(size: usize) -> *mut c_void {
 pub unsafe extern "C" fn malloc_usable_size(ptr: *mut c_void) -> usize {
     // SAFETY: forwarded contract; `usable_size` handles null and reports foreign pointers.
     unsafe { tessera::usable_size(ptr.cast()) }
+}
+
+// ---- statistics ------------------------------------------------------------------------
+
+/// Fills `*out` with Tessera's figures (`struct tessera_stats` in `tessera.h`): at most
+/// `size` bytes of it, so a caller compiled against an older, shorter struct gets the fields
+/// it knows. Returns the size of the library's struct; `out` may be null to ask for it.
+///
+/// # Safety
+/// `out` must be null or valid for writing `size` bytes.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn tessera_stats(out: *mut CStats, size: usize) -> usize {
+    let full = core::mem::size_of::<CStats>();
+    if !out.is_null() {
+        let figures = CStats::from_stats(&tessera::stats());
+        // SAFETY: `figures` is a plain `repr(C)` value of `full` bytes; the caller gives
+        // `size` writable bytes at `out`, and we copy no more than either.
+        unsafe {
+            ptr::copy_nonoverlapping(
+                (&raw const figures).cast::<u8>(),
+                out.cast::<u8>(),
+                size.min(full),
+            )
+        };
+    }
+    full
+}
+
+/// Prints Tessera's figures on stderr (glibc's `malloc_stats` prints its arenas there):
+/// where the memory is, per node, per size class. Written with `write(2)`.
+#[unsafe(no_mangle)]
+pub extern "C" fn malloc_stats() {
+    let figures = tessera::stats();
+    stats::print_text(&figures, &mut Text::<_, 1024>::new(Fd(2)));
+}
+
+/// Writes Tessera's figures as XML to `fp` (glibc's `malloc_info`), see `stats.rs`.
+/// Returns 0; -1 with `errno = EINVAL` when `options` is not 0 (no options are defined) or
+/// `fp` is null. That is the documented contract (malloc_info(3)); glibc 2.36 itself returns
+/// `EINVAL` as the value, which a caller testing for non-zero reads the same way.
+///
+/// # Safety
+/// `fp` must be null or a valid stream open for writing.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn malloc_info(options: c_int, fp: *mut libc::FILE) -> c_int {
+    if options != 0 || fp.is_null() {
+        set_errno(libc::EINVAL);
+        return -1;
+    }
+    let figures = tessera::stats();
+    stats::print_xml(&figures, &mut Text::<_, 1024>::new(Stream(fp)));
+    0
 }

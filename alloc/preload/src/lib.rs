@@ -4,8 +4,11 @@
 //! - `c_api.rs`: `malloc`, `free`, `calloc`, `realloc`, `reallocarray`, `posix_memalign`,
 //!   `aligned_alloc`, `memalign`, `valloc`, `pvalloc`, `malloc_usable_size`, `cfree`.
 //! - `cxx.rs`: every replaceable C++ `operator new`/`operator delete`, by mangled name.
+//! - `stats.rs`: `tessera_stats` (declared in `include/tessera.h`), and the reports of
+//!   `malloc_stats` and `malloc_info`, which replace glibc's (those describe glibc's own
+//!   heap, empty under the preload).
 //! - `rules.rs`: the size and alignment arithmetic, unit-tested; `sys.rs`: `errno`, page
-//!   size, reports, `dlsym`.
+//!   size, reports, `dlsym`; `text.rs`: allocation-free text for reports.
 //!
 //! The exported symbols exist only outside `cfg(test)`: a unit-test binary that exported
 //! `malloc` would run its own harness on it.
@@ -38,7 +41,9 @@
 #![cfg_attr(test, allow(dead_code))]
 
 mod rules;
+pub mod stats;
 mod sys;
+mod text;
 
 #[cfg(not(test))]
 pub mod c_api;

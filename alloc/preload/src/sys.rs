@@ -3,10 +3,19 @@
 //!
 //! Nothing here allocates on the way to a normal return: `errno` is a thread-local int,
 //! `sysconf(_SC_PAGESIZE)` reads a value the loader stored, and reports are assembled in a
-//! stack buffer and written with `write(2)`.
+//! stack buffer and written with `write(2)` (`text.rs`).
 
 use core::ffi::{CStr, c_int};
 use core::sync::atomic::{AtomicUsize, Ordering};
+
+use crate::text::{Fd, Text};
+
+/// The calling thread's `errno`.
+#[inline]
+pub(crate) fn errno() -> c_int {
+    // SAFETY: as in `set_errno`.
+    unsafe { *libc::__errno_location() }
+}
 
 /// Sets the calling thread's `errno`.
 #[inline]
@@ -36,63 +45,17 @@ pub(crate) fn page_size() -> usize {
     page
 }
 
-/// A message built in a stack buffer: no allocation, no `core::fmt`, no panic (every
-/// write is clamped to the buffer).
-struct Message {
-    buf: [u8; 256],
-    len: usize,
-}
-
-impl Message {
-    const fn new() -> Self {
-        Message {
-            buf: [0; 256],
-            len: 0,
-        }
-    }
-
-    fn put(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            if let Some(slot) = self.buf.get_mut(self.len) {
-                *slot = b;
-                self.len += 1;
-            }
-        }
-    }
-
-    fn put_decimal(&mut self, mut value: usize) {
-        let mut digits = [0u8; 20];
-        let mut start = digits.len();
-        loop {
-            start -= 1;
-            digits[start] = b'0' + (value % 10) as u8;
-            value /= 10;
-            if value == 0 || start == 0 {
-                break;
-            }
-        }
-        self.put(&digits[start..]);
-    }
-
-    fn write_to_stderr(&self) {
-        let bytes = self.buf.get(..self.len).unwrap_or(&[]);
-        // SAFETY: writing an initialised stack buffer to fd 2. A short or failed write
-        // changes nothing that follows, so the result is not checked.
-        unsafe { libc::write(2, bytes.as_ptr().cast(), bytes.len()) };
-    }
-}
-
 /// Writes `tessera: <what> (<number> bytes)` to stderr and aborts the process.
 #[cold]
 #[inline(never)]
 pub(crate) fn fatal_size(what: &[u8], bytes: usize) -> ! {
-    let mut m = Message::new();
+    let mut m = Text::<_, 256>::new(Fd(2));
     m.put(b"tessera: ");
     m.put(what);
     m.put(b" (");
     m.put_decimal(bytes);
     m.put(b" bytes)\n");
-    m.write_to_stderr();
+    m.flush();
     // SAFETY: `abort` has no preconditions.
     unsafe { libc::abort() }
 }
@@ -110,25 +73,6 @@ pub(crate) fn lookup(name: &CStr) -> *mut libc::c_void {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn messages_format_numbers_without_fmt() {
-        let mut m = Message::new();
-        m.put(b"x ");
-        m.put_decimal(0);
-        m.put(b" ");
-        m.put_decimal(usize::MAX);
-        assert_eq!(&m.buf[..m.len], b"x 0 18446744073709551615");
-    }
-
-    #[test]
-    fn messages_are_clamped() {
-        let mut m = Message::new();
-        for _ in 0..100 {
-            m.put(b"0123456789");
-        }
-        assert_eq!(m.len, 256);
-    }
 
     #[test]
     fn page_size_is_a_power_of_two() {

@@ -246,6 +246,7 @@ fn figure(run: &Result<(ResultLine, u64), String>, series: &Series) -> Result<Ch
         ops,
         nanos,
         maxrss_kib: *maxrss_kib,
+        tessera: None,
     })
 }
 
@@ -324,6 +325,7 @@ mod tests {
                 ops,
                 nanos: 1_000_000_000,
                 maxrss_kib,
+                tessera: None,
             }));
         }
         s

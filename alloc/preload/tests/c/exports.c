@@ -6,7 +6,9 @@
  *   exports [--expect-tessera] [--stress OPS_PER_THREAD] [--only-stress]
  *
  * --expect-tessera: fail unless malloc & co. resolve into libtessera.so, and check the
- * behaviours where tessera deliberately differs from glibc 2.36 (aligned_alloc's EINVAL).
+ * behaviours where tessera deliberately differs from glibc 2.36 (aligned_alloc's EINVAL,
+ * malloc_info's -1), and tessera's statistics (tessera_stats, and what malloc_stats and
+ * malloc_info print). Needs -I alloc/preload/include for tessera.h.
  * Prints one line per check group and "exports: OK" at the end; exits 1 on any failure. */
 #define _GNU_SOURCE
 #include <dlfcn.h>
@@ -20,6 +22,8 @@
 #include <string.h>
 #include <sys/wait.h>
 #include <unistd.h>
+
+#include "tessera.h"
 
 /* A failed realloc leaves the block valid; GCC cannot know that it failed. */
 #pragma GCC diagnostic ignored "-Wuse-after-free"
@@ -47,6 +51,7 @@ static void check_identity(void) {
     static const char *const names[] = {
         "malloc", "free", "calloc", "realloc", "reallocarray", "posix_memalign",
         "aligned_alloc", "memalign", "valloc", "pvalloc", "malloc_usable_size", "cfree",
+        "malloc_stats", "malloc_info", "tessera_stats",
     };
     int in_tessera = 0;
     for (size_t i = 0; i < sizeof names / sizeof *names; i++) {
@@ -318,6 +323,138 @@ static void check_big(void) {
     printf("big blocks (100 MiB malloc, calloc): done\n");
 }
 
+/* ---- statistics: malloc_info, malloc_stats, tessera_stats ------------------------------ */
+
+typedef size_t (*tessera_stats_fn)(struct tessera_stats *, size_t);
+
+/* Reads all of `f` from its start into `buf` (NUL-terminated); returns the length. */
+static size_t slurp(FILE *f, char *buf, size_t cap) {
+    fflush(f);
+    rewind(f);
+    size_t n = fread(buf, 1, cap - 1, f);
+    buf[n] = 0;
+    return n;
+}
+
+/* The number after `key` (e.g. `<part name="live" size="`) in `xml`, or -1. */
+static long long xml_number(const char *xml, const char *key) {
+    const char *at = strstr(xml, key);
+    return at ? atoll(at + strlen(key)) : -1;
+}
+
+static uint64_t parts_sum(const struct tessera_stats *s) {
+    return s->live + s->cached + s->central + s->heap_dirty + s->heap_purged + s->metadata;
+}
+
+static char stats_text[1 << 16];
+
+static void check_stats(void) {
+    FILE *xml_file = tmpfile(), *err_file = tmpfile();
+    CHECK(xml_file && err_file, "tmpfile");
+    if (!xml_file || !err_file) return;
+    /* Give both streams their buffers now, so that stdio's own allocations fall outside the
+     * measured window below. */
+    fputc(' ', xml_file);
+    fputc(' ', err_file);
+
+    /* Options other than 0 are refused on both (glibc returns EINVAL itself, tessera -1 with
+     * errno = EINVAL, as malloc_info(3) says). */
+    errno = 0;
+    int rc = malloc_info(1, xml_file);
+    CHECK(rc != 0, "malloc_info(1, fp) = %d", rc);
+    if (expect_tessera) CHECK(rc == -1 && errno == EINVAL, "malloc_info(1): %d, errno %d", rc, errno);
+
+    /* malloc_stats prints on stderr: catch fd 2 in a file for a moment. */
+    fflush(stderr);
+    int saved = dup(2);
+    dup2(fileno(err_file), 2);
+    malloc_stats();
+    fflush(stderr);
+    dup2(saved, 2);
+    close(saved);
+    size_t len = slurp(err_file, stats_text, sizeof stats_text);
+    CHECK(len > 1, "malloc_stats printed nothing");
+    if (expect_tessera)
+        CHECK(strstr(stats_text, "tessera: where the memory is") && strstr(stats_text, "= mapped"),
+              "malloc_stats output:\n%s", stats_text);
+
+    tessera_stats_fn stats = (tessera_stats_fn)dlsym(RTLD_DEFAULT, "tessera_stats");
+    if (!stats) {
+        CHECK(!expect_tessera, "tessera_stats is not exported");
+        rc = malloc_info(0, xml_file);
+        len = slurp(xml_file, stats_text, sizeof stats_text);
+        CHECK(rc == 0 && strstr(stats_text, "<malloc") && strstr(stats_text, "</malloc>\n"),
+              "malloc_info(0): %d:\n%s", rc, stats_text);
+        printf("stats: malloc_info, malloc_stats: glibc's, done\n");
+        return;
+    }
+
+    struct tessera_stats before, during, after;
+    CHECK(stats(NULL, 0) == sizeof before, "tessera_stats(NULL) = %zu, header says %zu",
+          stats(NULL, 0), sizeof before);
+    /* A caller with a shorter struct gets its prefix and nothing more. */
+    unsigned char prefix[32];
+    memset(prefix, 0xee, sizeof prefix);
+    stats((struct tessera_stats *)prefix, 16);
+    CHECK(prefix[16] == 0xee && prefix[31] == 0xee, "tessera_stats wrote past the size given");
+
+    enum { N = 4000, SIZE = 1024 }; /* 1024 B is a size class: live grows by exactly SIZE */
+    const uint64_t slack = 64 << 10; /* what this thread may allocate besides */
+    static void *blocks[N];
+    stats(&before, sizeof before);
+    CHECK(before.version == TESSERA_STATS_VERSION && before.size == sizeof before,
+          "version %u size %u", before.version, before.size);
+    CHECK(parts_sum(&before) == before.mapped, "parts %llu != mapped %llu",
+          (unsigned long long)parts_sum(&before), (unsigned long long)before.mapped);
+    CHECK(before.committed == before.mapped - before.heap_purged, "committed");
+    for (int i = 0; i < N; i++) {
+        blocks[i] = malloc(SIZE);
+        memset(blocks[i], i, SIZE);
+    }
+    stats(&during, sizeof during);
+    uint64_t grew = during.live - before.live;
+    CHECK(grew >= (uint64_t)N * SIZE && grew <= (uint64_t)N * SIZE + slack,
+          "live grew by %llu for %d x %d B", (unsigned long long)grew, N, SIZE);
+    CHECK(parts_sum(&during) == during.mapped, "parts add up");
+
+    /* malloc_info while the blocks are live: well formed, and our numbers. */
+    rewind(xml_file);
+    rc = malloc_info(0, xml_file);
+    len = slurp(xml_file, stats_text, sizeof stats_text);
+    CHECK(rc == 0, "malloc_info(0) = %d", rc);
+    CHECK(!strncmp(stats_text, "<malloc version=\"1\" allocator=\"tessera\">\n", 40) &&
+              strstr(stats_text, "</malloc>\n"), "malloc_info:\n%s", stats_text);
+    long long xml_live = xml_number(stats_text, "<part name=\"live\" size=\"");
+    long long xml_mapped = xml_number(stats_text, "<breakdown mapped=\"");
+    long long xml_sum = 0;
+    static const char *const parts[] = {"live", "cached", "central", "heap-dirty", "heap-purged",
+                                        "metadata"};
+    for (size_t i = 0; i < sizeof parts / sizeof *parts; i++) {
+        char key[64];
+        snprintf(key, sizeof key, "<part name=\"%s\" size=\"", parts[i]);
+        long long v = xml_number(stats_text, key);
+        CHECK(v >= 0, "no %s in malloc_info", parts[i]);
+        xml_sum += v;
+    }
+    CHECK(xml_sum == xml_mapped, "malloc_info parts %lld != mapped %lld", xml_sum, xml_mapped);
+    CHECK(xml_live >= (long long)(before.live + (uint64_t)N * SIZE) &&
+              xml_live <= (long long)(during.live + slack),
+          "malloc_info live %lld, tessera_stats live %llu", xml_live,
+          (unsigned long long)during.live);
+
+    for (int i = 0; i < N; i++) free(blocks[i]);
+    stats(&after, sizeof after);
+    CHECK(after.live <= before.live + slack, "live %llu -> %llu -> %llu after free",
+          (unsigned long long)before.live, (unsigned long long)during.live,
+          (unsigned long long)after.live);
+    CHECK(after.cached > during.cached, "freed on this thread, cached %llu -> %llu",
+          (unsigned long long)during.cached, (unsigned long long)after.cached);
+    fclose(xml_file);
+    fclose(err_file);
+    printf("stats: tessera_stats live +%llu KiB for %d KiB, malloc_info and malloc_stats: done\n",
+           (unsigned long long)grew >> 10, N * SIZE >> 10);
+}
+
 /* ---- threaded stress with cross-thread frees ------------------------------------------------ */
 
 struct block {
@@ -564,6 +701,7 @@ int main(int argc, char **argv) {
         check_realloc();
         check_aligned();
         check_big();
+        check_stats();
         check_thread_exit();
         check_fork();
     }

@@ -1,0 +1,348 @@
+//! Tessera's statistics for C programs: the `struct tessera_stats` that `tessera_stats()`
+//! fills (`include/tessera.h`), and the text of `malloc_stats()` and the XML of
+//! `malloc_info()` (`c_api.rs` exports all three).
+//!
+//! The figures are `tessera::stats()`'s (see `alloc/src/stats.rs` for what each part of the
+//! breakdown holds). The printers are modelled on mimalloc's `mi_stats_print` and jemalloc's
+//! `malloc_stats_print`: totals first, then per node and per size class. They run inside
+//! `malloc`'s own library, so they gather everything first (the walk takes the allocator's
+//! locks and allocates nothing) and only then write, through a stack buffer (`text.rs`),
+//! with no allocator lock held.
+
+use tessera::Stats;
+
+use crate::text::{Sink, Text};
+
+/// `TESSERA_STATS_VERSION` in `tessera.h`.
+pub(crate) const VERSION: u32 = 1;
+
+/// `struct tessera_stats` in `include/tessera.h`: every figure a `uint64_t`, so the layout
+/// is the same for every C compiler; later versions only append fields.
+#[repr(C)]
+#[derive(Debug, Default, Clone, Copy)]
+pub struct CStats {
+    /// `VERSION`.
+    pub version: u32,
+    /// `size_of::<CStats>()` in the library that filled it.
+    pub size: u32,
+    /// The breakdown; these six add up to `mapped`.
+    pub live: u64,
+    /// See `tessera::Breakdown`.
+    pub cached: u64,
+    /// See `tessera::Breakdown`.
+    pub central: u64,
+    /// See `tessera::Breakdown`.
+    pub heap_dirty: u64,
+    /// See `tessera::Breakdown`.
+    pub heap_purged: u64,
+    /// See `tessera::Breakdown`.
+    pub metadata: u64,
+    /// Every byte mapped: the sum of the six above.
+    pub mapped: u64,
+    /// `mapped - heap_purged`.
+    pub committed: u64,
+    /// Measured with `mincore`.
+    pub resident: u64,
+    /// Bytes in spans in use and huge blocks.
+    pub active: u64,
+    /// Bytes returned to the OS by purges since the start.
+    pub purged_total: u64,
+    /// Live huge blocks.
+    pub huge_blocks: u64,
+    /// Caches (one per thread or processor that allocated), of which `idle_caches` idle.
+    pub caches: u64,
+    /// Caches of exited threads, parked for reuse.
+    pub idle_caches: u64,
+    /// NUMA nodes in use.
+    pub nodes: u64,
+}
+
+impl CStats {
+    pub(crate) fn from_stats(s: &Stats) -> CStats {
+        let b = &s.breakdown;
+        let n = |v: usize| v as u64;
+        CStats {
+            version: VERSION,
+            size: core::mem::size_of::<CStats>() as u32,
+            live: n(b.live),
+            cached: n(b.cached),
+            central: n(b.central),
+            heap_dirty: n(b.heap_dirty),
+            heap_purged: n(b.heap_purged),
+            metadata: n(b.metadata),
+            mapped: n(s.mapped),
+            committed: n(b.committed()),
+            resident: n(s.resident),
+            active: n(s.active),
+            purged_total: s.purged,
+            huge_blocks: n(s.huge_blocks),
+            caches: n(s.caches),
+            idle_caches: n(s.idle_caches),
+            nodes: n(s.node_count),
+        }
+    }
+}
+
+/// `malloc_stats()`'s report.
+pub(crate) fn print_text<S: Sink, const N: usize>(s: &Stats, out: &mut Text<S, N>) {
+    let b = &s.breakdown;
+    out.put(b"tessera: where the memory is\n");
+    out.put(b"  part                   bytes        size\n");
+    let row = |out: &mut Text<S, N>, label: &[u8], bytes: usize, note: &[u8]| {
+        out.put(b"  ");
+        out.put_left(label, 14);
+        out.put_decimal_width(bytes, 14);
+        out.put_size(bytes, 12);
+        if !note.is_empty() {
+            out.put(b"  ");
+            out.put(note);
+        }
+        out.put(b"\n");
+    };
+    row(
+        out,
+        b"live",
+        b.live,
+        b"objects handed out (small, large, huge)",
+    );
+    row(out, b"cached", b.cached, b"held by thread/processor caches");
+    row(
+        out,
+        b"central",
+        b.central,
+        b"free room of spans on central lists",
+    );
+    row(
+        out,
+        b"heap dirty",
+        b.heap_dirty,
+        b"free pages, not purged yet",
+    );
+    row(
+        out,
+        b"heap purged",
+        b.heap_purged,
+        b"free pages returned to the OS",
+    );
+    row(
+        out,
+        b"metadata",
+        b.metadata,
+        b"arena headers, caches, registry",
+    );
+    row(out, b"= mapped", s.mapped, b"");
+    row(out, b"committed", b.committed(), b"mapped - heap purged");
+    row(out, b"resident", s.resident, b"measured (mincore)");
+    row(
+        out,
+        b"purged total",
+        s.purged as usize,
+        b"returned to the OS since start",
+    );
+    out.put(b"  caches: ");
+    out.put_decimal(s.caches);
+    out.put(b" (");
+    out.put_decimal(s.idle_caches);
+    out.put(b" idle); huge blocks: ");
+    out.put_decimal(s.huge_blocks);
+    out.put(b"\n\n  node");
+    const NODE_COLUMNS: [&[u8]; 7] = [
+        b"live",
+        b"cached",
+        b"central",
+        b"dirty",
+        b"purged",
+        b"metadata",
+        b"resident",
+    ];
+    for name in NODE_COLUMNS {
+        out.put_right(name, 12);
+    }
+    out.put(b"\n");
+    for (i, node) in s.nodes[..s.node_count].iter().enumerate() {
+        let p = &node.breakdown;
+        out.put_decimal_width(i, 6);
+        for bytes in [
+            p.live,
+            p.cached,
+            p.central,
+            p.heap_dirty,
+            p.heap_purged,
+            p.metadata,
+            node.resident,
+        ] {
+            out.put_size(bytes, 12);
+        }
+        out.put(b"\n");
+    }
+    out.put(b"\n  size classes in use (objects carved; in use: handed out or on a bin list)\n");
+    out.put(b"  class    size   spans     objects      in use        free  central\n");
+    for (i, c) in s.classes.iter().enumerate().filter(|(_, c)| c.spans > 0) {
+        out.put_decimal_width(i, 7);
+        out.put_decimal_width(c.size, 8);
+        out.put_decimal_width(c.spans, 8);
+        out.put_decimal_width(c.objects, 12);
+        out.put_decimal_width(c.allocated(), 12);
+        out.put_decimal_width(c.free, 12);
+        out.put_decimal_width(c.central_spans, 9);
+        out.put(b"\n");
+    }
+    out.flush();
+}
+
+/// `malloc_info()`'s XML: one `<malloc>` element, the breakdown as `<part>`s, totals,
+/// one `<node>` per node and one `<size>` per size class in use.
+pub(crate) fn print_xml<S: Sink, const N: usize>(s: &Stats, out: &mut Text<S, N>) {
+    let b = &s.breakdown;
+    let attr = |out: &mut Text<S, N>, name: &[u8], value: usize| {
+        out.put(b" ");
+        out.put(name);
+        out.put(b"=\"");
+        out.put_decimal(value);
+        out.put(b"\"");
+    };
+    out.put(b"<malloc version=\"1\" allocator=\"tessera\">\n<breakdown");
+    attr(out, b"mapped", s.mapped);
+    out.put(b">\n");
+    for (name, bytes) in [
+        (&b"live"[..], b.live),
+        (b"cached", b.cached),
+        (b"central", b.central),
+        (b"heap-dirty", b.heap_dirty),
+        (b"heap-purged", b.heap_purged),
+        (b"metadata", b.metadata),
+    ] {
+        out.put(b"<part name=\"");
+        out.put(name);
+        out.put(b"\"");
+        attr(out, b"size", bytes);
+        out.put(b"/>\n");
+    }
+    out.put(b"</breakdown>\n");
+    for (name, bytes) in [
+        (&b"mapped"[..], s.mapped),
+        (b"committed", b.committed()),
+        (b"resident", s.resident),
+        (b"active", s.active),
+        (b"purged-since-start", s.purged as usize),
+    ] {
+        out.put(b"<total type=\"");
+        out.put(name);
+        out.put(b"\"");
+        attr(out, b"size", bytes);
+        out.put(b"/>\n");
+    }
+    out.put(b"<caches");
+    attr(out, b"count", s.caches);
+    attr(out, b"idle", s.idle_caches);
+    out.put(b"/>\n<huge");
+    attr(out, b"count", s.huge_blocks);
+    out.put(b"/>\n");
+    for (i, node) in s.nodes[..s.node_count].iter().enumerate() {
+        let p = &node.breakdown;
+        out.put(b"<node");
+        attr(out, b"nr", i);
+        attr(out, b"mapped", node.mapped);
+        attr(out, b"live", p.live);
+        attr(out, b"cached", p.cached);
+        attr(out, b"central", p.central);
+        attr(out, b"heap-dirty", p.heap_dirty);
+        attr(out, b"heap-purged", p.heap_purged);
+        attr(out, b"metadata", p.metadata);
+        attr(out, b"resident", node.resident);
+        out.put(b"/>\n");
+    }
+    out.put(b"<sizes>\n");
+    for (i, c) in s.classes.iter().enumerate().filter(|(_, c)| c.spans > 0) {
+        out.put(b"<size");
+        attr(out, b"class", i);
+        attr(out, b"bytes", c.size);
+        attr(out, b"spans", c.spans);
+        attr(out, b"objects", c.objects);
+        attr(out, b"in-use", c.allocated());
+        attr(out, b"free", c.free);
+        attr(out, b"central-spans", c.central_spans);
+        out.put(b"/>\n");
+    }
+    out.put(b"</sizes>\n</malloc>\n");
+    out.flush();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::text::tests::Collect;
+
+    fn render(print: fn(&Stats, &mut Text<Collect, 256>)) -> (Stats, String) {
+        let blocks: Vec<*mut u8> = (0..100).map(|i| tessera::alloc(16 + i * 8, 8)).collect();
+        let s = tessera::stats();
+        for (i, p) in blocks.into_iter().enumerate() {
+            // SAFETY: each block is live and freed once, with its size.
+            unsafe { tessera::dealloc(p, 16 + i * 8, 8) };
+        }
+        let mut text = Text::new(Collect::default());
+        print(&s, &mut text);
+        (s, text.collected())
+    }
+
+    #[test]
+    fn the_c_struct_carries_the_breakdown() {
+        let s = tessera::stats();
+        let c = CStats::from_stats(&s);
+        assert_eq!(c.version, VERSION);
+        assert_eq!(c.size as usize, core::mem::size_of::<CStats>());
+        assert_eq!(
+            c.live + c.cached + c.central + c.heap_dirty + c.heap_purged + c.metadata,
+            c.mapped
+        );
+        assert_eq!(c.committed, c.mapped - c.heap_purged);
+        // The header declares 2 x uint32_t and 15 x uint64_t.
+        assert_eq!(core::mem::size_of::<CStats>(), 8 + 15 * 8);
+    }
+
+    #[test]
+    fn the_text_report_shows_the_figures() {
+        let (s, text) = render(print_text);
+        assert!(text.starts_with("tessera: where the memory is\n"), "{text}");
+        let mapped = format!("= mapped{:>20}", s.mapped);
+        assert!(text.contains(&mapped), "{text}");
+        let live = format!("live{:>24}", s.breakdown.live);
+        assert!(text.contains(&live), "{text}");
+        assert!(text.contains("\n     0 "), "node 0: {text}");
+        assert!(
+            text.lines()
+                .any(|l| l.split_whitespace().nth(1) == Some("16"))
+        );
+    }
+
+    #[test]
+    fn the_xml_is_well_formed_and_adds_up() {
+        let (s, xml) = render(print_xml);
+        assert!(xml.starts_with("<malloc version=\"1\" allocator=\"tessera\">\n"));
+        assert!(xml.ends_with("</malloc>\n"));
+        // Every element is closed, in order: a stack of open tags.
+        let mut open = Vec::new();
+        for tag in xml.split('<').skip(1) {
+            let tag = &tag[..tag.find('>').unwrap()];
+            if let Some(name) = tag.strip_prefix('/') {
+                assert_eq!(open.pop(), Some(name.to_string()), "{xml}");
+            } else if !tag.ends_with('/') {
+                open.push(tag.split_whitespace().next().unwrap().to_string());
+            }
+        }
+        assert!(open.is_empty(), "{xml}");
+        let parts: usize = xml
+            .lines()
+            .filter(|l| l.starts_with("<part "))
+            .map(|l| {
+                let size = l.split("size=\"").nth(1).unwrap();
+                size[..size.find('"').unwrap()].parse::<usize>().unwrap()
+            })
+            .sum();
+        assert_eq!(parts, s.mapped);
+        assert!(xml.contains(&format!(
+            "<part name=\"live\" size=\"{}\"/>",
+            s.breakdown.live
+        )));
+    }
+}
