@@ -38,7 +38,8 @@
 //! `live` until that thread refills, flushes, exits, or calls `tessera::collect()`.
 //!
 //! "Committed" is everything but `heap_purged` ([`Breakdown::committed`]): what may be
-//! resident, and what a memory limit counts. It is an upper bound; `Stats::resident`
+//! resident. It is an upper bound (the memory limits count the same parts as they change,
+//! `tessera::memory_limits().committed`); `Stats::resident`
 //! (`mincore`) is what is resident now: untouched pages of arena headers and of lazily
 //! carved spans are committed here but not resident. Not counted anywhere: the static
 //! arena map and per-node tables in the library's own BSS.
@@ -65,9 +66,9 @@ pub struct Breakdown {
     pub cached: usize,
     /// Free objects and free room of the spans on central lists.
     pub central: usize,
-    /// Page heap free runs not purged since they were freed: possibly resident. The page
-    /// heap keeps one flag per run, so a freed span that coalesces with untouched pages makes
-    /// the whole merged run dirty: an upper bound, like everything committed.
+    /// Page heap free runs not purged since they were freed (and runs being purged right
+    /// now): possibly resident. Exact: the page heap keeps dirty and clean runs apart and
+    /// never merges the two kinds.
     pub heap_dirty: usize,
     /// Page heap free runs returned to the OS (or never touched): reserved, not committed.
     pub heap_purged: usize,
@@ -233,7 +234,9 @@ fn walk_node(node: &Node, classes: &mut [ClassStats; NUM_CLASSES]) -> NodeStats 
             arenas += 1;
         }
         match span.kind() {
+            // A run being purged is still committed until the advice returns.
             SpanKind::Free if span.is_dirty() => parts.heap_dirty += span.bytes(),
+            SpanKind::Purging => parts.heap_dirty += span.bytes(),
             SpanKind::Free => parts.heap_purged += span.bytes(),
             SpanKind::Large => {
                 per.active += span.bytes();
