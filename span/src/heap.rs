@@ -93,6 +93,8 @@ pub enum Thp {
 /// 0 = auto, 1 = always, 2 = never; bit 7: the system's THP mode is `always`.
 static THP: AtomicU8 = AtomicU8::new(0);
 const THP_SYSTEM_ALWAYS: u8 = 0x80;
+/// Under `Thp::Auto`, arenas from this ordinal on get `MADV_HUGEPAGE`.
+const AUTO_FROM_ARENA: usize = 1;
 
 /// Sets the decay time (`u64::MAX`: never, 0: at once) and how pages are returned.
 pub fn configure_purge(decay_ms: u64, advice: PurgeAdvice) {
@@ -674,7 +676,7 @@ impl Inner {
         let advice = match thp & !THP_SYSTEM_ALWAYS {
             1 => Some(true),
             2 => Some(false),
-            _ if self.stats.arenas >= 1 => Some(true),
+            _ if self.stats.arenas >= AUTO_FROM_ARENA => Some(true),
             _ => None,
         };
         let huge_pages = match advice {
