@@ -11,6 +11,7 @@
 pub mod allocators;
 pub mod args;
 pub mod c_mode;
+pub mod cargo;
 pub mod child;
 pub mod global;
 pub mod paths;
