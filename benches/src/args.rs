@@ -181,8 +181,8 @@ OPTIONS:
                         benches/rust-programs, built with cargo's default release profile,
                         one binary per #[global_allocator]; wall time, peak RSS and minor
                         faults, {rust_reps} rounds by default; --workloads, --allocators and
-                        --reps apply (builds for about 2-3 minutes the first time, then runs
-                        for about 3 minutes; not part of the default run)
+                        --reps apply (builds for about 2 minutes the first time, then runs
+                        for about 4 minutes; not part of the default run)
     --sched             only the scheduler workloads (spawn-join, ping-pong, yield, parked)
                         against Go (if `go` is installed), may and tokio; the default run
                         ends with them
