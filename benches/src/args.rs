@@ -3,6 +3,7 @@
 use crate::allocators;
 use crate::c_mode;
 use crate::programs;
+use crate::rust_programs;
 use crate::workloads::Workload;
 use std::time::Duration;
 
@@ -30,6 +31,9 @@ pub enum Command {
     Programs(ProgramOptions),
     /// `--c`: the allocator workloads written in C, under `LD_PRELOAD` allocators.
     C(COptions),
+    /// `--rust-programs`: Rust programs of a crate of their own, one binary per global
+    /// allocator.
+    RustPrograms(RustProgramOptions),
     /// `--sched`: the scheduler workloads against Go, may and tokio only.
     Sched {
         /// `--full`: more repetitions, and parked at 1,000,000 too.
@@ -129,6 +133,17 @@ pub struct ProgramOptions {
     pub full: bool,
 }
 
+/// Options of `--rust-programs`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RustProgramOptions {
+    /// Workload names, in table order.
+    pub workloads: Vec<&'static str>,
+    /// Allocator names (the Rust table's), in column order.
+    pub allocators: Vec<&'static str>,
+    /// Rounds; the table shows the median.
+    pub reps: usize,
+}
+
 /// The `--help` text.
 pub fn usage() -> String {
     format!(
@@ -162,6 +177,12 @@ OPTIONS:
                         out with a note
     --programs          real programs (python3, sqlite3, git, redis with and without
                         pipelining, a threaded C stress) under LD_PRELOAD allocators
+    --rust-programs     Rust programs ({rust_programs}) of the crate
+                        benches/rust-programs, built with cargo's default release profile,
+                        one binary per #[global_allocator]; wall time, peak RSS and minor
+                        faults, {rust_reps} rounds by default; --workloads, --allocators and
+                        --reps apply (builds for about 2 minutes the first time, then runs
+                        for about 4 minutes; not part of the default run)
     --sched             only the scheduler workloads (spawn-join, ping-pong, yield, parked)
                         against Go (if `go` is installed), may and tokio; the default run
                         ends with them
@@ -171,6 +192,8 @@ OPTIONS:
         c_workloads = c_mode::workloads::names().join(", "),
         allocators = allocators::names().join(", "),
         preloads = programs::PRELOAD_NAMES.join(", "),
+        rust_programs = rust_programs::names().join(", "),
+        rust_reps = rust_programs::DEFAULT_REPS,
         quick_reps = QUICK.1,
         full_reps = FULL.1,
         quick_ms = QUICK.0.as_millis(),
@@ -207,6 +230,7 @@ pub fn parse(argv: &[String]) -> Result<Command, String> {
     let mut reps = None;
     let mut duration = None;
     let (mut full, mut programs, mut sched, mut c) = (false, false, false, false);
+    let mut rust_programs = false;
 
     let mut args = argv.iter();
     while let Some(arg) = args.next() {
@@ -225,6 +249,7 @@ pub fn parse(argv: &[String]) -> Result<Command, String> {
             "-h" | "--help" => return Ok(Command::Help),
             "--full" => full = true,
             "--programs" => programs = true,
+            "--rust-programs" => rust_programs = true,
             "--sched" => sched = true,
             "--c" => c = true,
             "--workloads" => workload_names = Some(value()?),
@@ -240,11 +265,39 @@ pub fn parse(argv: &[String]) -> Result<Command, String> {
         }
     }
 
-    if [programs, sched, c].iter().filter(|&&m| m).count() > 1 {
-        return Err("--c, --programs and --sched are separate modes: give one".into());
+    if [programs, sched, c, rust_programs]
+        .iter()
+        .filter(|&&m| m)
+        .count()
+        > 1
+    {
+        return Err(
+            "--c, --programs, --rust-programs and --sched are separate modes: give one".into(),
+        );
     }
     if sched {
         return Ok(Command::Sched { full, reps });
+    }
+    if rust_programs {
+        if threads.is_some() || duration.is_some() || full {
+            return Err(
+                "--rust-programs runs whole programs: --threads, --duration-ms and \
+                        --full do not apply"
+                    .into(),
+            );
+        }
+        let known = allocators::names();
+        return Ok(Command::RustPrograms(RustProgramOptions {
+            workloads: match &workload_names {
+                Some(names) => list(names, |w| pick(w, &rust_programs::names(), "Rust program"))?,
+                None => rust_programs::names(),
+            },
+            allocators: match &allocator_names {
+                Some(names) => list(names, |a| pick(a, &known, "allocator"))?,
+                None => known,
+            },
+            reps: reps.unwrap_or(rust_programs::DEFAULT_REPS),
+        }));
     }
     let narrowed = workload_names.is_some() || allocator_names.is_some() || threads.is_some();
     let (mode_duration, mode_reps) = if full { FULL } else { QUICK };
@@ -519,6 +572,43 @@ mod tests {
         assert!(help.contains("--workloads"));
         assert!(help.contains("--c "), "{help}");
         assert!(help.contains("glibc-simple, larson, xmalloc"), "{help}");
+    }
+
+    #[test]
+    fn rust_programs_take_workloads_allocators_and_reps() {
+        let Ok(Command::RustPrograms(o)) = parse_str("--rust-programs") else {
+            panic!()
+        };
+        assert_eq!(o.workloads, rust_programs::names());
+        assert_eq!(o.allocators, allocators::names());
+        assert_eq!(o.reps, rust_programs::DEFAULT_REPS);
+        let Ok(Command::RustPrograms(o)) = parse_str(
+            "--rust-programs --workloads syn,serde_json --allocators tessera,mimalloc --reps 2",
+        ) else {
+            panic!()
+        };
+        assert_eq!(o.workloads, vec!["syn", "serde_json"]);
+        assert_eq!(o.allocators, vec!["tessera", "mimalloc"]);
+        assert_eq!(o.reps, 2);
+        for (line, needle) in [
+            (
+                "--rust-programs --workloads larson",
+                "unknown Rust program \"larson\"",
+            ),
+            (
+                "--rust-programs --allocators glibc",
+                "unknown allocator \"glibc\"",
+            ),
+            ("--rust-programs --threads 2", "do not apply"),
+            ("--rust-programs --full", "do not apply"),
+            ("--rust-programs --programs", "separate modes"),
+        ] {
+            let err = parse_str(line).unwrap_err();
+            assert!(err.contains(needle), "{line}: {err}");
+        }
+        assert!(usage().contains("--rust-programs"));
+        // The default run does not include it.
+        assert!(matches!(parse_str(""), Ok(Command::Run(_))));
     }
 
     #[test]

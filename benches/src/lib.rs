@@ -6,11 +6,13 @@
 //! per (allocator, workload, threads) so each run's peak RSS is its own, and prints the
 //! throughput ratios against mimalloc; then the same workloads written in C under each
 //! `LD_PRELOAD` allocator ([`c_mode`]); then the scheduler workloads against Go, may and
-//! tokio ([`sched`]). `main.rs` only calls [`main_entry`].
+//! tokio ([`sched`]). `--programs` ([`programs`]) and `--rust-programs` ([`rust_programs`])
+//! are modes of their own that measure whole programs. `main.rs` only calls [`main_entry`].
 
 pub mod allocators;
 pub mod args;
 pub mod c_mode;
+pub mod cargo;
 pub mod child;
 pub mod global;
 pub mod paths;
@@ -18,6 +20,7 @@ pub mod programs;
 pub mod protocol;
 pub mod report;
 pub mod runner;
+pub mod rust_programs;
 pub mod sched;
 pub mod spsc;
 pub mod stats;
@@ -61,6 +64,7 @@ pub fn main_entry() -> i32 {
             }
         }
         args::Command::Programs(options) => programs::run(&options),
+        args::Command::RustPrograms(options) => rust_programs::run(&options),
         args::Command::C(options) => c_mode::run(&options, &mut report::ReportFile::default()),
         args::Command::Sched { full, reps } => sched::run(full, reps),
         args::Command::SchedChild { full, reps } => sched::run_here(full, reps),

@@ -514,16 +514,10 @@ impl ReportFile {
     /// Writes report.md and the charts into [`paths::report_dir`]; returns a line naming
     /// what was written.
     pub fn write(&self) -> Result<String, String> {
-        let dir = paths::report_dir();
-        let report = dir.join("report.md");
-        std::fs::create_dir_all(&dir)
-            .and_then(|()| std::fs::write(&report, self.markdown()))
-            .and_then(|()| {
-                self.charts
-                    .iter()
-                    .try_for_each(|(name, svg)| std::fs::write(dir.join(name), svg))
-            })
-            .map_err(|e| format!("cannot write the report to {}: {e}", dir.display()))?;
+        let report = write_file("report.md", &self.markdown())?;
+        for (name, svg) in &self.charts {
+            write_file(name, svg)?;
+        }
         let charts: Vec<&str> = self.charts.iter().map(|(name, _)| *name).collect();
         Ok(format!(
             "wrote {}{}",
@@ -535,6 +529,17 @@ impl ReportFile {
             }
         ))
     }
+}
+
+/// Writes `contents` to the file `name` of [`paths::report_dir`] (made if missing); returns
+/// its path.
+pub fn write_file(name: &str, contents: &str) -> Result<std::path::PathBuf, String> {
+    let dir = paths::report_dir();
+    let path = dir.join(name);
+    std::fs::create_dir_all(&dir)
+        .and_then(|()| std::fs::write(&path, contents))
+        .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+    Ok(path)
 }
 
 /// The header of a Markdown table with one column per allocator.

@@ -6,7 +6,9 @@
 //! machine then hit every allocator of a cell alike, and the per-repetition ratios the report
 //! takes the median of compare runs made seconds apart. [`interleave`], [`Conditions`] and
 //! [`conclude`] are that order, the run's header and its ending, shared with the C mode
-//! (`c_mode.rs`), which runs C programs instead of child processes of this binary.
+//! (`c_mode.rs`), which runs C programs instead of child processes of this binary; the
+//! program modes (`programs`, `rust_programs`) share [`interleave`] and [`Conditions`] with
+//! a rotating order ([`Order::Rotating`]).
 
 use crate::allocators::BASELINE;
 use crate::args::{ChildSpec, RunOptions};
@@ -46,12 +48,13 @@ pub fn run(options: &RunOptions, report: &mut ReportFile) -> i32 {
             options.allocators.len(),
             options.reps
         ),
-        options.duration,
+        Some(options.duration),
     );
     interleave(
         &mut rows,
         &options.allocators,
         options.reps,
+        Order::Fixed,
         |row| format!("{:<13} t={:<2}", row.workload.name(), row.threads),
         |row, i| {
             let result = child::spawn(&ChildSpec {
@@ -97,13 +100,41 @@ pub fn progress(result: &Result<crate::protocol::ChildReport, String>) -> String
     }
 }
 
+/// In what order the columns of a cell run within one repetition.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Order {
+    /// The same order in every repetition (ABCD ABCD ...): the allocator tables, with many
+    /// short runs per cell.
+    Fixed,
+    /// Starting one column later in each repetition (ABCD BCDA CDAB ...), from column
+    /// `first` in the first: whole programs, which can leave the machine warm (page cache,
+    /// CPU frequency) for whatever runs next, so no allocator always follows the same one.
+    /// `first` is the column whose output the others are checked against.
+    Rotating {
+        /// The column that runs first in the first repetition.
+        first: usize,
+    },
+}
+
+impl Order {
+    /// The column indexes of repetition `rep` (1-based) over `n` columns, in running order.
+    pub fn columns(self, n: usize, rep: usize) -> Vec<usize> {
+        match self {
+            Order::Fixed => (0..n).collect(),
+            Order::Rotating { first } => (0..n).map(|k| (first + k + rep - 1) % n).collect(),
+        }
+    }
+}
+
 /// Runs `run(cell, column)` for every cell and column, `reps` times: repetition by
-/// repetition over all cells, and within a cell the columns back to back. Prints a progress
-/// line per run on stderr: `describe(cell)`, the column's name, and what `run` returned.
+/// repetition over all cells, and within a cell the columns back to back in `order`. Prints
+/// a progress line per run on stderr: `describe(cell)`, the column's name, and what `run`
+/// returned.
 pub fn interleave<C>(
     cells: &mut [C],
     columns: &[&str],
     reps: usize,
+    order: Order,
     describe: impl Fn(&C) -> String,
     mut run: impl FnMut(&mut C, usize) -> String,
 ) {
@@ -112,13 +143,14 @@ pub fn interleave<C>(
     let mut done = 0;
     for rep in 1..=reps {
         for cell in cells.iter_mut() {
-            for (i, column) in columns.iter().enumerate() {
+            for i in order.columns(columns.len(), rep) {
                 let what = run(cell, i);
                 done += 1;
                 eprintln!(
-                    "[{done:>4}/{total} {:>4.0}s] rep {rep}/{reps} {} {column:<9} {what}",
+                    "[{done:>4}/{total} {:>4.0}s] rep {rep}/{reps} {} {:<9} {what}",
                     started.elapsed().as_secs_f64(),
                     describe(cell),
+                    columns[i],
                 );
             }
         }
@@ -133,18 +165,19 @@ pub struct Conditions {
 }
 
 impl Conditions {
-    /// Prints what is about to run (`total` runs: `matrix`, `duration` each) and warnings
-    /// about a debug build or a busy machine; reads the CPU count and load average.
-    pub fn announce(total: usize, matrix: &str, duration: Duration) -> Conditions {
+    /// Prints what is about to run (`total` runs: `matrix`, `duration` each, if they have
+    /// a budget) and warnings about a debug build or a busy machine; reads the CPU count and
+    /// load average.
+    pub fn announce(total: usize, matrix: &str, duration: Option<Duration>) -> Conditions {
         if cfg!(debug_assertions) {
             eprintln!(
                 "tessera-bench: warning: this is a debug build; run with --release for figures that mean anything"
             );
         }
-        eprintln!(
-            "tessera-bench: {total} runs ({matrix}), {} ms each",
-            duration.as_millis()
-        );
+        let each = duration
+            .map(|d| format!(", {} ms each", d.as_millis()))
+            .unwrap_or_default();
+        eprintln!("tessera-bench: {total} runs ({matrix}){each}");
         let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
         let load_before = load_average();
         if let Some(load) = load_before.filter(|&l| l > cpus as f64) {
@@ -162,8 +195,23 @@ impl Conditions {
             duration,
             full,
             cpus: self.cpus,
-            load: self.load_before.zip(load_average()),
+            load: self.load(),
         }
+    }
+
+    /// For a legend: the CPU count, and the load average before the runs and now.
+    pub fn describe(self) -> String {
+        let load = self
+            .load()
+            .map(|(before, after)| {
+                format!("; load average (1 min) {before:.2} before the runs, {after:.2} after")
+            })
+            .unwrap_or_default();
+        format!("; {} CPU(s){load}", self.cpus)
+    }
+
+    fn load(self) -> Option<(f64, f64)> {
+        self.load_before.zip(load_average())
     }
 }
 
@@ -200,4 +248,27 @@ fn load_average() -> Option<f64> {
         .next()?
         .parse()
         .ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fixed_order_repeats_and_rotating_order_moves_on() {
+        assert_eq!(Order::Fixed.columns(3, 1), vec![0, 1, 2]);
+        assert_eq!(Order::Fixed.columns(3, 2), vec![0, 1, 2]);
+        let rotating = Order::Rotating { first: 2 };
+        assert_eq!(rotating.columns(4, 1), vec![2, 3, 0, 1]);
+        assert_eq!(rotating.columns(4, 2), vec![3, 0, 1, 2]);
+        assert_eq!(rotating.columns(4, 5), vec![2, 3, 0, 1]);
+        // Over n repetitions every column runs in every position once.
+        for position in 0..4 {
+            let mut seen: Vec<usize> = (1..=4)
+                .map(|rep| rotating.columns(4, rep)[position])
+                .collect();
+            seen.sort();
+            assert_eq!(seen, vec![0, 1, 2, 3]);
+        }
+    }
 }

@@ -125,12 +125,13 @@ pub fn run(options: &COptions, report: &mut ReportFile) -> i32 {
             names.len(),
             options.reps
         ),
-        options.duration,
+        Some(options.duration),
     );
     runner::interleave(
         &mut cells,
         &names,
         options.reps,
+        runner::Order::Fixed,
         |cell| format!("{:<13} t={:<2}", cell.program.name, cell.threads),
         |cell, i| {
             let result = one_run(cell, &preloads[i], options.duration);

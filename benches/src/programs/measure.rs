@@ -1,6 +1,7 @@
-//! Running one program and measuring it: wall time from spawn to exit, and the peak RSS that
-//! `wait4` reports for it (the largest of the process and the descendants it waited for, so a
-//! shell script's biggest command counts).
+//! Running one program and measuring it: wall time from spawn to exit, and the peak RSS and
+//! minor page faults that `wait4` reports for it (peak RSS: the largest of the process and
+//! the descendants it waited for, so a shell script's biggest command counts; faults: the sum
+//! over them).
 //!
 //! Every run is bounded: the program is started in a process group of its own, and a
 //! watchdog kills the whole group when its time is up. The group is also killed once its
@@ -21,6 +22,9 @@ pub struct Measured {
     pub wall: Duration,
     /// Peak RSS in KiB (`ru_maxrss` from `wait4`).
     pub maxrss_kib: u64,
+    /// Minor page faults (`ru_minflt` from `wait4`): pages the kernel had to map in, which
+    /// an allocator that returns memory and takes it back again pays for.
+    pub minflt: u64,
     /// Everything the program wrote to stdout (compared across allocators).
     pub stdout: String,
 }
@@ -200,6 +204,7 @@ impl Running {
         Ok(Measured {
             wall,
             maxrss_kib: usage.ru_maxrss.max(0) as u64,
+            minflt: usage.ru_minflt.max(0) as u64,
             stdout,
         })
     }
@@ -218,6 +223,8 @@ mod tests {
         let m = run(c, LONG).unwrap();
         assert_eq!(m.stdout, "hello\n");
         assert!(m.maxrss_kib > 0);
+        // Loading a program at all maps pages in.
+        assert!(m.minflt > 0);
     }
 
     #[test]

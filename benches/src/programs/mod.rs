@@ -18,7 +18,8 @@ pub mod table;
 pub use preload::PRELOAD_NAMES;
 
 use crate::args::ProgramOptions;
-use crate::paths;
+use crate::report;
+use crate::runner::{self, Conditions, Order};
 use preload::Preload;
 use redis::Redis;
 use std::path::{Path, PathBuf};
@@ -119,101 +120,98 @@ pub fn run(options: &ProgramOptions) -> i32 {
 
     let scratch =
         std::env::temp_dir().join(format!("tessera-bench-programs-{}", std::process::id()));
-    let mut rows: Vec<ProgramRow> = programs
+    let mut cells: Vec<ProgramCells<'_>> = programs
         .iter()
-        .map(|r| ProgramRow {
-            program: r.program.name,
-            unit: match r.program.kind {
-                Kind::Command(_) => Unit::Seconds,
-                Kind::Redis { .. } => Unit::RequestsPerSec,
+        .map(|ready| ProgramCells {
+            ready,
+            row: ProgramRow {
+                program: ready.program.name,
+                unit: match ready.program.kind {
+                    Kind::Command(_) => Unit::Seconds,
+                    Kind::Redis { .. } => Unit::RequestsPerSec,
+                },
+                cells: vec![ProgramCell::default(); preloads.len()],
             },
-            cells: vec![ProgramCell::default(); preloads.len()],
+            expected: Expected::default(),
+            runs: 0,
         })
         .collect();
-    let mut expected: Vec<Option<String>> = vec![None; programs.len()];
-    let total = options.reps * programs.len() * preloads.len();
-    let mut done = 0;
-    eprintln!(
-        "tessera-bench --programs: {total} runs ({} program(s) x {} preload(s) x {} rep(s))",
-        programs.len(),
-        preloads.len(),
-        options.reps
+    let conditions = Conditions::announce(
+        options.reps * programs.len() * preloads.len(),
+        &format!(
+            "--programs: {} program(s) x {} preload(s) x {} rep(s)",
+            programs.len(),
+            preloads.len(),
+            options.reps
+        ),
+        None,
     );
-    for rep in 1..=options.reps {
-        for (p, ready) in programs.iter().enumerate() {
-            // The reference preload runs first in the first repetition, so later runs have an
-            // output to be checked against; later repetitions rotate the order, so no
-            // allocator always runs right after another.
-            let n = preloads.len();
-            let order: Vec<usize> = if rep == 1 {
-                std::iter::once(reference)
-                    .chain((0..n).filter(|&i| i != reference))
-                    .collect()
+    // The reference preload runs first in the first repetition, so later runs have an
+    // output to be checked against.
+    runner::interleave(
+        &mut cells,
+        &names,
+        options.reps,
+        Order::Rotating { first: reference },
+        |c| format!("{:<15}", c.ready.program.name),
+        |c, i| {
+            let preload = &preloads[i];
+            let ready = c.ready;
+            let library = if preload.name == "glibc" {
+                ready.glibc_preload.clone()
             } else {
-                (0..n).map(|k| (k + rep - 1) % n).collect()
+                Ok(preload.library.clone())
             };
-            for i in order {
-                let preload = &preloads[i];
-                let library = if preload.name == "glibc" {
-                    ready.glibc_preload.clone()
-                } else {
-                    Ok(preload.library.clone())
-                };
-                let dir = scratch.join(format!("{}-{}-{rep}", ready.program.name, preload.name));
-                let result = library
-                    .and_then(|lib| one_run(ready, lib.as_deref(), &dir, options.full, timeout));
-                let _ = std::fs::remove_dir_all(&dir);
-                let row = &mut rows[p];
-                let cell = &mut row.cells[i];
-                done += 1;
-                let line = match result {
-                    Ok((value, rss_kib, stdout)) => {
-                        let want = expected[p].get_or_insert_with(|| stdout.clone());
-                        let figure = match row.unit {
-                            Unit::Seconds => format!("{value:.3}s"),
-                            Unit::RequestsPerSec => format!("{:.1}k req/s", value / 1000.0),
-                        };
-                        let line = format!("{figure} {:.1} MiB", rss_kib as f64 / 1024.0);
-                        if stdout == *want {
+            // Each cell's runs are counted to name their scratch directories apart.
+            c.runs += 1;
+            let dir = scratch.join(format!(
+                "{}-{}-{}",
+                ready.program.name, preload.name, c.runs
+            ));
+            let result =
+                library.and_then(|lib| one_run(ready, lib.as_deref(), &dir, options.full, timeout));
+            let _ = std::fs::remove_dir_all(&dir);
+            let cell = &mut c.row.cells[i];
+            match result {
+                Ok((value, rss_kib, stdout)) => {
+                    let figure = match c.row.unit {
+                        Unit::Seconds => format!("{value:.3}s"),
+                        Unit::RequestsPerSec => format!("{:.1}k req/s", value / 1000.0),
+                    };
+                    match c.expected.check(preload.name, &stdout) {
+                        Ok(()) => {
                             cell.values.push(value);
                             cell.rss_kib.push(rss_kib);
-                            line
-                        } else {
-                            let why = format!(
-                                "output differs from {}'s: {}",
-                                names[reference],
-                                first_difference(want, &stdout)
-                            );
+                            format!("{figure} {:.1} MiB", rss_kib as f64 / 1024.0)
+                        }
+                        Err(why) => {
                             cell.failure.get_or_insert(why.clone());
                             format!("WRONG OUTPUT ({why})")
                         }
                     }
-                    Err(why) => {
-                        cell.failure.get_or_insert(why.clone());
-                        format!("FAILED: {why}")
-                    }
-                };
-                eprintln!(
-                    "[{done:>3}/{total}] rep {rep}/{} {:<15} {:<9} {line}",
-                    options.reps, ready.program.name, preload.name
-                );
+                }
+                Err(why) => {
+                    cell.failure.get_or_insert(why.clone());
+                    format!("FAILED: {why}")
+                }
             }
-        }
-    }
+        },
+    );
     let _ = std::fs::remove_dir_all(&scratch);
 
+    let rows: Vec<ProgramRow> = cells.into_iter().map(|c| c.row).collect();
     let legend = format!(
         "median of {} repetition(s), allocators interleaved in each; time ratios < 1 are faster \
          (redis: time per request, from requests/s); spread = (max - min) / median of the \
          repetitions, ratios nearer 1 than that are noise; peak RSS from wait4 (redis: the \
-         server's)",
-        options.reps
+         server's){}",
+        options.reps,
+        conditions.describe()
     );
     let targets = table::targets(&names, &rows);
     println!("\n{legend}");
     print!("{}", table::render(&names, &rows, false));
     println!("\n{targets}");
-    let dir = paths::report_dir();
     let md = format!(
         "# tessera-bench --programs\n\n{legend}. Every run's output is checked against {}'s.\n\n{}\n```\n{targets}```\n{}",
         names[reference],
@@ -223,9 +221,9 @@ pub fn run(options: &ProgramOptions) -> i32 {
             .map(|n| format!("\nNote: {n}.\n"))
             .collect::<String>()
     );
-    match std::fs::create_dir_all(&dir).and_then(|()| std::fs::write(dir.join("programs.md"), md)) {
-        Ok(()) => println!("wrote {}", dir.join("programs.md").display()),
-        Err(e) => eprintln!("tessera-bench: cannot write {}: {e}", dir.display()),
+    match report::write_file("programs.md", &md) {
+        Ok(path) => println!("wrote {}", path.display()),
+        Err(why) => eprintln!("tessera-bench: {why}"),
     }
     let failed = rows
         .iter()
@@ -264,6 +262,39 @@ fn one_run(
     }
 }
 
+/// The output every run of one program must print: the first run's (the reference
+/// allocator's, which runs first), and whose it was.
+#[derive(Debug, Default)]
+pub struct Expected(Option<(String, &'static str)>);
+
+impl Expected {
+    /// Checks the output of a run under `allocator`; the first output checked becomes the
+    /// expected one. `Err` names the first difference.
+    pub fn check(&mut self, allocator: &'static str, stdout: &str) -> Result<(), String> {
+        match &self.0 {
+            None => {
+                self.0 = Some((stdout.to_string(), allocator));
+                Ok(())
+            }
+            Some((want, _)) if want == stdout => Ok(()),
+            Some((want, by)) => Err(format!(
+                "output differs from {by}'s: {}",
+                first_difference(want, stdout)
+            )),
+        }
+    }
+}
+
+/// One program's row and what its runs share, for [`runner::interleave`].
+#[derive(Debug)]
+struct ProgramCells<'a> {
+    ready: &'a Ready,
+    row: ProgramRow,
+    expected: Expected,
+    /// Runs so far.
+    runs: usize,
+}
+
 /// The first line where two outputs differ, for the failure message.
 fn first_difference(want: &str, got: &str) -> String {
     let mut lines = want.lines().zip(got.lines());
@@ -274,5 +305,25 @@ fn first_difference(want: &str, got: &str) -> String {
             want.lines().count(),
             got.lines().count()
         ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn outputs_are_checked_against_the_first() {
+        let mut expected = Expected::default();
+        assert_eq!(expected.check("glibc", "a\nb\n"), Ok(()));
+        assert_eq!(expected.check("tessera", "a\nb\n"), Ok(()));
+        assert_eq!(
+            expected.check("mimalloc", "a\nc\n"),
+            Err("output differs from glibc's: expected \"b\", got \"c\"".into())
+        );
+        assert_eq!(
+            expected.check("jemalloc", "a\n"),
+            Err("output differs from glibc's: 2 line(s) expected, 1 printed".into())
+        );
     }
 }

@@ -1,9 +1,9 @@
 //! The C malloc replacements that `--programs` and the C mode put under programs with
 //! `LD_PRELOAD`, at their Debian paths; `glibc` is the program with no preload at all.
 
+use crate::cargo;
 use crate::paths;
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
 
 /// Names of the preloads, in table order. `glibc` is the reference whose output every other
 /// run must match.
@@ -77,35 +77,19 @@ impl Preload {
     }
 }
 
-/// Builds libtessera.so with the cargo that started this process (`$CARGO`, which
-/// `cargo run` sets), into the target directory where [`Preload::named`] looks for it, so
-/// the library measured is the allocator as it is in this working tree: a no-op when it is
-/// up to date. Cargo's progress goes to stderr. `None` when no cargo started us.
+/// Builds libtessera.so with the cargo that started this process, into the target
+/// directory where [`Preload::named`] looks for it, so the library measured is the allocator
+/// as it is in this working tree: a no-op when it is up to date. `None` when no cargo started
+/// us.
 pub fn build_libtessera() -> Option<Result<(), String>> {
-    let cargo = std::env::var_os("CARGO")?;
-    let target = paths::target_dir();
-    eprintln!(
-        "tessera-bench: cargo build --release -p tessera-preload (libtessera.so for LD_PRELOAD, in {})",
-        target.display()
-    );
-    let status = Command::new(&cargo)
-        .args([
-            "build",
-            "--release",
-            "-p",
-            "tessera-preload",
-            "--manifest-path",
-        ])
-        .arg(paths::workspace_root().join("Cargo.toml"))
-        .env("CARGO_TARGET_DIR", &target)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .status();
-    Some(match status {
-        Ok(s) if s.success() => Ok(()),
-        Ok(s) => Err(format!("cargo build --release -p tessera-preload: {s}")),
-        Err(e) => Err(format!("cannot run {}: {e}", cargo.to_string_lossy())),
-    })
+    let cargo = cargo::started_by()?;
+    Some(cargo::build_release(
+        &cargo,
+        &paths::workspace_root().join("Cargo.toml"),
+        &paths::target_dir(),
+        &["-p", "tessera-preload"],
+        "libtessera.so for LD_PRELOAD",
+    ))
 }
 
 #[cfg(test)]

@@ -34,6 +34,8 @@ pub struct ProgramCell {
     pub values: Vec<f64>,
     /// Peak RSS (KiB) of successful runs.
     pub rss_kib: Vec<u64>,
+    /// Minor page faults of successful runs (`--rust-programs`; empty where not counted).
+    pub minflt: Vec<u64>,
     /// First failure: a crash, a timeout, or output that differs from the reference run's.
     pub failure: Option<String>,
 }
@@ -61,6 +63,12 @@ impl ProgramCell {
         let mib: Vec<f64> = self.rss_kib.iter().map(|&k| k as f64 / 1024.0).collect();
         self.failure.is_none().then(|| median(&mib)).flatten()
     }
+
+    /// Median minor page faults, if no run failed and they were counted.
+    pub fn median_minflt(&self) -> Option<f64> {
+        let faults: Vec<f64> = self.minflt.iter().map(|&f| f as f64).collect();
+        self.failure.is_none().then(|| median(&faults)).flatten()
+    }
 }
 
 impl ProgramRow {
@@ -82,7 +90,13 @@ impl ProgramRow {
         Some(self.cells[i].median_rss_mib()? / self.cells[base].median_rss_mib()?)
     }
 
-    fn figure(&self, i: usize) -> Option<String> {
+    /// Minor faults of cell `i` over those of cell `base`.
+    pub fn minflt_ratio(&self, i: usize, base: usize) -> Option<f64> {
+        Some(self.cells[i].median_minflt()? / self.cells[base].median_minflt()?.max(1.0))
+    }
+
+    /// The median figure of cell `i` with its unit.
+    pub fn figure(&self, i: usize) -> Option<String> {
         let v = self.cells[i].median_value()?;
         Some(match self.unit {
             Unit::Seconds => format!("{v:.3} s"),
@@ -91,8 +105,72 @@ impl ProgramRow {
     }
 }
 
-fn ratio(r: Option<f64>) -> String {
+/// A ratio as the tables show it: `1.23x`, or `-` without one.
+pub fn ratio(r: Option<f64>) -> String {
     r.map(|r| format!("{r:.2}x")).unwrap_or_else(|| "-".into())
+}
+
+/// A target's mark: `pass` when the ratio meets it, `MISS` when not, `n/a` without a ratio.
+pub fn mark(r: Option<f64>, meets: impl Fn(f64) -> bool) -> &'static str {
+    match r {
+        Some(r) if meets(r) => "pass",
+        Some(_) => "MISS",
+        None => "n/a",
+    }
+}
+
+/// Lays out a long table, one line per (program, allocator): aligned columns of `widths` for
+/// the terminal (a blank line where the first column changes), or a Markdown table. Columns
+/// in `left` are left-aligned, the others (figures) right-aligned.
+pub fn layout(
+    header: &[&str],
+    widths: &[usize],
+    left: &[usize],
+    lines: &[Vec<String>],
+    markdown: bool,
+) -> String {
+    let mut out = String::new();
+    let emit = |out: &mut String, cols: &[String]| {
+        if markdown {
+            let _ = writeln!(out, "| {} |", cols.join(" | "));
+        } else {
+            for (k, (c, &w)) in cols.iter().zip(widths).enumerate() {
+                if left.contains(&k) {
+                    let _ = write!(out, "{c:<w$} ");
+                } else {
+                    let _ = write!(out, "{c:>w$} ");
+                }
+            }
+            let len = out.trim_end_matches(' ').len();
+            out.truncate(len);
+            out.push('\n');
+        }
+    };
+    let header: Vec<String> = header.iter().map(|h| h.to_string()).collect();
+    emit(&mut out, &header);
+    if markdown {
+        out.push('|');
+        for k in 0..header.len() {
+            out.push_str(if left.contains(&k) { "---|" } else { "---:|" });
+        }
+        out.push('\n');
+    } else {
+        let _ = writeln!(
+            out,
+            "{}",
+            "-".repeat(widths.iter().sum::<usize>() + widths.len() - 1)
+        );
+    }
+    // A blank line between programs in the terminal.
+    let mut previous: Option<&str> = None;
+    for line in lines {
+        if !markdown && previous.is_some_and(|p| p != line[0]) {
+            out.push('\n');
+        }
+        previous = Some(&line[0]);
+        emit(&mut out, line);
+    }
+    out
 }
 
 /// Renders the table. `preloads` are the column names; ratios are against the `glibc` and
@@ -113,7 +191,7 @@ pub fn render(preloads: &[&str], rows: &[ProgramRow], markdown: bool) -> String 
         "targets",
     ];
     let widths = [15, 9, 14, 6, 10, 13, 11, 9, 12, 20];
-    let mut lines: Vec<[String; 10]> = Vec::new();
+    let mut lines: Vec<Vec<String>> = Vec::new();
     for row in rows {
         for (i, name) in preloads.iter().enumerate() {
             let cell = &row.cells[i];
@@ -126,7 +204,7 @@ pub fn render(preloads: &[&str], rows: &[ProgramRow], markdown: bool) -> String 
                 String::new()
             };
             let line = if cell.failure.is_some() {
-                [
+                vec![
                     row.program.to_string(),
                     name.to_string(),
                     "FAILED".into(),
@@ -139,7 +217,7 @@ pub fn render(preloads: &[&str], rows: &[ProgramRow], markdown: bool) -> String 
                     targets,
                 ]
             } else {
-                [
+                vec![
                     row.program.to_string(),
                     name.to_string(),
                     row.figure(i).unwrap_or_else(|| "-".into()),
@@ -159,42 +237,15 @@ pub fn render(preloads: &[&str], rows: &[ProgramRow], markdown: bool) -> String 
             lines.push(line);
         }
     }
+    let mut out = layout(&header, &widths, &[0, 1, 9], &lines, markdown);
+    out.push_str(&failures(preloads, rows, markdown));
+    out
+}
+
+/// One line per failed cell, "FAILED program under allocator: why" (a Markdown list item
+/// for `markdown`), for after a table.
+pub fn failures(columns: &[&str], rows: &[ProgramRow], markdown: bool) -> String {
     let mut out = String::new();
-    let emit = |out: &mut String, cols: &[String]| {
-        if markdown {
-            let _ = writeln!(out, "| {} |", cols.join(" | "));
-        } else {
-            for (k, (c, w)) in cols.iter().zip(widths).enumerate() {
-                if k < 2 || k == 9 {
-                    let _ = write!(out, "{c:<w$} ");
-                } else {
-                    let _ = write!(out, "{c:>w$} ");
-                }
-            }
-            let len = out.trim_end_matches(' ').len();
-            out.truncate(len);
-            out.push('\n');
-        }
-    };
-    emit(&mut out, &header.map(String::from));
-    if markdown {
-        out.push_str("|---|---|---:|---:|---:|---:|---:|---:|---:|---|\n");
-    } else {
-        let _ = writeln!(
-            out,
-            "{}",
-            "-".repeat(widths.iter().sum::<usize>() + widths.len() - 1)
-        );
-    }
-    let mut previous: Option<&str> = None;
-    for line in &lines {
-        // A blank line between programs in the terminal.
-        if !markdown && previous.is_some_and(|p| p != line[0]) {
-            out.push('\n');
-        }
-        previous = Some(&line[0]);
-        emit(&mut out, line);
-    }
     for row in rows {
         for (i, cell) in row.cells.iter().enumerate() {
             if let Some(why) = &cell.failure {
@@ -203,7 +254,7 @@ pub fn render(preloads: &[&str], rows: &[ProgramRow], markdown: bool) -> String 
                     "{}FAILED {} under {}: {why}",
                     if markdown { "\n- " } else { "" },
                     row.program,
-                    preloads[i]
+                    columns[i]
                 );
             }
         }
@@ -218,15 +269,11 @@ fn target_marks(
     glibc: Option<usize>,
     mimalloc: Option<usize>,
 ) -> String {
-    let mark = |r: Option<f64>| match r {
-        Some(r) if r <= 1.0 => "pass",
-        Some(_) => "MISS",
-        None => "n/a",
-    };
+    let at_most_1 = |r: f64| r <= 1.0;
     format!(
         "time {} RSS {}",
-        mark(mimalloc.and_then(|m| row.time_ratio(i, m))),
-        mark(glibc.and_then(|g| row.rss_ratio(i, g)))
+        mark(mimalloc.and_then(|m| row.time_ratio(i, m)), at_most_1),
+        mark(glibc.and_then(|g| row.rss_ratio(i, g)), at_most_1)
     )
 }
 
@@ -241,37 +288,59 @@ pub fn targets(preloads: &[&str], rows: &[ProgramRow]) -> String {
     let mut out = String::from(
         "targets (BENCHMARKS.md, real programs): tessera's time <= mimalloc's, peak RSS <= glibc's\n",
     );
-    let (mut met, mut total) = (0, 0);
+    let mut count = TargetCount::default();
+    let at_most_1 = |r: f64| r <= 1.0;
     for row in rows {
-        let check = |what: &str, r: Option<f64>, base: &str, met: &mut usize, total: &mut usize| {
-            *total += 1;
-            match r {
-                Some(r) if r <= 1.0 => {
-                    *met += 1;
-                    format!("{what} {r:.2}x {base}: pass")
-                }
-                Some(r) => format!("{what} {r:.2}x {base}: MISS"),
-                None => format!("{what} vs {base}: no figure (failed or not run)"),
-            }
-        };
-        let time = check(
+        let time = count.check(
             "time",
             mimalloc.and_then(|m| row.time_ratio(t, m)),
             "mimalloc",
-            &mut met,
-            &mut total,
+            at_most_1,
         );
-        let rss = check(
+        let rss = count.check(
             "peak RSS",
             glibc.and_then(|g| row.rss_ratio(t, g)),
             "glibc",
-            &mut met,
-            &mut total,
+            at_most_1,
         );
         let _ = writeln!(out, "  {:<15} {time:<28} {rss}", row.program);
     }
-    let _ = writeln!(out, "  met {met} of {total}");
+    let _ = writeln!(out, "  {count}");
     out
+}
+
+/// The targets checked so far and how many were met, for a summary's last line.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct TargetCount {
+    /// Checks that passed.
+    pub met: usize,
+    /// Checks made.
+    pub total: usize,
+}
+
+impl TargetCount {
+    /// Counts one check of ratio `r` against `base` and words it: `"{what} 1.23x {base}:
+    /// pass"` (or `MISS`), or that there is no figure.
+    pub fn check(
+        &mut self,
+        what: &str,
+        r: Option<f64>,
+        base: &str,
+        meets: impl Fn(f64) -> bool,
+    ) -> String {
+        self.total += 1;
+        self.met += usize::from(r.is_some_and(&meets));
+        match r {
+            Some(r) => format!("{what} {r:.2}x {base}: {}", mark(Some(r), meets)),
+            None => format!("{what} vs {base}: no figure (failed or not run)"),
+        }
+    }
+}
+
+impl std::fmt::Display for TargetCount {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "met {} of {}", self.met, self.total)
+    }
 }
 
 #[cfg(test)]
@@ -282,7 +351,7 @@ mod tests {
         ProgramCell {
             values: vec![v; 3],
             rss_kib: vec![kib; 3],
-            failure: None,
+            ..ProgramCell::default()
         }
     }
 
