@@ -105,6 +105,7 @@ fn c_mode_runs_every_program_on_glibc_and_tessera() {
         "xmalloc",
         "cache-scratch",
         "mstress",
+        "burst",
     ] {
         for threads in [1, 2] {
             let row = stdout
@@ -122,8 +123,8 @@ fn c_mode_runs_every_program_on_glibc_and_tessera() {
             }
         }
     }
-    // 6 programs x 2 thread counts x the allocators, each announced on stderr.
-    let runs = 6 * 2 * columns;
+    // 7 programs x 2 thread counts x the allocators, each announced on stderr.
+    let runs = 7 * 2 * columns;
     assert!(stderr.contains(&format!("[{runs:>4}/{runs}")), "{stderr}");
     if columns == 2 {
         assert!(stderr.contains("not started by cargo"), "{stderr}");
