@@ -10,7 +10,7 @@
 //! | `TESSERA_PURGER` | `on`: a background thread returns memory while the program is idle (`purger.rs`); `off`: only the allocator's own calls do | `on` |
 //! | `TESSERA_MEMORY_LIMIT` | hard limit on committed memory (bytes, `k`/`m`/`g`): allocations that would cross it return null (`limit.rs`) | none |
 //! | `TESSERA_MEMORY_SOFT_LIMIT` | soft limit: over it, free memory goes back at once | 90% of the hard limit, else 90% of the cgroup's memory limit |
-//! | `TESSERA_THP` | transparent huge pages for arenas: `auto` (from a heap's second arena on), `always`, `never` | `auto` |
+//! | `TESSERA_THP` | transparent huge pages for arenas: `auto` (beyond a heap's first 16 MiB), `always`, `never` | `auto` |
 //! | `TESSERA_HUGE_THRESHOLD` | size from which a block gets its own mapping (bytes, `k`/`m` suffix) | `32m` |
 //! | `TESSERA_NUMA` | `auto` (local on a machine with several memory nodes, else off), `local`, `interleave`, `off` | `auto` |
 

@@ -80,9 +80,8 @@ pub fn dirty_seen() -> bool {
 /// Transparent huge pages for arenas: `TESSERA_THP`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Thp {
-    /// No advice for the first arena of a heap, `MADV_HUGEPAGE` from the second on: a heap
-    /// past 64 MiB is big enough that page faults and TLB misses cost more than the huge
-    /// pages' extra residency.
+    /// No advice for a heap's first 16 MiB, `MADV_HUGEPAGE` beyond: a heap that big
+    /// pays more in page faults and TLB misses than the huge pages' extra residency.
     Auto,
     /// `MADV_HUGEPAGE` on every arena.
     Always,
@@ -93,8 +92,12 @@ pub enum Thp {
 /// 0 = auto, 1 = always, 2 = never; bit 7: the system's THP mode is `always`.
 static THP: AtomicU8 = AtomicU8::new(0);
 const THP_SYSTEM_ALWAYS: u8 = 0x80;
-/// Under `Thp::Auto`, arenas from this ordinal on get `MADV_HUGEPAGE`.
-const AUTO_FROM_ARENA: usize = 1;
+/// Under `Thp::Auto`, a heap's first this many bytes get no advice: a small program stays
+/// in 4 KiB pages (a huge page would make a 5 MiB program resident at 2 MiB granularity),
+/// and everything beyond (the rest of the first arena, every later arena) gets
+/// `MADV_HUGEPAGE`. The page heap carves from the lowest addresses first, so a heap grows
+/// into the advised part only when it outgrows the lean one.
+const AUTO_LEAN_BYTES: usize = 16 << 20;
 
 /// Sets the decay time (`u64::MAX`: never, 0: at once) and how pages are returned.
 pub fn configure_purge(decay_ms: u64, advice: PurgeAdvice) {
@@ -673,18 +676,16 @@ impl Inner {
     fn grow(&mut self) -> Result<(), os::OsError> {
         let arena = Arena::reserve(self.node)?.as_ptr();
         let thp = THP.load(Ordering::Relaxed);
-        let advice = match thp & !THP_SYSTEM_ALWAYS {
-            1 => Some(true),
-            2 => Some(false),
-            _ if self.stats.arenas >= AUTO_FROM_ARENA => Some(true),
-            _ => None,
+        // Huge pages or not, and the bytes at the arena's start left without advice.
+        let (huge, lean) = match thp & !THP_SYSTEM_ALWAYS {
+            2 => (false, 0),
+            0 if self.stats.arenas == 0 => (true, AUTO_LEAN_BYTES),
+            _ => (true, 0),
         };
-        let huge_pages = match advice {
-            // SAFETY: the arena is a fresh mapping of ours.
-            Some(huge) => unsafe { os::advise_huge_pages(arena.cast(), ARENA_SIZE, huge) }
-                .map_or(thp & THP_SYSTEM_ALWAYS != 0, |()| huge),
-            None => thp & THP_SYSTEM_ALWAYS != 0,
-        };
+        // SAFETY: the range lies in the arena, a fresh mapping of ours.
+        let advised =
+            unsafe { os::advise_huge_pages(arena.cast::<u8>().add(lean), ARENA_SIZE - lean, huge) };
+        let huge_pages = advised.map_or(thp & THP_SYSTEM_ALWAYS != 0, |()| huge);
         let header = HEADER_PAGES * PAGE_SIZE;
         commit::commit(header);
         // SAFETY: the arena is fresh and ours; lock held.
