@@ -1408,6 +1408,10 @@ mod tests {
     fn decay_purges_part_of_a_run_then_all() {
         let heap = PageHeap::new(0);
         let pad = heap.alloc(1, SpanKind::Large).unwrap();
+        // 4 KiB pages for this arena whatever `TESSERA_THP` says (the curve, not the huge
+        // page rounding, is under test here).
+        // SAFETY: the heap's one arena, under its lock.
+        unsafe { (*heap.inner.lock().arenas).huge_pages = false };
         let a = heap.alloc(64, SpanKind::Large).unwrap();
         let end = heap.alloc(1, SpanKind::Large).unwrap();
         // SAFETY: fresh spans; we dirty one and free it.
@@ -1450,6 +1454,36 @@ mod tests {
         heap.purge(true);
         heap.check();
         assert_eq!(heap.stats().free, MAX_SPAN_PAGES * PAGE_SIZE);
+    }
+
+    /// In an arena backed by huge pages, a decay purge returns whole 2 MiB pages only, until
+    /// the run is older than the decay time.
+    #[test]
+    fn decay_purges_whole_huge_pages_only() {
+        let heap = PageHeap::new(0);
+        let pad = heap.alloc(1, SpanKind::Large).unwrap();
+        // SAFETY: the heap's one arena, under its lock.
+        unsafe { (*heap.inner.lock().arenas).huge_pages = true };
+        // A run of three huge pages' worth, not aligned: one whole huge page inside at least.
+        let a = heap.alloc(3 * HUGE_PAGE_PAGES, SpanKind::Large).unwrap();
+        let end = heap.alloc(1, SpanKind::Large).unwrap();
+        // SAFETY: fresh spans; nothing live in `a`.
+        let freed_at = unsafe {
+            heap.free(a.span);
+            a.span.as_ref().freed_at_ms
+        };
+        let e = epoch_ms();
+        let step = heap.run_purge(Goal::Decay, freed_at + 5 * e);
+        heap.check();
+        assert!(step.purged > 0 && step.purged.is_multiple_of(HUGE_PAGE_PAGES * PAGE_SIZE));
+        let rest = heap.run_purge(Goal::Decay, freed_at + EPOCHS as u64 * e);
+        assert_eq!(rest.dirty, 0, "a run older than the decay time goes whole");
+        heap.check();
+        // SAFETY: nothing live.
+        unsafe {
+            heap.free(pad.span);
+            heap.free(end.span);
+        }
     }
 
     #[test]
