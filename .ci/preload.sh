@@ -301,8 +301,9 @@ redis_test() {
 gcc_test() {
     # cc1 allocates heavily (trees, RTL, its own collector on top); the object file must be
     # the same byte for byte as on glibc.
-    gcc -O2 -g0 -c -o "$WORK/glibc.o" "$TESTS/c/exports.c" || return 1
-    LD_PRELOAD=$LIB gcc -O2 -g0 -c -o "$WORK/tessera.o" "$TESTS/c/exports.c" || return 1
+    local inc=-I"$ROOT/alloc/preload/include"
+    gcc -O2 -g0 "$inc" -c -o "$WORK/glibc.o" "$TESTS/c/exports.c" || return 1
+    LD_PRELOAD=$LIB gcc -O2 -g0 "$inc" -c -o "$WORK/tessera.o" "$TESTS/c/exports.c" || return 1
     cmp "$WORK/glibc.o" "$WORK/tessera.o" || return 1
     LD_PRELOAD=$LIB g++ -O2 -g0 -std=c++17 -c -o "$WORK/cxx-tessera.o" "$TESTS/c/cxx.cpp" ||
         return 1
