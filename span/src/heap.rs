@@ -129,6 +129,13 @@ pub fn configure_thp(thp: Thp, system_always: bool) {
     );
 }
 
+/// Whether a huge block's dedicated mapping gets `MADV_HUGEPAGE` (true) or
+/// `MADV_NOHUGEPAGE` (false): blocks that big (`TESSERA_HUGE_THRESHOLD`,
+/// 32 MiB) are past the lean part of any heap, so `auto` advises them like `always`.
+pub(crate) fn huge_block_advice() -> bool {
+    THP.load(Ordering::Relaxed) & !THP_SYSTEM_ALWAYS != 2
+}
+
 /// Says whether a background purger runs the decay steps ([`PageHeap::purge_step`]).
 pub fn set_background_purger(running: bool) {
     BACKGROUND.store(running, Ordering::Relaxed);
