@@ -82,11 +82,15 @@ fn start() {
     }
 }
 
-/// In a forked child: the parent's purger thread is not there.
+/// In a forked child: the parent's purger thread is not there, and the runs it was
+/// returning to the OS at the moment of the fork go back to the dirty lists.
 pub(crate) fn after_fork_in_child() {
     if STATE.load(Ordering::Relaxed) != OFF {
         STATE.store(IDLE, Ordering::Relaxed);
         heap::set_background_purger(false);
+    }
+    for node in node::used_nodes() {
+        node.heap.recover_after_fork();
     }
 }
 

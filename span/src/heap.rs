@@ -568,6 +568,43 @@ impl PageHeap {
         }
     }
 
+    /// In a forked child, after the fork handlers released the locks: runs the parent's
+    /// purger was returning to the OS at the moment of the fork (marked `Purging`, on no
+    /// list, outside the lock) have no purger to finish them here; they go back on the dirty
+    /// lists, so no free page is lost to the child.
+    pub fn recover_after_fork(&self) {
+        let mut heap = self.inner.lock();
+        if heap.stats.purging == 0 {
+            return;
+        }
+        let now = os::now_ms();
+        let mut arena = heap.arenas;
+        while !arena.is_null() {
+            let mut page = HEADER_PAGES;
+            while page < ARENA_PAGES {
+                // SAFETY: arenas are mapped for the life of the process; we hold the lock.
+                let run = unsafe { (*arena).span_at(page) };
+                // SAFETY: as above.
+                let s = unsafe { &*run };
+                if s.kind() == SpanKind::None {
+                    page += 1;
+                    continue;
+                }
+                let next = page + s.npages().max(1);
+                if s.kind() == SpanKind::Purging {
+                    let bytes = s.bytes();
+                    heap.stats.purging -= bytes;
+                    heap.stats.dirty += bytes;
+                    // SAFETY: an in-flight run of this heap: free pages in no list.
+                    unsafe { heap.insert_free(run, FLAG_DIRTY, now) };
+                }
+                page = next;
+            }
+            // SAFETY: as above.
+            arena = unsafe { (*arena).next };
+        }
+    }
+
     /// The heap's lock, for the fork handlers.
     pub fn raw_lock(&self) -> &crate::lock::RawLock {
         self.inner.raw()
@@ -1491,6 +1528,44 @@ mod tests {
             heap.free(pad.span);
             heap.free(end.span);
         }
+    }
+
+    /// A fork in the middle of a purge leaves runs marked `Purging` in the child; recovery
+    /// puts them back on the dirty lists, counters and all.
+    #[test]
+    fn runs_in_flight_at_a_fork_go_back_to_the_dirty_lists() {
+        let heap = PageHeap::new(0);
+        let pad = heap.alloc(1, SpanKind::Large).unwrap();
+        let a = heap.alloc(16, SpanKind::Large).unwrap();
+        let end = heap.alloc(1, SpanKind::Large).unwrap();
+        // SAFETY: nothing live in `a`.
+        unsafe { heap.free(a.span) };
+        let dirty = heap.stats().dirty;
+        let mut batch = [InFlight {
+            run: ptr::null_mut(),
+        }; PURGE_BATCH];
+        let taken = heap
+            .inner
+            .lock()
+            .take_for_purge(Goal::All, os::now_ms(), &mut batch);
+        assert_eq!(taken, 1);
+        assert_eq!(heap.stats().purging, dirty);
+        heap.check();
+        heap.recover_after_fork();
+        let stats = heap.stats();
+        assert_eq!((stats.purging, stats.dirty), (0, dirty));
+        heap.check();
+        // The run is a dirty run again: the next request of its size reuses it.
+        let again = heap.alloc(16, SpanKind::Large).unwrap();
+        // SAFETY: both records are live.
+        unsafe { assert_eq!(again.span.as_ref().base(), a.span.as_ref().base()) };
+        // SAFETY: nothing live.
+        unsafe {
+            heap.free(again.span);
+            heap.free(pad.span);
+            heap.free(end.span);
+        }
+        heap.check();
     }
 
     #[test]
