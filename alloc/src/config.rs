@@ -10,7 +10,7 @@
 //! | `TESSERA_PURGER` | `on`: a background thread returns memory while the program is idle (`purger.rs`); `off`: only the allocator's own calls do | `on` |
 //! | `TESSERA_MEMORY_LIMIT` | hard limit on committed memory (bytes, `k`/`m`/`g`): allocations that would cross it return null (`limit.rs`) | none |
 //! | `TESSERA_MEMORY_SOFT_LIMIT` | soft limit: over it, free memory goes back at once | 90% of the hard limit, else 90% of the cgroup's memory limit |
-//! | `TESSERA_THP` | transparent huge pages for arenas: `auto` (beyond a heap's first 16 MiB), `always`, `never` | `auto` |
+//! | `TESSERA_THP` | transparent huge pages for arenas: `auto` (beyond a heap's first 16 MiB, where the kernel's `defrag` mode cannot stall a fault; else no advice), `always`, `never` | `auto` |
 //! | `TESSERA_HUGE_THRESHOLD` | size from which a block gets its own mapping (bytes, `k`/`m` suffix) | `32m` |
 //! | `TESSERA_NUMA` | `auto` (local on a machine with several memory nodes, else off), `local`, `interleave`, `off` | `auto` |
 
@@ -159,10 +159,14 @@ fn load_thp() {
         _ => Thp::Auto,
     };
     // "always [madvise] never": the bracketed word is the mode in force.
-    let mut buf = [0u8; 64];
+    let mut buf = [0u8; 128];
     let text = read_small_file(c"/sys/kernel/mm/transparent_hugepage/enabled", &mut buf);
     let system_always = text.starts_with(b"[always]");
-    tessera_span::heap::configure_thp(thp, system_always);
+    // "always defer defer+madvise [madvise] never": with `defer` or `never`, a fault in
+    // advised memory takes a huge page only if one is free, and never compacts.
+    let text = read_small_file(c"/sys/kernel/mm/transparent_hugepage/defrag", &mut buf);
+    let stall_free = contains(text, b"[defer]") || contains(text, b"[never]");
+    tessera_span::heap::configure_thp(thp, system_always, !stall_free);
 }
 
 fn load_limits() {
@@ -182,6 +186,10 @@ fn load_limits() {
             crate::limit::set_soft_memory_limit(Some(soft));
         }
     }
+}
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle)
 }
 
 /// Reads up to `buf.len()` bytes of a small file without allocating; empty on any error.

@@ -148,8 +148,10 @@ pub fn alloc(size: usize, align: usize, node: u32) -> Option<NonNull<u8>> {
         return None;
     };
     crate::placement::bind(p.as_ptr(), len, node);
-    // SAFETY: a fresh mapping of ours; advice only (a refusal changes nothing).
-    let _ = unsafe { os::advise_huge_pages(p.as_ptr(), len, crate::heap::huge_block_advice()) };
+    if let Some(huge) = crate::heap::huge_block_advice() {
+        // SAFETY: a fresh mapping of ours; advice only (a refusal changes nothing).
+        let _ = unsafe { os::advise_huge_pages(p.as_ptr(), len, huge) };
+    }
     let mut table = REGISTRY.lock();
     if table.insert(p.as_ptr() as usize, len) {
         Some(p)
