@@ -90,7 +90,9 @@ pub(crate) fn after_fork_in_child() {
         heap::set_background_purger(false);
     }
     for node in node::used_nodes() {
-        node.heap.recover_after_fork();
+        // SAFETY: called from the fork child handler: the child's only thread is the one
+        // that forked, and it is in the handler, not in a purge.
+        unsafe { node.heap.recover_after_fork() };
     }
 }
 

@@ -82,8 +82,9 @@ pub fn commit(bytes: usize) {
     COMMITTED.fetch_add(bytes, Ordering::Relaxed);
 }
 
-/// Counts `bytes` less.
-pub fn uncommit(bytes: usize) {
+/// Counts `bytes` less (this crate only: a safe caller outside could drive the count below
+/// what is really held, and the limits with it).
+pub(crate) fn uncommit(bytes: usize) {
     COMMITTED.fetch_sub(bytes, Ordering::Relaxed);
 }
 

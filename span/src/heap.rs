@@ -432,9 +432,8 @@ impl PageHeap {
     /// As [`PageHeap::free`].
     pub unsafe fn free_idle(&self, span: NonNull<Span>) {
         let mut heap = self.inner.lock();
-        let aged = os::now_ms().saturating_sub(decay_ms().min(u64::MAX / 2));
         // SAFETY: forwarded contract.
-        unsafe { heap.release_at(span.as_ptr(), aged, false) };
+        unsafe { heap.release_at(span.as_ptr(), false) };
         drop(heap);
         commit::note_dirty();
     }
@@ -564,59 +563,43 @@ impl PageHeap {
     /// heap's lock: `f` must not call back into this heap.
     pub fn for_each_span(&self, mut f: impl FnMut(&Span)) {
         let heap = self.inner.lock();
-        let mut arena = heap.arenas;
-        while !arena.is_null() {
-            let mut page = HEADER_PAGES;
-            while page < ARENA_PAGES {
-                // SAFETY: arenas are mapped for the life of the process; kinds and lengths of
-                // span starts only change under the lock we hold.
-                let span = unsafe { &*(*arena).span_at(page) };
-                if span.kind() == SpanKind::None {
-                    page += 1;
-                    continue;
-                }
-                f(span);
-                page += span.npages().max(1);
-            }
-            // SAFETY: as above.
-            arena = unsafe { (*arena).next };
-        }
+        // SAFETY: records of our arenas, read under the lock we hold.
+        heap.each_record(|run| f(unsafe { &*run }));
     }
 
     /// In a forked child, after the fork handlers released the locks: runs the parent's
     /// purger was returning to the OS at the moment of the fork (marked `Purging`, on no
     /// list, outside the lock) have no purger to finish them here; they go back on the dirty
     /// lists, so no free page is lost to the child.
-    pub fn recover_after_fork(&self) {
+    ///
+    /// # Safety
+    /// No purge of this heap may be in progress in this process: only in a forked child,
+    /// before any thread other than the forking one exists. (A purge in flight would file
+    /// its runs a second time when it completes.)
+    pub unsafe fn recover_after_fork(&self) {
         let mut heap = self.inner.lock();
         if heap.stats.purging == 0 {
             return;
         }
-        let now = os::now_ms();
-        let mut arena = heap.arenas;
-        while !arena.is_null() {
-            let mut page = HEADER_PAGES;
-            while page < ARENA_PAGES {
-                // SAFETY: arenas are mapped for the life of the process; we hold the lock.
-                let run = unsafe { (*arena).span_at(page) };
-                // SAFETY: as above.
-                let s = unsafe { &*run };
-                if s.kind() == SpanKind::None {
-                    page += 1;
-                    continue;
-                }
-                let next = page + s.npages().max(1);
-                if s.kind() == SpanKind::Purging {
-                    let bytes = s.bytes();
-                    heap.stats.purging -= bytes;
-                    heap.stats.dirty += bytes;
-                    // SAFETY: an in-flight run of this heap: free pages in no list.
-                    unsafe { heap.insert_free(run, FLAG_DIRTY, now) };
-                }
-                page = next;
+        // A purge step has at most one batch in flight.
+        let mut stranded = [ptr::null_mut::<Span>(); PURGE_BATCH];
+        let mut count = 0;
+        heap.each_record(|run| {
+            // SAFETY: a record of our arenas, under the lock.
+            if unsafe { (*run).kind() } == SpanKind::Purging && count < PURGE_BATCH {
+                stranded[count] = run;
+                count += 1;
             }
+        });
+        let now = os::now_ms();
+        for &run in &stranded[..count] {
             // SAFETY: as above.
-            arena = unsafe { (*arena).next };
+            let bytes = unsafe { (*run).bytes() };
+            heap.stats.purging -= bytes;
+            heap.stats.dirty += bytes;
+            // SAFETY: an in-flight run of this heap whose purge will never complete (the
+            // contract): free pages in no list.
+            unsafe { heap.insert_free(run, FLAG_DIRTY, now) };
         }
     }
 
@@ -855,15 +838,16 @@ impl Inner {
     /// `run` must be an in-use span of this heap; lock held.
     unsafe fn release(&mut self, run: *mut Span) {
         // SAFETY: forwarded contract.
-        unsafe { self.release_at(run, os::now_ms(), true) };
+        unsafe { self.release_at(run, true) };
     }
 
-    /// `release`, with the run's free time, and whether the decay curve counts it as a
-    /// fresh free (one it lets stay a while).
+    /// `release`, saying whether the span is a fresh free (the decay curve lets it stay a
+    /// while) or memory that sat unused for a decay time already (filed as that old, and
+    /// not counted by the curve).
     ///
     /// # Safety
     /// As `release`.
-    unsafe fn release_at(&mut self, run: *mut Span, freed_at: u64, fresh: bool) {
+    unsafe fn release_at(&mut self, run: *mut Span, fresh: bool) {
         // SAFETY: per the contract.
         let span = unsafe { &mut *run };
         debug_assert!(matches!(span.kind(), SpanKind::Small | SpanKind::Large));
@@ -872,9 +856,12 @@ impl Inner {
         self.stats.free += bytes;
         self.stats.dirty += bytes;
         let now = os::now_ms();
-        if fresh {
+        let freed_at = if fresh {
             self.decay.note(bytes, now);
-        }
+            now
+        } else {
+            now.saturating_sub(decay_ms().min(u64::MAX / 2))
+        };
         if !DIRTY_SEEN.load(Ordering::Relaxed) {
             DIRTY_SEEN.store(true, Ordering::Relaxed);
         }
@@ -1068,6 +1055,28 @@ impl Inner {
             taken += 1;
         }
         taken
+    }
+
+    /// Calls `f` on the record of every span of every arena (free runs included, and runs
+    /// being purged), in address order.
+    fn each_record(&self, mut f: impl FnMut(*mut Span)) {
+        let mut arena = self.arenas;
+        while !arena.is_null() {
+            let mut page = HEADER_PAGES;
+            while page < ARENA_PAGES {
+                let run = arena_ref(arena).span_at(page);
+                // SAFETY: arenas are mapped for the life of the process; kinds and lengths
+                // of span starts only change under the lock our caller holds.
+                let span = unsafe { &*run };
+                if span.kind() == SpanKind::None {
+                    page += 1;
+                    continue;
+                }
+                page += span.npages().max(1);
+                f(run);
+            }
+            arena = arena_ref(arena).next;
+        }
     }
 
     /// Calls `f` on every dirty run.
@@ -1574,7 +1583,8 @@ mod tests {
         assert_eq!(taken, 1);
         assert_eq!(heap.stats().purging, dirty);
         heap.check();
-        heap.recover_after_fork();
+        // SAFETY: nothing purges this test's own heap meanwhile.
+        unsafe { heap.recover_after_fork() };
         let stats = heap.stats();
         assert_eq!((stats.purging, stats.dirty), (0, dirty));
         heap.check();
