@@ -201,6 +201,14 @@ pub(crate) fn print_xml<S: Sink, const N: usize>(s: &Stats, out: &mut Text<S, N>
         out.put_decimal(value);
         out.put(b"\"");
     };
+    // `<part name="NAME" size="N"/>` and its like.
+    let named_size = |out: &mut Text<S, N>, open: &[u8], name: &[u8], bytes: usize| {
+        out.put(open);
+        out.put(name);
+        out.put(b"\"");
+        attr(out, b"size", bytes);
+        out.put(b"/>\n");
+    };
     out.put(b"<malloc version=\"1\" allocator=\"tessera\">\n<breakdown");
     attr(out, b"mapped", s.mapped);
     out.put(b">\n");
@@ -212,11 +220,7 @@ pub(crate) fn print_xml<S: Sink, const N: usize>(s: &Stats, out: &mut Text<S, N>
         (b"heap-purged", b.heap_purged),
         (b"metadata", b.metadata),
     ] {
-        out.put(b"<part name=\"");
-        out.put(name);
-        out.put(b"\"");
-        attr(out, b"size", bytes);
-        out.put(b"/>\n");
+        named_size(out, b"<part name=\"", name, bytes);
     }
     out.put(b"</breakdown>\n");
     for (name, bytes) in [
@@ -226,11 +230,7 @@ pub(crate) fn print_xml<S: Sink, const N: usize>(s: &Stats, out: &mut Text<S, N>
         (b"active", s.active),
         (b"purged-since-start", s.purged as usize),
     ] {
-        out.put(b"<total type=\"");
-        out.put(name);
-        out.put(b"\"");
-        attr(out, b"size", bytes);
-        out.put(b"/>\n");
+        named_size(out, b"<total type=\"", name, bytes);
     }
     out.put(b"<caches");
     attr(out, b"count", s.caches);

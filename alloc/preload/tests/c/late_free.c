@@ -16,19 +16,11 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "rss.h"
+
 #define THREADS 20000
 #define AT_ONCE 8
 #define LIMIT_KIB (16 * 1024)
-
-static long rss_kib(void) {
-    FILE *f = fopen("/proc/self/status", "r");
-    char line[256];
-    long kib = -1;
-    while (f && fgets(line, sizeof line, f))
-        if (strncmp(line, "VmRSS:", 6) == 0) kib = atol(line + 6);
-    if (f) fclose(f);
-    return kib;
-}
 
 static void *body(void *arg) {
     unsigned n = (unsigned)(size_t)arg;
