@@ -40,7 +40,7 @@ use tessera_span::{Span, SpanKind, os};
 use crate::node;
 use crate::remote;
 use crate::report;
-use crate::size_class::{CLASSES, NUM_CLASSES};
+use crate::size_class::{self, CLASSES, NUM_CLASSES};
 
 /// `Span::user_flags`: where a small span is filed.
 /// The span the bin allocates from. Zero, so that the unsized free's test for it is a
@@ -124,6 +124,9 @@ pub(crate) struct Cache {
     /// heap, so a program that frees and reallocates a span's worth in a loop does not take
     /// the page heap's lock every time (mimalloc's page retire delay, in its simplest form).
     spare: [*mut Span; NUM_CLASSES],
+    /// Fresh spans taken per class so far, capped at the last ramp step: the next fresh
+    /// span's size (`size_class::ramp_pages`).
+    ramp: [u8; NUM_CLASSES],
     /// Empty spans kept for the next fresh span of the same size (any class), so that a
     /// program that builds and tears down structures in rounds reuses its spans without the
     /// node's page heap, whose lock is shared by every thread (mimalloc gets the same from
@@ -318,28 +321,30 @@ impl Cache {
             span
         } else {
             let info = &CLASSES[class];
-            let fresh = match self.unstash(info.pages as usize) {
+            let step = self.ramp[class] as usize;
+            let pages = size_class::ramp_pages(class, step);
+            let fresh = match self.unstash(pages) {
                 Some(span) => tessera_span::Allocated {
                     span,
                     zeroed: false,
                 },
-                None => match crate::limit::retry(|| {
-                    node.heap.alloc(info.pages as usize, SpanKind::Small)
-                }) {
+                None => match crate::limit::retry(|| node.heap.alloc(pages, SpanKind::Small)) {
                     Some(fresh) => fresh,
                     None => return false,
                 },
             };
+            self.ramp[class] = (step + 1).min(size_class::RAMP_STEPS - 1) as u8;
+            let objects = (pages * tessera_span::PAGE_SIZE / info.size as usize) as u32;
             let span = fresh.span.as_ptr();
             // SAFETY: a fresh small span, ours alone until we publish it.
             unsafe {
                 let s = &mut *span;
                 s.class = class as u8;
                 s.div_test = info.div_test;
-                s.obj_bytes = info.objects * info.size;
+                s.obj_bytes = objects * info.size;
                 s.obj_base = s.base() as usize;
                 s.obj_size = info.size;
-                s.capacity = info.objects;
+                s.capacity = objects;
                 s.carved.store(0, Ordering::Relaxed);
                 s.local_free.store(ptr::null_mut(), Ordering::Relaxed);
                 s.local_count.store(0, Ordering::Relaxed);

@@ -18,9 +18,9 @@ use core::ffi::{CStr, c_char};
 use core::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
 
 use tessera_numa::{NodeId, Topology};
-use tessera_span::heap::Thp;
-use tessera_span::os::PurgeAdvice;
+use tessera_span::os::{self, PurgeAdvice};
 use tessera_span::placement::{self, Placement};
+use tessera_span::thp::{self, Thp};
 
 use crate::MAX_NODES;
 
@@ -160,13 +160,13 @@ fn load_thp() {
     };
     // "always [madvise] never": the bracketed word is the mode in force.
     let mut buf = [0u8; 128];
-    let text = read_small_file(c"/sys/kernel/mm/transparent_hugepage/enabled", &mut buf);
+    let text = os::read_small_file(c"/sys/kernel/mm/transparent_hugepage/enabled", &mut buf);
     let system_always = text.starts_with(b"[always]");
     // "always defer defer+madvise [madvise] never": with `defer` or `never`, a fault in
     // advised memory takes a huge page only if one is free, and never compacts.
-    let text = read_small_file(c"/sys/kernel/mm/transparent_hugepage/defrag", &mut buf);
+    let text = os::read_small_file(c"/sys/kernel/mm/transparent_hugepage/defrag", &mut buf);
     let stall_free = contains(text, b"[defer]") || contains(text, b"[never]");
-    tessera_span::heap::configure_thp(thp, system_always, !stall_free);
+    thp::configure_thp(thp, system_always, !stall_free);
 }
 
 fn load_limits() {
@@ -190,22 +190,6 @@ fn load_limits() {
 
 fn contains(haystack: &[u8], needle: &[u8]) -> bool {
     haystack.windows(needle.len()).any(|w| w == needle)
-}
-
-/// Reads up to `buf.len()` bytes of a small file without allocating; empty on any error.
-fn read_small_file<'a>(path: &CStr, buf: &'a mut [u8]) -> &'a [u8] {
-    // SAFETY: a NUL-terminated path; `buf` is a valid writable buffer of its length; the
-    // descriptor is closed before returning.
-    let n = unsafe {
-        let fd = libc::open(path.as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC);
-        if fd < 0 {
-            return &[];
-        }
-        let n = libc::read(fd, buf.as_mut_ptr().cast(), buf.len());
-        libc::close(fd);
-        n
-    };
-    &buf[..usize::try_from(n).unwrap_or(0)]
 }
 
 #[cfg(all(test, not(tessera_loom)))]

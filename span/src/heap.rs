@@ -38,6 +38,7 @@ use crate::commit;
 use crate::lock::Locked;
 use crate::os::{self, PurgeAdvice};
 use crate::span::{FLAG_DIRTY, FLAG_ZEROED, Span, SpanKind};
+use crate::thp;
 
 /// The longest span a page heap can hand out: an arena minus its header.
 pub const MAX_SPAN_PAGES: usize = ARENA_PAGES - HEADER_PAGES;
@@ -53,7 +54,7 @@ const CLEAN: usize = 1;
 const EPOCHS: usize = 10;
 
 /// Pages of a transparent huge page (2 MiB).
-const HUGE_PAGE_PAGES: usize = (2 << 20) / PAGE_SIZE;
+const HUGE_PAGE_PAGES: usize = crate::HUGE_PAGE_BYTES / PAGE_SIZE;
 
 /// Runs purged per lock hold: the advice for a batch runs outside the lock.
 const PURGE_BATCH: usize = 32;
@@ -77,35 +78,6 @@ pub fn dirty_seen() -> bool {
     DIRTY_SEEN.load(Ordering::Relaxed)
 }
 
-/// Transparent huge pages for arenas: `TESSERA_THP`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Thp {
-    /// Where a fault in advised memory cannot stall (the kernel's `defrag` mode is `defer`
-    /// or `never`: no direct compaction), no advice for a heap's first 16 MiB and
-    /// `MADV_HUGEPAGE` beyond and on huge blocks: a heap that big pays more in page faults
-    /// and TLB misses than the huge pages' extra residency. Where advised faults compact
-    /// memory synchronously (`defrag` is `madvise`, `defer+madvise` or `always`, Debian's
-    /// default being `madvise`), no advice at all: measured here, the `burst` workload's
-    /// bursts ran 1.9x faster with advice on a quiet machine and up to 6x slower after other
-    /// processes had churned memory (compaction stalls), so the kernel's default stands.
-    Auto,
-    /// `MADV_HUGEPAGE` on every arena.
-    Always,
-    /// `MADV_NOHUGEPAGE` on every arena (even when the system's mode is `always`).
-    Never,
-}
-
-/// 0 = auto, 1 = always, 2 = never, 3 = auto where advised faults may stall (no advice);
-/// bit 7: the system's THP mode is `always`.
-static THP: AtomicU8 = AtomicU8::new(3);
-const THP_SYSTEM_ALWAYS: u8 = 0x80;
-/// Under `Thp::Auto`, a heap's first this many bytes get no advice: a small program stays
-/// in 4 KiB pages (a huge page would make a 5 MiB program resident at 2 MiB granularity),
-/// and everything beyond (the rest of the first arena, every later arena) gets
-/// `MADV_HUGEPAGE`. The page heap carves from the lowest addresses first, so a heap grows
-/// into the advised part only when it outgrows the lean one.
-const AUTO_LEAN_BYTES: usize = 16 << 20;
-
 /// Sets the decay time (`u64::MAX`: never, 0: at once) and how pages are returned.
 pub fn configure_purge(decay_ms: u64, advice: PurgeAdvice) {
     DECAY_MS.store(decay_ms, Ordering::Relaxed);
@@ -120,35 +92,6 @@ pub fn decay_ms() -> u64 {
 /// How long one purge epoch lasts: a tenth of the decay time, at least 1 ms.
 pub fn epoch_ms() -> u64 {
     (decay_ms() / EPOCHS as u64).max(1)
-}
-
-/// Sets the huge-page policy for arenas reserved from now on; `system_always` says the
-/// kernel's own mode is `always`, so arenas without advice get huge pages too;
-/// `advised_faults_stall` says a fault in `MADV_HUGEPAGE` memory may compact memory
-/// synchronously (the kernel's `defrag` mode), which `Thp::Auto` then avoids.
-pub fn configure_thp(thp: Thp, system_always: bool, advised_faults_stall: bool) {
-    let mode = match thp {
-        Thp::Auto if advised_faults_stall => 3,
-        Thp::Auto => 0,
-        Thp::Always => 1,
-        Thp::Never => 2,
-    };
-    THP.store(
-        mode | if system_always { THP_SYSTEM_ALWAYS } else { 0 },
-        Ordering::Relaxed,
-    );
-}
-
-/// Whether a huge block's dedicated mapping gets `MADV_HUGEPAGE` (`Some(true)`),
-/// `MADV_NOHUGEPAGE` (`Some(false)`) or no advice: blocks that big
-/// (`TESSERA_HUGE_THRESHOLD`, 32 MiB) are past the lean part of any heap, so `auto`
-/// advises them as it advises arenas past it.
-pub(crate) fn huge_block_advice() -> Option<bool> {
-    match THP.load(Ordering::Relaxed) & !THP_SYSTEM_ALWAYS {
-        2 => Some(false),
-        3 => None,
-        _ => Some(true),
-    }
 }
 
 /// Says whether a background purger runs the decay steps ([`PageHeap::purge_step`]).
@@ -716,26 +659,18 @@ impl Inner {
 
     /// Reserves one more arena and files its usable pages as one clean run.
     fn grow(&mut self) -> Result<(), os::OsError> {
-        let arena = Arena::reserve(self.node)?.as_ptr();
-        let thp = THP.load(Ordering::Relaxed);
-        // Huge pages or not, and the bytes at the arena's start left without advice; or
-        // no advice at all.
-        let advice = match thp & !THP_SYSTEM_ALWAYS {
-            1 => Some((true, 0)),
-            2 => Some((false, 0)),
-            3 => None,
-            _ if self.stats.arenas == 0 => Some((true, AUTO_LEAN_BYTES)),
-            _ => Some((true, 0)),
-        };
-        let system_always = thp & THP_SYSTEM_ALWAYS != 0;
-        let huge_pages = match advice {
-            // SAFETY: the range lies in the arena, a fresh mapping of ours.
-            Some((huge, lean)) => unsafe {
-                os::advise_huge_pages(arena.cast::<u8>().add(lean), ARENA_SIZE - lean, huge)
+        let advice = thp::arena_advice(self.node, self.stats.arenas == 0);
+        let system_always = thp::system_always();
+        let mut huge_pages = system_always;
+        let arena = Arena::reserve(self.node, |base| {
+            if let Some((huge, lean)) = advice {
+                // SAFETY: the range lies in the arena, a fresh mapping of ours.
+                let advised =
+                    unsafe { os::advise_huge_pages(base.add(lean), ARENA_SIZE - lean, huge) };
+                huge_pages = advised.map_or(system_always, |()| huge);
             }
-            .map_or(system_always, |()| huge),
-            None => system_always,
-        };
+        })?
+        .as_ptr();
         let header = HEADER_PAGES * PAGE_SIZE;
         commit::commit(header);
         // SAFETY: the arena is fresh and ours; lock held.

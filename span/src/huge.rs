@@ -8,6 +8,7 @@
 
 use core::ptr::{self, NonNull};
 
+use crate::HUGE_PAGE_BYTES;
 use crate::commit;
 use crate::lock::Locked;
 use crate::os;
@@ -130,25 +131,39 @@ impl Table {
     }
 }
 
-fn round_len(size: usize) -> Option<usize> {
-    let page = os::page_size();
-    size.checked_add(page - 1).map(|s| s & !(page - 1))
+/// A block's mapping length for `size` bytes: whole pages, or whole 2 MiB pages for a
+/// block in huge pages (`granule` from [`block_granule`]), whose last partial 2 MiB would
+/// otherwise take up to 511 faults of 4 KiB (the extra is address space until touched).
+fn round_len(size: usize, granule: usize) -> Option<usize> {
+    size.checked_add(granule - 1).map(|s| s & !(granule - 1))
+}
+
+/// The alignment and length granule of a huge block: 2 MiB for an advised one, since a
+/// huge page needs an aligned 2 MiB range (an unaligned start or end leaves the partial
+/// range to 4 KiB faults); otherwise a page.
+fn block_granule(advice: Option<bool>, size: usize) -> usize {
+    match advice {
+        Some(true) if size >= HUGE_PAGE_BYTES => HUGE_PAGE_BYTES,
+        _ => os::page_size(),
+    }
 }
 
 /// Maps a huge block of at least `size` bytes aligned to `align`, placed for NUMA `node`.
 /// Fresh mappings read as zero.
 /// `None` when the OS refuses, or the block would cross the hard memory limit.
 pub fn alloc(size: usize, align: usize, node: u32) -> Option<NonNull<u8>> {
-    let len = round_len(size)?;
+    let advice = crate::thp::huge_block_advice(node);
+    let granule = block_granule(advice, size);
+    let len = round_len(size, granule)?;
     if !commit::try_commit(len) {
         return None;
     }
-    let Ok(p) = os::reserve(len, align.max(os::page_size())) else {
+    let Ok(p) = os::reserve(len, align.max(granule)) else {
         commit::uncommit(len);
         return None;
     };
     crate::placement::bind(p.as_ptr(), len, node);
-    if let Some(huge) = crate::heap::huge_block_advice() {
+    if let Some(huge) = advice {
         // SAFETY: a fresh mapping of ours; advice only (a refusal changes nothing).
         let _ = unsafe { os::advise_huge_pages(p.as_ptr(), len, huge) };
     }
@@ -197,7 +212,14 @@ pub unsafe fn free(ptr: *mut u8) -> bool {
 /// # Safety
 /// `ptr` must not be used after a successful call; use the returned pointer instead.
 pub unsafe fn realloc(ptr: *mut u8, size: usize) -> Option<NonNull<u8>> {
-    let new_len = round_len(size)?;
+    // A block that starts on a 2 MiB boundary was advised (or happens to be aligned): it
+    // keeps whole 2 MiB pages, and moves to such a boundary if it has to move.
+    let granule = if (ptr as usize).is_multiple_of(HUGE_PAGE_BYTES) && size >= HUGE_PAGE_BYTES {
+        HUGE_PAGE_BYTES
+    } else {
+        os::page_size()
+    };
+    let new_len = round_len(size, granule)?;
     let mut table = REGISTRY.lock();
     let i = table.find(ptr as usize)?;
     // SAFETY: `i` came from `find`.
@@ -209,7 +231,7 @@ pub unsafe fn realloc(ptr: *mut u8, size: usize) -> Option<NonNull<u8>> {
         return None;
     }
     // SAFETY: the registry says `ptr..ptr+old_len` is one whole mapping of ours.
-    let Ok(moved) = (unsafe { os::remap(ptr, old_len, new_len) }) else {
+    let Ok(moved) = (unsafe { os::remap_aligned(ptr, old_len, new_len, granule) }) else {
         if new_len > old_len {
             commit::uncommit(new_len - old_len);
         }
@@ -274,10 +296,13 @@ mod tests {
         unsafe {
             assert_eq!(*p.as_ptr(), 0);
             p.as_ptr().add((5 << 20) - 1).write(77);
-            assert_eq!(size_of(p.as_ptr()), Some(5 << 20));
-            let q = realloc(p.as_ptr(), 40 << 20).unwrap();
+            // Whole pages, or whole 2 MiB pages where the block has huge-page advice.
+            let len = size_of(p.as_ptr()).unwrap();
+            assert!(((5 << 20)..=(6 << 20)).contains(&len), "{len}");
+            let q = realloc(p.as_ptr(), (40 << 20) + 1).unwrap();
             assert_eq!(q.as_ptr().add((5 << 20) - 1).read(), 77);
-            assert_eq!(size_of(q.as_ptr()), Some(40 << 20));
+            let len = size_of(q.as_ptr()).unwrap();
+            assert!(((40 << 20) + 4096..=(42 << 20)).contains(&len), "{len}");
             assert!(free(q.as_ptr()));
             assert!(!free(q.as_ptr()), "a second free finds nothing");
         }

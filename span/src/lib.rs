@@ -7,6 +7,7 @@
 //! - [`commit`]: the memory Tessera holds from the OS, its limits, the purger's wake-ups.
 //! - [`huge`]: dedicated mappings for huge blocks, resized with `mremap`.
 //! - [`placement`]: NUMA binding of fresh arenas and huge mappings.
+//! - [`thp`]: which arenas and huge blocks get transparent huge pages.
 //! - [`lock`]: the futex lock every layer uses, since the allocator may not use std's.
 //! - [`futex`]: the wait/wake primitive under every lock and parker.
 
@@ -19,7 +20,12 @@ pub mod lock;
 pub mod os;
 pub mod placement;
 pub mod span;
+pub mod thp;
 
 pub use arena::{ARENA_SIZE, PAGE_SHIFT, PAGE_SIZE, span_of};
 pub use heap::{Allocated, PageHeap, PageHeapStats, live_span_of};
 pub use span::{Span, SpanKind};
+
+/// A transparent huge page on x86-64 (and the 2 MiB granule purges keep whole where
+/// arenas have them).
+pub const HUGE_PAGE_BYTES: usize = 2 << 20;

@@ -161,6 +161,50 @@ pub unsafe fn remap(ptr: *mut u8, old_len: usize, new_len: usize) -> Result<NonN
     Ok(unsafe { NonNull::new_unchecked(p.cast()) })
 }
 
+/// As [`remap`], but a grown mapping that has to move goes to an `align`-aligned address
+/// (the kernel's own choice would be page aligned only: a huge-page block moved there
+/// keeps no 2 MiB page whole and takes its new tail in 4 KiB faults).
+///
+/// # Safety
+/// As [`remap`].
+pub unsafe fn remap_aligned(
+    ptr: *mut u8,
+    old_len: usize,
+    new_len: usize,
+    align: usize,
+) -> Result<NonNull<u8>, OsError> {
+    if new_len <= old_len || align <= page_size() {
+        // SAFETY: forwarded contract.
+        return unsafe { remap(ptr, old_len, new_len) };
+    }
+    // In place first: the start (and so its alignment) stays.
+    // SAFETY: the caller owns the mapping; without MREMAP_MAYMOVE nothing else is touched.
+    let p = unsafe { libc::mremap(ptr.cast(), old_len, new_len, 0) };
+    if p != libc::MAP_FAILED {
+        // SAFETY: a successful mremap never returns null.
+        return Ok(unsafe { NonNull::new_unchecked(p.cast()) });
+    }
+    let dest = reserve(new_len, align)?;
+    // SAFETY: the caller owns the source; `dest..dest+new_len` is a fresh mapping of ours,
+    // which MREMAP_FIXED replaces.
+    let p = unsafe {
+        libc::mremap(
+            ptr.cast(),
+            old_len,
+            new_len,
+            libc::MREMAP_MAYMOVE | libc::MREMAP_FIXED,
+            dest.as_ptr(),
+        )
+    };
+    if p == libc::MAP_FAILED {
+        let err = OsError::last();
+        // SAFETY: the fresh destination is still ours and unused.
+        unsafe { release(dest.as_ptr(), new_len) };
+        return Err(err);
+    }
+    Ok(dest)
+}
+
 /// Page protection for `protect`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Protection {
@@ -286,6 +330,23 @@ pub fn now_ms() -> u64 {
     // SAFETY: `ts` is a valid out-pointer.
     unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC_COARSE, &mut ts) };
     ts.tv_sec as u64 * 1000 + ts.tv_nsec as u64 / 1_000_000
+}
+
+/// Reads up to `buf.len()` bytes of a small file (`/proc`, `/sys`) without allocating;
+/// empty on any error.
+pub fn read_small_file<'a>(path: &core::ffi::CStr, buf: &'a mut [u8]) -> &'a [u8] {
+    // SAFETY: a NUL-terminated path; `buf` is a valid writable buffer of its length; the
+    // descriptor is closed before returning.
+    let n = unsafe {
+        let fd = libc::open(path.as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC);
+        if fd < 0 {
+            return &[];
+        }
+        let n = libc::read(fd, buf.as_mut_ptr().cast(), buf.len());
+        libc::close(fd);
+        n
+    };
+    &buf[..usize::try_from(n).unwrap_or(0)]
 }
 
 #[cfg(test)]
