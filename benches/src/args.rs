@@ -158,8 +158,9 @@ allocator (quick mode, about two minutes), prints throughput ratios against mima
 (ratio > 1: faster than mimalloc) with peak RSS, and writes report.md and chart.svg to
 <target>/tessera-bench/; then the C mode at 1, 2 and 4 threads (about a minute; a section
 of report.md and chart-c.svg); then compares the scheduler with Go (when `go` is
-installed), may and tokio on spawn-join, ping-pong, yield and parked (about one minute
-more). --workloads, --allocators or --threads narrow the run to the Rust allocator table.
+installed), may and tokio on spawn-join, ping-pong, yield, select-many and parked (about
+one minute more). --workloads, --allocators or --threads narrow the run to the Rust
+allocator table.
 
 OPTIONS:
     --workloads a,b     workloads to run [{workloads}]
@@ -183,9 +184,9 @@ OPTIONS:
                         faults, {rust_reps} rounds by default; --workloads, --allocators and
                         --reps apply (builds for about 2 minutes the first time, then runs
                         for about 4 minutes; not part of the default run)
-    --sched             only the scheduler workloads (spawn-join, ping-pong, yield, parked)
-                        against Go (if `go` is installed), may and tokio; the default run
-                        ends with them
+    --sched             only the scheduler workloads (spawn-join, ping-pong, yield,
+                        select-many, parked) against Go (if `go` is installed), may and
+                        tokio; the default run ends with them
     -h, --help          this text
 ",
         workloads = Workload::ALL.map(Workload::name).join(", "),

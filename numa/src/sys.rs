@@ -233,12 +233,17 @@ mod rseq_imp {
 pub(crate) use rseq_imp::registered_size as rseq_registered_size;
 
 /// Reads the `u32` at byte `off` of the calling thread's rseq area.
+///
+/// # Safety
+/// `area` is the calling thread's registered `struct rseq` (`rseq_imp::area()`), and
+/// `off + 4 <= 24`, a multiple of 4 (`RSEQ_CPU_ID`, `RSEQ_NODE_ID`).
 #[inline(always)]
-fn rseq_field(area: *const u8, off: usize) -> u32 {
-    // SAFETY: `area` is this thread's registered `struct rseq`: glibc places it in the
-    // thread's TCB, 32-byte aligned, and every glibc that registers one (2.35+) reserves at
-    // least the original 32 bytes, so `off + 4 <= 24` is in bounds and 4-aligned. The kernel rewrites the field when the thread is preempted or
-    // migrated, so the read is volatile: it must not be cached across calls.
+unsafe fn rseq_field(area: *const u8, off: usize) -> u32 {
+    // SAFETY: per the contract `area` is this thread's registered `struct rseq`: glibc
+    // places it in the thread's TCB, 32-byte aligned, and every glibc that registers one
+    // (2.35+) reserves at least the original 32 bytes, so `off + 4 <= 24` is in bounds and
+    // 4-aligned. The kernel rewrites the field when the thread is preempted or migrated, so
+    // the read is volatile: it must not be cached across calls.
     unsafe { area.add(off).cast::<u32>().read_volatile() }
 }
 
@@ -247,7 +252,8 @@ fn rseq_field(area: *const u8, off: usize) -> u32 {
 pub(crate) fn rseq_cpu() -> Option<u32> {
     let area = rseq_imp::area()?;
     // A negative `cpu_id` is RSEQ_CPU_ID_UNINITIALIZED (-1) or REGISTRATION_FAILED (-2).
-    let cpu = rseq_field(area, RSEQ_CPU_ID) as i32;
+    // SAFETY: `area` is this thread's rseq area; `cpu_id` is at 4.
+    let cpu = unsafe { rseq_field(area, RSEQ_CPU_ID) } as i32;
     if cpu < 0 { None } else { Some(cpu as u32) }
 }
 
@@ -256,11 +262,17 @@ pub(crate) fn rseq_cpu() -> Option<u32> {
 #[inline(always)]
 pub(crate) fn rseq_cpu_node() -> Option<(u32, u32)> {
     let area = rseq_imp::area()?;
-    let cpu = rseq_field(area, RSEQ_CPU_ID) as i32;
-    if cpu < 0 {
+    // SAFETY: `area` is this thread's rseq area; `cpu_id` is at 4, `node_id` at 20.
+    let (cpu, node) = unsafe {
+        (
+            rseq_field(area, RSEQ_CPU_ID),
+            rseq_field(area, RSEQ_NODE_ID),
+        )
+    };
+    if (cpu as i32) < 0 {
         return None;
     }
-    Some((cpu as u32, rseq_field(area, RSEQ_NODE_ID)))
+    Some((cpu, node))
 }
 
 /// The size of `struct rseq` the kernel keeps up to date (`AT_RSEQ_FEATURE_SIZE`, Linux

@@ -275,8 +275,10 @@ impl AllGs {
         s.push(g as usize);
     }
 
-    pub(crate) fn remove(&self, g: GRef) {
-        // SAFETY: `g` is live until the caller frees it after this returns.
+    /// # Safety
+    /// `g` is a live G that was `insert`ed here, and stays live until this returns.
+    pub(crate) unsafe fn remove(&self, g: GRef) {
+        // SAFETY: per the contract.
         let gr = unsafe { &*g };
         let mut s = self.shards[gr.shard]
             .lock()

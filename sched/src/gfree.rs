@@ -74,7 +74,8 @@ pub(crate) unsafe fn put(sh: &Shared, p: &P, g: GRef) {
             free.push(g);
         }
         _ => {
-            sh.allgs.remove(g);
+            // SAFETY: a dead G of this runtime, freed only below.
+            unsafe { sh.allgs.remove(g) };
             if let Some(s) = stack.take() {
                 // SAFETY: per the contract, the P's stack cache is ours.
                 unsafe { (*p.stacks.get()).release(s) };
@@ -98,7 +99,8 @@ pub(crate) unsafe fn free_all(sh: &Shared) {
         // The runtime-wide list goes to P 0's cache, as good as any.
         let extra = if p.id == 0 { &shared[..] } else { &[][..] };
         for &g in local.iter().chain(extra) {
-            sh.allgs.remove(g);
+            // SAFETY: a dead G on a free list, in `allgs` since it was made; freed below.
+            unsafe { sh.allgs.remove(g) };
             // SAFETY: a dead G on a free list is referred to by nothing else, and was made
             // by `Box::into_raw`.
             let g = unsafe { Box::from_raw(g) };
@@ -121,7 +123,8 @@ fn spill(sh: &Shared, local: &mut Vec<GRef>) {
     g.extend(half);
     drop(g);
     for g in rest {
-        sh.allgs.remove(g);
+        // SAFETY: as above: a dead G of this runtime, freed just below.
+        unsafe { sh.allgs.remove(g) };
         // SAFETY: a dead G on a free list is referred to by nothing else.
         drop(unsafe { Box::from_raw(g) });
     }

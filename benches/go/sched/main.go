@@ -2,7 +2,7 @@
 // project from the workload descriptions. Each prints "name ns/op value" lines (or RSS
 // figures for parked), the median of several repetitions.
 //
-//	go run . spawn-join | ping-pong | yield | parked [N]
+//	go run . spawn-join | ping-pong | yield | select-many | parked [N]
 //
 // GOMAXPROCS is taken from the environment (the runner sets it).
 package main
@@ -15,6 +15,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -84,6 +85,117 @@ func yieldSwitch() float64 {
 	return float64(time.Since(start).Nanoseconds()) / (2 * n)
 }
 
+// selectMany (issue #14): selectWorkers goroutines each loop in a select over the same
+// selectArms unbuffered channels plus a 100 ms timeout; one producer sends selectMsgs values
+// round-robin and then says it is done, and each worker leaves at its next timeout after
+// that. ns per message, from the first spawn to the last worker's exit, so the figure holds
+// one 100 ms wave of timeouts in which every worker leaves all its channels' queues at
+// once; every queue holds up to selectWorkers waiters.
+const selectWorkers, selectArms, selectMsgs = 2000, 31, 9300
+
+func selectMany() float64 {
+	var c [selectArms]chan int
+	for i := range c {
+		c[i] = make(chan int)
+	}
+	var got int64
+	var done int32
+	var wg sync.WaitGroup
+	start := time.Now()
+	wg.Add(selectWorkers)
+	for w := 0; w < selectWorkers; w++ {
+		go func() {
+			defer wg.Done()
+			take := func(_ int, ok bool) {
+				if !ok {
+					panic("select-many: a channel closed")
+				}
+				atomic.AddInt64(&got, 1)
+			}
+			for {
+				select {
+				case v, ok := <-c[0]:
+					take(v, ok)
+				case v, ok := <-c[1]:
+					take(v, ok)
+				case v, ok := <-c[2]:
+					take(v, ok)
+				case v, ok := <-c[3]:
+					take(v, ok)
+				case v, ok := <-c[4]:
+					take(v, ok)
+				case v, ok := <-c[5]:
+					take(v, ok)
+				case v, ok := <-c[6]:
+					take(v, ok)
+				case v, ok := <-c[7]:
+					take(v, ok)
+				case v, ok := <-c[8]:
+					take(v, ok)
+				case v, ok := <-c[9]:
+					take(v, ok)
+				case v, ok := <-c[10]:
+					take(v, ok)
+				case v, ok := <-c[11]:
+					take(v, ok)
+				case v, ok := <-c[12]:
+					take(v, ok)
+				case v, ok := <-c[13]:
+					take(v, ok)
+				case v, ok := <-c[14]:
+					take(v, ok)
+				case v, ok := <-c[15]:
+					take(v, ok)
+				case v, ok := <-c[16]:
+					take(v, ok)
+				case v, ok := <-c[17]:
+					take(v, ok)
+				case v, ok := <-c[18]:
+					take(v, ok)
+				case v, ok := <-c[19]:
+					take(v, ok)
+				case v, ok := <-c[20]:
+					take(v, ok)
+				case v, ok := <-c[21]:
+					take(v, ok)
+				case v, ok := <-c[22]:
+					take(v, ok)
+				case v, ok := <-c[23]:
+					take(v, ok)
+				case v, ok := <-c[24]:
+					take(v, ok)
+				case v, ok := <-c[25]:
+					take(v, ok)
+				case v, ok := <-c[26]:
+					take(v, ok)
+				case v, ok := <-c[27]:
+					take(v, ok)
+				case v, ok := <-c[28]:
+					take(v, ok)
+				case v, ok := <-c[29]:
+					take(v, ok)
+				case v, ok := <-c[30]:
+					take(v, ok)
+				case <-time.After(100 * time.Millisecond):
+					if atomic.LoadInt32(&done) == 1 {
+						return
+					}
+				}
+			}
+		}()
+	}
+	for i := 0; i < selectMsgs; i++ {
+		c[i%selectArms] <- i
+	}
+	atomic.StoreInt32(&done, 1)
+	wg.Wait()
+	el := time.Since(start)
+	if got != selectMsgs {
+		panic(fmt.Sprintf("select-many: %d of %d messages received", got, selectMsgs))
+	}
+	return float64(el.Nanoseconds()) / selectMsgs
+}
+
 func rssKiB() int {
 	b, _ := os.ReadFile("/proc/self/status")
 	for _, l := range strings.Split(string(b), "\n") {
@@ -126,7 +238,7 @@ func parked(n int) {
 
 func main() {
 	if len(os.Args) < 2 {
-		fmt.Fprintln(os.Stderr, "usage: sched spawn-join|ping-pong|yield|parked [N]")
+		fmt.Fprintln(os.Stderr, "usage: sched spawn-join|ping-pong|yield|select-many|parked [N]")
 		os.Exit(2)
 	}
 	switch os.Args[1] {
@@ -136,6 +248,8 @@ func main() {
 		fmt.Printf("ping-pong-%dp ns/op %.1f\n", runtime.GOMAXPROCS(0), median(pingPong))
 	case "yield":
 		fmt.Printf("yield ns/op %.1f\n", median(yieldSwitch))
+	case "select-many":
+		fmt.Printf("select-many ns/op %.1f\n", median(selectMany))
 	case "parked":
 		n := 1000000
 		if len(os.Args) > 2 {

@@ -19,8 +19,9 @@
 
 mod errors;
 pub mod select;
+mod waitq;
 
-use core::cell::{Cell, UnsafeCell};
+use core::cell::UnsafeCell;
 use core::fmt;
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -33,48 +34,14 @@ pub use errors::{
 use crate::coroutine::WaitReason;
 use crate::wait::{TIMEOUT, Token};
 use tessera_span::lock::RawLock;
-
-/// A blocked send or receive, or one arm of a blocked `select!`, as its channel queues it
-/// (Go's `sudog`, by value: no allocation and no reference count per wait). Its value slot
-/// and closed flag live in the waiter's own frame (or its select arm), which stays put
-/// until the waiter is off every queue: a claimant pops it, a timed-out or losing select
-/// arm removes it, `close` drains it — always under the channel lock, before the waiter
-/// can run on.
-pub(crate) struct Waiter<T> {
-    pub(crate) token: Arc<Token>,
-    pub(crate) arm: usize,
-    /// The value being sent, or where the value received goes. Written or taken only by the
-    /// token's claimant (under the channel lock); the waiter reads it once notified.
-    slot: *mut Option<T>,
-    /// Set by the claimant (under the lock) when it claimed because the channel closed.
-    closed: *const Cell<bool>,
-}
-
-impl<T> Waiter<T> {
-    /// # Safety
-    /// `slot` and `closed` stay valid and unmoved, and are touched by nobody else, until
-    /// this waiter is off its channel's queue (popped by a claimant, drained by `close`, or
-    /// taken off with `remove_waiter`).
-    pub(crate) unsafe fn new(
-        token: Arc<Token>,
-        arm: usize,
-        slot: *mut Option<T>,
-        closed: *const Cell<bool>,
-    ) -> Self {
-        Self {
-            token,
-            arm,
-            slot,
-            closed,
-        }
-    }
-}
+use waitq::WaitQueue;
+pub(crate) use waitq::Waiter;
 
 pub(crate) struct State<T> {
     buf: VecDeque<T>,
     closed: bool,
-    recvq: VecDeque<Waiter<T>>,
-    sendq: VecDeque<Waiter<T>>,
+    recvq: WaitQueue<T>,
+    sendq: WaitQueue<T>,
     senders: usize,
     receivers: usize,
 }
@@ -85,9 +52,9 @@ pub(crate) struct Chan<T> {
     cap: usize,
 }
 
-// SAFETY: `state` is only touched under `lock`; T: Send values cross threads. The queued
-// `Waiter`s' raw pointers into other threads' frames are dereferenced only under the lock
-// while those waiters are queued, which keeps the frames in place (`Waiter::new`).
+// SAFETY: `state` is only touched under `lock`; T: Send values cross threads. The queues'
+// raw pointers into other threads' frames are dereferenced only under the lock while those
+// waiters are queued (or just popped), which keeps them in place (waitq.rs).
 unsafe impl<T: Send> Sync for Chan<T> {}
 // SAFETY: as above.
 unsafe impl<T: Send> Send for Chan<T> {}
@@ -115,8 +82,8 @@ impl<T> Chan<T> {
             state: UnsafeCell::new(State {
                 buf: VecDeque::new(),
                 closed: false,
-                recvq: VecDeque::new(),
-                sendq: VecDeque::new(),
+                recvq: WaitQueue::new(),
+                sendq: WaitQueue::new(),
                 senders: 1,
                 receivers: 1,
             }),
@@ -128,10 +95,13 @@ impl<T> Chan<T> {
         self.lock.lock();
     }
 
-    /// Releases the channel lock. Every call pairs with a `lock()` made earlier on the same
-    /// thread: the channel operations below, and `select!`'s lock-all / unlock-all.
-    pub(crate) fn unlock(&self) {
-        // SAFETY: per the pairing above, this thread holds the lock.
+    /// Releases the channel lock.
+    ///
+    /// # Safety
+    /// This thread holds the lock (a `lock()` made earlier on it), and keeps no reference
+    /// from `st()` past this call.
+    pub(crate) unsafe fn unlock(&self) {
+        // SAFETY: per the contract, this thread holds the lock.
         unsafe { self.lock.unlock() };
     }
 
@@ -147,7 +117,8 @@ impl<T> Chan<T> {
         self.lock();
         // SAFETY: we hold the lock for the life of the reference.
         let r = f(unsafe { self.st() });
-        self.unlock();
+        // SAFETY: locked just above; the reference died with `f`.
+        unsafe { self.unlock() };
         r
     }
 
@@ -160,11 +131,11 @@ impl<T> Chan<T> {
             return SendTry::Closed(v);
         }
         while let Some(w) = st.recvq.pop_front() {
-            if w.token.try_claim(w.arm) {
-                // SAFETY: we won the claim and hold the lock; the waiter's slot is valid
-                // while it is queued (`Waiter::new`).
-                unsafe { *w.slot = Some(v) };
-                return SendTry::Done(Some(w.token));
+            // SAFETY: popped under the lock we hold: valid and ours to touch (waitq.rs).
+            let n = unsafe { (*w).node() };
+            if let Some(token) = claim(n) {
+                n.slot = Some(v);
+                return SendTry::Done(Some(token));
             }
         }
         if st.buf.len() < self.cap {
@@ -179,24 +150,28 @@ impl<T> Chan<T> {
     pub(crate) unsafe fn try_recv_locked(&self) -> RecvTry<T> {
         // SAFETY: per the contract.
         let st = unsafe { self.st() };
-        if let Some(v) = st.buf.pop_front() {
-            // A slot opened: move a blocked sender's value into it.
+        // A blocked sender's value, if one is left to claim.
+        let mut sender = || {
             while let Some(w) = st.sendq.pop_front() {
-                if w.token.try_claim(w.arm) {
-                    // SAFETY: as in `try_send_locked`.
-                    let x = unsafe { (*w.slot).take() }.expect("a blocked sender holds a value");
-                    st.buf.push_back(x);
-                    return RecvTry::Done(v, Some(w.token));
+                // SAFETY: as in `try_send_locked`.
+                let n = unsafe { (*w).node() };
+                if let Some(token) = claim(n) {
+                    let x = n.slot.take().expect("a blocked sender holds a value");
+                    return Some((x, token));
                 }
             }
-            return RecvTry::Done(v, None);
+            None
+        };
+        if let Some(v) = st.buf.pop_front() {
+            // A slot opened: move a blocked sender's value into it.
+            let Some((x, token)) = sender() else {
+                return RecvTry::Done(v, None);
+            };
+            st.buf.push_back(x);
+            return RecvTry::Done(v, Some(token));
         }
-        while let Some(w) = st.sendq.pop_front() {
-            if w.token.try_claim(w.arm) {
-                // SAFETY: as in `try_send_locked`.
-                let x = unsafe { (*w.slot).take() }.expect("a blocked sender holds a value");
-                return RecvTry::Done(x, Some(w.token));
-            }
+        if let Some((x, token)) = sender() {
+            return RecvTry::Done(x, Some(token));
         }
         if st.closed || st.senders == 0 {
             RecvTry::Closed
@@ -205,23 +180,36 @@ impl<T> Chan<T> {
         }
     }
 
+    /// Queues `w` as a sender (`send`) or a receiver for `token`'s `arm`.
+    ///
     /// # Safety
-    /// The caller holds the lock.
-    pub(crate) unsafe fn push_waiter(&self, w: Waiter<T>, send: bool) {
-        // SAFETY: per the contract.
+    /// The caller holds the lock. `w` is off every queue and stays in place, untouched by
+    /// its owner, until it is off this channel's queue again: popped by the claimant that
+    /// then notifies `token`, drained by `close` (which notifies too), or taken off with
+    /// `dequeue` (waitq.rs).
+    pub(crate) unsafe fn enqueue(&self, w: &Waiter<T>, token: &Arc<Token>, arm: usize, send: bool) {
+        // SAFETY: off every queue, so the owner's (our caller's) to set up.
+        let n = unsafe { w.node() };
+        n.token = Some(token.clone());
+        n.arm = arm;
+        n.closed = false;
+        // SAFETY: we hold the lock.
         let st = unsafe { self.st() };
-        if send {
-            st.sendq.push_back(w);
-        } else {
-            st.recvq.push_back(w);
-        }
+        let q = if send { &mut st.sendq } else { &mut st.recvq };
+        // SAFETY: per the contract.
+        unsafe { q.push_back(w) };
     }
 
-    /// Takes the waiter whose slot is `slot` off its queue, if it is still there.
-    pub(crate) fn remove_waiter(&self, slot: *mut Option<T>, send: bool) {
+    /// Takes `w` off its queue if it is still there (a claimant may have popped it), in
+    /// O(1); takes the lock. Once this returns, `w` is its owner's again.
+    ///
+    /// # Safety
+    /// `w` was enqueued on no channel but this one (or on none), with the same `send`.
+    pub(crate) unsafe fn dequeue(&self, w: &Waiter<T>, send: bool) {
         self.with(|st| {
             let q = if send { &mut st.sendq } else { &mut st.recvq };
-            q.retain(|w| !core::ptr::eq(w.slot, slot));
+            // SAFETY: per the contract, `w` was pushed on `q` or on no queue.
+            unsafe { q.remove(w) };
         });
     }
 
@@ -231,20 +219,24 @@ impl<T> Chan<T> {
         // SAFETY: we hold the lock.
         let st = unsafe { self.st() };
         if st.closed {
-            self.unlock();
+            // SAFETY: locked above.
+            unsafe { self.unlock() };
             return false;
         }
         st.closed = true;
         let mut wake = Vec::new();
-        for w in st.recvq.drain(..).chain(st.sendq.drain(..)) {
-            if w.token.try_claim(w.arm) {
-                // SAFETY: we hold the lock and won the claim; the flag is valid while the
-                // waiter is queued.
-                unsafe { (*w.closed).set(true) };
-                wake.push(w.token);
+        let mut claim_closed = |w: &Waiter<T>| {
+            // SAFETY: popped under the lock we hold: valid and ours to touch (waitq.rs).
+            let n = unsafe { w.node() };
+            if let Some(token) = claim(n) {
+                n.closed = true;
+                wake.push(token);
             }
-        }
-        self.unlock();
+        };
+        st.recvq.drain(&mut claim_closed);
+        st.sendq.drain(&mut claim_closed);
+        // SAFETY: locked above; `st` is not used again.
+        unsafe { self.unlock() };
         for t in wake {
             t.notify();
         }
@@ -254,94 +246,131 @@ impl<T> Chan<T> {
     fn send_deadline(&self, v: T, deadline: Option<Instant>) -> Result<(), SendTimeoutError<T>> {
         self.lock();
         // SAFETY: we hold the lock.
-        let v = match unsafe { self.try_send_locked(v) } {
-            SendTry::Done(n) => {
-                self.unlock();
-                if let Some(t) = n {
-                    t.notify();
-                }
-                return Ok(());
+        let r = unsafe { self.try_send_locked(v) };
+        let v = match r {
+            SendTry::Full(v) if deadline.is_none_or(|d| Instant::now() < d) => v,
+            r => {
+                // SAFETY: locked above.
+                unsafe { self.unlock() };
+                return match r {
+                    SendTry::Done(n) => {
+                        notify(n);
+                        Ok(())
+                    }
+                    SendTry::Closed(v) => Err(SendTimeoutError::Closed(v)),
+                    SendTry::Full(v) => Err(SendTimeoutError::Timeout(v)),
+                };
             }
-            SendTry::Closed(v) => {
-                self.unlock();
-                return Err(SendTimeoutError::Closed(v));
-            }
-            SendTry::Full(v) => v,
         };
-        if deadline.is_some_and(|d| Instant::now() >= d) {
-            self.unlock();
-            return Err(SendTimeoutError::Timeout(v));
-        }
-        let mut slot = Some(v);
-        let slot_ptr: *mut Option<T> = &mut slot;
-        let closed = Cell::new(false);
-        let token = Token::for_current();
-        // SAFETY: we hold the lock; `slot` and `closed` outlive the wait, and every way out
-        // below leaves us off the queue (claimed, drained by close, or removed).
-        unsafe {
-            self.push_waiter(Waiter::new(token.clone(), 0, slot_ptr, &closed), true);
-        }
-        self.unlock();
-        let sel = token.wait_until(WaitReason::ChanSend, deadline);
-        if sel == TIMEOUT {
-            self.remove_waiter(slot_ptr, true);
-        }
-        // SAFETY: off the queue now (the timer claimed and we removed it, or a claimant
-        // popped it and notified us after touching the slot): the slot is ours again.
-        let left = unsafe { (*slot_ptr).take() };
-        if sel == TIMEOUT {
-            return Err(SendTimeoutError::Timeout(
-                left.expect("value still in a timed-out send"),
-            ));
-        }
-        if closed.get() {
-            return Err(SendTimeoutError::Closed(
+        // SAFETY: we hold the lock.
+        let (left, end) = unsafe { self.block(Some(v), true, deadline) };
+        match end {
+            End::Done => Ok(()),
+            End::Closed => Err(SendTimeoutError::Closed(
                 left.expect("value still in a send woken by close"),
-            ));
+            )),
+            End::Timeout => Err(SendTimeoutError::Timeout(
+                left.expect("value still in a timed-out send"),
+            )),
         }
-        Ok(())
     }
 
     fn recv_deadline(&self, deadline: Option<Instant>) -> Result<T, RecvTimeoutError> {
         self.lock();
         // SAFETY: we hold the lock.
-        match unsafe { self.try_recv_locked() } {
-            RecvTry::Done(v, n) => {
-                self.unlock();
-                if let Some(t) = n {
-                    t.notify();
+        let r = unsafe { self.try_recv_locked() };
+        if !matches!(r, RecvTry::Empty) || deadline.is_some_and(|d| Instant::now() >= d) {
+            // SAFETY: locked above.
+            unsafe { self.unlock() };
+            return match r {
+                RecvTry::Done(v, n) => {
+                    notify(n);
+                    Ok(v)
                 }
-                return Ok(v);
-            }
-            RecvTry::Closed => {
-                self.unlock();
-                return Err(RecvTimeoutError::Closed);
-            }
-            RecvTry::Empty => {}
+                RecvTry::Closed => Err(RecvTimeoutError::Closed),
+                RecvTry::Empty => Err(RecvTimeoutError::Timeout),
+            };
         }
-        if deadline.is_some_and(|d| Instant::now() >= d) {
-            self.unlock();
-            return Err(RecvTimeoutError::Timeout);
+        // SAFETY: we hold the lock.
+        match unsafe { self.block(None, false, deadline) } {
+            (v, End::Done) => Ok(v.expect("a woken receive has a value")),
+            (_, End::Closed) => Err(RecvTimeoutError::Closed),
+            (_, End::Timeout) => Err(RecvTimeoutError::Timeout),
         }
-        let mut slot: Option<T> = None;
-        let slot_ptr: *mut Option<T> = &mut slot;
-        let closed = Cell::new(false);
+    }
+
+    /// Blocks as a sender of `slot` (`send`) or a receiver (`slot` is `None`): queues a
+    /// waiter, unlocks and waits until a claimant completes it, `close` wakes it or
+    /// `deadline` passes. Returns what is left in the slot (the value received, or the
+    /// value not sent) and how the wait ended.
+    ///
+    /// # Safety
+    /// The caller holds the lock (this releases it).
+    unsafe fn block(
+        &self,
+        slot: Option<T>,
+        send: bool,
+        deadline: Option<Instant>,
+    ) -> (Option<T>, End) {
+        let w = Waiter::new(slot);
         let token = Token::for_current();
-        // SAFETY: as in `send_deadline`.
-        unsafe {
-            self.push_waiter(Waiter::new(token.clone(), 0, slot_ptr, &closed), false);
-        }
-        self.unlock();
-        let sel = token.wait_until(WaitReason::ChanRecv, deadline);
+        // SAFETY: we hold the lock; `w` stays in this frame, untouched, until it is off the
+        // queue: popped by the claimant that notifies us, drained by `close` (which
+        // notifies too), or dequeued below after the timer claimed the token.
+        unsafe { self.enqueue(&w, &token, 0, send) };
+        // SAFETY: locked by our caller; nothing from `st()` is held.
+        unsafe { self.unlock() };
+        let reason = if send {
+            WaitReason::ChanSend
+        } else {
+            WaitReason::ChanRecv
+        };
+        let sel = token.wait_until(reason, deadline);
         if sel == TIMEOUT {
-            self.remove_waiter(slot_ptr, false);
-            return Err(RecvTimeoutError::Timeout);
+            // SAFETY: enqueued on this channel only, with the same `send`.
+            unsafe { self.dequeue(&w, send) };
         }
-        if closed.get() {
-            return Err(RecvTimeoutError::Closed);
-        }
-        // SAFETY: as in `send_deadline`: the sender that filled the slot notified us.
-        Ok(unsafe { (*slot_ptr).take() }.expect("a woken receive has a value"))
+        // SAFETY: off the queue now (dequeued, or popped by the claimant whose wake-up we
+        // have seen), so ours alone.
+        let n = unsafe { w.node() };
+        let end = if sel == TIMEOUT {
+            End::Timeout
+        } else if n.closed {
+            End::Closed
+        } else {
+            End::Done
+        };
+        (n.slot.take(), end)
+    }
+}
+
+impl<T> Drop for Chan<T> {
+    fn drop(&mut self) {
+        // Every waiter holds a reference to the channel while it waits.
+        let st = self.state.get_mut();
+        debug_assert!(st.recvq.is_empty() && st.sendq.is_empty());
+    }
+}
+
+/// How a blocked send or receive ended.
+enum End {
+    Done,
+    Closed,
+    Timeout,
+}
+
+/// Claims a waiter just popped under its channel's lock for its arm; the token to notify
+/// once the lock is released, if the claim was won (else the waiter's select went another
+/// way or timed out, and it will dequeue its other arms itself).
+fn claim<T>(n: &waitq::Node<T>) -> Option<Arc<Token>> {
+    let token = n.token.as_ref().expect("a queued waiter has a token");
+    token.try_claim(n.arm).then(|| token.clone())
+}
+
+/// Wakes the waiter a channel operation completed, if any (after unlocking).
+fn notify(t: Option<Arc<Token>>) {
+    if let Some(t) = t {
+        t.notify();
     }
 }
 
@@ -434,12 +463,11 @@ impl<T> Sender<T> {
         self.chan.lock();
         // SAFETY: we hold the lock.
         let r = unsafe { self.chan.try_send_locked(v) };
-        self.chan.unlock();
+        // SAFETY: locked above.
+        unsafe { self.chan.unlock() };
         match r {
             SendTry::Done(n) => {
-                if let Some(t) = n {
-                    t.notify();
-                }
+                notify(n);
                 Ok(())
             }
             SendTry::Full(v) => Err(TrySendError::Full(v)),
@@ -495,12 +523,11 @@ impl<T> Receiver<T> {
         self.chan.lock();
         // SAFETY: we hold the lock.
         let r = unsafe { self.chan.try_recv_locked() };
-        self.chan.unlock();
+        // SAFETY: locked above.
+        unsafe { self.chan.unlock() };
         match r {
             RecvTry::Done(v, n) => {
-                if let Some(t) = n {
-                    t.notify();
-                }
+                notify(n);
                 Ok(v)
             }
             RecvTry::Empty => Err(TryRecvError::Empty),

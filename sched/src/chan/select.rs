@@ -7,66 +7,151 @@
 //! 3. Nothing ready: with `default`, unlock and take it. Otherwise enqueue one waiter per
 //!    arm, all sharing one token, unlock, and wait (with the deadline, if any). Because all
 //!    the locks were held while enqueuing, nobody could claim the token half-way.
-//! 4. Whoever claims the token completes that arm; the select then dequeues its other
-//!    waiters.
+//! 4. Whoever claims the token completes that arm; the select then takes its other waiters
+//!    off their queues, each in O(1) (waitq.rs), so a select costs O(arms) whatever the
+//!    length of the queues.
 //!
 //! The macro builds a tuple of arm objects and indexes it with literal indices, so every
 //! channel and value expression is evaluated exactly once, in order.
+//!
+//! The arms reach `run` as `&dyn Arm`, so `Arm` is public; but its methods take a
+//! `sealed::Internal` that only this module can make, so no code outside the crate can call
+//! them (or implement `Arm`), and the ones that assume a channel lock held are `unsafe`
+//! as well. `run` itself is safe for any list of arms.
 
 use core::cell::Cell;
 use std::sync::Arc;
 use std::time::Instant;
 
-use super::{Receiver, RecvError, RecvTry, SendError, SendTry, Sender, Waiter};
+use super::waitq::Node;
+use super::{Chan, Receiver, RecvError, RecvTry, SendError, SendTry, Sender, Waiter};
 use crate::coroutine::WaitReason;
 use crate::wait::{TIMEOUT, Token};
+use sealed::{Internal, SelectToken};
 
-/// Tokens to notify once the select's locks are released.
-#[doc(hidden)]
-#[derive(Debug, Default)]
-pub struct Wakeups(Vec<Arc<Token>>);
+mod sealed {
+    /// Proof that a call to an `Arm` method comes from this module: it cannot be made,
+    /// nor named, outside it.
+    #[derive(Debug, Clone, Copy)]
+    pub struct Internal(pub(super) ());
 
-/// The select's shared wait token.
+    /// The select's shared wait token, as the arms see it.
+    #[derive(Debug)]
+    pub struct SelectToken(pub(super) std::sync::Arc<crate::wait::Token>);
+}
+
+/// Tokens to notify once the select's locks are released. Only `run` makes one.
 #[doc(hidden)]
 #[derive(Debug)]
-pub struct SelectToken(Arc<Token>);
+pub struct Wakeups(Vec<Arc<Token>>);
 
-/// One arm of a `select!`. Implementation detail of the macro.
+/// The most arms one select takes (the macro's index list).
+pub const MAX_ARMS: usize = 32;
+
+/// One arm of a `select!`. Implementation detail of the macro: outside this module its
+/// methods cannot be called (they take an `Internal`).
 #[doc(hidden)]
 pub trait Arm {
-    fn chan_addr(&self) -> usize;
-    fn lock(&self);
-    fn unlock(&self);
-    /// With the lock held: completes the arm if it can go now.
-    fn try_locked(&mut self, wake: &mut Wakeups) -> bool;
-    /// With the lock held: enqueues a waiter for `token`.
-    fn register_locked(&mut self, token: &SelectToken, arm: usize);
-    /// Dequeues the waiter (takes the lock itself).
-    fn unregister(&mut self);
-    /// After the token was claimed for this arm: collects the result.
-    fn complete(&mut self);
+    /// The channel's address: the lock order.
+    fn chan_addr(&self, _: Internal) -> usize;
+    /// Panics unless the arm can take part in a select (a send arm that has sent is spent).
+    fn check(&self, _: Internal);
+    fn lock(&self, _: Internal);
+    /// # Safety
+    /// This thread holds the channel's lock (`lock`).
+    unsafe fn unlock(&self, _: Internal);
+    /// Completes the arm if it can go now.
+    ///
+    /// # Safety
+    /// This thread holds the channel's lock.
+    unsafe fn try_locked(&self, wake: &mut Wakeups, _: Internal) -> bool;
+    /// Enqueues the arm's waiter for `token`'s arm `arm`.
+    ///
+    /// # Safety
+    /// This thread holds the channel's lock; the arm is not registered, and stays in place
+    /// until `complete` or `unregister` (or its drop) takes it off again.
+    unsafe fn register_locked(&self, token: &SelectToken, arm: usize, _: Internal);
+    /// Takes the waiter off its queue if it is registered (takes the lock itself).
+    fn unregister(&self, _: Internal);
+    /// Collects the result, after the token was claimed for this arm and notified.
+    ///
+    /// # Safety
+    /// As said: the waiter was popped by the claimant of this arm, whose wake-up we saw.
+    unsafe fn complete(&self, _: Internal);
 }
 
-/// A receive arm. While registered, its channel's queue points at `slot` and `closed`
-/// (`Waiter`); `run` keeps the arms borrowed, so they stay put until it has unregistered
-/// them or a claimant has popped them.
+/// What both kinds of arm share: the channel, the waiter its queue points at while the
+/// arm is registered, and the owner's view of whether it is. `run` keeps the arms borrowed,
+/// so they stay put until it has unregistered them or a claimant has popped them; a drop
+/// while registered (on unwinding) unregisters.
+struct Registration<'a, T> {
+    chan: &'a Chan<T>,
+    /// On the send queue (else the receive queue).
+    send: bool,
+    waiter: Waiter<T>,
+    registered: Cell<bool>,
+}
+
+impl<'a, T> Registration<'a, T> {
+    fn new(chan: &'a Chan<T>, send: bool, slot: Option<T>) -> Self {
+        Self {
+            chan,
+            send,
+            waiter: Waiter::new(slot),
+            registered: Cell::new(false),
+        }
+    }
+
+    fn chan_addr(&self) -> usize {
+        core::ptr::from_ref(self.chan) as usize
+    }
+
+    /// # Safety
+    /// As for `Arm::register_locked`.
+    unsafe fn register_locked(&self, token: &SelectToken, arm: usize) {
+        // SAFETY: we hold the lock; the waiter is on no queue (not registered) and stays
+        // put until `unregister` or `completed` (contract, and `Drop`).
+        unsafe { self.chan.enqueue(&self.waiter, &token.0, arm, self.send) };
+        self.registered.set(true);
+    }
+
+    fn unregister(&self) {
+        if self.registered.replace(false) {
+            // SAFETY: the waiter is only ever enqueued on this channel, on this side.
+            unsafe { self.chan.dequeue(&self.waiter, self.send) };
+        }
+    }
+
+    /// The waiter's state, once a claimant popped it for this arm.
+    ///
+    /// # Safety
+    /// As for `Arm::complete`.
+    #[allow(clippy::mut_from_ref)]
+    unsafe fn completed(&self) -> &mut Node<T> {
+        self.registered.set(false);
+        // SAFETY: popped by our claimant, whose wake-up we saw: the waiter is ours alone.
+        unsafe { self.waiter.node() }
+    }
+}
+
+impl<T> Drop for Registration<'_, T> {
+    fn drop(&mut self) {
+        self.unregister();
+    }
+}
+
+/// A receive arm.
 #[doc(hidden)]
 pub struct RecvArm<'a, T> {
-    rx: &'a Receiver<T>,
-    slot: Option<T>,
-    closed: Cell<bool>,
-    registered: bool,
-    result: Option<Result<T, RecvError>>,
+    reg: Registration<'a, T>,
+    result: Cell<Option<Result<T, RecvError>>>,
 }
 
-/// A send arm; while registered, its channel's queue points at `value` and `closed`.
+/// A send arm; the value waits in the waiter's slot.
 #[doc(hidden)]
 pub struct SendArm<'a, T> {
-    tx: &'a Sender<T>,
-    value: Option<T>,
-    closed: Cell<bool>,
-    registered: bool,
-    result: Option<Result<(), SendError<T>>>,
+    reg: Registration<'a, T>,
+    result: Cell<Option<Result<(), SendError<T>>>>,
 }
 
 impl<T> core::fmt::Debug for RecvArm<'_, T> {
@@ -84,148 +169,126 @@ impl<T> core::fmt::Debug for SendArm<'_, T> {
 #[doc(hidden)]
 pub fn recv_arm<T>(rx: &Receiver<T>) -> RecvArm<'_, T> {
     RecvArm {
-        rx,
-        slot: None,
-        closed: Cell::new(false),
-        registered: false,
-        result: None,
+        reg: Registration::new(&rx.chan, false, None),
+        result: Cell::new(None),
     }
 }
 
 #[doc(hidden)]
 pub fn send_arm<T>(tx: &Sender<T>, v: T) -> SendArm<'_, T> {
     SendArm {
-        tx,
-        value: Some(v),
-        closed: Cell::new(false),
-        registered: false,
-        result: None,
+        reg: Registration::new(&tx.chan, true, Some(v)),
+        result: Cell::new(None),
     }
 }
 
 impl<T> RecvArm<'_, T> {
+    /// The selected arm's result.
     #[doc(hidden)]
-    pub fn take(&mut self) -> Result<T, RecvError> {
+    pub fn take(&self) -> Result<T, RecvError> {
         self.result.take().expect("the selected arm has a result")
     }
 }
 
 impl<T> SendArm<'_, T> {
+    /// The selected arm's result.
     #[doc(hidden)]
-    pub fn take(&mut self) -> Result<(), SendError<T>> {
+    pub fn take(&self) -> Result<(), SendError<T>> {
         self.result.take().expect("the selected arm has a result")
     }
 }
 
+/// The `Arm` methods both kinds forward to their `Registration`.
+macro_rules! forward_to_registration {
+    () => {
+        fn chan_addr(&self, _: Internal) -> usize {
+            self.reg.chan_addr()
+        }
+        fn lock(&self, _: Internal) {
+            self.reg.chan.lock();
+        }
+        unsafe fn unlock(&self, _: Internal) {
+            // SAFETY: per the contract, this thread holds the lock.
+            unsafe { self.reg.chan.unlock() };
+        }
+        unsafe fn register_locked(&self, token: &SelectToken, arm: usize, _: Internal) {
+            // SAFETY: the same contract.
+            unsafe { self.reg.register_locked(token, arm) };
+        }
+        fn unregister(&self, _: Internal) {
+            self.reg.unregister();
+        }
+    };
+}
+
 impl<T> Arm for RecvArm<'_, T> {
-    fn chan_addr(&self) -> usize {
-        Arc::as_ptr(&self.rx.chan) as usize
-    }
-    fn lock(&self) {
-        self.rx.chan.lock();
-    }
-    fn unlock(&self) {
-        self.rx.chan.unlock();
-    }
-    fn try_locked(&mut self, wake: &mut Wakeups) -> bool {
-        // SAFETY: `select` holds this channel's lock while calling us.
-        match unsafe { self.rx.chan.try_recv_locked() } {
+    forward_to_registration!();
+    fn check(&self, _: Internal) {}
+    unsafe fn try_locked(&self, wake: &mut Wakeups, _: Internal) -> bool {
+        // SAFETY: per the contract, this thread holds the lock.
+        let r = match unsafe { self.reg.chan.try_recv_locked() } {
             RecvTry::Done(v, n) => {
                 wake.0.extend(n);
-                self.result = Some(Ok(v));
-                true
+                Ok(v)
             }
-            RecvTry::Closed => {
-                self.result = Some(Err(RecvError));
-                true
-            }
-            RecvTry::Empty => false,
-        }
-    }
-    fn register_locked(&mut self, token: &SelectToken, arm: usize) {
-        // SAFETY: `select` holds this channel's lock while calling us; the arm stays put
-        // and is unregistered or popped before `run` returns (see `RecvArm`).
-        unsafe {
-            self.rx.chan.push_waiter(
-                Waiter::new(token.0.clone(), arm, &mut self.slot, &self.closed),
-                false,
-            )
+            RecvTry::Closed => Err(RecvError),
+            RecvTry::Empty => return false,
         };
-        self.registered = true;
+        self.result.set(Some(r));
+        true
     }
-    fn unregister(&mut self) {
-        if core::mem::take(&mut self.registered) {
-            self.rx.chan.remove_waiter(&mut self.slot, false);
-        }
-    }
-    fn complete(&mut self) {
-        // The claimant popped our waiter.
-        self.registered = false;
-        if self.closed.get() {
-            self.result = Some(Err(RecvError));
+    unsafe fn complete(&self, _: Internal) {
+        // SAFETY: the same contract.
+        let n = unsafe { self.reg.completed() };
+        let r = if n.closed {
+            Err(RecvError)
         } else {
-            let v = self.slot.take().expect("a selected receive has a value");
-            self.result = Some(Ok(v));
-        }
+            Ok(n.slot.take().expect("a selected receive has a value"))
+        };
+        self.result.set(Some(r));
     }
 }
 
 impl<T> Arm for SendArm<'_, T> {
-    fn chan_addr(&self) -> usize {
-        Arc::as_ptr(&self.tx.chan) as usize
+    forward_to_registration!();
+    fn check(&self, _: Internal) {
+        // SAFETY: an arm that is not registered is its owner's (ours) alone.
+        let spent = !self.reg.registered.get() && unsafe { self.reg.waiter.node() }.slot.is_none();
+        assert!(
+            !spent,
+            "a send arm whose value was sent cannot select again"
+        );
     }
-    fn lock(&self) {
-        self.tx.chan.lock();
-    }
-    fn unlock(&self) {
-        self.tx.chan.unlock();
-    }
-    fn try_locked(&mut self, wake: &mut Wakeups) -> bool {
-        let v = self.value.take().expect("a send arm has its value");
-        // SAFETY: `select` holds this channel's lock while calling us.
-        match unsafe { self.tx.chan.try_send_locked(v) } {
+    unsafe fn try_locked(&self, wake: &mut Wakeups, _: Internal) -> bool {
+        // SAFETY: not registered (`run` registers only after trying), so ours alone.
+        let slot = &mut unsafe { self.reg.waiter.node() }.slot;
+        let v = slot.take().expect("a send arm has its value (`check`)");
+        // SAFETY: per the contract, this thread holds the lock.
+        let r = match unsafe { self.reg.chan.try_send_locked(v) } {
             SendTry::Done(n) => {
                 wake.0.extend(n);
-                self.result = Some(Ok(()));
-                true
+                Ok(())
             }
-            SendTry::Closed(v) => {
-                self.result = Some(Err(SendError(v)));
-                true
-            }
+            SendTry::Closed(v) => Err(SendError(v)),
             SendTry::Full(v) => {
-                self.value = Some(v);
-                false
+                *slot = Some(v);
+                return false;
             }
-        }
-    }
-    fn register_locked(&mut self, token: &SelectToken, arm: usize) {
-        // SAFETY: as for `RecvArm::register_locked`; the value waits in `self.value`.
-        unsafe {
-            self.tx.chan.push_waiter(
-                Waiter::new(token.0.clone(), arm, &mut self.value, &self.closed),
-                true,
-            )
         };
-        self.registered = true;
+        self.result.set(Some(r));
+        true
     }
-    fn unregister(&mut self) {
-        // Our token went to another arm: the value stays with us.
-        if core::mem::take(&mut self.registered) {
-            self.tx.chan.remove_waiter(&mut self.value, true);
-        }
-    }
-    fn complete(&mut self) {
-        self.registered = false;
-        if self.closed.get() {
-            let v = self
-                .value
-                .take()
-                .expect("value still in a send woken by close");
-            self.result = Some(Err(SendError(v)));
+    unsafe fn complete(&self, _: Internal) {
+        // SAFETY: the same contract.
+        let n = unsafe { self.reg.completed() };
+        let r = if n.closed {
+            Err(SendError(
+                n.slot.take().expect("value still in a send woken by close"),
+            ))
         } else {
-            self.result = Some(Ok(()));
-        }
+            Ok(())
+        };
+        self.result.set(Some(r));
     }
 }
 
@@ -241,36 +304,62 @@ pub enum Mode {
     Deadline(Instant),
 }
 
-/// The arm index chosen, or `usize::MAX` for `default`.
+/// Runs a select over `arms` (at most `MAX_ARMS`, each at most once): the index of the arm
+/// chosen, or `usize::MAX` for `default`. Every arm is off its queue when this returns.
 #[doc(hidden)]
-pub fn run(arms: &mut [&mut dyn Arm], mode: Mode) -> usize {
+pub fn run(arms: &[&dyn Arm], mode: Mode) -> usize {
     let n = arms.len();
-    // Lock order: by channel address, each channel once.
-    let mut by_addr: Vec<usize> = (0..n).collect();
-    by_addr.sort_by_key(|&i| arms[i].chan_addr());
-    by_addr.dedup_by_key(|i| arms[*i].chan_addr());
-    let lock_all = |arms: &mut [&mut dyn Arm]| {
-        for &i in &by_addr {
-            arms[i].lock();
+    assert!(n <= MAX_ARMS, "a select takes at most {MAX_ARMS} arms");
+    let key = Internal(());
+    for arm in arms {
+        arm.check(key);
+    }
+    // Lock order: by channel address, each channel once. An arm listed twice would be
+    // queued twice: refuse it before locking anything.
+    let mut sorted: [usize; MAX_ARMS] = core::array::from_fn(|i| i);
+    let sorted = &mut sorted[..n];
+    sorted.sort_unstable_by_key(|&i| (arms[i].chan_addr(key), arm_addr(arms[i])));
+    for w in sorted.windows(2) {
+        assert!(
+            arm_addr(arms[w[0]]) != arm_addr(arms[w[1]]),
+            "an arm is listed twice in one select"
+        );
+    }
+    let mut by_addr = [0usize; MAX_ARMS];
+    let mut locks = 0;
+    for &i in sorted.iter() {
+        if locks == 0 || arms[by_addr[locks - 1]].chan_addr(key) != arms[i].chan_addr(key) {
+            by_addr[locks] = i;
+            locks += 1;
+        }
+    }
+    let lock_order = &by_addr[..locks];
+    let lock_all = || {
+        for &i in lock_order {
+            arms[i].lock(key);
         }
     };
-    let unlock_all = |arms: &mut [&mut dyn Arm]| {
-        for &i in by_addr.iter().rev() {
-            arms[i].unlock();
+    // SAFETY (for each call): after `lock_all`, which took every lock of `lock_order`.
+    let unlock_all = || {
+        for &i in lock_order.iter().rev() {
+            // SAFETY: see above.
+            unsafe { arms[i].unlock(key) };
         }
     };
     // A random permutation (Fisher-Yates): the first ready arm in it is uniform among the
     // ready ones (Go's pollorder).
-    let mut order: Vec<usize> = (0..n).collect();
+    let mut order: [usize; MAX_ARMS] = core::array::from_fn(|i| i);
+    let order = &mut order[..n];
     for i in (1..n).rev() {
         let j = (crate::machine::fastrand() % (i as u64 + 1)) as usize;
         order.swap(i, j);
     }
-    let mut wake = Wakeups::default();
-    lock_all(arms);
-    for &i in &order {
-        if arms[i].try_locked(&mut wake) {
-            unlock_all(arms);
+    let mut wake = Wakeups(Vec::new());
+    lock_all();
+    for &i in order.iter() {
+        // SAFETY: every arm's channel is locked.
+        if unsafe { arms[i].try_locked(&mut wake, key) } {
+            unlock_all();
             for t in wake.0 {
                 t.notify();
             }
@@ -278,34 +367,39 @@ pub fn run(arms: &mut [&mut dyn Arm], mode: Mode) -> usize {
         }
     }
     let deadline = match mode {
-        Mode::Default => {
-            unlock_all(arms);
-            return usize::MAX;
-        }
-        Mode::Deadline(d) if Instant::now() >= d => {
-            unlock_all(arms);
-            return usize::MAX;
-        }
-        Mode::Deadline(d) => Some(d),
         Mode::Block => None,
+        Mode::Deadline(d) if Instant::now() < d => Some(d),
+        Mode::Default | Mode::Deadline(_) => {
+            unlock_all();
+            return usize::MAX;
+        }
     };
     let token = SelectToken(Token::for_current());
-    for &i in &order {
-        arms[i].register_locked(&token, i);
+    for &i in order.iter() {
+        // SAFETY: every arm's channel is locked; no arm is registered (each is listed once
+        // and a fresh `run` finds them off their queues); `arms` stays borrowed, so in
+        // place, until we have unregistered them or a claimant has popped one.
+        unsafe { arms[i].register_locked(&token, i, key) };
     }
-    let token = token.0;
-    unlock_all(arms);
-    let sel = token.wait_until(WaitReason::Select, deadline);
-    for (i, arm) in arms.iter_mut().enumerate() {
+    unlock_all();
+    let sel = token.0.wait_until(WaitReason::Select, deadline);
+    for (i, arm) in arms.iter().enumerate() {
         if i != sel {
-            arm.unregister();
+            arm.unregister(key);
         }
     }
     if sel == TIMEOUT {
         return usize::MAX;
     }
-    arms[sel].complete();
+    // SAFETY: the token was claimed for `sel` and its claimant's wake-up is what ended
+    // our wait.
+    unsafe { arms[sel].complete(key) };
     sel
+}
+
+/// An arm's identity (its data address).
+fn arm_addr(arm: &dyn Arm) -> usize {
+    (arm as *const dyn Arm).cast::<()>() as usize
 }
 
 /// Waits on several channel operations and runs the one that completes, chosen uniformly at
@@ -324,63 +418,97 @@ pub fn run(arms: &mut [&mut dyn Arm], mode: Mode) -> usize {
 /// }
 /// ```
 ///
-/// Arms: `recv(r) -> pat => body`, `send(s, v) -> pat => body`, and at most one of
-/// `default => body` (run if nothing is ready now) or `default(timeout) => body`.
+/// Cases: `recv(r) -> pat => body`, `send(s, v) -> pat => body`, and at most one of
+/// `default => body` (run if nothing is ready now) or `default(timeout) => body`, in any
+/// order, up to 32 `recv` and `send` cases. A body is an expression followed by a comma
+/// (optional after the last case) or a block, with or without a comma after it. No case
+/// and no `default` blocks forever.
 #[macro_export]
 macro_rules! select {
-    ($($t:tt)*) => {
-        $crate::__select_parse!(
-            [] [0 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19 20 21 22 23 24 25 26 27 28 29 30 31]
-            () $($t)*
-        )
+    ($($case:tt)*) => {
+        $crate::__select_cases!(() ($($case)*))
     };
 }
 
+/// `select!`, step 1: splits the cases, each into `[kind (args) (pattern) { body }]`.
 #[doc(hidden)]
 #[macro_export]
-macro_rules! __select_parse {
-    // recv arms
-    ([$($arms:tt)*] [$i:tt $($is:tt)*] ($($def:tt)*) recv($r:expr) -> $p:pat => $b:block $(,)? $($rest:tt)*) => {
-        $crate::__select_parse!([$($arms)* ($i recv ($r) $p => $b)] [$($is)*] ($($def)*) $($rest)*)
+macro_rules! __select_cases {
+    (($($done:tt)*) ()) => {
+        $crate::__select_arms!(
+            [] () [0 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19 20 21 22 23 24 25 26 27 28 29 30 31]
+            $($done)*
+        )
     };
-    ([$($arms:tt)*] [$i:tt $($is:tt)*] ($($def:tt)*) recv($r:expr) -> $p:pat => $b:expr, $($rest:tt)*) => {
-        $crate::__select_parse!([$($arms)* ($i recv ($r) $p => { $b })] [$($is)*] ($($def)*) $($rest)*)
+    ($done:tt (default => $($rest:tt)*)) => {
+        $crate::__select_cases!($done (default() => $($rest)*))
     };
-    ([$($arms:tt)*] [$i:tt $($is:tt)*] ($($def:tt)*) recv($r:expr) -> $p:pat => $b:expr) => {
-        $crate::__select_parse!([$($arms)* ($i recv ($r) $p => { $b })] [$($is)*] ($($def)*))
+    // A block and a comma (tried first: a block followed by more cases is no expression).
+    (($($done:tt)*) ($kind:ident $args:tt $(-> $p:pat)? => { $($b:tt)* }, $($rest:tt)*)) => {
+        $crate::__select_cases!(($($done)* [$kind $args ($($p)?) { $($b)* }]) ($($rest)*))
     };
-    // send arms
-    ([$($arms:tt)*] [$i:tt $($is:tt)*] ($($def:tt)*) send($s:expr, $v:expr) -> $p:pat => $b:block $(,)? $($rest:tt)*) => {
-        $crate::__select_parse!([$($arms)* ($i send ($s, $v) $p => $b)] [$($is)*] ($($def)*) $($rest)*)
+    // An expression and a comma.
+    (($($done:tt)*) ($kind:ident $args:tt $(-> $p:pat)? => $b:expr, $($rest:tt)*)) => {
+        $crate::__select_cases!(($($done)* [$kind $args ($($p)?) { $b }]) ($($rest)*))
     };
-    ([$($arms:tt)*] [$i:tt $($is:tt)*] ($($def:tt)*) send($s:expr, $v:expr) -> $p:pat => $b:expr, $($rest:tt)*) => {
-        $crate::__select_parse!([$($arms)* ($i send ($s, $v) $p => { $b })] [$($is)*] ($($def)*) $($rest)*)
+    // A block without a comma.
+    (($($done:tt)*) ($kind:ident $args:tt $(-> $p:pat)? => { $($b:tt)* } $($rest:tt)*)) => {
+        $crate::__select_cases!(($($done)* [$kind $args ($($p)?) { $($b)* }]) ($($rest)*))
     };
-    ([$($arms:tt)*] [$i:tt $($is:tt)*] ($($def:tt)*) send($s:expr, $v:expr) -> $p:pat => $b:expr) => {
-        $crate::__select_parse!([$($arms)* ($i send ($s, $v) $p => { $b })] [$($is)*] ($($def)*))
+    // The last case, an expression without a comma.
+    (($($done:tt)*) ($kind:ident $args:tt $(-> $p:pat)? => $b:expr)) => {
+        $crate::__select_cases!(($($done)* [$kind $args ($($p)?) { $b }]) ())
     };
-    // default with a timeout
-    ([$($arms:tt)*] [$($is:tt)*] () default($d:expr) => $b:block $(,)? $($rest:tt)*) => {
-        $crate::__select_parse!([$($arms)*] [$($is)*] (deadline ($d) $b) $($rest)*)
+    ($done:tt ($($rest:tt)*)) => {
+        compile_error!(concat!(
+            "expected a `select!` case (`recv(r) -> pat => body`, `send(s, v) -> pat => body`, ",
+            "`default => body` or `default(timeout) => body`), found `",
+            stringify!($($rest)*),
+            "`"
+        ))
     };
-    ([$($arms:tt)*] [$($is:tt)*] () default($d:expr) => $b:expr $(, $($rest:tt)*)?) => {
-        $crate::__select_parse!([$($arms)*] [$($is)*] (deadline ($d) { $b }) $($($rest)*)?)
+}
+
+/// `select!`, step 2: checks each case and numbers the `recv` and `send` arms.
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __select_arms {
+    ([$($arms:tt)*] $def:tt [$i:tt $($is:tt)*] [recv ($r:expr $(,)?) ($p:pat) $b:block] $($rest:tt)*) => {
+        $crate::__select_arms!([$($arms)* ($i recv ($r) $p => $b)] $def [$($is)*] $($rest)*)
     };
-    // plain default
-    ([$($arms:tt)*] [$($is:tt)*] () default => $b:block $(,)? $($rest:tt)*) => {
-        $crate::__select_parse!([$($arms)*] [$($is)*] (now $b) $($rest)*)
+    ([$($arms:tt)*] $def:tt [$i:tt $($is:tt)*] [send ($s:expr, $v:expr $(,)?) ($p:pat) $b:block] $($rest:tt)*) => {
+        $crate::__select_arms!([$($arms)* ($i send ($s, $v) $p => $b)] $def [$($is)*] $($rest)*)
     };
-    ([$($arms:tt)*] [$($is:tt)*] () default => $b:expr $(, $($rest:tt)*)?) => {
-        $crate::__select_parse!([$($arms)*] [$($is)*] (now { $b }) $($($rest)*)?)
+    ($arms:tt () $is:tt [default () () $b:block] $($rest:tt)*) => {
+        $crate::__select_arms!($arms (now $b) $is $($rest)*)
     };
-    // done
-    ([$(($i:tt $kind:ident ($($args:tt)*) $p:pat => $b:block))*] [$($is:tt)*] ($($def:tt)*)) => {{
-        #[allow(unused_mut)]
-        let mut __arms = ($($crate::__select_arm!($kind ($($args)*)),)*);
-        let __mode = $crate::__select_mode!($($def)*);
+    ($arms:tt () $is:tt [default ($d:expr $(,)?) () $b:block] $($rest:tt)*) => {
+        $crate::__select_arms!($arms (deadline ($d) $b) $is $($rest)*)
+    };
+    ($arms:tt ($($def:tt)+) $is:tt [default $($case:tt)*] $($rest:tt)*) => {
+        compile_error!("a `select!` takes one `default` case at most")
+    };
+    ($arms:tt $def:tt $is:tt [default $args:tt ($($p:tt)+) $($case:tt)*] $($rest:tt)*) => {
+        compile_error!("a `default` case takes no `-> pattern`")
+    };
+    ($arms:tt $def:tt [] [$kind:ident $($case:tt)*] $($rest:tt)*) => {
+        compile_error!("a `select!` takes 32 `recv` and `send` cases at most")
+    };
+    ($arms:tt $def:tt $is:tt [$kind:ident $args:tt () $($case:tt)*] $($rest:tt)*) => {
+        compile_error!(concat!("expected `-> pattern` after `", stringify!($kind $args), "`"))
+    };
+    ($arms:tt $def:tt $is:tt [$kind:ident $args:tt $($case:tt)*] $($rest:tt)*) => {
+        compile_error!(concat!(
+            "expected `recv(receiver)`, `send(sender, value)`, `default` or `default(timeout)`, found `",
+            stringify!($kind $args),
+            "`"
+        ))
+    };
+    ([$(($i:tt $kind:ident ($($args:tt)*) $p:pat => $b:block))*] ($($def:tt)*) $is:tt) => {{
+        let __arms = ($($crate::__select_arm!($kind ($($args)*)),)*);
         let __sel = $crate::chan::select::run(
-            &mut [$(&mut __arms.$i as &mut dyn $crate::chan::select::Arm),*],
-            __mode,
+            &[$(&__arms.$i as &dyn $crate::chan::select::Arm),*],
+            $crate::__select_mode!($($def)*),
         );
         match __sel {
             $( $i => { let $p = __arms.$i.take(); $b } )*
@@ -426,4 +554,56 @@ macro_rules! __select_default {
     (deadline ($d:expr) $b:block) => {
         $b
     };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::chan::bounded;
+    use std::time::Duration;
+
+    fn queues_empty<T>(rx: &Receiver<T>) -> bool {
+        rx.chan
+            .with(|st| st.recvq.is_empty() && st.sendq.is_empty())
+    }
+
+    /// The same arm twice would be queued twice; `run` refuses it before taking a lock.
+    #[test]
+    fn an_arm_listed_twice_is_refused_before_locking() {
+        let (tx, rx) = bounded::<i32>(1);
+        let a = recv_arm(&rx);
+        let twice = std::panic::AssertUnwindSafe(|| run(&[&a, &a], Mode::Default));
+        let r = std::panic::catch_unwind(twice);
+        assert!(r.is_err());
+        tx.send(1).unwrap();
+        assert_eq!(rx.try_recv(), Ok(1));
+        assert!(queues_empty(&rx));
+    }
+
+    /// Arms that time out, and arms that lose to another arm (two of them on one channel,
+    /// one a send), all leave their queues; the losing send keeps its value.
+    #[test]
+    fn losing_and_timed_out_arms_leave_every_queue() {
+        let (tx1, rx1) = bounded::<i32>(0);
+        let (tx2, rx2) = bounded::<i32>(0);
+        {
+            let (a, b, c) = (recv_arm(&rx1), recv_arm(&rx1), send_arm(&tx2, 5));
+            let d = Instant::now() + Duration::from_millis(1);
+            assert_eq!(run(&[&a, &b, &c], Mode::Deadline(d)), usize::MAX);
+        }
+        assert!(queues_empty(&rx1) && queues_empty(&rx2));
+        let sender = std::thread::spawn(move || tx1.send(7).unwrap());
+        let (a, b, c) = (recv_arm(&rx1), recv_arm(&rx1), send_arm(&tx2, 5));
+        let sel = run(&[&a, &b, &c], Mode::Block);
+        sender.join().unwrap();
+        let got = match sel {
+            0 => a.take(),
+            1 => b.take(),
+            other => panic!("arm {other} won"),
+        };
+        assert_eq!(got, Ok(7));
+        assert!(queues_empty(&rx1) && queues_empty(&rx2));
+        drop(c);
+        assert_eq!(rx2.try_recv(), Err(crate::chan::TryRecvError::Empty));
+    }
 }
