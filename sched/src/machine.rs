@@ -23,6 +23,18 @@
 //! Work queued by a running G wakes an idle M only if it is worth moving (`queue`; the
 //! crate documentation, "Wake-ups").
 //!
+//! Time slices (Go's `inheritTime` and `forcePreemptNS`): a G taken from `runnext` was
+//! just made runnable by the G that ran before it (a woken receiver, a new coroutine) and
+//! inherits that G's time slice; any other G starts a new slice (`P::slice`). Two
+//! coroutines that hand the P to each other over a rendezvous channel therefore share one
+//! slice, however many hand-offs they make. When a slice has lasted 10 ms while Gs wait in
+//! the ring, sysmon sets `P::preempt`, and the P's next schedule moves the `runnext` G to
+//! the back of the ring (`RunQueue::demote_runnext`): everything queued before it runs
+//! first, and the pair gets a new slice when its turn comes. Nothing on the switch path
+//! reads a clock; the cost is a relaxed load per schedule and a store per new slice.
+//! (Go also preempts a G that merely runs long; Rust has no safe asynchronous preemption,
+//! so such a G only shows up in sysmon's long-run count.)
+//!
 //! Blocking sections (`blocking(f)`): the G switches to its M, which marks its P
 //! `P_SYSCALL`, drops the P's allocator cache, and runs `f` on its own stack. Sysmon may
 //! retake the P meanwhile and hand it to another M (sysmon.rs). On return the M takes its P
@@ -641,8 +653,27 @@ fn time_run(sh: &Shared, p: &P, tick: u32) {
     }
 }
 
-/// Go's findRunnable.
+/// Go's findRunnable, and the bookkeeping of time slices: a G that does not inherit the
+/// running slice from `runnext` starts a new one.
 fn find_runnable(m: &MCtx, p: &P) -> Option<GRef> {
+    if p.preempt.load(Ordering::Relaxed) {
+        p.preempt.store(false, Ordering::Relaxed);
+        let sh = &*m.shared;
+        p.runq
+            .demote_runnext(&mut |batch| sh.global.push_batch(batch));
+    }
+    let (g, inherit) = find_runnable_inner(m, p)?;
+    if !inherit {
+        p.slice.store(
+            p.slice.load(Ordering::Relaxed).wrapping_add(1),
+            Ordering::Relaxed,
+        );
+    }
+    Some(g)
+}
+
+/// Finds a G to run, and whether it inherits the running time slice.
+fn find_runnable_inner(m: &MCtx, p: &P) -> Option<(GRef, bool)> {
     let sh = &*m.shared;
     let tick = p.tick.load(Ordering::Relaxed).wrapping_add(1);
     p.tick.store(tick, Ordering::Relaxed);
@@ -660,7 +691,7 @@ fn find_runnable(m: &MCtx, p: &P) -> Option<GRef> {
     if tick.is_multiple_of(2)
         && let Some(g) = m.ms.pop_mail()
     {
-        return Some(g);
+        return Some((g, false));
     }
     // Fairness: without this, two Gs that keep waking each other in `runnext` would starve
     // the global queue (proc.go: "Check the global runnable queue once in a while").
@@ -668,16 +699,16 @@ fn find_runnable(m: &MCtx, p: &P) -> Option<GRef> {
         && sh.global.len() > 0
         && let Some(g) = take_global(sh, p, 1)
     {
-        return Some(g);
+        return Some((g, false));
     }
-    if let Some(g) = p.runq.pop() {
-        return Some(g);
+    if let Some(found) = p.runq.pop_inheriting() {
+        return Some(found);
     }
     if let Some(g) = m.ms.pop_mail() {
-        return Some(g);
+        return Some((g, false));
     }
     if let Some(g) = take_global(sh, p, RING / 2) {
-        return Some(g);
+        return Some((g, false));
     }
     if sh.shutdown.load(Ordering::SeqCst) {
         return None;
@@ -693,7 +724,7 @@ fn find_runnable(m: &MCtx, p: &P) -> Option<GRef> {
                 t.notify();
             }
             if let Some(g) = p.runq.pop() {
-                return Some(g);
+                return Some((g, false));
             }
         }
     }
@@ -724,11 +755,11 @@ fn find_runnable(m: &MCtx, p: &P) -> Option<GRef> {
             if let Some(g) = p.runq.steal_from(&sh.ps[v].runq, pass == PASSES - 1) {
                 p.steals
                     .store(p.steals.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
-                return Some(g);
+                return Some((g, false));
             }
         }
         if let Some(g) = take_global(sh, p, RING / 2) {
-            return Some(g);
+            return Some((g, false));
         }
     }
     None
