@@ -86,6 +86,8 @@ pub use dump::dump;
 pub use machine::{blocking, is_locked_to_thread, lock_to_thread, unlock_from_thread, yield_now};
 pub use runtime::{
     Builder, DEFAULT_STACK_SIZE, JoinError, JoinHandle, Runtime, Spawn, default_procs, spawn,
+    try_spawn,
 };
 pub use stats::{Stats, stats};
+pub use tessera_stacks::StackError;
 pub use timer::{Ticker, after, sleep, sleep_until};

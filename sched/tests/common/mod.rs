@@ -97,3 +97,10 @@ pub(crate) fn refusing_addr() -> (std::os::fd::OwnedFd, std::net::SocketAddr) {
         std::net::SocketAddr::from((std::net::Ipv4Addr::LOCALHOST, u16::from_be(sin.sin_port)));
     (owned, addr)
 }
+
+// Running one test of this binary in a child process, for the tests that exhaust a
+// process-wide resource other tests need: the stacks crate's helpers.
+#[path = "../../../coroutine-stacks/tests/common/mod.rs"]
+mod child_process;
+#[allow(unused_imports)] // each test binary uses its own subset
+pub(crate) use child_process::{child_mode, run_child};
