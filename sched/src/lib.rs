@@ -72,6 +72,7 @@ mod shim;
 mod stats;
 mod sys;
 mod sysmon;
+mod teardown;
 mod timer;
 mod wait;
 

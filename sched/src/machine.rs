@@ -656,9 +656,14 @@ fn time_run(sh: &Shared, p: &P, tick: u32) {
 /// Go's findRunnable, and the bookkeeping of time slices: a G that does not inherit the
 /// running slice from `runnext` starts a new one.
 fn find_runnable(m: &MCtx, p: &P) -> Option<GRef> {
+    let sh = &*m.shared;
+    if sh.shutdown.load(Ordering::Relaxed) {
+        // The runtime is being dropped: stop between coroutines even if some are still
+        // runnable (one that yields in a loop would otherwise keep this M for ever).
+        return None;
+    }
     if p.preempt.load(Ordering::Relaxed) {
         p.preempt.store(false, Ordering::Relaxed);
-        let sh = &*m.shared;
         p.runq
             .demote_runnext(&mut |batch| sh.global.push_batch(batch));
     }

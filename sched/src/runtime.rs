@@ -5,13 +5,13 @@
 //! CPUs the process may run on, capped by its cgroup's CPU quota (rounded up, at least 2),
 //! so a container limited to 2 CPUs on a 64-CPU host gets 2 Ps, not 64 Ms fighting over
 //! 2 CPUs' worth of time and being throttled.
-//! Dropping the runtime stops the Ms once they are between coroutines and joins them.
-//! Coroutines still parked or queued at that point are not resumed and not unwound, as in
-//! a Go program whose `main` returns: unwinding them would run their destructors on a thread
-//! with no scheduler, where any destructor that waits would hang. Their stacks and what
-//! they own are leaked, and their `JoinHandle`s report `JoinError::Cancelled`. A coroutine
-//! inside `blocking(..)` is the exception: its thread cannot be interrupted, so the drop
-//! waits for that section to return.
+//! Dropping the runtime stops the Ms once they are between coroutines and joins them, then
+//! unwinds the coroutines still parked or queued, returns their stacks, and closes the
+//! runtime's epoll and eventfd (teardown.rs has the details and the one exception).
+//! Their `JoinHandle`s report `JoinError::Cancelled`. The unwinding runs their destructors
+//! on the dropping thread, outside any runtime, as tokio drops the futures of its tasks: a
+//! destructor there must not wait for another coroutine. A coroutine inside
+//! `blocking(..)` cannot be interrupted: the drop waits for that section to return.
 
 use core::fmt;
 use core::panic::Location;
@@ -420,20 +420,13 @@ impl Drop for Runtime {
                 let _ = t.join();
             }
         }
-        // Leak what is left (see the file comment), telling joiners.
-        let mut cancels = Vec::new();
-        sh.allgs.for_each(&mut |g| cancels.extend(g.cancel.get()));
-        for &c in &cancels {
-            // SAFETY: a live G's `cancel` points into the join state its coroutine's closure
-            // shares; the coroutine has not completed it (it sets `cancel` to None when it
-            // returns, and a coroutine cannot park after completing) and never will now that
-            // the Ms are joined and it is leaked, so the state is alive and its share is ours.
-            unsafe { c.cancel() };
-        }
+        // The queues only point at Gs that `allgs` has too.
         sh.global.drain();
-        if !cancels.is_empty() {
-            // Leaked Gs point at the shared state, and a channel may still try to wake one:
-            // keep it alive for the life of the process.
+        // SAFETY: the Ms are joined.
+        let kept = unsafe { crate::teardown::release_live(sh) };
+        if kept > 0 {
+            // Gs left alone point at the shared state, and somebody may be waking one right
+            // now: keep it alive for the life of the process.
             core::mem::forget(sh.clone());
         }
         // SAFETY: the Ms are joined, so no M holds any P now.
@@ -673,10 +666,21 @@ pub(crate) fn try_spawn_in<T: Send + 'static>(
         let g = gaddr as GRef;
         // SAFETY: the G outlives its coroutine (it is retired after the coroutine returns).
         unsafe { (*g).yielder.set(y) };
-        let r = catch_unwind(AssertUnwindSafe(f)).map_err(JoinError::Panicked);
+        let r = catch_unwind(AssertUnwindSafe(f));
         // Coroutine-locals are dropped here, on the coroutine, where they may still wait.
         crate::local::drop_all(g);
-        done.complete(r);
+        // SAFETY: as above.
+        let cancelled = unsafe { (*g).state() } == crate::coroutine::CANCELLED;
+        match r {
+            // Unwound by the runtime's drop (teardown.rs): the joiner hears `Cancelled`
+            // (from `done`'s drop), and the unwinding goes on to the coroutine's root,
+            // where corosensei expects it.
+            Err(unwinding) if cancelled => {
+                drop(done);
+                std::panic::resume_unwind(unwinding);
+            }
+            r => done.complete(r.map_err(JoinError::Panicked)),
+        }
     });
     // SAFETY: the G is not yet visible to any other M (a new record sits in `allgs`, where
     // nobody reads `co`).

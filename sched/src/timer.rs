@@ -137,6 +137,13 @@ impl TimerHeap {
         earliest.then(|| self.ns(when))
     }
 
+    /// Drops every timer (a runtime's drop: their tokens and channels go with them).
+    pub(crate) fn clear(&self) {
+        let old = core::mem::take(&mut self.heap.lock().unwrap_or_else(|e| e.into_inner()).heap);
+        self.next.store(u64::MAX, Ordering::SeqCst);
+        drop(old);
+    }
+
     /// Moves every timer due at `now` into `out`.
     fn take_due(&self, now: Instant, out: &mut Vec<Timer>) {
         if self.ns(now) < self.next_ns() {
