@@ -20,7 +20,7 @@
 //!   (bounded) and parks on a futex (park.rs). A global queue (global_queue.rs) is checked
 //!   first every 61 ticks.
 //! - Channels with `select!` (chan/), sync primitives that park coroutines (sync/), timers
-//!   (timer.rs, a heap per runtime served by the Ms), coroutine-locals and `lock_to_thread`
+//!   (timer.rs, a heap per P, as in Go 1.14+), coroutine-locals and `lock_to_thread`
 //!   (local.rs, machine.rs), `dump()` and SIGQUIT (dump.rs), counters and a latency
 //!   histogram (stats.rs).
 //! - I/O: an edge-triggered epoll per runtime (netpoll.rs) under `net::{TcpListener,

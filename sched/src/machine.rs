@@ -4,8 +4,8 @@
 //!
 //! The loop: find a runnable G (its P's queue, every 61st tick the global queue first, then
 //! the global queue, then the netpoller without blocking, then stealing), run it until it
-//! yields, parks, returns or asks to run a blocking section, repeat. Due timers are fired
-//! first whenever the runtime has any. When there is nothing to do, the M gives its P back
+//! yields, parks, returns or asks to run a blocking section, repeat. The P's due timers
+//! are fired first, and a thief fires other Ps' (timer.rs). When there is nothing to do, the M gives its P back
 //! to the idle list, puts itself on the idle list, re-checks every queue (the "delicate
 //! dance" of findRunnable: work pushed just before we went idle would otherwise be lost),
 //! and then either becomes the netpoller (one M at a time, blocked in `epoll_wait` until an
@@ -378,7 +378,7 @@ fn take_p_if_idle(m: &MCtx) -> Option<usize> {
 /// Whether an idle M should block in the netpoller rather than on its futex: something
 /// waits on a socket or a timer.
 fn needs_poller(sh: &Shared) -> bool {
-    sh.poll.has_waiters() || sh.timers.armed()
+    sh.poll.has_waiters() || crate::timer::armed(sh)
 }
 
 /// Called with no P: re-checks for work, then polls the network or sleeps until handed a
@@ -457,18 +457,18 @@ fn poll_blocking(m: &MCtx) -> Option<usize> {
     // be more Ms than Ps once blocking sections have started extra Ms).
     let can_run_work = any_work(m) && sh.npidle.load(Ordering::SeqCst) > 0;
     if !can_run_work && !sh.shutdown.load(Ordering::SeqCst) {
-        let next = sh.timers.next_ns();
+        let next = crate::timer::next_ns(sh);
         sh.poll.blocked_until.store(next, Ordering::SeqCst);
         // A timer added between `next_ns` and the store above saw no blocked poller and
         // woke an M instead, or sees our deadline and breaks us: either way nothing waits.
-        let timeout = sh.timers.until_next();
+        let timeout = crate::timer::until_next(sh);
         if timeout != Some(core::time::Duration::ZERO) {
             sh.poll.poll(timeout, &mut woken);
         }
     }
     sh.poll.blocked_until.store(0, Ordering::SeqCst);
     sh.poll.release(sh.now_ns());
-    let due = sh.timers.armed() && sh.timers.next_ns() <= sh.now_ns();
+    let due = crate::timer::next_ns(sh) <= sh.now_ns();
     let p = if woken.is_empty() && !due && !any_work(m) {
         None
     } else {
@@ -492,7 +492,7 @@ fn poll_blocking(m: &MCtx) -> Option<usize> {
     for t in woken {
         t.notify();
     }
-    crate::timer::run_due(sh);
+    crate::timer::run_all_due(sh, 0);
     m.p.set(NO_P);
     p
 }
@@ -682,9 +682,7 @@ fn find_runnable_inner(m: &MCtx, p: &P) -> Option<(GRef, bool)> {
     let sh = &*m.shared;
     let tick = p.tick.load(Ordering::Relaxed).wrapping_add(1);
     p.tick.store(tick, Ordering::Relaxed);
-    if sh.timers.armed() {
-        crate::timer::run_due(sh);
-    }
+    crate::timer::run_due(sh, p);
     if tick % RUN_SAMPLE < 2 {
         time_run(sh, p, tick);
     }
@@ -756,6 +754,14 @@ fn find_runnable_inner(m: &MCtx, p: &P) -> Option<(GRef, bool)> {
             let v = (start + k * stride) % nprocs;
             if v == p.id {
                 continue;
+            }
+            // The victim's M may be held up by a coroutine that does not yield, or idle:
+            // its timers are ours to fire too (Go's stealWork). What they wake lands here.
+            if pass == PASSES - 1
+                && crate::timer::run_due(sh, &sh.ps[v])
+                && let Some(g) = p.runq.pop()
+            {
+                return Some((g, false));
             }
             if let Some(g) = p.runq.steal_from(&sh.ps[v].runq, pass == PASSES - 1) {
                 p.steals

@@ -36,6 +36,8 @@ pub(crate) struct P {
     /// The id of the G running on it, 0 between Gs (sysmon's long-run check).
     pub(crate) curg_id: AtomicU64,
     pub(crate) runq: RunQueue<G>,
+    /// This P's timers (timer.rs): added by the coroutines it runs, fired by any M.
+    pub(crate) timers: crate::timer::TimerHeap,
     /// Owner only.
     pub(crate) alloc: UnsafeCell<tessera::ProcessorCache>,
     /// Owner only.
@@ -88,9 +90,11 @@ unsafe impl Sync for P {}
 unsafe impl Send for P {}
 
 impl P {
-    pub(crate) fn new(id: usize) -> Self {
+    /// P number `id` of a runtime whose clock starts at `epoch`.
+    pub(crate) fn new(id: usize, epoch: std::time::Instant) -> Self {
         Self {
             id,
+            timers: crate::timer::TimerHeap::new(epoch),
             status: AtomicU8::new(P_RUNNING),
             syscall_since: AtomicU64::new(0),
             curg_id: AtomicU64::new(0),

@@ -82,8 +82,6 @@ pub(crate) struct Shared {
     pub(crate) sysmon: crate::park::Parker,
     /// Sysmon's current sleep in microseconds; an M entering `blocking` wakes it when long.
     pub(crate) sysmon_delay_us: AtomicU64,
-    /// The runtime's timers (timer.rs).
-    pub(crate) timers: crate::timer::TimerHeap,
     /// The runtime's epoll (netpoll.rs).
     pub(crate) poll: crate::netpoll::Netpoll,
     /// Ms started after `build` (for hand-offs), joined at drop.
@@ -227,7 +225,12 @@ impl Builder {
         let poll = crate::netpoll::Netpoll::new()?;
         let shared = Arc::new_cyclic(|me| Shared {
             me: me.clone(),
-            ps: (0..procs).map(|i| CachePadded::new(P::new(i))).collect(),
+            // The runtime's own epoch for the P's timer heaps: their deadlines
+            // (`TimerHeap::ns`) and `now_ns` are then on one clock, and sysmon and the
+            // poller compare them directly.
+            ps: (0..procs)
+                .map(|i| CachePadded::new(P::new(i, epoch)))
+                .collect(),
             global: Default::default(),
             idle: Mutex::new(Idle::default()),
             npidle: CachePadded::new(AtomicUsize::new(0)),
@@ -237,9 +240,6 @@ impl Builder {
             all_ms: Mutex::new(Vec::new()),
             sysmon: crate::park::Parker::new(),
             sysmon_delay_us: AtomicU64::new(0),
-            // The runtime's own epoch: timer deadlines (`TimerHeap::ns`) and `now_ns` are
-            // then on one clock, and sysmon and the poller compare them directly.
-            timers: crate::timer::TimerHeap::new(epoch),
             poll,
             extra_ms: Mutex::new(Vec::new()),
             long_runs: AtomicU64::new(0),

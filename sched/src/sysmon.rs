@@ -139,10 +139,8 @@ pub(crate) fn run(sh: Arc<Shared>) {
                 t.notify();
             }
         }
-        if sh.timers.armed() && sh.timers.next_ns() + 1_000_000 <= now {
-            crate::timer::run_due(&sh);
-            acted = true;
-        }
+        // Timers a millisecond overdue: their Ps' Ms are busy.
+        acted |= crate::timer::run_all_due(&sh, 1_000_000);
         // Go's rule: 20 µs while sysmon has something to do, doubling after 50 idle looks.
         // The cap is 1 ms while Ps are scheduling (a pending wake-up is delivered within
         // about that), 10 ms when the runtime is idle.

@@ -33,7 +33,7 @@ use crate::wait::Token;
 /// # Safety
 /// The runtime's Ms have stopped: no G runs, and nobody holds any P.
 pub(crate) unsafe fn release_live(sh: &Shared) -> usize {
-    sh.timers.clear();
+    crate::timer::clear(sh);
     let mut live: Vec<GRef> = Vec::new();
     sh.allgs
         .for_each(&mut |g| live.push(ptr::from_ref(g).cast_mut()));
