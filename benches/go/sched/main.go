@@ -2,7 +2,7 @@
 // project from the workload descriptions. Each prints "name ns/op value" lines (or RSS
 // figures for parked), the median of several repetitions.
 //
-//	go run . spawn-join | ping-pong | yield | parked [N] | fairness [seconds]
+//	go run . spawn-join | ping-pong | yield | parked [N] | fairness [seconds] | timers [N]
 //
 // GOMAXPROCS is taken from the environment (the runner sets it).
 package main
@@ -16,6 +16,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 )
 
@@ -175,9 +176,41 @@ func fairness(secs float64) {
 		runtime.GOMAXPROCS(0), secs, y, start, h)
 }
 
+// timers: n goroutines each sleep 1-100 ms once (the same durations as the Rust runner's
+// sched_timers.rs); prints the process's CPU time and how late the sleeps ended.
+func timers(n int) {
+	cpu := func() time.Duration {
+		var ru syscall.Rusage
+		syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
+		return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+	}
+	before := cpu()
+	late := make([]int64, n)
+	var wg sync.WaitGroup
+	wg.Add(n)
+	for i := 0; i < n; i++ {
+		go func(i int) {
+			d := time.Duration(1+((uint64(i)*2654435761)>>7)%100) * time.Millisecond
+			start := time.Now()
+			time.Sleep(d)
+			late[i] = int64(time.Since(start) - d)
+			if late[i] < 0 {
+				late[i] = 0
+			}
+			wg.Done()
+		}(i)
+	}
+	wg.Wait()
+	used := cpu() - before
+	sort.Slice(late, func(a, b int) bool { return late[a] < late[b] })
+	pct := func(q float64) float64 { return float64(late[int(float64(n-1)*q)]) / 1e3 }
+	fmt.Printf("go timers %d cpu_ms %.1f late_p50_us %.1f late_p99_us %.1f late_max_us %.1f\n",
+		n, float64(used.Nanoseconds())/1e6, pct(0.5), pct(0.99), pct(1.0))
+}
+
 func main() {
 	if len(os.Args) < 2 {
-		fmt.Fprintln(os.Stderr, "usage: sched spawn-join|ping-pong|yield|parked [N]|fairness [seconds]")
+		fmt.Fprintln(os.Stderr, "usage: sched spawn-join|ping-pong|yield|parked [N]|fairness [seconds]|timers [N]")
 		os.Exit(2)
 	}
 	switch os.Args[1] {
@@ -193,6 +226,12 @@ func main() {
 			n, _ = strconv.Atoi(os.Args[2])
 		}
 		parked(n)
+	case "timers":
+		n := 100000
+		if len(os.Args) > 2 {
+			n, _ = strconv.Atoi(os.Args[2])
+		}
+		timers(n)
 	case "fairness":
 		secs := 3.0
 		if len(os.Args) > 2 {
