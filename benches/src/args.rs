@@ -51,6 +51,13 @@ pub enum Command {
     },
     /// Hidden: the parked workload with N coroutines, in a child process.
     SchedParked(usize),
+    /// Hidden: the timers workload of one peer with N coroutines, in a child process.
+    SchedTimers {
+        /// `tessera` or `tokio` (`sched_timers::PEERS`).
+        peer: String,
+        /// Coroutines.
+        n: usize,
+    },
 }
 
 /// Options of the allocator comparison.
@@ -224,6 +231,19 @@ pub fn parse(argv: &[String]) -> Result<Command, String> {
             crate::sched::PARKED_FLAG,
             n,
         )?));
+    }
+    if argv.first().map(String::as_str) == Some(crate::sched_timers::FLAG) {
+        let flag = crate::sched_timers::FLAG;
+        let (Some(peer), Some(n)) = (argv.get(1), argv.get(2)) else {
+            return Err(format!("{flag} needs PEER N"));
+        };
+        if !crate::sched_timers::PEERS.contains(&peer.as_str()) {
+            return Err(format!("{flag}: unknown peer {peer}"));
+        }
+        return Ok(Command::SchedTimers {
+            peer: peer.clone(),
+            n: positive(flag, n)?,
+        });
     }
     let mut workload_names = None;
     let mut allocator_names = None;
@@ -546,6 +566,15 @@ mod tests {
             Ok(Command::SchedParked(1000))
         );
         assert!(parse_str("--sched-parked 0").is_err());
+        assert_eq!(
+            parse_str("--sched-timers tokio 100"),
+            Ok(Command::SchedTimers {
+                peer: "tokio".into(),
+                n: 100
+            })
+        );
+        assert!(parse_str("--sched-timers go 100").is_err());
+        assert!(parse_str("--sched-timers tessera").is_err());
         assert_eq!(
             parse_str("--sched-child --full --reps 2"),
             Ok(Command::SchedChild {

@@ -22,6 +22,7 @@ pub mod report;
 pub mod runner;
 pub mod rust_programs;
 pub mod sched;
+pub mod sched_timers;
 pub mod spsc;
 pub mod stats;
 pub mod svg;
@@ -69,5 +70,6 @@ pub fn main_entry() -> i32 {
         args::Command::Sched { full, reps } => sched::run(full, reps),
         args::Command::SchedChild { full, reps } => sched::run_here(full, reps),
         args::Command::SchedParked(n) => sched::parked_child(n),
+        args::Command::SchedTimers { peer, n } => sched_timers::child(&peer, n),
     }
 }

@@ -551,7 +551,7 @@ pub fn run_here(full: bool, reps: Option<usize>) -> i32 {
     println!(
         "(ratio < 1: tessera takes less time; tokio: tokio-mt where it has a figure, else tokio-ct)"
     );
-    if let Some(why) = go_note {
+    if let Some(why) = &go_note {
         println!("go: {why}");
     }
     drop(rts);
@@ -580,6 +580,11 @@ pub fn run_here(full: bool, reps: Option<usize>) -> i32 {
     for line in go_lines {
         println!("{line}");
     }
+    println!();
+    let go_bin = go_note
+        .is_none()
+        .then(|| crate::paths::report_dir().join("go-sched"));
+    crate::sched_timers::compare(reps.min(5), go_bin.as_deref());
     0
 }
 

@@ -80,7 +80,14 @@ impl fmt::Display for StackError {
     }
 }
 
-impl std::error::Error for StackError {}
+impl std::error::Error for StackError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Self::Os(e) => Some(e),
+            _ => None,
+        }
+    }
+}
 
 /// Number of memory mappings (VMAs) of this process: the lines of `/proc/self/maps`.
 /// Reads through a fixed buffer, so it works even when the process cannot map more memory.
@@ -129,6 +136,23 @@ mod tests {
         .to_string();
         assert!(msg.contains("65530 of vm.max_map_count = 65530"), "{msg}");
         assert!(msg.contains("sysctl -w vm.max_map_count=262144"), "{msg}");
+    }
+
+    #[test]
+    fn an_os_failure_is_the_source_of_a_stack_error() {
+        use std::error::Error;
+        let e = StackError::Os(OsError(libc::EPERM));
+        let source = e.source().expect("an OS failure has a source");
+        assert_eq!(
+            source.downcast_ref::<OsError>(),
+            Some(&OsError(libc::EPERM))
+        );
+        assert!(
+            StackError::TooLarge { requested: 1 << 30 }
+                .source()
+                .is_none()
+        );
+        assert!(StackError::RegistryFull.source().is_none());
     }
 
     #[test]

@@ -83,6 +83,8 @@ impl fmt::Display for NumaError {
     }
 }
 
+impl core::error::Error for NumaError {}
+
 /// A memory policy (mempolicy(7)).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Policy {
@@ -304,6 +306,19 @@ pub fn node_of_page(addr: *const u8) -> Result<Option<NodeId>, NumaError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn numa_error_is_an_error_without_a_source() {
+        // An errno is not an error value of its own: nothing to chain to.
+        for e in [
+            NumaError::os(Call::Mbind, libc::EINVAL),
+            NumaError::UnknownMode(99),
+            NumaError::InvalidArgument,
+        ] {
+            let e: &dyn core::error::Error = &e;
+            assert!(e.source().is_none());
+        }
+    }
 
     #[test]
     fn mode_round_trip() {

@@ -14,6 +14,7 @@
 //!                            RUNNING --park--> PARKING --M after switch--> PARKED --ready--> RUNNABLE
 //!   RUNNING/PARKING --ready--> NOTIFIED: the park that follows (or is under way) returns at once
 //!   RUNNING --returns--> DEAD (on a free list) --spawn reuses it--> RUNNABLE
+//!   RUNNABLE/PARKED --the runtime is dropped--> CANCELLED: unwound and freed (teardown.rs)
 //! ```
 //! The PARKING step is Go's "gopark runs the unlock function on g0": a G is not PARKED
 //! until its M has switched away from its stack, so a waker can never resume it twice.
@@ -40,6 +41,9 @@ pub(crate) const PARKED: u8 = 3;
 pub(crate) const NOTIFIED: u8 = 4;
 /// Finished; the record waits on a free list for the next spawn (gfree.rs).
 pub(crate) const DEAD: u8 = 5;
+/// Being unwound by a runtime's drop (teardown.rs): its coroutine completes the join with
+/// `JoinError::Cancelled` and lets the unwinding go on.
+pub(crate) const CANCELLED: u8 = 6;
 
 /// What a G hands its M when it switches out.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

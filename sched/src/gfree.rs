@@ -73,16 +73,27 @@ pub(crate) unsafe fn put(sh: &Shared, p: &P, g: GRef) {
             }
             free.push(g);
         }
-        _ => {
-            // SAFETY: a dead G of this runtime, freed only below.
-            unsafe { sh.allgs.remove(g) };
-            if let Some(s) = stack.take() {
-                // SAFETY: per the contract, the P's stack cache is ours.
-                unsafe { (*p.stacks.get()).release(s) };
-            }
-            // SAFETY: off `allgs` and referred to by nobody; made by `Box::into_raw`.
-            drop(unsafe { Box::from_raw(g) });
-        }
+        // SAFETY: per the contract.
+        _ => unsafe { free(sh, p, g) },
+    }
+}
+
+/// Frees a G record, its coroutine first, its stack going back to `p`'s stack cache.
+///
+/// # Safety
+/// `g` was made by `Box::into_raw`, its coroutine is finished, unwound or never started,
+/// nothing else refers to it, and the calling thread holds `p` (or no M holds any P).
+pub(crate) unsafe fn free(sh: &Shared, p: &P, g: GRef) {
+    // SAFETY: per the contract, a G of this runtime that nothing else refers to; freed
+    // below.
+    unsafe { sh.allgs.remove(g) };
+    // SAFETY: per the contract the record is ours alone; the coroutine goes before the
+    // stack it runs on.
+    let mut g = unsafe { Box::from_raw(g) };
+    drop(g.co.get_mut().take());
+    if let Some(s) = g.stack.get_mut().take() {
+        // SAFETY: per the contract, the P's stack cache is ours.
+        unsafe { (*p.stacks.get()).release(s) };
     }
 }
 
@@ -99,15 +110,9 @@ pub(crate) unsafe fn free_all(sh: &Shared) {
         // The runtime-wide list goes to P 0's cache, as good as any.
         let extra = if p.id == 0 { &shared[..] } else { &[][..] };
         for &g in local.iter().chain(extra) {
-            // SAFETY: a dead G on a free list, in `allgs` since it was made; freed below.
-            unsafe { sh.allgs.remove(g) };
             // SAFETY: a dead G on a free list is referred to by nothing else, and was made
-            // by `Box::into_raw`.
-            let g = unsafe { Box::from_raw(g) };
-            if let Some(s) = g.stack.into_inner() {
-                // SAFETY: as above.
-                unsafe { (*p.stacks.get()).release(s) };
-            }
+            // by `Box::into_raw`; no M holds `p`.
+            unsafe { free(sh, p, g) };
         }
     }
 }

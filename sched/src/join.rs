@@ -15,10 +15,11 @@
 //! a joiner waiting, the completer publishes `DONE`, wakes it and only then sets
 //! `TASK_GONE`, so a thread joiner woken early cannot free the state under it.
 //!
-//! With one possible waker, a join needs no wait `Token` (wait.rs): nobody competes for the
-//! wake-up, so the completer readies the joining G (or unparks the joining thread) directly.
-//! The joining G parks until that wake-up, as a token waiter does, so the completer is done
-//! with the G before it can run on.
+//! A joining G waits on its wait `Token` (wait.rs) like any other waiter, though only the
+//! completer can wake it: the token it claims is what keeps anybody from touching the G
+//! once the runtime that is being dropped has claimed it first (teardown.rs). The token is
+//! the G's cached one, so a join that parks allocates nothing. A joining thread is
+//! unparked directly.
 
 use core::cell::UnsafeCell;
 use core::fmt;
@@ -28,7 +29,10 @@ use core::ptr::NonNull;
 use core::sync::atomic::{AtomicU8, Ordering};
 use std::any::Any;
 
-use crate::coroutine::{GRef, WaitReason};
+use std::sync::Arc;
+
+use crate::coroutine::WaitReason;
+use crate::wait::Token;
 
 const DONE: u8 = 1;
 const WAITING: u8 = 2;
@@ -102,7 +106,7 @@ impl CancelHook {
 /// Who waits in `join`.
 enum Joiner {
     None,
-    G(GRef),
+    G(Arc<Token>),
     Thread(std::thread::Thread),
 }
 
@@ -115,8 +119,8 @@ struct JoinState<T> {
 }
 
 // SAFETY: the cells are handed over by the state transitions (see the file comment); T
-// crosses threads once, so T: Send suffices. The joiner's `GRef` is only used by the
-// completer to ready that G, which cannot leave its park before.
+// crosses threads once, so T: Send suffices. The joiner's token is only used by the
+// completer to wake that G, which cannot leave its park before.
 unsafe impl<T: Send> Sync for JoinState<T> {}
 // SAFETY: as above.
 unsafe impl<T: Send> Send for JoinState<T> {}
@@ -194,8 +198,13 @@ impl<T> JoinState<T> {
         let waiter = unsafe { core::mem::replace(&mut *st.waiter.get(), Joiner::None) };
         st.state.fetch_or(DONE, Ordering::AcqRel);
         match waiter {
-            // The G stays parked until this wake-up, so it is alive.
-            Joiner::G(g) => crate::machine::ready(g),
+            // The G stays parked until this wake-up, so it is alive; a runtime being
+            // dropped may have claimed the token first, and then it is not ours to wake.
+            Joiner::G(token) => {
+                if token.try_claim(0) {
+                    token.notify();
+                }
+            }
             Joiner::Thread(t) => t.unpark(),
             Joiner::None => unreachable!("a waiting joiner says who it is"),
         }
@@ -293,10 +302,10 @@ impl<T> JoinHandle<T> {
                 return self.finish();
             }
         }
-        let me = if g.is_null() {
-            Joiner::Thread(std::thread::current())
-        } else {
-            Joiner::G(g)
+        let token = (!g.is_null()).then(Token::for_current);
+        let me = match &token {
+            None => Joiner::Thread(std::thread::current()),
+            Some(t) => Joiner::G(t.clone()),
         };
         // SAFETY: until we publish WAITING, the completer does not read the cell.
         unsafe { *st.waiter.get() = me };
@@ -311,19 +320,16 @@ impl<T> JoinHandle<T> {
             unsafe { *st.waiter.get() = Joiner::None };
             return self.finish();
         }
-        if g.is_null() {
-            // `park` may return spuriously; DONE (acquire) is the completer's word.
-            while st.state.load(Ordering::Acquire) & DONE == 0 {
-                std::thread::park();
-            }
-        } else {
-            // Only the completer readies this park, after publishing DONE (Go's gopark
-            // returns only on goready, too); loop all the same, as `Token::wait` does.
-            loop {
-                crate::machine::park_current(WaitReason::Join);
-                if st.state.load(Ordering::Acquire) & DONE != 0 {
-                    break;
+        match token {
+            None => {
+                // `park` may return spuriously; DONE (acquire) is the completer's word.
+                while st.state.load(Ordering::Acquire) & DONE == 0 {
+                    std::thread::park();
                 }
+            }
+            // Only the completer claims the token, after publishing DONE.
+            Some(t) => {
+                t.wait(WaitReason::Join);
             }
         }
         self.finish()

@@ -20,7 +20,7 @@
 //!   (bounded) and parks on a futex (park.rs). A global queue (global_queue.rs) is checked
 //!   first every 61 ticks.
 //! - Channels with `select!` (chan/), sync primitives that park coroutines (sync/), timers
-//!   (timer.rs, a heap per runtime served by the Ms), coroutine-locals and `lock_to_thread`
+//!   (timer.rs, a heap per P, as in Go 1.14+), coroutine-locals and `lock_to_thread`
 //!   (local.rs, machine.rs), `dump()` and SIGQUIT (dump.rs), counters and a latency
 //!   histogram (stats.rs).
 //! - I/O: an edge-triggered epoll per runtime (netpoll.rs) under `net::{TcpListener,
@@ -72,6 +72,7 @@ mod shim;
 mod stats;
 mod sys;
 mod sysmon;
+mod teardown;
 mod timer;
 mod wait;
 
@@ -86,6 +87,8 @@ pub use dump::dump;
 pub use machine::{blocking, is_locked_to_thread, lock_to_thread, unlock_from_thread, yield_now};
 pub use runtime::{
     Builder, DEFAULT_STACK_SIZE, JoinError, JoinHandle, Runtime, Spawn, default_procs, spawn,
+    try_spawn,
 };
 pub use stats::{Stats, stats};
+pub use tessera_stacks::StackError;
 pub use timer::{Ticker, after, sleep, sleep_until};

@@ -4,8 +4,8 @@
 //!
 //! The loop: find a runnable G (its P's queue, every 61st tick the global queue first, then
 //! the global queue, then the netpoller without blocking, then stealing), run it until it
-//! yields, parks, returns or asks to run a blocking section, repeat. Due timers are fired
-//! first whenever the runtime has any. When there is nothing to do, the M gives its P back
+//! yields, parks, returns or asks to run a blocking section, repeat. The P's due timers
+//! are fired first, and a thief fires other Ps' (timer.rs). When there is nothing to do, the M gives its P back
 //! to the idle list, puts itself on the idle list, re-checks every queue (the "delicate
 //! dance" of findRunnable: work pushed just before we went idle would otherwise be lost),
 //! and then either becomes the netpoller (one M at a time, blocked in `epoll_wait` until an
@@ -22,6 +22,18 @@
 //! finds work wakes another if it was the last spinner, so a burst of work fans out.
 //! Work queued by a running G wakes an idle M only if it is worth moving (`queue`; the
 //! crate documentation, "Wake-ups").
+//!
+//! Time slices (Go's `inheritTime` and `forcePreemptNS`): a G taken from `runnext` was
+//! just made runnable by the G that ran before it (a woken receiver, a new coroutine) and
+//! inherits that G's time slice; any other G starts a new slice (`P::slice`). Two
+//! coroutines that hand the P to each other over a rendezvous channel therefore share one
+//! slice, however many hand-offs they make. When a slice has lasted 10 ms while Gs wait in
+//! the ring, sysmon sets `P::preempt`, and the P's next schedule moves the `runnext` G to
+//! the back of the ring (`RunQueue::demote_runnext`): everything queued before it runs
+//! first, and the pair gets a new slice when its turn comes. Nothing on the switch path
+//! reads a clock; the cost is a relaxed load per schedule and a store per new slice.
+//! (Go also preempts a G that merely runs long; Rust has no safe asynchronous preemption,
+//! so such a G only shows up in sysmon's long-run count.)
 //!
 //! Blocking sections (`blocking(f)`): the G switches to its M, which marks its P
 //! `P_SYSCALL`, drops the P's allocator cache, and runs `f` on its own stack. Sysmon may
@@ -366,7 +378,7 @@ fn take_p_if_idle(m: &MCtx) -> Option<usize> {
 /// Whether an idle M should block in the netpoller rather than on its futex: something
 /// waits on a socket or a timer.
 fn needs_poller(sh: &Shared) -> bool {
-    sh.poll.has_waiters() || sh.timers.armed()
+    sh.poll.has_waiters() || crate::timer::armed(sh)
 }
 
 /// Called with no P: re-checks for work, then polls the network or sleeps until handed a
@@ -445,18 +457,18 @@ fn poll_blocking(m: &MCtx) -> Option<usize> {
     // be more Ms than Ps once blocking sections have started extra Ms).
     let can_run_work = any_work(m) && sh.npidle.load(Ordering::SeqCst) > 0;
     if !can_run_work && !sh.shutdown.load(Ordering::SeqCst) {
-        let next = sh.timers.next_ns();
+        let next = crate::timer::next_ns(sh);
         sh.poll.blocked_until.store(next, Ordering::SeqCst);
         // A timer added between `next_ns` and the store above saw no blocked poller and
         // woke an M instead, or sees our deadline and breaks us: either way nothing waits.
-        let timeout = sh.timers.until_next();
+        let timeout = crate::timer::until_next(sh);
         if timeout != Some(core::time::Duration::ZERO) {
             sh.poll.poll(timeout, &mut woken);
         }
     }
     sh.poll.blocked_until.store(0, Ordering::SeqCst);
     sh.poll.release(sh.now_ns());
-    let due = sh.timers.armed() && sh.timers.next_ns() <= sh.now_ns();
+    let due = crate::timer::next_ns(sh) <= sh.now_ns();
     let p = if woken.is_empty() && !due && !any_work(m) {
         None
     } else {
@@ -480,7 +492,7 @@ fn poll_blocking(m: &MCtx) -> Option<usize> {
     for t in woken {
         t.notify();
     }
-    crate::timer::run_due(sh);
+    crate::timer::run_all_due(sh, 0);
     m.p.set(NO_P);
     p
 }
@@ -641,14 +653,36 @@ fn time_run(sh: &Shared, p: &P, tick: u32) {
     }
 }
 
-/// Go's findRunnable.
+/// Go's findRunnable, and the bookkeeping of time slices: a G that does not inherit the
+/// running slice from `runnext` starts a new one.
 fn find_runnable(m: &MCtx, p: &P) -> Option<GRef> {
+    let sh = &*m.shared;
+    if sh.shutdown.load(Ordering::Relaxed) {
+        // The runtime is being dropped: stop between coroutines even if some are still
+        // runnable (one that yields in a loop would otherwise keep this M for ever).
+        return None;
+    }
+    if p.preempt.load(Ordering::Relaxed) {
+        p.preempt.store(false, Ordering::Relaxed);
+        p.runq
+            .demote_runnext(&mut |batch| sh.global.push_batch(batch));
+    }
+    let (g, inherit) = find_runnable_inner(m, p)?;
+    if !inherit {
+        p.slice.store(
+            p.slice.load(Ordering::Relaxed).wrapping_add(1),
+            Ordering::Relaxed,
+        );
+    }
+    Some(g)
+}
+
+/// Finds a G to run, and whether it inherits the running time slice.
+fn find_runnable_inner(m: &MCtx, p: &P) -> Option<(GRef, bool)> {
     let sh = &*m.shared;
     let tick = p.tick.load(Ordering::Relaxed).wrapping_add(1);
     p.tick.store(tick, Ordering::Relaxed);
-    if sh.timers.armed() {
-        crate::timer::run_due(sh);
-    }
+    crate::timer::run_due(sh, p);
     if tick % RUN_SAMPLE < 2 {
         time_run(sh, p, tick);
     }
@@ -660,7 +694,7 @@ fn find_runnable(m: &MCtx, p: &P) -> Option<GRef> {
     if tick.is_multiple_of(2)
         && let Some(g) = m.ms.pop_mail()
     {
-        return Some(g);
+        return Some((g, false));
     }
     // Fairness: without this, two Gs that keep waking each other in `runnext` would starve
     // the global queue (proc.go: "Check the global runnable queue once in a while").
@@ -668,16 +702,16 @@ fn find_runnable(m: &MCtx, p: &P) -> Option<GRef> {
         && sh.global.len() > 0
         && let Some(g) = take_global(sh, p, 1)
     {
-        return Some(g);
+        return Some((g, false));
     }
-    if let Some(g) = p.runq.pop() {
-        return Some(g);
+    if let Some(found) = p.runq.pop_inheriting() {
+        return Some(found);
     }
     if let Some(g) = m.ms.pop_mail() {
-        return Some(g);
+        return Some((g, false));
     }
     if let Some(g) = take_global(sh, p, RING / 2) {
-        return Some(g);
+        return Some((g, false));
     }
     if sh.shutdown.load(Ordering::SeqCst) {
         return None;
@@ -693,7 +727,7 @@ fn find_runnable(m: &MCtx, p: &P) -> Option<GRef> {
                 t.notify();
             }
             if let Some(g) = p.runq.pop() {
-                return Some(g);
+                return Some((g, false));
             }
         }
     }
@@ -721,14 +755,22 @@ fn find_runnable(m: &MCtx, p: &P) -> Option<GRef> {
             if v == p.id {
                 continue;
             }
+            // The victim's M may be held up by a coroutine that does not yield, or idle:
+            // its timers are ours to fire too (Go's stealWork). What they wake lands here.
+            if pass == PASSES - 1
+                && crate::timer::run_due(sh, &sh.ps[v])
+                && let Some(g) = p.runq.pop()
+            {
+                return Some((g, false));
+            }
             if let Some(g) = p.runq.steal_from(&sh.ps[v].runq, pass == PASSES - 1) {
                 p.steals
                     .store(p.steals.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
-                return Some(g);
+                return Some((g, false));
             }
         }
         if let Some(g) = take_global(sh, p, RING / 2) {
-            return Some(g);
+            return Some((g, false));
         }
     }
     None

@@ -8,7 +8,7 @@
 //! thread) touches them.
 
 use core::cell::UnsafeCell;
-use core::sync::atomic::{AtomicU8, AtomicU32, AtomicU64, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, AtomicU64, Ordering};
 
 use tessera_stacks::StackCache;
 
@@ -36,6 +36,8 @@ pub(crate) struct P {
     /// The id of the G running on it, 0 between Gs (sysmon's long-run check).
     pub(crate) curg_id: AtomicU64,
     pub(crate) runq: RunQueue<G>,
+    /// This P's timers (timer.rs): added by the coroutines it runs, fired by any M.
+    pub(crate) timers: crate::timer::TimerHeap,
     /// Owner only.
     pub(crate) alloc: UnsafeCell<tessera::ProcessorCache>,
     /// Owner only.
@@ -45,6 +47,13 @@ pub(crate) struct P {
     /// Schedule ticks (written by the owner, read by sysmon): the 61-tick global-queue
     /// check, and sysmon's "has this P scheduled lately".
     pub(crate) tick: AtomicU32,
+    /// Time slices started (written by the owner, read by sysmon): bumped when a G is
+    /// scheduled other than from `runnext`, where it would inherit the running slice
+    /// (machine.rs, "Time slices"; Go's `schedtick` with `inheritTime`).
+    pub(crate) slice: AtomicU32,
+    /// Set by sysmon when one slice has lasted `FORCE_PREEMPT_NS` while Gs wait in the
+    /// ring; the owner clears it and ends the slice at its next schedule.
+    pub(crate) preempt: AtomicBool,
     /// Gs were queued here without waking an idle M (machine.rs `queue`):
     /// `PENDING_RUNNEXT` when only `runnext` held work, `PENDING_SHORT` when the ring did
     /// but coroutines run too briefly to be worth moving; 0 when none. Cleared when the P
@@ -81,9 +90,11 @@ unsafe impl Sync for P {}
 unsafe impl Send for P {}
 
 impl P {
-    pub(crate) fn new(id: usize) -> Self {
+    /// P number `id` of a runtime whose clock starts at `epoch`.
+    pub(crate) fn new(id: usize, epoch: std::time::Instant) -> Self {
         Self {
             id,
+            timers: crate::timer::TimerHeap::new(epoch),
             status: AtomicU8::new(P_RUNNING),
             syscall_since: AtomicU64::new(0),
             curg_id: AtomicU64::new(0),
@@ -94,6 +105,8 @@ impl P {
             stacks: UnsafeCell::new(StackCache::new()),
             free_gs: UnsafeCell::new(Vec::new()),
             tick: AtomicU32::new(0),
+            slice: AtomicU32::new(0),
+            preempt: AtomicBool::new(false),
             wake_pending: AtomicU8::new(0),
             run_started: AtomicU64::new(0),
             spawned: AtomicU64::new(0),

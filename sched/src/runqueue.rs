@@ -9,7 +9,8 @@
 //!   is caught by a failed CAS.
 //! - `runnext` holds the G made runnable most recently by the running G (a woken receiver, a
 //!   new coroutine): it runs next and inherits the time slice, which is what makes a
-//!   ping-pong between two coroutines stay on one P. Thieves take it only on their last
+//!   ping-pong between two coroutines stay on one P. When that slice is over (machine.rs,
+//!   "Time slices"), `demote_runnext` sends it to the back of the ring. Thieves take it only on their last
 //!   pass (`steal_runnext`), so a P that is about to run it is not robbed (Go: runqsteal's
 //!   `stealRunNextG`).
 //! - When the ring is full the owner moves half of it plus the new G to the global queue in
@@ -139,15 +140,39 @@ impl<T> RunQueue<T> {
 
     /// Owner only: `runnext` first, then the head of the ring.
     pub(crate) fn pop(&self) -> Option<*mut T> {
+        self.pop_inheriting().map(|(item, _)| item)
+    }
+
+    /// Owner only: as `pop`, and whether the item came from `runnext`, where it inherits
+    /// the time slice of the G that put it there (Go's `runqget` and `inheritTime`).
+    pub(crate) fn pop_inheriting(&self) -> Option<(*mut T, bool)> {
+        if let Some(next) = self.take_runnext() {
+            return Some((next, true));
+        }
+        self.pop_ring().map(|item| (item, false))
+    }
+
+    /// Owner only: empties `runnext`.
+    fn take_runnext(&self) -> Option<*mut T> {
         let next = self.runnext.load(Relaxed);
-        if !next.is_null()
+        (!next.is_null()
             && self
                 .runnext
                 .compare_exchange(next, ptr::null_mut(), Acquire, Relaxed)
-                .is_ok()
-        {
-            return Some(next);
+                .is_ok())
+        .then_some(next)
+    }
+
+    /// Owner only: moves `runnext` to the tail of the ring, so that what waits in the ring
+    /// runs first (the time slice of the Gs handing `runnext` to each other is over).
+    pub(crate) fn demote_runnext(&self, overflow: &mut dyn FnMut(&[*mut T])) {
+        if let Some(next) = self.take_runnext() {
+            self.push(next, false, overflow);
         }
+    }
+
+    /// Owner only: the head of the ring.
+    fn pop_ring(&self) -> Option<*mut T> {
         loop {
             let h = self.head.load(Acquire);
             let t = self.tail.load(Relaxed);
@@ -271,6 +296,22 @@ mod tests {
         q.push(p(4), true, &mut none); // kicks 3 to the tail
         let got: Vec<_> = std::iter::from_fn(|| q.pop()).collect();
         assert_eq!(got, vec![p(4), p(1), p(2), p(3)]);
+    }
+
+    #[test]
+    fn demoted_runnext_goes_behind_the_ring() {
+        let q = RunQueue::<u8>::new();
+        let mut none = |_: &[*mut u8]| panic!("no overflow");
+        q.push(p(1), false, &mut none);
+        q.push(p(2), true, &mut none);
+        q.demote_runnext(&mut none);
+        assert_eq!(q.pop_inheriting(), Some((p(1), false)));
+        assert_eq!(q.pop_inheriting(), Some((p(2), false)));
+        q.push(p(3), true, &mut none);
+        assert_eq!(q.pop_inheriting(), Some((p(3), true)));
+        // Nothing in runnext: nothing moves.
+        q.demote_runnext(&mut none);
+        assert_eq!(q.pop(), None);
     }
 
     #[test]

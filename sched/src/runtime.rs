@@ -5,13 +5,13 @@
 //! CPUs the process may run on, capped by its cgroup's CPU quota (rounded up, at least 2),
 //! so a container limited to 2 CPUs on a 64-CPU host gets 2 Ps, not 64 Ms fighting over
 //! 2 CPUs' worth of time and being throttled.
-//! Dropping the runtime stops the Ms once they are between coroutines and joins them.
-//! Coroutines still parked or queued at that point are not resumed and not unwound, as in
-//! a Go program whose `main` returns: unwinding them would run their destructors on a thread
-//! with no scheduler, where any destructor that waits would hang. Their stacks and what
-//! they own are leaked, and their `JoinHandle`s report `JoinError::Cancelled`. A coroutine
-//! inside `blocking(..)` is the exception: its thread cannot be interrupted, so the drop
-//! waits for that section to return.
+//! Dropping the runtime stops the Ms once they are between coroutines and joins them, then
+//! unwinds the coroutines still parked or queued, returns their stacks, and closes the
+//! runtime's epoll and eventfd (teardown.rs has the details and the one exception).
+//! Their `JoinHandle`s report `JoinError::Cancelled`. The unwinding runs their destructors
+//! on the dropping thread, outside any runtime, as tokio drops the futures of its tasks: a
+//! destructor there must not wait for another coroutine. A coroutine inside
+//! `blocking(..)` cannot be interrupted: the drop waits for that section to return.
 
 use core::fmt;
 use core::panic::Location;
@@ -24,6 +24,7 @@ use std::time::Instant;
 use corosensei::{Coroutine, Yielder};
 use crossbeam_utils::CachePadded;
 use tessera_numa::Limits;
+use tessera_stacks::StackError;
 
 use crate::coroutine::{AllGs, G, GRef, RUNNABLE, StackRef, Switch, WaitReason};
 pub use crate::join::{JoinError, JoinHandle};
@@ -81,8 +82,6 @@ pub(crate) struct Shared {
     pub(crate) sysmon: crate::park::Parker,
     /// Sysmon's current sleep in microseconds; an M entering `blocking` wakes it when long.
     pub(crate) sysmon_delay_us: AtomicU64,
-    /// The runtime's timers (timer.rs).
-    pub(crate) timers: crate::timer::TimerHeap,
     /// The runtime's epoll (netpoll.rs).
     pub(crate) poll: crate::netpoll::Netpoll,
     /// Ms started after `build` (for hand-offs), joined at drop.
@@ -206,13 +205,32 @@ impl Builder {
     }
 
     /// Starts the Ms.
+    ///
+    /// # Errors
+    /// Besides the OS's (threads, epoll), an `InvalidInput` error wrapping a
+    /// [`StackError`] when no coroutine could get a stack: a `stack_size` above
+    /// [`tessera_stacks::MAX_STACK_SIZE`] (`StackError::TooLarge`), or a guard mode the
+    /// kernel lacks (`TESSERA_STACK_GUARD=madvise`, `StackError::GuardUnsupported`). Get it
+    /// back with `err.get_ref()` and `downcast_ref::<StackError>()`.
     pub fn build(self) -> std::io::Result<Runtime> {
+        let invalid = |e: StackError| std::io::Error::new(std::io::ErrorKind::InvalidInput, e);
+        if tessera_stacks::SizeClass::for_size(self.stack_size).is_none() {
+            return Err(invalid(StackError::TooLarge {
+                requested: self.stack_size,
+            }));
+        }
+        tessera_stacks::guard_mode().map_err(invalid)?;
         let procs = self.procs.unwrap_or_else(default_procs);
         let epoch = Instant::now();
         let poll = crate::netpoll::Netpoll::new()?;
         let shared = Arc::new_cyclic(|me| Shared {
             me: me.clone(),
-            ps: (0..procs).map(|i| CachePadded::new(P::new(i))).collect(),
+            // The runtime's own epoch for the P's timer heaps: their deadlines
+            // (`TimerHeap::ns`) and `now_ns` are then on one clock, and sysmon and the
+            // poller compare them directly.
+            ps: (0..procs)
+                .map(|i| CachePadded::new(P::new(i, epoch)))
+                .collect(),
             global: Default::default(),
             idle: Mutex::new(Idle::default()),
             npidle: CachePadded::new(AtomicUsize::new(0)),
@@ -222,9 +240,6 @@ impl Builder {
             all_ms: Mutex::new(Vec::new()),
             sysmon: crate::park::Parker::new(),
             sysmon_delay_us: AtomicU64::new(0),
-            // The runtime's own epoch: timer deadlines (`TimerHeap::ns`) and `now_ns` are
-            // then on one clock, and sysmon and the poller compare them directly.
-            timers: crate::timer::TimerHeap::new(epoch),
             poll,
             extra_ms: Mutex::new(Vec::new()),
             long_runs: AtomicU64::new(0),
@@ -352,12 +367,25 @@ impl Runtime {
     }
 
     /// Spawns a coroutine on this runtime from any thread.
+    ///
+    /// # Panics
+    /// If no stack can be had ([`Runtime::try_spawn`] returns the error instead).
     #[track_caller]
     pub fn spawn<T: Send + 'static>(
         &self,
         f: impl FnOnce() -> T + Send + 'static,
     ) -> JoinHandle<T> {
         spawn_in(&self.shared, f, None, None, Location::caller())
+    }
+
+    /// Spawns a coroutine on this runtime from any thread, or says why no stack could be
+    /// had for it (`StackError::OutOfMappings` at `vm.max_map_count`, say).
+    #[track_caller]
+    pub fn try_spawn<T: Send + 'static>(
+        &self,
+        f: impl FnOnce() -> T + Send + 'static,
+    ) -> Result<JoinHandle<T>, StackError> {
+        try_spawn_in(&self.shared, f, None, None, Location::caller())
     }
 
     /// Counters and the scheduling-latency histogram.
@@ -392,20 +420,13 @@ impl Drop for Runtime {
                 let _ = t.join();
             }
         }
-        // Leak what is left (see the file comment), telling joiners.
-        let mut cancels = Vec::new();
-        sh.allgs.for_each(&mut |g| cancels.extend(g.cancel.get()));
-        for &c in &cancels {
-            // SAFETY: a live G's `cancel` points into the join state its coroutine's closure
-            // shares; the coroutine has not completed it (it sets `cancel` to None when it
-            // returns, and a coroutine cannot park after completing) and never will now that
-            // the Ms are joined and it is leaked, so the state is alive and its share is ours.
-            unsafe { c.cancel() };
-        }
+        // The queues only point at Gs that `allgs` has too.
         sh.global.drain();
-        if !cancels.is_empty() {
-            // Leaked Gs point at the shared state, and a channel may still try to wake one:
-            // keep it alive for the life of the process.
+        // SAFETY: the Ms are joined.
+        let kept = unsafe { crate::teardown::release_live(sh) };
+        if kept > 0 {
+            // Gs left alone point at the shared state, and somebody may be waking one right
+            // now: keep it alive for the life of the process.
             core::mem::forget(sh.clone());
         }
         // SAFETY: the Ms are joined, so no M holds any P now.
@@ -424,11 +445,29 @@ impl Drop for Runtime {
 /// Spawns `f` as a coroutine on the current runtime (Go's `go f()`).
 ///
 /// # Panics
-/// Outside a runtime's coroutine or M thread (use `Runtime::spawn` there).
+/// Outside a runtime's coroutine or M thread (use `Runtime::spawn` there), and if no stack
+/// can be had ([`try_spawn`] returns the error instead).
 #[track_caller]
 pub fn spawn<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> JoinHandle<T> {
-    let sh = machine::current_runtime().expect("tessera_sched::spawn called outside a runtime");
-    spawn_in(&sh, f, None, None, Location::caller())
+    spawn_in(&current(), f, None, None, Location::caller())
+}
+
+/// Spawns `f` as a coroutine on the current runtime, or says why no stack could be had
+/// for it (`StackError::OutOfMappings` at `vm.max_map_count`, say).
+///
+/// # Panics
+/// Outside a runtime's coroutine or M thread (use `Runtime::try_spawn` there).
+#[track_caller]
+pub fn try_spawn<T: Send + 'static>(
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Result<JoinHandle<T>, StackError> {
+    try_spawn_in(&current(), f, None, None, Location::caller())
+}
+
+/// The runtime of the calling coroutine or M thread.
+#[track_caller]
+fn current() -> Arc<Shared> {
+    machine::current_runtime().expect("tessera_sched::spawn called outside a runtime")
 }
 
 /// Spawns with a name and a stack size: `Spawn::new().name("x").stack_size(16 << 10).spawn(f)`.
@@ -456,14 +495,19 @@ impl Spawn {
         self
     }
 
-    /// Spawns on the current runtime. Panics outside one.
+    /// Spawns on the current runtime. Panics outside one, and if no stack can be had.
     #[track_caller]
     pub fn spawn<T: Send + 'static>(self, f: impl FnOnce() -> T + Send + 'static) -> JoinHandle<T> {
-        let sh = machine::current_runtime().expect("tessera_sched::spawn called outside a runtime");
-        spawn_in(&sh, f, self.name, self.stack_size, Location::caller())
+        spawn_in(
+            &current(),
+            f,
+            self.name,
+            self.stack_size,
+            Location::caller(),
+        )
     }
 
-    /// Spawns on `rt`, from any thread.
+    /// Spawns on `rt`, from any thread. Panics if no stack can be had.
     #[track_caller]
     pub fn spawn_on<T: Send + 'static>(
         self,
@@ -478,9 +522,43 @@ impl Spawn {
             Location::caller(),
         )
     }
+
+    /// Spawns on the current runtime, or says why no stack could be had (a `stack_size`
+    /// above the largest, `StackError::TooLarge`; `StackError::OutOfMappings`). Panics
+    /// outside a runtime.
+    #[track_caller]
+    pub fn try_spawn<T: Send + 'static>(
+        self,
+        f: impl FnOnce() -> T + Send + 'static,
+    ) -> Result<JoinHandle<T>, StackError> {
+        try_spawn_in(
+            &current(),
+            f,
+            self.name,
+            self.stack_size,
+            Location::caller(),
+        )
+    }
+
+    /// Spawns on `rt`, from any thread, or says why no stack could be had.
+    #[track_caller]
+    pub fn try_spawn_on<T: Send + 'static>(
+        self,
+        rt: &Runtime,
+        f: impl FnOnce() -> T + Send + 'static,
+    ) -> Result<JoinHandle<T>, StackError> {
+        try_spawn_in(
+            &rt.shared,
+            f,
+            self.name,
+            self.stack_size,
+            Location::caller(),
+        )
+    }
 }
 
-/// Makes a G around `f` and queues it (Go's `newproc`).
+/// `try_spawn_in`, panicking without a stack.
+#[track_caller]
 pub(crate) fn spawn_in<T: Send + 'static>(
     sh: &Arc<Shared>,
     f: impl FnOnce() -> T + Send + 'static,
@@ -488,8 +566,34 @@ pub(crate) fn spawn_in<T: Send + 'static>(
     stack_size: Option<usize>,
     site: &'static Location<'static>,
 ) -> JoinHandle<T> {
+    try_spawn_in(sh, f, name, stack_size, site)
+        .unwrap_or_else(|e| panic!("tessera_sched::spawn: no stack: {e}"))
+}
+
+/// Makes a G around `f` and queues it (Go's `newproc`).
+pub(crate) fn try_spawn_in<T: Send + 'static>(
+    sh: &Arc<Shared>,
+    f: impl FnOnce() -> T + Send + 'static,
+    name: Option<String>,
+    stack_size: Option<usize>,
+    site: &'static Location<'static>,
+) -> Result<JoinHandle<T>, StackError> {
     let size = stack_size.unwrap_or(sh.stack_size);
     let p = machine::current_p(Arc::as_ptr(sh));
+    let reused = match p {
+        // SAFETY: `current_p` returned the P this thread holds.
+        Some(p) if size == sh.stack_size && name.is_none() => unsafe { crate::gfree::get(sh, p) },
+        _ => None,
+    };
+    // A new G's stack, taken before anything else so that a failure leaves nothing to undo.
+    let stack = match reused {
+        Some(_) => None,
+        None => Some(match p {
+            // SAFETY: `current_p` returned the P this thread holds, so its cache is ours.
+            Some(p) => tessera_stacks::acquire_in(unsafe { &mut *p.stacks.get() }, size),
+            None => tessera_stacks::acquire(size),
+        }?),
+    };
     let id = sh.next_id.fetch_add(1, Ordering::Relaxed);
     let born = match sh.coarse_ns.load(Ordering::Relaxed) {
         0 => crate::sys::coarse_now_ns(),
@@ -498,11 +602,6 @@ pub(crate) fn spawn_in<T: Send + 'static>(
     // The handle's side, and the coroutine closure's, which completes it. The G points at
     // it (`cancel`) only while the closure lives.
     let (done, handle, cancel) = crate::join::pair(id);
-    let reused = match p {
-        // SAFETY: `current_p` returned the P this thread holds.
-        Some(p) if size == sh.stack_size && name.is_none() => unsafe { crate::gfree::get(sh, p) },
-        _ => None,
-    };
     let g = match reused {
         Some(g) => {
             // SAFETY: a G from a free list is dead and ours alone; only `state`, `id`,
@@ -522,12 +621,7 @@ pub(crate) fn spawn_in<T: Send + 'static>(
             g
         }
         None => {
-            let stack = match p {
-                // SAFETY: `current_p` returned the P this thread holds, so its cache is ours.
-                Some(p) => tessera_stacks::acquire_in(unsafe { &mut *p.stacks.get() }, size),
-                None => tessera_stacks::acquire(size),
-            }
-            .unwrap_or_else(|e| panic!("tessera_sched::spawn: no stack: {e}"));
+            let stack = stack.expect("a new G has a stack");
             crate::gfree::arm(&stack);
             let g = Box::into_raw(Box::new(G {
                 id: AtomicU64::new(id),
@@ -572,10 +666,21 @@ pub(crate) fn spawn_in<T: Send + 'static>(
         let g = gaddr as GRef;
         // SAFETY: the G outlives its coroutine (it is retired after the coroutine returns).
         unsafe { (*g).yielder.set(y) };
-        let r = catch_unwind(AssertUnwindSafe(f)).map_err(JoinError::Panicked);
+        let r = catch_unwind(AssertUnwindSafe(f));
         // Coroutine-locals are dropped here, on the coroutine, where they may still wait.
         crate::local::drop_all(g);
-        done.complete(r);
+        // SAFETY: as above.
+        let cancelled = unsafe { (*g).state() } == crate::coroutine::CANCELLED;
+        match r {
+            // Unwound by the runtime's drop (teardown.rs): the joiner hears `Cancelled`
+            // (from `done`'s drop), and the unwinding goes on to the coroutine's root,
+            // where corosensei expects it.
+            Err(unwinding) if cancelled => {
+                drop(done);
+                std::panic::resume_unwind(unwinding);
+            }
+            r => done.complete(r.map_err(JoinError::Panicked)),
+        }
     });
     // SAFETY: the G is not yet visible to any other M (a new record sits in `allgs`, where
     // nobody reads `co`).
@@ -588,7 +693,7 @@ pub(crate) fn spawn_in<T: Send + 'static>(
     }
     // A new G goes in `runnext` like Go's newproc, so spawn-then-join runs it at once.
     machine::queue(sh, p, g);
-    handle
+    Ok(handle)
 }
 
 #[cfg(test)]

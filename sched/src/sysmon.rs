@@ -16,6 +16,9 @@
 //!   global queue, at one look are still there `BACKLOG_NS` later, an idle M is woken.
 //!   Work conservation is thus given up for at most about a millisecond, and only for work
 //!   that the busy P is draining on its own.
+//! - **Time slices.** A P whose time slice (machine.rs, "Time slices") has lasted
+//!   `FORCE_PREEMPT_NS` while Gs wait in its ring is told to end it (`P::preempt`), so a
+//!   pair of coroutines handing `runnext` to each other cannot starve the rest.
 //! - **Netpoll.** If nobody has polled the network for 10 ms (every M busy), sysmon polls
 //!   it without blocking and queues what became ready.
 //! - **Timers** overdue because every P is busy are fired here.
@@ -44,6 +47,8 @@ const RETAKE_AFTER_NS: u64 = 20_000;
 const RETAKE_ANYWAY_NS: u64 = 10_000_000;
 const FORCE_POLL_NS: u64 = 10_000_000;
 const LONG_RUN_NS: u64 = 10_000_000;
+/// A time slice (Go's `forcePreemptNS`).
+pub(crate) const FORCE_PREEMPT_NS: u64 = 10_000_000;
 /// Queued work that has waited this long gets an idle M even from a P that is scheduling.
 const BACKLOG_NS: u64 = 1_000_000;
 
@@ -55,6 +60,9 @@ struct Seen {
     since: u64,
     /// The long run at `tick` is already recorded.
     reported: bool,
+    /// The P's time slice (`P::slice`) at the last look, and when sysmon first saw it.
+    slice: u32,
+    slice_since: u64,
 }
 
 /// Watches a queue for work that stays queued (see "Backlog" above): remembers how many
@@ -131,10 +139,8 @@ pub(crate) fn run(sh: Arc<Shared>) {
                 t.notify();
             }
         }
-        if sh.timers.armed() && sh.timers.next_ns() + 1_000_000 <= now {
-            crate::timer::run_due(&sh);
-            acted = true;
-        }
+        // Timers a millisecond overdue: their Ps' Ms are busy.
+        acted |= crate::timer::run_all_due(&sh, 1_000_000);
         // Go's rule: 20 µs while sysmon has something to do, doubling after 50 idle looks.
         // The cap is 1 ms while Ps are scheduling (a pending wake-up is delivered within
         // about that), 10 ms when the runtime is idle.
@@ -162,11 +168,14 @@ fn look_at(sh: &Shared, p: &P, seen: &mut Seen, backlog: &mut Backlog, now: u64)
     let tick = p.tick.load(Ordering::Relaxed);
     let scheduled = tick != seen.tick;
     if scheduled {
-        *seen = Seen {
-            tick,
-            since: now,
-            reported: false,
-        };
+        seen.tick = tick;
+        seen.since = now;
+        seen.reported = false;
+    }
+    let slice = p.slice.load(Ordering::Relaxed);
+    if slice != seen.slice {
+        seen.slice = slice;
+        seen.slice_since = now;
     }
     let mut acted = false;
     match p.status.load(Ordering::SeqCst) {
@@ -204,6 +213,16 @@ fn look_at(sh: &Shared, p: &P, seen: &mut Seen, backlog: &mut Backlog, now: u64)
             };
             if due && !p.runq.is_empty() && p.wake_pending.swap(0, Ordering::Relaxed) != 0 {
                 machine::wakep(sh);
+                acted = true;
+            }
+            if now.saturating_sub(seen.slice_since) >= FORCE_PREEMPT_NS
+                && head != tail
+                && !p.preempt.load(Ordering::Relaxed)
+            {
+                // One slice per preemption: the next look measures from here, in case the
+                // P does not schedule again soon (a G running long).
+                seen.slice_since = now;
+                p.preempt.store(true, Ordering::Relaxed);
                 acted = true;
             }
             let gid = p.curg_id.load(Ordering::Relaxed);

@@ -1,13 +1,19 @@
 //! Timers: `sleep`, deadlines of channel operations, `select!` and sockets, `after` and
 //! tickers.
 //!
-//! Each runtime has one timer heap (`Shared::timers`), served by its own Ms: an M checks
-//! for due timers each time it schedules while the heap is armed (one clock read; none
-//! when no timer exists), an idle M blocked in the netpoller sleeps exactly until the next
-//! timer (netpoll.rs), and sysmon fires timers that are overdue because every P is busy.
-//! Go keeps a heap per P so that timer-heavy servers scale over many Ps; one heap per
-//! runtime under a mutex is simpler and is off the path of every benchmark here (their
-//! coroutines do not sleep), so it stays until a workload shows the lock.
+//! Each P has its own timer heap (`P::timers`), as in Go since 1.14 (proc.go
+//! `checkTimers`, `timeSleepUntil`): a coroutine's timer goes to the heap of the P it runs
+//! on, so Ps that add and fire timers at the same time do not share a lock, and a heap's
+//! earliest deadline is readable without its lock. A thread that holds no P of the
+//! runtime (a plain thread setting a socket deadline for a coroutine) picks a heap at
+//! random. Who fires them, so that none is lost whatever its P is doing:
+//!
+//! - the P itself, each time it schedules (one atomic load when its heap is empty);
+//! - an M looking for work to steal, on its last pass over the other Ps (their Ms may be
+//!   busy running a coroutine that does not yield, or idle);
+//! - the idle M blocked in the netpoller, which sleeps until the earliest deadline of any
+//!   heap (`next_ns`) and fires every heap that is due when it wakes;
+//! - sysmon, for any heap whose timers are a millisecond overdue (every P busy).
 //!
 //! Waits outside any runtime (a plain thread's channel timeout, `after` on a plain thread)
 //! go to a process-wide heap served by a `tessera-timers` thread.
@@ -24,6 +30,7 @@ use std::time::{Duration, Instant};
 use crate::chan::{self, Receiver, Sender, TrySendError};
 use crate::coroutine::WaitReason;
 use crate::park::Parker;
+use crate::processor::P;
 use crate::runtime::Shared;
 use crate::wait::{TIMEOUT, Token};
 
@@ -137,6 +144,13 @@ impl TimerHeap {
         earliest.then(|| self.ns(when))
     }
 
+    /// Drops every timer (a runtime's drop: their tokens and channels go with them).
+    pub(crate) fn clear(&self) {
+        let old = core::mem::take(&mut self.heap.lock().unwrap_or_else(|e| e.into_inner()).heap);
+        self.next.store(u64::MAX, Ordering::SeqCst);
+        drop(old);
+    }
+
     /// Moves every timer due at `now` into `out`.
     fn take_due(&self, now: Instant, out: &mut Vec<Timer>) {
         if self.ns(now) < self.next_ns() {
@@ -180,21 +194,71 @@ fn fire(timers: Vec<Timer>, rearm: &dyn Fn(Instant, Action)) {
     }
 }
 
-/// Fires the runtime's due timers (called by Ms and sysmon). Woken coroutines go to the
-/// caller's P if it holds one, else to the global queue.
-pub(crate) fn run_due(sh: &Shared) {
-    if !sh.timers.armed() {
-        return;
+/// Fires the due timers of `p`'s heap (called by any thread: the P's own M, a thief,
+/// the poller, sysmon). Woken coroutines go to the caller's P if it holds one, else to the
+/// global queue. Returns whether any fired.
+pub(crate) fn run_due(sh: &Shared, p: &P) -> bool {
+    if !p.timers.armed() {
+        return false;
     }
     let mut due = Vec::new();
-    sh.timers.take_due(Instant::now(), &mut due);
-    if !due.is_empty() {
+    p.timers.take_due(Instant::now(), &mut due);
+    let fired = !due.is_empty();
+    if fired {
         fire(due, &|when, action| add_to_runtime(sh, when, action));
+    }
+    fired
+}
+
+/// Fires the timers of every P whose earliest one is at least `late_ns` overdue. Returns
+/// whether any fired.
+pub(crate) fn run_all_due(sh: &Shared, late_ns: u64) -> bool {
+    let now = sh.now_ns();
+    let mut fired = false;
+    for p in sh.ps.iter() {
+        if p.timers.next_ns().saturating_add(late_ns) <= now {
+            fired |= run_due(sh, p);
+        }
+    }
+    fired
+}
+
+/// The earliest deadline of all the runtime's timers (nanoseconds on its clock), `u64::MAX`
+/// if none (Go's `timeSleepUntil`).
+pub(crate) fn next_ns(sh: &Shared) -> u64 {
+    sh.ps
+        .iter()
+        .map(|p| p.timers.next_ns())
+        .min()
+        .unwrap_or(u64::MAX)
+}
+
+/// Whether the runtime has any timer pending.
+pub(crate) fn armed(sh: &Shared) -> bool {
+    next_ns(sh) != u64::MAX
+}
+
+/// How long until the runtime's earliest timer, `None` when there is none.
+pub(crate) fn until_next(sh: &Shared) -> Option<Duration> {
+    let next = next_ns(sh);
+    (next != u64::MAX).then(|| Duration::from_nanos(next.saturating_sub(sh.now_ns())))
+}
+
+/// Drops every timer of the runtime (its drop: their tokens and channels go with them).
+pub(crate) fn clear(sh: &Shared) {
+    for p in sh.ps.iter() {
+        p.timers.clear();
     }
 }
 
+/// Adds a timer to the heap of the caller's P, or of a P picked at random for a thread
+/// that holds none of this runtime's.
 fn add_to_runtime(sh: &Shared, when: Instant, action: Action) {
-    if let Some(ns) = sh.timers.push(when, action) {
+    let p = crate::machine::current_p(sh).unwrap_or_else(|| {
+        let n = sh.ps.len() as u64;
+        &sh.ps[(crate::machine::fastrand() % n) as usize]
+    });
+    if let Some(ns) = p.timers.push(when, action) {
         crate::machine::timer_added(sh, ns);
     }
 }

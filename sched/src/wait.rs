@@ -20,6 +20,9 @@ use crate::machine;
 pub(crate) const NONE: usize = usize::MAX;
 /// The arm a deadline claims.
 pub(crate) const TIMEOUT: usize = usize::MAX - 1;
+/// The arm a runtime's drop claims for the coroutines it unwinds (teardown.rs): nobody
+/// else may wake them from then on.
+pub(crate) const CANCELLED: usize = usize::MAX - 2;
 
 enum Who {
     G(GRef),
@@ -71,16 +74,12 @@ impl Token {
         }
         // SAFETY: the running G is live, and only the G itself touches its token cache.
         let cache = unsafe { &mut *(*g).token.get() };
-        if let Some(t) = cache {
-            // No `Weak` is ever made of a token, so a strong count of one means the cache
-            // holds the only reference, and nobody can make another. The acquire fence
-            // pairs with the release decrement of the last other holder, so its uses of the
-            // token happen before we reset it.
-            if Arc::strong_count(t) == 1 {
-                fence(Ordering::Acquire);
-                t.selected.store(NONE, Ordering::Relaxed);
-                return t.clone();
-            }
+        if let Some(t) = cache
+            && !Token::shared_elsewhere(t)
+        {
+            // The cache holds the only reference, and nobody can make another.
+            t.selected.store(NONE, Ordering::Relaxed);
+            return t.clone();
         }
         let t = Arc::new(Token {
             selected: AtomicUsize::new(NONE),
@@ -95,6 +94,18 @@ impl Token {
         self.selected
             .compare_exchange(NONE, arm, Ordering::AcqRel, Ordering::Acquire)
             .is_ok()
+    }
+
+    /// Whether anybody but the holder of `this` may still use the token: a claimant between
+    /// its claim and the end of its `notify`, or a wait queue or timer it is still on.
+    pub(crate) fn shared_elsewhere(this: &Arc<Token>) -> bool {
+        // No `Weak` is ever made of a token, so a strong count of one means `this` is the
+        // only reference, and nobody can make another. The acquire fence pairs with the
+        // release decrement of the last other holder, so its uses of the token happen
+        // before whatever the caller does next.
+        let others = Arc::strong_count(this) > 1;
+        fence(Ordering::Acquire);
+        others
     }
 
     pub(crate) fn selected(&self) -> usize {

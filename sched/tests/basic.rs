@@ -89,11 +89,18 @@ fn sleep_parks_and_wakes() {
         let hs: Vec<_> = (0..100)
             .map(|i| {
                 spawn(move || {
-                    tessera_sched::sleep(Duration::from_millis(i % 7));
+                    let d = Duration::from_millis(i % 7 + 1);
+                    let start = std::time::Instant::now();
+                    tessera_sched::sleep(d);
+                    // A sleep that returned at once (a no-op) fails here; one that never
+                    // returns, the watchdog. (timers.rs tests the upper bounds.)
+                    assert!(start.elapsed() >= d, "woke before {d:?}");
                     1
                 })
             })
             .collect();
+        // While they sleep, they are parked, not spinning: this coroutine gets to look.
+        common::until_waiting_any(tessera_sched::WaitReason::Sleep);
         hs.into_iter().map(|h| h.join().unwrap()).sum::<i32>()
     });
     assert_eq!(n, 100);

@@ -36,6 +36,8 @@ impl fmt::Display for OsError {
     }
 }
 
+impl core::error::Error for OsError {}
+
 /// How `purge` hands pages back.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum PurgeAdvice {
@@ -352,6 +354,13 @@ pub fn read_small_file<'a>(path: &core::ffi::CStr, buf: &'a mut [u8]) -> &'a [u8
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn os_error_is_an_error_without_a_source() {
+        let e: &dyn core::error::Error = &OsError(libc::ENOMEM);
+        assert_eq!(e.to_string(), "OS error 12");
+        assert!(e.source().is_none());
+    }
 
     #[test]
     fn reserve_is_aligned_and_lazy() {

@@ -2,7 +2,7 @@
 // project from the workload descriptions. Each prints "name ns/op value" lines (or RSS
 // figures for parked), the median of several repetitions.
 //
-//	go run . spawn-join | ping-pong | yield | select-many | parked [N]
+//	go run . spawn-join | ping-pong | yield | select-many | parked [N] | fairness [seconds] | timers [N]
 //
 // GOMAXPROCS is taken from the environment (the runner sets it).
 package main
@@ -16,6 +16,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 )
 
@@ -236,9 +237,91 @@ func parked(n int) {
 	close(ch)
 }
 
+// fairness: issue #14's starvation reproducer. A pair hands the P back and forth over
+// unbuffered channels, a third goroutine yields in a loop, and after 100 ms one of the
+// pair spawns a fourth just before it receives. Prints the yielder's iterations, the spawned goroutine's start
+// latency and the pair's hand-offs (the same as `--example fairness` of tessera-sched).
+func fairness(secs float64) {
+	var stop atomic.Bool
+	var yields, handoffs, startNs atomic.Int64
+	t0 := time.Now()
+	ping, pong := make(chan int), make(chan int)
+	go func() {
+		v := 0
+		for !stop.Load() {
+			ping <- v
+			v = <-pong
+		}
+		close(ping)
+	}()
+	go func() {
+		spawned := false
+		for {
+			n := handoffs.Add(2) - 2
+			if !spawned && n%1024 == 0 && time.Since(t0) >= 100*time.Millisecond {
+				spawned = true
+				at := time.Now()
+				go func() { startNs.Store(time.Since(at).Nanoseconds() + 1) }()
+			}
+			v, ok := <-ping
+			if !ok {
+				return
+			}
+			pong <- v + 1
+		}
+	}()
+	go func() {
+		for !stop.Load() {
+			runtime.Gosched()
+			yields.Add(1)
+		}
+	}()
+	time.Sleep(time.Duration(secs * float64(time.Second)))
+	y, lat, h := yields.Load(), startNs.Load(), handoffs.Load()
+	stop.Store(true)
+	start := fmt.Sprintf("not started after %.1f s", secs-0.1)
+	if lat != 0 {
+		start = fmt.Sprintf("%.2f ms", float64(lat-1)/1e6)
+	}
+	fmt.Printf("go procs=%d %g s: yielder iterations %d, spawned goroutine start %s, pair hand-offs %d\n",
+		runtime.GOMAXPROCS(0), secs, y, start, h)
+}
+
+// timers: n goroutines each sleep 1-100 ms once (the same durations as the Rust runner's
+// sched_timers.rs); prints the process's CPU time and how late the sleeps ended.
+func timers(n int) {
+	cpu := func() time.Duration {
+		var ru syscall.Rusage
+		syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
+		return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+	}
+	before := cpu()
+	late := make([]int64, n)
+	var wg sync.WaitGroup
+	wg.Add(n)
+	for i := 0; i < n; i++ {
+		go func(i int) {
+			d := time.Duration(1+((uint64(i)*2654435761)>>7)%100) * time.Millisecond
+			start := time.Now()
+			time.Sleep(d)
+			late[i] = int64(time.Since(start) - d)
+			if late[i] < 0 {
+				late[i] = 0
+			}
+			wg.Done()
+		}(i)
+	}
+	wg.Wait()
+	used := cpu() - before
+	sort.Slice(late, func(a, b int) bool { return late[a] < late[b] })
+	pct := func(q float64) float64 { return float64(late[int(float64(n-1)*q)]) / 1e3 }
+	fmt.Printf("go timers %d cpu_ms %.1f late_p50_us %.1f late_p99_us %.1f late_max_us %.1f\n",
+		n, float64(used.Nanoseconds())/1e6, pct(0.5), pct(0.99), pct(1.0))
+}
+
 func main() {
 	if len(os.Args) < 2 {
-		fmt.Fprintln(os.Stderr, "usage: sched spawn-join|ping-pong|yield|select-many|parked [N]")
+		fmt.Fprintln(os.Stderr, "usage: sched spawn-join|ping-pong|yield|select-many|parked [N]|fairness [seconds]|timers [N]")
 		os.Exit(2)
 	}
 	switch os.Args[1] {
@@ -256,6 +339,18 @@ func main() {
 			n, _ = strconv.Atoi(os.Args[2])
 		}
 		parked(n)
+	case "timers":
+		n := 100000
+		if len(os.Args) > 2 {
+			n, _ = strconv.Atoi(os.Args[2])
+		}
+		timers(n)
+	case "fairness":
+		secs := 3.0
+		if len(os.Args) > 2 {
+			secs, _ = strconv.ParseFloat(os.Args[2], 64)
+		}
+		fairness(secs)
 	default:
 		fmt.Fprintln(os.Stderr, "unknown workload", os.Args[1])
 		os.Exit(2)

@@ -94,4 +94,8 @@ display!(TryRecvError, , "channel empty or closed");
 display!(RecvTimeoutError, , "receive timed out or channel closed");
 
 impl<T> std::error::Error for SendError<T> {}
+impl<T> std::error::Error for TrySendError<T> {}
+impl<T> std::error::Error for SendTimeoutError<T> {}
 impl std::error::Error for RecvError {}
+impl std::error::Error for TryRecvError {}
+impl std::error::Error for RecvTimeoutError {}

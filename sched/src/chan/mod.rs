@@ -325,7 +325,16 @@ impl<T> Chan<T> {
         } else {
             WaitReason::ChanRecv
         };
+        // A runtime dropped while we wait unwinds this frame from `wait_until`, its stack
+        // then freed: the waiter must leave the queue first.
+        let unwind_guard = DequeueOnDrop {
+            chan: self,
+            waiter: &w,
+            send,
+        };
         let sel = token.wait_until(reason, deadline);
+        // Returned: popped by a claimant, or dequeued just below after a timeout.
+        core::mem::forget(unwind_guard);
         if sel == TIMEOUT {
             // SAFETY: enqueued on this channel only, with the same `send`.
             unsafe { self.dequeue(&w, send) };
@@ -341,6 +350,21 @@ impl<T> Chan<T> {
             End::Done
         };
         (n.slot.take(), end)
+    }
+}
+
+/// Takes a blocked send's or receive's waiter off its queue if its frame is dropped while
+/// it may still be queued (an unwind out of the wait).
+struct DequeueOnDrop<'a, T> {
+    chan: &'a Chan<T>,
+    waiter: &'a Waiter<T>,
+    send: bool,
+}
+
+impl<T> Drop for DequeueOnDrop<'_, T> {
+    fn drop(&mut self) {
+        // SAFETY: the waiter was enqueued on this channel only, with this `send` (`block`).
+        unsafe { self.chan.dequeue(self.waiter, self.send) };
     }
 }
 

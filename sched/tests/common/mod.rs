@@ -67,6 +67,15 @@ pub(crate) fn until_waiting(name: &str, reason: WaitReason, give_up: Option<Inst
     }
 }
 
+/// Yields until some coroutine is parked for `reason` (the watchdog ends a wait for one
+/// that never is).
+pub(crate) fn until_waiting_any(reason: WaitReason) {
+    let state = format!("[waiting, {}", reason.as_str());
+    while !tessera_sched::dump().contains(&state) {
+        tessera_sched::yield_now();
+    }
+}
+
 /// A loopback TCP address that refuses connections, with the socket that keeps it so: bound
 /// but not listening, and without `SO_REUSEADDR`, so no other socket can bind the port (and
 /// listen there) while the test connects to it. The port of a listener that was just closed
@@ -97,3 +106,10 @@ pub(crate) fn refusing_addr() -> (std::os::fd::OwnedFd, std::net::SocketAddr) {
         std::net::SocketAddr::from((std::net::Ipv4Addr::LOCALHOST, u16::from_be(sin.sin_port)));
     (owned, addr)
 }
+
+// Running one test of this binary in a child process, for the tests that exhaust a
+// process-wide resource other tests need: the stacks crate's helpers.
+#[path = "../../../coroutine-stacks/tests/common/mod.rs"]
+mod child_process;
+#[allow(unused_imports)] // each test binary uses its own subset
+pub(crate) use child_process::{child_mode, run_child};
