@@ -107,7 +107,9 @@ impl Bin {
         let mut at = self.free;
         while !at.is_null() {
             count += 1;
-            at = block_next(at);
+            // SAFETY: the bin's list holds free objects of its current span, linked through
+            // their first words, and only the cache's own thread (the caller) touches it.
+            at = unsafe { block_next(at) };
         }
         count
     }
@@ -183,16 +185,27 @@ struct RemoteBatch {
 
 const BATCH_MAX: u32 = 64;
 
-#[inline]
-fn block_next(block: *mut u8) -> *mut u8 {
-    // SAFETY: free blocks hold their successor in their first word; every block is at
-    // least 8 bytes and 8-aligned.
+/// The successor of `block` on its free list, which a free block keeps in its first word.
+/// The allocation fast paths in `lib.rs` pop with it too, so it stays `#[inline(always)]`.
+///
+/// # Safety
+/// `block` must be a free object on a list the calling thread alone reads and writes (a
+/// bin's list, a span's local list, or a chain taken off a remote list). Every object is at
+/// least 8 bytes and 8-aligned, so its first word is then readable.
+#[inline(always)]
+pub(crate) unsafe fn block_next(block: *mut u8) -> *mut u8 {
+    // SAFETY: the caller's contract.
     unsafe { block.cast::<*mut u8>().read() }
 }
 
+/// Links `block` to `next` through its first word.
+///
+/// # Safety
+/// `block` must be an object (at least 8 bytes, 8-aligned, as every object is) that the
+/// calling thread holds alone: one being freed, or one carved and not yet handed out.
 #[inline]
-fn set_block_next(block: *mut u8, next: *mut u8) {
-    // SAFETY: as in `block_next`; the block is free and ours.
+unsafe fn set_block_next(block: *mut u8, next: *mut u8) {
+    // SAFETY: the caller's contract.
     unsafe { block.cast::<*mut u8>().write(next) }
 }
 
@@ -231,14 +244,17 @@ impl Cache {
             let bin = &mut self.bins[class];
             let block = bin.free;
             if !block.is_null() {
-                bin.free = block_next(block);
+                // SAFETY: `block` heads the bin's list, free objects of the current span that
+                // only this cache's thread touches.
+                bin.free = unsafe { block_next(block) };
                 return block;
             }
             let span = self.bins[class].span;
             if !span.is_null() {
                 // SAFETY: the current span is an in-use small span this cache owns.
                 let s = unsafe { &*span };
-                let list = self.more_from_current(s, class);
+                // SAFETY: `s` is the current span of bin `class`.
+                let list = unsafe { self.more_from_current(s, class) };
                 if !list.is_null() {
                     self.bins[class].free = list;
                     continue;
@@ -271,10 +287,15 @@ impl Cache {
     }
 
     /// More free objects from the current span: carve, or take its remote list.
-    fn more_from_current(&mut self, s: &Span, class: usize) -> *mut u8 {
+    ///
+    /// # Safety
+    /// `s` must be the current span of this cache's bin `class`.
+    unsafe fn more_from_current(&mut self, s: &Span, class: usize) -> *mut u8 {
         let carved = s.carved.load(Ordering::Relaxed);
         if carved < s.capacity {
-            return carve(s, class, carved);
+            // SAFETY: the current span of bin `class` (the contract) is a small span of
+            // `class` that this cache owns, and `carved` is its count, below its capacity.
+            return unsafe { carve(s, class, carved) };
         }
         let (head, _) = remote::take(s);
         head
@@ -294,7 +315,9 @@ impl Cache {
             return;
         }
         self.bins[class] = Bin::EMPTY;
-        self.link(span, ON_FULL);
+        // SAFETY: a span we own that is on none of our lists: it was current until the line
+        // above.
+        unsafe { self.link(span, ON_FULL) };
     }
 
     /// Makes a span with free objects current for `class`: from the notifications, the
@@ -310,7 +333,8 @@ impl Cache {
         let node = node::node(crate::current_node());
         let span = if !self.partial[class].is_null() {
             let span = self.partial[class];
-            self.unlink(span);
+            // SAFETY: the head of our partial list of `class`: a span we own, listed there.
+            unsafe { self.unlink(span) };
             if self.spare[class] == span {
                 self.spare[class] = ptr::null_mut();
             }
@@ -386,10 +410,15 @@ impl Cache {
             // Pending or not, the notification has now arrived.
             s.user_flags &= !NOTIFY_PENDING;
             if s.user_flags & WHERE_MASK == ON_FULL {
-                self.unlink(at);
-                self.link(at, ON_PARTIAL);
+                // SAFETY: a span of ours on our full list (its flags say so); after the
+                // unlink it is on none of our lists.
+                unsafe {
+                    self.unlink(at);
+                    self.link(at, ON_PARTIAL);
+                }
             }
-            self.release_if_empty(at);
+            // SAFETY: a span of ours (see above).
+            unsafe { self.release_if_empty(at) };
             at = next;
         }
     }
@@ -406,7 +435,8 @@ impl Cache {
         // SAFETY: forwarded contract.
         match unsafe { self.free_owned_fast(s, ptr) } {
             Freed::Done => return,
-            Freed::Emptied => return self.release_if_empty(span),
+            // SAFETY: we own the span (the caller's contract).
+            Freed::Emptied => return unsafe { self.release_if_empty(span) },
             Freed::Not => {}
         }
         // What the fast cases leave: a block at the head of the list it would go onto (the
@@ -422,10 +452,15 @@ impl Cache {
                 // A remote freer won: it notifies us; the drain must not re-move the span.
                 s.user_flags |= NOTIFY_PENDING;
             }
-            self.unlink(span);
-            self.link(span, ON_PARTIAL);
+            // SAFETY: we own the span (the caller's contract) and it is on our full list (its
+            // flags say so); after the unlink it is on none of our lists.
+            unsafe {
+                self.unlink(span);
+                self.link(span, ON_PARTIAL);
+            }
         }
-        self.release_if_empty(span);
+        // SAFETY: we own the span (the caller's contract).
+        unsafe { self.release_if_empty(span) };
     }
 
     /// `free_local`'s common cases, inlined into the unsized free: a block of the span the
@@ -445,7 +480,8 @@ impl Cache {
             if ptr == bin.free {
                 return Freed::Not;
             }
-            set_block_next(ptr, bin.free);
+            // SAFETY: `ptr` is a live object of ours that the caller gives up (the contract).
+            unsafe { set_block_next(ptr, bin.free) };
             bin.free = ptr;
             return Freed::Done;
         }
@@ -464,9 +500,12 @@ impl Cache {
     }
 
     /// Returns a non-current span whose every carved object is free to the page heap.
+    ///
+    /// # Safety
+    /// `span` must be a small span this cache owns (current, listed, or on none of its lists).
     #[inline(never)]
-    fn release_if_empty(&mut self, span: *mut Span) {
-        // SAFETY: we own the span.
+    unsafe fn release_if_empty(&mut self, span: *mut Span) {
+        // SAFETY: we own the span (the contract).
         let s = unsafe { &*span };
         if s.user_flags & (WHERE_MASK | NOTIFY_PENDING) != ON_PARTIAL {
             return;
@@ -481,17 +520,25 @@ impl Cache {
             return;
         }
         if self.spare[class] != span {
-            self.release_empty(span);
+            // SAFETY: ours, on our partial list with no notification pending (the flags test
+            // above), and every carved object is free (the count test).
+            unsafe { self.release_empty(span) };
         }
     }
 
     /// Takes an empty span off the partial list: into the stash if it has room and the
     /// span belongs to the node the thread runs on, else back to the page heap.
-    fn release_empty(&mut self, span: *mut Span) {
-        // SAFETY: we own the span.
+    ///
+    /// # Safety
+    /// `span` must be a small span this cache owns, on its partial list, with no
+    /// notification pending (nothing will reach it through the notification stack), and
+    /// every carved object free (no live object goes back to the page heap).
+    unsafe fn release_empty(&mut self, span: *mut Span) {
+        // SAFETY: we own the span (the contract).
         let s = unsafe { &*span };
         // Every carved object is free, so no free can race with us (short of a double free).
-        self.unlink(span);
+        // SAFETY: ours and on our partial list (the contract).
+        unsafe { self.unlink(span) };
         // Nothing may take the record for one of our spans any more (the unsized free trusts
         // the owner field alone).
         s.owner.store(ptr::null_mut(), Ordering::Relaxed);
@@ -589,7 +636,9 @@ impl Cache {
                 s.local_free.store(bin.free, Ordering::Relaxed);
                 s.local_count.store(count, Ordering::Relaxed);
                 *bin = Bin::EMPTY;
-                self.link(span, ON_PARTIAL);
+                // SAFETY: a span we own that is on none of our lists: it was current until
+                // the line above.
+                unsafe { self.link(span, ON_PARTIAL) };
             }
             // The spare goes too (it is on the partial list): a flushed cache may sit idle
             // for a long time.
@@ -602,9 +651,12 @@ impl Cache {
                 if s.user_flags & NOTIFY_PENDING == 0 {
                     let free = s.local_count.load(Ordering::Relaxed) + remote::count(s);
                     if free == s.carved.load(Ordering::Relaxed) {
-                        self.release_empty(at);
+                        // SAFETY: ours, on our partial list, no notification pending (tested
+                        // above), every carved object free (just counted).
+                        unsafe { self.release_empty(at) };
                     } else {
-                        self.unlink(at);
+                        // SAFETY: ours, on our partial list.
+                        unsafe { self.unlink(at) };
                         let central = &node::node(s.node()).centrals[class];
                         s.owner.store(central.owner_tag(), Ordering::Release);
                         // SAFETY: the span is unlinked, partly used, and now tagged as central's.
@@ -647,8 +699,14 @@ impl Cache {
         }
     }
 
-    fn link(&mut self, span: *mut Span, place: u8) {
-        // SAFETY: we own the span; `prev`/`next` are ours while it is in use.
+    /// Files `span` on its class's list `place` and records `place` in its flags.
+    ///
+    /// # Safety
+    /// `span` must be a small span this cache owns that is on none of its lists, and
+    /// `place` must be `ON_PARTIAL` or `ON_FULL` (the frees trust the flags to say where
+    /// the span is).
+    unsafe fn link(&mut self, span: *mut Span, place: u8) {
+        // SAFETY: we own the span (the contract); `prev`/`next` are ours while it is in use.
         let s = unsafe { &mut *span };
         let head = self.list_head(s.class as usize, place);
         s.prev = ptr::null_mut();
@@ -661,8 +719,12 @@ impl Cache {
         s.user_flags = (s.user_flags & !WHERE_MASK) | place;
     }
 
-    fn unlink(&mut self, span: *mut Span) {
-        // SAFETY: we own the span.
+    /// Takes `span` off the list its flags name; it is then on none (`ON_NONE`).
+    ///
+    /// # Safety
+    /// `span` must be a small span this cache owns, on its partial or full list.
+    unsafe fn unlink(&mut self, span: *mut Span) {
+        // SAFETY: we own the span (the contract).
         let s = unsafe { &mut *span };
         let place = s.user_flags & WHERE_MASK;
         debug_assert!(place == ON_PARTIAL || place == ON_FULL);
@@ -712,7 +774,8 @@ fn drain(stash: &mut Stash, idle: bool) {
 /// on any free list.
 #[inline(always)]
 unsafe fn push_local(s: &Span, ptr: *mut u8) -> u32 {
-    set_block_next(ptr, s.local_free.load(Ordering::Relaxed));
+    // SAFETY: `ptr` is an object of ours on no free list (the contract), so ours alone.
+    unsafe { set_block_next(ptr, s.local_free.load(Ordering::Relaxed)) };
     s.local_free.store(ptr, Ordering::Relaxed);
     let count = s.local_count.load(Ordering::Relaxed) + 1;
     s.local_count.store(count, Ordering::Relaxed);
@@ -745,15 +808,22 @@ pub(crate) unsafe extern "C" fn release_emptied(cache: *mut Cache, span: *mut Sp
 }
 
 /// Carves the next batch of objects from `s` (which has uncarved room) into a list.
-fn carve(s: &Span, class: usize, carved: u32) -> *mut u8 {
+///
+/// # Safety
+/// `s` must be an in-use small span of `class` that the calling thread's cache owns, and
+/// `carved` its carved count, below its capacity: the objects from `carved` on then lie
+/// inside the span and have never been handed out, so the calling thread alone writes them.
+unsafe fn carve(s: &Span, class: usize, carved: u32) -> *mut u8 {
     let size = CLASSES[class].size as usize;
     let batch = (CARVE_BYTES / size).clamp(1, (s.capacity - carved) as usize);
     let first = s.base() as usize + carved as usize * size;
     for i in 0..batch - 1 {
         let block = (first + i * size) as *mut u8;
-        set_block_next(block, (first + (i + 1) * size) as *mut u8);
+        // SAFETY: an uncarved object of `s` (`batch` stops at the capacity): ours alone.
+        unsafe { set_block_next(block, (first + (i + 1) * size) as *mut u8) };
     }
-    set_block_next((first + (batch - 1) * size) as *mut u8, ptr::null_mut());
+    // SAFETY: as above, the batch's last object.
+    unsafe { set_block_next((first + (batch - 1) * size) as *mut u8, ptr::null_mut()) };
     s.carved.store(carved + batch as u32, Ordering::Relaxed);
     first as *mut u8
 }
@@ -769,13 +839,15 @@ impl Cache {
     pub(crate) unsafe fn free_remote_batched(&mut self, span: *mut Span, ptr: *mut u8) {
         let batch = &mut self.batch;
         if batch.span == span && batch.count < BATCH_MAX {
-            set_block_next(ptr, batch.head);
+            // SAFETY: a live object the caller gives up (the contract): ours alone.
+            unsafe { set_block_next(ptr, batch.head) };
             batch.head = ptr;
             batch.count += 1;
             return;
         }
         self.publish_batch();
-        set_block_next(ptr, ptr::null_mut());
+        // SAFETY: as above.
+        unsafe { set_block_next(ptr, ptr::null_mut()) };
         self.batch = RemoteBatch {
             span,
             head: ptr,
@@ -799,7 +871,8 @@ impl Cache {
             return;
         }
         // SAFETY: the batch holds free objects of `batch.span`, which stays in use while
-        // they are unpublished (its owner counts them as allocated), linked head to tail.
+        // they are unpublished (its owner counts them as allocated), linked head to tail; a
+        // push that returns true won the span's `FULL` -> `NORMAL` transition.
         unsafe {
             let span = &*batch.span;
             if remote::push_chain(span, batch.head, batch.tail, batch.count) {
@@ -816,17 +889,24 @@ impl Cache {
 pub(crate) unsafe fn free_remote(span: &Span, ptr: *mut u8) {
     // SAFETY: forwarded contract.
     if unsafe { remote::push(span, ptr) } {
-        notify_owner(span);
+        // SAFETY: the push returned true: this thread won the `FULL` -> `NORMAL` transition.
+        unsafe { notify_owner(span) };
     }
 }
 
 /// Tells the owner of a span that a remote free un-parked it (this thread won the
 /// `FULL` → `NORMAL` transition, so it is the one to push the span).
-fn notify_owner(span: &Span) {
+///
+/// # Safety
+/// The calling thread must have just won `span`'s `FULL` → `NORMAL` transition (a remote
+/// push that returned true): only a cache parks a span, so `owner` then names that cache,
+/// and it cannot change until the owner drains this notification.
+unsafe fn notify_owner(span: &Span) {
     // Owners are caches that are never freed (only recycled), and a parked span's owner
     // cannot change while it is parked.
     let owner = span.owner.load(Ordering::Acquire) as *const Cache;
-    // SAFETY: see above; `notify` is the one field other threads may touch.
+    // SAFETY: `owner` is a cache (the contract), never unmapped; `notify` is the one field
+    // other threads may touch.
     let stack = unsafe { &(*owner).notify };
     let me = span as *const Span as *mut Span;
     let mut head = stack.load(Ordering::Relaxed);

@@ -87,12 +87,6 @@ unsafe impl GlobalAlloc for Tessera {
 
 pub(crate) use config::current_node;
 
-#[inline(always)]
-fn next_of(block: *mut u8) -> *mut u8 {
-    // SAFETY: a free block holds its successor in its first word.
-    unsafe { block.cast::<*mut u8>().read() }
-}
-
 /// Allocates `size` bytes aligned to `align` (a power of two). Null when out of memory.
 ///
 /// The fast path: a class lookup, a thread-local load and a pop. `#[inline(never)]` is the
@@ -100,14 +94,16 @@ fn next_of(block: *mut u8) -> *mut u8 {
 #[inline(never)]
 pub fn alloc(size: usize, align: usize) -> *mut u8 {
     if size <= MAX_FAST && align <= 16 {
-        let class = class_of_fast((size + align - 1) & !(align - 1));
+        // SAFETY: `size` rounded up to an alignment of at most 16 is at most `MAX_FAST + 15`.
+        let class = unsafe { class_of_fast((size + align - 1) & !(align - 1)) };
         let cache = thread::current();
         if !cache.is_null() {
             // SAFETY: a non-null current cache is valid and used by this thread alone.
             let bin = unsafe { &mut (*cache).bins[class] };
             let block = bin.free;
             if !block.is_null() {
-                bin.free = next_of(block);
+                // SAFETY: `block` heads our bin's list, which only this thread touches.
+                bin.free = unsafe { cache::block_next(block) };
                 return block;
             }
         }
@@ -150,7 +146,9 @@ fn alloc_small(cache: &mut cache::Cache, class: usize, size: usize, zero: bool) 
         cache.refill(class)
     } else {
         let block = bin.free;
-        bin.free = next_of(block);
+        // SAFETY: `block` heads the cache's bin list, which only this thread touches (the
+        // thread's cache, or the orphan cache under its lock).
+        bin.free = unsafe { cache::block_next(block) };
         block
     };
     if zero && !block.is_null() {
@@ -179,7 +177,8 @@ fn alloc_small(cache: &mut cache::Cache, class: usize, size: usize, zero: bool) 
 #[inline(always)]
 pub fn malloc_fast(size: usize) -> *mut u8 {
     if size <= MAX_FAST {
-        let class = class_of_malloc(size);
+        // SAFETY: `size <= MAX_FAST`.
+        let class = unsafe { class_of_malloc(size) };
         let cache = thread::current();
         if !cache.is_null() {
             // SAFETY: a non-null current cache is valid and used by this thread alone; the
@@ -187,7 +186,8 @@ pub fn malloc_fast(size: usize) -> *mut u8 {
             let bin = unsafe { (*cache).bins.get_unchecked_mut(class) };
             let block = bin.free;
             if !block.is_null() {
-                bin.free = next_of(block);
+                // SAFETY: `block` heads our bin's list, which only this thread touches.
+                bin.free = unsafe { cache::block_next(block) };
                 return block;
             }
         }
@@ -275,7 +275,8 @@ pub unsafe fn dealloc(ptr: *mut u8, size: usize, align: usize) {
 #[inline(always)]
 pub unsafe fn dealloc_inlined(ptr: *mut u8, size: usize, align: usize) {
     if size <= MAX_FAST && align <= 16 {
-        let class = class_of_fast((size + align - 1) & !(align - 1));
+        // SAFETY: `size` rounded up to an alignment of at most 16 is at most `MAX_FAST + 15`.
+        let class = unsafe { class_of_fast((size + align - 1) & !(align - 1)) };
         let cache = thread::current();
         if !cache.is_null() {
             // SAFETY: a non-null current cache is valid and used by this thread alone.

@@ -85,7 +85,9 @@ impl fmt::Debug for Installed<'_> {
 ///   a cache that may move to another thread or be dropped.
 /// - Guards on one thread must end in the reverse order of their creation.
 pub unsafe fn install_cache(cache: &mut ProcessorCache) -> Installed<'_> {
-    let previous = thread::swap_current(cache.cache.as_ptr());
+    // SAFETY: a valid cache, which the guard's mutable borrow keeps off every other thread
+    // and alive for as long as the guard lives (it is not leaked: the contract).
+    let previous = unsafe { thread::swap_current(cache.cache.as_ptr()) };
     Installed {
         previous,
         _cache: PhantomData,
@@ -100,6 +102,9 @@ impl Installed<'_> {
 
 impl Drop for Installed<'_> {
     fn drop(&mut self) {
-        thread::swap_current(self.previous);
+        // SAFETY: `previous` was current on this thread when the guard began, and guards
+        // end in reverse order (`install_cache`'s contract), so whatever kept it valid and
+        // on this thread then (the thread's own cache, or an outer guard) still does.
+        unsafe { thread::swap_current(self.previous) };
     }
 }

@@ -241,7 +241,12 @@ mod loom_tests {
             .collect()
     }
 
-    fn list_len(mut at: *mut u8) -> u32 {
+    /// Blocks on the list that starts at `at`.
+    ///
+    /// # Safety
+    /// `at` must be null or the head of a list taken off a word (`take_word`), whose blocks
+    /// are live boxes of `blocks` linked through their first words.
+    unsafe fn list_len(mut at: *mut u8) -> u32 {
         let mut n = 0;
         while !at.is_null() {
             n += 1;
@@ -270,7 +275,8 @@ mod loom_tests {
             let notified = remote.join().unwrap();
             let (head, n) = take_word(&*word);
             assert_eq!(n, 1, "the freed block is on the list");
-            assert_eq!(list_len(head), 1);
+            // SAFETY: a list taken off the word, of blocks from `blocks`.
+            assert_eq!(unsafe { list_len(head) }, 1);
             if notified {
                 assert!(parked, "only a parked span notifies");
             }
@@ -322,10 +328,12 @@ mod loom_tests {
             // SAFETY: b[2] is pushed once, by this thread.
             unsafe { push_word(&*word, b[2] as *mut u8) };
             let (first, n1) = take_word(&*word);
-            assert_eq!(list_len(first), n1);
+            // SAFETY: a list taken off the word, of blocks from `blocks`.
+            assert_eq!(unsafe { list_len(first) }, n1);
             chain.join().unwrap();
             let (second, n2) = take_word(&*word);
-            assert_eq!(list_len(second), n2);
+            // SAFETY: as above.
+            assert_eq!(unsafe { list_len(second) }, n2);
             assert_eq!(n1 + n2, 3);
         });
     }
@@ -345,12 +353,14 @@ mod loom_tests {
                 })
                 .collect();
             let (first, n1) = take_word(&*word);
-            assert_eq!(list_len(first), n1);
+            // SAFETY: a list taken off the word, of blocks from `blocks`.
+            assert_eq!(unsafe { list_len(first) }, n1);
             for p in pushers {
                 p.join().unwrap();
             }
             let (second, n2) = take_word(&*word);
-            assert_eq!(list_len(second), n2);
+            // SAFETY: as above.
+            assert_eq!(unsafe { list_len(second) }, n2);
             assert_eq!(n1 + n2, 2);
         });
     }

@@ -224,24 +224,31 @@ static SMALL_LOOKUP: [u8; SMALL_LOOKUP_LEN] = build_small_lookup();
 /// class above `MAX_FAST` is a multiple of 128, so the coarser index is exact.
 static LARGE_LOOKUP: [u8; LARGE_LOOKUP_LEN] = build_large_lookup();
 
-/// The class of a request of `size <= MAX_FAST + 15` bytes: one table load.
+/// The class of a request of `size <= MAX_FAST + 15` bytes: one table load, unchecked in
+/// release builds (it sits on the fast paths).
+///
+/// # Safety
+/// `size` must be at most `MAX_FAST + 15` (a size up to `MAX_FAST` rounded up to an
+/// alignment of at most 16).
 #[inline(always)]
-pub fn class_of_fast(size: usize) -> usize {
+pub unsafe fn class_of_fast(size: usize) -> usize {
     let index = (size + 7) >> 3;
     assert!(index < SMALL_LOOKUP_LEN || cfg!(not(debug_assertions)));
-    // SAFETY: callers pass at most MAX_FAST + 15 (a size up to MAX_FAST rounded up to an
-    // alignment of at most 16), whose index the table covers.
+    // SAFETY: `size <= MAX_FAST + 15` (the contract), whose index the table covers.
     unsafe { *SMALL_LOOKUP.get_unchecked(index) as usize }
 }
 
 /// The class C's `malloc(size)` takes for `size <= MAX_FAST`: blocks of at most 8 bytes are
 /// 8-byte aligned, larger ones 16-byte aligned (as `libtessera.so` has always promised), in
-/// one table load with no rounding arithmetic.
+/// one table load with no rounding arithmetic, unchecked in release builds.
+///
+/// # Safety
+/// `size` must be at most `MAX_FAST`.
 #[inline(always)]
-pub fn class_of_malloc(size: usize) -> usize {
+pub unsafe fn class_of_malloc(size: usize) -> usize {
     let index = (size + 7) >> 3;
     debug_assert!(index < MALLOC_LOOKUP_LEN);
-    // SAFETY: callers pass at most MAX_FAST, whose index the table covers.
+    // SAFETY: `size <= MAX_FAST` (the contract), whose index the table covers.
     unsafe { *MALLOC_LOOKUP.get_unchecked(index) as usize }
 }
 
@@ -250,7 +257,8 @@ pub fn class_of_malloc(size: usize) -> usize {
 pub fn class_of(size: usize) -> usize {
     debug_assert!(size <= MAX_SMALL);
     if size <= MAX_FAST {
-        class_of_fast(size)
+        // SAFETY: `size <= MAX_FAST`.
+        unsafe { class_of_fast(size) }
     } else {
         LARGE_LOOKUP[(size - MAX_FAST + 127) >> 7] as usize
     }
@@ -387,13 +395,15 @@ mod tests {
     #[test]
     fn malloc_classes_keep_glibc_alignment_and_fit() {
         for size in 0..=MAX_FAST {
-            let class = size_of_class(class_of_malloc(size));
+            // SAFETY: `size <= MAX_FAST`.
+            let malloc_class = unsafe { class_of_malloc(size) };
+            let class = size_of_class(malloc_class);
             assert!(class >= size.max(1), "size {size} in class {class}");
             let align = if size <= 8 { 8 } else { 16 };
             assert!(class.is_multiple_of(align), "size {size} in class {class}");
             // The smallest class that does both.
             assert_eq!(
-                class_of_malloc(size),
+                malloc_class,
                 class_for(size.max(1), align).unwrap(),
                 "size {size}"
             );

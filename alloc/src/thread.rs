@@ -36,10 +36,15 @@ pub(crate) fn current() -> *mut Cache {
 }
 
 /// Replaces the current cache, returning the previous one.
+///
+/// # Safety
+/// `cache` must be null or a valid cache that no other thread uses while it is current on
+/// this one: the allocation and free fast paths dereference it unchecked.
 #[inline]
-pub(crate) fn swap_current(cache: *mut Cache) -> *mut Cache {
+pub(crate) unsafe fn swap_current(cache: *mut Cache) -> *mut Cache {
     let previous = tls::current();
-    tls::set_current(cache);
+    // SAFETY: forwarded contract.
+    unsafe { tls::set_current(cache) };
     previous
 }
 
@@ -100,8 +105,11 @@ pub(crate) fn current_or_init() -> *mut Cache {
     }
     // Publish before `pthread_setspecific`, which may itself allocate (second-level key
     // blocks): the nested call then finds this cache instead of making another.
-    tls::set_own(cache);
-    tls::set_current(cache);
+    // SAFETY: a valid cache the pool just handed to this thread alone.
+    unsafe {
+        tls::set_own(cache);
+        tls::set_current(cache);
+    }
     let key = KEY.load(Ordering::Acquire);
     if key != u32::MAX {
         // SAFETY: `key` was created by `pthread_key_create`; the value is our cache.
@@ -113,9 +121,12 @@ pub(crate) fn current_or_init() -> *mut Cache {
 /// The pthread key destructor: flush the exiting thread's own cache and park it.
 extern "C" fn on_thread_exit(arg: *mut libc::c_void) {
     let cache = arg.cast::<Cache>();
-    tls::set_own(EXITED);
-    if tls::current() == cache {
-        tls::set_current(ptr::null_mut());
+    // SAFETY: `EXITED` and null are values the words may always hold.
+    unsafe {
+        tls::set_own(EXITED);
+        if tls::current() == cache {
+            tls::set_current(ptr::null_mut());
+        }
     }
     // SAFETY: the key's value is the thread's own cache, which nothing uses any more: both
     // thread-locals let go of it above, and from now on this thread allocates from the

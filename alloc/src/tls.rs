@@ -40,7 +40,7 @@ mod imp {
     );
 
     macro_rules! word {
-        ($get:ident, $set:ident, $sym:literal) => {
+        ($get:ident, $set:ident, $sym:literal, $safety:literal) => {
             #[inline(always)]
             pub(crate) fn $get() -> *mut Cache {
                 let value: *mut Cache;
@@ -57,8 +57,12 @@ mod imp {
                 value
             }
 
+            /// Sets this thread's word.
+            ///
+            /// # Safety
+            #[doc = $safety]
             #[inline(always)]
-            pub(crate) fn $set(value: *mut Cache) {
+            pub(crate) unsafe fn $set(value: *mut Cache) {
                 // SAFETY: writes this thread's own slot, as above; nothing else aliases it.
                 unsafe {
                     asm!(
@@ -73,8 +77,18 @@ mod imp {
         };
     }
 
-    word!(current, set_current, "tessera_tls_current");
-    word!(own, set_own, "tessera_tls_own");
+    word!(
+        current,
+        set_current,
+        "tessera_tls_current",
+        "`value` must be null or a valid cache that no other thread uses while it is current on this one: the allocation and free fast paths dereference it unchecked."
+    );
+    word!(
+        own,
+        set_own,
+        "tessera_tls_own",
+        "`value` must be null, `thread::EXITED`, or a valid cache this thread made for itself and no other thread uses: `thread::flush_own` flushes it."
+    );
 }
 
 #[cfg(not(all(target_arch = "x86_64", target_os = "linux")))]
@@ -92,16 +106,22 @@ mod imp {
     pub(crate) fn current() -> *mut Cache {
         CURRENT.with(Cell::get)
     }
+    /// # Safety
+    /// `value` must be null or a valid cache that no other thread uses while it is current
+    /// on this one: the allocation and free fast paths dereference it unchecked.
     #[inline(always)]
-    pub(crate) fn set_current(value: *mut Cache) {
+    pub(crate) unsafe fn set_current(value: *mut Cache) {
         CURRENT.with(|c| c.set(value))
     }
     #[inline(always)]
     pub(crate) fn own() -> *mut Cache {
         OWN.with(Cell::get)
     }
+    /// # Safety
+    /// `value` must be null, `thread::EXITED`, or a valid cache this thread made for itself
+    /// and no other thread uses: `thread::flush_own` flushes it.
     #[inline(always)]
-    pub(crate) fn set_own(value: *mut Cache) {
+    pub(crate) unsafe fn set_own(value: *mut Cache) {
         OWN.with(|c| c.set(value))
     }
 }
@@ -116,21 +136,30 @@ mod tests {
     fn words_are_per_thread() {
         let mine = 0x1000 as *mut Cache;
         let before = (current(), own());
-        set_current(mine);
-        set_own(mine.wrapping_add(1));
+        // SAFETY: fake values, never dereferenced: this unit-test binary runs on the system
+        // allocator, and nothing in this test calls into Tessera before they are restored.
+        unsafe {
+            set_current(mine);
+            set_own(mine.wrapping_add(1));
+        }
         std::thread::spawn(|| {
             // A fresh thread has its own zeroed words (its allocations may have set them to a
             // real cache, but never to ours).
             assert_ne!(current(), 0x1000 as *mut Cache);
-            set_current(0x2000 as *mut Cache);
+            // SAFETY: as above, on this thread.
+            unsafe { set_current(0x2000 as *mut Cache) };
             assert_eq!(current(), 0x2000 as *mut Cache);
-            set_current(core::ptr::null_mut());
+            // SAFETY: null is always allowed.
+            unsafe { set_current(core::ptr::null_mut()) };
         })
         .join()
         .unwrap();
         assert_eq!(current(), mine);
         assert_eq!(own(), mine.wrapping_add(1));
-        set_current(before.0);
-        set_own(before.1);
+        // SAFETY: the values this thread's words held before the test.
+        unsafe {
+            set_current(before.0);
+            set_own(before.1);
+        }
     }
 }

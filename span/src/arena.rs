@@ -111,8 +111,13 @@ impl Arena {
     }
 
     /// Points `page` at the span starting at `start`.
+    ///
+    /// # Safety
+    /// `start` must lie in `HEADER_PAGES..ARENA_PAGES` (the first page of a span of this
+    /// arena is): [`record_of`] and [`span_of`] turn every entry into a record pointer
+    /// without a check, trusting it to name a slot inside the header.
     #[inline]
-    pub(crate) fn map_page(&self, page: usize, start: usize) {
+    pub(crate) unsafe fn map_page(&self, page: usize, start: usize) {
         debug_assert!((HEADER_PAGES..ARENA_PAGES).contains(&start));
         self.page_map[page].store(start as u32, Ordering::Release);
     }

@@ -283,7 +283,8 @@ impl PageHeap {
     /// Hands out a span of `npages` pages marked `kind`, or `None` when the OS refuses memory
     /// or the hard memory limit would be crossed.
     pub fn alloc(&self, npages: usize, kind: SpanKind) -> Option<Allocated> {
-        self.alloc_with(npages, npages, kind, |_, run| run)
+        // SAFETY: the carved run, unchanged, is the span of `npages` pages asked for.
+        unsafe { self.alloc_with(npages, npages, kind, |_, run| run) }
     }
 
     /// Hands out a span of `npages` pages whose first byte is aligned to `align` (a power of
@@ -292,17 +293,25 @@ impl PageHeap {
     pub fn alloc_aligned(&self, npages: usize, align: usize, kind: SpanKind) -> Option<Allocated> {
         debug_assert!(align.is_power_of_two() && align > PAGE_SIZE);
         let total = npages.checked_add(align / PAGE_SIZE - 1)?;
-        self.alloc_with(total, npages, kind, |heap, run| {
+        let shape = |heap: &mut Inner, run: *mut Span| {
             // SAFETY: `run` is an in-use span of this heap, `total` pages long, holding nothing.
             unsafe { heap.trim_to_alignment(run, npages, align) }
-        })
+        };
+        // SAFETY: `trim_to_alignment` returns an in-use span of `npages` pages cut from the
+        // run, with the run's kind, and files the head and tail it cuts off as free runs.
+        unsafe { self.alloc_with(total, npages, kind, shape) }
     }
 
     /// Carves `total` pages (from a dirty run if one fits, else a clean one, growing the
     /// heap by an arena if none fits), lets `shape` cut the span it wants out of them, and
     /// hands that out. A clean run must fit under the hard limit; if it does not, the heap
     /// returns its dirty pages to the OS and tries once more.
-    fn alloc_with(
+    ///
+    /// # Safety
+    /// `shape`, given the in-use span of `total` pages just carved (lock held), must return
+    /// the record of an in-use span of `kind` and `npages` pages cut from it, filing
+    /// whatever it cuts off as free runs: the result is handed out unchecked.
+    unsafe fn alloc_with(
         &self,
         total: usize,
         npages: usize,
@@ -325,7 +334,8 @@ impl PageHeap {
             if !clean || commit::try_commit(total * PAGE_SIZE) {
                 break run;
             }
-            heap.push(run);
+            // SAFETY: the free run `take_fit` just unlinked, back on its list.
+            unsafe { heap.push(run) };
             if purged_for_limit || heap.stats.dirty == 0 {
                 return None;
             }
@@ -571,8 +581,14 @@ impl Inner {
         }
     }
 
-    fn push(&mut self, run: *mut Span) {
-        // SAFETY: `run` is a free-run record in one of our arenas; we hold the lock.
+    /// Files the free run `run` on the list its length and flags name.
+    ///
+    /// # Safety
+    /// `run` must be the record of a free run (kind `Free`) in one of this heap's arenas,
+    /// on none of its lists.
+    unsafe fn push(&mut self, run: *mut Span) {
+        // SAFETY: `run` is a free-run record in one of our arenas (the contract); `&mut self`
+        // is the lock.
         let span = unsafe { &mut *run };
         let b = Self::bucket_of(span.npages());
         let lists = &mut self.lists[Self::set_of(span)];
@@ -586,8 +602,13 @@ impl Inner {
         lists.nonempty[b / 64] |= 1 << (b % 64);
     }
 
-    fn unlink(&mut self, run: *mut Span) {
-        // SAFETY: `run` is on one of our free lists; lock held.
+    /// Takes the free run `run` off its list.
+    ///
+    /// # Safety
+    /// `run` must be on one of this heap's free lists (every free run is, between the
+    /// heap's operations, except one taken off by `take_fit` or `take_for_purge`).
+    unsafe fn unlink(&mut self, run: *mut Span) {
+        // SAFETY: `run` is on one of our free lists (the contract); `&mut self` is the lock.
         let span = unsafe { &mut *run };
         let b = Self::bucket_of(span.npages());
         let lists = &mut self.lists[Self::set_of(span)];
@@ -614,7 +635,8 @@ impl Inner {
         let run = self
             .find_fit(DIRTY, npages)
             .or_else(|| self.find_fit(CLEAN, npages))?;
-        self.unlink(run);
+        // SAFETY: `find_fit` returns a member of our lists.
+        unsafe { self.unlink(run) };
         Some(run)
     }
 
@@ -673,7 +695,8 @@ impl Inner {
         .as_ptr();
         let header = HEADER_PAGES * PAGE_SIZE;
         commit::commit(header);
-        // SAFETY: the arena is fresh and ours; lock held.
+        // SAFETY: the arena is fresh and ours; lock held. Its one free run starts at
+        // `HEADER_PAGES`, inside the arena, and is on no list yet.
         unsafe {
             (*arena).huge_pages = huge_pages;
             (*arena).next = self.arenas;
@@ -717,12 +740,14 @@ impl Inner {
         run.flags = flags;
         run.freed_at_ms = freed_at;
         run.set_kind(SpanKind::Free);
-        // SAFETY: both pages lie in the arena.
+        // SAFETY: both pages lie in the arena, and `start`, the first of its free pages (the
+        // contract), is past the header.
         unsafe {
             (*arena).map_page(start, start);
             (*arena).map_page(start + npages - 1, start);
         }
-        self.push(run);
+        // SAFETY: a free run just filed in our arena, on no list.
+        unsafe { self.push(run) };
         run
     }
 
@@ -758,7 +783,7 @@ impl Inner {
         span.prev = ptr::null_mut();
         span.next = ptr::null_mut();
         for page in start..start + npages {
-            // SAFETY: the span's pages lie in the arena.
+            // SAFETY: the span's pages lie in the arena, and `start` is a run's first page.
             unsafe { (*arena).map_page(page, start) };
         }
         span.set_kind(kind);
@@ -837,7 +862,8 @@ impl Inner {
                 // SAFETY: a record of this arena; lock held.
                 let l = unsafe { &mut *left };
                 if same_kind(l) && l.start as usize + l.npages() == start {
-                    self.unlink(left);
+                    // SAFETY: a free run (kind `Free`), so on our lists.
+                    unsafe { self.unlink(left) };
                     flags = merge_flags(flags, l.flags);
                     weighted += l.freed_at_ms as u128 * l.npages() as u128;
                     start = l.start as usize;
@@ -853,7 +879,8 @@ impl Inner {
             // SAFETY: a record slot of this arena; lock held.
             let r = unsafe { &mut *right };
             if same_kind(r) {
-                self.unlink(right);
+                // SAFETY: a free run (kind `Free`), so on our lists.
+                unsafe { self.unlink(right) };
                 flags = merge_flags(flags, r.flags);
                 weighted += r.freed_at_ms as u128 * r.npages() as u128;
                 npages += r.npages();
@@ -961,9 +988,12 @@ impl Inner {
             }
             let (from, to) = (hi - need.min(hi - lo), hi);
             let freed_at = s.freed_at_ms;
-            self.unlink(run);
+            // SAFETY: a dirty run picked off our lists above and still on them: each run is
+            // picked once, and the runs filed in between are parts of earlier picks.
+            unsafe { self.unlink(run) };
             // SAFETY: the head and tail are free pages of the arena, now in no run; their
             // other neighbours are not dirty free runs (the run was merged to the full).
+            // `from` lies in the run, past the header.
             unsafe {
                 if from > start {
                     self.file_run(arena, start, from - start, FLAG_DIRTY, freed_at);
@@ -985,7 +1015,8 @@ impl Inner {
             self.stats.dirty -= bytes;
             self.stats.purging += bytes;
             want = want.saturating_sub(bytes);
-            let run = arena_ref(arena).span_at(from);
+            // SAFETY: the arena of one of our records.
+            let run = unsafe { arena_ref(arena) }.span_at(from);
             batch[taken] = InFlight { run };
             taken += 1;
         }
@@ -994,14 +1025,18 @@ impl Inner {
 
     /// Calls `f` on the record of every span of every arena (free runs included, and runs
     /// being purged), in address order.
+    ///
+    /// Safe: it needs the heap's lock held, and `&self` proves that, since an `Inner` is only
+    /// reachable through its `Locked` (a guard, or the unsafe `get_unchecked`).
     fn each_record(&self, mut f: impl FnMut(*mut Span)) {
         let mut arena = self.arenas;
         while !arena.is_null() {
             let mut page = HEADER_PAGES;
             while page < ARENA_PAGES {
-                let run = arena_ref(arena).span_at(page);
+                // SAFETY: an arena on our list.
+                let run = unsafe { arena_ref(arena) }.span_at(page);
                 // SAFETY: arenas are mapped for the life of the process; kinds and lengths
-                // of span starts only change under the lock our caller holds.
+                // of span starts only change under the lock `&self` proves held.
                 let span = unsafe { &*run };
                 if span.kind() == SpanKind::None {
                     page += 1;
@@ -1010,7 +1045,8 @@ impl Inner {
                 page += span.npages().max(1);
                 f(run);
             }
-            arena = arena_ref(arena).next;
+            // SAFETY: as above.
+            arena = unsafe { arena_ref(arena) }.next;
         }
     }
 
@@ -1058,7 +1094,8 @@ impl Inner {
             body.next = ptr::null_mut();
             body.set_kind(span.kind());
             for page in start + lead..start + total {
-                // SAFETY: pages of the body lie in the arena.
+                // SAFETY: pages of the body lie in the arena; its first, `start + lead`, is
+                // inside the span, so past the header.
                 unsafe { (*arena).map_page(page, start + lead) };
             }
             span.npages = lead as u32;
@@ -1096,7 +1133,8 @@ impl Inner {
         if r.flags & FLAG_DIRTY == 0 && !commit::try_commit(need * PAGE_SIZE) {
             return false;
         }
-        self.unlink(right);
+        // SAFETY: a free run (kind `Free`), so on our lists.
+        unsafe { self.unlink(right) };
         // Carve `need` pages off the neighbour as if for a span, then absorb them.
         // SAFETY: `right` is an unlinked free run of at least `need` pages.
         unsafe { self.carve(right, need, SpanKind::Large) };
@@ -1105,7 +1143,7 @@ impl Inner {
         span.npages = npages as u32;
         let start = span.start as usize;
         for page in end..start + npages {
-            // SAFETY: pages of the grown span lie in the arena.
+            // SAFETY: pages of the grown span lie in the arena, and `start` is its first.
             unsafe { (*arena).map_page(page, start) };
         }
         true
@@ -1130,7 +1168,8 @@ impl Inner {
         tail.npages = (have - npages) as u32;
         tail.set_kind(SpanKind::Large);
         for page in start + npages..start + have {
-            // SAFETY: pages of the tail lie in the arena.
+            // SAFETY: pages of the tail lie in the arena, and its first, `start + npages`, is
+            // inside the span, so past the header.
             unsafe { (*arena).map_page(page, start + npages) };
         }
         // SAFETY: the tail is an in-use span of this heap holding no live object.
@@ -1206,8 +1245,13 @@ impl Inner {
 }
 
 /// The arena behind a record's arena pointer.
-fn arena_ref(arena: *mut Arena) -> &'static Arena {
-    // SAFETY: arenas are mapped for the life of the process and never move.
+///
+/// # Safety
+/// `arena` must point to an arena header made by `Arena::reserve`: one on a heap's arena
+/// list, or the arena of one of its span records (`arena::arena_of_span`).
+unsafe fn arena_ref(arena: *mut Arena) -> &'static Arena {
+    // SAFETY: an arena header (the contract); arenas are mapped for the life of the process
+    // and never move.
     unsafe { &*arena }
 }
 

@@ -87,8 +87,12 @@ impl Table {
         }
     }
 
-    fn remove_at(&mut self, i: usize) -> Entry {
-        // SAFETY: `i` came from `find`.
+    /// Replaces entry `i` with a tombstone and returns it.
+    ///
+    /// # Safety
+    /// `i` must be below `capacity`: an index `find` returned.
+    unsafe fn remove_at(&mut self, i: usize) -> Entry {
+        // SAFETY: `i < capacity` (the contract), and the table holds `capacity` entries.
         let e = unsafe { &mut *self.entries.add(i) };
         let old = *e;
         e.addr = TOMBSTONE;
@@ -197,7 +201,8 @@ pub unsafe fn free(ptr: *mut u8) -> bool {
         let Some(i) = table.find(ptr as usize) else {
             return false;
         };
-        table.remove_at(i)
+        // SAFETY: `i` came from `find`.
+        unsafe { table.remove_at(i) }
     };
     // SAFETY: the entry described a whole mapping of ours, now unregistered.
     unsafe { os::release(entry.addr as *mut u8, entry.len) };
@@ -240,7 +245,8 @@ pub unsafe fn realloc(ptr: *mut u8, size: usize) -> Option<NonNull<u8>> {
     if new_len < old_len {
         commit::uncommit(old_len - new_len);
     }
-    table.remove_at(i);
+    // SAFETY: `i` came from `find`, and the table has not changed since (we hold its lock).
+    unsafe { table.remove_at(i) };
     if !table.insert(moved.as_ptr() as usize, new_len) {
         // Out of memory for the registry: hand the caller nothing and keep no orphan.
         drop(table);

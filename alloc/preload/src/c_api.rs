@@ -329,6 +329,9 @@ pub unsafe extern "C" fn malloc_info(options: c_int, fp: *mut libc::FILE) -> c_i
         return -1;
     }
     let figures = tessera::stats();
-    stats::print_xml(&figures, &mut Text::<_, 1024>::new(Stream(fp)));
+    // SAFETY: `fp` is a valid stream open for writing (the caller's contract; not null,
+    // checked above), and the sink lives only for this call.
+    let stream = unsafe { Stream::new(fp) };
+    stats::print_xml(&figures, &mut Text::<_, 1024>::new(stream));
     0
 }

@@ -43,12 +43,23 @@ impl Sink for Fd {
 /// every figure before they write a byte, so no allocator lock is held here; what must not
 /// happen, and does not, is calling `fwrite` from inside a statistics walk.
 #[derive(Debug, Clone, Copy)]
-pub(crate) struct Stream(pub(crate) *mut libc::FILE);
+pub(crate) struct Stream(*mut libc::FILE);
+
+impl Stream {
+    /// A sink that writes to `fp`.
+    ///
+    /// # Safety
+    /// `fp` must be a valid stream open for writing, and stay so for as long as the sink
+    /// (or a copy of it) is written to.
+    pub(crate) unsafe fn new(fp: *mut libc::FILE) -> Self {
+        Self(fp)
+    }
+}
 
 impl Sink for Stream {
     fn write(&mut self, bytes: &[u8]) {
-        // SAFETY: the caller of the printer gave a valid stream (C's contract for a
-        // `FILE *` argument); `bytes` is initialised for its length.
+        // SAFETY: `self.0` is a valid stream open for writing (`Stream::new`'s contract);
+        // `bytes` is initialised for its length.
         unsafe { libc::fwrite(bytes.as_ptr().cast(), 1, bytes.len(), self.0) };
     }
 }
