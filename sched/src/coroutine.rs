@@ -268,9 +268,14 @@ pub(crate) struct AllGs {
 impl AllGs {
     pub(crate) const SHARDS: usize = 8;
 
-    pub(crate) fn insert(&self, g: GRef) {
-        // SAFETY: `g` is a live G not yet visible to anybody else; its shard fields are
-        // written under the shard lock from here on.
+    /// Registers a new record.
+    ///
+    /// # Safety
+    /// `g` is a live G in no shard, not yet visible to anybody else, and stays live until
+    /// it is `remove`d (`for_each` and `remove` dereference every G here).
+    pub(crate) unsafe fn insert(&self, g: GRef) {
+        // SAFETY: per the contract; its shard fields are written under the shard lock from
+        // here on.
         let gr = unsafe { &*g };
         let mut s = self.shards[gr.shard]
             .lock()

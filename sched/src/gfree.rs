@@ -61,7 +61,11 @@ pub(crate) unsafe fn put(sh: &Shared, p: &P, g: GRef) {
     let stack = unsafe { &mut *gr.stack.get() };
     match stack {
         Some(s)
-            if gr.name.is_none() && s.usable_size() == sh.stack_class && stayed_on_top_page(s) =>
+            if gr.name.is_none()
+                && s.usable_size() == sh.stack_class
+                // SAFETY: the coroutine returned and is dropped, so nothing runs on its
+                // stack, which was armed when the G was made (a reused G keeps it).
+                && unsafe { stayed_on_top_page(s) } =>
         {
             gr.state.store(DEAD, core::sync::atomic::Ordering::Release);
             // SAFETY: per the contract, the P's list is ours.
@@ -69,7 +73,8 @@ pub(crate) unsafe fn put(sh: &Shared, p: &P, g: GRef) {
             if free.len() >= MAX_PER_P {
                 // Spawns and exits are often on different Ps: rebalance through the
                 // runtime's list instead of freeing Gs and shrinking stacks.
-                spill(sh, free);
+                // SAFETY: the P's list holds only dead Gs of this runtime.
+                unsafe { spill(sh, free) };
             }
             free.push(g);
         }
@@ -119,7 +124,11 @@ pub(crate) unsafe fn free_all(sh: &Shared) {
 
 /// Moves half of a full P list to the shared list; beyond its cap, the Gs are freed and
 /// their stacks go back to the pool through their own `Drop` (the thread's default cache).
-fn spill(sh: &Shared, local: &mut Vec<GRef>) {
+///
+/// # Safety
+/// `local` holds only dead Gs of `sh` (made by `Box::into_raw`, in `allgs`) that nothing
+/// else refers to: a P's free list.
+unsafe fn spill(sh: &Shared, local: &mut Vec<GRef>) {
     let mut half = local.split_off(local.len() / 2);
     let mut g = sh.free_gs.lock().unwrap_or_else(|e| e.into_inner());
     let room = MAX_SHARED.saturating_sub(g.len());
@@ -128,9 +137,9 @@ fn spill(sh: &Shared, local: &mut Vec<GRef>) {
     g.extend(half);
     drop(g);
     for g in rest {
-        // SAFETY: as above: a dead G of this runtime, freed just below.
+        // SAFETY: per the contract, a dead G of this runtime, freed just below.
         unsafe { sh.allgs.remove(g) };
-        // SAFETY: a dead G on a free list is referred to by nothing else.
+        // SAFETY: per the contract, referred to by nothing else, made by `Box::into_raw`.
         drop(unsafe { Box::from_raw(g) });
     }
 }
@@ -175,22 +184,29 @@ fn word(base: usize, i: usize) -> *mut usize {
 }
 
 /// Writes the canaries into a stack about to run a coroutine.
-pub(crate) fn arm(stack: &PooledStack) {
+///
+/// # Safety
+/// Nothing runs on `stack` now (the caller owns it and has not started a coroutine on it).
+pub(crate) unsafe fn arm(stack: &PooledStack) {
     debug_assert!(stack.usable_size() >= 4 * page());
     let base = stack.base();
     for i in 0..WORDS {
         // SAFETY: the word lies in the top page of the stack's usable range (at least 16 KiB
-        // above the guard), which is mapped read-write; we own the stack and nothing runs
-        // on it yet.
+        // above the guard), which is mapped read-write; per the contract nothing runs on
+        // the stack, so nobody else writes there.
         unsafe { word(base, i).write_volatile(canary(base, i)) };
     }
 }
 
 /// Whether the coroutine that just finished on `stack` left the canaries alone.
-pub(crate) fn stayed_on_top_page(stack: &PooledStack) -> bool {
+///
+/// # Safety
+/// Nothing runs on `stack` now (its coroutine has returned), and it was `arm`ed.
+pub(crate) unsafe fn stayed_on_top_page(stack: &PooledStack) -> bool {
     let base = stack.base();
     (0..WORDS).all(|i| {
-        // SAFETY: as in `arm`; the coroutine has returned, so nobody runs on the stack.
+        // SAFETY: mapped as in `arm`; per the contract nobody runs on the stack, so nobody
+        // writes there while we read.
         // Volatile: it was last written by code the compiler cannot see.
         unsafe { word(base, i).read_volatile() == canary(base, i) }
     })

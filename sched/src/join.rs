@@ -202,7 +202,8 @@ impl<T> JoinState<T> {
             // dropped may have claimed the token first, and then it is not ours to wake.
             Joiner::G(token) => {
                 if token.try_claim(0) {
-                    token.notify();
+                    // SAFETY: claimed just above; notified once, here.
+                    unsafe { token.notify() };
                 }
             }
             Joiner::Thread(t) => t.unpark(),

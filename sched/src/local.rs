@@ -95,10 +95,13 @@ fn slot_ptr<T: 'static>(t: &mut Vec<Option<Box<dyn Any>>>, i: usize, init: fn() 
 }
 
 /// Drops the locals of `g`, the running coroutine (at its end).
-pub(crate) fn drop_all(g: crate::coroutine::GRef) {
+///
+/// # Safety
+/// `g` is the G running on the calling thread.
+pub(crate) unsafe fn drop_all(g: crate::coroutine::GRef) {
     loop {
-        // SAFETY: only the running G touches its table; the reference ends before any
-        // destructor runs.
+        // SAFETY: per the contract `g` is alive and running here, and only the running G
+        // touches its table; the reference ends before any destructor runs.
         let table = unsafe { &mut *(*g).locals.get() };
         if table.capacity() == 0 {
             // Never used (the common case), or all dropped.

@@ -86,13 +86,22 @@ impl MShared {
     }
 
     /// Hands this idle M a P and wakes it.
-    fn hand_p(&self, p: usize, spinning: bool) {
+    ///
+    /// # Safety
+    /// The caller holds P `p` (it took it off the idle list, or it is the caller's own) and
+    /// gives it up: from here on this M alone may use it.
+    unsafe fn hand_p(&self, p: usize, spinning: bool) {
         self.next_spinning.store(spinning, Ordering::Relaxed);
         self.nextp.store(p, Ordering::Release);
         self.parker.unpark();
     }
 
-    fn push_mail(&self, g: GRef) {
+    /// Queues `g` for this M (`lock_to_thread`).
+    ///
+    /// # Safety
+    /// `g` is a live RUNNABLE G locked to this M and on no run queue; the caller gives it up
+    /// (this M runs it, `execute`, once it finds it here).
+    unsafe fn push_mail(&self, g: GRef) {
         let mut q = self.mailbox.lock().unwrap_or_else(|e| e.into_inner());
         q.push_back(g as usize);
         self.mailbox_len.store(q.len(), Ordering::SeqCst);
@@ -223,7 +232,11 @@ fn seed() -> u64 {
 
 /// The body of an M thread; `spinning` if it was started as a spinning M (already
 /// counted in `nmspinning`).
-pub(crate) fn m_main(shared: Arc<Shared>, ms: Arc<MShared>, p: usize, spinning: bool) {
+///
+/// # Safety
+/// The new M holds P `p`: nobody else holds it, and nobody hands it out until this M gives
+/// it back.
+pub(crate) unsafe fn m_main(shared: Arc<Shared>, ms: Arc<MShared>, p: usize, spinning: bool) {
     tessera_stacks::prepare_thread();
     let ctx = MCtx {
         shared,
@@ -253,18 +266,24 @@ fn schedule(m: &MCtx) {
         // is dropped below, before the P is given back or its M blocks, and is never leaked.
         let installed = unsafe { tessera::install_cache(&mut *p.alloc.get()) };
         let mut blocked = None;
-        while let Some(g) = find_runnable(m, p) {
+        // SAFETY: `p` is `m.p`, the P this M holds.
+        while let Some(g) = unsafe { find_runnable(m, p) } {
             if m.spinning.get() {
                 reset_spinning(m);
             }
-            if let Some(g) = execute(m, p, g) {
+            // SAFETY: this M holds `p`, and `find_runnable` took `g` off one of the run
+            // queues, all of which hold only runnable Gs that nobody else runs until they
+            // are taken off (`push_local`, `push_mail`, `queue`).
+            if let Some(g) = unsafe { execute(m, p, g) } {
                 blocked = Some(g);
                 break;
             }
         }
         installed.uninstall();
         match blocked {
-            Some(g) => run_blocking(m, p, g),
+            // SAFETY: `execute` just returned `g`, which asked this M, holding `p`, to run
+            // its blocking section.
+            Some(g) => unsafe { run_blocking(m, p, g) },
             None => {
                 release_p(m);
                 if sh.shutdown.load(Ordering::SeqCst) {
@@ -277,9 +296,14 @@ fn schedule(m: &MCtx) {
 
 /// Runs the blocking section of `g` on this M's stack with the P released to sysmon's
 /// judgement (Go's `entersyscall` … `exitsyscall`), then puts `g` back on a run queue.
-fn run_blocking(m: &MCtx, p: &P, g: GRef) {
+///
+/// # Safety
+/// This M holds `p`, on which it was running `g` until `g` switched out with
+/// `Switch::Blocking` (it is suspended in `blocking`, its section set).
+unsafe fn run_blocking(m: &MCtx, p: &P, g: GRef) {
     let sh = &*m.shared;
-    // SAFETY: `g` is the G this M was running; it is suspended in `blocking` and stays ours.
+    // SAFETY: per the contract `g` is the G this M was running; it is suspended in
+    // `blocking` and stays ours.
     let gr = unsafe { &*g };
     let f = gr
         .blocking
@@ -317,10 +341,12 @@ fn run_blocking(m: &MCtx, p: &P, g: GRef) {
     gr.state.store(RUNNABLE, Ordering::Release);
     let locked = gr.locked_m.get();
     if !locked.is_null() {
-        // SAFETY: a locked G's M is this M, alive.
+        // SAFETY: a locked G's M is this M, alive; `g` is RUNNABLE now, on no queue, and
+        // we do not touch it again.
         unsafe { (*locked).push_mail(g) };
     } else if m.p.get() != NO_P {
-        push_local(sh, &sh.ps[m.p.get()], g, true);
+        // SAFETY: this M holds `m.p` (kept or taken above); `g` as just said.
+        unsafe { push_local(sh, &sh.ps[m.p.get()], g, true) };
     } else {
         // No P anywhere: the G waits its turn like any other (Go's exitsyscall0), and this
         // M goes idle.
@@ -336,14 +362,24 @@ fn release_p(m: &MCtx) {
     let p = m.p.replace(NO_P);
     // An idle spell is not a run (`time_run`).
     m.shared.ps[p].run_started.store(0, Ordering::Relaxed);
-    put_idle_p_with(&m.shared, p, Some(&m.ms));
+    // SAFETY: `p` was this M's P (`m.p`), given up just above.
+    unsafe { put_idle_p_with(&m.shared, p, Some(&m.ms)) };
 }
 
-pub(crate) fn put_idle_p(sh: &Shared, p: usize) {
-    put_idle_p_with(sh, p, None);
+/// Gives P `p` to an idle M with a locked G waiting, or to the idle list.
+///
+/// # Safety
+/// The caller holds P `p` and gives it up.
+pub(crate) unsafe fn put_idle_p(sh: &Shared, p: usize) {
+    // SAFETY: the same contract.
+    unsafe { put_idle_p_with(sh, p, None) };
 }
 
-fn put_idle_p_with(sh: &Shared, p: usize, idle_m: Option<&Arc<MShared>>) {
+/// `put_idle_p`, listing `idle_m` as idle in the same critical section.
+///
+/// # Safety
+/// As for `put_idle_p`.
+unsafe fn put_idle_p_with(sh: &Shared, p: usize, idle_m: Option<&Arc<MShared>>) {
     sh.ps[p].status.store(P_IDLE, Ordering::SeqCst);
     let mut idle = sh.idle.lock().unwrap_or_else(|e| e.into_inner());
     if let Some(m) = idle_m {
@@ -356,7 +392,8 @@ fn put_idle_p_with(sh: &Shared, p: usize, idle_m: Option<&Arc<MShared>>) {
     {
         let mm = idle.ms.swap_remove(i);
         drop(idle);
-        mm.hand_p(p, false);
+        // SAFETY: per the contract we hold `p`, and give it up here.
+        unsafe { mm.hand_p(p, false) };
         return;
     }
     idle.ps.push(p);
@@ -490,7 +527,8 @@ fn poll_blocking(m: &MCtx) -> Option<usize> {
     // global queue for the busy Ps.
     m.p.set(p.unwrap_or(NO_P));
     for t in woken {
-        t.notify();
+        // SAFETY: `poll` claimed every token it returned; each is notified once, here.
+        unsafe { t.notify() };
     }
     crate::timer::run_all_due(sh, 0);
     m.p.set(NO_P);
@@ -519,10 +557,14 @@ pub(crate) fn timer_added(sh: &Shared, when_ns: u64) {
 
 /// Starts an M for `p` (Go's `startm`): an idle one if there is one, else a new thread.
 /// `spinning`: the M was counted in `nmspinning` by the caller.
-pub(crate) fn start_m(sh: &Shared, p: usize, spinning: bool) {
+///
+/// # Safety
+/// The caller holds P `p` and gives it up.
+pub(crate) unsafe fn start_m(sh: &Shared, p: usize, spinning: bool) {
     let mm = sh.idle.lock().unwrap_or_else(|e| e.into_inner()).ms.pop();
     if let Some(mm) = mm {
-        mm.hand_p(p, spinning);
+        // SAFETY: per the contract we hold `p`, and give it up here.
+        unsafe { mm.hand_p(p, spinning) };
         return;
     }
     // Under the list's lock, so that `Runtime::drop`, which sets `shutdown` and then empties
@@ -539,7 +581,11 @@ pub(crate) fn start_m(sh: &Shared, p: usize, spinning: bool) {
         };
         let spawned = std::thread::Builder::new()
             .name(format!("tessera-m{n}"))
-            .spawn(move || m_main(rt, ms, p, spinning));
+            .spawn(move || {
+                // SAFETY: per the contract we hold `p`, and the new M gets it (if the
+                // thread does not start, the idle list gets it below instead).
+                unsafe { m_main(rt, ms, p, spinning) }
+            });
         if let Ok(t) = spawned {
             extra.push(t);
             return;
@@ -550,7 +596,8 @@ pub(crate) fn start_m(sh: &Shared, p: usize, spinning: bool) {
     if spinning {
         sh.nmspinning.fetch_sub(1, Ordering::SeqCst);
     }
-    put_idle_p(sh, p);
+    // SAFETY: per the contract we hold `p`, and no M was given it.
+    unsafe { put_idle_p(sh, p) };
 }
 
 /// Starts an idle M on an idle P if there is work nobody is looking for (Go's `wakep`).
@@ -584,7 +631,8 @@ fn wakep_unfenced(sh: &Shared) {
     sh.npidle.fetch_sub(1, Ordering::SeqCst);
     if let Some(mm) = idle.ms.pop() {
         drop(idle);
-        mm.hand_p(p, true);
+        // SAFETY: we took `p` off the idle list above, so it is ours to hand over.
+        unsafe { mm.hand_p(p, true) };
         return;
     }
     if sh.poll.blocked_until.load(Ordering::SeqCst) != 0 {
@@ -597,7 +645,8 @@ fn wakep_unfenced(sh: &Shared) {
         return;
     }
     drop(idle);
-    start_m(sh, p, true);
+    // SAFETY: we took `p` off the idle list above, so it is ours to hand over.
+    unsafe { start_m(sh, p, true) };
 }
 
 /// Wakes every M (shutdown).
@@ -615,14 +664,24 @@ fn reset_spinning(m: &MCtx) {
     }
 }
 
-fn push_local(sh: &Shared, p: &P, g: GRef, next: bool) {
+/// Queues `g` on `p` (in `runnext` if `next`); a full ring spills half to the global
+/// queue.
+///
+/// # Safety
+/// The calling thread's M holds `p` (only its owner pushes on a run queue), and `g` is a
+/// live RUNNABLE G of `sh` on no run queue, which the caller gives up: whichever M takes it
+/// off a queue runs it (`execute`).
+unsafe fn push_local(sh: &Shared, p: &P, g: GRef, next: bool) {
     p.runq
         .push(g, next, &mut |batch| sh.global.push_batch(batch));
 }
 
 /// Takes up to `max` Gs from the global queue: returns the first, the rest go on `p`'s
 /// ring, which must be empty (the caller found nothing on it).
-fn take_global(sh: &Shared, p: &P, max: usize) -> Option<GRef> {
+///
+/// # Safety
+/// The calling thread's M holds `p` (only its owner pushes on a run queue).
+unsafe fn take_global(sh: &Shared, p: &P, max: usize) -> Option<GRef> {
     let mut batch = [ptr::null_mut(); RING / 2];
     let n = sh.global.pop_batch(sh.ps.len(), &mut batch[..max]);
     if n == 0 {
@@ -655,7 +714,10 @@ fn time_run(sh: &Shared, p: &P, tick: u32) {
 
 /// Go's findRunnable, and the bookkeeping of time slices: a G that does not inherit the
 /// running slice from `runnext` starts a new one.
-fn find_runnable(m: &MCtx, p: &P) -> Option<GRef> {
+///
+/// # Safety
+/// `p` is the P `m` holds (`m.p`).
+unsafe fn find_runnable(m: &MCtx, p: &P) -> Option<GRef> {
     let sh = &*m.shared;
     if sh.shutdown.load(Ordering::Relaxed) {
         // The runtime is being dropped: stop between coroutines even if some are still
@@ -667,7 +729,8 @@ fn find_runnable(m: &MCtx, p: &P) -> Option<GRef> {
         p.runq
             .demote_runnext(&mut |batch| sh.global.push_batch(batch));
     }
-    let (g, inherit) = find_runnable_inner(m, p)?;
+    // SAFETY: per the contract.
+    let (g, inherit) = unsafe { find_runnable_inner(m, p) }?;
     if !inherit {
         p.slice.store(
             p.slice.load(Ordering::Relaxed).wrapping_add(1),
@@ -678,7 +741,10 @@ fn find_runnable(m: &MCtx, p: &P) -> Option<GRef> {
 }
 
 /// Finds a G to run, and whether it inherits the running time slice.
-fn find_runnable_inner(m: &MCtx, p: &P) -> Option<(GRef, bool)> {
+///
+/// # Safety
+/// `p` is the P `m` holds (`m.p`).
+unsafe fn find_runnable_inner(m: &MCtx, p: &P) -> Option<(GRef, bool)> {
     let sh = &*m.shared;
     let tick = p.tick.load(Ordering::Relaxed).wrapping_add(1);
     p.tick.store(tick, Ordering::Relaxed);
@@ -700,7 +766,8 @@ fn find_runnable_inner(m: &MCtx, p: &P) -> Option<(GRef, bool)> {
     // the global queue (proc.go: "Check the global runnable queue once in a while").
     if tick.is_multiple_of(61)
         && sh.global.len() > 0
-        && let Some(g) = take_global(sh, p, 1)
+        // SAFETY: per the contract this M holds `p`.
+        && let Some(g) = unsafe { take_global(sh, p, 1) }
     {
         return Some((g, false));
     }
@@ -710,7 +777,8 @@ fn find_runnable_inner(m: &MCtx, p: &P) -> Option<(GRef, bool)> {
     if let Some(g) = m.ms.pop_mail() {
         return Some((g, false));
     }
-    if let Some(g) = take_global(sh, p, RING / 2) {
+    // SAFETY: as above; `p`'s queue is empty (we looked just above).
+    if let Some(g) = unsafe { take_global(sh, p, RING / 2) } {
         return Some((g, false));
     }
     if sh.shutdown.load(Ordering::SeqCst) {
@@ -724,7 +792,9 @@ fn find_runnable_inner(m: &MCtx, p: &P) -> Option<(GRef, bool)> {
         if !woken.is_empty() {
             for t in woken {
                 // Onto this P (we hold it): the last one lands in runnext.
-                t.notify();
+                // SAFETY: `poll` claimed every token it returned; each is notified once,
+                // here.
+                unsafe { t.notify() };
             }
             if let Some(g) = p.runq.pop() {
                 return Some((g, false));
@@ -769,7 +839,8 @@ fn find_runnable_inner(m: &MCtx, p: &P) -> Option<(GRef, bool)> {
                 return Some((g, false));
             }
         }
-        if let Some(g) = take_global(sh, p, RING / 2) {
+        // SAFETY: as above; stealing found nothing, so `p`'s ring is still empty.
+        if let Some(g) = unsafe { take_global(sh, p, RING / 2) } {
             return Some((g, false));
         }
     }
@@ -789,10 +860,14 @@ fn coprime_stride(n: usize, r: u64) -> usize {
 
 /// Runs `g` until it yields, parks or returns (Go's `execute` + the tail of `gopark`).
 /// Returns `g` if it asked to run a blocking section (`run_blocking`).
-fn execute(m: &MCtx, p: &P, g: GRef) -> Option<GRef> {
+///
+/// # Safety
+/// This M holds `p`, and took `g` off a run queue or its mailbox (whose Gs are live,
+/// RUNNABLE and run only by whoever takes them off: `push_local`, `push_mail`, `queue`).
+unsafe fn execute(m: &MCtx, p: &P, g: GRef) -> Option<GRef> {
     let sh = &*m.shared;
-    // SAFETY: `g` came off a run queue (or a mailbox): it is live and, being RUNNABLE,
-    // owned by this M until it switches out again.
+    // SAFETY: per the contract `g` is live and, being RUNNABLE, owned by this M until it
+    // switches out again.
     let gr: &G = unsafe { &*g };
     // Only a sampled G (`stamp_runnable`) has a stamp; most switches skip the store.
     let since = gr.runnable_at.load(Ordering::Relaxed);
@@ -804,12 +879,17 @@ fn execute(m: &MCtx, p: &P, g: GRef) -> Option<GRef> {
     m.curg.set(g);
     p.curg_id
         .store(gr.id.load(Ordering::Relaxed), Ordering::Relaxed);
-    let out = execute_inner(m, p, g, gr);
+    // SAFETY: this M holds `p` and now runs `g`, which `gr` points to.
+    let out = unsafe { execute_inner(m, p, g, gr) };
     p.curg_id.store(0, Ordering::Relaxed);
     out
 }
 
-fn execute_inner(m: &MCtx, p: &P, g: GRef, gr: &G) -> Option<GRef> {
+/// The switch loop of `execute`.
+///
+/// # Safety
+/// This M holds `p` and runs `g` (RUNNING, `m.curg`), and `gr` is `*g`.
+unsafe fn execute_inner(m: &MCtx, p: &P, g: GRef, gr: &G) -> Option<GRef> {
     let sh = &*m.shared;
     loop {
         // SAFETY: only the M running a G touches its coroutine, and this M runs it now.
@@ -821,9 +901,11 @@ fn execute_inner(m: &MCtx, p: &P, g: GRef, gr: &G) -> Option<GRef> {
                 gr.state.store(RUNNABLE, Ordering::Release);
                 let locked = gr.locked_m.get();
                 if locked.is_null() {
-                    push_local(sh, p, g, false);
+                    // SAFETY: this M holds `p`; `g` is RUNNABLE again, switched out and on
+                    // no queue, and we do not touch it after this.
+                    unsafe { push_local(sh, p, g, false) };
                 } else {
-                    // SAFETY: a locked G's M is this M, alive.
+                    // SAFETY: a locked G's M is this M, alive; `g` as just said.
                     unsafe { (*locked).push_mail(g) };
                 }
                 return None;
@@ -892,19 +974,25 @@ pub(crate) fn park_current(reason: WaitReason) {
             .store(WaitReason::None as u8, Ordering::Relaxed);
         return;
     }
-    switch_out(gr, Switch::Park);
+    // SAFETY: `gr` is the G running here.
+    unsafe { switch_out(gr, Switch::Park) };
     gr.wait_reason
         .store(WaitReason::None as u8, Ordering::Relaxed);
 }
 
 /// Switches from the running G back to its M.
-fn switch_out(g: &G, how: Switch) {
+///
+/// # Safety
+/// `g` is the G running on the calling thread (we are on its stack). For
+/// `Switch::Blocking`, `g.blocking` holds a section that stays valid until `g` resumes
+/// (the M calls it, `run_blocking`).
+unsafe fn switch_out(g: &G, how: Switch) {
     let here = 0u8;
     g.saved_sp
         .store(&raw const here as usize, Ordering::Relaxed);
     let y = g.yielder.get();
     // SAFETY: the yielder was set when the coroutine started and stays valid until it
-    // returns; we are running on that coroutine's stack.
+    // returns; per the contract we are running on that coroutine's stack.
     unsafe { (*y).suspend(how) };
 }
 
@@ -917,14 +1005,17 @@ pub fn yield_now() {
         std::thread::yield_now();
         return;
     }
-    // SAFETY: the running G is live while it runs.
-    switch_out(unsafe { &*g }, Switch::Yield);
+    // SAFETY: `g` is the G running here, live while it runs.
+    unsafe { switch_out(&*g, Switch::Yield) };
 }
 
 /// Makes a parked (or parking) G runnable (Go's `ready`). Called by a token's claimant.
-pub(crate) fn ready(g: GRef) {
-    // SAFETY: the caller won the token the G is waiting on, so the G cannot finish before
-    // this returns (see wait.rs).
+///
+/// # Safety
+/// The caller won the token `g` waits on (wait.rs) and has not readied it yet, so the G is
+/// alive, in its wait, and cannot leave it (or finish) before this returns.
+pub(crate) unsafe fn ready(g: GRef) {
+    // SAFETY: per the contract.
     let gr = unsafe { &*g };
     loop {
         let s = gr.state.load(Ordering::Acquire);
@@ -958,29 +1049,41 @@ pub(crate) fn ready(g: GRef) {
         return;
     }
     sh.stamp_runnable(gr);
-    make_runnable(sh, g, gr.locked_m.get());
+    // SAFETY: our CAS made the PARKED G RUNNABLE, so it is switched out and on no queue,
+    // and ours to give up; `locked_m` is its own.
+    unsafe { make_runnable(sh, g, gr.locked_m.get()) };
 }
 
 /// Queues a RUNNABLE G: on the caller's P's `runnext` if the caller is an M of its
 /// runtime, on its locked M, or on the global queue; then makes sure an M will look.
-/// `g` must not be touched after this.
-pub(crate) fn make_runnable(sh: &Shared, g: GRef, locked: *const MShared) {
+///
+/// # Safety
+/// `g` is a live RUNNABLE G of `sh`, switched out and on no run queue, which the caller
+/// gives up (it must not touch `g` after this); `locked` is its `locked_m`: null, or the
+/// M of `sh` it is locked to.
+pub(crate) unsafe fn make_runnable(sh: &Shared, g: GRef, locked: *const MShared) {
     if !locked.is_null() {
         // SAFETY: a locked G's M lives as long as the runtime.
         let m = unsafe { &*locked };
-        m.push_mail(g);
+        // SAFETY: per the contract, `g` is RUNNABLE, locked to `m` and ours to give up.
+        unsafe { m.push_mail(g) };
         m.parker.unpark();
         return;
     }
-    queue(sh, current_p(sh), g);
+    // SAFETY: per the contract; `current_p` is the P this thread holds, if any.
+    unsafe { queue(sh, current_p(sh), g) };
 }
 
 /// Queues a RUNNABLE G that is not locked to an M: on `p`, which must be `current_p(sh)`
 /// (a spawn has it at hand), or globally if `None`.
-pub(crate) fn queue(sh: &Shared, p: Option<&P>, g: GRef) {
+///
+/// # Safety
+/// As for `make_runnable`, for a G locked to no M; `p` is `current_p(sh)`.
+pub(crate) unsafe fn queue(sh: &Shared, p: Option<&P>, g: GRef) {
     match p {
         Some(p) => {
-            push_local(sh, p, g, true);
+            // SAFETY: per the contract this thread holds `p`, and `g` is ours to queue.
+            unsafe { push_local(sh, p, g, true) };
             let pending = if p.runq.ring_is_empty() {
                 PENDING_RUNNEXT
             } else if sh.runs_short() {
@@ -1084,7 +1187,9 @@ pub fn blocking<R>(f: impl FnOnce() -> R) -> R {
     gr.blocking.set(Some(section));
     gr.wait_reason
         .store(WaitReason::Blocking as u8, Ordering::Relaxed);
-    switch_out(gr, Switch::Blocking);
+    // SAFETY: `gr` is the G running here, and its section, on this stack, stays alive
+    // until we resume (see above).
+    unsafe { switch_out(gr, Switch::Blocking) };
     match out.expect("the M ran the blocking section") {
         Ok(r) => r,
         Err(panic) => std::panic::resume_unwind(panic),

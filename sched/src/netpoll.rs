@@ -164,14 +164,15 @@ impl PollDesc {
                 .collect();
             drop(st);
             for w in expired {
-                w.notify();
+                // SAFETY: claimed for TIMEOUT just above; each is notified once, here.
+                unsafe { w.notify() };
             }
         } else {
             for w in &side.waiters {
                 if w.selected() == NONE {
-                    // Under the lock: the waiter is still published and unclaimed, so its G
-                    // is alive while the timer finds its runtime.
-                    crate::timer::add_wake(d, w.clone());
+                    // SAFETY: the token is on this list, and its waiter takes it off under
+                    // this lock, which we hold, before it goes on: its G stays alive.
+                    unsafe { crate::timer::add_wake(d, w.clone()) };
                 }
             }
         }
@@ -219,7 +220,8 @@ impl PollDesc {
                 Dir::Read => WaitReason::IoRead,
                 Dir::Write => WaitReason::IoWrite,
             };
-            let how = token.wait_until(reason, deadline);
+            // SAFETY: made for this coroutine just above.
+            let how = unsafe { token.wait_until(reason, deadline) };
             rt.poll.waiters.fetch_sub(1, Ordering::SeqCst);
             let mut st = self.lock();
             let side = st.side(dir);

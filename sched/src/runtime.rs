@@ -260,11 +260,13 @@ impl Builder {
             let ms = Arc::new(MShared::new());
             shared.all_ms.lock().unwrap().push(ms.clone());
             let sh = shared.clone();
-            threads.push(
-                thread::Builder::new()
-                    .name(format!("tessera-m{p}"))
-                    .spawn(move || machine::m_main(sh, ms, p, false))?,
-            );
+            threads.push(thread::Builder::new().name(format!("tessera-m{p}")).spawn(
+                move || {
+                    // SAFETY: P `p` is new and this M's alone: each M started here gets
+                    // its own, and none is on the idle list.
+                    unsafe { machine::m_main(sh, ms, p, false) }
+                },
+            )?);
         }
         let sh = shared.clone();
         threads.push(
@@ -622,7 +624,9 @@ pub(crate) fn try_spawn_in<T: Send + 'static>(
         }
         None => {
             let stack = stack.expect("a new G has a stack");
-            crate::gfree::arm(&stack);
+            // SAFETY: a stack just taken from the pool or the P's cache: ours, and nothing
+            // runs on it yet.
+            unsafe { crate::gfree::arm(&stack) };
             let g = Box::into_raw(Box::new(G {
                 id: AtomicU64::new(id),
                 state: core::sync::atomic::AtomicU8::new(RUNNABLE),
@@ -648,7 +652,9 @@ pub(crate) fn try_spawn_in<T: Send + 'static>(
                 stack: core::cell::UnsafeCell::new(Some(stack)),
                 token: core::cell::UnsafeCell::new(None),
             }));
-            sh.allgs.insert(g);
+            // SAFETY: a record just made: live, in no shard, and freed only through
+            // `gfree`, which removes it first.
+            unsafe { sh.allgs.insert(g) };
             g
         }
     };
@@ -668,7 +674,8 @@ pub(crate) fn try_spawn_in<T: Send + 'static>(
         unsafe { (*g).yielder.set(y) };
         let r = catch_unwind(AssertUnwindSafe(f));
         // Coroutine-locals are dropped here, on the coroutine, where they may still wait.
-        crate::local::drop_all(g);
+        // SAFETY: `g` is this coroutine's G, running here.
+        unsafe { crate::local::drop_all(g) };
         // SAFETY: as above.
         let cancelled = unsafe { (*g).state() } == crate::coroutine::CANCELLED;
         match r {
@@ -692,7 +699,9 @@ pub(crate) fn try_spawn_in<T: Send + 'static>(
         sh.spawned_outside.fetch_add(1, Ordering::Relaxed);
     }
     // A new G goes in `runnext` like Go's newproc, so spawn-then-join runs it at once.
-    machine::queue(sh, p, g);
+    // SAFETY: the G is RUNNABLE, not started and on no queue, locked to no M, and we do
+    // not touch it again; `p` is `current_p`.
+    unsafe { machine::queue(sh, p, g) };
     Ok(handle)
 }
 

@@ -136,7 +136,9 @@ pub(crate) fn run(sh: Arc<Shared>) {
             acted |= !woken.is_empty();
             // No P here: they go to the global queue and `wakep` finds them an M.
             for t in woken {
-                t.notify();
+                // SAFETY: `poll` claimed every token it returned; each is notified once,
+                // here.
+                unsafe { t.notify() };
             }
         }
         // Timers a millisecond overdue: their Ps' Ms are busy.
@@ -192,7 +194,9 @@ fn look_at(sh: &Shared, p: &P, seen: &mut Seen, backlog: &mut Backlog, now: u64)
                     .compare_exchange(P_SYSCALL, P_IDLE, Ordering::SeqCst, Ordering::SeqCst)
                     .is_ok()
             {
-                hand_off(sh, p);
+                // SAFETY: our CAS out of P_SYSCALL took the P from its blocked M: it is
+                // ours, and its M finds it gone when it returns (`run_blocking`).
+                unsafe { hand_off(sh, p) };
             }
         }
         P_RUNNING => {
@@ -245,7 +249,10 @@ fn look_at(sh: &Shared, p: &P, seen: &mut Seen, backlog: &mut Backlog, now: u64)
 
 /// Gives a P taken from a blocked M to another M if it has work, or to the idle list
 /// (Go's `handoffp`).
-fn hand_off(sh: &Shared, p: &P) {
+///
+/// # Safety
+/// The caller holds `p` (retook it) and gives it up.
+unsafe fn hand_off(sh: &Shared, p: &P) {
     let work = !p.runq.is_empty() || sh.global.len() > 0;
     // With no spinning and no idle M, work elsewhere may need this P too (Go starts a
     // spinning M in that case).
@@ -256,8 +263,10 @@ fn hand_off(sh: &Shared, p: &P) {
             .compare_exchange(0, 1, Ordering::SeqCst, Ordering::SeqCst)
             .is_ok();
     if work || spin {
-        machine::start_m(sh, p.id, spin);
+        // SAFETY: per the contract we hold `p`, and give it up here.
+        unsafe { machine::start_m(sh, p.id, spin) };
     } else {
-        machine::put_idle_p(sh, p.id);
+        // SAFETY: as above.
+        unsafe { machine::put_idle_p(sh, p.id) };
     }
 }

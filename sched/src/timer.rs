@@ -172,7 +172,8 @@ fn fire(timers: Vec<Timer>, rearm: &dyn Fn(Instant, Action)) {
         match timer.action {
             Action::Wake(tok) => {
                 if tok.try_claim(TIMEOUT) {
-                    tok.notify();
+                    // SAFETY: claimed just above; the timer is gone after this.
+                    unsafe { tok.notify() };
                 }
             }
             Action::Send(tx, period) => match tx.try_send(Instant::now()) {
@@ -313,8 +314,12 @@ fn add(when: Instant, action: Action) {
 }
 
 /// Arms a deadline that claims `token` for `TIMEOUT`, on the heap of the token's waiter.
-pub(crate) fn add_wake(when: Instant, token: Arc<Token>) {
-    match token.runtime() {
+///
+/// # Safety
+/// As for `Token::runtime`: a waiting G stays alive until this returns.
+pub(crate) unsafe fn add_wake(when: Instant, token: Arc<Token>) {
+    // SAFETY: per the contract.
+    match unsafe { token.runtime() } {
         Some(sh) => add_to_runtime(sh, when, Action::Wake(token)),
         None => add_to_thread_heap(when, Action::Wake(token)),
     }
@@ -336,7 +341,8 @@ pub fn sleep_until(deadline: Instant) {
         return;
     }
     let token = Token::for_current();
-    token.wait_until(WaitReason::Sleep, Some(deadline));
+    // SAFETY: made for this coroutine just above.
+    unsafe { token.wait_until(WaitReason::Sleep, Some(deadline)) };
 }
 
 /// A channel that receives the time once, after `d` (Go's `time.After`).

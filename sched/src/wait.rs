@@ -113,23 +113,32 @@ impl Token {
     }
 
     /// The runtime of the coroutine waiting on this token; `None` for a plain thread.
-    /// Call only while the token is unclaimed or by its own waiter: then the G is alive
-    /// (it cannot leave its wait before a notification).
-    pub(crate) fn runtime(&self) -> Option<&'static crate::runtime::Shared> {
+    ///
+    /// # Safety
+    /// A waiting G stays alive until this returns: the caller is the token's waiter, or the
+    /// waiter cannot finish meanwhile (it is in its wait and the token unclaimed, or it must
+    /// first take a lock the caller holds).
+    pub(crate) unsafe fn runtime(&self) -> Option<&'static crate::runtime::Shared> {
         match &self.who {
-            // SAFETY: the G is alive (see above), and a runtime outlives its Gs (runtime.rs
+            // SAFETY: the G is alive (contract), and a runtime outlives its Gs (runtime.rs
             // leaks the shared state when Gs are left at shutdown).
             Who::G(g) => Some(unsafe { &*(**g).rt }),
             Who::Thread { .. } => None,
         }
     }
 
-    /// Wakes the waiter. Only the winner of `try_claim` calls this, once, after writing
-    /// whatever result the waiter will read (the wake-up is a release).
-    pub(crate) fn notify(&self) {
+    /// Wakes the waiter, after the caller wrote whatever result the waiter will read (the
+    /// wake-up is a release).
+    ///
+    /// # Safety
+    /// The caller won `try_claim` on this token and has not notified it yet: only the
+    /// winner may wake the waiter, once (a second wake-up could reach a G that has left its
+    /// wait, finished and been freed).
+    pub(crate) unsafe fn notify(&self) {
         debug_assert_ne!(self.selected(), NONE);
         match &self.who {
-            Who::G(g) => machine::ready(*g),
+            // SAFETY: per the contract we won the token the G waits on, once.
+            Who::G(g) => unsafe { machine::ready(*g) },
             Who::Thread { thread, notified } => {
                 let t = thread.clone();
                 notified.store(true, Ordering::Release);
@@ -160,13 +169,17 @@ impl Token {
     }
 
     /// `wait` with a deadline: a timer (timer.rs) claims `TIMEOUT` when it passes.
-    pub(crate) fn wait_until(
+    ///
+    /// # Safety
+    /// The calling coroutine or thread is the token's waiter (`for_current` made it here).
+    pub(crate) unsafe fn wait_until(
         self: &Arc<Self>,
         reason: WaitReason,
         deadline: Option<Instant>,
     ) -> usize {
         if let Some(d) = deadline {
-            crate::timer::add_wake(d, self.clone());
+            // SAFETY: per the contract the caller is the waiter.
+            unsafe { crate::timer::add_wake(d, self.clone()) };
         }
         self.wait(reason)
     }

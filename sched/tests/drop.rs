@@ -2,16 +2,23 @@
 //! has are unwound (their closures and what they own dropped, their joiners told
 //! `Cancelled`), their stacks go back, and the runtime's epoll and eventfd are closed.
 //!
-//! The only test of its binary that measures the process (RSS, descriptors), so that no
-//! other test's runtime moves the figures.
+//! The only test of its binary that measures the process (RSS, descriptors); every test
+//! here holds `SERIAL`, so that no other test's runtime moves the figures.
 
 mod common;
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use tessera_sched::{JoinError, Runtime, WaitReason, chan, spawn, yield_now};
+use tessera_sched::{JoinError, Runtime, WaitReason, chan, select, spawn, yield_now};
+
+/// One test of this binary at a time (see the file comment).
+static SERIAL: Mutex<()> = Mutex::new(());
+
+fn serial() -> MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
 
 /// Counts the drops of the values that coroutines own.
 struct Owned(Arc<AtomicUsize>);
@@ -66,6 +73,7 @@ fn drop_with_parked(n: usize) {
 fn dropping_runtimes_with_parked_coroutines_releases_stacks_and_descriptors() {
     const RUNTIMES: usize = 50;
     const PARKED: usize = 2_000;
+    let _serial = serial();
     let _w = common::Watchdog::new("drop", 600);
     // The first runtime warms up what stays for the process (stack pools, allocator
     // caches, the timer thread's heap).
@@ -94,6 +102,7 @@ fn dropping_runtimes_with_parked_coroutines_releases_stacks_and_descriptors() {
 
 #[test]
 fn a_dropped_runtime_unwinds_coroutines_in_every_state() {
+    let _serial = serial();
     let _w = common::Watchdog::new("drop states", 120);
     let rt = Runtime::builder().procs(2).build().unwrap();
     let drops = Arc::new(AtomicUsize::new(0));
@@ -156,4 +165,89 @@ fn a_dropped_runtime_unwinds_coroutines_in_every_state() {
     for h in handles {
         assert!(matches!(h.join(), Err(JoinError::Cancelled)));
     }
+}
+
+/// Coroutines parked in a `select!` (blocking, or with a `default(timeout)` that will not
+/// come) and in blocking sends, when their runtime is dropped. Their waiter nodes live in
+/// their frames: the unwinding must take every node off its channel queue before the stack
+/// is freed, since the channels outlive the runtime here. A node left behind is found by
+/// the waiter's drop (a debug assertion, aborting inside the unwinding), else by the
+/// operations and drops below, which pop it from freed memory.
+#[test]
+fn a_dropped_runtime_takes_selects_and_blocked_sends_off_the_channel_queues() {
+    const EACH: usize = 16;
+    let _serial = serial();
+    let _w = common::Watchdog::new("drop selects", 120);
+    let rt = Runtime::builder().procs(2).build().unwrap();
+    let drops = Arc::new(AtomicUsize::new(0));
+    // Nobody sends to `a`, `b`, `c` or receives from `d` and `full` (whose one slot is
+    // taken), outside the coroutines below.
+    let (tx_a, rx_a) = chan::bounded::<Owned>(0);
+    let (tx_b, rx_b) = chan::bounded::<Owned>(0);
+    let (tx_c, rx_c) = chan::bounded::<Owned>(0);
+    let (tx_d, rx_d) = chan::bounded::<Owned>(0);
+    let (tx_full, rx_full) = chan::bounded::<Owned>(1);
+    assert!(tx_full.try_send(Owned(drops.clone())).is_ok());
+    let mut handles = Vec::new();
+    for _ in 0..EACH {
+        let (o, a, b, c) = (
+            Owned(drops.clone()),
+            rx_a.clone(),
+            rx_b.clone(),
+            rx_c.clone(),
+        );
+        handles.push(rt.spawn(move || {
+            let _o = o;
+            select! {
+                recv(a) -> _ => unreachable!("nobody sends on a"),
+                recv(b) -> _ => unreachable!("nobody sends on b"),
+                recv(c) -> _ => unreachable!("nobody sends on c"),
+            }
+        }));
+        let (o, v) = (Owned(drops.clone()), Owned(drops.clone()));
+        let (a, b, d) = (rx_a.clone(), rx_b.clone(), tx_d.clone());
+        handles.push(rt.spawn(move || {
+            let _o = o;
+            select! {
+                recv(a) -> _ => unreachable!("nobody sends on a"),
+                recv(b) -> _ => unreachable!("nobody sends on b"),
+                send(d, v) -> _ => unreachable!("nobody receives on d"),
+                default(Duration::from_secs(3600)) => unreachable!("the runtime goes first"),
+            }
+        }));
+        let (o, v, d) = (Owned(drops.clone()), Owned(drops.clone()), tx_d.clone());
+        handles.push(rt.spawn(move || {
+            let _o = o;
+            let _ = d.send(v);
+            unreachable!("nobody receives on d");
+        }));
+        let (o, v, full) = (Owned(drops.clone()), Owned(drops.clone()), tx_full.clone());
+        handles.push(rt.spawn(move || {
+            let _o = o;
+            let _ = full.send(v);
+            unreachable!("nobody receives on full");
+        }));
+    }
+    until_parked(&rt, handles.len());
+    drop(rt);
+    // Each coroutine's closure, and the values of the blocked sends and the send arms.
+    assert_eq!(drops.load(Ordering::Relaxed), 7 * EACH);
+    for h in handles {
+        assert!(matches!(h.join(), Err(JoinError::Cancelled)));
+    }
+    // No receiver or sender is left waiting on any queue.
+    for tx in [&tx_a, &tx_b, &tx_c] {
+        assert!(matches!(
+            tx.try_send(Owned(drops.clone())),
+            Err(chan::TrySendError::Full(_))
+        ));
+    }
+    assert!(matches!(rx_d.try_recv(), Err(chan::TryRecvError::Empty)));
+    assert!(rx_full.try_recv().is_ok());
+    assert!(matches!(rx_full.try_recv(), Err(chan::TryRecvError::Empty)));
+    assert_eq!(drops.load(Ordering::Relaxed), 7 * EACH + 4);
+    // Closing drains both queues of each channel, and a channel's drop asserts that they
+    // are empty (debug builds).
+    drop((tx_a, tx_b, tx_c, tx_d, tx_full));
+    drop((rx_a, rx_b, rx_c, rx_d, rx_full));
 }

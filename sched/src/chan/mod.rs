@@ -238,7 +238,8 @@ impl<T> Chan<T> {
         // SAFETY: locked above; `st` is not used again.
         unsafe { self.unlock() };
         for t in wake {
-            t.notify();
+            // SAFETY: `claim` won each token; each is notified once, here.
+            unsafe { t.notify() };
         }
         true
     }
@@ -254,7 +255,8 @@ impl<T> Chan<T> {
                 unsafe { self.unlock() };
                 return match r {
                     SendTry::Done(n) => {
-                        notify(n);
+                        // SAFETY: the token (if any) the locked operation claimed; notified once.
+                        unsafe { notify(n) };
                         Ok(())
                     }
                     SendTry::Closed(v) => Err(SendTimeoutError::Closed(v)),
@@ -284,7 +286,8 @@ impl<T> Chan<T> {
             unsafe { self.unlock() };
             return match r {
                 RecvTry::Done(v, n) => {
-                    notify(n);
+                    // SAFETY: the token (if any) the locked operation claimed; notified once.
+                    unsafe { notify(n) };
                     Ok(v)
                 }
                 RecvTry::Closed => Err(RecvTimeoutError::Closed),
@@ -332,7 +335,8 @@ impl<T> Chan<T> {
             waiter: &w,
             send,
         };
-        let sel = token.wait_until(reason, deadline);
+        // SAFETY: made for this coroutine or thread above.
+        let sel = unsafe { token.wait_until(reason, deadline) };
         // Returned: popped by a claimant, or dequeued just below after a timeout.
         core::mem::forget(unwind_guard);
         if sel == TIMEOUT {
@@ -392,9 +396,14 @@ fn claim<T>(n: &waitq::Node<T>) -> Option<Arc<Token>> {
 }
 
 /// Wakes the waiter a channel operation completed, if any (after unlocking).
-fn notify(t: Option<Arc<Token>>) {
+///
+/// # Safety
+/// As for `Token::notify`: the caller claimed `t` (`try_send_locked` and
+/// `try_recv_locked` return the tokens they won) and has not notified it.
+unsafe fn notify(t: Option<Arc<Token>>) {
     if let Some(t) = t {
-        t.notify();
+        // SAFETY: per the contract.
+        unsafe { t.notify() };
     }
 }
 
@@ -491,7 +500,8 @@ impl<T> Sender<T> {
         unsafe { self.chan.unlock() };
         match r {
             SendTry::Done(n) => {
-                notify(n);
+                // SAFETY: the token (if any) the locked operation claimed; notified once.
+                unsafe { notify(n) };
                 Ok(())
             }
             SendTry::Full(v) => Err(TrySendError::Full(v)),
@@ -551,7 +561,8 @@ impl<T> Receiver<T> {
         unsafe { self.chan.unlock() };
         match r {
             RecvTry::Done(v, n) => {
-                notify(n);
+                // SAFETY: the token (if any) the locked operation claimed; notified once.
+                unsafe { notify(n) };
                 Ok(v)
             }
             RecvTry::Empty => Err(TryRecvError::Empty),

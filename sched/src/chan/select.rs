@@ -361,7 +361,9 @@ pub fn run(arms: &[&dyn Arm], mode: Mode) -> usize {
         if unsafe { arms[i].try_locked(&mut wake, key) } {
             unlock_all();
             for t in wake.0 {
-                t.notify();
+                // SAFETY: `try_locked` collects only the tokens it claimed; each is notified
+                // once, here.
+                unsafe { t.notify() };
             }
             return i;
         }
@@ -382,7 +384,8 @@ pub fn run(arms: &[&dyn Arm], mode: Mode) -> usize {
         unsafe { arms[i].register_locked(&token, i, key) };
     }
     unlock_all();
-    let sel = token.0.wait_until(WaitReason::Select, deadline);
+    // SAFETY: made for this coroutine or thread just above.
+    let sel = unsafe { token.0.wait_until(WaitReason::Select, deadline) };
     for (i, arm) in arms.iter().enumerate() {
         if i != sel {
             arm.unregister(key);

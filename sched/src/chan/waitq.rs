@@ -78,6 +78,17 @@ impl<T> Waiter<T> {
     }
 }
 
+impl<T> Drop for Waiter<T> {
+    fn drop(&mut self) {
+        // Its frame may end only once it is off every queue (module comment): a queue left
+        // pointing into a dead frame hands the next holder of that lock freed memory.
+        debug_assert!(
+            !self.node.get_mut().queued,
+            "a waiter dropped while still queued"
+        );
+    }
+}
+
 /// A FIFO of waiters, guarded by its channel's lock (it lives in the channel's locked
 /// state, so holding `&mut WaitQueue` means holding that lock).
 pub(crate) struct WaitQueue<T> {

@@ -122,7 +122,8 @@ impl<T: ?Sized> Mutex<T> {
                 let s = if w.is_empty() { LOCKED } else { CONTENDED };
                 self.state.store(s, Ordering::Release);
                 drop(w);
-                t.notify();
+                // SAFETY: `claim_one` claimed it; notified once, here.
+                unsafe { t.notify() };
             }
             None => {
                 self.state.store(UNLOCKED, Ordering::Release);
