@@ -3,12 +3,18 @@
 //! - `TESSERA_STACK_GUARD=auto|madvise|mprotect` picks how guard pages are made
 //!   (see `guard.rs`): `auto` probes for `MADV_GUARD_INSTALL`, `madvise` requires it,
 //!   `mprotect` forces the fallback that costs two VMAs per stack.
+//! - `TESSERA_STACK_GUARD_KB` is the width of the guard region below every stack (`guard.rs`
+//!   says why it is wide): 64 KiB by default, rounded up to whole pages, at least one page and
+//!   at most 4 MiB.
 //! - `TESSERA_STACK_HOT_KB` is the hot watermark: when a stack goes back to the pool,
 //!   everything below its top `HOT_KB` KiB is given back to the OS (`pool.rs`).
 //!
-//! This crate is not allocator code, so `std::env` is fine here; the values are read on the
-//! first stack acquired and never again, so the cost is paid once.
+//! The values are read on the first stack acquired and never again. They are read in place
+//! with `getenv` and copied to a small buffer on the stack, without allocating, like the
+//! allocator's `TESSERA_*` settings: a stack may be acquired while the global allocator is
+//! busy or being configured.
 
+use std::ffi::CStr;
 use std::sync::OnceLock;
 
 /// How guard pages are installed.
@@ -32,6 +38,8 @@ pub(crate) enum GuardRequest {
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Config {
     pub(crate) guard: GuardRequest,
+    /// Width of the guard region below every stack, in bytes; page multiple.
+    pub(crate) guard_bytes: usize,
     /// Bytes at the top of a stack kept resident when it returns to the pool; page multiple.
     pub(crate) hot_bytes: usize,
 }
@@ -40,17 +48,27 @@ pub(crate) struct Config {
 /// (the entry trampoline, the closure and a channel wait), so reuse does not fault them in.
 const DEFAULT_HOT_KB: usize = 8;
 
+/// Default guard width: wider than the largest frames that C code compiled without
+/// `-fstack-clash-protection` commonly puts on a stack (`guard.rs`).
+pub(crate) const DEFAULT_GUARD_KB: usize = 64;
+
+/// Widest guard accepted: with it the largest class (8 MiB) still gets five slots in a 64 MiB
+/// slab (`slab.rs`). Larger requests are clamped to it.
+pub(crate) const MAX_GUARD_KB: usize = 4 << 10;
+
 impl Config {
     fn from_env() -> Self {
+        let (mut a, mut b, mut c) = ([0; ENV_BUF], [0; ENV_BUF], [0; ENV_BUF]);
         Self::parse(
-            std::env::var("TESSERA_STACK_GUARD").ok().as_deref(),
-            std::env::var("TESSERA_STACK_HOT_KB").ok().as_deref(),
+            env(c"TESSERA_STACK_GUARD", &mut a),
+            env(c"TESSERA_STACK_HOT_KB", &mut b),
+            env(c"TESSERA_STACK_GUARD_KB", &mut c),
         )
     }
 
-    /// Parses the two variables; unknown values fall back to the defaults rather than fail,
+    /// Parses the variables; unknown values fall back to the defaults rather than fail,
     /// because a typo in the environment must not stop a program from running.
-    fn parse(guard: Option<&str>, hot_kb: Option<&str>) -> Self {
+    fn parse(guard: Option<&str>, hot_kb: Option<&str>, guard_kb: Option<&str>) -> Self {
         let guard = match guard.map(str::trim) {
             Some("madvise") => GuardRequest::Madvise,
             Some("mprotect") => GuardRequest::Mprotect,
@@ -61,8 +79,39 @@ impl Config {
             .and_then(|v| v.trim().parse::<usize>().ok())
             .unwrap_or(DEFAULT_HOT_KB);
         let hot_bytes = hot_kb.saturating_mul(1024).next_multiple_of(page);
-        Self { guard, hot_bytes }
+        // Never below one page: a stack without a guard would overflow silently.
+        let guard_kb = guard_kb
+            .and_then(|v| v.trim().parse::<usize>().ok())
+            .unwrap_or(DEFAULT_GUARD_KB)
+            .min(MAX_GUARD_KB);
+        let guard_bytes = (guard_kb * 1024).next_multiple_of(page).max(page);
+        Self {
+            guard,
+            guard_bytes,
+            hot_bytes,
+        }
     }
+}
+
+/// Longest value read; ours are a mode name or a number, anything longer is not valid.
+const ENV_BUF: usize = 32;
+
+/// The value of `name`, copied into `buf`, without allocating; `None` when unset, longer than
+/// the buffer, or not UTF-8.
+fn env<'b>(name: &CStr, buf: &'b mut [u8; ENV_BUF]) -> Option<&'b str> {
+    // SAFETY: `name` is NUL-terminated; getenv only reads the environment block.
+    let value = unsafe { libc::getenv(name.as_ptr()) };
+    if value.is_null() {
+        return None;
+    }
+    // SAFETY: a non-null result of getenv is a NUL-terminated string in the environment
+    // block. It stays valid until the environment is changed, and it is copied out at once;
+    // changing the environment while another thread reads it is what the contract of the
+    // (unsafe) `std::env::set_var` rules out.
+    let bytes = unsafe { CStr::from_ptr(value) }.to_bytes();
+    let dst = buf.get_mut(..bytes.len())?;
+    dst.copy_from_slice(bytes);
+    std::str::from_utf8(dst).ok()
 }
 
 static CONFIG: OnceLock<Config> = OnceLock::new();
@@ -78,8 +127,13 @@ mod tests {
 
     #[test]
     fn defaults() {
-        let c = Config::parse(None, None);
+        let c = Config::parse(None, None, None);
         assert_eq!(c.guard, GuardRequest::Auto);
+        assert_eq!(
+            c.guard_bytes,
+            (DEFAULT_GUARD_KB * 1024).next_multiple_of(tessera_span::os::page_size())
+        );
+        assert!(c.guard_bytes >= 64 << 10);
         assert_eq!(
             c.hot_bytes,
             (DEFAULT_HOT_KB * 1024).next_multiple_of(tessera_span::os::page_size())
@@ -88,21 +142,53 @@ mod tests {
 
     #[test]
     fn explicit_values_and_rounding() {
-        let c = Config::parse(Some("mprotect"), Some("5"));
+        let c = Config::parse(Some("mprotect"), Some("5"), None);
         assert_eq!(c.guard, GuardRequest::Mprotect);
         let page = tessera_span::os::page_size();
         assert_eq!(c.hot_bytes, (5 * 1024usize).next_multiple_of(page));
         assert_eq!(
-            Config::parse(Some("madvise"), Some("0")).guard,
+            Config::parse(Some("madvise"), Some("0"), None).guard,
             GuardRequest::Madvise
         );
-        assert_eq!(Config::parse(Some("madvise"), Some("0")).hot_bytes, 0);
+        assert_eq!(Config::parse(Some("madvise"), Some("0"), None).hot_bytes, 0);
+    }
+
+    #[test]
+    fn guard_width_rounds_to_pages_and_is_bounded() {
+        let page = tessera_span::os::page_size();
+        let width = |kb: &str| Config::parse(None, None, Some(kb)).guard_bytes;
+        assert_eq!(width("128"), (128usize << 10).next_multiple_of(page));
+        assert_eq!(width(" 4 "), page.max(4 << 10));
+        assert_eq!(width("1"), page, "rounded up to a whole page");
+        assert_eq!(width("0"), page, "never unguarded");
+        assert_eq!(width("1000000000"), MAX_GUARD_KB << 10);
+        assert_eq!(width("99999999999999999999999"), width("64"), "unparsable");
     }
 
     #[test]
     fn garbage_falls_back_to_defaults() {
-        let c = Config::parse(Some("bogus"), Some("lots"));
+        let c = Config::parse(Some("bogus"), Some("lots"), Some("wide"));
+        let d = Config::parse(None, None, None);
         assert_eq!(c.guard, GuardRequest::Auto);
-        assert_eq!(c.hot_bytes, Config::parse(None, None).hot_bytes);
+        assert_eq!(c.hot_bytes, d.hot_bytes);
+        assert_eq!(c.guard_bytes, d.guard_bytes);
+    }
+
+    #[test]
+    fn reads_the_environment_in_place() {
+        // Compare with std's (allocating) view on every variable the test process has.
+        let mut checked = 0;
+        for (name, value) in std::env::vars() {
+            let Ok(cname) = std::ffi::CString::new(name) else {
+                continue;
+            };
+            let mut buf = [0; ENV_BUF];
+            let expect = (value.len() <= ENV_BUF).then_some(value.as_str());
+            assert_eq!(env(&cname, &mut buf), expect, "{cname:?}");
+            checked += 1;
+        }
+        assert!(checked > 0);
+        let mut buf = [0; ENV_BUF];
+        assert_eq!(env(c"TESSERA_STACKS_SURELY_UNSET_VARIABLE", &mut buf), None);
     }
 }

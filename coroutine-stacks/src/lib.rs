@@ -4,8 +4,10 @@
 //! - Stacks are carved from 64 MiB slabs reserved through `tessera_span::os` (`slab.rs`),
 //!   committed by the kernel on first touch: a fresh stack costs one page of RSS once a
 //!   coroutine runs on it, none before.
-//! - Each has a guard page at its low end (`guard.rs`): `MADV_GUARD_INSTALL` where the kernel
-//!   has it (no extra VMA), `mprotect` otherwise (`TESSERA_STACK_GUARD=auto|madvise|mprotect`).
+//! - Each has a guard region at its low end (`guard.rs`), 64 KiB wide by default
+//!   (`TESSERA_STACK_GUARD_KB`) so that a large C frame cannot step over it:
+//!   `MADV_GUARD_INSTALL` where the kernel has it (no extra VMA, no memory), `mprotect`
+//!   otherwise (`TESSERA_STACK_GUARD=auto|madvise|mprotect`).
 //! - Sizes are powers of two from 16 KiB to 8 MiB (`class.rs`).
 //! - Free stacks sit in per-processor caches (`cache.rs`) over per-node pools (`pool.rs`), as
 //!   Go's `stackcache` over `stackpool`. A runtime owns one [`StackCache`] per processor and

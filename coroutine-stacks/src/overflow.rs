@@ -1,5 +1,7 @@
-//! Reporting stack overflows: a SIGSEGV/SIGBUS handler that recognises a hit on a tessera
-//! guard page and says so in one clear line, instead of a bare "Segmentation fault".
+//! Reporting stack overflows: a SIGSEGV/SIGBUS handler that recognises a hit anywhere in a
+//! tessera stack's guard region and says so in one clear line, instead of a bare
+//! "Segmentation fault". The registry knows each slab's guard width, so a fault deep in a
+//! wide guard (a large frame's first store) is recognised as well as one at its top.
 //!
 //! How it fits together:
 //! - The handler is installed once per process (`Once`), on top of whatever was there
@@ -165,6 +167,9 @@ impl Line {
 
 fn report(hit: &SlotHit, addr: usize) {
     let usable_kib = hit.slab.class.size() >> 10;
+    // How far below the stack the access went: about a page for runaway recursion, more for
+    // a large frame whose first store is at its low end.
+    let below = hit.usable_lo() - addr;
     let mut line = Line {
         buf: [0; 512],
         len: 0,
@@ -179,9 +184,13 @@ fn report(hit: &SlotHit, addr: usize) {
     }
     line.text(" (")
         .num(usable_kib, 10)
-        .text(" KiB usable) hit its guard page at fault address 0x")
+        .text(" KiB usable) hit its guard at fault address 0x")
         .num(addr, 16)
-        .text("; ask for a bigger stack (tessera_stacks::acquire(size) with size > ")
+        .text(", ")
+        .num(below, 10)
+        .text(" bytes below the stack (guard: ")
+        .num(hit.slab.guard >> 10, 10)
+        .text(" KiB); ask for a bigger stack (tessera_stacks::acquire(size) with size > ")
         .num(usable_kib, 10)
         .text(" KiB, up to ")
         .num(MAX_STACK_SIZE >> 10, 10)

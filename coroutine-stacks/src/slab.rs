@@ -22,8 +22,8 @@ use std::fmt;
 
 use tessera_span::os;
 
-use crate::class::SizeClass;
-use crate::config::GuardMode;
+use crate::class::{MAX_STACK_SIZE, SizeClass};
+use crate::config::{self, GuardMode};
 use crate::error::StackError;
 use crate::guard;
 use crate::node::{self, NodeId};
@@ -34,6 +34,10 @@ use crate::stats;
 /// slab with one hash lookup. Large slabs also mean few registry entries and, with madvise
 /// guards, one VMA per 64 MiB of stacks. Even the 8 MiB class gets seven slots.
 const SLAB_BYTES: usize = registry::CHUNK;
+
+// The widest guard still leaves the largest class several slots per slab (the label table
+// takes a page or two, hence one slot of margin over the four `reserve` asserts).
+const _: () = assert!(SLAB_BYTES / (MAX_STACK_SIZE + (config::MAX_GUARD_KB << 10)) >= 5);
 
 /// Identifies a stack for error messages and the overflow report: slab and slot index.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -79,7 +83,9 @@ pub(crate) struct StackSlot {
     pub(crate) labelled: bool,
 }
 
-/// Bytes per slot of a class: one guard plus the usable size.
+/// Bytes per slot of a class: the guard plus the usable size. The guard is as wide for every
+/// class (`guard.rs`), so it is most of a small stack's address space: 80 KiB per 16 KiB
+/// stack with the default 64 KiB guard.
 pub(crate) fn slot_size(class: SizeClass) -> usize {
     guard::guard_size() + class.size()
 }

@@ -26,7 +26,8 @@ pub struct StackBounds {
     pub base: usize,
     /// Lowest address of the usable part (just above the guard).
     pub usable_lo: usize,
-    /// The guard pages; `guard.start` is the lowest address of the whole stack.
+    /// The guard region (`TESSERA_STACK_GUARD_KB`, 64 KiB by default); `guard.start` is the
+    /// lowest address of the whole stack.
     pub guard: Range<usize>,
 }
 
@@ -59,7 +60,8 @@ impl PooledStack {
         self.slot.lo
     }
 
-    /// The guard range at the low end.
+    /// The guard range at the low end: every byte of it faults, and a fault there is reported
+    /// as this stack's overflow.
     pub fn guard(&self) -> Range<usize> {
         self.slot.lo..self.slot.lo + guard::guard_size()
     }
@@ -135,9 +137,9 @@ impl Drop for PooledStack {
 
 #[cfg(feature = "corosensei")]
 // SAFETY: `base` and `limit` are page-aligned (so aligned to `STACK_ALIGNMENT`); the range
-// between them is a slot this value owns exclusively until it is dropped, with a guard page at
-// the low end installed when the slot was carved and never removed, and at least 16 KiB of
-// usable memory (more than `MIN_STACK_SIZE`). Moving the value does not move the memory.
+// between them is a slot this value owns exclusively until it is dropped, with a guard region
+// at the low end installed when the slot was carved and never removed, and at least 16 KiB
+// of usable memory (more than `MIN_STACK_SIZE`). Moving the value does not move the memory.
 unsafe impl corosensei::stack::Stack for PooledStack {
     #[inline]
     fn base(&self) -> corosensei::stack::StackPointer {

@@ -39,7 +39,7 @@ pub struct StackStats {
     pub carved: usize,
     /// Slabs reserved.
     pub slabs: usize,
-    /// Address space reserved for slabs, in bytes.
+    /// Address space reserved for slabs, in bytes, guards included.
     pub reserved_bytes: usize,
     /// Bytes of slab memory resident right now, counted page by page with `mincore`.
     pub resident_bytes: usize,
@@ -48,6 +48,9 @@ pub struct StackStats {
     pub vmas: usize,
     /// Guard mechanism in use, if one could be chosen.
     pub guard: Option<GuardMode>,
+    /// Width of the guard below every stack, in bytes (`TESSERA_STACK_GUARD_KB`). It costs
+    /// address space (counted in `reserved_bytes`), never resident memory.
+    pub guard_bytes: usize,
 }
 
 pub(crate) fn slab_reserved(len: usize) {
@@ -103,5 +106,6 @@ pub fn stats() -> StackStats {
         resident_bytes: resident_pages * page,
         vmas: slabs + GUARD_VMAS.load(Ordering::Relaxed),
         guard: guard::mode().ok(),
+        guard_bytes: guard::guard_size(),
     }
 }
