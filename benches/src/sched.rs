@@ -1,9 +1,12 @@
-//! The scheduler workloads of BENCHMARKS.md (spawn-join, ping-pong, yield, parked) for
-//! tessera-sched, may and tokio, and issue #14's select-many (tessera-sched and Go only: may
-//! and tokio have no select over channels of this shape), shared by the criterion bench (`benches/sched.rs`) and the
-//! runner's scheduler comparison (`tessera-bench --sched`, also part of the default run),
-//! which adds Go's runtime through the reference programs in `benches/go/sched` when `go`
-//! is installed (Debian: `golang-go`).
+//! The scheduler workloads of BENCHMARKS.md (spawn-join in batches and all-live, ping-pong,
+//! yield, parked) for tessera-sched, may and tokio, and issue #14's select-many
+//! (tessera-sched and Go only: may and tokio have no select over channels of this shape),
+//! shared by the criterion bench (`benches/sched.rs`) and the runner's scheduler comparison
+//! (`tessera-bench --sched`, also part of the default run). The comparison adds Go's runtime
+//! through the reference programs in `benches/go/sched` when `go` is installed (Debian:
+//! `golang-go`), and tessera-sched as a user builds it (issue #17): the crate
+//! `benches/sched-user`, a workspace of its own with cargo's default release profile and
+//! the system allocator, which the runner builds with the cargo that started it.
 //!
 //! `may`'s worker count is global and fixed at first use: it runs with 2 workers in every
 //! group (so its "1p" figure is really 2 workers).
@@ -98,6 +101,32 @@ pub async fn tokio_spawn_join(iters: u64) -> Duration {
             h.await.unwrap();
         }
         left -= k;
+    }
+    start.elapsed()
+}
+
+/// spawn-all (issue #17): `iters` empty coroutines spawned in rounds of `n`, every handle
+/// kept until the whole round is spawned, then all joined (Go's WaitGroup shape, which keeps
+/// `n` coroutines alive at once), on the current tessera-sched runtime.
+pub fn tessera_spawn_all(n: u64, iters: u64) -> Duration {
+    let start = Instant::now();
+    for _ in 0..iters.div_ceil(n) {
+        let hs: Vec<_> = (0..n).map(|_| tessera_sched::spawn(|| ())).collect();
+        for h in hs {
+            h.join().unwrap();
+        }
+    }
+    start.elapsed()
+}
+
+/// As `tessera_spawn_all`, on the current tokio runtime.
+pub async fn tokio_spawn_all(n: u64, iters: u64) -> Duration {
+    let start = Instant::now();
+    for _ in 0..iters.div_ceil(n) {
+        let hs: Vec<_> = (0..n).map(|_| tokio::spawn(async {})).collect();
+        for h in hs {
+            h.await.unwrap();
+        }
     }
     start.elapsed()
 }
@@ -314,21 +343,69 @@ pub fn tessera_select_many(msgs: u64) -> Duration {
 
 // ---------------------------------------------------------------- the runner's comparison
 
-/// The scheduler peers, as columns.
-const PEERS: [&str; 5] = ["tessera", "go", "may", "tokio-mt", "tokio-ct"];
+/// The scheduler peers, as columns. `user` is tessera-sched built the way a user builds
+/// it (`benches/sched-user`: its own crate, cargo's default release profile, the system
+/// allocator); `tessera` is the runner's own build (thin LTO, one codegen unit, Tessera as
+/// the global allocator). `user` and `go` are separate programs (`external_figures`).
+const PEERS: [&str; 6] = ["tessera", "user", "go", "may", "tokio-mt", "tokio-ct"];
+const TESSERA: usize = 0;
+const USER: usize = 1;
+const GO: usize = 2;
+const MAY: usize = 3;
+const TOKIO_MT: usize = 4;
+const TOKIO_CT: usize = 5;
 
-/// (workload, iterations per repetition).
-const WORKLOADS: [(&str, u64); 5] = [
+/// (workload, iterations per repetition). `spawn-all-<N>-<P>p`: rounds of N coroutines
+/// all spawned before any is joined (issue #17), on P processors, at least 100,000 spawns
+/// per repetition.
+const WORKLOADS: [(&str, u64); 11] = [
     ("spawn-join", 1_000_000),
+    ("spawn-all-1k-2p", 100_000),
+    ("spawn-all-100k-2p", 100_000),
+    ("spawn-all-1m-2p", 1_000_000),
+    ("spawn-all-1k-1p", 100_000),
+    ("spawn-all-100k-1p", 100_000),
+    ("spawn-all-1m-1p", 1_000_000),
     ("ping-pong-1p", 200_000),
     ("ping-pong-2p", 200_000),
     ("yield", 2_000_000),
     ("select-many", SELECT_MSGS),
 ];
 
+/// The spawn-all counts, as the reference programs take them.
+const SPAWN_ALL_COUNTS: [&str; 3] = ["1000", "100000", "1000000"];
+
+/// (N, processors) of a `spawn-all-<N>-<P>p` workload.
+fn spawn_all_shape(workload: &str) -> Option<(u64, usize)> {
+    let rest = workload.strip_prefix("spawn-all-")?;
+    let (count, procs) = rest.split_once('-')?;
+    let n = match count {
+        "1k" => 1000,
+        "100k" => 100_000,
+        "1m" => 1_000_000,
+        _ => return None,
+    };
+    let procs = procs.strip_suffix('p')?.parse().ok()?;
+    Some((n, procs))
+}
+
 /// ns per operation of `peer` on `workload` (one repetition), or `None` if the peer has
-/// no such configuration (tokio-ct on two Ps, tokio-mt on one).
+/// no such configuration (tokio-ct on two Ps, tokio-mt on one; may's spawn-all, whose
+/// worker count is fixed and whose stacks are a fresh mapping each) or runs as a program of
+/// its own (`user`, `go`).
 fn measure(workload: &str, peer: &str, iters: u64, rts: &Runtimes) -> Option<f64> {
+    if let Some((n, procs)) = spawn_all_shape(workload) {
+        let d = match (peer, procs) {
+            ("tessera", 1) => rts.t1.block_on(move || tessera_spawn_all(n, iters)),
+            ("tessera", _) => rts.t2.block_on(move || tessera_spawn_all(n, iters)),
+            ("tokio-ct", 1) => rts.ct.block_on(tokio_spawn_all(n, iters)),
+            ("tokio-mt", 2) => rts
+                .mt
+                .block_on(async move { tokio::spawn(tokio_spawn_all(n, iters)).await.unwrap() }),
+            _ => return None,
+        };
+        return Some(d.as_nanos() as f64 / (iters.div_ceil(n) * n) as f64);
+    }
     let d = match (workload, peer) {
         ("spawn-join", "tessera") => rts.t2.block_on(move || tessera_spawn_join(iters)),
         ("spawn-join", "may") => may_run(move || may_spawn_join(iters)),
@@ -364,15 +441,18 @@ fn median(mut xs: Vec<f64>) -> f64 {
     xs[xs.len() / 2]
 }
 
-/// Go's figures from the reference programs.
-struct GoFigures {
-    /// (workload, ns/op).
-    ns: Vec<(String, f64)>,
-    /// The parked lines, as printed.
+/// Figures of the programs that run apart from the runner: Go's reference programs and
+/// the user-build crate.
+struct External {
+    /// (workload, ns/op) of each, or why it has none.
+    go: Result<Vec<(String, f64)>, String>,
+    user: Result<Vec<(String, f64)>, String>,
+    /// Go's parked lines, as printed.
     parked: Vec<String>,
 }
 
-fn go_figures(parked: &[usize]) -> Result<GoFigures, String> {
+/// Builds Go's reference programs into the report directory.
+fn build_go() -> Result<std::path::PathBuf, String> {
     if Command::new("go").arg("version").output().is_err() {
         return Err("go not installed (Debian: apt-get install golang-go)".into());
     }
@@ -394,46 +474,114 @@ fn go_figures(parked: &[usize]) -> Result<GoFigures, String> {
             String::from_utf8_lossy(&build.stderr).trim()
         ));
     }
-    let run = |procs: &str, args: &[String]| -> Result<String, String> {
-        let out = Command::new(&bin)
-            .args(args)
-            .env("GOMAXPROCS", procs)
-            .output()
-            .map_err(|e| format!("{}: {e}", bin.display()))?;
-        if !out.status.success() {
-            return Err(format!("{} {args:?} failed", bin.display()));
+    Ok(bin)
+}
+
+/// The user-build crate (`benches/sched-user`, a workspace of its own).
+const USER_CRATE: &str = "benches/sched-user";
+
+/// Builds the user-build crate with cargo's default release profile into
+/// `<target>/sched-user/` (a no-op when it is up to date).
+fn build_user() -> Result<std::path::PathBuf, String> {
+    let target = crate::paths::target_dir().join("sched-user");
+    let manifest = crate::paths::workspace_root()
+        .join(USER_CRATE)
+        .join("Cargo.toml");
+    let cargo = crate::cargo::started_by().unwrap_or_else(|| "cargo".into());
+    crate::cargo::build_release(
+        &cargo,
+        &manifest,
+        &target,
+        &[],
+        "tessera-sched as a user builds it: default release profile, system allocator",
+    )?;
+    Ok(target.join("release").join("tessera-sched-user"))
+}
+
+/// Runs `bin ARGS` with `procs` processors (`GOMAXPROCS` for Go, `TESSERA_PROCS` for
+/// tessera-sched) and returns its stdout.
+fn run_program(bin: &std::path::Path, procs: &str, args: &[&str]) -> Result<String, String> {
+    let out = Command::new(bin)
+        .args(args)
+        .env("GOMAXPROCS", procs)
+        .env("TESSERA_PROCS", procs)
+        .output()
+        .map_err(|e| format!("{}: {e}", bin.display()))?;
+    if !out.status.success() {
+        return Err(format!(
+            "{} {args:?} failed: {}",
+            bin.display(),
+            String::from_utf8_lossy(&out.stderr).trim()
+        ));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// Adds the `name ns/op value` lines of `out` to `figures`.
+fn parse_figures(out: &str, figures: &mut Vec<(String, f64)>) {
+    for line in out.lines() {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        if let [name, "ns/op", v] = f[..]
+            && let Ok(v) = v.parse()
+        {
+            figures.push((name.to_string(), v));
         }
-        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-    };
-    let mut figures = Vec::new();
-    for (procs, what) in [
-        ("2", "spawn-join"),
-        ("1", "ping-pong"),
-        ("2", "ping-pong"),
-        ("1", "yield"),
-        ("2", "select-many"),
-    ] {
-        for line in run(procs, &[what.to_string()])?.lines() {
-            let f: Vec<&str> = line.split_whitespace().collect();
-            if let [name, "ns/op", v] = f[..]
-                && let Ok(v) = v.parse()
-            {
-                figures.push((name.to_string(), v));
+    }
+}
+
+/// Runs Go's reference programs and the user-build crate, one workload group at a time,
+/// alternating between the two (each prints the median of its own repetitions), then Go's
+/// parked workload.
+fn external_figures(parked: &[usize]) -> External {
+    let mut go = build_go().map(|bin| (bin, Vec::new()));
+    let mut user = build_user().map(|bin| (bin, Vec::new()));
+    let spawn_all: Vec<&str> = std::iter::once("spawn-all")
+        .chain(SPAWN_ALL_COUNTS)
+        .collect();
+    // (processors, arguments, whether the user crate has it).
+    let groups: [(&str, &[&str], bool); 7] = [
+        ("2", &["spawn-join"], true),
+        ("2", &spawn_all, true),
+        ("1", &spawn_all, true),
+        ("1", &["ping-pong"], true),
+        ("2", &["ping-pong"], true),
+        ("1", &["yield"], true),
+        ("2", &["select-many"], false),
+    ];
+    for (i, (procs, args, in_user)) in groups.into_iter().enumerate() {
+        // Alternate which program goes first, so neither always runs on a machine the other
+        // just warmed (or heated).
+        for turn in 0..2 {
+            let (side, wanted) = if (i + turn) % 2 == 0 {
+                (&mut go, true)
+            } else {
+                (&mut user, in_user)
+            };
+            if !wanted {
+                continue;
+            }
+            if let Ok((bin, figures)) = side {
+                match run_program(bin, procs, args) {
+                    Ok(out) => parse_figures(&out, figures),
+                    Err(why) => *side = Err(why),
+                }
             }
         }
     }
     let mut lines = Vec::new();
-    for &n in parked {
-        lines.extend(
-            run("2", &["parked".to_string(), n.to_string()])?
-                .lines()
-                .map(|l| format!("go       {l}")),
-        );
+    if let Ok((bin, _)) = &go {
+        for &n in parked {
+            match run_program(bin, "2", &["parked", &n.to_string()]) {
+                Ok(out) => lines.extend(out.lines().map(|l| format!("go       {l}"))),
+                Err(why) => lines.push(format!("go       parked {n}: {why}")),
+            }
+        }
     }
-    Ok(GoFigures {
-        ns: figures,
+    External {
+        go: go.map(|(_, f)| f),
+        user: user.map(|(_, f)| f),
         parked: lines,
-    })
+    }
 }
 
 /// The hidden flag of the comparison's child process.
@@ -479,7 +627,7 @@ pub fn run_here(full: bool, reps: Option<usize>) -> i32 {
     };
     println!(
         "scheduler workloads: {reps} interleaved repetitions, median (ns per operation); \
-         every Rust peer allocates through {}",
+         the runner's Rust peers allocate through {}",
         if crate::global::is_tessera() {
             "Tessera"
         } else {
@@ -513,46 +661,52 @@ pub fn run_here(full: bool, reps: Option<usize>) -> i32 {
                 .collect(),
         ));
     }
-    let (go_lines, go_note) = match go_figures(parked) {
-        Ok(GoFigures { ns, parked: lines }) => {
+    let external = external_figures(parked);
+    for (column, figures) in [(GO, &external.go), (USER, &external.user)] {
+        if let Ok(ns) = figures {
             for (workload, row) in table.iter_mut() {
-                row[1] = ns
+                row[column] = ns
                     .iter()
                     .find(|(name, _)| name == workload)
                     .map(|&(_, v)| v);
             }
-            (lines, None)
         }
-        Err(why) => (Vec::new(), Some(why)),
-    };
-    print!("{:<14}", "workload");
+    }
+    print!("{:<18}", "workload");
     for peer in PEERS {
         print!("{peer:>10}");
     }
-    println!("   tessera/go  tessera/may  tessera/tokio");
+    println!("   tessera/go  user/go  tessera/may  tessera/tokio");
     let cell = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.1}"));
     for (workload, row) in &table {
-        print!("{workload:<14}");
+        print!("{workload:<18}");
         for v in row {
             print!("{:>10}", cell(*v));
         }
-        let ratio = |peer: Option<f64>| match (row[0], peer) {
+        let ratio = |ours: Option<f64>, peer: Option<f64>| match (ours, peer) {
             (Some(t), Some(p)) => format!("{:.2}", t / p),
             _ => "-".to_string(),
         };
-        let tokio = row[3].or(row[4]);
+        let tokio = row[TOKIO_MT].or(row[TOKIO_CT]);
         println!(
-            "   {:>10}  {:>11}  {:>13}",
-            ratio(row[1]),
-            ratio(row[2]),
-            ratio(tokio)
+            "   {:>10}  {:>7}  {:>11}  {:>13}",
+            ratio(row[TESSERA], row[GO]),
+            ratio(row[USER], row[GO]),
+            ratio(row[TESSERA], row[MAY]),
+            ratio(row[TESSERA], tokio)
         );
     }
     println!(
-        "(ratio < 1: tessera takes less time; tokio: tokio-mt where it has a figure, else tokio-ct)"
+        "(ratio < 1: tessera takes less time; tessera: this runner's build (thin LTO, Tessera \
+         as the global allocator), user: {USER_CRATE} (cargo's default release profile, the \
+         system allocator) and go each print the median of their own repetitions, run \
+         alternately after the runner's rounds; tokio: tokio-mt where it has a figure, else \
+         tokio-ct)"
     );
-    if let Some(why) = &go_note {
-        println!("go: {why}");
+    for (who, figures) in [("go", &external.go), ("user", &external.user)] {
+        if let Err(why) = figures {
+            println!("{who}: {why}");
+        }
     }
     drop(rts);
     let exe = std::env::current_exe();
@@ -577,12 +731,13 @@ pub fn run_here(full: bool, reps: Option<usize>) -> i32 {
             Err(e) => println!("tessera  parked {n}: {e}"),
         }
     }
-    for line in go_lines {
+    for line in &external.parked {
         println!("{line}");
     }
     println!();
-    let go_bin = go_note
-        .is_none()
+    let go_bin = external
+        .go
+        .is_ok()
         .then(|| crate::paths::report_dir().join("go-sched"));
     crate::sched_timers::compare(reps.min(5), go_bin.as_deref());
     0

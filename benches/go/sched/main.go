@@ -2,7 +2,7 @@
 // project from the workload descriptions. Each prints "name ns/op value" lines (or RSS
 // figures for parked), the median of several repetitions.
 //
-//	go run . spawn-join | ping-pong | yield | select-many | parked [N] | fairness [seconds] | timers [N]
+//	go run . spawn-join | spawn-all N... | ping-pong | yield | select-many | parked [N] | fairness [seconds] | timers [N]
 //
 // GOMAXPROCS is taken from the environment (the runner sets it).
 package main
@@ -44,6 +44,35 @@ func spawnJoin() float64 {
 		wg.Wait()
 	}
 	return float64(time.Since(start).Nanoseconds()) / total
+}
+
+// spawnAll (issue #17): spawn n goroutines, all of them before waiting for any (Go's
+// WaitGroup shape; a tessera program keeps every JoinHandle and joins them all), repeated
+// until at least 100,000 goroutines were spawned, so that N = 1,000 is not timed on a
+// single burst.
+func spawnAll(n int) float64 {
+	rounds := (100000 + n - 1) / n
+	start := time.Now()
+	var wg sync.WaitGroup
+	for r := 0; r < rounds; r++ {
+		wg.Add(n)
+		for i := 0; i < n; i++ {
+			go func() { wg.Done() }()
+		}
+		wg.Wait()
+	}
+	return float64(time.Since(start).Nanoseconds()) / float64(rounds*n)
+}
+
+// countName: 1000 -> 1k, 100000 -> 100k, 1000000 -> 1m (the runner's row names).
+func countName(n int) string {
+	switch {
+	case n >= 1000000 && n%1000000 == 0:
+		return fmt.Sprintf("%dm", n/1000000)
+	case n >= 1000 && n%1000 == 0:
+		return fmt.Sprintf("%dk", n/1000)
+	}
+	return strconv.Itoa(n)
 }
 
 // pingPong: round trips over two unbuffered channels.
@@ -321,12 +350,22 @@ func timers(n int) {
 
 func main() {
 	if len(os.Args) < 2 {
-		fmt.Fprintln(os.Stderr, "usage: sched spawn-join|ping-pong|yield|select-many|parked [N]|fairness [seconds]|timers [N]")
+		fmt.Fprintln(os.Stderr, "usage: sched spawn-join|spawn-all N...|ping-pong|yield|select-many|parked [N]|fairness [seconds]|timers [N]")
 		os.Exit(2)
 	}
 	switch os.Args[1] {
 	case "spawn-join":
 		fmt.Printf("spawn-join ns/op %.1f\n", median(spawnJoin))
+	case "spawn-all":
+		for _, a := range os.Args[2:] {
+			n, err := strconv.Atoi(a)
+			if err != nil || n <= 0 {
+				fmt.Fprintln(os.Stderr, "spawn-all: not a count:", a)
+				os.Exit(2)
+			}
+			fmt.Printf("spawn-all-%s-%dp ns/op %.1f\n", countName(n), runtime.GOMAXPROCS(0),
+				median(func() float64 { return spawnAll(n) }))
+		}
 	case "ping-pong":
 		fmt.Printf("ping-pong-%dp ns/op %.1f\n", runtime.GOMAXPROCS(0), median(pingPong))
 	case "yield":
