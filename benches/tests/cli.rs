@@ -56,21 +56,33 @@ fn a_child_reports_one_sane_result_line() {
 #[test]
 fn sched_compares_for_real_and_bad_flags_fail() {
     // One repetition: the table, with a measured figure for every Rust peer that has the
-    // configuration, and the parked line from its own process.
+    // configuration, the user build's column (benches/sched-user, built by the runner), and
+    // the parked line from its own process.
     let out = runner().args(["--sched", "--reps", "1"]).output().unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{stdout}");
     assert!(
-        stdout.contains("every Rust peer allocates through Tessera"),
+        stdout.contains("the runner's Rust peers allocate through Tessera"),
         "{stdout}"
     );
-    for workload in ["spawn-join", "ping-pong-1p", "ping-pong-2p", "yield"] {
+    for workload in [
+        "spawn-join",
+        "spawn-all-1k-2p",
+        "spawn-all-100k-1p",
+        "spawn-all-1m-2p",
+        "ping-pong-1p",
+        "ping-pong-2p",
+        "yield",
+    ] {
         let row = stdout
             .lines()
-            .find(|l| l.starts_with(workload))
+            .find(|l| l.starts_with(&format!("{workload} ")))
             .unwrap_or_else(|| panic!("no {workload} row: {stdout}"));
-        let tessera: f64 = row.split_whitespace().nth(1).unwrap().parse().unwrap();
-        assert!(tessera > 0.0, "{row}");
+        // Columns: tessera (this build), user (benches/sched-user).
+        for column in [1, 2] {
+            let ns: f64 = row.split_whitespace().nth(column).unwrap().parse().unwrap();
+            assert!(ns > 0.0, "{row}");
+        }
     }
     assert!(
         stdout.contains("tessera  parked 100000 rss_per_g_bytes"),
