@@ -14,6 +14,17 @@
 //! default size; a full P list spills half to a runtime-wide list that empty Ps refill from
 //! (Go's `sched.gFree`), and beyond that list's cap the records are freed.
 //!
+//! The runtime-wide cap is high (`MAX_SHARED`, a million Gs), because the shape that fills
+//! it — spawn N, keep every handle, join them all (issue #17) — comes back: with a cap of
+//! 4,096, every G beyond it was freed at the end of a round and made again in the next, and
+//! its stack went through the node pool, which cost a `madvise` per spawn (771,547 calls in
+//! seven rounds of N = 100,000 on one P) besides the record's allocation and two `allgs`
+//! locks; spawn-all ran at 1.5 µs per coroutine against Go's 0.7–0.8 µs. Go never frees a
+//! dead G at all. Keeping them costs little beyond what the pool would hold anyway: a stack
+//! that goes to the node pool keeps its top `TESSERA_STACK_HOT_KB` resident (shrink.rs), and
+//! a stack kept here has one resident page (its coroutine stayed there, see below), so a
+//! kept G holds about the same memory plus its record (a few hundred bytes).
+//!
 //! Only stacks whose coroutine stayed in its top page are kept, so the list never pins
 //! deep-recursion memory: before a stack runs its first coroutine, `arm` writes canary words
 //! near the bottom of its top page (away from the words tessera-stacks uses for its own
@@ -22,6 +33,7 @@
 //! purges the cold pages. Named Gs are not kept either, so a G's name never changes while
 //! `dump()` may read it.
 
+use core::ptr::NonNull;
 use std::sync::Mutex;
 
 use tessera_stacks::PooledStack;
@@ -74,7 +86,7 @@ pub(crate) unsafe fn put(sh: &Shared, p: &P, g: GRef) {
                 // Spawns and exits are often on different Ps: rebalance through the
                 // runtime's list instead of freeing Gs and shrinking stacks.
                 // SAFETY: the P's list holds only dead Gs of this runtime.
-                unsafe { spill(sh, free) };
+                unsafe { spill(sh, p, free) };
             }
             free.push(g);
         }
@@ -86,7 +98,7 @@ pub(crate) unsafe fn put(sh: &Shared, p: &P, g: GRef) {
 /// Frees a G record, its coroutine first, its stack going back to `p`'s stack cache.
 ///
 /// # Safety
-/// `g` was made by `Box::into_raw`, its coroutine is finished, unwound or never started,
+/// `g` was made by `palloc::new`, its coroutine is finished, unwound or never started,
 /// nothing else refers to it, and the calling thread holds `p` (or no M holds any P).
 pub(crate) unsafe fn free(sh: &Shared, p: &P, g: GRef) {
     // SAFETY: per the contract, a G of this runtime that nothing else refers to; freed
@@ -94,12 +106,14 @@ pub(crate) unsafe fn free(sh: &Shared, p: &P, g: GRef) {
     unsafe { sh.allgs.remove(g) };
     // SAFETY: per the contract the record is ours alone; the coroutine goes before the
     // stack it runs on.
-    let mut g = unsafe { Box::from_raw(g) };
-    drop(g.co.get_mut().take());
-    if let Some(s) = g.stack.get_mut().take() {
+    let gr = unsafe { &mut *g };
+    drop(gr.co.get_mut().take());
+    if let Some(s) = gr.stack.get_mut().take() {
         // SAFETY: per the contract, the P's stack cache is ours.
         unsafe { (*p.stacks.get()).release(s) };
     }
+    // SAFETY: made by `palloc::new`, referred to by nothing else, not used below.
+    unsafe { crate::palloc::free(NonNull::new_unchecked(g)) };
 }
 
 /// Frees every dead G of a runtime whose Ms have stopped, their stacks going back to the
@@ -116,19 +130,19 @@ pub(crate) unsafe fn free_all(sh: &Shared) {
         let extra = if p.id == 0 { &shared[..] } else { &[][..] };
         for &g in local.iter().chain(extra) {
             // SAFETY: a dead G on a free list is referred to by nothing else, and was made
-            // by `Box::into_raw`; no M holds `p`.
+            // by `palloc::new`; no M holds `p`.
             unsafe { free(sh, p, g) };
         }
     }
 }
 
 /// Moves half of a full P list to the shared list; beyond its cap, the Gs are freed and
-/// their stacks go back to the pool through their own `Drop` (the thread's default cache).
+/// their stacks go back to `p`'s stack cache.
 ///
 /// # Safety
-/// `local` holds only dead Gs of `sh` (made by `Box::into_raw`, in `allgs`) that nothing
-/// else refers to: a P's free list.
-unsafe fn spill(sh: &Shared, local: &mut Vec<GRef>) {
+/// `local` holds only dead Gs of `sh` (made by `palloc::new`, in `allgs`) that nothing
+/// else refers to: a P's free list; the calling thread holds `p`.
+unsafe fn spill(sh: &Shared, p: &P, local: &mut Vec<GRef>) {
     let mut half = local.split_off(local.len() / 2);
     let mut g = sh.free_gs.lock().unwrap_or_else(|e| e.into_inner());
     let room = MAX_SHARED.saturating_sub(g.len());
@@ -137,11 +151,40 @@ unsafe fn spill(sh: &Shared, local: &mut Vec<GRef>) {
     g.extend(half);
     drop(g);
     for g in rest {
-        // SAFETY: per the contract, a dead G of this runtime, freed just below.
-        unsafe { sh.allgs.remove(g) };
-        // SAFETY: per the contract, referred to by nothing else, made by `Box::into_raw`.
-        drop(unsafe { Box::from_raw(g) });
+        // SAFETY: per the contract, a dead G of this runtime that nothing else refers to,
+        // made by `palloc::new`; the calling thread holds `p`.
+        unsafe { free(sh, p, g) };
     }
+}
+
+/// Frees up to `BATCH` dead Gs of the runtime-wide list for a spawn that could get no
+/// stack (the list may hold every stack there is, `vm.max_map_count` having run out): their
+/// stacks go to `p`'s stack cache, or without a P to the calling thread's. Returns whether
+/// it freed any.
+///
+/// # Safety
+/// The calling thread holds `p`, if given.
+pub(crate) unsafe fn release_shared(sh: &Shared, p: Option<&P>) -> bool {
+    let batch = {
+        let mut g = sh.free_gs.lock().unwrap_or_else(|e| e.into_inner());
+        let at = g.len().saturating_sub(BATCH);
+        g.split_off(at)
+    };
+    for &g in &batch {
+        match p {
+            // SAFETY: a dead G of the shared list is referred to by nothing else and was
+            // made by `palloc::new`; per the contract this thread holds `p`.
+            Some(p) => unsafe { free(sh, p, g) },
+            None => {
+                // SAFETY: as above.
+                unsafe { sh.allgs.remove(g) };
+                // SAFETY: as above (`put` dropped its coroutine); the stack goes to this
+                // thread's cache as its `PooledStack` drops with the record.
+                unsafe { crate::palloc::free(NonNull::new_unchecked(g)) };
+            }
+        }
+    }
+    !batch.is_empty()
 }
 
 /// Takes a batch from the shared list into an empty P list.
@@ -154,8 +197,9 @@ fn refill(shared: &Mutex<Vec<GRef>>, local: &mut Vec<GRef>) {
 
 /// Gs a P keeps (a stack's 4 KiB resident top page each): at most 4 MiB per P.
 const MAX_PER_P: usize = 1024;
-/// Gs the runtime-wide list keeps for Ps that run short (16 MiB of top pages).
-const MAX_SHARED: usize = 4096;
+/// Gs the runtime-wide list keeps for Ps that run short (see the file comment: a stack's
+/// top page and a record each, as much as a million coroutines alive at once left behind).
+const MAX_SHARED: usize = 1 << 20;
 /// Gs moved between a P and the shared list at a time.
 const BATCH: usize = 64;
 

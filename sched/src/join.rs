@@ -128,11 +128,12 @@ unsafe impl<T: Send> Send for JoinState<T> {}
 /// A new join state: the coroutine's side, the handle, and the shutdown hook (valid while
 /// the completer has not completed).
 pub(crate) fn pair<T: Send + 'static>(id: u64) -> (Completer<T>, JoinHandle<T>, CancelHook) {
-    let state = NonNull::from(Box::leak(Box::new(JoinState::<T> {
+    // From Tessera's per-P cache, whatever the program's global allocator (palloc.rs).
+    let state = crate::palloc::new(JoinState::<T> {
         state: AtomicU8::new(0),
         result: UnsafeCell::new(None),
         waiter: UnsafeCell::new(Joiner::None),
-    })));
+    });
     /// # Safety
     /// As `CancelHook::cancel`; `p` is the state of a `JoinState<T>`.
     unsafe fn cancel<T>(p: *const ()) {
@@ -218,8 +219,8 @@ impl<T> JoinState<T> {
     /// # Safety
     /// Both shares are given up, so the caller is the only one left.
     unsafe fn free(this: NonNull<Self>) {
-        // SAFETY: allocated by `pair` as a Box; nobody else refers to it.
-        drop(unsafe { Box::from_raw(this.as_ptr()) });
+        // SAFETY: allocated by `pair` with `palloc::new`; nobody else refers to it.
+        unsafe { crate::palloc::free(this) };
     }
 }
 

@@ -64,6 +64,7 @@ mod idle_model;
 mod join;
 mod machine;
 mod netpoll;
+mod palloc;
 mod park;
 mod processor;
 mod runqueue;

@@ -178,6 +178,21 @@ pub(crate) fn current_p(rt: *const Shared) -> Option<&'static P> {
     }
 }
 
+/// Calls `f` with the runtime of the calling thread's M (`None` off an M), borrowed rather
+/// than cloned.
+#[inline]
+pub(crate) fn with_current_runtime<R>(f: impl FnOnce(Option<&Arc<Shared>>) -> R) -> R {
+    let m = current_m();
+    if m.is_null() {
+        return f(None);
+    }
+    // SAFETY: as in `current_g`: the MCtx lives on this M's stack for as long as its loop
+    // runs, which outlasts any call made from this thread (a coroutine that moves to
+    // another thread does so only by switching out, after `f` returned; `f` borrows
+    // nothing of the M but the `Arc`, which the M keeps until its loop ends).
+    f(Some(unsafe { &(*m).shared }))
+}
+
 /// The runtime the calling thread's M belongs to.
 pub(crate) fn current_runtime() -> Option<Arc<Shared>> {
     let m = current_m();

@@ -64,9 +64,15 @@ pub(crate) struct P {
     /// `time_run`), or 0. Owner only.
     pub(crate) run_started: AtomicU64,
     pub(crate) spawned: AtomicU64,
+    /// Owner only: coroutine ids taken from the runtime's counter and not yet handed out,
+    /// `next..end` (Go's `p.goidcache`).
+    goids: UnsafeCell<(u64, u64)>,
     pub(crate) steals: AtomicU64,
     pub(crate) latency: [AtomicU64; LATENCY_BUCKETS],
 }
+
+/// Coroutine ids a P takes from its runtime's counter at a time (`P::next_goid`).
+const GOID_BATCH: u64 = 16;
 
 /// `P::wake_pending`: only `runnext` held the work.
 pub(crate) const PENDING_RUNNEXT: u8 = 1;
@@ -110,9 +116,28 @@ impl P {
             wake_pending: AtomicU8::new(0),
             run_started: AtomicU64::new(0),
             spawned: AtomicU64::new(0),
+            goids: UnsafeCell::new((0, 0)),
             steals: AtomicU64::new(0),
             latency: std::array::from_fn(|_| AtomicU64::new(0)),
         }
+    }
+
+    /// A coroutine id for a spawn on this P. Ids come from `counter` in batches of
+    /// `GOID_BATCH`, so spawns on different Ps do not bounce the counter's cache line
+    /// between them (Go's `_GoidCacheBatch`); ids stay unique, and grow on each P.
+    ///
+    /// # Safety
+    /// The calling thread holds this P.
+    pub(crate) unsafe fn next_goid(&self, counter: &AtomicU64) -> u64 {
+        // SAFETY: per the contract, the owner's cell is ours.
+        let (next, end) = unsafe { &mut *self.goids.get() };
+        if *next == *end {
+            *next = counter.fetch_add(GOID_BATCH, Ordering::Relaxed);
+            *end = *next + GOID_BATCH;
+        }
+        let id = *next;
+        *next += 1;
+        id
     }
 
     pub(crate) fn record_latency(&self, ns: u64) {

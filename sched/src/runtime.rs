@@ -90,7 +90,9 @@ pub(crate) struct Shared {
     pub(crate) long_runs: AtomicU64,
     /// Dead Gs with their stacks, shared between Ps (gfree.rs).
     pub(crate) free_gs: Mutex<Vec<GRef>>,
-    next_id: AtomicU64,
+    /// The next coroutine id not yet handed out; Ps take them in batches
+    /// (`P::next_goid`).
+    pub(crate) next_id: CachePadded<AtomicU64>,
     epoch: Instant,
     pub(crate) stack_size: usize,
     /// Usable bytes of a default-size stack (the class `stack_size` rounds up to).
@@ -244,7 +246,7 @@ impl Builder {
             extra_ms: Mutex::new(Vec::new()),
             long_runs: AtomicU64::new(0),
             free_gs: Mutex::new(Vec::new()),
-            next_id: AtomicU64::new(1),
+            next_id: CachePadded::new(AtomicU64::new(1)),
             run_log: CachePadded::new(AtomicU32::new(u32::MAX)),
             coarse_ns: AtomicU64::new(0),
             epoch,
@@ -451,7 +453,8 @@ impl Drop for Runtime {
 /// can be had ([`try_spawn`] returns the error instead).
 #[track_caller]
 pub fn spawn<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> JoinHandle<T> {
-    spawn_in(&current(), f, None, None, Location::caller())
+    let site = Location::caller();
+    with_current(move |sh| spawn_in(sh, f, None, None, site))
 }
 
 /// Spawns `f` as a coroutine on the current runtime, or says why no stack could be had
@@ -463,13 +466,18 @@ pub fn spawn<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> JoinH
 pub fn try_spawn<T: Send + 'static>(
     f: impl FnOnce() -> T + Send + 'static,
 ) -> Result<JoinHandle<T>, StackError> {
-    try_spawn_in(&current(), f, None, None, Location::caller())
+    let site = Location::caller();
+    with_current(move |sh| try_spawn_in(sh, f, None, None, site))
 }
 
-/// The runtime of the calling coroutine or M thread.
+/// Calls `f` with the runtime of the calling coroutine or M thread, borrowed from the M
+/// (an `Arc` clone and drop per spawn were two atomic read-modify-writes on a line the
+/// other Ms touch too: a fifth of spawn-all's time on 2 Ps, by perf).
 #[track_caller]
-fn current() -> Arc<Shared> {
-    machine::current_runtime().expect("tessera_sched::spawn called outside a runtime")
+fn with_current<R>(f: impl FnOnce(&Arc<Shared>) -> R) -> R {
+    machine::with_current_runtime(
+        |sh| f(sh.expect("tessera_sched::spawn called outside a runtime")),
+    )
 }
 
 /// Spawns with a name and a stack size: `Spawn::new().name("x").stack_size(16 << 10).spawn(f)`.
@@ -500,13 +508,8 @@ impl Spawn {
     /// Spawns on the current runtime. Panics outside one, and if no stack can be had.
     #[track_caller]
     pub fn spawn<T: Send + 'static>(self, f: impl FnOnce() -> T + Send + 'static) -> JoinHandle<T> {
-        spawn_in(
-            &current(),
-            f,
-            self.name,
-            self.stack_size,
-            Location::caller(),
-        )
+        let site = Location::caller();
+        with_current(move |sh| spawn_in(sh, f, self.name, self.stack_size, site))
     }
 
     /// Spawns on `rt`, from any thread. Panics if no stack can be had.
@@ -533,13 +536,8 @@ impl Spawn {
         self,
         f: impl FnOnce() -> T + Send + 'static,
     ) -> Result<JoinHandle<T>, StackError> {
-        try_spawn_in(
-            &current(),
-            f,
-            self.name,
-            self.stack_size,
-            Location::caller(),
-        )
+        let site = Location::caller();
+        with_current(move |sh| try_spawn_in(sh, f, self.name, self.stack_size, site))
     }
 
     /// Spawns on `rt`, from any thread, or says why no stack could be had.
@@ -588,15 +586,27 @@ pub(crate) fn try_spawn_in<T: Send + 'static>(
         _ => None,
     };
     // A new G's stack, taken before anything else so that a failure leaves nothing to undo.
+    let acquire = || match p {
+        // SAFETY: `current_p` returned the P this thread holds, so its cache is ours.
+        Some(p) => tessera_stacks::acquire_in(unsafe { &mut *p.stacks.get() }, size),
+        None => tessera_stacks::acquire(size),
+    };
     let stack = match reused {
         Some(_) => None,
-        None => Some(match p {
-            // SAFETY: `current_p` returned the P this thread holds, so its cache is ours.
-            Some(p) => tessera_stacks::acquire_in(unsafe { &mut *p.stacks.get() }, size),
-            None => tessera_stacks::acquire(size),
-        }?),
+        None => Some(match acquire() {
+            Ok(s) => s,
+            // The runtime's dead Gs may hold every stack there is (gfree.rs keeps up to a
+            // million): free some, and try again.
+            // SAFETY: `p` is `current_p`, the P this thread holds, if any.
+            Err(e) if unsafe { crate::gfree::release_shared(sh, p) } => acquire().map_err(|_| e)?,
+            Err(e) => return Err(e),
+        }),
     };
-    let id = sh.next_id.fetch_add(1, Ordering::Relaxed);
+    let id = match p {
+        // SAFETY: `current_p` returned the P this thread holds.
+        Some(p) => unsafe { p.next_goid(&sh.next_id) },
+        None => sh.next_id.fetch_add(1, Ordering::Relaxed),
+    };
     let born = match sh.coarse_ns.load(Ordering::Relaxed) {
         0 => crate::sys::coarse_now_ns(),
         t => t,
@@ -627,7 +637,9 @@ pub(crate) fn try_spawn_in<T: Send + 'static>(
             // SAFETY: a stack just taken from the pool or the P's cache: ours, and nothing
             // runs on it yet.
             unsafe { crate::gfree::arm(&stack) };
-            let g = Box::into_raw(Box::new(G {
+            // From Tessera's per-P cache, whatever the program's global allocator
+            // (palloc.rs).
+            let g = crate::palloc::new(G {
                 id: AtomicU64::new(id),
                 state: core::sync::atomic::AtomicU8::new(RUNNABLE),
                 wait_reason: core::sync::atomic::AtomicU8::new(WaitReason::None as u8),
@@ -651,7 +663,8 @@ pub(crate) fn try_spawn_in<T: Send + 'static>(
                 cancel: core::cell::Cell::new(Some(cancel)),
                 stack: core::cell::UnsafeCell::new(Some(stack)),
                 token: core::cell::UnsafeCell::new(None),
-            }));
+            })
+            .as_ptr();
             // SAFETY: a record just made: live, in no shard, and freed only through
             // `gfree`, which removes it first.
             unsafe { sh.allgs.insert(g) };
