@@ -314,6 +314,20 @@ impl AllGs {
         });
     }
 
+    /// Dead Gs kept on free lists for reuse, one shard lock at a time.
+    pub(crate) fn count_dead(&self) -> usize {
+        let mut n = 0;
+        for shard in &self.shards {
+            let s = shard.lock().unwrap_or_else(|e| e.into_inner());
+            // SAFETY: as in `for_each`: live while we hold the shard's lock.
+            n += s
+                .iter()
+                .filter(|&&g| unsafe { &*(g as GRef) }.state() == DEAD)
+                .count();
+        }
+        n
+    }
+
     /// Calls `f` on every live G (not the dead ones on free lists), one shard lock at a
     /// time. `f` must not free Gs.
     pub(crate) fn for_each(&self, f: &mut dyn FnMut(&G)) {

@@ -19,11 +19,13 @@
 //! 4,096, every G beyond it was freed at the end of a round and made again in the next, and
 //! its stack went through the node pool, which cost a `madvise` per spawn (771,547 calls in
 //! seven rounds of N = 100,000 on one P) besides the record's allocation and two `allgs`
-//! locks; spawn-all ran at 1.5 µs per coroutine against Go's 0.7–0.8 µs. Go never frees a
-//! dead G at all. Keeping them costs little beyond what the pool would hold anyway: a stack
-//! that goes to the node pool keeps its top `TESSERA_STACK_HOT_KB` resident (shrink.rs), and
-//! a stack kept here has one resident page (its coroutine stayed there, see below), so a
-//! kept G holds about the same memory plus its record (a few hundred bytes).
+//! locks; spawn-all ran at 1.5 µs per coroutine against Go's 0.7–0.8 µs. Go keeps dead Gs
+//! too, and frees their stacks at each GC; here sysmon halves the runtime-wide list each
+//! second it goes unused, down to 4,096 (`IdleTrim`), so a burst's records and stacks go
+//! back once the program stops spawning. While kept, a G costs about what the pool would
+//! hold anyway: a stack that goes to the node pool keeps its top `TESSERA_STACK_HOT_KB`
+//! resident (shrink.rs), and a stack kept here has one resident page (its coroutine stayed
+//! there, see below), plus its record (a few hundred bytes).
 //!
 //! Only stacks whose coroutine stayed in its top page are kept, so the list never pins
 //! deep-recursion memory: before a stack runs its first coroutine, `arm` writes canary words
@@ -202,6 +204,46 @@ const MAX_PER_P: usize = 1024;
 const MAX_SHARED: usize = 1 << 20;
 /// Gs moved between a P and the shared list at a time.
 const BATCH: usize = 64;
+/// What the runtime-wide list keeps however long it goes unused (the cap it had before
+/// spawn-all rounds asked for more).
+const KEEP_IDLE: usize = 4096;
+/// How long the runtime-wide list must go unchanged before sysmon halves it.
+const IDLE_NS: u64 = 1_000_000_000;
+
+/// Sysmon's watch over the runtime-wide list: memory back while the program sleeps (issue
+/// #13's rule for the allocator, applied to kept coroutines). A list that has not changed
+/// for `IDLE_NS` is halved, down to `KEEP_IDLE`, each `IDLE_NS` it stays unused; the
+/// stacks go back through the stack cache and the node pool, which shrink them.
+#[derive(Default)]
+pub(crate) struct IdleTrim {
+    len: usize,
+    since: u64,
+}
+
+impl IdleTrim {
+    /// One look at `now` (the runtime's clock, ns). Returns whether it freed any G.
+    pub(crate) fn step(&mut self, sh: &Shared, now: u64) -> bool {
+        let len = sh.free_gs.lock().unwrap_or_else(|e| e.into_inner()).len();
+        if len != self.len || len <= KEEP_IDLE {
+            *self = Self { len, since: now };
+            return false;
+        }
+        if now.saturating_sub(self.since) < IDLE_NS {
+            return false;
+        }
+        let target = (len / 2).max(KEEP_IDLE);
+        let mut left = len;
+        // SAFETY: no P is passed (sysmon holds none); the stacks go to this thread's cache.
+        while left > target && unsafe { release_shared(sh, None) } {
+            left = sh.free_gs.lock().unwrap_or_else(|e| e.into_inner()).len();
+        }
+        *self = Self {
+            len: left,
+            since: now,
+        };
+        true
+    }
+}
 
 const WORDS: usize = 4;
 /// Byte offset of the first canary above the bottom of the top page. tessera-stacks keeps

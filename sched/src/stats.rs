@@ -22,6 +22,10 @@ pub struct Stats {
     pub runnable: usize,
     /// Parked coroutines.
     pub parked: usize,
+    /// Finished coroutines whose records and stacks the runtime keeps for the next spawns
+    /// (not counted in `live`); sysmon hands back what goes unused for a second, down to a
+    /// few thousand.
+    pub kept: usize,
     /// Successful steals from another P's run queue.
     pub steals: u64,
     /// Times sysmon saw a coroutine run for more than 10 ms without yielding.
@@ -69,6 +73,7 @@ pub(crate) fn collect(sh: &Shared) -> Stats {
         running: 0,
         runnable: 0,
         parked: 0,
+        kept: 0,
         steals: 0,
         long_runs: sh.long_runs.load(Ordering::Relaxed),
         threads: sh.all_ms.lock().unwrap_or_else(|e| e.into_inner()).len(),
@@ -82,6 +87,7 @@ pub(crate) fn collect(sh: &Shared) -> Stats {
             *a += b.load(Ordering::Relaxed);
         }
     }
+    s.kept = sh.allgs.count_dead();
     sh.allgs.for_each(&mut |g| {
         s.live += 1;
         match g.state() {
@@ -111,6 +117,7 @@ pub fn stats() -> Stats {
                 t.running += s.running;
                 t.runnable += s.runnable;
                 t.parked += s.parked;
+                t.kept += s.kept;
                 t.steals += s.steals;
                 t.long_runs += s.long_runs;
                 t.threads += s.threads;
@@ -129,6 +136,7 @@ pub fn stats() -> Stats {
         running: 0,
         runnable: 0,
         parked: 0,
+        kept: 0,
         steals: 0,
         long_runs: 0,
         threads: 0,

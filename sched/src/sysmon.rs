@@ -102,6 +102,7 @@ pub(crate) fn run(sh: Arc<Shared>) {
     let mut global_backlog = Backlog::default();
     let mut delay_us = MIN_DELAY_US;
     let mut quiet = 0u32;
+    let mut trim = crate::gfree::IdleTrim::default();
     loop {
         sh.sysmon_delay_us.store(delay_us, Ordering::Relaxed);
         sh.sysmon
@@ -143,6 +144,8 @@ pub(crate) fn run(sh: Arc<Shared>) {
         }
         // Timers a millisecond overdue: their Ps' Ms are busy.
         acted |= crate::timer::run_all_due(&sh, 1_000_000);
+        // Dead coroutines kept for reuse that went unused for a second.
+        trim.step(&sh, now);
         // Go's rule: 20 µs while sysmon has something to do, doubling after 50 idle looks.
         // The cap is 1 ms while Ps are scheduling (a pending wake-up is delivered within
         // about that), 10 ms when the runtime is idle.
