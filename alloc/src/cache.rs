@@ -125,14 +125,39 @@ impl Bin {
         count
     }
 
-    /// Pops the head of the bin's list: decodes its link, checks that it is null or a block
-    /// of the current span (a report and abort otherwise: `freelist.rs`), and clears the
-    /// popped block's first word so it carries no freed-block marker. The allocation fast
-    /// paths in `lib.rs` pop with it too, so it stays `#[inline(always)]`.
+    /// Pops the head of the bin's list, or returns null when the list is empty or its head's
+    /// link fails the check: decodes the link under `key` (the cache's), checks that it is
+    /// null or a block of the current span (`freelist.rs`), and clears the popped block's
+    /// first word so it carries no freed-block marker. For the allocation fast paths in
+    /// `lib.rs`, whose miss path is a tail call: a bad link leaves the list as it is, and the
+    /// slow path's `pop` finds it again and reports it, so the fast path needs no frame for a
+    /// report call.
+    ///
+    /// # Safety
+    /// Only the calling thread may use the cache, and `key` must be its `key`.
+    #[inline(always)]
+    pub(crate) unsafe fn try_pop(&mut self, key: usize) -> *mut u8 {
+        let block = self.free;
+        if block.is_null() {
+            return block;
+        }
+        // SAFETY: `block` heads the bin's list: a free object of the current span, ours.
+        let next = unsafe { freelist::read_link_with(key, block) };
+        if HARDENED && !freelist::link_ok(next, self.start, self.len, self.div_test) {
+            return ptr::null_mut();
+        }
+        // SAFETY: as above; the block leaves the list.
+        unsafe { freelist::clear_link(block) };
+        self.free = next;
+        block
+    }
+
+    /// Pops the head of the bin's list as `try_pop` does, reporting a bad link (and
+    /// aborting) instead of returning null.
     ///
     /// # Safety
     /// The list must not be empty, and only the calling thread may use the cache.
-    #[inline(always)]
+    #[inline]
     pub(crate) unsafe fn pop(&mut self) -> *mut u8 {
         let block = self.free;
         // SAFETY: `block` heads the bin's list: a free object of the current span, ours.
@@ -154,14 +179,14 @@ impl Bin {
     }
 
     /// Pushes `ptr`, an object of the current span that the caller gives up and that is
-    /// not the list's head, onto the list.
+    /// not the list's head, onto the list, its link encoded under `key` (the cache's).
     ///
     /// # Safety
     /// As said; only the calling thread may use the cache.
     #[inline(always)]
-    pub(crate) unsafe fn push(&mut self, ptr: *mut u8) {
+    pub(crate) unsafe fn push(&mut self, key: usize, ptr: *mut u8) {
         // SAFETY: the caller's contract: an object of ours on no list.
-        unsafe { freelist::write_link(ptr, self.free) };
+        unsafe { freelist::write_link_with(key, ptr, self.free) };
         self.free = ptr;
     }
 }
@@ -171,6 +196,9 @@ impl Bin {
 #[repr(C, align(64))]
 pub(crate) struct Cache {
     pub(crate) bins: [Bin; NUM_CLASSES],
+    /// The free-list key (`freelist::key`), copied here when the cache is made so that the
+    /// fast paths read it beside the bins.
+    pub(crate) key: usize,
     partial: [*mut Span; NUM_CLASSES],
     full: [*mut Span; NUM_CLASSES],
     /// One empty span per class kept on the partial list instead of going back to the page
@@ -259,7 +287,10 @@ impl Cache {
         freelist::init_key();
         // SAFETY: the caller provides the memory; all-zero is a valid empty `Cache`, and
         // nobody else can see it yet.
-        unsafe { ptr::write_bytes(at, 0, 1) };
+        unsafe {
+            ptr::write_bytes(at, 0, 1);
+            (*at).key = freelist::key();
+        }
     }
 
     #[inline]
@@ -501,14 +532,14 @@ impl Cache {
             // Only a coincidental marker (see `confirm_double_free`) brings a block of the
             // current span here: free it as the fast path would.
             // SAFETY: a live object of our current span, not the list's head.
-            unsafe { bin.push(ptr) };
+            unsafe { bin.push(self.key, ptr) };
             return;
         }
         if ptr == s.local_free.load(Ordering::Relaxed) {
             report::fatal("double free", ptr as usize);
         }
         // SAFETY: the caller's contract; not at the list's head, checked above.
-        unsafe { push_local(s, ptr) };
+        unsafe { push_local(self.key, s, ptr) };
         if s.user_flags & WHERE_MASK == ON_FULL {
             if !remote::try_unpark(s) {
                 // A remote freer won: it notifies us; the drain must not re-move the span.
@@ -534,18 +565,19 @@ impl Cache {
     /// As `free_local`.
     #[inline(always)]
     pub(crate) unsafe fn free_owned_fast(&mut self, s: &Span, ptr: *mut u8) -> Freed {
+        let key = self.key;
         let flags = s.user_flags;
         if flags & WHERE_MASK == CURRENT {
             // SAFETY: the span is ours and in use, so `class` is the index it was formatted
             // with, below `NUM_CLASSES`.
             let bin = unsafe { self.bins.get_unchecked_mut(s.class as usize) };
             // SAFETY: `ptr` is an object of `s` (the contract).
-            if ptr == bin.free || unsafe { freelist::looks_freed_in(s, ptr) } {
+            if ptr == bin.free || unsafe { freelist::may_be_freed(key, ptr) } {
                 return Freed::Not;
             }
             // SAFETY: `ptr` is a live object of ours that the caller gives up (the contract),
             // not the list's head.
-            unsafe { bin.push(ptr) };
+            unsafe { bin.push(key, ptr) };
             return Freed::Done;
         }
         if flags & (WHERE_MASK | NOTIFY_PENDING) != ON_PARTIAL {
@@ -553,12 +585,12 @@ impl Cache {
         }
         if ptr == s.local_free.load(Ordering::Relaxed)
             // SAFETY: `ptr` is an object of `s` (the contract).
-            || unsafe { freelist::looks_freed_in(s, ptr) }
+            || unsafe { freelist::may_be_freed(key, ptr) }
         {
             return Freed::Not;
         }
         // SAFETY: the caller's contract (ours, a live object of `s`).
-        let count = unsafe { push_local(s, ptr) };
+        let count = unsafe { push_local(key, s, ptr) };
         if count + remote::count(s) == s.carved.load(Ordering::Relaxed) {
             return Freed::Emptied;
         }
@@ -843,9 +875,9 @@ fn drain(stash: &mut Stash, idle: bool) {
 /// The calling thread's cache must own `s`, and `ptr` must be an object of `s` that is not
 /// on any free list.
 #[inline(always)]
-unsafe fn push_local(s: &Span, ptr: *mut u8) -> u32 {
+unsafe fn push_local(key: usize, s: &Span, ptr: *mut u8) -> u32 {
     // SAFETY: `ptr` is an object of ours on no free list (the contract), so ours alone.
-    unsafe { set_block_next(ptr, s.local_free.load(Ordering::Relaxed)) };
+    unsafe { freelist::write_link_with(key, ptr, s.local_free.load(Ordering::Relaxed)) };
     s.local_free.store(ptr, Ordering::Relaxed);
     let count = s.local_count.load(Ordering::Relaxed) + 1;
     s.local_count.store(count, Ordering::Relaxed);

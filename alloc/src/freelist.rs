@@ -67,6 +67,7 @@ static KEY: AtomicU64 = AtomicU64::new(0);
 
 /// Bit 63 set and bit 62 clear: see the module comment, "Why the marker cannot fire".
 const KEY_TOP_MASK: u64 = 0b11 << 62;
+const _: () = assert!(KEY_TOP_MASK >> USER_BITS != 0);
 const KEY_TOP: u64 = 0b10 << 62;
 
 /// Sets the key if it is not set yet. Called when a cache is made: every link is written by
@@ -81,51 +82,74 @@ pub(crate) fn init_key() {
     let _ = KEY.compare_exchange(0, key, Ordering::Relaxed, Ordering::Relaxed);
 }
 
+/// The key. A cache keeps a copy (`Cache::key`, set when it is made), so that the fast
+/// paths read it at a fixed offset from the cache pointer they hold anyway instead of
+/// through the GOT; the `*_with` functions below take that copy.
 #[inline(always)]
-fn key() -> usize {
+pub(crate) fn key() -> usize {
     KEY.load(Ordering::Relaxed) as usize
 }
 
-/// The word a free block at `slot` stores for a link to `next`.
+/// The word a free block at `slot` stores for a link to `next`, under `key`.
 #[inline(always)]
-pub(crate) fn encode(slot: *mut u8, next: *mut u8) -> usize {
+pub(crate) fn encode_with(key: usize, slot: *mut u8, next: *mut u8) -> usize {
     if HARDENED {
-        ((next as usize) ^ key()).wrapping_add(slot as usize)
+        ((next as usize) ^ key).wrapping_add(slot as usize)
     } else {
         next as usize
     }
 }
 
-/// The link a free block at `slot` stores as `stored`.
+/// The link a free block at `slot` stores as `stored`, under `key`.
 #[inline(always)]
-pub(crate) fn decode(slot: *mut u8, stored: usize) -> *mut u8 {
+pub(crate) fn decode_with(key: usize, slot: *mut u8, stored: usize) -> *mut u8 {
     if HARDENED {
-        (stored.wrapping_sub(slot as usize) ^ key()) as *mut u8
+        (stored.wrapping_sub(slot as usize) ^ key) as *mut u8
     } else {
         stored as *mut u8
     }
 }
 
-/// The decoded link in `block`'s first word (unchecked).
+/// The decoded link in `block`'s first word (unchecked), under `key`.
 ///
 /// # Safety
 /// `block` must be an object of a small span (at least 8 bytes, 8-aligned): its first word
 /// is then readable.
 #[inline(always)]
-pub(crate) unsafe fn read_link(block: *mut u8) -> *mut u8 {
+pub(crate) unsafe fn read_link_with(key: usize, block: *mut u8) -> *mut u8 {
     // SAFETY: the caller's contract.
-    decode(block, unsafe { block.cast::<usize>().read() })
+    decode_with(key, block, unsafe { block.cast::<usize>().read() })
 }
 
-/// Stores the link to `next` in `block`'s first word.
+/// `read_link_with` under the process's key.
+///
+/// # Safety
+/// As `read_link_with`.
+#[inline(always)]
+pub(crate) unsafe fn read_link(block: *mut u8) -> *mut u8 {
+    // SAFETY: forwarded contract.
+    unsafe { read_link_with(key(), block) }
+}
+
+/// Stores the link to `next` in `block`'s first word, under `key`.
 ///
 /// # Safety
 /// `block` must be an object (at least 8 bytes, 8-aligned) that the calling thread holds
 /// alone: one being freed, or one carved and not yet handed out.
 #[inline(always)]
-pub(crate) unsafe fn write_link(block: *mut u8, next: *mut u8) {
+pub(crate) unsafe fn write_link_with(key: usize, block: *mut u8, next: *mut u8) {
     // SAFETY: the caller's contract.
-    unsafe { block.cast::<usize>().write(encode(block, next)) }
+    unsafe { block.cast::<usize>().write(encode_with(key, block, next)) }
+}
+
+/// `write_link_with` under the process's key.
+///
+/// # Safety
+/// As `write_link_with`.
+#[inline(always)]
+pub(crate) unsafe fn write_link(block: *mut u8, next: *mut u8) {
+    // SAFETY: forwarded contract.
+    unsafe { write_link_with(key(), block, next) }
 }
 
 /// Clears the first word of a block being handed out, so that it carries no freed-block
@@ -149,29 +173,54 @@ pub(crate) fn link_ok(next: *mut u8, start: usize, len: usize, div_test: u64) ->
     next.is_null() || (offset < len && divides(offset, div_test))
 }
 
-/// The freed-block marker: whether `block`'s first word decodes to null or into the `len`
-/// bytes of objects from `start` (its span's), as a free block's link always does.
+/// The freed-block marker: whether `block`'s first word decodes (under `key`) to null or
+/// into the `len` bytes of objects from `start` (its span's), as a free block's link always
+/// does.
 ///
 /// # Safety
 /// As `read_link`.
 #[inline(always)]
-pub(crate) unsafe fn looks_freed(block: *mut u8, start: usize, len: usize) -> bool {
+pub(crate) unsafe fn looks_freed_with(
+    key: usize,
+    block: *mut u8,
+    start: usize,
+    len: usize,
+) -> bool {
     if !HARDENED {
         return false;
     }
     // SAFETY: forwarded contract.
-    let next = unsafe { read_link(block) } as usize;
+    let next = unsafe { read_link_with(key, block) } as usize;
     next == 0 || next.wrapping_sub(start) < len
 }
 
-/// `looks_freed` for a block of the small span `s`.
+/// The fast paths' cheaper form of the marker: whether `block`'s first word decodes (under
+/// `key`) to a user-space address (below 2^47), which null and every block are. Four
+/// instructions instead of seven; a match sends the free down its slow path, which tests
+/// `looks_freed_in` before it walks anything. Ordinary data matches it about as rarely as
+/// the precise test (see the module comment: only words whose 17 top bits equal the
+/// key's), so the slow path stays rare.
+///
+/// # Safety
+/// As `read_link`.
+#[inline(always)]
+pub(crate) unsafe fn may_be_freed(key: usize, block: *mut u8) -> bool {
+    // SAFETY: forwarded contract.
+    HARDENED && (unsafe { read_link_with(key, block) } as usize) >> USER_BITS == 0
+}
+
+/// Address bits of user space (x86_64 and aarch64 with 4-level page tables; `remote.rs`
+/// relies on the same bound).
+const USER_BITS: u32 = 47;
+
+/// `looks_freed_with` under the process's key, for a block of the small span `s`.
 ///
 /// # Safety
 /// `block` must be an object of `s`.
 #[inline(always)]
 pub(crate) unsafe fn looks_freed_in(s: &Span, block: *mut u8) -> bool {
     // SAFETY: forwarded contract.
-    unsafe { looks_freed(block, s.obj_base, s.obj_bytes as usize) }
+    unsafe { looks_freed_with(key(), block, s.obj_base, s.obj_bytes as usize) }
 }
 
 /// Walks the list from `head`, whose blocks must all be objects of `s`, calling `f` on

@@ -100,10 +100,11 @@ pub fn alloc(size: usize, align: usize) -> *mut u8 {
         let cache = thread::current();
         if !cache.is_null() {
             // SAFETY: a non-null current cache is valid and used by this thread alone.
-            let bin = unsafe { &mut (*cache).bins[class] };
-            if !bin.free.is_null() {
-                // SAFETY: a non-empty list of our bin, which only this thread touches.
-                return unsafe { bin.pop() };
+            let key = unsafe { (*cache).key };
+            // SAFETY: as above (and the same for the cache's bin).
+            let block = unsafe { (*cache).bins[class].try_pop(key) };
+            if !block.is_null() {
+                return block;
             }
         }
     }
@@ -180,10 +181,12 @@ pub fn malloc_fast(size: usize) -> *mut u8 {
         if !cache.is_null() {
             // SAFETY: a non-null current cache is valid and used by this thread alone; the
             // malloc table holds class indexes only.
-            let bin = unsafe { (*cache).bins.get_unchecked_mut(class) };
-            if !bin.free.is_null() {
-                // SAFETY: a non-empty list of our bin, which only this thread touches.
-                return unsafe { bin.pop() };
+            let key = unsafe { (*cache).key };
+            // SAFETY: as above; the malloc table holds class indexes only, and our bin's list
+            // is touched by this thread alone.
+            let block = unsafe { (*cache).bins.get_unchecked_mut(class).try_pop(key) };
+            if !block.is_null() {
+                return block;
             }
         }
     }
@@ -276,6 +279,8 @@ pub unsafe fn dealloc_inlined(ptr: *mut u8, size: usize, align: usize) {
         let cache = thread::current();
         if !cache.is_null() {
             // SAFETY: a non-null current cache is valid and used by this thread alone.
+            let key = unsafe { (*cache).key };
+            // SAFETY: as above.
             let bin = unsafe { &mut (*cache).bins[class] };
             let offset = (ptr as usize).wrapping_sub(bin.start);
             // The same checks as the unsized free: a block start of our current span (an
@@ -284,11 +289,11 @@ pub unsafe fn dealloc_inlined(ptr: *mut u8, size: usize, align: usize) {
                 && (!freelist::HARDENED || size_class::divides(offset, bin.div_test))
                 && ptr != bin.free
                 // SAFETY: `ptr` is an object of our current span (tested just above).
-                && !unsafe { freelist::looks_freed(ptr, bin.start, bin.len) }
+                && !unsafe { freelist::may_be_freed(key, ptr) }
             {
                 // SAFETY: the block is an object of our current span, not the list's head,
                 // and the caller gives it up.
-                unsafe { bin.push(ptr) };
+                unsafe { bin.push(key, ptr) };
                 return;
             }
         }
