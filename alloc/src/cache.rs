@@ -571,8 +571,9 @@ impl Cache {
             // SAFETY: the span is ours and in use, so `class` is the index it was formatted
             // with, below `NUM_CLASSES`.
             let bin = unsafe { self.bins.get_unchecked_mut(s.class as usize) };
+            // Hardened, the marker test covers the list's head too (it is a free block).
             // SAFETY: `ptr` is an object of `s` (the contract).
-            if ptr == bin.free || unsafe { freelist::may_be_freed(key, ptr) } {
+            if (!HARDENED && ptr == bin.free) || unsafe { freelist::may_be_freed(key, ptr) } {
                 return Freed::Not;
             }
             // SAFETY: `ptr` is a live object of ours that the caller gives up (the contract),

@@ -7,15 +7,19 @@
 //! `hardened` feature (default) that word is not the pointer but
 //!
 //! ```text
-//! stored = (next ^ KEY) + slot        next = (stored - slot) ^ KEY
+//! stored = next ^ (slot ^ KEY)        next = stored ^ (slot ^ KEY)
 //! ```
 //!
 //! where `slot` is the block's own address and `KEY` a random per-process value taken from
 //! the kernel (`getrandom`, else `AT_RANDOM`) when the first cache is made, before any list
 //! exists. This is glibc's safe-linking (the link mixed with its own address) with a real
-//! secret instead of the address's ASLR bits, and with an add instead of a second xor, so a
-//! partial overwrite does not flip decoded bits one for one (mimalloc's encoded `next` mixes
-//! with a rotate and an add for the same reason).
+//! secret instead of the address's ASLR bits. Xor both ways, with `slot ^ KEY` computed
+//! while the link is still being loaded, puts one instruction on the dependency chain a
+//! malloc/free loop runs along (the link loaded, decoded, stored as the new head); an add
+//! (`(next ^ KEY) + slot`, closer to mimalloc's rotate-and-add) put two each way and cost
+//! the Rust fast path about 10%. A partial overwrite flips decoded bits one for one, but
+//! which bits it sets is hidden by the key, and the checks below bound where they can
+//! point: into the same span, at a block boundary.
 //!
 //! **Checks on decode.** Every list holds blocks of one span, and whoever pops knows that
 //! span's geometry: a bin keeps its current span's `start`, `len` and `div_test` beside its
@@ -35,7 +39,7 @@
 //!
 //! Why the marker cannot fire on ordinary data: `KEY` has bit 63 set and bit 62 clear, so
 //! for a word whose top bits are all zero or all one (small integers, negative ones, any
-//! user-space pointer) `(word - slot) ^ KEY` has bit 62 or 63 set and lies far above every
+//! user-space pointer) `word ^ slot ^ KEY` has bit 62 or 63 set and lies far above every
 //! span. Other words match with a probability of about `len / 2^62`. That is small but not
 //! nothing over billions of frees, so a match is confirmed before it is reported, as glibc
 //! confirms its key by walking the tcache bin:
@@ -94,7 +98,7 @@ pub(crate) fn key() -> usize {
 #[inline(always)]
 pub(crate) fn encode_with(key: usize, slot: *mut u8, next: *mut u8) -> usize {
     if HARDENED {
-        ((next as usize) ^ key).wrapping_add(slot as usize)
+        (next as usize) ^ (slot as usize ^ key)
     } else {
         next as usize
     }
@@ -104,7 +108,7 @@ pub(crate) fn encode_with(key: usize, slot: *mut u8, next: *mut u8) -> usize {
 #[inline(always)]
 pub(crate) fn decode_with(key: usize, slot: *mut u8, stored: usize) -> *mut u8 {
     if HARDENED {
-        (stored.wrapping_sub(slot as usize) ^ key) as *mut u8
+        (stored ^ (slot as usize ^ key)) as *mut u8
     } else {
         stored as *mut u8
     }

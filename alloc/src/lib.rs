@@ -287,7 +287,9 @@ pub unsafe fn dealloc_inlined(ptr: *mut u8, size: usize, align: usize) {
             // interior pointer goes on to be reported), not already free.
             if offset < bin.len
                 && (!freelist::HARDENED || size_class::divides(offset, bin.div_test))
-                && ptr != bin.free
+                // The list's head carries the marker like any free block: hardened, the
+                // marker test covers it.
+                && (freelist::HARDENED || ptr != bin.free)
                 // SAFETY: `ptr` is an object of our current span (tested just above).
                 && !unsafe { freelist::may_be_freed(key, ptr) }
             {
