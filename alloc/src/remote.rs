@@ -129,7 +129,7 @@ pub(crate) unsafe fn push(span: &Span, block: *mut u8, suspect: bool) -> bool {
 ///
 /// # Safety
 /// `block` must be 8-aligned, at least 8 bytes, writable and reachable by nobody else.
-#[cfg(tessera_loom)]
+#[cfg(all(test, tessera_loom))]
 #[inline]
 pub(crate) unsafe fn push_word(word: &impl Word, block: *mut u8) -> bool {
     // SAFETY: a one-block chain; forwarded contract.
