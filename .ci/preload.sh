@@ -3,7 +3,8 @@
 #
 # Builds the library, then runs, each with a PASS/FAIL line and its time:
 #   C tests of every export (alloc/preload/tests/c), on tessera and, as a control, on glibc;
-#   the C++ operators; bad pointers that must abort with tessera's report; the library
+#   the C++ operators; bad pointers and heap attacks (attacks.c) that must abort with
+#   tessera's report; the library
 #   loaded with dlopen; dlopen/dlclose of TLS modules under the preload; python3, sqlite3,
 #   redis-server, git and gcc under LD_PRELOAD, their output compared with plain glibc runs;
 #   and a heavier threaded stress.
@@ -105,6 +106,7 @@ compile_tests() {
         "$TESTS/c/exports.c" &&
         gcc "${cflags[@]}" -fno-builtin -Wno-free-nonheap-object -o "$WORK/bad_free" \
             "$TESTS/c/bad_free.c" &&
+        gcc "${cflags[@]}" -fno-builtin -o "$WORK/attacks" "$TESTS/c/attacks.c" &&
         gcc "${cflags[@]}" -o "$WORK/dlopen" "$TESTS/c/dlopen.c" &&
         gcc "${cflags[@]}" -o "$WORK/tls_churn" "$TESTS/c/tls_churn.c" &&
         gcc "${cflags[@]}" -o "$WORK/late_free" "$TESTS/c/late_free.c" &&
@@ -130,18 +132,43 @@ cxx_tessera() {
     LD_PRELOAD=$LIB "$WORK/cxx" --expect-tessera
 }
 
+# must_abort PROGRAM ARGS...: runs PROGRAM under the preload; it must end in SIGABRT with a
+# "tessera: " line on stderr (logged as info), else its output is shown and this fails.
+must_abort() {
+    local status
+    LD_PRELOAD=$LIB "$@" >"$WORK/abort.out" 2>"$WORK/abort.err"
+    status=$?
+    if [ "$status" = 134 ] && grep -q '^tessera: ' "$WORK/abort.err"; then
+        info "${*:2}: $(grep -m1 '^tessera: ' "$WORK/abort.err" | cut -c1-110)"
+    else
+        echo "${*:2}: exit status $status, stderr:"
+        cat "$WORK/abort.err" "$WORK/abort.out"
+        return 1
+    fi
+}
+
 bad_pointers() {
-    local mode status bad=0
+    local mode bad=0
     for mode in stack realloc-stack usable-global interior interior-odd interior-old double-small double-old realloc-interior double-large double-huge; do
-        LD_PRELOAD=$LIB "$WORK/bad_free" "$mode" >"$WORK/bad.out" 2>"$WORK/bad.err"
-        status=$?
-        if [ "$status" = 134 ] && grep -q '^tessera: ' "$WORK/bad.err"; then
-            info "$mode: aborted with: $(grep -m1 '^tessera: ' "$WORK/bad.err")"
-        else
-            echo "$mode: exit status $status, stderr:"
-            cat "$WORK/bad.err" "$WORK/bad.out"
-            bad=1
-        fi
+        must_abort "$WORK/bad_free" "$mode" || bad=1
+    done
+    return $bad
+}
+
+# Heap attacks (issue #15): each must end in tessera's report, never in the attacker's
+# address or a block handed out twice. Double frees at depths 1..64, sizes 8 B..3000 B.
+attacks() {
+    local spec bad=0 specs=(
+        "overflow 16" "overflow 64" "overflow 256" "overflow 3000"
+        "double-abca 16" "double-abca 200" "double-abca 3000"
+        "double-old 100" "double-thread 64" "double-thread-old 100" "double-remote 64"
+        "realloc-freed 64" "realloc-interior 64" "realloc-interior 16" "usable-freed 64"
+    )
+    local depth
+    for depth in 1 2 3 7 16 63 64; do specs+=("double-deep 8 $depth" "double-deep 48 $depth"); done
+    for spec in "${specs[@]}"; do
+        # shellcheck disable=SC2086 # the spec is the mode and its numbers
+        must_abort "$WORK/attacks" $spec || bad=1
     done
     return $bad
 }
@@ -356,6 +383,7 @@ check c-exports exports_tessera
 check c-exports-on-glibc exports_glibc
 check cxx-operators cxx_tessera
 check bad-pointers-abort bad_pointers
+check heap-attacks-abort attacks
 check dlopen dlopen_test
 check tls-dlopen-dlclose tls_churn
 check late-free-after-thread-exit late_free

@@ -37,6 +37,7 @@ use crossbeam_utils::CachePadded;
 use tessera_span::lock::Locked;
 use tessera_span::{Span, SpanKind, os};
 
+use crate::freelist::{self, HARDENED};
 use crate::node;
 use crate::remote;
 use crate::report;
@@ -82,13 +83,17 @@ const CARVE_BYTES: usize = 4096;
 #[derive(Debug)]
 #[repr(C)]
 pub(crate) struct Bin {
-    /// Free objects of the current span, linked through their first word.
+    /// Free objects of the current span, linked through their first word (encoded,
+    /// `freelist.rs`).
     pub(crate) free: *mut u8,
     /// First object byte of the current span (0 when there is none).
     pub(crate) start: usize,
     /// Bytes of objects in the current span (0 when there is none), so that
     /// `ptr - start < len` tells the sized free's fast path a pointer is ours.
     pub(crate) len: usize,
+    /// The current span's `div_test`, so that a pop checks the link it decodes, and the
+    /// sized free the pointer it takes, for a block boundary from this line alone.
+    pub(crate) div_test: u64,
     span: *mut Span,
 }
 
@@ -97,21 +102,92 @@ impl Bin {
         free: ptr::null_mut(),
         start: 0,
         len: 0,
+        div_test: 0,
         span: ptr::null_mut(),
     };
 
     /// Objects on the bin's list, walked (the fast paths keep no count). Only the cache's
     /// own thread may call this.
     fn list_len(&self) -> u32 {
-        let mut count = 0;
-        let mut at = self.free;
-        while !at.is_null() {
-            count += 1;
-            // SAFETY: the bin's list holds free objects of its current span, linked through
-            // their first words, and only the cache's own thread (the caller) touches it.
-            at = unsafe { block_next(at) };
+        if self.free.is_null() {
+            return 0;
         }
+        let mut count = 0;
+        // SAFETY: a bin with a list has a current span, an in-use small span of ours; its
+        // list holds free objects of that span that only the cache's own thread (the caller)
+        // touches.
+        unsafe {
+            freelist::walk(&*self.span, self.free, |_| {
+                count += 1;
+                false
+            })
+        };
         count
+    }
+
+    /// Pops the head of the bin's list, or returns null when the list is empty or its head's
+    /// link fails the check: decodes the link under `key` (the cache's), checks that it is
+    /// null or a block of the current span (`freelist.rs`), and clears the popped block's
+    /// first word so it carries no freed-block marker. For the allocation fast paths in
+    /// `lib.rs`, whose miss path is a tail call: a bad link leaves the list as it is, and the
+    /// slow path's `pop` finds it again and reports it, so the fast path needs no frame for a
+    /// report call.
+    ///
+    /// # Safety
+    /// Only the calling thread may use the cache, and `key` must be its `key`.
+    #[inline(always)]
+    pub(crate) unsafe fn try_pop(&mut self, key: usize) -> *mut u8 {
+        let block = self.free;
+        if block.is_null() {
+            return block;
+        }
+        // SAFETY: `block` heads the bin's list: a free object of the current span, ours.
+        let next = unsafe { freelist::read_link_with(key, block) };
+        if HARDENED && !freelist::link_ok(next, self.start, self.len, self.div_test) {
+            return ptr::null_mut();
+        }
+        // SAFETY: as above; the block leaves the list.
+        unsafe { freelist::clear_link(block) };
+        self.free = next;
+        block
+    }
+
+    /// Pops the head of the bin's list as `try_pop` does, reporting a bad link (and
+    /// aborting) instead of returning null.
+    ///
+    /// # Safety
+    /// The list must not be empty, and only the calling thread may use the cache.
+    #[inline]
+    pub(crate) unsafe fn pop(&mut self) -> *mut u8 {
+        let block = self.free;
+        // SAFETY: `block` heads the bin's list: a free object of the current span, ours.
+        let next = unsafe { freelist::read_link(block) };
+        if HARDENED && !freelist::link_ok(next, self.start, self.len, self.div_test) {
+            self.corrupt(block);
+        }
+        // SAFETY: as above; the block leaves the list.
+        unsafe { freelist::clear_link(block) };
+        self.free = next;
+        block
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn corrupt(&self, block: *mut u8) -> ! {
+        // SAFETY: a bin with a list has a current span (an in-use small span of ours).
+        freelist::corrupt(unsafe { &*self.span }, block)
+    }
+
+    /// Pushes `ptr`, an object of the current span that the caller gives up and that is
+    /// not the list's head, onto the list, its link encoded under `key` (the cache's).
+    ///
+    /// # Safety
+    /// As said; only the calling thread may use the cache.
+    #[inline(always)]
+    pub(crate) unsafe fn push(&mut self, key: usize, ptr: *mut u8) {
+        // SAFETY: the caller's contract: an object of ours on no list.
+        unsafe { freelist::write_link_with(key, ptr, self.free) };
+        self.free = ptr;
     }
 }
 
@@ -120,6 +196,9 @@ impl Bin {
 #[repr(C, align(64))]
 pub(crate) struct Cache {
     pub(crate) bins: [Bin; NUM_CLASSES],
+    /// The free-list key (`freelist::key`), copied here when the cache is made so that the
+    /// fast paths read it beside the bins.
+    pub(crate) key: usize,
     partial: [*mut Span; NUM_CLASSES],
     full: [*mut Span; NUM_CLASSES],
     /// One empty span per class kept on the partial list instead of going back to the page
@@ -181,32 +260,21 @@ struct RemoteBatch {
     head: *mut u8,
     tail: *mut u8,
     count: u32,
+    /// A block of the batch carried the freed-block marker: publish with `SUSPECT`.
+    suspect: bool,
 }
 
 const BATCH_MAX: u32 = 64;
 
-/// The successor of `block` on its free list, which a free block keeps in its first word.
-/// The allocation fast paths in `lib.rs` pop with it too, so it stays `#[inline(always)]`.
-///
-/// # Safety
-/// `block` must be a free object on a list the calling thread alone reads and writes (a
-/// bin's list, a span's local list, or a chain taken off a remote list). Every object is at
-/// least 8 bytes and 8-aligned, so its first word is then readable.
-#[inline(always)]
-pub(crate) unsafe fn block_next(block: *mut u8) -> *mut u8 {
-    // SAFETY: the caller's contract.
-    unsafe { block.cast::<*mut u8>().read() }
-}
-
-/// Links `block` to `next` through its first word.
+/// Links `block` to `next` through its first word, encoded (`freelist.rs`).
 ///
 /// # Safety
 /// `block` must be an object (at least 8 bytes, 8-aligned, as every object is) that the
 /// calling thread holds alone: one being freed, or one carved and not yet handed out.
-#[inline]
+#[inline(always)]
 unsafe fn set_block_next(block: *mut u8, next: *mut u8) {
     // SAFETY: the caller's contract.
-    unsafe { block.cast::<*mut u8>().write(next) }
+    unsafe { freelist::write_link(block, next) }
 }
 
 impl Cache {
@@ -215,9 +283,14 @@ impl Cache {
     /// # Safety
     /// `at` must point to writable memory for a `Cache` (zeroed memory is fine).
     pub(crate) unsafe fn init(at: *mut Cache) {
+        // Before any list exists: the first cache sets the free-list key.
+        freelist::init_key();
         // SAFETY: the caller provides the memory; all-zero is a valid empty `Cache`, and
         // nobody else can see it yet.
-        unsafe { ptr::write_bytes(at, 0, 1) };
+        unsafe {
+            ptr::write_bytes(at, 0, 1);
+            (*at).key = freelist::key();
+        }
     }
 
     #[inline]
@@ -242,12 +315,9 @@ impl Cache {
         self.publish_batch();
         loop {
             let bin = &mut self.bins[class];
-            let block = bin.free;
-            if !block.is_null() {
-                // SAFETY: `block` heads the bin's list, free objects of the current span that
-                // only this cache's thread touches.
-                bin.free = unsafe { block_next(block) };
-                return block;
+            if !bin.free.is_null() {
+                // SAFETY: a non-empty list of our bin, which only this cache's thread touches.
+                return unsafe { bin.pop() };
             }
             let span = self.bins[class].span;
             if !span.is_null() {
@@ -297,7 +367,13 @@ impl Cache {
             // `class` that this cache owns, and `carved` is its count, below its capacity.
             return unsafe { carve(s, class, carved) };
         }
-        let (head, _) = remote::take(s);
+        let (head, _, suspect) = remote::take(s);
+        if suspect {
+            // SAFETY: a list taken off the remote word of our current span; the bin's list
+            // is empty (this is a refill) and the span's local list is empty while it is
+            // current (`install_next_span` moved it into the bin).
+            unsafe { freelist::check_duplicates(s, &[head]) };
+        }
         head
     }
 
@@ -390,6 +466,7 @@ impl Cache {
             free: s.local_free.swap(ptr::null_mut(), Ordering::Relaxed),
             start: s.base() as usize,
             len: s.obj_bytes as usize,
+            div_test: s.div_test,
             span,
         };
         s.local_count.store(0, Ordering::Relaxed);
@@ -440,13 +517,29 @@ impl Cache {
             Freed::Not => {}
         }
         // What the fast cases leave: a block at the head of the list it would go onto (the
-        // bin's for the current span, the span's own otherwise), or a span that is parked or
-        // has a notification pending.
-        if s.user_flags & WHERE_MASK == CURRENT || ptr == s.local_free.load(Ordering::Relaxed) {
+        // bin's for the current span, the span's own otherwise), a block carrying the
+        // freed-block marker, or a span that is parked or has a notification pending.
+        // SAFETY: `ptr` is an object of `s` (the contract).
+        if unsafe { freelist::looks_freed_in(s, ptr) } {
+            // SAFETY: we own `s` and `ptr` is one of its objects (the contract).
+            unsafe { self.confirm_double_free(s, ptr, "double free") };
+        }
+        if s.user_flags & WHERE_MASK == CURRENT {
+            let bin = &mut self.bins[s.class as usize];
+            if ptr == bin.free {
+                report::fatal("double free", ptr as usize);
+            }
+            // Only a coincidental marker (see `confirm_double_free`) brings a block of the
+            // current span here: free it as the fast path would.
+            // SAFETY: a live object of our current span, not the list's head.
+            unsafe { bin.push(self.key, ptr) };
+            return;
+        }
+        if ptr == s.local_free.load(Ordering::Relaxed) {
             report::fatal("double free", ptr as usize);
         }
         // SAFETY: the caller's contract; not at the list's head, checked above.
-        unsafe { push_local(s, ptr) };
+        unsafe { push_local(self.key, s, ptr) };
         if s.user_flags & WHERE_MASK == ON_FULL {
             if !remote::try_unpark(s) {
                 // A remote freer won: it notifies us; the drain must not re-move the span.
@@ -472,27 +565,33 @@ impl Cache {
     /// As `free_local`.
     #[inline(always)]
     pub(crate) unsafe fn free_owned_fast(&mut self, s: &Span, ptr: *mut u8) -> Freed {
+        let key = self.key;
         let flags = s.user_flags;
         if flags & WHERE_MASK == CURRENT {
             // SAFETY: the span is ours and in use, so `class` is the index it was formatted
             // with, below `NUM_CLASSES`.
             let bin = unsafe { self.bins.get_unchecked_mut(s.class as usize) };
-            if ptr == bin.free {
+            // Hardened, the marker test covers the list's head too (it is a free block).
+            // SAFETY: `ptr` is an object of `s` (the contract).
+            if (!HARDENED && ptr == bin.free) || unsafe { freelist::may_be_freed(key, ptr) } {
                 return Freed::Not;
             }
-            // SAFETY: `ptr` is a live object of ours that the caller gives up (the contract).
-            unsafe { set_block_next(ptr, bin.free) };
-            bin.free = ptr;
+            // SAFETY: `ptr` is a live object of ours that the caller gives up (the contract),
+            // not the list's head.
+            unsafe { bin.push(key, ptr) };
             return Freed::Done;
         }
         if flags & (WHERE_MASK | NOTIFY_PENDING) != ON_PARTIAL {
             return Freed::Not;
         }
-        if ptr == s.local_free.load(Ordering::Relaxed) {
+        if ptr == s.local_free.load(Ordering::Relaxed)
+            // SAFETY: `ptr` is an object of `s` (the contract).
+            || unsafe { freelist::may_be_freed(key, ptr) }
+        {
             return Freed::Not;
         }
         // SAFETY: the caller's contract (ours, a live object of `s`).
-        let count = unsafe { push_local(s, ptr) };
+        let count = unsafe { push_local(key, s, ptr) };
         if count + remote::count(s) == s.carved.load(Ordering::Relaxed) {
             return Freed::Emptied;
         }
@@ -510,6 +609,8 @@ impl Cache {
         if s.user_flags & (WHERE_MASK | NOTIFY_PENDING) != ON_PARTIAL {
             return;
         }
+        // SAFETY: we own the span (the contract), which is not current.
+        unsafe { check_suspect(s) };
         let free = s.local_count.load(Ordering::Relaxed) + remote::count(s);
         if free != s.carved.load(Ordering::Relaxed) {
             return;
@@ -649,6 +750,8 @@ impl Cache {
                 let s = unsafe { &mut *at };
                 let next = s.next;
                 if s.user_flags & NOTIFY_PENDING == 0 {
+                    // SAFETY: ours, not current.
+                    unsafe { check_suspect(s) };
                     let free = s.local_count.load(Ordering::Relaxed) + remote::count(s);
                     if free == s.carved.load(Ordering::Relaxed) {
                         // SAFETY: ours, on our partial list, no notification pending (tested
@@ -773,13 +876,60 @@ fn drain(stash: &mut Stash, idle: bool) {
 /// The calling thread's cache must own `s`, and `ptr` must be an object of `s` that is not
 /// on any free list.
 #[inline(always)]
-unsafe fn push_local(s: &Span, ptr: *mut u8) -> u32 {
+unsafe fn push_local(key: usize, s: &Span, ptr: *mut u8) -> u32 {
     // SAFETY: `ptr` is an object of ours on no free list (the contract), so ours alone.
-    unsafe { set_block_next(ptr, s.local_free.load(Ordering::Relaxed)) };
+    unsafe { freelist::write_link_with(key, ptr, s.local_free.load(Ordering::Relaxed)) };
     s.local_free.store(ptr, Ordering::Relaxed);
     let count = s.local_count.load(Ordering::Relaxed) + 1;
     s.local_count.store(count, Ordering::Relaxed);
     count
+}
+
+/// If a remote free into `s` carried the freed-block marker (`remote::SUSPECT`), takes the
+/// remote list onto the local one and checks the local list for a block on it twice, before
+/// the caller trusts the span's counts (a double free counts one block twice, and a span
+/// counted empty too early would go back to the page heap with a live block in it).
+///
+/// # Safety
+/// The calling thread's cache must own `s`, and `s` must not be its current span.
+#[inline(always)]
+unsafe fn check_suspect(s: &Span) {
+    if HARDENED && remote::is_suspect(s) {
+        // SAFETY: forwarded contract.
+        unsafe { check_suspect_slow(s) };
+    }
+}
+
+/// See `check_suspect`.
+///
+/// # Safety
+/// As `check_suspect`.
+#[cold]
+#[inline(never)]
+unsafe fn check_suspect_slow(s: &Span) {
+    let (head, count, _) = remote::take(s);
+    let local = s.local_free.load(Ordering::Relaxed);
+    // SAFETY: our span's local list and a list just taken off its remote word.
+    unsafe { freelist::check_duplicates(s, &[head, local]) };
+    // No block is on both: append the local list to the remote chain's tail and make the
+    // whole the local list.
+    if head.is_null() {
+        return;
+    }
+    let mut tail = head;
+    // SAFETY: the chain was just checked, every link decodes to a block of `s`.
+    unsafe {
+        freelist::walk(s, head, |at| {
+            tail = at;
+            false
+        });
+        set_block_next(tail, local);
+    }
+    s.local_free.store(head, Ordering::Relaxed);
+    s.local_count.store(
+        s.local_count.load(Ordering::Relaxed) + count,
+        Ordering::Relaxed,
+    );
 }
 
 /// What `Cache::free_owned_fast` did with a block.
@@ -837,12 +987,19 @@ impl Cache {
     /// `ptr` must be a live object of the in-use small span `span`, not owned by this cache.
     #[inline]
     pub(crate) unsafe fn free_remote_batched(&mut self, span: *mut Span, ptr: *mut u8) {
+        // SAFETY: `ptr` is an object of `span` (the contract).
+        let suspect = unsafe { freelist::looks_freed_in(&*span, ptr) };
+        if suspect {
+            // SAFETY: as above.
+            unsafe { self.check_batch(span, ptr) };
+        }
         let batch = &mut self.batch;
         if batch.span == span && batch.count < BATCH_MAX {
             // SAFETY: a live object the caller gives up (the contract): ours alone.
             unsafe { set_block_next(ptr, batch.head) };
             batch.head = ptr;
             batch.count += 1;
+            batch.suspect |= suspect;
             return;
         }
         self.publish_batch();
@@ -853,7 +1010,67 @@ impl Cache {
             head: ptr,
             tail: ptr,
             count: 1,
+            suspect,
         };
+    }
+
+    /// A remote free of `ptr` carried the freed-block marker: if this thread freed it into
+    /// its unpublished batch already, that is a double free it can see for itself.
+    ///
+    /// # Safety
+    /// `ptr` must be an object of the in-use small span `span`.
+    #[cold]
+    #[inline(never)]
+    unsafe fn check_batch(&self, span: *mut Span, ptr: *mut u8) {
+        if self.batch.span != span {
+            return;
+        }
+        let mut found = false;
+        // SAFETY: the batch is this thread's own chain of free objects of `span`.
+        unsafe {
+            freelist::walk(&*span, self.batch.head, |at| {
+                found = at == ptr;
+                found
+            })
+        };
+        if found {
+            // SAFETY: as above.
+            freelist::double_free(unsafe { &*span }, ptr, "double free");
+        }
+    }
+
+    /// The freed-block marker matched on a free (or `realloc`, `malloc_usable_size`: `what`
+    /// names the call) of `ptr` into `s`, which this cache owns: reports it if `ptr` is on one of the span's lists (the bin's if `s` is
+    /// current, the span's local list, its remote list). A block on none of them is a
+    /// coincidence (see `freelist.rs`) and the caller frees it as usual; one waiting in
+    /// another thread's unpublished remote batch is found by the duplicate check when that
+    /// batch arrives only if its freer saw the marker, which it does not (the block was
+    /// live then): that order, remote free first and owner free second inside one batch's
+    /// lifetime, is the one double free this does not catch on the spot.
+    ///
+    /// # Safety
+    /// This cache must own the in-use small span `s`, and `ptr` must be one of its objects.
+    #[cold]
+    #[inline(never)]
+    pub(crate) unsafe fn confirm_double_free(&self, s: &Span, ptr: *mut u8, what: &str) {
+        let mut found = false;
+        let mut look = |at: *mut u8| {
+            found |= at == ptr;
+            found
+        };
+        let bin = &self.bins[s.class as usize];
+        // SAFETY: our own lists (the bin's, the span's local list) and the remote list of a
+        // span we own, walked in place (only we take it).
+        unsafe {
+            if core::ptr::eq(bin.span, s) {
+                freelist::walk(s, bin.free, &mut look);
+            }
+            freelist::walk(s, s.local_free.load(Ordering::Relaxed), &mut look);
+            freelist::walk(s, remote::head(s), &mut look);
+        }
+        if found {
+            freelist::double_free(s, ptr, what);
+        }
     }
 
     /// Publishes the remote batch, if any, onto its span's remote list.
@@ -865,6 +1082,7 @@ impl Cache {
                 head: ptr::null_mut(),
                 tail: ptr::null_mut(),
                 count: 0,
+                suspect: false,
             },
         );
         if batch.span.is_null() {
@@ -875,7 +1093,7 @@ impl Cache {
         // push that returns true won the span's `FULL` -> `NORMAL` transition.
         unsafe {
             let span = &*batch.span;
-            if remote::push_chain(span, batch.head, batch.tail, batch.count) {
+            if remote::push_chain(span, batch.head, batch.tail, batch.count, batch.suspect) {
                 notify_owner(span);
             }
         }
@@ -887,8 +1105,10 @@ impl Cache {
 /// # Safety
 /// `ptr` must be a live object of the in-use small span `span`.
 pub(crate) unsafe fn free_remote(span: &Span, ptr: *mut u8) {
+    // SAFETY: `ptr` is an object of `span` (the contract).
+    let suspect = unsafe { freelist::looks_freed_in(span, ptr) };
     // SAFETY: forwarded contract.
-    if unsafe { remote::push(span, ptr) } {
+    if unsafe { remote::push(span, ptr, suspect) } {
         // SAFETY: the push returned true: this thread won the `FULL` -> `NORMAL` transition.
         unsafe { notify_owner(span) };
     }

@@ -28,6 +28,7 @@ mod cache;
 mod central;
 mod config;
 mod fork;
+mod freelist;
 mod large;
 mod limit;
 mod node;
@@ -99,11 +100,10 @@ pub fn alloc(size: usize, align: usize) -> *mut u8 {
         let cache = thread::current();
         if !cache.is_null() {
             // SAFETY: a non-null current cache is valid and used by this thread alone.
-            let bin = unsafe { &mut (*cache).bins[class] };
-            let block = bin.free;
+            let key = unsafe { (*cache).key };
+            // SAFETY: as above (and the same for the cache's bin).
+            let block = unsafe { (*cache).bins[class].try_pop(key) };
             if !block.is_null() {
-                // SAFETY: `block` heads our bin's list, which only this thread touches.
-                bin.free = unsafe { cache::block_next(block) };
                 return block;
             }
         }
@@ -145,11 +145,9 @@ fn alloc_small(cache: &mut cache::Cache, class: usize, size: usize, zero: bool) 
     let block = if bin.free.is_null() {
         cache.refill(class)
     } else {
-        let block = bin.free;
-        // SAFETY: `block` heads the cache's bin list, which only this thread touches (the
+        // SAFETY: a non-empty list of the cache's bin, which only this thread touches (the
         // thread's cache, or the orphan cache under its lock).
-        bin.free = unsafe { cache::block_next(block) };
-        block
+        unsafe { bin.pop() }
     };
     if zero && !block.is_null() {
         // SAFETY: the block is ours and holds at least `size` bytes.
@@ -183,11 +181,11 @@ pub fn malloc_fast(size: usize) -> *mut u8 {
         if !cache.is_null() {
             // SAFETY: a non-null current cache is valid and used by this thread alone; the
             // malloc table holds class indexes only.
-            let bin = unsafe { (*cache).bins.get_unchecked_mut(class) };
-            let block = bin.free;
+            let key = unsafe { (*cache).key };
+            // SAFETY: as above; the malloc table holds class indexes only, and our bin's list
+            // is touched by this thread alone.
+            let block = unsafe { (*cache).bins.get_unchecked_mut(class).try_pop(key) };
             if !block.is_null() {
-                // SAFETY: `block` heads our bin's list, which only this thread touches.
-                bin.free = unsafe { cache::block_next(block) };
                 return block;
             }
         }
@@ -217,8 +215,9 @@ pub extern "C" fn malloc_slow(size: usize) -> *mut u8 {
 /// The block then goes onto the bin's list if the span is the one the bin allocates from,
 /// or onto the span's own list if it is on the partial list (`Cache::free_owned_fast`).
 /// Anything else goes to `free_slow`: a remote object, a parked span, a large or huge block,
-/// null, a bad pointer, and a pointer equal to a list's head (a double free, which the slow
-/// path reports).
+/// null, a bad pointer, a pointer equal to a list's head (a double free, which the slow
+/// path reports), and a block carrying the freed-block marker (`freelist.rs`: a double free
+/// at any depth, which the slow path confirms and reports).
 ///
 /// # Safety
 /// As [`free`].
@@ -280,11 +279,23 @@ pub unsafe fn dealloc_inlined(ptr: *mut u8, size: usize, align: usize) {
         let cache = thread::current();
         if !cache.is_null() {
             // SAFETY: a non-null current cache is valid and used by this thread alone.
+            let key = unsafe { (*cache).key };
+            // SAFETY: as above.
             let bin = unsafe { &mut (*cache).bins[class] };
-            if (ptr as usize).wrapping_sub(bin.start) < bin.len {
-                // SAFETY: the block lies in our current span and the caller gives it up.
-                unsafe { ptr.cast::<*mut u8>().write(bin.free) };
-                bin.free = ptr;
+            let offset = (ptr as usize).wrapping_sub(bin.start);
+            // The same checks as the unsized free: a block start of our current span (an
+            // interior pointer goes on to be reported), not already free.
+            if offset < bin.len
+                && (!freelist::HARDENED || size_class::divides(offset, bin.div_test))
+                // The list's head carries the marker like any free block: hardened, the
+                // marker test covers it.
+                && (freelist::HARDENED || ptr != bin.free)
+                // SAFETY: `ptr` is an object of our current span (tested just above).
+                && !unsafe { freelist::may_be_freed(key, ptr) }
+            {
+                // SAFETY: the block is an object of our current span, not the list's head,
+                // and the caller gives it up.
+                unsafe { bin.push(key, ptr) };
                 return;
             }
         }
@@ -394,12 +405,49 @@ pub unsafe fn usable_size(ptr: *mut u8) -> usize {
     usable_size_slow(ptr)
 }
 
+/// Reports `ptr`, a block of the small span `s`, if it is free (the freed-block marker,
+/// confirmed on the span's lists when the calling thread's cache owns the span): the check
+/// `realloc` and `malloc_usable_size` make, as `free` does. A span of another thread's
+/// cannot be walked from here; such a block's marker is left to the free that follows a
+/// moving `realloc`, or ignored by `malloc_usable_size`.
+///
+/// Returns whether the block carries the marker (and was not reported).
+///
+/// # Safety
+/// `ptr` must be an object of the in-use small span `s`.
+#[cold]
+#[inline(never)]
+unsafe fn check_not_freed(s: &Span, ptr: *mut u8, what: &str) -> bool {
+    // SAFETY: `ptr` is an object of `s` (the contract).
+    if !unsafe { freelist::looks_freed_in(s, ptr) } {
+        return false;
+    }
+    let cache = thread::current();
+    // SAFETY: a non-null current cache is valid and ours; it owns `s` when `owns` says so.
+    unsafe {
+        if !cache.is_null() && (*cache).owns(s) {
+            (*cache).confirm_double_free(s, ptr, what);
+        }
+    }
+    true
+}
+
 /// `extern "C"` (cannot unwind) so that `usable_size` can tail-call it from an
 /// `extern "C"` wrapper, as `malloc_slow`.
 #[inline(never)]
 extern "C" fn usable_size_slow(ptr: *mut u8) -> usize {
     if ptr.is_null() {
         return 0;
+    }
+    if let Some(span) = arena::record_of(ptr as usize) {
+        // SAFETY: `record_of` returns records inside mapped arena headers.
+        let s = unsafe { span.as_ref() };
+        if s.kind() == SpanKind::Small && is_object_start(s, ptr as usize) {
+            // SAFETY: `ptr` is an object of the small span `s` (tested above). A report
+            // aborts; otherwise the block is live (or another thread's to judge).
+            unsafe { check_not_freed(s, ptr, "malloc_usable_size of a freed pointer") };
+            return s.obj_size as usize;
+        }
     }
     match block_size(ptr) {
         Some(size) => size,
@@ -427,7 +475,11 @@ pub fn block_size(ptr: *const u8) -> Option<usize> {
 fn small_block_size(addr: usize) -> Option<usize> {
     // SAFETY: `record_of` returns records inside mapped arena headers.
     let s = unsafe { arena::record_of(addr)?.as_ref() };
-    (s.kind() == SpanKind::Small && is_object_start(s, addr)).then_some(s.obj_size as usize)
+    // SAFETY: the marker test reads the first word of an object of `s` (tested first).
+    (s.kind() == SpanKind::Small
+        && is_object_start(s, addr)
+        && !unsafe { freelist::looks_freed_in(s, addr as *mut u8) })
+    .then_some(s.obj_size as usize)
 }
 
 #[inline(never)]
@@ -469,11 +521,23 @@ pub unsafe fn realloc(ptr: *mut u8, old_size: usize, align: usize, new_size: usi
         let s = unsafe { span.as_ref() };
         match s.kind() {
             SpanKind::Small => {
+                // The checks `free` makes: a block start, not free already.
+                if !is_object_start(s, addr) {
+                    report::fatal("realloc of a pointer into the middle of a block", addr);
+                }
                 let size = s.obj_size as usize;
+                // SAFETY: `ptr` is an object of the small span `s` (tested above). A block
+                // that still carries the marker after the check (another thread's span) is
+                // not resized in place: the free of the move below settles it.
+                let marked = freelist::HARDENED
+                    && unsafe { check_not_freed(s, ptr, "realloc of a freed pointer") };
                 // Stay put if it fits and would not waste more than half the object.
-                if new_size <= size && (new_size > size / 2 || size <= 64) {
+                if !marked && new_size <= size && (new_size > size / 2 || size <= 64) {
                     return ptr;
                 }
+            }
+            SpanKind::Large if s.base() != ptr => {
+                report::fatal("realloc of a pointer into the middle of a block", addr);
             }
             // In place keeps the base, so any alignment still holds.
             // SAFETY: the caller says the block is live; the span is its only object.

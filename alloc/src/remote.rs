@@ -20,6 +20,14 @@
 //!   The owner drains that stack on its next refill. A span is thus on the stack at most
 //!   once per `FULL` period, and a full span nobody frees into costs nothing.
 //!
+//! - `SUSPECT` (bit 1, beside the state) says that a free onto this list found the block
+//!   already carrying the freed-block marker (`freelist.rs`): a double free that the freeing
+//!   thread cannot confirm, since only the owner may walk the span's lists. The owner checks
+//!   the span for a block listed twice when it takes the list (`take` returns the bit and
+//!   clears it) or before it counts the span empty.
+//!
+//! Links inside the list are stored encoded, like every free-list link (`freelist.rs`).
+//!
 //! User-space addresses on x86_64 and aarch64 (48-bit) fit below bit 47, and Tessera never
 //! maps above that.
 
@@ -36,6 +44,8 @@ const HEAD_MASK: u64 = ((1 << COUNT_SHIFT) - 1) & !STATE_MASK;
 pub(crate) const NORMAL: u64 = 0;
 /// The owner parked the span; the next remote free must notify it.
 pub(crate) const FULL: u64 = 1;
+/// A free onto the list saw the freed-block marker; see the module comment.
+pub(crate) const SUSPECT: u64 = 0b10;
 
 /// The atomic operations the protocol needs, so loom can model it on its own atomics
 /// (`--cfg tessera_loom`) while the allocator runs it on the span's `AtomicU64`.
@@ -110,31 +120,39 @@ pub(crate) fn count(span: &Span) -> u32 {
 /// # Safety
 /// `block` must be a free object of `span`, unreachable by anyone else.
 #[inline]
-pub(crate) unsafe fn push(span: &Span, block: *mut u8) -> bool {
+pub(crate) unsafe fn push(span: &Span, block: *mut u8, suspect: bool) -> bool {
     // SAFETY: forwarded contract.
-    unsafe { push_word(&span.remote, block) }
+    unsafe { push_chain_word(&span.remote, block, block, 1, suspect) }
 }
 
 /// `push` on any word.
 ///
 /// # Safety
 /// `block` must be 8-aligned, at least 8 bytes, writable and reachable by nobody else.
+#[cfg(all(test, tessera_loom))]
 #[inline]
 pub(crate) unsafe fn push_word(word: &impl Word, block: *mut u8) -> bool {
     // SAFETY: a one-block chain; forwarded contract.
-    unsafe { push_chain_word(word, block, block, 1) }
+    unsafe { push_chain_word(word, block, block, 1, false) }
 }
 
-/// Pushes a chain of `count` blocks, `head` to `tail` (already linked), with one CAS.
-/// Returns true when the span was `FULL` (the caller owes the owner a notification).
+/// Pushes a chain of `count` blocks, `head` to `tail` (already linked), with one CAS, and
+/// sets `SUSPECT` if `suspect`. Returns true when the span was `FULL` (the caller owes the
+/// owner a notification).
 ///
 /// # Safety
 /// The chain must be free objects of `span`, linked through their first words, and
 /// reachable by nobody else.
 #[inline]
-pub(crate) unsafe fn push_chain(span: &Span, head: *mut u8, tail: *mut u8, count: u32) -> bool {
+pub(crate) unsafe fn push_chain(
+    span: &Span,
+    head: *mut u8,
+    tail: *mut u8,
+    count: u32,
+    suspect: bool,
+) -> bool {
     // SAFETY: forwarded contract.
-    unsafe { push_chain_word(&span.remote, head, tail, count) }
+    unsafe { push_chain_word(&span.remote, head, tail, count, suspect) }
 }
 
 /// `push_chain` on any word.
@@ -147,12 +165,14 @@ pub(crate) unsafe fn push_chain_word(
     head: *mut u8,
     tail: *mut u8,
     count: u32,
+    suspect: bool,
 ) -> bool {
+    let flag = if suspect { SUSPECT } else { 0 };
     let mut old = word.load(Ordering::Relaxed);
     loop {
         // SAFETY: the chain is ours until the CAS publishes it.
-        unsafe { tail.cast::<*mut u8>().write((old & HEAD_MASK) as *mut u8) };
-        let new = pack(head, (old >> COUNT_SHIFT) + count as u64, NORMAL);
+        unsafe { crate::freelist::write_link(tail, (old & HEAD_MASK) as *mut u8) };
+        let new = pack(head, (old >> COUNT_SHIFT) + count as u64, NORMAL) | (old & SUSPECT) | flag;
         match word.compare_exchange_weak(old, new, Ordering::Release, Ordering::Relaxed) {
             Ok(_) => return old & STATE_MASK == FULL,
             Err(seen) => old = seen,
@@ -160,19 +180,37 @@ pub(crate) unsafe fn push_chain_word(
     }
 }
 
-/// Takes the whole remote list (head, length), leaving the state untouched.
+/// Takes the whole remote list (head, length, whether `SUSPECT` was set), leaving the
+/// `FULL`/`NORMAL` state untouched and clearing `SUSPECT`.
 #[inline]
-pub(crate) fn take(span: &Span) -> (*mut u8, u32) {
+pub(crate) fn take(span: &Span) -> (*mut u8, u32, bool) {
     take_word(&span.remote)
 }
 
 #[inline]
-pub(crate) fn take_word(word: &impl Word) -> (*mut u8, u32) {
+pub(crate) fn take_word(word: &impl Word) -> (*mut u8, u32, bool) {
     if word.load(Ordering::Relaxed) & !STATE_MASK == 0 {
-        return (ptr::null_mut(), 0);
+        return (ptr::null_mut(), 0, false);
     }
-    let old = word.fetch_and(STATE_MASK, Ordering::Acquire);
-    ((old & HEAD_MASK) as *mut u8, (old >> COUNT_SHIFT) as u32)
+    let old = word.fetch_and(FULL, Ordering::Acquire);
+    (
+        (old & HEAD_MASK) as *mut u8,
+        (old >> COUNT_SHIFT) as u32,
+        old & SUSPECT != 0,
+    )
+}
+
+/// Whether a free onto the span's remote list saw the freed-block marker since the owner
+/// last took it.
+#[inline]
+pub(crate) fn is_suspect(span: &Span) -> bool {
+    span.remote.load(Ordering::Relaxed) & SUSPECT != 0
+}
+
+/// The list's head, for the owner's walk in place (see `suspect`).
+#[inline]
+pub(crate) fn head(span: &Span) -> *mut u8 {
+    (span.remote.load(Ordering::Acquire) & HEAD_MASK) as *mut u8
 }
 
 /// Parks an empty-listed span: `NORMAL` with no remote objects becomes `FULL`. Fails when a
@@ -251,7 +289,7 @@ mod loom_tests {
         while !at.is_null() {
             n += 1;
             // SAFETY: list members are our boxed blocks holding their successor.
-            at = unsafe { at.cast::<*mut u8>().read() };
+            at = unsafe { crate::freelist::read_link(at) };
         }
         n
     }
@@ -273,7 +311,7 @@ mod loom_tests {
             };
             let parked = try_park_word(&*word);
             let notified = remote.join().unwrap();
-            let (head, n) = take_word(&*word);
+            let (head, n, _) = take_word(&*word);
             assert_eq!(n, 1, "the freed block is on the list");
             // SAFETY: a list taken off the word, of blocks from `blocks`.
             assert_eq!(unsafe { list_len(head) }, 1);
@@ -316,22 +354,22 @@ mod loom_tests {
             let word = Arc::new(LoomU64::new(pack(ptr::null_mut(), 0, NORMAL)));
             let b = blocks(3);
             // SAFETY: b[0] -> b[1] is a chain owned by this thread until pushed.
-            unsafe { (b[0] as *mut *mut u8).write(b[1] as *mut u8) };
+            unsafe { crate::freelist::write_link(b[0] as *mut u8, b[1] as *mut u8) };
             let chain = {
                 let word = Arc::clone(&word);
                 let (h, t) = (b[0], b[1]);
                 // SAFETY: the chain is pushed once, by this thread.
                 loom::thread::spawn(move || unsafe {
-                    push_chain_word(&*word, h as *mut u8, t as *mut u8, 2)
+                    push_chain_word(&*word, h as *mut u8, t as *mut u8, 2, false)
                 })
             };
             // SAFETY: b[2] is pushed once, by this thread.
             unsafe { push_word(&*word, b[2] as *mut u8) };
-            let (first, n1) = take_word(&*word);
+            let (first, n1, _) = take_word(&*word);
             // SAFETY: a list taken off the word, of blocks from `blocks`.
             assert_eq!(unsafe { list_len(first) }, n1);
             chain.join().unwrap();
-            let (second, n2) = take_word(&*word);
+            let (second, n2, _) = take_word(&*word);
             // SAFETY: as above.
             assert_eq!(unsafe { list_len(second) }, n2);
             assert_eq!(n1 + n2, 3);
@@ -352,13 +390,13 @@ mod loom_tests {
                     loom::thread::spawn(move || unsafe { push_word(&*word, block as *mut u8) })
                 })
                 .collect();
-            let (first, n1) = take_word(&*word);
+            let (first, n1, _) = take_word(&*word);
             // SAFETY: a list taken off the word, of blocks from `blocks`.
             assert_eq!(unsafe { list_len(first) }, n1);
             for p in pushers {
                 p.join().unwrap();
             }
-            let (second, n2) = take_word(&*word);
+            let (second, n2, _) = take_word(&*word);
             // SAFETY: as above.
             assert_eq!(unsafe { list_len(second) }, n2);
             assert_eq!(n1 + n2, 2);
@@ -384,24 +422,28 @@ mod tests {
         let mut b = blocks();
         // SAFETY: the blocks are ours and unreachable by others.
         unsafe {
-            assert!(!push(span, b[0].as_mut_ptr().cast()));
-            assert!(!push(span, b[1].as_mut_ptr().cast()));
+            assert!(!push(span, b[0].as_mut_ptr().cast(), false));
+            assert!(!push(span, b[1].as_mut_ptr().cast(), false));
         }
         assert_eq!(count(span), 2);
-        let (head, n) = take(span);
+        let (head, n, suspect) = take(span);
         assert_eq!(n, 2);
+        assert!(!suspect);
         assert_eq!(head, b[1].as_mut_ptr().cast());
         assert_eq!(count(span), 0);
         assert!(try_park(span));
         // SAFETY: as above.
-        let notified = unsafe { push(span, b[2].as_mut_ptr().cast()) };
+        let notified = unsafe { push(span, b[2].as_mut_ptr().cast(), false) };
         assert!(notified, "first free after park notifies");
         // SAFETY: as above.
-        assert!(!unsafe { push(span, b[3].as_mut_ptr().cast()) });
+        assert!(!unsafe { push(span, b[3].as_mut_ptr().cast(), true) });
+        assert!(is_suspect(span));
         assert!(!try_unpark(span));
         assert!(!try_park(span), "list not empty");
-        let (_, n) = take(span);
+        let (_, n, suspect_taken) = take(span);
         assert_eq!(n, 2);
+        assert!(suspect_taken, "take reports SUSPECT");
+        assert!(!is_suspect(span), "and clears it");
         assert!(try_park(span));
         assert!(try_unpark(span));
         // SAFETY: the span holds nothing live.

@@ -1,35 +1,110 @@
-//! Reports bad input (a foreign pointer, a double free) and stops the process.
+//! Reports bad input (a foreign pointer, a double free, a corrupted free list) and stops
+//! the process.
 //!
 //! The report is built in a stack buffer and written with `write(2)`: no formatting
 //! machinery, no allocation, no panic (a panic would unwind through the allocator). Then
 //! `abort`, because carrying on after a corrupting free is how heaps get exploited.
 
+use tessera_span::Span;
+
+/// A report line being built in a stack buffer (`tessera: ...`); `abort` writes it.
+struct Line {
+    buf: [u8; 320],
+    len: usize,
+}
+
+impl Line {
+    fn new(what: &str) -> Self {
+        let mut line = Line {
+            buf: [0; 320],
+            len: 0,
+        };
+        line.text("tessera: ").text(what);
+        line
+    }
+
+    fn text(&mut self, s: &str) -> &mut Self {
+        let bytes = s.as_bytes();
+        let n = bytes.len().min(self.buf.len() - self.len);
+        self.buf[self.len..self.len + n].copy_from_slice(&bytes[..n]);
+        self.len += n;
+        self
+    }
+
+    fn digits(&mut self, mut value: usize, base: usize) -> &mut Self {
+        let mut tmp = [0u8; 20];
+        let mut at = tmp.len();
+        loop {
+            at -= 1;
+            tmp[at] = b"0123456789abcdef"[value % base];
+            value /= base;
+            if value == 0 {
+                break;
+            }
+        }
+        // The digits are ASCII.
+        self.text(core::str::from_utf8(&tmp[at..]).unwrap_or("?"))
+    }
+
+    fn hex(&mut self, value: usize) -> &mut Self {
+        self.text("0x").digits(value, 16)
+    }
+
+    fn dec(&mut self, value: usize) -> &mut Self {
+        self.digits(value, 10)
+    }
+
+    fn abort(&mut self) -> ! {
+        self.text("\n");
+        // SAFETY: writing an initialised stack buffer to fd 2; the result does not matter
+        // since we abort either way.
+        unsafe {
+            libc::write(2, self.buf.as_ptr().cast(), self.len);
+            libc::abort();
+        }
+    }
+}
+
 /// Writes `tessera: <what> (pointer 0x...)` to stderr and aborts.
 #[cold]
 #[inline(never)]
 pub(crate) fn fatal(what: &str, ptr: usize) -> ! {
-    let mut buf = [0u8; 256];
-    let mut len = 0;
-    let mut put = |bytes: &[u8]| {
-        let n = bytes.len().min(buf.len() - len);
-        buf[len..len + n].copy_from_slice(&bytes[..n]);
-        len += n;
+    Line::new(what)
+        .text(" (pointer ")
+        .hex(ptr)
+        .text(")")
+        .abort()
+}
+
+/// Writes `tessera: <what> (pointer 0x..., size class N of S bytes, span 0x..., <who>)` to
+/// stderr and aborts: a report about a block of the small span `span`.
+#[cold]
+#[inline(never)]
+pub(crate) fn fatal_block(what: &str, ptr: usize, span: &Span, who: Who) -> ! {
+    let mut line = Line::new(what);
+    line.text(" (pointer ")
+        .hex(ptr)
+        .text(", size class ")
+        .dec(span.class as usize)
+        .text(" of ")
+        .dec(span.obj_size as usize)
+        .text(" bytes, span ")
+        .hex(span.base() as usize);
+    match who {
+        Who::FreedBy(tid) => line.text(", freed again by thread ").dec(tid as usize),
+        Who::RemoteFree => line.text(", freed again by a thread that does not own its span"),
+        Who::Nobody => &mut line,
     };
-    put(b"tessera: ");
-    put(what.as_bytes());
-    put(b" (pointer 0x");
-    let mut hex = [0u8; 16];
-    for (i, digit) in hex.iter_mut().enumerate() {
-        let nibble = (ptr >> ((15 - i) * 4)) & 0xf;
-        *digit = b"0123456789abcdef"[nibble];
-    }
-    let first = hex.iter().position(|&d| d != b'0').unwrap_or(15);
-    put(&hex[first..]);
-    put(b")\n");
-    // SAFETY: writing an initialised stack buffer to fd 2; the result does not matter since
-    // we abort either way.
-    unsafe {
-        libc::write(2, buf.as_ptr().cast(), len);
-        libc::abort();
-    }
+    line.text(")").abort()
+}
+
+/// Which thread a block report names.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Who {
+    /// The thread with this kernel id made the bad call.
+    FreedBy(u32),
+    /// Found when the span's owner drained its remote frees: some other thread's free.
+    RemoteFree,
+    /// Nobody in particular (a corrupted link).
+    Nobody,
 }

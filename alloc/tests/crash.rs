@@ -239,3 +239,183 @@ fn huge_threshold_above_an_arena_still_allocates() {
         "the child must have run: {stdout}"
     );
 }
+
+// ---- hardening (issue #15): every Rust entry point checks alike ----------------------------
+
+/// `dealloc` (the sized free `GlobalAlloc` uses) of a block under two others on its list.
+#[test]
+fn deep_double_dealloc_is_reported() {
+    if let Some(out) = in_child("deep_double_dealloc_is_reported", "deep-dealloc", || {
+        let [a, b, c] = [0; 3].map(|_| tessera::alloc(48, 8));
+        // SAFETY: deliberately bad input: the fourth dealloc must be reported.
+        unsafe {
+            tessera::dealloc(a, 48, 8);
+            tessera::dealloc(b, 48, 8);
+            tessera::dealloc(c, 48, 8);
+            tessera::dealloc(a, 48, 8);
+        }
+    }) {
+        assert_aborted_with(&out, "tessera: double free (pointer 0x");
+        assert_aborted_with(&out, "size class");
+    }
+}
+
+/// The unsized free at depth 64, in a span the thread no longer allocates from.
+#[test]
+fn deep_double_free_in_old_span_is_reported() {
+    if let Some(out) = in_child(
+        "deep_double_free_in_old_span_is_reported",
+        "deep-old",
+        || {
+            let blocks: Vec<*mut u8> = (0..20_000).map(|_| tessera::alloc(100, 8)).collect();
+            // SAFETY: deliberately bad input: the last free must be reported.
+            unsafe {
+                for &p in &blocks[..65] {
+                    tessera::free(p);
+                }
+                tessera::free(blocks[0]);
+            }
+        },
+    ) {
+        assert_aborted_with(&out, "tessera: double free (pointer 0x");
+    }
+}
+
+/// `realloc` of a freed block (it used to hand the block back, or copy it onto itself).
+#[test]
+fn realloc_of_freed_block_is_reported() {
+    if let Some(out) = in_child(
+        "realloc_of_freed_block_is_reported",
+        "realloc-freed",
+        || {
+            let keep = tessera::alloc(64, 8);
+            let p = tessera::alloc(64, 8);
+            // SAFETY: deliberately bad input.
+            unsafe {
+                tessera::dealloc(p, 64, 8);
+                tessera::realloc(p, 64, 8, 40);
+            }
+            std::hint::black_box(keep);
+        },
+    ) {
+        assert_aborted_with(&out, "tessera: realloc of a freed pointer");
+    }
+}
+
+/// `realloc` of a pointer into a block (it used to put a misaligned block on the list).
+#[test]
+fn realloc_of_interior_pointer_is_reported() {
+    if let Some(out) = in_child(
+        "realloc_of_interior_pointer_is_reported",
+        "realloc-interior",
+        || {
+            let p = tessera::alloc(64, 8);
+            // SAFETY: deliberately bad input.
+            unsafe { tessera::realloc(p.add(16), 48, 8, 200) };
+        },
+    ) {
+        assert_aborted_with(
+            &out,
+            "tessera: realloc of a pointer into the middle of a block",
+        );
+    }
+}
+
+/// The sized free's fast path (the bin's current span) checks the block boundary too.
+#[test]
+fn sized_dealloc_of_interior_pointer_is_reported() {
+    if let Some(out) = in_child(
+        "sized_dealloc_of_interior_pointer_is_reported",
+        "dealloc-interior",
+        || {
+            let p = tessera::alloc(64, 8);
+            // SAFETY: deliberately bad input.
+            unsafe { tessera::dealloc(p.add(16), 64, 8) };
+        },
+    ) {
+        assert_aborted_with(
+            &out,
+            "tessera: free of a pointer into the middle of a block",
+        );
+    }
+}
+
+/// `usable_size` of a freed block.
+#[test]
+fn usable_size_of_freed_block_is_reported() {
+    if let Some(out) = in_child(
+        "usable_size_of_freed_block_is_reported",
+        "usable-freed",
+        || {
+            let keep = tessera::alloc(64, 8);
+            let p = tessera::alloc(64, 8);
+            // SAFETY: deliberately bad input.
+            unsafe {
+                tessera::free(p);
+                tessera::usable_size(p);
+            }
+            std::hint::black_box(keep);
+        },
+    ) {
+        assert_aborted_with(&out, "tessera: malloc_usable_size of a freed pointer");
+    }
+}
+
+/// A block freed by its owner, then again by another thread: the owner finds it when it
+/// takes its remote frees, before it hands the block out twice.
+#[test]
+fn cross_thread_double_free_is_reported() {
+    if let Some(out) = in_child(
+        "cross_thread_double_free_is_reported",
+        "cross-thread",
+        || {
+            let keep = tessera::alloc(64, 8);
+            let p = tessera::alloc(64, 8) as usize;
+            // SAFETY: deliberately bad input: the second free comes from another thread.
+            unsafe { tessera::free(p as *mut u8) };
+            std::thread::spawn(move || {
+                // SAFETY: as above.
+                unsafe { tessera::free(p as *mut u8) };
+            })
+            .join()
+            .unwrap();
+            let mut seen = std::collections::HashSet::new();
+            for _ in 0..3000 {
+                let q = tessera::alloc(64, 8) as usize;
+                assert!(seen.insert(q), "{q:#x} handed out twice");
+            }
+            std::hint::black_box(keep);
+        },
+    ) {
+        assert_aborted_with(&out, "tessera: double free");
+    }
+}
+
+/// A write into a freed neighbour's link (a linear overflow): the next allocations must
+/// report it instead of returning the written address.
+#[test]
+fn overwritten_link_is_reported() {
+    static TARGET: [u64; 64] = [0; 64];
+    if let Some(out) = in_child("overwritten_link_is_reported", "overflow", || {
+        let blocks: Vec<*mut u8> = (0..16).map(|_| tessera::alloc(64, 8)).collect();
+        let (a, b) = blocks
+            .iter()
+            .flat_map(|&a| blocks.iter().map(move |&b| (a, b)))
+            .find(|&(a, b)| b as usize == a as usize + 64)
+            .expect("two neighbouring blocks");
+        // SAFETY: deliberately bad input: `a`'s 64 bytes end where `b`'s link is.
+        unsafe {
+            tessera::free(b);
+            a.add(64).cast::<usize>().write(TARGET.as_ptr() as usize);
+        }
+        for _ in 0..4 {
+            let q = tessera::alloc(64, 8);
+            assert!(
+                !std::ptr::eq(q, TARGET.as_ptr().cast()),
+                "attacker's address"
+            );
+        }
+    }) {
+        assert_aborted_with(&out, "tessera: corrupted free list");
+    }
+}

@@ -199,7 +199,7 @@ OPTIONS:
         workloads = Workload::ALL.map(Workload::name).join(", "),
         c_workloads = c_mode::workloads::names().join(", "),
         allocators = allocators::names().join(", "),
-        preloads = programs::PRELOAD_NAMES.join(", "),
+        preloads = programs::ALL_PRELOAD_NAMES.join(", "),
         rust_programs = rust_programs::names().join(", "),
         rust_reps = rust_programs::DEFAULT_REPS,
         quick_reps = QUICK.1,
@@ -382,7 +382,7 @@ pub fn parse(argv: &[String]) -> Result<Command, String> {
 /// `--c`.
 fn preloads(names: Option<&str>) -> Result<Vec<&'static str>, String> {
     match names {
-        Some(names) => list(names, |n| pick(n, programs::PRELOAD_NAMES, "preload")),
+        Some(names) => list(names, |n| pick(n, programs::ALL_PRELOAD_NAMES, "preload")),
         None => Ok(programs::PRELOAD_NAMES.to_vec()),
     }
 }

@@ -187,8 +187,13 @@ fn available_preloads(names: &[&'static str], notes: &mut Vec<String>) -> Vec<Pr
     let mut out = Vec::new();
     for &name in names {
         let preload = Preload::named(name);
-        if name == "tessera" {
-            match preload::build_libtessera() {
+        let build = match name {
+            "tessera" => Some(preload::build_libtessera as fn() -> _),
+            "tessera-unhardened" => Some(preload::build_libtessera_unhardened as fn() -> _),
+            _ => None,
+        };
+        if let Some(build) = build {
+            match build() {
                 Some(Ok(())) => {}
                 Some(Err(why)) => notes.push(format!("building libtessera.so failed: {why}")),
                 None if preload.available() => notes.push(format!(

@@ -15,7 +15,7 @@ pub mod redis;
 pub mod suite;
 pub mod table;
 
-pub use preload::PRELOAD_NAMES;
+pub use preload::{ALL_PRELOAD_NAMES, PRELOAD_NAMES};
 
 use crate::args::ProgramOptions;
 use crate::report;

@@ -9,6 +9,23 @@ use std::path::PathBuf;
 /// run must match.
 pub const PRELOAD_NAMES: &[&str] = &["glibc", "tessera", "mimalloc", "jemalloc", "tcmalloc"];
 
+/// Every name `--allocators` takes: [`PRELOAD_NAMES`] and, on request only,
+/// `tessera-unhardened`, libtessera.so built with `--cfg tessera_unhardened` (no free-list
+/// encoding or double-free checks, issue #15), so the hardening's cost is measured side by
+/// side in one run.
+pub const ALL_PRELOAD_NAMES: &[&str] = &[
+    "glibc",
+    "tessera",
+    "mimalloc",
+    "jemalloc",
+    "tcmalloc",
+    "tessera-unhardened",
+];
+
+/// Where the runner builds `tessera-unhardened`, under the target directory: a directory
+/// of its own, since its flags differ from every other build's.
+const UNHARDENED_DIR: &str = "tessera-unhardened";
+
 /// Debian's multiarch library directory.
 const LIBDIR: &str = "/usr/lib/x86_64-linux-gnu";
 
@@ -31,6 +48,17 @@ impl Preload {
             "tessera" => (
                 Some(paths::target_dir().join("release").join("libtessera.so")),
                 "cargo build --release -p tessera-preload",
+            ),
+            "tessera-unhardened" => (
+                Some(
+                    paths::target_dir()
+                        .join(UNHARDENED_DIR)
+                        .join("release")
+                        .join("libtessera.so"),
+                ),
+                "cargo build --release -p tessera-preload --config \
+                 'build.rustflags=[\"--cfg\", \"tessera_unhardened\"]' \
+                 --target-dir <target>/tessera-unhardened",
             ),
             "mimalloc" => (
                 Some(PathBuf::from(LIBDIR).join("libmimalloc.so.2")),
@@ -92,13 +120,31 @@ pub fn build_libtessera() -> Option<Result<(), String>> {
     ))
 }
 
+/// Builds the `tessera-unhardened` library (see [`ALL_PRELOAD_NAMES`]) as
+/// [`build_libtessera`] builds the ordinary one.
+pub fn build_libtessera_unhardened() -> Option<Result<(), String>> {
+    let cargo = cargo::started_by()?;
+    Some(cargo::build_release(
+        &cargo,
+        &paths::workspace_root().join("Cargo.toml"),
+        &paths::target_dir().join(UNHARDENED_DIR),
+        &[
+            "-p",
+            "tessera-preload",
+            "--config",
+            "build.rustflags=[\"--cfg\", \"tessera_unhardened\"]",
+        ],
+        "libtessera.so without hardening, for the side-by-side cost",
+    ))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn every_name_resolves_and_glibc_needs_nothing() {
-        for name in PRELOAD_NAMES {
+        for name in ALL_PRELOAD_NAMES {
             let p = Preload::named(name);
             assert_eq!(p.library.is_none(), *name == "glibc");
         }

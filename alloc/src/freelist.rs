@@ -1,0 +1,339 @@
+//! Hardened free lists (issue #15, items 1 and 2): how a free block stores its link, how a
+//! link is checked when it is read back, and how a block that is already free is recognised
+//! when it is freed again.
+//!
+//! Every free list that lives in freed memory (a cache's bin, a span's local list, a remote
+//! list and the batches that feed it) keeps its link in the block's first word. With the
+//! `hardened` feature (default) that word is not the pointer but
+//!
+//! ```text
+//! stored = next ^ (slot ^ KEY)        next = stored ^ (slot ^ KEY)
+//! ```
+//!
+//! where `slot` is the block's own address and `KEY` a random per-process value taken from
+//! the kernel (`getrandom`, else `AT_RANDOM`) when the first cache is made, before any list
+//! exists. This is glibc's safe-linking (the link mixed with its own address) with a real
+//! secret instead of the address's ASLR bits. Xor both ways, with `slot ^ KEY` computed
+//! while the link is still being loaded, puts one instruction on the dependency chain a
+//! malloc/free loop runs along (the link loaded, decoded, stored as the new head); an add
+//! (`(next ^ KEY) + slot`, closer to mimalloc's rotate-and-add) put two each way and cost
+//! the Rust fast path about 10%. A partial overwrite flips decoded bits one for one, but
+//! which bits it sets is hidden by the key, and the checks below bound where they can
+//! point: into the same span, at a block boundary.
+//!
+//! **Checks on decode.** Every list holds blocks of one span, and whoever pops knows that
+//! span's geometry: a bin keeps its current span's `start`, `len` and `div_test` beside its
+//! head, on the line the pop reads anyway. So each pop checks that the decoded successor is
+//! null or the first byte of a block of that span (a subtraction, a compare, one multiply:
+//! `size_class::divides`), and a failure is a report naming the block, its span and class
+//! (`corrupt`). An address an overflow wrote into a freed neighbour therefore never comes
+//! out of `malloc`. Walks (counting a list, looking for a block) check every link alike.
+//!
+//! **The freed-block marker.** A block handed out has its first word cleared by the pop
+//! (mimalloc's secure mode does the same, so no link leaks to the user), and a free block's
+//! first word always decodes to null or into its own span. So at free, a block whose first
+//! word decodes into its span is very likely free already: that is the double-free test,
+//! made on every path that takes a block back (`free`, sized `dealloc`, `realloc`,
+//! `malloc_usable_size`), local or remote, at any depth of the list (glibc's tcache key does
+//! the same with a second word, which 8-byte blocks do not have).
+//!
+//! Why the marker cannot fire on ordinary data: `KEY` has bit 63 set and bit 62 clear, so
+//! for a word whose top bits are all zero or all one (small integers, negative ones, any
+//! user-space pointer) `word ^ slot ^ KEY` has bit 62 or 63 set and lies far above every
+//! span. Other words match with a probability of about `len / 2^62`. That is small but not
+//! nothing over billions of frees, so a match is confirmed before it is reported, as glibc
+//! confirms its key by walking the tcache bin:
+//! - the span's owner walks every list of the span it can see (its bin, the span's local
+//!   list, the span's remote list, which only the owner ever takes) and reports the block if
+//!   it is on one (`Cache::confirm_double_free`); no match is a coincidence and the free goes
+//!   on;
+//! - any other thread cannot walk the owner's lists, so it pushes the block with the remote
+//!   word's `SUSPECT` bit (`remote.rs`), and the owner, when it next takes that remote list
+//!   or is about to count the span empty, checks the span's lists for a block that is on
+//!   them twice with a bitmap of one bit per object (`check_duplicates`).
+//!
+//! Without `hardened` the links are plain pointers and none of this runs (the constant
+//! `HARDENED` folds every check away); `--cfg tessera_unhardened` does the same for a build
+//! that cannot change features (the benchmarks' side-by-side measurement).
+
+use core::sync::atomic::{AtomicU64, Ordering};
+
+use tessera_span::{Span, os};
+
+use crate::report::{self, Who};
+use crate::size_class::{CLASSES, NUM_CLASSES, divides};
+
+/// Whether free lists are encoded and checked (the `hardened` feature).
+pub(crate) const HARDENED: bool = cfg!(all(feature = "hardened", not(tessera_unhardened)));
+
+/// The per-process key; 0 until the first cache is made (`init_key`).
+static KEY: AtomicU64 = AtomicU64::new(0);
+
+/// Bit 63 set and bit 62 clear: see the module comment, "Why the marker cannot fire".
+const KEY_TOP_MASK: u64 = 0b11 << 62;
+const _: () = assert!(KEY_TOP_MASK >> USER_BITS != 0);
+const KEY_TOP: u64 = 0b10 << 62;
+
+/// Sets the key if it is not set yet. Called when a cache is made: every link is written by
+/// a cache's owner (or a thread freeing into someone's span, which that cache's creation
+/// happened before), so no list exists under another key. Racing creators agree on the
+/// first key stored (the CAS), and each then reads it back.
+pub(crate) fn init_key() {
+    if !HARDENED || KEY.load(Ordering::Relaxed) != 0 {
+        return;
+    }
+    let key = (os::random_u64() & !KEY_TOP_MASK) | KEY_TOP;
+    let _ = KEY.compare_exchange(0, key, Ordering::Relaxed, Ordering::Relaxed);
+}
+
+/// The key. A cache keeps a copy (`Cache::key`, set when it is made), so that the fast
+/// paths read it at a fixed offset from the cache pointer they hold anyway instead of
+/// through the GOT; the `*_with` functions below take that copy.
+#[inline(always)]
+pub(crate) fn key() -> usize {
+    KEY.load(Ordering::Relaxed) as usize
+}
+
+/// The word a free block at `slot` stores for a link to `next`, under `key`.
+#[inline(always)]
+pub(crate) fn encode_with(key: usize, slot: *mut u8, next: *mut u8) -> usize {
+    if HARDENED {
+        (next as usize) ^ (slot as usize ^ key)
+    } else {
+        next as usize
+    }
+}
+
+/// The link a free block at `slot` stores as `stored`, under `key`.
+#[inline(always)]
+pub(crate) fn decode_with(key: usize, slot: *mut u8, stored: usize) -> *mut u8 {
+    if HARDENED {
+        (stored ^ (slot as usize ^ key)) as *mut u8
+    } else {
+        stored as *mut u8
+    }
+}
+
+/// The decoded link in `block`'s first word (unchecked), under `key`.
+///
+/// # Safety
+/// `block` must be an object of a small span (at least 8 bytes, 8-aligned): its first word
+/// is then readable.
+#[inline(always)]
+pub(crate) unsafe fn read_link_with(key: usize, block: *mut u8) -> *mut u8 {
+    // SAFETY: the caller's contract.
+    decode_with(key, block, unsafe { block.cast::<usize>().read() })
+}
+
+/// `read_link_with` under the process's key.
+///
+/// # Safety
+/// As `read_link_with`.
+#[inline(always)]
+pub(crate) unsafe fn read_link(block: *mut u8) -> *mut u8 {
+    // SAFETY: forwarded contract.
+    unsafe { read_link_with(key(), block) }
+}
+
+/// Stores the link to `next` in `block`'s first word, under `key`.
+///
+/// # Safety
+/// `block` must be an object (at least 8 bytes, 8-aligned) that the calling thread holds
+/// alone: one being freed, or one carved and not yet handed out.
+#[inline(always)]
+pub(crate) unsafe fn write_link_with(key: usize, block: *mut u8, next: *mut u8) {
+    // SAFETY: the caller's contract.
+    unsafe { block.cast::<usize>().write(encode_with(key, block, next)) }
+}
+
+/// `write_link_with` under the process's key.
+///
+/// # Safety
+/// As `write_link_with`.
+#[inline(always)]
+pub(crate) unsafe fn write_link(block: *mut u8, next: *mut u8) {
+    // SAFETY: forwarded contract.
+    unsafe { write_link_with(key(), block, next) }
+}
+
+/// Clears the first word of a block being handed out, so that it carries no freed-block
+/// marker (and no link leaks to the user).
+///
+/// # Safety
+/// As `write_link`.
+#[inline(always)]
+pub(crate) unsafe fn clear_link(block: *mut u8) {
+    if HARDENED {
+        // SAFETY: the caller's contract.
+        unsafe { block.cast::<usize>().write(0) }
+    }
+}
+
+/// Whether `next` may follow on a list of the span whose objects are the `len` bytes from
+/// `start` with divisibility constant `div_test`: null, or the first byte of one of them.
+#[inline(always)]
+pub(crate) fn link_ok(next: *mut u8, start: usize, len: usize, div_test: u64) -> bool {
+    let offset = (next as usize).wrapping_sub(start);
+    next.is_null() || (offset < len && divides(offset, div_test))
+}
+
+/// The freed-block marker: whether `block`'s first word decodes (under `key`) to null or
+/// into the `len` bytes of objects from `start` (its span's), as a free block's link always
+/// does.
+///
+/// # Safety
+/// As `read_link`.
+#[inline(always)]
+pub(crate) unsafe fn looks_freed_with(
+    key: usize,
+    block: *mut u8,
+    start: usize,
+    len: usize,
+) -> bool {
+    if !HARDENED {
+        return false;
+    }
+    // SAFETY: forwarded contract.
+    let next = unsafe { read_link_with(key, block) } as usize;
+    next == 0 || next.wrapping_sub(start) < len
+}
+
+/// The fast paths' cheaper form of the marker: whether `block`'s first word decodes (under
+/// `key`) to a user-space address (below 2^47), which null and every block are. Four
+/// instructions instead of seven; a match sends the free down its slow path, which tests
+/// `looks_freed_in` before it walks anything. Ordinary data matches it about as rarely as
+/// the precise test (see the module comment: only words whose 17 top bits equal the
+/// key's), so the slow path stays rare.
+///
+/// # Safety
+/// As `read_link`.
+#[inline(always)]
+pub(crate) unsafe fn may_be_freed(key: usize, block: *mut u8) -> bool {
+    // SAFETY: forwarded contract.
+    HARDENED && (unsafe { read_link_with(key, block) } as usize) >> USER_BITS == 0
+}
+
+/// Address bits of user space (x86_64 and aarch64 with 4-level page tables; `remote.rs`
+/// relies on the same bound).
+const USER_BITS: u32 = 47;
+
+/// `looks_freed_with` under the process's key, for a block of the small span `s`.
+///
+/// # Safety
+/// `block` must be an object of `s`.
+#[inline(always)]
+pub(crate) unsafe fn looks_freed_in(s: &Span, block: *mut u8) -> bool {
+    // SAFETY: forwarded contract.
+    unsafe { looks_freed_with(key(), block, s.obj_base, s.obj_bytes as usize) }
+}
+
+/// Walks the list from `head`, whose blocks must all be objects of `s`, calling `f` on
+/// each; `f` returning true stops the walk. Every link is checked as a pop checks it, and a
+/// list longer than the span has objects (a loop) is reported too.
+///
+/// # Safety
+/// The list must be one the calling thread may read: its own bin or local list, or a
+/// remote list of a span it owns (only the owner takes those, so the blocks below a head it
+/// loaded stay put).
+pub(crate) unsafe fn walk(s: &Span, head: *mut u8, mut f: impl FnMut(*mut u8) -> bool) {
+    let mut at = head;
+    let mut steps = 0u32;
+    while !at.is_null() {
+        if f(at) {
+            return;
+        }
+        steps += 1;
+        if steps > s.capacity {
+            report::fatal_block(
+                "corrupted free list: it loops (a block freed twice)",
+                at as usize,
+                s,
+                Who::Nobody,
+            );
+        }
+        // SAFETY: `at` passed the check below (or is the head the caller vouches for), so
+        // it is an object of `s`.
+        let next = unsafe { read_link(at) };
+        if !link_ok(next, s.obj_base, s.obj_bytes as usize, s.div_test) {
+            corrupt(s, at);
+        }
+        at = next;
+    }
+}
+
+/// Reports a block whose stored link decodes outside its span or between two blocks, and
+/// aborts.
+#[cold]
+#[inline(never)]
+pub(crate) fn corrupt(s: &Span, block: *mut u8) -> ! {
+    report::fatal_block(
+        "corrupted free list: a free block's link does not point to a block of its span \
+         (a write into freed memory: overflow or use after free)",
+        block as usize,
+        s,
+        Who::Nobody,
+    )
+}
+
+/// Reports a double free of `ptr`, a block of `s`, made by the calling thread.
+#[cold]
+#[inline(never)]
+pub(crate) fn double_free(s: &Span, ptr: *mut u8, what: &str) -> ! {
+    report::fatal_block(what, ptr as usize, s, Who::FreedBy(os::thread_id()))
+}
+
+/// The most objects any span holds (the bitmap of `check_duplicates`).
+const MAX_OBJECTS: usize = {
+    let mut max = 0;
+    let mut i = 0;
+    while i < NUM_CLASSES {
+        if CLASSES[i].objects as usize > max {
+            max = CLASSES[i].objects as usize;
+        }
+        i += 1;
+    }
+    max
+};
+
+/// Reports a block that is on the lists `heads` of `s` more than once: a double free that a
+/// thread other than the owner made (the span's remote word carried `SUSPECT`). One bit
+/// per object, on the stack (1 KiB); a link that does not decode into the span is reported
+/// as a double free too, since a block freed twice and handed out once has its first word
+/// cleared (or overwritten by its user) while still on the other list.
+///
+/// # Safety
+/// As `walk`, for each list.
+#[cold]
+#[inline(never)]
+pub(crate) unsafe fn check_duplicates(s: &Span, heads: &[*mut u8]) {
+    let mut seen = [0u64; MAX_OBJECTS.div_ceil(64)];
+    let (base, bytes, size) = (s.obj_base, s.obj_bytes as usize, s.obj_size as usize);
+    for &head in heads {
+        let mut at = head;
+        while !at.is_null() {
+            let index = (at as usize - base) / size;
+            let (word, bit) = (index / 64, 1u64 << (index % 64));
+            if seen[word] & bit != 0 {
+                report::fatal_block(
+                    "double free: a block on its span's free lists twice",
+                    at as usize,
+                    s,
+                    Who::RemoteFree,
+                );
+            }
+            seen[word] |= bit;
+            // SAFETY: `at` is the head the caller vouches for or passed the check below.
+            let next = unsafe { read_link(at) };
+            if !link_ok(next, base, bytes, s.div_test) {
+                report::fatal_block(
+                    "double free: a block freed by another thread was free already or \
+                     handed out again (its link is gone)",
+                    at as usize,
+                    s,
+                    Who::RemoteFree,
+                );
+            }
+            at = next;
+        }
+    }
+}
