@@ -108,7 +108,7 @@ impl Bin {
 
     /// Objects on the bin's list, walked (the fast paths keep no count). Only the cache's
     /// own thread may call this.
-    fn list_len(&self) -> u32 {
+    pub(crate) fn list_len(&self) -> u32 {
         if self.free.is_null() {
             return 0;
         }
@@ -224,6 +224,9 @@ pub(crate) struct Cache {
     pub(crate) next_idle: *mut Cache,
     /// Link in the pool's list of every cache (for the purger's visits).
     pub(crate) next_all: *mut Cache,
+    /// Objects this cache may still hand out before its next guarded sample (`guarded/`);
+    /// untouched while sampling is off.
+    pub(crate) guard_countdown: i64,
 }
 
 /// A cache's empty spans; see `STASH_MIN_PAGES`.
@@ -290,6 +293,7 @@ impl Cache {
         unsafe {
             ptr::write_bytes(at, 0, 1);
             (*at).key = freelist::key();
+            (*at).guard_countdown = crate::guarded::next_interval();
         }
     }
 

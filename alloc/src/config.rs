@@ -12,6 +12,7 @@
 //! | `TESSERA_MEMORY_SOFT_LIMIT` | soft limit: over it, free memory goes back at once | 90% of the hard limit, else 90% of the cgroup's memory limit |
 //! | `TESSERA_THP` | transparent huge pages for arenas: `auto` (beyond a heap's first 16 MiB, where the kernel's `defrag` mode cannot stall a fault; else no advice), `always`, `never` | `auto` |
 //! | `TESSERA_HUGE_THRESHOLD` | size from which a block gets its own mapping (bytes, `k`/`m` suffix) | `32m` |
+//! | `TESSERA_GUARDED_SAMPLE_RATE` | about one small allocation in N on its own guarded page, kept inaccessible for a while after its free; overflows and uses after free are reported with stacks (`guarded/`) | off |
 //! | `TESSERA_NUMA` | `auto` (local on a machine with several memory nodes, else off), `local`, `interleave`, `off` | `auto` |
 
 use core::ffi::{CStr, c_char};
@@ -145,6 +146,12 @@ pub(crate) fn load() {
     load_thp();
     load_limits();
     load_numa();
+    match env(b"TESSERA_GUARDED_SAMPLE_RATE").and_then(parse_size) {
+        Some(rate) if rate > 0 => {
+            crate::guarded::enable(usize::try_from(rate).unwrap_or(usize::MAX))
+        }
+        _ => {}
+    }
     if let Some(size) = env(b"TESSERA_HUGE_THRESHOLD").and_then(parse_size) {
         // Below the largest small class the threshold would be meaningless.
         let size = (size as usize).max(crate::size_class::MAX_SMALL + 1);

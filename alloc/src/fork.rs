@@ -3,7 +3,7 @@
 //! it; the parent releases them, the child resets them.
 //!
 //! Order: the orphan cache, the cache pool, then per node (in index order) every central list (in class
-//! order) and the page heap, then the huge-block registry. Code that nests locks nests them
+//! order) and the page heap, then the huge-block registry, then the guarded pool. Code that nests locks nests them
 //! in this same order (a cache refill holds no central lock while it asks the page heap).
 
 use core::sync::atomic::{AtomicUsize, Ordering};
@@ -26,6 +26,7 @@ fn each_lock(mut f: impl FnMut(&tessera_span::lock::RawLock)) {
         f(node.heap.raw_lock());
     }
     f(tessera_span::huge::raw_lock());
+    f(crate::guarded::raw_lock());
 }
 
 extern "C" fn prepare() {

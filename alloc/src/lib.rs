@@ -29,6 +29,7 @@ mod central;
 mod config;
 mod fork;
 mod freelist;
+mod guarded;
 mod large;
 mod limit;
 mod node;
@@ -124,17 +125,26 @@ fn alloc_slow(size: usize, align: usize, zero: bool) -> *mut u8 {
     let cache = thread::current_or_init();
     if cache.is_null() {
         if thread::exited() {
-            return orphan::with(|cache| alloc_small(cache, class, size, zero));
+            return orphan::with(|cache| alloc_small(cache, class, size, align, zero));
         }
         return ptr::null_mut();
     }
     // SAFETY: the current cache is valid and used by this thread alone.
-    alloc_small(unsafe { &mut *cache }, class, size, zero)
+    alloc_small(unsafe { &mut *cache }, class, size, align, zero)
 }
 
-/// An object of `class` (which holds `size` bytes) from `cache`, zeroed if `zero`.
+/// An object of `class` (which holds `size` bytes at `align`) from `cache`, zeroed if `zero`.
+///
+/// Where a bin has run dry is where guarded sampling looks (`guarded/`): off, it costs a
+/// load per refill and nothing per object.
 #[inline]
-fn alloc_small(cache: &mut cache::Cache, class: usize, size: usize, zero: bool) -> *mut u8 {
+fn alloc_small(
+    cache: &mut cache::Cache,
+    class: usize,
+    size: usize,
+    align: usize,
+    zero: bool,
+) -> *mut u8 {
     if zero {
         let block = cache.take_zeroed(class);
         if !block.is_null() {
@@ -143,7 +153,18 @@ fn alloc_small(cache: &mut cache::Cache, class: usize, size: usize, zero: bool) 
     }
     let bin = &mut cache.bins[class];
     let block = if bin.free.is_null() {
-        cache.refill(class)
+        if guarded::enabled() {
+            // Guarded blocks read as zero (a slot's pages are emptied when it is closed).
+            let sampled = guarded::sample(cache, size, align);
+            if !sampled.is_null() {
+                return sampled;
+            }
+            let block = cache.refill(class);
+            guarded::count_refill(cache, class);
+            block
+        } else {
+            cache.refill(class)
+        }
     } else {
         // SAFETY: a non-empty list of the cache's bin, which only this thread touches (the
         // thread's cache, or the orphan cache under its lock).
@@ -371,6 +392,10 @@ unsafe extern "C" fn free_slow(ptr: *mut u8) {
             addr,
         );
     }
+    if guarded::contains(addr) {
+        // SAFETY: the caller gives the block up; a bad pointer is reported.
+        return unsafe { guarded::free(ptr) };
+    }
     // SAFETY: if `ptr` is a huge block, the caller gives it up.
     if !unsafe { huge::free(ptr) } {
         // Huge blocks leave no trace once unmapped, so a second free of one lands here too.
@@ -496,6 +521,7 @@ fn block_size_slow(ptr: *const u8) -> Option<usize> {
             }
         }
         None if arena::in_arena(addr) => None,
+        None if guarded::contains(addr) => guarded::usable_size(addr),
         None => huge::size_of(ptr as *mut u8),
     }
 }

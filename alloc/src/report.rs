@@ -7,23 +7,29 @@
 
 use tessera_span::Span;
 
-/// A report line being built in a stack buffer (`tessera: ...`); `abort` writes it.
-struct Line {
+/// A report line being built in a stack buffer (`tessera: ...`); `abort` writes it, `emit`
+/// writes it and starts the next.
+pub(crate) struct Line {
     buf: [u8; 320],
     len: usize,
 }
 
 impl Line {
-    fn new(what: &str) -> Self {
-        let mut line = Line {
-            buf: [0; 320],
-            len: 0,
-        };
+    pub(crate) fn new(what: &str) -> Self {
+        let mut line = Line::blank();
         line.text("tessera: ").text(what);
         line
     }
 
-    fn text(&mut self, s: &str) -> &mut Self {
+    /// An empty line, for a report's continuation lines.
+    pub(crate) fn blank() -> Self {
+        Line {
+            buf: [0; 320],
+            len: 0,
+        }
+    }
+
+    pub(crate) fn text(&mut self, s: &str) -> &mut Self {
         let bytes = s.as_bytes();
         let n = bytes.len().min(self.buf.len() - self.len);
         self.buf[self.len..self.len + n].copy_from_slice(&bytes[..n]);
@@ -46,22 +52,35 @@ impl Line {
         self.text(core::str::from_utf8(&tmp[at..]).unwrap_or("?"))
     }
 
-    fn hex(&mut self, value: usize) -> &mut Self {
+    pub(crate) fn hex(&mut self, value: usize) -> &mut Self {
         self.text("0x").digits(value, 16)
     }
 
-    fn dec(&mut self, value: usize) -> &mut Self {
+    pub(crate) fn dec(&mut self, value: usize) -> &mut Self {
         self.digits(value, 10)
     }
 
-    fn abort(&mut self) -> ! {
+    /// Writes the line to stderr and empties the buffer for the next one.
+    pub(crate) fn emit(&mut self) -> &mut Self {
         self.text("\n");
-        // SAFETY: writing an initialised stack buffer to fd 2; the result does not matter
-        // since we abort either way.
-        unsafe {
-            libc::write(2, self.buf.as_ptr().cast(), self.len);
-            libc::abort();
+        let mut written = 0;
+        while written < self.len {
+            // SAFETY: writing an initialised part of the stack buffer to fd 2.
+            let n =
+                unsafe { libc::write(2, self.buf[written..].as_ptr().cast(), self.len - written) };
+            if n <= 0 {
+                break;
+            }
+            written += n as usize;
         }
+        self.len = 0;
+        self
+    }
+
+    pub(crate) fn abort(&mut self) -> ! {
+        self.emit();
+        // SAFETY: abort has no preconditions and does not return.
+        unsafe { libc::abort() }
     }
 }
 

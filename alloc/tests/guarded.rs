@@ -1,0 +1,148 @@
+//! Sampled guarded allocations (`TESSERA_GUARDED_SAMPLE_RATE`) through the Rust
+//! `GlobalAlloc`: each scenario runs in a child (this test binary again, with
+//! `TESSERA_CHILD` naming it and the rate set to 1, so every allocation is sampled while the
+//! pool has a free slot), and the parent checks how it ended.
+
+use std::process::{Command, Output};
+
+#[global_allocator]
+static A: tessera::Tessera = tessera::Tessera;
+
+fn in_child(test_name: &str, scenario: &str, body: impl FnOnce()) -> Option<Output> {
+    if std::env::var("TESSERA_CHILD").as_deref() == Ok(scenario) {
+        body();
+        std::process::exit(0);
+    }
+    let output = Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", test_name, "--nocapture", "--test-threads=1"])
+        .env("TESSERA_CHILD", scenario)
+        .env("TESSERA_GUARDED_SAMPLE_RATE", "1")
+        .output()
+        .unwrap();
+    Some(output)
+}
+
+fn assert_aborted_with(output: &Output, messages: &[&str]) {
+    use std::os::unix::process::ExitStatusExt;
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(
+        output.status.signal(),
+        Some(libc::SIGABRT),
+        "child should abort; stderr: {stderr}"
+    );
+    for message in messages {
+        assert!(
+            stderr.contains(message),
+            "stderr should say {message:?}: {stderr}"
+        );
+    }
+}
+
+/// A block of `size` bytes (alignment 1) that ends flush against a guard page: with the
+/// rate at 1 the first one is, unless every slot is live; keeps trying past such a moment.
+fn guarded_block(size: usize) -> *mut u8 {
+    let layout = std::alloc::Layout::from_size_align(size, 1).unwrap();
+    for _ in 0..10_000 {
+        // SAFETY: a non-zero size.
+        let p = unsafe { std::alloc::alloc(layout) };
+        assert!(!p.is_null());
+        if (p as usize + size).is_multiple_of(4096) {
+            return p;
+        }
+        // Not guarded: keep it (freeing it could hand the same block back).
+    }
+    panic!("no guarded block in 10,000 allocations");
+}
+
+#[test]
+fn overflow_by_one_byte_is_reported() {
+    if let Some(out) = in_child("overflow_by_one_byte_is_reported", "overflow", || {
+        let p = guarded_block(24);
+        // SAFETY: deliberately out of bounds: the guard page must stop it.
+        unsafe { p.add(24).write_volatile(1) };
+    }) {
+        assert_aborted_with(
+            &out,
+            &[
+                "tessera: heap buffer overflow past a guarded block: write at 0x",
+                "0 bytes past the end of the block 0x",
+                " of 24 bytes",
+                "allocated by thread",
+            ],
+        );
+    }
+}
+
+#[test]
+fn use_after_free_is_reported_with_both_stacks() {
+    if let Some(out) = in_child("use_after_free_is_reported_with_both_stacks", "uaf", || {
+        let p = guarded_block(64);
+        // SAFETY: `p` came from `alloc` with this layout.
+        unsafe { std::alloc::dealloc(p, std::alloc::Layout::from_size_align(64, 1).unwrap()) };
+        // SAFETY: deliberately after free: the closed slot must fault.
+        let _ = unsafe { p.add(8).read_volatile() };
+    }) {
+        assert_aborted_with(
+            &out,
+            &[
+                "tessera: use after free of a guarded block: read at 0x",
+                "8 bytes into the block",
+                "allocated by thread",
+                "freed by thread",
+            ],
+        );
+    }
+}
+
+#[test]
+fn double_free_is_reported() {
+    if let Some(out) = in_child("double_free_is_reported", "double", || {
+        let p = guarded_block(40);
+        // SAFETY: deliberately freed twice: the second free must be reported.
+        unsafe {
+            tessera::free(p);
+            tessera::free(p);
+        }
+    }) {
+        assert_aborted_with(
+            &out,
+            &[
+                "tessera: double free of a guarded block (pointer 0x",
+                "freed by thread",
+            ],
+        );
+    }
+}
+
+#[test]
+fn ordinary_work_runs_with_every_allocation_sampled() {
+    if let Some(out) = in_child(
+        "ordinary_work_runs_with_every_allocation_sampled",
+        "ordinary",
+        || {
+            let mut map = std::collections::HashMap::new();
+            for i in 0..5_000u64 {
+                map.insert(i, format!("value {i}").repeat((i % 7) as usize));
+            }
+            let mut v: Vec<String> = Vec::new();
+            for i in 0..2_000 {
+                v.push(i.to_string());
+                v[i / 2].push('x');
+            }
+            let joined = std::thread::spawn(move || v.concat().len()).join().unwrap();
+            assert!(joined > 0);
+            for i in 0..5_000u64 {
+                assert_eq!(map[&i].len(), format!("value {i}").len() * (i % 7) as usize);
+            }
+            let big: Vec<u8> = (0..100_000).map(|i| i as u8).collect();
+            let mut grown = Vec::with_capacity(1);
+            grown.extend_from_slice(&big);
+            assert_eq!(grown, big);
+            let z = vec![0u64; 300];
+            assert!(z.iter().all(|&x| x == 0));
+        },
+    ) {
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "child failed: {stderr}");
+    }
+}
