@@ -6,32 +6,12 @@ use std::process::{Command, Output};
 #[global_allocator]
 static A: tessera::Tessera = tessera::Tessera;
 
-/// Runs `scenario` in a child and returns its output. In the child, runs it and exits.
-fn in_child(test_name: &str, scenario: &str, body: impl FnOnce()) -> Option<Output> {
-    if std::env::var("TESSERA_CHILD").as_deref() == Ok(scenario) {
-        body();
-        std::process::exit(0);
-    }
-    let output = Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", test_name, "--nocapture", "--test-threads=1"])
-        .env("TESSERA_CHILD", scenario)
-        .output()
-        .unwrap();
-    Some(output)
-}
+mod common;
 
-fn assert_aborted_with(output: &Output, message: &str) {
-    use std::os::unix::process::ExitStatusExt;
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert_eq!(
-        output.status.signal(),
-        Some(libc::SIGABRT),
-        "child should abort; stderr: {stderr}"
-    );
-    assert!(
-        stderr.contains(message),
-        "stderr should say {message:?}: {stderr}"
-    );
+use common::assert_aborted_with;
+
+fn in_child(test_name: &str, scenario: &str, body: impl FnOnce()) -> Option<Output> {
+    common::in_child(test_name, scenario, &[], body)
 }
 
 #[test]

@@ -3,38 +3,26 @@
 //! `TESSERA_CHILD` naming it and the rate set to 1, so every allocation is sampled while the
 //! pool has a free slot), and the parent checks how it ended.
 
-use std::process::{Command, Output};
+use std::process::Output;
 
 #[global_allocator]
 static A: tessera::Tessera = tessera::Tessera;
 
+mod common;
+
+/// A scenario in a child with every allocation sampled (while the pool has a free slot).
 fn in_child(test_name: &str, scenario: &str, body: impl FnOnce()) -> Option<Output> {
-    if std::env::var("TESSERA_CHILD").as_deref() == Ok(scenario) {
-        body();
-        std::process::exit(0);
-    }
-    let output = Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", test_name, "--nocapture", "--test-threads=1"])
-        .env("TESSERA_CHILD", scenario)
-        .env("TESSERA_GUARDED_SAMPLE_RATE", "1")
-        .output()
-        .unwrap();
-    Some(output)
+    common::in_child(
+        test_name,
+        scenario,
+        &[("TESSERA_GUARDED_SAMPLE_RATE", "1")],
+        body,
+    )
 }
 
 fn assert_aborted_with(output: &Output, messages: &[&str]) {
-    use std::os::unix::process::ExitStatusExt;
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert_eq!(
-        output.status.signal(),
-        Some(libc::SIGABRT),
-        "child should abort; stderr: {stderr}"
-    );
     for message in messages {
-        assert!(
-            stderr.contains(message),
-            "stderr should say {message:?}: {stderr}"
-        );
+        common::assert_aborted_with(output, message);
     }
 }
 
