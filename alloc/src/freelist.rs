@@ -52,6 +52,10 @@
 //!   or is about to count the span empty, checks the span's lists for a block that is on
 //!   them twice with a bitmap of one bit per object (`check_duplicates`).
 //!
+//! Every access to a link word goes through `sanitizer::with_word`, so that memcheck and
+//! ASan, which see a free block as inaccessible (`sanitizer/`), do not report the
+//! allocator's own reads and writes; with neither tool built in it is the bare access.
+//!
 //! Without `hardened` the links are plain pointers and none of this runs (the constant
 //! `HARDENED` folds every check away); `--cfg tessera_unhardened` does the same for a build
 //! that cannot change features (the benchmarks' side-by-side measurement).
@@ -61,6 +65,7 @@ use core::sync::atomic::{AtomicU64, Ordering};
 use tessera_span::{Span, os};
 
 use crate::report::{self, Who};
+use crate::sanitizer;
 use crate::size_class::{CLASSES, NUM_CLASSES, divides};
 
 /// Whether free lists are encoded and checked (the `hardened` feature).
@@ -122,7 +127,8 @@ pub(crate) fn decode_with(key: usize, slot: *mut u8, stored: usize) -> *mut u8 {
 #[inline(always)]
 pub(crate) unsafe fn read_link_with(key: usize, block: *mut u8) -> *mut u8 {
     // SAFETY: the caller's contract.
-    decode_with(key, block, unsafe { block.cast::<usize>().read() })
+    let stored = sanitizer::with_word(block, || unsafe { block.cast::<usize>().read() });
+    decode_with(key, block, stored)
 }
 
 /// `read_link_with` under the process's key.
@@ -142,8 +148,9 @@ pub(crate) unsafe fn read_link(block: *mut u8) -> *mut u8 {
 /// alone: one being freed, or one carved and not yet handed out.
 #[inline(always)]
 pub(crate) unsafe fn write_link_with(key: usize, block: *mut u8, next: *mut u8) {
+    let stored = encode_with(key, block, next);
     // SAFETY: the caller's contract.
-    unsafe { block.cast::<usize>().write(encode_with(key, block, next)) }
+    sanitizer::with_word(block, || unsafe { block.cast::<usize>().write(stored) })
 }
 
 /// `write_link_with` under the process's key.
@@ -165,7 +172,7 @@ pub(crate) unsafe fn write_link(block: *mut u8, next: *mut u8) {
 pub(crate) unsafe fn clear_link(block: *mut u8) {
     if HARDENED {
         // SAFETY: the caller's contract.
-        unsafe { block.cast::<usize>().write(0) }
+        sanitizer::with_word(block, || unsafe { block.cast::<usize>().write(0) })
     }
 }
 

@@ -36,6 +36,7 @@ pub(crate) fn alloc(size: usize, align: usize, zero: bool) -> *mut u8 {
     // SAFETY: the heap returned an in-use span record.
     let base = unsafe { got.span.as_ref() }.base();
     if zero && !got.zeroed {
+        crate::sanitizer::open_block(base, size);
         // SAFETY: the span's pages are ours and at least `size` bytes long.
         unsafe { ptr::write_bytes(base, 0, size) };
     }

@@ -39,6 +39,7 @@ mod processor;
 mod purger;
 mod remote;
 mod report;
+mod sanitizer;
 pub mod size_class;
 mod stats;
 mod thread;
@@ -105,6 +106,7 @@ pub fn alloc(size: usize, align: usize) -> *mut u8 {
             // SAFETY: as above (and the same for the cache's bin).
             let block = unsafe { (*cache).bins[class].try_pop(key) };
             if !block.is_null() {
+                sanitizer::handed_out(block, size, false);
                 return block;
             }
         }
@@ -115,6 +117,13 @@ pub fn alloc(size: usize, align: usize) -> *mut u8 {
 #[cold]
 #[inline(never)]
 fn alloc_slow(size: usize, align: usize, zero: bool) -> *mut u8 {
+    let block = alloc_slow_body(size, align, zero);
+    sanitizer::handed_out(block, size, zero);
+    block
+}
+
+#[inline(always)]
+fn alloc_slow_body(size: usize, align: usize, zero: bool) -> *mut u8 {
     purger::maybe_start();
     if !align.is_power_of_two() || size > isize::MAX as usize {
         return ptr::null_mut();
@@ -171,6 +180,7 @@ fn alloc_small(
         unsafe { bin.pop() }
     };
     if zero && !block.is_null() {
+        sanitizer::open_block(block, size);
         // SAFETY: the block is ours and holds at least `size` bytes.
         unsafe { ptr::write_bytes(block, 0, size) };
     }
@@ -207,6 +217,7 @@ pub fn malloc_fast(size: usize) -> *mut u8 {
             // is touched by this thread alone.
             let block = unsafe { (*cache).bins.get_unchecked_mut(class).try_pop(key) };
             if !block.is_null() {
+                sanitizer::handed_out(block, size, false);
                 return block;
             }
         }
@@ -244,6 +255,17 @@ pub extern "C" fn malloc_slow(size: usize) -> *mut u8 {
 /// As [`free`].
 #[inline(always)]
 pub unsafe fn free_inlined(ptr: *mut u8) {
+    sanitizer::taking_back(ptr, None);
+    // SAFETY: forwarded contract.
+    unsafe { free_inlined_body(ptr) }
+}
+
+/// `free_inlined` once the block is marked freed for the sanitizers (`sanitizer/`).
+///
+/// # Safety
+/// As [`free`].
+#[inline(always)]
+unsafe fn free_inlined_body(ptr: *mut u8) {
     let addr = ptr as usize;
     if let Some(span) = arena::record_of(addr) {
         let cache = thread::current();
@@ -294,6 +316,7 @@ pub unsafe fn dealloc(ptr: *mut u8, size: usize, align: usize) {
 /// As [`dealloc`].
 #[inline(always)]
 pub unsafe fn dealloc_inlined(ptr: *mut u8, size: usize, align: usize) {
+    sanitizer::taking_back(ptr, Some(size));
     if size <= MAX_FAST && align <= 16 {
         // SAFETY: `size` rounded up to an alignment of at most 16 is at most `MAX_FAST + 15`.
         let class = unsafe { class_of_fast((size + align - 1) & !(align - 1)) };
@@ -324,7 +347,7 @@ pub unsafe fn dealloc_inlined(ptr: *mut u8, size: usize, align: usize) {
     // Not in the current span of its class: the unsized free's owner-first path takes a
     // block of any other span this cache owns.
     // SAFETY: forwarded contract.
-    unsafe { free_inlined(ptr) }
+    unsafe { free_inlined_body(ptr) }
 }
 
 /// Frees a block without knowing its size (C's `free`). Null is ignored; a pointer Tessera
@@ -558,7 +581,12 @@ pub unsafe fn realloc(ptr: *mut u8, old_size: usize, align: usize, new_size: usi
                 let marked = freelist::HARDENED
                     && unsafe { check_not_freed(s, ptr, "realloc of a freed pointer") };
                 // Stay put if it fits and would not waste more than half the object.
-                if !marked && new_size <= size && (new_size > size / 2 || size <= 64) {
+                if !marked
+                    && !sanitizer::REALLOC_MOVES
+                    && new_size <= size
+                    && (new_size > size / 2 || size <= 64)
+                {
+                    sanitizer::resized_in_place(ptr, new_size);
                     return ptr;
                 }
             }
@@ -566,13 +594,20 @@ pub unsafe fn realloc(ptr: *mut u8, old_size: usize, align: usize, new_size: usi
                 report::fatal("realloc of a pointer into the middle of a block", addr);
             }
             // In place keeps the base, so any alignment still holds.
-            // SAFETY: the caller says the block is live; the span is its only object.
-            SpanKind::Large if unsafe { large::resize_in_place(s, new_size) } => {
+            SpanKind::Large
+                if !sanitizer::REALLOC_MOVES
+                    // SAFETY: the caller says the block is live; the span is its only object.
+                    && unsafe { large::resize_in_place(s, new_size) } =>
+            {
+                sanitizer::resized_in_place(ptr, new_size);
                 return ptr;
             }
             _ => {}
         }
-    } else if align <= tessera_span::os::page_size() && new_size >= config::huge_threshold() {
+    } else if !sanitizer::REALLOC_MOVES
+        && align <= tessera_span::os::page_size()
+        && new_size >= config::huge_threshold()
+    {
         // SAFETY: if `ptr` is a huge block, the caller gives it up on success.
         if let Some(moved) = unsafe { huge::realloc(ptr, new_size) } {
             return moved.as_ptr();
@@ -580,11 +615,13 @@ pub unsafe fn realloc(ptr: *mut u8, old_size: usize, align: usize, new_size: usi
     }
     let fresh = alloc(new_size, align);
     if !fresh.is_null() {
+        let len = old_size.min(new_size);
         // SAFETY: both blocks are live and distinct; we copy what both can hold.
-        unsafe {
-            ptr::copy_nonoverlapping(ptr, fresh, old_size.min(new_size));
-            dealloc(ptr, old_size, align);
-        }
+        sanitizer::moving(ptr, len, || unsafe {
+            ptr::copy_nonoverlapping(ptr, fresh, len)
+        });
+        // SAFETY: the caller gives the old block up.
+        unsafe { dealloc(ptr, old_size, align) };
     }
     fresh
 }
