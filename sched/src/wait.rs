@@ -185,6 +185,89 @@ impl Token {
     }
 }
 
+/// A token its claimant won (`try_claim`) while taking a waiter off a channel queue under
+/// the channel's lock, to notify once that lock is released.
+///
+/// Usually a plain pointer: the waiter holds the token's `Arc` for the whole wait, and a
+/// won wait does not end before the claimant's notification, so the claimant needs no
+/// reference count of its own (two atomic read-modify-writes fewer per hand-off). The
+/// exception is a claimant that is not an M of the waiter's runtime (a plain thread, or a
+/// coroutine of another runtime): that runtime's teardown may look at the G while the
+/// claimant is still in `ready`, and it leaves alone a G whose token is `shared_elsewhere`,
+/// so such a claimant holds a count until its `notify` is over, as before. An M of the same
+/// runtime needs none: teardown starts only after every M has stopped.
+pub(crate) struct Claimed {
+    token: core::ptr::NonNull<Token>,
+    /// Whether this claimant holds a strong count of the token's `Arc`.
+    counted: bool,
+}
+
+impl core::fmt::Debug for Claimed {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("Claimed")
+            .field("counted", &self.counted)
+            .finish()
+    }
+}
+
+impl Claimed {
+    /// # Safety
+    /// The caller just won `try_claim` on `token`, which lives in an `Arc` (every token
+    /// does: `for_current`) that its waiter holds until it is notified; the caller notifies
+    /// the result exactly once.
+    pub(crate) unsafe fn new(token: &Token) -> Self {
+        // SAFETY: the waiter is in its wait and cannot leave it before our notification
+        // (contract), so its G is alive.
+        let same_runtime = match unsafe { token.runtime() } {
+            Some(rt) => machine::current_p(rt).is_some(),
+            None => true,
+        };
+        if !same_runtime {
+            // SAFETY: `token` points into an `Arc` that is alive (its waiter holds it).
+            unsafe { Arc::increment_strong_count(token) };
+        }
+        Claimed {
+            token: core::ptr::NonNull::from(token),
+            counted: !same_runtime,
+        }
+    }
+
+    /// Wakes the waiter (after the caller wrote the result the waiter will read).
+    ///
+    /// # Safety
+    /// Called once per `Claimed` (`new`'s contract), which `self` by value enforces; the
+    /// unsafety is `new`'s promise that the waiter still holds the token.
+    pub(crate) unsafe fn notify(self) {
+        let t = self.token.as_ptr().cast_const();
+        if self.counted {
+            // SAFETY: our own count keeps the token alive through `notify`, and we won it;
+            // the count is the one `new` took, given back once.
+            unsafe {
+                (*t).notify();
+                Arc::decrement_strong_count(t);
+            }
+            return;
+        }
+        // SAFETY: the waiter holds the token until woken (`new`), and we have not woken it.
+        debug_assert_ne!(unsafe { (*t).selected() }, NONE);
+        // The waiter may free the token as soon as it is woken, so nothing here may refer
+        // to it once the wake-up is sent: copy out what the wake-up needs first.
+        // SAFETY: as above, alive until the wake-up below.
+        match unsafe { &(*t).who } {
+            Who::G(g) => {
+                let g = *g;
+                // SAFETY: we won the token this G waits on, and wake it once.
+                unsafe { machine::ready(g) };
+            }
+            Who::Thread { thread, notified } => {
+                let thread = thread.clone();
+                notified.store(true, Ordering::Release);
+                thread.unpark();
+            }
+        }
+    }
+}
+
 /// A FIFO of waiters for the sync primitives: a plain deque guarded by the primitive's own
 /// lock. Stale tokens (claimed by a deadline) are skipped by `wake_one`.
 #[derive(Debug)]

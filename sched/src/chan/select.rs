@@ -20,13 +20,12 @@
 //! as well. `run` itself is safe for any list of arms.
 
 use core::cell::Cell;
-use std::sync::Arc;
 use std::time::Instant;
 
 use super::waitq::Node;
 use super::{Chan, Receiver, RecvError, RecvTry, SendError, SendTry, Sender, Waiter};
 use crate::coroutine::WaitReason;
-use crate::wait::{TIMEOUT, Token};
+use crate::wait::{Claimed, TIMEOUT, Token};
 use sealed::{Internal, SelectToken};
 
 mod sealed {
@@ -40,10 +39,11 @@ mod sealed {
     pub struct SelectToken(pub(super) std::sync::Arc<crate::wait::Token>);
 }
 
-/// Tokens to notify once the select's locks are released. Only `run` makes one.
+/// The token to notify once the select's locks are released: the arm that completes at
+/// once wakes at most one waiter, so there is no list to allocate. Only `run` makes one.
 #[doc(hidden)]
 #[derive(Debug)]
-pub struct Wakeups(Vec<Arc<Token>>);
+pub struct Wakeups(Option<Claimed>);
 
 /// The most arms one select takes (the macro's index list).
 pub const MAX_ARMS: usize = 32;
@@ -228,7 +228,8 @@ impl<T> Arm for RecvArm<'_, T> {
         // SAFETY: per the contract, this thread holds the lock.
         let r = match unsafe { self.reg.chan.try_recv_locked() } {
             RecvTry::Done(v, n) => {
-                wake.0.extend(n);
+                debug_assert!(wake.0.is_none(), "one arm completes per select");
+                wake.0 = n;
                 Ok(v)
             }
             RecvTry::Closed => Err(RecvError),
@@ -266,7 +267,8 @@ impl<T> Arm for SendArm<'_, T> {
         // SAFETY: per the contract, this thread holds the lock.
         let r = match unsafe { self.reg.chan.try_send_locked(v) } {
             SendTry::Done(n) => {
-                wake.0.extend(n);
+                debug_assert!(wake.0.is_none(), "one arm completes per select");
+                wake.0 = n;
                 Ok(())
             }
             SendTry::Closed(v) => Err(SendError(v)),
@@ -354,15 +356,14 @@ pub fn run(arms: &[&dyn Arm], mode: Mode) -> usize {
         let j = (crate::machine::fastrand() % (i as u64 + 1)) as usize;
         order.swap(i, j);
     }
-    let mut wake = Wakeups(Vec::new());
+    let mut wake = Wakeups(None);
     lock_all();
     for &i in order.iter() {
         // SAFETY: every arm's channel is locked.
         if unsafe { arms[i].try_locked(&mut wake, key) } {
             unlock_all();
-            for t in wake.0 {
-                // SAFETY: `try_locked` collects only the tokens it claimed; each is notified
-                // once, here.
+            if let Some(t) = wake.0 {
+                // SAFETY: `try_locked` keeps only a token it claimed; notified once, here.
                 unsafe { t.notify() };
             }
             return i;
