@@ -317,20 +317,21 @@ pub fn run(arms: &[&dyn Arm], mode: Mode) -> usize {
         arm.check(key);
     }
     // Lock order: by channel address, each channel once. An arm listed twice would be
-    // queued twice: refuse it before locking anything.
-    let mut sorted: [usize; MAX_ARMS] = core::array::from_fn(|i| i);
+    // queued twice: refuse it before locking anything. The keys are read once, so the sort
+    // compares plain integers instead of calling through `dyn Arm` at every comparison.
+    let mut sorted = [(0usize, 0usize, 0usize); MAX_ARMS];
     let sorted = &mut sorted[..n];
-    sorted.sort_unstable_by_key(|&i| (arms[i].chan_addr(key), arm_addr(arms[i])));
+    for (i, k) in sorted.iter_mut().enumerate() {
+        *k = (arms[i].chan_addr(key), arm_addr(arms[i]), i);
+    }
+    sorted.sort_unstable();
     for w in sorted.windows(2) {
-        assert!(
-            arm_addr(arms[w[0]]) != arm_addr(arms[w[1]]),
-            "an arm is listed twice in one select"
-        );
+        assert!(w[0].1 != w[1].1, "an arm is listed twice in one select");
     }
     let mut by_addr = [0usize; MAX_ARMS];
     let mut locks = 0;
-    for &i in sorted.iter() {
-        if locks == 0 || arms[by_addr[locks - 1]].chan_addr(key) != arms[i].chan_addr(key) {
+    for (j, &(chan, _, i)) in sorted.iter().enumerate() {
+        if j == 0 || sorted[j - 1].0 != chan {
             by_addr[locks] = i;
             locks += 1;
         }
@@ -349,11 +350,17 @@ pub fn run(arms: &[&dyn Arm], mode: Mode) -> usize {
         }
     };
     // A random permutation (Fisher-Yates): the first ready arm in it is uniform among the
-    // ready ones (Go's pollorder).
+    // ready ones (Go's pollorder). One draw from the M's generator seeds a local xorshift
+    // for the swaps, and each index comes from a multiply-shift (Lemire's reduction)
+    // instead of a division.
     let mut order: [usize; MAX_ARMS] = core::array::from_fn(|i| i);
     let order = &mut order[..n];
+    let mut r = crate::machine::fastrand() | 1;
     for i in (1..n).rev() {
-        let j = (crate::machine::fastrand() % (i as u64 + 1)) as usize;
+        r ^= r << 13;
+        r ^= r >> 7;
+        r ^= r << 17;
+        let j = ((u128::from(r) * (i as u128 + 1)) >> 64) as usize;
         order.swap(i, j);
     }
     let mut wake = Wakeups(None);
