@@ -62,31 +62,45 @@ impl Token {
     /// deadline has not passed, or by a claimant between its `notify` and its drop — may
     /// still be looked at, so it is left alone and a fresh one is made.
     pub(crate) fn for_current() -> Arc<Token> {
+        match Token::for_current_wait() {
+            WaitToken::Cached(t) => {
+                // SAFETY: just returned by `for_current_wait`, with no wait in between.
+                unsafe { (*t).clone() }
+            }
+            WaitToken::Own(t) => t,
+        }
+    }
+
+    /// `for_current` for a wait that holds its token only in its own frame (channels,
+    /// `select!`): a coroutine's token is lent from its cache instead of cloned, which
+    /// saves the reference count's increment and decrement on every wait.
+    pub(crate) fn for_current_wait() -> WaitToken {
         let g = machine::current_g();
         if g.is_null() {
-            return Arc::new(Token {
+            return WaitToken::Own(Arc::new(Token {
                 selected: AtomicUsize::new(NONE),
                 who: Who::Thread {
                     thread: std::thread::current(),
                     notified: AtomicBool::new(false),
                 },
-            });
+            }));
         }
         // SAFETY: the running G is live, and only the G itself touches its token cache.
         let cache = unsafe { &mut *(*g).token.get() };
-        if let Some(t) = cache
-            && !Token::shared_elsewhere(t)
-        {
-            // The cache holds the only reference, and nobody can make another.
-            t.selected.store(NONE, Ordering::Relaxed);
-            return t.clone();
+        match cache {
+            Some(t) if !Token::shared_elsewhere(t) => {
+                // The cache holds the only reference, and nobody can make another.
+                t.selected.store(NONE, Ordering::Relaxed);
+            }
+            _ => {
+                *cache = Some(Arc::new(Token {
+                    selected: AtomicUsize::new(NONE),
+                    who: Who::G(g),
+                }));
+            }
         }
-        let t = Arc::new(Token {
-            selected: AtomicUsize::new(NONE),
-            who: Who::G(g),
-        });
-        *cache = Some(t.clone());
-        t
+        let t: *const Arc<Token> = cache.as_ref().expect("filled just above");
+        WaitToken::Cached(t)
     }
 
     /// Claims the token for `arm`; true if this caller won and must `notify`.
@@ -182,6 +196,36 @@ impl Token {
             unsafe { crate::timer::add_wake(d, self.clone()) };
         }
         self.wait(reason)
+    }
+}
+
+/// The token of one wait (`Token::for_current_wait`): a coroutine's is lent from the
+/// coroutine's cache, a plain thread's is its own.
+///
+/// A lent token stays valid until the same coroutine asks for a token again (the only
+/// writer of its cache), which it cannot do while it holds this: keep it within the frame
+/// of the one wait it was made for (it is neither `Send` nor `Clone`).
+pub(crate) enum WaitToken {
+    Cached(*const Arc<Token>),
+    Own(Arc<Token>),
+}
+
+impl core::fmt::Debug for WaitToken {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        core::fmt::Debug::fmt(&**self, f)
+    }
+}
+
+impl core::ops::Deref for WaitToken {
+    type Target = Arc<Token>;
+
+    fn deref(&self) -> &Arc<Token> {
+        match self {
+            // SAFETY: the cache slot outlives this handle and is not written meanwhile
+            // (the type's comment): only `for_current_wait` of its coroutine writes it.
+            WaitToken::Cached(t) => unsafe { &**t },
+            WaitToken::Own(t) => t,
+        }
     }
 }
 

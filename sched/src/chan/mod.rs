@@ -318,7 +318,7 @@ impl<T> Chan<T> {
         deadline: Option<Instant>,
     ) -> (Option<T>, End) {
         let w = Waiter::new(slot);
-        let token = Token::for_current();
+        let token = Token::for_current_wait();
         // SAFETY: we hold the lock; `w` stays in this frame, untouched, until it is off the
         // queue: popped by the claimant that notifies us, drained by `close` (which
         // notifies too), or dequeued below after the timer claimed the token.

@@ -36,7 +36,7 @@ mod sealed {
 
     /// The select's shared wait token, as the arms see it.
     #[derive(Debug)]
-    pub struct SelectToken(pub(super) std::sync::Arc<crate::wait::Token>);
+    pub struct SelectToken(pub(super) crate::wait::WaitToken);
 }
 
 /// The token to notify once the select's locks are released: the arm that completes at
@@ -384,7 +384,7 @@ pub fn run(arms: &[&dyn Arm], mode: Mode) -> usize {
             return usize::MAX;
         }
     };
-    let token = SelectToken(Token::for_current());
+    let token = SelectToken(Token::for_current_wait());
     for &i in order.iter() {
         // SAFETY: every arm's channel is locked; no arm is registered (each is listed once
         // and a fresh `run` finds them off their queues); `arms` stays borrowed, so in
