@@ -1,6 +1,8 @@
 //! The scheduler workloads of BENCHMARKS.md (spawn-join in batches and all-live, ping-pong,
-//! yield, parked) for tessera-sched, may and tokio, and issue #14's select-many
-//! (tessera-sched and Go only: may and tokio have no select over channels of this shape),
+//! yield, parked) for tessera-sched, may and tokio, issue #14's select-many (tessera-sched
+//! and Go only: may and tokio have no select over channels of this shape), and issue #17's
+//! channel rows (a buffered channel's throughput, `select!` over 2 and 8 channels) against
+//! Go and crossbeam-channel on OS threads,
 //! shared by the criterion bench (`benches/sched.rs`) and the runner's scheduler comparison
 //! (`tessera-bench --sched`, also part of the default run). The comparison adds Go's runtime
 //! through the reference programs in `benches/go/sched` when `go` is installed (Debian:
@@ -341,24 +343,142 @@ pub fn tessera_select_many(msgs: u64) -> Duration {
     el
 }
 
+// ---------------------------------------------------------------- channel throughput
+
+/// Capacity of the buffered channel of `chan-buffered` (issue #17).
+pub const CHAN_CAP: usize = 64;
+
+/// chan-buffered (issue #17): one producer sends `$iters` values over `bounded(CHAN_CAP)`
+/// of the channel module `$chan`, started with `$spawn`; the caller receives them until
+/// the channel closes. ns per message.
+macro_rules! chan_buffered {
+    ($chan:path, $spawn:path, $iters:expr) => {{
+        use $chan as chan;
+        let iters: u64 = $iters;
+        let (tx, rx) = chan::bounded::<u64>(CHAN_CAP);
+        let start = Instant::now();
+        let producer = $spawn(move || {
+            for i in 0..iters {
+                tx.send(i).unwrap();
+            }
+        });
+        let sum: u64 = rx.iter().sum();
+        producer.join().unwrap();
+        let el = start.elapsed();
+        assert_eq!(
+            sum,
+            iters * iters.saturating_sub(1) / 2,
+            "chan-buffered lost messages"
+        );
+        el
+    }};
+}
+
+/// chan-buffered on the current tessera-sched runtime, the producer a coroutine.
+pub fn tessera_chan_buffered(iters: u64) -> Duration {
+    chan_buffered!(tessera_sched::chan, tessera_sched::spawn, iters)
+}
+
+/// chan-buffered with crossbeam-channel between two OS threads.
+pub fn crossbeam_chan_buffered(iters: u64) -> Duration {
+    chan_buffered!(crossbeam_channel, std::thread::spawn, iters)
+}
+
+/// The channels of `select-<k>`: k producers, each sending `per` values on a rendezvous
+/// channel of its own, and a consumer in a `select!` over all k receivers until it has
+/// `k * per` values (Go's reference: `selectK` in benches/go/sched). `$chan` is the channel
+/// module, `$spawn` starts a producer and `$select` is the select macro; `$k` arms.
+macro_rules! select_k {
+    ($chan:path, $spawn:path, $select:path, $per:expr, $($i:tt)*) => {{
+        use $chan as chan;
+        let per: u64 = $per;
+        let mut rxs = Vec::new();
+        let mut txs = Vec::new();
+        let mut producers = Vec::new();
+        let start = Instant::now();
+        $(
+            let _ = $i;
+            let (tx, rx) = chan::bounded::<u64>(0);
+            rxs.push(rx);
+            // Held until the end: a producer's drop must not close its channel, which a
+            // select would then find ready (as Go's, whose producers never close).
+            txs.push(tx.clone());
+            producers.push($spawn(move || {
+                for v in 0..per {
+                    tx.send(v).unwrap();
+                }
+            }));
+        )*
+        let total = per * rxs.len() as u64;
+        let mut sum = 0u64;
+        for _ in 0..total {
+            $select! {
+                $(recv(rxs[$i]) -> v => sum += v.unwrap(),)*
+            }
+        }
+        for p in producers {
+            p.join().unwrap();
+        }
+        let el = start.elapsed();
+        drop(txs);
+        assert_eq!(sum, rxs.len() as u64 * (per * per.saturating_sub(1) / 2), "select lost messages");
+        el
+    }};
+}
+
+/// select-<k> (k = 2 or 8) on the current tessera-sched runtime: `iters` messages in all.
+pub fn tessera_select(k: usize, iters: u64) -> Duration {
+    let per = iters / k as u64;
+    match k {
+        2 => select_k!(tessera_sched::chan, tessera_sched::spawn, tessera_sched::select, per, 0 1),
+        8 => {
+            select_k!(tessera_sched::chan, tessera_sched::spawn, tessera_sched::select, per, 0 1 2 3 4 5 6 7)
+        }
+        _ => unimplemented!("select over {k} channels"),
+    }
+}
+
+/// As `tessera_select`, with crossbeam-channel and a producer thread per channel.
+pub fn crossbeam_select(k: usize, iters: u64) -> Duration {
+    let per = iters / k as u64;
+    match k {
+        2 => select_k!(crossbeam_channel, std::thread::spawn, crossbeam_channel::select, per, 0 1),
+        8 => {
+            select_k!(crossbeam_channel, std::thread::spawn, crossbeam_channel::select, per, 0 1 2 3 4 5 6 7)
+        }
+        _ => unimplemented!("select over {k} channels"),
+    }
+}
+
 // ---------------------------------------------------------------- the runner's comparison
 
 /// The scheduler peers, as columns. `user` is tessera-sched built the way a user builds
 /// it (`benches/sched-user`: its own crate, cargo's default release profile, the system
 /// allocator); `tessera` is the runner's own build (thin LTO, one codegen unit, Tessera as
 /// the global allocator). `user` and `go` are separate programs (`external_figures`).
-const PEERS: [&str; 6] = ["tessera", "user", "go", "may", "tokio-mt", "tokio-ct"];
+/// `crossbeam` is crossbeam-channel on OS threads, for the channel rows only.
+const PEERS: [&str; 7] = [
+    "tessera",
+    "user",
+    "go",
+    "may",
+    "tokio-mt",
+    "tokio-ct",
+    "crossbeam",
+];
 const TESSERA: usize = 0;
 const USER: usize = 1;
 const GO: usize = 2;
 const MAY: usize = 3;
 const TOKIO_MT: usize = 4;
 const TOKIO_CT: usize = 5;
+const CROSSBEAM: usize = 6;
 
 /// (workload, iterations per repetition). `spawn-all-<N>-<P>p`: rounds of N coroutines
 /// all spawned before any is joined (issue #17), on P processors, at least 100,000 spawns
-/// per repetition.
-const WORKLOADS: [(&str, u64); 11] = [
+/// per repetition. `chan-buffered`, `select-2` and `select-8` (issue #17) run on 2 Ps, ns
+/// per message.
+const WORKLOADS: [(&str, u64); 14] = [
     ("spawn-join", 1_000_000),
     ("spawn-all-1k-2p", 100_000),
     ("spawn-all-100k-2p", 100_000),
@@ -369,6 +489,9 @@ const WORKLOADS: [(&str, u64); 11] = [
     ("ping-pong-1p", 200_000),
     ("ping-pong-2p", 200_000),
     ("yield", 2_000_000),
+    ("chan-buffered", 1_000_000),
+    ("select-2", 200_000),
+    ("select-8", 200_000),
     ("select-many", SELECT_MSGS),
 ];
 
@@ -424,6 +547,12 @@ fn measure(workload: &str, peer: &str, iters: u64, rts: &Runtimes) -> Option<f64
         ("yield", "may") => may_run(move || may_yield(iters)),
         ("yield", "tokio-ct") => rts.ct.block_on(tokio_yield(iters)),
         ("select-many", "tessera") => rts.t2.block_on(move || tessera_select_many(iters)),
+        ("chan-buffered", "tessera") => rts.t2.block_on(move || tessera_chan_buffered(iters)),
+        ("chan-buffered", "crossbeam") => crossbeam_chan_buffered(iters),
+        ("select-2", "tessera") => rts.t2.block_on(move || tessera_select(2, iters)),
+        ("select-8", "tessera") => rts.t2.block_on(move || tessera_select(8, iters)),
+        ("select-2", "crossbeam") => crossbeam_select(2, iters),
+        ("select-8", "crossbeam") => crossbeam_select(8, iters),
         _ => return None,
     };
     Some(d.as_nanos() as f64 / iters as f64)
@@ -539,13 +668,15 @@ fn external_figures(parked: &[usize]) -> External {
         .chain(SPAWN_ALL_COUNTS)
         .collect();
     // (processors, arguments, whether the user crate has it).
-    let groups: [(&str, &[&str], bool); 7] = [
+    let groups: [(&str, &[&str], bool); 9] = [
         ("2", &["spawn-join"], true),
         ("2", &spawn_all, true),
         ("1", &spawn_all, true),
         ("1", &["ping-pong"], true),
         ("2", &["ping-pong"], true),
         ("1", &["yield"], true),
+        ("2", &["chan-buffered"], true),
+        ("2", &["select", "2", "8"], true),
         ("2", &["select-many"], false),
     ];
     for (i, (procs, args, in_user)) in groups.into_iter().enumerate() {
@@ -676,7 +807,7 @@ pub fn run_here(full: bool, reps: Option<usize>) -> i32 {
     for peer in PEERS {
         print!("{peer:>10}");
     }
-    println!("   tessera/go  user/go  tessera/may  tessera/tokio");
+    println!("   tessera/go  user/go  tessera/may  tessera/tokio  tessera/xbeam");
     let cell = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.1}"));
     for (workload, row) in &table {
         print!("{workload:<18}");
@@ -689,11 +820,12 @@ pub fn run_here(full: bool, reps: Option<usize>) -> i32 {
         };
         let tokio = row[TOKIO_MT].or(row[TOKIO_CT]);
         println!(
-            "   {:>10}  {:>7}  {:>11}  {:>13}",
+            "   {:>10}  {:>7}  {:>11}  {:>13}  {:>13}",
             ratio(row[TESSERA], row[GO]),
             ratio(row[USER], row[GO]),
             ratio(row[TESSERA], row[MAY]),
-            ratio(row[TESSERA], tokio)
+            ratio(row[TESSERA], tokio),
+            ratio(row[TESSERA], row[CROSSBEAM])
         );
     }
     println!(
@@ -701,7 +833,7 @@ pub fn run_here(full: bool, reps: Option<usize>) -> i32 {
          as the global allocator), user: {USER_CRATE} (cargo's default release profile, the \
          system allocator) and go each print the median of their own repetitions, run \
          alternately after the runner's rounds; tokio: tokio-mt where it has a figure, else \
-         tokio-ct)"
+         tokio-ct; crossbeam: crossbeam-channel on OS threads, channel rows only)"
     );
     for (who, figures) in [("go", &external.go), ("user", &external.user)] {
         if let Err(why) = figures {

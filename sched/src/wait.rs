@@ -62,31 +62,45 @@ impl Token {
     /// deadline has not passed, or by a claimant between its `notify` and its drop — may
     /// still be looked at, so it is left alone and a fresh one is made.
     pub(crate) fn for_current() -> Arc<Token> {
+        match Token::for_current_wait() {
+            WaitToken::Cached(t) => {
+                // SAFETY: just returned by `for_current_wait`, with no wait in between.
+                unsafe { (*t).clone() }
+            }
+            WaitToken::Own(t) => t,
+        }
+    }
+
+    /// `for_current` for a wait that holds its token only in its own frame (channels,
+    /// `select!`): a coroutine's token is lent from its cache instead of cloned, which
+    /// saves the reference count's increment and decrement on every wait.
+    pub(crate) fn for_current_wait() -> WaitToken {
         let g = machine::current_g();
         if g.is_null() {
-            return Arc::new(Token {
+            return WaitToken::Own(Arc::new(Token {
                 selected: AtomicUsize::new(NONE),
                 who: Who::Thread {
                     thread: std::thread::current(),
                     notified: AtomicBool::new(false),
                 },
-            });
+            }));
         }
         // SAFETY: the running G is live, and only the G itself touches its token cache.
         let cache = unsafe { &mut *(*g).token.get() };
-        if let Some(t) = cache
-            && !Token::shared_elsewhere(t)
-        {
-            // The cache holds the only reference, and nobody can make another.
-            t.selected.store(NONE, Ordering::Relaxed);
-            return t.clone();
+        match cache {
+            Some(t) if !Token::shared_elsewhere(t) => {
+                // The cache holds the only reference, and nobody can make another.
+                t.selected.store(NONE, Ordering::Relaxed);
+            }
+            _ => {
+                *cache = Some(Arc::new(Token {
+                    selected: AtomicUsize::new(NONE),
+                    who: Who::G(g),
+                }));
+            }
         }
-        let t = Arc::new(Token {
-            selected: AtomicUsize::new(NONE),
-            who: Who::G(g),
-        });
-        *cache = Some(t.clone());
-        t
+        let t: *const Arc<Token> = cache.as_ref().expect("filled just above");
+        WaitToken::Cached(t)
     }
 
     /// Claims the token for `arm`; true if this caller won and must `notify`.
@@ -182,6 +196,119 @@ impl Token {
             unsafe { crate::timer::add_wake(d, self.clone()) };
         }
         self.wait(reason)
+    }
+}
+
+/// The token of one wait (`Token::for_current_wait`): a coroutine's is lent from the
+/// coroutine's cache, a plain thread's is its own.
+///
+/// A lent token stays valid until the same coroutine asks for a token again (the only
+/// writer of its cache), which it cannot do while it holds this: keep it within the frame
+/// of the one wait it was made for (it is neither `Send` nor `Clone`).
+pub(crate) enum WaitToken {
+    Cached(*const Arc<Token>),
+    Own(Arc<Token>),
+}
+
+impl core::fmt::Debug for WaitToken {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        core::fmt::Debug::fmt(&**self, f)
+    }
+}
+
+impl core::ops::Deref for WaitToken {
+    type Target = Arc<Token>;
+
+    fn deref(&self) -> &Arc<Token> {
+        match self {
+            // SAFETY: the cache slot outlives this handle and is not written meanwhile
+            // (the type's comment): only `for_current_wait` of its coroutine writes it.
+            WaitToken::Cached(t) => unsafe { &**t },
+            WaitToken::Own(t) => t,
+        }
+    }
+}
+
+/// A token its claimant won (`try_claim`) while taking a waiter off a channel queue under
+/// the channel's lock, to notify once that lock is released.
+///
+/// Usually a plain pointer: the waiter holds the token's `Arc` for the whole wait, and a
+/// won wait does not end before the claimant's notification, so the claimant needs no
+/// reference count of its own (two atomic read-modify-writes fewer per hand-off). The
+/// exception is a claimant that is not an M of the waiter's runtime (a plain thread, or a
+/// coroutine of another runtime): that runtime's teardown may look at the G while the
+/// claimant is still in `ready`, and it leaves alone a G whose token is `shared_elsewhere`,
+/// so such a claimant holds a count until its `notify` is over, as before. An M of the same
+/// runtime needs none: teardown starts only after every M has stopped.
+pub(crate) struct Claimed {
+    token: core::ptr::NonNull<Token>,
+    /// Whether this claimant holds a strong count of the token's `Arc`.
+    counted: bool,
+}
+
+impl core::fmt::Debug for Claimed {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("Claimed")
+            .field("counted", &self.counted)
+            .finish()
+    }
+}
+
+impl Claimed {
+    /// # Safety
+    /// The caller just won `try_claim` on `token`, which lives in an `Arc` (every token
+    /// does: `for_current`) that its waiter holds until it is notified; the caller notifies
+    /// the result exactly once.
+    pub(crate) unsafe fn new(token: &Token) -> Self {
+        // SAFETY: the waiter is in its wait and cannot leave it before our notification
+        // (contract), so its G is alive.
+        let same_runtime = match unsafe { token.runtime() } {
+            Some(rt) => machine::current_p(rt).is_some(),
+            None => true,
+        };
+        if !same_runtime {
+            // SAFETY: `token` points into an `Arc` that is alive (its waiter holds it).
+            unsafe { Arc::increment_strong_count(token) };
+        }
+        Claimed {
+            token: core::ptr::NonNull::from(token),
+            counted: !same_runtime,
+        }
+    }
+
+    /// Wakes the waiter (after the caller wrote the result the waiter will read).
+    ///
+    /// # Safety
+    /// Called once per `Claimed` (`new`'s contract), which `self` by value enforces; the
+    /// unsafety is `new`'s promise that the waiter still holds the token.
+    pub(crate) unsafe fn notify(self) {
+        let t = self.token.as_ptr().cast_const();
+        if self.counted {
+            // SAFETY: our own count keeps the token alive through `notify`, and we won it;
+            // the count is the one `new` took, given back once.
+            unsafe {
+                (*t).notify();
+                Arc::decrement_strong_count(t);
+            }
+            return;
+        }
+        // SAFETY: the waiter holds the token until woken (`new`), and we have not woken it.
+        debug_assert_ne!(unsafe { (*t).selected() }, NONE);
+        // The waiter may free the token as soon as it is woken, so nothing here may refer
+        // to it once the wake-up is sent: copy out what the wake-up needs first.
+        // SAFETY: as above, alive until the wake-up below.
+        match unsafe { &(*t).who } {
+            Who::G(g) => {
+                let g = *g;
+                // SAFETY: we won the token this G waits on, and wake it once.
+                unsafe { machine::ready(g) };
+            }
+            Who::Thread { thread, notified } => {
+                let thread = thread.clone();
+                notified.store(true, Ordering::Release);
+                thread.unpark();
+            }
+        }
     }
 }
 

@@ -2,7 +2,7 @@
 // project from the workload descriptions. Each prints "name ns/op value" lines (or RSS
 // figures for parked), the median of several repetitions.
 //
-//	go run . spawn-join | spawn-all N... | ping-pong | yield | select-many | parked [N] | fairness [seconds] | timers [N]
+//	go run . spawn-join | spawn-all N... | ping-pong | yield | chan-buffered | select K... | select-many | parked [N] | fairness [seconds] | timers [N]
 //
 // GOMAXPROCS is taken from the environment (the runner sets it).
 package main
@@ -113,6 +113,84 @@ func yieldSwitch() float64 {
 	}
 	wg.Wait()
 	return float64(time.Since(start).Nanoseconds()) / (2 * n)
+}
+
+// chanBuffered (issue #17): one producer sends n values over a channel of capacity 64 and
+// closes it; the main goroutine receives until it is closed. ns per message.
+func chanBuffered() float64 {
+	const n = 1000000
+	ch := make(chan int, 64)
+	start := time.Now()
+	go func() {
+		for i := 0; i < n; i++ {
+			ch <- i
+		}
+		close(ch)
+	}()
+	sum := 0
+	for v := range ch {
+		sum += v
+	}
+	el := time.Since(start)
+	if sum != n*(n-1)/2 {
+		panic("chan-buffered: lost messages")
+	}
+	return float64(el.Nanoseconds()) / n
+}
+
+// selectK (issue #17): k producers each send n/k values on an unbuffered channel of their
+// own; the main goroutine selects over all k until it has them all. ns per message. k is
+// 2 or 8 (a select's cases are written out, as a program would).
+func selectK(k int) float64 {
+	const n = 200000
+	per := n / k
+	c := make([]chan int, 8)
+	for i := range c {
+		c[i] = make(chan int)
+	}
+	start := time.Now()
+	for i := 0; i < k; i++ {
+		go func(ch chan int) {
+			for v := 0; v < per; v++ {
+				ch <- v
+			}
+		}(c[i])
+	}
+	sum := 0
+	for m := 0; m < per*k; m++ {
+		if k == 2 {
+			select {
+			case v := <-c[0]:
+				sum += v
+			case v := <-c[1]:
+				sum += v
+			}
+			continue
+		}
+		select {
+		case v := <-c[0]:
+			sum += v
+		case v := <-c[1]:
+			sum += v
+		case v := <-c[2]:
+			sum += v
+		case v := <-c[3]:
+			sum += v
+		case v := <-c[4]:
+			sum += v
+		case v := <-c[5]:
+			sum += v
+		case v := <-c[6]:
+			sum += v
+		case v := <-c[7]:
+			sum += v
+		}
+	}
+	el := time.Since(start)
+	if sum != k*(per*(per-1)/2) {
+		panic("select: lost messages")
+	}
+	return float64(el.Nanoseconds()) / float64(per*k)
 }
 
 // selectMany (issue #14): selectWorkers goroutines each loop in a select over the same
@@ -350,7 +428,7 @@ func timers(n int) {
 
 func main() {
 	if len(os.Args) < 2 {
-		fmt.Fprintln(os.Stderr, "usage: sched spawn-join|spawn-all N...|ping-pong|yield|select-many|parked [N]|fairness [seconds]|timers [N]")
+		fmt.Fprintln(os.Stderr, "usage: sched spawn-join|spawn-all N...|ping-pong|yield|chan-buffered|select K...|select-many|parked [N]|fairness [seconds]|timers [N]")
 		os.Exit(2)
 	}
 	switch os.Args[1] {
@@ -370,6 +448,17 @@ func main() {
 		fmt.Printf("ping-pong-%dp ns/op %.1f\n", runtime.GOMAXPROCS(0), median(pingPong))
 	case "yield":
 		fmt.Printf("yield ns/op %.1f\n", median(yieldSwitch))
+	case "chan-buffered":
+		fmt.Printf("chan-buffered ns/op %.1f\n", median(chanBuffered))
+	case "select":
+		for _, a := range os.Args[2:] {
+			k, err := strconv.Atoi(a)
+			if err != nil || (k != 2 && k != 8) {
+				fmt.Fprintln(os.Stderr, "select: 2 or 8 channels, not", a)
+				os.Exit(2)
+			}
+			fmt.Printf("select-%d ns/op %.1f\n", k, median(func() float64 { return selectK(k) }))
+		}
 	case "select-many":
 		fmt.Printf("select-many ns/op %.1f\n", median(selectMany))
 	case "parked":

@@ -4,7 +4,7 @@
 //! runs it beside the Go reference programs, with their command line and their output:
 //!
 //! ```text
-//! sched-user spawn-join | spawn-all N... | ping-pong | yield
+//! sched-user spawn-join | spawn-all N... | ping-pong | yield | chan-buffered | select K...
 //! ```
 //!
 //! Each prints `name ns/op value` lines, the median of several repetitions. The number of
@@ -13,7 +13,7 @@
 
 use std::time::{Duration, Instant};
 
-use tessera_sched::{Runtime, chan, spawn};
+use tessera_sched::{Runtime, chan, select, spawn};
 
 /// Repetitions per figure (as the Go programs).
 const REPS: usize = 7;
@@ -102,6 +102,72 @@ fn yield_switch() -> f64 {
     per_op(start.elapsed(), 2 * N)
 }
 
+/// chan-buffered: one producer sends 1,000,000 values over `bounded(64)`; this coroutine
+/// receives until the channel closes. ns per message.
+fn chan_buffered() -> f64 {
+    const N: u64 = 1_000_000;
+    let (tx, rx) = chan::bounded::<u64>(64);
+    let start = Instant::now();
+    let producer = spawn(move || {
+        for i in 0..N {
+            tx.send(i).unwrap();
+        }
+    });
+    let sum: u64 = rx.iter().sum();
+    producer.join().unwrap();
+    let el = start.elapsed();
+    assert_eq!(sum, N * (N - 1) / 2, "chan-buffered lost messages");
+    per_op(el, N as usize)
+}
+
+/// select-k: k producers each send 200,000 / k values on a rendezvous channel of their
+/// own; this coroutine selects over all k until it has them all. ns per message. `$i`: the
+/// arms' indices.
+macro_rules! select_k {
+    ($($i:tt)*) => {{
+        const N: u64 = 200_000;
+        let k = [$($i),*].len() as u64;
+        let per = N / k;
+        let mut rxs = Vec::new();
+        let mut txs = Vec::new();
+        let mut producers = Vec::new();
+        let start = Instant::now();
+        for _ in 0..k {
+            let (tx, rx) = chan::bounded::<u64>(0);
+            rxs.push(rx);
+            // Held until the end: a producer's drop must not close its channel, which a
+            // select would then find ready (as Go's, whose producers never close).
+            txs.push(tx.clone());
+            producers.push(spawn(move || {
+                for v in 0..per {
+                    tx.send(v).unwrap();
+                }
+            }));
+        }
+        let mut sum = 0u64;
+        for _ in 0..per * k {
+            select! {
+                $(recv(rxs[$i]) -> v => sum += v.unwrap(),)*
+            }
+        }
+        for p in producers {
+            p.join().unwrap();
+        }
+        let el = start.elapsed();
+        drop(txs);
+        assert_eq!(sum, k * (per * (per - 1) / 2), "select lost messages");
+        per_op(el, (per * k) as usize)
+    }};
+}
+
+fn select_2() -> f64 {
+    select_k!(0 1)
+}
+
+fn select_8() -> f64 {
+    select_k!(0 1 2 3 4 5 6 7)
+}
+
 /// 1000 -> 1k, 100000 -> 100k, 1000000 -> 1m (the runner's row names, as Go's `countName`).
 fn count_name(n: usize) -> String {
     if n >= 1_000_000 && n.is_multiple_of(1_000_000) {
@@ -114,7 +180,9 @@ fn count_name(n: usize) -> String {
 }
 
 fn usage() -> i32 {
-    eprintln!("usage: sched-user spawn-join | spawn-all N... | ping-pong | yield");
+    eprintln!(
+        "usage: sched-user spawn-join | spawn-all N... | ping-pong | yield | chan-buffered | select K..."
+    );
     2
 }
 
@@ -162,6 +230,24 @@ fn run(args: &[String]) -> i32 {
         "yield" => {
             let ns = rt.block_on(|| median(REPS, yield_switch));
             println!("yield ns/op {ns:.1}");
+        }
+        "chan-buffered" => {
+            let ns = rt.block_on(|| median(REPS, chan_buffered));
+            println!("chan-buffered ns/op {ns:.1}");
+        }
+        "select" => {
+            for a in &args[1..] {
+                let f: fn() -> f64 = match a.as_str() {
+                    "2" => select_2,
+                    "8" => select_8,
+                    _ => {
+                        eprintln!("sched-user: select: 2 or 8 channels, not {a}");
+                        return 2;
+                    }
+                };
+                let ns = rt.block_on(move || median(REPS, f));
+                println!("select-{a} ns/op {ns:.1}");
+            }
         }
         _ => return usage(),
     }

@@ -32,7 +32,7 @@ pub use errors::{
 };
 
 use crate::coroutine::WaitReason;
-use crate::wait::{TIMEOUT, Token};
+use crate::wait::{Claimed, TIMEOUT, Token};
 use tessera_span::lock::RawLock;
 use waitq::WaitQueue;
 pub(crate) use waitq::Waiter;
@@ -62,7 +62,7 @@ unsafe impl<T: Send> Send for Chan<T> {}
 /// Outcome of a non-blocking send under the lock.
 pub(crate) enum SendTry<T> {
     /// Sent; the token of the receiver it went to, to notify after unlocking.
-    Done(Option<Arc<Token>>),
+    Done(Option<Claimed>),
     Full(T),
     Closed(T),
 }
@@ -70,7 +70,7 @@ pub(crate) enum SendTry<T> {
 /// Outcome of a non-blocking receive under the lock.
 pub(crate) enum RecvTry<T> {
     /// Received; the token of a sender whose value moved, to notify after unlocking.
-    Done(T, Option<Arc<Token>>),
+    Done(T, Option<Claimed>),
     Empty,
     Closed,
 }
@@ -186,11 +186,13 @@ impl<T> Chan<T> {
     /// The caller holds the lock. `w` is off every queue and stays in place, untouched by
     /// its owner, until it is off this channel's queue again: popped by the claimant that
     /// then notifies `token`, drained by `close` (which notifies too), or taken off with
-    /// `dequeue` (waitq.rs).
+    /// `dequeue` (waitq.rs). The caller keeps `token` (this `Arc`) alive until then, and
+    /// until the wait is notified if a claimant won it: the node and the claimant hold only
+    /// its address.
     pub(crate) unsafe fn enqueue(&self, w: &Waiter<T>, token: &Arc<Token>, arm: usize, send: bool) {
         // SAFETY: off every queue, so the owner's (our caller's) to set up.
         let n = unsafe { w.node() };
-        n.token = Some(token.clone());
+        n.token = Arc::as_ptr(token);
         n.arm = arm;
         n.closed = false;
         // SAFETY: we hold the lock.
@@ -224,7 +226,7 @@ impl<T> Chan<T> {
             return false;
         }
         st.closed = true;
-        let mut wake = Vec::new();
+        let mut wake: Vec<Claimed> = Vec::new();
         let mut claim_closed = |w: &Waiter<T>| {
             // SAFETY: popped under the lock we hold: valid and ours to touch (waitq.rs).
             let n = unsafe { w.node() };
@@ -316,7 +318,7 @@ impl<T> Chan<T> {
         deadline: Option<Instant>,
     ) -> (Option<T>, End) {
         let w = Waiter::new(slot);
-        let token = Token::for_current();
+        let token = Token::for_current_wait();
         // SAFETY: we hold the lock; `w` stays in this frame, untouched, until it is off the
         // queue: popped by the claimant that notifies us, drained by `close` (which
         // notifies too), or dequeued below after the timer claimed the token.
@@ -390,17 +392,24 @@ enum End {
 /// Claims a waiter just popped under its channel's lock for its arm; the token to notify
 /// once the lock is released, if the claim was won (else the waiter's select went another
 /// way or timed out, and it will dequeue its other arms itself).
-fn claim<T>(n: &waitq::Node<T>) -> Option<Arc<Token>> {
-    let token = n.token.as_ref().expect("a queued waiter has a token");
-    token.try_claim(n.arm).then(|| token.clone())
+fn claim<T>(n: &waitq::Node<T>) -> Option<Claimed> {
+    debug_assert!(!n.token.is_null(), "a queued waiter has a token");
+    // SAFETY: the node was queued until its popping under the lock we hold, so its owner
+    // is still in its wait and holds the token's `Arc` (`Chan::enqueue`).
+    let token = unsafe { &*n.token };
+    // SAFETY: as just said; and if we win, the owner keeps waiting (holding the token)
+    // until we notify it.
+    token
+        .try_claim(n.arm)
+        .then(|| unsafe { Claimed::new(token) })
 }
 
 /// Wakes the waiter a channel operation completed, if any (after unlocking).
 ///
 /// # Safety
-/// As for `Token::notify`: the caller claimed `t` (`try_send_locked` and
-/// `try_recv_locked` return the tokens they won) and has not notified it.
-unsafe fn notify(t: Option<Arc<Token>>) {
+/// As for `Claimed::notify`: `t` came from `try_send_locked` or `try_recv_locked` (which
+/// return the tokens they won) and is notified once, here.
+unsafe fn notify(t: Option<Claimed>) {
     if let Some(t) = t {
         // SAFETY: per the contract.
         unsafe { t.notify() };

@@ -20,13 +20,12 @@
 //! as well. `run` itself is safe for any list of arms.
 
 use core::cell::Cell;
-use std::sync::Arc;
 use std::time::Instant;
 
 use super::waitq::Node;
 use super::{Chan, Receiver, RecvError, RecvTry, SendError, SendTry, Sender, Waiter};
 use crate::coroutine::WaitReason;
-use crate::wait::{TIMEOUT, Token};
+use crate::wait::{Claimed, TIMEOUT, Token};
 use sealed::{Internal, SelectToken};
 
 mod sealed {
@@ -37,13 +36,14 @@ mod sealed {
 
     /// The select's shared wait token, as the arms see it.
     #[derive(Debug)]
-    pub struct SelectToken(pub(super) std::sync::Arc<crate::wait::Token>);
+    pub struct SelectToken(pub(super) crate::wait::WaitToken);
 }
 
-/// Tokens to notify once the select's locks are released. Only `run` makes one.
+/// The token to notify once the select's locks are released: the arm that completes at
+/// once wakes at most one waiter, so there is no list to allocate. Only `run` makes one.
 #[doc(hidden)]
 #[derive(Debug)]
-pub struct Wakeups(Vec<Arc<Token>>);
+pub struct Wakeups(Option<Claimed>);
 
 /// The most arms one select takes (the macro's index list).
 pub const MAX_ARMS: usize = 32;
@@ -228,7 +228,8 @@ impl<T> Arm for RecvArm<'_, T> {
         // SAFETY: per the contract, this thread holds the lock.
         let r = match unsafe { self.reg.chan.try_recv_locked() } {
             RecvTry::Done(v, n) => {
-                wake.0.extend(n);
+                debug_assert!(wake.0.is_none(), "one arm completes per select");
+                wake.0 = n;
                 Ok(v)
             }
             RecvTry::Closed => Err(RecvError),
@@ -266,7 +267,8 @@ impl<T> Arm for SendArm<'_, T> {
         // SAFETY: per the contract, this thread holds the lock.
         let r = match unsafe { self.reg.chan.try_send_locked(v) } {
             SendTry::Done(n) => {
-                wake.0.extend(n);
+                debug_assert!(wake.0.is_none(), "one arm completes per select");
+                wake.0 = n;
                 Ok(())
             }
             SendTry::Closed(v) => Err(SendError(v)),
@@ -315,20 +317,21 @@ pub fn run(arms: &[&dyn Arm], mode: Mode) -> usize {
         arm.check(key);
     }
     // Lock order: by channel address, each channel once. An arm listed twice would be
-    // queued twice: refuse it before locking anything.
-    let mut sorted: [usize; MAX_ARMS] = core::array::from_fn(|i| i);
+    // queued twice: refuse it before locking anything. The keys are read once, so the sort
+    // compares plain integers instead of calling through `dyn Arm` at every comparison.
+    let mut sorted = [(0usize, 0usize, 0usize); MAX_ARMS];
     let sorted = &mut sorted[..n];
-    sorted.sort_unstable_by_key(|&i| (arms[i].chan_addr(key), arm_addr(arms[i])));
+    for (i, k) in sorted.iter_mut().enumerate() {
+        *k = (arms[i].chan_addr(key), arm_addr(arms[i]), i);
+    }
+    sorted.sort_unstable();
     for w in sorted.windows(2) {
-        assert!(
-            arm_addr(arms[w[0]]) != arm_addr(arms[w[1]]),
-            "an arm is listed twice in one select"
-        );
+        assert!(w[0].1 != w[1].1, "an arm is listed twice in one select");
     }
     let mut by_addr = [0usize; MAX_ARMS];
     let mut locks = 0;
-    for &i in sorted.iter() {
-        if locks == 0 || arms[by_addr[locks - 1]].chan_addr(key) != arms[i].chan_addr(key) {
+    for (j, &(chan, _, i)) in sorted.iter().enumerate() {
+        if j == 0 || sorted[j - 1].0 != chan {
             by_addr[locks] = i;
             locks += 1;
         }
@@ -347,22 +350,27 @@ pub fn run(arms: &[&dyn Arm], mode: Mode) -> usize {
         }
     };
     // A random permutation (Fisher-Yates): the first ready arm in it is uniform among the
-    // ready ones (Go's pollorder).
+    // ready ones (Go's pollorder). One draw from the M's generator seeds a local xorshift
+    // for the swaps, and each index comes from a multiply-shift (Lemire's reduction)
+    // instead of a division.
     let mut order: [usize; MAX_ARMS] = core::array::from_fn(|i| i);
     let order = &mut order[..n];
+    let mut r = crate::machine::fastrand() | 1;
     for i in (1..n).rev() {
-        let j = (crate::machine::fastrand() % (i as u64 + 1)) as usize;
+        r ^= r << 13;
+        r ^= r >> 7;
+        r ^= r << 17;
+        let j = ((u128::from(r) * (i as u128 + 1)) >> 64) as usize;
         order.swap(i, j);
     }
-    let mut wake = Wakeups(Vec::new());
+    let mut wake = Wakeups(None);
     lock_all();
     for &i in order.iter() {
         // SAFETY: every arm's channel is locked.
         if unsafe { arms[i].try_locked(&mut wake, key) } {
             unlock_all();
-            for t in wake.0 {
-                // SAFETY: `try_locked` collects only the tokens it claimed; each is notified
-                // once, here.
+            if let Some(t) = wake.0 {
+                // SAFETY: `try_locked` keeps only a token it claimed; notified once, here.
                 unsafe { t.notify() };
             }
             return i;
@@ -376,7 +384,7 @@ pub fn run(arms: &[&dyn Arm], mode: Mode) -> usize {
             return usize::MAX;
         }
     };
-    let token = SelectToken(Token::for_current());
+    let token = SelectToken(Token::for_current_wait());
     for &i in order.iter() {
         // SAFETY: every arm's channel is locked; no arm is registered (each is listed once
         // and a fresh `run` finds them off their queues); `arms` stays borrowed, so in

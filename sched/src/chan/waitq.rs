@@ -18,11 +18,9 @@
 //! claimant sends after unlocking), or the owner took it off itself under the lock
 //! (`Chan::dequeue`), which also waits out a claimant that popped it and lost the token.
 
+use crate::wait::Token;
 use core::cell::UnsafeCell;
 use core::ptr;
-use std::sync::Arc;
-
-use crate::wait::Token;
 
 /// One blocked send or receive on one channel (Go's `sudog`).
 pub(crate) struct Waiter<T> {
@@ -34,8 +32,11 @@ pub(crate) struct Node<T> {
     prev: *const Waiter<T>,
     next: *const Waiter<T>,
     queued: bool,
-    /// The wait's token, shared by every arm of a select; set while queued.
-    pub(crate) token: Option<Arc<Token>>,
+    /// The wait's token, shared by every arm of a select; set while queued. A plain
+    /// pointer, not a counted reference: the owner holds the token's `Arc` for as long as
+    /// the node is queued and until its wait is notified (`Chan::enqueue`), so a handoff
+    /// costs no reference-count traffic on the way in and out of the queue.
+    pub(crate) token: *const Token,
     /// Which arm of the select this is (0 outside a select): what a claimant claims.
     pub(crate) arm: usize,
     /// The value being sent, or where the received value goes.
@@ -58,7 +59,7 @@ impl<T> Waiter<T> {
                 prev: ptr::null(),
                 next: ptr::null(),
                 queued: false,
-                token: None,
+                token: ptr::null(),
                 arm: 0,
                 slot,
                 closed: false,
