@@ -40,7 +40,7 @@ run() {
     cp corpus/"$target"/* "$dir"/
     if cargo "$@" "$target" "$dir" -- -max_total_time="$secs" -rss_limit_mb=4096 \
         >"$work/log" 2>&1; then
-        echo "fuzz.sh: PASS $label $target ${secs}s: $(grep -E '^#[0-9]+ +DONE' "$work/log" | tail -1)"
+        echo "fuzz.sh: PASS $label $target ${secs}s: $(grep -E '^#[0-9]+[[:space:]]+DONE' "$work/log" | tail -1)"
     else
         tail -n 60 "$work/log"
         echo "fuzz.sh: FAIL $label $target found a crash (see fuzz/artifacts/$target)"
