@@ -279,9 +279,9 @@ fn step(s: &mut State, op: u8, bytes: &mut Bytes<'_>) -> Option<()> {
                 if rc != 0 {
                     assert_eq!(out as usize, 0xdead, "*memptr written on failure");
                     // c_api.rs promises errno untouched on failure too, but an
-                    // impossible alignment (`1 << 63`) comes back with errno = ENOMEM from
-                    // inside `tessera::alloc` (reported on issue #15); only EINVAL, which
-                    // returns before allocating, is held to it here.
+                    // impossible alignment (`1 << 63`) comes back with errno = ENOMEM set
+                    // inside `tessera::alloc`, as glibc 2.36's does; only EINVAL, which
+                    // returns before allocating, is held to the promise here.
                     if !ok_align {
                         assert_eq!(errno(), 0, "posix_memalign set errno");
                     }
