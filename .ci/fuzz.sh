@@ -10,9 +10,9 @@
 # points with odd arguments), threads (two threads freeing each other's blocks), corrupt
 # (a freed block corrupted in a forked child: tessera's report or right answers).
 #
-# c_api is left out of the ASan pass: it exports `malloc` itself, as libtessera.so does,
-# which takes the allocator away from ASan's runtime before it is initialised (SIGSEGV at
-# start). Under ASan the others keep Tessera as their global allocator, whose blocks ASan
+# c_api is left out of the ASan pass: it exports `malloc` itself, as libtessera.so does, and
+# ASan's runtime calls `malloc` (via `dlsym`) while it initialises, so our instrumented
+# `malloc` runs a coverage callback before libFuzzer is set up (SIGSEGV at start). Under ASan the others keep Tessera as their global allocator, whose blocks ASan
 # does not track (Tessera does not poison them yet, issue #15 item 4): ASan checks stacks,
 # globals and libc's heap (libFuzzer's), including Tessera's own accesses to its static
 # tables and stack buffers, but not use-after-free or overflows inside Tessera's blocks.
