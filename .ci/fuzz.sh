@@ -9,11 +9,13 @@
 # Targets: alloc_ops (alloc/realloc/free sequences), c_api (libtessera.so's C and C++ entry
 # points with odd arguments), threads (two threads freeing each other's blocks), corrupt
 # (a freed block corrupted in a forked child: tessera's report or right answers).
-# c_api is left out of the ASan pass: it exports `malloc` itself, as libtessera.so does,
-# and so replaces the allocator ASan's runtime needs before it is initialised (SIGSEGV at
-# start). Under ASan, tessera's own blocks are not poisoned (issue #15 item 4), so ASan
-# checks the harness's and libFuzzer's stack, globals and libc heap, and tessera's accesses
-# to globals and the stack, but not use-after-free or overflows inside tessera's blocks.
+#
+# c_api is left out of the ASan pass: it exports `malloc` itself, as libtessera.so does, and
+# ASan's runtime calls `malloc` (via `dlsym`) while it initialises, so our instrumented
+# `malloc` runs a coverage callback before libFuzzer is set up (SIGSEGV at start). Under ASan the others keep Tessera as their global allocator, whose blocks ASan
+# does not track (Tessera does not poison them yet, issue #15 item 4): ASan checks stacks,
+# globals and libc's heap (libFuzzer's), including Tessera's own accesses to its static
+# tables and stack buffers, but not use-after-free or overflows inside Tessera's blocks.
 set -euo pipefail
 cd "$(dirname "$0")/../fuzz"
 seconds="${FUZZ_SECONDS:-20}"
@@ -29,7 +31,7 @@ fi
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 
-# run <label> <target> <seconds> <cargo-fuzz args...>
+# run <label> <target> <seconds> <cargo arguments up to the target...>
 run() {
     local label=$1 target=$2 secs=$3
     shift 3
@@ -37,8 +39,8 @@ run() {
     mkdir -p "$dir"
     cp corpus/"$target"/* "$dir"/
     if cargo "$@" "$target" "$dir" -- -max_total_time="$secs" -rss_limit_mb=4096 \
-        -print_final_stats=1 >"$work/log" 2>&1; then
-        echo "fuzz.sh: PASS $label $target ${secs}s: $(grep -E '^#[0-9]+ +DONE' "$work/log" | tail -1)"
+        >"$work/log" 2>&1; then
+        echo "fuzz.sh: PASS $label $target ${secs}s: $(grep -E '^#[0-9]+[[:space:]]+DONE' "$work/log" | tail -1)"
     else
         tail -n 60 "$work/log"
         echo "fuzz.sh: FAIL $label $target found a crash (see fuzz/artifacts/$target)"
@@ -56,13 +58,12 @@ if [ "$asan_seconds" = 0 ]; then
     exit 0
 fi
 if ! cargo +nightly --version >/dev/null 2>&1 &&
-    ! rustup toolchain install nightly --profile minimal >/dev/null 2>&1; then
+    ! rustup toolchain install nightly --profile minimal; then
     echo "fuzz.sh: ASan pass skipped: the nightly toolchain did not install"
     exit 0
 fi
-if ! cargo +nightly fuzz build -s address "${asan_targets[@]/#/}" >/dev/null 2>&1 &&
-    ! cargo +nightly fuzz build -s address; then
-    echo "fuzz.sh: ASan pass skipped: the nightly ASan build failed"
+if ! cargo +nightly fuzz build -s address; then
+    echo "fuzz.sh: ASan pass skipped: the nightly ASan build failed (see above)"
     exit 0
 fi
 for t in "${asan_targets[@]}"; do
