@@ -12,8 +12,9 @@
 //!   (or `EINVAL` for a bad alignment).
 //! - `realloc`/`reallocarray` failing leave the old block intact (C's rule).
 //! - `posix_memalign` returns `EINVAL` for an alignment that is not a power of two or not a
-//!   multiple of `sizeof(void *)`, `ENOMEM` when out of memory, and leaves `*memptr` and
-//!   `errno` untouched on failure (POSIX).
+//!   multiple of `sizeof(void *)`, `ENOMEM` when out of memory, and leaves `*memptr`
+//!   untouched on failure (POSIX); `errno` is `ENOMEM` after an out-of-memory failure, as
+//!   glibc 2.36 leaves it (the fuzz target `c_api` found the comment wrong).
 //! - `memalign`, `valloc`, `pvalloc`: an alignment up to 16 (0 included) is `malloc`'s; one
 //!   that is not a power of two is rounded up to the next; one too large to round is
 //!   `EINVAL`. `pvalloc` rounds the size up to whole pages (0 → one page).
