@@ -426,27 +426,48 @@ macro_rules! select_k {
     }};
 }
 
-/// select-<k> (k = 2 or 8) on the current tessera-sched runtime: `iters` messages in all.
-pub fn tessera_select(k: usize, iters: u64) -> Duration {
-    let per = iters / k as u64;
-    match k {
-        2 => select_k!(tessera_sched::chan, tessera_sched::spawn, tessera_sched::select, per, 0 1),
-        8 => {
+/// How many channels a `select-<k>` row selects over: the rows that exist, so a width
+/// without a row cannot be asked for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SelectWidth {
+    /// `select-2`.
+    Two,
+    /// `select-8`.
+    Eight,
+}
+
+impl SelectWidth {
+    fn channels(self) -> u64 {
+        match self {
+            Self::Two => 2,
+            Self::Eight => 8,
+        }
+    }
+}
+
+/// select-2 or select-8 on the current tessera-sched runtime: `iters` messages in all.
+pub fn tessera_select(width: SelectWidth, iters: u64) -> Duration {
+    let per = iters / width.channels();
+    match width {
+        SelectWidth::Two => {
+            select_k!(tessera_sched::chan, tessera_sched::spawn, tessera_sched::select, per, 0 1)
+        }
+        SelectWidth::Eight => {
             select_k!(tessera_sched::chan, tessera_sched::spawn, tessera_sched::select, per, 0 1 2 3 4 5 6 7)
         }
-        _ => unimplemented!("select over {k} channels"),
     }
 }
 
 /// As `tessera_select`, with crossbeam-channel and a producer thread per channel.
-pub fn crossbeam_select(k: usize, iters: u64) -> Duration {
-    let per = iters / k as u64;
-    match k {
-        2 => select_k!(crossbeam_channel, std::thread::spawn, crossbeam_channel::select, per, 0 1),
-        8 => {
+pub fn crossbeam_select(width: SelectWidth, iters: u64) -> Duration {
+    let per = iters / width.channels();
+    match width {
+        SelectWidth::Two => {
+            select_k!(crossbeam_channel, std::thread::spawn, crossbeam_channel::select, per, 0 1)
+        }
+        SelectWidth::Eight => {
             select_k!(crossbeam_channel, std::thread::spawn, crossbeam_channel::select, per, 0 1 2 3 4 5 6 7)
         }
-        _ => unimplemented!("select over {k} channels"),
     }
 }
 
@@ -549,10 +570,14 @@ fn measure(workload: &str, peer: &str, iters: u64, rts: &Runtimes) -> Option<f64
         ("select-many", "tessera") => rts.t2.block_on(move || tessera_select_many(iters)),
         ("chan-buffered", "tessera") => rts.t2.block_on(move || tessera_chan_buffered(iters)),
         ("chan-buffered", "crossbeam") => crossbeam_chan_buffered(iters),
-        ("select-2", "tessera") => rts.t2.block_on(move || tessera_select(2, iters)),
-        ("select-8", "tessera") => rts.t2.block_on(move || tessera_select(8, iters)),
-        ("select-2", "crossbeam") => crossbeam_select(2, iters),
-        ("select-8", "crossbeam") => crossbeam_select(8, iters),
+        ("select-2", "tessera") => rts
+            .t2
+            .block_on(move || tessera_select(SelectWidth::Two, iters)),
+        ("select-8", "tessera") => rts
+            .t2
+            .block_on(move || tessera_select(SelectWidth::Eight, iters)),
+        ("select-2", "crossbeam") => crossbeam_select(SelectWidth::Two, iters),
+        ("select-8", "crossbeam") => crossbeam_select(SelectWidth::Eight, iters),
         _ => return None,
     };
     Some(d.as_nanos() as f64 / iters as f64)
