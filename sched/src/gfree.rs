@@ -218,14 +218,25 @@ const IDLE_NS: u64 = 1_000_000_000;
 pub(crate) struct IdleTrim {
     len: usize,
     since: u64,
+    /// When the list was last looked at: sysmon loops every 20 µs while busy, and the
+    /// list's lock is the one spawning Ps take, so it looks at most every `LOOK_NS`.
+    looked: u64,
 }
+
+/// How often sysmon looks at the runtime-wide list.
+const LOOK_NS: u64 = 100_000_000;
 
 impl IdleTrim {
     /// One look at `now` (the runtime's clock, ns). Returns whether it freed any G.
     pub(crate) fn step(&mut self, sh: &Shared, now: u64) -> bool {
+        if now.saturating_sub(self.looked) < LOOK_NS {
+            return false;
+        }
+        self.looked = now;
         let len = sh.free_gs.lock().unwrap_or_else(|e| e.into_inner()).len();
         if len != self.len || len <= KEEP_IDLE {
-            *self = Self { len, since: now };
+            self.len = len;
+            self.since = now;
             return false;
         }
         if now.saturating_sub(self.since) < IDLE_NS {
@@ -237,10 +248,8 @@ impl IdleTrim {
         while left > target && unsafe { release_shared(sh, None) } {
             left = sh.free_gs.lock().unwrap_or_else(|e| e.into_inner()).len();
         }
-        *self = Self {
-            len: left,
-            since: now,
-        };
+        self.len = left;
+        self.since = now;
         true
     }
 }
