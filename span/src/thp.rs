@@ -112,6 +112,8 @@ fn huge_blocks_abound(node: u32) -> bool {
 /// node with no line counts 0.
 pub(crate) fn free_huge_bytes(text: &[u8], node: u32) -> usize {
     const HUGE_ORDER: usize = 9;
+    // The largest order any kernel configuration lists (arm64 with 64 KiB pages: 13).
+    const MAX_ORDER: usize = 16;
     let mut total = 0usize;
     for line in text.split(|&b| b == b'\n') {
         let mut words = line
@@ -123,7 +125,9 @@ pub(crate) fn free_huge_bytes(text: &[u8], node: u32) -> usize {
             continue;
         }
         // "zone", its name, then one count per order.
-        for (order, count) in words.skip(2).enumerate() {
+        // A line longer than any kernel's orders is not buddyinfo's: its extra words must
+        // not shift a block size past the word.
+        for (order, count) in words.skip(2).enumerate().take(MAX_ORDER + 1) {
             if order >= HUGE_ORDER
                 && let Some(count) = parse(count)
             {
@@ -170,5 +174,10 @@ Node 1, zone   Normal    100    100    100    100    100    100    100    100   
         // Cut after order 9.
         let cut = b"Node 0, zone Normal 1 1 1 1 1 1 1 1 1 7";
         assert_eq!(free_huge_bytes(cut, 0), 7 * (2 << 20));
+        // A line with far more words than orders counts only the orders (no shift past the
+        // word: this runs on the allocator's path).
+        let long = [b"Node 0, zone Normal".as_slice(), &b" 1".repeat(100)].concat();
+        let want: usize = (9..=16).map(|o| 4096usize << o).sum();
+        assert_eq!(free_huge_bytes(&long, 0), want);
     }
 }
