@@ -34,8 +34,9 @@ use core::ptr::{self, NonNull};
 use core::sync::atomic::{AtomicPtr, Ordering};
 
 use crossbeam_utils::CachePadded;
-use tessera_span::lock::Locked;
-use tessera_span::{Span, SpanKind, os};
+use tessera_span::{Span, SpanKind};
+use tessera_sys::clock;
+use tessera_sys::lock::Locked;
 
 use crate::freelist::{self, HARDENED};
 use crate::node;
@@ -240,7 +241,7 @@ struct Stash {
     /// An empty span went to the page heap because the stash was full, since the budget
     /// last grew.
     overflowed: bool,
-    /// When a span last went in or out (`os::now_ms`).
+    /// When a span last went in or out (`clock::coarse_now_ms`).
     touched_ms: u64,
 }
 
@@ -656,7 +657,7 @@ impl Cache {
                 stash.spans[at] = span;
                 stash.len += 1;
                 stash.pages += s.npages();
-                stash.touched_ms = os::now_ms();
+                stash.touched_ms = clock::coarse_now_ms();
                 return;
             }
             stash.overflowed = true;
@@ -686,7 +687,7 @@ impl Cache {
         stash.len -= 1;
         stash.spans[i] = stash.spans[len - 1];
         stash.pages -= npages;
-        stash.touched_ms = os::now_ms();
+        stash.touched_ms = clock::coarse_now_ms();
         NonNull::new(span)
     }
 
@@ -697,7 +698,7 @@ impl Cache {
     }
 
     /// The background purger's visit: hands the stash back to the page heap if it has not
-    /// moved since `stale_before` (milliseconds of `os::now_ms`), or in any case with
+    /// moved since `stale_before` (milliseconds of `clock::coarse_now_ms`), or in any case with
     /// `force`. Does nothing when the owner holds the stash at this moment. Returns the
     /// bytes handed back.
     ///

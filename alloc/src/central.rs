@@ -14,7 +14,7 @@ use core::ptr;
 
 use crossbeam_utils::CachePadded;
 use tessera_span::Span;
-use tessera_span::lock::{Locked, RawLock};
+use tessera_sys::lock::{Locked, RawLock};
 
 use crate::size_class::NUM_CLASSES;
 

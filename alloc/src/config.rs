@@ -19,9 +19,10 @@ use core::ffi::{CStr, c_char};
 use core::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
 
 use tessera_numa::{NodeId, Topology};
-use tessera_span::os::{self, PurgeAdvice};
 use tessera_span::placement::{self, Placement};
 use tessera_span::thp::{self, Thp};
+use tessera_sys::fs;
+use tessera_sys::mem::PurgeAdvice;
 
 use crate::MAX_NODES;
 
@@ -167,11 +168,11 @@ fn load_thp() {
     };
     // "always [madvise] never": the bracketed word is the mode in force.
     let mut buf = [0u8; 128];
-    let text = os::read_small_file(c"/sys/kernel/mm/transparent_hugepage/enabled", &mut buf);
+    let text = fs::read_small_file(c"/sys/kernel/mm/transparent_hugepage/enabled", &mut buf);
     let system_always = text.starts_with(b"[always]");
     // "always defer defer+madvise [madvise] never": with `defer` or `never`, a fault in
     // advised memory takes a huge page only if one is free, and never compacts.
-    let text = os::read_small_file(c"/sys/kernel/mm/transparent_hugepage/defrag", &mut buf);
+    let text = fs::read_small_file(c"/sys/kernel/mm/transparent_hugepage/defrag", &mut buf);
     let stall_free = contains(text, b"[defer]") || contains(text, b"[never]");
     thp::configure_thp(thp, system_always, !stall_free);
 }

@@ -16,7 +16,7 @@ use crate::pool;
 /// first use of a new node raced with the fork.
 static LOCKED_NODES: AtomicUsize = AtomicUsize::new(0);
 
-fn each_lock(mut f: impl FnMut(&tessera_span::lock::RawLock)) {
+fn each_lock(mut f: impl FnMut(&tessera_sys::lock::RawLock)) {
     f(orphan::raw_lock());
     f(pool::raw_lock());
     for node in &node::used_nodes()[..LOCKED_NODES.load(Ordering::Relaxed)] {

@@ -62,7 +62,8 @@
 
 use core::sync::atomic::{AtomicU64, Ordering};
 
-use tessera_span::{Span, os};
+use tessera_span::Span;
+use tessera_sys::{random, thread};
 
 use crate::report::{self, Who};
 use crate::sanitizer;
@@ -87,7 +88,7 @@ pub(crate) fn init_key() {
     if !HARDENED || KEY.load(Ordering::Relaxed) != 0 {
         return;
     }
-    let key = (os::random_u64() & !KEY_TOP_MASK) | KEY_TOP;
+    let key = (random::random_u64() & !KEY_TOP_MASK) | KEY_TOP;
     let _ = KEY.compare_exchange(0, key, Ordering::Relaxed, Ordering::Relaxed);
 }
 
@@ -286,7 +287,7 @@ pub(crate) fn corrupt(s: &Span, block: *mut u8) -> ! {
 #[cold]
 #[inline(never)]
 pub(crate) fn double_free(s: &Span, ptr: *mut u8, what: &str) -> ! {
-    report::fatal_block(what, ptr as usize, s, Who::FreedBy(os::thread_id()))
+    report::fatal_block(what, ptr as usize, s, Who::FreedBy(thread::gettid() as u32))
 }
 
 /// The most objects any span holds (the bitmap of `check_duplicates`).

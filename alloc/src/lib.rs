@@ -605,7 +605,7 @@ pub unsafe fn realloc(ptr: *mut u8, old_size: usize, align: usize, new_size: usi
             _ => {}
         }
     } else if !sanitizer::REALLOC_MOVES
-        && align <= tessera_span::os::page_size()
+        && align <= tessera_sys::mem::page_size()
         && new_size >= config::huge_threshold()
     {
         // SAFETY: if `ptr` is a huge block, the caller gives it up on success.

@@ -8,7 +8,7 @@
 
 use core::ptr;
 
-use tessera_span::lock::{Locked, RawLock};
+use tessera_sys::lock::{Locked, RawLock};
 
 use crate::cache::Cache;
 use crate::pool;

@@ -9,8 +9,8 @@
 
 use core::ptr;
 
-use tessera_span::lock::{Locked, RawLock};
-use tessera_span::os;
+use tessera_sys::lock::{Locked, RawLock};
+use tessera_sys::mem;
 
 use crate::cache::Cache;
 
@@ -58,7 +58,7 @@ pub(crate) fn acquire() -> *mut Cache {
     }
     let size = core::mem::size_of::<Cache>().next_multiple_of(core::mem::align_of::<Cache>());
     if pool.next + size > pool.end {
-        let Ok(chunk) = os::reserve(CHUNK_BYTES, os::page_size()) else {
+        let Ok(chunk) = mem::reserve(CHUNK_BYTES, mem::page_size()) else {
             return ptr::null_mut();
         };
         pool.next = chunk.as_ptr() as usize;

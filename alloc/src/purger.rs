@@ -18,7 +18,8 @@
 use core::sync::atomic::{AtomicU8, Ordering};
 use core::time::Duration;
 
-use tessera_span::{commit, heap, os};
+use tessera_span::{commit, heap};
+use tessera_sys::clock;
 
 use crate::{node, pool};
 
@@ -116,7 +117,7 @@ extern "C" fn main(_: *mut libc::c_void) -> *mut libc::c_void {
 /// One pass; whether there is anything left to do at the next epoch.
 fn tick() -> bool {
     let urgent = commit::over_soft();
-    let now = os::now_ms();
+    let now = clock::coarse_now_ms();
     let mut dirty = 0;
     for node in node::used_nodes() {
         let outcome = if urgent {

@@ -74,7 +74,7 @@ impl Config {
             Some("mprotect") => GuardRequest::Mprotect,
             _ => GuardRequest::Auto,
         };
-        let page = tessera_span::os::page_size();
+        let page = tessera_sys::mem::page_size();
         let hot_kb = hot_kb
             .and_then(|v| v.trim().parse::<usize>().ok())
             .unwrap_or(DEFAULT_HOT_KB);
@@ -131,12 +131,12 @@ mod tests {
         assert_eq!(c.guard, GuardRequest::Auto);
         assert_eq!(
             c.guard_bytes,
-            (DEFAULT_GUARD_KB * 1024).next_multiple_of(tessera_span::os::page_size())
+            (DEFAULT_GUARD_KB * 1024).next_multiple_of(tessera_sys::mem::page_size())
         );
         assert!(c.guard_bytes >= 64 << 10);
         assert_eq!(
             c.hot_bytes,
-            (DEFAULT_HOT_KB * 1024).next_multiple_of(tessera_span::os::page_size())
+            (DEFAULT_HOT_KB * 1024).next_multiple_of(tessera_sys::mem::page_size())
         );
     }
 
@@ -144,7 +144,7 @@ mod tests {
     fn explicit_values_and_rounding() {
         let c = Config::parse(Some("mprotect"), Some("5"), None);
         assert_eq!(c.guard, GuardRequest::Mprotect);
-        let page = tessera_span::os::page_size();
+        let page = tessera_sys::mem::page_size();
         assert_eq!(c.hot_bytes, (5 * 1024usize).next_multiple_of(page));
         assert_eq!(
             Config::parse(Some("madvise"), Some("0"), None).guard,
@@ -155,7 +155,7 @@ mod tests {
 
     #[test]
     fn guard_width_rounds_to_pages_and_is_bounded() {
-        let page = tessera_span::os::page_size();
+        let page = tessera_sys::mem::page_size();
         let width = |kb: &str| Config::parse(None, None, Some(kb)).guard_bytes;
         assert_eq!(width("128"), (128usize << 10).next_multiple_of(page));
         assert_eq!(width(" 4 "), page.max(4 << 10));

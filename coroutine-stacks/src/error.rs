@@ -7,7 +7,7 @@
 use std::fmt;
 use std::io::Read;
 
-use tessera_span::os::OsError;
+use tessera_sys::error::OsError;
 
 use crate::class::MAX_STACK_SIZE;
 

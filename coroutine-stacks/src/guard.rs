@@ -45,7 +45,8 @@
 
 use std::sync::OnceLock;
 
-use tessera_span::os::{self, OsError, Protection};
+use tessera_sys::error::OsError;
+use tessera_sys::mem::{self, Protection};
 
 use crate::config::{self, GuardMode, GuardRequest};
 use crate::error::StackError;
@@ -54,7 +55,7 @@ static MODE: OnceLock<Result<GuardMode, StackError>> = OnceLock::new();
 
 /// The guard mechanism in use, resolving `auto` against the running kernel on first call.
 pub(crate) fn mode() -> Result<GuardMode, StackError> {
-    *MODE.get_or_init(|| resolve(config::get().guard, os::has_guard_regions()))
+    *MODE.get_or_init(|| resolve(config::get().guard, mem::has_guard_regions()))
 }
 
 fn resolve(request: GuardRequest, kernel_has_guards: bool) -> Result<GuardMode, StackError> {
@@ -89,9 +90,9 @@ pub(crate) unsafe fn install(lo: usize, mode: GuardMode) -> Result<(), OsError> 
     let ptr = lo as *mut u8;
     match mode {
         // SAFETY: forwarded from the caller: the page is ours, aligned and unused.
-        GuardMode::Madvise => unsafe { os::guard_install(ptr, guard_size()) },
+        GuardMode::Madvise => unsafe { mem::guard_install(ptr, guard_size()) },
         // SAFETY: as above.
-        GuardMode::Mprotect => unsafe { os::protect(ptr, guard_size(), Protection::None) },
+        GuardMode::Mprotect => unsafe { mem::protect(ptr, guard_size(), Protection::None) },
     }
 }
 
@@ -118,18 +119,18 @@ mod tests {
     fn installed_guard_faults_in_mincore_view() {
         // Both mechanisms leave the whole guard non-resident and the page above it usable.
         for m in [GuardMode::Mprotect, GuardMode::Madvise] {
-            if m == GuardMode::Madvise && !os::has_guard_regions() {
+            if m == GuardMode::Madvise && !mem::has_guard_regions() {
                 continue;
             }
-            let page = os::page_size();
+            let page = mem::page_size();
             let g = guard_size();
-            let p = os::reserve(g + page, page).unwrap().as_ptr();
+            let p = mem::reserve(g + page, page).unwrap().as_ptr();
             // SAFETY: the range was reserved just above and is used by nobody else.
             unsafe {
                 install(p as usize, m).unwrap();
                 p.add(g).write(1);
-                assert_eq!(os::resident_pages(p, g + page).unwrap(), 1);
-                os::release(p, g + page);
+                assert_eq!(mem::resident_pages(p, g + page).unwrap(), 1);
+                mem::release(p, g + page);
             }
         }
     }

@@ -1,7 +1,7 @@
 //! Guarded, lazily committed, pooled, growable coroutine stacks (DESIGN.md, "Coroutine
 //! stacks").
 //!
-//! - Stacks are carved from 64 MiB slabs reserved through `tessera_span::os` (`slab.rs`),
+//! - Stacks are carved from 64 MiB slabs reserved through `tessera_sys::mem` (`slab.rs`),
 //!   committed by the kernel on first touch: a fresh stack costs one page of RSS once a
 //!   coroutine runs on it, none before.
 //! - Each has a guard region at its low end (`guard.rs`), 64 KiB wide by default

@@ -34,7 +34,7 @@ pub(crate) fn bind_slab(ptr: *mut u8, len: usize, node: NodeId) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tessera_span::os;
+    use tessera_sys::mem;
 
     #[test]
     fn ids_are_bounded() {
@@ -45,14 +45,14 @@ mod tests {
 
     #[test]
     fn bound_range_reports_the_node_policy() {
-        let len = 16 * os::page_size();
-        let p = os::reserve(len, os::page_size()).unwrap().as_ptr();
+        let len = 16 * mem::page_size();
+        let p = mem::reserve(len, mem::page_size()).unwrap().as_ptr();
         bind_slab(p, len, NodeId::ZERO);
         assert_eq!(
             tessera_numa::policy_of(p).unwrap(),
             Policy::Preferred(NodeId::ZERO)
         );
         // SAFETY: reserved above, never handed out.
-        unsafe { os::release(p, len) };
+        unsafe { mem::release(p, len) };
     }
 }

@@ -23,7 +23,7 @@ use std::cell::{Cell, RefCell, UnsafeCell};
 use std::mem::MaybeUninit;
 use std::sync::Once;
 
-use tessera_span::os::{self, Protection};
+use tessera_sys::mem::{self, Protection};
 
 use crate::class::MAX_STACK_SIZE;
 use crate::registry::{self, SlotHit};
@@ -218,7 +218,7 @@ struct AltStack {
 
 impl Drop for AltStack {
     fn drop(&mut self) {
-        let guard = os::page_size();
+        let guard = mem::page_size();
         // SAFETY: a zeroed stack_t is valid as an out-parameter.
         let mut current: libc::stack_t = unsafe { std::mem::zeroed() };
         // SAFETY: querying the current alternate stack has no preconditions.
@@ -226,7 +226,7 @@ impl Drop for AltStack {
         if current.ss_sp as usize != self.map as usize + guard {
             // Someone replaced it; it is no longer ours to tear down, and not in use.
             // SAFETY: the mapping is ours and not installed as an alternate stack.
-            unsafe { os::release(self.map, self.len) };
+            unsafe { mem::release(self.map, self.len) };
             return;
         }
         let disable = libc::stack_t {
@@ -238,7 +238,7 @@ impl Drop for AltStack {
         // stack can be disabled and then unmapped.
         unsafe {
             if libc::sigaltstack(&disable, std::ptr::null_mut()) == 0 {
-                os::release(self.map, self.len);
+                mem::release(self.map, self.len);
             }
         }
     }
@@ -256,16 +256,16 @@ fn ensure_altstack() {
     if rc != 0 || current.ss_flags & libc::SS_DISABLE == 0 {
         return; // the thread has one already (std's, or the runtime's)
     }
-    let page = os::page_size();
+    let page = mem::page_size();
     let len = ALTSTACK_SIZE + page;
-    let Ok(map) = os::reserve(len, page) else {
+    let Ok(map) = mem::reserve(len, page) else {
         return; // no report on overflow then, but no reason to fail the acquire
     };
     let map = map.as_ptr();
     // A guard below the alternate stack, so a handler that overran it faults instead of
     // scribbling on whatever mapping sits below. Best effort.
     // SAFETY: the first page of our fresh mapping, used by nothing.
-    let _ = unsafe { os::protect(map, page, Protection::None) };
+    let _ = unsafe { mem::protect(map, page, Protection::None) };
     let stack = libc::stack_t {
         // SAFETY: `page` is inside the `len`-byte mapping.
         ss_sp: unsafe { map.add(page) }.cast(),
@@ -276,7 +276,7 @@ fn ensure_altstack() {
     // thread exit, where `AltStack::drop` disables it before unmapping).
     if unsafe { libc::sigaltstack(&stack, std::ptr::null_mut()) } != 0 {
         // SAFETY: never installed, so nothing refers to it.
-        unsafe { os::release(map, len) };
+        unsafe { mem::release(map, len) };
         return;
     }
     let installed = OWN_ALTSTACK.try_with(|s| *s.borrow_mut() = Some(AltStack { map, len }));

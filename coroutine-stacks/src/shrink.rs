@@ -26,7 +26,7 @@
 //! With a watermark below one page there is no band (it would lie in the purged range): every
 //! release purges.
 
-use tessera_span::os::{self, PurgeAdvice};
+use tessera_sys::mem::{self, PurgeAdvice};
 
 use crate::class::SizeClass;
 use crate::config;
@@ -59,7 +59,7 @@ fn top(slot: &StackSlot, class: SizeClass) -> usize {
 
 /// Address of canary `i`: the band starts at the lowest address of the top page.
 fn band_word(slot: &StackSlot, class: SizeClass, i: usize) -> *mut usize {
-    (top(slot, class) - os::page_size() + i * BAND_STRIDE) as *mut usize
+    (top(slot, class) - mem::page_size() + i * BAND_STRIDE) as *mut usize
 }
 
 fn canary(slot: &StackSlot, i: usize) -> usize {
@@ -95,7 +95,7 @@ unsafe fn purge_cold(slot: &mut StackSlot, class: SizeClass, hot_bytes: usize) {
         // SAFETY: the range is the lower part of the slot's usable memory, inside a slab we
         // reserved; per the caller no frame lives there. Failure only means the pages stay
         // resident, so it is ignored.
-        let _ = unsafe { os::purge(start as *mut u8, len, PurgeAdvice::DontNeed) };
+        let _ = unsafe { mem::purge(start as *mut u8, len, PurgeAdvice::DontNeed) };
     }
     slot.maybe_cold_resident = false;
 }
@@ -106,7 +106,7 @@ unsafe fn purge_cold(slot: &mut StackSlot, class: SizeClass, hot_bytes: usize) {
 /// `slot` must be a carved slot of `class` that nobody runs on any more.
 pub(crate) unsafe fn on_release(slot: &mut StackSlot, class: SizeClass) {
     let hot_bytes = config::get().hot_bytes;
-    if hot_bytes < os::page_size() {
+    if hot_bytes < mem::page_size() {
         // SAFETY: forwarded from the caller.
         unsafe { purge_cold(slot, class, hot_bytes) };
         return;
@@ -144,7 +144,7 @@ pub(crate) unsafe fn before_pool(slot: &mut StackSlot, class: SizeClass) {
 pub(crate) unsafe fn release_all(slot: &mut StackSlot, class: SizeClass) {
     let start = slot.lo + guard::guard_size();
     // SAFETY: the slot's usable range is ours and unused, per the caller.
-    let _ = unsafe { os::purge(start as *mut u8, class.size(), PurgeAdvice::DontNeed) };
+    let _ = unsafe { mem::purge(start as *mut u8, class.size(), PurgeAdvice::DontNeed) };
     slot.maybe_cold_resident = false;
 }
 
@@ -180,12 +180,12 @@ mod tests {
     fn resident(slot: &StackSlot, class: SizeClass) -> usize {
         let start = slot.lo + guard::guard_size();
         // SAFETY: the slot lies in a registered slab; mincore only reads page tables.
-        unsafe { os::resident_pages(start as *mut u8, class.size()) }.unwrap()
+        unsafe { mem::resident_pages(start as *mut u8, class.size()) }.unwrap()
     }
 
     #[test]
     fn band_decides_whether_to_purge() {
-        let page = os::page_size();
+        let page = mem::page_size();
         let class = SizeClass::for_size(64 << 10).unwrap();
         let mut slab = Slab::reserve(class, NodeId::ZERO).unwrap();
         let mut slot = slab.carve(guard::mode().unwrap()).unwrap();

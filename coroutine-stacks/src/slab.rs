@@ -20,7 +20,7 @@
 
 use std::fmt;
 
-use tessera_span::os;
+use tessera_sys::mem;
 
 use crate::class::{MAX_STACK_SIZE, SizeClass};
 use crate::config::{self, GuardMode};
@@ -107,11 +107,11 @@ impl Slab {
     /// Reserves, binds and registers a new slab for `class` on `node`.
     pub(crate) fn reserve(class: SizeClass, node: NodeId) -> Result<Self, StackError> {
         let slot_size = slot_size(class);
-        let header = (SLAB_BYTES / slot_size * 8).next_multiple_of(os::page_size());
+        let header = (SLAB_BYTES / slot_size * 8).next_multiple_of(mem::page_size());
         let slots = (SLAB_BYTES - header) / slot_size;
         let len = header + slots * slot_size;
         debug_assert!(slots >= 4 && len <= SLAB_BYTES);
-        let ptr = os::reserve(len, registry::CHUNK).map_err(StackError::from_os)?;
+        let ptr = mem::reserve(len, registry::CHUNK).map_err(StackError::from_os)?;
         node::bind_slab(ptr.as_ptr(), len, node);
         let labels = ptr.as_ptr() as usize;
         let start = labels + header;
@@ -125,7 +125,7 @@ impl Slab {
         );
         let Some(id) = registered else {
             // SAFETY: the range was reserved above and nothing has been handed out from it.
-            unsafe { os::release(ptr.as_ptr(), len) };
+            unsafe { mem::release(ptr.as_ptr(), len) };
             return Err(StackError::RegistryFull);
         };
         stats::slab_reserved(len);

@@ -11,7 +11,7 @@
 use std::mem::ManuallyDrop;
 use std::ops::Range;
 
-use tessera_span::os;
+use tessera_sys::mem;
 
 use crate::cache;
 use crate::class::SizeClass;
@@ -115,8 +115,8 @@ impl PooledStack {
         let start = self.guard().end;
         // SAFETY: the usable range lies in a registered slab, which is never unmapped; mincore
         // only reads the page tables.
-        let pages = unsafe { os::resident_pages(start as *mut u8, self.class.size()) };
-        pages.unwrap_or(0) * os::page_size()
+        let pages = unsafe { mem::resident_pages(start as *mut u8, self.class.size()) };
+        pages.unwrap_or(0) * mem::page_size()
     }
 }
 

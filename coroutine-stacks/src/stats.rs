@@ -9,7 +9,7 @@
 
 use std::sync::atomic::{AtomicIsize, AtomicUsize, Ordering};
 
-use tessera_span::os;
+use tessera_sys::mem;
 
 use crate::config::GuardMode;
 use crate::guard;
@@ -82,12 +82,12 @@ pub(crate) fn returned(stripe: usize) {
 
 /// Takes a snapshot; walks every slab with `mincore`, so it costs a syscall per 2 MiB.
 pub fn stats() -> StackStats {
-    let page = os::page_size();
+    let page = mem::page_size();
     let resident_pages: usize = registry::slabs()
         .map(|s| {
             // SAFETY: registered slabs are never unmapped and are page-aligned, so the range
             // is mapped for the duration of the call; `mincore` only reads page tables.
-            unsafe { os::resident_pages(s.start as *mut u8, s.len) }.unwrap_or(0)
+            unsafe { mem::resident_pages(s.start as *mut u8, s.len) }.unwrap_or(0)
         })
         .sum();
     let slabs = SLABS.load(Ordering::Relaxed);

@@ -219,7 +219,7 @@ fn a_32_kib_frame_faults_in_the_guard_instead_of_writing_into_the_neighbour() {
 #[cfg(target_arch = "x86_64")]
 #[test]
 fn with_a_one_page_guard_the_same_frame_writes_into_the_neighbour() {
-    if tessera_span::os::page_size() != PAGE {
+    if tessera_sys::mem::page_size() != PAGE {
         return; // a 4 KiB setting rounds up to a larger page, which the frame may not jump
     }
     let out = run_child("child", "big-frame", &[("TESSERA_STACK_GUARD_KB", "4")]);
@@ -253,7 +253,7 @@ fn the_setting_sets_the_width_and_a_reused_stack_keeps_all_of_it() {
             256,
         ),
     ];
-    let page = tessera_span::os::page_size();
+    let page = tessera_sys::mem::page_size();
     for (env, kib) in cases {
         let width = (kib << 10).next_multiple_of(page);
         let out = run_child("child", "far-end", env);

@@ -19,7 +19,7 @@ fn hundred_thousand_parked_coroutines_fit_in_the_map_count() {
         return;
     }
     let vmas_before = tessera_stacks::process_vma_count().unwrap();
-    let page = tessera_span::os::page_size();
+    let page = tessera_sys::mem::page_size();
 
     // Each coroutine starts, writes a little on its stack, and parks at `suspend`.
     let mut parked: Vec<Coroutine<(), usize, usize, PooledStack>> = Vec::with_capacity(STACKS);

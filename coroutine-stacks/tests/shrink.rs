@@ -28,7 +28,7 @@ fn hot_bytes() -> usize {
         .ok()
         .and_then(|v| v.trim().parse::<usize>().ok())
         .unwrap_or(8);
-    (kib << 10).next_multiple_of(tessera_span::os::page_size())
+    (kib << 10).next_multiple_of(tessera_sys::mem::page_size())
 }
 
 #[test]

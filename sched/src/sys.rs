@@ -10,13 +10,13 @@ use crate::shim::AtomicU32;
 /// Blocks while `*word == expected`, at most `timeout`. May return spuriously.
 #[cfg(not(tessera_loom))]
 pub(crate) fn futex_wait(word: &AtomicU32, expected: u32, timeout: Option<Duration>) {
-    tessera_span::futex::wait(word, expected, timeout);
+    tessera_sys::futex::wait(word, expected, timeout);
 }
 
 /// Wakes up to `n` threads blocked in `futex_wait` on `word`.
 #[cfg(not(tessera_loom))]
 pub(crate) fn futex_wake(word: &AtomicU32, n: i32) {
-    tessera_span::futex::wake(word, n);
+    tessera_sys::futex::wake(word, n);
 }
 
 // Under loom an untimed futex wait really blocks: every word shares one model-wide mutex and

@@ -15,7 +15,9 @@
 use core::ptr::NonNull;
 use core::sync::atomic::{AtomicU8, AtomicU32, Ordering};
 
-use crate::os;
+use tessera_sys::error::OsError;
+use tessera_sys::mem;
+
 use crate::span::Span;
 
 /// log2 of the page heap's page (8 KiB, Go's `_PageShift`).
@@ -80,8 +82,8 @@ impl Arena {
     pub(crate) fn reserve(
         node: u32,
         advise: impl FnOnce(*mut u8),
-    ) -> Result<NonNull<Arena>, os::OsError> {
-        let base = os::reserve(ARENA_SIZE, ARENA_SIZE)?;
+    ) -> Result<NonNull<Arena>, OsError> {
+        let base = mem::reserve(ARENA_SIZE, ARENA_SIZE)?;
         crate::placement::bind(base.as_ptr(), ARENA_SIZE, node);
         advise(base.as_ptr());
         let arena = base.cast::<Arena>();

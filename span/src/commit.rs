@@ -19,7 +19,7 @@
 use core::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 use core::time::Duration;
 
-use crate::futex;
+use tessera_sys::futex;
 
 /// No limit.
 pub const UNLIMITED: usize = usize::MAX;

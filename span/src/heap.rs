@@ -33,10 +33,13 @@
 use core::ptr::{self, NonNull};
 use core::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
 
+use tessera_sys::clock;
+use tessera_sys::error::OsError;
+use tessera_sys::lock::{Locked, RawLock};
+use tessera_sys::mem::{self, PurgeAdvice};
+
 use crate::arena::{self, ARENA_PAGES, ARENA_SIZE, Arena, HEADER_PAGES, PAGE_SHIFT, PAGE_SIZE};
 use crate::commit;
-use crate::lock::Locked;
-use crate::os::{self, PurgeAdvice};
 use crate::span::{FLAG_DIRTY, FLAG_ZEROED, Span, SpanKind};
 use crate::thp;
 
@@ -428,15 +431,15 @@ impl PageHeap {
     /// One decay step: returns to the OS the dirty bytes beyond what the decay curve lets
     /// stay now, oldest first. The background purger calls this once per epoch.
     pub fn purge_step(&self) -> PurgeOutcome {
-        self.run_purge(Goal::Decay, os::now_ms())
+        self.run_purge(Goal::Decay, clock::coarse_now_ms())
     }
 
     /// Returns every dirty page to the OS (a limit was reached, or the program asked).
     pub fn purge_all(&self) -> PurgeOutcome {
-        self.run_purge(Goal::All, os::now_ms())
+        self.run_purge(Goal::All, clock::coarse_now_ms())
     }
 
-    /// A purge step for `goal` as of `now` (milliseconds of `os::now_ms`).
+    /// A purge step for `goal` as of `now` (milliseconds of `clock::coarse_now_ms`).
     fn run_purge(&self, goal: Goal, now: u64) -> PurgeOutcome {
         let advice = purge_advice();
         let mut outcome = PurgeOutcome::default();
@@ -463,7 +466,7 @@ impl PageHeap {
                 // live data; it lies in one of our arenas.
                 let s = unsafe { &*flight.run };
                 // SAFETY: as above.
-                *done = unsafe { os::purge(s.base(), s.bytes(), advice) }.is_ok();
+                *done = unsafe { mem::purge(s.base(), s.bytes(), advice) }.is_ok();
             }
             let mut heap = self.inner.lock();
             for (flight, done) in batch[..taken].iter().zip(ok) {
@@ -504,8 +507,8 @@ impl PageHeap {
         let mut arena = heap.arenas;
         while !arena.is_null() {
             // SAFETY: arenas are mapped for the life of the process.
-            let pages = unsafe { os::resident_pages(arena.cast(), ARENA_SIZE) }.unwrap_or(0);
-            bytes += pages * os::page_size();
+            let pages = unsafe { mem::resident_pages(arena.cast(), ARENA_SIZE) }.unwrap_or(0);
+            bytes += pages * mem::page_size();
             // SAFETY: as above; `next` is written once, under the lock we hold.
             arena = unsafe { (*arena).next };
         }
@@ -544,7 +547,7 @@ impl PageHeap {
                 count += 1;
             }
         });
-        let now = os::now_ms();
+        let now = clock::coarse_now_ms();
         for &run in &stranded[..count] {
             // SAFETY: as above.
             let bytes = unsafe { (*run).bytes() };
@@ -557,7 +560,7 @@ impl PageHeap {
     }
 
     /// The heap's lock, for the fork handlers.
-    pub fn raw_lock(&self) -> &crate::lock::RawLock {
+    pub fn raw_lock(&self) -> &RawLock {
         self.inner.raw()
     }
 
@@ -680,7 +683,7 @@ impl Inner {
     }
 
     /// Reserves one more arena and files its usable pages as one clean run.
-    fn grow(&mut self) -> Result<(), os::OsError> {
+    fn grow(&mut self) -> Result<(), OsError> {
         let advice = thp::arena_advice(self.node, self.stats.arenas == 0);
         let system_always = thp::system_always();
         let mut huge_pages = system_always;
@@ -688,7 +691,7 @@ impl Inner {
             if let Some((huge, lean)) = advice {
                 // SAFETY: the range lies in the arena, a fresh mapping of ours.
                 let advised =
-                    unsafe { os::advise_huge_pages(base.add(lean), ARENA_SIZE - lean, huge) };
+                    unsafe { mem::advise_huge_pages(base.add(lean), ARENA_SIZE - lean, huge) };
                 huge_pages = advised.map_or(system_always, |()| huge);
             }
         })?
@@ -815,7 +818,7 @@ impl Inner {
         self.stats.in_use -= bytes;
         self.stats.free += bytes;
         self.stats.dirty += bytes;
-        let now = os::now_ms();
+        let now = clock::coarse_now_ms();
         let freed_at = if fresh {
             self.decay.note(bytes, now);
             now
@@ -909,7 +912,7 @@ impl Inner {
         }
         decay != u64::MAX
             && !BACKGROUND.load(Ordering::Relaxed)
-            && os::now_ms() >= self.next_step_ms
+            && clock::coarse_now_ms() >= self.next_step_ms
     }
 
     /// Takes up to `PURGE_BATCH` dirty runs (or parts of runs) for `goal` off the lists,
@@ -1429,7 +1432,7 @@ mod tests {
             assert!(heap.stats().dirty >= 16 * PAGE_SIZE);
             heap.purge(true);
             assert_eq!(heap.stats().dirty, 0);
-            assert_eq!(os::resident_pages(base, 16 * PAGE_SIZE).unwrap(), 0);
+            assert_eq!(mem::resident_pages(base, 16 * PAGE_SIZE).unwrap(), 0);
             let again = heap.alloc(16, SpanKind::Large).unwrap();
             assert!(again.zeroed);
             assert_eq!(*again.span.as_ref().base(), 0);
@@ -1490,11 +1493,11 @@ mod tests {
         unsafe {
             let base = a.span.as_ref().base();
             assert_eq!(
-                os::resident_pages(base, 32 * PAGE_SIZE).unwrap() * os::page_size(),
+                mem::resident_pages(base, 32 * PAGE_SIZE).unwrap() * mem::page_size(),
                 32 * PAGE_SIZE
             );
             assert_eq!(
-                os::resident_pages(base.add(32 * PAGE_SIZE), 32 * PAGE_SIZE).unwrap(),
+                mem::resident_pages(base.add(32 * PAGE_SIZE), 32 * PAGE_SIZE).unwrap(),
                 0
             );
         }
@@ -1558,7 +1561,7 @@ mod tests {
         let taken = heap
             .inner
             .lock()
-            .take_for_purge(Goal::All, os::now_ms(), &mut batch);
+            .take_for_purge(Goal::All, clock::coarse_now_ms(), &mut batch);
         assert_eq!(taken, 1);
         assert_eq!(heap.stats().purging, dirty);
         heap.check();

@@ -8,10 +8,11 @@
 
 use core::ptr::{self, NonNull};
 
+use tessera_sys::lock::{Locked, RawLock};
+use tessera_sys::mem;
+
 use crate::HUGE_PAGE_BYTES;
 use crate::commit;
-use crate::lock::Locked;
-use crate::os;
 
 #[derive(Clone, Copy)]
 struct Entry {
@@ -105,13 +106,13 @@ impl Table {
     fn rehash(&mut self) -> bool {
         let capacity = ((self.live + 1) * 2)
             .next_power_of_two()
-            .max(os::page_size() / 16);
+            .max(mem::page_size() / 16);
         let bytes = capacity * core::mem::size_of::<Entry>();
-        let Ok(fresh) = os::reserve(bytes.next_multiple_of(os::page_size()), os::page_size())
+        let Ok(fresh) = mem::reserve(bytes.next_multiple_of(mem::page_size()), mem::page_size())
         else {
             return false;
         };
-        commit::commit(bytes.next_multiple_of(os::page_size()));
+        commit::commit(bytes.next_multiple_of(mem::page_size()));
         let old = (self.entries, self.capacity);
         self.entries = fresh.as_ptr().cast();
         self.capacity = capacity;
@@ -128,8 +129,8 @@ impl Table {
         if !old.0.is_null() {
             let old_bytes = old.1 * core::mem::size_of::<Entry>();
             // SAFETY: the old table was mapped by a previous rehash and is no longer used.
-            unsafe { os::release(old.0.cast(), old_bytes.next_multiple_of(os::page_size())) };
-            commit::uncommit(old_bytes.next_multiple_of(os::page_size()));
+            unsafe { mem::release(old.0.cast(), old_bytes.next_multiple_of(mem::page_size())) };
+            commit::uncommit(old_bytes.next_multiple_of(mem::page_size()));
         }
         true
     }
@@ -148,7 +149,7 @@ fn round_len(size: usize, granule: usize) -> Option<usize> {
 fn block_granule(advice: Option<bool>, size: usize) -> usize {
     match advice {
         Some(true) if size >= HUGE_PAGE_BYTES => HUGE_PAGE_BYTES,
-        _ => os::page_size(),
+        _ => mem::page_size(),
     }
 }
 
@@ -162,14 +163,14 @@ pub fn alloc(size: usize, align: usize, node: u32) -> Option<NonNull<u8>> {
     if !commit::try_commit(len) {
         return None;
     }
-    let Ok(p) = os::reserve(len, align.max(granule)) else {
+    let Ok(p) = mem::reserve(len, align.max(granule)) else {
         commit::uncommit(len);
         return None;
     };
     crate::placement::bind(p.as_ptr(), len, node);
     if let Some(huge) = advice {
         // SAFETY: a fresh mapping of ours; advice only (a refusal changes nothing).
-        let _ = unsafe { os::advise_huge_pages(p.as_ptr(), len, huge) };
+        let _ = unsafe { mem::advise_huge_pages(p.as_ptr(), len, huge) };
     }
     let mut table = REGISTRY.lock();
     if table.insert(p.as_ptr() as usize, len) {
@@ -177,7 +178,7 @@ pub fn alloc(size: usize, align: usize, node: u32) -> Option<NonNull<u8>> {
     } else {
         drop(table);
         // SAFETY: the mapping was made above and never handed out.
-        unsafe { os::release(p.as_ptr(), len) };
+        unsafe { mem::release(p.as_ptr(), len) };
         commit::uncommit(len);
         None
     }
@@ -205,7 +206,7 @@ pub unsafe fn free(ptr: *mut u8) -> bool {
         unsafe { table.remove_at(i) }
     };
     // SAFETY: the entry described a whole mapping of ours, now unregistered.
-    unsafe { os::release(entry.addr as *mut u8, entry.len) };
+    unsafe { mem::release(entry.addr as *mut u8, entry.len) };
     commit::uncommit(entry.len);
     true
 }
@@ -222,7 +223,7 @@ pub unsafe fn realloc(ptr: *mut u8, size: usize) -> Option<NonNull<u8>> {
     let granule = if (ptr as usize).is_multiple_of(HUGE_PAGE_BYTES) && size >= HUGE_PAGE_BYTES {
         HUGE_PAGE_BYTES
     } else {
-        os::page_size()
+        mem::page_size()
     };
     let new_len = round_len(size, granule)?;
     let mut table = REGISTRY.lock();
@@ -236,7 +237,7 @@ pub unsafe fn realloc(ptr: *mut u8, size: usize) -> Option<NonNull<u8>> {
         return None;
     }
     // SAFETY: the registry says `ptr..ptr+old_len` is one whole mapping of ours.
-    let Ok(moved) = (unsafe { os::remap_aligned(ptr, old_len, new_len, granule) }) else {
+    let Ok(moved) = (unsafe { mem::remap_aligned(ptr, old_len, new_len, granule) }) else {
         if new_len > old_len {
             commit::uncommit(new_len - old_len);
         }
@@ -251,7 +252,7 @@ pub unsafe fn realloc(ptr: *mut u8, size: usize) -> Option<NonNull<u8>> {
         // Out of memory for the registry: hand the caller nothing and keep no orphan.
         drop(table);
         // SAFETY: the new mapping is ours and unregistered.
-        unsafe { os::release(moved.as_ptr(), new_len) };
+        unsafe { mem::release(moved.as_ptr(), new_len) };
         commit::uncommit(new_len);
         return None;
     }
@@ -267,7 +268,7 @@ pub fn stats() -> (usize, usize) {
 /// Bytes mapped for the registry itself (bookkeeping, not blocks).
 pub fn registry_bytes() -> usize {
     let table = REGISTRY.lock();
-    (table.capacity * core::mem::size_of::<Entry>()).next_multiple_of(os::page_size())
+    (table.capacity * core::mem::size_of::<Entry>()).next_multiple_of(mem::page_size())
 }
 
 /// Resident bytes of all huge blocks, measured with `mincore`.
@@ -279,15 +280,15 @@ pub fn resident() -> usize {
         let e = unsafe { *table.entries.add(i) };
         if e.addr > TOMBSTONE {
             // SAFETY: a registered mapping, alive while we hold the lock.
-            bytes += unsafe { os::resident_pages(e.addr as *mut u8, e.len) }.unwrap_or(0)
-                * os::page_size();
+            bytes += unsafe { mem::resident_pages(e.addr as *mut u8, e.len) }.unwrap_or(0)
+                * mem::page_size();
         }
     }
     bytes
 }
 
 /// The registry lock, for the fork handlers.
-pub fn raw_lock() -> &'static crate::lock::RawLock {
+pub fn raw_lock() -> &'static RawLock {
     REGISTRY.raw()
 }
 

@@ -1,23 +1,18 @@
-//! OS memory, aligned arenas, the page heap of spans and the page map behind Tessera
-//! (DESIGN.md, "The allocation path", steps 4–5, and `free` step 1).
+//! Aligned arenas, the page heap of spans and the page map behind Tessera (DESIGN.md, "The
+//! allocation path", steps 4–5, and `free` step 1). The OS calls under it (mapping, advice,
+//! the futex lock, the clock) are `tessera-sys`'s.
 //!
-//! - [`os`]: reserve, purge, release, remap, protect, guard regions; the page size at run time.
 //! - [`arena`]: 64 MiB aligned arenas whose headers hold the page map and span records.
 //! - [`heap`]: the page heap of 8 KiB pages, coalescing, purging on a decay curve.
 //! - [`commit`]: the memory Tessera holds from the OS, its limits, the purger's wake-ups.
 //! - [`huge`]: dedicated mappings for huge blocks, resized with `mremap`.
 //! - [`placement`]: NUMA binding of fresh arenas and huge mappings.
 //! - [`thp`]: which arenas and huge blocks get transparent huge pages.
-//! - [`lock`]: the futex lock every layer uses, since the allocator may not use std's.
-//! - [`futex`]: the wait/wake primitive under every lock and parker.
 
 pub mod arena;
 pub mod commit;
-pub mod futex;
 pub mod heap;
 pub mod huge;
-pub mod lock;
-pub mod os;
 pub mod placement;
 pub mod span;
 pub mod thp;

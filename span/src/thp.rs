@@ -12,8 +12,9 @@
 
 use core::sync::atomic::{AtomicU8, Ordering};
 
+use tessera_sys::fs;
+
 use crate::arena::ARENA_SIZE;
-use crate::os;
 
 /// Transparent huge pages for arenas and huge blocks: `TESSERA_THP`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -102,7 +103,7 @@ pub(crate) fn huge_block_advice(node: u32) -> Option<bool> {
 /// Whether `node` has [`GATE_FREE_BYTES`] free in blocks of 2 MiB or more.
 fn huge_blocks_abound(node: u32) -> bool {
     let mut buf = [0u8; 1024];
-    let text = os::read_small_file(c"/proc/buddyinfo", &mut buf);
+    let text = fs::read_small_file(c"/proc/buddyinfo", &mut buf);
     free_huge_bytes(text, node) >= GATE_FREE_BYTES
 }
 

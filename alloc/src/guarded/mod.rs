@@ -45,8 +45,10 @@ use core::cell::UnsafeCell;
 use core::ptr;
 use core::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
 
-use tessera_span::lock::{Locked, RawLock};
-use tessera_span::os::{self, Protection, PurgeAdvice};
+use tessera_sys::error::OsError;
+use tessera_sys::lock::{Locked, RawLock};
+use tessera_sys::mem::{self, Protection, PurgeAdvice};
+use tessera_sys::{random, thread};
 
 use crate::cache::Cache;
 use crate::size_class::MAX_SMALL;
@@ -167,41 +169,41 @@ pub(crate) fn raw_lock() -> &'static RawLock {
 
 /// Bytes a slot holds: the largest small class, in whole pages.
 fn slot_bytes() -> usize {
-    MAX_SMALL.next_multiple_of(os::page_size())
+    MAX_SMALL.next_multiple_of(mem::page_size())
 }
 
 /// Distance between slots: the slot and its guard page.
 fn stride() -> usize {
-    slot_bytes() + os::page_size()
+    slot_bytes() + mem::page_size()
 }
 
 /// First byte of slot `i`.
 fn slot_base(i: usize) -> usize {
-    BASE.load(Ordering::Relaxed) + os::page_size() + i * stride()
+    BASE.load(Ordering::Relaxed) + mem::page_size() + i * stride()
 }
 
 /// Turns sampling on at rate `rate` (called once, from `config::load`, before any cache
 /// exists): reserves the pool, closes it and installs the fault handler. Stays off if the
 /// pool cannot be reserved.
 pub(crate) fn enable(rate: usize) {
-    let page = os::page_size();
+    let page = mem::page_size();
     let len = page + SLOTS * stride();
-    let Ok(base) = os::reserve(len, page) else {
+    let Ok(base) = mem::reserve(len, page) else {
         return;
     };
     let base = base.as_ptr();
-    let guard_regions = os::has_guard_regions();
+    let guard_regions = mem::has_guard_regions();
     // SAFETY: the whole fresh mapping is ours and unused.
     let closed = unsafe {
         if guard_regions {
-            os::guard_install(base, len)
+            mem::guard_install(base, len)
         } else {
-            os::protect(base, len, Protection::None)
+            mem::protect(base, len, Protection::None)
         }
     };
     if closed.is_err() {
         // SAFETY: the mapping was never handed out.
-        unsafe { os::release(base, len) };
+        unsafe { mem::release(base, len) };
         return;
     }
     GUARD_REGIONS.store(guard_regions as u8, Ordering::Relaxed);
@@ -231,7 +233,7 @@ pub(crate) fn next_interval() -> i64 {
     if rate <= 1 {
         return 0;
     }
-    (os::random_u64() % (2 * rate - 1)).min(i64::MAX as u64) as i64
+    (random::random_u64() % (2 * rate - 1)).min(i64::MAX as u64) as i64
 }
 
 /// Called with sampling on when `cache`'s bin for a request of `size` bytes at `align` is
@@ -256,7 +258,7 @@ pub(crate) fn count_refill(cache: &mut Cache, class: usize) {
 }
 
 fn alloc(size: usize, align: usize) -> *mut u8 {
-    let page = os::page_size();
+    let page = mem::page_size();
     let usable = size.max(1).next_multiple_of(align);
     if align > page || usable > slot_bytes() {
         return ptr::null_mut();
@@ -281,7 +283,7 @@ fn alloc(size: usize, align: usize) -> *mut u8 {
         start,
         size,
         usable,
-        alloc_tid: os::thread_id(),
+        alloc_tid: thread::gettid() as u32,
         ..Block::EMPTY
     };
     block.alloc.capture(&CAPTURING);
@@ -294,7 +296,7 @@ fn alloc(size: usize, align: usize) -> *mut u8 {
 /// The slot `addr` (inside the pool) belongs to: the slot whose pages or trailing guard hold
 /// it (the guard before the first slot counts as the first slot's).
 fn slot_index(addr: usize) -> usize {
-    let rel = addr.saturating_sub(BASE.load(Ordering::Relaxed) + os::page_size());
+    let rel = addr.saturating_sub(BASE.load(Ordering::Relaxed) + mem::page_size());
     (rel / stride()).min(SLOTS - 1)
 }
 
@@ -323,7 +325,7 @@ pub(crate) unsafe fn free(ptr: *mut u8) {
     if block.start != addr {
         fault::report_and_abort("free of a pointer into a guarded block", addr, i, None);
     }
-    block.free_tid = os::thread_id();
+    block.free_tid = thread::gettid() as u32;
     block.free.capture(&CAPTURING);
     let base = slot_base(i);
     // SAFETY: the slot's pages, now free; nothing may use them (the caller's contract).
@@ -349,13 +351,13 @@ pub(crate) fn usable_size(addr: usize) -> Option<usize> {
 ///
 /// # Safety
 /// Whole pages of a slot this thread holds.
-unsafe fn open_pages(at: usize, len: usize) -> Result<(), os::OsError> {
+unsafe fn open_pages(at: usize, len: usize) -> Result<(), OsError> {
     // SAFETY: forwarded contract; the pages are inside our pool mapping.
     unsafe {
         if GUARD_REGIONS.load(Ordering::Relaxed) != 0 {
-            os::guard_remove(at as *mut u8, len)
+            mem::guard_remove(at as *mut u8, len)
         } else {
-            os::protect(at as *mut u8, len, Protection::ReadWrite)
+            mem::protect(at as *mut u8, len, Protection::ReadWrite)
         }
     }
 }
@@ -364,15 +366,15 @@ unsafe fn open_pages(at: usize, len: usize) -> Result<(), os::OsError> {
 ///
 /// # Safety
 /// Whole pages of a slot this thread holds, with nothing live in them.
-unsafe fn close_pages(at: usize, len: usize) -> Result<(), os::OsError> {
+unsafe fn close_pages(at: usize, len: usize) -> Result<(), OsError> {
     let at = at as *mut u8;
     // SAFETY: forwarded contract; the pages are inside our pool mapping.
     unsafe {
-        os::purge(at, len, PurgeAdvice::DontNeed)?;
+        mem::purge(at, len, PurgeAdvice::DontNeed)?;
         if GUARD_REGIONS.load(Ordering::Relaxed) != 0 {
-            os::guard_install(at, len)
+            mem::guard_install(at, len)
         } else {
-            os::protect(at, len, Protection::None)
+            mem::protect(at, len, Protection::None)
         }
     }
 }

@@ -31,9 +31,10 @@ pub use errors::{
     RecvError, RecvTimeoutError, SendError, SendTimeoutError, TryRecvError, TrySendError,
 };
 
+use tessera_sys::lock::RawLock;
+
 use crate::coroutine::WaitReason;
 use crate::wait::{Claimed, TIMEOUT, Token};
-use tessera_span::lock::RawLock;
 use waitq::WaitQueue;
 pub(crate) use waitq::Waiter;
 

@@ -193,6 +193,7 @@ impl<T> Drop for Guard<'_, T> {
 mod tests {
     use super::*;
     use std::sync::Arc;
+    use std::vec::Vec;
 
     #[test]
     fn counts_under_contention() {

@@ -6,6 +6,9 @@ use core::time::Duration;
 
 /// Blocks while `*word == expected`, for at most `timeout` (forever with `None`). May return
 /// early or spuriously: callers re-check their condition in a loop.
+///
+/// Errors are not reported, since every one means "look at the word again": `EAGAIN` (the
+/// word did not hold `expected`), `EINTR` (a signal), `ETIMEDOUT`.
 pub fn wait(word: &AtomicU32, expected: u32, timeout: Option<Duration>) {
     let ts = timeout.map(|d| libc::timespec {
         tv_sec: d.as_secs().min(i64::MAX as u64) as libc::time_t,
@@ -27,7 +30,8 @@ pub fn wait(word: &AtomicU32, expected: u32, timeout: Option<Duration>) {
     }
 }
 
-/// Wakes up to `n` threads blocked in `wait` on `word`.
+/// Wakes up to `n` threads blocked in `wait` on `word`. Cannot fail on a valid word (the
+/// kernel's `EFAULT`/`EINVAL` are ruled out by the reference), so nothing is returned.
 pub fn wake(word: &AtomicU32, n: i32) {
     // SAFETY: FUTEX_WAKE uses the word's address as a key and touches no memory.
     unsafe {
@@ -45,6 +49,7 @@ mod tests {
     use super::*;
     use core::sync::atomic::Ordering;
     use std::sync::Arc;
+    use std::thread;
 
     #[test]
     fn wait_returns_when_the_word_differs_or_times_out() {
@@ -58,7 +63,7 @@ mod tests {
         let word = Arc::new(AtomicU32::new(0));
         let waiter = {
             let word = Arc::clone(&word);
-            std::thread::spawn(move || {
+            thread::spawn(move || {
                 while word.load(Ordering::Acquire) == 0 {
                     wait(&word, 0, None);
                 }

@@ -1,6 +1,6 @@
-//! The OS layer: every `mmap`, `madvise`, `mprotect` and `mremap` Tessera makes goes
-//! through this file, so the page heap above it reads as plain Rust and the stacks crate
-//! gets its memory from the same place (DESIGN.md, "Layout").
+//! Memory mapping and advice: every `mmap`, `madvise`, `mprotect`, `mremap` and `mincore`
+//! Tessera makes goes through this file, so the page heap above it reads as plain Rust and
+//! the stacks crate gets its memory from the same place (DESIGN.md, "Layout").
 //!
 //! Linux commits anonymous memory on first touch. `reserve` therefore maps address space
 //! readable and writable with `MAP_NORESERVE`: nothing is charged or resident until a page
@@ -8,35 +8,17 @@
 //! (`MADV_DONTNEED` drops them at once and they read as zero afterwards; `MADV_FREE` lets the
 //! kernel take them lazily and keeps old contents until it does).
 //!
+//! Errors: every fallible call returns the kernel's `errno` as an [`OsError`]. The one that
+//! matters to callers is `ENOMEM` ([`OsError::is_out_of_memory`]): no memory, or no more
+//! mappings (`vm.max_map_count`), which the allocator turns into a null return. `EINVAL`
+//! means a bad range or a kernel without the advice asked for; the wrappers document which.
+//!
 //! Nothing here allocates, formats or panics: the allocator's slow path calls it.
 
-use core::fmt;
 use core::ptr::NonNull;
 use core::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
 
-/// An OS call failed; carries `errno`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct OsError(pub i32);
-
-impl OsError {
-    fn last() -> Self {
-        // SAFETY: `__errno_location` returns the calling thread's errno slot, always valid.
-        Self(unsafe { *libc::__errno_location() })
-    }
-
-    /// True when the kernel refused for lack of memory or of mappings (`vm.max_map_count`).
-    pub fn is_out_of_memory(self) -> bool {
-        self.0 == libc::ENOMEM
-    }
-}
-
-impl fmt::Display for OsError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "OS error {}", self.0)
-    }
-}
-
-impl core::error::Error for OsError {}
+use crate::error::OsError;
 
 /// How `purge` hands pages back.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -49,7 +31,9 @@ pub enum PurgeAdvice {
 
 static PAGE_SIZE: AtomicUsize = AtomicUsize::new(0);
 
-/// The OS page size, read once at run time with `sysconf`.
+/// The OS page size, read once at run time with `sysconf` (which, for `_SC_PAGESIZE`,
+/// returns the value the kernel passed in the auxiliary vector, without allocating). Never
+/// fails: a value that is not a positive power of two (which no Linux reports) reads as 4096.
 #[inline]
 pub fn page_size() -> usize {
     let cached = PAGE_SIZE.load(Ordering::Relaxed);
@@ -58,13 +42,20 @@ pub fn page_size() -> usize {
     }
     // SAFETY: sysconf has no preconditions.
     let read = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
-    let size = if read > 0 { read as usize } else { 4096 };
+    let size = if read > 0 && (read as usize).is_power_of_two() {
+        read as usize
+    } else {
+        4096
+    };
     PAGE_SIZE.store(size, Ordering::Relaxed);
     size
 }
 
 /// Reserves `len` bytes aligned to `align` (a power of two, at least the OS page size).
 /// The range is readable and writable and committed by the kernel on first touch.
+///
+/// Errors: `ENOMEM` when the address space or the mapping count (`vm.max_map_count`) is
+/// exhausted, or when `len + align` overflows.
 pub fn reserve(len: usize, align: usize) -> Result<NonNull<u8>, OsError> {
     debug_assert!(align.is_power_of_two() && align >= page_size());
     debug_assert!(len.is_multiple_of(page_size()));
@@ -74,7 +65,9 @@ pub fn reserve(len: usize, align: usize) -> Result<NonNull<u8>, OsError> {
         return map(len, prot, flags);
     }
     // Over-reserve by the alignment, then give back the unaligned head and the tail.
-    let total = len.checked_add(align).ok_or(OsError(libc::ENOMEM))?;
+    let total = len
+        .checked_add(align)
+        .ok_or(OsError(crate::error::ENOMEM))?;
     let raw = map(total, prot, flags)?.as_ptr() as usize;
     let start = (raw + align - 1) & !(align - 1);
     let head = start - raw;
@@ -103,7 +96,9 @@ fn map(len: usize, prot: i32, flags: i32) -> Result<NonNull<u8>, OsError> {
     Ok(unsafe { NonNull::new_unchecked(p.cast()) })
 }
 
-/// Unmaps a range.
+/// Unmaps a range. Cannot fail on a range `reserve` returned (`munmap`'s only errors are a
+/// bad range, ruled out by the contract, and `ENOMEM` for splitting a mapping past the
+/// mapping limit, which leaves the range mapped: it is ignored, the memory stays reserved).
 ///
 /// # Safety
 /// The range must have come from `reserve`/`remap` and no live object may remain in it.
@@ -113,6 +108,9 @@ pub unsafe fn release(ptr: *mut u8, len: usize) {
 }
 
 /// Returns the physical pages behind a range to the OS; the address space stays reserved.
+///
+/// Errors: `EINVAL` when `MADV_FREE` is unknown to the kernel (before Linux 4.5) or the range
+/// is not page-aligned; `ENOMEM` when part of it is not mapped. The pages stay resident then.
 ///
 /// # Safety
 /// The range must lie inside a mapping of ours and hold no live data.
@@ -133,6 +131,9 @@ pub unsafe fn purge(ptr: *mut u8, len: usize, advice: PurgeAdvice) -> Result<(),
 /// Asks for transparent huge pages on a range (`MADV_HUGEPAGE`), or for none
 /// (`MADV_NOHUGEPAGE`, which also overrides a system-wide `always`).
 ///
+/// Errors: `EINVAL` on a kernel built without transparent huge pages; the advice is only a
+/// hint, so callers may ignore it.
+///
 /// # Safety
 /// The range must lie inside a mapping of ours.
 pub unsafe fn advise_huge_pages(ptr: *mut u8, len: usize, huge: bool) -> Result<(), OsError> {
@@ -151,6 +152,9 @@ pub unsafe fn advise_huge_pages(ptr: *mut u8, len: usize, huge: bool) -> Result<
 
 /// Grows or shrinks a dedicated mapping, letting the kernel move it (no copy of the pages).
 ///
+/// Errors: `ENOMEM` when no room or no mapping is left (the old mapping is then untouched);
+/// `EFAULT`/`EINVAL` for a range that is not one whole mapping (ruled out by the contract).
+///
 /// # Safety
 /// `ptr..ptr+old_len` must be a whole mapping of ours; on success the old range is gone.
 pub unsafe fn remap(ptr: *mut u8, old_len: usize, new_len: usize) -> Result<NonNull<u8>, OsError> {
@@ -166,6 +170,8 @@ pub unsafe fn remap(ptr: *mut u8, old_len: usize, new_len: usize) -> Result<NonN
 /// As [`remap`], but a grown mapping that has to move goes to an `align`-aligned address
 /// (the kernel's own choice would be page aligned only: a huge-page block moved there
 /// keeps no 2 MiB page whole and takes its new tail in 4 KiB faults).
+///
+/// Errors: as [`remap`] and [`reserve`]; on any error the old mapping is untouched.
 ///
 /// # Safety
 /// As [`remap`].
@@ -218,6 +224,9 @@ pub enum Protection {
 
 /// Changes the protection of a range (splits the VMA: each distinct run costs one).
 ///
+/// Errors: `ENOMEM` when the split would pass `vm.max_map_count` (or part of the range is
+/// not mapped); the protection is unchanged then.
+///
 /// # Safety
 /// The range must lie inside a mapping of ours; with `Protection::None` nothing may use it.
 pub unsafe fn protect(ptr: *mut u8, len: usize, prot: Protection) -> Result<(), OsError> {
@@ -244,7 +253,9 @@ const GUARD_YES: u8 = 1;
 const GUARD_NO: u8 = 2;
 static GUARD_SUPPORT: AtomicU8 = AtomicU8::new(GUARD_UNKNOWN);
 
-/// Whether the kernel supports `MADV_GUARD_INSTALL`; probed once on a scratch mapping.
+/// Whether the kernel supports `MADV_GUARD_INSTALL`; probed once on a scratch mapping. Any
+/// failure of the probe (`EINVAL` before Linux 6.13, no memory for the scratch page) reads as
+/// "no".
 pub fn has_guard_regions() -> bool {
     match GUARD_SUPPORT.load(Ordering::Relaxed) {
         GUARD_YES => true,
@@ -272,6 +283,9 @@ pub fn has_guard_regions() -> bool {
 
 /// Installs a guard region (`MADV_GUARD_INSTALL`): any access faults, no VMA is added.
 ///
+/// Errors: `EINVAL` before Linux 6.13 (see [`has_guard_regions`]) or on a mapping that is not
+/// private and anonymous; `ENOMEM` when the page tables cannot be allocated.
+///
 /// # Safety
 /// The range must be page-aligned, inside a private anonymous mapping of ours, and unused.
 pub unsafe fn guard_install(ptr: *mut u8, len: usize) -> Result<(), OsError> {
@@ -285,6 +299,8 @@ pub unsafe fn guard_install(ptr: *mut u8, len: usize) -> Result<(), OsError> {
 }
 
 /// Removes a guard region installed by `guard_install`.
+///
+/// Errors: as [`guard_install`].
 ///
 /// # Safety
 /// The range must be one `guard_install` was called on.
@@ -300,6 +316,9 @@ pub unsafe fn guard_remove(ptr: *mut u8, len: usize) -> Result<(), OsError> {
 
 /// Counts the resident OS pages of a range with `mincore`, using a small stack buffer so that
 /// it never allocates.
+///
+/// Errors: `ENOMEM` when part of the range is not mapped, `EINVAL` when `ptr` is not
+/// page-aligned.
 ///
 /// # Safety
 /// The range must be page-aligned and mapped.
@@ -323,91 +342,9 @@ pub unsafe fn resident_pages(ptr: *mut u8, len: usize) -> Result<usize, OsError>
     Ok(resident)
 }
 
-/// Milliseconds on a monotonic clock (the vDSO's coarse clock: cheap, no syscall).
-pub fn now_ms() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: `ts` is a valid out-pointer.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC_COARSE, &mut ts) };
-    ts.tv_sec as u64 * 1000 + ts.tv_nsec as u64 / 1_000_000
-}
-
-/// Reads up to `buf.len()` bytes of a small file (`/proc`, `/sys`) without allocating;
-/// empty on any error.
-pub fn read_small_file<'a>(path: &core::ffi::CStr, buf: &'a mut [u8]) -> &'a [u8] {
-    // SAFETY: a NUL-terminated path; `buf` is a valid writable buffer of its length; the
-    // descriptor is closed before returning.
-    let n = unsafe {
-        let fd = libc::open(path.as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC);
-        if fd < 0 {
-            return &[];
-        }
-        let n = libc::read(fd, buf.as_mut_ptr().cast(), buf.len());
-        libc::close(fd);
-        n
-    };
-    &buf[..usize::try_from(n).unwrap_or(0)]
-}
-
-/// 64 random bits from the kernel, without allocating: `getrandom(2)` (non-blocking), or,
-/// where that fails (a seccomp filter, a kernel before 3.17, an entropy pool not yet
-/// initialised at early boot), the 16 bytes the kernel hands every process at `AT_RANDOM`,
-/// mixed with the clock and an address so two such processes still differ. For the
-/// allocator's free-list key (`tessera`'s `freelist.rs`).
-pub fn random_u64() -> u64 {
-    let mut value = 0u64;
-    // SAFETY: `value` is a valid, writable 8-byte buffer for the call's duration.
-    let got = unsafe {
-        libc::getrandom(
-            (&raw mut value).cast(),
-            core::mem::size_of::<u64>(),
-            libc::GRND_NONBLOCK,
-        )
-    };
-    if got == core::mem::size_of::<u64>() as isize {
-        return value;
-    }
-    // SAFETY: `getauxval` has no preconditions; `AT_RANDOM` names 16 readable bytes that the
-    // kernel placed on the initial stack and that stay there for the life of the process.
-    let aux = unsafe { libc::getauxval(libc::AT_RANDOM) } as *const u64;
-    let seed = if aux.is_null() {
-        0
-    } else {
-        // SAFETY: as above; read unaligned since the ABI does not promise alignment.
-        unsafe { aux.read_unaligned() ^ aux.add(1).read_unaligned().rotate_left(32) }
-    };
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: `ts` is a valid out-pointer.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-    let mix = seed ^ (ts.tv_nsec as u64).rotate_left(17) ^ (&raw const ts as u64);
-    // splitmix64's finaliser, so every input bit reaches every output bit.
-    let mut z = mix.wrapping_add(0x9e37_79b9_7f4a_7c15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    z ^ (z >> 31)
-}
-
-/// The calling thread's kernel id (`gettid`), for reports.
-pub fn thread_id() -> u32 {
-    // SAFETY: `gettid` has no preconditions and cannot fail.
-    unsafe { libc::gettid() as u32 }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn os_error_is_an_error_without_a_source() {
-        let e: &dyn core::error::Error = &OsError(libc::ENOMEM);
-        assert_eq!(e.to_string(), "OS error 12");
-        assert!(e.source().is_none());
-    }
 
     #[test]
     fn reserve_is_aligned_and_lazy() {

@@ -1,0 +1,35 @@
+//! Every syscall and libc call of Tessera, behind one small interface (mimalloc's `prim/`):
+//! the crates above read as plain Rust over these functions, and a CI check
+//! (`.ci/boundary.sh`) keeps `libc::` out of their sources.
+//!
+//! - [`mem`]: reserve, purge, release, remap, protect, guard regions; the page size.
+//! - [`futex`]: the wait/wake primitive under every lock and parker.
+//! - [`lock`]: the futex lock every layer uses, since the allocator may not use std's.
+//! - [`clock`]: the coarse monotonic clock.
+//! - [`fs`]: small files and directories read into stack buffers.
+//! - [`random`]: random bits from the kernel.
+//! - [`thread`]: thread ids, liveness, yielding.
+//! - [`error`]: [`OsError`](error::OsError), `errno` and the values callers test for.
+//!
+//! Rules for everything here: no allocation (this runs inside `malloc`, and in processes that
+//! preload `libtessera.so` before anything is initialised), no panics, no formatting on the
+//! way to a normal return; every wrapper says what it returns on failure and which `errno`
+//! values matter. `no_std`, so that `tessera-numa` (`no_std` itself) can stand on it.
+//! Linux, 64-bit only.
+
+#![no_std]
+
+#[cfg(test)]
+extern crate std;
+
+#[cfg(not(all(target_os = "linux", target_pointer_width = "64")))]
+compile_error!("tessera-sys supports 64-bit Linux only");
+
+pub mod clock;
+pub mod error;
+pub mod fs;
+pub mod futex;
+pub mod lock;
+pub mod mem;
+pub mod random;
+pub mod thread;
