@@ -1,7 +1,8 @@
 //! Configuration from the environment, read in place from `environ`.
 //!
 //! `std::env::var` returns a `String`, which would allocate from inside the allocator; this
-//! reads the process's environment block directly and parses numbers by hand.
+//! reads the process's environment block directly (`tessera_sys::env`) and parses numbers
+//! by hand.
 //!
 //! | variable | meaning | default |
 //! |---|---|---|
@@ -15,14 +16,13 @@
 //! | `TESSERA_GUARDED_SAMPLE_RATE` | about one small allocation in N on its own guarded page, kept inaccessible for a while after its free; overflows and uses after free are reported with stacks (`guarded/`) | off |
 //! | `TESSERA_NUMA` | `auto` (local on a machine with several memory nodes, else off), `local`, `interleave`, `off` | `auto` |
 
-use core::ffi::{CStr, c_char};
 use core::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
 
 use tessera_numa::{NodeId, Topology};
 use tessera_span::placement::{self, Placement};
 use tessera_span::thp::{self, Thp};
-use tessera_sys::fs;
 use tessera_sys::mem::PurgeAdvice;
+use tessera_sys::{env, fs};
 
 use crate::MAX_NODES;
 
@@ -64,7 +64,7 @@ pub(crate) fn current_node() -> u32 {
 
 fn load_numa() {
     let topology_is_numa = || Topology::get().is_numa();
-    let placement = match env(b"TESSERA_NUMA") {
+    let placement = match env::var(b"TESSERA_NUMA") {
         Some(b"off") => Placement::Kernel,
         Some(b"interleave") => Placement::Interleave,
         Some(b"local") => Placement::Local,
@@ -81,30 +81,6 @@ fn load_numa() {
         LOCAL_NODES.store(1, Ordering::Release);
     }
     placement::configure(placement);
-}
-
-unsafe extern "C" {
-    static mut environ: *const *const c_char;
-}
-
-/// The value of `name` in the environment, without allocating.
-pub(crate) fn env(name: &[u8]) -> Option<&'static [u8]> {
-    // SAFETY: `environ` is a null-terminated array of C strings maintained by libc; we only
-    // read it. A concurrent `setenv` could replace it, which is the same hazard `getenv` has.
-    unsafe {
-        let mut at = environ;
-        if at.is_null() {
-            return None;
-        }
-        while !(*at).is_null() {
-            let entry = CStr::from_ptr(*at).to_bytes();
-            if entry.len() > name.len() && entry.starts_with(name) && entry[name.len()] == b'=' {
-                return Some(&entry[name.len() + 1..]);
-            }
-            at = at.add(1);
-        }
-    }
-    None
 }
 
 /// Parses a decimal number with an optional `k`, `m` or `g` suffix (powers of 1024).
@@ -131,29 +107,29 @@ pub(crate) fn parse_size(text: &[u8]) -> Option<u64> {
 /// Reads every variable and applies it. Called once, early in the first allocation.
 pub(crate) fn load() {
     let default_decay = tessera_span::heap::DEFAULT_DECAY_MS;
-    let decay = match env(b"TESSERA_PURGE_DELAY_MS") {
+    let decay = match env::var(b"TESSERA_PURGE_DELAY_MS") {
         Some(b"-1") | Some(b"never") => u64::MAX,
         Some(text) => parse_size(text).unwrap_or(default_decay),
         None => default_decay,
     };
-    let advice = match env(b"TESSERA_PURGE") {
+    let advice = match env::var(b"TESSERA_PURGE") {
         Some(b"free") => PurgeAdvice::Free,
         _ => PurgeAdvice::DontNeed,
     };
     tessera_span::heap::configure_purge(decay, advice);
-    if !matches!(env(b"TESSERA_PURGER"), Some(b"off") | Some(b"0")) {
+    if !matches!(env::var(b"TESSERA_PURGER"), Some(b"off") | Some(b"0")) {
         crate::purger::enable();
     }
     load_thp();
     load_limits();
     load_numa();
-    match env(b"TESSERA_GUARDED_SAMPLE_RATE").and_then(parse_size) {
+    match env::var(b"TESSERA_GUARDED_SAMPLE_RATE").and_then(parse_size) {
         Some(rate) if rate > 0 => {
             crate::guarded::enable(usize::try_from(rate).unwrap_or(usize::MAX))
         }
         _ => {}
     }
-    if let Some(size) = env(b"TESSERA_HUGE_THRESHOLD").and_then(parse_size) {
+    if let Some(size) = env::var(b"TESSERA_HUGE_THRESHOLD").and_then(parse_size) {
         // Below the largest small class the threshold would be meaningless.
         let size = (size as usize).max(crate::size_class::MAX_SMALL + 1);
         HUGE_THRESHOLD.store(size, Ordering::Relaxed);
@@ -161,7 +137,7 @@ pub(crate) fn load() {
 }
 
 fn load_thp() {
-    let thp = match env(b"TESSERA_THP") {
+    let thp = match env::var(b"TESSERA_THP") {
         Some(b"always") => Thp::Always,
         Some(b"never") => Thp::Never,
         _ => Thp::Auto,
@@ -178,8 +154,8 @@ fn load_thp() {
 }
 
 fn load_limits() {
-    let hard = env(b"TESSERA_MEMORY_LIMIT").and_then(parse_size);
-    let soft = env(b"TESSERA_MEMORY_SOFT_LIMIT").and_then(parse_size);
+    let hard = env::var(b"TESSERA_MEMORY_LIMIT").and_then(parse_size);
+    let soft = env::var(b"TESSERA_MEMORY_SOFT_LIMIT").and_then(parse_size);
     let size = |v: u64| usize::try_from(v).unwrap_or(usize::MAX);
     if let Some(hard) = hard {
         crate::limit::set_memory_limit(Some(size(hard)));
@@ -213,14 +189,5 @@ mod tests {
         assert_eq!(parse_size(b"m"), None);
         assert_eq!(parse_size(b"12x"), None);
         assert_eq!(parse_size(b"99999999999999999999"), None);
-    }
-
-    #[test]
-    fn reads_the_environment_in_place() {
-        // PATH is set in any test environment worth the name; compare with std's view.
-        let ours = env(b"PATH").map(|v| v.to_vec());
-        let std = std::env::var_os("PATH").map(|v| v.into_encoded_bytes());
-        assert_eq!(ours, std);
-        assert_eq!(env(b"TESSERA_SURELY_UNSET_VARIABLE"), None);
     }
 }

@@ -10,11 +10,9 @@
 //!   everything below its top `HOT_KB` KiB is given back to the OS (`pool.rs`).
 //!
 //! The values are read on the first stack acquired and never again. They are read in place
-//! with `getenv` and copied to a small buffer on the stack, without allocating, like the
-//! allocator's `TESSERA_*` settings: a stack may be acquired while the global allocator is
-//! busy or being configured.
+//! (`tessera_sys::env`), without allocating, like the allocator's `TESSERA_*` settings: a
+//! stack may be acquired while the global allocator is busy or being configured.
 
-use std::ffi::CStr;
 use std::sync::OnceLock;
 
 /// How guard pages are installed.
@@ -58,11 +56,10 @@ pub(crate) const MAX_GUARD_KB: usize = 4 << 10;
 
 impl Config {
     fn from_env() -> Self {
-        let (mut a, mut b, mut c) = ([0; ENV_BUF], [0; ENV_BUF], [0; ENV_BUF]);
         Self::parse(
-            env(c"TESSERA_STACK_GUARD", &mut a),
-            env(c"TESSERA_STACK_HOT_KB", &mut b),
-            env(c"TESSERA_STACK_GUARD_KB", &mut c),
+            env(b"TESSERA_STACK_GUARD"),
+            env(b"TESSERA_STACK_HOT_KB"),
+            env(b"TESSERA_STACK_GUARD_KB"),
         )
     }
 
@@ -96,22 +93,11 @@ impl Config {
 /// Longest value read; ours are a mode name or a number, anything longer is not valid.
 const ENV_BUF: usize = 32;
 
-/// The value of `name`, copied into `buf`, without allocating; `None` when unset, longer than
-/// the buffer, or not UTF-8.
-fn env<'b>(name: &CStr, buf: &'b mut [u8; ENV_BUF]) -> Option<&'b str> {
-    // SAFETY: `name` is NUL-terminated; getenv only reads the environment block.
-    let value = unsafe { libc::getenv(name.as_ptr()) };
-    if value.is_null() {
-        return None;
-    }
-    // SAFETY: a non-null result of getenv is a NUL-terminated string in the environment
-    // block. It stays valid until the environment is changed, and it is copied out at once;
-    // changing the environment while another thread reads it is what the contract of the
-    // (unsafe) `std::env::set_var` rules out.
-    let bytes = unsafe { CStr::from_ptr(value) }.to_bytes();
-    let dst = buf.get_mut(..bytes.len())?;
-    dst.copy_from_slice(bytes);
-    std::str::from_utf8(dst).ok()
+/// The value of `name`, without allocating; `None` when unset, longer than `ENV_BUF`, or not
+/// UTF-8.
+fn env(name: &[u8]) -> Option<&'static str> {
+    let bytes = tessera_sys::env::var(name).filter(|v| v.len() <= ENV_BUF)?;
+    std::str::from_utf8(bytes).ok()
 }
 
 static CONFIG: OnceLock<Config> = OnceLock::new();
@@ -178,17 +164,13 @@ mod tests {
     fn reads_the_environment_in_place() {
         // Compare with std's (allocating) view on every variable the test process has.
         let mut checked = 0;
-        for (name, value) in std::env::vars() {
-            let Ok(cname) = std::ffi::CString::new(name) else {
-                continue;
-            };
-            let mut buf = [0; ENV_BUF];
+        for (name, _) in std::env::vars() {
+            let value = std::env::var(&name).unwrap();
             let expect = (value.len() <= ENV_BUF).then_some(value.as_str());
-            assert_eq!(env(&cname, &mut buf), expect, "{cname:?}");
+            assert_eq!(env(name.as_bytes()), expect, "{name:?}");
             checked += 1;
         }
         assert!(checked > 0);
-        let mut buf = [0; ENV_BUF];
-        assert_eq!(env(c"TESSERA_STACKS_SURELY_UNSET_VARIABLE", &mut buf), None);
+        assert_eq!(env(b"TESSERA_STACKS_SURELY_UNSET_VARIABLE"), None);
     }
 }

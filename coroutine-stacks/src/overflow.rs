@@ -23,7 +23,9 @@ use std::cell::{Cell, RefCell, UnsafeCell};
 use std::mem::MaybeUninit;
 use std::sync::Once;
 
+use tessera_sys::io::Line;
 use tessera_sys::mem::{self, Protection};
+use tessera_sys::process;
 
 use crate::class::MAX_STACK_SIZE;
 use crate::registry::{self, SlotHit};
@@ -92,8 +94,8 @@ extern "C" fn on_fault(sig: libc::c_int, info: *mut libc::siginfo_t, ctx: *mut l
         && hit.in_guard
     {
         report(&hit, addr);
-        // SAFETY: abort is async-signal-safe and does not return.
-        unsafe { libc::abort() };
+        // Async-signal-safe, and does not return.
+        process::abort();
     }
     // SAFETY: forwarding the kernel's own arguments to the handler that was installed before
     // ours, as the kernel would have called it.
@@ -135,75 +137,34 @@ unsafe fn chain(sig: libc::c_int, info: *mut libc::siginfo_t, ctx: *mut libc::c_
     }
 }
 
-/// A fixed buffer that numbers and text are appended to without allocating.
-struct Line {
-    buf: [u8; 512],
-    len: usize,
-}
-
-impl Line {
-    fn text(&mut self, s: &str) -> &mut Self {
-        let n = s.len().min(self.buf.len() - self.len);
-        self.buf[self.len..self.len + n].copy_from_slice(&s.as_bytes()[..n]);
-        self.len += n;
-        self
-    }
-
-    fn num(&mut self, mut v: usize, radix: usize) -> &mut Self {
-        let mut digits = [0u8; 20];
-        let mut i = digits.len();
-        loop {
-            i -= 1;
-            digits[i] = b"0123456789abcdef"[v % radix];
-            v /= radix;
-            if v == 0 {
-                break;
-            }
-        }
-        // The digits are ASCII, so this never fails.
-        self.text(std::str::from_utf8(&digits[i..]).unwrap_or("?"))
-    }
-}
-
 fn report(hit: &SlotHit, addr: usize) {
     let usable_kib = hit.slab.class.size() >> 10;
     // How far below the stack the access went: about a page for runaway recursion, more for
     // a large frame whose first store is at its low end.
     let below = hit.usable_lo() - addr;
-    let mut line = Line {
-        buf: [0; 512],
-        len: 0,
-    };
+    let mut line = Line::<512>::new();
     line.text("tessera-stacks: stack overflow: stack ")
-        .num(hit.slab.id.0 as usize, 10)
+        .dec(hit.slab.id.0 as usize)
         .text(".")
-        .num(hit.index, 10);
+        .dec(hit.index);
     let label = hit.label();
     if label != 0 {
-        line.text(" (coroutine ").num(label as usize, 10).text(")");
+        line.text(" (coroutine ").dec(label as usize).text(")");
     }
     line.text(" (")
-        .num(usable_kib, 10)
-        .text(" KiB usable) hit its guard at fault address 0x")
-        .num(addr, 16)
+        .dec(usable_kib)
+        .text(" KiB usable) hit its guard at fault address ")
+        .hex(addr)
         .text(", ")
-        .num(below, 10)
+        .dec(below)
         .text(" bytes below the stack (guard: ")
-        .num(hit.slab.guard >> 10, 10)
+        .dec(hit.slab.guard >> 10)
         .text(" KiB); ask for a bigger stack (tessera_stacks::acquire(size) with size > ")
-        .num(usable_kib, 10)
+        .dec(usable_kib)
         .text(" KiB, up to ")
-        .num(MAX_STACK_SIZE >> 10, 10)
-        .text(" KiB) or run deep recursion under tessera_stacks::maybe_grow\n");
-    let mut written = 0;
-    while written < line.len {
-        // SAFETY: write(2) is async-signal-safe; the buffer is valid for the given length.
-        let n = unsafe { libc::write(2, line.buf[written..].as_ptr().cast(), line.len - written) };
-        if n <= 0 {
-            break;
-        }
-        written += n as usize;
-    }
+        .dec(MAX_STACK_SIZE >> 10)
+        .text(" KiB) or run deep recursion under tessera_stacks::maybe_grow")
+        .emit();
 }
 
 /// Size of the alternate signal stacks we install: room for the kernel's signal frame (with
@@ -289,21 +250,6 @@ fn ensure_altstack() {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn line_formats_numbers() {
-        let mut l = Line {
-            buf: [0; 512],
-            len: 0,
-        };
-        l.text("a")
-            .num(0, 10)
-            .text(" ")
-            .num(1234, 10)
-            .text(" 0x")
-            .num(0xdead_beef, 16);
-        assert_eq!(&l.buf[..l.len], b"a0 1234 0xdeadbeef");
-    }
 
     #[test]
     fn new_thread_without_altstack_gets_one() {

@@ -22,8 +22,6 @@ mod cxx;
 mod rules;
 #[path = "../../alloc/preload/src/stats.rs"]
 mod stats;
-#[path = "../../alloc/preload/src/sys.rs"]
-mod sys;
 #[path = "../../alloc/preload/src/text.rs"]
 mod text;
 

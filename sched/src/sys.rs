@@ -54,15 +54,7 @@ pub(crate) fn futex_wake(_word: &AtomicU32, _n: i32) {
 
 /// Monotonic nanoseconds from the coarse clock (a few ns through the vDSO, ~1-4 ms
 /// resolution): good enough for a coroutine's age, cheap enough for every spawn.
-pub(crate) fn coarse_now_ns() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: `ts` is a valid out-pointer.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC_COARSE, &mut ts) };
-    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
-}
+pub(crate) use tessera_sys::clock::coarse_now_ns;
 
 /// Write end of the SIGQUIT pipe (-1 before `install_sigquit`).
 static SIGQUIT_WRITE: AtomicI32 = AtomicI32::new(-1);

@@ -35,6 +35,7 @@ use core::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
 
 use tessera_sys::clock;
 use tessera_sys::error::OsError;
+use tessera_sys::io::Line;
 use tessera_sys::lock::{Locked, RawLock};
 use tessera_sys::mem::{self, PurgeAdvice};
 
@@ -1261,18 +1262,10 @@ unsafe fn arena_ref(arena: *mut Arena) -> &'static Arena {
 /// Aborts with `what` when `ok` is false (the `expensive-checks` tier and tests).
 fn verify(ok: bool, what: &str) {
     if !ok {
-        let mut msg = [0u8; 160];
-        let prefix = b"tessera: page heap check failed: ";
-        let n = prefix.len().min(msg.len());
-        msg[..n].copy_from_slice(&prefix[..n]);
-        let m = what.len().min(msg.len() - n - 1);
-        msg[n..n + m].copy_from_slice(&what.as_bytes()[..m]);
-        msg[n + m] = b'\n';
-        // SAFETY: writing an initialised buffer to stderr, then aborting.
-        unsafe {
-            libc::write(2, msg.as_ptr().cast(), n + m + 1);
-            libc::abort();
-        }
+        Line::<160>::new()
+            .text("tessera: page heap check failed: ")
+            .text(what)
+            .abort();
     }
 }
 

@@ -7,6 +7,11 @@
 //! - [`lock`]: the futex lock every layer uses, since the allocator may not use std's.
 //! - [`clock`]: the coarse monotonic clock.
 //! - [`fs`]: small files and directories read into stack buffers.
+//! - [`io`]: writes that handle short writes and `EINTR`; report lines built on the stack.
+//! - [`env`]: environment variables read in place.
+//! - [`process`]: ending the process at once.
+//! - [`dl`]: symbols by name, code addresses by module, stacks by the unwinder.
+//! - [`c`]: the C types of `extern "C"` signatures.
 //! - [`random`]: random bits from the kernel.
 //! - [`thread`]: thread ids, liveness, yielding.
 //! - [`error`]: [`OsError`](error::OsError), `errno` and the values callers test for.
@@ -25,11 +30,16 @@ extern crate std;
 #[cfg(not(all(target_os = "linux", target_pointer_width = "64")))]
 compile_error!("tessera-sys supports 64-bit Linux only");
 
+pub mod c;
 pub mod clock;
+pub mod dl;
+pub mod env;
 pub mod error;
 pub mod fs;
 pub mod futex;
+pub mod io;
 pub mod lock;
 pub mod mem;
+pub mod process;
 pub mod random;
 pub mod thread;

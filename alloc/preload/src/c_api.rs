@@ -34,12 +34,15 @@
 use core::ffi::{c_int, c_void};
 use core::ptr;
 
+use tessera_sys::c::FILE;
+use tessera_sys::error::{EINVAL, ENOMEM, set_errno};
+use tessera_sys::mem::page_size;
+
 use crate::rules::{
     MALLOC_ALIGN, MAX_REQUEST, align_for, array_bytes, malloc_align, memalign_align,
     posix_align_ok, round_to_page,
 };
 use crate::stats::{self, CStats};
-use crate::sys::{page_size, set_errno};
 use crate::text::{Fd, Stream, Text};
 
 /// `tessera::alloc` with C's failure convention: null and `errno = ENOMEM`.
@@ -51,7 +54,7 @@ fn alloc_or_enomem(size: usize, align: usize) -> *mut c_void {
         ptr::null_mut()
     };
     if p.is_null() {
-        set_errno(libc::ENOMEM);
+        set_errno(ENOMEM);
     }
     p.cast()
 }
@@ -78,7 +81,7 @@ pub unsafe extern "C" fn malloc(size: usize) -> *mut c_void {
 extern "C" fn malloc_miss(size: usize) -> *mut c_void {
     let p = tessera::malloc_slow(size);
     if p.is_null() {
-        set_errno(libc::ENOMEM);
+        set_errno(ENOMEM);
     }
     p.cast()
 }
@@ -112,12 +115,12 @@ pub unsafe extern "C" fn cfree(ptr: *mut c_void) {
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn calloc(n: usize, size: usize) -> *mut c_void {
     let Some(bytes) = array_bytes(n, size).filter(|&b| b <= MAX_REQUEST) else {
-        set_errno(libc::ENOMEM);
+        set_errno(ENOMEM);
         return ptr::null_mut();
     };
     let p = tessera::alloc_zeroed(bytes, malloc_align(bytes));
     if p.is_null() {
-        set_errno(libc::ENOMEM);
+        set_errno(ENOMEM);
     }
     p.cast()
 }
@@ -149,7 +152,7 @@ pub unsafe extern "C" fn realloc(ptr: *mut c_void, size: usize) -> *mut c_void {
         );
     };
     if size > MAX_REQUEST {
-        set_errno(libc::ENOMEM);
+        set_errno(ENOMEM);
         return ptr::null_mut();
     }
     // `tessera::realloc` uses `align` both for the new block and to find the old one's
@@ -165,7 +168,7 @@ pub unsafe extern "C" fn realloc(ptr: *mut c_void, size: usize) -> *mut c_void {
     // gives it up.
     let p = unsafe { tessera::realloc(ptr.cast(), old, align, size) };
     if p.is_null() {
-        set_errno(libc::ENOMEM);
+        set_errno(ENOMEM);
     }
     p.cast()
 }
@@ -181,7 +184,7 @@ pub unsafe extern "C" fn reallocarray(ptr: *mut c_void, n: usize, size: usize) -
         // SAFETY: forwarded contract.
         Some(bytes) => unsafe { realloc(ptr, bytes) },
         None => {
-            set_errno(libc::ENOMEM);
+            set_errno(ENOMEM);
             ptr::null_mut()
         }
     }
@@ -199,14 +202,14 @@ pub unsafe extern "C" fn posix_memalign(
     size: usize,
 ) -> c_int {
     if !posix_align_ok(align) {
-        return libc::EINVAL;
+        return EINVAL;
     }
     if size > MAX_REQUEST {
-        return libc::ENOMEM;
+        return ENOMEM;
     }
     let p = tessera::alloc(size, align_for(size, align));
     if p.is_null() {
-        return libc::ENOMEM;
+        return ENOMEM;
     }
     // SAFETY: the caller gives a writable `memptr`.
     unsafe { memptr.write(p.cast()) };
@@ -220,7 +223,7 @@ pub unsafe extern "C" fn posix_memalign(
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn aligned_alloc(align: usize, size: usize) -> *mut c_void {
     if !align.is_power_of_two() {
-        set_errno(libc::EINVAL);
+        set_errno(EINVAL);
         return ptr::null_mut();
     }
     alloc_or_enomem(size, align_for(size, align))
@@ -231,7 +234,7 @@ fn memalign_impl(align: usize, size: usize) -> *mut c_void {
     match memalign_align(align) {
         Some(align) => alloc_or_enomem(size, align_for(size, align)),
         None => {
-            set_errno(libc::EINVAL);
+            set_errno(EINVAL);
             ptr::null_mut()
         }
     }
@@ -265,7 +268,7 @@ pub unsafe extern "C" fn pvalloc(size: usize) -> *mut c_void {
     match round_to_page(size, page) {
         Some(bytes) => memalign_impl(page, bytes),
         None => {
-            set_errno(libc::ENOMEM);
+            set_errno(ENOMEM);
             ptr::null_mut()
         }
     }
@@ -324,9 +327,9 @@ pub extern "C" fn malloc_stats() {
 /// # Safety
 /// `fp` must be null or a valid stream open for writing.
 #[unsafe(no_mangle)]
-pub unsafe extern "C" fn malloc_info(options: c_int, fp: *mut libc::FILE) -> c_int {
+pub unsafe extern "C" fn malloc_info(options: c_int, fp: *mut FILE) -> c_int {
     if options != 0 || fp.is_null() {
-        set_errno(libc::EINVAL);
+        set_errno(EINVAL);
         return -1;
     }
     let figures = tessera::stats();

@@ -34,8 +34,12 @@
 use core::ffi::c_void;
 use core::ptr;
 
+use tessera_sys::dl::lookup;
+use tessera_sys::error::{ENOMEM, set_errno};
+use tessera_sys::process;
+
 use crate::rules::{MAX_REQUEST, align_for, malloc_align};
-use crate::sys::{fatal_size, lookup, set_errno};
+use crate::text::{Fd, Text};
 
 /// `std::new_handler`. It may throw, so it is called through the unwinding ABI.
 type NewHandler = unsafe extern "C-unwind" fn();
@@ -58,7 +62,7 @@ fn try_new(size: usize, align: usize) -> *mut c_void {
 #[cold]
 #[inline(never)]
 fn new_failed(size: usize, align: usize) -> *mut c_void {
-    set_errno(libc::ENOMEM);
+    set_errno(ENOMEM);
     loop {
         if align.is_power_of_two()
             && let Some(handler) = new_handler()
@@ -90,6 +94,20 @@ fn new_handler() -> Option<NewHandler> {
     unsafe { get() }
 }
 
+/// Writes `tessera: <what> (<number> bytes)` to stderr and aborts the process.
+#[cold]
+#[inline(never)]
+pub(crate) fn fatal_size(what: &[u8], bytes: usize) -> ! {
+    let mut m = Text::<_, 256>::new(Fd(2));
+    m.put(b"tessera: ");
+    m.put(what);
+    m.put(b" (");
+    m.put_decimal(bytes);
+    m.put(b" bytes)\n");
+    m.flush();
+    process::abort()
+}
+
 fn throw_bad_alloc(size: usize) -> ! {
     let sym = lookup(c"_ZSt17__throw_bad_allocv");
     if sym.is_null() {
@@ -119,7 +137,7 @@ fn new_throwing(size: usize, align: usize) -> *mut c_void {
 fn new_nothrow(size: usize, align: usize) -> *mut c_void {
     let p = try_new(size, align);
     if p.is_null() {
-        set_errno(libc::ENOMEM);
+        set_errno(ENOMEM);
     }
     p
 }

@@ -42,7 +42,6 @@
 
 mod rules;
 pub mod stats;
-mod sys;
 mod text;
 
 #[cfg(not(test))]

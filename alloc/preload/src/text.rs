@@ -6,7 +6,8 @@
 //! fixed buffer, and passes the buffer to its [`Sink`] whenever it fills and on
 //! [`Text::flush`], so output of any length goes through a few hundred bytes of stack.
 
-use core::ffi::c_int;
+use tessera_sys::c::{FILE, c_int};
+use tessera_sys::io;
 
 /// Where a [`Text`]'s bytes go.
 pub(crate) trait Sink {
@@ -14,24 +15,15 @@ pub(crate) trait Sink {
     fn write(&mut self, bytes: &[u8]);
 }
 
-/// A file descriptor, written with `write(2)`: no buffer, no allocation.
+/// A file descriptor, written with `write(2)` (`tessera_sys::io`): no buffer, no allocation.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Fd(pub(crate) c_int);
 
 impl Sink for Fd {
-    fn write(&mut self, mut bytes: &[u8]) {
-        while !bytes.is_empty() {
-            // SAFETY: `bytes` is an initialised slice for the length given.
-            let n = unsafe { libc::write(self.0, bytes.as_ptr().cast(), bytes.len()) };
-            if n <= 0 {
-                // EINTR: try again; anything else: give up, the output is best effort.
-                if n < 0 && crate::sys::errno() == libc::EINTR {
-                    continue;
-                }
-                return;
-            }
-            bytes = bytes.get(n as usize..).unwrap_or(&[]);
-        }
+    fn write(&mut self, bytes: &[u8]) {
+        // Short writes and EINTR are handled there; any other error ends the output, which
+        // is best effort.
+        let _ = tessera_sys::io::write_all(self.0, bytes);
     }
 }
 
@@ -43,7 +35,7 @@ impl Sink for Fd {
 /// every figure before they write a byte, so no allocator lock is held here; what must not
 /// happen, and does not, is calling `fwrite` from inside a statistics walk.
 #[derive(Debug, Clone, Copy)]
-pub(crate) struct Stream(*mut libc::FILE);
+pub(crate) struct Stream(*mut FILE);
 
 impl Stream {
     /// A sink that writes to `fp`.
@@ -51,7 +43,7 @@ impl Stream {
     /// # Safety
     /// `fp` must be a valid stream open for writing, and stay so for as long as the sink
     /// (or a copy of it) is written to.
-    pub(crate) unsafe fn new(fp: *mut libc::FILE) -> Self {
+    pub(crate) unsafe fn new(fp: *mut FILE) -> Self {
         Self(fp)
     }
 }
@@ -60,7 +52,7 @@ impl Sink for Stream {
     fn write(&mut self, bytes: &[u8]) {
         // SAFETY: `self.0` is a valid stream open for writing (`Stream::new`'s contract);
         // `bytes` is initialised for its length.
-        unsafe { libc::fwrite(bytes.as_ptr().cast(), 1, bytes.len(), self.0) };
+        unsafe { io::fwrite(self.0, bytes) };
     }
 }
 

@@ -18,7 +18,7 @@ use core::sync::atomic::Ordering;
 
 use super::trace::{self, Trace};
 use super::{CAPTURING, FREED, FREEING, LIVE, SLOT, slot_index};
-use crate::report::Line;
+use crate::report;
 
 /// The actions installed before ours, written once before ours is installed.
 struct Saved(UnsafeCell<MaybeUninit<libc::sigaction>>);
@@ -149,7 +149,7 @@ fn report_fault(addr: usize, ctx: *mut c_void) -> ! {
 pub(super) fn report_and_abort(what: &str, addr: usize, i: usize, access: Option<Access>) -> ! {
     // SAFETY: a report reads the slot racily by design (see `Slot`).
     let block = unsafe { &*SLOT[i].block.get() };
-    let mut line = Line::new(what);
+    let mut line = report::line(what);
     match &access {
         Some(a) => {
             line.text(": ");

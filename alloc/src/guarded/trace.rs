@@ -2,31 +2,17 @@
 //! as raw addresses with their module and offset (`addr2line -e <module> <offset>` resolves
 //! them) and the nearest dynamic symbol when `dladdr` knows one.
 //!
-//! Why the unwinder: frame pointers are not kept in release builds, and glibc's `backtrace()`
-//! loads libgcc_s with `dlopen` on its first call, which allocates. `_Unwind_Backtrace`
-//! (libgcc_s, which every Rust program and `libtessera.so` already link) walks the DWARF
-//! call-frame information it finds through `dl_iterate_phdr`, with no allocation on that
-//! path; `dladdr` reads the loader's tables under its lock, without allocating either.
+//! The unwinder and `dladdr` are `tessera_sys::dl`'s (which says why the unwinder, and why
+//! neither allocates).
 
-use core::ffi::{c_int, c_void};
 use core::sync::atomic::{AtomicUsize, Ordering};
+
+use tessera_sys::dl;
 
 use crate::report::Line;
 
 /// Frames kept per stack.
 const DEPTH: usize = 24;
-
-/// `_Unwind_Reason_Code` values the callback returns.
-const URC_NO_REASON: c_int = 0;
-const URC_END_OF_STACK: c_int = 5;
-
-unsafe extern "C" {
-    fn _Unwind_Backtrace(
-        trace: extern "C" fn(ctx: *mut c_void, arg: *mut c_void) -> c_int,
-        arg: *mut c_void,
-    ) -> c_int;
-    fn _Unwind_GetIP(ctx: *mut c_void) -> usize;
-}
 
 /// The return addresses of a stack, innermost first.
 #[derive(Clone, Copy, Debug)]
@@ -45,11 +31,8 @@ impl Trace {
     /// (no sample is taken meanwhile: see `guarded/mod.rs`).
     #[inline(never)]
     pub(super) fn capture(&mut self, capturing: &AtomicUsize) {
-        self.len = 0;
         capturing.fetch_add(1, Ordering::Relaxed);
-        // SAFETY: the callback receives `self` as `arg` and is the only user of it until
-        // `_Unwind_Backtrace` returns.
-        unsafe { _Unwind_Backtrace(record, (self as *mut Trace).cast()) };
+        self.len = dl::backtrace(&mut self.frames);
         capturing.fetch_sub(1, Ordering::Relaxed);
     }
 
@@ -70,7 +53,7 @@ impl Trace {
                 .and_then(|own| frames.iter().position(|&ip| module_base(ip) != Some(own))),
         };
         for (n, &ip) in frames[skip.unwrap_or(0)..].iter().enumerate() {
-            let mut line = Line::blank();
+            let mut line = Line::new();
             line.text("    #").dec(n).text(" ").hex(ip);
             describe(&mut line, ip);
             line.emit();
@@ -78,61 +61,39 @@ impl Trace {
     }
 }
 
-extern "C" fn record(ctx: *mut c_void, arg: *mut c_void) -> c_int {
-    // SAFETY: `arg` is the `Trace` that `capture` passed, borrowed by nobody else meanwhile.
-    let trace = unsafe { &mut *arg.cast::<Trace>() };
-    // SAFETY: `ctx` is the unwinder's context for the frame being visited.
-    let ip = unsafe { _Unwind_GetIP(ctx) };
-    if ip == 0 || trace.len == DEPTH {
-        return URC_END_OF_STACK;
-    }
-    trace.frames[trace.len] = ip;
-    trace.len += 1;
-    URC_NO_REASON
-}
-
-/// The load address of the module holding `ip`.
+/// The load address of the module holding the return address `ip`.
 fn module_base(ip: usize) -> Option<usize> {
-    // SAFETY: an all-zero `Dl_info` is a valid out-parameter.
-    let mut info: libc::Dl_info = unsafe { core::mem::zeroed() };
-    // SAFETY: `dladdr` only reads the loader's tables and writes `info`.
-    let found = unsafe { libc::dladdr(ip.saturating_sub(1) as *const c_void, &mut info) } != 0;
-    found.then_some(info.dli_fbase as usize)
+    // SAFETY: the address of a frame of this stack: its module is loaded.
+    unsafe { dl::addr_info(ip.saturating_sub(1)) }.map(|info| info.module_base)
 }
 
 /// The load address of the module this code is in, if that is not the program itself.
 fn own_library_base() -> Option<usize> {
     let own = module_base(own_library_base as *const () as usize + 1)?;
-    // SAFETY: `getauxval` has no preconditions; `AT_PHDR` is the program's header table.
-    let program = module_base(unsafe { libc::getauxval(libc::AT_PHDR) } as usize + 1);
+    let program = module_base(dl::program_headers() + 1);
     (program != Some(own)).then_some(own)
 }
 
 /// Appends ` <module>+0x<offset> (<symbol>+0x<offset>)` for the code address `ip`, as far as
 /// the loader knows it.
 pub(super) fn describe(line: &mut Line, ip: usize) {
-    // SAFETY: an all-zero `Dl_info` is a valid out-parameter.
-    let mut info: libc::Dl_info = unsafe { core::mem::zeroed() };
     // A return address may be one past the call's last byte, the first of the next symbol:
     // look up the byte before it.
-    // SAFETY: `dladdr` only reads the loader's tables and writes `info`.
-    if unsafe { libc::dladdr(ip.saturating_sub(1) as *const c_void, &mut info) } == 0 {
+    // SAFETY: a code address of this thread's stack or of the faulting instruction: its
+    // module is loaded while the report is written.
+    let Some(info) = (unsafe { dl::addr_info(ip.saturating_sub(1)) }) else {
         return;
-    }
+    };
     line.text(" ");
-    if !info.dli_fname.is_null() {
-        // SAFETY: the loader's file name of a loaded module, a C string.
-        let name = unsafe { core::ffi::CStr::from_ptr(info.dli_fname) };
+    if let Some(name) = info.module {
         line.text(name.to_str().unwrap_or("?"));
     }
-    line.text("+").hex(ip - info.dli_fbase as usize);
-    if !info.dli_sname.is_null() {
-        // SAFETY: as above, the symbol's name.
-        let name = unsafe { core::ffi::CStr::from_ptr(info.dli_sname) };
+    line.text("+").hex(ip - info.module_base);
+    if let Some(name) = info.symbol {
         line.text(" (")
             .text(name.to_str().unwrap_or("?"))
             .text("+")
-            .hex(ip - info.dli_saddr as usize)
+            .hex(ip - info.symbol_addr)
             .text(")");
     }
 }
