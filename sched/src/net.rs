@@ -42,7 +42,11 @@ use std::net::{self as stdnet, Shutdown, SocketAddr, ToSocketAddrs};
 use std::os::fd::{AsRawFd, FromRawFd, RawFd};
 use std::time::{Duration, Instant};
 
+use tessera_sys::error::{EINPROGRESS, EINTR, ENOTCONN};
+use tessera_sys::net as sys_net;
+
 use crate::netpoll::{Dir, PollDesc};
+use crate::sys::os_error;
 
 /// A std socket in non-blocking mode with its poll descriptor and per-operation timeouts.
 struct Pollable<S: AsRawFd> {
@@ -282,11 +286,9 @@ impl TcpListener {
     /// queue, and the kernel drops handshakes.
     pub fn bind(addr: impl ToSocketAddrs) -> io::Result<TcpListener> {
         let l = each_addr(addr, |a| stdnet::TcpListener::bind(a))?;
-        // SAFETY: `listen` again on our listening socket only changes its backlog, which the
-        // kernel caps at somaxconn.
-        if unsafe { libc::listen(l.as_raw_fd(), 65535) } != 0 {
-            return Err(io::Error::last_os_error());
-        }
+        // `listen` again on our listening socket only changes its backlog, which the kernel
+        // caps at somaxconn.
+        sys_net::listen(l.as_raw_fd(), 65535).map_err(os_error)?;
         Ok(TcpListener::from(l))
     }
 
@@ -417,35 +419,15 @@ impl Write for TcpStream {
 
 /// A non-blocking `connect(2)`: parks until the socket is writable, then reads `SO_ERROR`.
 fn connect_addr(addr: &SocketAddr, deadline: Option<Instant>) -> io::Result<TcpStream> {
-    let (storage, len) = sockaddr(addr);
-    let family = match addr {
-        SocketAddr::V4(_) => libc::AF_INET,
-        SocketAddr::V6(_) => libc::AF_INET6,
-    };
-    // SAFETY: plain syscall.
-    let fd = unsafe {
-        libc::socket(
-            family,
-            libc::SOCK_STREAM | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
-            0,
-        )
-    };
-    if fd < 0 {
-        return Err(io::Error::last_os_error());
-    }
+    let fd = sys_net::tcp_socket(addr).map_err(os_error)?;
     // SAFETY: `fd` is a socket we just created and own.
     let stream = TcpStream::from(unsafe { stdnet::TcpStream::from_raw_fd(fd) });
     loop {
-        // SAFETY: `storage` holds a valid sockaddr of `len` bytes.
-        let r = unsafe { libc::connect(fd, (&raw const storage).cast(), len) };
-        if r == 0 {
-            return Ok(stream);
-        }
-        let e = io::Error::last_os_error();
-        match e.raw_os_error() {
-            Some(libc::EINTR) => continue,
-            Some(libc::EINPROGRESS) => break,
-            _ => return Err(e),
+        match sys_net::connect(fd, addr) {
+            Ok(()) => return Ok(stream),
+            Err(e) if e.0 == EINTR => continue,
+            Err(e) if e.0 == EINPROGRESS => break,
+            Err(e) => return Err(os_error(e)),
         }
     }
     loop {
@@ -457,46 +439,10 @@ fn connect_addr(addr: &SocketAddr, deadline: Option<Instant>) -> io::Result<TcpS
         }
         match stream.s.io.peer_addr() {
             Ok(_) => return Ok(stream),
-            Err(e) if e.raw_os_error() == Some(libc::ENOTCONN) => continue,
+            Err(e) if e.raw_os_error() == Some(ENOTCONN) => continue,
             Err(e) => return Err(e),
         }
     }
-}
-
-/// `addr` as a C socket address.
-fn sockaddr(addr: &SocketAddr) -> (libc::sockaddr_storage, libc::socklen_t) {
-    // SAFETY: all-zero is a valid sockaddr_storage.
-    let mut st: libc::sockaddr_storage = unsafe { core::mem::zeroed() };
-    let len = match addr {
-        SocketAddr::V4(a) => {
-            let sin = libc::sockaddr_in {
-                sin_family: libc::AF_INET as libc::sa_family_t,
-                sin_port: a.port().to_be(),
-                sin_addr: libc::in_addr {
-                    s_addr: u32::from_ne_bytes(a.ip().octets()),
-                },
-                sin_zero: [0; 8],
-            };
-            // SAFETY: sockaddr_storage is larger than and aligned for sockaddr_in.
-            unsafe { (&raw mut st).cast::<libc::sockaddr_in>().write(sin) };
-            core::mem::size_of::<libc::sockaddr_in>()
-        }
-        SocketAddr::V6(a) => {
-            let sin6 = libc::sockaddr_in6 {
-                sin6_family: libc::AF_INET6 as libc::sa_family_t,
-                sin6_port: a.port().to_be(),
-                sin6_flowinfo: a.flowinfo(),
-                sin6_addr: libc::in6_addr {
-                    s6_addr: a.ip().octets(),
-                },
-                sin6_scope_id: a.scope_id(),
-            };
-            // SAFETY: sockaddr_storage is larger than and aligned for sockaddr_in6.
-            unsafe { (&raw mut st).cast::<libc::sockaddr_in6>().write(sin6) };
-            core::mem::size_of::<libc::sockaddr_in6>()
-        }
-    };
-    (st, len as libc::socklen_t)
 }
 
 /// A UDP socket; receives park the coroutine until a datagram arrives.

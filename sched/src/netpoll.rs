@@ -27,7 +27,12 @@ use std::os::fd::RawFd;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use tessera_sys::error::EEXIST;
+use tessera_sys::net::{self, EPOLLERR, EPOLLET, EPOLLHUP, EPOLLIN, EPOLLOUT, EPOLLRDHUP, Event};
+use tessera_sys::net::{POLLIN, POLLOUT, POLLRDHUP};
+
 use crate::coroutine::WaitReason;
+use crate::sys::os_error;
 use crate::wait::{NONE, TIMEOUT, Token};
 
 /// Which way a coroutine waits.
@@ -120,9 +125,8 @@ impl PollDesc {
         let epfd = self.lock().epfd;
         if epfd >= 0 {
             let fd = self.fd.load(Ordering::Relaxed) as RawFd;
-            let mut ev = libc::epoll_event { events: 0, u64: 0 };
-            // SAFETY: plain syscall on fds we own; failure (epoll already closed) is harmless.
-            unsafe { libc::epoll_ctl(epfd, libc::EPOLL_CTL_DEL, fd, &mut ev) };
+            // Failure (epoll already closed) is harmless.
+            let _ = net::epoll_del(epfd, fd);
         }
     }
 
@@ -251,25 +255,23 @@ impl PollDesc {
                 left.as_millis().clamp(1, i32::MAX as u128) as i32
             }
         };
-        let mut pfd = libc::pollfd {
-            fd: self.fd.load(Ordering::Relaxed) as RawFd,
-            events: match dir {
-                Dir::Read => libc::POLLIN | libc::POLLRDHUP,
-                Dir::Write => libc::POLLOUT,
-            },
-            revents: 0,
+        let events = match dir {
+            Dir::Read => POLLIN | POLLRDHUP,
+            Dir::Write => POLLOUT,
         };
-        // SAFETY: one valid pollfd.
-        let n = unsafe { libc::poll(&mut pfd, 1, timeout_ms) };
-        if n < 0 {
-            let e = io::Error::last_os_error();
-            return if e.kind() == io::ErrorKind::Interrupted {
-                Ok(())
-            } else {
-                Err(e)
+        let ready =
+            match net::poll_one(self.fd.load(Ordering::Relaxed) as RawFd, events, timeout_ms) {
+                Ok(ready) => ready,
+                Err(e) => {
+                    let e = os_error(e);
+                    return if e.kind() == io::ErrorKind::Interrupted {
+                        Ok(())
+                    } else {
+                        Err(e)
+                    };
+                }
             };
-        }
-        if n == 0 && deadline.is_some_and(|d| d <= Instant::now()) {
+        if !ready && deadline.is_some_and(|d| d <= Instant::now()) {
             return Err(timed_out());
         }
         Ok(())
@@ -310,56 +312,41 @@ pub(crate) struct Netpoll {
 
 impl Netpoll {
     pub(crate) fn new() -> io::Result<Netpoll> {
-        // SAFETY: plain syscalls; the fds are owned by the returned value (closed in Drop).
-        unsafe {
-            let epfd = libc::epoll_create1(libc::EPOLL_CLOEXEC);
-            if epfd < 0 {
-                return Err(io::Error::last_os_error());
+        // The fds are owned by the returned value (closed in Drop).
+        let epfd = net::epoll_create().map_err(os_error)?;
+        let breakfd = match net::eventfd() {
+            Ok(fd) => fd,
+            Err(e) => {
+                net::close(epfd);
+                return Err(os_error(e));
             }
-            let breakfd = libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK);
-            if breakfd < 0 {
-                let e = io::Error::last_os_error();
-                libc::close(epfd);
-                return Err(e);
-            }
-            let mut ev = libc::epoll_event {
-                events: libc::EPOLLIN as u32,
-                u64: 0,
-            };
-            if libc::epoll_ctl(epfd, libc::EPOLL_CTL_ADD, breakfd, &mut ev) != 0 {
-                let e = io::Error::last_os_error();
-                libc::close(breakfd);
-                libc::close(epfd);
-                return Err(e);
-            }
-            static IDS: AtomicU64 = AtomicU64::new(1);
-            Ok(Netpoll {
-                id: IDS.fetch_add(1, Ordering::Relaxed),
-                epfd,
-                breakfd,
-                break_pending: AtomicBool::new(false),
-                waiters: AtomicUsize::new(0),
-                polling: AtomicBool::new(false),
-                blocked_until: AtomicU64::new(0),
-                last_poll: AtomicU64::new(0),
-            })
+        };
+        if let Err(e) = net::epoll_add(epfd, breakfd, EPOLLIN as u32, 0) {
+            net::close(breakfd);
+            net::close(epfd);
+            return Err(os_error(e));
         }
+        static IDS: AtomicU64 = AtomicU64::new(1);
+        Ok(Netpoll {
+            id: IDS.fetch_add(1, Ordering::Relaxed),
+            epfd,
+            breakfd,
+            break_pending: AtomicBool::new(false),
+            waiters: AtomicUsize::new(0),
+            polling: AtomicBool::new(false),
+            blocked_until: AtomicU64::new(0),
+            last_poll: AtomicU64::new(0),
+        })
     }
 
     fn register(&self, d: &PollDesc) -> io::Result<()> {
-        let mut ev = libc::epoll_event {
-            events: (libc::EPOLLIN | libc::EPOLLOUT | libc::EPOLLRDHUP | libc::EPOLLET) as u32,
-            u64: d.event_data(),
-        };
+        let events = (EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET) as u32;
         let fd = d.fd.load(Ordering::Relaxed) as RawFd;
-        // SAFETY: `fd` is the open socket the descriptor belongs to; `ev` is valid.
-        if unsafe { libc::epoll_ctl(self.epfd, libc::EPOLL_CTL_ADD, fd, &mut ev) } != 0 {
-            let e = io::Error::last_os_error();
-            if e.raw_os_error() != Some(libc::EEXIST) {
-                return Err(e);
-            }
+        // `fd` is the open socket the descriptor belongs to.
+        match net::epoll_add(self.epfd, fd, events, d.event_data()) {
+            Err(e) if e.0 != EEXIST => Err(os_error(e)),
+            _ => Ok(()),
         }
-        Ok(())
     }
 
     /// Whether anything waits on this poller.
@@ -388,8 +375,8 @@ impl Netpoll {
             .compare_exchange(false, true, Ordering::AcqRel, Ordering::Relaxed)
             .is_ok()
         {
-            // SAFETY: `breakfd` is our eventfd; an 8-byte counter increment.
-            unsafe { libc::eventfd_write(self.breakfd, 1) };
+            // `breakfd` is our eventfd; the counter cannot overflow (the poller drains it).
+            let _ = net::eventfd_write(self.breakfd, 1);
         }
     }
 
@@ -398,15 +385,14 @@ impl Netpoll {
     /// appends them to `out` for the caller to notify (after it has a P to put them on).
     pub(crate) fn poll(&self, timeout: Option<Duration>, out: &mut Vec<Arc<Token>>) {
         const BATCH: usize = 128;
-        let mut events = [libc::epoll_event { events: 0, u64: 0 }; BATCH];
-        let n = epoll_wait(self.epfd, &mut events, timeout);
+        let mut events = [Event::EMPTY; BATCH];
+        let n = net::epoll_wait(self.epfd, &mut events, timeout);
         for ev in &events[..n] {
-            let data = ev.u64;
+            let data = ev.data();
             if data == 0 {
-                // The break eventfd: drain it and allow the next break.
-                let mut v: libc::eventfd_t = 0;
-                // SAFETY: `breakfd` is our non-blocking eventfd.
-                unsafe { libc::eventfd_read(self.breakfd, &mut v) };
+                // The break eventfd: drain it (non-blocking; empty is fine) and allow the
+                // next break.
+                let _ = net::eventfd_read(self.breakfd);
                 self.break_pending.store(false, Ordering::Release);
                 continue;
             }
@@ -417,12 +403,12 @@ impl Netpoll {
             if u64::from(d.seq.load(Ordering::Acquire) & 0xffff) != data >> SEQ_SHIFT {
                 continue;
             }
-            let bits = ev.events as i32;
-            let err = bits & (libc::EPOLLERR | libc::EPOLLHUP) != 0;
-            let readable = err || bits & (libc::EPOLLIN | libc::EPOLLRDHUP) != 0;
-            let writable = err || bits & libc::EPOLLOUT != 0;
+            let bits = ev.events() as i32;
+            let err = bits & (EPOLLERR | EPOLLHUP) != 0;
+            let readable = err || bits & (EPOLLIN | EPOLLRDHUP) != 0;
+            let writable = err || bits & EPOLLOUT != 0;
             let mut st = d.lock();
-            if err || bits & libc::EPOLLRDHUP != 0 {
+            if err || bits & EPOLLRDHUP != 0 {
                 st.read.closed = true;
             }
             if err {
@@ -453,59 +439,8 @@ impl Netpoll {
 
 impl Drop for Netpoll {
     fn drop(&mut self) {
-        // SAFETY: both fds are ours and closed once.
-        unsafe {
-            libc::close(self.breakfd);
-            libc::close(self.epfd);
-        }
+        // Both fds are ours and closed once.
+        net::close(self.breakfd);
+        net::close(self.epfd);
     }
-}
-
-/// `epoll_pwait2` (nanosecond timeout, Linux 5.11) with a fallback to `epoll_wait`, whose
-/// millisecond timeout is rounded up so a timer is never fired early. Returns the number of
-/// events (0 on a signal).
-fn epoll_wait(epfd: RawFd, events: &mut [libc::epoll_event], timeout: Option<Duration>) -> usize {
-    static NO_PWAIT2: AtomicBool = AtomicBool::new(false);
-    let max = events.len() as libc::c_int;
-    let n = if NO_PWAIT2.load(Ordering::Relaxed) {
-        -1
-    } else {
-        let ts = timeout.map(|t| libc::timespec {
-            tv_sec: t.as_secs().min(i64::MAX as u64) as libc::time_t,
-            tv_nsec: libc::c_long::from(t.subsec_nanos() as i32),
-        });
-        let tsp = ts
-            .as_ref()
-            .map_or(core::ptr::null(), |t| t as *const libc::timespec);
-        // SAFETY: `events` is a writable array of `max` entries; `tsp` is null or points at
-        // a valid timespec; no signal mask.
-        let n = unsafe {
-            libc::syscall(
-                libc::SYS_epoll_pwait2,
-                epfd,
-                events.as_mut_ptr(),
-                max,
-                tsp,
-                core::ptr::null::<libc::sigset_t>(),
-                0usize,
-            )
-        };
-        if n < 0 && io::Error::last_os_error().raw_os_error() == Some(libc::ENOSYS) {
-            NO_PWAIT2.store(true, Ordering::Relaxed);
-        } else if n < 0 {
-            return 0;
-        }
-        n as libc::c_int
-    };
-    let n = if NO_PWAIT2.load(Ordering::Relaxed) {
-        let ms = timeout.map_or(-1, |t| {
-            let ms = t.as_nanos().div_ceil(1_000_000);
-            ms.min(i32::MAX as u128) as libc::c_int
-        });
-        // SAFETY: as above.
-        unsafe { libc::epoll_wait(epfd, events.as_mut_ptr(), max, ms) }
-    } else {
-        n
-    };
-    n.max(0) as usize
 }

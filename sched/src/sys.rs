@@ -52,6 +52,11 @@ pub(crate) fn futex_wake(_word: &AtomicU32, _n: i32) {
     cv.notify_all();
 }
 
+/// An error of `tessera_sys` as std's, for the scheduler's `io::Result`s.
+pub(crate) fn os_error(e: tessera_sys::error::OsError) -> std::io::Error {
+    std::io::Error::from_raw_os_error(e.0)
+}
+
 /// Monotonic nanoseconds from the coarse clock (a few ns through the vDSO, ~1-4 ms
 /// resolution): good enough for a coroutine's age, cheap enough for every spawn.
 pub(crate) use tessera_sys::clock::coarse_now_ns;

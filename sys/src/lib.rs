@@ -12,6 +12,7 @@
 //! - [`process`]: ending the process at once.
 //! - [`dl`]: symbols by name, code addresses by module, stacks by the unwinder.
 //! - [`c`]: the C types of `extern "C"` signatures.
+//! - [`net`]: sockets, epoll and eventfd for the scheduler's netpoller.
 //! - [`random`]: random bits from the kernel.
 //! - [`thread`]: thread ids, liveness, yielding.
 //! - [`error`]: [`OsError`](error::OsError), `errno` and the values callers test for.
@@ -40,6 +41,7 @@ pub mod futex;
 pub mod io;
 pub mod lock;
 pub mod mem;
+pub mod net;
 pub mod process;
 pub mod random;
 pub mod thread;

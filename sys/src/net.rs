@@ -1,0 +1,315 @@
+//! Sockets, epoll and eventfd for the scheduler's netpoller (`tessera-sched`'s `net.rs` and
+//! `netpoll.rs`): the calls std's socket types do not make for us.
+//!
+//! Descriptors are plain `c_int`s here; their owners (std sockets, the `Netpoll`) close
+//! them. Every fallible call returns the kernel's `errno` as an [`OsError`].
+
+use core::ffi::c_int;
+use core::net::SocketAddr;
+use core::sync::atomic::{AtomicBool, Ordering};
+use core::time::Duration;
+
+use crate::error::{ENOSYS, OsError};
+
+pub use libc::{EPOLLERR, EPOLLET, EPOLLHUP, EPOLLIN, EPOLLOUT, EPOLLRDHUP};
+pub use libc::{POLLIN, POLLOUT, POLLRDHUP};
+
+/// A `0`/`-1` return as a `Result`.
+fn check_zero(rc: c_int) -> Result<(), OsError> {
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(OsError::last())
+    }
+}
+
+/// A descriptor-or-`-1` return as a `Result`.
+fn check_fd(fd: c_int) -> Result<c_int, OsError> {
+    if fd < 0 { Err(OsError::last()) } else { Ok(fd) }
+}
+
+/// Closes `fd`. Errors are ignored: after `close` the descriptor is gone whatever it
+/// returns (`EINTR` included, on Linux), and there is nothing to retry.
+pub fn close(fd: c_int) {
+    // SAFETY: closing a descriptor touches no memory; the caller owns `fd`.
+    unsafe { libc::close(fd) };
+}
+
+// ---------------------------------------------------------------------------------------
+// Sockets
+// ---------------------------------------------------------------------------------------
+
+/// `listen(fd, backlog)` again on a listening socket: only its backlog changes, capped by the
+/// kernel at `net.core.somaxconn`.
+///
+/// Errors: `EBADF`/`ENOTSOCK` for a bad descriptor, `EOPNOTSUPP` for a socket type that
+/// cannot listen.
+pub fn listen(fd: c_int, backlog: c_int) -> Result<(), OsError> {
+    // SAFETY: plain syscall on a descriptor; no memory is passed.
+    check_zero(unsafe { libc::listen(fd, backlog) })
+}
+
+/// A new non-blocking, close-on-exec TCP socket for `addr`'s family; the caller owns it.
+///
+/// Errors: `EMFILE`/`ENFILE` (out of descriptors), `ENOBUFS`/`ENOMEM`,
+/// `EAFNOSUPPORT` (IPv6 disabled).
+pub fn tcp_socket(addr: &SocketAddr) -> Result<c_int, OsError> {
+    let family = match addr {
+        SocketAddr::V4(_) => libc::AF_INET,
+        SocketAddr::V6(_) => libc::AF_INET6,
+    };
+    // SAFETY: plain syscall.
+    let fd = unsafe {
+        libc::socket(
+            family,
+            libc::SOCK_STREAM | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
+            0,
+        )
+    };
+    check_fd(fd)
+}
+
+/// `connect(2)` of socket `fd` to `addr`, one attempt.
+///
+/// Errors that matter on a non-blocking socket: `EINPROGRESS` (the handshake goes on; wait
+/// until writable, then read `SO_ERROR`), `EINTR` (try again), `ECONNREFUSED`,
+/// `ENETUNREACH`, `ETIMEDOUT`, `EADDRNOTAVAIL`.
+pub fn connect(fd: c_int, addr: &SocketAddr) -> Result<(), OsError> {
+    let (storage, len) = sockaddr(addr);
+    // SAFETY: `storage` holds a valid sockaddr of `len` bytes.
+    check_zero(unsafe { libc::connect(fd, (&raw const storage).cast(), len) })
+}
+
+/// `addr` as a C socket address.
+fn sockaddr(addr: &SocketAddr) -> (libc::sockaddr_storage, libc::socklen_t) {
+    // SAFETY: all-zero is a valid sockaddr_storage.
+    let mut st: libc::sockaddr_storage = unsafe { core::mem::zeroed() };
+    let len = match addr {
+        SocketAddr::V4(a) => {
+            let sin = libc::sockaddr_in {
+                sin_family: libc::AF_INET as libc::sa_family_t,
+                sin_port: a.port().to_be(),
+                sin_addr: libc::in_addr {
+                    s_addr: u32::from_ne_bytes(a.ip().octets()),
+                },
+                sin_zero: [0; 8],
+            };
+            // SAFETY: sockaddr_storage is larger than and aligned for sockaddr_in.
+            unsafe { (&raw mut st).cast::<libc::sockaddr_in>().write(sin) };
+            core::mem::size_of::<libc::sockaddr_in>()
+        }
+        SocketAddr::V6(a) => {
+            let sin6 = libc::sockaddr_in6 {
+                sin6_family: libc::AF_INET6 as libc::sa_family_t,
+                sin6_port: a.port().to_be(),
+                sin6_flowinfo: a.flowinfo(),
+                sin6_addr: libc::in6_addr {
+                    s6_addr: a.ip().octets(),
+                },
+                sin6_scope_id: a.scope_id(),
+            };
+            // SAFETY: sockaddr_storage is larger than and aligned for sockaddr_in6.
+            unsafe { (&raw mut st).cast::<libc::sockaddr_in6>().write(sin6) };
+            core::mem::size_of::<libc::sockaddr_in6>()
+        }
+    };
+    (st, len as libc::socklen_t)
+}
+
+/// `poll(2)` on one descriptor for `events` (`POLLIN | POLLRDHUP`, `POLLOUT`), at most
+/// `timeout_ms` milliseconds (-1: no limit). Returns whether it became ready (false: the
+/// time ran out).
+///
+/// Errors: `EINTR` (a signal came first), `ENOMEM`.
+pub fn poll_one(fd: c_int, events: i16, timeout_ms: c_int) -> Result<bool, OsError> {
+    let mut pfd = libc::pollfd {
+        fd,
+        events,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd.
+    let n = unsafe { libc::poll(&mut pfd, 1, timeout_ms) };
+    if n < 0 {
+        return Err(OsError::last());
+    }
+    Ok(n > 0)
+}
+
+// ---------------------------------------------------------------------------------------
+// epoll and eventfd
+// ---------------------------------------------------------------------------------------
+
+/// A new close-on-exec epoll instance; the caller owns it ([`close`]).
+///
+/// Errors: `EMFILE`/`ENFILE`, `ENOMEM`.
+pub fn epoll_create() -> Result<c_int, OsError> {
+    // SAFETY: plain syscall.
+    check_fd(unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) })
+}
+
+/// Adds `fd` to epoll `epfd` for `events`, with `data` handed back in its events.
+///
+/// Errors: `EEXIST` (already registered), `EBADF`, `EPERM` (a regular file), `ENOMEM`,
+/// `ENOSPC` (`max_user_watches`).
+pub fn epoll_add(epfd: c_int, fd: c_int, events: u32, data: u64) -> Result<(), OsError> {
+    let mut ev = libc::epoll_event { events, u64: data };
+    // SAFETY: plain syscall on descriptors; `ev` is valid for the call.
+    check_zero(unsafe { libc::epoll_ctl(epfd, libc::EPOLL_CTL_ADD, fd, &mut ev) })
+}
+
+/// Removes `fd` from epoll `epfd`.
+///
+/// Errors: `ENOENT` (not registered), `EBADF` (either descriptor closed already).
+pub fn epoll_del(epfd: c_int, fd: c_int) -> Result<(), OsError> {
+    let mut ev = libc::epoll_event { events: 0, u64: 0 };
+    // SAFETY: plain syscall on descriptors; `ev` is valid (and ignored) for the call.
+    check_zero(unsafe { libc::epoll_ctl(epfd, libc::EPOLL_CTL_DEL, fd, &mut ev) })
+}
+
+/// One event out of `epoll_wait`.
+#[derive(Clone, Copy)]
+#[repr(transparent)]
+pub struct Event(libc::epoll_event);
+
+impl Event {
+    /// An empty slot for [`epoll_wait`] to fill.
+    pub const EMPTY: Event = Event(libc::epoll_event { events: 0, u64: 0 });
+
+    /// The readiness bits (`EPOLLIN`, `EPOLLOUT`, `EPOLLRDHUP`, `EPOLLERR`, `EPOLLHUP`).
+    pub fn events(&self) -> u32 {
+        self.0.events
+    }
+
+    /// The data word given to [`epoll_add`].
+    pub fn data(&self) -> u64 {
+        self.0.u64
+    }
+}
+
+impl core::fmt::Debug for Event {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("Event")
+            .field("events", &self.events())
+            .field("data", &self.data())
+            .finish()
+    }
+}
+
+/// `epoll_pwait2` (nanosecond timeout, Linux 5.11) with a fallback to `epoll_wait`, whose
+/// millisecond timeout is rounded up so a timer is never fired early. `timeout` `None`
+/// blocks until an event. Returns the number of events written to the front of `events`.
+///
+/// Errors read as 0 events: `EINTR` (a signal) is a wake-up like any other for the
+/// poller; `EBADF`/`EINVAL` cannot happen on a live epoll. `ENOSYS` from `epoll_pwait2`
+/// selects the fallback for good.
+pub fn epoll_wait(epfd: c_int, events: &mut [Event], timeout: Option<Duration>) -> usize {
+    static NO_PWAIT2: AtomicBool = AtomicBool::new(false);
+    let max = events.len() as libc::c_int;
+    let events = events.as_mut_ptr().cast::<libc::epoll_event>();
+    let n = if NO_PWAIT2.load(Ordering::Relaxed) {
+        -1
+    } else {
+        let ts = timeout.map(|t| libc::timespec {
+            tv_sec: t.as_secs().min(i64::MAX as u64) as libc::time_t,
+            tv_nsec: libc::c_long::from(t.subsec_nanos() as i32),
+        });
+        let tsp = ts
+            .as_ref()
+            .map_or(core::ptr::null(), |t| t as *const libc::timespec);
+        // SAFETY: `events` is a writable array of `max` entries (`Event` is a transparent
+        // `epoll_event`); `tsp` is null or points at a valid timespec; no signal mask.
+        let n = unsafe {
+            libc::syscall(
+                libc::SYS_epoll_pwait2,
+                epfd,
+                events,
+                max,
+                tsp,
+                core::ptr::null::<libc::sigset_t>(),
+                0usize,
+            )
+        };
+        if n < 0 && crate::error::errno() == ENOSYS {
+            NO_PWAIT2.store(true, Ordering::Relaxed);
+        } else if n < 0 {
+            return 0;
+        }
+        n as libc::c_int
+    };
+    let n = if NO_PWAIT2.load(Ordering::Relaxed) {
+        let ms = timeout.map_or(-1, |t| {
+            let ms = t.as_nanos().div_ceil(1_000_000);
+            ms.min(i32::MAX as u128) as libc::c_int
+        });
+        // SAFETY: as above.
+        unsafe { libc::epoll_wait(epfd, events, max, ms) }
+    } else {
+        n
+    };
+    n.max(0) as usize
+}
+
+/// A new non-blocking, close-on-exec eventfd (counter 0); the caller owns it ([`close`]).
+///
+/// Errors: `EMFILE`/`ENFILE`, `ENOMEM`.
+pub fn eventfd() -> Result<c_int, OsError> {
+    // SAFETY: plain syscall.
+    check_fd(unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) })
+}
+
+/// Adds `value` to eventfd `fd`'s counter, making it readable.
+///
+/// Errors: `EAGAIN` when the counter would overflow (it is drained long before).
+pub fn eventfd_write(fd: c_int, value: u64) -> Result<(), OsError> {
+    // SAFETY: an 8-byte counter increment on a descriptor; no caller memory is kept.
+    check_zero(unsafe { libc::eventfd_write(fd, value) })
+}
+
+/// Takes eventfd `fd`'s counter, resetting it to 0.
+///
+/// Errors: `EAGAIN` when it was 0 (non-blocking).
+pub fn eventfd_read(fd: c_int) -> Result<u64, OsError> {
+    let mut v: libc::eventfd_t = 0;
+    // SAFETY: `v` is a valid out-pointer.
+    check_zero(unsafe { libc::eventfd_read(fd, &mut v) })?;
+    Ok(v)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_eventfd_wakes_an_epoll() {
+        let ep = epoll_create().unwrap();
+        let efd = eventfd().unwrap();
+        epoll_add(ep, efd, EPOLLIN as u32, 7).unwrap();
+        assert_eq!(
+            epoll_add(ep, efd, EPOLLIN as u32, 7).unwrap_err().0,
+            crate::error::EEXIST
+        );
+        let mut events = [Event::EMPTY; 4];
+        assert_eq!(epoll_wait(ep, &mut events, Some(Duration::ZERO)), 0);
+        eventfd_write(efd, 1).unwrap();
+        assert_eq!(epoll_wait(ep, &mut events, Some(Duration::from_secs(5))), 1);
+        assert_eq!(events[0].data(), 7);
+        assert_eq!(eventfd_read(efd).unwrap(), 1);
+        assert_eq!(eventfd_read(efd).unwrap_err().0, crate::error::EAGAIN);
+        assert!(!poll_one(efd, POLLIN, 0).unwrap());
+        epoll_del(ep, efd).unwrap();
+        close(efd);
+        close(ep);
+    }
+
+    #[test]
+    fn a_refused_connect_reports_why() {
+        let addr: SocketAddr = "127.0.0.1:1".parse().unwrap();
+        let fd = tcp_socket(&addr).unwrap();
+        let err = connect(fd, &addr).unwrap_err().0;
+        assert!(
+            err == crate::error::EINPROGRESS || err == libc::ECONNREFUSED,
+            "{err}"
+        );
+        close(fd);
+    }
+}
