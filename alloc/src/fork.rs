@@ -48,6 +48,7 @@ extern "C" fn child() {
 
 /// Registers the handlers; called once from the process set-up.
 pub(crate) fn register() {
-    // SAFETY: the handlers are `extern "C"` functions valid for the life of the process.
-    unsafe { libc::pthread_atfork(Some(prepare), Some(parent), Some(child)) };
+    // Without the handlers (no memory for glibc's record of them) a forked child may find a
+    // lock taken for ever, as with any allocator that registers none; nothing else to do.
+    let _ = tessera_sys::process::atfork(prepare, parent, child);
 }

@@ -15,11 +15,12 @@
 //! themselves, from their own operations, and nothing is returned while the program is idle.
 //! A forked child starts its own purger the same lazy way.
 
+use core::ffi::c_void;
 use core::sync::atomic::{AtomicU8, Ordering};
 use core::time::Duration;
 
 use tessera_span::{commit, heap};
-use tessera_sys::clock;
+use tessera_sys::{clock, thread};
 
 use crate::{node, pool};
 
@@ -54,26 +55,9 @@ fn start() {
     {
         return;
     }
-    // SAFETY: plain pthread calls on locals; the new thread runs `main`, which takes no
-    // argument and never returns. Signals are blocked around the creation so the thread
-    // starts with all of them blocked (it must never run a program's signal handler), and
-    // the caller's mask is restored.
-    let started = unsafe {
-        let mut attr: libc::pthread_attr_t = core::mem::zeroed();
-        let mut all: libc::sigset_t = core::mem::zeroed();
-        let mut old: libc::sigset_t = core::mem::zeroed();
-        libc::pthread_attr_init(&mut attr);
-        libc::pthread_attr_setstacksize(&mut attr, 64 << 10);
-        libc::pthread_attr_setdetachstate(&mut attr, libc::PTHREAD_CREATE_DETACHED);
-        libc::sigfillset(&mut all);
-        libc::pthread_sigmask(libc::SIG_SETMASK, &all, &mut old);
-        let mut thread: libc::pthread_t = 0;
-        let rc = libc::pthread_create(&mut thread, &attr, main, core::ptr::null_mut());
-        libc::pthread_sigmask(libc::SIG_SETMASK, &old, core::ptr::null_mut());
-        libc::pthread_attr_destroy(&mut attr);
-        rc == 0
-    };
-    if started {
+    // The new thread runs `main`, which takes no argument and never returns, with every
+    // signal blocked (it must never run a program's signal handler).
+    if thread::spawn_detached(main, 64 << 10).is_ok() {
         heap::set_background_purger(true);
         STATE.store(RUNNING, Ordering::Release);
     } else {
@@ -97,9 +81,8 @@ pub(crate) fn after_fork_in_child() {
     }
 }
 
-extern "C" fn main(_: *mut libc::c_void) -> *mut libc::c_void {
-    // SAFETY: names the calling thread; the name is a NUL-terminated literal.
-    unsafe { libc::prctl(libc::PR_SET_NAME, c"tessera-purge".as_ptr()) };
+extern "C" fn main(_: *mut c_void) -> *mut c_void {
+    thread::set_name(c"tessera-purge");
     loop {
         let seen = commit::signal();
         if tick() {

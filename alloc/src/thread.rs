@@ -22,8 +22,11 @@
 //! read with `asm!` that is not `pure`, and the public entry points in `lib.rs` are
 //! `#[inline(never)]`, so every allocation reads them afresh on the thread that runs it.
 
+use core::ffi::c_void;
 use core::ptr;
 use core::sync::atomic::{AtomicU8, AtomicU32, Ordering};
+
+use tessera_sys::thread as sys_thread;
 
 use crate::cache::Cache;
 use crate::pool;
@@ -77,10 +80,7 @@ fn ensure_init() {
         return;
     }
     crate::config::load();
-    let mut key: libc::pthread_key_t = 0;
-    // SAFETY: `key` is a valid out-pointer; the destructor is an `extern "C"` fn that stays
-    // valid for the life of the process.
-    if unsafe { libc::pthread_key_create(&mut key, Some(on_thread_exit)) } == 0 {
+    if let Ok(key) = sys_thread::key_create(on_thread_exit) {
         KEY.store(key, Ordering::Release);
     }
     crate::fork::register();
@@ -112,14 +112,16 @@ pub(crate) fn current_or_init() -> *mut Cache {
     }
     let key = KEY.load(Ordering::Acquire);
     if key != u32::MAX {
-        // SAFETY: `key` was created by `pthread_key_create`; the value is our cache.
-        unsafe { libc::pthread_setspecific(key, cache.cast()) };
+        // SAFETY: `key` was created by `key_create`; the value is our cache, which
+        // `on_thread_exit` takes. A failure (no memory for glibc's second-level key block)
+        // only means the cache is not released when this thread exits.
+        let _ = unsafe { sys_thread::set_specific(key, cache.cast()) };
     }
     cache
 }
 
 /// The pthread key destructor: flush the exiting thread's own cache and park it.
-extern "C" fn on_thread_exit(arg: *mut libc::c_void) {
+extern "C" fn on_thread_exit(arg: *mut c_void) {
     let cache = arg.cast::<Cache>();
     // SAFETY: `EXITED` and null are values the words may always hold.
     unsafe {

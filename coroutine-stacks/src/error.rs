@@ -126,6 +126,7 @@ pub fn max_map_count() -> Option<usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tessera_sys::error::{EINVAL, ENOMEM, EPERM};
 
     #[test]
     fn map_limit_message_names_limit_count_and_sysctl() {
@@ -141,12 +142,9 @@ mod tests {
     #[test]
     fn an_os_failure_is_the_source_of_a_stack_error() {
         use std::error::Error;
-        let e = StackError::Os(OsError(libc::EPERM));
+        let e = StackError::Os(OsError(EPERM));
         let source = e.source().expect("an OS failure has a source");
-        assert_eq!(
-            source.downcast_ref::<OsError>(),
-            Some(&OsError(libc::EPERM))
-        );
+        assert_eq!(source.downcast_ref::<OsError>(), Some(&OsError(EPERM)));
         assert!(
             StackError::TooLarge { requested: 1 << 30 }
                 .source()
@@ -158,11 +156,11 @@ mod tests {
     #[test]
     fn plain_enomem_far_from_the_limit_stays_an_os_error() {
         // This test process is nowhere near its map count.
-        let e = StackError::from_os(OsError(libc::ENOMEM));
-        assert_eq!(e, StackError::Os(OsError(libc::ENOMEM)));
+        let e = StackError::from_os(OsError(ENOMEM));
+        assert_eq!(e, StackError::Os(OsError(ENOMEM)));
         assert_eq!(
-            StackError::from_os(OsError(libc::EINVAL)),
-            StackError::Os(OsError(libc::EINVAL))
+            StackError::from_os(OsError(EINVAL)),
+            StackError::Os(OsError(EINVAL))
         );
     }
 

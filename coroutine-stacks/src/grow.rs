@@ -81,33 +81,16 @@ fn thread_bounds() -> Option<Bounds> {
     Some(b)
 }
 
-/// The calling thread's stack from `pthread_getattr_np`, guard excluded.
+/// The calling thread's stack from `pthread_getattr_np` (`tessera_sys::thread::stack`), guard
+/// excluded.
 fn query_thread_bounds() -> Option<Bounds> {
-    // SAFETY: an all-zero pthread_attr_t is valid storage for pthread_getattr_np to fill.
-    let mut attr: libc::pthread_attr_t = unsafe { std::mem::zeroed() };
-    // SAFETY: `attr` is valid storage; on success it must be destroyed, done below.
-    if unsafe { libc::pthread_getattr_np(libc::pthread_self(), &mut attr) } != 0 {
-        return None;
-    }
-    let mut addr: *mut libc::c_void = std::ptr::null_mut();
-    let mut size = 0usize;
-    let mut guard = 0usize;
-    // SAFETY: `attr` was initialised by pthread_getattr_np; the out-pointers are valid.
-    let ok = unsafe {
-        libc::pthread_attr_getstack(&attr, &mut addr, &mut size) == 0
-            && libc::pthread_attr_getguardsize(&attr, &mut guard) == 0
-    };
-    // SAFETY: initialised above and destroyed once.
-    unsafe { libc::pthread_attr_destroy(&mut attr) };
-    if !ok || addr.is_null() {
-        return None;
-    }
+    let stack = tessera_sys::thread::stack()?;
     // glibc reports a thread's stack including its guard at the low end; skipping the guard
     // is also right for the main thread, whose reported guard size is 0.
-    let lo = addr as usize + guard;
+    let lo = stack.base + stack.guard;
     Some(Bounds {
         lo,
-        hi: addr as usize + size,
+        hi: stack.base + stack.size,
     })
 }
 

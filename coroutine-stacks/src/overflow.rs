@@ -20,19 +20,21 @@
 //!   its threads one when its own handler is installed).
 
 use std::cell::{Cell, RefCell, UnsafeCell};
+use std::ffi::{c_int, c_void};
 use std::mem::MaybeUninit;
 use std::sync::Once;
 
 use tessera_sys::io::Line;
 use tessera_sys::mem::{self, Protection};
 use tessera_sys::process;
+use tessera_sys::signal::{self, Action, SIGBUS, SIGSEGV, SigInfo};
 
 use crate::class::MAX_STACK_SIZE;
 use crate::registry::{self, SlotHit};
 
 /// The sigaction that was installed before ours, per signal; written once, before our
 /// handler can run, and only read afterwards.
-struct SavedAction(UnsafeCell<MaybeUninit<libc::sigaction>>);
+struct SavedAction(UnsafeCell<MaybeUninit<Action>>);
 
 // SAFETY: written exactly once inside `INSTALL.call_once`, before the `sigaction` call that
 // makes our handler (the only reader) reachable; never written again.
@@ -42,12 +44,8 @@ static OLD_SEGV: SavedAction = SavedAction(UnsafeCell::new(MaybeUninit::uninit()
 static OLD_BUS: SavedAction = SavedAction(UnsafeCell::new(MaybeUninit::uninit()));
 static INSTALL: Once = Once::new();
 
-fn saved(sig: libc::c_int) -> &'static SavedAction {
-    if sig == libc::SIGBUS {
-        &OLD_BUS
-    } else {
-        &OLD_SEGV
-    }
+fn saved(sig: c_int) -> &'static SavedAction {
+    if sig == SIGBUS { &OLD_BUS } else { &OLD_SEGV }
 }
 
 /// Installs the process-wide handler (idempotent) and gives the calling thread an alternate
@@ -71,25 +69,20 @@ pub fn prepare_thread() {
 
 fn install_handler() {
     INSTALL.call_once(|| {
-        for sig in [libc::SIGSEGV, libc::SIGBUS] {
+        for sig in [SIGSEGV, SIGBUS] {
             let slot = saved(sig);
-            // SAFETY: `sigaction` with a null new action only reads the current one into the
-            // out-pointer, which points at the static slot we own (see `SavedAction`).
-            unsafe { libc::sigaction(sig, std::ptr::null(), (*slot.0.get()).as_mut_ptr()) };
-            // SAFETY: an all-zero sigaction is a valid value (empty mask, no flags).
-            let mut action: libc::sigaction = unsafe { std::mem::zeroed() };
-            action.sa_sigaction = on_fault as *const () as usize;
-            action.sa_flags = libc::SA_SIGINFO | libc::SA_ONSTACK;
-            // SAFETY: `action` is fully initialised; `on_fault` has the SA_SIGINFO signature.
-            unsafe { libc::sigaction(sig, &action, std::ptr::null_mut()) };
+            // SAFETY: the static slot we own, written here once (see `SavedAction`).
+            unsafe { (*slot.0.get()).write(signal::current(sig)) };
+            // Cannot fail for these signals.
+            let _ = signal::install_fault_handler(sig, on_fault);
         }
     });
 }
 
-extern "C" fn on_fault(sig: libc::c_int, info: *mut libc::siginfo_t, ctx: *mut libc::c_void) {
+extern "C" fn on_fault(sig: c_int, info: *mut SigInfo, ctx: *mut c_void) {
     // SAFETY: the kernel passes a valid siginfo for SIGSEGV/SIGBUS under SA_SIGINFO, and for
     // these signals `si_addr` is the faulting address.
-    let addr = unsafe { (*info).si_addr() } as usize;
+    let addr = unsafe { signal::fault_address(info) };
     if let Some(hit) = registry::lookup(addr)
         && hit.in_guard
     {
@@ -102,39 +95,15 @@ extern "C" fn on_fault(sig: libc::c_int, info: *mut libc::siginfo_t, ctx: *mut l
     unsafe { chain(sig, info, ctx) };
 }
 
-/// Hands a fault that is not ours to the previous disposition.
+/// Hands a fault that is not ours to the previous disposition (`signal::chain`).
 ///
 /// # Safety
 /// Must be called from the signal handler, with the kernel's arguments.
-unsafe fn chain(sig: libc::c_int, info: *mut libc::siginfo_t, ctx: *mut libc::c_void) {
+unsafe fn chain(sig: c_int, info: *mut SigInfo, ctx: *mut c_void) {
     // SAFETY: `on_fault` only runs after `install_handler` stored the old action.
     let old = unsafe { (*saved(sig).0.get()).assume_init_ref() };
-    match old.sa_sigaction {
-        libc::SIG_DFL | libc::SIG_IGN => {
-            // SAFETY: an all-zero sigaction with SIG_DFL is the default disposition.
-            let mut dfl: libc::sigaction = unsafe { std::mem::zeroed() };
-            dfl.sa_sigaction = libc::SIG_DFL;
-            let restore = if old.sa_sigaction == libc::SIG_DFL {
-                old
-            } else {
-                &dfl
-            };
-            // SAFETY: installing a default disposition is always valid; when we return, the
-            // faulting instruction re-executes and the kernel applies it.
-            unsafe { libc::sigaction(sig, restore, std::ptr::null_mut()) };
-        }
-        handler if old.sa_flags & libc::SA_SIGINFO != 0 => {
-            // SAFETY: with SA_SIGINFO the previous handler has the three-argument signature.
-            let f: extern "C" fn(libc::c_int, *mut libc::siginfo_t, *mut libc::c_void) =
-                unsafe { std::mem::transmute(handler) };
-            f(sig, info, ctx);
-        }
-        handler => {
-            // SAFETY: without SA_SIGINFO the previous handler takes the signal number only.
-            let f: extern "C" fn(libc::c_int) = unsafe { std::mem::transmute(handler) };
-            f(sig);
-        }
-    }
+    // SAFETY: the kernel's arguments, in the handler (the contract).
+    unsafe { signal::chain(old, sig, info, ctx) };
 }
 
 fn report(hit: &SlotHit, addr: usize) {
@@ -180,25 +149,17 @@ struct AltStack {
 impl Drop for AltStack {
     fn drop(&mut self) {
         let guard = mem::page_size();
-        // SAFETY: a zeroed stack_t is valid as an out-parameter.
-        let mut current: libc::stack_t = unsafe { std::mem::zeroed() };
-        // SAFETY: querying the current alternate stack has no preconditions.
-        unsafe { libc::sigaltstack(std::ptr::null(), &mut current) };
-        if current.ss_sp as usize != self.map as usize + guard {
+        let ours = self.map as usize + guard;
+        if !matches!(signal::altstack(), Ok(Some(current)) if current.base == ours) {
             // Someone replaced it; it is no longer ours to tear down, and not in use.
             // SAFETY: the mapping is ours and not installed as an alternate stack.
             unsafe { mem::release(self.map, self.len) };
             return;
         }
-        let disable = libc::stack_t {
-            ss_sp: std::ptr::null_mut(),
-            ss_flags: libc::SS_DISABLE,
-            ss_size: 0,
-        };
         // SAFETY: the thread is exiting and not running a signal handler, so the alternate
         // stack can be disabled and then unmapped.
         unsafe {
-            if libc::sigaltstack(&disable, std::ptr::null_mut()) == 0 {
+            if signal::disable_altstack().is_ok() {
                 mem::release(self.map, self.len);
             }
         }
@@ -210,11 +171,7 @@ thread_local! {
 }
 
 fn ensure_altstack() {
-    // SAFETY: a zeroed stack_t is a valid out-parameter.
-    let mut current: libc::stack_t = unsafe { std::mem::zeroed() };
-    // SAFETY: querying has no preconditions.
-    let rc = unsafe { libc::sigaltstack(std::ptr::null(), &mut current) };
-    if rc != 0 || current.ss_flags & libc::SS_DISABLE == 0 {
+    if !matches!(signal::altstack(), Ok(None)) {
         return; // the thread has one already (std's, or the runtime's)
     }
     let page = mem::page_size();
@@ -227,15 +184,13 @@ fn ensure_altstack() {
     // scribbling on whatever mapping sits below. Best effort.
     // SAFETY: the first page of our fresh mapping, used by nothing.
     let _ = unsafe { mem::protect(map, page, Protection::None) };
-    let stack = libc::stack_t {
-        // SAFETY: `page` is inside the `len`-byte mapping.
-        ss_sp: unsafe { map.add(page) }.cast(),
-        ss_flags: 0,
-        ss_size: ALTSTACK_SIZE,
+    let stack = signal::AltStack {
+        base: map as usize + page,
+        size: ALTSTACK_SIZE,
     };
     // SAFETY: `stack` describes memory we own for as long as `OWN_ALTSTACK` lives (until
     // thread exit, where `AltStack::drop` disables it before unmapping).
-    if unsafe { libc::sigaltstack(&stack, std::ptr::null_mut()) } != 0 {
+    if unsafe { signal::set_altstack(stack) }.is_err() {
         // SAFETY: never installed, so nothing refers to it.
         unsafe { mem::release(map, len) };
         return;
@@ -254,21 +209,12 @@ mod tests {
     #[test]
     fn new_thread_without_altstack_gets_one() {
         std::thread::spawn(|| {
-            let disable = libc::stack_t {
-                ss_sp: std::ptr::null_mut(),
-                ss_flags: libc::SS_DISABLE,
-                ss_size: 0,
-            };
             // SAFETY: this thread is not in a signal handler; disabling std's alternate stack
             // only affects this thread, which takes no fault before installing ours.
-            unsafe { libc::sigaltstack(&disable, std::ptr::null_mut()) };
+            unsafe { signal::disable_altstack() }.unwrap();
             ensure_altstack();
-            // SAFETY: zeroed stack_t is a valid out-parameter.
-            let mut cur: libc::stack_t = unsafe { std::mem::zeroed() };
-            // SAFETY: query only.
-            unsafe { libc::sigaltstack(std::ptr::null(), &mut cur) };
-            assert_eq!(cur.ss_flags & libc::SS_DISABLE, 0);
-            assert_eq!(cur.ss_size, ALTSTACK_SIZE);
+            let current = signal::altstack().unwrap().expect("an alternate stack");
+            assert_eq!(current.size, ALTSTACK_SIZE);
         })
         .join()
         .unwrap();

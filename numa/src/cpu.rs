@@ -14,9 +14,10 @@
 
 use core::sync::atomic::{AtomicU8, Ordering};
 
+use tessera_sys::numa as sys;
+
 use crate::bitset::{CpuSet, MAX_NODES};
 use crate::ids::{CpuId, NodeId};
-use crate::sys;
 use crate::topology::Topology;
 
 /// How [`current_cpu`] and [`current_node`] get their answer in this process.

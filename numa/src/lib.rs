@@ -8,7 +8,7 @@
 //! - [`cpu`]: [`current_cpu`] / [`current_node`] from glibc's rseq area or `getcpu`;
 //!   [`affinity`], the CPUs this thread may run on.
 //! - [`policy`]: [`mbind`], [`set_mempolicy`], [`policy_of`], [`node_of_address`],
-//!   [`nodes_of_pages`] over `libc::syscall`.
+//!   [`nodes_of_pages`] over the memory-policy syscalls (`tessera_sys::numa`).
 //! - [`cgroup`]: [`Limits`], the memory and CPU limits of this process's cgroup (v1 or v2)
 //!   or of a fixture tree, for the allocator's default soft limit and the scheduler's Ps.
 //! - [`bitset`]: [`CpuSet`] and [`NodeMask`]; [`ids`]: [`CpuId`] and [`NodeId`].
@@ -30,7 +30,6 @@ pub mod cpu;
 pub mod ids;
 mod parse;
 pub mod policy;
-mod sys;
 mod sysfs;
 pub mod topology;
 

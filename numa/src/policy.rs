@@ -11,9 +11,11 @@
 use core::ffi::{c_int, c_void};
 use core::fmt;
 
+use tessera_sys::error::{EINVAL, ENOENT, OsError};
+use tessera_sys::numa as sys;
+
 use crate::bitset::NodeMask;
 use crate::ids::NodeId;
-use crate::sys;
 
 /// Which kernel interface failed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -60,15 +62,15 @@ pub enum NumaError {
 }
 
 impl NumaError {
-    pub(crate) fn os(call: Call, errno: i32) -> NumaError {
-        NumaError::Os { call, errno }
+    pub(crate) fn os(call: Call, e: OsError) -> NumaError {
+        NumaError::Os { call, errno: e.0 }
     }
 
     /// The errno, for [`NumaError::Os`]; `EINVAL` for the other variants.
     pub fn errno(&self) -> i32 {
         match *self {
             NumaError::Os { errno, .. } => errno,
-            NumaError::UnknownMode(_) | NumaError::InvalidArgument => libc::EINVAL,
+            NumaError::UnknownMode(_) | NumaError::InvalidArgument => EINVAL,
         }
     }
 }
@@ -298,8 +300,8 @@ pub fn node_of_page(addr: *const u8) -> Result<Option<NodeId>, NumaError> {
     nodes_of_pages(&[addr], &mut status)?;
     match status[0] {
         s if s >= 0 => Ok(Some(NodeId::new(s as u16))),
-        s if s == -libc::ENOENT => Ok(None),
-        s => Err(NumaError::os(Call::MovePages, -s)),
+        s if s == -ENOENT => Ok(None),
+        s => Err(NumaError::os(Call::MovePages, OsError(-s))),
     }
 }
 
@@ -311,7 +313,7 @@ mod tests {
     fn numa_error_is_an_error_without_a_source() {
         // An errno is not an error value of its own: nothing to chain to.
         for e in [
-            NumaError::os(Call::Mbind, libc::EINVAL),
+            NumaError::os(Call::Mbind, OsError(EINVAL)),
             NumaError::UnknownMode(99),
             NumaError::InvalidArgument,
         ] {
@@ -362,8 +364,8 @@ mod tests {
 
     #[test]
     fn errors_carry_errno_and_name_the_call() {
-        let e = NumaError::os(Call::Mbind, libc::EINVAL);
-        assert_eq!(e.errno(), libc::EINVAL);
+        let e = NumaError::os(Call::Mbind, OsError(EINVAL));
+        assert_eq!(e.errno(), EINVAL);
         assert_eq!(std::format!("{e}"), "mbind failed: errno 22");
     }
 

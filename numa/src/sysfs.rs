@@ -6,7 +6,7 @@
 use core::ffi::CStr;
 use core::ops::ControlFlow;
 
-use crate::sys::Fd;
+use tessera_sys::fs::{Fd, O_DIRECTORY};
 
 /// Longest path (with its NUL) we build; a longer root makes every file read as missing,
 /// which the topology treats as "no `/sys`".
@@ -210,7 +210,7 @@ pub(crate) fn for_each_dir_entry(path: &mut SysPath, mut f: impl FnMut(&[u8])) -
     let Some(c) = path.as_cstr() else {
         return false;
     };
-    let Some(fd) = Fd::open(c, libc::O_DIRECTORY) else {
+    let Some(fd) = Fd::open(c, O_DIRECTORY) else {
         return false;
     };
     // `linux_dirent64` is { u64 d_ino; i64 d_off; u16 d_reclen; u8 d_type; char d_name[]; }.

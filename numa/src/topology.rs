@@ -19,10 +19,11 @@ use core::cell::UnsafeCell;
 use core::fmt;
 use core::sync::atomic::{AtomicI32, Ordering};
 
+use tessera_sys::thread;
+
 use crate::bitset::{CpuSet, MAX_CPUS, MAX_NODES, NodeMask};
 use crate::ids::{CpuId, NodeId};
 use crate::parse;
-use crate::sys;
 use crate::sysfs::{SysFile, SysPath, for_each_dir_entry};
 
 /// The distance the kernel reports from a node to itself (ACPI SLIT convention).
@@ -530,7 +531,7 @@ impl Global {
 
     #[cold]
     fn init(&self) {
-        let me = sys::gettid();
+        let me = thread::gettid();
         let mut expected = UNINIT;
         let mut spins = 0u32;
         loop {
@@ -553,16 +554,17 @@ impl Global {
                 }
                 Err(READY) => return,
                 Err(filler) => {
-                    sys::yield_now();
+                    thread::yield_now();
                     spins = spins.wrapping_add(1);
                     // Retry the CAS against the filler's id only once it is known dead;
                     // otherwise against UNINIT, which fails while the filler works.
-                    expected =
-                        if spins.is_multiple_of(YIELDS_PER_CHECK) && !sys::thread_alive(filler) {
-                            filler
-                        } else {
-                            UNINIT
-                        };
+                    expected = if spins.is_multiple_of(YIELDS_PER_CHECK)
+                        && !thread::thread_alive(filler)
+                    {
+                        filler
+                    } else {
+                        UNINIT
+                    };
                 }
             }
         }
@@ -573,6 +575,7 @@ impl Global {
 mod tests {
     use super::*;
     use std::boxed::Box;
+    use tessera_sys::process::{self, Forked};
 
     fn leak(g: Global) -> &'static Global {
         Box::leak(Box::new(g))
@@ -600,33 +603,27 @@ mod tests {
     #[test]
     fn a_fill_abandoned_across_fork_is_taken_over_by_the_child() {
         let g = leak(Global::new(b"/nonexistent-sys"));
-        let filler = sys::gettid();
+        let filler = thread::gettid();
         g.state.store(filler, Ordering::Relaxed);
         // SAFETY: the child calls only `Global::get`, which neither allocates nor takes a
         // lock (so nothing another thread held at the fork can block it), and then `_exit`.
-        let pid = unsafe { libc::fork() };
-        assert!(pid >= 0, "fork failed");
-        if pid == 0 {
-            // A hang guard: a child that never takes over dies of SIGALRM instead of
-            // leaving the parent waiting for ever.
-            // SAFETY: `alarm` only arms a timer for this process.
-            unsafe { libc::alarm(60) };
-            let ok = !sys::thread_alive(filler)
-                && g.get().source() == Source::SingleNodeFallback
-                && g.state.load(Ordering::Relaxed) == READY;
-            // SAFETY: ends the child at once, without unwinding or running the parent's
-            // exit handlers.
-            unsafe { libc::_exit(if ok { 0 } else { 1 }) };
-        }
-        let mut status = 0;
-        // SAFETY: `pid` is our child and `status` a valid out-pointer.
-        let waited = unsafe { libc::waitpid(pid, &mut status, 0) };
-        assert_eq!(waited, pid);
-        assert!(
-            libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
-            "the child did not take the fill over: status {status:#x}"
-        );
+        let pid = match unsafe { process::fork() }.expect("fork failed") {
+            Forked::Parent(pid) => pid,
+            Forked::Child => {
+                // A hang guard: a child that never takes over dies of SIGALRM instead of
+                // leaving the parent waiting for ever.
+                process::alarm(60);
+                let ok = !thread::thread_alive(filler)
+                    && g.get().source() == Source::SingleNodeFallback
+                    && g.state.load(Ordering::Relaxed) == READY;
+                // Ends the child at once, without unwinding or running the parent's exit
+                // handlers.
+                process::exit_now(if ok { 0 } else { 1 });
+            }
+        };
+        let code = process::wait(pid).expect("waitpid failed");
+        assert_eq!(code, Some(0), "the child did not take the fill over");
         // The same id answers in the parent, where that thread lives.
-        assert!(sys::thread_alive(filler));
+        assert!(thread::thread_alive(filler));
     }
 }

@@ -1,9 +1,13 @@
-//! The OS primitives the scheduler uses, behind a narrow interface: futex wait/wake (the
-//! parkers of `park.rs`) and the SIGQUIT pipe (`dump.rs`). Under loom the futex is a mutex
-//! and a condition variable (below).
+//! The OS primitives the scheduler uses (from `tessera_sys`), behind a narrow interface:
+//! futex wait/wake (the parkers of `park.rs`), the coarse clock, the SIGQUIT pipe (`dump.rs`)
+//! and `OsError` as `io::Error`. Under loom the futex is a mutex and a condition variable
+//! (below).
 
+use core::ffi::c_int;
 use core::sync::atomic::{AtomicI32, Ordering};
 use std::time::Duration;
+
+use tessera_sys::{io, signal};
 
 use crate::shim::AtomicU32;
 
@@ -64,13 +68,12 @@ pub(crate) use tessera_sys::clock::coarse_now_ns;
 /// Write end of the SIGQUIT pipe (-1 before `install_sigquit`).
 static SIGQUIT_WRITE: AtomicI32 = AtomicI32::new(-1);
 
-extern "C" fn on_sigquit(_sig: libc::c_int) {
+extern "C" fn on_sigquit(_sig: c_int) {
     let fd = SIGQUIT_WRITE.load(Ordering::Relaxed);
     if fd >= 0 {
-        let byte = 1u8;
-        // SAFETY: write(2) is async-signal-safe; the buffer is one byte on this stack. A full
-        // pipe (a dump already pending) just drops the byte, which is what we want.
-        unsafe { libc::write(fd, (&raw const byte).cast(), 1) };
+        // write(2) is async-signal-safe. A full pipe (a dump already pending) just drops the
+        // byte, which is what we want.
+        let _ = io::write_all(fd, &[1]);
     }
 }
 
@@ -81,27 +84,18 @@ pub(crate) fn install_sigquit() -> std::io::Result<i32> {
     static ONCE: std::sync::Once = std::sync::Once::new();
     let mut err = None;
     ONCE.call_once(|| {
-        let mut fds = [0i32; 2];
-        // SAFETY: `fds` is a valid out-array of two ints.
-        if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC | libc::O_NONBLOCK) } != 0 {
-            err = Some(std::io::Error::last_os_error());
-            return;
-        }
-        // The read end blocks (the dump thread waits on it); the write end must not (signal).
-        // SAFETY: fds[0] is the pipe's read end we just created.
-        unsafe { libc::fcntl(fds[0], libc::F_SETFL, 0) };
-        SIGQUIT_WRITE.store(fds[1], Ordering::Relaxed);
-        READ.store(fds[0], Ordering::Relaxed);
-        // SAFETY: a zeroed sigaction is a valid starting point; we set the handler and an
-        // empty mask, and `on_sigquit` only does async-signal-safe work.
-        unsafe {
-            let mut sa: libc::sigaction = core::mem::zeroed();
-            sa.sa_sigaction = on_sigquit as *const () as usize;
-            sa.sa_flags = libc::SA_RESTART;
-            libc::sigemptyset(&mut sa.sa_mask);
-            if libc::sigaction(libc::SIGQUIT, &sa, core::ptr::null_mut()) != 0 {
-                err = Some(std::io::Error::last_os_error());
+        let (read, write) = match signal::self_pipe() {
+            Ok(fds) => fds,
+            Err(e) => {
+                err = Some(os_error(e));
+                return;
             }
+        };
+        SIGQUIT_WRITE.store(write, Ordering::Relaxed);
+        READ.store(read, Ordering::Relaxed);
+        // SAFETY: `on_sigquit` only does async-signal-safe work.
+        if let Err(e) = unsafe { signal::install_handler(signal::SIGQUIT, on_sigquit) } {
+            err = Some(os_error(e));
         }
     });
     if let Some(e) = err {
@@ -110,18 +104,8 @@ pub(crate) fn install_sigquit() -> std::io::Result<i32> {
     Ok(READ.load(Ordering::Relaxed))
 }
 
-/// Blocks until one byte arrives on `fd`; false on EOF or error.
+/// Blocks until one byte arrives on `fd`; false on EOF or error (`EINTR` is retried).
 pub(crate) fn read_byte(fd: i32) -> bool {
-    let mut b = 0u8;
-    loop {
-        // SAFETY: `b` is a valid one-byte buffer.
-        let n = unsafe { libc::read(fd, (&raw mut b).cast(), 1) };
-        if n == 1 {
-            return true;
-        }
-        if n < 0 && std::io::Error::last_os_error().kind() == std::io::ErrorKind::Interrupted {
-            continue;
-        }
-        return false;
-    }
+    let mut b = [0u8];
+    matches!(io::read(fd, &mut b), Ok(1))
 }

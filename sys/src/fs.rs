@@ -36,18 +36,7 @@ impl Fd {
     /// Errors: the `errno` of any other failure (`EISDIR`, `EIO`, and for sysfs attributes
     /// whatever the driver returns, e.g. `ENODEV` or `EINVAL`).
     pub fn read(&self, buf: &mut [u8]) -> Result<usize, OsError> {
-        loop {
-            // SAFETY: `buf` is valid for writes of `buf.len()` bytes, and the kernel writes at
-            // most that many.
-            let n = unsafe { libc::read(self.0, buf.as_mut_ptr().cast::<c_void>(), buf.len()) };
-            if n >= 0 {
-                return Ok(n as usize);
-            }
-            let e = OsError::last();
-            if e.0 != EINTR {
-                return Err(e);
-            }
-        }
+        crate::io::read(self.0, buf)
     }
 
     /// Reads directory entries (`struct linux_dirent64` records) into `buf`; `Ok(0)` at end.

@@ -36,6 +36,25 @@ pub fn write_all(fd: c_int, mut bytes: &[u8]) -> Result<(), OsError> {
     Ok(())
 }
 
+/// Reads into `buf` from `fd`, retrying on `EINTR`; `Ok(0)` at end of file.
+///
+/// Errors: the `errno` of any other failure (`EAGAIN` on an empty non-blocking descriptor,
+/// `EBADF`, `EIO`).
+pub fn read(fd: c_int, buf: &mut [u8]) -> Result<usize, OsError> {
+    loop {
+        // SAFETY: `buf` is valid for writes of `buf.len()` bytes, and the kernel writes at
+        // most that many.
+        let n = unsafe { libc::read(fd, buf.as_mut_ptr().cast(), buf.len()) };
+        if n >= 0 {
+            return Ok(n as usize);
+        }
+        let e = OsError::last();
+        if e.0 != EINTR {
+            return Err(e);
+        }
+    }
+}
+
 /// Writes `bytes` to stderr as far as it can ([`write_all`]); errors are dropped, since
 /// there is nobody left to tell.
 pub fn write_stderr(bytes: &[u8]) {

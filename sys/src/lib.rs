@@ -9,12 +9,15 @@
 //! - [`fs`]: small files and directories read into stack buffers.
 //! - [`io`]: writes that handle short writes and `EINTR`; report lines built on the stack.
 //! - [`env`]: environment variables read in place.
-//! - [`process`]: ending the process at once.
+//! - [`process`]: ending the process, forking, waiting for a child, fork handlers.
 //! - [`dl`]: symbols by name, code addresses by module, stacks by the unwinder.
 //! - [`c`]: the C types of `extern "C"` signatures.
 //! - [`net`]: sockets, epoll and eventfd for the scheduler's netpoller.
+//! - [`numa`]: memory-policy syscalls, `getcpu`, affinity, glibc's rseq area.
 //! - [`random`]: random bits from the kernel.
-//! - [`thread`]: thread ids, liveness, yielding.
+//! - [`thread`]: thread ids, liveness, yielding; a detached helper thread, thread-exit keys,
+//!   a thread's stack bounds.
+//! - [`signal`]: chained fault handlers, alternate signal stacks, a signal's self-pipe.
 //! - [`error`]: [`OsError`](error::OsError), `errno` and the values callers test for.
 //!
 //! Rules for everything here: no allocation (this runs inside `malloc`, and in processes that
@@ -42,6 +45,8 @@ pub mod io;
 pub mod lock;
 pub mod mem;
 pub mod net;
+pub mod numa;
 pub mod process;
 pub mod random;
+pub mod signal;
 pub mod thread;

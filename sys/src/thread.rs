@@ -1,4 +1,13 @@
-//! Threads as the kernel sees them: ids, liveness, yielding.
+//! Threads: kernel ids, liveness, yielding; and the few pthread calls Tessera makes without
+//! std (a detached helper thread, a key whose destructor runs at thread exit, the bounds of
+//! a thread's stack).
+
+use core::ffi::c_void;
+
+use crate::error::OsError;
+
+/// The entry point of a thread started with [`spawn_detached`].
+pub type Entry = extern "C" fn(*mut c_void) -> *mut c_void;
 
 /// The calling thread's kernel id (`gettid(2)`), always positive. Cannot fail.
 #[inline]
@@ -22,6 +31,111 @@ pub fn yield_now() {
     unsafe { libc::sched_yield() };
 }
 
+/// Starts a detached thread running `entry(null)` on a `stack_size`-byte stack, with every
+/// signal blocked (it must never run a program's signal handler); the caller's mask is left
+/// as it was.
+///
+/// Errors: `EAGAIN` (a thread or process limit), `EINVAL` (a stack size glibc rejects),
+/// `EPERM`.
+pub fn spawn_detached(entry: Entry, stack_size: usize) -> Result<(), OsError> {
+    // SAFETY: plain pthread calls on locals; the new thread runs `entry`, which takes no
+    // argument. Signals are blocked around the creation so the thread starts with all of
+    // them blocked, and the caller's mask is restored.
+    let rc = unsafe {
+        let mut attr: libc::pthread_attr_t = core::mem::zeroed();
+        let mut all: libc::sigset_t = core::mem::zeroed();
+        let mut old: libc::sigset_t = core::mem::zeroed();
+        libc::pthread_attr_init(&mut attr);
+        libc::pthread_attr_setstacksize(&mut attr, stack_size);
+        libc::pthread_attr_setdetachstate(&mut attr, libc::PTHREAD_CREATE_DETACHED);
+        libc::sigfillset(&mut all);
+        libc::pthread_sigmask(libc::SIG_SETMASK, &all, &mut old);
+        let mut thread: libc::pthread_t = 0;
+        let rc = libc::pthread_create(&mut thread, &attr, entry, core::ptr::null_mut());
+        libc::pthread_sigmask(libc::SIG_SETMASK, &old, core::ptr::null_mut());
+        libc::pthread_attr_destroy(&mut attr);
+        rc
+    };
+    if rc == 0 { Ok(()) } else { Err(OsError(rc)) }
+}
+
+/// Names the calling thread (`PR_SET_NAME`; the kernel keeps 15 bytes), for `top`, `perf`
+/// and debuggers. Errors are ignored: a name is a courtesy.
+pub fn set_name(name: &core::ffi::CStr) {
+    // SAFETY: names the calling thread; `name` is a NUL-terminated string.
+    unsafe { libc::prctl(libc::PR_SET_NAME, name.as_ptr()) };
+}
+
+/// A thread-specific key (`pthread_key_create`) whose `destructor` runs at the exit of each
+/// thread that set a non-null value for it, with that value.
+///
+/// Errors: `EAGAIN` (the process is out of keys, `PTHREAD_KEYS_MAX`), `ENOMEM`.
+pub fn key_create(destructor: extern "C" fn(*mut c_void)) -> Result<u32, OsError> {
+    let mut key: libc::pthread_key_t = 0;
+    // SAFETY: `key` is a valid out-pointer; the destructor is an `extern "C"` fn, valid for
+    // the life of the process.
+    match unsafe { libc::pthread_key_create(&mut key, Some(destructor)) } {
+        0 => Ok(key),
+        e => Err(OsError(e)),
+    }
+}
+
+/// Sets the calling thread's value of `key`.
+///
+/// Errors: `ENOMEM` (glibc allocates a second-level block, from `malloc`, for keys past the
+/// first 32), `EINVAL` (not a key).
+///
+/// # Safety
+/// `key` must come from [`key_create`]; the value must be one its destructor accepts.
+pub unsafe fn set_specific(key: u32, value: *mut c_void) -> Result<(), OsError> {
+    // SAFETY: a key made by `pthread_key_create` (the contract).
+    match unsafe { libc::pthread_setspecific(key, value) } {
+        0 => Ok(()),
+        e => Err(OsError(e)),
+    }
+}
+
+/// The calling thread's stack as the C library reports it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ThreadStack {
+    /// Its lowest address (glibc counts the guard in, at the low end).
+    pub base: usize,
+    /// Its length in bytes, guard included.
+    pub size: usize,
+    /// The guard's length (0 for the main thread).
+    pub guard: usize,
+}
+
+/// The calling thread's stack (`pthread_getattr_np`); `None` when the C library cannot say.
+/// Not for the allocator's paths: for the main thread glibc reads `/proc/self/maps` through
+/// stdio, which allocates.
+pub fn stack() -> Option<ThreadStack> {
+    // SAFETY: an all-zero pthread_attr_t is valid storage for pthread_getattr_np to fill.
+    let mut attr: libc::pthread_attr_t = unsafe { core::mem::zeroed() };
+    // SAFETY: `attr` is valid storage; on success it must be destroyed, done below.
+    if unsafe { libc::pthread_getattr_np(libc::pthread_self(), &mut attr) } != 0 {
+        return None;
+    }
+    let mut addr: *mut c_void = core::ptr::null_mut();
+    let mut size = 0usize;
+    let mut guard = 0usize;
+    // SAFETY: `attr` was initialised by pthread_getattr_np; the out-pointers are valid.
+    let ok = unsafe {
+        libc::pthread_attr_getstack(&attr, &mut addr, &mut size) == 0
+            && libc::pthread_attr_getguardsize(&attr, &mut guard) == 0
+    };
+    // SAFETY: initialised above and destroyed once.
+    unsafe { libc::pthread_attr_destroy(&mut attr) };
+    if !ok || addr.is_null() {
+        return None;
+    }
+    Some(ThreadStack {
+        base: addr as usize,
+        size,
+        guard,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -32,5 +146,22 @@ mod tests {
         assert!(me > 0);
         assert!(thread_alive(me));
         yield_now();
+    }
+
+    #[test]
+    fn this_stack_holds_a_local() {
+        let local = 0u8;
+        let s = stack().unwrap();
+        let at = &raw const local as usize;
+        assert!(s.base + s.guard <= at && at < s.base + s.size);
+    }
+
+    extern "C" fn forget(_: *mut c_void) {}
+
+    #[test]
+    fn a_key_takes_a_value() {
+        let key = key_create(forget).unwrap();
+        // SAFETY: a key just made; `forget` accepts anything.
+        unsafe { set_specific(key, core::ptr::dangling_mut()) }.unwrap();
     }
 }

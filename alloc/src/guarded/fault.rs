@@ -13,15 +13,16 @@
 use core::cell::UnsafeCell;
 use core::ffi::{c_int, c_void};
 use core::mem::MaybeUninit;
-use core::ptr;
 use core::sync::atomic::Ordering;
+
+use tessera_sys::signal::{self, Action, SIGBUS, SIGSEGV, SigInfo};
 
 use super::trace::{self, Trace};
 use super::{CAPTURING, FREED, FREEING, LIVE, SLOT, slot_index};
 use crate::report;
 
 /// The actions installed before ours, written once before ours is installed.
-struct Saved(UnsafeCell<MaybeUninit<libc::sigaction>>);
+struct Saved(UnsafeCell<MaybeUninit<Action>>);
 
 // SAFETY: written only by `install`, under the pool's lock, before the `sigaction` call that
 // makes the reader, `on_fault`, reachable; rewritten only when another handler replaced ours,
@@ -32,11 +33,7 @@ static OLD_SEGV: Saved = Saved(UnsafeCell::new(MaybeUninit::uninit()));
 static OLD_BUS: Saved = Saved(UnsafeCell::new(MaybeUninit::uninit()));
 
 fn saved(sig: c_int) -> &'static Saved {
-    if sig == libc::SIGBUS {
-        &OLD_BUS
-    } else {
-        &OLD_SEGV
-    }
+    if sig == SIGBUS { &OLD_BUS } else { &OLD_SEGV }
 }
 
 /// Installs the handler for SIGSEGV and SIGBUS unless it is in place. Called from `enable`
@@ -45,31 +42,24 @@ fn saved(sig: c_int) -> &'static Saved {
 /// installs its own stack-overflow handler over what it read, which does not chain. Coming
 /// back puts ours on top with Rust's (or anyone's) saved as the one to chain to.
 pub(super) fn install() {
-    for sig in [libc::SIGSEGV, libc::SIGBUS] {
-        // SAFETY: a zeroed sigaction is a valid out-parameter.
-        let mut current: libc::sigaction = unsafe { core::mem::zeroed() };
-        // SAFETY: a null new action only reads the current one.
-        unsafe { libc::sigaction(sig, ptr::null(), &mut current) };
-        if current.sa_sigaction == on_fault as *const () as usize {
+    for sig in [SIGSEGV, SIGBUS] {
+        let current = signal::current(sig);
+        if current.handler() == on_fault as *const () as usize {
             continue;
         }
         // SAFETY: callers hold the pool's lock (or run before any slot exists), so one
         // thread writes the slot at a time; a fault racing with this re-installation is the
         // accepted window (see `Saved`).
         unsafe { (*saved(sig).0.get()).write(current) };
-        // SAFETY: an all-zero sigaction is valid (empty mask, no flags).
-        let mut action: libc::sigaction = unsafe { core::mem::zeroed() };
-        action.sa_sigaction = on_fault as *const () as usize;
-        action.sa_flags = libc::SA_SIGINFO | libc::SA_ONSTACK;
-        // SAFETY: `action` is initialised and `on_fault` has the SA_SIGINFO signature.
-        unsafe { libc::sigaction(sig, &action, ptr::null_mut()) };
+        // Cannot fail for these signals.
+        let _ = signal::install_fault_handler(sig, on_fault);
     }
 }
 
-extern "C" fn on_fault(sig: c_int, info: *mut libc::siginfo_t, ctx: *mut c_void) {
+extern "C" fn on_fault(sig: c_int, info: *mut SigInfo, ctx: *mut c_void) {
     // SAFETY: for SIGSEGV/SIGBUS under SA_SIGINFO the kernel passes a valid siginfo whose
     // `si_addr` is the faulting address.
-    let addr = unsafe { (*info).si_addr() } as usize;
+    let addr = unsafe { signal::fault_address(info) };
     if super::contains(addr) {
         report_fault(addr, ctx);
     }
@@ -77,34 +67,15 @@ extern "C" fn on_fault(sig: c_int, info: *mut libc::siginfo_t, ctx: *mut c_void)
     unsafe { chain(sig, info, ctx) };
 }
 
-/// Hands a fault that is not ours to the previous disposition.
+/// Hands a fault that is not ours to the previous disposition (`signal::chain`).
 ///
 /// # Safety
 /// Called from the signal handler with the kernel's arguments.
-unsafe fn chain(sig: c_int, info: *mut libc::siginfo_t, ctx: *mut c_void) {
+unsafe fn chain(sig: c_int, info: *mut SigInfo, ctx: *mut c_void) {
     // SAFETY: `install` saved the old action before our handler could run.
     let old = unsafe { (*saved(sig).0.get()).assume_init_ref() };
-    match old.sa_sigaction {
-        libc::SIG_DFL | libc::SIG_IGN => {
-            // SAFETY: an all-zero sigaction with SIG_DFL is the default disposition.
-            let mut dfl: libc::sigaction = unsafe { core::mem::zeroed() };
-            dfl.sa_sigaction = libc::SIG_DFL;
-            // SAFETY: restoring the default; on return the instruction faults again and the
-            // kernel applies it.
-            unsafe { libc::sigaction(sig, &dfl, ptr::null_mut()) };
-        }
-        handler if old.sa_flags & libc::SA_SIGINFO != 0 => {
-            // SAFETY: with SA_SIGINFO the previous handler takes three arguments.
-            let f: extern "C" fn(c_int, *mut libc::siginfo_t, *mut c_void) =
-                unsafe { core::mem::transmute(handler) };
-            f(sig, info, ctx);
-        }
-        handler => {
-            // SAFETY: without SA_SIGINFO it takes the signal number only.
-            let f: extern "C" fn(c_int) = unsafe { core::mem::transmute(handler) };
-            f(sig);
-        }
-    }
+    // SAFETY: the kernel's arguments, in the handler (the contract).
+    unsafe { signal::chain(old, sig, info, ctx) };
 }
 
 /// The faulting access as the CPU saw it: the instruction's address and whether it wrote.
@@ -114,19 +85,9 @@ pub(super) struct Access {
 }
 
 fn access(ctx: *mut c_void) -> Access {
-    #[cfg(all(target_arch = "x86_64", target_os = "linux"))]
-    if !ctx.is_null() {
-        // SAFETY: for an SA_SIGINFO handler the third argument is the thread's `ucontext_t`.
-        let regs = unsafe { &(*ctx.cast::<libc::ucontext_t>()).uc_mcontext.gregs };
-        // The page-fault error code: bit 1 set for a write.
-        let err = regs[libc::REG_ERR as usize] as usize;
-        return Access {
-            pc: regs[libc::REG_RIP as usize] as usize,
-            write: Some(err & 2 != 0),
-        };
-    }
-    let _ = ctx;
-    Access { pc: 0, write: None }
+    // SAFETY: `ctx` is the context the kernel passed `on_fault` for this page fault.
+    let (pc, write) = unsafe { signal::fault_access(ctx) };
+    Access { pc, write }
 }
 
 /// Reports a fault at `addr` in the pool and aborts.

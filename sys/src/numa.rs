@@ -1,116 +1,51 @@
-//! The kernel interface of this crate, and nothing else: file reads for sysfs, the
-//! memory-policy and CPU syscalls through `libc::syscall`, and the rseq/thread-pointer reads.
-//! Everything above this module is plain Rust over these few functions (CONVENTIONS.md,
-//! "Syscalls and `asm!` live in `sys`/`os` modules"). No function here allocates.
+//! The NUMA calls of `tessera-numa`: the memory-policy syscalls (mempolicy(7)) through
+//! `syscall`, `getcpu` and `sched_getaffinity`, and the reads of glibc's rseq area that give
+//! the current CPU and node without a syscall. `tessera-numa` is plain Rust over these.
+//!
+//! Errors: the syscalls return the kernel's `errno` as an [`OsError`]. The ones callers see:
+//! `EINVAL` (a mode, flag or mask the kernel rejects, e.g. a node it does not have),
+//! `EFAULT` (an address range with no mapping), `EPERM` (`MPOL_MF_MOVE_ALL` without
+//! `CAP_SYS_NICE`), `EIO` (`MPOL_MF_STRICT` and pages that could not be moved), `ENOMEM`,
+//! `ENOSYS` (a kernel without NUMA support).
 
 use core::ffi::{c_int, c_long, c_ulong, c_void};
 
+use crate::error::{OsError, check};
+
 // Memory-policy constants from the kernel's `include/uapi/linux/mempolicy.h`. `libc` has
 // only some of them, so all are spelled out here in one place.
-pub(crate) const MPOL_DEFAULT: c_int = 0;
-pub(crate) const MPOL_PREFERRED: c_int = 1;
-pub(crate) const MPOL_BIND: c_int = 2;
-pub(crate) const MPOL_INTERLEAVE: c_int = 3;
-pub(crate) const MPOL_LOCAL: c_int = 4;
-pub(crate) const MPOL_PREFERRED_MANY: c_int = 5;
-pub(crate) const MPOL_WEIGHTED_INTERLEAVE: c_int = 6;
+pub const MPOL_DEFAULT: c_int = 0;
+pub const MPOL_PREFERRED: c_int = 1;
+pub const MPOL_BIND: c_int = 2;
+pub const MPOL_INTERLEAVE: c_int = 3;
+pub const MPOL_LOCAL: c_int = 4;
+pub const MPOL_PREFERRED_MANY: c_int = 5;
+pub const MPOL_WEIGHTED_INTERLEAVE: c_int = 6;
 /// Mode flags the kernel may OR into a reported mode (`MPOL_MODE_FLAGS`).
-pub(crate) const MPOL_MODE_FLAGS: c_int = (1 << 15) | (1 << 14) | (1 << 13);
+pub const MPOL_MODE_FLAGS: c_int = (1 << 15) | (1 << 14) | (1 << 13);
 
 /// `get_mempolicy` flags.
-pub(crate) const MPOL_F_NODE: c_ulong = 1 << 0;
-pub(crate) const MPOL_F_ADDR: c_ulong = 1 << 1;
-pub(crate) const MPOL_F_MEMS_ALLOWED: c_ulong = 1 << 2;
+pub const MPOL_F_NODE: c_ulong = 1 << 0;
+pub const MPOL_F_ADDR: c_ulong = 1 << 1;
+pub const MPOL_F_MEMS_ALLOWED: c_ulong = 1 << 2;
 
 /// `mbind` flags.
-pub(crate) const MPOL_MF_STRICT: u32 = 1 << 0;
-pub(crate) const MPOL_MF_MOVE: u32 = 1 << 1;
-pub(crate) const MPOL_MF_MOVE_ALL: u32 = 1 << 2;
+pub const MPOL_MF_STRICT: u32 = 1 << 0;
+pub const MPOL_MF_MOVE: u32 = 1 << 1;
+pub const MPOL_MF_MOVE_ALL: u32 = 1 << 2;
 
 /// `getauxval` key for the size of the rseq features the kernel maintains (Linux 6.3+).
 const AT_RSEQ_FEATURE_SIZE: c_ulong = 27;
-
-/// The current thread's `errno`.
-pub(crate) fn errno() -> i32 {
-    // SAFETY: `__errno_location` has no preconditions and returns a valid pointer to this
-    // thread's errno for the life of the thread.
-    unsafe { *libc::__errno_location() }
-}
-
-/// Turns a raw syscall return into `Ok(value)` or `Err(errno)`.
-fn check(ret: c_long) -> Result<c_long, i32> {
-    if ret < 0 { Err(errno()) } else { Ok(ret) }
-}
-
-// ---------------------------------------------------------------------------------------
-// Files
-// ---------------------------------------------------------------------------------------
-
-/// An owned file descriptor, closed on drop.
-#[derive(Debug)]
-pub(crate) struct Fd(c_int);
-
-impl Fd {
-    /// Opens `path` read-only; `flags` may add `O_DIRECTORY`.
-    pub(crate) fn open(path: &core::ffi::CStr, flags: c_int) -> Option<Fd> {
-        loop {
-            // SAFETY: `path` is a valid NUL-terminated string for the duration of the call;
-            // `open` with these flags does not touch caller memory otherwise.
-            let fd = unsafe { libc::open(path.as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC | flags) };
-            if fd >= 0 {
-                return Some(Fd(fd));
-            }
-            if errno() != libc::EINTR {
-                return None;
-            }
-        }
-    }
-
-    /// Reads into `buf`; `Ok(0)` at end of file. Retries on `EINTR`.
-    pub(crate) fn read(&self, buf: &mut [u8]) -> Result<usize, i32> {
-        loop {
-            // SAFETY: `buf` is valid for writes of `buf.len()` bytes, and the kernel writes at
-            // most that many.
-            let n = unsafe { libc::read(self.0, buf.as_mut_ptr().cast::<c_void>(), buf.len()) };
-            if n >= 0 {
-                return Ok(n as usize);
-            }
-            let e = errno();
-            if e != libc::EINTR {
-                return Err(e);
-            }
-        }
-    }
-
-    /// Reads directory entries (`struct linux_dirent64` records) into `buf`; `Ok(0)` at end.
-    pub(crate) fn getdents64(&self, buf: &mut [u8]) -> Result<usize, i32> {
-        // SAFETY: `buf` is valid for writes of `buf.len()` bytes; the kernel writes whole
-        // records and at most that many bytes.
-        let n = unsafe {
-            libc::syscall(
-                libc::SYS_getdents64,
-                self.0,
-                buf.as_mut_ptr().cast::<c_void>(),
-                buf.len(),
-            )
-        };
-        check(n).map(|n| n as usize)
-    }
-}
-
-impl Drop for Fd {
-    fn drop(&mut self) {
-        // SAFETY: we own the descriptor and nothing else refers to it after this point.
-        unsafe { libc::close(self.0) };
-    }
-}
 
 // ---------------------------------------------------------------------------------------
 // CPUs
 // ---------------------------------------------------------------------------------------
 
 /// `sched_getaffinity(0, ...)` into `words`; returns the number of bytes the kernel wrote.
-pub(crate) fn sched_getaffinity(words: &mut [u64]) -> Result<usize, i32> {
+///
+/// Errors: `EINVAL` when `words` is smaller than the kernel's CPU mask (more CPUs than
+/// `tessera-numa`'s `MAX_CPUS`).
+pub fn sched_getaffinity(words: &mut [u64]) -> Result<usize, OsError> {
     let bytes = core::mem::size_of_val(words);
     // SAFETY: `words` is valid for writes of `bytes` bytes and the kernel writes at most
     // `bytes`; pid 0 means the calling thread.
@@ -126,7 +61,8 @@ pub(crate) fn sched_getaffinity(words: &mut [u64]) -> Result<usize, i32> {
 }
 
 /// The `getcpu` syscall: `(cpu, node)` of the calling thread at the time of the call.
-pub(crate) fn getcpu() -> Result<(u32, u32), i32> {
+/// Cannot fail in practice (`EFAULT` is ruled out by the out-pointers on our stack).
+pub fn getcpu() -> Result<(u32, u32), OsError> {
     let mut cpu: u32 = 0;
     let mut node: u32 = 0;
     // SAFETY: both out-pointers are valid `u32`s on our stack; the third (cache) argument
@@ -150,7 +86,7 @@ pub(crate) fn getcpu() -> Result<(u32, u32), i32> {
 const RSEQ_CPU_ID: usize = 4;
 const RSEQ_NODE_ID: usize = 20;
 /// The `struct rseq` size up to and including `node_id`.
-pub(crate) const RSEQ_NODE_ID_END: u32 = RSEQ_NODE_ID as u32 + 4;
+pub const RSEQ_NODE_ID_END: u32 = RSEQ_NODE_ID as u32 + 4;
 
 #[cfg(all(
     target_os = "linux",
@@ -167,7 +103,7 @@ mod rseq_imp {
     }
 
     /// The registered `struct rseq` length, 0 when glibc did not register one.
-    pub(crate) fn registered_size() -> u32 {
+    pub fn registered_size() -> u32 {
         // SAFETY: glibc initializes `__rseq_size` during startup, before any Rust code runs,
         // and never writes it again, so this read does not race.
         unsafe { __rseq_size }
@@ -205,7 +141,7 @@ mod rseq_imp {
 
     /// The calling thread's `struct rseq`, when glibc registered one.
     #[inline(always)]
-    pub(crate) fn area() -> Option<*const u8> {
+    pub(super) fn area() -> Option<*const u8> {
         if registered_size() == 0 {
             return None;
         }
@@ -221,16 +157,16 @@ mod rseq_imp {
     any(target_arch = "x86_64", target_arch = "aarch64")
 )))]
 mod rseq_imp {
-    pub(crate) fn registered_size() -> u32 {
+    pub fn registered_size() -> u32 {
         0
     }
 
-    pub(crate) fn area() -> Option<*const u8> {
+    pub(super) fn area() -> Option<*const u8> {
         None
     }
 }
 
-pub(crate) use rseq_imp::registered_size as rseq_registered_size;
+pub use rseq_imp::registered_size as rseq_registered_size;
 
 /// Reads the `u32` at byte `off` of the calling thread's rseq area.
 ///
@@ -249,7 +185,7 @@ unsafe fn rseq_field(area: *const u8, off: usize) -> u32 {
 
 /// The CPU from rseq, or `None` when glibc has no registration for this thread.
 #[inline(always)]
-pub(crate) fn rseq_cpu() -> Option<u32> {
+pub fn rseq_cpu() -> Option<u32> {
     let area = rseq_imp::area()?;
     // A negative `cpu_id` is RSEQ_CPU_ID_UNINITIALIZED (-1) or REGISTRATION_FAILED (-2).
     // SAFETY: `area` is this thread's rseq area; `cpu_id` is at 4.
@@ -260,7 +196,7 @@ pub(crate) fn rseq_cpu() -> Option<u32> {
 /// `(cpu, node)` from rseq. Only meaningful when the registered area and the kernel's
 /// feature size both cover `node_id` (see `cpu::mode_for`); otherwise `node_id` reads 0.
 #[inline(always)]
-pub(crate) fn rseq_cpu_node() -> Option<(u32, u32)> {
+pub fn rseq_cpu_node() -> Option<(u32, u32)> {
     let area = rseq_imp::area()?;
     // SAFETY: `area` is this thread's rseq area; `cpu_id` is at 4, `node_id` at 20.
     let (cpu, node) = unsafe {
@@ -277,7 +213,7 @@ pub(crate) fn rseq_cpu_node() -> Option<(u32, u32)> {
 
 /// The size of `struct rseq` the kernel keeps up to date (`AT_RSEQ_FEATURE_SIZE`, Linux
 /// 6.3+; 0 on older kernels, which maintain only the fields up to `flags`).
-pub(crate) fn rseq_kernel_feature_size() -> u32 {
+pub fn rseq_kernel_feature_size() -> u32 {
     // SAFETY: `getauxval` reads the aux vector that the kernel gave the process; it has no
     // preconditions and does not allocate.
     unsafe { libc::getauxval(AT_RSEQ_FEATURE_SIZE) as u32 }
@@ -289,24 +225,24 @@ pub(crate) fn rseq_kernel_feature_size() -> u32 {
 
 /// The kernel reads `maxnode - 1` bits of a node mask (a historical off-by-one that libnuma
 /// also compensates for), so we pass our bit count plus one.
-pub(crate) fn maxnode_for(words: usize) -> c_ulong {
+pub fn maxnode_for(words: usize) -> c_ulong {
     (words * 64 + 1) as c_ulong
 }
 
-/// `mbind(2)`.
+/// `mbind(2)`. Errors: as in the module comment (`EINVAL`, `EFAULT`, `EPERM`, `EIO`).
 ///
 /// # Safety
 ///
 /// `mask` must be null or point to `words` readable `u64`s. `addr` is not dereferenced by us;
 /// the kernel checks it and fails with `EFAULT`/`EINVAL` when no mapping is there.
-pub(crate) unsafe fn mbind(
+pub unsafe fn mbind(
     addr: *mut c_void,
     len: usize,
     mode: c_int,
     mask: *const u64,
     words: usize,
     flags: u32,
-) -> Result<(), i32> {
+) -> Result<(), OsError> {
     let maxnode = if mask.is_null() {
         0
     } else {
@@ -317,12 +253,13 @@ pub(crate) unsafe fn mbind(
     check(r).map(|_| ())
 }
 
-/// `set_mempolicy(2)` for the calling thread.
+/// `set_mempolicy(2)` for the calling thread. Errors: `EINVAL` for a mode or mask the
+/// kernel rejects (an empty mask with a mode that needs nodes, a node not allowed).
 ///
 /// # Safety
 ///
 /// `mask` must be null or point to `words` readable `u64`s.
-pub(crate) unsafe fn set_mempolicy(mode: c_int, mask: *const u64, words: usize) -> Result<(), i32> {
+pub unsafe fn set_mempolicy(mode: c_int, mask: *const u64, words: usize) -> Result<(), OsError> {
     let maxnode = if mask.is_null() {
         0
     } else {
@@ -333,18 +270,20 @@ pub(crate) unsafe fn set_mempolicy(mode: c_int, mask: *const u64, words: usize) 
     check(r).map(|_| ())
 }
 
-/// `get_mempolicy(2)`; returns the mode word the kernel wrote.
+/// `get_mempolicy(2)`; returns the mode word the kernel wrote. Errors: `EINVAL` (a mask
+/// too small for the kernel's node count, bad flags), `EFAULT` (with `MPOL_F_ADDR`, an
+/// address with no mapping).
 ///
 /// # Safety
 ///
 /// `mask` must be null or point to `words` writable `u64`s. With `MPOL_F_ADDR`, `addr` is
 /// looked up by the kernel (never dereferenced by us).
-pub(crate) unsafe fn get_mempolicy(
+pub unsafe fn get_mempolicy(
     mask: *mut u64,
     words: usize,
     addr: *const c_void,
     flags: c_ulong,
-) -> Result<c_int, i32> {
+) -> Result<c_int, OsError> {
     let mut mode: c_int = 0;
     let maxnode = if mask.is_null() {
         0
@@ -367,40 +306,21 @@ pub(crate) unsafe fn get_mempolicy(
 
 /// `move_pages(2)` on the calling process. With `nodes` null it only reports, in `status`,
 /// the node of each page (or a negative errno such as `-ENOENT` for a page not present).
+/// Errors of the call as a whole: `EINVAL`, `EPERM`, `ESRCH`, `E2BIG`, `ENOMEM`.
 ///
 /// # Safety
 ///
 /// `pages` and `status` must each point to `count` elements (`status` writable), and
 /// `nodes` must be null or point to `count` readable `c_int`s. The page addresses themselves
 /// are looked up by the kernel, not dereferenced.
-pub(crate) unsafe fn move_pages(
+pub unsafe fn move_pages(
     count: usize,
     pages: *const *const c_void,
     nodes: *const c_int,
     status: *mut c_int,
     flags: c_int,
-) -> Result<c_long, i32> {
+) -> Result<c_long, OsError> {
     // SAFETY: the caller guarantees the three arrays; pid 0 is the calling process.
     let r = unsafe { libc::syscall(libc::SYS_move_pages, 0, count, pages, nodes, status, flags) };
     check(r)
-}
-
-/// The calling thread's id (`gettid(2)`), always positive.
-pub(crate) fn gettid() -> i32 {
-    // SAFETY: no preconditions.
-    unsafe { libc::syscall(libc::SYS_gettid) as i32 }
-}
-
-/// Whether thread `tid` exists in this process: `tgkill(getpid(), tid, 0)` sends no signal
-/// and fails with `ESRCH` only when there is no such thread in our thread group.
-pub(crate) fn thread_alive(tid: i32) -> bool {
-    // SAFETY: signal 0 only checks for existence and permission; nothing is delivered.
-    let r = unsafe { libc::syscall(libc::SYS_tgkill, libc::getpid(), tid, 0) };
-    r == 0 || errno() != libc::ESRCH
-}
-
-/// `sched_yield(2)`, for the brief wait while another thread initializes the topology.
-pub(crate) fn yield_now() {
-    // SAFETY: no preconditions.
-    unsafe { libc::sched_yield() };
 }
