@@ -40,6 +40,13 @@ pub fn page_size() -> usize {
     if cached != 0 {
         return cached;
     }
+    read_page_size()
+}
+
+/// The first [`page_size`] call: out of line, so the callers inline only the cached read.
+#[cold]
+#[inline(never)]
+fn read_page_size() -> usize {
     // SAFETY: sysconf has no preconditions.
     let read = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
     let size = if read > 0 && (read as usize).is_power_of_two() {
