@@ -235,7 +235,9 @@ fn mib(kib: f64) -> String {
 }
 
 /// The figures of the repetition whose Tessera mapped the median total: one repetition's,
-/// so that its parts add up, as a median of each part would not.
+/// so that its parts add up, as a median of each part would not. For an even count it is
+/// the lower of the two middle runs (the mean of two runs is not a run), which is why this
+/// is not `stats::median`.
 fn median_tessera_memory(cell: &Samples) -> Option<TesseraMemory> {
     let mut runs: Vec<TesseraMemory> = cell.reports.iter().filter_map(|r| r.tessera).collect();
     runs.sort_by_key(TesseraMemory::mapped);

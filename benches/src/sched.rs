@@ -13,6 +13,7 @@
 //! `may`'s worker count is global and fixed at first use: it runs with 2 workers in every
 //! group (so its "1p" figure is really 2 workers).
 
+use crate::stats::median;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -590,11 +591,6 @@ struct Runtimes {
     ct: tokio::runtime::Runtime,
 }
 
-fn median(mut xs: Vec<f64>) -> f64 {
-    xs.sort_by(f64::total_cmp);
-    xs[xs.len() / 2]
-}
-
 /// Figures of the programs that run apart from the runner: Go's reference programs and
 /// the user-build crate.
 struct External {
@@ -809,13 +805,7 @@ pub fn run_here(full: bool, reps: Option<usize>) -> i32 {
                 }
             }
         }
-        table.push((
-            workload,
-            samples
-                .into_iter()
-                .map(|s| (!s.is_empty()).then(|| median(s)))
-                .collect(),
-        ));
+        table.push((workload, samples.iter().map(|s| median(s)).collect()));
     }
     let external = external_figures(parked);
     for (column, figures) in [(GO, &external.go), (USER, &external.user)] {
