@@ -1,7 +1,7 @@
 //! Small statistics over repetitions: the median (robust to the odd slow run a shared
 //! machine produces) and the geometric mean (the right average of ratios).
 //!
-//! Every table of the runner takes its medians here: the allocator tables (`report.rs`,
+//! Every table of the runner takes its medians here: the allocator tables (`report/`,
 //! `c_mode`), the program tables (`programs`, `rust_programs`), the echo comparison and the
 //! scheduler tables (`sched`, `sched_timers`), so an even number of repetitions means the
 //! same thing in all of them.

@@ -8,7 +8,7 @@
 //! Each (program, threads, allocator) run is a process of its own; its peak RSS is the
 //! program's `ru_maxrss` from `wait4` (`programs::measure`). The order of runs, the ratios
 //! against mimalloc, the table, the report section and the chart are the Rust comparison's
-//! (`runner.rs`, `report.rs`, `svg.rs`). A program prints one result line (`line.rs`) with
+//! (`runner.rs`, `report/`, `svg.rs`). A program prints one result line (`line.rs`) with
 //! one figure per row it fills (fastpath: one per size) and the library its `malloc` came
 //! from, which must be the one preloaded.
 //!
