@@ -35,7 +35,7 @@ use core::sync::atomic::{AtomicPtr, Ordering};
 
 use crossbeam_utils::CachePadded;
 use tessera_span::lock::Locked;
-use tessera_span::{Span, SpanKind, os};
+use tessera_span::{Span, SpanKind, SpanList, os};
 
 use crate::freelist::{self, HARDENED};
 use crate::node;
@@ -199,8 +199,8 @@ pub(crate) struct Cache {
     /// The free-list key (`freelist::key`), copied here when the cache is made so that the
     /// fast paths read it beside the bins.
     pub(crate) key: usize,
-    partial: [*mut Span; NUM_CLASSES],
-    full: [*mut Span; NUM_CLASSES],
+    partial: [SpanList; NUM_CLASSES],
+    full: [SpanList; NUM_CLASSES],
     /// One empty span per class kept on the partial list instead of going back to the page
     /// heap, so a program that frees and reallocates a span's worth in a loop does not take
     /// the page heap's lock every time (mimalloc's page retire delay, in its simplest form).
@@ -411,8 +411,8 @@ impl Cache {
         // Fresh spans come from the node the thread runs on now: a cache is not tied to a
         // node, its objects are (each span goes home to its own node's heap).
         let node = node::node(crate::current_node());
-        let span = if !self.partial[class].is_null() {
-            let span = self.partial[class];
+        let span = if !self.partial[class].is_empty() {
+            let span = self.partial[class].first();
             // SAFETY: the head of our partial list of `class`: a span we own, listed there.
             unsafe { self.unlink(span) };
             if self.spare[class] == span {
@@ -748,11 +748,12 @@ impl Cache {
             // The spare goes too (it is on the partial list): a flushed cache may sit idle
             // for a long time.
             self.spare[class] = ptr::null_mut();
-            let mut at = self.partial[class];
+            let mut at = self.partial[class].first();
             while !at.is_null() {
-                // SAFETY: spans on our lists are ours.
+                // SAFETY: spans on our lists are ours, and the lists this thread's alone.
+                let next = unsafe { SpanList::next(at) };
+                // SAFETY: as above.
                 let s = unsafe { &mut *at };
-                let next = s.next;
                 if s.user_flags & NOTIFY_PENDING == 0 {
                     // SAFETY: ours, not current.
                     unsafe { check_suspect(s) };
@@ -799,7 +800,7 @@ impl Cache {
 
     // ---- span lists ----------------------------------------------------------------
 
-    fn list_head(&mut self, class: usize, place: u8) -> &mut *mut Span {
+    fn list_head(&mut self, class: usize, place: u8) -> &mut SpanList {
         match place {
             ON_PARTIAL => &mut self.partial[class],
             _ => &mut self.full[class],
@@ -813,16 +814,13 @@ impl Cache {
     /// `place` must be `ON_PARTIAL` or `ON_FULL` (the frees trust the flags to say where
     /// the span is).
     unsafe fn link(&mut self, span: *mut Span, place: u8) {
-        // SAFETY: we own the span (the contract); `prev`/`next` are ours while it is in use.
+        // SAFETY: we own the span (the contract).
+        let class = unsafe { (*span).class } as usize;
+        // SAFETY: a span on none of our lists (the contract); our lists and their spans'
+        // links are this thread's alone.
+        unsafe { self.list_head(class, place).push_front(span) };
+        // SAFETY: we own the span (the contract).
         let s = unsafe { &mut *span };
-        let head = self.list_head(s.class as usize, place);
-        s.prev = ptr::null_mut();
-        s.next = *head;
-        if !s.next.is_null() {
-            // SAFETY: list members are our spans.
-            unsafe { (*s.next).prev = span };
-        }
-        *head = span;
         s.user_flags = (s.user_flags & !WHERE_MASK) | place;
     }
 
@@ -832,22 +830,13 @@ impl Cache {
     /// `span` must be a small span this cache owns, on its partial or full list.
     unsafe fn unlink(&mut self, span: *mut Span) {
         // SAFETY: we own the span (the contract).
-        let s = unsafe { &mut *span };
-        let place = s.user_flags & WHERE_MASK;
+        let (place, class) = unsafe { ((*span).user_flags & WHERE_MASK, (*span).class as usize) };
         debug_assert!(place == ON_PARTIAL || place == ON_FULL);
-        let class = s.class as usize;
-        if s.prev.is_null() {
-            *self.list_head(class, place) = s.next;
-        } else {
-            // SAFETY: list members are our spans.
-            unsafe { (*s.prev).next = s.next };
-        }
-        if !s.next.is_null() {
-            // SAFETY: as above.
-            unsafe { (*s.next).prev = s.prev };
-        }
-        s.prev = ptr::null_mut();
-        s.next = ptr::null_mut();
+        // SAFETY: the span is on the list its flags name (the contract); our lists and their
+        // spans' links are this thread's alone.
+        unsafe { self.list_head(class, place).remove(span) };
+        // SAFETY: we own the span (the contract).
+        let s = unsafe { &mut *span };
         s.user_flags = (s.user_flags & !WHERE_MASK) | ON_NONE;
     }
 }

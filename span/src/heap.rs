@@ -35,6 +35,7 @@ use core::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
 
 use crate::arena::{self, ARENA_PAGES, ARENA_SIZE, Arena, HEADER_PAGES, PAGE_SHIFT, PAGE_SIZE};
 use crate::commit;
+use crate::list::SpanList;
 use crate::lock::Locked;
 use crate::os::{self, PurgeAdvice};
 use crate::span::{FLAG_DIRTY, FLAG_ZEROED, Span, SpanKind};
@@ -171,7 +172,7 @@ pub struct Allocated {
 
 /// One set of size-bucketed free lists.
 struct FreeLists {
-    buckets: [*mut Span; BUCKETS],
+    buckets: [SpanList; BUCKETS],
     nonempty: [u64; 3],
 }
 
@@ -253,7 +254,7 @@ impl PageHeap {
     /// An empty heap for `node`; arenas are reserved on demand.
     pub const fn new(node: u32) -> Self {
         const EMPTY: FreeLists = FreeLists {
-            buckets: [ptr::null_mut(); BUCKETS],
+            buckets: [SpanList::EMPTY; BUCKETS],
             nonempty: [0; 3],
         };
         Self {
@@ -589,16 +590,12 @@ impl Inner {
     unsafe fn push(&mut self, run: *mut Span) {
         // SAFETY: `run` is a free-run record in one of our arenas (the contract); `&mut self`
         // is the lock.
-        let span = unsafe { &mut *run };
+        let span = unsafe { &*run };
         let b = Self::bucket_of(span.npages());
         let lists = &mut self.lists[Self::set_of(span)];
-        span.prev = ptr::null_mut();
-        span.next = lists.buckets[b];
-        if !span.next.is_null() {
-            // SAFETY: list members are valid records; lock held.
-            unsafe { (*span.next).prev = run };
-        }
-        lists.buckets[b] = run;
+        // SAFETY: a record on no list (the contract); `&mut self` is the lock, which holds
+        // every free list's links.
+        unsafe { lists.buckets[b].push_front(run) };
         lists.nonempty[b / 64] |= 1 << (b % 64);
     }
 
@@ -609,24 +606,15 @@ impl Inner {
     /// heap's operations, except one taken off by `take_fit` or `take_for_purge`).
     unsafe fn unlink(&mut self, run: *mut Span) {
         // SAFETY: `run` is on one of our free lists (the contract); `&mut self` is the lock.
-        let span = unsafe { &mut *run };
+        let span = unsafe { &*run };
         let b = Self::bucket_of(span.npages());
         let lists = &mut self.lists[Self::set_of(span)];
-        if span.prev.is_null() {
-            lists.buckets[b] = span.next;
-        } else {
-            // SAFETY: list neighbour, valid record.
-            unsafe { (*span.prev).next = span.next };
-        }
-        if !span.next.is_null() {
-            // SAFETY: list neighbour, valid record.
-            unsafe { (*span.next).prev = span.prev };
-        }
-        if lists.buckets[b].is_null() {
+        // SAFETY: a run's length and flags name the list it is on, and it is on one (the
+        // contract); `&mut self` is the lock.
+        unsafe { lists.buckets[b].remove(run) };
+        if lists.buckets[b].is_empty() {
             lists.nonempty[b / 64] &= !(1 << (b % 64));
         }
-        span.prev = ptr::null_mut();
-        span.next = ptr::null_mut();
     }
 
     /// Finds and unlinks the smallest run of at least `npages`: dirty runs first, so
@@ -655,12 +643,11 @@ impl Inner {
                 break;
             }
             if b < LARGE_BUCKET {
-                return Some(lists.buckets[b]);
+                return Some(lists.buckets[b].first());
             }
             // The long-run bucket: best fit, lowest address on ties to keep memory compact.
             let mut best: *mut Span = ptr::null_mut();
-            let mut at = lists.buckets[b];
-            while !at.is_null() {
+            for at in lists.buckets[b].iter() {
                 // SAFETY: list members are valid records; lock held.
                 let span = unsafe { &*at };
                 if span.npages() >= npages
@@ -672,7 +659,6 @@ impl Inner {
                 {
                     best = at;
                 }
-                at = span.next;
             }
             return (!best.is_null()).then_some(best);
         }
@@ -780,8 +766,7 @@ impl Inner {
         }
         span.npages = npages as u32;
         span.flags = 0;
-        span.prev = ptr::null_mut();
-        span.next = ptr::null_mut();
+        span.clear_links();
         for page in start..start + npages {
             // SAFETY: the span's pages lie in the arena, and `start` is a run's first page.
             unsafe { (*arena).map_page(page, start) };
@@ -1005,8 +990,7 @@ impl Inner {
                 body.start = from as u32;
                 body.npages = (to - from) as u32;
                 body.flags = 0;
-                body.prev = ptr::null_mut();
-                body.next = ptr::null_mut();
+                body.clear_links();
                 body.set_kind(SpanKind::Purging);
                 (*arena).map_page(from, from);
                 (*arena).map_page(to - 1, from);
@@ -1052,13 +1036,10 @@ impl Inner {
 
     /// Calls `f` on every dirty run.
     fn each_dirty(&self, mut f: impl FnMut(&Span)) {
-        for b in 0..BUCKETS {
-            let mut at = self.lists[DIRTY].buckets[b];
-            while !at.is_null() {
+        for bucket in &self.lists[DIRTY].buckets {
+            for at in bucket.iter() {
                 // SAFETY: list members are valid records; lock held.
-                let span = unsafe { &*at };
-                f(span);
-                at = span.next;
+                f(unsafe { &*at });
             }
         }
     }
@@ -1090,8 +1071,7 @@ impl Inner {
             body.start = (start + lead) as u32;
             body.npages = (total - lead) as u32;
             body.flags = 0;
-            body.prev = ptr::null_mut();
-            body.next = ptr::null_mut();
+            body.clear_links();
             body.set_kind(span.kind());
             for page in start + lead..start + total {
                 // SAFETY: pages of the body lie in the arena; its first, `start + lead`, is
@@ -1184,12 +1164,11 @@ impl Inner {
         let mut dirty = 0;
         for (set, lists) in self.lists.iter().enumerate() {
             for b in 0..BUCKETS {
-                let mut at = lists.buckets[b];
                 verify(
-                    at.is_null() == (lists.nonempty[b / 64] & (1 << (b % 64)) == 0),
+                    lists.buckets[b].is_empty() == (lists.nonempty[b / 64] & (1 << (b % 64)) == 0),
                     "bucket bitmap",
                 );
-                while !at.is_null() {
+                for at in lists.buckets[b].iter() {
                     // SAFETY: list members are valid records; lock held.
                     let span = unsafe { &*at };
                     verify(span.kind() == SpanKind::Free, "a listed run is not free");
@@ -1229,7 +1208,6 @@ impl Inner {
                     if set == DIRTY {
                         dirty += span.bytes();
                     }
-                    at = span.next;
                 }
             }
         }

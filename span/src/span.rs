@@ -11,6 +11,9 @@
 //!   `class`, `obj_size`, `capacity`, `obj_bytes`, `div_test`, `local_free`, `local_count`,
 //!   `carved`, `user_flags`,
 //!   and `prev`/`next` while the span is in use.
+//!
+//! `prev`/`next` are only ever touched through a [`SpanList`](crate::list::SpanList), whose
+//! contract says who holds them when.
 
 use core::sync::atomic::{AtomicPtr, AtomicU8, AtomicU32, AtomicU64, Ordering};
 
@@ -95,10 +98,11 @@ pub struct Span {
     /// Objects carved out of the span so far (small spans are formatted lazily).
     pub carved: AtomicU32,
     pub(crate) flags: u8,
-    /// List link (page heap free list, or the owner's span lists while in use).
-    pub prev: *mut Span,
+    /// List link (page heap free list, or the owner's span lists while in use), written
+    /// only by [`SpanList`](crate::list::SpanList).
+    pub(crate) prev: *mut Span,
     /// List link, as `prev`.
-    pub next: *mut Span,
+    pub(crate) next: *mut Span,
     pub(crate) freed_at_ms: u64,
 }
 
