@@ -47,7 +47,7 @@ use tessera_span::{Span, SpanList};
 
 use crate::freelist::{self, HARDENED};
 use crate::remote;
-use crate::size_class::NUM_CLASSES;
+use crate::size_class::{NUM_CLASSES, SizeClass};
 
 mod flush;
 mod local_free;
@@ -331,10 +331,10 @@ impl Cache {
 
     // ---- span lists ----------------------------------------------------------------
 
-    fn list_head(&mut self, class: usize, place: u8) -> &mut SpanList {
+    fn list_head(&mut self, class: SizeClass, place: u8) -> &mut SpanList {
         match place {
-            ON_PARTIAL => &mut self.partial[class],
-            _ => &mut self.full[class],
+            ON_PARTIAL => &mut self.partial[class.index()],
+            _ => &mut self.full[class.index()],
         }
     }
 
@@ -346,7 +346,7 @@ impl Cache {
     /// the span is).
     unsafe fn link(&mut self, span: *mut Span, place: u8) {
         // SAFETY: we own the span (the contract).
-        let class = unsafe { (*span).class } as usize;
+        let class = SizeClass::of(unsafe { &*span });
         // SAFETY: a span on none of our lists (the contract); our lists and their spans'
         // links are this thread's alone.
         unsafe { self.list_head(class, place).push_front(span) };
@@ -361,7 +361,7 @@ impl Cache {
     /// `span` must be a small span this cache owns, on its partial or full list.
     unsafe fn unlink(&mut self, span: *mut Span) {
         // SAFETY: we own the span (the contract).
-        let (place, class) = unsafe { ((*span).user_flags & WHERE_MASK, (*span).class as usize) };
+        let (place, class) = unsafe { ((*span).user_flags & WHERE_MASK, SizeClass::of(&*span)) };
         debug_assert!(place == ON_PARTIAL || place == ON_FULL);
         // SAFETY: the span is on the list its flags name (the contract); our lists and their
         // spans' links are this thread's alone.

@@ -25,6 +25,8 @@
 use core::ptr::{self, NonNull};
 use core::sync::atomic::Ordering;
 
+use tessera_numa::NodeId;
+
 use crate::arena::{self, ARENA_PAGES, ARENA_SIZE, Arena, HEADER_PAGES, PAGE_SHIFT, PAGE_SIZE};
 use crate::commit;
 use crate::lock::Locked;
@@ -86,7 +88,7 @@ pub struct Allocated {
 }
 
 struct Inner {
-    node: u32,
+    node: NodeId,
     lists: [FreeLists; 2],
     arenas: *mut Arena,
     stats: PageHeapStats,
@@ -108,7 +110,7 @@ pub struct PageHeap {
 
 impl PageHeap {
     /// An empty heap for `node`; arenas are reserved on demand.
-    pub const fn new(node: u32) -> Self {
+    pub const fn new(node: NodeId) -> Self {
         Self {
             inner: Locked::new(Inner {
                 node,
@@ -553,7 +555,7 @@ mod tests {
 
     #[test]
     fn alloc_free_coalesces() {
-        let heap = PageHeap::new(0);
+        let heap = PageHeap::new(NodeId::ZERO);
         let a = heap.alloc(3, SpanKind::Large).unwrap();
         let b = heap.alloc(5, SpanKind::Large).unwrap();
         let c = heap.alloc(1, SpanKind::Small).unwrap();

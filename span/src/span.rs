@@ -17,6 +17,8 @@
 
 use core::sync::atomic::{AtomicPtr, AtomicU8, AtomicU32, AtomicU64, Ordering};
 
+use tessera_numa::NodeId;
+
 use crate::arena::{ARENA_MASK, PAGE_SHIFT};
 
 /// What a span record currently describes.
@@ -79,7 +81,8 @@ pub struct Span {
     /// Objects a small span holds.
     pub capacity: u32,
     kind: AtomicU8,
-    /// Size-class index of a small span.
+    /// Size class of a small span: the byte of the small-object layer's `SizeClass` (this
+    /// crate knows no classes; `tessera::size_class::SizeClass::of` reads it back).
     pub class: u8,
     /// Small-object layer flags (which list the span is on).
     pub user_flags: u8,
@@ -142,7 +145,7 @@ impl Span {
 
     /// The NUMA node of the page heap that owns this span's arena.
     #[inline]
-    pub fn node(&self) -> u32 {
+    pub fn node(&self) -> NodeId {
         let arena = ((self as *const Span as usize) & !ARENA_MASK) as *const crate::arena::Arena;
         // SAFETY: span records live inside mapped arena headers, which are never unmapped.
         unsafe { (*arena).node }

@@ -11,7 +11,7 @@ use super::local_free::check_suspect;
 use super::{Bin, Cache, NOTIFY_PENDING, ON_PARTIAL};
 use crate::node;
 use crate::remote;
-use crate::size_class::NUM_CLASSES;
+use crate::size_class::SizeClass;
 
 impl Cache {
     /// Gives back everything this cache holds that others could use: the current spans'
@@ -21,8 +21,8 @@ impl Cache {
     pub(crate) fn flush(&mut self) {
         self.publish_batch();
         self.drain_notifications();
-        for class in 0..NUM_CLASSES {
-            let bin = &mut self.bins[class];
+        for class in SizeClass::all() {
+            let bin = &mut self.bins[class.index()];
             let span = bin.span;
             if !span.is_null() {
                 let count = bin.list_len();
@@ -37,8 +37,8 @@ impl Cache {
             }
             // The spare goes too (it is on the partial list): a flushed cache may sit idle
             // for a long time.
-            self.spare[class] = ptr::null_mut();
-            let mut at = self.partial[class].first();
+            self.spare[class.index()] = ptr::null_mut();
+            let mut at = self.partial[class.index()].first();
             while !at.is_null() {
                 // SAFETY: spans on our lists are ours, and the lists this thread's alone.
                 let next = unsafe { SpanList::next(at) };
@@ -55,7 +55,7 @@ impl Cache {
                     } else {
                         // SAFETY: ours, on our partial list.
                         unsafe { self.unlink(at) };
-                        let central = &node::node(s.node()).centrals[class];
+                        let central = &node::node(s.node()).centrals[class.index()];
                         s.owner.store(central.owner_tag(), Ordering::Release);
                         // SAFETY: the span is unlinked, partly used, and now tagged as central's.
                         unsafe { central.put(at) };

@@ -14,6 +14,7 @@ use super::{
 use crate::freelist::{self, HARDENED};
 use crate::remote;
 use crate::report;
+use crate::size_class::SizeClass;
 
 impl Cache {
     /// Frees `ptr`, a small object of `span`, which this cache owns.
@@ -39,7 +40,7 @@ impl Cache {
             unsafe { self.confirm_double_free(s, ptr, "double free") };
         }
         if s.user_flags & WHERE_MASK == CURRENT {
-            let bin = &mut self.bins[s.class as usize];
+            let bin = &mut self.bins[SizeClass::of(s).index()];
             if ptr == bin.free {
                 report::fatal("double free", ptr as usize);
             }
@@ -87,7 +88,7 @@ impl Cache {
         if free != s.carved.load(Ordering::Relaxed) {
             return;
         }
-        let class = s.class as usize;
+        let class = SizeClass::of(s).index();
         if self.spare[class].is_null() {
             self.spare[class] = span;
             return;
@@ -118,7 +119,7 @@ impl Cache {
             found |= at == ptr;
             found
         };
-        let bin = &self.bins[s.class as usize];
+        let bin = &self.bins[SizeClass::of(s).index()];
         // SAFETY: our own lists (the bin's, the span's local list) and the remote list of a
         // span we own, walked in place (only we take it).
         unsafe {

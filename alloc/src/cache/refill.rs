@@ -16,7 +16,7 @@ use super::{
 use crate::freelist;
 use crate::node;
 use crate::remote;
-use crate::size_class::{self, CLASSES};
+use crate::size_class::{self, SizeClass};
 
 /// How many bytes of objects a refill carves from a fresh span at once. Carving lazily
 /// keeps a fresh span's RSS to the pages actually used.
@@ -26,24 +26,24 @@ impl Cache {
     /// Refills the bin of `class` and returns one object, or null when the OS refuses
     /// memory. Called when the bin's free list is empty.
     #[inline(never)]
-    pub(crate) fn refill(&mut self, class: usize) -> *mut u8 {
+    pub(crate) fn refill(&mut self, class: SizeClass) -> *mut u8 {
         // A refill is where this thread stops to look at its spans; objects it freed into
         // other threads' spans should not wait longer than that.
         self.publish_batch();
         loop {
-            let bin = &mut self.bins[class];
+            let bin = &mut self.bins[class.index()];
             if !bin.free.is_null() {
                 // SAFETY: a non-empty list of our bin, which only this cache's thread touches.
                 return unsafe { bin.pop() };
             }
-            let span = self.bins[class].span;
+            let span = self.bins[class.index()].span;
             if !span.is_null() {
                 // SAFETY: the current span is an in-use small span this cache owns.
                 let s = unsafe { &*span };
                 // SAFETY: `s` is the current span of bin `class`.
                 let list = unsafe { self.more_from_current(s, class) };
                 if !list.is_null() {
-                    self.bins[class].free = list;
+                    self.bins[class.index()].free = list;
                     continue;
                 }
                 self.park_current(class);
@@ -58,8 +58,8 @@ impl Cache {
     /// the current span when that span's memory came zeroed from the page heap, so memory
     /// fresh from the OS is not written (and its pages not touched) just to zero it again.
     /// Null when there is none; the caller then zeroes an ordinary object.
-    pub(crate) fn take_zeroed(&mut self, class: usize) -> *mut u8 {
-        let span = self.bins[class].span;
+    pub(crate) fn take_zeroed(&mut self, class: SizeClass) -> *mut u8 {
+        let span = self.bins[class.index()].span;
         if span.is_null() {
             return ptr::null_mut();
         }
@@ -77,7 +77,7 @@ impl Cache {
     ///
     /// # Safety
     /// `s` must be the current span of this cache's bin `class`.
-    unsafe fn more_from_current(&mut self, s: &Span, class: usize) -> *mut u8 {
+    unsafe fn more_from_current(&mut self, s: &Span, class: SizeClass) -> *mut u8 {
         let carved = s.carved.load(Ordering::Relaxed);
         if carved < s.capacity {
             // SAFETY: the current span of bin `class` (the contract) is a small span of
@@ -95,8 +95,8 @@ impl Cache {
     }
 
     /// The current span has nothing left: park it on the full list.
-    fn park_current(&mut self, class: usize) {
-        let span = self.bins[class].span;
+    fn park_current(&mut self, class: SizeClass) {
+        let span = self.bins[class.index()].span;
         // SAFETY: the current span is ours.
         let s = unsafe { &*span };
         // A span whose earlier notification is still on its way must not be parked again:
@@ -107,7 +107,7 @@ impl Cache {
             // let the refill loop take it.
             return;
         }
-        self.bins[class] = Bin::EMPTY;
+        self.bins[class.index()] = Bin::EMPTY;
         // SAFETY: a span we own that is on none of our lists: it was current until the line
         // above.
         unsafe { self.link(span, ON_FULL) };
@@ -115,8 +115,8 @@ impl Cache {
 
     /// Makes a span with free objects current for `class`: from the notifications, the
     /// partial list, the node's central list, or the page heap. False when out of memory.
-    fn install_next_span(&mut self, class: usize) -> bool {
-        if !self.bins[class].span.is_null() {
+    fn install_next_span(&mut self, class: SizeClass) -> bool {
+        if !self.bins[class.index()].span.is_null() {
             // `park_current` lost a race with a remote free: retry the same span.
             return true;
         }
@@ -124,21 +124,21 @@ impl Cache {
         // Fresh spans come from the node the thread runs on now: a cache is not tied to a
         // node, its objects are (each span goes home to its own node's heap).
         let node = node::node(crate::current_node());
-        let span = if !self.partial[class].is_empty() {
-            let span = self.partial[class].first();
+        let span = if !self.partial[class.index()].is_empty() {
+            let span = self.partial[class.index()].first();
             // SAFETY: the head of our partial list of `class`: a span we own, listed there.
             unsafe { self.unlink(span) };
-            if self.spare[class] == span {
-                self.spare[class] = ptr::null_mut();
+            if self.spare[class.index()] == span {
+                self.spare[class.index()] = ptr::null_mut();
             }
             span
-        } else if let Some(span) = node.centrals[class].take() {
+        } else if let Some(span) = node.centrals[class.index()].take() {
             // SAFETY: the central list handed the span over; we become its owner.
             unsafe { (*span).owner.store(self.tag(), Ordering::Relaxed) };
             span
         } else {
-            let info = &CLASSES[class];
-            let step = self.ramp[class] as usize;
+            let info = class.info();
+            let step = self.ramp[class.index()] as usize;
             let pages = size_class::ramp_pages(class, step);
             let fresh = match self.unstash(pages) {
                 Some(span) => tessera_span::Allocated {
@@ -150,13 +150,13 @@ impl Cache {
                     None => return false,
                 },
             };
-            self.ramp[class] = (step + 1).min(size_class::RAMP_STEPS - 1) as u8;
+            self.ramp[class.index()] = (step + 1).min(size_class::RAMP_STEPS - 1) as u8;
             let objects = (pages * tessera_span::PAGE_SIZE / info.size as usize) as u32;
             let span = fresh.span.as_ptr();
             // SAFETY: a fresh small span, ours alone until we publish it.
             unsafe {
                 let s = &mut *span;
-                s.class = class as u8;
+                s.class = class.byte();
                 s.div_test = info.div_test;
                 s.obj_bytes = objects * info.size;
                 s.obj_base = s.base() as usize;
@@ -179,7 +179,7 @@ impl Cache {
         // SAFETY: `span` is an in-use small span we own and have unlinked.
         let s = unsafe { &mut *span };
         s.user_flags = (s.user_flags & !WHERE_MASK) | CURRENT;
-        self.bins[class] = Bin {
+        self.bins[class.index()] = Bin {
             free: s.local_free.swap(ptr::null_mut(), Ordering::Relaxed),
             start: s.base() as usize,
             len: s.obj_bytes as usize,
@@ -224,8 +224,8 @@ impl Cache {
 /// `s` must be an in-use small span of `class` that the calling thread's cache owns, and
 /// `carved` its carved count, below its capacity: the objects from `carved` on then lie
 /// inside the span and have never been handed out, so the calling thread alone writes them.
-unsafe fn carve(s: &Span, class: usize, carved: u32) -> *mut u8 {
-    let size = CLASSES[class].size as usize;
+unsafe fn carve(s: &Span, class: SizeClass, carved: u32) -> *mut u8 {
+    let size = class.size();
     let batch = (CARVE_BYTES / size).clamp(1, (s.capacity - carved) as usize);
     let first = s.base() as usize + carved as usize * size;
     for i in 0..batch - 1 {

@@ -326,12 +326,14 @@ impl Inner {
 
 #[cfg(test)]
 mod tests {
+    use tessera_numa::NodeId;
+
     use super::*;
     use crate::heap::MAX_SPAN_PAGES;
 
     #[test]
     fn purge_returns_pages_and_marks_zero() {
-        let heap = PageHeap::new(0);
+        let heap = PageHeap::new(NodeId::ZERO);
         let a = heap.alloc(16, SpanKind::Large).unwrap();
         // SAFETY: the span is ours; we dirty it, free it, and purge.
         unsafe {
@@ -354,7 +356,7 @@ mod tests {
     /// here depends on how fast the test runs.
     #[test]
     fn decay_purges_part_of_a_run_then_all() {
-        let heap = PageHeap::new(0);
+        let heap = PageHeap::new(NodeId::ZERO);
         let pad = heap.alloc(1, SpanKind::Large).unwrap();
         // 4 KiB pages for this arena whatever `TESSERA_THP` says (the curve, not the huge
         // page rounding, is under test here).
@@ -408,7 +410,7 @@ mod tests {
     /// the run is older than the decay time.
     #[test]
     fn decay_purges_whole_huge_pages_only() {
-        let heap = PageHeap::new(0);
+        let heap = PageHeap::new(NodeId::ZERO);
         let pad = heap.alloc(1, SpanKind::Large).unwrap();
         // SAFETY: the heap's one arena, under its lock.
         unsafe { (*heap.inner.lock().arenas).huge_pages = true };
@@ -438,7 +440,7 @@ mod tests {
     /// puts them back on the dirty lists, counters and all.
     #[test]
     fn runs_in_flight_at_a_fork_go_back_to_the_dirty_lists() {
-        let heap = PageHeap::new(0);
+        let heap = PageHeap::new(NodeId::ZERO);
         let pad = heap.alloc(1, SpanKind::Large).unwrap();
         let a = heap.alloc(16, SpanKind::Large).unwrap();
         let end = heap.alloc(1, SpanKind::Large).unwrap();

@@ -166,12 +166,14 @@ impl Inner {
 
 #[cfg(test)]
 mod tests {
+    use tessera_numa::NodeId;
+
     use super::*;
     use crate::heap::live_span_of;
 
     #[test]
     fn grow_and_shrink_in_place() {
-        let heap = PageHeap::new(0);
+        let heap = PageHeap::new(NodeId::ZERO);
         let a = heap.alloc(2, SpanKind::Large).unwrap();
         // SAFETY: `a` is an in-use large span of `heap`.
         unsafe {
@@ -194,7 +196,7 @@ mod tests {
 
     #[test]
     fn aligned_spans_return_their_slack() {
-        let heap = PageHeap::new(0);
+        let heap = PageHeap::new(NodeId::ZERO);
         let pad = heap.alloc(1, SpanKind::Large).unwrap();
         for align in [2 * PAGE_SIZE, 64 << 10, 1 << 20] {
             let a = heap.alloc_aligned(3, align, SpanKind::Large).unwrap();
