@@ -1,5 +1,7 @@
-//! Files read without allocating: `/proc`, `/sys` and cgroup files into stack buffers, and
-//! directories listed with `getdents64` (glibc's `opendir` would `malloc` its buffer).
+//! Files without allocating: `/proc`, `/sys` and cgroup files read into stack buffers,
+//! directories listed with `getdents64` (glibc's `opendir` would `malloc` its buffer),
+//! symbolic links read into the caller's buffer, and files written from a slice (the heap
+//! profile), never through stdio.
 
 use core::ffi::{CStr, c_int, c_void};
 
@@ -29,6 +31,41 @@ impl Fd {
                 return None;
             }
         }
+    }
+
+    /// Creates `path`, or truncates it if it exists, for writing only, close-on-exec, with
+    /// permissions `mode` less the umask for a new file. Retries on `EINTR`.
+    ///
+    /// Errors: the `errno` of any other failure (`ENOENT` for a missing directory, `EACCES`,
+    /// `EISDIR`, `EROFS`, `EMFILE`, `ENOSPC`).
+    pub fn create(path: &CStr, mode: u32) -> Result<Fd, OsError> {
+        loop {
+            // SAFETY: `path` is a valid NUL-terminated string for the duration of the call;
+            // `open` does not touch caller memory otherwise.
+            let fd = unsafe {
+                libc::open(
+                    path.as_ptr(),
+                    libc::O_WRONLY | libc::O_CREAT | libc::O_TRUNC | libc::O_CLOEXEC,
+                    mode,
+                )
+            };
+            if fd >= 0 {
+                return Ok(Fd(fd));
+            }
+            let e = OsError::last();
+            if e.0 != EINTR {
+                return Err(e);
+            }
+        }
+    }
+
+    /// Writes all of `bytes` ([`io::write_all`](crate::io::write_all): short writes go on,
+    /// `EINTR` retries).
+    ///
+    /// Errors: the `errno` of the write that failed (`ENOSPC`, `EDQUOT`, `EIO`, `EFBIG`);
+    /// `EIO` for a write that makes no progress. What was written before stays written.
+    pub fn write_all(&self, bytes: &[u8]) -> Result<(), OsError> {
+        crate::io::write_all(self.0, bytes)
     }
 
     /// Reads into `buf`; `Ok(0)` at end of file. Retries on `EINTR`.
@@ -75,6 +112,18 @@ pub fn read_small_file<'a>(path: &CStr, buf: &'a mut [u8]) -> &'a [u8] {
     &buf[..n]
 }
 
+/// Reads the target of the symbolic link `path` into `buf` (`readlink`, which writes no NUL)
+/// and returns its length. A target as long as `buf` may have been cut short: callers that
+/// need the whole of it treat `Ok(buf.len())` as too long.
+///
+/// Errors: `ENOENT`, `EACCES`, `EINVAL` (not a symbolic link), `ENOTDIR`, `ELOOP`.
+pub fn read_link(path: &CStr, buf: &mut [u8]) -> Result<usize, OsError> {
+    // SAFETY: `path` is NUL-terminated and `buf` is writable for its whole length; readlink
+    // writes at most that many bytes.
+    let n = unsafe { libc::readlink(path.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
+    check(n as libc::c_long).map(|n| n as usize)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -84,6 +133,41 @@ mod tests {
         let mut buf = [0u8; 64];
         assert!(!read_small_file(c"/proc/self/stat", &mut buf).is_empty());
         assert!(read_small_file(c"/nonexistent/file", &mut buf).is_empty());
+    }
+
+    #[test]
+    fn links_read_into_the_buffer() {
+        let mut buf = [0u8; 4096];
+        let n = read_link(c"/proc/self/exe", &mut buf).unwrap();
+        let exe = std::env::current_exe().unwrap();
+        assert_eq!(&buf[..n], exe.as_os_str().as_encoded_bytes());
+        let mut short = [0u8; 2];
+        assert_eq!(read_link(c"/proc/self/exe", &mut short), Ok(2));
+        assert_eq!(
+            read_link(c"/proc/self/stat", &mut buf),
+            Err(OsError(crate::error::EINVAL))
+        );
+    }
+
+    #[test]
+    fn created_files_are_written_whole_and_truncated_when_created_again() {
+        let path = std::format!(
+            "{}/tessera-sys-fs-{}\0",
+            std::env::temp_dir().display(),
+            std::process::id()
+        );
+        let c_path = CStr::from_bytes_with_nul(path.as_bytes()).unwrap();
+        let fd = Fd::create(c_path, 0o600).unwrap();
+        fd.write_all(b"hello, world").unwrap();
+        drop(fd);
+        Fd::create(c_path, 0o600).unwrap().write_all(b"hi").unwrap();
+        let mut buf = [0u8; 64];
+        assert_eq!(read_small_file(c_path, &mut buf), b"hi");
+        std::fs::remove_file(&path[..path.len() - 1]).unwrap();
+        assert_eq!(
+            Fd::create(c"/nonexistent/dir/file", 0o600).unwrap_err(),
+            OsError(crate::error::ENOENT)
+        );
     }
 
     #[test]

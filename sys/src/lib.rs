@@ -5,19 +5,22 @@
 //! - [`mem`]: reserve, purge, release, remap, protect, guard regions; the page size.
 //! - [`futex`]: the wait/wake primitive under every lock and parker.
 //! - [`lock`]: the futex lock every layer uses, since the allocator may not use std's.
-//! - [`clock`]: the coarse monotonic clock.
-//! - [`fs`]: small files and directories read into stack buffers.
+//! - [`clock`]: the coarse monotonic clock; the wall clock.
+//! - [`fs`]: small files and directories read into stack buffers, symbolic links, files
+//!   written from a slice.
 //! - [`io`]: writes that handle short writes and `EINTR`; report lines built on the stack.
 //! - [`env`]: environment variables read in place.
-//! - [`process`]: ending the process, forking, waiting for a child, fork handlers.
-//! - [`dl`]: symbols by name, code addresses by module, stacks by the unwinder.
+//! - [`process`]: ending the process, forking, waiting for a child, fork and exit handlers.
+//! - [`dl`]: symbols by name, code addresses by module, the loaded objects (segments, build
+//!   IDs), FDEs and stacks from libgcc's unwinder.
 //! - [`c`]: the C types of `extern "C"` signatures.
 //! - [`net`]: sockets, epoll and eventfd for the scheduler's netpoller.
 //! - [`numa`]: memory-policy syscalls, `getcpu`, affinity, glibc's rseq area.
 //! - [`random`]: random bits from the kernel.
 //! - [`thread`]: thread ids, liveness, yielding; a detached helper thread, thread-exit keys,
 //!   a thread's stack bounds.
-//! - [`signal`]: chained fault handlers, alternate signal stacks, a signal's self-pipe.
+//! - [`signal`]: chained fault handlers, alternate signal stacks, a signal's self-pipe, plain
+//!   handlers.
 //! - [`error`]: [`OsError`](error::OsError), `errno` and the values callers test for.
 //!
 //! Rules for everything here: no allocation (this runs inside `malloc`, and in processes that

@@ -1,4 +1,5 @@
-//! The process as a whole: ending it, forking it, waiting for a child, fork handlers.
+//! The process as a whole: ending it, forking it, waiting for a child, fork and exit
+//! handlers.
 
 use crate::error::OsError;
 
@@ -76,6 +77,19 @@ pub fn atfork(
     match unsafe { libc::pthread_atfork(Some(prepare), Some(parent), Some(child)) } {
         0 => Ok(()),
         e => Err(OsError(e)),
+    }
+}
+
+/// Registers `handler` to run at normal process exit (`atexit`: on `exit` or a return from
+/// `main`, last registered first; not on `_exit`, `abort` or a fatal signal).
+///
+/// Errors: `ENOMEM` when the handler table cannot grow (glibc keeps 32 in place and
+/// `calloc`s the rest: in `libtessera.so` that is Tessera, re-entered).
+pub fn at_exit(handler: extern "C" fn()) -> Result<(), OsError> {
+    // SAFETY: `handler` is an `extern "C"` function, valid for the life of the process.
+    match unsafe { libc::atexit(handler) } {
+        0 => Ok(()),
+        _ => Err(OsError(crate::error::ENOMEM)),
     }
 }
 

@@ -1,6 +1,7 @@
 //! Signals: the fault handlers (the stacks' overflow report, the guarded pool's report) that
 //! sit on top of whatever handler was there and chain to it, the alternate signal stacks
-//! they run on, and the scheduler's SIGQUIT pipe.
+//! they run on, the scheduler's SIGQUIT pipe, and plain handlers (that pipe's, the heap
+//! profile's `TESSERA_PROF_SIGNAL`).
 //!
 //! Chaining: a handler saves the [`Action`] it found ([`current`]) before it installs itself
 //! ([`install_fault_handler`]); a fault that is not its own goes on with [`chain`]. Several
@@ -11,7 +12,7 @@ use core::ptr;
 
 use crate::error::OsError;
 
-pub use libc::{SIGBUS, SIGQUIT, SIGSEGV};
+pub use libc::{SIGBUS, SIGHUP, SIGPROF, SIGQUIT, SIGSEGV, SIGURG, SIGUSR1, SIGUSR2, SIGWINCH};
 
 /// The kernel's description of a signal (`siginfo_t`), as a fault handler receives it.
 pub type SigInfo = libc::siginfo_t;

@@ -32,7 +32,7 @@ impl Trace {
     #[inline(never)]
     pub(super) fn capture(&mut self, capturing: &AtomicUsize) {
         capturing.fetch_add(1, Ordering::Relaxed);
-        self.len = dl::backtrace(&mut self.frames);
+        self.len = dl::backtrace(&mut self.frames, 0);
         capturing.fetch_sub(1, Ordering::Relaxed);
     }
 
