@@ -52,7 +52,7 @@ pub(crate) enum Switch {
     Yield,
     /// Waiting for a `Token` (wait.rs).
     Park,
-    /// Run `G::blocking` on the M's own stack, off the P (machine.rs `run_blocking`).
+    /// Run `G::blocking` on the M's own stack, off the P (machine/m_loop.rs `run_blocking`).
     Blocking,
 }
 
@@ -170,7 +170,7 @@ impl WaitReason {
 /// Gs (and the `!Send` corosensei coroutine inside) move between M threads as raw pointers.
 /// That is sound for the scheduler's own state: the coroutine's stack is plain memory that
 /// moves with it, its registers are saved in it, and the scheduler re-reads every
-/// thread-local after a switch (machine.rs). What user code keeps on that stack across a
+/// thread-local after a switch (machine/current.rs). What user code keeps on that stack across a
 /// switch is the user's contract, documented on the crate: a reference into a
 /// `thread_local!` (which belongs to the M, not the coroutine) must not be held across a
 /// yield, park or channel operation.

@@ -16,16 +16,16 @@
 //! - **G** (coroutine.rs): a corosensei coroutine on a guarded tessera stack taken from the
 //!   P's `StackCache`. **P** (processor.rs): a lock-free run queue of 256 with `runnext`
 //!   (runqueue.rs), a Tessera allocator cache made current on whichever M runs it, a stack
-//!   cache. **M** (machine.rs): an OS thread running Gs while it holds a P; it steals, spins
+//!   cache. **M** (machine/): an OS thread running Gs while it holds a P; it steals, spins
 //!   (bounded) and parks on a futex (park.rs). A global queue (global_queue.rs) is checked
 //!   first every 61 ticks.
 //! - Channels with `select!` (chan/), sync primitives that park coroutines (sync/), timers
 //!   (timer.rs, a heap per P, as in Go 1.14+), coroutine-locals and `lock_to_thread`
-//!   (local.rs, machine.rs), `dump()` and SIGQUIT (dump.rs), counters and a latency
+//!   (local.rs, machine/api.rs), `dump()` and SIGQUIT (dump.rs), counters and a latency
 //!   histogram (stats.rs).
 //! - I/O: an edge-triggered epoll per runtime (netpoll.rs) under `net::{TcpListener,
 //!   TcpStream, UdpSocket}` (net.rs); `blocking(f)` for system calls that cannot be polled
-//!   (machine.rs; `fs` wraps file I/O in it); sysmon (sysmon.rs) hands a P whose M is
+//!   (machine/api.rs; `fs` wraps file I/O in it); sysmon (sysmon.rs) hands a P whose M is
 //!   blocked to another M, polls the network when nobody has for 10 ms, and records
 //!   coroutines that run over 10 ms without yielding.
 //!

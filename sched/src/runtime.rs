@@ -141,7 +141,7 @@ impl Shared {
         (l != u32::MAX).then(|| exp16(l))
     }
 
-    /// One sampled run of a coroutine, from one schedule to the next (machine.rs
+    /// One sampled run of a coroutine, from one schedule to the next (machine/find_work.rs
     /// `time_run`).
     pub(crate) fn note_run(&self, ns: u64) {
         let x = i64::from(log16(ns));
@@ -157,7 +157,7 @@ impl Shared {
     }
 
     /// Whether coroutines typically run for less than `MOVE_WORTH_NS`, so that work
-    /// queued on a running P is better left to it than handed to an idle one (machine.rs
+    /// queued on a running P is better left to it than handed to an idle one (machine/ready.rs
     /// `queue`).
     pub(crate) fn runs_short(&self) -> bool {
         self.run_log.load(Ordering::Relaxed) < log16(MOVE_WORTH_NS)
