@@ -70,6 +70,7 @@ mod processor;
 mod runqueue;
 mod runtime;
 mod shim;
+mod spawn;
 mod stats;
 mod sys;
 mod sysmon;
@@ -86,10 +87,8 @@ pub mod sync;
 pub use coroutine::WaitReason;
 pub use dump::dump;
 pub use machine::{blocking, is_locked_to_thread, lock_to_thread, unlock_from_thread, yield_now};
-pub use runtime::{
-    Builder, DEFAULT_STACK_SIZE, JoinError, JoinHandle, Runtime, Spawn, default_procs, spawn,
-    try_spawn,
-};
+pub use runtime::{Builder, DEFAULT_STACK_SIZE, JoinError, JoinHandle, Runtime, default_procs};
+pub use spawn::{Spawn, spawn, try_spawn};
 pub use stats::{Stats, stats};
 pub use tessera_stacks::StackError;
 pub use timer::{Ticker, after, sleep, sleep_until};
