@@ -59,8 +59,6 @@ mod coroutine;
 mod dump;
 mod gfree;
 mod global_queue;
-#[cfg(all(test, tessera_loom))]
-mod idle_model;
 mod join;
 mod machine;
 mod netpoll;

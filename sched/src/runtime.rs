@@ -16,7 +16,7 @@
 
 use core::fmt;
 use core::panic::Location;
-use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::thread;
 use std::time::Instant;
@@ -71,10 +71,11 @@ pub(crate) struct Shared {
     me: Weak<Shared>,
     pub(crate) ps: Box<[CachePadded<P>]>,
     pub(crate) global: crate::global_queue::GlobalQueue,
-    pub(crate) idle: Mutex<Idle>,
-    pub(crate) npidle: CachePadded<AtomicUsize>,
-    pub(crate) nmspinning: CachePadded<AtomicUsize>,
-    pub(crate) shutdown: AtomicBool,
+    /// The idle protocol's state (machine/idle.rs), on the shim's types.
+    pub(crate) idle: crate::shim::Mutex<Idle>,
+    pub(crate) npidle: CachePadded<crate::shim::AtomicUsize>,
+    pub(crate) nmspinning: CachePadded<crate::shim::AtomicUsize>,
+    pub(crate) shutdown: crate::shim::AtomicBool,
     pub(crate) allgs: AllGs,
     pub(crate) all_ms: Mutex<Vec<Arc<MShared>>>,
     /// Where sysmon sleeps between looks (unparked at shutdown).
@@ -233,10 +234,10 @@ impl Builder {
                 .map(|i| CachePadded::new(P::new(i, epoch)))
                 .collect(),
             global: Default::default(),
-            idle: Mutex::new(Idle::default()),
-            npidle: CachePadded::new(AtomicUsize::new(0)),
-            nmspinning: CachePadded::new(AtomicUsize::new(0)),
-            shutdown: AtomicBool::new(false),
+            idle: crate::shim::Mutex::new(Idle::default()),
+            npidle: CachePadded::new(crate::shim::AtomicUsize::new(0)),
+            nmspinning: CachePadded::new(crate::shim::AtomicUsize::new(0)),
+            shutdown: crate::shim::AtomicBool::new(false),
             allgs: AllGs::default(),
             all_ms: Mutex::new(Vec::new()),
             sysmon: crate::park::Parker::new(),

@@ -122,7 +122,7 @@ pub(crate) fn run(sh: Arc<Shared>) {
         }
         let (taken, added) = sh.global.counts();
         if global_backlog.stale(taken, added, now) && sh.npidle.load(Ordering::SeqCst) > 0 {
-            machine::wakep(&sh);
+            machine::wakep(&*sh);
             acted = true;
         }
         let last = sh.poll.last_poll.load(Ordering::Relaxed);

@@ -19,6 +19,7 @@ use core::sync::atomic::Ordering;
 
 use super::MCtx;
 use super::current::fastrand;
+use super::idle::try_spin;
 use crate::coroutine::GRef;
 use crate::processor::{P, PENDING_RUNNEXT, PENDING_SHORT};
 use crate::runqueue::RING;
@@ -154,13 +155,8 @@ unsafe fn find_runnable_inner(m: &MCtx, p: &P) -> Option<(GRef, bool)> {
         return None;
     }
     // Bound the spinners: at most half the busy Ps' worth (proc.go findRunnable).
-    if !m.spinning.get() {
-        let busy = nprocs.saturating_sub(sh.npidle.load(Ordering::SeqCst));
-        if 2 * sh.nmspinning.load(Ordering::SeqCst) >= busy {
-            return None;
-        }
-        m.spinning.set(true);
-        sh.nmspinning.fetch_add(1, Ordering::SeqCst);
+    if !try_spin(m, nprocs) {
+        return None;
     }
     const PASSES: usize = 4;
     for pass in 0..PASSES {

@@ -79,6 +79,8 @@ fn schedule(m: &MCtx) {
             // its blocking section.
             Some(g) => unsafe { run_blocking(m, p, g) },
             None => {
+                // An idle spell is not a run (`time_run`).
+                p.run_started.store(0, Ordering::Relaxed);
                 release_p(m);
                 if sh.shutdown.load(Ordering::SeqCst) {
                     return;

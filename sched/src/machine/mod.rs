@@ -31,6 +31,8 @@ mod api;
 mod current;
 mod find_work;
 mod idle;
+#[cfg(all(test, tessera_loom))]
+mod idle_loom;
 mod m_loop;
 mod ready;
 
@@ -58,9 +60,9 @@ const NO_P: usize = usize::MAX;
 pub(crate) struct MShared {
     pub(crate) parker: Parker,
     /// A P handed over by `wakep`, `start_m` or `put_idle_p` (or `NO_P`).
-    nextp: AtomicUsize,
+    nextp: crate::shim::AtomicUsize,
     /// Whether the hand-over counted this M as spinning.
-    next_spinning: core::sync::atomic::AtomicBool,
+    next_spinning: crate::shim::AtomicBool,
     /// Gs locked to this M (`lock_to_thread`) that are runnable.
     mailbox: Mutex<VecDeque<usize>>,
     mailbox_len: AtomicUsize,
@@ -70,8 +72,8 @@ impl MShared {
     pub(crate) fn new() -> Self {
         Self {
             parker: Parker::new(),
-            nextp: AtomicUsize::new(NO_P),
-            next_spinning: core::sync::atomic::AtomicBool::new(false),
+            nextp: crate::shim::AtomicUsize::new(NO_P),
+            next_spinning: crate::shim::AtomicBool::new(false),
             mailbox: Mutex::new(VecDeque::new()),
             mailbox_len: AtomicUsize::new(0),
         }
@@ -110,9 +112,10 @@ impl MShared {
     }
 }
 
-/// The M's own state, on its thread's stack for the thread's life.
-pub(crate) struct MCtx {
-    pub(crate) shared: Arc<Shared>,
+/// The M's own state, on its thread's stack for the thread's life. `S` is the runtime: the
+/// real one, or loom's stand-in for the idle protocol (idle_loom.rs).
+pub(crate) struct MCtx<S = Shared> {
+    pub(crate) shared: Arc<S>,
     pub(crate) ms: Arc<MShared>,
     p: Cell<usize>,
     curg: Cell<GRef>,
