@@ -227,6 +227,9 @@ pub(crate) struct G {
     /// The last wait token of this G, reused by `Token::for_current` when nobody else holds
     /// it any more (wait.rs). Touched only by the G itself.
     pub(crate) token: UnsafeCell<Option<Arc<crate::wait::Token>>>,
+    /// Its profiler labels (`labels.rs`), its spawner's at birth. Written by the G itself
+    /// (`labels::with`), read by the M that switches to it.
+    pub(crate) labels: Cell<tessera::profile::LabelSet>,
 }
 
 /// What a spawn gives a G record for one incarnation, whether the record is new (`G::new`)
@@ -238,6 +241,8 @@ pub(crate) struct Birth {
     pub(crate) site: &'static Location<'static>,
     /// `G::cancel`: the join state's hook, valid while the coroutine lives.
     pub(crate) cancel: crate::join::CancelHook,
+    /// `G::labels`: the spawner's.
+    pub(crate) labels: tessera::profile::LabelSet,
 }
 
 impl G {
@@ -275,6 +280,7 @@ impl G {
             cancel: Cell::new(None),
             stack: UnsafeCell::new(Some(stack)),
             token: UnsafeCell::new(None),
+            labels: Cell::new(tessera::profile::LabelSet::NONE),
         };
         g.begin(birth);
         g
@@ -305,6 +311,7 @@ impl G {
         self.locked_m.set(ptr::null());
         self.long_runs.store(0, Ordering::Relaxed);
         self.cancel.set(Some(birth.cancel));
+        self.labels.set(birth.labels);
         self.state.store(RUNNABLE, Ordering::Release);
     }
 

@@ -78,6 +78,7 @@ mod wait;
 
 pub mod chan;
 pub mod fs;
+pub mod labels;
 pub mod local;
 pub mod net;
 pub mod sync;

@@ -35,6 +35,8 @@ pub(crate) struct P {
     pub(crate) syscall_since: AtomicU64,
     /// The id of the G running on it, 0 between Gs (sysmon's long-run check).
     pub(crate) curg_id: AtomicU64,
+    /// The profiler labels its allocator cache carries now (`labels.rs`). Owner only.
+    pub(crate) labels: core::cell::Cell<tessera::profile::LabelSet>,
     pub(crate) runq: RunQueue<G>,
     /// This P's timers (timer.rs): added by the coroutines it runs, fired by any M.
     pub(crate) timers: crate::timer::TimerHeap,
@@ -104,6 +106,7 @@ impl P {
             status: AtomicU8::new(P_RUNNING),
             syscall_since: AtomicU64::new(0),
             curg_id: AtomicU64::new(0),
+            labels: core::cell::Cell::new(tessera::profile::LabelSet::NONE),
             runq: RunQueue::new(),
             alloc: UnsafeCell::new(
                 tessera::ProcessorCache::new().expect("out of memory for a processor cache"),

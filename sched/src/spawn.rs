@@ -168,6 +168,7 @@ pub(crate) fn try_spawn_in<T: Send + 'static>(
         born,
         site,
         cancel,
+        labels: crate::labels::current(),
     };
     let g = match record {
         Record::Reused(g) => {

@@ -121,3 +121,20 @@ pub(super) fn seed() -> u64 {
     let local = 0u8;
     (t ^ (&raw const local as u64).rotate_left(32)) | 1
 }
+
+/// Notes that the allocator cache of the calling thread's P now carries `set` (a coroutine
+/// changed its labels: `labels::with`), so that the next switch compares against it.
+pub(crate) fn note_labels(set: tessera::profile::LabelSet) {
+    let m = current_m();
+    if m.is_null() {
+        return;
+    }
+    // SAFETY: as in `current_p`: the MCtx lives for this M's loop, and the P it holds is
+    // touched here by its owner only.
+    unsafe {
+        let m = &*m;
+        if m.p.get() != NO_P {
+            m.shared.ps[m.p.get()].labels.set(set);
+        }
+    }
+}

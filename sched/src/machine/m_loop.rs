@@ -168,6 +168,12 @@ unsafe fn execute(m: &MCtx, p: &P, g: GRef) -> Option<GRef> {
         gr.runnable_at.store(0, Ordering::Relaxed);
         p.record_latency(sh.now_ns().saturating_sub(since));
     }
+    // The profiler labels: handed to the P's cache only when they change (`labels.rs`).
+    let labels = gr.labels.get();
+    if labels != p.labels.get() {
+        p.labels.set(labels);
+        tessera::profile::set_current_labels(labels);
+    }
     gr.state.store(RUNNING, Ordering::Release);
     m.curg.set(g);
     p.curg_id

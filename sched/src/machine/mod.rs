@@ -47,7 +47,8 @@ use crate::runtime::Shared;
 
 pub use api::{blocking, is_locked_to_thread, lock_to_thread, unlock_from_thread, yield_now};
 pub(crate) use current::{
-    current_g, current_p, current_runtime, current_runtime_of_g, fastrand, with_current_runtime,
+    current_g, current_p, current_runtime, current_runtime_of_g, fastrand, note_labels,
+    with_current_runtime,
 };
 pub(crate) use idle::{Idle, put_idle_p, start_m, timer_added, wake_all, wakep};
 pub(crate) use m_loop::m_main;
