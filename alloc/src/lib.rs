@@ -36,6 +36,7 @@ mod node;
 mod orphan;
 mod pool;
 mod processor;
+pub mod profile;
 mod purger;
 mod remote;
 mod report;
