@@ -21,15 +21,21 @@ const NT_GNU_BUILD_ID: u32 = 3;
 /// The longest path `readlink` fills in (Linux's `PATH_MAX`).
 const PATH_MAX: usize = 4096;
 
-/// One executable segment of a loaded object, as pprof's `Mapping` wants it: page-aligned
-/// like a line of `/proc/self/maps`, so that address − start + offset is a file offset.
+/// One executable segment of a loaded object, as pprof's `Mapping` wants it: address −
+/// start + offset is the file offset of an address.
+///
+/// The bounds are the segment's own, not widened to pages as a line of `/proc/self/maps`
+/// is. Readers that compute the load bias from the ELF headers (pprof) get the same answer
+/// either way, but `go tool pprof` up to at least Go 1.19 takes `start` for the load
+/// address of the executable segment's `p_vaddr`, and lld, unlike GNU ld, does not
+/// page-align that segment: page-aligned bounds would shift every address it symbolises.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Mapping<'a> {
-    /// First address of the segment, rounded down to a page.
+    /// First address of the segment.
     pub start: u64,
-    /// One past its last address, rounded up to a page.
+    /// One past its last address.
     pub limit: u64,
-    /// File offset of `start`.
+    /// File offset of `start` (the segment's `p_offset`).
     pub file_offset: u64,
     /// The object's path (the program's from `/proc/self/exe`); not necessarily UTF-8.
     pub filename: &'a [u8],
@@ -113,27 +119,20 @@ unsafe extern "C" fn visit_object(
         Some(id) => hex_encode(id, &mut hex),
         None => 0,
     };
-    let page = page_size();
     for ph in phdrs {
         if ph.p_type != libc::PT_LOAD || ph.p_flags & libc::PF_X == 0 || ph.p_memsz == 0 {
             continue;
         }
-        let vaddr = info.dlpi_addr.wrapping_add(ph.p_vaddr);
-        let start = vaddr & !(page - 1);
-        let limit = vaddr.saturating_add(ph.p_memsz).saturating_add(page - 1) & !(page - 1);
+        let start = info.dlpi_addr.wrapping_add(ph.p_vaddr);
         (visit.f)(&Mapping {
             start,
-            limit,
-            file_offset: ph.p_offset & !(page - 1),
+            limit: start.saturating_add(ph.p_memsz),
+            file_offset: ph.p_offset,
             filename,
             build_id: &hex[..hex_len],
         });
     }
     0
-}
-
-fn page_size() -> u64 {
-    tessera_span::os::page_size() as u64
 }
 
 /// The object's `NT_GNU_BUILD_ID` note, read from its loaded image.
@@ -241,9 +240,13 @@ mod tests {
             .find(|m| m.start <= here && here < m.limit)
             .expect("a mapping covers our own code");
         assert_eq!(hit.name, all[0].name);
-        let page = page_size();
+        let page = tessera_span::os::page_size() as u64;
         for m in &all {
-            assert!(m.start % page == 0 && m.limit % page == 0 && m.offset % page == 0);
+            assert_eq!(
+                m.start % page,
+                m.offset % page,
+                "address and offset agree mod a page"
+            );
             assert!(m.start < m.limit);
             assert!(!m.name.is_empty());
             assert!(!m.name.starts_with(b"linux-vdso"));
@@ -253,24 +256,31 @@ mod tests {
 
     #[test]
     fn mappings_agree_with_proc_self_maps() {
-        // Every executable line of /proc/self/maps backed by a file we report is covered.
+        // Every mapping we report starts inside an executable line of /proc/self/maps for
+        // the same file, at the matching file offset.
         let all = collect();
         let maps = std::fs::read_to_string("/proc/self/maps").unwrap();
-        for line in maps.lines() {
-            let fields: Vec<&str> = line.split_whitespace().collect();
-            if fields.len() < 6 || !fields[1].contains('x') || !fields[5].starts_with('/') {
-                continue;
-            }
-            let (lo, _) = fields[0].split_once('-').unwrap();
-            let lo = u64::from_str_radix(lo, 16).unwrap();
-            let offset = u64::from_str_radix(fields[2], 16).unwrap();
-            let Some(m) = all.iter().find(|m| m.start <= lo && lo < m.limit) else {
-                continue;
-            };
+        let lines: Vec<(u64, u64, u64, &str)> = maps
+            .lines()
+            .filter_map(|line| {
+                let f: Vec<&str> = line.split_whitespace().collect();
+                if f.len() < 6 || !f[1].contains('x') || !f[5].starts_with('/') {
+                    return None;
+                }
+                let (lo, hi) = f[0].split_once('-')?;
+                let hex = |s: &str| u64::from_str_radix(s, 16).ok();
+                Some((hex(lo)?, hex(hi)?, hex(f[2])?, f[5]))
+            })
+            .collect();
+        for m in &all {
+            let &(lo, _, offset, file) = lines
+                .iter()
+                .find(|l| l.0 <= m.start && m.start < l.1)
+                .expect("an executable line of /proc/self/maps holds the mapping's start");
+            assert_eq!(offset + (m.start - lo), m.offset);
             // The loader's name and the kernel's may differ by symlinks (/lib → /usr/lib).
             let ours = std::fs::canonicalize(std::ffi::OsStr::from_bytes(&m.name)).unwrap();
-            assert_eq!(ours, std::fs::canonicalize(fields[5]).unwrap(), "{line}");
-            assert_eq!(m.offset + (lo - m.start), offset, "{line}");
+            assert_eq!(ours, std::fs::canonicalize(file).unwrap());
         }
     }
 
