@@ -54,6 +54,13 @@ impl Mapping {
     }
 }
 
+// SAFETY: a `Mapping` owns its memory outright (nothing else holds its pointer), so moving
+// it to another thread moves the only access with it.
+unsafe impl Send for Mapping {}
+// SAFETY: through `&Mapping` the memory is only read (writes need `&mut`), so shared
+// references on several threads race on nothing.
+unsafe impl Sync for Mapping {}
+
 impl Drop for Mapping {
     fn drop(&mut self) {
         if self.cap != 0 {
@@ -336,6 +343,17 @@ mod tests {
         let z = OsVec::filled(0u32, 1000).unwrap();
         assert_eq!(z.len(), 1000);
         assert!(z.as_slice().iter().all(|&x| x == 0));
+    }
+
+    #[test]
+    fn buffers_move_between_threads() {
+        fn send_sync<T: Send + Sync>() {}
+        send_sync::<OsBuf>();
+        send_sync::<OsVec<u64>>();
+        let mut b = OsBuf::new();
+        b.extend(b"moved").unwrap();
+        let b = std::thread::spawn(move || b).join().unwrap();
+        assert_eq!(b.as_slice(), b"moved");
     }
 
     #[test]

@@ -812,6 +812,12 @@ mod tests {
     }
 
     #[test]
+    fn a_builder_can_move_to_another_thread() {
+        fn send_sync<T: Send + Sync>() {}
+        send_sync::<ProfileBuilder>();
+    }
+
+    #[test]
     fn negative_values_and_empty_profiles() {
         let b = ProfileBuilder::new(&[], ("", ""), 0).unwrap();
         let p = decode(&finished(b));
