@@ -2,7 +2,7 @@
 //! one gzip member (RFC 1952) around a DEFLATE stream (RFC 1951).
 //!
 //! The compressor is deliberately plain: LZ77 over a 32 KiB window with hash chains cut at
-//! [`MAX_CHAIN`] candidates (the scheme RFC 1951 §4 sketches), greedy (no lazy matching),
+//! 16 candidates (the scheme RFC 1951 §4 sketches), greedy (no lazy matching),
 //! and the fixed Huffman code of RFC 1951 §3.2.6 in a single block. Encoded
 //! profiles are mostly repeats (sample keys, location ids, similar addresses), which this
 //! catches; the fixed code saves building trees. When the result would be larger than the
