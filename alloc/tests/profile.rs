@@ -36,7 +36,13 @@ fn free_all(blocks: &mut Vec<*mut u8>) {
 fn flat_share(top: &str, name: &str) -> f64 {
     top.lines()
         .filter(|l| l.trim_end().ends_with(name))
-        .filter_map(|l| l.split_whitespace().nth(1)?.strip_suffix('%')?.parse().ok())
+        .filter_map(|l| {
+            l.split_whitespace()
+                .nth(1)?
+                .strip_suffix('%')?
+                .parse::<f64>()
+                .ok()
+        })
         .sum()
 }
 
@@ -62,13 +68,30 @@ fn samples_follow_the_live_heap_and_the_profile_names_the_sites() {
         (1_500..3_000).contains(&taken),
         "{taken} samples for 32 MiB at 16 KiB"
     );
-    assert!(kept.live >= before.live + taken / 2, "{kept:?} after {before:?}");
+    assert!(
+        kept.live >= before.live + taken / 2,
+        "{kept:?} after {before:?}"
+    );
+    let mut live = vec![tessera::profile::LiveSample::default(); 10_000];
+    let n = tessera::profile::live_samples(&mut live);
+    let mine = live[..n.min(live.len())]
+        .iter()
+        .filter(|s| s.requested == BLOCK && s.size == BLOCK && s.at_ms > 0 && s.thread > 0)
+        .count() as u64;
+    assert!(
+        mine >= taken / 2,
+        "{mine} live samples of {BLOCK} bytes, {taken} taken"
+    );
 
     let mut profile = Vec::new();
     tessera::profile::write_heap(&mut profile).unwrap();
     assert_eq!(&profile[..2], &[0x1f, 0x8b], "not gzip");
 
-    if Command::new("go").arg("version").output().is_ok_and(|o| o.status.success()) {
+    if Command::new("go")
+        .arg("version")
+        .output()
+        .is_ok_and(|o| o.status.success())
+    {
         let dir = std::env::temp_dir().join(format!("tessera-profile-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let file = dir.join("heap.pb.gz");
@@ -82,8 +105,15 @@ fn samples_follow_the_live_heap_and_the_profile_names_the_sites() {
             .unwrap();
         let top = String::from_utf8_lossy(&out.stdout);
         std::fs::remove_dir_all(&dir).ok();
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-        let (sa, sb) = (flat_share(&top, "profile_site_a"), flat_share(&top, "profile_site_b"));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let (sa, sb) = (
+            flat_share(&top, "profile_site_a"),
+            flat_share(&top, "profile_site_b"),
+        );
         // The rest of the live heap (the test harness's) is small beside 32 MiB.
         assert!(
             (sa - 75.0).abs() <= 6.0 && (sb - 25.0).abs() <= 6.0,

@@ -1,10 +1,24 @@
 //! Heap profiling (issue #18): sampled allocations with their call stacks, written in
-//! pprof's format.
+//! pprof's format without allocating through the allocator being profiled.
 //!
+//! The sampling side:
 //! - `sample.rs`: the byte countdown on the allocation path and the sampled allocation;
 //! - `table.rs`: the buckets (stack, size, labels) and the live sampled blocks;
 //! - `writer.rs`: the heap profile built from them, and where it goes.
+//!
+//! The encoder side (public, so that a runtime can write profiles of its own, such as a
+//! scheduler's goroutine profile):
+//! - [`buf`]: byte buffers and tables in anonymous OS memory ([`buf::OsBuf`], [`buf::OsVec`]).
+//! - [`proto`]: the protobuf wire format, write side.
+//! - [`pprof`]: [`pprof::ProfileBuilder`], which turns samples into `profile.proto`.
+//! - [`mappings`]: the loaded objects and their build IDs, via `dl_iterate_phdr`.
+//! - [`gzip`]: gzip and DEFLATE, since pprof files are gzipped.
 
+pub mod buf;
+pub mod gzip;
+pub mod mappings;
+pub mod pprof;
+pub mod proto;
 pub(crate) mod sample;
 pub(crate) mod table;
 mod writer;
@@ -63,8 +77,7 @@ pub fn write_heap(out: &mut impl std::io::Write) -> std::io::Result<()> {
 /// Writes the heap profile to the file `path` (a C string), replacing it: the C entry
 /// point's body (`tessera_heap_profile_write`).
 pub fn write_heap_to_file(path: &core::ffi::CStr) -> std::io::Result<()> {
-    writer::write_file(path.to_bytes_with_nul())
-        .map_err(|e| std::io::Error::from_raw_os_error(e.0))
+    writer::write_file(path.to_bytes_with_nul()).map_err(|e| std::io::Error::from_raw_os_error(e.0))
 }
 
 /// An interned set of labels (key, value) that heap samples carry, pprof's sample labels
@@ -118,4 +131,41 @@ pub fn totals() -> ProfileTotals {
         live: t.live,
         dropped: t.dropped,
     }
+}
+
+/// One live sampled block, as [`live_samples`] reports it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LiveSample {
+    /// The block.
+    pub addr: usize,
+    /// The size the caller asked for.
+    pub requested: usize,
+    /// The size it is charged at (its size class's).
+    pub size: usize,
+    /// The kernel's id of the thread that allocated it.
+    pub thread: u32,
+    /// When, in milliseconds of `CLOCK_MONOTONIC` (coarse).
+    pub at_ms: u64,
+    /// The label set it was taken under.
+    pub labels: LabelSet,
+}
+
+/// Copies up to `out.len()` of the live sampled blocks into `out` (in no particular order)
+/// and returns how many there are in all. Allocates nothing.
+pub fn live_samples(out: &mut [LiveSample]) -> usize {
+    let mut n = 0;
+    table::visit_live(|live, bucket| {
+        if let Some(slot) = out.get_mut(n) {
+            *slot = LiveSample {
+                addr: live.addr,
+                requested: live.requested as usize,
+                size: bucket.size as usize,
+                thread: live.thread,
+                at_ms: live.at_ms,
+                labels: LabelSet(bucket.labels),
+            };
+        }
+        n += 1;
+    });
+    n
 }

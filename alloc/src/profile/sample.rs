@@ -208,7 +208,10 @@ mod tests {
         let mean = sum / n as f64;
         // The standard error of the mean of 200k exponential draws is rate/447: 1% is
         // more than 4 of them.
-        assert!((mean / rate - 1.0).abs() < 0.01, "mean {mean} for rate {rate}");
+        assert!(
+            (mean / rate - 1.0).abs() < 0.01,
+            "mean {mean} for rate {rate}"
+        );
         // An exponential distribution has 1 - 1/e = 63.2% of its mass below the mean.
         let share = below_mean as f64 / n as f64;
         assert!((share - 0.632).abs() < 0.01, "share below mean {share}");

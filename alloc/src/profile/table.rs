@@ -228,20 +228,27 @@ impl Table {
         }
         let mut slot = Self::live_slot(entry.addr);
         loop {
-            // SAFETY: slots are masked into the live mapping.
-            let at = unsafe { &mut *self.live.add(slot) };
+            let at = self.live_at(slot);
             if at.addr == 0 || at.addr == entry.addr {
                 // An address already present is a block freed behind the profiler's back
                 // (cannot happen: every free of a sampled block removes it) or reused after
                 // such a free: the new sample replaces it.
-                if at.addr == 0 {
+                let fresh = at.addr == 0;
+                *at = entry;
+                if fresh {
                     self.nlive += 1;
                 }
-                *at = entry;
                 return true;
             }
             slot = (slot + 1) & (LIVE_SLOTS - 1);
         }
+    }
+
+    /// The live map's slot `slot` (masked into the map).
+    fn live_at(&mut self, slot: usize) -> &mut Live {
+        // SAFETY: the mask keeps the slot inside the `LIVE_SLOTS` entries of the live
+        // mapping, which only the lock's holder (`&mut self`) touches.
+        unsafe { &mut *self.live.add(slot & (LIVE_SLOTS - 1)) }
     }
 
     /// Removes and returns the live entry of `addr`.
@@ -251,9 +258,8 @@ impl Table {
         }
         let mask = LIVE_SLOTS - 1;
         let mut slot = Self::live_slot(addr);
-        // SAFETY (every access below): slots are masked into the live mapping.
         loop {
-            let at = unsafe { *self.live.add(slot) };
+            let at = *self.live_at(slot);
             if at.addr == 0 {
                 return None;
             }
@@ -262,13 +268,13 @@ impl Table {
             }
             slot = (slot + 1) & mask;
         }
-        let found = unsafe { *self.live.add(slot) };
+        let found = *self.live_at(slot);
         // Backward-shift deletion: pull later entries of the probe run into the hole when
         // their home slot does not lie strictly between the hole and them.
         let mut hole = slot;
         let mut next = (hole + 1) & mask;
         loop {
-            let e = unsafe { *self.live.add(next) };
+            let e = *self.live_at(next);
             if e.addr == 0 {
                 break;
             }
@@ -276,12 +282,12 @@ impl Table {
             let dist_from_home = next.wrapping_sub(home) & mask;
             let dist_to_hole = next.wrapping_sub(hole) & mask;
             if dist_from_home >= dist_to_hole {
-                unsafe { *self.live.add(hole) = e };
+                *self.live_at(hole) = e;
                 hole = next;
             }
             next = (next + 1) & mask;
         }
-        unsafe { (*self.live.add(hole)).addr = 0 };
+        self.live_at(hole).addr = 0;
         self.nlive -= 1;
         Some(found)
     }
@@ -596,7 +602,10 @@ mod tests {
         let pairs: Vec<_> = t.labels(a).collect();
         assert_eq!(
             pairs,
-            vec![(&b"handler"[..], &b"upload"[..]), (&b"tenant"[..], &b"7"[..])]
+            vec![
+                (&b"handler"[..], &b"upload"[..]),
+                (&b"tenant"[..], &b"7"[..])
+            ]
         );
         assert_eq!(t.labels(0).count(), 0);
     }

@@ -14,12 +14,16 @@ use crate::report::Line;
 /// The frames a reader should hide (pprof's `drop_frames`: a frame whose function matches,
 /// and every frame it called): the allocator's own, and the allocation entry points of
 /// Rust's `alloc` and of C, so that a sample's leaf is the function that allocated. In
-/// `libtessera.so` these frames are cut when the sample is taken; a Rust program that links
-/// tessera cannot tell them from its own by address, so the reader drops them by name.
+/// `libtessera.so` the allocator's frames are cut when the sample is taken; a Rust program
+/// that links tessera cannot tell them from its own by address, so the reader drops them by
+/// name: by `__rust_alloc` (and its kin), which every Rust allocation passes through, and by
+/// the entry points that pprof names by their short DWARF names (`alloc`, the standard
+/// library's `alloc::alloc::alloc` in a debug build; a program function of that name is
+/// hidden too).
 const DROP_FRAMES: &str = concat!(
-    "(tessera::.*|<tessera::.*|__rust_(alloc|alloc_zeroed|realloc|dealloc)|",
+    "(__rust_(alloc|alloc_zeroed|realloc|dealloc)|",
     "__rustc::__rust_(alloc|alloc_zeroed|realloc|dealloc)|__rg_.*|__rdl_.*|",
-    "alloc::alloc::.*|<alloc::alloc::Global as core::alloc::Allocator>::.*|",
+    "tessera::.*|<tessera::.*|alloc::alloc::.*|alloc|alloc_zeroed|exchange_malloc|",
     "malloc|calloc|realloc|reallocarray|posix_memalign|aligned_alloc|memalign|valloc|",
     "pvalloc|operator new.*|_Znwm|_Znam|_ZnwmRKSt9nothrow_t|_ZnamRKSt9nothrow_t|",
     "_ZnwmSt11align_val_t|_ZnamSt11align_val_t)"
@@ -86,8 +90,7 @@ pub(crate) fn heap_profile(out: &mut OsBuf) -> Result<(), OsError> {
         n += 1;
         for (key, value) in pairs.take(MAX_LABELS) {
             // Interned from `&str`s: valid UTF-8.
-            if let (Ok(key), Ok(value)) = (core::str::from_utf8(key), core::str::from_utf8(value))
-            {
+            if let (Ok(key), Ok(value)) = (core::str::from_utf8(key), core::str::from_utf8(value)) {
                 labels[n] = Label::Str { key, value };
                 n += 1;
             }
@@ -254,8 +257,10 @@ fn expand_pid(template: &[u8], pid: u32, out: &mut [u8]) -> Option<usize> {
 pub(crate) fn write_file(path: &[u8]) -> Result<(), OsError> {
     let mut out = OsBuf::new();
     heap_profile(&mut out)?;
-    // SAFETY: `path` is NUL-terminated (the caller's contract, checked in debug builds).
-    debug_assert_eq!(path.last(), Some(&0));
+    if path.last() != Some(&0) {
+        return Err(OsError(libc::EINVAL));
+    }
+    // SAFETY: `path` is NUL-terminated (checked just above).
     let fd = unsafe {
         libc::open(
             path.as_ptr().cast(),
@@ -264,12 +269,21 @@ pub(crate) fn write_file(path: &[u8]) -> Result<(), OsError> {
         )
     };
     if fd < 0 {
-        return Err(OsError::last());
+        return Err(last_error());
     }
     let written = write_all(fd, out.as_slice());
     // SAFETY: `fd` is ours, opened above.
     unsafe { libc::close(fd) };
     written
+}
+
+/// The calling thread's `errno` as an `OsError`.
+fn last_error() -> OsError {
+    OsError(
+        std::io::Error::last_os_error()
+            .raw_os_error()
+            .unwrap_or(libc::EIO),
+    )
 }
 
 /// Writes all of `bytes` to `fd`, retrying short writes and `EINTR`.
@@ -278,7 +292,7 @@ pub(crate) fn write_all(fd: libc::c_int, mut bytes: &[u8]) -> Result<(), OsError
         // SAFETY: `bytes` is a valid slice.
         let n = unsafe { libc::write(fd, bytes.as_ptr().cast(), bytes.len()) };
         if n < 0 {
-            let e = OsError::last();
+            let e = last_error();
             if e.0 == libc::EINTR {
                 continue;
             }

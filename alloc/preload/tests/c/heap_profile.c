@@ -13,19 +13,27 @@
 #define BLOCK 1024
 #define B_BLOCKS 24576 /* 24 MiB kept by site_b, 72 MiB by site_a */
 
-__attribute__((noinline)) static void *site_a(size_t n) {
+/* Three distinct functions, each its own frame: not inlined, not cloned for a constant
+ * argument, not folded into one another (noipa), and not static, so that each keeps its
+ * plain name in the symbol table. */
+#define SITE __attribute__((noinline, noipa))
+void *site_a(size_t n);
+void *site_b(size_t n);
+void site_c(size_t n);
+
+SITE void *site_a(size_t n) {
     void *p = malloc(n);
     __asm__ volatile("" ::"r"(p) : "memory");
     return p;
 }
 
-__attribute__((noinline)) static void *site_b(size_t n) {
+SITE void *site_b(size_t n) {
     void *p = malloc(n);
     __asm__ volatile("" ::"r"(p) : "memory");
     return p;
 }
 
-__attribute__((noinline)) static void site_c(size_t n) {
+SITE void site_c(size_t n) {
     void *p = malloc(n);
     __asm__ volatile("" ::"r"(p) : "memory");
     free(p);
