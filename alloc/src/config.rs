@@ -56,12 +56,12 @@ static HOME: [AtomicU8; MAX_NODES] = [const { AtomicU8::new(0) }; MAX_NODES];
 /// The heap index for the calling thread: its node's home when NUMA is on, else 0. Cheap
 /// (an rseq field read) and called on refills and large allocations, never per object.
 #[inline]
-pub(crate) fn current_node() -> u32 {
+pub(crate) fn current_node() -> NodeId {
     if LOCAL_NODES.load(Ordering::Relaxed) == 0 {
-        return 0;
+        return NodeId::ZERO;
     }
     let node = tessera_numa::current_node().index().min(MAX_NODES - 1);
-    HOME[node].load(Ordering::Relaxed) as u32
+    NodeId::new(HOME[node].load(Ordering::Relaxed) as u16)
 }
 
 fn load_numa() {

@@ -51,7 +51,7 @@ use core::alloc::{GlobalAlloc, Layout};
 use core::ptr;
 use core::sync::atomic::Ordering;
 
-use size_class::{MAX_FAST, class_for, class_of_fast, class_of_malloc};
+use size_class::{MAX_FAST, SizeClass, class_for, class_of_fast, class_of_malloc};
 use tessera_span::{Span, SpanKind, arena, huge};
 
 pub use limit::{MemoryLimits, memory_limits, set_memory_limit, set_soft_memory_limit};
@@ -108,7 +108,7 @@ pub fn alloc(size: usize, align: usize) -> *mut u8 {
                 // SAFETY: as above.
                 let key = unsafe { (*cache).key };
                 // SAFETY: as above (and the same for the cache's bin).
-                let block = unsafe { (*cache).bins[class].try_pop(key) };
+                let block = unsafe { (*cache).bins[class.index()].try_pop(key) };
                 if !block.is_null() {
                     sanitizer::handed_out(block, size, false);
                     return block;
@@ -168,7 +168,7 @@ fn alloc_slow_body(size: usize, align: usize, zero: bool, counted: bool) -> *mut
 #[inline]
 fn alloc_small(
     cache: &mut cache::Cache,
-    class: usize,
+    class: SizeClass,
     size: usize,
     align: usize,
     zero: bool,
@@ -179,7 +179,7 @@ fn alloc_small(
             return block;
         }
     }
-    let bin = &mut cache.bins[class];
+    let bin = &mut cache.bins[class.index()];
     let block = if bin.free.is_null() {
         if guarded::enabled() {
             // Guarded blocks read as zero (a slot's pages are emptied when it is closed).
@@ -234,7 +234,7 @@ pub fn malloc_fast(size: usize) -> *mut u8 {
             let key = unsafe { (*cache).key };
             // SAFETY: as above; the malloc table holds class indexes only, and our bin's list
             // is touched by this thread alone.
-            let block = unsafe { (*cache).bins.get_unchecked_mut(class).try_pop(key) };
+            let block = unsafe { (*cache).bins.get_unchecked_mut(class.index()).try_pop(key) };
             if !block.is_null() {
                 sanitizer::handed_out(block, size, false);
                 return block;
@@ -348,7 +348,7 @@ pub unsafe fn dealloc_inlined(ptr: *mut u8, size: usize, align: usize) {
             // SAFETY: a non-null current cache is valid and used by this thread alone.
             let key = unsafe { (*cache).key };
             // SAFETY: as above.
-            let bin = unsafe { &mut (*cache).bins[class] };
+            let bin = unsafe { &mut (*cache).bins[class.index()] };
             let offset = (ptr as usize).wrapping_sub(bin.start);
             // The same checks as the unsized free: a block start of our current span (an
             // interior pointer goes on to be reported), not already free.

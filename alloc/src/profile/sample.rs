@@ -126,8 +126,7 @@ fn record(cache: &Cache, block: *mut u8, size: usize, align: usize) {
     }
     // The size the block would have had without the sample: its class's, or the request's
     // for a large one.
-    let charged = size_class::class_for(size, align)
-        .map_or(size, |class| size_class::CLASSES[class].size as usize);
+    let charged = size_class::class_for(size, align).map_or(size, |class| class.size());
     let mut frames = [0usize; MAX_FRAMES + SKIP_MAX];
     let depth = unwind::capture(&mut frames);
     let frames = &frames[..depth];
