@@ -11,9 +11,8 @@
 //! fails its CAS); nothing needs the fork handlers either: a fork in the middle of a write
 //! leaves that one entry odd in the child, where it is skipped like a busy one forever.
 //!
-//! An entry also holds the loader's unload count (`dlpi_subs`) of its time: after a
-//! `dlclose` the code at an address may change, and the walk passes the current count so
-//! that older entries no longer match.
+//! Entries are never invalidated: after a `dlclose`, and another module loaded at the same
+//! addresses, a rule may be stale (see `fast.rs`).
 
 use core::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering, fence};
 
@@ -24,7 +23,6 @@ const PROBES: usize = 4;
 
 struct Entry {
     seq: AtomicU32,
-    generation: AtomicU32,
     /// The return address; 0 when the entry is empty.
     ra: AtomicUsize,
     rule: AtomicU64,
@@ -33,7 +31,6 @@ struct Entry {
 #[allow(clippy::declare_interior_mutable_const)] // only to build the table below
 const EMPTY: Entry = Entry {
     seq: AtomicU32::new(0),
-    generation: AtomicU32::new(0),
     ra: AtomicUsize::new(0),
     rule: AtomicU64::new(0),
 };
@@ -51,22 +48,21 @@ fn slot(home: usize, probe: usize) -> &'static Entry {
     &TABLE[(home + probe) & (ENTRIES - 1)]
 }
 
-/// The cached rule of `ra`, if an entry of this `generation` holds it.
+/// The cached rule of `ra`, if an entry holds it.
 #[inline]
-pub(super) fn get(ra: usize, generation: u32) -> Option<Rule> {
+pub(super) fn get(ra: usize) -> Option<Rule> {
     let home = home(ra);
     for probe in 0..PROBES {
         let e = slot(home, probe);
         let seq = e.seq.load(Ordering::Acquire);
         let key = e.ra.load(Ordering::Relaxed);
         let rule = e.rule.load(Ordering::Relaxed);
-        let entry_generation = e.generation.load(Ordering::Relaxed);
         fence(Ordering::Acquire);
         let stable = seq & 1 == 0 && e.seq.load(Ordering::Relaxed) == seq;
         if stable && key == 0 {
             return None; // the end of the probe sequence
         }
-        if stable && key == ra && entry_generation == generation {
+        if stable && key == ra {
             return Some(unpack(rule));
         }
     }
@@ -74,8 +70,8 @@ pub(super) fn get(ra: usize, generation: u32) -> Option<Rule> {
 }
 
 /// Remembers `rule` for `ra`: in the first empty slot of its probe sequence, or in place of
-/// an older version of it, or else over the first slot. Gives up if a writer holds the slot.
-pub(super) fn put(ra: usize, generation: u32, rule: Rule) {
+/// another copy of it, or else over the first slot. Gives up if a writer holds the slot.
+pub(super) fn put(ra: usize, rule: Rule) {
     debug_assert!(ra != 0);
     let home = home(ra);
     let mut victim = None;
@@ -109,7 +105,6 @@ pub(super) fn put(ra: usize, generation: u32, rule: Rule) {
     }
     fence(Ordering::Release);
     e.rule.store(pack(rule), Ordering::Relaxed);
-    e.generation.store(generation, Ordering::Relaxed);
     e.ra.store(ra, Ordering::Relaxed);
     e.seq.store(seq.wrapping_add(2), Ordering::Release);
 }
@@ -193,7 +188,7 @@ mod tests {
     }
 
     #[test]
-    fn a_put_rule_is_found_in_its_generation_only() {
+    fn a_put_rule_is_found() {
         // Addresses no real frame has, so the other tests' entries are not disturbed.
         let rule = Rule::Step(Step {
             base: CfaBase::Rsp,
@@ -201,14 +196,14 @@ mod tests {
             ra_offset: -8,
             rbp_offset: None,
         });
+        assert_eq!(get(40), None);
         for ra in 1..40usize {
-            put(ra, 7, rule);
+            put(ra, rule);
         }
         for ra in 1..40usize {
-            assert_eq!(get(ra, 7), Some(rule));
-            assert_eq!(get(ra, 8), None);
+            assert_eq!(get(ra), Some(rule));
         }
-        put(5, 8, Rule::End);
-        assert_eq!(get(5, 8), Some(Rule::End));
+        put(5, Rule::End);
+        assert_eq!(get(5), Some(Rule::End));
     }
 }

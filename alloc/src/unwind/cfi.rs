@@ -20,6 +20,9 @@
 const RBP: u64 = 6;
 const RSP: u64 = 7;
 const RETURN_ADDRESS: u64 = 16;
+/// The same, as [`Cfa`] keeps them.
+const CFA_RBP: u16 = RBP as u16;
+const CFA_RSP: u16 = RSP as u16;
 
 /// The register the CFA is computed from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -230,7 +233,7 @@ enum RegRule {
     Undefined,
     SameValue,
     /// Saved at `CFA + n`.
-    Offset(i64),
+    Offset(i32),
     /// `register`, `expression`, `val_offset`, `val_expression`.
     Other,
 }
@@ -238,9 +241,16 @@ enum RegRule {
 /// The CFA rule: a register and an offset, or an expression.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct Cfa {
-    register: u64,
     offset: i64,
+    /// A DWARF register number; `u16::MAX` stands for any beyond (none the walk follows).
+    register: u16,
     expression: bool,
+}
+
+impl Cfa {
+    fn register(register: u64) -> u16 {
+        u16::try_from(register).unwrap_or(u16::MAX)
+    }
 }
 
 /// One row of the CFI table, reduced to what the walk follows.
@@ -255,7 +265,7 @@ struct Row {
 impl Row {
     const EMPTY: Row = Row {
         cfa: Cfa {
-            register: RSP,
+            register: CFA_RSP,
             offset: 0,
             expression: false,
         },
@@ -273,6 +283,13 @@ impl Row {
         }
     }
 
+    /// Sets the rule "saved at `CFA + offset`" (one the walk cannot follow if the offset
+    /// does not fit in 32 bits).
+    fn set_offset(&mut self, register: u64, offset: i64) {
+        let rule = i32::try_from(offset).map_or(RegRule::Other, RegRule::Offset);
+        self.set(register, rule);
+    }
+
     fn set(&mut self, register: u64, rule: RegRule) {
         if let Some(slot) = self.rule_mut(register) {
             *slot = rule;
@@ -285,8 +302,12 @@ impl Row {
             Cfa {
                 expression: true, ..
             } => return None,
-            Cfa { register: RSP, .. } => CfaBase::Rsp,
-            Cfa { register: RBP, .. } => CfaBase::Rbp,
+            Cfa {
+                register: CFA_RSP, ..
+            } => CfaBase::Rsp,
+            Cfa {
+                register: CFA_RBP, ..
+            } => CfaBase::Rbp,
             _ => return None,
         };
         let cfa_offset = u32::try_from(self.cfa.offset)
@@ -318,7 +339,7 @@ impl Row {
 
 /// Depth of the `remember_state` stack: compilers nest one or two (an epilogue in the
 /// middle of a function); more goes to libgcc.
-const STATE_DEPTH: usize = 8;
+const STATE_DEPTH: usize = 4;
 
 /// The CFA-instruction interpreter (DWARF 5 §6.4.2), run up to the row of `ra - 1`.
 struct Machine<'a> {
@@ -373,7 +394,7 @@ impl<'a> Machine<'a> {
                 // DW_CFA_offset
                 2 => {
                     let offset = self.factored(i64::try_from(code.uleb()?).ok()?)?;
-                    self.row.set(u64::from(low), RegRule::Offset(offset));
+                    self.row.set_offset(u64::from(low), offset);
                 }
                 // DW_CFA_restore
                 3 => self.restore(u64::from(low)),
@@ -406,7 +427,7 @@ impl<'a> Machine<'a> {
             0x05 => {
                 let register = code.uleb()?;
                 let offset = self.factored(i64::try_from(code.uleb()?).ok()?)?;
-                self.row.set(register, RegRule::Offset(offset));
+                self.row.set_offset(register, offset);
             }
             // DW_CFA_restore_extended
             0x06 => self.restore(code.uleb()?),
@@ -433,7 +454,7 @@ impl<'a> Machine<'a> {
             }
             // DW_CFA_def_cfa
             0x0c => {
-                let register = code.uleb()?;
+                let register = Cfa::register(code.uleb()?);
                 let offset = i64::try_from(code.uleb()?).ok()?;
                 self.row.cfa = Cfa {
                     register,
@@ -443,7 +464,7 @@ impl<'a> Machine<'a> {
             }
             // DW_CFA_def_cfa_register: the offset stays.
             0x0d => {
-                self.row.cfa.register = code.uleb()?;
+                self.row.cfa.register = Cfa::register(code.uleb()?);
                 self.row.cfa.expression = false;
             }
             // DW_CFA_def_cfa_offset: the register stays (an expression stays one, as in
@@ -464,11 +485,11 @@ impl<'a> Machine<'a> {
             0x11 => {
                 let register = code.uleb()?;
                 let offset = self.factored(code.sleb()?)?;
-                self.row.set(register, RegRule::Offset(offset));
+                self.row.set_offset(register, offset);
             }
             // DW_CFA_def_cfa_sf
             0x12 => {
-                let register = code.uleb()?;
+                let register = Cfa::register(code.uleb()?);
                 let offset = self.factored(code.sleb()?)?;
                 self.row.cfa = Cfa {
                     register,
@@ -502,8 +523,7 @@ impl<'a> Machine<'a> {
             0x2f => {
                 let register = code.uleb()?;
                 let offset = self.factored(i64::try_from(code.uleb()?).ok()?)?;
-                self.row
-                    .set(register, RegRule::Offset(offset.checked_neg()?));
+                self.row.set_offset(register, offset.checked_neg()?);
             }
             // DW_CFA_GNU_window_save (SPARC, AArch64's pointer authentication) and
             // anything unknown.

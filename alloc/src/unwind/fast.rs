@@ -12,6 +12,12 @@
 //! walk ends), or a full buffer. Where it gives up: a rule it cannot follow, a signal
 //! frame, a CFA that does not grow or runs more than [`MAX_STACK`] past the start (another
 //! stack: a coroutine's, a signal stack), and reads are only made at CFAs in that range.
+//!
+//! What it does not know: a module unloaded (`dlclose`) and another loaded at the same
+//! addresses leave the old module's rules in the cache. Asking the loader per capture
+//! (`dl_iterate_phdr`'s `dlpi_subs`) takes the loader's lock, which a `fork` can leave held
+//! in the child, and libgcc itself (on glibc 2.35 and later) no longer takes it; an
+//! interposed `dlclose` that clears the cache would be the way.
 
 use super::cache;
 use super::cfi::{self, CfaBase, Rule};
@@ -42,21 +48,20 @@ pub(super) unsafe fn walk(
     out: &mut [usize],
     stats: &mut Stats,
 ) -> Result<usize, GiveUp> {
-    let generation = sys::unload_count();
     let limit = start.sp.checked_add(MAX_STACK).ok_or(GiveUp)?;
     // The first frame is looked up like the others, by "return address" - 1: `pc + 1`.
     let mut ra = start.pc + 1;
     let (mut sp, mut bp) = (start.sp, start.bp);
     let mut len = 0;
     while len < out.len() {
-        let rule = match cache::get(ra, generation) {
+        let rule = match cache::get(ra) {
             Some(rule) => rule,
             None => {
                 stats.misses += 1;
                 // SAFETY: `ra` is the start pc, or a return address read from this stack
                 // at a slot a real FDE named.
                 let rule = unsafe { compute(ra) };
-                cache::put(ra, generation, rule);
+                cache::put(ra, rule);
                 rule
             }
         };

@@ -32,6 +32,17 @@ pub(crate) fn capture(out: &mut [usize]) -> usize {
     walk(out, Walker::Fast, Walker::Libgcc, &mut stats).unwrap_or(0)
 }
 
+/// As [`capture`] (the first return address is in this function), with libgcc's walk
+/// only: for a signal handler. It may run on a small alternate stack (8 KiB for Rust's
+/// threads), where the fast walk's rule computation (in a debug build, several KiB of
+/// frames) adds to the handler's and the signal frame's; and the fast walk would give up
+/// at the signal frame anyway.
+#[inline(never)]
+pub(crate) fn capture_in_signal_handler(out: &mut [usize]) -> usize {
+    let mut stats = fast::Stats::default();
+    walk(out, Walker::Libgcc, Walker::Libgcc, &mut stats).unwrap_or(0)
+}
+
 /// The two walks.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Walker {
@@ -56,6 +67,8 @@ fn walk(out: &mut [usize], first: Walker, then: Walker, stats: &mut fast::Stats)
                 let here = sys::registers();
                 // SAFETY: `here` was read in this frame, which is live during the walk.
                 if let Ok(len) = unsafe { fast::walk(here, out, stats) } {
+                    #[cfg(feature = "expensive-checks")]
+                    check_against_libgcc(&out[..len], out.len());
                     return Some(len);
                 }
             }
@@ -73,6 +86,29 @@ fn walk(out: &mut [usize], first: Walker, then: Walker, stats: &mut fast::Stats)
         }
     }
     None
+}
+
+/// With `expensive-checks`: libgcc's walk, taken in the same frame as the fast walk's
+/// `frames` (inlined into `walk`), must find the same return addresses.
+#[cfg(feature = "expensive-checks")]
+#[inline(always)]
+fn check_against_libgcc(frames: &[usize], capacity: usize) {
+    let mut theirs = [0usize; 128];
+    if capacity > theirs.len() {
+        return;
+    }
+    let mut walk = Frames {
+        out: &mut theirs[..capacity],
+        len: 0,
+        skip: 1,
+    };
+    // SAFETY: as in `walk`.
+    unsafe { sys::_Unwind_Backtrace(record, (&mut walk as *mut Frames<'_>).cast()) };
+    let len = walk.len;
+    assert!(
+        frames == &theirs[..len],
+        "tessera: the fast unwinder and libgcc disagree"
+    );
 }
 
 /// `_Unwind_Reason_Code` values the callback returns.

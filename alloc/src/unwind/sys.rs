@@ -1,6 +1,6 @@
 //! What the unwinder asks of the machine and of the system libraries: the registers of the
 //! current frame (`asm!`), libgcc's entry points (its whole walk, and its FDE search), and
-//! the loader's unload count.
+//! the signal trampoline's code.
 
 use core::ffi::{c_int, c_void};
 
@@ -56,27 +56,6 @@ pub(super) fn registers() -> Registers {
         );
     }
     Registers { pc, sp, bp }
-}
-
-/// The number of modules the loader has unloaded so far (`dlpi_subs`), truncated: it
-/// changes when code may have left an address. Asks `dl_iterate_phdr` for its first module
-/// only.
-pub(super) fn unload_count() -> u32 {
-    extern "C" fn first(info: *mut libc::dl_phdr_info, size: usize, arg: *mut c_void) -> c_int {
-        let fits = size
-            >= core::mem::offset_of!(libc::dl_phdr_info, dlpi_subs)
-                + core::mem::size_of::<libc::c_ulonglong>();
-        if fits {
-            // SAFETY: `arg` is the `u32` below, `info` the loader's record (valid during
-            // the call), holding `dlpi_subs` since it is `size` bytes long.
-            unsafe { *arg.cast::<u32>() = (*info).dlpi_subs as u32 };
-        }
-        1
-    }
-    let mut count = 0u32;
-    // SAFETY: the callback only reads the record it is given and writes `count`.
-    unsafe { libc::dl_iterate_phdr(Some(first), (&mut count as *mut u32).cast()) };
-    count
 }
 
 /// Whether the code at `pc` is the kernel's signal-return trampoline (`mov $15, %rax;
