@@ -34,12 +34,30 @@ fn guarded_block(size: usize) -> *mut u8 {
         // SAFETY: a non-zero size.
         let p = unsafe { std::alloc::alloc(layout) };
         assert!(!p.is_null());
-        if (p as usize + size).is_multiple_of(4096) {
+        if (p as usize + size).is_multiple_of(4096) && unreadable(p.wrapping_add(size)) {
             return p;
         }
-        // Not guarded: keep it (freeing it could hand the same block back).
+        // Not guarded: keep it (freeing it could hand the same block back). A block
+        // that ends on a page boundary is not necessarily guarded: a sample is not taken
+        // while another thread (the harness's, the purger's) is capturing a stack.
     }
     panic!("no guarded block in 10,000 allocations");
+}
+
+/// Whether the byte at `at` cannot be read, asked without a fault: the kernel copying it
+/// into a pipe fails with `EFAULT`.
+fn unreadable(at: *const u8) -> bool {
+    let mut fds = [0; 2];
+    // SAFETY: `fds` has room for the two descriptors.
+    assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
+    // SAFETY: `write` checks the address itself; the descriptors are ours and closed here.
+    let written = unsafe { libc::write(fds[1], at.cast(), 1) };
+    // SAFETY: as above.
+    unsafe {
+        libc::close(fds[0]);
+        libc::close(fds[1]);
+    }
+    written < 0
 }
 
 #[test]

@@ -34,6 +34,14 @@ impl Trace {
         capturing.fetch_sub(1, Ordering::Relaxed);
     }
 
+    /// As [`Trace::capture`], from a signal handler (see `unwind::capture_in_signal_handler`).
+    #[inline(never)]
+    pub(super) fn capture_in_signal_handler(&mut self, capturing: &AtomicUsize) {
+        capturing.fetch_add(1, Ordering::Relaxed);
+        self.len = unwind::capture_in_signal_handler(&mut self.frames);
+        capturing.fetch_sub(1, Ordering::Relaxed);
+    }
+
     pub(super) fn is_empty(&self) -> bool {
         self.len == 0
     }
