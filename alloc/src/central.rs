@@ -10,35 +10,30 @@
 //! The list is touched once per span, not per object, so a lock is cheap enough, and it
 //! is padded to its own cache line so neighbouring classes do not contend.
 
-use core::ptr;
-
 use crossbeam_utils::CachePadded;
-use tessera_span::Span;
 use tessera_span::lock::{Locked, RawLock};
+use tessera_span::{Span, SpanList};
 
 use crate::size_class::NUM_CLASSES;
 
 /// The spans of one (node, class) that no cache owns.
 #[derive(Debug)]
 pub(crate) struct Central {
-    spans: Locked<SpanList>,
+    spans: Locked<Listed>,
 }
 
+/// The spans and their count, under the central's lock.
 #[derive(Debug)]
-struct SpanList {
-    head: *mut Span,
+struct Listed {
+    list: SpanList,
     len: usize,
 }
-
-// SAFETY: the list's spans live in arena headers for the life of the process; the lock
-// serialises every access.
-unsafe impl Send for SpanList {}
 
 impl Central {
     pub(crate) const fn new() -> Self {
         Self {
-            spans: Locked::new(SpanList {
-                head: ptr::null_mut(),
+            spans: Locked::new(Listed {
+                list: SpanList::EMPTY,
                 len: 0,
             }),
         }
@@ -54,35 +49,18 @@ impl Central {
     /// # Safety
     /// `span` must be an in-use small span of this class that no cache or list holds.
     pub(crate) unsafe fn put(&self, span: *mut Span) {
-        let mut list = self.spans.lock();
-        // SAFETY: the caller hands over the span; `prev`/`next` are ours while listed.
-        unsafe {
-            (*span).prev = ptr::null_mut();
-            (*span).next = list.head;
-            if !list.head.is_null() {
-                (*list.head).prev = span;
-            }
-        }
-        list.head = span;
-        list.len += 1;
+        let mut spans = self.spans.lock();
+        // SAFETY: the caller hands over a span on no list; the lock held is the list's.
+        unsafe { spans.list.push_front(span) };
+        spans.len += 1;
     }
 
     /// Takes a span, if any; the caller becomes its owner.
     pub(crate) fn take(&self) -> Option<*mut Span> {
-        let mut list = self.spans.lock();
-        let span = list.head;
-        if span.is_null() {
-            return None;
-        }
-        // SAFETY: listed spans are valid; we hold the lock.
-        unsafe {
-            list.head = (*span).next;
-            if !list.head.is_null() {
-                (*list.head).prev = ptr::null_mut();
-            }
-            (*span).next = ptr::null_mut();
-        }
-        list.len -= 1;
+        let mut spans = self.spans.lock();
+        // SAFETY: we hold the list's lock.
+        let span = unsafe { spans.list.pop_front() }?;
+        spans.len -= 1;
         Some(span)
     }
 

@@ -4,6 +4,7 @@
 
 use core::sync::atomic::{AtomicUsize, Ordering};
 
+use tessera_numa::NodeId;
 use tessera_span::PageHeap;
 
 use crate::central::{Centrals, new_centrals};
@@ -21,13 +22,13 @@ pub(crate) struct Node {
 const fn new_nodes() -> [Node; MAX_NODES] {
     let mut nodes = [const {
         Node {
-            heap: PageHeap::new(0),
+            heap: PageHeap::new(NodeId::ZERO),
             centrals: new_centrals(),
         }
     }; MAX_NODES];
     let mut i = 0;
     while i < MAX_NODES {
-        nodes[i].heap = PageHeap::new(i as u32);
+        nodes[i].heap = PageHeap::new(NodeId::new(i as u16));
         i += 1;
     }
     nodes
@@ -38,10 +39,10 @@ static NODES: [Node; MAX_NODES] = new_nodes();
 /// One more than the highest node index ever used; the fork handlers and stats walk these.
 static NODES_USED: AtomicUsize = AtomicUsize::new(1);
 
-/// The state of node `index` (clamped into range).
+/// The state of node `id` (clamped into range).
 #[inline]
-pub(crate) fn node(index: u32) -> &'static Node {
-    let i = (index as usize).min(MAX_NODES - 1);
+pub(crate) fn node(id: NodeId) -> &'static Node {
+    let i = id.index().min(MAX_NODES - 1);
     if i >= NODES_USED.load(Ordering::Relaxed) {
         NODES_USED.fetch_max(i + 1, Ordering::AcqRel);
     }

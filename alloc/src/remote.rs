@@ -414,7 +414,7 @@ mod tests {
 
     #[test]
     fn push_take_counts() {
-        let heap = tessera_span::PageHeap::new(0);
+        let heap = tessera_span::PageHeap::new(tessera_numa::NodeId::ZERO);
         let s = heap.alloc(1, tessera_span::SpanKind::Small).unwrap();
         // SAFETY: a fresh span record of ours.
         let span = unsafe { s.span.as_ref() };

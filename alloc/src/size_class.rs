@@ -17,7 +17,7 @@
 //! met by a class whose size it divides (objects sit at `span base + i * size`, and span
 //! bases are page aligned).
 
-use tessera_span::PAGE_SIZE;
+use tessera_span::{PAGE_SIZE, Span};
 
 /// Largest size served from size-classed spans; larger requests get whole spans.
 pub const MAX_SMALL: usize = 32 << 10;
@@ -50,9 +50,60 @@ const fn step(size: usize) -> usize {
 /// Number of size classes.
 pub const NUM_CLASSES: usize = count_classes();
 
-/// A size-class index; `SizeClass(i).size()` is its object size.
+/// A size class: an index into [`CLASSES`], below [`NUM_CLASSES`]; `class.size()` is its
+/// object size. Every class travels as one, from the size lookups through a cache's refill
+/// to the span it formats, so a class cannot be mixed up with a page count or a node. A
+/// span record keeps it as a byte (`Span::class`, the span crate knows no classes):
+/// [`SizeClass::of`] reads it back.
+///
+/// Register-wide, as the bare `usize` it replaces: a byte would cost a zero extension at
+/// every call that passes one (the refill, `alloc_small`), so the tables and the span
+/// record keep bytes and the class is widened once, where it is looked up.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct SizeClass(pub u8);
+pub struct SizeClass(usize);
+
+impl SizeClass {
+    /// The class with index `index`; panics unless `index < NUM_CLASSES`.
+    pub const fn new(index: usize) -> SizeClass {
+        assert!(index < NUM_CLASSES);
+        SizeClass(index)
+    }
+
+    /// Every class, smallest first.
+    pub fn all() -> impl Iterator<Item = SizeClass> {
+        (0..NUM_CLASSES).map(SizeClass)
+    }
+
+    /// The class a small span was formatted with.
+    #[inline(always)]
+    pub fn of(span: &Span) -> SizeClass {
+        SizeClass(span.class as usize)
+    }
+
+    /// The class as an index into the per-class tables ([`CLASSES`], a cache's bins).
+    #[inline(always)]
+    pub const fn index(self) -> usize {
+        self.0
+    }
+
+    /// The class as the byte a span record keeps (`Span::class`).
+    #[inline(always)]
+    pub const fn byte(self) -> u8 {
+        self.0 as u8
+    }
+
+    /// The class's row of the table.
+    #[inline(always)]
+    pub fn info(self) -> &'static ClassInfo {
+        &CLASSES[self.index()]
+    }
+
+    /// Object size in bytes.
+    #[inline(always)]
+    pub fn size(self) -> usize {
+        self.info().size as usize
+    }
+}
 
 /// One row of the table.
 #[derive(Clone, Copy, Debug)]
@@ -130,8 +181,8 @@ const fn build_ramp() -> [[u32; RAMP_STEPS]; NUM_CLASSES] {
 
 /// Pages of a thread's fresh span of `class` at ramp step `step` (clamped to the last).
 #[inline]
-pub fn ramp_pages(class: usize, step: usize) -> usize {
-    RAMP_PAGES[class][step.min(RAMP_STEPS - 1)] as usize
+pub fn ramp_pages(class: SizeClass, step: usize) -> usize {
+    RAMP_PAGES[class.index()][step.min(RAMP_STEPS - 1)] as usize
 }
 
 const fn build_classes() -> [ClassInfo; NUM_CLASSES] {
@@ -231,11 +282,11 @@ static LARGE_LOOKUP: [u8; LARGE_LOOKUP_LEN] = build_large_lookup();
 /// `size` must be at most `MAX_FAST + 15` (a size up to `MAX_FAST` rounded up to an
 /// alignment of at most 16).
 #[inline(always)]
-pub unsafe fn class_of_fast(size: usize) -> usize {
+pub unsafe fn class_of_fast(size: usize) -> SizeClass {
     let index = (size + 7) >> 3;
     assert!(index < SMALL_LOOKUP_LEN || cfg!(not(debug_assertions)));
     // SAFETY: `size <= MAX_FAST + 15` (the contract), whose index the table covers.
-    unsafe { *SMALL_LOOKUP.get_unchecked(index) as usize }
+    SizeClass(unsafe { *SMALL_LOOKUP.get_unchecked(index) as usize })
 }
 
 /// The class C's `malloc(size)` takes for `size <= MAX_FAST`: blocks of at most 8 bytes are
@@ -245,29 +296,29 @@ pub unsafe fn class_of_fast(size: usize) -> usize {
 /// # Safety
 /// `size` must be at most `MAX_FAST`.
 #[inline(always)]
-pub unsafe fn class_of_malloc(size: usize) -> usize {
+pub unsafe fn class_of_malloc(size: usize) -> SizeClass {
     let index = (size + 7) >> 3;
     debug_assert!(index < MALLOC_LOOKUP_LEN);
     // SAFETY: `size <= MAX_FAST` (the contract), whose index the table covers.
-    unsafe { *MALLOC_LOOKUP.get_unchecked(index) as usize }
+    SizeClass(unsafe { *MALLOC_LOOKUP.get_unchecked(index) as usize })
 }
 
 /// The class of a request of `size <= MAX_SMALL` bytes.
 #[inline]
-pub fn class_of(size: usize) -> usize {
+pub fn class_of(size: usize) -> SizeClass {
     debug_assert!(size <= MAX_SMALL);
     if size <= MAX_FAST {
         // SAFETY: `size <= MAX_FAST`.
         unsafe { class_of_fast(size) }
     } else {
-        LARGE_LOOKUP[(size - MAX_FAST + 127) >> 7] as usize
+        SizeClass(LARGE_LOOKUP[(size - MAX_FAST + 127) >> 7] as usize)
     }
 }
 
 /// The class for `size` bytes at `align` (a power of two up to the page size), or `None`
 /// when the request is not small.
 #[inline]
-pub fn class_for(size: usize, align: usize) -> Option<usize> {
+pub fn class_for(size: usize, align: usize) -> Option<SizeClass> {
     if size > MAX_SMALL || align > PAGE_SIZE {
         return None;
     }
@@ -278,17 +329,11 @@ pub fn class_for(size: usize, align: usize) -> Option<usize> {
         return None;
     }
     let mut class = class_of(rounded);
-    while !(CLASSES[class].size as usize).is_multiple_of(align) {
+    while !class.size().is_multiple_of(align) {
         // Terminates: every power of two up to MAX_SMALL is a class.
-        class += 1;
+        class = SizeClass(class.0 + 1);
     }
     Some(class)
-}
-
-/// Object size of `class`.
-#[inline(always)]
-pub fn size_of_class(class: usize) -> usize {
-    CLASSES[class].size as usize
 }
 
 #[cfg(test)]
@@ -344,35 +389,30 @@ mod tests {
 
     #[test]
     fn fresh_spans_ramp_up_to_the_full_span() {
-        for (class, info) in CLASSES.iter().enumerate() {
-            let size = info.size as usize;
+        for class in SizeClass::all() {
+            let info = class.info();
+            let size = class.size();
             let mut last = 0;
             for step in 0..RAMP_STEPS + 2 {
                 let pages = ramp_pages(class, step);
                 let bytes = pages * PAGE_SIZE;
-                assert!(
-                    pages >= last,
-                    "class {class}: the ramp shrinks at step {step}"
-                );
-                assert!(bytes / size >= 1, "class {class}: no object at step {step}");
+                assert!(pages >= last, "{class:?}: the ramp shrinks at step {step}");
+                assert!(bytes / size >= 1, "{class:?}: no object at step {step}");
                 assert!(
                     (bytes % size) * 8 <= bytes,
-                    "class {class}: more than 1/8 of the span unused at step {step}"
+                    "{class:?}: more than 1/8 of the span unused at step {step}"
                 );
                 last = pages;
             }
             assert_eq!(
                 ramp_pages(class, 0),
                 pages_for(size, 8 << 10, 1),
-                "class {class}"
+                "{class:?}"
             );
-            assert_eq!(
-                last, info.pages as usize,
-                "class {class} ends at its full span"
-            );
+            assert_eq!(last, info.pages as usize, "{class:?} ends at its full span");
         }
         // An 8-byte class starts at one page, not at 64 KiB.
-        assert_eq!(ramp_pages(0, 0), 1);
+        assert_eq!(ramp_pages(SizeClass::new(0), 0), 1);
         assert_eq!(CLASSES[0].pages, 8);
     }
 
@@ -397,7 +437,7 @@ mod tests {
         for size in 0..=MAX_FAST {
             // SAFETY: `size <= MAX_FAST`.
             let malloc_class = unsafe { class_of_malloc(size) };
-            let class = size_of_class(malloc_class);
+            let class = malloc_class.size();
             assert!(class >= size.max(1), "size {size} in class {class}");
             let align = if size <= 8 { 8 } else { 16 };
             assert!(class.is_multiple_of(align), "size {size} in class {class}");
@@ -413,16 +453,16 @@ mod tests {
     #[test]
     fn lookup_matches_linear_search() {
         assert_eq!(
-            size_of_class(class_of(0)),
+            class_of(0).size(),
             16,
             "zero bytes may ask for 16-byte alignment"
         );
         for size in 1..=MAX_SMALL {
             let class = class_of(size);
-            assert!(size_of_class(class) >= size);
-            if class > 0 {
+            assert!(class.size() >= size);
+            if class.index() > 0 {
                 assert!(
-                    size_of_class(class - 1) < size,
+                    SizeClass::new(class.index() - 1).size() < size,
                     "size {size} not in its smallest class"
                 );
             }
@@ -434,7 +474,7 @@ mod tests {
         for align in [1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096, 8192] {
             for size in [0, 1, 7, 8, 9, 24, 33, 100, 1000, 5000, 20000, MAX_SMALL] {
                 if let Some(class) = class_for(size, align) {
-                    let s = size_of_class(class);
+                    let s = class.size();
                     assert!(
                         s >= size && s.is_multiple_of(align),
                         "size {size} align {align} -> {s}"

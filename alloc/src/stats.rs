@@ -52,7 +52,7 @@ use tessera_span::{ARENA_SIZE, PAGE_SIZE, Span, SpanKind, huge};
 use crate::node::{self, Node};
 use crate::pool;
 use crate::remote;
-use crate::size_class::{CLASSES, NUM_CLASSES};
+use crate::size_class::{CLASSES, NUM_CLASSES, SizeClass};
 use crate::thread;
 
 /// Where the bytes Tessera holds from the OS are: the parts add up to the mapped total
@@ -272,7 +272,7 @@ fn split_small(
     let free = free.min(carved);
     let live = ((carved - free) * span.obj_size as usize).min(bytes);
     parts.live += live;
-    let class = span.class as usize;
+    let class = SizeClass::of(span).index();
     let owner = span.owner.load(Ordering::Relaxed);
     // A flushed span goes to its own node's central list, so this node's list is the one
     // whose tag it can carry.
@@ -303,7 +303,7 @@ fn own_cache_holdings(nodes: &mut [NodeStats]) {
     // here and not in the middle of an allocation.
     let cache = unsafe { &*cache };
     cache.for_each_held(|span, objects| {
-        let Some(per) = nodes.get_mut(span.node() as usize) else {
+        let Some(per) = nodes.get_mut(span.node().index()) else {
             return;
         };
         let parts = &mut per.breakdown;

@@ -7,6 +7,7 @@
 //! Each peer runs in a child process of its own (`--sched-timers PEER N`), so CPU time is
 //! the child's alone; peers alternate over the repetitions and the medians are shown.
 
+use crate::stats::median;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -172,13 +173,8 @@ pub fn compare(reps: usize, go_bin: Option<&std::path::Path>) {
     let medians: Vec<Option<[f64; 4]>> = figures
         .iter()
         .map(|figs| {
-            (!figs.is_empty()).then(|| {
-                std::array::from_fn(|k| {
-                    let mut xs: Vec<f64> = figs.iter().map(|f| f[k]).collect();
-                    xs.sort_by(f64::total_cmp);
-                    xs[xs.len() / 2]
-                })
-            })
+            let column = |k: usize| median(&figs.iter().map(|f| f[k]).collect::<Vec<_>>());
+            Some([column(0)?, column(1)?, column(2)?, column(3)?])
         })
         .collect();
     for ((peer, _), m) in runs.iter().zip(&medians) {

@@ -30,27 +30,72 @@ fn escape(text: &str) -> String {
 
 /// Renders the chart of `results`.
 pub fn render<W: RowLabel>(results: &Results<W>) -> String {
-    let base = results.baseline_index();
-    let others: Vec<usize> = (0..results.allocators.len())
-        .filter(|&i| i != base)
-        .collect();
-    let mut workloads = Vec::new();
-    let mut threads = Vec::new();
-    for row in &results.rows {
-        if !workloads.contains(&row.workload) {
-            workloads.push(row.workload);
-        }
-        if !threads.contains(&row.threads) {
-            threads.push(row.threads);
+    let layout = Layout::of(results);
+    let mut svg = String::new();
+    header(&mut svg, results, &layout);
+    for (p, &t) in layout.threads.iter().enumerate() {
+        let panel = Panel {
+            top: TOP + p as f64 * (PANEL_HEIGHT + PANEL_GAP),
+        };
+        panel.axis(&mut svg, t, layout.width);
+        for (g, &workload) in layout.workloads.iter().enumerate() {
+            panel.group(&mut svg, results, &layout, g, workload, t);
         }
     }
-    // Wide enough for the longest workload name under the group.
-    let group_width = (BAR * others.len().max(1) as f64 + GROUP_GAP).max(MIN_GROUP_WIDTH);
-    let width = (LEFT + group_width * workloads.len() as f64 + 20.0).max(560.0);
-    let height = TOP + (PANEL_HEIGHT + PANEL_GAP) * threads.len() as f64;
-    let half = PANEL_HEIGHT / 2.0;
+    svg.push_str("</svg>\n");
+    svg
+}
 
-    let mut svg = String::new();
+/// What the chart holds and how wide it is: the columns drawn (all but the baseline), the
+/// workloads (groups) and thread counts (panels) in the order of the rows.
+#[derive(Debug)]
+struct Layout<W> {
+    /// Column of the baseline.
+    base: usize,
+    /// Columns drawn, in order; bar `k` of a group is `others[k]`.
+    others: Vec<usize>,
+    workloads: Vec<W>,
+    threads: Vec<usize>,
+    group_width: f64,
+    width: f64,
+    height: f64,
+}
+
+impl<W: RowLabel> Layout<W> {
+    fn of(results: &Results<W>) -> Self {
+        let base = results.baseline_index();
+        let others: Vec<usize> = (0..results.allocators.len())
+            .filter(|&i| i != base)
+            .collect();
+        let mut workloads = Vec::new();
+        let mut threads = Vec::new();
+        for row in &results.rows {
+            if !workloads.contains(&row.workload) {
+                workloads.push(row.workload);
+            }
+            if !threads.contains(&row.threads) {
+                threads.push(row.threads);
+            }
+        }
+        // Wide enough for the longest workload name under the group.
+        let group_width = (BAR * others.len().max(1) as f64 + GROUP_GAP).max(MIN_GROUP_WIDTH);
+        let width = (LEFT + group_width * workloads.len() as f64 + 20.0).max(560.0);
+        let height = TOP + (PANEL_HEIGHT + PANEL_GAP) * threads.len() as f64;
+        Self {
+            base,
+            others,
+            workloads,
+            threads,
+            group_width,
+            width,
+            height,
+        }
+    }
+}
+
+/// The opening tag, the title, the settings line and the legend.
+fn header<W: RowLabel>(svg: &mut String, results: &Results<W>, layout: &Layout<W>) {
+    let (width, height) = (layout.width, layout.height);
     let _ = writeln!(
         svg,
         r#"<svg xmlns="http://www.w3.org/2000/svg" width="{width:.0}" height="{height:.0}" viewBox="0 0 {width:.0} {height:.0}" font-family="sans-serif" font-size="11">"#
@@ -70,7 +115,7 @@ pub fn render<W: RowLabel>(results: &Results<W>) -> String {
     );
     // Legend.
     let mut x = LEFT;
-    for (k, &i) in others.iter().enumerate() {
+    for (k, &i) in layout.others.iter().enumerate() {
         let color = PALETTE[k % PALETTE.len()];
         let _ = writeln!(
             svg,
@@ -84,15 +129,31 @@ pub fn render<W: RowLabel>(results: &Results<W>) -> String {
         );
         x += 24.0 + 7.0 * results.allocators[i].len() as f64;
     }
+}
 
-    for (p, &t) in threads.iter().enumerate() {
-        let top = TOP + p as f64 * (PANEL_HEIGHT + PANEL_GAP);
-        let mid = top + half;
-        let y_of = |ratio: f64| mid - ratio.log2().clamp(-LOG_LIMIT, LOG_LIMIT) / LOG_LIMIT * half;
+/// One thread count's panel, `top` its upper edge: the ratio 1 line is across its middle.
+#[derive(Debug)]
+struct Panel {
+    top: f64,
+}
+
+impl Panel {
+    /// The height of the baseline's line.
+    fn mid(&self) -> f64 {
+        self.top + PANEL_HEIGHT / 2.0
+    }
+
+    /// The height of `ratio`, clamped to the drawn range.
+    fn y_of(&self, ratio: f64) -> f64 {
+        self.mid() - ratio.log2().clamp(-LOG_LIMIT, LOG_LIMIT) / LOG_LIMIT * (PANEL_HEIGHT / 2.0)
+    }
+
+    /// The panel's label (`t` threads) and its ratio grid, the line at 1 solid.
+    fn axis(&self, svg: &mut String, t: usize, width: f64) {
         let _ = writeln!(
             svg,
             r#"<text x="4" y="{}" font-weight="bold">{t} thr</text>"#,
-            top - 6.0
+            self.top - 6.0
         );
         for (ratio, label) in [
             (8.0, "8x"),
@@ -103,7 +164,7 @@ pub fn render<W: RowLabel>(results: &Results<W>) -> String {
             (0.25, "1/4"),
             (0.125, "1/8"),
         ] {
-            let y = y_of(ratio);
+            let y = self.y_of(ratio);
             let (stroke, dash) = if ratio == 1.0 {
                 ("#000", "")
             } else {
@@ -117,71 +178,85 @@ pub fn render<W: RowLabel>(results: &Results<W>) -> String {
                 y + 4.0
             );
         }
-        for (g, &workload) in workloads.iter().enumerate() {
-            let gx =
-                LEFT + g as f64 * group_width + (group_width - BAR * others.len() as f64) / 2.0;
-            let _ = writeln!(
-                svg,
-                r#"<text x="{:.1}" y="{:.1}" text-anchor="middle">{}</text>"#,
-                gx + BAR * others.len() as f64 / 2.0,
-                top + PANEL_HEIGHT + 14.0,
-                escape(workload.name())
-            );
-            let Some(row) = results
-                .rows
-                .iter()
-                .find(|r| r.workload == workload && r.threads == t)
-            else {
-                continue;
-            };
-            for (k, &i) in others.iter().enumerate() {
-                let x = gx + k as f64 * BAR;
-                let name = escape(results.allocators[i]);
-                if row.cells[i].failure.is_some() {
-                    let _ = writeln!(
-                        svg,
-                        r##"<text x="{:.1}" y="{:.1}" fill="#d00" font-weight="bold" text-anchor="middle">F<title>{name} {} t={t}: FAILED</title></text>"##,
-                        x + BAR / 2.0,
-                        mid - 4.0,
-                        escape(workload.name())
-                    );
-                    continue;
-                }
-                let Some(ratio) = row.ratio(i, base) else {
-                    continue;
-                };
-                let y = y_of(ratio);
-                let (y0, h) = if y < mid {
-                    (y, mid - y)
-                } else {
-                    (mid, y - mid)
-                };
-                let color = PALETTE[k % PALETTE.len()];
+    }
+
+    /// Group `g`: the name of `workload` under it and a bar per drawn column of its row at
+    /// `t` threads (none if there is no such row).
+    fn group<W: RowLabel>(
+        &self,
+        svg: &mut String,
+        results: &Results<W>,
+        layout: &Layout<W>,
+        g: usize,
+        workload: W,
+        t: usize,
+    ) {
+        let bars = BAR * layout.others.len() as f64;
+        let gx = LEFT + g as f64 * layout.group_width + (layout.group_width - bars) / 2.0;
+        let _ = writeln!(
+            svg,
+            r#"<text x="{:.1}" y="{:.1}" text-anchor="middle">{}</text>"#,
+            gx + bars / 2.0,
+            self.top + PANEL_HEIGHT + 14.0,
+            escape(workload.name())
+        );
+        let Some(row) = results
+            .rows
+            .iter()
+            .find(|r| r.workload == workload && r.threads == t)
+        else {
+            return;
+        };
+        for (k, &i) in layout.others.iter().enumerate() {
+            let x = gx + k as f64 * BAR;
+            let name = escape(results.allocators[i]);
+            if row.cells[i].failure.is_some() {
                 let _ = writeln!(
                     svg,
-                    r#"<rect x="{:.1}" y="{y0:.1}" width="{:.1}" height="{:.1}" fill="{color}"><title>{name} {} t={t}: {ratio:.2}x</title></rect>"#,
-                    x + 1.0,
-                    BAR - 2.0,
-                    h.max(0.5),
+                    r##"<text x="{:.1}" y="{:.1}" fill="#d00" font-weight="bold" text-anchor="middle">F<title>{name} {} t={t}: FAILED</title></text>"##,
+                    x + BAR / 2.0,
+                    self.mid() - 4.0,
                     escape(workload.name())
                 );
-                if ratio.log2().abs() > LOG_LIMIT {
-                    let tip = if ratio > 1.0 { y0 - 6.0 } else { y0 + h + 6.0 };
-                    let _ = writeln!(
-                        svg,
-                        r#"<path d="M{:.1},{:.1} L{:.1},{tip:.1} L{:.1},{:.1} Z" fill="{color}"/>"#,
-                        x + 1.0,
-                        if ratio > 1.0 { y0 } else { y0 + h },
-                        x + BAR / 2.0,
-                        x + BAR - 1.0,
-                        if ratio > 1.0 { y0 } else { y0 + h }
-                    );
-                }
+                continue;
+            }
+            if let Some(ratio) = row.ratio(i, layout.base) {
+                let label = format!("{name} {} t={t}", escape(workload.name()));
+                self.bar(svg, x, ratio, PALETTE[k % PALETTE.len()], &label);
             }
         }
     }
-    svg.push_str("</svg>\n");
-    svg
+
+    /// A bar at `x` from the baseline's line to `ratio`, with an arrow-like cap when the
+    /// ratio is beyond the drawn range; hovering it shows `label` and the ratio.
+    fn bar(&self, svg: &mut String, x: f64, ratio: f64, color: &str, label: &str) {
+        let mid = self.mid();
+        let y = self.y_of(ratio);
+        let (y0, h) = if y < mid {
+            (y, mid - y)
+        } else {
+            (mid, y - mid)
+        };
+        let _ = writeln!(
+            svg,
+            r#"<rect x="{:.1}" y="{y0:.1}" width="{:.1}" height="{:.1}" fill="{color}"><title>{label}: {ratio:.2}x</title></rect>"#,
+            x + 1.0,
+            BAR - 2.0,
+            h.max(0.5),
+        );
+        if ratio.log2().abs() > LOG_LIMIT {
+            let tip = if ratio > 1.0 { y0 - 6.0 } else { y0 + h + 6.0 };
+            let _ = writeln!(
+                svg,
+                r#"<path d="M{:.1},{:.1} L{:.1},{tip:.1} L{:.1},{:.1} Z" fill="{color}"/>"#,
+                x + 1.0,
+                if ratio > 1.0 { y0 } else { y0 + h },
+                x + BAR / 2.0,
+                x + BAR - 1.0,
+                if ratio > 1.0 { y0 } else { y0 + h }
+            );
+        }
+    }
 }
 
 #[cfg(test)]

@@ -15,6 +15,8 @@
 use core::ptr::NonNull;
 use core::sync::atomic::{AtomicU8, AtomicU32, Ordering};
 
+use tessera_numa::NodeId;
+
 use crate::os;
 use crate::span::Span;
 
@@ -42,7 +44,7 @@ static ARENA_MAP: [AtomicU8; ARENA_MAP_LEN] = [const { AtomicU8::new(0) }; ARENA
 #[repr(C)]
 pub struct Arena {
     /// NUMA node whose page heap owns this arena.
-    pub(crate) node: u32,
+    pub(crate) node: NodeId,
     /// Next arena of the same page heap.
     pub(crate) next: *mut Arena,
     /// The arena was advised `MADV_HUGEPAGE` (or the system gives every mapping huge
@@ -78,7 +80,7 @@ impl Arena {
     /// with no 4 KiB page mapped yet: writing the header before `MADV_HUGEPAGE` would leave
     /// the arena's first 2 MiB (header included) in 4 KiB pages, 512 faults per arena.
     pub(crate) fn reserve(
-        node: u32,
+        node: NodeId,
         advise: impl FnOnce(*mut u8),
     ) -> Result<NonNull<Arena>, os::OsError> {
         let base = os::reserve(ARENA_SIZE, ARENA_SIZE)?;

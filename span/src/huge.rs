@@ -8,6 +8,8 @@
 
 use core::ptr::{self, NonNull};
 
+use tessera_numa::NodeId;
+
 use crate::HUGE_PAGE_BYTES;
 use crate::commit;
 use crate::lock::Locked;
@@ -155,7 +157,7 @@ fn block_granule(advice: Option<bool>, size: usize) -> usize {
 /// Maps a huge block of at least `size` bytes aligned to `align`, placed for NUMA `node`.
 /// Fresh mappings read as zero.
 /// `None` when the OS refuses, or the block would cross the hard memory limit.
-pub fn alloc(size: usize, align: usize, node: u32) -> Option<NonNull<u8>> {
+pub fn alloc(size: usize, align: usize, node: NodeId) -> Option<NonNull<u8>> {
     let advice = crate::thp::huge_block_advice(node);
     let granule = block_granule(advice, size);
     let len = round_len(size, granule)?;
@@ -297,7 +299,7 @@ mod tests {
 
     #[test]
     fn alloc_realloc_free() {
-        let p = alloc(5 << 20, 16, 0).unwrap();
+        let p = alloc(5 << 20, 16, NodeId::ZERO).unwrap();
         // SAFETY: the block is ours until freed.
         unsafe {
             assert_eq!(*p.as_ptr(), 0);
@@ -316,7 +318,9 @@ mod tests {
 
     #[test]
     fn many_blocks_survive_rehash() {
-        let blocks: Vec<_> = (0..600).map(|_| alloc(4096, 4096, 0).unwrap()).collect();
+        let blocks: Vec<_> = (0..600)
+            .map(|_| alloc(4096, 4096, NodeId::ZERO).unwrap())
+            .collect();
         for b in &blocks {
             assert_eq!(size_of(b.as_ptr()), Some(4096));
         }

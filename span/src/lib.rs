@@ -4,6 +4,7 @@
 //! - [`os`]: reserve, purge, release, remap, protect, guard regions; the page size at run time.
 //! - [`arena`]: 64 MiB aligned arenas whose headers hold the page map and span records.
 //! - [`heap`]: the page heap of 8 KiB pages, coalescing, purging on a decay curve.
+//! - [`list`]: the intrusive list of span records every layer files spans on.
 //! - [`commit`]: the memory Tessera holds from the OS, its limits, the purger's wake-ups.
 //! - [`huge`]: dedicated mappings for huge blocks, resized with `mremap`.
 //! - [`placement`]: NUMA binding of fresh arenas and huge mappings.
@@ -16,6 +17,7 @@ pub mod commit;
 pub mod futex;
 pub mod heap;
 pub mod huge;
+pub mod list;
 pub mod lock;
 pub mod os;
 pub mod placement;
@@ -24,6 +26,7 @@ pub mod thp;
 
 pub use arena::{ARENA_SIZE, PAGE_SHIFT, PAGE_SIZE, span_of};
 pub use heap::{Allocated, PageHeap, PageHeapStats, live_span_of};
+pub use list::SpanList;
 pub use span::{Span, SpanKind};
 
 /// A transparent huge page on x86-64 (and the 2 MiB granule purges keep whole where

@@ -46,10 +46,10 @@ pub fn bind_failures() -> usize {
 }
 
 /// Applies the placement to a fresh, untouched range reserved for `node`.
-pub(crate) fn bind(base: *mut u8, len: usize, node: u32) {
+pub(crate) fn bind(base: *mut u8, len: usize, node: NodeId) {
     let policy = match current() {
         Placement::Kernel => return,
-        Placement::Local => Policy::Preferred(NodeId::new(node as u16)),
+        Placement::Local => Policy::Preferred(node),
         Placement::Interleave => Policy::Interleave(Topology::get().memory_nodes()),
     };
     if tessera_numa::mbind(base, len, &policy, MbindFlags::NONE).is_err() {

@@ -11,8 +11,13 @@
 //!   `class`, `obj_size`, `capacity`, `obj_bytes`, `div_test`, `local_free`, `local_count`,
 //!   `carved`, `user_flags`,
 //!   and `prev`/`next` while the span is in use.
+//!
+//! `prev`/`next` are only ever touched through a [`SpanList`](crate::list::SpanList), whose
+//! contract says who holds them when.
 
 use core::sync::atomic::{AtomicPtr, AtomicU8, AtomicU32, AtomicU64, Ordering};
+
+use tessera_numa::NodeId;
 
 use crate::arena::{ARENA_MASK, PAGE_SHIFT};
 
@@ -76,7 +81,8 @@ pub struct Span {
     /// Objects a small span holds.
     pub capacity: u32,
     kind: AtomicU8,
-    /// Size-class index of a small span.
+    /// Size class of a small span: the byte of the small-object layer's `SizeClass` (this
+    /// crate knows no classes; `tessera::size_class::SizeClass::of` reads it back).
     pub class: u8,
     /// Small-object layer flags (which list the span is on).
     pub user_flags: u8,
@@ -95,10 +101,11 @@ pub struct Span {
     /// Objects carved out of the span so far (small spans are formatted lazily).
     pub carved: AtomicU32,
     pub(crate) flags: u8,
-    /// List link (page heap free list, or the owner's span lists while in use).
-    pub prev: *mut Span,
+    /// List link (page heap free list, or the owner's span lists while in use), written
+    /// only by [`SpanList`](crate::list::SpanList).
+    pub(crate) prev: *mut Span,
     /// List link, as `prev`.
-    pub next: *mut Span,
+    pub(crate) next: *mut Span,
     pub(crate) freed_at_ms: u64,
 }
 
@@ -138,7 +145,7 @@ impl Span {
 
     /// The NUMA node of the page heap that owns this span's arena.
     #[inline]
-    pub fn node(&self) -> u32 {
+    pub fn node(&self) -> NodeId {
         let arena = ((self as *const Span as usize) & !ARENA_MASK) as *const crate::arena::Arena;
         // SAFETY: span records live inside mapped arena headers, which are never unmapped.
         unsafe { (*arena).node }

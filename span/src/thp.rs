@@ -12,6 +12,8 @@
 
 use core::sync::atomic::{AtomicU8, Ordering};
 
+use tessera_numa::NodeId;
+
 use crate::arena::ARENA_SIZE;
 use crate::os;
 
@@ -78,7 +80,7 @@ pub(crate) fn system_always() -> bool {
 /// The advice for a new arena of `node`'s heap: huge pages or not, and how many bytes at
 /// its start go without advice; `None` for no advice at all. `first` says the heap has no
 /// arena yet. Reads `/proc/buddyinfo` in the gated mode (once per 64 MiB arena).
-pub(crate) fn arena_advice(node: u32, first: bool) -> Option<(bool, usize)> {
+pub(crate) fn arena_advice(node: NodeId, first: bool) -> Option<(bool, usize)> {
     let lean = if first { AUTO_LEAN_BYTES } else { 0 };
     match MODE.load(Ordering::Relaxed) & !SYSTEM_ALWAYS {
         ALWAYS => Some((true, 0)),
@@ -91,7 +93,7 @@ pub(crate) fn arena_advice(node: u32, first: bool) -> Option<(bool, usize)> {
 /// Whether a huge block's dedicated mapping gets `MADV_HUGEPAGE` (`Some(true)`),
 /// `MADV_NOHUGEPAGE` (`Some(false)`) or no advice. Blocks that big
 /// (`TESSERA_HUGE_THRESHOLD`, 32 MiB by default) are past the lean part of any heap.
-pub(crate) fn huge_block_advice(node: u32) -> Option<bool> {
+pub(crate) fn huge_block_advice(node: NodeId) -> Option<bool> {
     match MODE.load(Ordering::Relaxed) & !SYSTEM_ALWAYS {
         NEVER => Some(false),
         ALWAYS | AUTO => Some(true),
@@ -100,7 +102,7 @@ pub(crate) fn huge_block_advice(node: u32) -> Option<bool> {
 }
 
 /// Whether `node` has [`GATE_FREE_BYTES`] free in blocks of 2 MiB or more.
-fn huge_blocks_abound(node: u32) -> bool {
+fn huge_blocks_abound(node: NodeId) -> bool {
     let mut buf = [0u8; 1024];
     let text = os::read_small_file(c"/proc/buddyinfo", &mut buf);
     free_huge_bytes(text, node) >= GATE_FREE_BYTES
@@ -110,7 +112,7 @@ fn huge_blocks_abound(node: u32) -> bool {
 /// `/proc/buddyinfo` text ("Node 0, zone   Normal  15397 12170 ... 1322": free blocks per
 /// order, from order 0). A line cut off by the read buffer counts the orders it has; a
 /// node with no line counts 0.
-pub(crate) fn free_huge_bytes(text: &[u8], node: u32) -> usize {
+pub(crate) fn free_huge_bytes(text: &[u8], node: NodeId) -> usize {
     const HUGE_ORDER: usize = 9;
     // The largest order any kernel configuration lists (arm64 with 64 KiB pages: 13).
     const MAX_ORDER: usize = 16;
@@ -120,7 +122,7 @@ pub(crate) fn free_huge_bytes(text: &[u8], node: u32) -> usize {
             .split(|&b| b == b' ' || b == b',')
             .filter(|w| !w.is_empty());
         if words.next() != Some(b"Node".as_slice())
-            || words.next().and_then(parse) != Some(node as usize)
+            || words.next().and_then(parse) != Some(node.index())
         {
             continue;
         }
@@ -162,22 +164,22 @@ Node 1, zone   Normal    100    100    100    100    100    100    100    100   
     fn counts_blocks_of_2_mib_and_more_on_the_node() {
         // Node 0: order 9 (2 MiB) 1 + 2 + 465, order 10 (4 MiB) 3 + 752 + 1322.
         let want0 = (1 + 2 + 465) * (2 << 20) + (3 + 752 + 1322) * (4 << 20);
-        assert_eq!(free_huge_bytes(BUDDYINFO, 0), want0);
-        assert_eq!(free_huge_bytes(BUDDYINFO, 1), 4 << 20);
-        assert_eq!(free_huge_bytes(BUDDYINFO, 2), 0);
+        assert_eq!(free_huge_bytes(BUDDYINFO, NodeId::ZERO), want0);
+        assert_eq!(free_huge_bytes(BUDDYINFO, NodeId::new(1)), 4 << 20);
+        assert_eq!(free_huge_bytes(BUDDYINFO, NodeId::new(2)), 0);
     }
 
     #[test]
     fn a_cut_or_odd_text_counts_what_it_has() {
-        assert_eq!(free_huge_bytes(b"", 0), 0);
-        assert_eq!(free_huge_bytes(b"garbage\nNode x, zone\n", 0), 0);
+        assert_eq!(free_huge_bytes(b"", NodeId::ZERO), 0);
+        assert_eq!(free_huge_bytes(b"garbage\nNode x, zone\n", NodeId::ZERO), 0);
         // Cut after order 9.
         let cut = b"Node 0, zone Normal 1 1 1 1 1 1 1 1 1 7";
-        assert_eq!(free_huge_bytes(cut, 0), 7 * (2 << 20));
+        assert_eq!(free_huge_bytes(cut, NodeId::ZERO), 7 * (2 << 20));
         // A line with far more words than orders counts only the orders (no shift past the
         // word: this runs on the allocator's path).
         let long = [b"Node 0, zone Normal".as_slice(), &b" 1".repeat(100)].concat();
         let want: usize = (9..=16).map(|o| 4096usize << o).sum();
-        assert_eq!(free_huge_bytes(&long, 0), want);
+        assert_eq!(free_huge_bytes(&long, NodeId::ZERO), want);
     }
 }

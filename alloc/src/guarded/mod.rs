@@ -49,7 +49,7 @@ use tessera_span::lock::{Locked, RawLock};
 use tessera_span::os::{self, Protection, PurgeAdvice};
 
 use crate::cache::Cache;
-use crate::size_class::MAX_SMALL;
+use crate::size_class::{MAX_SMALL, SizeClass};
 use trace::Trace;
 
 /// Slots in the pool: enough to see a bug within a few hundred samples, and few enough that
@@ -250,8 +250,8 @@ pub(crate) fn sample(cache: &mut Cache, size: usize, align: usize) -> *mut u8 {
 /// Counts a refill of `class` that just handed out the returned object and the bin's list.
 #[cold]
 #[inline(never)]
-pub(crate) fn count_refill(cache: &mut Cache, class: usize) {
-    let handed_out = cache.bins[class].list_len() as i64 + 1;
+pub(crate) fn count_refill(cache: &mut Cache, class: SizeClass) {
+    let handed_out = cache.bins[class.index()].list_len() as i64 + 1;
     cache.guard_countdown = cache.guard_countdown.saturating_sub(handed_out);
 }
 

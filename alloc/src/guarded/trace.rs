@@ -1,32 +1,16 @@
 //! Stacks for the guarded blocks' reports: return addresses taken with the unwinder, printed
 //! as raw addresses with their module and offset (`addr2line -e <module> <offset>` resolves
-//! them) and the nearest dynamic symbol when `dladdr` knows one.
-//!
-//! Why the unwinder: frame pointers are not kept in release builds, and glibc's `backtrace()`
-//! loads libgcc_s with `dlopen` on its first call, which allocates. `_Unwind_Backtrace`
-//! (libgcc_s, which every Rust program and `libtessera.so` already link) walks the DWARF
-//! call-frame information it finds through `dl_iterate_phdr`, with no allocation on that
-//! path; `dladdr` reads the loader's tables under its lock, without allocating either.
+//! them) and the nearest dynamic symbol when `dladdr` knows one (which reads the loader's
+//! tables under its lock, without allocating). The stacks come from `unwind.rs`.
 
-use core::ffi::{c_int, c_void};
+use core::ffi::c_void;
 use core::sync::atomic::{AtomicUsize, Ordering};
 
 use crate::report::Line;
+use crate::unwind;
 
 /// Frames kept per stack.
 const DEPTH: usize = 24;
-
-/// `_Unwind_Reason_Code` values the callback returns.
-const URC_NO_REASON: c_int = 0;
-const URC_END_OF_STACK: c_int = 5;
-
-unsafe extern "C" {
-    fn _Unwind_Backtrace(
-        trace: extern "C" fn(ctx: *mut c_void, arg: *mut c_void) -> c_int,
-        arg: *mut c_void,
-    ) -> c_int;
-    fn _Unwind_GetIP(ctx: *mut c_void) -> usize;
-}
 
 /// The return addresses of a stack, innermost first.
 #[derive(Clone, Copy, Debug)]
@@ -45,11 +29,16 @@ impl Trace {
     /// (no sample is taken meanwhile: see `guarded/mod.rs`).
     #[inline(never)]
     pub(super) fn capture(&mut self, capturing: &AtomicUsize) {
-        self.len = 0;
         capturing.fetch_add(1, Ordering::Relaxed);
-        // SAFETY: the callback receives `self` as `arg` and is the only user of it until
-        // `_Unwind_Backtrace` returns.
-        unsafe { _Unwind_Backtrace(record, (self as *mut Trace).cast()) };
+        self.len = unwind::capture(&mut self.frames);
+        capturing.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    /// As [`Trace::capture`], from a signal handler (see `unwind::capture_in_signal_handler`).
+    #[inline(never)]
+    pub(super) fn capture_in_signal_handler(&mut self, capturing: &AtomicUsize) {
+        capturing.fetch_add(1, Ordering::Relaxed);
+        self.len = unwind::capture_in_signal_handler(&mut self.frames);
         capturing.fetch_sub(1, Ordering::Relaxed);
     }
 
@@ -66,8 +55,7 @@ impl Trace {
         let frames = &self.frames[..self.len];
         let skip = match from {
             Some(pc) => frames.iter().position(|&ip| ip == pc || ip == pc + 1),
-            None => own_library_base()
-                .and_then(|own| frames.iter().position(|&ip| module_base(ip) != Some(own))),
+            None => unwind::first_outside_own_library(frames),
         };
         for (n, &ip) in frames[skip.unwrap_or(0)..].iter().enumerate() {
             let mut line = Line::blank();
@@ -76,36 +64,6 @@ impl Trace {
             line.emit();
         }
     }
-}
-
-extern "C" fn record(ctx: *mut c_void, arg: *mut c_void) -> c_int {
-    // SAFETY: `arg` is the `Trace` that `capture` passed, borrowed by nobody else meanwhile.
-    let trace = unsafe { &mut *arg.cast::<Trace>() };
-    // SAFETY: `ctx` is the unwinder's context for the frame being visited.
-    let ip = unsafe { _Unwind_GetIP(ctx) };
-    if ip == 0 || trace.len == DEPTH {
-        return URC_END_OF_STACK;
-    }
-    trace.frames[trace.len] = ip;
-    trace.len += 1;
-    URC_NO_REASON
-}
-
-/// The load address of the module holding `ip`.
-fn module_base(ip: usize) -> Option<usize> {
-    // SAFETY: an all-zero `Dl_info` is a valid out-parameter.
-    let mut info: libc::Dl_info = unsafe { core::mem::zeroed() };
-    // SAFETY: `dladdr` only reads the loader's tables and writes `info`.
-    let found = unsafe { libc::dladdr(ip.saturating_sub(1) as *const c_void, &mut info) } != 0;
-    found.then_some(info.dli_fbase as usize)
-}
-
-/// The load address of the module this code is in, if that is not the program itself.
-fn own_library_base() -> Option<usize> {
-    let own = module_base(own_library_base as *const () as usize + 1)?;
-    // SAFETY: `getauxval` has no preconditions; `AT_PHDR` is the program's header table.
-    let program = module_base(unsafe { libc::getauxval(libc::AT_PHDR) } as usize + 1);
-    (program != Some(own)).then_some(own)
 }
 
 /// Appends ` <module>+0x<offset> (<symbol>+0x<offset>)` for the code address `ip`, as far as

@@ -8,7 +8,7 @@
 //! Each (program, threads, allocator) run is a process of its own; its peak RSS is the
 //! program's `ru_maxrss` from `wait4` (`programs::measure`). The order of runs, the ratios
 //! against mimalloc, the table, the report section and the chart are the Rust comparison's
-//! (`runner.rs`, `report.rs`, `svg.rs`). A program prints one result line (`line.rs`) with
+//! (`runner.rs`, `report/`, `svg.rs`). A program prints one result line (`line.rs`) with
 //! one figure per row it fills (fastpath: one per size) and the library its `malloc` came
 //! from, which must be the one preloaded.
 //!
@@ -70,17 +70,7 @@ pub fn run(options: &COptions, report: &mut ReportFile) -> i32 {
         let _ = report.write();
         return 2;
     };
-    let mut broken = false;
-    let mut built = Vec::new();
-    for &program in &options.programs {
-        match build(&cc, program, &paths::report_dir().join("c-mode")) {
-            Ok(executable) => built.push((program, executable)),
-            Err(why) => {
-                broken = true;
-                notes.push(format!("{} did not compile: {why}", program.name));
-            }
-        }
-    }
+    let (built, broken) = build_all(&cc, &options.programs, &mut notes);
     let preloads = available_preloads(&options.preloads, &mut notes);
     for note in &notes {
         eprintln!("note: {note}");
@@ -97,24 +87,7 @@ pub fn run(options: &COptions, report: &mut ReportFile) -> i32 {
         }
     }
 
-    let mut rows: Vec<Row<&'static Series>> = Vec::new();
-    let mut cells: Vec<Cell> = Vec::new();
-    for (program, executable) in &built {
-        for &threads in &options.threads {
-            let first = rows.len();
-            rows.extend(program.series.iter().map(|series| Row {
-                workload: series,
-                threads,
-                cells: vec![Samples::default(); preloads.len()],
-            }));
-            cells.push(Cell {
-                program,
-                executable: executable.clone(),
-                threads,
-                rows: first..rows.len(),
-            });
-        }
-    }
+    let (mut rows, mut cells) = layout(&built, &options.threads, preloads.len());
     let names: Vec<&'static str> = preloads.iter().map(|p| p.name).collect();
     let conditions = Conditions::announce(
         cells.len() * names.len() * options.reps,
@@ -133,21 +106,7 @@ pub fn run(options: &COptions, report: &mut ReportFile) -> i32 {
         options.reps,
         runner::Order::Fixed,
         |cell| format!("{:<13} t={:<2}", cell.program.name, cell.threads),
-        |cell, i| {
-            let result = one_run(cell, &preloads[i], options.duration);
-            let figures: Vec<Result<ChildReport, String>> = cell
-                .program
-                .series
-                .iter()
-                .map(|series| figure(&result, series))
-                .collect();
-            // The progress line shows the first row's figure (fastpath's: 16 B).
-            let progress = runner::progress(&figures[0]);
-            for (row, figure) in rows[cell.rows.clone()].iter_mut().zip(figures) {
-                row.cells[i].push(figure);
-            }
-            progress
-        },
+        |cell, i| cell.run_under(&preloads[i], i, options.duration, &mut rows),
     );
     let results = Results {
         section: SECTION,
@@ -169,6 +128,81 @@ pub fn run(options: &COptions, report: &mut ReportFile) -> i32 {
     if broken { 1 } else { code }
 }
 
+/// Compiles each of `programs` with `cc`; the ones that compiled, and whether any did not
+/// (a note says why).
+fn build_all(
+    cc: &Path,
+    programs: &[&'static Program],
+    notes: &mut Vec<String>,
+) -> (Vec<(&'static Program, PathBuf)>, bool) {
+    let mut broken = false;
+    let mut built = Vec::new();
+    for &program in programs {
+        match build(cc, program, &paths::report_dir().join("c-mode")) {
+            Ok(executable) => built.push((program, executable)),
+            Err(why) => {
+                broken = true;
+                notes.push(format!("{} did not compile: {why}", program.name));
+            }
+        }
+    }
+    (built, broken)
+}
+
+/// The table's rows, one per (program, threads, series), with `columns` empty cells each,
+/// and the cells that fill them, one per (program, threads).
+fn layout(
+    built: &[(&'static Program, PathBuf)],
+    threads: &[usize],
+    columns: usize,
+) -> (Vec<Row<&'static Series>>, Vec<Cell>) {
+    let mut rows: Vec<Row<&'static Series>> = Vec::new();
+    let mut cells: Vec<Cell> = Vec::new();
+    for (program, executable) in built {
+        for &threads in threads {
+            let first = rows.len();
+            rows.extend(program.series.iter().map(|series| Row {
+                workload: series,
+                threads,
+                cells: vec![Samples::default(); columns],
+            }));
+            cells.push(Cell {
+                program,
+                executable: executable.clone(),
+                threads,
+                rows: first..rows.len(),
+            });
+        }
+    }
+    (rows, cells)
+}
+
+impl Cell {
+    /// One run under `preload` (column `i`), each of its figures pushed into its row of
+    /// `rows`; returns the progress line.
+    fn run_under(
+        &self,
+        preload: &Preload,
+        i: usize,
+        duration: Duration,
+        rows: &mut [Row<&'static Series>],
+    ) -> String {
+        let result = one_run(self, preload, duration);
+        let figures: Vec<Result<ChildReport, String>> = self
+            .program
+            .series
+            .iter()
+            .map(|series| figure(&result, series))
+            .collect();
+        // The progress line shows the first row's figure (fastpath's: 16 B).
+        let progress = runner::progress(&figures[0]);
+        for (row, figure) in rows[self.rows.clone()].iter_mut().zip(figures) {
+            row.cells[i].push(figure);
+        }
+        progress
+    }
+}
+
 /// Compiles `program` into `dir` (the runner's: `<target>/tessera-bench/c-mode/`).
 fn build(cc: &Path, program: &Program, dir: &Path) -> Result<PathBuf, String> {
     native::compile(
@@ -188,7 +222,7 @@ fn available_preloads(names: &[&'static str], notes: &mut Vec<String>) -> Vec<Pr
     for &name in names {
         let preload = Preload::named(name);
         let build = match name {
-            "tessera" => Some(preload::build_libtessera as fn() -> _),
+            "tessera" | "tessera-noprof" => Some(preload::build_libtessera as fn() -> _),
             "tessera-unhardened" => Some(preload::build_libtessera_unhardened as fn() -> _),
             _ => None,
         };
@@ -230,6 +264,7 @@ fn one_run(
         Some(lib) => command.env("LD_PRELOAD", lib),
         None => command.env_remove("LD_PRELOAD"),
     };
+    command.envs(preload.env.iter().copied());
     let measured = measure::run(command, child::time_limit(duration))?;
     let line = ResultLine::find_in(&measured.stdout)?;
     if line.workload != cell.program.name || line.threads != cell.threads {

@@ -45,21 +45,86 @@ struct Ready {
 /// Runs the programs mode; returns the exit code (1 if any run failed or printed a different
 /// result, 2 if nothing could run).
 pub fn run(options: &ProgramOptions) -> i32 {
-    let mut preloads = Vec::new();
     let mut notes = Vec::new();
-    for name in &options.preloads {
+    let preloads = available_preloads(&options.preloads, &mut notes);
+    for p in &preloads {
+        if let Some(lib) = &p.library {
+            eprintln!("{:<9} LD_PRELOAD={}", p.name, lib.display());
+        }
+    }
+    let programs = ready_programs(&mut notes);
+    for note in &notes {
+        eprintln!("note: {note}");
+    }
+    if preloads.is_empty() || programs.is_empty() {
+        eprintln!("tessera-bench: nothing to run in --programs mode");
+        return 2;
+    }
+    let names: Vec<&str> = preloads.iter().map(|p| p.name).collect();
+    // Outputs are checked against glibc's; without glibc, against the first preload's.
+    let reference = names.iter().position(|n| *n == "glibc").unwrap_or(0);
+    let timeout = if options.full { TIMEOUT.1 } else { TIMEOUT.0 };
+
+    let scratch =
+        std::env::temp_dir().join(format!("tessera-bench-programs-{}", std::process::id()));
+    let mut cells: Vec<ProgramCells<'_>> = programs
+        .iter()
+        .map(|ready| ProgramCells::new(ready, preloads.len()))
+        .collect();
+    let conditions = Conditions::announce(
+        options.reps * programs.len() * preloads.len(),
+        &format!(
+            "--programs: {} program(s) x {} preload(s) x {} rep(s)",
+            programs.len(),
+            preloads.len(),
+            options.reps
+        ),
+        None,
+    );
+    // The reference preload runs first in the first repetition, so later runs have an
+    // output to be checked against.
+    runner::interleave(
+        &mut cells,
+        &names,
+        options.reps,
+        Order::Rotating { first: reference },
+        |c| format!("{:<15}", c.ready.program.name),
+        |c, i| c.run_under(&preloads[i], i, &scratch, options.full, timeout),
+    );
+    let _ = std::fs::remove_dir_all(&scratch);
+
+    let rows: Vec<ProgramRow> = cells.into_iter().map(|c| c.row).collect();
+    report(&names, reference, &rows, &notes, options.reps, conditions);
+    let failed = rows
+        .iter()
+        .flat_map(|r| &r.cells)
+        .any(|c| c.failure.is_some());
+    i32::from(failed)
+}
+
+/// The preloads among `names` whose library is there; notes say which are not.
+fn available_preloads(names: &[&'static str], notes: &mut Vec<String>) -> Vec<Preload> {
+    let mut preloads = Vec::new();
+    for name in names {
         let preload = Preload::named(name);
+        if !preload.env.is_empty() {
+            // The programs' runs (redis's server and client among them) set LD_PRELOAD only.
+            notes.push(format!("{name} is measured in the C mode (--c) only"));
+            continue;
+        }
         if preload.available() {
             preloads.push(preload);
         } else {
             notes.push(preload.missing_note());
         }
     }
-    for p in &preloads {
-        if let Some(lib) = &p.library {
-            eprintln!("{:<9} LD_PRELOAD={}", p.name, lib.display());
-        }
-    }
+    preloads
+}
+
+/// The programs of the suite that can run here: installed (or, for the stress program,
+/// built), with what their glibc column preloads; notes say which are skipped and why, and
+/// which link an allocator themselves.
+fn ready_programs(notes: &mut Vec<String>) -> Vec<Ready> {
     let mut shim: Option<Result<PathBuf, String>> = None;
     let mut programs: Vec<Ready> = Vec::new();
     for program in PROGRAMS {
@@ -106,116 +171,34 @@ pub fn run(options: &ProgramOptions) -> i32 {
             glibc_preload,
         });
     }
-    for note in &notes {
-        eprintln!("note: {note}");
-    }
-    if preloads.is_empty() || programs.is_empty() {
-        eprintln!("tessera-bench: nothing to run in --programs mode");
-        return 2;
-    }
-    let names: Vec<&str> = preloads.iter().map(|p| p.name).collect();
-    // Outputs are checked against glibc's; without glibc, against the first preload's.
-    let reference = names.iter().position(|n| *n == "glibc").unwrap_or(0);
-    let timeout = if options.full { TIMEOUT.1 } else { TIMEOUT.0 };
+    programs
+}
 
-    let scratch =
-        std::env::temp_dir().join(format!("tessera-bench-programs-{}", std::process::id()));
-    let mut cells: Vec<ProgramCells<'_>> = programs
-        .iter()
-        .map(|ready| ProgramCells {
-            ready,
-            row: ProgramRow {
-                program: ready.program.name,
-                unit: match ready.program.kind {
-                    Kind::Command(_) => Unit::Seconds,
-                    Kind::Redis { .. } => Unit::RequestsPerSec,
-                },
-                cells: vec![ProgramCell::default(); preloads.len()],
-            },
-            expected: Expected::default(),
-            runs: 0,
-        })
-        .collect();
-    let conditions = Conditions::announce(
-        options.reps * programs.len() * preloads.len(),
-        &format!(
-            "--programs: {} program(s) x {} preload(s) x {} rep(s)",
-            programs.len(),
-            preloads.len(),
-            options.reps
-        ),
-        None,
-    );
-    // The reference preload runs first in the first repetition, so later runs have an
-    // output to be checked against.
-    runner::interleave(
-        &mut cells,
-        &names,
-        options.reps,
-        Order::Rotating { first: reference },
-        |c| format!("{:<15}", c.ready.program.name),
-        |c, i| {
-            let preload = &preloads[i];
-            let ready = c.ready;
-            let library = if preload.name == "glibc" {
-                ready.glibc_preload.clone()
-            } else {
-                Ok(preload.library.clone())
-            };
-            // Each cell's runs are counted to name their scratch directories apart.
-            c.runs += 1;
-            let dir = scratch.join(format!(
-                "{}-{}-{}",
-                ready.program.name, preload.name, c.runs
-            ));
-            let result =
-                library.and_then(|lib| one_run(ready, lib.as_deref(), &dir, options.full, timeout));
-            let _ = std::fs::remove_dir_all(&dir);
-            let cell = &mut c.row.cells[i];
-            match result {
-                Ok((value, rss_kib, stdout)) => {
-                    let figure = match c.row.unit {
-                        Unit::Seconds => format!("{value:.3}s"),
-                        Unit::RequestsPerSec => format!("{:.1}k req/s", value / 1000.0),
-                    };
-                    match c.expected.check(preload.name, &stdout) {
-                        Ok(()) => {
-                            cell.values.push(value);
-                            cell.rss_kib.push(rss_kib);
-                            format!("{figure} {:.1} MiB", rss_kib as f64 / 1024.0)
-                        }
-                        Err(why) => {
-                            cell.failure.get_or_insert(why.clone());
-                            format!("WRONG OUTPUT ({why})")
-                        }
-                    }
-                }
-                Err(why) => {
-                    cell.failure.get_or_insert(why.clone());
-                    format!("FAILED: {why}")
-                }
-            }
-        },
-    );
-    let _ = std::fs::remove_dir_all(&scratch);
-
-    let rows: Vec<ProgramRow> = cells.into_iter().map(|c| c.row).collect();
+/// Prints the table and the targets, and writes them to `programs.md` with the `notes`.
+fn report(
+    names: &[&str],
+    reference: usize,
+    rows: &[ProgramRow],
+    notes: &[String],
+    reps: usize,
+    conditions: Conditions,
+) {
     let legend = format!(
         "median of {} repetition(s), allocators interleaved in each; time ratios < 1 are faster \
          (redis: time per request, from requests/s); spread = (max - min) / median of the \
          repetitions, ratios nearer 1 than that are noise; peak RSS from wait4 (redis: the \
          server's){}",
-        options.reps,
+        reps,
         conditions.describe()
     );
-    let targets = table::targets(&names, &rows);
+    let targets = table::targets(names, rows);
     println!("\n{legend}");
-    print!("{}", table::render(&names, &rows, false));
+    print!("{}", table::render(names, rows, false));
     println!("\n{targets}");
     let md = format!(
         "# tessera-bench --programs\n\n{legend}. Every run's output is checked against {}'s.\n\n{}\n```\n{targets}```\n{}",
         names[reference],
-        table::render(&names, &rows, true),
+        table::render(names, rows, true),
         notes
             .iter()
             .map(|n| format!("\nNote: {n}.\n"))
@@ -225,11 +208,6 @@ pub fn run(options: &ProgramOptions) -> i32 {
         Ok(path) => println!("wrote {}", path.display()),
         Err(why) => eprintln!("tessera-bench: {why}"),
     }
-    let failed = rows
-        .iter()
-        .flat_map(|r| &r.cells)
-        .any(|c| c.failure.is_some());
-    i32::from(failed)
 }
 
 /// One run of `ready` under `library` (None: no preload): the figure (seconds or
@@ -293,6 +271,76 @@ struct ProgramCells<'a> {
     expected: Expected,
     /// Runs so far.
     runs: usize,
+}
+
+impl<'a> ProgramCells<'a> {
+    /// The row of `ready`, with an empty cell for each of `preloads` preloads.
+    fn new(ready: &'a Ready, preloads: usize) -> Self {
+        ProgramCells {
+            ready,
+            row: ProgramRow {
+                program: ready.program.name,
+                unit: match ready.program.kind {
+                    Kind::Command(_) => Unit::Seconds,
+                    Kind::Redis { .. } => Unit::RequestsPerSec,
+                },
+                cells: vec![ProgramCell::default(); preloads],
+            },
+            expected: Expected::default(),
+            runs: 0,
+        }
+    }
+
+    /// One run under `preload` (column `i`) in a scratch directory below `scratch`, its
+    /// figures recorded in the column's cell if its output is the expected one; returns the
+    /// progress line.
+    fn run_under(
+        &mut self,
+        preload: &Preload,
+        i: usize,
+        scratch: &Path,
+        full: bool,
+        timeout: Duration,
+    ) -> String {
+        let ready = self.ready;
+        let library = if preload.name == "glibc" {
+            ready.glibc_preload.clone()
+        } else {
+            Ok(preload.library.clone())
+        };
+        // Each cell's runs are counted to name their scratch directories apart.
+        self.runs += 1;
+        let dir = scratch.join(format!(
+            "{}-{}-{}",
+            ready.program.name, preload.name, self.runs
+        ));
+        let result = library.and_then(|lib| one_run(ready, lib.as_deref(), &dir, full, timeout));
+        let _ = std::fs::remove_dir_all(&dir);
+        let cell = &mut self.row.cells[i];
+        match result {
+            Ok((value, rss_kib, stdout)) => {
+                let figure = match self.row.unit {
+                    Unit::Seconds => format!("{value:.3}s"),
+                    Unit::RequestsPerSec => format!("{:.1}k req/s", value / 1000.0),
+                };
+                match self.expected.check(preload.name, &stdout) {
+                    Ok(()) => {
+                        cell.values.push(value);
+                        cell.rss_kib.push(rss_kib);
+                        format!("{figure} {:.1} MiB", rss_kib as f64 / 1024.0)
+                    }
+                    Err(why) => {
+                        cell.failure.get_or_insert(why.clone());
+                        format!("WRONG OUTPUT ({why})")
+                    }
+                }
+            }
+            Err(why) => {
+                cell.failure.get_or_insert(why.clone());
+                format!("FAILED: {why}")
+            }
+        }
+    }
 }
 
 /// The first line where two outputs differ, for the failure message.

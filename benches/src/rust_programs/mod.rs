@@ -85,16 +85,9 @@ pub fn run(options: &RustProgramOptions) -> i32 {
     let names = &options.allocators;
     let target = paths::target_dir().join("rust-programs");
     let manifest = paths::workspace_root().join(CRATE).join("Cargo.toml");
-    let cargo = cargo::started_by().unwrap_or_else(|| "cargo".into());
     let features = format!("--features={}", names.join(","));
     let started = Instant::now();
-    if let Err(why) = cargo::build_release(
-        &cargo,
-        &manifest,
-        &target,
-        &[&features],
-        "one binary per global allocator, cargo's default release profile",
-    ) {
+    if let Err(why) = build(&manifest, &target, &features) {
         eprintln!("tessera-bench: building the Rust programs failed: {why}");
         return 1;
     }
@@ -108,14 +101,7 @@ pub fn run(options: &RustProgramOptions) -> i32 {
     let mut cells: Vec<Cell> = options
         .workloads
         .iter()
-        .map(|&program| Cell {
-            row: ProgramRow {
-                program,
-                unit: Unit::Seconds,
-                cells: vec![ProgramCell::default(); names.len()],
-            },
-            expected: Expected::default(),
-        })
+        .map(|&program| Cell::new(program, names.len()))
         .collect();
     let conditions = Conditions::announce(
         cells.len() * names.len() * options.reps,
@@ -135,64 +121,22 @@ pub fn run(options: &RustProgramOptions) -> i32 {
         options.reps,
         Order::Rotating { first: reference },
         |c| format!("{:<10}", c.row.program),
-        |c, i| {
-            let outcome = one_run(&binaries[i], c.row.program)
-                .and_then(|m| c.expected.check(names[i], &m.stdout).map(|()| m));
-            let cell = &mut c.row.cells[i];
-            match outcome {
-                Ok(m) => {
-                    cell.values.push(m.wall.as_secs_f64());
-                    cell.rss_kib.push(m.maxrss_kib);
-                    cell.minflt.push(m.minflt);
-                    format!(
-                        "{:.3}s {:.1} MiB {} minor faults",
-                        m.wall.as_secs_f64(),
-                        m.maxrss_kib as f64 / 1024.0,
-                        m.minflt
-                    )
-                }
-                Err(why) => {
-                    cell.failure.get_or_insert(why.clone());
-                    format!("FAILED: {why}")
-                }
-            }
-        },
+        |c, i| c.run_under(&binaries[i], names[i], i),
     );
     let run_time = runs.elapsed();
     let rows: Vec<ProgramRow> = cells.into_iter().map(|c| c.row).collect();
 
-    let base = runner::baseline(names);
-    let legend = format!(
-        "median of {} round(s), allocators in a rotating order within each; whole-process wall \
-         time, peak RSS and minor page faults from wait4 (input generation included); speed = \
-         {base}'s time / this time (> 1: faster), RSS and faults ratios = this / {base}'s; \
-         spread = (max - min) / median of the rounds, ratios nearer 1 than that are noise{}",
-        options.reps,
-        conditions.describe()
+    report(
+        options,
+        &rows,
+        conditions,
+        &Built {
+            manifest: &manifest,
+            features: &features,
+            build_time,
+        },
+        run_time,
     );
-    let targets = table::targets(names, base, &rows);
-    println!("\n{legend}");
-    print!("{}", table::render(names, base, &rows, false));
-    println!("\n{targets}");
-    let lock = std::fs::read_to_string(manifest.with_file_name("Cargo.lock")).unwrap_or_default();
-    let md = format!(
-        "# tessera-bench --rust-programs\n\n{legend}.\n\nBuilt with `cargo build --release \
-         {features}` ({}): {:.0} s (a few when up to date); the runs: {:.0} s.\n\n{}\n```\n{targets}```\n\n\
-         ### Workloads\n\n{}",
-        lock_versions(&lock).join(", "),
-        build_time.as_secs_f64(),
-        run_time.as_secs_f64(),
-        table::render(names, base, &rows, true),
-        WORKLOADS
-            .iter()
-            .filter(|(name, _)| options.workloads.contains(name))
-            .map(|(name, what)| format!("- **{name}**: {what}\n"))
-            .collect::<String>()
-    );
-    match report::write_file("rust-programs.md", &md) {
-        Ok(path) => println!("wrote {}", path.display()),
-        Err(why) => eprintln!("tessera-bench: {why}"),
-    }
     eprintln!(
         "tessera-bench: --rust-programs took {:.0} s (build {:.0} s, runs {:.0} s)",
         started.elapsed().as_secs_f64(),
@@ -204,6 +148,112 @@ pub fn run(options: &RustProgramOptions) -> i32 {
         .flat_map(|r| &r.cells)
         .any(|c| c.failure.is_some());
     i32::from(failed)
+}
+
+/// Builds the crate's binaries (`features`: one per allocator) into `target` with the
+/// cargo that started the runner.
+fn build(manifest: &Path, target: &Path, features: &str) -> Result<(), String> {
+    let cargo = cargo::started_by().unwrap_or_else(|| "cargo".into());
+    cargo::build_release(
+        &cargo,
+        manifest,
+        target,
+        &[features],
+        "one binary per global allocator, cargo's default release profile",
+    )
+}
+
+impl Cell {
+    /// The row of `program`, with an empty cell for each of `allocators` allocators.
+    fn new(program: &'static str, allocators: usize) -> Self {
+        Cell {
+            row: ProgramRow {
+                program,
+                unit: Unit::Seconds,
+                cells: vec![ProgramCell::default(); allocators],
+            },
+            expected: Expected::default(),
+        }
+    }
+
+    /// One run by `binary` (allocator `name`, column `i`), its figures recorded in the
+    /// column's cell if its output is the expected one; returns the progress line.
+    fn run_under(&mut self, binary: &Path, name: &'static str, i: usize) -> String {
+        let outcome = one_run(binary, self.row.program)
+            .and_then(|m| self.expected.check(name, &m.stdout).map(|()| m));
+        let cell = &mut self.row.cells[i];
+        match outcome {
+            Ok(m) => {
+                cell.values.push(m.wall.as_secs_f64());
+                cell.rss_kib.push(m.maxrss_kib);
+                cell.minflt.push(m.minflt);
+                format!(
+                    "{:.3}s {:.1} MiB {} minor faults",
+                    m.wall.as_secs_f64(),
+                    m.maxrss_kib as f64 / 1024.0,
+                    m.minflt
+                )
+            }
+            Err(why) => {
+                cell.failure.get_or_insert(why.clone());
+                format!("FAILED: {why}")
+            }
+        }
+    }
+}
+
+/// How the binaries were built, for the report.
+#[derive(Debug)]
+struct Built<'a> {
+    manifest: &'a Path,
+    features: &'a str,
+    build_time: Duration,
+}
+
+/// Prints the table and the targets, and writes them to `rust-programs.md` with how the
+/// binaries were built and what each workload is.
+fn report(
+    options: &RustProgramOptions,
+    rows: &[ProgramRow],
+    conditions: Conditions,
+    built: &Built<'_>,
+    run_time: Duration,
+) {
+    let names = &options.allocators;
+    let base = runner::baseline(names);
+    let legend = format!(
+        "median of {} round(s), allocators in a rotating order within each; whole-process wall \
+         time, peak RSS and minor page faults from wait4 (input generation included); speed = \
+         {base}'s time / this time (> 1: faster), RSS and faults ratios = this / {base}'s; \
+         spread = (max - min) / median of the rounds, ratios nearer 1 than that are noise{}",
+        options.reps,
+        conditions.describe()
+    );
+    let targets = table::targets(names, base, rows);
+    println!("\n{legend}");
+    print!("{}", table::render(names, base, rows, false));
+    println!("\n{targets}");
+    let lock =
+        std::fs::read_to_string(built.manifest.with_file_name("Cargo.lock")).unwrap_or_default();
+    let md = format!(
+        "# tessera-bench --rust-programs\n\n{legend}.\n\nBuilt with `cargo build --release \
+         {}` ({}): {:.0} s (a few when up to date); the runs: {:.0} s.\n\n{}\n```\n{targets}```\n\n\
+         ### Workloads\n\n{}",
+        built.features,
+        lock_versions(&lock).join(", "),
+        built.build_time.as_secs_f64(),
+        run_time.as_secs_f64(),
+        table::render(names, base, rows, true),
+        WORKLOADS
+            .iter()
+            .filter(|(name, _)| options.workloads.contains(name))
+            .map(|(name, what)| format!("- **{name}**: {what}\n"))
+            .collect::<String>()
+    );
+    match report::write_file("rust-programs.md", &md) {
+        Ok(path) => println!("wrote {}", path.display()),
+        Err(why) => eprintln!("tessera-bench: {why}"),
+    }
 }
 
 /// The binary of `allocator` in the crate's target directory `target`.

@@ -342,20 +342,8 @@ fn opt<T>(value: Option<T>, f: impl Fn(T) -> String) -> String {
 /// The table of medians and the ratios of tessera to each peer, for the terminal or (with
 /// `markdown`) for `echo.md`.
 fn render(rows: &[Row], options: &CompareOptions, markdown: bool) -> String {
-    let c = &options.client;
     let mut out = String::new();
-    let heading = format!(
-        "echo: {} connections on 127.0.0.1, {} B messages, closed loop; client: {} epoll \
-         thread(s) on the same machine; servers: {} workers each; median of {} interleaved \
-         round(s) of {} ms after {} ms warm-up",
-        c.conns,
-        c.size,
-        c.threads,
-        options.workers,
-        options.rounds,
-        c.duration.as_millis(),
-        c.warmup.as_millis()
-    );
+    let heading = heading(options);
     let header = [
         "server",
         "req/s",
@@ -366,50 +354,11 @@ fn render(rows: &[Row], options: &CompareOptions, markdown: bool) -> String {
         "client cpu",
         "other cpu",
     ];
-    let cells: Vec<[String; 8]> = rows
-        .iter()
-        .map(|row| {
-            [
-                row.name.to_string(),
-                opt(row.rate(), human_rate),
-                opt(row.range(), |(lo, hi)| {
-                    format!("{}–{}", human_rate(lo), human_rate(hi))
-                }),
-                opt(row.p50(), latency),
-                opt(row.p99(), latency),
-                opt(row.server_cpu(), |c| format!("{c:.2}")),
-                opt(row.client_cpu(), |c| format!("{c:.2}")),
-                opt(row.other_cpu(), |c| format!("{c:.2}")),
-            ]
-        })
-        .collect();
+    let cells = figure_rows(rows);
     let tessera = rows
         .iter()
         .find(|r| r.name == "tessera" && !r.runs.is_empty());
-    let ratios: Vec<[String; 4]> = match tessera {
-        None => Vec::new(),
-        Some(t) => rows
-            .iter()
-            .filter(|r| r.name != "tessera")
-            .map(|peer| {
-                let rate = t.rate().zip(peer.rate()).map(|(a, b)| a / b);
-                let p99 = t.p99().zip(peer.p99()).map(|(a, b)| a / b);
-                let verdict = match (peer.name, rate, p99) {
-                    ("go", Some(r), Some(p)) if r >= 1.2 && p <= 1.0 => {
-                        "target met (≥ 1.2× req/s, p99 ≤ 1×)"
-                    }
-                    ("go", Some(_), Some(_)) => "target missed (≥ 1.2× req/s, p99 ≤ 1×)",
-                    _ => "",
-                };
-                [
-                    format!("tessera/{}", peer.name),
-                    opt(rate, |r| format!("{r:.2}×")),
-                    opt(p99, |r| format!("{r:.2}×")),
-                    verdict.to_string(),
-                ]
-            })
-            .collect(),
-    };
+    let ratios = tessera.map_or_else(Vec::new, |t| ratio_rows(t, rows));
     let ratio_header = ["ratio", "req/s", "p99", ""];
     if markdown {
         out.push_str("# echo\n\n");
@@ -437,6 +386,73 @@ fn render(rows: &[Row], options: &CompareOptions, markdown: bool) -> String {
     if tessera.is_none() {
         out.push_str("\nno tessera row, so no tessera/peer ratios\n");
     }
+    failures(&mut out, rows);
+    out
+}
+
+/// What was measured and how, one line.
+fn heading(options: &CompareOptions) -> String {
+    let c = &options.client;
+    format!(
+        "echo: {} connections on 127.0.0.1, {} B messages, closed loop; client: {} epoll \
+         thread(s) on the same machine; servers: {} workers each; median of {} interleaved \
+         round(s) of {} ms after {} ms warm-up",
+        c.conns,
+        c.size,
+        c.threads,
+        options.workers,
+        options.rounds,
+        c.duration.as_millis(),
+        c.warmup.as_millis()
+    )
+}
+
+/// Each server's medians, one row each.
+fn figure_rows(rows: &[Row]) -> Vec<[String; 8]> {
+    rows.iter()
+        .map(|row| {
+            [
+                row.name.to_string(),
+                opt(row.rate(), human_rate),
+                opt(row.range(), |(lo, hi)| {
+                    format!("{}–{}", human_rate(lo), human_rate(hi))
+                }),
+                opt(row.p50(), latency),
+                opt(row.p99(), latency),
+                opt(row.server_cpu(), |c| format!("{c:.2}")),
+                opt(row.client_cpu(), |c| format!("{c:.2}")),
+                opt(row.other_cpu(), |c| format!("{c:.2}")),
+            ]
+        })
+        .collect()
+}
+
+/// tessera's rate and p99 against each peer's, with the verdict on the target against Go.
+fn ratio_rows(t: &Row, rows: &[Row]) -> Vec<[String; 4]> {
+    rows.iter()
+        .filter(|r| r.name != "tessera")
+        .map(|peer| {
+            let rate = t.rate().zip(peer.rate()).map(|(a, b)| a / b);
+            let p99 = t.p99().zip(peer.p99()).map(|(a, b)| a / b);
+            let verdict = match (peer.name, rate, p99) {
+                ("go", Some(r), Some(p)) if r >= 1.2 && p <= 1.0 => {
+                    "target met (≥ 1.2× req/s, p99 ≤ 1×)"
+                }
+                ("go", Some(_), Some(_)) => "target missed (≥ 1.2× req/s, p99 ≤ 1×)",
+                _ => "",
+            };
+            [
+                format!("tessera/{}", peer.name),
+                opt(rate, |r| format!("{r:.2}×")),
+                opt(p99, |r| format!("{r:.2}×")),
+                verdict.to_string(),
+            ]
+        })
+        .collect()
+}
+
+/// The rounds that failed, per server.
+fn failures(out: &mut String, rows: &[Row]) {
     for row in rows {
         for why in &row.failures {
             out.push_str(&format!("\n{} failed a round: {why}", row.name));
@@ -445,7 +461,6 @@ fn render(rows: &[Row], options: &CompareOptions, markdown: bool) -> String {
     if rows.iter().any(|r| !r.failures.is_empty()) {
         out.push('\n');
     }
-    out
 }
 
 fn text_table<const N: usize>(out: &mut String, header: &[&str; N], rows: &[[String; N]]) {

@@ -1,0 +1,69 @@
+//! The flush: what a cache gives back when its thread exits or its processor is destroyed
+//! (free objects, empty spans, partly used spans), so that an idle cache holds nothing
+//! others could use.
+
+use core::ptr;
+use core::sync::atomic::Ordering;
+
+use tessera_span::SpanList;
+
+use super::local_free::check_suspect;
+use super::{Bin, Cache, NOTIFY_PENDING, ON_PARTIAL};
+use crate::node;
+use crate::remote;
+use crate::size_class::SizeClass;
+
+impl Cache {
+    /// Gives back everything this cache holds that others could use: the current spans'
+    /// free objects, empty spans to the page heap, partly used spans to the central lists.
+    /// Parked (full) spans stay: nothing in them is free, and they find their way back
+    /// through the notification stack when the cache is next used or flushed.
+    pub(crate) fn flush(&mut self) {
+        self.publish_batch();
+        self.drain_notifications();
+        for class in SizeClass::all() {
+            let bin = &mut self.bins[class.index()];
+            let span = bin.span;
+            if !span.is_null() {
+                let count = bin.list_len();
+                // SAFETY: the current span is ours.
+                let s = unsafe { &mut *span };
+                s.local_free.store(bin.free, Ordering::Relaxed);
+                s.local_count.store(count, Ordering::Relaxed);
+                *bin = Bin::EMPTY;
+                // SAFETY: a span we own that is on none of our lists: it was current until
+                // the line above.
+                unsafe { self.link(span, ON_PARTIAL) };
+            }
+            // The spare goes too (it is on the partial list): a flushed cache may sit idle
+            // for a long time.
+            self.spare[class.index()] = ptr::null_mut();
+            let mut at = self.partial[class.index()].first();
+            while !at.is_null() {
+                // SAFETY: spans on our lists are ours, and the lists this thread's alone.
+                let next = unsafe { SpanList::next(at) };
+                // SAFETY: as above.
+                let s = unsafe { &mut *at };
+                if s.user_flags & NOTIFY_PENDING == 0 {
+                    // SAFETY: ours, not current.
+                    unsafe { check_suspect(s) };
+                    let free = s.local_count.load(Ordering::Relaxed) + remote::count(s);
+                    if free == s.carved.load(Ordering::Relaxed) {
+                        // SAFETY: ours, on our partial list, no notification pending (tested
+                        // above), every carved object free (just counted).
+                        unsafe { self.release_empty(at) };
+                    } else {
+                        // SAFETY: ours, on our partial list.
+                        unsafe { self.unlink(at) };
+                        let central = &node::node(s.node()).centrals[class.index()];
+                        s.owner.store(central.owner_tag(), Ordering::Release);
+                        // SAFETY: the span is unlinked, partly used, and now tagged as central's.
+                        unsafe { central.put(at) };
+                    }
+                }
+                at = next;
+            }
+        }
+        self.drain_stash();
+    }
+}

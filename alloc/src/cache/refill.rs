@@ -1,0 +1,240 @@
+//! The refill (Go's `mcache.refill`): a bin ran dry. More objects come from the current
+//! span (carved lazily, or its remote list taken); when it has none, it is parked on the
+//! full list and the next span installed: one un-parked by a remote free (the notification
+//! stack), one from the partial list, one from the node's central list, or a fresh one
+//! (from the stash, else the page heap).
+
+use core::ptr;
+use core::sync::atomic::Ordering;
+
+use tessera_span::{Span, SpanKind};
+
+use super::{
+    Bin, CURRENT, Cache, NOTIFY_PENDING, ON_FULL, ON_NONE, ON_PARTIAL, WHERE_MASK, ZERO_TAIL,
+    set_block_next,
+};
+use crate::freelist;
+use crate::node;
+use crate::remote;
+use crate::size_class::{self, SizeClass};
+
+/// How many bytes of objects a refill carves from a fresh span at once. Carving lazily
+/// keeps a fresh span's RSS to the pages actually used.
+const CARVE_BYTES: usize = 4096;
+
+impl Cache {
+    /// Refills the bin of `class` and returns one object, or null when the OS refuses
+    /// memory. Called when the bin's free list is empty.
+    #[inline(never)]
+    pub(crate) fn refill(&mut self, class: SizeClass) -> *mut u8 {
+        // A refill is where this thread stops to look at its spans; objects it freed into
+        // other threads' spans should not wait longer than that.
+        self.publish_batch();
+        loop {
+            let bin = &mut self.bins[class.index()];
+            if !bin.free.is_null() {
+                // SAFETY: a non-empty list of our bin, which only this cache's thread touches.
+                return unsafe { bin.pop() };
+            }
+            let span = self.bins[class.index()].span;
+            if !span.is_null() {
+                // SAFETY: the current span is an in-use small span this cache owns.
+                let s = unsafe { &*span };
+                // SAFETY: `s` is the current span of bin `class`.
+                let list = unsafe { self.more_from_current(s, class) };
+                if !list.is_null() {
+                    self.bins[class.index()].free = list;
+                    continue;
+                }
+                self.park_current(class);
+            }
+            if !self.install_next_span(class) {
+                return ptr::null_mut();
+            }
+        }
+    }
+
+    /// An object of `class` known to read as zero, for `calloc`: the next uncarved object of
+    /// the current span when that span's memory came zeroed from the page heap, so memory
+    /// fresh from the OS is not written (and its pages not touched) just to zero it again.
+    /// Null when there is none; the caller then zeroes an ordinary object.
+    pub(crate) fn take_zeroed(&mut self, class: SizeClass) -> *mut u8 {
+        let span = self.bins[class.index()].span;
+        if span.is_null() {
+            return ptr::null_mut();
+        }
+        // SAFETY: the current span is an in-use small span this cache owns.
+        let s = unsafe { &*span };
+        let carved = s.carved.load(Ordering::Relaxed);
+        if s.user_flags & ZERO_TAIL == 0 || carved >= s.capacity {
+            return ptr::null_mut();
+        }
+        s.carved.store(carved + 1, Ordering::Relaxed);
+        (s.base() as usize + carved as usize * s.obj_size as usize) as *mut u8
+    }
+
+    /// More free objects from the current span: carve, or take its remote list.
+    ///
+    /// # Safety
+    /// `s` must be the current span of this cache's bin `class`.
+    unsafe fn more_from_current(&mut self, s: &Span, class: SizeClass) -> *mut u8 {
+        let carved = s.carved.load(Ordering::Relaxed);
+        if carved < s.capacity {
+            // SAFETY: the current span of bin `class` (the contract) is a small span of
+            // `class` that this cache owns, and `carved` is its count, below its capacity.
+            return unsafe { carve(s, class, carved) };
+        }
+        let (head, _, suspect) = remote::take(s);
+        if suspect {
+            // SAFETY: a list taken off the remote word of our current span; the bin's list
+            // is empty (this is a refill) and the span's local list is empty while it is
+            // current (`install_next_span` moved it into the bin).
+            unsafe { freelist::check_duplicates(s, &[head]) };
+        }
+        head
+    }
+
+    /// The current span has nothing left: park it on the full list.
+    fn park_current(&mut self, class: SizeClass) {
+        let span = self.bins[class.index()].span;
+        // SAFETY: the current span is ours.
+        let s = unsafe { &*span };
+        // A span whose earlier notification is still on its way must not be parked again:
+        // a second un-park would push it onto the notification stack twice. It waits on the
+        // full list unparked, and the pending notification moves it back.
+        if s.user_flags & NOTIFY_PENDING == 0 && !remote::try_park(s) {
+            // A remote free slipped in between `take` and the park; keep the span current and
+            // let the refill loop take it.
+            return;
+        }
+        self.bins[class.index()] = Bin::EMPTY;
+        // SAFETY: a span we own that is on none of our lists: it was current until the line
+        // above.
+        unsafe { self.link(span, ON_FULL) };
+    }
+
+    /// Makes a span with free objects current for `class`: from the notifications, the
+    /// partial list, the node's central list, or the page heap. False when out of memory.
+    fn install_next_span(&mut self, class: SizeClass) -> bool {
+        if !self.bins[class.index()].span.is_null() {
+            // `park_current` lost a race with a remote free: retry the same span.
+            return true;
+        }
+        self.drain_notifications();
+        // Fresh spans come from the node the thread runs on now: a cache is not tied to a
+        // node, its objects are (each span goes home to its own node's heap).
+        let node = node::node(crate::current_node());
+        let span = if !self.partial[class.index()].is_empty() {
+            let span = self.partial[class.index()].first();
+            // SAFETY: the head of our partial list of `class`: a span we own, listed there.
+            unsafe { self.unlink(span) };
+            if self.spare[class.index()] == span {
+                self.spare[class.index()] = ptr::null_mut();
+            }
+            span
+        } else if let Some(span) = node.centrals[class.index()].take() {
+            // SAFETY: the central list handed the span over; we become its owner.
+            unsafe { (*span).owner.store(self.tag(), Ordering::Relaxed) };
+            span
+        } else {
+            let info = class.info();
+            let step = self.ramp[class.index()] as usize;
+            let pages = size_class::ramp_pages(class, step);
+            let fresh = match self.unstash(pages) {
+                Some(span) => tessera_span::Allocated {
+                    span,
+                    zeroed: false,
+                },
+                None => match crate::limit::retry(|| node.heap.alloc(pages, SpanKind::Small)) {
+                    Some(fresh) => fresh,
+                    None => return false,
+                },
+            };
+            self.ramp[class.index()] = (step + 1).min(size_class::RAMP_STEPS - 1) as u8;
+            let objects = (pages * tessera_span::PAGE_SIZE / info.size as usize) as u32;
+            let span = fresh.span.as_ptr();
+            // SAFETY: a fresh small span, ours alone until we publish it.
+            unsafe {
+                let s = &mut *span;
+                s.class = class.byte();
+                s.div_test = info.div_test;
+                s.obj_bytes = objects * info.size;
+                s.obj_base = s.base() as usize;
+                s.obj_size = info.size;
+                s.capacity = objects;
+                s.carved.store(0, Ordering::Relaxed);
+                s.local_free.store(ptr::null_mut(), Ordering::Relaxed);
+                s.local_count.store(0, Ordering::Relaxed);
+                s.user_flags = if fresh.zeroed {
+                    ZERO_TAIL | ON_NONE
+                } else {
+                    ON_NONE
+                };
+                s.notify_next.store(ptr::null_mut(), Ordering::Relaxed);
+                remote::reset(s);
+                s.owner.store(self.tag(), Ordering::Release);
+            }
+            span
+        };
+        // SAFETY: `span` is an in-use small span we own and have unlinked.
+        let s = unsafe { &mut *span };
+        s.user_flags = (s.user_flags & !WHERE_MASK) | CURRENT;
+        self.bins[class.index()] = Bin {
+            free: s.local_free.swap(ptr::null_mut(), Ordering::Relaxed),
+            start: s.base() as usize,
+            len: s.obj_bytes as usize,
+            div_test: s.div_test,
+            span,
+        };
+        s.local_count.store(0, Ordering::Relaxed);
+        true
+    }
+
+    /// Moves every span remote freers un-parked back to its partial list.
+    pub(super) fn drain_notifications(&mut self) {
+        if self.notify.load(Ordering::Relaxed).is_null() {
+            return;
+        }
+        let mut at = self.notify.swap(ptr::null_mut(), Ordering::Acquire);
+        while !at.is_null() {
+            // SAFETY: spans on our stack are ours; each was pushed once by the freer that
+            // un-parked it, and only we pop.
+            let s = unsafe { &mut *at };
+            let next = s.notify_next.load(Ordering::Relaxed);
+            // Pending or not, the notification has now arrived.
+            s.user_flags &= !NOTIFY_PENDING;
+            if s.user_flags & WHERE_MASK == ON_FULL {
+                // SAFETY: a span of ours on our full list (its flags say so); after the
+                // unlink it is on none of our lists.
+                unsafe {
+                    self.unlink(at);
+                    self.link(at, ON_PARTIAL);
+                }
+            }
+            // SAFETY: a span of ours (see above).
+            unsafe { self.release_if_empty(at) };
+            at = next;
+        }
+    }
+}
+
+/// Carves the next batch of objects from `s` (which has uncarved room) into a list.
+///
+/// # Safety
+/// `s` must be an in-use small span of `class` that the calling thread's cache owns, and
+/// `carved` its carved count, below its capacity: the objects from `carved` on then lie
+/// inside the span and have never been handed out, so the calling thread alone writes them.
+unsafe fn carve(s: &Span, class: SizeClass, carved: u32) -> *mut u8 {
+    let size = class.size();
+    let batch = (CARVE_BYTES / size).clamp(1, (s.capacity - carved) as usize);
+    let first = s.base() as usize + carved as usize * size;
+    for i in 0..batch - 1 {
+        let block = (first + i * size) as *mut u8;
+        // SAFETY: an uncarved object of `s` (`batch` stops at the capacity): ours alone.
+        unsafe { set_block_next(block, (first + (i + 1) * size) as *mut u8) };
+    }
+    // SAFETY: as above, the batch's last object.
+    unsafe { set_block_next((first + (batch - 1) * size) as *mut u8, ptr::null_mut()) };
+    s.carved.store(carved + batch as u32, Ordering::Relaxed);
+    first as *mut u8
+}

@@ -1,0 +1,102 @@
+//! The page heap's consistency check (the `expensive-checks` tier, and tests): every free
+//! list walked against the page map and the counters.
+
+use core::ptr::NonNull;
+
+use super::free_lists::{BUCKETS, DIRTY};
+use super::{Inner, PageHeap};
+use crate::arena::{self, ARENA_PAGES};
+use crate::span::SpanKind;
+
+impl PageHeap {
+    /// Checks the free lists against the page map (feature `expensive-checks`, and tests).
+    pub fn check(&self) {
+        let heap = self.inner.lock();
+        heap.check();
+    }
+}
+
+impl Inner {
+    /// Walks every free list and checks it against the page map and the counters. Aborts
+    /// with a message on a broken invariant: it runs under the heap lock, from inside the
+    /// allocator, where a panic could not unwind safely.
+    pub(super) fn check(&self) {
+        let mut free = 0;
+        let mut dirty = 0;
+        for (set, lists) in self.lists.iter().enumerate() {
+            for b in 0..BUCKETS {
+                verify(
+                    lists.buckets[b].is_empty() == (lists.nonempty[b / 64] & (1 << (b % 64)) == 0),
+                    "bucket bitmap",
+                );
+                for at in lists.buckets[b].iter() {
+                    // SAFETY: list members are valid records; lock held.
+                    let span = unsafe { &*at };
+                    verify(span.kind() == SpanKind::Free, "a listed run is not free");
+                    verify(
+                        Self::set_of(span) == set,
+                        "a run sits in the wrong list set",
+                    );
+                    verify(
+                        Self::bucket_of(span.npages()) == b,
+                        "a run sits in the wrong bucket",
+                    );
+                    let arena = arena::arena_of_span(at);
+                    let start = span.start as usize;
+                    // SAFETY: both pages lie in the arena.
+                    let (first, last) = unsafe {
+                        (
+                            (*arena).mapped_span(start).map(NonNull::as_ptr),
+                            (*arena)
+                                .mapped_span(start + span.npages() - 1)
+                                .map(NonNull::as_ptr),
+                        )
+                    };
+                    verify(
+                        first == Some(at) && last == Some(at),
+                        "page map misses a run's ends",
+                    );
+                    let end = start + span.npages();
+                    if end < ARENA_PAGES {
+                        // SAFETY: `end` lies in the arena.
+                        let right = unsafe { &*(*arena).span_at(end) };
+                        verify(
+                            right.kind() != SpanKind::Free || Self::set_of(right) != set,
+                            "adjacent free runs of one kind not merged",
+                        );
+                    }
+                    free += span.bytes();
+                    if set == DIRTY {
+                        dirty += span.bytes();
+                    }
+                }
+            }
+        }
+        verify(
+            free + self.stats.purging == self.stats.free,
+            "free bytes disagree with the free lists",
+        );
+        verify(
+            dirty == self.stats.dirty,
+            "dirty bytes disagree with the lists",
+        );
+    }
+}
+
+/// Aborts with `what` when `ok` is false (the `expensive-checks` tier and tests).
+fn verify(ok: bool, what: &str) {
+    if !ok {
+        let mut msg = [0u8; 160];
+        let prefix = b"tessera: page heap check failed: ";
+        let n = prefix.len().min(msg.len());
+        msg[..n].copy_from_slice(&prefix[..n]);
+        let m = what.len().min(msg.len() - n - 1);
+        msg[n..n + m].copy_from_slice(&what.as_bytes()[..m]);
+        msg[n + m] = b'\n';
+        // SAFETY: writing an initialised buffer to stderr, then aborting.
+        unsafe {
+            libc::write(2, msg.as_ptr().cast(), n + m + 1);
+            libc::abort();
+        }
+    }
+}

@@ -1,0 +1,477 @@
+//! Purging: returning a page heap's dirty pages to the OS. Dirty bytes beyond what the decay
+//! curve (`decay.rs`) lets stay go back to the OS, oldest runs first (a merged run's age is
+//! the byte-weighted mean of its parts'). In an arena backed by transparent huge pages, a
+//! decay purge returns only the whole 2 MiB pages inside a run, so a purge never splits a
+//! huge page that is still partly in use; purges that must return everything (`purge_all`:
+//! a limit, `collect`) take whole runs. The advice (`madvise`) runs outside the heap's lock,
+//! on runs marked `SpanKind::Purging` that nobody merges with meanwhile.
+//!
+//! Who runs the purges: the background purger of the `tessera` crate, every tenth of the
+//! decay time while there is dirty memory; without one, the heap's own operations, when a
+//! tenth has passed.
+
+use core::ptr;
+use core::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+
+use super::decay::{DECAY_MS, EPOCHS, decay_ms, epoch_ms};
+use super::{Inner, PageHeap, arena_ref};
+use crate::arena::{self, PAGE_SIZE};
+use crate::commit;
+use crate::os::{self, PurgeAdvice};
+use crate::span::{FLAG_DIRTY, FLAG_ZEROED, Span, SpanKind};
+
+/// Pages of a transparent huge page (2 MiB).
+const HUGE_PAGE_PAGES: usize = crate::HUGE_PAGE_BYTES / PAGE_SIZE;
+
+/// Runs purged per lock hold: the advice for a batch runs outside the lock.
+const PURGE_BATCH: usize = 32;
+
+static PURGE_ADVICE: AtomicU8 = AtomicU8::new(0);
+/// A background purger runs the decay steps; the heap's own operations need not.
+static BACKGROUND: AtomicBool = AtomicBool::new(false);
+/// Some page heap has had dirty pages (the background purger starts then).
+pub(super) static DIRTY_SEEN: AtomicBool = AtomicBool::new(false);
+
+/// Whether any page heap has ever held dirty pages.
+#[inline]
+pub fn dirty_seen() -> bool {
+    DIRTY_SEEN.load(Ordering::Relaxed)
+}
+
+/// Sets the decay time (`u64::MAX`: never, 0: at once) and how pages are returned.
+pub fn configure_purge(decay_ms: u64, advice: PurgeAdvice) {
+    DECAY_MS.store(decay_ms, Ordering::Relaxed);
+    PURGE_ADVICE.store(matches!(advice, PurgeAdvice::Free) as u8, Ordering::Relaxed);
+}
+
+/// Says whether a background purger runs the decay steps ([`PageHeap::purge_step`]).
+pub fn set_background_purger(running: bool) {
+    BACKGROUND.store(running, Ordering::Relaxed);
+}
+
+fn purge_advice() -> PurgeAdvice {
+    if PURGE_ADVICE.load(Ordering::Relaxed) == 1 {
+        PurgeAdvice::Free
+    } else {
+        PurgeAdvice::DontNeed
+    }
+}
+
+/// What a purge step left.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PurgeOutcome {
+    /// Bytes returned to the OS by this step.
+    pub purged: usize,
+    /// Dirty bytes left.
+    pub dirty: usize,
+}
+
+/// A run taken off the lists to be purged outside the lock.
+#[derive(Clone, Copy)]
+struct InFlight {
+    run: *mut Span,
+}
+
+/// Which dirty runs a purge step takes.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Goal {
+    /// Beyond what the decay curve allows, oldest first, whole huge pages only where THP.
+    Decay,
+    /// Every dirty byte.
+    All,
+}
+
+impl PageHeap {
+    /// Returns free pages to the OS: with `force` every dirty page, else what the decay
+    /// curve does not let stay ([`PageHeap::purge_step`]).
+    pub fn purge(&self, force: bool) {
+        if force {
+            self.purge_all();
+        } else {
+            self.purge_step();
+        }
+    }
+
+    /// One decay step: returns to the OS the dirty bytes beyond what the decay curve lets
+    /// stay now, oldest first. The background purger calls this once per epoch.
+    pub fn purge_step(&self) -> PurgeOutcome {
+        self.run_purge(Goal::Decay, os::now_ms())
+    }
+
+    /// Returns every dirty page to the OS (a limit was reached, or the program asked).
+    pub fn purge_all(&self) -> PurgeOutcome {
+        self.run_purge(Goal::All, os::now_ms())
+    }
+
+    /// A purge step for `goal` as of `now` (milliseconds of `os::now_ms`).
+    fn run_purge(&self, goal: Goal, now: u64) -> PurgeOutcome {
+        let advice = purge_advice();
+        let mut outcome = PurgeOutcome::default();
+        loop {
+            let mut batch = [InFlight {
+                run: ptr::null_mut(),
+            }; PURGE_BATCH];
+            let taken = {
+                let mut heap = self.inner.lock();
+                heap.next_step_ms = u64::MAX;
+                let taken = heap.take_for_purge(goal, now, &mut batch);
+                outcome.dirty = heap.stats.dirty;
+                if heap.stats.dirty > 0 {
+                    heap.next_step_ms = now.saturating_add(epoch_ms());
+                }
+                taken
+            };
+            if taken == 0 {
+                return outcome;
+            }
+            let mut ok = [false; PURGE_BATCH];
+            for (done, flight) in ok.iter_mut().zip(&batch[..taken]) {
+                // SAFETY: the run is ours alone (kind `Purging`, on no list) and holds no
+                // live data; it lies in one of our arenas.
+                let s = unsafe { &*flight.run };
+                // SAFETY: as above.
+                *done = unsafe { os::purge(s.base(), s.bytes(), advice) }.is_ok();
+            }
+            let mut heap = self.inner.lock();
+            for (flight, done) in batch[..taken].iter().zip(ok) {
+                // SAFETY: a run this step took; lock held.
+                let bytes = unsafe { (*flight.run).bytes() };
+                heap.stats.purging -= bytes;
+                let (flags, when) = if !done {
+                    heap.stats.dirty += bytes;
+                    (FLAG_DIRTY, now)
+                } else {
+                    heap.stats.purged_total += bytes as u64;
+                    commit::uncommit(bytes);
+                    outcome.purged += bytes;
+                    let zeroed = advice == PurgeAdvice::DontNeed;
+                    (if zeroed { FLAG_ZEROED } else { 0 }, 0)
+                };
+                // SAFETY: the run's pages are free and its record is ours; lock held.
+                unsafe { heap.insert_free(flight.run, flags, when) };
+            }
+            outcome.dirty = heap.stats.dirty;
+            #[cfg(feature = "expensive-checks")]
+            heap.check();
+            if taken < PURGE_BATCH {
+                return outcome;
+            }
+        }
+    }
+
+    /// In a forked child, after the fork handlers released the locks: runs the parent's
+    /// purger was returning to the OS at the moment of the fork (marked `Purging`, on no
+    /// list, outside the lock) have no purger to finish them here; they go back on the dirty
+    /// lists, so no free page is lost to the child.
+    ///
+    /// # Safety
+    /// No purge of this heap may be in progress in this process: only in a forked child,
+    /// before any thread other than the forking one exists. (A purge in flight would file
+    /// its runs a second time when it completes.)
+    pub unsafe fn recover_after_fork(&self) {
+        let mut heap = self.inner.lock();
+        if heap.stats.purging == 0 {
+            return;
+        }
+        // A purge step has at most one batch in flight.
+        let mut stranded = [ptr::null_mut::<Span>(); PURGE_BATCH];
+        let mut count = 0;
+        heap.each_record(|run| {
+            // SAFETY: a record of our arenas, under the lock.
+            if unsafe { (*run).kind() } == SpanKind::Purging && count < PURGE_BATCH {
+                stranded[count] = run;
+                count += 1;
+            }
+        });
+        let now = os::now_ms();
+        for &run in &stranded[..count] {
+            // SAFETY: as above.
+            let bytes = unsafe { (*run).bytes() };
+            heap.stats.purging -= bytes;
+            heap.stats.dirty += bytes;
+            // SAFETY: an in-flight run of this heap whose purge will never complete (the
+            // contract): free pages in no list.
+            unsafe { heap.insert_free(run, FLAG_DIRTY, now) };
+        }
+    }
+}
+
+impl Inner {
+    /// Whether the heap's own operations should run a decay step now: dirty pages wait,
+    /// an epoch has passed since the last step, and no background purger runs the steps
+    /// (or the decay time is zero: purge at once).
+    pub(super) fn step_due(&self) -> bool {
+        if self.next_step_ms == u64::MAX {
+            return false;
+        }
+        let decay = decay_ms();
+        if decay == 0 {
+            return true;
+        }
+        decay != u64::MAX
+            && !BACKGROUND.load(Ordering::Relaxed)
+            && os::now_ms() >= self.next_step_ms
+    }
+
+    /// Takes up to `PURGE_BATCH` dirty runs (or parts of runs) for `goal` off the lists,
+    /// marks them `Purging` and returns how many went into `batch`.
+    fn take_for_purge(&mut self, goal: Goal, now: u64, batch: &mut [InFlight]) -> usize {
+        let decay = decay_ms();
+        let mut want = match goal {
+            Goal::All => self.stats.dirty,
+            Goal::Decay if decay == u64::MAX => 0,
+            Goal::Decay => {
+                let allowed = if decay == 0 {
+                    0
+                } else {
+                    self.decay.allowed(now)
+                };
+                self.stats.dirty.saturating_sub(allowed)
+            }
+        };
+        if want == 0 {
+            return 0;
+        }
+        // Oldest first: find the youngest age (in epochs, capped) whose runs and older
+        // ones hold `want` bytes, then take runs at least that old.
+        let epoch = epoch_ms();
+        let age_of =
+            |s: &Span| (now.saturating_sub(s.freed_at_ms) / epoch).min(EPOCHS as u64) as usize;
+        let mut by_age = [0usize; EPOCHS + 1];
+        self.each_dirty(|s| by_age[age_of(s)] += s.bytes());
+        let mut cutoff = EPOCHS;
+        let mut older = by_age[EPOCHS];
+        while older < want && cutoff > 0 {
+            cutoff -= 1;
+            older += by_age[cutoff];
+        }
+        // Where huge pages back the arena, a decay purge returns whole ones only, until
+        // the run has sat unused for the whole decay time; a purge returns what the curve
+        // asks for from the run's end, keeping the rest dirty.
+        let range = |s: &Span| {
+            let (start, end) = (s.start as usize, s.start as usize + s.npages());
+            let arena = arena::arena_of_span(s);
+            // SAFETY: arenas outlive their records.
+            let huge = goal == Goal::Decay && age_of(s) < EPOCHS && unsafe { (*arena).huge_pages };
+            let (lo, hi) = if huge {
+                (
+                    start.next_multiple_of(HUGE_PAGE_PAGES),
+                    end / HUGE_PAGE_PAGES * HUGE_PAGE_PAGES,
+                )
+            } else {
+                (start, end)
+            };
+            (lo < hi).then_some((lo, hi, huge))
+        };
+        let mut picked = [ptr::null_mut::<Span>(); PURGE_BATCH];
+        let mut count = 0;
+        self.each_dirty(|s| {
+            if count < batch.len() && age_of(s) >= cutoff && range(s).is_some() {
+                picked[count] = s as *const Span as *mut Span;
+                count += 1;
+            }
+        });
+        let mut taken = 0;
+        for &run in &picked[..count] {
+            if want == 0 {
+                break;
+            }
+            // SAFETY: a dirty run of our lists; lock held.
+            let s = unsafe { &*run };
+            let arena = arena::arena_of_span(run);
+            let (start, npages) = (s.start as usize, s.npages());
+            let Some((lo, hi, huge)) = range(s) else {
+                continue;
+            };
+            let mut need = want.div_ceil(PAGE_SIZE);
+            if huge {
+                need = need.next_multiple_of(HUGE_PAGE_PAGES);
+            }
+            let (from, to) = (hi - need.min(hi - lo), hi);
+            let freed_at = s.freed_at_ms;
+            // SAFETY: a dirty run picked off our lists above and still on them: each run is
+            // picked once, and the runs filed in between are parts of earlier picks.
+            unsafe { self.unlink(run) };
+            // SAFETY: the head and tail are free pages of the arena, now in no run; their
+            // other neighbours are not dirty free runs (the run was merged to the full).
+            // `from` lies in the run, past the header.
+            unsafe {
+                if from > start {
+                    self.file_run(arena, start, from - start, FLAG_DIRTY, freed_at);
+                }
+                if to < start + npages {
+                    self.file_run(arena, to, start + npages - to, FLAG_DIRTY, freed_at);
+                }
+                let body = &mut *(*arena).span_at(from);
+                body.start = from as u32;
+                body.npages = (to - from) as u32;
+                body.flags = 0;
+                body.clear_links();
+                body.set_kind(SpanKind::Purging);
+                (*arena).map_page(from, from);
+                (*arena).map_page(to - 1, from);
+            }
+            let bytes = (to - from) * PAGE_SIZE;
+            self.stats.dirty -= bytes;
+            self.stats.purging += bytes;
+            want = want.saturating_sub(bytes);
+            // SAFETY: the arena of one of our records.
+            let run = unsafe { arena_ref(arena) }.span_at(from);
+            batch[taken] = InFlight { run };
+            taken += 1;
+        }
+        taken
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use tessera_numa::NodeId;
+
+    use super::*;
+    use crate::heap::MAX_SPAN_PAGES;
+
+    #[test]
+    fn purge_returns_pages_and_marks_zero() {
+        let heap = PageHeap::new(NodeId::ZERO);
+        let a = heap.alloc(16, SpanKind::Large).unwrap();
+        // SAFETY: the span is ours; we dirty it, free it, and purge.
+        unsafe {
+            let base = a.span.as_ref().base();
+            core::ptr::write_bytes(base, 0xAB, 16 * PAGE_SIZE);
+            heap.free(a.span);
+            assert!(heap.stats().dirty >= 16 * PAGE_SIZE);
+            heap.purge(true);
+            assert_eq!(heap.stats().dirty, 0);
+            assert_eq!(os::resident_pages(base, 16 * PAGE_SIZE).unwrap(), 0);
+            let again = heap.alloc(16, SpanKind::Large).unwrap();
+            assert!(again.zeroed);
+            assert_eq!(*again.span.as_ref().base(), 0);
+            heap.free(again.span);
+        }
+    }
+
+    /// A decay step purges the part of a dirty run the curve does not allow, from its end,
+    /// and a step one decay time later the rest; the times are the run's own, so nothing
+    /// here depends on how fast the test runs.
+    #[test]
+    fn decay_purges_part_of_a_run_then_all() {
+        let heap = PageHeap::new(NodeId::ZERO);
+        let pad = heap.alloc(1, SpanKind::Large).unwrap();
+        // 4 KiB pages for this arena whatever `TESSERA_THP` says (the curve, not the huge
+        // page rounding, is under test here).
+        // SAFETY: the heap's one arena, under its lock.
+        unsafe { (*heap.inner.lock().arenas).huge_pages = false };
+        let a = heap.alloc(64, SpanKind::Large).unwrap();
+        let end = heap.alloc(1, SpanKind::Large).unwrap();
+        // SAFETY: fresh spans; we dirty one and free it.
+        let freed_at = unsafe {
+            let base = a.span.as_ref().base();
+            core::ptr::write_bytes(base, 0xAB, 64 * PAGE_SIZE);
+            heap.free(a.span);
+            a.span.as_ref().freed_at_ms
+        };
+        let e = epoch_ms();
+        assert_eq!(
+            heap.run_purge(Goal::Decay, freed_at).purged,
+            0,
+            "just freed: stays"
+        );
+        let half = heap.run_purge(Goal::Decay, freed_at + 5 * e);
+        heap.check();
+        assert_eq!(half.purged, 32 * PAGE_SIZE, "smoothstep at half the window");
+        assert_eq!(half.dirty, 32 * PAGE_SIZE);
+        // SAFETY: the run's pages are ours; the head is still dirty, the tail purged.
+        unsafe {
+            let base = a.span.as_ref().base();
+            assert_eq!(
+                os::resident_pages(base, 32 * PAGE_SIZE).unwrap() * os::page_size(),
+                32 * PAGE_SIZE
+            );
+            assert_eq!(
+                os::resident_pages(base.add(32 * PAGE_SIZE), 32 * PAGE_SIZE).unwrap(),
+                0
+            );
+        }
+        let rest = heap.run_purge(Goal::Decay, freed_at + EPOCHS as u64 * e);
+        assert_eq!((rest.purged, rest.dirty), (32 * PAGE_SIZE, 0));
+        heap.check();
+        // SAFETY: nothing live.
+        unsafe {
+            heap.free(pad.span);
+            heap.free(end.span);
+        }
+        heap.purge(true);
+        heap.check();
+        assert_eq!(heap.stats().free, MAX_SPAN_PAGES * PAGE_SIZE);
+    }
+
+    /// In an arena backed by huge pages, a decay purge returns whole 2 MiB pages only, until
+    /// the run is older than the decay time.
+    #[test]
+    fn decay_purges_whole_huge_pages_only() {
+        let heap = PageHeap::new(NodeId::ZERO);
+        let pad = heap.alloc(1, SpanKind::Large).unwrap();
+        // SAFETY: the heap's one arena, under its lock.
+        unsafe { (*heap.inner.lock().arenas).huge_pages = true };
+        // A run of three huge pages' worth, not aligned: one whole huge page inside at least.
+        let a = heap.alloc(3 * HUGE_PAGE_PAGES, SpanKind::Large).unwrap();
+        let end = heap.alloc(1, SpanKind::Large).unwrap();
+        // SAFETY: fresh spans; nothing live in `a`.
+        let freed_at = unsafe {
+            heap.free(a.span);
+            a.span.as_ref().freed_at_ms
+        };
+        let e = epoch_ms();
+        let step = heap.run_purge(Goal::Decay, freed_at + 5 * e);
+        heap.check();
+        assert!(step.purged > 0 && step.purged.is_multiple_of(HUGE_PAGE_PAGES * PAGE_SIZE));
+        let rest = heap.run_purge(Goal::Decay, freed_at + EPOCHS as u64 * e);
+        assert_eq!(rest.dirty, 0, "a run older than the decay time goes whole");
+        heap.check();
+        // SAFETY: nothing live.
+        unsafe {
+            heap.free(pad.span);
+            heap.free(end.span);
+        }
+    }
+
+    /// A fork in the middle of a purge leaves runs marked `Purging` in the child; recovery
+    /// puts them back on the dirty lists, counters and all.
+    #[test]
+    fn runs_in_flight_at_a_fork_go_back_to_the_dirty_lists() {
+        let heap = PageHeap::new(NodeId::ZERO);
+        let pad = heap.alloc(1, SpanKind::Large).unwrap();
+        let a = heap.alloc(16, SpanKind::Large).unwrap();
+        let end = heap.alloc(1, SpanKind::Large).unwrap();
+        // SAFETY: nothing live in `a`.
+        unsafe { heap.free(a.span) };
+        let dirty = heap.stats().dirty;
+        let mut batch = [InFlight {
+            run: ptr::null_mut(),
+        }; PURGE_BATCH];
+        let taken = heap
+            .inner
+            .lock()
+            .take_for_purge(Goal::All, os::now_ms(), &mut batch);
+        assert_eq!(taken, 1);
+        assert_eq!(heap.stats().purging, dirty);
+        heap.check();
+        // SAFETY: nothing purges this test's own heap meanwhile.
+        unsafe { heap.recover_after_fork() };
+        let stats = heap.stats();
+        assert_eq!((stats.purging, stats.dirty), (0, dirty));
+        heap.check();
+        // The run is a dirty run again: the next request of its size reuses it.
+        let again = heap.alloc(16, SpanKind::Large).unwrap();
+        // SAFETY: both records are live.
+        unsafe { assert_eq!(again.span.as_ref().base(), a.span.as_ref().base()) };
+        // SAFETY: nothing live.
+        unsafe {
+            heap.free(again.span);
+            heap.free(pad.span);
+            heap.free(end.span);
+        }
+        heap.check();
+    }
+}
