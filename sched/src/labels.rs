@@ -43,7 +43,7 @@ pub fn current() -> LabelSet {
 }
 
 /// The (key, value) pairs of the running coroutine's labels, sorted by key.
-pub fn current_pairs() -> Vec<(String, String)> {
+pub fn current_pairs() -> Pairs {
     let set = current();
     if set == LabelSet::NONE {
         return Vec::new();
