@@ -24,9 +24,12 @@ thread_local! {
     static THREAD_LABELS: Cell<LabelSet> = const { Cell::new(LabelSet::NONE) };
 }
 
+/// A set's (key, value) pairs, sorted by key.
+pub type Pairs = Vec<(String, String)>;
+
 /// The pairs of every set made here, so that a nested `with` can extend its parent's.
-fn registry() -> &'static Mutex<HashMap<LabelSet, Vec<(String, String)>>> {
-    static REGISTRY: OnceLock<Mutex<HashMap<LabelSet, Vec<(String, String)>>>> = OnceLock::new();
+fn registry() -> &'static Mutex<HashMap<LabelSet, Pairs>> {
+    static REGISTRY: OnceLock<Mutex<HashMap<LabelSet, Pairs>>> = OnceLock::new();
     REGISTRY.get_or_init(|| Mutex::new(HashMap::new()))
 }
 
