@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 export RUSTFLAGS="--cfg tessera_loom"
 export CARGO_TARGET_DIR="${LOOM_TARGET_DIR:-target/loom}"
 cargo test -p tessera --release --lib loom
-if grep -q 'tessera_loom' sched/src/*.rs 2>/dev/null; then
+if grep -rq 'tessera_loom' sched/src 2>/dev/null; then
     cargo test -p tessera-sched --release --lib loom
 fi
 echo "loom.sh: PASS"

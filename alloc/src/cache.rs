@@ -44,6 +44,7 @@ use core::sync::atomic::{AtomicPtr, Ordering};
 use crossbeam_utils::CachePadded;
 use tessera_span::{Span, SpanList};
 use tessera_sys::lock::Locked;
+use tessera_sys::random;
 
 use crate::freelist::{self, HARDENED};
 use crate::remote;
@@ -195,6 +196,10 @@ pub(crate) struct Cache {
     /// The free-list key (`freelist::key`), copied here when the cache is made so that the
     /// fast paths read it beside the bins.
     pub(crate) key: usize,
+    /// Bytes this cache's allocations may still take before the next heap-profile sample
+    /// (`profile/sample.rs`): the fast paths subtract each request and leave for the slow
+    /// path when it goes negative.
+    pub(crate) prof_left: isize,
     partial: [SpanList; NUM_CLASSES],
     full: [SpanList; NUM_CLASSES],
     /// One empty span per class kept on the partial list instead of going back to the page
@@ -223,6 +228,14 @@ pub(crate) struct Cache {
     /// Objects this cache may still hand out before its next guarded sample (`guarded/`);
     /// untouched while sampling is off.
     pub(crate) guard_countdown: i64,
+    /// The heap profiler's random state for drawing sample intervals.
+    pub(crate) prof_rng: u64,
+    /// The label set heap samples taken on this cache carry (`profile::labels`; 0: none):
+    /// set by whoever runs code on the cache (a scheduler, for the coroutine it runs).
+    pub(crate) prof_labels: u32,
+    /// The profiler is taking a sample on this cache: allocations it makes meanwhile are
+    /// not sampled.
+    pub(crate) prof_busy: bool,
 }
 
 /// Links `block` to `next` through its first word, encoded (`freelist.rs`).
@@ -250,6 +263,8 @@ impl Cache {
             ptr::write_bytes(at, 0, 1);
             (*at).key = freelist::key();
             (*at).guard_countdown = crate::guarded::next_interval();
+            (*at).prof_left =
+                crate::profile::sample::first_interval(&mut (*at).prof_rng, random::random_u64());
         }
     }
 

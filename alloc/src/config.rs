@@ -14,6 +14,9 @@
 //! | `TESSERA_THP` | transparent huge pages for arenas: `auto` (beyond a heap's first 16 MiB, where the kernel's `defrag` mode cannot stall a fault; else no advice), `always`, `never` | `auto` |
 //! | `TESSERA_HUGE_THRESHOLD` | size from which a block gets its own mapping (bytes, `k`/`m` suffix) | `32m` |
 //! | `TESSERA_GUARDED_SAMPLE_RATE` | about one small allocation in N on its own guarded page, kept inaccessible for a while after its free; overflows and uses after free are reported with stacks (`guarded/`) | off |
+//! | `TESSERA_PROF_RATE` | heap profiling: one sample per this many bytes allocated on average (bytes, `k`/`m`/`g`); `0` off (`profile/`) | `512k` |
+//! | `TESSERA_PROF_OUT` | write the heap profile (gzipped pprof) to this file at exit, `%p` replaced by the process id | none |
+//! | `TESSERA_PROF_SIGNAL` | also write it when this signal arrives (`SIGUSR2`, `USR1`, or a number); needs `TESSERA_PROF_OUT` | none |
 //! | `TESSERA_NUMA` | `auto` (local on a machine with several memory nodes, else off), `local`, `interleave`, `off` | `auto` |
 
 use core::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
@@ -129,6 +132,16 @@ pub(crate) fn load() {
         }
         _ => {}
     }
+    if let Some(text) = env::var(b"TESSERA_PROF_RATE") {
+        // A value that does not parse leaves the default rather than turning profiling off.
+        if let Some(rate) = parse_size(text) {
+            crate::profile::set_rate(usize::try_from(rate).unwrap_or(usize::MAX));
+        }
+    }
+    crate::profile::configure_output(
+        env::var(b"TESSERA_PROF_OUT"),
+        env::var(b"TESSERA_PROF_SIGNAL"),
+    );
     if let Some(size) = env::var(b"TESSERA_HUGE_THRESHOLD").and_then(parse_size) {
         // Below the largest small class the threshold would be meaningless.
         let size = (size as usize).max(crate::size_class::MAX_SMALL + 1);

@@ -3,7 +3,7 @@
 //! it; the parent releases them, the child resets them.
 //!
 //! Order: the orphan cache, the cache pool, then per node (in index order) every central list (in class
-//! order) and the page heap, then the huge-block registry, then the guarded pool. Code that nests locks nests them
+//! order) and the page heap, then the huge-block registry, then the guarded pool, then the heap profile's tables (a leaf: held alone). Code that nests locks nests them
 //! in this same order (a cache refill holds no central lock while it asks the page heap).
 
 use core::sync::atomic::{AtomicUsize, Ordering};
@@ -27,6 +27,7 @@ fn each_lock(mut f: impl FnMut(&tessera_sys::lock::RawLock)) {
     }
     f(tessera_span::huge::raw_lock());
     f(crate::guarded::raw_lock());
+    f(crate::profile::table::raw_lock());
 }
 
 extern "C" fn prepare() {

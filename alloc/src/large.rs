@@ -33,7 +33,11 @@ pub(crate) fn alloc(size: usize, align: usize, zero: bool) -> *mut u8 {
     let Some(got) = got else {
         return ptr::null_mut();
     };
-    // SAFETY: the heap returned an in-use span record.
+    // SAFETY: the heap returned an in-use span record, ours alone until `base` is handed
+    // out. Its small-object flags may be left from an earlier life as a small span; a large
+    // span's flags say only whether its block is a heap-profile sample (`profile/`).
+    unsafe { (*got.span.as_ptr()).user_flags = 0 };
+    // SAFETY: as above.
     let base = unsafe { got.span.as_ref() }.base();
     if zero && !got.zeroed {
         crate::sanitizer::open_block(base, size);

@@ -36,6 +36,7 @@ mod node;
 mod orphan;
 mod pool;
 mod processor;
+pub mod profile;
 mod purger;
 mod remote;
 mod report;
@@ -44,6 +45,7 @@ pub mod size_class;
 mod stats;
 mod thread;
 mod tls;
+mod unwind;
 
 use core::alloc::{GlobalAlloc, Layout};
 use core::ptr;
@@ -102,31 +104,48 @@ pub fn alloc(size: usize, align: usize) -> *mut u8 {
         let cache = thread::current();
         if !cache.is_null() {
             // SAFETY: a non-null current cache is valid and used by this thread alone.
-            let key = unsafe { (*cache).key };
-            // SAFETY: as above (and the same for the cache's bin).
-            let block = unsafe { (*cache).bins[class.index()].try_pop(key) };
-            if !block.is_null() {
-                sanitizer::handed_out(block, size, false);
-                return block;
+            if unsafe { profile::count(cache, size) } {
+                // SAFETY: as above.
+                let key = unsafe { (*cache).key };
+                // SAFETY: as above (and the same for the cache's bin).
+                let block = unsafe { (*cache).bins[class.index()].try_pop(key) };
+                if !block.is_null() {
+                    sanitizer::handed_out(block, size, false);
+                    return block;
+                }
             }
+            return alloc_slow(size, align, false, true);
         }
     }
-    alloc_slow(size, align, false)
+    alloc_slow(size, align, false, false)
 }
 
+/// Every allocation the fast paths leave. `counted`: a fast path has subtracted `size` from
+/// the calling thread's heap-profile countdown already (`profile/sample.rs`).
 #[cold]
 #[inline(never)]
-fn alloc_slow(size: usize, align: usize, zero: bool) -> *mut u8 {
-    let block = alloc_slow_body(size, align, zero);
+fn alloc_slow(size: usize, align: usize, zero: bool, counted: bool) -> *mut u8 {
+    let block = alloc_slow_body(size, align, zero, counted);
     sanitizer::handed_out(block, size, zero);
     block
 }
 
 #[inline(always)]
-fn alloc_slow_body(size: usize, align: usize, zero: bool) -> *mut u8 {
+fn alloc_slow_body(size: usize, align: usize, zero: bool, counted: bool) -> *mut u8 {
     purger::maybe_start();
     if !align.is_power_of_two() || size > isize::MAX as usize {
         return ptr::null_mut();
+    }
+    let cache = thread::current();
+    if !cache.is_null() {
+        // SAFETY: a non-null current cache is valid and used by this thread alone.
+        let c = unsafe { &mut *cache };
+        if profile::sample::due(c, size, counted) {
+            let block = profile::sample::take(c, size, align, zero);
+            if !block.is_null() {
+                return block;
+            }
+        }
     }
     let Some(class) = class_for(size, align) else {
         return large::alloc(size, align, zero);
@@ -209,9 +228,9 @@ pub fn malloc_fast(size: usize) -> *mut u8 {
         // SAFETY: `size <= MAX_FAST`.
         let class = unsafe { class_of_malloc(size) };
         let cache = thread::current();
-        if !cache.is_null() {
-            // SAFETY: a non-null current cache is valid and used by this thread alone; the
-            // malloc table holds class indexes only.
+        // SAFETY: a non-null current cache is valid and used by this thread alone.
+        if !cache.is_null() && unsafe { profile::count(cache, size) } {
+            // SAFETY: as above; the malloc table holds class indexes only.
             let key = unsafe { (*cache).key };
             // SAFETY: as above; the malloc table holds class indexes only, and our bin's list
             // is touched by this thread alone.
@@ -226,14 +245,18 @@ pub fn malloc_fast(size: usize) -> *mut u8 {
 }
 
 /// C's `malloc(size)` when [`malloc_fast`] missed: the same alignment rule, and null when
-/// out of memory or above `isize::MAX` bytes.
+/// out of memory or above `isize::MAX` bytes. Call it only right after `malloc_fast(size)`
+/// returned null on the same thread: the heap profiler's countdown (`profile/sample.rs`)
+/// then knows whether `malloc_fast` counted the request (it does whenever the size is in
+/// its range and the thread has a cache).
 ///
 /// `extern "C"`, that is, it cannot unwind: a wrapper that is itself `extern "C"` can then
 /// tail-call it (a call that may unwind needs the wrapper's abort-on-unwind frame).
 #[cold]
 #[inline(never)]
 pub extern "C" fn malloc_slow(size: usize) -> *mut u8 {
-    alloc_slow(size, if size <= 8 { 8 } else { 16 }, false)
+    let counted = size <= MAX_FAST && !thread::current().is_null();
+    alloc_slow(size, if size <= 8 { 8 } else { 16 }, false, counted)
 }
 
 /// `free`'s body: see [`free`]; for wrappers, as the comment above says.
@@ -295,7 +318,7 @@ unsafe fn free_inlined_body(ptr: *mut u8) {
 /// zeroed again.
 #[inline(never)]
 pub fn alloc_zeroed(size: usize, align: usize) -> *mut u8 {
-    alloc_slow(size, align, true)
+    alloc_slow(size, align, true, false)
 }
 
 /// Frees a block allocated with `size` and `align`: the fast path when the block belongs to
@@ -398,7 +421,11 @@ unsafe extern "C" fn free_slow(ptr: *mut u8) {
                 }
             }
             SpanKind::Large if s.base() == ptr => {
-                // SAFETY: the caller gives up the block, the span's only object.
+                if s.user_flags & profile::sample::PROFILED != 0 {
+                    // SAFETY: the caller gives up the block, the span's only object.
+                    unsafe { profile::sample::forget_large(span.as_ptr()) };
+                }
+                // SAFETY: as above.
                 unsafe { large::free(s) };
                 purger::maybe_start();
             }
@@ -419,6 +446,7 @@ unsafe extern "C" fn free_slow(ptr: *mut u8) {
         // SAFETY: the caller gives the block up; a bad pointer is reported.
         return unsafe { guarded::free(ptr) };
     }
+    profile::sample::forget_huge(addr);
     // SAFETY: if `ptr` is a huge block, the caller gives it up.
     if !unsafe { huge::free(ptr) } {
         // Huge blocks leave no trace once unmapped, so a second free of one lands here too.
@@ -594,8 +622,10 @@ pub unsafe fn realloc(ptr: *mut u8, old_size: usize, align: usize, new_size: usi
                 report::fatal("realloc of a pointer into the middle of a block", addr);
             }
             // In place keeps the base, so any alignment still holds.
+            // A sampled block moves, so that its sample goes with the free.
             SpanKind::Large
                 if !sanitizer::REALLOC_MOVES
+                    && s.user_flags & profile::sample::PROFILED == 0
                     // SAFETY: the caller says the block is live; the span is its only object.
                     && unsafe { large::resize_in_place(s, new_size) } =>
             {
@@ -607,6 +637,7 @@ pub unsafe fn realloc(ptr: *mut u8, old_size: usize, align: usize, new_size: usi
     } else if !sanitizer::REALLOC_MOVES
         && align <= tessera_sys::mem::page_size()
         && new_size >= config::huge_threshold()
+        && !profile::sample::is_live_huge(addr)
     {
         // SAFETY: if `ptr` is a huge block, the caller gives it up on success.
         if let Some(moved) = unsafe { huge::realloc(ptr, new_size) } {

@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 /// parent shows the panic message.
 pub fn child_main(spec: &ChildSpec) -> i32 {
     let allocator = allocators::find(spec.allocator).expect("validated by the argument parser");
+    allocators::prepare_child(spec.allocator);
     let params = Params {
         threads: spec.threads,
         duration: spec.duration,
@@ -27,7 +28,7 @@ pub fn child_main(spec: &ChildSpec) -> i32 {
         // The workload called Tessera directly (the runner's own allocator is `System`), so
         // its figures are the workload's: what it still holds once the workload's threads
         // have finished and exited.
-        tessera: (spec.allocator == "tessera").then(TesseraMemory::now),
+        tessera: allocators::is_tessera(spec.allocator).then(TesseraMemory::now),
     };
     let mut out = std::io::stdout().lock();
     if writeln!(out, "{report}")

@@ -25,6 +25,7 @@
 
 use core::cell::{Cell, UnsafeCell};
 use core::panic::Location;
+use core::ptr;
 use core::sync::atomic::{AtomicPtr, AtomicU8, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::any::Any;
 use std::sync::Arc;
@@ -52,7 +53,7 @@ pub(crate) enum Switch {
     Yield,
     /// Waiting for a `Token` (wait.rs).
     Park,
-    /// Run `G::blocking` on the M's own stack, off the P (machine.rs `run_blocking`).
+    /// Run `G::blocking` on the M's own stack, off the P (machine/m_loop.rs `run_blocking`).
     Blocking,
 }
 
@@ -170,7 +171,7 @@ impl WaitReason {
 /// Gs (and the `!Send` corosensei coroutine inside) move between M threads as raw pointers.
 /// That is sound for the scheduler's own state: the coroutine's stack is plain memory that
 /// moves with it, its registers are saved in it, and the scheduler re-reads every
-/// thread-local after a switch (machine.rs). What user code keeps on that stack across a
+/// thread-local after a switch (machine/current.rs). What user code keeps on that stack across a
 /// switch is the user's contract, documented on the crate: a reference into a
 /// `thread_local!` (which belongs to the M, not the coroutine) must not be held across a
 /// yield, park or channel operation.
@@ -226,9 +227,94 @@ pub(crate) struct G {
     /// The last wait token of this G, reused by `Token::for_current` when nobody else holds
     /// it any more (wait.rs). Touched only by the G itself.
     pub(crate) token: UnsafeCell<Option<Arc<crate::wait::Token>>>,
+    /// Its profiler labels (`labels.rs`), its spawner's at birth. Written by the G itself
+    /// (`labels::with`), read by the M that switches to it.
+    pub(crate) labels: Cell<tessera::profile::LabelSet>,
+}
+
+/// What a spawn gives a G record for one incarnation, whether the record is new (`G::new`)
+/// or a dead one reused (`G::reuse`).
+pub(crate) struct Birth {
+    pub(crate) id: u64,
+    /// `G::born`.
+    pub(crate) born: u64,
+    pub(crate) site: &'static Location<'static>,
+    /// `G::cancel`: the join state's hook, valid while the coroutine lives.
+    pub(crate) cancel: crate::join::CancelHook,
+    /// `G::labels`: the spawner's.
+    pub(crate) labels: tessera::profile::LabelSet,
 }
 
 impl G {
+    /// A new record owning `stack` for the whole of its life, RUNNABLE for its first
+    /// incarnation (the spawn puts its coroutine in `co`). The literal gives only what is
+    /// fixed for the record's life and the blank state of the rest; what an incarnation
+    /// starts with is `begin`'s, which a reuse runs too, so the two cannot drift apart.
+    pub(crate) fn new(
+        rt: *const Shared,
+        name: Option<String>,
+        stack: PooledStack,
+        birth: Birth,
+    ) -> G {
+        let g = G {
+            id: AtomicU64::new(0),
+            state: AtomicU8::new(DEAD),
+            wait_reason: AtomicU8::new(WaitReason::None as u8),
+            co: UnsafeCell::new(None),
+            yielder: Cell::new(ptr::null()),
+            rt,
+            site: AtomicPtr::new(ptr::from_ref(birth.site).cast_mut()),
+            name: name.map(String::into_boxed_str),
+            born: AtomicU64::new(0),
+            runnable_at: AtomicU64::new(0),
+            sched_count: AtomicU32::new(0),
+            stack_base: stack.base(),
+            stack_size: stack.usable_size(),
+            saved_sp: AtomicUsize::new(stack.base()),
+            locals: UnsafeCell::new(Vec::new()),
+            locked_m: Cell::new(ptr::null()),
+            blocking: Cell::new(None),
+            long_runs: AtomicU32::new(0),
+            shard: birth.id as usize % AllGs::SHARDS,
+            shard_index: Cell::new(0),
+            cancel: Cell::new(None),
+            stack: UnsafeCell::new(Some(stack)),
+            token: UnsafeCell::new(None),
+            labels: Cell::new(tessera::profile::LabelSet::NONE),
+        };
+        g.begin(birth);
+        g
+    }
+
+    /// Starts another incarnation of a dead record taken off a free list (gfree.rs),
+    /// which keeps its stack, name (none: named Gs are not reused), shard and wait token.
+    #[inline]
+    pub(crate) fn reuse(&self, birth: Birth) {
+        debug_assert_eq!(self.state(), DEAD);
+        self.begin(birth);
+    }
+
+    /// What every incarnation starts with. The fields not set here are fixed for the
+    /// record's life (`rt`, `name`, the stack, the shard), kept on purpose (`token`,
+    /// `sched_count`), or left blank by the incarnation before, as `new` makes them: `co`
+    /// and `blocking` are taken when used, `locals` emptied (`local::drop_all`),
+    /// `runnable_at` cleared when the G runs, and `yielder` set when the coroutine starts.
+    /// `state` goes last, with `Release`: `dump()` may read the atomics meanwhile.
+    #[inline]
+    fn begin(&self, birth: Birth) {
+        self.id.store(birth.id, Ordering::Relaxed);
+        self.born.store(birth.born, Ordering::Relaxed);
+        self.set_site(birth.site);
+        self.wait_reason
+            .store(WaitReason::None as u8, Ordering::Relaxed);
+        self.saved_sp.store(self.stack_base, Ordering::Relaxed);
+        self.locked_m.set(ptr::null());
+        self.long_runs.store(0, Ordering::Relaxed);
+        self.cancel.set(Some(birth.cancel));
+        self.labels.set(birth.labels);
+        self.state.store(RUNNABLE, Ordering::Release);
+    }
+
     pub(crate) fn state(&self) -> u8 {
         self.state.load(Ordering::Acquire)
     }

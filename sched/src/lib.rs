@@ -16,16 +16,16 @@
 //! - **G** (coroutine.rs): a corosensei coroutine on a guarded tessera stack taken from the
 //!   P's `StackCache`. **P** (processor.rs): a lock-free run queue of 256 with `runnext`
 //!   (runqueue.rs), a Tessera allocator cache made current on whichever M runs it, a stack
-//!   cache. **M** (machine.rs): an OS thread running Gs while it holds a P; it steals, spins
+//!   cache. **M** (machine/): an OS thread running Gs while it holds a P; it steals, spins
 //!   (bounded) and parks on a futex (park.rs). A global queue (global_queue.rs) is checked
 //!   first every 61 ticks.
 //! - Channels with `select!` (chan/), sync primitives that park coroutines (sync/), timers
 //!   (timer.rs, a heap per P, as in Go 1.14+), coroutine-locals and `lock_to_thread`
-//!   (local.rs, machine.rs), `dump()` and SIGQUIT (dump.rs), counters and a latency
+//!   (local.rs, machine/api.rs), `dump()` and SIGQUIT (dump.rs), counters and a latency
 //!   histogram (stats.rs).
 //! - I/O: an edge-triggered epoll per runtime (netpoll.rs) under `net::{TcpListener,
 //!   TcpStream, UdpSocket}` (net.rs); `blocking(f)` for system calls that cannot be polled
-//!   (machine.rs; `fs` wraps file I/O in it); sysmon (sysmon.rs) hands a P whose M is
+//!   (machine/api.rs; `fs` wraps file I/O in it); sysmon (sysmon.rs) hands a P whose M is
 //!   blocked to another M, polls the network when nobody has for 10 ms, and records
 //!   coroutines that run over 10 ms without yielding.
 //!
@@ -59,8 +59,6 @@ mod coroutine;
 mod dump;
 mod gfree;
 mod global_queue;
-#[cfg(all(test, tessera_loom))]
-mod idle_model;
 mod join;
 mod machine;
 mod netpoll;
@@ -70,6 +68,7 @@ mod processor;
 mod runqueue;
 mod runtime;
 mod shim;
+mod spawn;
 mod stats;
 mod sys;
 mod sysmon;
@@ -79,6 +78,7 @@ mod wait;
 
 pub mod chan;
 pub mod fs;
+pub mod labels;
 pub mod local;
 pub mod net;
 pub mod sync;
@@ -86,10 +86,8 @@ pub mod sync;
 pub use coroutine::WaitReason;
 pub use dump::dump;
 pub use machine::{blocking, is_locked_to_thread, lock_to_thread, unlock_from_thread, yield_now};
-pub use runtime::{
-    Builder, DEFAULT_STACK_SIZE, JoinError, JoinHandle, Runtime, Spawn, default_procs, spawn,
-    try_spawn,
-};
+pub use runtime::{Builder, DEFAULT_STACK_SIZE, JoinError, JoinHandle, Runtime, default_procs};
+pub use spawn::{Spawn, spawn, try_spawn};
 pub use stats::{Stats, stats};
 pub use tessera_stacks::StackError;
 pub use timer::{Ticker, after, sleep, sleep_until};

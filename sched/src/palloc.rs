@@ -2,15 +2,16 @@
 //! holds the result — taken from Tessera directly, not from the program's
 //! `#[global_allocator]` (issue #17).
 //!
-//! While an M holds a P, the P's Tessera cache is installed on the M's thread (machine.rs
-//! `schedule`, Go's `p.mcache`), so `tessera::alloc` here is a pop from the P's cache and
-//! `tessera::dealloc` of a block of this P a push back: a handful of instructions, no lock,
-//! whatever allocator the program chose for itself. A program on the system allocator
-//! otherwise paid glibc's `malloc`/`free` for both records on every spawn (a third of the
-//! instructions of spawn-all at N = 100,000 under callgrind, most of it `_int_malloc` and
-//! `malloc_consolidate` with 100,000 records alive). Off an M (a spawn from a plain thread,
-//! a join state freed by a joining thread), the thread's own Tessera cache serves, and a
-//! block freed away from its span's owner takes Tessera's remote-free path.
+//! While an M holds a P, the P's Tessera cache is installed on the M's thread
+//! (machine/m_loop.rs `schedule`, Go's `p.mcache`), so `tessera::alloc` here is a pop from
+//! the P's cache and `tessera::dealloc` of a block of this P a push back: a handful of
+//! instructions, no lock, whatever allocator the program chose for itself. A program on the
+//! system allocator otherwise paid glibc's `malloc`/`free` for both records on every spawn
+//! (a third of the instructions of spawn-all at N = 100,000 under callgrind, most of it
+//! `_int_malloc` and `malloc_consolidate` with 100,000 records alive). Off an M (a spawn
+//! from a plain thread, a join state freed by a joining thread), the thread's own Tessera
+//! cache serves, and a block freed away from its span's owner takes Tessera's remote-free
+//! path.
 //!
 //! The coroutine's closure needs no allocation of its own: corosensei moves it onto the
 //! coroutine's stack.

@@ -35,6 +35,8 @@ pub(crate) struct P {
     pub(crate) syscall_since: AtomicU64,
     /// The id of the G running on it, 0 between Gs (sysmon's long-run check).
     pub(crate) curg_id: AtomicU64,
+    /// The profiler labels its allocator cache carries now (`labels.rs`). Owner only.
+    pub(crate) labels: core::cell::Cell<tessera::profile::LabelSet>,
     pub(crate) runq: RunQueue<G>,
     /// This P's timers (timer.rs): added by the coroutines it runs, fired by any M.
     pub(crate) timers: crate::timer::TimerHeap,
@@ -49,18 +51,18 @@ pub(crate) struct P {
     pub(crate) tick: AtomicU32,
     /// Time slices started (written by the owner, read by sysmon): bumped when a G is
     /// scheduled other than from `runnext`, where it would inherit the running slice
-    /// (machine.rs, "Time slices"; Go's `schedtick` with `inheritTime`).
+    /// (machine/find_work.rs, "Time slices"; Go's `schedtick` with `inheritTime`).
     pub(crate) slice: AtomicU32,
     /// Set by sysmon when one slice has lasted `FORCE_PREEMPT_NS` while Gs wait in the
     /// ring; the owner clears it and ends the slice at its next schedule.
     pub(crate) preempt: AtomicBool,
-    /// Gs were queued here without waking an idle M (machine.rs `queue`):
+    /// Gs were queued here without waking an idle M (machine/ready.rs `queue`):
     /// `PENDING_RUNNEXT` when only `runnext` held work, `PENDING_SHORT` when the ring did
     /// but coroutines run too briefly to be worth moving; 0 when none. Cleared when the P
     /// schedules with at most one G queued, or by sysmon, which then wakes an M if those
     /// Gs wait too long (sysmon.rs).
     pub(crate) wake_pending: AtomicU8,
-    /// When the run being timed for the run-length estimate started (machine.rs
+    /// When the run being timed for the run-length estimate started (machine/find_work.rs
     /// `time_run`), or 0. Owner only.
     pub(crate) run_started: AtomicU64,
     pub(crate) spawned: AtomicU64,
@@ -104,6 +106,7 @@ impl P {
             status: AtomicU8::new(P_RUNNING),
             syscall_since: AtomicU64::new(0),
             curg_id: AtomicU64::new(0),
+            labels: core::cell::Cell::new(tessera::profile::LabelSet::NONE),
             runq: RunQueue::new(),
             alloc: UnsafeCell::new(
                 tessera::ProcessorCache::new().expect("out of memory for a processor cache"),

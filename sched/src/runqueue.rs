@@ -9,10 +9,10 @@
 //!   is caught by a failed CAS.
 //! - `runnext` holds the G made runnable most recently by the running G (a woken receiver, a
 //!   new coroutine): it runs next and inherits the time slice, which is what makes a
-//!   ping-pong between two coroutines stay on one P. When that slice is over (machine.rs,
-//!   "Time slices"), `demote_runnext` sends it to the back of the ring. Thieves take it only on their last
-//!   pass (`steal_runnext`), so a P that is about to run it is not robbed (Go: runqsteal's
-//!   `stealRunNextG`).
+//!   ping-pong between two coroutines stay on one P. When that slice is over
+//!   (machine/find_work.rs, "Time slices"), `demote_runnext` sends it to the back of the
+//!   ring. Thieves take it only on their last pass (`steal_runnext`), so a P that is about
+//!   to run it is not robbed (Go: runqsteal's `stealRunNextG`).
 //! - When the ring is full the owner moves half of it plus the new G to the global queue in
 //!   one batch (Go's runqputslow), which both bounds the ring and spreads load.
 //!

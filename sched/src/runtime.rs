@@ -1,4 +1,5 @@
-//! The runtime: its Ps and Ms, the builder, `spawn`, `JoinHandle` and `block_on`.
+//! The runtime: its Ps and Ms (`Shared`), the builder, `block_on` and the drop; spawning a
+//! coroutine is spawn.rs.
 //!
 //! `Runtime::builder().procs(n).build()` makes `n` Ps and one M thread per P. The default,
 //! [`default_procs`], is Go 1.25's default `GOMAXPROCS`: `TESSERA_PROCS` if set, else the
@@ -15,18 +16,16 @@
 
 use core::fmt;
 use core::panic::Location;
-use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
-use std::panic::{AssertUnwindSafe, catch_unwind};
+use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::thread;
 use std::time::Instant;
 
-use corosensei::{Coroutine, Yielder};
 use crossbeam_utils::CachePadded;
 use tessera_numa::Limits;
 use tessera_stacks::StackError;
 
-use crate::coroutine::{AllGs, G, GRef, RUNNABLE, StackRef, Switch, WaitReason};
+use crate::coroutine::{AllGs, G, GRef};
 pub use crate::join::{JoinError, JoinHandle};
 use crate::machine::{self, Idle, MShared};
 use crate::processor::P;
@@ -72,10 +71,11 @@ pub(crate) struct Shared {
     me: Weak<Shared>,
     pub(crate) ps: Box<[CachePadded<P>]>,
     pub(crate) global: crate::global_queue::GlobalQueue,
-    pub(crate) idle: Mutex<Idle>,
-    pub(crate) npidle: CachePadded<AtomicUsize>,
-    pub(crate) nmspinning: CachePadded<AtomicUsize>,
-    pub(crate) shutdown: AtomicBool,
+    /// The idle protocol's state (machine/idle.rs), on the shim's types.
+    pub(crate) idle: crate::shim::Mutex<Idle>,
+    pub(crate) npidle: CachePadded<crate::shim::AtomicUsize>,
+    pub(crate) nmspinning: CachePadded<crate::shim::AtomicUsize>,
+    pub(crate) shutdown: crate::shim::AtomicBool,
     pub(crate) allgs: AllGs,
     pub(crate) all_ms: Mutex<Vec<Arc<MShared>>>,
     /// Where sysmon sleeps between looks (unparked at shutdown).
@@ -141,7 +141,7 @@ impl Shared {
         (l != u32::MAX).then(|| exp16(l))
     }
 
-    /// One sampled run of a coroutine, from one schedule to the next (machine.rs
+    /// One sampled run of a coroutine, from one schedule to the next (machine/find_work.rs
     /// `time_run`).
     pub(crate) fn note_run(&self, ns: u64) {
         let x = i64::from(log16(ns));
@@ -157,7 +157,7 @@ impl Shared {
     }
 
     /// Whether coroutines typically run for less than `MOVE_WORTH_NS`, so that work
-    /// queued on a running P is better left to it than handed to an idle one (machine.rs
+    /// queued on a running P is better left to it than handed to an idle one (machine/ready.rs
     /// `queue`).
     pub(crate) fn runs_short(&self) -> bool {
         self.run_log.load(Ordering::Relaxed) < log16(MOVE_WORTH_NS)
@@ -234,10 +234,10 @@ impl Builder {
                 .map(|i| CachePadded::new(P::new(i, epoch)))
                 .collect(),
             global: Default::default(),
-            idle: Mutex::new(Idle::default()),
-            npidle: CachePadded::new(AtomicUsize::new(0)),
-            nmspinning: CachePadded::new(AtomicUsize::new(0)),
-            shutdown: AtomicBool::new(false),
+            idle: crate::shim::Mutex::new(Idle::default()),
+            npidle: CachePadded::new(crate::shim::AtomicUsize::new(0)),
+            nmspinning: CachePadded::new(crate::shim::AtomicUsize::new(0)),
+            shutdown: crate::shim::AtomicBool::new(false),
             allgs: AllGs::default(),
             all_ms: Mutex::new(Vec::new()),
             sysmon: crate::park::Parker::new(),
@@ -326,7 +326,7 @@ fn procs_from(env: Option<&str>, cpus: usize, limits: &Limits) -> usize {
 
 /// An M:N scheduler: `procs` Ps, one M thread each.
 pub struct Runtime {
-    shared: Arc<Shared>,
+    pub(crate) shared: Arc<Shared>,
     threads: Vec<thread::JoinHandle<()>>,
 }
 
@@ -362,7 +362,7 @@ impl Runtime {
     /// returns; a panic in `f` is resumed on the caller.
     #[track_caller]
     pub fn block_on<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> T {
-        let h = spawn_in(&self.shared, f, None, None, Location::caller());
+        let h = crate::spawn::spawn_in(&self.shared, f, None, None, Location::caller());
         match h.join() {
             Ok(v) => v,
             Err(JoinError::Panicked(p)) => std::panic::resume_unwind(p),
@@ -379,7 +379,7 @@ impl Runtime {
         &self,
         f: impl FnOnce() -> T + Send + 'static,
     ) -> JoinHandle<T> {
-        spawn_in(&self.shared, f, None, None, Location::caller())
+        crate::spawn::spawn_in(&self.shared, f, None, None, Location::caller())
     }
 
     /// Spawns a coroutine on this runtime from any thread, or says why no stack could be
@@ -389,7 +389,7 @@ impl Runtime {
         &self,
         f: impl FnOnce() -> T + Send + 'static,
     ) -> Result<JoinHandle<T>, StackError> {
-        try_spawn_in(&self.shared, f, None, None, Location::caller())
+        crate::spawn::try_spawn_in(&self.shared, f, None, None, Location::caller())
     }
 
     /// Counters and the scheduling-latency histogram.
@@ -444,278 +444,6 @@ impl Drop for Runtime {
             .unwrap_or_else(|e| e.into_inner())
             .retain(|w| w.strong_count() > 0 && !core::ptr::eq(w.as_ptr(), Arc::as_ptr(sh)));
     }
-}
-
-/// Spawns `f` as a coroutine on the current runtime (Go's `go f()`).
-///
-/// # Panics
-/// Outside a runtime's coroutine or M thread (use `Runtime::spawn` there), and if no stack
-/// can be had ([`try_spawn`] returns the error instead).
-#[track_caller]
-pub fn spawn<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> JoinHandle<T> {
-    let site = Location::caller();
-    with_current(move |sh| spawn_in(sh, f, None, None, site))
-}
-
-/// Spawns `f` as a coroutine on the current runtime, or says why no stack could be had
-/// for it (`StackError::OutOfMappings` at `vm.max_map_count`, say).
-///
-/// # Panics
-/// Outside a runtime's coroutine or M thread (use `Runtime::try_spawn` there).
-#[track_caller]
-pub fn try_spawn<T: Send + 'static>(
-    f: impl FnOnce() -> T + Send + 'static,
-) -> Result<JoinHandle<T>, StackError> {
-    let site = Location::caller();
-    with_current(move |sh| try_spawn_in(sh, f, None, None, site))
-}
-
-/// Calls `f` with the runtime of the calling coroutine or M thread, borrowed from the M
-/// (an `Arc` clone and drop per spawn were two atomic read-modify-writes on a line the
-/// other Ms touch too: a fifth of spawn-all's time on 2 Ps, by perf).
-#[track_caller]
-fn with_current<R>(f: impl FnOnce(&Arc<Shared>) -> R) -> R {
-    machine::with_current_runtime(
-        |sh| f(sh.expect("tessera_sched::spawn called outside a runtime")),
-    )
-}
-
-/// Spawns with a name and a stack size: `Spawn::new().name("x").stack_size(16 << 10).spawn(f)`.
-#[derive(Debug, Default, Clone)]
-pub struct Spawn {
-    name: Option<String>,
-    stack_size: Option<usize>,
-}
-
-impl Spawn {
-    /// Defaults: no name, the runtime's stack size.
-    pub fn new() -> Self {
-        Self::default()
-    }
-
-    /// A name shown by `dump()`.
-    pub fn name(mut self, name: impl Into<String>) -> Self {
-        self.name = Some(name.into());
-        self
-    }
-
-    /// Usable stack bytes (rounded up to a power of two, 16 KiB to 8 MiB).
-    pub fn stack_size(mut self, bytes: usize) -> Self {
-        self.stack_size = Some(bytes);
-        self
-    }
-
-    /// Spawns on the current runtime. Panics outside one, and if no stack can be had.
-    #[track_caller]
-    pub fn spawn<T: Send + 'static>(self, f: impl FnOnce() -> T + Send + 'static) -> JoinHandle<T> {
-        let site = Location::caller();
-        with_current(move |sh| spawn_in(sh, f, self.name, self.stack_size, site))
-    }
-
-    /// Spawns on `rt`, from any thread. Panics if no stack can be had.
-    #[track_caller]
-    pub fn spawn_on<T: Send + 'static>(
-        self,
-        rt: &Runtime,
-        f: impl FnOnce() -> T + Send + 'static,
-    ) -> JoinHandle<T> {
-        spawn_in(
-            &rt.shared,
-            f,
-            self.name,
-            self.stack_size,
-            Location::caller(),
-        )
-    }
-
-    /// Spawns on the current runtime, or says why no stack could be had (a `stack_size`
-    /// above the largest, `StackError::TooLarge`; `StackError::OutOfMappings`). Panics
-    /// outside a runtime.
-    #[track_caller]
-    pub fn try_spawn<T: Send + 'static>(
-        self,
-        f: impl FnOnce() -> T + Send + 'static,
-    ) -> Result<JoinHandle<T>, StackError> {
-        let site = Location::caller();
-        with_current(move |sh| try_spawn_in(sh, f, self.name, self.stack_size, site))
-    }
-
-    /// Spawns on `rt`, from any thread, or says why no stack could be had.
-    #[track_caller]
-    pub fn try_spawn_on<T: Send + 'static>(
-        self,
-        rt: &Runtime,
-        f: impl FnOnce() -> T + Send + 'static,
-    ) -> Result<JoinHandle<T>, StackError> {
-        try_spawn_in(
-            &rt.shared,
-            f,
-            self.name,
-            self.stack_size,
-            Location::caller(),
-        )
-    }
-}
-
-/// `try_spawn_in`, panicking without a stack.
-#[track_caller]
-pub(crate) fn spawn_in<T: Send + 'static>(
-    sh: &Arc<Shared>,
-    f: impl FnOnce() -> T + Send + 'static,
-    name: Option<String>,
-    stack_size: Option<usize>,
-    site: &'static Location<'static>,
-) -> JoinHandle<T> {
-    try_spawn_in(sh, f, name, stack_size, site)
-        .unwrap_or_else(|e| panic!("tessera_sched::spawn: no stack: {e}"))
-}
-
-/// Makes a G around `f` and queues it (Go's `newproc`).
-pub(crate) fn try_spawn_in<T: Send + 'static>(
-    sh: &Arc<Shared>,
-    f: impl FnOnce() -> T + Send + 'static,
-    name: Option<String>,
-    stack_size: Option<usize>,
-    site: &'static Location<'static>,
-) -> Result<JoinHandle<T>, StackError> {
-    let size = stack_size.unwrap_or(sh.stack_size);
-    let p = machine::current_p(Arc::as_ptr(sh));
-    let reused = match p {
-        // SAFETY: `current_p` returned the P this thread holds.
-        Some(p) if size == sh.stack_size && name.is_none() => unsafe { crate::gfree::get(sh, p) },
-        _ => None,
-    };
-    // A new G's stack, taken before anything else so that a failure leaves nothing to undo.
-    let acquire = || match p {
-        // SAFETY: `current_p` returned the P this thread holds, so its cache is ours.
-        Some(p) => tessera_stacks::acquire_in(unsafe { &mut *p.stacks.get() }, size),
-        None => tessera_stacks::acquire(size),
-    };
-    let stack = match reused {
-        Some(_) => None,
-        None => Some(match acquire() {
-            Ok(s) => s,
-            // The runtime's dead Gs may hold every stack there is (gfree.rs keeps up to a
-            // million): free some, and try again.
-            // SAFETY: `p` is `current_p`, the P this thread holds, if any.
-            Err(e) if unsafe { crate::gfree::release_shared(sh, p) } => acquire().map_err(|_| e)?,
-            Err(e) => return Err(e),
-        }),
-    };
-    let id = match p {
-        // SAFETY: `current_p` returned the P this thread holds.
-        Some(p) => unsafe { p.next_goid(&sh.next_id) },
-        None => sh.next_id.fetch_add(1, Ordering::Relaxed),
-    };
-    let born = match sh.coarse_ns.load(Ordering::Relaxed) {
-        0 => crate::sys::coarse_now_ns(),
-        t => t,
-    };
-    // The handle's side, and the coroutine closure's, which completes it. The G points at
-    // it (`cancel`) only while the closure lives.
-    let (done, handle, cancel) = crate::join::pair(id);
-    let g = match reused {
-        Some(g) => {
-            // SAFETY: a G from a free list is dead and ours alone; only `state`, `id`,
-            // `born`, `site` and `saved_sp` may be read meanwhile by `dump()`, and they
-            // are atomics.
-            let gr = unsafe { &*g };
-            gr.id.store(id, Ordering::Relaxed);
-            gr.born.store(born, Ordering::Relaxed);
-            gr.set_site(site);
-            gr.wait_reason
-                .store(WaitReason::None as u8, Ordering::Relaxed);
-            gr.saved_sp.store(gr.stack_base, Ordering::Relaxed);
-            gr.locked_m.set(core::ptr::null());
-            gr.long_runs.store(0, Ordering::Relaxed);
-            gr.cancel.set(Some(cancel));
-            gr.state.store(RUNNABLE, Ordering::Release);
-            g
-        }
-        None => {
-            let stack = stack.expect("a new G has a stack");
-            // SAFETY: a stack just taken from the pool or the P's cache: ours, and nothing
-            // runs on it yet.
-            unsafe { crate::gfree::arm(&stack) };
-            // From Tessera's per-P cache, whatever the program's global allocator
-            // (palloc.rs).
-            let g = crate::palloc::new(G {
-                id: AtomicU64::new(id),
-                state: core::sync::atomic::AtomicU8::new(RUNNABLE),
-                wait_reason: core::sync::atomic::AtomicU8::new(WaitReason::None as u8),
-                co: core::cell::UnsafeCell::new(None),
-                yielder: core::cell::Cell::new(core::ptr::null()),
-                rt: Arc::as_ptr(sh),
-                site: core::sync::atomic::AtomicPtr::new(core::ptr::from_ref(site).cast_mut()),
-                name: name.map(String::into_boxed_str),
-                born: AtomicU64::new(born),
-                runnable_at: AtomicU64::new(0),
-                sched_count: core::sync::atomic::AtomicU32::new(0),
-                stack_base: stack.base(),
-                stack_size: stack.usable_size(),
-                saved_sp: AtomicUsize::new(stack.base()),
-                locals: core::cell::UnsafeCell::new(Vec::new()),
-                locked_m: core::cell::Cell::new(core::ptr::null()),
-                blocking: core::cell::Cell::new(None),
-                long_runs: core::sync::atomic::AtomicU32::new(0),
-                shard: id as usize % AllGs::SHARDS,
-                shard_index: core::cell::Cell::new(0),
-                cancel: core::cell::Cell::new(Some(cancel)),
-                stack: core::cell::UnsafeCell::new(Some(stack)),
-                token: core::cell::UnsafeCell::new(None),
-            })
-            .as_ptr();
-            // SAFETY: a record just made: live, in no shard, and freed only through
-            // `gfree`, which removes it first.
-            unsafe { sh.allgs.insert(g) };
-            g
-        }
-    };
-    let gaddr = g as usize;
-    // SAFETY: the G is ours until queued below; it keeps its stack until `gfree::put`,
-    // which drops the coroutine first.
-    let stack = unsafe {
-        StackRef::of(
-            (*(*g).stack.get())
-                .as_ref()
-                .expect("a G owns a stack while it lives"),
-        )
-    };
-    let co = Coroutine::with_stack(stack, move |y: &Yielder<(), Switch>, ()| {
-        let g = gaddr as GRef;
-        // SAFETY: the G outlives its coroutine (it is retired after the coroutine returns).
-        unsafe { (*g).yielder.set(y) };
-        let r = catch_unwind(AssertUnwindSafe(f));
-        // Coroutine-locals are dropped here, on the coroutine, where they may still wait.
-        // SAFETY: `g` is this coroutine's G, running here.
-        unsafe { crate::local::drop_all(g) };
-        // SAFETY: as above.
-        let cancelled = unsafe { (*g).state() } == crate::coroutine::CANCELLED;
-        match r {
-            // Unwound by the runtime's drop (teardown.rs): the joiner hears `Cancelled`
-            // (from `done`'s drop), and the unwinding goes on to the coroutine's root,
-            // where corosensei expects it.
-            Err(unwinding) if cancelled => {
-                drop(done);
-                std::panic::resume_unwind(unwinding);
-            }
-            r => done.complete(r.map_err(JoinError::Panicked)),
-        }
-    });
-    // SAFETY: the G is not yet visible to any other M (a new record sits in `allgs`, where
-    // nobody reads `co`).
-    unsafe { *(*g).co.get() = Some(co) };
-    if let Some(p) = p {
-        p.spawned
-            .store(p.spawned.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
-    } else {
-        sh.spawned_outside.fetch_add(1, Ordering::Relaxed);
-    }
-    // A new G goes in `runnext` like Go's newproc, so spawn-then-join runs it at once.
-    // SAFETY: the G is RUNNABLE, not started and on no queue, locked to no M, and we do
-    // not touch it again; `p` is `current_p`.
-    unsafe { machine::queue(sh, p, g) };
-    Ok(handle)
 }
 
 #[cfg(test)]

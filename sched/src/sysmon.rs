@@ -6,7 +6,7 @@
 //!   it: its own queue is not empty, or no M is idle or spinning to pick up the rest. The P
 //!   then goes to another M, started if need be (Go's `handoffp`). After 10 ms it is taken
 //!   regardless, so a long blocking call never pins a P.
-//! - **Pending wake-ups.** Gs queued on a running P without waking an idle M (machine.rs,
+//! - **Pending wake-ups.** Gs queued on a running P without waking an idle M (machine/ready.rs,
 //!   `queue`: only `runnext` held work, or the runtime's coroutines run too briefly to be
 //!   worth moving) must not wait behind a coroutine that keeps running: a P that still
 //!   has a pending wake-up, work queued and no schedule since the last look gets it
@@ -16,7 +16,7 @@
 //!   global queue, at one look are still there `BACKLOG_NS` later, an idle M is woken.
 //!   Work conservation is thus given up for at most about a millisecond, and only for work
 //!   that the busy P is draining on its own.
-//! - **Time slices.** A P whose time slice (machine.rs, "Time slices") has lasted
+//! - **Time slices.** A P whose time slice (machine/find_work.rs, "Time slices") has lasted
 //!   `FORCE_PREEMPT_NS` while Gs wait in its ring is told to end it (`P::preempt`), so a
 //!   pair of coroutines handing `runnext` to each other cannot starve the rest.
 //! - **Netpoll.** If nobody has polled the network for 10 ms (every M busy), sysmon polls
@@ -122,7 +122,7 @@ pub(crate) fn run(sh: Arc<Shared>) {
         }
         let (taken, added) = sh.global.counts();
         if global_backlog.stale(taken, added, now) && sh.npidle.load(Ordering::SeqCst) > 0 {
-            machine::wakep(&sh);
+            machine::wakep(&*sh);
             acted = true;
         }
         let last = sh.poll.last_poll.load(Ordering::Relaxed);

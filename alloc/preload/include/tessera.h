@@ -51,6 +51,18 @@ struct tessera_stats {
  * the page heaps under their locks, so it is not for a hot loop. */
 size_t tessera_stats(struct tessera_stats *out, size_t size);
 
+/* Heap profiling (on by default: one sample per 512 KiB allocated on average;
+ * TESSERA_PROF_RATE=<bytes> changes the rate, 0 turns it off).
+ *
+ * Writes the heap profile, gzipped pprof (`go tool pprof <program> <path>` reads it), to the
+ * file `path`, replacing it. Returns 0, or an errno value (the file could not be written, or
+ * the profile could not be built: ENOMEM). TESSERA_PROF_OUT=<path> (`%p`: the process id)
+ * writes it at exit, and TESSERA_PROF_SIGNAL=SIGUSR2 also on that signal. */
+int tessera_heap_profile_write(const char *path);
+
+/* Sets the mean sampling interval in bytes (0: off); returns the previous one. */
+size_t tessera_heap_profile_rate(size_t bytes);
+
 #ifdef __cplusplus
 }
 #endif

@@ -311,6 +311,34 @@ pub unsafe extern "C" fn tessera_stats(out: *mut CStats, size: usize) -> usize {
     full
 }
 
+// ---- heap profile ----------------------------------------------------------------------
+
+/// Writes the heap profile (gzipped pprof) to the file `path`, replacing it; 0 or an errno
+/// value (`EINVAL` for a null path). See `tessera.h`.
+///
+/// # Safety
+/// `path` must be null or a NUL-terminated string.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn tessera_heap_profile_write(path: *const core::ffi::c_char) -> i32 {
+    if path.is_null() {
+        return EINVAL;
+    }
+    // SAFETY: the caller's contract: a NUL-terminated string.
+    let path = unsafe { core::ffi::CStr::from_ptr(path) };
+    match tessera::profile::write_heap_to_file(path) {
+        Ok(()) => 0,
+        Err(e) => e.raw_os_error().unwrap_or(ENOMEM),
+    }
+}
+
+/// Sets the heap profile's mean sampling interval in bytes (0: off); returns the previous.
+#[unsafe(no_mangle)]
+pub extern "C" fn tessera_heap_profile_rate(bytes: usize) -> usize {
+    let previous = tessera::profile::rate();
+    tessera::profile::set_rate(bytes);
+    previous
+}
+
 /// Prints Tessera's figures on stderr (glibc's `malloc_stats` prints its arenas there):
 /// where the memory is, per node, per size class. Written with `write(2)`.
 #[unsafe(no_mangle)]

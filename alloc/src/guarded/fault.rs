@@ -150,7 +150,7 @@ pub(super) fn report_and_abort(what: &str, addr: usize, i: usize, access: Option
         trace::describe(&mut line, a.pc);
         line.emit();
         let mut here = Trace::EMPTY;
-        here.capture(&CAPTURING);
+        here.capture_in_signal_handler(&CAPTURING);
         line.text("  access stack:").emit();
         here.print(Some(a.pc));
     }

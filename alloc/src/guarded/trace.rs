@@ -1,15 +1,15 @@
 //! Stacks for the guarded blocks' reports: return addresses taken with the unwinder, printed
 //! as raw addresses with their module and offset (`addr2line -e <module> <offset>` resolves
-//! them) and the nearest dynamic symbol when `dladdr` knows one.
-//!
-//! The unwinder and `dladdr` are `tessera_sys::dl`'s (which says why the unwinder, and why
-//! neither allocates).
+//! them) and the nearest dynamic symbol when `dladdr` knows one (`tessera_sys::dl`, which
+//! reads the loader's tables under its lock, without allocating). The stacks come from
+//! `unwind/`.
 
 use core::sync::atomic::{AtomicUsize, Ordering};
 
 use tessera_sys::dl;
 
 use crate::report::Line;
+use crate::unwind;
 
 /// Frames kept per stack.
 const DEPTH: usize = 24;
@@ -32,7 +32,15 @@ impl Trace {
     #[inline(never)]
     pub(super) fn capture(&mut self, capturing: &AtomicUsize) {
         capturing.fetch_add(1, Ordering::Relaxed);
-        self.len = dl::backtrace(&mut self.frames, 0);
+        self.len = unwind::capture(&mut self.frames);
+        capturing.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    /// As [`Trace::capture`], from a signal handler (see `unwind::capture_in_signal_handler`).
+    #[inline(never)]
+    pub(super) fn capture_in_signal_handler(&mut self, capturing: &AtomicUsize) {
+        capturing.fetch_add(1, Ordering::Relaxed);
+        self.len = unwind::capture_in_signal_handler(&mut self.frames);
         capturing.fetch_sub(1, Ordering::Relaxed);
     }
 
@@ -49,8 +57,7 @@ impl Trace {
         let frames = &self.frames[..self.len];
         let skip = match from {
             Some(pc) => frames.iter().position(|&ip| ip == pc || ip == pc + 1),
-            None => own_library_base()
-                .and_then(|own| frames.iter().position(|&ip| module_base(ip) != Some(own))),
+            None => unwind::first_outside_own_library(frames),
         };
         for (n, &ip) in frames[skip.unwrap_or(0)..].iter().enumerate() {
             let mut line = Line::new();
@@ -59,19 +66,6 @@ impl Trace {
             line.emit();
         }
     }
-}
-
-/// The load address of the module holding the return address `ip`.
-fn module_base(ip: usize) -> Option<usize> {
-    // SAFETY: the address of a frame of this stack: its module is loaded.
-    unsafe { dl::addr_info(ip.saturating_sub(1)) }.map(|info| info.module_base)
-}
-
-/// The load address of the module this code is in, if that is not the program itself.
-fn own_library_base() -> Option<usize> {
-    let own = module_base(own_library_base as *const () as usize + 1)?;
-    let program = module_base(dl::program_headers() + 1);
-    (program != Some(own)).then_some(own)
 }
 
 /// Appends ` <module>+0x<offset> (<symbol>+0x<offset>)` for the code address `ip`, as far as

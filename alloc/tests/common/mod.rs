@@ -5,7 +5,9 @@
 use std::process::{Command, Output};
 
 /// Runs `scenario` in a child (this test binary, `--exact test_name`, with `env` set) and
-/// returns its output. In the child, runs `body` and exits.
+/// returns its output. In the child, runs `body` and exits. Heap profiling is off in the
+/// child unless `env` sets it: a sampled block lives in a span of its own, which would move
+/// it away from the neighbours a scenario lays out (or take a guarded sample's place).
 pub(crate) fn in_child(
     test_name: &str,
     scenario: &str,
@@ -19,6 +21,7 @@ pub(crate) fn in_child(
     let output = Command::new(std::env::current_exe().unwrap())
         .args(["--exact", test_name, "--nocapture", "--test-threads=1"])
         .env("TESSERA_CHILD", scenario)
+        .env("TESSERA_PROF_RATE", "0")
         .envs(env.iter().copied())
         .output()
         .unwrap();

@@ -204,7 +204,7 @@ OPTIONS:
 ",
         workloads = Workload::ALL.map(Workload::name).join(", "),
         c_workloads = c_mode::workloads::names().join(", "),
-        allocators = allocators::names().join(", "),
+        allocators = allocators::all_names().join(", "),
         preloads = programs::ALL_PRELOAD_NAMES.join(", "),
         rust_programs = rust_programs::names().join(", "),
         rust_reps = rust_programs::DEFAULT_REPS,

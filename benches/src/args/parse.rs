@@ -179,13 +179,14 @@ impl Flags {
             );
         }
         let known = allocators::names();
+        let all = allocators::all_names();
         Ok(Command::RustPrograms(RustProgramOptions {
             workloads: match &self.workload_names {
                 Some(names) => list(names, |w| pick(w, &rust_programs::names(), "Rust program"))?,
                 None => rust_programs::names(),
             },
             allocators: match &self.allocator_names {
-                Some(names) => list(names, |a| pick(a, &known, "allocator"))?,
+                Some(names) => list(names, |a| pick(a, &all, "allocator"))?,
                 None => known,
             },
             reps: self.reps.unwrap_or(rust_programs::DEFAULT_REPS),
@@ -224,7 +225,7 @@ impl Flags {
             || self.threads.is_some();
         let known = allocators::names();
         let allocators = match &self.allocator_names {
-            Some(names) => list(names, |n| pick(n, &known, "allocator"))?,
+            Some(names) => list(names, |n| pick(n, &allocators::all_names(), "allocator"))?,
             None => known,
         };
         let workloads = match &self.workload_names {
@@ -267,7 +268,7 @@ fn parse_child(rest: &[String]) -> Result<Command, String> {
         ));
     };
     Ok(Command::Child(ChildSpec {
-        allocator: pick(allocator, &allocators::names(), "allocator")?,
+        allocator: pick(allocator, &allocators::all_names(), "allocator")?,
         workload: Workload::from_name(workload)
             .ok_or_else(|| unknown("workload", workload, &Workload::ALL.map(Workload::name)))?,
         threads: positive("threads", threads)?,

@@ -222,7 +222,7 @@ fn available_preloads(names: &[&'static str], notes: &mut Vec<String>) -> Vec<Pr
     for &name in names {
         let preload = Preload::named(name);
         let build = match name {
-            "tessera" => Some(preload::build_libtessera as fn() -> _),
+            "tessera" | "tessera-noprof" => Some(preload::build_libtessera as fn() -> _),
             "tessera-unhardened" => Some(preload::build_libtessera_unhardened as fn() -> _),
             _ => None,
         };
@@ -264,6 +264,7 @@ fn one_run(
         Some(lib) => command.env("LD_PRELOAD", lib),
         None => command.env_remove("LD_PRELOAD"),
     };
+    command.envs(preload.env.iter().copied());
     let measured = measure::run(command, child::time_limit(duration))?;
     let line = ResultLine::find_in(&measured.stdout)?;
     if line.workload != cell.program.name || line.threads != cell.threads {

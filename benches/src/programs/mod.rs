@@ -107,6 +107,11 @@ fn available_preloads(names: &[&'static str], notes: &mut Vec<String>) -> Vec<Pr
     let mut preloads = Vec::new();
     for name in names {
         let preload = Preload::named(name);
+        if !preload.env.is_empty() {
+            // The programs' runs (redis's server and client among them) set LD_PRELOAD only.
+            notes.push(format!("{name} is measured in the C mode (--c) only"));
+            continue;
+        }
         if preload.available() {
             preloads.push(preload);
         } else {

@@ -12,7 +12,8 @@ pub const PRELOAD_NAMES: &[&str] = &["glibc", "tessera", "mimalloc", "jemalloc",
 /// Every name `--allocators` takes: [`PRELOAD_NAMES`] and, on request only,
 /// `tessera-unhardened`, libtessera.so built with `--cfg tessera_unhardened` (no free-list
 /// encoding or double-free checks, issue #15), so the hardening's cost is measured side by
-/// side in one run.
+/// side in one run; and `tessera-noprof`, libtessera.so with `TESSERA_PROF_RATE=0` (heap
+/// profiling off, issue #18: `tessera` runs at the default rate), in the C mode only.
 pub const ALL_PRELOAD_NAMES: &[&str] = &[
     "glibc",
     "tessera",
@@ -20,6 +21,7 @@ pub const ALL_PRELOAD_NAMES: &[&str] = &[
     "jemalloc",
     "tcmalloc",
     "tessera-unhardened",
+    "tessera-noprof",
 ];
 
 /// Where the runner builds `tessera-unhardened`, under the target directory: a directory
@@ -38,6 +40,8 @@ pub struct Preload {
     pub library: Option<PathBuf>,
     /// How to get the library when it is missing.
     pub install_hint: &'static str,
+    /// Environment the program runs with under this preload.
+    pub env: &'static [(&'static str, &'static str)],
 }
 
 impl Preload {
@@ -45,7 +49,7 @@ impl Preload {
     pub fn named(name: &'static str) -> Preload {
         let (library, install_hint) = match name {
             "glibc" => (None, ""),
-            "tessera" => (
+            "tessera" | "tessera-noprof" => (
                 Some(paths::target_dir().join("release").join("libtessera.so")),
                 "cargo build --release -p tessera-preload",
             ),
@@ -74,10 +78,15 @@ impl Preload {
             ),
             other => panic!("unknown preload {other:?}"),
         };
+        let env: &'static [(&'static str, &'static str)] = match name {
+            "tessera-noprof" => &[("TESSERA_PROF_RATE", "0")],
+            _ => &[],
+        };
         Preload {
             name,
             library,
             install_hint,
+            env,
         }
     }
 

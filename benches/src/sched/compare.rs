@@ -11,7 +11,7 @@ use super::coroutines::{
     tessera_spawn_join, tessera_yield, tokio_ping_pong, tokio_spawn_all, tokio_spawn_join,
     tokio_yield,
 };
-use super::external::{External, USER_CRATE, external_figures};
+use super::external::{External, GROUPS, Programs, USER_CRATE};
 use super::parked::PARKED_FLAG;
 use super::{may_run, tessera_rt, tokio_ct, tokio_mt};
 use crate::stats::median;
@@ -190,8 +190,7 @@ pub fn run_here(full: bool, reps: Option<usize>) -> i32 {
         mt: tokio_mt(2),
         ct: tokio_ct(),
     };
-    let mut table = measure_rows(reps, &rts);
-    let external = external_figures(parked);
+    let (mut table, external) = measure_interleaved(reps, &rts, parked);
     fill_external_columns(&mut table, &external);
     print_table(&table);
     for (who, figures) in [("go", &external.go), ("user", &external.user)] {
@@ -217,25 +216,54 @@ pub fn run_here(full: bool, reps: Option<usize>) -> i32 {
 /// (`None`: no figure).
 type Table = Vec<(&'static str, Vec<Option<f64>>)>;
 
-/// Measures every workload for the runner's own peers: one warm-up round, then `reps`
-/// rounds with the peers interleaved; the columns of `user` and `go` stay empty.
-fn measure_rows(reps: usize, rts: &Runtimes) -> Table {
-    let mut table: Table = Vec::new();
-    for (workload, iters) in WORKLOADS {
-        // One warm-up round, then `reps` rounds with the peers interleaved.
-        let mut samples: Vec<Vec<f64>> = vec![Vec::new(); PEERS.len()];
-        for round in 0..=reps {
+/// Measures every workload, one group of the external programs' workloads at a time
+/// (`external::GROUPS`): for the runner's own peers, one warm-up round and the first half
+/// of `reps` rounds with the peers interleaved; then Go's program and the user crate on
+/// the group; then the other half of the rounds. The external programs' figures are thus
+/// taken between the runner's own, within the same minute, instead of after all of them.
+fn measure_interleaved(reps: usize, rts: &Runtimes, parked: &[usize]) -> (Table, External) {
+    let mut programs = Programs::build();
+    let mut samples: Vec<Vec<Vec<f64>>> = vec![vec![Vec::new(); PEERS.len()]; WORKLOADS.len()];
+    let first_half = reps.div_ceil(2);
+    for (g, group) in GROUPS.iter().enumerate() {
+        let rows: Vec<usize> = WORKLOADS
+            .iter()
+            .enumerate()
+            .filter(|(_, (w, _))| group.rows.contains(w))
+            .map(|(i, _)| i)
+            .collect();
+        measure_rounds(&rows, 0..=first_half, rts, &mut samples);
+        programs.run_group(g);
+        measure_rounds(&rows, first_half + 1..=reps, rts, &mut samples);
+    }
+    let table = WORKLOADS
+        .iter()
+        .zip(&samples)
+        .map(|(&(workload, _), s)| (workload, s.iter().map(|s| median(s)).collect()))
+        .collect();
+    (table, programs.finish(parked))
+}
+
+/// Runs rounds `rounds` of the workloads at `rows` for every runner peer, interleaved;
+/// round 0 is the warm-up, not kept.
+fn measure_rounds(
+    rows: &[usize],
+    rounds: std::ops::RangeInclusive<usize>,
+    rts: &Runtimes,
+    samples: &mut [Vec<Vec<f64>>],
+) {
+    for &row in rows {
+        let (workload, iters) = WORKLOADS[row];
+        for round in rounds.clone() {
             for (i, peer) in PEERS.iter().enumerate() {
                 if let Some(ns) = measure(workload, peer, iters, rts)
                     && round > 0
                 {
-                    samples[i].push(ns);
+                    samples[row][i].push(ns);
                 }
             }
         }
-        table.push((workload, samples.iter().map(|s| median(s)).collect()));
     }
-    table
 }
 
 /// Puts the figures of Go's programs and of the user-build crate into their columns.
@@ -283,7 +311,7 @@ fn print_table(table: &Table) {
         "(ratio < 1: tessera takes less time; tessera: this runner's build (thin LTO, Tessera \
          as the global allocator), user: {USER_CRATE} (cargo's default release profile, the \
          system allocator) and go each print the median of their own repetitions, run \
-         alternately after the runner's rounds; tokio: tokio-mt where it has a figure, else \
+         between the runner's rounds of the same workloads; tokio: tokio-mt where it has a figure, else \
          tokio-ct; crossbeam: crossbeam-channel on OS threads, channel rows only)"
     );
 }
@@ -311,6 +339,27 @@ fn print_tessera_parked(parked: &[usize]) {
                 Err(e) => println!("tessera  parked {n}: {e}"),
             },
             Err(e) => println!("tessera  parked {n}: {e}"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_row_is_in_exactly_one_external_group() {
+        for (workload, _) in WORKLOADS {
+            let groups = GROUPS.iter().filter(|g| g.rows.contains(&workload)).count();
+            assert_eq!(groups, 1, "{workload} is in {groups} groups");
+        }
+        for group in &GROUPS {
+            for row in group.rows {
+                assert!(
+                    WORKLOADS.iter().any(|(w, _)| w == row),
+                    "group row {row} is not a workload"
+                );
+            }
         }
     }
 }

@@ -1,6 +1,8 @@
 //! The scheduler comparison's columns that come from programs of their own: Go's reference
 //! programs (`benches/go/sched`, when `go` is installed) and tessera-sched as a user builds
-//! it (`benches/sched-user`), each printing the median of its own repetitions.
+//! it (`benches/sched-user`), each printing the median of its own repetitions. The
+//! comparison runs them one group of workloads at a time, between its own rounds of the same
+//! workloads (`compare.rs`), so that a ratio compares figures taken in the same minute.
 
 use super::compare::SPAWN_ALL_COUNTS;
 use std::process::Command;
@@ -93,59 +95,134 @@ fn parse_figures(out: &str, figures: &mut Vec<(String, f64)>) {
     }
 }
 
-/// Runs Go's reference programs and the user-build crate, one workload group at a time,
-/// alternating between the two (each prints the median of its own repetitions), then Go's
-/// parked workload.
-pub(super) fn external_figures(parked: &[usize]) -> External {
-    let mut go = build_go().map(|bin| (bin, Vec::new()));
-    let mut user = build_user().map(|bin| (bin, Vec::new()));
-    let spawn_all: Vec<&str> = std::iter::once("spawn-all")
-        .chain(SPAWN_ALL_COUNTS)
-        .collect();
-    // (processors, arguments, whether the user crate has it).
-    let groups: [(&str, &[&str], bool); 9] = [
-        ("2", &["spawn-join"], true),
-        ("2", &spawn_all, true),
-        ("1", &spawn_all, true),
-        ("1", &["ping-pong"], true),
-        ("2", &["ping-pong"], true),
-        ("1", &["yield"], true),
-        ("2", &["chan-buffered"], true),
-        ("2", &["select", "2", "8"], true),
-        ("2", &["select-many"], false),
-    ];
-    for (i, (procs, args, in_user)) in groups.into_iter().enumerate() {
-        // Alternate which program goes first, so neither always runs on a machine the other
-        // just warmed (or heated).
+/// One group of workloads as the external programs take them: run with `procs`
+/// processors and `args`; `in_user`: the user crate has it too; `rows`: the runner's rows
+/// it gives figures for.
+pub(super) struct Group {
+    pub(super) procs: &'static str,
+    pub(super) args: &'static [&'static str],
+    pub(super) in_user: bool,
+    pub(super) rows: &'static [&'static str],
+}
+
+/// `spawn-all` with every count, as the reference programs take it.
+const SPAWN_ALL: [&str; 4] = [
+    "spawn-all",
+    SPAWN_ALL_COUNTS[0],
+    SPAWN_ALL_COUNTS[1],
+    SPAWN_ALL_COUNTS[2],
+];
+
+/// The groups, in the table's order; every row of the table is in exactly one.
+pub(super) const GROUPS: [Group; 9] = [
+    Group {
+        procs: "2",
+        args: &["spawn-join"],
+        in_user: true,
+        rows: &["spawn-join"],
+    },
+    Group {
+        procs: "2",
+        args: &SPAWN_ALL,
+        in_user: true,
+        rows: &["spawn-all-1k-2p", "spawn-all-100k-2p", "spawn-all-1m-2p"],
+    },
+    Group {
+        procs: "1",
+        args: &SPAWN_ALL,
+        in_user: true,
+        rows: &["spawn-all-1k-1p", "spawn-all-100k-1p", "spawn-all-1m-1p"],
+    },
+    Group {
+        procs: "1",
+        args: &["ping-pong"],
+        in_user: true,
+        rows: &["ping-pong-1p"],
+    },
+    Group {
+        procs: "2",
+        args: &["ping-pong"],
+        in_user: true,
+        rows: &["ping-pong-2p"],
+    },
+    Group {
+        procs: "1",
+        args: &["yield"],
+        in_user: true,
+        rows: &["yield"],
+    },
+    Group {
+        procs: "2",
+        args: &["chan-buffered"],
+        in_user: true,
+        rows: &["chan-buffered"],
+    },
+    Group {
+        procs: "2",
+        args: &["select", "2", "8"],
+        in_user: true,
+        rows: &["select-2", "select-8"],
+    },
+    Group {
+        procs: "2",
+        args: &["select-many"],
+        in_user: false,
+        rows: &["select-many"],
+    },
+];
+
+/// The external programs, built, with the figures gathered so far.
+pub(super) struct Programs {
+    go: Result<(std::path::PathBuf, Vec<(String, f64)>), String>,
+    user: Result<(std::path::PathBuf, Vec<(String, f64)>), String>,
+}
+
+impl Programs {
+    /// Builds Go's reference programs and the user-build crate.
+    pub(super) fn build() -> Programs {
+        Programs {
+            go: build_go().map(|bin| (bin, Vec::new())),
+            user: build_user().map(|bin| (bin, Vec::new())),
+        }
+    }
+
+    /// Runs group `i` (of [`GROUPS`]) with both programs, alternating which goes first so
+    /// neither always runs on a machine the other just warmed (or heated).
+    pub(super) fn run_group(&mut self, i: usize) {
+        let group = &GROUPS[i];
         for turn in 0..2 {
-            let (side, wanted) = if (i + turn) % 2 == 0 {
-                (&mut go, true)
+            let (side, wanted) = if (i + turn).is_multiple_of(2) {
+                (&mut self.go, true)
             } else {
-                (&mut user, in_user)
+                (&mut self.user, group.in_user)
             };
             if !wanted {
                 continue;
             }
             if let Ok((bin, figures)) = side {
-                match run_program(bin, procs, args) {
+                match run_program(bin, group.procs, group.args) {
                     Ok(out) => parse_figures(&out, figures),
                     Err(why) => *side = Err(why),
                 }
             }
         }
     }
-    let mut lines = Vec::new();
-    if let Ok((bin, _)) = &go {
-        for &n in parked {
-            match run_program(bin, "2", &["parked", &n.to_string()]) {
-                Ok(out) => lines.extend(out.lines().map(|l| format!("go       {l}"))),
-                Err(why) => lines.push(format!("go       parked {n}: {why}")),
+
+    /// The figures, and Go's parked lines for each count in `parked`.
+    pub(super) fn finish(self, parked: &[usize]) -> External {
+        let mut lines = Vec::new();
+        if let Ok((bin, _)) = &self.go {
+            for &n in parked {
+                match run_program(bin, "2", &["parked", &n.to_string()]) {
+                    Ok(out) => lines.extend(out.lines().map(|l| format!("go       {l}"))),
+                    Err(why) => lines.push(format!("go       parked {n}: {why}")),
+                }
             }
         }
-    }
-    External {
-        go: go.map(|(_, f)| f),
-        user: user.map(|(_, f)| f),
-        parked: lines,
+        External {
+            go: self.go.map(|(_, f)| f),
+            user: self.user.map(|(_, f)| f),
+            parked: lines,
+        }
     }
 }

@@ -1,0 +1,219 @@
+//! Taking samples: the byte countdown on the allocation path, and what happens when it runs
+//! out.
+//!
+//! Every cache keeps `prof_left`, the bytes its thread (or processor) may still allocate
+//! before the next sample. The allocation fast paths subtract the request's size and take
+//! the slow path when the result is negative (one `sub` on memory and a `js`); the slow path
+//! subtracts the requests the fast paths never saw (large, over-aligned, zeroed ones). When
+//! the countdown runs out, the allocation is served by [`take`]: the block gets a span of
+//! its own from the page heap (tcmalloc samples the same way), flagged `PROFILED` in the
+//! span record, so that a free of any other block pays nothing and a free of a sampled one
+//! finds its record from the span's flag (`forget_large`). The stack is unwound then (up to
+//! 64 frames, `unwind.rs`), and the next countdown is drawn from an exponential
+//! distribution of mean `TESSERA_PROF_RATE` bytes (Go's and tcmalloc's scheme: every byte
+//! allocated has the same chance of being the sampled one, so an allocation of `s` bytes is
+//! sampled with probability `1 - exp(-s / rate)`, which the writer's scaling undoes).
+
+use core::sync::atomic::{AtomicUsize, Ordering};
+
+use tessera_span::{Span, SpanKind, arena};
+use tessera_sys::{clock, thread};
+
+use super::table::{self, MAX_FRAMES, SampleInfo};
+use crate::cache::Cache;
+use crate::size_class;
+use crate::unwind;
+
+/// `TESSERA_PROF_RATE`'s default: Go's `MemProfileRate`.
+pub const DEFAULT_RATE: usize = 512 * 1024;
+
+/// The mean sampling interval in bytes; 0 turns sampling off.
+static RATE: AtomicUsize = AtomicUsize::new(DEFAULT_RATE);
+
+/// `Span::user_flags` of a large span: its block is a live sample. Large spans use no
+/// other flag (the small-object layer's flags mean nothing on them), and `large::alloc`
+/// clears the byte.
+pub(crate) const PROFILED: u8 = 0b1000_0000;
+
+/// The countdown of a cache that must never sample (sampling off, or the profiler's own
+/// allocations): far beyond any amount a program allocates between two resets.
+const NEVER: isize = isize::MAX;
+
+/// Sets the sampling rate (`TESSERA_PROF_RATE`, [`crate::profile::set_rate`]). Caches pick
+/// the new rate up at their next sample (or at once when sampling was off: see
+/// [`first_interval`]).
+pub(crate) fn set_rate(rate: usize) {
+    RATE.store(rate, Ordering::Relaxed);
+}
+
+/// The sampling rate in bytes; 0 when off.
+pub(crate) fn rate() -> usize {
+    RATE.load(Ordering::Relaxed)
+}
+
+/// The countdown a new cache starts with, its random state seeded from `seed`.
+pub(crate) fn first_interval(rng: &mut u64, seed: u64) -> isize {
+    *rng = seed | 1;
+    next_interval(rng)
+}
+
+/// The next countdown: exponentially distributed with mean `rate()` bytes.
+pub(crate) fn next_interval(rng: &mut u64) -> isize {
+    interval(rng, rate())
+}
+
+/// A countdown exponentially distributed with mean `rate` bytes ([`NEVER`] for 0).
+fn interval(rng: &mut u64, rate: usize) -> isize {
+    if rate == 0 {
+        return NEVER;
+    }
+    // xorshift64*: plenty for spacing samples.
+    let mut x = *rng;
+    x ^= x >> 12;
+    x ^= x << 25;
+    x ^= x >> 27;
+    *rng = x;
+    let r = x.wrapping_mul(0x2545_f491_4f6c_dd1d);
+    // Uniform in (0, 1]: the top 53 bits, plus one.
+    let u = ((r >> 11) + 1) as f64 * (1.0 / (1u64 << 53) as f64);
+    let interval = -u.ln() * rate as f64;
+    // `as` saturates; the cap keeps a countdown far from overflow.
+    (interval as isize).min(NEVER / 2)
+}
+
+/// The slow path's share of the countdown: subtracts `size` unless a fast path already did
+/// (`counted`), and says whether this allocation is to be sampled.
+#[inline]
+pub(crate) fn due(cache: &mut Cache, size: usize, counted: bool) -> bool {
+    if !counted {
+        let size = isize::try_from(size).unwrap_or(isize::MAX);
+        cache.prof_left = cache.prof_left.saturating_sub(size);
+    }
+    cache.prof_left < 0
+}
+
+/// Serves an allocation whose countdown ran out: a block with a span of its own, recorded
+/// with its stack. Null when the sample cannot be taken (sampling was turned off, the
+/// profiler is already busy on this cache, or the page heap refused): the caller then
+/// allocates as usual. Resets the countdown in every case.
+#[cold]
+#[inline(never)]
+pub(crate) fn take(cache: &mut Cache, size: usize, align: usize, zero: bool) -> *mut u8 {
+    cache.prof_left = next_interval(&mut cache.prof_rng);
+    if rate() == 0 || cache.prof_busy {
+        return core::ptr::null_mut();
+    }
+    cache.prof_busy = true;
+    let block = crate::large::alloc(size, align, zero);
+    if !block.is_null() {
+        record(cache, block, size, align);
+    }
+    cache.prof_busy = false;
+    super::writer::write_if_pending();
+    block
+}
+
+/// Flags `block`'s span and records the sample.
+fn record(cache: &Cache, block: *mut u8, size: usize, align: usize) {
+    let addr = block as usize;
+    match arena::span_of(addr) {
+        // SAFETY: `large::alloc` just made this large span for `block`; nobody else knows
+        // the block yet, so its record's flags are ours to set.
+        Some(span) => unsafe { (*span.as_ptr()).user_flags |= PROFILED },
+        // A huge block: counted before it is recorded, so that its free looks it up.
+        None => {
+            LIVE_HUGE.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+    // The size the block would have had without the sample: its class's, or the request's
+    // for a large one.
+    let charged = size_class::class_for(size, align).map_or(size, |class| class.size());
+    let mut frames = [0usize; MAX_FRAMES + SKIP_MAX];
+    let depth = unwind::capture(&mut frames);
+    let frames = &frames[..depth];
+    // In `libtessera.so` the allocator's own frames are known by module; linked into a
+    // program they stay, and the profile names them for the reader to drop
+    // (`drop_frames`, `writer.rs`).
+    let first = unwind::first_outside_own_library(frames).unwrap_or(0);
+    let frames = &frames[first..];
+    table::record(
+        &frames[..frames.len().min(MAX_FRAMES)],
+        SampleInfo {
+            addr,
+            size: charged as u64,
+            requested: size as u64,
+            labels: cache.prof_labels,
+            thread: thread::gettid() as u32,
+            at_ms: clock::coarse_now_ms(),
+        },
+    );
+}
+
+/// Frames captured beyond `MAX_FRAMES`, so that the allocator's own frames (skipped in
+/// `libtessera.so`) do not eat into the 64 the issue asks for.
+const SKIP_MAX: usize = 8;
+
+/// Called on the free of a large span flagged [`PROFILED`]: forgets the sample.
+///
+/// # Safety
+/// `span` must be the record of an in-use large span whose block is being freed (or
+/// moved) by the caller, who holds it alone.
+#[cold]
+#[inline(never)]
+pub(crate) unsafe fn forget_large(span: *mut Span) {
+    // SAFETY: the caller's contract.
+    let s = unsafe { &mut *span };
+    debug_assert!(s.kind() == SpanKind::Large);
+    table::forget(s.base() as usize);
+    s.user_flags &= !PROFILED;
+}
+
+/// Sampled blocks that are huge (a mapping of their own, no span record) and live: while
+/// there are none, a huge free does not look in the table.
+static LIVE_HUGE: AtomicUsize = AtomicUsize::new(0);
+
+/// Called on the free of a block that is in no arena (a huge block, or a bad pointer about
+/// to be reported): forgets it if it is a sample.
+pub(crate) fn forget_huge(addr: usize) {
+    if LIVE_HUGE.load(Ordering::Relaxed) != 0 && table::forget(addr) {
+        LIVE_HUGE.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Whether `addr` is a live sampled huge block (which `realloc` must move rather than remap,
+/// so that the sample goes with the free).
+pub(crate) fn is_live_huge(addr: usize) -> bool {
+    LIVE_HUGE.load(Ordering::Relaxed) != 0 && table::is_live(addr)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn intervals_have_the_rate_as_mean() {
+        let mut rng = 0x1234_5678_9abc_def1u64;
+        let n = 200_000;
+        let rate = DEFAULT_RATE as f64;
+        let mut sum = 0.0;
+        let mut below_mean = 0;
+        for _ in 0..n {
+            let i = interval(&mut rng, DEFAULT_RATE);
+            assert!(i >= 0);
+            sum += i as f64;
+            if (i as f64) < rate {
+                below_mean += 1;
+            }
+        }
+        let mean = sum / n as f64;
+        // The standard error of the mean of 200k exponential draws is rate/447: 1% is
+        // more than 4 of them.
+        assert!(
+            (mean / rate - 1.0).abs() < 0.01,
+            "mean {mean} for rate {rate}"
+        );
+        // An exponential distribution has 1 - 1/e = 63.2% of its mass below the mean.
+        let share = below_mean as f64 / n as f64;
+        assert!((share - 0.632).abs() < 0.01, "share below mean {share}");
+    }
+}

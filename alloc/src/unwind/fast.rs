@@ -1,0 +1,124 @@
+//! The fast walk: the same frames as libgcc's `_Unwind_Backtrace`, with each return
+//! address's rule taken from the cache (`cache.rs`) and computed (`cfi.rs`) only on a miss.
+//!
+//! A frame is three registers: the return address that brought us into it, its rsp and its
+//! rbp. A rule turns them into the caller's: `CFA = rsp|rbp + n`, the return address at
+//! `CFA + m` (CFA - 8 on x86-64), the caller's rbp at `CFA + k` or unchanged, and the
+//! caller's rsp is the CFA. No other register is followed, so a rule that needs one (a CFA
+//! on rbx, an expression) is `Unsupported` and the whole capture is left to libgcc.
+//!
+//! Where it stops is where libgcc's walk does: a return address of 0 (not reported), a
+//! frame whose return address is undefined or that no FDE covers (reported, then the
+//! walk ends), or a full buffer. Where it gives up: a rule it cannot follow, a signal
+//! frame, a CFA that does not grow or runs more than [`MAX_STACK`] past the start (another
+//! stack: a coroutine's, a signal stack), and reads are only made at CFAs in that range.
+//!
+//! What it does not know: a module unloaded (`dlclose`) and another loaded at the same
+//! addresses leave the old module's rules in the cache. Asking the loader per capture
+//! (`dl_iterate_phdr`'s `dlpi_subs`) takes the loader's lock, which a `fork` can leave held
+//! in the child, and libgcc itself (on glibc 2.35 and later) no longer takes it; an
+//! interposed `dlclose` that clears the cache would be the way.
+
+use super::cache;
+use super::cfi::{self, CfaBase, Rule};
+use super::sys::{self, Registers};
+
+/// How far above the starting rsp a CFA may be.
+const MAX_STACK: usize = 256 << 20;
+
+/// What a walk did, for the tests.
+#[derive(Clone, Copy, Debug, Default)]
+pub(super) struct Stats {
+    /// Return addresses whose rule was not in the cache.
+    pub(super) misses: usize,
+}
+
+/// The walk gave up: libgcc must take this capture.
+#[derive(Debug)]
+pub(super) struct GiveUp;
+
+/// Writes the return addresses of the frames above the one `start` was read in,
+/// innermost first, into `out`, and returns how many.
+///
+/// # Safety
+/// `start` must be this thread's registers in a frame that is still live (an inlined
+/// `registers()` in a caller of this function).
+pub(super) unsafe fn walk(
+    start: Registers,
+    out: &mut [usize],
+    stats: &mut Stats,
+) -> Result<usize, GiveUp> {
+    let limit = start.sp.checked_add(MAX_STACK).ok_or(GiveUp)?;
+    // The first frame is looked up like the others, by "return address" - 1: `pc + 1`.
+    let mut ra = start.pc + 1;
+    let (mut sp, mut bp) = (start.sp, start.bp);
+    let mut len = 0;
+    while len < out.len() {
+        let rule = match cache::get(ra) {
+            Some(rule) => rule,
+            None => {
+                stats.misses += 1;
+                // SAFETY: `ra` is the start pc, or a return address read from this stack
+                // at a slot a real FDE named.
+                let rule = unsafe { compute(ra) };
+                cache::put(ra, rule);
+                rule
+            }
+        };
+        let step = match rule {
+            Rule::Step(step) => step,
+            Rule::End => break,
+            Rule::Unsupported => return Err(GiveUp),
+        };
+        let base = match step.base {
+            CfaBase::Rsp => sp,
+            CfaBase::Rbp => bp,
+        };
+        let cfa = base.wrapping_add(step.cfa_offset as usize);
+        // The CFA must grow (each caller's frame is above its callee's) and stay on this
+        // stack; the slots read are within 32 KiB of it (`i16` offsets).
+        if cfa <= sp || cfa > limit {
+            return Err(GiveUp);
+        }
+        // SAFETY: the slot is in the live part of this thread's stack, between the start
+        // and the CFA of a frame that is still active, at the offset its FDE gives.
+        ra = unsafe { read(cfa, step.ra_offset) };
+        if let Some(offset) = step.rbp_offset {
+            // SAFETY: as above.
+            bp = unsafe { read(cfa, offset) };
+        }
+        sp = cfa;
+        if ra == 0 {
+            break;
+        }
+        out[len] = ra;
+        len += 1;
+    }
+    Ok(len)
+}
+
+/// # Safety
+/// `cfa + offset` must be a readable, aligned word.
+unsafe fn read(cfa: usize, offset: i16) -> usize {
+    let at = cfa.wrapping_add_signed(isize::from(offset));
+    // SAFETY: the caller's contract. Volatile: the word belongs to another frame, which
+    // the compiler knows nothing about.
+    unsafe { core::ptr::read_volatile(at as *const usize) }
+}
+
+/// The rule of `ra`, from its FDE.
+///
+/// # Safety
+/// `ra` must be a return address of this thread's stack (or the start pc + 1).
+#[cold]
+#[inline(never)]
+unsafe fn compute(ra: usize) -> Rule {
+    match sys::find_fde(ra) {
+        // SAFETY: the FDE and bases `_Unwind_Find_FDE` gave for `ra - 1`.
+        Some((fde, bases)) => unsafe { cfi::rule_for(fde, &bases, ra) },
+        // libgcc's x86-64 fallback recognises the signal trampoline without an FDE.
+        // SAFETY: the caller's contract: `ra` is in code this thread is returning to.
+        None if unsafe { sys::is_sigreturn(ra) } => Rule::Unsupported,
+        None => Rule::End,
+    }
+}

@@ -1,0 +1,136 @@
+//! The heap profiler (issue #18) in a Rust program that uses tessera as its global
+//! allocator: samples are taken and forgotten as blocks come and go, and the profile
+//! attributes the live heap to its allocation sites in the right shares (checked with
+//! `go tool pprof` when `go` is installed).
+
+use std::alloc::{Layout, alloc, dealloc};
+use std::hint::black_box;
+use std::process::Command;
+
+#[global_allocator]
+static GLOBAL: tessera::Tessera = tessera::Tessera;
+
+const BLOCK: usize = 1024;
+const B_BLOCKS: usize = 8192;
+
+#[inline(never)]
+fn profile_site_a() -> *mut u8 {
+    // SAFETY: a non-zero size.
+    black_box(unsafe { alloc(Layout::from_size_align(BLOCK, 8).unwrap()) })
+}
+
+#[inline(never)]
+fn profile_site_b() -> *mut u8 {
+    // SAFETY: a non-zero size.
+    black_box(unsafe { alloc(Layout::from_size_align(BLOCK, 8).unwrap()) })
+}
+
+fn free_all(blocks: &mut Vec<*mut u8>) {
+    for p in blocks.drain(..) {
+        // SAFETY: allocated above with this layout.
+        unsafe { dealloc(p, Layout::from_size_align(BLOCK, 8).unwrap()) };
+    }
+}
+
+/// `flat%` of the `-top` line whose function name ends with `name`.
+fn flat_share(top: &str, name: &str) -> f64 {
+    top.lines()
+        .filter(|l| l.trim_end().ends_with(name))
+        .filter_map(|l| {
+            l.split_whitespace()
+                .nth(1)?
+                .strip_suffix('%')?
+                .parse::<f64>()
+                .ok()
+        })
+        .sum()
+}
+
+// One test function: the profiler's counters are process-wide, and the test harness would
+// run several tests of this file at once.
+#[test]
+fn samples_follow_the_live_heap_and_the_profile_names_the_sites() {
+    // About 2,000 samples over 32 MiB: the 75/25 share's standard error is 1 point.
+    tessera::profile::set_rate(16 * 1024);
+    let before = tessera::profile::totals();
+    let mut a = Vec::with_capacity(3 * B_BLOCKS);
+    let mut b = Vec::with_capacity(B_BLOCKS);
+    for _ in 0..B_BLOCKS {
+        for _ in 0..3 {
+            a.push(profile_site_a());
+        }
+        b.push(profile_site_b());
+    }
+    let kept = tessera::profile::totals();
+    let taken = kept.samples - before.samples;
+    // 32 MiB at one sample per 16 KiB: 2,048 expected; Poisson's spread is 45.
+    assert!(
+        (1_500..3_000).contains(&taken),
+        "{taken} samples for 32 MiB at 16 KiB"
+    );
+    assert!(
+        kept.live >= before.live + taken / 2,
+        "{kept:?} after {before:?}"
+    );
+    let mut live = vec![tessera::profile::LiveSample::default(); 10_000];
+    let n = tessera::profile::live_samples(&mut live);
+    let mine = live[..n.min(live.len())]
+        .iter()
+        .filter(|s| s.requested == BLOCK && s.size == BLOCK && s.at_ms > 0 && s.thread > 0)
+        .count() as u64;
+    assert!(
+        mine >= taken / 2,
+        "{mine} live samples of {BLOCK} bytes, {taken} taken"
+    );
+
+    let mut profile = Vec::new();
+    tessera::profile::write_heap(&mut profile).unwrap();
+    assert_eq!(&profile[..2], &[0x1f, 0x8b], "not gzip");
+
+    if Command::new("go")
+        .arg("version")
+        .output()
+        .is_ok_and(|o| o.status.success())
+    {
+        let dir = std::env::temp_dir().join(format!("tessera-profile-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("heap.pb.gz");
+        std::fs::write(&file, &profile).unwrap();
+        let exe = std::env::current_exe().unwrap();
+        let out = Command::new("go")
+            .args(["tool", "pprof", "-top", "-sample_index=inuse_space"])
+            .arg(&exe)
+            .arg(&file)
+            .output()
+            .unwrap();
+        let top = String::from_utf8_lossy(&out.stdout);
+        std::fs::remove_dir_all(&dir).ok();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let (sa, sb) = (
+            flat_share(&top, "profile_site_a"),
+            flat_share(&top, "profile_site_b"),
+        );
+        // The rest of the live heap (the test harness's) is small beside 32 MiB.
+        assert!(
+            (sa - 75.0).abs() <= 6.0 && (sb - 25.0).abs() <= 6.0,
+            "site_a {sa}%, site_b {sb}%:\n{top}"
+        );
+    } else {
+        eprintln!("go not installed: the pprof reading is not checked");
+    }
+
+    // Freed samples leave the live set.
+    let live = tessera::profile::totals().live;
+    free_all(&mut b);
+    free_all(&mut a);
+    let after = tessera::profile::totals();
+    assert!(
+        after.live + taken / 2 <= live,
+        "{after:?} after freeing, {live} live before"
+    );
+    tessera::profile::set_rate(tessera::profile::DEFAULT_RATE);
+}

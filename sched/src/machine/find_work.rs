@@ -1,0 +1,203 @@
+//! Finding a runnable G for a P (Go's `findRunnable`): the P's own queue and mailbox, the
+//! global queue, the netpoller without blocking, then stealing from other Ps (and firing
+//! their due timers).
+//!
+//! Time slices (Go's `inheritTime` and `forcePreemptNS`): a G taken from `runnext` was
+//! just made runnable by the G that ran before it (a woken receiver, a new coroutine) and
+//! inherits that G's time slice; any other G starts a new slice (`P::slice`). Two
+//! coroutines that hand the P to each other over a rendezvous channel therefore share one
+//! slice, however many hand-offs they make. When a slice has lasted 10 ms while Gs wait in
+//! the ring, sysmon sets `P::preempt`, and the P's next schedule moves the `runnext` G to
+//! the back of the ring (`RunQueue::demote_runnext`): everything queued before it runs
+//! first, and the pair gets a new slice when its turn comes. Nothing on the switch path
+//! reads a clock; the cost is a relaxed load per schedule and a store per new slice.
+//! (Go also preempts a G that merely runs long; Rust has no safe asynchronous preemption,
+//! so such a G only shows up in sysmon's long-run count.)
+
+use core::ptr;
+use core::sync::atomic::Ordering;
+
+use super::MCtx;
+use super::current::fastrand;
+use super::idle::try_spin;
+use crate::coroutine::GRef;
+use crate::processor::{P, PENDING_RUNNEXT, PENDING_SHORT};
+use crate::runqueue::RING;
+use crate::runtime::Shared;
+
+/// Takes up to `max` Gs from the global queue: returns the first, the rest go on `p`'s
+/// ring, which must be empty (the caller found nothing on it).
+///
+/// # Safety
+/// The calling thread's M holds `p` (only its owner pushes on a run queue).
+unsafe fn take_global(sh: &Shared, p: &P, max: usize) -> Option<GRef> {
+    let mut batch = [ptr::null_mut(); RING / 2];
+    let n = sh.global.pop_batch(sh.ps.len(), &mut batch[..max]);
+    if n == 0 {
+        return None;
+    }
+    p.runq.push_many(&batch[1..n]);
+    Some(batch[0])
+}
+
+/// Schedule ticks per timed run (`time_run`): two clock reads every 64 schedules.
+const RUN_SAMPLE: u32 = 64;
+
+/// Times one run in RUN_SAMPLE for the runtime's run-length estimate (`Shared::note_run`):
+/// from the schedule at a multiple of RUN_SAMPLE to the next one, which is the run of the
+/// G picked in between plus one pass of the scheduler. Out of line, so the switch path
+/// carries only the tick test; a P that went idle in between drops the sample
+/// (`release_p`).
+#[cold]
+#[inline(never)]
+fn time_run(sh: &Shared, p: &P, tick: u32) {
+    if tick.is_multiple_of(RUN_SAMPLE) {
+        p.run_started.store(sh.now_ns(), Ordering::Relaxed);
+    } else {
+        let start = p.run_started.swap(0, Ordering::Relaxed);
+        if start != 0 {
+            sh.note_run(sh.now_ns().saturating_sub(start));
+        }
+    }
+}
+
+/// Go's findRunnable, and the bookkeeping of time slices: a G that does not inherit the
+/// running slice from `runnext` starts a new one.
+///
+/// # Safety
+/// `p` is the P `m` holds (`m.p`).
+pub(super) unsafe fn find_runnable(m: &MCtx, p: &P) -> Option<GRef> {
+    let sh = &*m.shared;
+    if sh.shutdown.load(Ordering::Relaxed) {
+        // The runtime is being dropped: stop between coroutines even if some are still
+        // runnable (one that yields in a loop would otherwise keep this M for ever).
+        return None;
+    }
+    if p.preempt.load(Ordering::Relaxed) {
+        p.preempt.store(false, Ordering::Relaxed);
+        p.runq
+            .demote_runnext(&mut |batch| sh.global.push_batch(batch));
+    }
+    // SAFETY: per the contract.
+    let (g, inherit) = unsafe { find_runnable_inner(m, p) }?;
+    if !inherit {
+        p.slice.store(
+            p.slice.load(Ordering::Relaxed).wrapping_add(1),
+            Ordering::Relaxed,
+        );
+    }
+    Some(g)
+}
+
+/// Finds a G to run, and whether it inherits the running time slice.
+///
+/// # Safety
+/// `p` is the P `m` holds (`m.p`).
+unsafe fn find_runnable_inner(m: &MCtx, p: &P) -> Option<(GRef, bool)> {
+    let sh = &*m.shared;
+    let tick = p.tick.load(Ordering::Relaxed).wrapping_add(1);
+    p.tick.store(tick, Ordering::Relaxed);
+    crate::timer::run_due(sh, p);
+    if tick % RUN_SAMPLE < 2 {
+        time_run(sh, p, tick);
+    }
+    let pending = p.wake_pending.load(Ordering::Relaxed);
+    if pending == PENDING_RUNNEXT || (pending == PENDING_SHORT && p.runq.len() <= 1) {
+        // We are scheduling now: the runnext G (or whatever is left) is about to run here.
+        p.wake_pending.store(0, Ordering::Relaxed);
+    }
+    if tick.is_multiple_of(2)
+        && let Some(g) = m.ms.pop_mail()
+    {
+        return Some((g, false));
+    }
+    // Fairness: without this, two Gs that keep waking each other in `runnext` would starve
+    // the global queue (proc.go: "Check the global runnable queue once in a while").
+    if tick.is_multiple_of(61)
+        && sh.global.len() > 0
+        // SAFETY: per the contract this M holds `p`.
+        && let Some(g) = unsafe { take_global(sh, p, 1) }
+    {
+        return Some((g, false));
+    }
+    if let Some(found) = p.runq.pop_inheriting() {
+        return Some(found);
+    }
+    if let Some(g) = m.ms.pop_mail() {
+        return Some((g, false));
+    }
+    // SAFETY: as above; `p`'s queue is empty (we looked just above).
+    if let Some(g) = unsafe { take_global(sh, p, RING / 2) } {
+        return Some((g, false));
+    }
+    if sh.shutdown.load(Ordering::SeqCst) {
+        return None;
+    }
+    // The network, without blocking, if anything waits on it and nobody is polling.
+    if sh.poll.has_waiters() && sh.poll.try_acquire() {
+        let mut woken = Vec::new();
+        sh.poll.poll(Some(core::time::Duration::ZERO), &mut woken);
+        sh.poll.release(sh.now_ns());
+        if !woken.is_empty() {
+            for t in woken {
+                // Onto this P (we hold it): the last one lands in runnext.
+                // SAFETY: `poll` claimed every token it returned; each is notified once,
+                // here.
+                unsafe { t.notify() };
+            }
+            if let Some(g) = p.runq.pop() {
+                return Some((g, false));
+            }
+        }
+    }
+    let nprocs = sh.ps.len();
+    if nprocs == 1 {
+        return None;
+    }
+    // Bound the spinners: at most half the busy Ps' worth (proc.go findRunnable).
+    if !try_spin(m, nprocs) {
+        return None;
+    }
+    const PASSES: usize = 4;
+    for pass in 0..PASSES {
+        // A random start and a stride coprime with nprocs visit every P once in a random
+        // order (Go's randomOrder).
+        let start = (fastrand() % nprocs as u64) as usize;
+        let stride = coprime_stride(nprocs, fastrand());
+        for k in 0..nprocs {
+            let v = (start + k * stride) % nprocs;
+            if v == p.id {
+                continue;
+            }
+            // The victim's M may be held up by a coroutine that does not yield, or idle:
+            // its timers are ours to fire too (Go's stealWork). What they wake lands here.
+            if pass == PASSES - 1
+                && crate::timer::run_due(sh, &sh.ps[v])
+                && let Some(g) = p.runq.pop()
+            {
+                return Some((g, false));
+            }
+            if let Some(g) = p.runq.steal_from(&sh.ps[v].runq, pass == PASSES - 1) {
+                p.steals
+                    .store(p.steals.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
+                return Some((g, false));
+            }
+        }
+        // SAFETY: as above; stealing found nothing, so `p`'s ring is still empty.
+        if let Some(g) = unsafe { take_global(sh, p, RING / 2) } {
+            return Some((g, false));
+        }
+    }
+    None
+}
+
+fn coprime_stride(n: usize, r: u64) -> usize {
+    fn gcd(a: usize, b: usize) -> usize {
+        if b == 0 { a } else { gcd(b, a % b) }
+    }
+    let mut s = (r % n as u64) as usize + 1;
+    while gcd(s, n) != 1 {
+        s = s % n + 1;
+    }
+    s
+}

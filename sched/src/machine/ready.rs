@@ -1,0 +1,163 @@
+//! Parking the running G and making a G runnable again (Go's `gopark`, `ready` and the
+//! queueing half of `newproc`): the G state transitions of coroutine.rs, and where a
+//! runnable G is queued and whether an idle M is woken for it.
+
+use core::sync::atomic::Ordering;
+
+use super::MShared;
+use super::current::{current_g, current_p};
+use super::idle::{wakep, wakep_unfenced};
+use super::m_loop::switch_out;
+use crate::coroutine::{GRef, NOTIFIED, PARKED, PARKING, RUNNABLE, RUNNING, Switch, WaitReason};
+use crate::processor::{P, PENDING_RUNNEXT, PENDING_SHORT};
+use crate::runtime::Shared;
+
+/// Parks the running G until `ready` (Go's `gopark`). Returns at once if a `ready` already
+/// arrived for this park.
+pub(crate) fn park_current(reason: WaitReason) {
+    let g = current_g();
+    assert!(!g.is_null(), "park_current outside a coroutine");
+    // SAFETY: the running G is live while it runs.
+    let gr = unsafe { &*g };
+    gr.wait_reason.store(reason as u8, Ordering::Relaxed);
+    if gr
+        .state
+        .compare_exchange(RUNNING, PARKING, Ordering::AcqRel, Ordering::Acquire)
+        .is_err()
+    {
+        // NOTIFIED: the wake-up came before we got here.
+        gr.state.store(RUNNING, Ordering::Release);
+        gr.wait_reason
+            .store(WaitReason::None as u8, Ordering::Relaxed);
+        return;
+    }
+    // SAFETY: `gr` is the G running here.
+    unsafe { switch_out(gr, Switch::Park) };
+    gr.wait_reason
+        .store(WaitReason::None as u8, Ordering::Relaxed);
+}
+
+/// Makes a parked (or parking) G runnable (Go's `ready`). Called by a token's claimant.
+///
+/// # Safety
+/// The caller won the token `g` waits on (wait.rs) and has not readied it yet, so the G is
+/// alive, in its wait, and cannot leave it (or finish) before this returns.
+pub(crate) unsafe fn ready(g: GRef) {
+    // SAFETY: per the contract.
+    let gr = unsafe { &*g };
+    loop {
+        let s = gr.state.load(Ordering::Acquire);
+        match s {
+            RUNNING | PARKING => {
+                if gr
+                    .state
+                    .compare_exchange(s, NOTIFIED, Ordering::AcqRel, Ordering::Acquire)
+                    .is_ok()
+                {
+                    return;
+                }
+            }
+            PARKED => {
+                if gr
+                    .state
+                    .compare_exchange(PARKED, RUNNABLE, Ordering::AcqRel, Ordering::Acquire)
+                    .is_ok()
+                {
+                    break;
+                }
+            }
+            _ => unreachable!("ready on a G in state {s}"),
+        }
+    }
+    // SAFETY: G's runtime outlives its Gs (a runtime that shuts down with live Gs leaks
+    // its shared state on purpose, see runtime.rs).
+    let sh = unsafe { &*gr.rt };
+    if sh.shutdown.load(Ordering::SeqCst) {
+        // No M will run it again: it stays where it is, leaked with its runtime.
+        return;
+    }
+    sh.stamp_runnable(gr);
+    // SAFETY: our CAS made the PARKED G RUNNABLE, so it is switched out and on no queue,
+    // and ours to give up; `locked_m` is its own.
+    unsafe { make_runnable(sh, g, gr.locked_m.get()) };
+}
+
+/// Queues a RUNNABLE G: on the caller's P's `runnext` if the caller is an M of its
+/// runtime, on its locked M, or on the global queue; then makes sure an M will look.
+///
+/// # Safety
+/// `g` is a live RUNNABLE G of `sh`, switched out and on no run queue, which the caller
+/// gives up (it must not touch `g` after this); `locked` is its `locked_m`: null, or the
+/// M of `sh` it is locked to.
+pub(crate) unsafe fn make_runnable(sh: &Shared, g: GRef, locked: *const MShared) {
+    if !locked.is_null() {
+        // SAFETY: a locked G's M lives as long as the runtime.
+        let m = unsafe { &*locked };
+        // SAFETY: per the contract, `g` is RUNNABLE, locked to `m` and ours to give up.
+        unsafe { m.push_mail(g) };
+        m.parker.unpark();
+        return;
+    }
+    // SAFETY: per the contract; `current_p` is the P this thread holds, if any.
+    unsafe { queue(sh, current_p(sh), g) };
+}
+
+/// Queues a RUNNABLE G that is not locked to an M: on `p`, which must be `current_p(sh)`
+/// (a spawn has it at hand), or globally if `None`.
+///
+/// # Safety
+/// As for `make_runnable`, for a G locked to no M; `p` is `current_p(sh)`.
+pub(crate) unsafe fn queue(sh: &Shared, p: Option<&P>, g: GRef) {
+    match p {
+        Some(p) => {
+            // SAFETY: per the contract this thread holds `p`, and `g` is ours to queue.
+            unsafe { push_local(sh, p, g, true) };
+            let pending = if p.runq.ring_is_empty() {
+                PENDING_RUNNEXT
+            } else if sh.runs_short() {
+                PENDING_SHORT
+            } else {
+                0
+            };
+            if pending != 0 {
+                // No idle M is woken when
+                // - only `runnext` holds work: the G running here will most likely block
+                //   soon (it just woke a partner: a channel hand-off, a join) and let this
+                //   M run it at once. Waking an idle M would cost a futex wake-up on this
+                //   path and pull the pair apart onto two Ps (tokio skips the notification
+                //   for its LIFO slot for the same reason);
+                // - the runtime's coroutines run too briefly to be worth moving
+                //   (`MOVE_WORTH_NS`): this P runs them sooner than another could take
+                //   them over, and each one moved costs this P more than running it. Go
+                //   wakes an M for every new G (golang/go#54622 discusses the cost; the
+                //   crate documentation, "Wake-ups", has ours).
+                // Either way the work is not lost, it is on a running P. If the G running
+                // here keeps running, or the queue stops draining, sysmon delivers the
+                // wake-up (sysmon.rs).
+                if p.wake_pending.load(Ordering::Relaxed) < pending {
+                    p.wake_pending.store(pending, Ordering::Relaxed);
+                }
+                return;
+            }
+            // A G on the queue of the P we hold cannot be stranded (this M runs it if no
+            // one steals it), so this wake-up is for parallelism only and needs no fence
+            // against an M going idle (`stop_m` pairs with the fence in `wakep`).
+            wakep_unfenced(sh);
+            return;
+        }
+        None => sh.global.push(g),
+    }
+    wakep(sh);
+}
+
+/// Queues `g` on `p` (in `runnext` if `next`); a full ring spills half to the global
+/// queue.
+///
+/// # Safety
+/// The calling thread's M holds `p` (only its owner pushes on a run queue), and `g` is a
+/// live RUNNABLE G of `sh` on no run queue, which the caller gives up: whichever M takes it
+/// off a queue runs it (`execute`).
+pub(super) unsafe fn push_local(sh: &Shared, p: &P, g: GRef, next: bool) {
+    p.runq
+        .push(g, next, &mut |batch| sh.global.push_batch(batch));
+}
