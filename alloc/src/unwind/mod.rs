@@ -196,8 +196,24 @@ mod tests {
 
     fn check(pair: &Pair) {
         let fast = pair.fast.as_ref().expect("the fast walk gave up");
+        // The first entry is the return address into `both`: the same when both walks are
+        // called from its one call site, but an optimised build may peel the two-turn loop
+        // into two call sites a few bytes apart. Every caller above must be the same.
         assert_eq!(
-            fast, &pair.libgcc,
+            fast.len(),
+            pair.libgcc.len(),
+            "{fast:x?} vs {:x?}",
+            pair.libgcc
+        );
+        if let (Some(&a), Some(&b)) = (fast.first(), pair.libgcc.first()) {
+            assert!(
+                a.abs_diff(b) < 512,
+                "first frames {a:#x} and {b:#x} not both in `both`"
+            );
+        }
+        assert_eq!(
+            fast.get(1..),
+            pair.libgcc.get(1..),
             "fast walk (left) differs from libgcc's (right)"
         );
     }
@@ -314,13 +330,15 @@ mod tests {
 
     #[test]
     fn the_second_walk_from_a_place_hits_the_cache() {
-        // One call site: the return addresses are the same both times.
-        let pairs: Vec<Pair> = (0..2).map(|_| recurse(12, DEPTH)).collect();
+        // One call site in a loop of unknown length, so the return addresses repeat (an
+        // optimised build may peel the first turn into a call site of its own: the last
+        // turn is the loop body's second run at least).
+        let pairs: Vec<Pair> = (0..black_box(3)).map(|_| recurse(12, DEPTH)).collect();
         for pair in &pairs {
             check(pair);
             assert!(pair.libgcc.len() > 12);
         }
-        assert_eq!(pairs[1].misses, 0);
+        assert_eq!(pairs[2].misses, 0);
     }
 
     #[test]
