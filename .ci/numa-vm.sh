@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Multi-node NUMA test in a real guest (DESIGN.md, "NUMA"): boots a Debian kernel in QEMU
+# Multi-node NUMA test in a real guest (ARCHITECTURE.md#numa): boots a Debian kernel in QEMU
 # with two NUMA nodes (2 CPUs + 512 MiB each), runs numa/examples/numa_guest.rs as /init's
 # payload, and turns its `NUMA-VM: PASS|FAIL` line into this script's exit status (0/1).
 #

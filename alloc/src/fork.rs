@@ -1,4 +1,4 @@
-//! `fork` safety (DESIGN.md, "Fork"): the prepare handler takes every allocator lock in one
+//! `fork` safety (ARCHITECTURE.md#fork): the prepare handler takes every allocator lock in one
 //! fixed order, so the child never inherits a lock held by a thread that does not exist in
 //! it; the parent releases them, the child resets them.
 //!

@@ -1,5 +1,5 @@
 //! Requests above the largest size class: whole spans from the page heap, and from the huge
-//! threshold (or for alignments above a page) dedicated mappings (DESIGN.md, step 5).
+//! threshold (or for alignments above a page) dedicated mappings (ARCHITECTURE.md#large-and-huge).
 
 use core::ptr;
 

@@ -1,5 +1,5 @@
 //! Tessera: a size-classed, thread-caching memory allocator in the lineage of Go's runtime
-//! allocator and tcmalloc (DESIGN.md).
+//! allocator and tcmalloc (ARCHITECTURE.md#allocator).
 //!
 //! ```
 //! #[global_allocator]

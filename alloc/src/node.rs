@@ -1,5 +1,5 @@
 //! Per-NUMA-node state: each node has its own page heap and its own central lists
-//! (DESIGN.md, "NUMA"). Caches refill from the node they are bound to; a freed span goes
+//! (ARCHITECTURE.md#numa). Caches refill from the node they are bound to; a freed span goes
 //! back to the page heap of the node its arena belongs to.
 
 use core::sync::atomic::{AtomicUsize, Ordering};

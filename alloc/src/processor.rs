@@ -1,4 +1,4 @@
-//! The per-processor hook (DESIGN.md, "Per-processor caches", way 2): a runtime that
+//! The per-processor hook (ARCHITECTURE.md#per-processor-caches): a runtime that
 //! multiplexes coroutines over threads gives each of its processors (Go's P) a cache, and
 //! makes that cache current on whichever thread (M) runs the processor. The number of
 //! caches then follows the number of processors, not of threads, and a coroutine's

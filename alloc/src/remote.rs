@@ -1,5 +1,5 @@
 //! The remote-free word of a small span: how a thread that does not own a span gives an
-//! object back without a lock (DESIGN.md, `free` step 2).
+//! object back without a lock (ARCHITECTURE.md#remote-free).
 //!
 //! One 64-bit atomic per span packs three things, so a single CAS both pushes the object
 //! and observes the span's state:

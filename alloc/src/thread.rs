@@ -15,7 +15,7 @@
 //!
 //! Thread exit is caught with a `pthread_key_create` destructor, not `thread_local!`'s
 //! `Drop`: std registers TLS destructors with memory that, inside `libtessera.so`, would
-//! come from Tessera itself (DESIGN.md, "Per-processor caches").
+//! come from Tessera itself (ARCHITECTURE.md#per-processor-caches).
 //!
 //! Migration: a coroutine can yield inside a caller and resume on another thread, and LLVM
 //! may keep a thread-local's address across that call (llvm-project#98479). The words are

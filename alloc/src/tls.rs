@@ -11,7 +11,7 @@
 //! reason; a `dlopen`ed `libtessera.so` takes its 16 bytes from glibc's static TLS surplus.
 //!
 //! The `asm!` blocks are not `pure`: a coroutine that yields may resume on another thread,
-//! so the compiler must never reuse a value read before a call (DESIGN.md, "Migration").
+//! so the compiler must never reuse a value read before a call (ARCHITECTURE.md#migration).
 //! Other platforms fall back to `thread_local!`.
 
 use crate::cache::Cache;

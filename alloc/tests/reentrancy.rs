@@ -1,5 +1,5 @@
-//! The re-entrancy proof DESIGN.md asks for: a wrapper global allocator counts calls that
-//! arrive while the same thread is already inside Tessera. Tessera never calls an
+//! The re-entrancy proof ARCHITECTURE.md#re-entrancy asks for: a wrapper global allocator counts
+//! calls that arrive while the same thread is already inside Tessera. Tessera never calls an
 //! allocator, so the count must stay zero through thread start and exit (the pthread key
 //! destructor), realloc, huge blocks, processor caches and fork.
 

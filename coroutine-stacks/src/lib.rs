@@ -1,5 +1,5 @@
-//! Guarded, lazily committed, pooled, growable coroutine stacks (DESIGN.md, "Coroutine
-//! stacks").
+//! Guarded, lazily committed, pooled, growable coroutine stacks
+//! (ARCHITECTURE.md#coroutine-stacks).
 //!
 //! - Stacks are carved from 64 MiB slabs reserved through `tessera_sys::mem` (`slab.rs`),
 //!   committed by the kernel on first touch: a fresh stack costs one page of RSS once a

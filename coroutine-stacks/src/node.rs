@@ -1,5 +1,5 @@
 //! NUMA nodes as the stacks see them: the node the caller runs on, and the one place where a
-//! slab's memory is bound to its node (DESIGN.md, "NUMA"). Ids, the current-node query and
+//! slab's memory is bound to its node (ARCHITECTURE.md#numa). Ids, the current-node query and
 //! the `mbind` wrapper come from `tessera-numa`.
 
 use tessera_numa::{MbindFlags, Policy};

@@ -1,5 +1,5 @@
 //! The memory and CPU limits of the cgroup this process runs in, read at start-up without
-//! allocating (DESIGN.md, "NUMA": this crate is where the allocator learns about the machine,
+//! allocating (ARCHITECTURE.md#numa: this crate is where the allocator learns about the machine,
 //! and a container's limits are part of the machine it sees). The allocator derives its
 //! default soft memory limit from [`Limits::memory_limit`]; the scheduler caps its default
 //! number of Ps with [`Limits::cpu_limit`], as Go 1.25 does for `GOMAXPROCS`.

@@ -1,5 +1,5 @@
 //! The CPU and node the calling thread is running on, for picking a per-CPU cache or the
-//! local node's central lists on refill (DESIGN.md, "NUMA" and "Per-processor caches").
+//! local node's central lists on refill (ARCHITECTURE.md#numa and #per-processor-caches).
 //!
 //! Fast path: glibc's rseq registration, which the kernel keeps current on every preemption
 //! and migration; reading it is a thread-pointer read plus one or two loads, no syscall.

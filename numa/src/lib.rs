@@ -1,8 +1,8 @@
 //! NUMA topology, the current CPU and node, the memory-policy syscalls and the cgroup's
-//! limits, read and made without allocating (DESIGN.md, "NUMA"). This crate sits at the bottom of the dependency
-//! graph (`numa ← span ← alloc`) and is called from inside the allocator, so it is `no_std`:
-//! fixed-size arrays and bitsets, raw `open`/`read` into stack buffers, no panics on bad
-//! input, errors as values. libnuma is not used (it calls `malloc`).
+//! limits, read and made without allocating (ARCHITECTURE.md#numa). This crate sits at the bottom
+//! of the dependency graph (`numa ← span ← alloc`) and is called from inside the allocator, so it
+//! is `no_std`: fixed-size arrays and bitsets, raw `open`/`read` into stack buffers, no panics on
+//! bad input, errors as values. libnuma is not used (it calls `malloc`).
 //!
 //! - [`topology`]: [`Topology`] from `/sys/devices/system/node` (or a fixture tree).
 //! - [`cpu`]: [`current_cpu`] / [`current_node`] from glibc's rseq area or `getcpu`;

@@ -1,5 +1,5 @@
 //! The machine's NUMA topology, read once from `/sys/devices/system/node` without allocating
-//! (DESIGN.md, "NUMA"): which nodes exist, their CPUs, memory and distances, and the CPU→node
+//! (ARCHITECTURE.md#numa): which nodes exist, their CPUs, memory and distances, and the CPU→node
 //! map the allocator uses to pick a node's page heap.
 //!
 //! Everything is fixed-size: nodes are indexed directly by their (possibly sparse) id in an
@@ -354,7 +354,7 @@ impl Topology {
     }
 
     /// Whether there is more than one node with memory: the only case where binding memory
-    /// to nodes changes anything (DESIGN.md's `TESSERA_NUMA=auto`).
+    /// to nodes changes anything (`TESSERA_NUMA=auto`, ARCHITECTURE.md#numa).
     pub fn is_numa(&self) -> bool {
         self.memory_nodes.count() > 1
     }

@@ -1,5 +1,5 @@
 //! The sysfs parser on committed fixture trees (tests/fixtures/, described in its README):
-//! ordinary 2/4/8-node machines and the odd shapes DESIGN.md calls normal input.
+//! ordinary 2/4/8-node machines and the odd shapes ARCHITECTURE.md#numa calls normal input.
 
 use tessera_numa::{CpuId, CpuSet, NodeId, NodeMask, Source, Topology};
 

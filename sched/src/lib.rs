@@ -1,4 +1,4 @@
-//! A Go-style M:N scheduler (G/M/P) on Tessera stacks (DESIGN.md, "Scheduler").
+//! A Go-style M:N scheduler (G/M/P) on Tessera stacks (ARCHITECTURE.md#scheduler).
 //!
 //! ```
 //! use tessera_sched::{Runtime, chan, spawn};

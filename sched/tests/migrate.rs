@@ -1,5 +1,5 @@
-//! The migration hazard (DESIGN.md): a coroutine allocates on one M (through that M's P's
-//! Tessera cache), yields many times while the other P steals it, resumes on another
+//! The migration hazard (ARCHITECTURE.md#migration): a coroutine allocates on one M (through that
+//! M's P's Tessera cache), yields many times while the other P steals it, resumes on another
 //! thread and frees there. Run it in release too (`cargo test --release`): with fat LTO
 //! and inlining, a cached thread-local address would send the free to the wrong cache.
 

@@ -1,6 +1,6 @@
-//! Aligned arenas, the page heap of spans and the page map behind Tessera (DESIGN.md, "The
-//! allocation path", steps 4–5, and `free` step 1). The OS calls under it (mapping, advice,
-//! the futex lock, the clock) are `tessera-sys`'s.
+//! Aligned arenas, the page heap of spans and the page map behind Tessera
+//! (ARCHITECTURE.md#malloc, steps 4–5, and ARCHITECTURE.md#free, step 1). The OS calls
+//! under it (mapping, advice, the futex lock, the clock) are `tessera-sys`'s.
 //!
 //! - [`arena`]: 64 MiB aligned arenas whose headers hold the page map and span records.
 //! - [`heap`]: the page heap of 8 KiB pages, coalescing, purging on a decay curve.

@@ -1,6 +1,6 @@
 //! NUMA placement of fresh memory: every arena and huge mapping is bound to its node (or
 //! interleaved across all memory nodes) right after it is reserved and before anything
-//! touches it, since the kernel places a page when it is first written (DESIGN.md, "NUMA").
+//! touches it, since the kernel places a page when it is first written (ARCHITECTURE.md#numa).
 //!
 //! Binding uses `MPOL_PREFERRED` rather than `MPOL_BIND`: when a node runs out of memory the
 //! kernel falls back to a neighbour instead of failing the page fault, which for a

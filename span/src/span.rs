@@ -1,7 +1,7 @@
 //! The span record (Go's `mspan`): one per run of pages, free or in use.
 //!
 //! Records live in the arena header, keyed by the span's first page, never beside the
-//! objects they describe (DESIGN.md, "Metadata"): a user overflow cannot reach them and
+//! objects they describe (ARCHITECTURE.md#metadata): a user overflow cannot reach them and
 //! object pages stay pure data. Each record is two cache lines (see `Span`).
 //!
 //! Which fields belong to whom:

@@ -1,6 +1,6 @@
 //! The one lock type of the memory system: a word-sized futex lock that never allocates.
 //!
-//! `std::sync::Mutex` is off limits on the allocator's path (DESIGN.md, "Re-entrancy"), and
+//! `std::sync::Mutex` is off limits on the allocator's path (ARCHITECTURE.md#re-entrancy), and
 //! a plain spinlock burns the other core when a holder is preempted on a 2-vCPU VM. This is
 //! the classic three-state futex mutex (0 free, 1 held, 2 held with waiters): the uncontended
 //! path is one CAS to lock and one swap to unlock; contenders spin briefly, then sleep.

@@ -1,6 +1,6 @@
 //! Memory mapping and advice: every `mmap`, `madvise`, `mprotect`, `mremap` and `mincore`
 //! Tessera makes goes through this file, so the page heap above it reads as plain Rust and
-//! the stacks crate gets its memory from the same place (DESIGN.md, "Layout").
+//! the stacks crate gets its memory from the same place (ARCHITECTURE.md#layers).
 //!
 //! Linux commits anonymous memory on first touch. `reserve` therefore maps address space
 //! readable and writable with `MAP_NORESERVE`: nothing is charged or resident until a page

@@ -79,7 +79,7 @@ pub fn getcpu() -> Result<(u32, u32), OsError> {
 }
 
 // ---------------------------------------------------------------------------------------
-// Restartable sequences: glibc's registration (DESIGN.md, "Per-processor caches", 3)
+// Restartable sequences: glibc's registration (ARCHITECTURE.md#per-processor-caches)
 // ---------------------------------------------------------------------------------------
 
 /// Byte offsets in the kernel's `struct rseq` (`include/uapi/linux/rseq.h`).

@@ -1,4 +1,4 @@
-//! `libtessera.so`: the C allocation interface backed by Tessera (DESIGN.md, product 1), for
+//! `libtessera.so`: the C allocation interface backed by Tessera (ARCHITECTURE.md#preload), for
 //! `LD_PRELOAD=libtessera.so program` or for `dlopen`.
 //!
 //! - `c_api.rs`: `malloc`, `free`, `calloc`, `realloc`, `reallocarray`, `posix_memalign`,

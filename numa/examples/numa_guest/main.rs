@@ -1,5 +1,5 @@
 //! The program `.ci/numa-vm.sh` runs inside a QEMU guest with two NUMA nodes, to prove real
-//! multi-node placement (DESIGN.md, "NUMA": this development machine has one node).
+//! multi-node placement (ARCHITECTURE.md#numa: this development machine has one node).
 //!
 //! It runs a list of named checks, prints `CHECK <name>: PASS|FAIL <detail>` for each and a
 //! final verdict line, `NUMA-VM: PASS ...` or `NUMA-VM: FAIL ...`, which the script greps.

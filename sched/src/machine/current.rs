@@ -3,7 +3,7 @@
 //!
 //! Migration: every thread-local read here goes through an `#[inline(never)]` accessor, so
 //! code that runs inside a coroutine recomputes the thread-local address after any switch
-//! (DESIGN.md, "Migration"; llvm-project#98479).
+//! (ARCHITECTURE.md#migration; llvm-project#98479).
 
 use core::cell::Cell;
 use core::ptr;
