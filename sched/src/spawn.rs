@@ -150,7 +150,17 @@ pub(crate) fn try_spawn_in<T: Send + 'static>(
 ) -> Result<JoinHandle<T>, StackError> {
     let size = stack_size.unwrap_or(sh.stack_size);
     let p = machine::current_p(Arc::as_ptr(sh));
-    let record = take_record(sh, p, size, name.is_none())?;
+    let reused = match p {
+        // SAFETY: `current_p` returned the P this thread holds.
+        Some(p) if size == sh.stack_size && name.is_none() => unsafe { crate::gfree::get(sh, p) },
+        _ => None,
+    };
+    // A new G's stack, taken before anything else so that a failure leaves nothing to undo.
+    let stack = match reused {
+        Some(_) => None,
+        // SAFETY: `p` is `current_p`.
+        None => Some(unsafe { new_stack(sh, p, size) }?),
+    };
     let id = match p {
         // SAFETY: `current_p` returned the P this thread holds.
         Some(p) => unsafe { p.next_goid(&sh.next_id) },
@@ -163,24 +173,29 @@ pub(crate) fn try_spawn_in<T: Send + 'static>(
     // The handle's side, and the coroutine closure's, which completes it. The G points at
     // it (`cancel`) only while the closure lives.
     let (done, handle, cancel) = crate::join::pair(id);
-    let birth = Birth {
+    // Made in each arm: one value for both would be built in memory on every spawn for
+    // the out-of-line `new_record`.
+    let birth = || Birth {
         id,
         born,
         site,
         cancel,
         labels: crate::labels::current(),
     };
-    let g = match record {
-        Record::Reused(g) => {
+    let g = match reused {
+        Some(g) => {
             // SAFETY: a G from a free list is dead and ours alone; only `state`, `id`,
             // `born`, `site` and `saved_sp` may be read meanwhile by `dump()`, and they
             // are atomics.
-            unsafe { (*g).reuse(birth) };
+            unsafe { (*g).reuse(birth()) };
             g
         }
-        // SAFETY: a stack just taken from the pool or the P's cache: ours, and nothing
-        // runs on it yet.
-        Record::New(stack) => unsafe { new_record(sh, stack, name, birth) },
+        None => {
+            let stack = stack.expect("a new G has a stack");
+            // SAFETY: a stack just taken from the pool or the P's cache: ours, and nothing
+            // runs on it yet.
+            unsafe { new_record(sh, stack, name, birth()) }
+        }
     };
     // SAFETY: the G is ours until queued below: it owns a stack and has no coroutine (a
     // new record, or a dead one whose coroutine `gfree::put` dropped).
@@ -198,45 +213,25 @@ pub(crate) fn try_spawn_in<T: Send + 'static>(
     Ok(handle)
 }
 
-/// Where a spawn's G record comes from.
-enum Record {
-    /// A dead G kept with its stack (gfree.rs), ours alone.
-    Reused(GRef),
-    /// A new record is needed: its stack, just taken.
-    New(PooledStack),
-}
-
-/// A dead G for a spawn on `p` if one of the default stack size may be reused (`reusable`:
-/// the G is unnamed), else a new G's stack, taken before anything else so that a failure
-/// leaves nothing to undo.
+/// A stack of `size` for a new G, from `p`'s cache or, without a P, the calling thread's.
+///
+/// # Safety
+/// The calling thread holds `p`, if given (`current_p`).
 #[inline(always)]
-fn take_record(
-    sh: &Shared,
-    p: Option<&P>,
-    size: usize,
-    reusable: bool,
-) -> Result<Record, StackError> {
-    let reused = match p {
-        // SAFETY: `current_p` returned the P this thread holds.
-        Some(p) if size == sh.stack_size && reusable => unsafe { crate::gfree::get(sh, p) },
-        _ => None,
-    };
-    if let Some(g) = reused {
-        return Ok(Record::Reused(g));
-    }
+unsafe fn new_stack(sh: &Shared, p: Option<&P>, size: usize) -> Result<PooledStack, StackError> {
     let acquire = || match p {
-        // SAFETY: `current_p` returned the P this thread holds, so its cache is ours.
+        // SAFETY: per the contract this thread holds `p`, so its cache is ours.
         Some(p) => tessera_stacks::acquire_in(unsafe { &mut *p.stacks.get() }, size),
         None => tessera_stacks::acquire(size),
     };
-    Ok(Record::New(match acquire() {
-        Ok(s) => s,
+    match acquire() {
+        Ok(s) => Ok(s),
         // The runtime's dead Gs may hold every stack there is (gfree.rs keeps up to a
         // million): free some, and try again.
-        // SAFETY: `p` is `current_p`, the P this thread holds, if any.
-        Err(e) if unsafe { crate::gfree::release_shared(sh, p) } => acquire().map_err(|_| e)?,
-        Err(e) => return Err(e),
-    }))
+        // SAFETY: per the contract this thread holds `p`, if any.
+        Err(e) if unsafe { crate::gfree::release_shared(sh, p) } => acquire().map_err(|_| e),
+        Err(e) => Err(e),
+    }
 }
 
 /// A new G record on `stack`, registered in `allgs`. Out of line: the common spawn reuses
