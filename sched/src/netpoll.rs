@@ -11,7 +11,7 @@
 //!   sleeping. Every edge therefore either finds the waiter or leaves the flag for it, and
 //!   none is lost (Go's `pdReady`).
 //! - Who calls `epoll_wait`: an M with nothing to run blocks in it (the "poller"; at most
-//!   one at a time), with a timeout until the runtime's next timer (machine.rs `stop_m`); an
+//!   one at a time), with a timeout until the runtime's next timer (`machine/idle.rs`, `stop_m`); an
 //!   M that finds its queues empty polls without blocking before it steals; sysmon polls
 //!   when nobody has for 10 ms. New work or an earlier timer breaks a blocked poller out
 //!   through an eventfd (Go's `netpollBreak`).
