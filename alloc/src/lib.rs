@@ -622,10 +622,10 @@ pub unsafe fn realloc(ptr: *mut u8, old_size: usize, align: usize, new_size: usi
                 report::fatal("realloc of a pointer into the middle of a block", addr);
             }
             // In place keeps the base, so any alignment still holds.
-            // A sampled block moves, so that its sample goes with the free.
+            // A sampled block resized in place keeps its sample (and its `PROFILED` flag), as
+            // it was taken: the allocation the site made.
             SpanKind::Large
                 if !sanitizer::REALLOC_MOVES
-                    && s.user_flags & profile::sample::PROFILED == 0
                     // SAFETY: the caller says the block is live; the span is its only object.
                     && unsafe { large::resize_in_place(s, new_size) } =>
             {
@@ -637,10 +637,14 @@ pub unsafe fn realloc(ptr: *mut u8, old_size: usize, align: usize, new_size: usi
     } else if !sanitizer::REALLOC_MOVES
         && align <= tessera_sys::mem::page_size()
         && new_size >= config::huge_threshold()
-        && !profile::sample::is_live_huge(addr)
     {
+        let sampled = profile::sample::is_live_huge(addr);
         // SAFETY: if `ptr` is a huge block, the caller gives it up on success.
         if let Some(moved) = unsafe { huge::realloc(ptr, new_size) } {
+            if sampled {
+                // `mremap` may have moved it: its sample follows.
+                profile::sample::moved_huge(addr, moved.as_ptr() as usize);
+            }
             return moved.as_ptr();
         }
     }

@@ -132,5 +132,43 @@ fn samples_follow_the_live_heap_and_the_profile_names_the_sites() {
         after.live + taken / 2 <= live,
         "{after:?} after freeing, {live} live before"
     );
+    resized_samples_keep_their_record();
     tessera::profile::set_rate(tessera::profile::DEFAULT_RATE);
+}
+
+/// A sampled large block grown in place, and a sampled huge block remapped by `realloc`,
+/// keep their sample (at its new address), and their free forgets it.
+fn resized_samples_keep_their_record() {
+    // The records' buffer first: made while sampling every allocation, it could take the
+    // very address a block just freed left.
+    let mut buf = vec![tessera::profile::LiveSample::default(); 100_000];
+    let mut live = |addr: *mut u8| {
+        let n = tessera::profile::live_samples(&mut buf).min(buf.len());
+        buf[..n].iter().any(|s| s.addr == addr as usize)
+    };
+    // Rate 1: every allocation of a few bytes or more is sampled.
+    tessera::profile::set_rate(1);
+    for (from, to) in [(64 << 10, 200 << 10), (40 << 20, 90 << 20)] {
+        let layout = Layout::from_size_align(from, 8).unwrap();
+        // SAFETY: a non-zero size.
+        let p = unsafe { alloc(layout) };
+        assert!(!p.is_null());
+        assert!(live(p), "{from} B: not sampled at rate 1");
+        // SAFETY: `p` is live with `layout`.
+        let q = unsafe { std::alloc::realloc(p, layout, to) };
+        assert!(!q.is_null());
+        assert!(
+            live(q),
+            "{from} -> {to} B: the sample did not follow the block"
+        );
+        if q != p {
+            assert!(
+                !live(p),
+                "{from} -> {to} B: the old address is still a sample"
+            );
+        }
+        // SAFETY: `q` is live with `to` bytes.
+        unsafe { dealloc(q, Layout::from_size_align(to, 8).unwrap()) };
+        assert!(!live(q), "{from} -> {to} B: freed, still a live sample");
+    }
 }

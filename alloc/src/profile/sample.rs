@@ -180,8 +180,16 @@ pub(crate) fn forget_huge(addr: usize) {
     }
 }
 
-/// Whether `addr` is a live sampled huge block (which `realloc` must move rather than remap,
-/// so that the sample goes with the free).
+/// A live sampled huge block moved from `old` to `new` (`realloc`'s `mremap`): its sample
+/// follows it.
+pub(crate) fn moved_huge(old: usize, new: usize) {
+    if old != new {
+        table::rekey(old, new);
+    }
+}
+
+/// Whether `addr` is a live sampled huge block (whose sample must follow a `realloc` that
+/// remaps it).
 pub(crate) fn is_live_huge(addr: usize) -> bool {
     LIVE_HUGE.load(Ordering::Relaxed) != 0 && table::is_live(addr)
 }

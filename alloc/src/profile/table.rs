@@ -24,6 +24,11 @@ const INDEX_SLOTS: usize = MAX_BUCKETS * 2;
 /// Live sampled blocks the table can track (at the default rate, 512 GiB of live heap);
 /// beyond that a sample is counted as allocated but not tracked (and in `dropped`).
 const LIVE_SLOTS: usize = 1 << 20;
+/// The live map's first size: it doubles (into a fresh mapping, the old one returned) when
+/// it is 7/8 full, up to `LIVE_SLOTS`. Small, because every entry lands on a page chosen by
+/// its address's hash: a map reserved at full size would make every live sample cost a page
+/// of RSS.
+const LIVE_FIRST_SLOTS: usize = 1 << 12;
 /// The live map is kept at most this full (in 1/8ths) so that probes stay short.
 const LIVE_MAX_EIGHTHS: usize = 7;
 
@@ -104,8 +109,10 @@ struct Table {
     len: usize,
     /// `INDEX_SLOTS` bucket numbers plus one (0: empty), by hash.
     index: *mut u32,
-    /// `LIVE_SLOTS` entries, by address (linear probing, deletion by backward shift).
+    /// `live_cap` entries (a power of two, at most `LIVE_SLOTS`), by address (linear
+    /// probing, deletion by backward shift).
     live: *mut Live,
+    live_cap: usize,
     nlive: usize,
     totals: Totals,
     /// `MAX_LABEL_SETS` (offset, length) pairs into `label_text`; set `n` is entry `n - 1`.
@@ -124,6 +131,7 @@ static TABLE: Locked<Table> = Locked::new(Table {
     len: 0,
     index: ptr::null_mut(),
     live: ptr::null_mut(),
+    live_cap: 0,
     nlive: 0,
     totals: Totals {
         samples: 0,
@@ -141,11 +149,15 @@ pub(crate) fn raw_lock() -> &'static RawLock {
     TABLE.raw()
 }
 
+/// The bytes `reserve::<T>(n)` maps: `n` values rounded up to whole pages.
+fn bytes_for<T>(n: usize) -> usize {
+    let page = mem::page_size();
+    (n * size_of::<T>()).div_ceil(page) * page
+}
+
 /// Reserves `n` values of `T`, zeroed (fresh anonymous memory), rounded up to whole pages.
 fn reserve<T>(n: usize) -> Option<*mut T> {
-    let page = mem::page_size();
-    let bytes = (n * size_of::<T>()).div_ceil(page) * page;
-    mem::reserve(bytes, page)
+    mem::reserve(bytes_for::<T>(n), mem::page_size())
         .ok()
         .map(|p: NonNull<u8>| p.as_ptr().cast())
 }
@@ -159,7 +171,7 @@ impl Table {
         let (Some(buckets), Some(index), Some(live)) = (
             reserve::<Bucket>(MAX_BUCKETS),
             reserve::<u32>(INDEX_SLOTS),
-            reserve::<Live>(LIVE_SLOTS),
+            reserve::<Live>(LIVE_FIRST_SLOTS),
         ) else {
             // A partial success leaks a reservation of address space only (never touched);
             // the next sample tries again.
@@ -168,6 +180,7 @@ impl Table {
         self.buckets = buckets;
         self.index = index;
         self.live = live;
+        self.live_cap = LIVE_FIRST_SLOTS;
         true
     }
 
@@ -217,16 +230,17 @@ impl Table {
         Some(n)
     }
 
-    fn live_slot(addr: usize) -> usize {
-        (mix(addr as u64 >> 4) as usize) & (LIVE_SLOTS - 1)
+    /// The home slot of `addr` in the live map.
+    fn live_slot(&self, addr: usize) -> usize {
+        (mix(addr as u64 >> 4) as usize) & (self.live_cap - 1)
     }
 
-    /// Adds a live entry; false when the map is full.
+    /// Adds a live entry; false when the map is full (and cannot grow).
     fn insert_live(&mut self, entry: Live) -> bool {
-        if self.nlive >= LIVE_SLOTS / 8 * LIVE_MAX_EIGHTHS {
+        if self.nlive >= self.live_cap / 8 * LIVE_MAX_EIGHTHS && !self.grow_live() {
             return false;
         }
-        let mut slot = Self::live_slot(entry.addr);
+        let mut slot = self.live_slot(entry.addr);
         loop {
             let at = self.live_at(slot);
             if at.addr == 0 || at.addr == entry.addr {
@@ -240,15 +254,42 @@ impl Table {
                 }
                 return true;
             }
-            slot = (slot + 1) & (LIVE_SLOTS - 1);
+            slot = (slot + 1) & (self.live_cap - 1);
         }
+    }
+
+    /// Doubles the live map into a fresh mapping and returns the old one; false at
+    /// `LIVE_SLOTS` or when the OS refuses (the map stays as it was).
+    fn grow_live(&mut self) -> bool {
+        if self.live_cap >= LIVE_SLOTS {
+            return false;
+        }
+        let Some(bigger) = reserve::<Live>(self.live_cap * 2) else {
+            return false;
+        };
+        let (old, old_cap) = (self.live, self.live_cap);
+        self.live = bigger;
+        self.live_cap = old_cap * 2;
+        self.nlive = 0;
+        for slot in 0..old_cap {
+            // SAFETY: `slot < old_cap`, inside the old mapping, which nobody else uses.
+            let e = unsafe { *old.add(slot) };
+            if e.addr != 0 {
+                let inserted = self.insert_live(e);
+                debug_assert!(inserted, "a doubled map holds what the old one did");
+            }
+        }
+        // SAFETY: the old map's entries are copied; nothing refers to its memory, which
+        // `reserve` mapped at this size (rounded to pages, as `reserve` rounds).
+        unsafe { mem::release(old.cast(), bytes_for::<Live>(old_cap)) };
+        true
     }
 
     /// The live map's slot `slot` (masked into the map).
     fn live_at(&mut self, slot: usize) -> &mut Live {
-        // SAFETY: the mask keeps the slot inside the `LIVE_SLOTS` entries of the live
+        // SAFETY: the mask keeps the slot inside the `live_cap` entries of the live
         // mapping, which only the lock's holder (`&mut self`) touches.
-        unsafe { &mut *self.live.add(slot & (LIVE_SLOTS - 1)) }
+        unsafe { &mut *self.live.add(slot & (self.live_cap - 1)) }
     }
 
     /// Removes and returns the live entry of `addr`.
@@ -256,8 +297,8 @@ impl Table {
         if self.live.is_null() || addr == 0 {
             return None;
         }
-        let mask = LIVE_SLOTS - 1;
-        let mut slot = Self::live_slot(addr);
+        let mask = self.live_cap - 1;
+        let mut slot = self.live_slot(addr);
         loop {
             let at = *self.live_at(slot);
             if at.addr == 0 {
@@ -278,7 +319,7 @@ impl Table {
             if e.addr == 0 {
                 break;
             }
-            let home = Self::live_slot(e.addr);
+            let home = self.live_slot(e.addr);
             let dist_from_home = next.wrapping_sub(home) & mask;
             let dist_to_hole = next.wrapping_sub(hole) & mask;
             if dist_from_home >= dist_to_hole {
@@ -341,15 +382,25 @@ pub(crate) fn forget(addr: usize) -> bool {
     true
 }
 
+/// The live sampled block at `old` now lives at `new` (a remapped huge block): same sample.
+pub(crate) fn rekey(old: usize, new: usize) {
+    let mut t = TABLE.lock();
+    if let Some(mut live) = t.remove_live(old) {
+        live.addr = new;
+        let back = t.insert_live(live);
+        debug_assert!(back, "the entry just removed left room for itself");
+    }
+}
+
 /// Whether `addr` is a live sampled block.
 pub(crate) fn is_live(addr: usize) -> bool {
     let t = TABLE.lock();
     if t.live.is_null() {
         return false;
     }
-    let mut slot = Table::live_slot(addr);
+    let mut slot = t.live_slot(addr);
     loop {
-        // SAFETY: slots are masked into the live mapping.
+        // SAFETY: slots are masked into the live mapping's `live_cap` entries.
         let at = unsafe { *t.live.add(slot) };
         if at.addr == 0 {
             return false;
@@ -357,7 +408,7 @@ pub(crate) fn is_live(addr: usize) -> bool {
         if at.addr == addr {
             return true;
         }
-        slot = (slot + 1) & (LIVE_SLOTS - 1);
+        slot = (slot + 1) & (t.live_cap - 1);
     }
 }
 
@@ -380,7 +431,7 @@ pub(crate) fn visit_live(mut f: impl FnMut(&Live, &Bucket)) {
     if t.live.is_null() {
         return;
     }
-    for slot in 0..LIVE_SLOTS {
+    for slot in 0..t.live_cap {
         // SAFETY: inside the live mapping.
         let e = unsafe { &*t.live.add(slot) };
         if e.addr != 0 {
