@@ -21,6 +21,9 @@ pub(crate) const MAX_FRAMES: usize = 64;
 const MAX_BUCKETS: usize = 1 << 16;
 /// Slots of the bucket index (open addressing, at most half full).
 const INDEX_SLOTS: usize = MAX_BUCKETS * 2;
+/// The index's first size: it doubles (rebuilt from the buckets into a fresh mapping) when
+/// half full, up to `INDEX_SLOTS`, for the live map's reason (`LIVE_FIRST_SLOTS`).
+const INDEX_FIRST_SLOTS: usize = 1 << 10;
 /// Live sampled blocks the table can track (at the default rate, 512 GiB of live heap);
 /// beyond that a sample is counted as allocated but not tracked (and in `dropped`).
 const LIVE_SLOTS: usize = 1 << 20;
@@ -107,8 +110,10 @@ struct Table {
     /// `MAX_BUCKETS` buckets, `len` of them used (null until the first sample).
     buckets: *mut Bucket,
     len: usize,
-    /// `INDEX_SLOTS` bucket numbers plus one (0: empty), by hash.
+    /// `index_cap` bucket numbers plus one (0: empty), by hash (a power of two, at most
+    /// `INDEX_SLOTS`, at most half full).
     index: *mut u32,
+    index_cap: usize,
     /// `live_cap` entries (a power of two, at most `LIVE_SLOTS`), by address (linear
     /// probing, deletion by backward shift).
     live: *mut Live,
@@ -130,6 +135,7 @@ static TABLE: Locked<Table> = Locked::new(Table {
     buckets: ptr::null_mut(),
     len: 0,
     index: ptr::null_mut(),
+    index_cap: 0,
     live: ptr::null_mut(),
     live_cap: 0,
     nlive: 0,
@@ -170,7 +176,7 @@ impl Table {
         }
         let (Some(buckets), Some(index), Some(live)) = (
             reserve::<Bucket>(MAX_BUCKETS),
-            reserve::<u32>(INDEX_SLOTS),
+            reserve::<u32>(INDEX_FIRST_SLOTS),
             reserve::<Live>(LIVE_FIRST_SLOTS),
         ) else {
             // A partial success leaks a reservation of address space only (never touched);
@@ -179,6 +185,7 @@ impl Table {
         };
         self.buckets = buckets;
         self.index = index;
+        self.index_cap = INDEX_FIRST_SLOTS;
         self.live = live;
         self.live_cap = LIVE_FIRST_SLOTS;
         true
@@ -188,10 +195,10 @@ impl Table {
     /// full.
     fn bucket(&mut self, frames: &[usize], size: u64, labels: u32) -> Option<u32> {
         let hash = stack_hash(frames, size, labels);
-        let mask = INDEX_SLOTS - 1;
+        let mask = self.index_cap - 1;
         let mut slot = hash as usize & mask;
         loop {
-            // SAFETY: `slot <= mask`, inside the index mapping.
+            // SAFETY: `slot <= mask`, inside the index mapping's `index_cap` entries.
             let entry = unsafe { *self.index.add(slot) };
             if entry == 0 {
                 break;
@@ -207,6 +214,14 @@ impl Table {
         if self.len == MAX_BUCKETS {
             return None;
         }
+        if (self.len + 1) * 2 > self.index_cap {
+            if !self.grow_index() {
+                return None;
+            }
+            // The new index has room: find this hash's empty slot there.
+            // SAFETY: the index's mapping holds `index_cap` entries, under half filled.
+            slot = unsafe { empty_slot(self.index, self.index_cap, hash) };
+        }
         let n = self.len as u32;
         let mut b = Bucket {
             hash,
@@ -220,14 +235,38 @@ impl Table {
             free_bytes: 0,
         };
         b.frames[..frames.len()].copy_from_slice(frames);
-        // SAFETY: `n < MAX_BUCKETS`, inside the bucket mapping; `slot` is an empty index
-        // slot (the index holds at most `MAX_BUCKETS` of its `2 * MAX_BUCKETS` slots).
+        // SAFETY: `n < MAX_BUCKETS`, inside the bucket mapping; `slot` is an empty slot of
+        // the index (kept at most half full).
         unsafe {
             self.buckets.add(n as usize).write(b);
             *self.index.add(slot) = n + 1;
         }
         self.len += 1;
         Some(n)
+    }
+
+    /// Doubles the bucket index, rebuilt from the buckets' hashes into a fresh mapping;
+    /// false at `INDEX_SLOTS` or when the OS refuses (the index stays as it was).
+    fn grow_index(&mut self) -> bool {
+        if self.index_cap >= INDEX_SLOTS {
+            return false;
+        }
+        let cap = self.index_cap * 2;
+        let Some(bigger) = reserve::<u32>(cap) else {
+            return false;
+        };
+        for n in 0..self.len {
+            // SAFETY: buckets below `len` are initialised.
+            let hash = unsafe { (*self.buckets.add(n)).hash };
+            // SAFETY: `bigger` holds `cap` entries, fewer than half of them filled; the slot
+            // `empty_slot` returns is one of them.
+            unsafe { *bigger.add(empty_slot(bigger, cap, hash)) = n as u32 + 1 };
+        }
+        // SAFETY: nothing refers to the old index, mapped by `reserve` at this size.
+        unsafe { mem::release(self.index.cast(), bytes_for::<u32>(self.index_cap)) };
+        self.index = bigger;
+        self.index_cap = cap;
+        true
     }
 
     /// The home slot of `addr` in the live map.
@@ -543,6 +582,20 @@ impl<'a> Iterator for LabelPairs<'a> {
     }
 }
 
+/// The first empty slot of the open-addressed index `index` of `cap` entries (a power of
+/// two) probing from `hash`'s home.
+///
+/// # Safety
+/// `index` must point to `cap` readable entries, not all of them filled.
+unsafe fn empty_slot(index: *const u32, cap: usize, hash: u64) -> usize {
+    let mut slot = hash as usize & (cap - 1);
+    // SAFETY: the mask keeps `slot` below `cap` (the caller's contract covers the rest).
+    while unsafe { *index.add(slot) } != 0 {
+        slot = (slot + 1) & (cap - 1);
+    }
+    slot
+}
+
 /// A 64-bit finaliser (splitmix64's): spreads every input bit over the output.
 fn mix(mut x: u64) -> u64 {
     x ^= x >> 30;
@@ -638,6 +691,40 @@ mod tests {
             assert!(forget(base + i * 16));
         }
         assert!(!is_live(base));
+    }
+
+    #[test]
+    fn the_bucket_index_grows_and_finds_every_bucket() {
+        // 3,000 distinct stacks: the index doubles from 1,024 slots twice at least.
+        let base = 0x200_0000usize; // addresses no real block has (32 MiB)
+        let site = |i: usize| [0x7700_0000usize + i, 0x7800_0000];
+        for round in 0..2 {
+            for i in 0..3000 {
+                record(
+                    &site(i),
+                    SampleInfo {
+                        addr: base + (round * 3000 + i) * 16,
+                        size: 24,
+                        requested: 24,
+                        labels: 0,
+                        thread: 3,
+                        at_ms: 0,
+                    },
+                );
+            }
+        }
+        let mut found = 0;
+        visit_buckets(|b, _| {
+            if b.frames().len() == 2 && b.frames()[1] == 0x7800_0000 && b.size == 24 {
+                // Each site's second sample found its first one's bucket.
+                assert_eq!(b.allocs, 2, "{:x?}", b.frames());
+                found += 1;
+            }
+        });
+        assert_eq!(found, 3000);
+        for a in 0..6000 {
+            assert!(forget(base + a * 16), "sample {a} lost");
+        }
     }
 
     #[test]
