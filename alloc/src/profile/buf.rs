@@ -71,110 +71,8 @@ impl Drop for Mapping {
     }
 }
 
-/// A growable byte buffer in its own anonymous mapping.
-#[derive(Debug)]
-pub struct OsBuf {
-    mem: Mapping,
-    len: usize,
-}
-
-impl Default for OsBuf {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
-impl OsBuf {
-    /// An empty buffer; maps nothing until the first write.
-    pub const fn new() -> Self {
-        Self {
-            mem: Mapping::empty(),
-            len: 0,
-        }
-    }
-
-    /// Bytes written so far.
-    pub fn len(&self) -> usize {
-        self.len
-    }
-
-    /// True when nothing has been written (or everything was cleared).
-    pub fn is_empty(&self) -> bool {
-        self.len == 0
-    }
-
-    /// Forgets the contents, keeping the mapping for reuse.
-    pub fn clear(&mut self) {
-        self.len = 0;
-    }
-
-    /// Shortens the buffer to `len` bytes; longer lengths leave it unchanged.
-    pub fn truncate(&mut self, len: usize) {
-        self.len = self.len.min(len);
-    }
-
-    /// Makes room for `additional` more bytes.
-    pub fn reserve(&mut self, additional: usize) -> Result<(), OsError> {
-        let need = self.len.checked_add(additional).ok_or(OsError(ENOMEM))?;
-        self.mem.grow_to(need)
-    }
-
-    /// Appends one byte.
-    #[inline]
-    pub fn push(&mut self, byte: u8) -> Result<(), OsError> {
-        if self.len == self.mem.cap {
-            self.reserve(1)?;
-        }
-        // SAFETY: `len < cap` after the check above, so the byte lies inside our mapping.
-        unsafe { self.mem.ptr.as_ptr().add(self.len).write(byte) };
-        self.len += 1;
-        Ok(())
-    }
-
-    /// Appends a run of bytes.
-    pub fn extend(&mut self, bytes: &[u8]) -> Result<(), OsError> {
-        self.reserve(bytes.len())?;
-        // SAFETY: `reserve` made `len + bytes.len() <= cap`; `bytes` cannot overlap our
-        // spare capacity, which no one else can reference.
-        unsafe {
-            core::ptr::copy_nonoverlapping(
-                bytes.as_ptr(),
-                self.mem.ptr.as_ptr().add(self.len),
-                bytes.len(),
-            );
-        }
-        self.len += bytes.len();
-        Ok(())
-    }
-
-    /// Appends `count` copies of `byte`.
-    pub fn extend_fill(&mut self, byte: u8, count: usize) -> Result<(), OsError> {
-        self.reserve(count)?;
-        // SAFETY: as in `extend`: the `count` bytes after `len` are ours.
-        unsafe { core::ptr::write_bytes(self.mem.ptr.as_ptr().add(self.len), byte, count) };
-        self.len += count;
-        Ok(())
-    }
-
-    /// The bytes written so far.
-    pub fn as_slice(&self) -> &[u8] {
-        if self.len == 0 {
-            return &[];
-        }
-        // SAFETY: the first `len` bytes of the mapping are initialised (the OS zeroes fresh
-        // pages, and we wrote them) and live as long as `self`.
-        unsafe { core::slice::from_raw_parts(self.mem.ptr.as_ptr(), self.len) }
-    }
-
-    /// The bytes written so far, writable (for patching a length in place).
-    pub fn as_mut_slice(&mut self) -> &mut [u8] {
-        if self.len == 0 {
-            return &mut [];
-        }
-        // SAFETY: as in `as_slice`, and `&mut self` makes the borrow unique.
-        unsafe { core::slice::from_raw_parts_mut(self.mem.ptr.as_ptr(), self.len) }
-    }
-}
+/// A growable byte buffer in its own anonymous mapping (the encoder's output and scratch).
+pub type OsBuf = OsVec<u8>;
 
 /// A growable array of `Copy` values in its own anonymous mapping: the profile writer's
 /// tables (interned strings, locations, mappings, hash indexes).
@@ -207,11 +105,7 @@ impl<T: Copy> OsVec<T> {
     /// A table of `len` copies of `value`.
     pub fn filled(value: T, len: usize) -> Result<Self, OsError> {
         let mut v = Self::new();
-        v.reserve(len)?;
-        for _ in 0..len {
-            // Cannot fail: the room is reserved.
-            v.push(value)?;
-        }
+        v.extend_fill(value, len)?;
         Ok(v)
     }
 
@@ -228,6 +122,11 @@ impl<T: Copy> OsVec<T> {
     /// Forgets the elements, keeping the mapping.
     pub fn clear(&mut self) {
         self.len = 0;
+    }
+
+    /// Shortens the table to `len` elements; longer lengths leave it unchanged.
+    pub fn truncate(&mut self, len: usize) {
+        self.len = self.len.min(len);
     }
 
     /// Makes room for `additional` more elements.
@@ -250,6 +149,33 @@ impl<T: Copy> OsVec<T> {
         // hence aligned for `T` (`new` asserts `T`'s alignment is at most 4 KiB).
         unsafe { self.mem.ptr.as_ptr().cast::<T>().add(self.len).write(value) };
         self.len += 1;
+        Ok(())
+    }
+
+    /// Appends a run of values.
+    pub fn extend(&mut self, values: &[T]) -> Result<(), OsError> {
+        self.reserve(values.len())?;
+        // SAFETY: `reserve` made room for `len + values.len()` elements in our mapping,
+        // aligned for `T`; `values` cannot overlap our spare capacity, which no one else can
+        // reference.
+        unsafe {
+            core::ptr::copy_nonoverlapping(
+                values.as_ptr(),
+                self.mem.ptr.as_ptr().cast::<T>().add(self.len),
+                values.len(),
+            );
+        }
+        self.len += values.len();
+        Ok(())
+    }
+
+    /// Appends `count` copies of `value`.
+    pub fn extend_fill(&mut self, value: T, count: usize) -> Result<(), OsError> {
+        self.reserve(count)?;
+        for _ in 0..count {
+            // Cannot fail: the room is reserved.
+            self.push(value)?;
+        }
         Ok(())
     }
 
