@@ -5,7 +5,6 @@
 mod common;
 
 use std::hint::black_box;
-use std::process::Command;
 
 use tessera_sched::chan::{self, Receiver};
 use tessera_sched::{Runtime, labels, spawn};
@@ -165,31 +164,6 @@ fn counts_by_function(p: &Profile, functions: &[(&'static str, u64)]) -> Vec<(St
     out
 }
 
-fn go_installed() -> bool {
-    Command::new("go")
-        .arg("version")
-        .output()
-        .is_ok_and(|o| o.status.success())
-}
-
-/// `go tool pprof -top` (with `extra` flags) on the profile file `file`; its output.
-fn pprof_top(file: &std::path::Path, extra: &[&str]) -> String {
-    let out = Command::new("go")
-        .args(["tool", "pprof", "-top", "-nodecount=1000"])
-        .args(extra)
-        .arg(std::env::current_exe().unwrap())
-        .arg(file)
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(
-        out.status.success(),
-        "go tool pprof failed: {text}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    text
-}
-
 /// The `cum` column of the `-top` line whose function name ends with `name`.
 fn cum_of(top: &str, name: &str) -> Option<i64> {
     top.lines()
@@ -244,8 +218,11 @@ fn parked_coroutines_are_grouped_by_stack_with_counts_and_labels() {
         ("packed", packed as *const () as usize as u64),
         ("decode", decode as *const () as usize as u64),
         ("function_of", function_of as *const () as usize as u64),
-        ("go_installed", go_installed as *const () as usize as u64),
-        ("pprof_top", pprof_top as *const () as usize as u64),
+        (
+            "go_installed",
+            common::go_installed as *const () as usize as u64,
+        ),
+        ("pprof_top", common::pprof_top as *const () as usize as u64),
         ("cum_of", cum_of as *const () as usize as u64),
     ];
     let counts = counts_by_function(&p, &functions);
@@ -280,13 +257,13 @@ fn parked_coroutines_are_grouped_by_stack_with_counts_and_labels() {
         .collect();
     assert_eq!(b_labels, [("role", "b")]);
 
-    if go_installed() {
+    if common::go_installed() {
         let dir = std::env::temp_dir().join(format!("tessera-goroutine-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let file = dir.join("goroutine.pb.gz");
         std::fs::write(&file, &gz).unwrap();
-        let top = pprof_top(&file, &[]);
-        let tagged = pprof_top(&file, &["-tagfocus=role=b"]);
+        let top = common::pprof_top(file.as_os_str(), &[], &dir);
+        let tagged = common::pprof_top(file.as_os_str(), &["-tagfocus=role=b"], &dir);
         std::fs::remove_dir_all(&dir).ok();
         assert!(top.contains("Type: goroutine"), "{top}");
         assert_eq!(cum_of(&top, "wait_a"), Some(30), "{top}");

@@ -1,11 +1,16 @@
-//! Profiles of the scheduler (issue #18): the goroutine profile.
+//! Profiles of the scheduler (issue #18): the goroutine profile, the scheduling-latency
+//! histogram in text, and the `/debug/pprof/` handler that serves them with the heap
+//! profiles, as Go's `net/http/pprof` does (ARCHITECTURE.md#profiles-of-the-scheduler).
 
 mod goroutine;
 mod groups;
+pub mod http;
+mod latency;
 
 use tessera::profile::buf::OsBuf;
 
 pub use goroutine::GoroutineCounts;
+pub use latency::write_sched_latency;
 
 fn io_error(e: tessera_sys::error::OsError) -> std::io::Error {
     std::io::Error::from_raw_os_error(e.0)
