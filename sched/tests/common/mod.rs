@@ -108,12 +108,18 @@ pub(crate) fn refusing_addr() -> (std::os::fd::OwnedFd, std::net::SocketAddr) {
 }
 
 /// Whether `go` (for `go tool pprof`) is installed: the profile tests read their profiles
-/// with it when it is, and check less without it.
+/// with it when it is, and check less without it. With `TESSERA_REQUIRE_GO` set (the CI
+/// stage that installs go), its absence fails the test instead.
 pub(crate) fn go_installed() -> bool {
-    std::process::Command::new("go")
+    let here = std::process::Command::new("go")
         .arg("version")
         .output()
-        .is_ok_and(|o| o.status.success())
+        .is_ok_and(|o| o.status.success());
+    assert!(
+        here || std::env::var_os("TESSERA_REQUIRE_GO").is_none(),
+        "TESSERA_REQUIRE_GO is set and go is not installed"
+    );
+    here
 }
 
 /// `go tool pprof -top` with `flags`, then this test program and `source` (a file or a
