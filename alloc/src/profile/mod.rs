@@ -175,7 +175,8 @@ impl FrameRegisters {
 /// # Safety
 /// `start` was read by [`FrameRegisters::here`] in a frame that is now suspended (its
 /// coroutine switched out) and stays suspended and unchanged for the whole walk (nobody
-/// resumes the coroutine meanwhile); its stack is mapped from `start.sp` up to
+/// resumes the coroutine meanwhile), or in the caller's own frame (or one of its callers'),
+/// which stays live during the call; its stack is mapped from `start.sp` up to
 /// `stack_top`, which no frame of it passes.
 pub unsafe fn walk_suspended_stack(
     start: FrameRegisters,
@@ -189,14 +190,6 @@ pub unsafe fn walk_suspended_stack(
     };
     // SAFETY: the caller's contract is `walk_suspended`'s.
     unsafe { crate::unwind::walk_suspended(regs, stack_top, out) }
-}
-
-/// Writes the calling thread's return addresses into `out`, innermost first, and returns
-/// how many: the first is in the unwinder, the second in this function, the third in its
-/// caller (pprof's `Stack::ReturnAddresses`). Allocates nothing.
-#[inline(never)]
-pub fn capture_stack(out: &mut [usize]) -> usize {
-    crate::unwind::capture(out)
 }
 
 /// Sets the labels that heap samples taken on the calling thread's cache carry from now on,

@@ -27,7 +27,7 @@
 //! counted under a stand-in frame that says why (`running_coroutine_not_walked`,
 //! `runnable_coroutine_not_walked`, `coroutine_walked_by_another_profile`), so the
 //! profile's total is every live coroutine. The coroutine that takes the profile is
-//! walked where it stands (`capture_stack`).
+//! walked the same way, from its own registers.
 //!
 //! Labels: a walked coroutine's label set (its G's, read while it is held still) goes on its
 //! sample as pprof labels, as Go attaches pprof labels to goroutine profile samples.
@@ -96,12 +96,17 @@ fn stand_in(f: fn() -> usize) -> [usize; 1] {
 fn collect(groups: &mut StackGroups, counts: &mut GoroutineCounts) -> Result<(), OsError> {
     let me = machine::current_g();
     if !me.is_null() {
+        // SAFETY: the running G is live while it runs; its stack and labels are its own.
+        let (stack_top, labels) = unsafe { ((*me).stack_base, (*me).labels.get()) };
+        // Walked like the parked ones, so that it too ends at its coroutine's root.
+        let start = FrameRegisters::here();
         let mut frames = [0usize; MAX_FRAMES];
-        let n = tessera::profile::capture_stack(&mut frames);
-        // SAFETY: the running G is live while it runs, and its labels are its own.
-        let labels = unsafe { (*me).labels.get() };
-        // The first two frames are the unwinder's and `capture_stack`'s.
-        groups.add(frames.get(2..n).unwrap_or(&[]), false, labels)?;
+        frames[0] = start.pc;
+        // SAFETY: `start` was read in this frame, which stays live and unchanged while the
+        // walk, called from it, runs below it; this G's stack is mapped up to its base.
+        let n =
+            unsafe { tessera::profile::walk_suspended_stack(start, stack_top, &mut frames[1..]) };
+        groups.add(&frames[..=n], true, labels)?;
         counts.caller = 1;
     }
     let mut result = Ok(());

@@ -34,24 +34,46 @@ pub(super) struct StackGroups {
     index: OsVec<u32>,
 }
 
-/// FNV-1a, fed words.
+/// FNV-1a's step, a word at a time, with splitmix64's finaliser at the end so that the
+/// index's low bits depend on every word.
 struct Fnv(u64);
+
+impl Fnv {
+    fn word(&mut self, w: u64) {
+        self.0 = (self.0 ^ w).wrapping_mul(0x0000_0100_0000_01b3);
+    }
+}
 
 impl Hasher for Fnv {
     fn finish(&self) -> u64 {
-        self.0
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
     }
 
     fn write(&mut self, bytes: &[u8]) {
         for &b in bytes {
-            self.0 = (self.0 ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3);
+            self.word(u64::from(b));
         }
+    }
+
+    fn write_u64(&mut self, w: u64) {
+        self.word(w);
+    }
+
+    fn write_usize(&mut self, w: usize) {
+        self.word(w as u64);
     }
 }
 
 fn hash_of(frames: &[usize], exact_leaf: bool, labels: LabelSet) -> u64 {
     let mut h = Fnv(0xcbf2_9ce4_8422_2325);
-    frames.hash(&mut h);
+    // Word by word: `<[usize]>::hash` would feed the bytes one at a time.
+    for &f in frames {
+        h.word(f as u64);
+    }
+    h.word(frames.len() as u64);
     exact_leaf.hash(&mut h);
     labels.hash(&mut h);
     h.finish()
