@@ -12,16 +12,18 @@ use tessera_sched::{Runtime, labels, spawn};
 #[global_allocator]
 static A: tessera::Tessera = tessera::Tessera;
 
+// Two bodies that differ (the constant after the call), or an optimised build merges them
+// into one function; the call is not the last thing either, so it is not a tail call.
 #[inline(never)]
 fn wait_a(rx: Receiver<()>) {
     black_box(rx.recv()).ok();
-    black_box(());
+    black_box(0xa);
 }
 
 #[inline(never)]
 fn wait_b(rx: Receiver<()>) {
     black_box(rx.recv()).ok();
-    black_box(());
+    black_box(0xb);
 }
 
 // ---- a reader of the profile's protobuf, as much of profile.proto as the test needs ----
@@ -129,20 +131,56 @@ fn decode(buf: &[u8]) -> Profile {
     p
 }
 
-/// Which of `functions` (name, entry address) holds `address`: the nearest entry at or
-/// below it, within 4 KiB (each of the test's functions is far smaller). Only this file's
-/// coroutines are alive while its one test runs, and the other functions of the file are
-/// among `functions` to bound their neighbours.
-fn function_of(address: u64, functions: &[(&'static str, u64)]) -> Option<&'static str> {
+/// A function of this program: its name here, its address range.
+type Function = (&'static str, std::ops::Range<u64>);
+
+/// The sizes of the functions at `starts` (run-time addresses), from the program's ELF
+/// symbol table: the load bias is the one that puts a function symbol at each start.
+fn function_sizes(starts: &[u64]) -> Vec<u64> {
+    let elf = std::fs::read("/proc/self/exe").unwrap();
+    let u16_at = |at: usize| u16::from_le_bytes(elf[at..at + 2].try_into().unwrap()) as usize;
+    let u32_at = |at: usize| u32::from_le_bytes(elf[at..at + 4].try_into().unwrap());
+    let u64_at = |at: usize| u64::from_le_bytes(elf[at..at + 8].try_into().unwrap());
+    let (shoff, shentsize, shnum) = (u64_at(0x28) as usize, u16_at(0x3a), u16_at(0x3c));
+    // (value, size) of every function symbol.
+    let mut funcs = std::collections::HashMap::new();
+    for i in 0..shnum {
+        let sh = shoff + i * shentsize;
+        if u32_at(sh + 4) != 2 {
+            continue; // not SHT_SYMTAB
+        }
+        let (off, size) = (u64_at(sh + 0x18) as usize, u64_at(sh + 0x20) as usize);
+        for sym in (off..off + size).step_by(24) {
+            if elf[sym + 4] & 0xf == 2 && u64_at(sym + 16) != 0 {
+                funcs.insert(u64_at(sym + 8), u64_at(sym + 16)); // STT_FUNC
+            }
+        }
+    }
+    let bias = funcs
+        .keys()
+        .map(|&v| starts[0].wrapping_sub(v))
+        .find(|&bias| {
+            starts
+                .iter()
+                .all(|s| funcs.contains_key(&s.wrapping_sub(bias)))
+        })
+        .expect("the functions are in the symbol table");
+    starts
+        .iter()
+        .map(|s| funcs[&s.wrapping_sub(bias)])
+        .collect()
+}
+
+/// Which of `functions` holds `address`.
+fn function_of(address: u64, functions: &[Function]) -> Option<&'static str> {
     functions
         .iter()
-        .filter(|&&(_, start)| start <= address && address - start < 4096)
-        .max_by_key(|&&(_, start)| start)
+        .find(|(_, range)| range.contains(&address))
         .map(|&(name, _)| name)
 }
 
 /// The coroutines a sample counts, per function among `functions` its stack passes through.
-fn counts_by_function(p: &Profile, functions: &[(&'static str, u64)]) -> Vec<(String, i64)> {
+fn counts_by_function(p: &Profile, functions: &[Function]) -> Vec<(String, i64)> {
     let address_of = |id: u64| p.locations.iter().find(|l| l.0 == id).unwrap().1;
     let mut out: Vec<(String, i64)> = Vec::new();
     for s in &p.samples {
@@ -211,41 +249,28 @@ fn parked_coroutines_are_grouped_by_stack_with_counts_and_labels() {
     let p = decode(&raw);
     let type_name = |i: usize| p.strings[i].as_str();
     assert!(p.strings.iter().any(|s| s == "goroutine"));
-    let functions = [
-        ("wait_a", wait_a as *const () as usize as u64),
-        ("wait_b", wait_b as *const () as usize as u64),
-        ("varint", varint as *const () as usize as u64),
-        ("packed", packed as *const () as usize as u64),
-        ("decode", decode as *const () as usize as u64),
-        ("function_of", function_of as *const () as usize as u64),
-        (
-            "go_installed",
-            common::go_installed as *const () as usize as u64,
-        ),
-        ("pprof_top", common::pprof_top as *const () as usize as u64),
-        ("cum_of", cum_of as *const () as usize as u64),
+    let starts = [
+        wait_a as *const () as usize as u64,
+        wait_b as *const () as usize as u64,
+    ];
+    let sizes = function_sizes(&starts);
+    let functions: [Function; 2] = [
+        ("wait_a", starts[0]..starts[0] + sizes[0]),
+        ("wait_b", starts[1]..starts[1] + sizes[1]),
     ];
     let counts = counts_by_function(&p, &functions);
     let count = |name: &str| counts.iter().find(|(n, _)| n == name).map_or(0, |e| e.1);
     assert_eq!(count("wait_a"), 30, "{counts:?}");
     assert_eq!(count("wait_b"), 10, "{counts:?}");
     // The 30 share one stack, the 10 another: one sample each, carrying the labels.
-    let in_fn = |s: &Sample, f: u64| {
+    let in_fn = |s: &Sample, name: &str| {
         s.locations.iter().any(|&id| {
             let a = p.locations.iter().find(|l| l.0 == id).unwrap().1;
-            function_of(a, &functions) == function_of(f, &functions)
+            function_of(a, &functions) == Some(name)
         })
     };
-    let a: Vec<&Sample> = p
-        .samples
-        .iter()
-        .filter(|s| in_fn(s, functions[0].1))
-        .collect();
-    let b: Vec<&Sample> = p
-        .samples
-        .iter()
-        .filter(|s| in_fn(s, functions[1].1))
-        .collect();
+    let a: Vec<&Sample> = p.samples.iter().filter(|s| in_fn(s, "wait_a")).collect();
+    let b: Vec<&Sample> = p.samples.iter().filter(|s| in_fn(s, "wait_b")).collect();
     assert_eq!(a.len(), 1, "{a:?}");
     assert_eq!(b.len(), 1, "{b:?}");
     assert_eq!(a[0].values, [30]);
