@@ -17,6 +17,7 @@
 pub mod buf;
 pub mod gzip;
 pub mod mappings;
+mod math;
 pub mod pprof;
 pub mod proto;
 pub(crate) mod sample;

@@ -55,7 +55,7 @@ fn scale(count: u64, bytes: u64, rate: usize) -> (i64, i64) {
         return (count as i64, bytes as i64);
     }
     let avg = bytes as f64 / count as f64;
-    let p = 1.0 - (-avg / rate as f64).exp();
+    let p = 1.0 - super::math::exp(-avg / rate as f64);
     ((count as f64 / p) as i64, (bytes as f64 / p) as i64)
 }
 
