@@ -9,7 +9,8 @@
 #   after free; the library
 #   loaded with dlopen; dlopen/dlclose of TLS modules under the preload; python3, sqlite3,
 #   redis-server, git and gcc under LD_PRELOAD, their output compared with plain glibc runs;
-#   a heap profile read with `go tool pprof` (heap_profile.c); and a heavier threaded stress.
+#   a heap profile read with `go tool pprof` (heap_profile.c), and one written on a signal
+#   (prof_signal.c); and a heavier threaded stress.
 # Ends with one verdict line; exits non-zero if anything failed.
 #
 # Installs what it needs on a fresh Debian 12 machine (apt-get only when something is
@@ -127,6 +128,7 @@ compile_tests() {
         # No frame pointers (as distributions build): the profiler unwinds with .eh_frame.
         gcc "${cflags[@]}" -g -fomit-frame-pointer -fno-builtin -o "$WORK/heap_profile" \
             "$TESTS/c/heap_profile.c" -ldl &&
+        gcc "${cflags[@]}" -o "$WORK/prof_signal" "$TESTS/c/prof_signal.c" &&
         gcc -O2 -Wall -Wextra -Werror -shared -fPIC -o "$WORK/tls_module.so" \
             "$TESTS/c/tls_module.c" &&
         g++ "${cflags[@]}" -std=c++17 -o "$WORK/cxx" "$TESTS/c/cxx.cpp"
@@ -273,6 +275,21 @@ stress_heavy() {
 # shell scripts between LD_PRELOAD and the interpreter).
 PY=python3
 [ -x /usr/bin/python3 ] && PY=/usr/bin/python3
+
+# TESSERA_PROF_SIGNAL: the profile a signal asks for is written by tessera's background
+# thread while the program makes no allocator call (prof_signal.c); then `go tool pprof`
+# must read it.
+prof_signal() {
+    local dir=$WORK/prof-signal
+    mkdir -p "$dir" &&
+        TESSERA_PROF_RATE=16k TESSERA_PROF_SIGNAL=SIGUSR2 TESSERA_PROF_OUT="$dir/sig-%p.pb.gz" \
+            LD_PRELOAD=$LIB "$WORK/prof_signal" "$dir" || return 1
+    local file
+    file=$(ls "$dir"/sig-*.pb.gz | head -n 1)
+    go tool pprof -raw "$file" >"$WORK/prof-signal.txt" 2>&1 || { cat "$WORK/prof-signal.txt"; return 1; }
+    # At least one sample line ("objects bytes objects bytes: locations").
+    grep -Eq '^ +[0-9]+ +[0-9]+ +[0-9]+ +[0-9]+: [0-9]' "$WORK/prof-signal.txt"
+}
 
 # Heap profile (issue #18): two allocation sites keeping 72 and 24 MiB, a third freeing
 # all it allocates; `go tool pprof -top` on the profile must give the kept heap to the two
@@ -481,6 +498,7 @@ check late-free-after-thread-exit late_free
 check memory-limit memory_limit
 check idle-rss-returns idle_return
 check heap-profile-pprof heap_profile
+check heap-profile-on-signal prof_signal
 check python3 python_test
 check sqlite3 sqlite_test
 check redis redis_test

@@ -51,6 +51,17 @@ pub fn set_rate(bytes: usize) {
     sample::set_rate(bytes);
 }
 
+/// Whether `TESSERA_PROF_SIGNAL` asked for a profile not written yet.
+pub(crate) fn signal_pending() -> bool {
+    writer::pending()
+}
+
+/// Writes the profile `TESSERA_PROF_SIGNAL` asked for, if it did; from the background
+/// thread (`purger.rs`), which the signal handler wakes, never from the handler.
+pub(crate) fn write_signalled() {
+    writer::write_if_pending();
+}
+
 /// Applies `TESSERA_PROF_OUT` and `TESSERA_PROF_SIGNAL` (configuration, once).
 pub(crate) fn configure_output(out: Option<&'static [u8]>, signal: Option<&'static [u8]>) {
     writer::configure(out, signal);

@@ -481,12 +481,6 @@ pub(crate) fn visit_live(mut f: impl FnMut(&Live, &Bucket)) {
     }
 }
 
-/// Whether nobody holds the table's lock at this moment (a signal handler's test before it
-/// writes a profile: the thread it interrupted may be the holder).
-pub(crate) fn idle() -> bool {
-    TABLE.try_lock().is_some()
-}
-
 /// Totals only.
 pub(crate) fn totals() -> Totals {
     TABLE.lock().totals
