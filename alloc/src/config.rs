@@ -16,7 +16,7 @@
 //! | `TESSERA_GUARDED_SAMPLE_RATE` | about one small allocation in N on its own guarded page, kept inaccessible for a while after its free; overflows and uses after free are reported with stacks (`guarded/`) | off |
 //! | `TESSERA_PROF_RATE` | heap profiling: one sample per this many bytes allocated on average (bytes, `k`/`m`/`g`); `0` off (`profile/`) | `512k` |
 //! | `TESSERA_PROF_OUT` | write the heap profile (gzipped pprof) to this file at exit, `%p` replaced by the process id | none |
-//! | `TESSERA_PROF_SIGNAL` | also write it when this signal arrives (`SIGUSR2`, `USR1`, or a number); needs `TESSERA_PROF_OUT` | none |
+//! | `TESSERA_PROF_SIGNAL` | also write it when this signal arrives (`SIGUSR2`, `USR1`, or a number), from the background thread; needs `TESSERA_PROF_OUT` | none |
 //! | `TESSERA_NUMA` | `auto` (local on a machine with several memory nodes, else off), `local`, `interleave`, `off` | `auto` |
 
 use core::sync::atomic::{AtomicU8, AtomicUsize, Ordering};

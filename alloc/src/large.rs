@@ -1,5 +1,7 @@
-//! Requests above the largest size class: whole spans from the page heap, and from the huge
-//! threshold (or for alignments above a page) dedicated mappings (ARCHITECTURE.md#large-and-huge).
+//! Requests above the largest size class: whole spans from the page heap (alignments up to
+//! a sixteenth of an arena, 4 MiB, carved aligned from it), and dedicated mappings from the
+//! huge threshold, for larger alignments, or for a block no arena holds
+//! (ARCHITECTURE.md#large-and-huge).
 
 use core::ptr;
 

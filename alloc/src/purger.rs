@@ -10,6 +10,10 @@
 //! nothing dirty and no stash left it sleeps until a page heap has dirty pages again
 //! (`tessera_span::commit::notify`).
 //!
+//! It also writes the heap profiles `TESSERA_PROF_SIGNAL` asks for: the handler only flags
+//! the request and wakes it (`profile/writer.rs`, `on_signal`), since writing one is not
+//! async-signal-safe.
+//!
 //! `TESSERA_PURGER=off` keeps the thread from starting (for programs that must stay single-
 //! threaded, for `unshare(CLONE_NEWUSER)` say); the page heaps then run the decay steps
 //! themselves, from their own operations, and nothing is returned while the program is idle.
@@ -85,6 +89,7 @@ extern "C" fn main(_: *mut c_void) -> *mut c_void {
     thread::set_name(c"tessera-purge");
     loop {
         let seen = commit::signal();
+        crate::profile::write_signalled();
         if tick() {
             commit::wait(seen, Some(Duration::from_millis(heap::epoch_ms())));
             continue;
@@ -92,7 +97,7 @@ extern "C" fn main(_: *mut c_void) -> *mut c_void {
         // Nothing left: sleep until a page heap has dirty pages again. Announce the sleep
         // first, then look once more, so a heap that turned dirty in between wakes us.
         let seen = commit::prepare_deep_sleep();
-        let more = has_work();
+        let more = has_work() || crate::profile::signal_pending();
         commit::wait(seen, if more { Some(Duration::ZERO) } else { None });
     }
 }

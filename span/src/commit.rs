@@ -96,7 +96,8 @@ static SIGNAL: AtomicU32 = AtomicU32::new(0);
 static DEEP_SLEEP: AtomicU32 = AtomicU32::new(0);
 
 /// Tells the purger there is work: dirty pages appeared while it slept without a timeout,
-/// or committed memory crossed the soft limit.
+/// committed memory crossed the soft limit, or a signal asked for a heap profile.
+/// Async-signal-safe (an atomic add and a futex wake).
 #[inline]
 pub fn notify() {
     SIGNAL.fetch_add(1, Ordering::SeqCst);

@@ -124,6 +124,15 @@ pub fn read_link(path: &CStr, buf: &mut [u8]) -> Result<usize, OsError> {
     check(n as libc::c_long).map(|n| n as usize)
 }
 
+/// Renames `from` to `to`, replacing `to` atomically if it exists (`rename`): a reader of
+/// `to` sees the old file or the new one, never a part of either.
+///
+/// Errors: `ENOENT`, `EACCES`, `EXDEV` (different file systems), `EISDIR`, `EROFS`.
+pub fn rename(from: &CStr, to: &CStr) -> Result<(), OsError> {
+    // SAFETY: both paths are NUL-terminated strings, valid for the call.
+    check(unsafe { libc::rename(from.as_ptr(), to.as_ptr()) } as libc::c_long).map(|_| ())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -133,6 +142,25 @@ mod tests {
         let mut buf = [0u8; 64];
         assert!(!read_small_file(c"/proc/self/stat", &mut buf).is_empty());
         assert!(read_small_file(c"/nonexistent/file", &mut buf).is_empty());
+    }
+
+    #[test]
+    fn rename_replaces_the_target() {
+        let dir = std::env::temp_dir();
+        let from = dir.join(std::format!("tessera-sys-rename-{}.a", std::process::id()));
+        let to = dir.join(std::format!("tessera-sys-rename-{}.b", std::process::id()));
+        std::fs::write(&from, b"new").unwrap();
+        std::fs::write(&to, b"old").unwrap();
+        let c =
+            |p: &std::path::Path| std::ffi::CString::new(p.as_os_str().as_encoded_bytes()).unwrap();
+        rename(&c(&from), &c(&to)).unwrap();
+        assert_eq!(std::fs::read(&to).unwrap(), b"new");
+        assert!(!from.exists());
+        assert_eq!(
+            rename(&c(&from), &c(&to)),
+            Err(OsError(crate::error::ENOENT))
+        );
+        std::fs::remove_file(&to).unwrap();
     }
 
     #[test]

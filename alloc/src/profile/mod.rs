@@ -17,6 +17,7 @@
 pub mod buf;
 pub mod gzip;
 pub mod mappings;
+mod math;
 pub mod pprof;
 pub mod proto;
 pub(crate) mod sample;
@@ -48,6 +49,17 @@ pub(crate) unsafe fn count(cache: *mut Cache, size: usize) -> bool {
 pub fn set_rate(bytes: usize) {
     writer::note_rate(bytes);
     sample::set_rate(bytes);
+}
+
+/// Whether `TESSERA_PROF_SIGNAL` asked for a profile not written yet.
+pub(crate) fn signal_pending() -> bool {
+    writer::pending()
+}
+
+/// Writes the profile `TESSERA_PROF_SIGNAL` asked for, if it did; from the background
+/// thread (`purger.rs`), which the signal handler wakes, never from the handler.
+pub(crate) fn write_signalled() {
+    writer::write_if_pending();
 }
 
 /// Applies `TESSERA_PROF_OUT` and `TESSERA_PROF_SIGNAL` (configuration, once).

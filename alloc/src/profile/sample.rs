@@ -76,7 +76,7 @@ fn interval(rng: &mut u64, rate: usize) -> isize {
     let r = x.wrapping_mul(0x2545_f491_4f6c_dd1d);
     // Uniform in (0, 1]: the top 53 bits, plus one.
     let u = ((r >> 11) + 1) as f64 * (1.0 / (1u64 << 53) as f64);
-    let interval = -u.ln() * rate as f64;
+    let interval = -super::math::ln(u) * rate as f64;
     // `as` saturates; the cap keeps a countdown far from overflow.
     (interval as isize).min(NEVER / 2)
 }

@@ -30,8 +30,9 @@ const LIVE_SLOTS: usize = 1 << 20;
 /// The live map's first size: it doubles (into a fresh mapping, the old one returned) when
 /// it is 7/8 full, up to `LIVE_SLOTS`. Small, because every entry lands on a page chosen by
 /// its address's hash: a map reserved at full size would make every live sample cost a page
-/// of RSS.
-const LIVE_FIRST_SLOTS: usize = 1 << 12;
+/// of RSS. 256 entries are two pages; at 4,096 a small C program (git) held ~100 KiB of map
+/// for its few dozen live samples.
+const LIVE_FIRST_SLOTS: usize = 1 << 8;
 /// The live map is kept at most this full (in 1/8ths) so that probes stay short.
 const LIVE_MAX_EIGHTHS: usize = 7;
 
@@ -485,12 +486,6 @@ pub(crate) fn visit_live(mut f: impl FnMut(&Live, &Bucket)) {
 pub(crate) fn with_label_pairs<R>(set: u32, f: impl FnOnce(LabelPairs<'_>) -> R) -> R {
     let t = TABLE.lock();
     f(t.labels(set))
-}
-
-/// Whether nobody holds the table's lock at this moment (a signal handler's test before it
-/// writes a profile: the thread it interrupted may be the holder).
-pub(crate) fn idle() -> bool {
-    TABLE.try_lock().is_some()
 }
 
 /// Totals only.

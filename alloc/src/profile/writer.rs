@@ -7,7 +7,7 @@ use core::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use core::ffi::{CStr, c_int};
 
 use tessera_sys::error::{self, EINVAL, OsError};
-use tessera_sys::fs::Fd;
+use tessera_sys::fs::{self, Fd};
 use tessera_sys::{clock, process, signal};
 
 use super::buf::OsBuf;
@@ -55,7 +55,7 @@ fn scale(count: u64, bytes: u64, rate: usize) -> (i64, i64) {
         return (count as i64, bytes as i64);
     }
     let avg = bytes as f64 / count as f64;
-    let p = 1.0 - (-avg / rate as f64).exp();
+    let p = 1.0 - super::math::exp(-avg / rate as f64);
     ((count as f64 / p) as i64, (bytes as f64 / p) as i64)
 }
 
@@ -119,7 +119,7 @@ const MAX_LABELS: usize = 15;
 /// `TESSERA_PROF_OUT` (the environment's own bytes, NUL-terminated, for the life of the
 /// process), or null.
 static OUT_PATH: AtomicUsize = AtomicUsize::new(0);
-/// A signal asked for a profile while the table was busy: the next sample writes it.
+/// A signal asked for a profile (`on_signal`) that nobody has written yet.
 static PENDING: AtomicBool = AtomicBool::new(false);
 
 /// Reads `TESSERA_PROF_OUT` and `TESSERA_PROF_SIGNAL` (from `config::load`, early in the
@@ -163,24 +163,31 @@ fn install_signal(signo: c_int) {
     let _ = unsafe { signal::install_handler(signo, on_signal) };
 }
 
-/// Writes the profile if the table is free, else leaves it to the next sample: the handler
-/// may have interrupted the table's holder. Writing takes only the table's lock and
-/// anonymous mappings (`mmap`, `mremap`), never the allocator's caches or heaps.
+/// Asks for a profile and returns: the handler writes nothing itself. Writing a profile
+/// reads the loaded objects with `dl_iterate_phdr`, which takes the loader's lock, and a
+/// signal can land in a thread that holds it (inside `dlopen`, say), where the handler would
+/// walk a half-updated list of objects. The background thread (`purger.rs`, which runs with
+/// every signal blocked) writes the profile at its next wake-up, which this one hastens;
+/// without that thread (`TESSERA_PURGER=off`, or before the first purge-worthy free) the
+/// next sampled allocation writes it, or the exit writer. Both steps here are
+/// async-signal-safe: an atomic store and `commit::notify` (an atomic add and a futex wake).
 extern "C" fn on_signal(_signo: c_int) {
     // The handler must leave the interrupted code's `errno` as it found it.
     let errno = error::errno();
-    if table::idle() {
-        write_out();
-    } else {
-        PENDING.store(true, Ordering::Relaxed);
-    }
+    PENDING.store(true, Ordering::Release);
+    tessera_span::commit::notify();
     error::set_errno(errno);
 }
 
-/// Writes a profile a signal asked for while the table was busy (called after each sample,
-/// outside the table's lock).
+/// Whether a signal asked for a profile that is not written yet.
+pub(crate) fn pending() -> bool {
+    PENDING.load(Ordering::Acquire)
+}
+
+/// Writes the profile a signal asked for, if one did (the background thread at each wake-up,
+/// and every sampled allocation after its sample, outside the table's lock).
 pub(crate) fn write_if_pending() {
-    if PENDING.load(Ordering::Relaxed) && PENDING.swap(false, Ordering::Relaxed) {
+    if PENDING.load(Ordering::Relaxed) && PENDING.swap(false, Ordering::Acquire) {
         write_out();
     }
 }
@@ -250,12 +257,21 @@ fn expand_pid(template: &[u8], pid: u32, out: &mut [u8]) -> Option<usize> {
 pub(crate) fn write_file(path: &[u8]) -> Result<(), OsError> {
     let mut out = OsBuf::new();
     heap_profile(&mut out, "inuse_space")?;
-    if path.last() != Some(&0) {
-        return Err(OsError(EINVAL));
-    }
     // The name is what precedes the first NUL, as `open` would read it.
     let path = CStr::from_bytes_until_nul(path).map_err(|_| OsError(EINVAL))?;
-    Fd::create(path, 0o644)?.write_all(out.as_slice())
+    // Written beside the target, then renamed over it: a reader (a tool polling for the
+    // file, or the previous profile's reader) never sees a part of one.
+    let mut temp = [0u8; 4096 + 8];
+    let name = path.to_bytes();
+    let end = name.len() + b".tmp".len();
+    if end >= temp.len() {
+        return Err(OsError(EINVAL));
+    }
+    temp[..name.len()].copy_from_slice(name);
+    temp[name.len()..end].copy_from_slice(b".tmp");
+    let temp = CStr::from_bytes_until_nul(&temp[..=end]).map_err(|_| OsError(EINVAL))?;
+    Fd::create(temp, 0o644)?.write_all(out.as_slice())?;
+    fs::rename(temp, path)
 }
 
 #[cfg(test)]

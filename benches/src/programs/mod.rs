@@ -107,11 +107,6 @@ fn available_preloads(names: &[&'static str], notes: &mut Vec<String>) -> Vec<Pr
     let mut preloads = Vec::new();
     for name in names {
         let preload = Preload::named(name);
-        if !preload.env.is_empty() {
-            // The programs' runs (redis's server and client among them) set LD_PRELOAD only.
-            notes.push(format!("{name} is measured in the C mode (--c) only"));
-            continue;
-        }
         if preload.available() {
             preloads.push(preload);
         } else {
@@ -215,6 +210,7 @@ fn report(
 fn one_run(
     ready: &Ready,
     library: Option<&Path>,
+    env: &[(&str, &str)],
     dir: &Path,
     full: bool,
     timeout: Duration,
@@ -228,12 +224,13 @@ fn one_run(
                 Some(lib) => command.env("LD_PRELOAD", lib),
                 None => command.env_remove("LD_PRELOAD"),
             };
+            command.envs(env.iter().copied());
             let m = measure::run(command, timeout)?;
             Ok((m.wall.as_secs_f64(), m.maxrss_kib, m.stdout))
         }
         (Kind::Redis { pipeline }, Some(redis)) => {
             let requests = suite::redis_requests(full, pipeline);
-            let r = redis.run(library, library, requests, pipeline)?;
+            let r = redis.run(library, env, library, requests, pipeline)?;
             Ok((r.rps, r.maxrss_kib, r.stdout))
         }
         (Kind::Redis { .. }, None) => Err("redis binaries not found".into()),
@@ -314,7 +311,8 @@ impl<'a> ProgramCells<'a> {
             "{}-{}-{}",
             ready.program.name, preload.name, self.runs
         ));
-        let result = library.and_then(|lib| one_run(ready, lib.as_deref(), &dir, full, timeout));
+        let result = library
+            .and_then(|lib| one_run(ready, lib.as_deref(), preload.env, &dir, full, timeout));
         let _ = std::fs::remove_dir_all(&dir);
         let cell = &mut self.row.cells[i];
         match result {

@@ -13,7 +13,8 @@ pub const PRELOAD_NAMES: &[&str] = &["glibc", "tessera", "mimalloc", "jemalloc",
 /// `tessera-unhardened`, libtessera.so built with `--cfg tessera_unhardened` (no free-list
 /// encoding or double-free checks, issue #15), so the hardening's cost is measured side by
 /// side in one run; and `tessera-noprof`, libtessera.so with `TESSERA_PROF_RATE=0` (heap
-/// profiling off, issue #18: `tessera` runs at the default rate), in the C mode only.
+/// profiling off, issue #18: `tessera` runs at the default rate), in the C and programs
+/// modes.
 pub const ALL_PRELOAD_NAMES: &[&str] = &[
     "glibc",
     "tessera",

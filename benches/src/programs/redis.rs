@@ -67,12 +67,13 @@ impl Redis {
         measure::run(c, CLI).map(|m| m.stdout.trim().to_string())
     }
 
-    /// Starts the server under `preload` (None: no preload), benchmarks it and shuts it
-    /// down. `expect_mapped`, when given, must appear in the server's /proc/PID/maps.
+    /// Starts the server under `preload` (None: no preload) with `env` added to its
+    /// environment, benchmarks it and shuts it down. `expect_mapped`, when given, must appear in the server's /proc/PID/maps.
     /// `requests` per test, `pipeline` of them in flight per client.
     pub fn run(
         &self,
         preload: Option<&Path>,
+        env: &[(&str, &str)],
         expect_mapped: Option<&Path>,
         requests: u32,
         pipeline: u32,
@@ -87,6 +88,7 @@ impl Redis {
             Some(lib) => server.env("LD_PRELOAD", lib),
             None => server.env_remove("LD_PRELOAD"),
         };
+        server.envs(env.iter().copied());
         let running = measure::spawn(server)?;
         let pid = running.pid();
         let body = self.drive(&running, port, expect_mapped, requests, pipeline);
@@ -246,7 +248,7 @@ mod tests {
             benchmark: PathBuf::from("/bin/false"),
         };
         let start = Instant::now();
-        let err = fake.run(None, None, 10, 1).unwrap_err();
+        let err = fake.run(None, &[], None, 10, 1).unwrap_err();
         assert!(err.contains("exited before answering PING"), "{err}");
         assert!(start.elapsed() < STARTUP, "{:?}", start.elapsed());
     }
