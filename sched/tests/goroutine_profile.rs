@@ -135,15 +135,34 @@ fn decode(buf: &[u8]) -> Profile {
 type Function = (&'static str, std::ops::Range<u64>);
 
 /// The sizes of the functions at `starts` (run-time addresses), from the program's ELF
-/// symbol table: the load bias is the one that puts a function symbol at each start.
+/// symbol table. The load bias is where the kernel mapped the file's first page
+/// (`/proc/self/maps`) less the virtual address the program headers give that page.
 fn function_sizes(starts: &[u64]) -> Vec<u64> {
     let elf = std::fs::read("/proc/self/exe").unwrap();
     let u16_at = |at: usize| u16::from_le_bytes(elf[at..at + 2].try_into().unwrap()) as usize;
     let u32_at = |at: usize| u32::from_le_bytes(elf[at..at + 4].try_into().unwrap());
     let u64_at = |at: usize| u64::from_le_bytes(elf[at..at + 8].try_into().unwrap());
+    // The PT_LOAD segment at file offset 0.
+    let (phoff, phentsize, phnum) = (u64_at(0x20) as usize, u16_at(0x36), u16_at(0x38));
+    let first_vaddr = (0..phnum)
+        .map(|i| phoff + i * phentsize)
+        .find(|&ph| u32_at(ph) == 1 && u64_at(ph + 8) == 0)
+        .map(|ph| u64_at(ph + 0x10))
+        .expect("a PT_LOAD at offset 0");
+    let exe = std::env::current_exe().unwrap();
+    let maps = std::fs::read_to_string("/proc/self/maps").unwrap();
+    let base = maps
+        .lines()
+        .find(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            f.len() >= 6 && f[2] == "00000000" && std::path::Path::new(f[5]) == exe
+        })
+        .and_then(|l| u64::from_str_radix(l.split('-').next()?, 16).ok())
+        .expect("the program's first mapping");
+    let bias = base - first_vaddr;
+    // The size of each function symbol, by address.
     let (shoff, shentsize, shnum) = (u64_at(0x28) as usize, u16_at(0x3a), u16_at(0x3c));
-    // (value, size) of every function symbol.
-    let mut funcs = std::collections::HashMap::new();
+    let mut sizes = std::collections::HashMap::new();
     for i in 0..shnum {
         let sh = shoff + i * shentsize;
         if u32_at(sh + 4) != 2 {
@@ -152,22 +171,13 @@ fn function_sizes(starts: &[u64]) -> Vec<u64> {
         let (off, size) = (u64_at(sh + 0x18) as usize, u64_at(sh + 0x20) as usize);
         for sym in (off..off + size).step_by(24) {
             if elf[sym + 4] & 0xf == 2 && u64_at(sym + 16) != 0 {
-                funcs.insert(u64_at(sym + 8), u64_at(sym + 16)); // STT_FUNC
+                sizes.insert(u64_at(sym + 8), u64_at(sym + 16)); // STT_FUNC
             }
         }
     }
-    let bias = funcs
-        .keys()
-        .map(|&v| starts[0].wrapping_sub(v))
-        .find(|&bias| {
-            starts
-                .iter()
-                .all(|s| funcs.contains_key(&s.wrapping_sub(bias)))
-        })
-        .expect("the functions are in the symbol table");
     starts
         .iter()
-        .map(|s| funcs[&s.wrapping_sub(bias)])
+        .map(|s| *sizes.get(&(s - bias)).expect("a function symbol there"))
         .collect()
 }
 
