@@ -10,7 +10,8 @@
 #   loaded with dlopen; dlopen/dlclose of TLS modules under the preload; python3, sqlite3,
 #   redis-server, git and gcc under LD_PRELOAD, their output compared with plain glibc runs;
 #   a heap profile read with `go tool pprof` (heap_profile.c), and one written on a signal
-#   (prof_signal.c); and a heavier threaded stress.
+#   (prof_signal.c); the scheduler's profile tests, which use `go tool pprof` when go is
+#   installed, as it is here; and a heavier threaded stress.
 # Ends with one verdict line; exits non-zero if anything failed.
 #
 # Installs what it needs on a fresh Debian 12 machine (apt-get only when something is
@@ -316,6 +317,14 @@ sys.exit(0 if ok else 1)
 PY
 }
 
+# The scheduler's profiles (issue #18): the goroutine profile, labels, /debug/pprof/ over
+# HTTP. The README's test command runs these too, but before this stage installs go, so
+# there they check what they can without it; TESSERA_REQUIRE_GO makes a missing go an error.
+sched_pprof() {
+    TESSERA_REQUIRE_GO=1 cargo test -p tessera-sched --test goroutine_profile \
+        --test pprof_http --test labels
+}
+
 python_test() {
     local script=$TESTS/alloc_heavy.py
     local base ours ours_malloc
@@ -499,6 +508,7 @@ check memory-limit memory_limit
 check idle-rss-returns idle_return
 check heap-profile-pprof heap_profile
 check heap-profile-on-signal prof_signal
+check sched-profiles-pprof sched_pprof
 check python3 python_test
 check sqlite3 sqlite_test
 check redis redis_test

@@ -4,6 +4,10 @@
 //! `cargo run --release -p tessera-sched --example http -- 127.0.0.1:8080`, then
 //! `curl -v http://127.0.0.1:8080/`.
 //!
+//! It also serves `/debug/pprof/` as Go's `net/http/pprof` does
+//! (`tessera_sched::profile::http`): `go tool pprof http://127.0.0.1:8080/debug/pprof/heap`
+//! (or `allocs`, `goroutine`), and `curl http://127.0.0.1:8080/debug/pprof/sched_latency`.
+//!
 //! The parser is deliberately small: it reads the request line and headers up to the
 //! blank line, honours `Connection: close` and HTTP/1.0, and skips a `Content-Length` body.
 //! Anything malformed or over 16 KiB of headers gets `400 Bad Request` and the connection
@@ -23,6 +27,8 @@ const BODY: &str = "Hello, world!\n";
 struct Head {
     keep_alive: bool,
     body_len: usize,
+    /// The request target (path and query).
+    target: String,
 }
 
 /// Parses one request head (`text` ends at the blank line). `None` if malformed.
@@ -30,13 +36,14 @@ fn parse(text: &str) -> Option<Head> {
     let mut lines = text.split("\r\n");
     let request = lines.next()?;
     let mut parts = request.split(' ');
-    let (_method, _target, version) = (parts.next()?, parts.next()?, parts.next()?);
+    let (_method, target, version) = (parts.next()?, parts.next()?, parts.next()?);
     if parts.next().is_some() || !version.starts_with("HTTP/1.") {
         return None;
     }
     let mut head = Head {
         keep_alive: version == "HTTP/1.1",
         body_len: 0,
+        target: target.to_owned(),
     };
     for line in lines.filter(|l| !l.is_empty()) {
         let (name, value) = line.split_once(':')?;
@@ -96,11 +103,27 @@ fn serve(mut s: TcpStream) -> std::io::Result<()> {
         } else {
             "close"
         };
-        let response = format!(
-            "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: {conn}\r\n\r\n{BODY}",
-            BODY.len()
-        );
-        s.write_all(response.as_bytes())?;
+        // `/debug/pprof/...` (Go's `net/http/pprof`), else the greeting.
+        match tessera_sched::profile::http::respond(&head.target) {
+            Some(r) => {
+                let header = format!(
+                    "HTTP/1.1 {} {}\r\nContent-Type: {}\r\nContent-Length: {}\r\nConnection: {conn}\r\n\r\n",
+                    r.status,
+                    r.reason(),
+                    r.content_type,
+                    r.body.len()
+                );
+                s.write_all(header.as_bytes())?;
+                s.write_all(&r.body)?;
+            }
+            None => {
+                let response = format!(
+                    "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: {conn}\r\n\r\n{BODY}",
+                    BODY.len()
+                );
+                s.write_all(response.as_bytes())?;
+            }
+        }
         if !head.keep_alive {
             return Ok(());
         }

@@ -15,6 +15,8 @@
 //!   RUNNING/PARKING --ready--> NOTIFIED: the park that follows (or is under way) returns at once
 //!   RUNNING --returns--> DEAD (on a free list) --spawn reuses it--> RUNNABLE
 //!   RUNNABLE/PARKED --the runtime is dropped--> CANCELLED: unwound and freed (teardown.rs)
+//!   PARKED --a goroutine profile--> SCANNING --done--> PARKED
+//!   SCANNING --ready--> SCAN_READIED --the profiler, done--> RUNNABLE (queued by it)
 //! ```
 //! The PARKING step is Go's "gopark runs the unlock function on g0": a G is not PARKED
 //! until its M has switched away from its stack, so a waker can never resume it twice.
@@ -45,6 +47,12 @@ pub(crate) const DEAD: u8 = 5;
 /// Being unwound by a runtime's drop (teardown.rs): its coroutine completes the join with
 /// `JoinError::Cancelled` and lets the unwinding go on.
 pub(crate) const CANCELLED: u8 = 6;
+/// Parked, and its stack being walked by a goroutine profile (profile/goroutine.rs, Go's
+/// `_Gscan` bit): nobody may resume it until the profiler puts it back.
+pub(crate) const SCANNING: u8 = 7;
+/// SCANNING, and readied meanwhile: the profiler makes it RUNNABLE and queues it when its
+/// walk is over, in the waker's stead (`machine::ready`).
+pub(crate) const SCAN_READIED: u8 = 8;
 
 /// What a G hands its M when it switches out.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -202,8 +210,13 @@ pub(crate) struct G {
     pub(crate) sched_count: AtomicU32,
     pub(crate) stack_base: usize,
     pub(crate) stack_size: usize,
-    /// The stack pointer when it last switched out (dump's "stack in use").
+    /// The stack pointer when it last switched out (dump's "stack in use"), with the pc
+    /// and rbp read at the same instruction (`machine::m_loop::switch_out`): where a
+    /// goroutine profile starts the walk of its suspended stack. Written by the G itself,
+    /// read by others once it is PARKED (its state's Release/Acquire orders them).
     pub(crate) saved_sp: AtomicUsize,
+    pub(crate) saved_pc: AtomicUsize,
+    pub(crate) saved_bp: AtomicUsize,
     /// Coroutine-local storage (local.rs), touched only by the G itself.
     pub(crate) locals: UnsafeCell<Vec<Option<Box<dyn Any>>>>,
     /// The M this G is locked to (`lock_to_thread`), or null.
@@ -271,6 +284,8 @@ impl G {
             stack_base: stack.base(),
             stack_size: stack.usable_size(),
             saved_sp: AtomicUsize::new(stack.base()),
+            saved_pc: AtomicUsize::new(0),
+            saved_bp: AtomicUsize::new(0),
             locals: UnsafeCell::new(Vec::new()),
             locked_m: Cell::new(ptr::null()),
             blocking: Cell::new(None),

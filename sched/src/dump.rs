@@ -7,7 +7,9 @@
 use core::fmt::Write;
 use std::sync::{Arc, Once};
 
-use crate::coroutine::{G, NOTIFIED, PARKED, PARKING, RUNNABLE, RUNNING, WaitReason};
+use crate::coroutine::{
+    G, NOTIFIED, PARKED, PARKING, RUNNABLE, RUNNING, SCAN_READIED, SCANNING, WaitReason,
+};
 use crate::runtime::{RUNTIMES, Shared};
 
 pub(crate) fn live_runtimes() -> Vec<Arc<Shared>> {
@@ -23,7 +25,7 @@ fn line(out: &mut String, g: &G) {
     let state = match g.state() {
         RUNNABLE => "runnable",
         RUNNING | NOTIFIED => "running",
-        PARKING | PARKED => "waiting",
+        PARKING | PARKED | SCANNING | SCAN_READIED => "waiting",
         _ => "?",
     };
     let reason = g.wait_reason();

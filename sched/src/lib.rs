@@ -81,6 +81,7 @@ pub mod fs;
 pub mod labels;
 pub mod local;
 pub mod net;
+pub mod profile;
 pub mod sync;
 
 pub use coroutine::WaitReason;

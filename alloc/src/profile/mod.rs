@@ -82,7 +82,18 @@ pub fn rate() -> usize {
 /// may allocate.
 pub fn write_heap(out: &mut impl std::io::Write) -> std::io::Result<()> {
     let mut buf = buf::OsBuf::new();
-    writer::heap_profile(&mut buf).map_err(|e| std::io::Error::from_raw_os_error(e.0))?;
+    writer::heap_profile(&mut buf, "inuse_space")
+        .map_err(|e| std::io::Error::from_raw_os_error(e.0))?;
+    out.write_all(buf.as_slice())
+}
+
+/// Writes the allocations profile: the heap profile of [`write_heap`] with `alloc_space`
+/// as the sample type readers show by default, as Go's `/debug/pprof/allocs` does (every
+/// sampled allocation since the start, live or freed).
+pub fn write_allocs(out: &mut impl std::io::Write) -> std::io::Result<()> {
+    let mut buf = buf::OsBuf::new();
+    writer::heap_profile(&mut buf, "alloc_space")
+        .map_err(|e| std::io::Error::from_raw_os_error(e.0))?;
     out.write_all(buf.as_slice())
 }
 
@@ -108,6 +119,89 @@ impl LabelSet {
     pub fn new(pairs: &[(&str, &str)]) -> LabelSet {
         LabelSet(table::intern_labels(pairs))
     }
+}
+
+impl LabelSet {
+    /// The most pairs [`LabelSet::with_pairs`] hands over.
+    pub const MAX_PAIRS: usize = 16;
+
+    /// Calls `f` with the set's (key, value) pairs (the first [`LabelSet::MAX_PAIRS`]; none
+    /// for [`LabelSet::NONE`]), under the profiler's table lock: `f` must not allocate
+    /// through tessera, nor make label sets or take samples (a profile writer calls it to
+    /// label samples, with its buffers in OS memory).
+    pub fn with_pairs<R>(self, f: impl FnOnce(&[(&str, &str)]) -> R) -> R {
+        table::with_label_pairs(self.0, |pairs| {
+            let mut out = [("", ""); Self::MAX_PAIRS];
+            let mut n = 0;
+            for (key, value) in pairs.take(Self::MAX_PAIRS) {
+                // Interned from `&str`s: valid UTF-8.
+                if let (Ok(key), Ok(value)) =
+                    (core::str::from_utf8(key), core::str::from_utf8(value))
+                {
+                    out[n] = (key, value);
+                    n += 1;
+                }
+            }
+            f(&out[..n])
+        })
+    }
+}
+
+// ---- stacks for a runtime's profiles --------------------------------------------------------
+
+/// The registers a stack walk starts from, read at one instruction of a frame: its pc, rsp
+/// and rbp. A coroutine scheduler reads them ([`FrameRegisters::here`]) just before it
+/// switches a coroutine out, so that a profiler can later walk the suspended stack
+/// ([`walk_suspended_stack`]) without resuming it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FrameRegisters {
+    /// The instruction the registers were read at (an exact address, not a return
+    /// address: pprof's `Stack::ExactLeaf`).
+    pub pc: usize,
+    /// The stack pointer there.
+    pub sp: usize,
+    /// rbp there (the frame pointer, or whatever the function keeps in it).
+    pub bp: usize,
+}
+
+impl FrameRegisters {
+    /// The registers at this point of the function this is inlined into.
+    #[inline(always)]
+    pub fn here() -> FrameRegisters {
+        let r = crate::unwind::registers();
+        FrameRegisters {
+            pc: r.pc,
+            sp: r.sp,
+            bp: r.bp,
+        }
+    }
+}
+
+/// Writes the return addresses of the frames above the one `start` was read in (the
+/// frame's own pc is not among them) into `out`, innermost first, and returns how many.
+/// Follows the `.eh_frame` rules of each return address, cached (the heap profiler's fast
+/// walk), and stops at the first frame whose rule it cannot follow: the root of a
+/// corosensei coroutine's stack is one. Allocates nothing and takes no lock (a miss in the
+/// rule cache asks libgcc's `_Unwind_Find_FDE`, which does not allocate either).
+///
+/// # Safety
+/// `start` was read by [`FrameRegisters::here`] in a frame that is now suspended (its
+/// coroutine switched out) and stays suspended and unchanged for the whole walk (nobody
+/// resumes the coroutine meanwhile), or in the caller's own frame (or one of its callers'),
+/// which stays live during the call; its stack is mapped from `start.sp` up to
+/// `stack_top`, which no frame of it passes.
+pub unsafe fn walk_suspended_stack(
+    start: FrameRegisters,
+    stack_top: usize,
+    out: &mut [usize],
+) -> usize {
+    let regs = crate::unwind::Registers {
+        pc: start.pc,
+        sp: start.sp,
+        bp: start.bp,
+    };
+    // SAFETY: the caller's contract is `walk_suspended`'s.
+    unsafe { crate::unwind::walk_suspended(regs, stack_top, out) }
 }
 
 /// Sets the labels that heap samples taken on the calling thread's cache carry from now on,

@@ -481,6 +481,13 @@ pub(crate) fn visit_live(mut f: impl FnMut(&Live, &Bucket)) {
     }
 }
 
+/// Calls `f` with the (key, value) pairs of label set `set` (none for 0 or an unknown set),
+/// under the table's lock: `f` must not allocate through the global allocator.
+pub(crate) fn with_label_pairs<R>(set: u32, f: impl FnOnce(LabelPairs<'_>) -> R) -> R {
+    let t = TABLE.lock();
+    f(t.labels(set))
+}
+
 /// Totals only.
 pub(crate) fn totals() -> Totals {
     TABLE.lock().totals

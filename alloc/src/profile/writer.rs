@@ -59,8 +59,10 @@ fn scale(count: u64, bytes: u64, rate: usize) -> (i64, i64) {
     ((count as f64 / p) as i64, (bytes as f64 / p) as i64)
 }
 
-/// Builds the heap profile (gzipped `profile.proto`) into `out`.
-pub(crate) fn heap_profile(out: &mut OsBuf) -> Result<(), OsError> {
+/// Builds the heap profile (gzipped `profile.proto`) into `out`, with `default_type` (one
+/// of its four sample types) as the one readers show unless told otherwise: Go's heap
+/// profile says `inuse_space`, its `allocs` profile, the same data, `alloc_space`.
+pub(crate) fn heap_profile(out: &mut OsBuf, default_type: &str) -> Result<(), OsError> {
     let rate = LAST_RATE.load(Ordering::Relaxed);
     let mut b = ProfileBuilder::new(
         &[
@@ -72,7 +74,7 @@ pub(crate) fn heap_profile(out: &mut OsBuf) -> Result<(), OsError> {
         ("space", "bytes"),
         rate as i64,
     )?;
-    b.set_default_sample_type("inuse_space")?;
+    b.set_default_sample_type(default_type)?;
     b.set_drop_frames(DROP_FRAMES)?;
     b.set_time_nanos(clock::realtime_ns());
     b.add_process_mappings()?;
@@ -254,7 +256,7 @@ fn expand_pid(template: &[u8], pid: u32, out: &mut [u8]) -> Option<usize> {
 /// Builds the profile and writes it to the file `path` (NUL-terminated), replacing it.
 pub(crate) fn write_file(path: &[u8]) -> Result<(), OsError> {
     let mut out = OsBuf::new();
-    heap_profile(&mut out)?;
+    heap_profile(&mut out, "inuse_space")?;
     // The name is what precedes the first NUL, as `open` would read it.
     let path = CStr::from_bytes_until_nul(path).map_err(|_| OsError(EINVAL))?;
     // Written beside the target, then renamed over it: a reader (a tool polling for the

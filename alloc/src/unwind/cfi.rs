@@ -318,14 +318,16 @@ impl Row {
         let ra_offset = match self.ra {
             // The outermost frame (DWARF 5 §6.4.4): libgcc reports it and stops.
             RegRule::Undefined => return Some(Rule::End),
-            RegRule::Offset(n) => i16::try_from(n).ok()?,
+            // Below the CFA, as every call leaves it: a walk of a suspended coroutine reads
+            // only its own stack, and its top is a CFA.
+            RegRule::Offset(n) if n < 0 => i16::try_from(n).ok()?,
             _ => return None,
         };
         let rbp_offset = match self.rbp {
             // libgcc treats an undefined callee-saved register as unchanged.
             RegRule::Unspecified | RegRule::SameValue | RegRule::Undefined => None,
-            RegRule::Offset(n) => Some(i16::try_from(n).ok()?),
-            RegRule::Other => return None,
+            RegRule::Offset(n) if n < 0 => Some(i16::try_from(n).ok()?),
+            RegRule::Offset(_) | RegRule::Other => return None,
         };
         Some(Rule::Step(Step {
             base,

@@ -23,8 +23,8 @@ use super::cache;
 use super::cfi::{self, CfaBase, Rule};
 use super::sys::{self, Registers};
 
-/// How far above the starting rsp a CFA may be.
-const MAX_STACK: usize = 256 << 20;
+/// How far above the starting rsp a CFA may be, on the calling thread's own stack.
+pub(super) const MAX_STACK: usize = 256 << 20;
 
 /// What a walk did, for the tests.
 #[derive(Clone, Copy, Debug, Default)]
@@ -33,22 +33,28 @@ pub(super) struct Stats {
     pub(super) misses: usize,
 }
 
-/// The walk gave up: libgcc must take this capture.
+/// The walk gave up (libgcc must take a capture of the calling thread); `frames` of `out`
+/// were written before it did, every one a real return address of the stack.
 #[derive(Debug)]
-pub(super) struct GiveUp;
+pub(super) struct GiveUp {
+    pub(super) frames: usize,
+}
 
 /// Writes the return addresses of the frames above the one `start` was read in,
-/// innermost first, into `out`, and returns how many.
+/// innermost first, into `out`, and returns how many. No CFA may pass `limit`: the end of
+/// the stack being walked (`start.sp + MAX_STACK` for the calling thread's own).
 ///
 /// # Safety
-/// `start` must be this thread's registers in a frame that is still live (an inlined
-/// `registers()` in a caller of this function).
+/// `start` must be registers read by `registers()` in a frame that is still live and does
+/// not change during the walk: an inlined `registers()` in a caller of this function, or
+/// in a suspended coroutine's frame. The stack from `start.sp` up to `limit` must be
+/// mapped and hold those frames.
 pub(super) unsafe fn walk(
     start: Registers,
+    limit: usize,
     out: &mut [usize],
     stats: &mut Stats,
 ) -> Result<usize, GiveUp> {
-    let limit = start.sp.checked_add(MAX_STACK).ok_or(GiveUp)?;
     // The first frame is looked up like the others, by "return address" - 1: `pc + 1`.
     let mut ra = start.pc + 1;
     let (mut sp, mut bp) = (start.sp, start.bp);
@@ -68,7 +74,7 @@ pub(super) unsafe fn walk(
         let step = match rule {
             Rule::Step(step) => step,
             Rule::End => break,
-            Rule::Unsupported => return Err(GiveUp),
+            Rule::Unsupported => return Err(GiveUp { frames: len }),
         };
         let base = match step.base {
             CfaBase::Rsp => sp,
@@ -76,12 +82,16 @@ pub(super) unsafe fn walk(
         };
         let cfa = base.wrapping_add(step.cfa_offset as usize);
         // The CFA must grow (each caller's frame is above its callee's) and stay on this
-        // stack; the slots read are within 32 KiB of it (`i16` offsets).
-        if cfa <= sp || cfa > limit {
-            return Err(GiveUp);
+        // stack, and the slots read must lie in this frame, between its rsp and its CFA
+        // (`cfi.rs` takes no offset above the CFA).
+        let lowest = step
+            .rbp_offset
+            .map_or(step.ra_offset, |o| o.min(step.ra_offset));
+        if cfa <= sp || cfa > limit || cfa.wrapping_add_signed(isize::from(lowest)) < sp {
+            return Err(GiveUp { frames: len });
         }
-        // SAFETY: the slot is in the live part of this thread's stack, between the start
-        // and the CFA of a frame that is still active, at the offset its FDE gives.
+        // SAFETY: the slot is in the live part of the stack being walked, in a frame that is
+        // still active (between its rsp and its CFA), at the offset its FDE gives.
         ra = unsafe { read(cfa, step.ra_offset) };
         if let Some(offset) = step.rbp_offset {
             // SAFETY: as above.

@@ -47,6 +47,32 @@ pub(crate) fn capture_in_signal_handler(out: &mut [usize]) -> usize {
     walk(out, Walker::Libgcc, Walker::Libgcc, &mut stats).unwrap_or(0)
 }
 
+pub(crate) use sys::{Registers, registers};
+
+/// Writes the return addresses of the frames above the suspended one `start` was read in
+/// (by [`registers`]) into `out`, innermost first, and returns how many: the fast walk's,
+/// up to the first frame it cannot follow (libgcc's walk reads only the calling thread's
+/// registers, so there is no fallback). A coroutine's stack ends in such a frame
+/// (corosensei's `stack_init_trampoline`, a signal frame with a CFA expression), so the
+/// walk stops at the stack's root rather than running into the stack that last resumed it.
+///
+/// # Safety
+/// `start` was read in a frame that is suspended (its stack switched away by a coroutine
+/// switch) and stays so, unchanged, for the walk; its stack is mapped from `start.sp` up
+/// to `stack_top`, which no CFA of it passes.
+pub(crate) unsafe fn walk_suspended(
+    start: Registers,
+    stack_top: usize,
+    out: &mut [usize],
+) -> usize {
+    let mut stats = fast::Stats::default();
+    // SAFETY: the caller's contract is `fast::walk`'s, with `stack_top` as the limit.
+    match unsafe { fast::walk(start, stack_top, out, &mut stats) } {
+        Ok(len) => len,
+        Err(fast::GiveUp { frames }) => frames,
+    }
+}
+
 /// The two walks.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Walker {
@@ -69,8 +95,12 @@ fn walk(out: &mut [usize], first: Walker, then: Walker, stats: &mut fast::Stats)
         match walker {
             Walker::Fast => {
                 let here = sys::registers();
-                // SAFETY: `here` was read in this frame, which is live during the walk.
-                if let Ok(len) = unsafe { fast::walk(here, out, stats) } {
+                let Some(limit) = here.sp.checked_add(fast::MAX_STACK) else {
+                    continue;
+                };
+                // SAFETY: `here` was read in this frame, which is live during the walk, on
+                // this thread's stack.
+                if let Ok(len) = unsafe { fast::walk(here, limit, out, stats) } {
                     #[cfg(feature = "expensive-checks")]
                     check_against_libgcc(&out[..len], out.len());
                     return Some(len);

@@ -21,15 +21,15 @@ pub(super) fn find_fde(ra: usize) -> Option<(usize, Bases)> {
 /// The registers a walk starts from: a code address in the frame and that frame's rsp and
 /// rbp, all read at the same instruction.
 #[derive(Clone, Copy, Debug)]
-pub(super) struct Registers {
-    pub(super) pc: usize,
-    pub(super) sp: usize,
-    pub(super) bp: usize,
+pub(crate) struct Registers {
+    pub(crate) pc: usize,
+    pub(crate) sp: usize,
+    pub(crate) bp: usize,
 }
 
 /// The registers at this point of the function it is inlined into.
 #[inline(always)]
-pub(super) fn registers() -> Registers {
+pub(crate) fn registers() -> Registers {
     let (pc, sp, bp): (usize, usize, usize);
     // SAFETY: reads three registers and computes an address; touches no memory, no stack,
     // no flags. rbp may be read even where it is not the frame pointer: the CFI of this pc

@@ -261,9 +261,15 @@ unsafe fn finish(sh: &Shared, p: &P, g: GRef) {
 /// `Switch::Blocking`, `g.blocking` holds a section that stays valid until `g` resumes
 /// (the M calls it, `run_blocking`).
 pub(super) unsafe fn switch_out(g: &G, how: Switch) {
-    let here = 0u8;
-    g.saved_sp
-        .store(&raw const here as usize, Ordering::Relaxed);
+    // Where a goroutine profile will start the walk of this stack (profile/goroutine.rs):
+    // this frame's registers, read here, stay true of it while the G is switched out,
+    // because corosensei's `switch_yield` saves its own state (the resume address, rbx,
+    // rbp) below this frame's rsp and leaves the frames above it alone. Three register
+    // reads and three stores; the stack pointer was stored before as well.
+    let here = tessera::profile::FrameRegisters::here();
+    g.saved_sp.store(here.sp, Ordering::Relaxed);
+    g.saved_pc.store(here.pc, Ordering::Relaxed);
+    g.saved_bp.store(here.bp, Ordering::Relaxed);
     let y = g.yielder.get();
     // SAFETY: the yielder was set when the coroutine started and stays valid until it
     // returns; per the contract we are running on that coroutine's stack.

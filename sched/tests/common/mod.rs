@@ -107,6 +107,41 @@ pub(crate) fn refusing_addr() -> (std::os::fd::OwnedFd, std::net::SocketAddr) {
     (owned, addr)
 }
 
+/// Whether `go` (for `go tool pprof`) is installed: the profile tests read their profiles
+/// with it when it is, and check less without it. With `TESSERA_REQUIRE_GO` set (the CI
+/// stage that installs go), its absence fails the test instead.
+pub(crate) fn go_installed() -> bool {
+    let here = std::process::Command::new("go")
+        .arg("version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    assert!(
+        here || std::env::var_os("TESSERA_REQUIRE_GO").is_none(),
+        "TESSERA_REQUIRE_GO is set and go is not installed"
+    );
+    here
+}
+
+/// `go tool pprof -top` with `flags`, then this test program and `source` (a file or a
+/// URL); pprof keeps what it fetches in `tmp`. Its output; panics if it fails.
+pub(crate) fn pprof_top(source: &std::ffi::OsStr, flags: &[&str], tmp: &std::path::Path) -> String {
+    let out = std::process::Command::new("go")
+        .args(["tool", "pprof", "-top", "-nodecount=1000"])
+        .args(flags)
+        .arg(std::env::current_exe().unwrap())
+        .arg(source)
+        .env("PPROF_TMPDIR", tmp)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "go tool pprof {source:?} failed: {text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    text
+}
+
 // Running one test of this binary in a child process, for the tests that exhaust a
 // process-wide resource other tests need: the stacks crate's helpers.
 #[path = "../../../coroutine-stacks/tests/common/mod.rs"]
