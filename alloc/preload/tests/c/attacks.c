@@ -10,6 +10,8 @@
  *   double-abca SIZE     free(a); free(b); free(c); free(a): a double free under two others
  *   double-deep SIZE N   free(a), then N other blocks, then free(a) again
  *   double-old SIZE      the same at depth 3 in a span the thread no longer allocates from
+ *   double-old-head SIZE free(a); free(a) in a span the thread no longer allocates from (a
+ *                        is then the head of that span's local list)
  *   double-thread SIZE   a freed by its owner, then freed again by another thread
  *   double-thread-old SIZE  the same, in a span the owner no longer allocates from
  *   double-remote SIZE   another thread frees a block of the main thread twice
@@ -134,6 +136,11 @@ int main(int argc, char **argv) {
         free(blocks[0]);
         free(blocks[1]);
         free(blocks[2]);
+        free(blocks[0]);
+        stopped_not = 1;
+    } else if (!strcmp(mode, "double-old-head")) {
+        fill(size);
+        free(blocks[0]);
         free(blocks[0]);
         stopped_not = 1;
     } else if (!strcmp(mode, "double-thread")) {
