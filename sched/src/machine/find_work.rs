@@ -36,6 +36,11 @@ unsafe fn take_global(sh: &Shared, p: &P, max: usize) -> Option<GRef> {
     if n == 0 {
         return None;
     }
+    // The batch's records: they run next, and a queue that overflowed to here is long, so
+    // they have most likely left the cache (prefetch.rs).
+    for &g in &batch[..n] {
+        crate::prefetch::record(g);
+    }
     p.runq.push_many(&batch[1..n]);
     Some(batch[0])
 }
