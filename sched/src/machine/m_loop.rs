@@ -178,7 +178,9 @@ unsafe fn execute(m: &MCtx, p: &P, g: GRef) -> Option<GRef> {
     // stack was last touched by the G before, long ago if many are alive: the lines the
     // coroutine touches first and the canary line its retirement reads are asked for at
     // once, so that their misses overlap.
-    if let Some(start) = gr.start.take() {
+    // (A load on every switch; taken only when set, so a switch stores nothing here.)
+    if let Some(start) = gr.start.get() {
+        gr.start.set(None);
         crate::gfree::warm_stack(gr.stack_base);
         // SAFETY: per the contract `g` is ours; its spawn set `start`, taken just now.
         unsafe { start(g, true) };
