@@ -185,6 +185,17 @@ impl WaitReason {
 /// yield, park or channel operation.
 pub(crate) type GRef = *mut G;
 
+/// Makes the pending coroutine of a G (`run`), or drops its closure unrun: spawn.rs `start`.
+pub(crate) type Start = unsafe fn(GRef, bool);
+
+/// Bytes a spawn's closure and its join completer may take to wait in a G for its first
+/// run (`G::pending`); a larger closure goes onto its stack at the spawn.
+pub(crate) const PENDING_BYTES: usize = 48;
+
+/// Room for a spawn's closure in the G record (`G::pending`).
+#[repr(C, align(16))]
+pub(crate) struct Pending(pub(crate) core::mem::MaybeUninit<[u8; PENDING_BYTES]>);
+
 /// The coroutine record. Fields in `Cell`/`UnsafeCell` are touched only by the thread that
 /// runs the G (or by whoever holds the lock named beside them).
 pub(crate) struct G {
@@ -192,8 +203,14 @@ pub(crate) struct G {
     pub(crate) id: AtomicU64,
     pub(crate) state: AtomicU8,
     pub(crate) wait_reason: AtomicU8,
-    /// The coroutine; `None` once it returned. Touched by the M that runs the G.
+    /// The coroutine; `None` before its first run if the spawn left it `pending`, and once
+    /// it returned. Touched by the M that runs the G.
     pub(crate) co: UnsafeCell<Option<Co>>,
+    /// Set by a spawn whose closure waits in `pending`: makes the coroutine (`run`) or
+    /// drops the closure unrun (spawn.rs `set_coroutine`). Taken by whoever does either.
+    pub(crate) start: Cell<Option<Start>>,
+    /// A spawn's closure and join completer until the G first runs (`start`).
+    pub(crate) pending: UnsafeCell<Pending>,
     /// Set by the coroutine on entry; valid while it has not returned.
     pub(crate) yielder: Cell<*const Yielder<(), Switch>>,
     pub(crate) rt: *const Shared,
@@ -274,6 +291,8 @@ impl G {
             state: AtomicU8::new(DEAD),
             wait_reason: AtomicU8::new(WaitReason::None as u8),
             co: UnsafeCell::new(None),
+            start: Cell::new(None),
+            pending: UnsafeCell::new(Pending(core::mem::MaybeUninit::uninit())),
             yielder: Cell::new(ptr::null()),
             rt,
             site: AtomicPtr::new(ptr::from_ref(birth.site).cast_mut()),

@@ -54,8 +54,28 @@ pub(crate) unsafe fn get(sh: &Shared, p: &P) -> Option<GRef> {
     if free.is_empty() {
         refill(&sh.free_gs, free);
     }
-    free.pop()
+    let g = free.pop();
+    // The next spawn's record (prefetch.rs). Not its stack: a spawn does not touch it
+    // (spawn.rs `set_coroutine`).
+    if let Some(&next) = free.last() {
+        crate::prefetch::record(next);
+    }
+    g
 }
+
+/// Asks for the lines of a kept stack that its next coroutine touches first: the top
+/// `WARM_LINES` (the coroutine's first frames) and the canary line (`stayed_on_top_page`).
+pub(crate) fn warm_stack(base: usize) {
+    for i in 1..=WARM_LINES {
+        crate::prefetch::line(base - 64 * i);
+    }
+    crate::prefetch::line(word(base, 0) as usize);
+}
+
+/// Lines at the top of a stack that a short coroutine writes: in a release build the
+/// closure of an empty spawn starts about 250 bytes below the top, and completing its join
+/// goes a little deeper.
+const WARM_LINES: usize = 6;
 
 /// Retires a G whose coroutine returned: onto `p`'s free list with its stack, or freed.
 ///
@@ -106,6 +126,12 @@ pub(crate) unsafe fn free(sh: &Shared, p: &P, g: GRef) {
     // SAFETY: per the contract, a G of this runtime that nothing else refers to; freed
     // below.
     unsafe { sh.allgs.remove(g) };
+    // SAFETY: per the contract the record is ours alone.
+    if let Some(start) = unsafe { (*g).start.take() } {
+        // A G that never ran (a runtime's drop): its closure is dropped unrun.
+        // SAFETY: the record is ours, `start` is its spawn's and taken just now.
+        unsafe { start(g, false) };
+    }
     // SAFETY: per the contract the record is ours alone; the coroutine goes before the
     // stack it runs on.
     let gr = unsafe { &mut *g };

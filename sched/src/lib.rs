@@ -64,6 +64,7 @@ mod machine;
 mod netpoll;
 mod palloc;
 mod park;
+mod prefetch;
 mod processor;
 mod runqueue;
 mod runtime;

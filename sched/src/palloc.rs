@@ -13,8 +13,9 @@
 //! cache serves, and a block freed away from its span's owner takes Tessera's remote-free
 //! path.
 //!
-//! The coroutine's closure needs no allocation of its own: corosensei moves it onto the
-//! coroutine's stack.
+//! The coroutine's closure needs no allocation of its own: a small one waits in the G
+//! record until the G first runs, a larger one moves onto the coroutine's stack
+//! (spawn.rs `set_coroutine`).
 
 use core::alloc::Layout;
 use core::ptr::NonNull;

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use corosensei::{Coroutine, Yielder};
 use tessera_stacks::{PooledStack, StackError};
 
-use crate::coroutine::{Birth, G, GRef, StackRef, Switch};
+use crate::coroutine::{Birth, G, GRef, PENDING_BYTES, Pending, StackRef, Switch};
 use crate::join::{Completer, JoinError, JoinHandle};
 use crate::machine;
 use crate::processor::P;
@@ -256,14 +256,66 @@ unsafe fn new_record(
     g
 }
 
+/// Gives G `g` a coroutine running `f`; `done` completes the join when it returns.
+///
+/// A closure that fits waits in the G record (`G::pending`) and the coroutine is made on
+/// the G's first run (`start`), so that a spawn does not touch the G's stack: with 10^5
+/// coroutines alive, the stack's top line has left the cache again by the time the G runs,
+/// and writing the coroutine's first frame there at the spawn cost a second miss on it
+/// (issue #17). A larger closure goes onto the stack now, as corosensei puts it.
+///
+/// # Safety
+/// `g` is a live G that nobody else touches yet (not queued): it owns a stack and has no
+/// coroutine, pending or made.
+#[inline]
+unsafe fn set_coroutine<T: Send + 'static, F: FnOnce() -> T + Send + 'static>(
+    g: GRef,
+    f: F,
+    done: Completer<T>,
+) {
+    if size_of::<(F, Completer<T>)>() <= PENDING_BYTES
+        && align_of::<(F, Completer<T>)>() <= align_of::<Pending>()
+    {
+        // SAFETY: the G is ours (per the contract) and its `pending` room is free (it has
+        // no coroutine, so no `start` either); the pair fits it, size and alignment.
+        unsafe {
+            (*g).pending
+                .get()
+                .cast::<(F, Completer<T>)>()
+                .write((f, done));
+            (*g).start.set(Some(start::<T, F>));
+        }
+    } else {
+        // SAFETY: per the contract.
+        unsafe { make_coroutine(g, f, done) };
+    }
+}
+
+/// `G::start` of a G whose closure waits in `pending` (`set_coroutine`): takes the closure
+/// out and makes the coroutine on the G's stack if `run`, else drops it, which tells the
+/// joiner `Cancelled` (the `Completer`'s drop), as dropping an unstarted coroutine does.
+///
+/// # Safety
+/// `g` is live and touched by nobody else; its `start` was this function, with an
+/// `(F, Completer<T>)` written to `pending`, and the caller has taken `start` (so this
+/// runs once per spawn).
+unsafe fn start<T: Send + 'static, F: FnOnce() -> T + Send + 'static>(g: GRef, run: bool) {
+    // SAFETY: per the contract the pair is there, and read once.
+    let (f, done) = unsafe { (*g).pending.get().cast::<(F, Completer<T>)>().read() };
+    if run {
+        // SAFETY: per the contract the G is ours, and has no coroutine yet.
+        unsafe { make_coroutine(g, f, done) };
+    }
+}
+
 /// Puts a coroutine running `f` on G `g`'s stack; `done` completes the join when it
 /// returns.
 ///
 /// # Safety
-/// `g` is a live G that nobody else touches yet (not queued): it owns a stack and has no
-/// coroutine.
-#[inline]
-unsafe fn set_coroutine<T: Send + 'static>(
+/// `g` is a live G that nobody else touches (not queued, or being started by the M that
+/// took it off a queue): it owns a stack and has no coroutine.
+#[inline(always)]
+unsafe fn make_coroutine<T: Send + 'static>(
     g: GRef,
     f: impl FnOnce() -> T + Send + 'static,
     done: Completer<T>,
@@ -299,7 +351,108 @@ unsafe fn set_coroutine<T: Send + 'static>(
             r => done.complete(r.map_err(JoinError::Panicked)),
         }
     });
-    // SAFETY: the G is not yet visible to any other M (a new record sits in `allgs`, where
-    // nobody reads `co`).
+    // SAFETY: the G is not visible to any other M (a new record sits in `allgs`, where
+    // nobody reads `co`; a started one was taken off a run queue by this M).
     unsafe { *(*g).co.get() = Some(co) };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::join::JoinError;
+    use std::sync::atomic::AtomicUsize;
+
+    /// Counts its drops.
+    struct Owned(Arc<AtomicUsize>);
+
+    impl Drop for Owned {
+        fn drop(&mut self) {
+            self.0.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Makes a G for `f` on the calling M's P as a spawn does, but queues it nowhere, and
+    /// frees it unrun (what a runtime's drop does to a G that never ran, teardown.rs).
+    /// Returns whether its closure waited in the record (`G::start`) and what its joiner
+    /// heard.
+    fn spawn_unrun<F: FnOnce() + Send + 'static>(f: F) -> (bool, Result<(), JoinError>) {
+        with_current(move |sh| {
+            let p = machine::current_p(Arc::as_ptr(sh)).expect("on an M of the runtime");
+            // SAFETY: `p` is the P this thread holds.
+            let stack = unsafe { new_stack(sh, Some(p), sh.stack_size) }.unwrap();
+            let (done, handle, cancel) = crate::join::pair(u64::MAX);
+            let birth = Birth {
+                id: u64::MAX,
+                born: 0,
+                site: Location::caller(),
+                cancel,
+                labels: crate::labels::current(),
+            };
+            // SAFETY: a stack just taken from the P's cache.
+            let g = unsafe { new_record(sh, stack, None, birth) };
+            // SAFETY: a new record, queued nowhere: ours.
+            unsafe { set_coroutine(g, f, done) };
+            // SAFETY: as above.
+            let pending = unsafe { (*g).start.get() }.is_some();
+            // SAFETY: made by `new_record`, never queued or run; this thread holds `p`.
+            unsafe { crate::gfree::free(sh, p, g) };
+            (pending, handle.join())
+        })
+    }
+
+    #[test]
+    fn a_g_that_never_ran_drops_its_closure_once_and_cancels_its_join() {
+        let rt = Runtime::builder().procs(1).build().unwrap();
+        let drops = Arc::new(AtomicUsize::new(0));
+        let (small, large) = (Owned(drops.clone()), Owned(drops.clone()));
+        let bulk = [7u64; 16];
+        let (a, b) = rt.block_on(move || {
+            let a = spawn_unrun(move || drop(small));
+            let b = spawn_unrun(move || {
+                std::hint::black_box(bulk);
+                drop(large);
+            });
+            (a, b)
+        });
+        // The small closure waited in the record, the large one went onto the stack: both
+        // ways, the closure is dropped once and the joiner hears `Cancelled`.
+        assert!(a.0, "a closure of 8 bytes waits in the G record");
+        assert!(!b.0, "a closure of 136 bytes goes onto the stack");
+        assert!(matches!(a.1, Err(JoinError::Cancelled)));
+        assert!(matches!(b.1, Err(JoinError::Cancelled)));
+        assert_eq!(drops.load(Ordering::Relaxed), 2);
+    }
+
+    #[test]
+    fn closures_in_the_record_and_on_the_stack_run_with_their_captures() {
+        let rt = Runtime::builder().procs(2).build().unwrap();
+        let sums = rt.block_on(|| {
+            // The record's room (`PENDING_BYTES`) is 48 bytes with the 8-byte completer:
+            // captures of 8, 40 (just fits), 48 and 128 bytes, and one aligned to 16.
+            let hs_small: Vec<_> = (0..100u64).map(|i| spawn(move || i)).collect();
+            let hs_fit: Vec<_> = (0..100u64)
+                .map(|i| spawn(move || [i; 5].iter().sum::<u64>()))
+                .collect();
+            let hs_over: Vec<_> = (0..100u64)
+                .map(|i| spawn(move || [i; 6].iter().sum::<u64>()))
+                .collect();
+            let hs_big: Vec<_> = (0..100u64)
+                .map(|i| spawn(move || [i; 16].iter().sum::<u64>()))
+                .collect();
+            let hs_wide: Vec<_> = (0..100u128)
+                .map(|i| spawn(move || (i << 64 | i) as u64))
+                .collect();
+            let sum =
+                |hs: Vec<JoinHandle<u64>>| hs.into_iter().map(|h| h.join().unwrap()).sum::<u64>();
+            [
+                sum(hs_small),
+                sum(hs_fit),
+                sum(hs_over),
+                sum(hs_big),
+                sum(hs_wide),
+            ]
+        });
+        let n = (0..100u64).sum::<u64>();
+        assert_eq!(sums, [n, 5 * n, 6 * n, 16 * n, n]);
+    }
 }

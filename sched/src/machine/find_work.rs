@@ -36,8 +36,30 @@ unsafe fn take_global(sh: &Shared, p: &P, max: usize) -> Option<GRef> {
     if n == 0 {
         return None;
     }
+    // SAFETY: taken off the global queue, so ours until queued.
+    unsafe { warm_batch(&batch[..n]) };
     p.runq.push_many(&batch[1..n]);
     Some(batch[0])
+}
+
+/// Asks for the records of a batch of Gs just taken from another queue, then for the
+/// first lines of their stacks (read from the records, which the first pass has in
+/// flight), all at once (prefetch.rs). The batch runs next, and the queue it came from was
+/// long (it overflowed to the global queue), so its Gs have most likely left the cache.
+/// At most 128 Gs of 7 + 7 lines: 115 KiB, which an L2 holds until they run (1 MiB on the
+/// measuring machine). Spawn-all at N = 100,000 on one P: 0.42 -> 0.28 s of user time for
+/// its seven rounds.
+///
+/// # Safety
+/// The Gs are live and ours (taken off a queue, not yet queued again).
+unsafe fn warm_batch(batch: &[GRef]) {
+    for &g in batch {
+        crate::prefetch::record(g);
+    }
+    for &g in batch {
+        // SAFETY: per the contract; `stack_base` is fixed for a record's life.
+        crate::gfree::warm_stack(unsafe { (*g).stack_base });
+    }
 }
 
 /// Schedule ticks per timed run (`time_run`): two clock reads every 64 schedules.

@@ -174,6 +174,17 @@ unsafe fn execute(m: &MCtx, p: &P, g: GRef) -> Option<GRef> {
         p.labels.set(labels);
         tessera::profile::set_current_labels(labels);
     }
+    // A new G's coroutine is made on its first run, here (spawn.rs `set_coroutine`). Its
+    // stack was last touched by the G before, long ago if many are alive: the lines the
+    // coroutine touches first and the canary line its retirement reads are asked for at
+    // once, so that their misses overlap.
+    // (A load on every switch; taken only when set, so a switch stores nothing here.)
+    if let Some(start) = gr.start.get() {
+        gr.start.set(None);
+        crate::gfree::warm_stack(gr.stack_base);
+        // SAFETY: per the contract `g` is ours; its spawn set `start`, taken just now.
+        unsafe { start(g, true) };
+    }
     gr.state.store(RUNNING, Ordering::Release);
     m.curg.set(g);
     p.curg_id
