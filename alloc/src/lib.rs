@@ -34,6 +34,7 @@ mod large;
 mod limit;
 mod node;
 mod orphan;
+mod percpu;
 mod pool;
 mod processor;
 pub mod profile;
@@ -56,6 +57,7 @@ use tessera_span::{Span, SpanKind, arena, huge};
 
 pub use limit::{MemoryLimits, memory_limits, set_memory_limit, set_soft_memory_limit};
 pub use node::MAX_NODES;
+pub use percpu::{CacheMode, cache_mode};
 pub use processor::{Installed, ProcessorCache, install_cache};
 pub use stats::{Breakdown, ClassStats, NodeStats, Stats, stats};
 
@@ -116,6 +118,15 @@ pub fn alloc(size: usize, align: usize) -> *mut u8 {
             }
             return alloc_slow(size, align, false, true);
         }
+        if thread::uses_percpu() {
+            // SAFETY: the thread uses the per-CPU caches.
+            let block = unsafe { percpu::alloc_fast(class, size) };
+            if !block.is_null() {
+                sanitizer::handed_out(block, size, false);
+                return block;
+            }
+            return alloc_slow(size, align, false, true);
+        }
     }
     alloc_slow(size, align, false, false)
 }
@@ -147,11 +158,19 @@ fn alloc_slow_body(size: usize, align: usize, zero: bool, counted: bool) -> *mut
             }
         }
     }
+    if cache.is_null() && thread::uses_percpu() {
+        // SAFETY: the thread uses the per-CPU caches.
+        return unsafe { percpu::alloc_slow(size, align, zero, counted) };
+    }
     let Some(class) = class_for(size, align) else {
         return large::alloc(size, align, zero);
     };
     let cache = thread::current_or_init();
     if cache.is_null() {
+        if thread::uses_percpu() {
+            // SAFETY: the thread uses the per-CPU caches.
+            return unsafe { percpu::alloc_slow(size, align, zero, counted) };
+        }
         if thread::exited() {
             return orphan::with(|cache| alloc_small(cache, class, size, align, zero));
         }
@@ -166,7 +185,7 @@ fn alloc_slow_body(size: usize, align: usize, zero: bool, counted: bool) -> *mut
 /// Where a bin has run dry is where guarded sampling looks (`guarded/`): off, it costs a
 /// load per refill and nothing per object.
 #[inline]
-fn alloc_small(
+pub(crate) fn alloc_small(
     cache: &mut cache::Cache,
     class: SizeClass,
     size: usize,
@@ -239,6 +258,13 @@ pub fn malloc_fast(size: usize) -> *mut u8 {
                 sanitizer::handed_out(block, size, false);
                 return block;
             }
+        } else if cache.is_null() && thread::uses_percpu() {
+            // SAFETY: the thread uses the per-CPU caches.
+            let block = unsafe { percpu::alloc_fast(class, size) };
+            if !block.is_null() {
+                sanitizer::handed_out(block, size, false);
+                return block;
+            }
         }
     }
     ptr::null_mut()
@@ -255,7 +281,7 @@ pub fn malloc_fast(size: usize) -> *mut u8 {
 #[cold]
 #[inline(never)]
 pub extern "C" fn malloc_slow(size: usize) -> *mut u8 {
-    let counted = size <= MAX_FAST && !thread::current().is_null();
+    let counted = size <= MAX_FAST && (!thread::current().is_null() || thread::uses_percpu());
     alloc_slow(size, if size <= 8 { 8 } else { 16 }, false, counted)
 }
 
@@ -307,6 +333,17 @@ unsafe fn free_inlined_body(ptr: *mut u8) {
                     }
                     cache::Freed::Not => {}
                 }
+            }
+        } else if thread::uses_percpu() {
+            // SAFETY: `record_of` returns records inside mapped arena headers.
+            let s = unsafe { span.as_ref() };
+            if s.kind() == SpanKind::Small
+                && is_object_start(s, addr)
+                // SAFETY: the thread uses the per-CPU caches; `ptr` is an object start of
+                // the in-use small span `s`, which the caller gives up.
+                && unsafe { percpu::free_fast(s, ptr) }
+            {
+                return;
             }
         }
     }
@@ -405,6 +442,11 @@ unsafe extern "C" fn free_slow(ptr: *mut u8) {
                     report::fatal("free of a pointer into the middle of a block", addr);
                 }
                 let mut cache = thread::current();
+                if cache.is_null() && thread::uses_percpu() {
+                    // SAFETY: the thread uses the per-CPU caches; `ptr` is an object start
+                    // of the in-use small span, given up by the caller.
+                    return unsafe { percpu::free_slow(span.as_ptr(), ptr) };
+                }
                 if cache.is_null() {
                     cache = thread::current_or_init();
                 }
@@ -666,5 +708,11 @@ pub unsafe fn realloc(ptr: *mut u8, old_size: usize, align: usize, new_size: usi
 /// curve). For programs that know they just let go of a lot of memory.
 pub fn collect() {
     thread::flush_own();
+    if thread::current().is_null() && thread::uses_percpu() {
+        // SAFETY: the thread uses the per-CPU caches.
+        unsafe { percpu::collect() };
+    } else {
+        percpu::flush_backends();
+    }
     limit::reclaim();
 }

@@ -87,7 +87,7 @@ mod imp {
         own,
         set_own,
         "tessera_tls_own",
-        "`value` must be null, `thread::EXITED`, or a valid cache this thread made for itself and no other thread uses: `thread::flush_own` flushes it."
+        "`value` must be null, `thread::EXITED`, `thread::PERCPU`, or a valid cache this thread made for itself and no other thread uses: `thread::flush_own` flushes it."
     );
 }
 
@@ -118,7 +118,7 @@ mod imp {
         OWN.with(Cell::get)
     }
     /// # Safety
-    /// `value` must be null, `thread::EXITED`, or a valid cache this thread made for itself
+    /// `value` must be null, `thread::EXITED`, `thread::PERCPU`, or a valid cache this thread made for itself
     /// and no other thread uses: `thread::flush_own` flushes it.
     #[inline(always)]
     pub(crate) unsafe fn set_own(value: *mut Cache) {
