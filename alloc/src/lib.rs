@@ -118,7 +118,7 @@ pub fn alloc(size: usize, align: usize) -> *mut u8 {
             }
             return alloc_slow(size, align, false, true);
         }
-        if thread::uses_percpu() {
+        if thread::uses_percpu() && align.is_power_of_two() {
             // SAFETY: the thread uses the per-CPU caches.
             let block = unsafe { percpu::alloc_fast(class, size) };
             if !block.is_null() {
@@ -547,6 +547,7 @@ unsafe fn check_not_freed(s: &Span, ptr: *mut u8, what: &str) -> bool {
             (*cache).confirm_double_free(s, ptr, what);
         }
     }
+    percpu::confirm_double_free(s, ptr, what);
     true
 }
 

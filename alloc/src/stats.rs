@@ -323,11 +323,20 @@ fn own_cache_holdings(nodes: &mut [NodeStats]) {
     });
 }
 
-/// Moves the objects on the per-CPU stacks (which the walk counted as live) to `cached`, on
-/// their spans' nodes; returns (bytes moved, bytes mapped for slabs). The stacks are read
+/// Moves the objects the per-CPU back-end caches hold off their spans' lists, and those on
+/// the per-CPU stacks (all of which the walk counted as live), to `cached`, on their spans'
+/// nodes; returns (bytes moved, bytes mapped for slabs). The stacks are read
 /// while other CPUs may be changing them, so a block may be missed or counted just after it
 /// left: each node's share is clamped to its `live`.
 fn percpu_holdings(nodes: &mut [NodeStats]) -> (usize, usize) {
+    crate::percpu::backends_held(|span, objects| {
+        if let Some(per) = nodes.get_mut(span.node().index()) {
+            let parts = &mut per.breakdown;
+            let bytes = (objects * span.obj_size as usize).min(parts.live);
+            parts.live -= bytes;
+            parts.cached += bytes;
+        }
+    });
     let mut moved = 0;
     let slab_bytes = crate::percpu::cached(|block, size| {
         let Some(span) = arena::record_of(block as usize) else {

@@ -29,10 +29,13 @@
 //! Hardening: the stacks store pointers in the slab, not links in freed memory, so nothing
 //! in a free block can redirect an allocation. A block on a stack carries the freed-block
 //! marker all the same (its first word encodes a null link, `freelist.rs`), written before
-//! the push and cleared after the pop, so a double free is caught at once: a block that
-//! carries the marker goes to the slow path, which looks for it on every slab's stack of its
-//! class (`slab::holds`) and reports it there, and otherwise hands it to the back end, whose
-//! list walks confirm it (or find a coincidence) as for any free.
+//! the push and checked and cleared after the pop:
+//! - a double free is caught at once: a block that carries the marker goes to the slow
+//!   path, which looks for it on every slab's stack of its class (`slab::holds`) and reports
+//!   it there, and otherwise hands it to the back end, whose list walks confirm it (or find a
+//!   coincidence) as for any free; `realloc` and `malloc_usable_size` look on the stacks too;
+//! - a write into a stacked block (an overflow from its neighbour, a use after free) that
+//!   changed its first word is reported when the block is popped, as a bad link is.
 //!
 //! Heap profiling: each slab keeps the countdown a thread cache keeps (`prof_left`), read
 //! and written with relaxed loads and stores (two threads preempting each other on one id
@@ -185,10 +188,27 @@ unsafe fn pop(class: SizeClass) -> *mut u8 {
     // sequences expect (`slab.rs`), and only the sequences write them.
     let block = unsafe { rseq::slab_pop(slab::table(), TABLE_LEN, slab::header(class)) };
     if !block.is_null() {
+        // The block's first word must still be the marker its push wrote (a null link):
+        // anything else is a write into the freed block.
         // SAFETY: the block left the stack: it is ours alone now.
+        if freelist::HARDENED && !unsafe { freelist::read_link(block) }.is_null() {
+            written_while_free(block);
+        }
+        // SAFETY: as above.
         unsafe { freelist::clear_link(block) };
     }
     block
+}
+
+/// Reports a stacked block whose marker was overwritten.
+#[cold]
+#[inline(never)]
+fn written_while_free(block: *mut u8) -> ! {
+    match arena::span_of(block as usize) {
+        // SAFETY: `span_of` returns records inside mapped arena headers.
+        Some(span) => freelist::corrupt(unsafe { span.as_ref() }, block),
+        None => report::fatal("per-CPU cache holds a block of no span", block as usize),
+    }
 }
 
 /// Pushes `block` (of `class`, given up by the caller) onto the calling thread's slab,
@@ -368,6 +388,15 @@ unsafe fn refill(id: u32, class: SizeClass, size: usize, align: usize) -> *mut u
     let want = slab::batch(class).min(MAX_BATCH);
     let mut got = 0;
     let Some(block) = with_backing(id, |cache| {
+        // Guarded sampling counts the objects the back end hands out (the stacks' included),
+        // and samples here, on a refill, as a thread cache samples where its bin ran dry.
+        let guarded = crate::guarded::enabled();
+        if guarded {
+            let sampled = crate::guarded::sample(cache, size, align);
+            if !sampled.is_null() {
+                return sampled;
+            }
+        }
         let block = crate::alloc_small(cache, class, size, align, false);
         if !block.is_null() {
             while got < want {
@@ -378,6 +407,9 @@ unsafe fn refill(id: u32, class: SizeClass, size: usize, align: usize) -> *mut u
                 extra[got] = more;
                 got += 1;
             }
+        }
+        if guarded {
+            cache.guard_countdown = cache.guard_countdown.saturating_sub(got as i64 + 1);
         }
         block
     }) else {
@@ -426,6 +458,16 @@ unsafe fn give_back(blocks: &[*mut u8]) {
     }
 }
 
+/// Reports `ptr`, a block of the small span `s` that carries the freed-block marker, if it
+/// is on a per-CPU stack (`slab::holds`): a double free, or a `realloc` or
+/// `malloc_usable_size` of a freed block (`what` says which).
+pub(crate) fn confirm_double_free(s: &Span, ptr: *mut u8, what: &str) {
+    let class = SizeClass::of(s);
+    if mode() != Mode::Thread && class.index() < PERCPU_CLASSES && slab::holds(ptr, class) {
+        freelist::double_free(s, ptr, what);
+    }
+}
+
 /// Everything a per-CPU thread's free fast path leaves, for `ptr`, an object start of the
 /// in-use small span `span`: a block carrying the marker (checked for a double free), a
 /// class above 1 KiB, a full stack (half of it drained to the back end) or a missing slab.
@@ -448,9 +490,7 @@ pub(crate) unsafe fn free_slow(span: *mut Span, ptr: *mut u8) {
     }
     // SAFETY: `ptr` is an object of `s`.
     if unsafe { freelist::looks_freed_in(s, ptr) } {
-        if slab::holds(ptr, class) {
-            report::fatal("double free", ptr as usize);
-        }
+        confirm_double_free(s, ptr, "double free");
         // Not on a stack: the back end's lists decide (`free_local` confirms it there, a
         // remote push marks the span suspect).
         // SAFETY: as above.
@@ -533,6 +573,19 @@ pub(crate) fn each_lock(mut f: impl FnMut(&RawLock)) {
 
 /// The most bytes of objects one id's slab holds (the per-CPU front end's bound per CPU).
 pub(crate) const MAX_CACHED_BYTES: usize = slab::MAX_CACHED_BYTES;
+
+/// Statistics: calls `f(span, objects)` for the objects each back-end cache holds off its
+/// spans' lists (`Cache::for_each_held`), under the back end's lock, which makes walking its
+/// lists safe (unlike another thread's own cache).
+pub(crate) fn backends_held(mut f: impl FnMut(&Span, usize)) {
+    for backing in &BACKING[..IDS.load(Ordering::Relaxed)] {
+        let backing = backing.lock();
+        if !backing.0.is_null() {
+            // SAFETY: the lock makes the cache ours while we read it.
+            unsafe { (*{ backing.0 }).for_each_held(&mut f) };
+        }
+    }
+}
 
 /// Statistics: bytes mapped for slabs, and calls `f(block, class size)` for every object on
 /// a stack (read racily, `slab::for_each_cached`).
