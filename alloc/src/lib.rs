@@ -119,13 +119,9 @@ pub fn alloc(size: usize, align: usize) -> *mut u8 {
             return alloc_slow(size, align, false, true);
         }
         if thread::uses_percpu() && align.is_power_of_two() {
+            // Out of line, so that the thread cache's hit path keeps its few registers.
             // SAFETY: the thread uses the per-CPU caches.
-            let block = unsafe { percpu::alloc_fast(class, size) };
-            if !block.is_null() {
-                sanitizer::handed_out(block, size, false);
-                return block;
-            }
-            return alloc_slow(size, align, false, true);
+            return unsafe { percpu::alloc(class, size, align) };
         }
     }
     alloc_slow(size, align, false, false)
@@ -135,7 +131,7 @@ pub fn alloc(size: usize, align: usize) -> *mut u8 {
 /// the calling thread's heap-profile countdown already (`profile/sample.rs`).
 #[cold]
 #[inline(never)]
-fn alloc_slow(size: usize, align: usize, zero: bool, counted: bool) -> *mut u8 {
+pub(crate) fn alloc_slow(size: usize, align: usize, zero: bool, counted: bool) -> *mut u8 {
     let block = alloc_slow_body(size, align, zero, counted);
     sanitizer::handed_out(block, size, zero);
     block
@@ -258,13 +254,6 @@ pub fn malloc_fast(size: usize) -> *mut u8 {
                 sanitizer::handed_out(block, size, false);
                 return block;
             }
-        } else if cache.is_null() && thread::uses_percpu() {
-            // SAFETY: the thread uses the per-CPU caches.
-            let block = unsafe { percpu::alloc_fast(class, size) };
-            if !block.is_null() {
-                sanitizer::handed_out(block, size, false);
-                return block;
-            }
         }
     }
     ptr::null_mut()
@@ -274,15 +263,23 @@ pub fn malloc_fast(size: usize) -> *mut u8 {
 /// out of memory or above `isize::MAX` bytes. Call it only right after `malloc_fast(size)`
 /// returned null on the same thread: the heap profiler's countdown (`profile/sample.rs`)
 /// then knows whether `malloc_fast` counted the request (it does whenever the size is in
-/// its range and the thread has a cache).
+/// its range and the thread has a cache). A thread on the per-CPU caches takes their fast
+/// path here (`malloc_fast` leaves it alone, to stay frameless).
 ///
 /// `extern "C"`, that is, it cannot unwind: a wrapper that is itself `extern "C"` can then
 /// tail-call it (a call that may unwind needs the wrapper's abort-on-unwind frame).
 #[cold]
 #[inline(never)]
 pub extern "C" fn malloc_slow(size: usize) -> *mut u8 {
-    let counted = size <= MAX_FAST && (!thread::current().is_null() || thread::uses_percpu());
-    alloc_slow(size, if size <= 8 { 8 } else { 16 }, false, counted)
+    let align = if size <= 8 { 8 } else { 16 };
+    if size <= MAX_FAST && thread::current().is_null() && thread::uses_percpu() {
+        // The per-CPU fast path is reached through the miss, so that the thread cache's hit
+        // path in the C wrapper stays without a stack frame.
+        // SAFETY: `size <= MAX_FAST`; the thread uses the per-CPU caches.
+        return unsafe { percpu::alloc(class_of_malloc(size), size, align) };
+    }
+    let counted = size <= MAX_FAST && !thread::current().is_null();
+    alloc_slow(size, align, false, counted)
 }
 
 /// `free`'s body: see [`free`]; for wrappers, as the comment above says.
@@ -335,16 +332,10 @@ unsafe fn free_inlined_body(ptr: *mut u8) {
                 }
             }
         } else if thread::uses_percpu() {
-            // SAFETY: `record_of` returns records inside mapped arena headers.
-            let s = unsafe { span.as_ref() };
-            if s.kind() == SpanKind::Small
-                && is_object_start(s, addr)
-                // SAFETY: the thread uses the per-CPU caches; `ptr` is an object start of
-                // the in-use small span `s`, which the caller gives up.
-                && unsafe { percpu::free_fast(s, ptr) }
-            {
-                return;
-            }
+            // A tail call, as `alloc`'s.
+            // SAFETY: the thread uses the per-CPU caches; `span` is `ptr`'s record; the caller
+            // gives the block up.
+            return unsafe { percpu::free(span.as_ptr(), ptr) };
         }
     }
     // SAFETY: forwarded contract.
@@ -428,7 +419,7 @@ pub unsafe fn free(ptr: *mut u8) {
 /// # Safety
 /// As [`free`].
 #[inline(never)]
-unsafe extern "C" fn free_slow(ptr: *mut u8) {
+pub(crate) unsafe extern "C" fn free_slow(ptr: *mut u8) {
     if ptr.is_null() {
         return;
     }
@@ -502,7 +493,7 @@ unsafe extern "C" fn free_slow(ptr: *mut u8) {
 /// Whether `addr` is the first byte of one of the objects of the small span `s` (false for
 /// an address outside the span's objects).
 #[inline]
-fn is_object_start(s: &Span, addr: usize) -> bool {
+pub(crate) fn is_object_start(s: &Span, addr: usize) -> bool {
     let offset = addr.wrapping_sub(s.obj_base);
     size_class::divides(offset, s.div_test) && offset < s.obj_bytes as usize
 }

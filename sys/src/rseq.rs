@@ -40,7 +40,7 @@
 //!
 //! Only x86_64 carries the sequences; elsewhere [`init`] reports rseq unavailable.
 
-use core::sync::atomic::{AtomicIsize, AtomicU8, Ordering};
+use core::sync::atomic::{AtomicIsize, AtomicPtr, AtomicU8, Ordering};
 
 use crate::error::{OsError, check};
 
@@ -165,18 +165,23 @@ mod imp {
 
     /// The start of both sequences: stores the descriptor (29) into `rseq_cs` (20, where an
     /// abort restarts), then from `start_ip` (21) reads the index, refuses (jumps to 27) an
-    /// index not below `len` or a missing slab, and loads the stack's count into `cur`.
+    /// index not below the table's length or a missing slab, and loads the stack's count into
+    /// `cur`. The offsets of the area's fields and the table are read from their statics
+    /// (`sym`), rip-relative, so the sequence needs few registers and no GOT load.
     macro_rules! enter_slab {
         () => {
             concat!(
                 "20:\n",
-                "lea {cs}, [rip + 29f]\n",
-                "mov qword ptr fs:[{cstp}], {cs}\n",
+                "mov {idx}, qword ptr [rip + {cstp}]\n",
+                "lea {slab}, [rip + 29f]\n",
+                "mov qword ptr fs:[{idx}], {slab}\n",
                 "21:\n",
-                "mov {idx:e}, dword ptr fs:[{idxtp}]\n",
+                "mov {idx}, qword ptr [rip + {idxtp}]\n",
+                "mov {idx:e}, dword ptr fs:[{idx}]\n",
                 "cmp {idx}, {len}\n",
                 "jae 27f\n",
-                "mov {slab}, qword ptr [{table} + {idx} * 8]\n",
+                "lea {slab}, [rip + {table}]\n",
+                "mov {slab}, qword ptr [{slab} + {idx} * 8]\n",
                 "test {slab}, {slab}\n",
                 "jz 27f\n",
                 "mov {cur:e}, dword ptr [{slab} + {hdr}]\n",
@@ -214,18 +219,12 @@ mod imp {
     }
 
     /// Pops the top of the stack `header` names in the slab of the calling thread's index;
-    /// null when that slab is missing, the stack empty, or the index not below `len`.
+    /// null when that slab is missing or the stack empty.
     ///
     /// # Safety
     /// As [`super::slab_pop`].
     #[inline(always)]
-    pub(super) unsafe fn pop(
-        table: *const *mut u8,
-        len: usize,
-        header: usize,
-        cs_tpoff: isize,
-        index_tpoff: isize,
-    ) -> *mut u8 {
+    pub(super) unsafe fn pop(header: usize) -> *mut u8 {
         let out: *mut u8;
         // SAFETY: the caller's contract (the slab layout, the registration); the sequence
         // follows the kernel contract in the module comment: the store to `rseq_cs` is the
@@ -244,16 +243,15 @@ mod imp {
                 "mov dword ptr [{slab} + {hdr}], {cur:e}",
                 "22:",
                 leave_slab!("xor {out:e}, {out:e}", "22b"),
-                cs = out(reg) _,
                 idx = out(reg) _,
                 slab = out(reg) _,
                 cur = out(reg) _,
                 out = out(reg) out,
-                cstp = in(reg) cs_tpoff,
-                idxtp = in(reg) index_tpoff,
-                len = in(reg) len,
-                table = in(reg) table,
                 hdr = in(reg) header,
+                cstp = sym super::CS_TPOFF,
+                idxtp = sym super::INDEX_TPOFF,
+                table = sym super::SLABS,
+                len = const super::SLAB_TABLE_LEN,
                 options(nostack),
             );
         }
@@ -261,19 +259,12 @@ mod imp {
     }
 
     /// Pushes `item` onto the stack `header` names in the slab of the calling thread's
-    /// index; false when that slab is missing, the stack full, or the index not below `len`.
+    /// index; false when that slab is missing or the stack full.
     ///
     /// # Safety
     /// As [`super::slab_push`].
     #[inline(always)]
-    pub(super) unsafe fn push(
-        table: *const *mut u8,
-        len: usize,
-        header: usize,
-        item: *mut u8,
-        cs_tpoff: isize,
-        index_tpoff: isize,
-    ) -> bool {
+    pub(super) unsafe fn push(header: usize, item: *mut u8) -> bool {
         let ok: u32;
         // SAFETY: as `pop`. The slot store before the commit is speculative: a slot above
         // the committed count belongs to no one, so an aborted push leaves nothing behind.
@@ -289,17 +280,16 @@ mod imp {
                 "mov {ok:e}, 1",
                 "24:",
                 leave_slab!("xor {ok:e}, {ok:e}", "24b"),
-                cs = out(reg) _,
                 idx = out(reg) _,
                 slab = out(reg) _,
                 cur = out(reg) _,
                 ok = out(reg) ok,
-                cstp = in(reg) cs_tpoff,
-                idxtp = in(reg) index_tpoff,
-                len = in(reg) len,
-                table = in(reg) table,
                 hdr = in(reg) header,
                 item = in(reg) item,
+                cstp = sym super::CS_TPOFF,
+                idxtp = sym super::INDEX_TPOFF,
+                table = sym super::SLABS,
+                len = const super::SLAB_TABLE_LEN,
                 options(nostack),
             );
         }
@@ -337,17 +327,10 @@ mod imp {
     pub(super) fn read_field(_off: isize) -> u32 {
         u32::MAX
     }
-    pub(super) unsafe fn pop(_: *const *mut u8, _: usize, _: usize, _: isize, _: isize) -> *mut u8 {
+    pub(super) unsafe fn pop(_: usize) -> *mut u8 {
         core::ptr::null_mut()
     }
-    pub(super) unsafe fn push(
-        _: *const *mut u8,
-        _: usize,
-        _: usize,
-        _: *mut u8,
-        _: isize,
-        _: isize,
-    ) -> bool {
+    pub(super) unsafe fn push(_: usize, _: *mut u8) -> bool {
         false
     }
     pub(super) fn register(_: *mut u8) -> Result<(), super::OsError> {
@@ -458,29 +441,32 @@ pub fn index_now() -> u32 {
     imp::read_field(INDEX_TPOFF.load(Ordering::Relaxed))
 }
 
-/// Pops from a per-CPU slab, as one restartable sequence: with `slab` the entry of `table`
-/// for the calling thread's index `i` (`mm_cid` or `cpu_id`) and `h = slab + header`, if
-/// `i < len`, `slab` is not null and `count = *(h as *u32)` differs from `begin =
-/// *(h + 4) as *u32`, returns the pointer in slot `count - 1` (slot `k` is the `u64` at
-/// `slab + 8 * k`) and stores `count - 1`; otherwise returns null and changes nothing.
+/// Entries of [`SLABS`]: ids (`cpu_id`, `mm_cid`) are below the number of possible CPUs,
+/// which a user of the table checks against this ([`possible_cpus`]).
+pub const SLAB_TABLE_LEN: usize = 1024;
+
+/// The per-CPU slabs the sequences work on, by index (`mm_cid` or `cpu_id`): null, or a slab
+/// laid out as [`slab_pop`] says. Here, not with its user, so that the sequences reach it
+/// rip-relative. A slab, once stored, must stay mapped and in place.
+pub static SLABS: [AtomicPtr<u8>; SLAB_TABLE_LEN] =
+    [const { AtomicPtr::new(core::ptr::null_mut()) }; SLAB_TABLE_LEN];
+
+/// Pops from a per-CPU slab, as one restartable sequence: with `slab` the entry of
+/// [`SLABS`] for the calling thread's index `i` (`mm_cid` or `cpu_id`) and
+/// `h = slab + header`, if `slab` is not null and `count = *(h as *u32)` differs from
+/// `begin = *(h + 4) as *u32`, returns the pointer in slot `count - 1` (slot `k` is the
+/// `u64` at `slab + 8 * k`) and stores `count - 1`; otherwise returns null and changes
+/// nothing.
 ///
 /// # Safety
-/// [`register_current_thread`] returned true on this thread; `table` points to `len`
-/// readable pointers, each null or a slab whose header at `header` (12 bytes: count, begin,
-/// end, 4-aligned) and slots `begin..end` are readable and writable, and which nothing but
-/// these two sequences writes (from any thread) while it is in the table.
+/// [`register_current_thread`] returned true on this thread; every non-null entry of
+/// [`SLABS`] is a slab whose header at `header` (12 bytes: count, begin, end, 4-aligned) and
+/// slots `begin..end` are readable and writable, and which nothing but these two sequences
+/// writes (from any thread) while it is in the table.
 #[inline(always)]
-pub unsafe fn slab_pop(table: *const *mut u8, len: usize, header: usize) -> *mut u8 {
+pub unsafe fn slab_pop(header: usize) -> *mut u8 {
     // SAFETY: the caller's contract.
-    unsafe {
-        imp::pop(
-            table,
-            len,
-            header,
-            CS_TPOFF.load(Ordering::Relaxed),
-            INDEX_TPOFF.load(Ordering::Relaxed),
-        )
-    }
+    unsafe { imp::pop(header) }
 }
 
 /// Pushes onto a per-CPU slab, as one restartable sequence: with the slab and header as in
@@ -490,18 +476,9 @@ pub unsafe fn slab_pop(table: *const *mut u8, len: usize, header: usize) -> *mut
 /// # Safety
 /// As [`slab_pop`].
 #[inline(always)]
-pub unsafe fn slab_push(table: *const *mut u8, len: usize, header: usize, item: *mut u8) -> bool {
+pub unsafe fn slab_push(header: usize, item: *mut u8) -> bool {
     // SAFETY: the caller's contract.
-    unsafe {
-        imp::push(
-            table,
-            len,
-            header,
-            item,
-            CS_TPOFF.load(Ordering::Relaxed),
-            INDEX_TPOFF.load(Ordering::Relaxed),
-        )
-    }
+    unsafe { imp::push(header, item) }
 }
 
 /// The number of CPUs the kernel may ever bring up (`_SC_NPROCESSORS_CONF`): both `cpu_id`
@@ -575,16 +552,16 @@ mod tests {
         assert!((index as usize) < possible_cpus());
     }
 
-    /// A slab laid out as the sequences expect: one header at 0 (count, begin, end) and
-    /// slots 2..10.
+    /// Slabs laid out as the sequences expect (one header at 0: count, begin, end; slots
+    /// 2..10), installed in [`SLABS`] for every possible index, then removed.
     #[test]
     fn slab_push_and_pop_follow_the_layout() {
         if init(true).is_none() || !register_current_thread() {
             return;
         }
-        let cpus = possible_cpus();
+        let cpus = possible_cpus().min(SLAB_TABLE_LEN);
         let mut slabs: Vec<Vec<u64>> = (0..cpus).map(|_| vec![0u64; 10]).collect();
-        for slab in &mut slabs {
+        for (i, slab) in slabs.iter_mut().enumerate() {
             let header = slab.as_mut_ptr().cast::<u32>();
             // SAFETY: the header's three words lie in the first two slots.
             unsafe {
@@ -592,16 +569,16 @@ mod tests {
                 header.add(1).write(2);
                 header.add(2).write(10);
             }
+            SLABS[i].store(header.cast(), Ordering::Release);
         }
-        let table: Vec<*mut u8> = slabs.iter_mut().map(|s| s.as_mut_ptr().cast()).collect();
         let items: Vec<*mut u8> = (1..=8usize).map(|i| (i * 16) as *mut u8).collect();
-        // SAFETY: the table and its slabs follow the layout; only this thread uses them.
+        // SAFETY: the table's slabs follow the layout; only this test uses the table.
         unsafe {
-            assert!(slab_pop(table.as_ptr(), cpus, 0).is_null(), "starts empty");
+            assert!(slab_pop(0).is_null(), "starts empty");
             for &item in &items {
                 // The thread may move between CPUs: each push lands on the slab of the
                 // CPU it ran on, and never more than 8 on one.
-                assert!(slab_push(table.as_ptr(), cpus, 0, item));
+                assert!(slab_push(0, item));
             }
             let total: u32 = slabs
                 .iter()
@@ -612,7 +589,7 @@ mod tests {
             // others hold directly.
             let mut popped = Vec::new();
             loop {
-                let p = slab_pop(table.as_ptr(), cpus, 0);
+                let p = slab_pop(0);
                 if p.is_null() {
                     break;
                 }
@@ -624,9 +601,15 @@ mod tests {
             }
             popped.sort();
             assert_eq!(popped, items);
-            // Past `len`, the sequences refuse.
-            assert!(!slab_push(table.as_ptr(), 0, 0, items[0]));
-            assert!(slab_pop(table.as_ptr(), 0, 0).is_null());
+        }
+        // Without a slab, the sequences refuse.
+        for entry in &SLABS[..cpus] {
+            entry.store(core::ptr::null_mut(), Ordering::Release);
+        }
+        // SAFETY: every entry is null.
+        unsafe {
+            assert!(!slab_push(0, items[0]));
+            assert!(slab_pop(0).is_null());
         }
     }
 

@@ -37,10 +37,10 @@
 //! - a write into a stacked block (an overflow from its neighbour, a use after free) that
 //!   changed its first word is reported when the block is popped, as a bad link is.
 //!
-//! Heap profiling: each slab keeps the countdown a thread cache keeps (`prof_left`), read
-//! and written with relaxed loads and stores (two threads preempting each other on one id
-//! may lose a subtraction, which only shifts a sample). A sample is taken on the back-end
-//! cache, with its random state and labels (none: labels belong to scheduler processors).
+//! Heap profiling: each thread keeps the countdown a thread cache keeps (`prof_left`) in a
+//! thread-local word (`tls::prof_sub`), drawn when it adopts the per-CPU caches. A sample is
+//! taken on the back-end cache, with its random state and labels (none: labels belong to
+//! scheduler processors), which also draws the thread's next countdown.
 //!
 //! What the front end does not do yet (see the issue): an idle id's stacks are not drained
 //! by another CPU (`membarrier`), so up to `slab::MAX_CACHED_BYTES` per id stays cached
@@ -156,24 +156,25 @@ pub(crate) fn adopt() -> bool {
         }
         _ => false,
     };
-    wanted && rseq::register_current_thread()
+    if !wanted || !rseq::register_current_thread() {
+        return false;
+    }
+    let mut rng = 0;
+    crate::tls::set_prof(crate::profile::sample::first_interval(
+        &mut rng,
+        tessera_sys::random::random_u64(),
+    ));
+    true
 }
 
 // ---- the fast paths ------------------------------------------------------------------
 
-/// Subtracts `size` from the heap-profile countdown of the calling thread's slab; false
-/// when the countdown ran out (the slow path samples), or when the slab does not exist yet
-/// (the slow path makes it).
+/// Subtracts `size` from the calling thread's heap-profile countdown (a thread-local word:
+/// the thread has no cache to keep it in); false when it ran out (the slow path samples).
 #[inline(always)]
 fn count(size: usize) -> bool {
-    let slab = slab::slab(rseq::index_now());
-    if slab.is_null() {
-        return false;
-    }
-    let left = slab::countdown(slab);
-    let now = left.load(Ordering::Relaxed).wrapping_sub(size as isize);
-    left.store(now, Ordering::Relaxed);
-    now >= 0
+    // `size` is at most `MAX_FAST` here.
+    crate::tls::prof_sub(size as isize) >= 0
 }
 
 /// Pops a block of `class` from the calling thread's slab, marker cleared; null when the
@@ -186,7 +187,7 @@ fn count(size: usize) -> bool {
 unsafe fn pop(class: SizeClass) -> *mut u8 {
     // SAFETY: the thread is registered (`adopt`); the table and slabs have the layout the
     // sequences expect (`slab.rs`), and only the sequences write them.
-    let block = unsafe { rseq::slab_pop(slab::table(), TABLE_LEN, slab::header(class)) };
+    let block = unsafe { rseq::slab_pop(slab::header(class)) };
     if !block.is_null() {
         // The block's first word must still be the marker its push wrote (a null link):
         // anything else is a write into the freed block.
@@ -223,7 +224,7 @@ unsafe fn push(class: SizeClass, block: *mut u8, key: usize) -> bool {
     // SAFETY: the caller holds the block alone.
     unsafe { freelist::write_link_with(key, block, ptr::null_mut()) };
     // SAFETY: as `pop`.
-    if unsafe { rseq::slab_push(slab::table(), TABLE_LEN, slab::header(class), block) } {
+    if unsafe { rseq::slab_push(slab::header(class), block) } {
         return true;
     }
     // SAFETY: still ours: the push did not happen.
@@ -231,14 +232,52 @@ unsafe fn push(class: SizeClass, block: *mut u8, key: usize) -> bool {
     false
 }
 
+/// `tessera::alloc` for a per-CPU thread, with `class` the class of `size` rounded up to
+/// `align` (a power of two, at most 16): the fast path, else the slow one.
+///
+/// # Safety
+/// The calling thread uses the per-CPU caches (`thread::uses_percpu`).
+#[inline(never)]
+pub(crate) unsafe fn alloc(class: SizeClass, size: usize, align: usize) -> *mut u8 {
+    // SAFETY: forwarded contract.
+    let block = unsafe { alloc_fast(class, size) };
+    if !block.is_null() {
+        crate::sanitizer::handed_out(block, size, false);
+        return block;
+    }
+    crate::alloc_slow(size, align, false, true)
+}
+
+/// `tessera::free` for a per-CPU thread, `span` being the record the page map names for
+/// `ptr`: a push when `ptr` is an object start of an in-use small span, else the full
+/// check of `free_slow`. `extern "C"` for the wrappers' tail call, as `malloc_fast`.
+///
+/// # Safety
+/// As `alloc`; the caller gives `ptr` up (`tessera::free`'s contract).
+#[inline(never)]
+pub(crate) unsafe extern "C" fn free(span: *mut Span, ptr: *mut u8) {
+    // SAFETY: `record_of` returns records inside mapped arena headers.
+    let s = unsafe { &*span };
+    if s.kind() == tessera_span::SpanKind::Small
+        && crate::is_object_start(s, ptr as usize)
+        // SAFETY: the caller's contract; `ptr` is an object start of the in-use small span.
+        && unsafe { free_fast(s, ptr) }
+    {
+        return;
+    }
+    // SAFETY: forwarded contract.
+    unsafe { crate::free_slow(ptr) }
+}
+
 /// The allocation fast path of a per-CPU thread: the countdown, then a pop. Null sends the
-/// caller to [`alloc_slow`] with `counted` true.
+/// caller to the slow path with `counted` true.
 ///
 /// # Safety
 /// The calling thread uses the per-CPU caches (`thread::uses_percpu`).
 #[inline(always)]
-pub(crate) unsafe fn alloc_fast(class: SizeClass, size: usize) -> *mut u8 {
-    if class.index() >= PERCPU_CLASSES || !count(size) {
+unsafe fn alloc_fast(class: SizeClass, size: usize) -> *mut u8 {
+    // Counted first, so that the slow path knows every request here was (`counted`).
+    if !count(size) || class.index() >= PERCPU_CLASSES {
         return ptr::null_mut();
     }
     // SAFETY: the caller's contract; the class is in range (tested above).
@@ -252,7 +291,7 @@ pub(crate) unsafe fn alloc_fast(class: SizeClass, size: usize) -> *mut u8 {
 /// # Safety
 /// As `alloc_fast`; `ptr` is a live object of `s` that the caller gives up.
 #[inline(always)]
-pub(crate) unsafe fn free_fast(s: &Span, ptr: *mut u8) -> bool {
+unsafe fn free_fast(s: &Span, ptr: *mut u8) -> bool {
     let class = SizeClass::of(s);
     let key = freelist::key();
     // SAFETY: an object of `s` (the contract).
@@ -333,25 +372,20 @@ const MAX_BATCH: usize = 64;
 /// As `alloc_fast`.
 pub(crate) unsafe fn alloc_slow(size: usize, align: usize, zero: bool, counted: bool) -> *mut u8 {
     let id = rseq::index_now();
-    let slab = slab::slab_or_make(id);
-    if !slab.is_null() {
-        let left = slab::countdown(slab);
-        if !counted {
-            let size = isize::try_from(size).unwrap_or(isize::MAX);
-            left.store(
-                left.load(Ordering::Relaxed).saturating_sub(size),
-                Ordering::Relaxed,
-            );
-        }
-        if left.load(Ordering::Relaxed) < 0 {
-            let block = with_backing(id, |cache| {
-                let block = crate::profile::sample::take(cache, size, align, zero);
-                left.store(cache.prof_left, Ordering::Relaxed);
-                block
-            });
-            if let Some(block) = block.filter(|b| !b.is_null()) {
-                return block;
-            }
+    slab::slab_or_make(id);
+    let size_now = isize::try_from(size)
+        .unwrap_or(isize::MAX)
+        .min(isize::MAX / 2);
+    let left = crate::tls::prof_sub(if counted { 0 } else { size_now });
+    if left < 0 {
+        // The back end's random state draws the next countdown, which becomes the thread's.
+        let block = with_backing(id, |cache| {
+            let block = crate::profile::sample::take(cache, size, align, zero);
+            crate::tls::set_prof(cache.prof_left);
+            block
+        });
+        if let Some(block) = block.filter(|b| !b.is_null()) {
+            return block;
         }
     }
     let Some(class) = class_for(size, align) else {

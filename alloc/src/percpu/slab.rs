@@ -3,8 +3,8 @@
 //! `tessera_sys::rseq::slab_pop`/`slab_push` work on:
 //!
 //! ```text
-//! 0                      16 * PERCPU_CLASSES      PROF_OFF       8 * BEGIN[0]
-//! | header of class 0 | ... | header of class n-1 | countdown | pad | slots of class 0 | ...
+//! 0                                              16 * PERCPU_CLASSES  8 * BEGIN[0]
+//! | header of class 0 | ... | header of class n-1 | pad               | slots of class 0 | ...
 //! header: count (u32, the next free slot, BEGIN[c]..=END[c]), begin (u32), end (u32), pad
 //! ```
 //!
@@ -18,9 +18,9 @@
 //! use: bounded by the CPUs the process runs on, however many threads it has.
 
 use core::ptr;
-use core::sync::atomic::{AtomicIsize, AtomicPtr, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicPtr, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 
-use tessera_sys::mem;
+use tessera_sys::{mem, rseq};
 
 use crate::size_class::{CLASSES, MAX_FAST, SizeClass};
 
@@ -37,7 +37,7 @@ const fn count_percpu_classes() -> usize {
 
 /// Ids the table has room for: both `cpu_id` and `mm_cid` are below the number of possible
 /// CPUs, which `percpu::configure` checks against this.
-pub(crate) const TABLE_LEN: usize = 1024;
+pub(crate) const TABLE_LEN: usize = rseq::SLAB_TABLE_LEN;
 
 /// Bytes of objects one class's stack holds at most.
 const STACK_BYTES: usize = 16 << 10;
@@ -55,10 +55,8 @@ const fn capacity(c: usize) -> usize {
 }
 
 const HEADER_BYTES: usize = 16;
-/// Where a slab keeps its heap-profile countdown (`AtomicIsize`).
-pub(crate) const PROF_OFF: usize = HEADER_BYTES * PERCPU_CLASSES;
-/// The first slot of class 0, on a line of its own after the countdown.
-const FIRST_SLOT: usize = (PROF_OFF + 8).next_multiple_of(64) / 8;
+/// The first slot of class 0, on a cache line of its own after the headers.
+const FIRST_SLOT: usize = (HEADER_BYTES * PERCPU_CLASSES).next_multiple_of(64) / 8;
 
 /// `BEGIN[c]..END[c]`: class `c`'s slots.
 const BEGIN: [u32; PERCPU_CLASSES] = bounds().0;
@@ -79,12 +77,8 @@ const fn bounds() -> ([u32; PERCPU_CLASSES], [u32; PERCPU_CLASSES]) {
 }
 
 const _: () = assert!(
-    FIRST_SLOT * 8 >= PROF_OFF + 8,
-    "the countdown overlaps a slot"
-);
-const _: () = assert!(
-    PROF_OFF.is_multiple_of(8),
-    "the countdown is an 8-aligned atomic"
+    FIRST_SLOT * 8 >= HEADER_BYTES * PERCPU_CLASSES,
+    "a header overlaps a slot"
 );
 
 /// Bytes mapped per slab.
@@ -106,17 +100,11 @@ const fn max_cached() -> usize {
 // The bound the module comment promises.
 const _: () = assert!(MAX_CACHED_BYTES <= PERCPU_CLASSES * STACK_BYTES);
 
-/// The slabs, by id; null until the id's first use. A slab is never unmapped.
-static TABLE: [AtomicPtr<u8>; TABLE_LEN] = [const { AtomicPtr::new(ptr::null_mut()) }; TABLE_LEN];
+/// The slabs, by id (`tessera_sys::rseq::SLABS`, where the sequences find them); null until
+/// the id's first use. A slab is never unmapped.
+static TABLE: &[AtomicPtr<u8>; TABLE_LEN] = &rseq::SLABS;
 /// Bytes mapped for slabs.
 static MAPPED: AtomicUsize = AtomicUsize::new(0);
-
-/// The table as the sequences read it.
-#[inline(always)]
-pub(crate) fn table() -> *const *mut u8 {
-    // `AtomicPtr<u8>` has the layout of `*mut u8`.
-    TABLE.as_ptr().cast()
-}
 
 /// The offset of class `class`'s header in a slab.
 #[inline(always)]
@@ -144,10 +132,6 @@ pub(crate) fn slab_or_make(id: u32) -> *mut u8 {
         return ptr::null_mut();
     };
     let fresh = fresh.as_ptr();
-    let mut rng = 0;
-    let first = crate::profile::sample::first_interval(&mut rng, tessera_sys::random::random_u64());
-    // SAFETY: fresh memory, not yet published; `PROF_OFF` is inside it and 8-aligned.
-    unsafe { fresh.add(PROF_OFF).cast::<isize>().write(first) };
     for c in 0..PERCPU_CLASSES {
         // SAFETY: fresh memory of `SLAB_BYTES`, which holds every header; nobody else sees
         // it until the exchange below publishes it (with release ordering).
@@ -172,22 +156,6 @@ pub(crate) fn slab_or_make(id: u32) -> *mut u8 {
     }
 }
 
-/// The slab of `id`, or null.
-#[inline]
-pub(crate) fn slab(id: u32) -> *mut u8 {
-    TABLE
-        .get(id as usize)
-        .map_or(ptr::null_mut(), |e| e.load(Ordering::Acquire))
-}
-
-/// The heap-profile countdown of `slab` (non-null).
-#[inline(always)]
-pub(crate) fn countdown(slab: *mut u8) -> &'static AtomicIsize {
-    // SAFETY: slabs are never unmapped, and `PROF_OFF` is an 8-aligned offset inside one
-    // that only this accessor touches, always atomically.
-    unsafe { &*slab.add(PROF_OFF).cast::<AtomicIsize>() }
-}
-
 /// Bytes mapped for slabs (metadata in the statistics).
 pub(crate) fn mapped() -> usize {
     MAPPED.load(Ordering::Relaxed)
@@ -197,7 +165,7 @@ pub(crate) fn mapped() -> usize {
 /// sequences on other CPUs may be moving them meanwhile, so a block may be missed, or
 /// reported after it left (the statistics clamp what they take from this).
 pub(crate) fn for_each_cached(mut f: impl FnMut(*mut u8, SizeClass)) {
-    for entry in &TABLE {
+    for entry in TABLE {
         let slab = entry.load(Ordering::Acquire);
         if slab.is_null() {
             continue;
