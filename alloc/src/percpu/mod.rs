@@ -362,7 +362,7 @@ fn take_one(cache: &mut Cache, class: SizeClass) -> *mut u8 {
 }
 
 /// The most a refill brings or a drain takes (half the largest stack).
-const MAX_BATCH: usize = 64;
+const MAX_BATCH: usize = 128;
 
 /// Everything a per-CPU thread's allocation fast path leaves: sampling, classes above 1 KiB,
 /// zeroed and over-aligned requests, large blocks, and a refill of an empty stack.

@@ -13,9 +13,11 @@
 //! (`tessera_sys::rseq`'s contract). Other code only reads them, racily (`stats`), or takes
 //! them over from a thread that holds the id (`percpu::drain_current`).
 //!
-//! A stack holds at most about 16 KiB of objects (16 to 128 objects), so a slab caches at
-//! most `MAX_CACHED_BYTES` and the whole front end at most that times the number of ids in
-//! use: bounded by the CPUs the process runs on, however many threads it has.
+//! A stack holds at most 48 KiB of objects (32 to 256 objects; smaller stacks made a
+//! program with 1,000 blocks of 16–512 B live per round refill and drain the classes above
+//! 256 B every round), so a slab caches at most `MAX_CACHED_BYTES` (about 1.5 MiB) and the
+//! whole front end at most that times the number of ids in use: bounded by the CPUs the
+//! process runs on, however many threads it has.
 
 use core::ptr;
 use core::sync::atomic::{AtomicPtr, AtomicU32, AtomicU64, AtomicUsize, Ordering};
@@ -40,15 +42,18 @@ const fn count_percpu_classes() -> usize {
 pub(crate) const TABLE_LEN: usize = rseq::SLAB_TABLE_LEN;
 
 /// Bytes of objects one class's stack holds at most.
-const STACK_BYTES: usize = 16 << 10;
+const STACK_BYTES: usize = 48 << 10;
+/// Slots per stack, at least and at most.
+const MIN_SLOTS: usize = 32;
+const MAX_SLOTS: usize = 256;
 
 /// Slots of class `c`'s stack.
 const fn capacity(c: usize) -> usize {
     let n = STACK_BYTES / CLASSES[c].size as usize;
-    if n < 16 {
-        16
-    } else if n > 128 {
-        128
+    if n < MIN_SLOTS {
+        MIN_SLOTS
+    } else if n > MAX_SLOTS {
+        MAX_SLOTS
     } else {
         n
     }
@@ -98,6 +103,10 @@ const fn max_cached() -> usize {
 }
 
 // The bound the module comment promises.
+const _: () = assert!(
+    MAX_FAST * MIN_SLOTS <= STACK_BYTES,
+    "a stack's floor exceeds its bytes"
+);
 const _: () = assert!(MAX_CACHED_BYTES <= PERCPU_CLASSES * STACK_BYTES);
 
 /// The slabs, by id (`tessera_sys::rseq::SLABS`, where the sequences find them); null until
@@ -217,7 +226,7 @@ mod tests {
     fn layout_fits_the_sequences() {
         assert!(PERCPU_CLASSES > 0 && CLASSES[PERCPU_CLASSES - 1].size as usize == MAX_FAST);
         for c in 0..PERCPU_CLASSES {
-            assert!(END[c] - BEGIN[c] >= 16 && END[c] - BEGIN[c] <= 128);
+            assert!((MIN_SLOTS..=MAX_SLOTS).contains(&((END[c] - BEGIN[c]) as usize)));
             if c > 0 {
                 assert_eq!(BEGIN[c], END[c - 1]);
             }
