@@ -121,7 +121,7 @@ pub fn alloc(size: usize, align: usize) -> *mut u8 {
         if thread::uses_percpu() && align.is_power_of_two() {
             // Out of line, so that the thread cache's hit path keeps its few registers.
             // SAFETY: the thread uses the per-CPU caches.
-            return unsafe { percpu::alloc(class, size, align) };
+            return unsafe { percpu::alloc(size, align, class) };
         }
     }
     alloc_slow(size, align, false, false)
@@ -276,7 +276,7 @@ pub extern "C" fn malloc_slow(size: usize) -> *mut u8 {
         // The per-CPU fast path is reached through the miss, so that the thread cache's hit
         // path in the C wrapper stays without a stack frame.
         // SAFETY: `size <= MAX_FAST`; the thread uses the per-CPU caches.
-        return unsafe { percpu::alloc(class_of_malloc(size), size, align) };
+        return unsafe { percpu::alloc(size, align, class_of_malloc(size)) };
     }
     let counted = size <= MAX_FAST && !thread::current().is_null();
     alloc_slow(size, align, false, counted)
@@ -335,7 +335,7 @@ unsafe fn free_inlined_body(ptr: *mut u8) {
             // A tail call, as `alloc`'s.
             // SAFETY: the thread uses the per-CPU caches; `span` is `ptr`'s record; the caller
             // gives the block up.
-            return unsafe { percpu::free(span.as_ptr(), ptr) };
+            return unsafe { percpu::free(ptr, span.as_ptr()) };
         }
     }
     // SAFETY: forwarded contract.

@@ -233,12 +233,13 @@ unsafe fn push(class: SizeClass, block: *mut u8, key: usize) -> bool {
 }
 
 /// `tessera::alloc` for a per-CPU thread, with `class` the class of `size` rounded up to
-/// `align` (a power of two, at most 16): the fast path, else the slow one.
+/// `align` (a power of two, at most 16): the fast path, else the slow one. The arguments
+/// in `tessera::alloc`'s order, so that its call needs no register moves.
 ///
 /// # Safety
 /// The calling thread uses the per-CPU caches (`thread::uses_percpu`).
 #[inline(never)]
-pub(crate) unsafe fn alloc(class: SizeClass, size: usize, align: usize) -> *mut u8 {
+pub(crate) unsafe fn alloc(size: usize, align: usize, class: SizeClass) -> *mut u8 {
     // SAFETY: forwarded contract.
     let block = unsafe { alloc_fast(class, size) };
     if !block.is_null() {
@@ -250,12 +251,13 @@ pub(crate) unsafe fn alloc(class: SizeClass, size: usize, align: usize) -> *mut 
 
 /// `tessera::free` for a per-CPU thread, `span` being the record the page map names for
 /// `ptr`: a push when `ptr` is an object start of an in-use small span, else the full
-/// check of `free_slow`. `extern "C"` for the wrappers' tail call, as `malloc_fast`.
+/// check of `free_slow`. `extern "C"` for the wrappers' tail call; `ptr` first, where the
+/// caller has it already (the thread cache's hit path then needs no extra move).
 ///
 /// # Safety
 /// As `alloc`; the caller gives `ptr` up (`tessera::free`'s contract).
 #[inline(never)]
-pub(crate) unsafe extern "C" fn free(span: *mut Span, ptr: *mut u8) {
+pub(crate) unsafe extern "C" fn free(ptr: *mut u8, span: *mut Span) {
     // SAFETY: `record_of` returns records inside mapped arena headers.
     let s = unsafe { &*span };
     if s.kind() == tessera_span::SpanKind::Small
