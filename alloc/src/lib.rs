@@ -700,11 +700,6 @@ pub unsafe fn realloc(ptr: *mut u8, old_size: usize, align: usize, new_size: usi
 /// curve). For programs that know they just let go of a lot of memory.
 pub fn collect() {
     thread::flush_own();
-    if thread::current().is_null() && thread::uses_percpu() {
-        // SAFETY: the thread uses the per-CPU caches.
-        unsafe { percpu::collect() };
-    } else {
-        percpu::flush_backends();
-    }
+    percpu::collect();
     limit::reclaim();
 }

@@ -209,6 +209,60 @@ fn memory_is_bounded_by_cpus_not_threads() {
     }
 }
 
+/// Threads fill the stacks, then block with nothing live: `collect` (from a thread that may
+/// hold none of their ids) empties every slab without them, and the purger does the same on
+/// its own once the stacks have been idle for a decay time.
+#[test]
+fn idle_stacks_are_drained_from_another_cpu() {
+    if let Some(out) = common::in_child(
+        "idle_stacks_are_drained_from_another_cpu",
+        "drain",
+        &[PERCPU[0], ("TESSERA_PURGE_DELAY_MS", "100")],
+        || {
+            let barrier = Arc::new(std::sync::Barrier::new(5));
+            let workers: Vec<_> = (0..4)
+                .map(|w| {
+                    let barrier = barrier.clone();
+                    std::thread::spawn(move || {
+                        churn(w * 100, 10, 500);
+                        barrier.wait(); // filled
+                        barrier.wait(); // drained
+                    })
+                })
+                .collect();
+            barrier.wait();
+            assert!(
+                tessera::stats().percpu_cached > 0,
+                "the stacks hold the blocks"
+            );
+            tessera::collect();
+            let after = tessera::stats().percpu_cached;
+            assert_eq!(after, 0, "collect left {after} bytes on the stacks");
+            barrier.wait();
+            for w in workers {
+                w.join().unwrap();
+            }
+            // Fill again, then let the purger find the stacks idle.
+            std::thread::spawn(|| churn(7, 10, 500)).join().unwrap();
+            assert!(
+                tessera::stats().percpu_cached > 0,
+                "the stacks hold the blocks"
+            );
+            let start = std::time::Instant::now();
+            while tessera::stats().percpu_cached > 0 {
+                assert!(
+                    start.elapsed() < std::time::Duration::from_secs(60),
+                    "the purger never drained the idle stacks"
+                );
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+            println!("DRAIN-OK");
+        },
+    ) {
+        assert_ok(&out, "DRAIN-OK");
+    }
+}
+
 #[test]
 fn double_free_on_a_stack_is_reported() {
     if let Some(out) = common::in_child(

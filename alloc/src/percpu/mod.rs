@@ -42,13 +42,14 @@
 //! taken on the back-end cache, with its random state and labels (none: labels belong to
 //! scheduler processors), which also draws the thread's next countdown.
 //!
-//! What the front end does not do yet (see the issue): an idle id's stacks are not drained
-//! by another CPU (`membarrier`), so up to `slab::MAX_CACHED_BYTES` per id stays cached
-//! while the process idles; `tessera::collect()` drains the caller's id's slab and flushes
-//! every back-end cache. The memory limit sees slab objects as allocated (as it sees a
-//! thread cache's bins). Fork: the child keeps the slabs as they were (a sequence cut short
+//! Draining (`drain.rs`): the purger empties a slab whose stacks have not moved for a decay
+//! time, from its own thread, without stopping the id's holder (the slab is swapped out of
+//! the table, then `membarrier` restarts any sequence still on it); a crossed soft limit and
+//! `tessera::collect()` empty every slab. The memory limit sees stacked objects as allocated
+//! until then (as it sees a thread cache's bins). Fork: the child keeps the slabs as they were (a sequence cut short
 //! by the fork never committed); the back-end locks are taken by the fork handlers.
 
+mod drain;
 mod slab;
 
 use core::ptr;
@@ -102,6 +103,7 @@ pub(crate) fn configure(mode: Mode, allow_own: bool) -> Mode {
         return Mode::Thread;
     }
     IDS.store(cpus, Ordering::Relaxed);
+    drain::enable();
     MODE.store(
         if mode == Mode::PerCpu { PERCPU } else { AUTO },
         Ordering::Release,
@@ -473,7 +475,15 @@ unsafe fn refill(id: u32, class: SizeClass, size: usize, align: usize) -> *mut u
 /// # Safety
 /// As said.
 unsafe fn give_back(blocks: &[*mut u8]) {
-    let id = rseq::index_now();
+    // SAFETY: forwarded contract.
+    unsafe { give_back_to(rseq::index_now(), blocks) }
+}
+
+/// `give_back` into the back end of `id`.
+///
+/// # Safety
+/// As `give_back`.
+unsafe fn give_back_to(id: u32, blocks: &[*mut u8]) {
     let done = with_backing(id, |cache| {
         for &block in blocks {
             let Some(span) = arena::span_of(block as usize) else {
@@ -558,44 +568,62 @@ pub(crate) unsafe fn free_slow(span: *mut Span, ptr: *mut u8) {
     unsafe { give_back(&out[..n]) };
 }
 
-/// `tessera::collect()` for a per-CPU thread: empties the slab of the id it holds into the
-/// back end, then flushes every back-end cache.
-///
-/// # Safety
-/// As `alloc_fast`.
-pub(crate) unsafe fn collect() {
-    let mut out = [ptr::null_mut::<u8>(); MAX_BATCH];
-    for c in 0..PERCPU_CLASSES {
-        let class = SizeClass::new(c);
-        loop {
-            let mut n = 0;
-            while n < MAX_BATCH {
-                // SAFETY: the caller's contract; `c` is in range.
-                let block = unsafe { pop(class) };
-                if block.is_null() {
+/// `tessera::collect()` with the per-CPU caches on: empties every slab into its back end
+/// (`drain.rs`; without membarrier, only the caller's own id, by popping when the caller is
+/// a per-CPU thread), then flushes every back-end cache.
+pub(crate) fn collect() {
+    if mode() == Mode::Thread {
+        return;
+    }
+    drain::drain_idle(0, 0, true);
+    if thread::uses_percpu() && thread::current().is_null() {
+        let mut out = [ptr::null_mut::<u8>(); MAX_BATCH];
+        for c in 0..PERCPU_CLASSES {
+            let class = SizeClass::new(c);
+            loop {
+                let mut n = 0;
+                while n < MAX_BATCH {
+                    // SAFETY: a per-CPU thread (tested above); `c` is in range.
+                    let block = unsafe { pop(class) };
+                    if block.is_null() {
+                        break;
+                    }
+                    out[n] = block;
+                    n += 1;
+                }
+                if n == 0 {
                     break;
                 }
-                out[n] = block;
-                n += 1;
+                // SAFETY: popped blocks are ours.
+                unsafe { give_back(&out[..n]) };
             }
-            if n == 0 {
-                break;
-            }
-            // SAFETY: popped blocks are ours.
-            unsafe { give_back(&out[..n]) };
         }
     }
     flush_backends();
 }
 
+/// The purger's look at the slabs: drains those idle for `idle_ms` (all when `urgent`);
+/// returns the bytes still on the stacks.
+pub(crate) fn drain_idle(now_ms: u64, idle_ms: u64, urgent: bool) -> usize {
+    if mode() == Mode::Thread {
+        return 0;
+    }
+    drain::drain_idle(now_ms, idle_ms, urgent)
+}
+
 /// Flushes every back-end cache (under its lock).
 pub(crate) fn flush_backends() {
-    for backing in &BACKING[..IDS.load(Ordering::Relaxed)] {
-        let backing = backing.lock();
-        if !backing.0.is_null() {
-            // SAFETY: the lock makes the cache ours.
-            unsafe { (*{ backing.0 }).flush() };
-        }
+    for id in 0..IDS.load(Ordering::Relaxed) {
+        flush_backend(id);
+    }
+}
+
+/// Flushes the back-end cache of `id` (under its lock), if it has one.
+fn flush_backend(id: usize) {
+    let backing = BACKING[id].lock();
+    if !backing.0.is_null() {
+        // SAFETY: the lock makes the cache ours.
+        unsafe { (*{ backing.0 }).flush() };
     }
 }
 

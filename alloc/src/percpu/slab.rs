@@ -197,6 +197,48 @@ pub(crate) fn for_each_cached(mut f: impl FnMut(*mut u8, SizeClass)) {
     }
 }
 
+/// Takes up to `out.len()` blocks off the top of `class`'s stack in `slab`, with plain
+/// (atomic, relaxed) loads and stores rather than a sequence, clearing their markers; returns
+/// how many.
+///
+/// # Safety
+/// No sequence can commit to `slab` meanwhile (`drain.rs`: it is parked and fenced), and
+/// its stacks hold live blocks nobody else holds.
+pub(crate) unsafe fn take(slab: *mut u8, class: SizeClass, out: &mut [*mut u8]) -> usize {
+    let c = class.index();
+    // SAFETY: the header is inside the slab, 4-aligned.
+    let header = unsafe { &*slab.add(c * HEADER_BYTES).cast::<AtomicU32>() };
+    let count = header.load(Ordering::Acquire).clamp(BEGIN[c], END[c]);
+    let n = ((count - BEGIN[c]) as usize).min(out.len());
+    for (i, at) in out[..n].iter_mut().enumerate() {
+        let k = count as usize - 1 - i;
+        // SAFETY: slot `k` is inside the slab, 8-aligned.
+        let block = unsafe { (*slab.add(k * 8).cast::<AtomicU64>()).load(Ordering::Relaxed) };
+        let block = block as *mut u8;
+        // SAFETY: a stacked block, ours now (the contract).
+        unsafe { crate::freelist::clear_link(block) };
+        *at = block;
+    }
+    header.store(count - n as u32, Ordering::Release);
+    n
+}
+
+/// A fingerprint of `slab`'s stack counts (changes when any stack moves, almost surely) and
+/// the bytes of objects on its stacks, read racily.
+pub(crate) fn fingerprint(slab: *mut u8) -> (u64, usize) {
+    let mut hash = 0u64;
+    let mut bytes = 0;
+    for c in 0..PERCPU_CLASSES {
+        // SAFETY: as in `for_each_cached`.
+        let count =
+            unsafe { (*slab.add(c * HEADER_BYTES).cast::<AtomicU32>()).load(Ordering::Relaxed) };
+        let count = count.clamp(BEGIN[c], END[c]);
+        hash = (hash ^ count as u64).wrapping_mul(0x0100_0000_01b3);
+        bytes += (count - BEGIN[c]) as usize * CLASSES[c].size as usize;
+    }
+    (hash, bytes)
+}
+
 /// Whether any slab's stack of `class` holds `block` (racy, as `for_each_cached`): the
 /// double-free confirmation of a block carrying the freed-block marker.
 pub(crate) fn holds(block: *mut u8, class: SizeClass) -> bool {
