@@ -433,13 +433,15 @@ pub(crate) unsafe extern "C" fn free_slow(ptr: *mut u8) {
                     report::fatal("free of a pointer into the middle of a block", addr);
                 }
                 let mut cache = thread::current();
+                if cache.is_null() {
+                    // A thread's first allocator call may be this free: it decides here
+                    // whether the thread uses the per-CPU caches.
+                    cache = thread::current_or_init();
+                }
                 if cache.is_null() && thread::uses_percpu() {
                     // SAFETY: the thread uses the per-CPU caches; `ptr` is an object start
                     // of the in-use small span, given up by the caller.
                     return unsafe { percpu::free_slow(span.as_ptr(), ptr) };
-                }
-                if cache.is_null() {
-                    cache = thread::current_or_init();
                 }
                 // SAFETY: a non-null current cache is valid and ours; the object is live per
                 // the caller, and the branch matches who owns the span.

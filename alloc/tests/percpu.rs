@@ -282,6 +282,40 @@ fn double_free_on_a_stack_is_reported() {
     }
 }
 
+/// A block on a stack freed again by a thread whose first allocator call that free is (it
+/// decides there to use the per-CPU caches, and must not push the block onto its span's
+/// remote list, where nobody would see it is on a stack too).
+#[test]
+fn double_free_by_a_fresh_thread_is_reported() {
+    if let Some(out) = common::in_child(
+        "double_free_by_a_fresh_thread_is_reported",
+        "fresh-double",
+        PERCPU,
+        || {
+            let p = tessera::alloc(100, 8) as usize;
+            // SAFETY: live, freed once here.
+            unsafe { tessera::free(p as *mut u8) };
+            // A raw thread: std's spawn allocates on the new thread before the closure runs.
+            extern "C" fn free_it(arg: *mut libc::c_void) -> *mut libc::c_void {
+                // SAFETY: deliberately bad input: the second free must be reported.
+                unsafe { tessera::free(arg.cast()) };
+                std::ptr::null_mut()
+            }
+            let mut t: libc::pthread_t = 0;
+            // SAFETY: a valid start routine and argument; joined below.
+            unsafe {
+                assert_eq!(
+                    libc::pthread_create(&mut t, std::ptr::null(), free_it, p as *mut _),
+                    0
+                );
+                libc::pthread_join(t, std::ptr::null_mut());
+            }
+        },
+    ) {
+        assert_aborted_with(&out, "tessera: double free (pointer 0x");
+    }
+}
+
 /// A fork while other threads allocate on the per-CPU caches: the child allocates.
 #[test]
 fn fork_while_threads_allocate() {

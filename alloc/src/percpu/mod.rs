@@ -455,16 +455,20 @@ unsafe fn refill(id: u32, class: SizeClass, size: usize, align: usize) -> *mut u
     };
     let key = freelist::key();
     let mut left = 0;
-    for i in 0..got {
+    // Pushed last first, so that the pops hand the blocks out in the order the back end
+    // gave them (ascending addresses from a fresh span, as a thread cache's list does).
+    for i in (0..got).rev() {
         // SAFETY: the caller's contract; each block is ours, fresh from the back end.
         if !unsafe { push(class, extra[i], key) } {
-            extra[left] = extra[i];
+            // Kept at the top end, among the slots already gone through (`got - 1 - left`
+            // is at least `i`).
+            extra[got - 1 - left] = extra[i];
             left += 1;
         }
     }
     if left > 0 {
         // SAFETY: the blocks are ours and live.
-        unsafe { give_back(&extra[..left]) };
+        unsafe { give_back(&extra[got - left..got]) };
     }
     block
 }
@@ -615,6 +619,21 @@ pub(crate) fn drain_idle(now_ms: u64, idle_ms: u64, urgent: bool) -> usize {
 pub(crate) fn flush_backends() {
     for id in 0..IDS.load(Ordering::Relaxed) {
         flush_backend(id);
+    }
+}
+
+/// Flushes every back-end cache whose lock is free (`try_lock`): for the memory limit's
+/// reclaim, which may run inside a back end's work (a refill that hit the limit) and so must
+/// skip the back end its caller holds. Frees that went into another id's spans (a thread
+/// that changed ids) come back to the central lists this way, where any back end finds them.
+pub(crate) fn flush_idle_backends() {
+    for backing in &BACKING[..IDS.load(Ordering::Relaxed)] {
+        if let Some(backing) = backing.try_lock()
+            && !backing.0.is_null()
+        {
+            // SAFETY: the lock makes the cache ours.
+            unsafe { (*{ backing.0 }).flush() };
+        }
     }
 }
 
