@@ -8,7 +8,8 @@
 #
 # Targets: alloc_ops (alloc/realloc/free sequences), c_api (libtessera.so's C and C++ entry
 # points with odd arguments), threads (two threads freeing each other's blocks), corrupt
-# (a freed block corrupted in a forked child: tessera's report or right answers).
+# (a freed block corrupted in a forked child: tessera's report or right answers). alloc_ops,
+# threads and corrupt run a second time with TESSERA_CACHE=percpu (the per-CPU caches).
 #
 # c_api is left out of the ASan pass: it exports `malloc` itself, as libtessera.so does, and
 # ASan's runtime calls `malloc` (via `dlsym`) while it initialises, so our instrumented
@@ -24,6 +25,7 @@ seconds="${FUZZ_SECONDS:-20}"
 asan_seconds="${FUZZ_ASAN_SECONDS:-10}"
 targets=(alloc_ops c_api threads corrupt)
 asan_targets=(alloc_ops threads)
+percpu_targets=(alloc_ops threads corrupt)
 
 if ! cargo fuzz --version >/dev/null 2>&1; then
     cargo install cargo-fuzz --locked
@@ -53,6 +55,11 @@ run() {
 cargo fuzz build -s none
 for t in "${targets[@]}"; do
     run stable "$t" "$seconds" fuzz run -s none
+done
+# The per-CPU caches (issue #19): the targets whose threads allocate, with every thread on
+# them (the mode is read at the first allocation, so the environment sets it).
+for t in "${percpu_targets[@]}"; do
+    TESSERA_CACHE=percpu run percpu "$t" "$seconds" fuzz run -s none
 done
 
 if [ "$asan_seconds" = 0 ]; then

@@ -34,6 +34,7 @@ mod large;
 mod limit;
 mod node;
 mod orphan;
+mod percpu;
 mod pool;
 mod processor;
 pub mod profile;
@@ -56,6 +57,7 @@ use tessera_span::{Span, SpanKind, arena, huge};
 
 pub use limit::{MemoryLimits, memory_limits, set_memory_limit, set_soft_memory_limit};
 pub use node::MAX_NODES;
+pub use percpu::{CacheMode, cache_mode};
 pub use processor::{Installed, ProcessorCache, install_cache};
 pub use stats::{Breakdown, ClassStats, NodeStats, Stats, stats};
 
@@ -116,6 +118,11 @@ pub fn alloc(size: usize, align: usize) -> *mut u8 {
             }
             return alloc_slow(size, align, false, true);
         }
+        if thread::uses_percpu() && align.is_power_of_two() {
+            // Out of line, so that the thread cache's hit path keeps its few registers.
+            // SAFETY: the thread uses the per-CPU caches.
+            return unsafe { percpu::alloc(size, align, class) };
+        }
     }
     alloc_slow(size, align, false, false)
 }
@@ -124,7 +131,7 @@ pub fn alloc(size: usize, align: usize) -> *mut u8 {
 /// the calling thread's heap-profile countdown already (`profile/sample.rs`).
 #[cold]
 #[inline(never)]
-fn alloc_slow(size: usize, align: usize, zero: bool, counted: bool) -> *mut u8 {
+pub(crate) fn alloc_slow(size: usize, align: usize, zero: bool, counted: bool) -> *mut u8 {
     let block = alloc_slow_body(size, align, zero, counted);
     sanitizer::handed_out(block, size, zero);
     block
@@ -147,11 +154,19 @@ fn alloc_slow_body(size: usize, align: usize, zero: bool, counted: bool) -> *mut
             }
         }
     }
+    if cache.is_null() && thread::uses_percpu() {
+        // SAFETY: the thread uses the per-CPU caches.
+        return unsafe { percpu::alloc_slow(size, align, zero, counted) };
+    }
     let Some(class) = class_for(size, align) else {
         return large::alloc(size, align, zero);
     };
     let cache = thread::current_or_init();
     if cache.is_null() {
+        if thread::uses_percpu() {
+            // SAFETY: the thread uses the per-CPU caches.
+            return unsafe { percpu::alloc_slow(size, align, zero, counted) };
+        }
         if thread::exited() {
             return orphan::with(|cache| alloc_small(cache, class, size, align, zero));
         }
@@ -166,7 +181,7 @@ fn alloc_slow_body(size: usize, align: usize, zero: bool, counted: bool) -> *mut
 /// Where a bin has run dry is where guarded sampling looks (`guarded/`): off, it costs a
 /// load per refill and nothing per object.
 #[inline]
-fn alloc_small(
+pub(crate) fn alloc_small(
     cache: &mut cache::Cache,
     class: SizeClass,
     size: usize,
@@ -248,15 +263,23 @@ pub fn malloc_fast(size: usize) -> *mut u8 {
 /// out of memory or above `isize::MAX` bytes. Call it only right after `malloc_fast(size)`
 /// returned null on the same thread: the heap profiler's countdown (`profile/sample.rs`)
 /// then knows whether `malloc_fast` counted the request (it does whenever the size is in
-/// its range and the thread has a cache).
+/// its range and the thread has a cache). A thread on the per-CPU caches takes their fast
+/// path here (`malloc_fast` leaves it alone, to stay frameless).
 ///
 /// `extern "C"`, that is, it cannot unwind: a wrapper that is itself `extern "C"` can then
 /// tail-call it (a call that may unwind needs the wrapper's abort-on-unwind frame).
 #[cold]
 #[inline(never)]
 pub extern "C" fn malloc_slow(size: usize) -> *mut u8 {
+    let align = if size <= 8 { 8 } else { 16 };
+    if size <= MAX_FAST && thread::current().is_null() && thread::uses_percpu() {
+        // The per-CPU fast path is reached through the miss, so that the thread cache's hit
+        // path in the C wrapper stays without a stack frame.
+        // SAFETY: `size <= MAX_FAST`; the thread uses the per-CPU caches.
+        return unsafe { percpu::alloc(size, align, class_of_malloc(size)) };
+    }
     let counted = size <= MAX_FAST && !thread::current().is_null();
-    alloc_slow(size, if size <= 8 { 8 } else { 16 }, false, counted)
+    alloc_slow(size, align, false, counted)
 }
 
 /// `free`'s body: see [`free`]; for wrappers, as the comment above says.
@@ -308,6 +331,11 @@ unsafe fn free_inlined_body(ptr: *mut u8) {
                     cache::Freed::Not => {}
                 }
             }
+        } else if thread::uses_percpu() {
+            // A tail call, as `alloc`'s.
+            // SAFETY: the thread uses the per-CPU caches; `span` is `ptr`'s record; the caller
+            // gives the block up.
+            return unsafe { percpu::free(ptr, span.as_ptr()) };
         }
     }
     // SAFETY: forwarded contract.
@@ -391,7 +419,7 @@ pub unsafe fn free(ptr: *mut u8) {
 /// # Safety
 /// As [`free`].
 #[inline(never)]
-unsafe extern "C" fn free_slow(ptr: *mut u8) {
+pub(crate) unsafe extern "C" fn free_slow(ptr: *mut u8) {
     if ptr.is_null() {
         return;
     }
@@ -406,7 +434,14 @@ unsafe extern "C" fn free_slow(ptr: *mut u8) {
                 }
                 let mut cache = thread::current();
                 if cache.is_null() {
+                    // A thread's first allocator call may be this free: it decides here
+                    // whether the thread uses the per-CPU caches.
                     cache = thread::current_or_init();
+                }
+                if cache.is_null() && thread::uses_percpu() {
+                    // SAFETY: the thread uses the per-CPU caches; `ptr` is an object start
+                    // of the in-use small span, given up by the caller.
+                    return unsafe { percpu::free_slow(span.as_ptr(), ptr) };
                 }
                 // SAFETY: a non-null current cache is valid and ours; the object is live per
                 // the caller, and the branch matches who owns the span.
@@ -460,7 +495,7 @@ unsafe extern "C" fn free_slow(ptr: *mut u8) {
 /// Whether `addr` is the first byte of one of the objects of the small span `s` (false for
 /// an address outside the span's objects).
 #[inline]
-fn is_object_start(s: &Span, addr: usize) -> bool {
+pub(crate) fn is_object_start(s: &Span, addr: usize) -> bool {
     let offset = addr.wrapping_sub(s.obj_base);
     size_class::divides(offset, s.div_test) && offset < s.obj_bytes as usize
 }
@@ -505,6 +540,7 @@ unsafe fn check_not_freed(s: &Span, ptr: *mut u8, what: &str) -> bool {
             (*cache).confirm_double_free(s, ptr, what);
         }
     }
+    percpu::confirm_double_free(s, ptr, what);
     true
 }
 
@@ -666,5 +702,6 @@ pub unsafe fn realloc(ptr: *mut u8, old_size: usize, align: usize, new_size: usi
 /// curve). For programs that know they just let go of a lot of memory.
 pub fn collect() {
     thread::flush_own();
+    percpu::collect();
     limit::reclaim();
 }

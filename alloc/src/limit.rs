@@ -97,6 +97,7 @@ pub(crate) fn reclaim() {
         cache.reclaim_stash(u64::MAX, true);
     });
     pool::collect_idle();
+    crate::percpu::flush_idle_backends();
     for node in node::used_nodes() {
         node.heap.purge_all();
     }

@@ -28,6 +28,9 @@
 //! - huge blocks are `live` whole (their page-rounded mappings);
 //! - cache chunks and the huge-block registry are `metadata`.
 //!
+//! The objects on the per-CPU caches' stacks (`percpu/`) count in `cached` too (read racily
+//! from every slab, `Stats::percpu_cached`); the slabs themselves are `metadata`.
+//!
 //! Caches of exited threads (idle in `pool.rs`) count in `cached` with the running ones;
 //! `Stats::idle_caches` says how many there are.
 //!
@@ -46,7 +49,7 @@
 
 use core::sync::atomic::Ordering;
 
-use tessera_span::arena::{ARENA_MASK, HEADER_PAGES};
+use tessera_span::arena::{self, ARENA_MASK, HEADER_PAGES};
 use tessera_span::{ARENA_SIZE, PAGE_SIZE, Span, SpanKind, huge};
 
 use crate::node::{self, Node};
@@ -159,6 +162,9 @@ pub struct Stats {
     pub caches: usize,
     /// Idle caches.
     pub idle_caches: usize,
+    /// Of `breakdown.cached`, the bytes of objects on the per-CPU caches' stacks
+    /// (`TESSERA_CACHE=percpu`), read without stopping them: approximate while threads run.
+    pub percpu_cached: usize,
     /// Bytes returned to the OS by purges since start.
     pub purged: u64,
     /// Per size class.
@@ -180,6 +186,7 @@ pub fn stats() -> Stats {
         huge_blocks: 0,
         caches: 0,
         idle_caches: 0,
+        percpu_cached: 0,
         purged: 0,
         classes: [ClassStats::default(); NUM_CLASSES],
         nodes: [NodeStats::default(); crate::MAX_NODES],
@@ -197,6 +204,8 @@ pub fn stats() -> Stats {
         out.node_count = index + 1;
     }
     own_cache_holdings(&mut out.nodes[..out.node_count]);
+    let (percpu_cached, slab_bytes) = percpu_holdings(&mut out.nodes[..out.node_count]);
+    out.percpu_cached = percpu_cached;
     for per in &mut out.nodes[..out.node_count] {
         per.allocated = per.breakdown.live;
         out.breakdown.add(&per.breakdown);
@@ -212,7 +221,8 @@ pub fn stats() -> Stats {
     let (caches, idle, cache_bytes) = pool::stats();
     out.caches = caches;
     out.idle_caches = idle;
-    out.breakdown.metadata += cache_bytes;
+    out.breakdown.metadata += cache_bytes + slab_bytes;
+    out.resident += slab_bytes;
     out.resident += caches * core::mem::size_of::<crate::cache::Cache>();
     out.allocated = out.breakdown.live;
     out.mapped = out.breakdown.total();
@@ -311,4 +321,37 @@ fn own_cache_holdings(nodes: &mut [NodeStats]) {
         parts.live -= bytes;
         parts.cached += bytes;
     });
+}
+
+/// Moves the objects the per-CPU back-end caches hold off their spans' lists, and those on
+/// the per-CPU stacks (all of which the walk counted as live), to `cached`, on their spans'
+/// nodes; returns (bytes moved, bytes mapped for slabs). The stacks are read
+/// while other CPUs may be changing them, so a block may be missed or counted just after it
+/// left: each node's share is clamped to its `live`.
+fn percpu_holdings(nodes: &mut [NodeStats]) -> (usize, usize) {
+    crate::percpu::backends_held(|span, objects| {
+        if let Some(per) = nodes.get_mut(span.node().index()) {
+            let parts = &mut per.breakdown;
+            let bytes = (objects * span.obj_size as usize).min(parts.live);
+            parts.live -= bytes;
+            parts.cached += bytes;
+        }
+    });
+    let mut moved = 0;
+    let slab_bytes = crate::percpu::cached(|block, size| {
+        let Some(span) = arena::record_of(block as usize) else {
+            return;
+        };
+        // SAFETY: `record_of` returns records inside mapped arena headers.
+        let node = unsafe { span.as_ref() }.node().index();
+        let Some(per) = nodes.get_mut(node) else {
+            return;
+        };
+        let parts = &mut per.breakdown;
+        let bytes = size.min(parts.live);
+        parts.live -= bytes;
+        parts.cached += bytes;
+        moved += bytes;
+    });
+    (moved, slab_bytes)
 }

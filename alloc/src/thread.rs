@@ -54,6 +54,17 @@ pub(crate) unsafe fn swap_current(cache: *mut Cache) -> *mut Cache {
 /// `OWN` once the thread's exit handler has run: the thread gets no cache of its own again.
 const EXITED: *mut Cache = ptr::without_provenance_mut(1);
 
+/// `OWN` of a thread that uses the per-CPU caches (`percpu/`) instead of a cache of its own.
+const PERCPU: *mut Cache = ptr::without_provenance_mut(2);
+
+/// Whether the calling thread uses the per-CPU caches (decided at its first allocation,
+/// `current_or_init`). Its `CURRENT` word is null, except while it holds a per-CPU back end
+/// or runs a scheduler's processor (whose cache then comes first).
+#[inline(always)]
+pub(crate) fn uses_percpu() -> bool {
+    tls::own() == PERCPU
+}
+
 /// Whether the calling thread's exit handler has run (see the module comment).
 #[inline]
 pub(crate) fn exited() -> bool {
@@ -88,16 +99,22 @@ fn ensure_init() {
 }
 
 /// The calling thread's cache, making one on first use. Null when the OS refuses the
-/// memory for a cache, or after the thread's exit handler ran ([`exited`]).
+/// memory for a cache, after the thread's exit handler ran ([`exited`]), or when the thread
+/// uses the per-CPU caches ([`uses_percpu`], decided here on its first allocation).
 #[cold]
 #[inline(never)]
 pub(crate) fn current_or_init() -> *mut Cache {
     let cache = current();
-    if !cache.is_null() || exited() {
+    if !cache.is_null() || exited() || uses_percpu() {
         return cache;
     }
     if INIT.load(Ordering::Acquire) != READY {
         ensure_init();
+    }
+    if crate::percpu::adopt() {
+        // SAFETY: `PERCPU` is a marker the words may hold; the thread has no cache to flush.
+        unsafe { tls::set_own(PERCPU) };
+        return ptr::null_mut();
     }
     let cache = pool::acquire();
     if cache.is_null() {
@@ -140,7 +157,7 @@ extern "C" fn on_thread_exit(arg: *mut c_void) {
 /// lists or the page heap). The cache stays the thread's.
 pub(crate) fn flush_own() {
     let cache = tls::own();
-    if !cache.is_null() && !exited() && current() == cache {
+    if !cache.is_null() && !exited() && !uses_percpu() && current() == cache {
         // SAFETY: the calling thread owns its cache and is not inside another allocator call.
         unsafe { (*cache).flush() };
     }

@@ -1,5 +1,6 @@
-//! The two thread-local words of the allocator (the current cache, the thread's own cache),
-//! reached the cheapest way the platform allows.
+//! The thread-local words of the allocator (the current cache, the thread's own cache, and
+//! the heap-profile countdown of a thread on the per-CPU caches, which has no cache to keep
+//! it in), reached the cheapest way the platform allows.
 //!
 //! On x86_64 Linux the words are defined in assembly in `.tbss` and read with the
 //! initial-exec TLS model: one `mov` of the word's offset from the GOT and one
@@ -36,8 +37,50 @@ mod imp {
         ".size tessera_tls_own, 8",
         "tessera_tls_own:",
         ".zero 8",
+        ".globl tessera_tls_prof",
+        ".hidden tessera_tls_prof",
+        ".type tessera_tls_prof, @tls_object",
+        ".size tessera_tls_prof, 8",
+        "tessera_tls_prof:",
+        ".zero 8",
         ".popsection",
     );
+
+    /// Subtracts `size` from this thread's heap-profile countdown and returns what is left.
+    #[inline(always)]
+    pub(crate) fn prof_sub(size: isize) -> isize {
+        let left: isize;
+        // SAFETY: reads and writes this thread's own 8-byte slot (see `word!`); nothing
+        // else aliases it.
+        unsafe {
+            asm!(
+                "mov {t}, qword ptr [rip + tessera_tls_prof@GOTTPOFF]",
+                "mov {v}, qword ptr fs:[{t}]",
+                "sub {v}, {s}",
+                "mov qword ptr fs:[{t}], {v}",
+                t = out(reg) _,
+                v = out(reg) left,
+                s = in(reg) size,
+                options(nostack),
+            );
+        }
+        left
+    }
+
+    /// Sets this thread's heap-profile countdown.
+    #[inline]
+    pub(crate) fn set_prof(left: isize) {
+        // SAFETY: as `prof_sub`.
+        unsafe {
+            asm!(
+                "mov {t}, qword ptr [rip + tessera_tls_prof@GOTTPOFF]",
+                "mov qword ptr fs:[{t}], {v}",
+                t = out(reg) _,
+                v = in(reg) left,
+                options(nostack, preserves_flags),
+            );
+        }
+    }
 
     macro_rules! word {
         ($get:ident, $set:ident, $sym:literal, $safety:literal) => {
@@ -87,7 +130,7 @@ mod imp {
         own,
         set_own,
         "tessera_tls_own",
-        "`value` must be null, `thread::EXITED`, or a valid cache this thread made for itself and no other thread uses: `thread::flush_own` flushes it."
+        "`value` must be null, `thread::EXITED`, `thread::PERCPU`, or a valid cache this thread made for itself and no other thread uses: `thread::flush_own` flushes it."
     );
 }
 
@@ -100,6 +143,20 @@ mod imp {
     thread_local! {
         static CURRENT: Cell<*mut Cache> = const { Cell::new(ptr::null_mut()) };
         static OWN: Cell<*mut Cache> = const { Cell::new(ptr::null_mut()) };
+        static PROF: Cell<isize> = const { Cell::new(0) };
+    }
+
+    #[inline(always)]
+    pub(crate) fn prof_sub(size: isize) -> isize {
+        PROF.with(|p| {
+            let left = p.get().wrapping_sub(size);
+            p.set(left);
+            left
+        })
+    }
+    #[inline]
+    pub(crate) fn set_prof(left: isize) {
+        PROF.with(|p| p.set(left))
     }
 
     #[inline(always)]
@@ -118,7 +175,7 @@ mod imp {
         OWN.with(Cell::get)
     }
     /// # Safety
-    /// `value` must be null, `thread::EXITED`, or a valid cache this thread made for itself
+    /// `value` must be null, `thread::EXITED`, `thread::PERCPU`, or a valid cache this thread made for itself
     /// and no other thread uses: `thread::flush_own` flushes it.
     #[inline(always)]
     pub(crate) unsafe fn set_own(value: *mut Cache) {
@@ -126,7 +183,7 @@ mod imp {
     }
 }
 
-pub(crate) use imp::{current, own, set_current, set_own};
+pub(crate) use imp::{current, own, prof_sub, set_current, set_own, set_prof};
 
 #[cfg(all(test, not(tessera_loom)))]
 mod tests {

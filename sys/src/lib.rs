@@ -17,6 +17,8 @@
 //! - [`net`]: sockets, epoll and eventfd for the scheduler's netpoller.
 //! - [`numa`]: memory-policy syscalls, `getcpu`, affinity, glibc's rseq area.
 //! - [`random`]: random bits from the kernel.
+//! - [`rseq`]: restartable sequences (registration, the per-CPU slab sequences) and
+//!   membarrier.
 //! - [`thread`]: thread ids, liveness, yielding; a detached helper thread, thread-exit keys,
 //!   a thread's stack bounds.
 //! - [`signal`]: chained fault handlers, alternate signal stacks, a signal's self-pipe, plain
@@ -51,5 +53,6 @@ pub mod net;
 pub mod numa;
 pub mod process;
 pub mod random;
+pub mod rseq;
 pub mod signal;
 pub mod thread;

@@ -115,7 +115,7 @@ mod rseq_imp {
     /// on another, and a pure asm could be hoisted or merged across that switch
     /// (llvm-project#98479), handing back another thread's rseq area.
     #[inline(always)]
-    fn thread_pointer() -> *const u8 {
+    pub(crate) fn thread_pointer() -> *const u8 {
         let tp: *const u8;
         #[cfg(target_arch = "x86_64")]
         // SAFETY: on x86_64 Linux `fs:0` holds the TCB's self pointer (the thread pointer);
@@ -167,6 +167,12 @@ mod rseq_imp {
 }
 
 pub use rseq_imp::registered_size as rseq_registered_size;
+#[cfg(all(
+    target_os = "linux",
+    target_env = "gnu",
+    any(target_arch = "x86_64", target_arch = "aarch64")
+))]
+pub(crate) use rseq_imp::thread_pointer;
 
 /// Reads the `u32` at byte `off` of the calling thread's rseq area.
 ///

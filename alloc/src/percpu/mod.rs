@@ -1,0 +1,678 @@
+//! Per-CPU caches on restartable sequences (tcmalloc's design; ARCHITECTURE.md#per-cpu-caches):
+//! threads outside a scheduler allocate small objects from a cache per concurrency id
+//! (`mm_cid`: dense ids, one per CPU the process runs on at once), so cached memory is
+//! bounded by cores, not threads.
+//!
+//! Two layers:
+//! - the **front end** (`slab.rs`): per id, per class up to 1 KiB, a stack of pointers to
+//!   free objects. Pop and push are one restartable sequence each
+//!   (`tessera_sys::rseq::slab_pop`/`slab_push`): no atomic, no lock; a preempted or migrated
+//!   sequence restarts.
+//! - the **back end**: per id, an ordinary [`Cache`] under a lock (`BACKING`). A stack that
+//!   runs dry takes half a stack's worth from it (`refill`); a full one gives half back
+//!   (`drain`). Classes above 1 KiB, and every request the front end cannot serve, are served
+//!   by it directly. The lock is uncontended unless a thread is preempted while holding it
+//!   and another thread then gets its id. While a thread holds it, the back-end cache is also
+//!   the thread's current cache (`with_backing`), so an allocation nested in the back end's
+//!   work (the profiler's unwinder) takes the ordinary thread-cache path and never the lock
+//!   again.
+//!
+//! Which threads use it: `TESSERA_CACHE=percpu` makes every thread without a scheduler
+//! processor use it; `auto` makes a thread use it when, at its first allocation, the
+//! threads with caches of their own already outnumber the CPUs `AUTO_MARGIN` times; `thread`
+//! (the default) never. A thread that uses it has no cache of its own: its `OWN` word holds
+//! `thread::PERCPU`. `tessera-sched`'s processors keep their own caches (a thread running a
+//! processor has a current cache, which the fast paths try first). Without rseq (no glibc
+//! registration and ours refused, or `TESSERA_RSEQ=glibc` forbidding ours) every thread
+//! keeps a thread cache.
+//!
+//! Hardening: the stacks store pointers in the slab, not links in freed memory, so nothing
+//! in a free block can redirect an allocation. A block on a stack carries the freed-block
+//! marker all the same (its first word encodes a null link, `freelist.rs`), written before
+//! the push and checked and cleared after the pop:
+//! - a double free is caught at once: a block that carries the marker goes to the slow
+//!   path, which looks for it on every slab's stack of its class (`slab::holds`) and reports
+//!   it there, and otherwise hands it to the back end, whose list walks confirm it (or find a
+//!   coincidence) as for any free; `realloc` and `malloc_usable_size` look on the stacks too;
+//! - a write into a stacked block (an overflow from its neighbour, a use after free) that
+//!   changed its first word is reported when the block is popped, as a bad link is.
+//!
+//! Heap profiling: each thread keeps the countdown a thread cache keeps (`prof_left`) in a
+//! thread-local word (`tls::prof_sub`), drawn when it adopts the per-CPU caches. A sample is
+//! taken on the back-end cache, with its random state and labels (none: labels belong to
+//! scheduler processors), which also draws the thread's next countdown.
+//!
+//! Draining (`drain.rs`): the purger empties a slab whose stacks have not moved for a decay
+//! time, from its own thread, without stopping the id's holder (the slab is swapped out of
+//! the table, then `membarrier` restarts any sequence still on it); a crossed soft limit and
+//! `tessera::collect()` empty every slab. The memory limit sees stacked objects as allocated
+//! until then (as it sees a thread cache's bins). Fork: the child keeps the slabs as they were (a sequence cut short
+//! by the fork never committed); the back-end locks are taken by the fork handlers.
+
+mod drain;
+mod slab;
+
+use core::ptr;
+use core::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
+
+use tessera_span::{Span, arena};
+use tessera_sys::lock::{Locked, RawLock};
+use tessera_sys::rseq;
+
+use crate::cache::Cache;
+use crate::freelist;
+use crate::size_class::{SizeClass, class_for};
+use crate::{pool, report, thread};
+
+use slab::{PERCPU_CLASSES, TABLE_LEN};
+
+/// `TESSERA_CACHE`.
+const THREAD: u8 = 0;
+const PERCPU: u8 = 1;
+const AUTO: u8 = 2;
+static MODE: AtomicU8 = AtomicU8::new(THREAD);
+
+/// `auto`: a new thread goes per-CPU once threads with caches of their own number this many
+/// times the CPUs.
+const AUTO_MARGIN: usize = 4;
+
+/// Ids in use can be no more than this (`rseq::possible_cpus`); the fork handlers lock as
+/// many back ends.
+static IDS: AtomicUsize = AtomicUsize::new(0);
+
+/// Which cache mode `TESSERA_CACHE` asks for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Mode {
+    /// A cache per thread (the default).
+    Thread,
+    /// Per-CPU caches for every thread outside a scheduler.
+    PerCpu,
+    /// Per-CPU caches for threads beyond `AUTO_MARGIN` per CPU.
+    Auto,
+}
+
+/// Applies `TESSERA_CACHE` (`mode`) and `TESSERA_RSEQ` (`allow_own`: whether we may register
+/// rseq for threads glibc did not). Falls back to `Mode::Thread` where rseq is unavailable or
+/// the CPUs outnumber the table. Returns the mode in force.
+pub(crate) fn configure(mode: Mode, allow_own: bool) -> Mode {
+    if mode == Mode::Thread {
+        return Mode::Thread;
+    }
+    let cpus = rseq::possible_cpus();
+    if cpus > TABLE_LEN || rseq::init(allow_own).is_none() {
+        return Mode::Thread;
+    }
+    IDS.store(cpus, Ordering::Relaxed);
+    drain::enable();
+    MODE.store(
+        if mode == Mode::PerCpu { PERCPU } else { AUTO },
+        Ordering::Release,
+    );
+    mode
+}
+
+/// The mode in force (after any fallback).
+pub(crate) fn mode() -> Mode {
+    match MODE.load(Ordering::Acquire) {
+        PERCPU => Mode::PerCpu,
+        AUTO => Mode::Auto,
+        _ => Mode::Thread,
+    }
+}
+
+/// Which cache the calling thread allocates from, and the mode `TESSERA_CACHE` set (after
+/// any fallback: `"thread"` where rseq is unavailable).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CacheMode {
+    /// The process's mode: `"thread"`, `"percpu"` or `"auto"`.
+    pub process: &'static str,
+    /// Whether the calling thread uses the per-CPU caches (decided at its first
+    /// allocation; a scheduler processor's cache, when one is installed, still comes first).
+    pub thread_percpu: bool,
+    /// The most bytes of objects one CPU's per-CPU cache holds.
+    pub percpu_bound: usize,
+}
+
+/// The cache mode in force; see [`CacheMode`].
+pub fn cache_mode() -> CacheMode {
+    let process = match mode() {
+        Mode::Thread => "thread",
+        Mode::PerCpu => "percpu",
+        Mode::Auto => "auto",
+    };
+    CacheMode {
+        process,
+        thread_percpu: thread::uses_percpu(),
+        percpu_bound: MAX_CACHED_BYTES,
+    }
+}
+
+/// Whether a thread about to make its own cache should use the per-CPU caches instead;
+/// registers rseq for it if need be (a thread whose registration fails keeps a cache).
+pub(crate) fn adopt() -> bool {
+    let wanted = match MODE.load(Ordering::Acquire) {
+        PERCPU => true,
+        AUTO => {
+            let (caches, idle, _) = pool::stats();
+            caches.saturating_sub(idle) >= AUTO_MARGIN * IDS.load(Ordering::Relaxed)
+        }
+        _ => false,
+    };
+    if !wanted || !rseq::register_current_thread() {
+        return false;
+    }
+    let mut rng = 0;
+    crate::tls::set_prof(crate::profile::sample::first_interval(
+        &mut rng,
+        tessera_sys::random::random_u64(),
+    ));
+    true
+}
+
+// ---- the fast paths ------------------------------------------------------------------
+
+/// Subtracts `size` from the calling thread's heap-profile countdown (a thread-local word:
+/// the thread has no cache to keep it in); false when it ran out (the slow path samples).
+#[inline(always)]
+fn count(size: usize) -> bool {
+    // `size` is at most `MAX_FAST` here.
+    crate::tls::prof_sub(size as isize) >= 0
+}
+
+/// Pops a block of `class` from the calling thread's slab, marker cleared; null when the
+/// stack is empty (or the slab missing).
+///
+/// # Safety
+/// The calling thread uses the per-CPU caches (`thread::uses_percpu`), and `class` is below
+/// `PERCPU_CLASSES`.
+#[inline(always)]
+unsafe fn pop(class: SizeClass) -> *mut u8 {
+    // SAFETY: the thread is registered (`adopt`); the table and slabs have the layout the
+    // sequences expect (`slab.rs`), and only the sequences write them.
+    let block = unsafe { rseq::slab_pop(slab::header(class)) };
+    if !block.is_null() {
+        // The block's first word must still be the marker its push wrote (a null link):
+        // anything else is a write into the freed block.
+        // SAFETY: the block left the stack: it is ours alone now.
+        if freelist::HARDENED && !unsafe { freelist::read_link(block) }.is_null() {
+            written_while_free(block);
+        }
+        // SAFETY: as above.
+        unsafe { freelist::clear_link(block) };
+    }
+    block
+}
+
+/// Reports a stacked block whose marker was overwritten.
+#[cold]
+#[inline(never)]
+fn written_while_free(block: *mut u8) -> ! {
+    match arena::span_of(block as usize) {
+        // SAFETY: `span_of` returns records inside mapped arena headers.
+        Some(span) => freelist::corrupt(unsafe { span.as_ref() }, block),
+        None => report::fatal("per-CPU cache holds a block of no span", block as usize),
+    }
+}
+
+/// Pushes `block` (of `class`, given up by the caller) onto the calling thread's slab,
+/// marking it freed first; false (and the marker cleared) when the stack is full or the
+/// slab missing.
+///
+/// # Safety
+/// As `pop`; `block` is a live object of `class` that nobody else holds.
+#[inline(always)]
+unsafe fn push(class: SizeClass, block: *mut u8, key: usize) -> bool {
+    // The marker goes in before the push: once pushed, the block is anyone's to pop.
+    // SAFETY: the caller holds the block alone.
+    unsafe { freelist::write_link_with(key, block, ptr::null_mut()) };
+    // SAFETY: as `pop`.
+    if unsafe { rseq::slab_push(slab::header(class), block) } {
+        return true;
+    }
+    // SAFETY: still ours: the push did not happen.
+    unsafe { freelist::clear_link(block) };
+    false
+}
+
+/// `tessera::alloc` for a per-CPU thread, with `class` the class of `size` rounded up to
+/// `align` (a power of two, at most 16): the fast path, else the slow one. The arguments
+/// in `tessera::alloc`'s order, so that its call needs no register moves.
+///
+/// # Safety
+/// The calling thread uses the per-CPU caches (`thread::uses_percpu`).
+#[inline(never)]
+pub(crate) unsafe fn alloc(size: usize, align: usize, class: SizeClass) -> *mut u8 {
+    // SAFETY: forwarded contract.
+    let block = unsafe { alloc_fast(class, size) };
+    if !block.is_null() {
+        crate::sanitizer::handed_out(block, size, false);
+        return block;
+    }
+    crate::alloc_slow(size, align, false, true)
+}
+
+/// `tessera::free` for a per-CPU thread, `span` being the record the page map names for
+/// `ptr`: a push when `ptr` is an object start of an in-use small span, else the full
+/// check of `free_slow`. `extern "C"` for the wrappers' tail call; `ptr` first, where the
+/// caller has it already (the thread cache's hit path then needs no extra move).
+///
+/// # Safety
+/// As `alloc`; the caller gives `ptr` up (`tessera::free`'s contract).
+#[inline(never)]
+pub(crate) unsafe extern "C" fn free(ptr: *mut u8, span: *mut Span) {
+    // SAFETY: `record_of` returns records inside mapped arena headers.
+    let s = unsafe { &*span };
+    if s.kind() == tessera_span::SpanKind::Small
+        && crate::is_object_start(s, ptr as usize)
+        // SAFETY: the caller's contract; `ptr` is an object start of the in-use small span.
+        && unsafe { free_fast(s, ptr) }
+    {
+        return;
+    }
+    // SAFETY: forwarded contract.
+    unsafe { crate::free_slow(ptr) }
+}
+
+/// The allocation fast path of a per-CPU thread: the countdown, then a pop. Null sends the
+/// caller to the slow path with `counted` true.
+///
+/// # Safety
+/// The calling thread uses the per-CPU caches (`thread::uses_percpu`).
+#[inline(always)]
+unsafe fn alloc_fast(class: SizeClass, size: usize) -> *mut u8 {
+    // Counted first, so that the slow path knows every request here was (`counted`).
+    if !count(size) || class.index() >= PERCPU_CLASSES {
+        return ptr::null_mut();
+    }
+    // SAFETY: the caller's contract; the class is in range (tested above).
+    unsafe { pop(class) }
+}
+
+/// The free fast path of a per-CPU thread for `ptr`, an object start of the in-use small
+/// span `s`: a push. False (nothing done) when the block carries the freed-block marker, its
+/// class is not a per-CPU one, or the stack is full: then call [`free_slow`].
+///
+/// # Safety
+/// As `alloc_fast`; `ptr` is a live object of `s` that the caller gives up.
+#[inline(always)]
+unsafe fn free_fast(s: &Span, ptr: *mut u8) -> bool {
+    let class = SizeClass::of(s);
+    let key = freelist::key();
+    // SAFETY: an object of `s` (the contract).
+    if class.index() >= PERCPU_CLASSES || unsafe { freelist::may_be_freed(key, ptr) } {
+        return false;
+    }
+    // SAFETY: the caller's contract; the class is in range.
+    unsafe { push(class, ptr, key) }
+}
+
+// ---- the back end -------------------------------------------------------------------
+
+struct Backing(*mut Cache);
+
+// SAFETY: pool memory, never unmapped; the lock serialises its use.
+unsafe impl Send for Backing {}
+
+static BACKING: [Locked<Backing>; TABLE_LEN] =
+    [const { Locked::new(Backing(ptr::null_mut())) }; TABLE_LEN];
+
+/// Runs `f` on the back-end cache of `id` under its lock, with that cache current on this
+/// thread meanwhile (see the module comment). `None` when the OS refuses a cache.
+fn with_backing<R>(id: u32, f: impl FnOnce(&mut Cache) -> R) -> Option<R> {
+    let mut backing = BACKING[id as usize % TABLE_LEN].lock();
+    if backing.0.is_null() {
+        backing.0 = pool::acquire();
+        if backing.0.is_null() {
+            return None;
+        }
+    }
+    let cache = backing.0;
+    // SAFETY: the lock makes the cache ours alone until we put it back below; a per-CPU
+    // thread's current cache is null, which is what goes back.
+    let before = unsafe { thread::swap_current(cache) };
+    // SAFETY: as above.
+    let out = f(unsafe { &mut *cache });
+    // SAFETY: the value the word held.
+    unsafe { thread::swap_current(before) };
+    Some(out)
+}
+
+/// Frees `ptr`, an object of the small span `span`, into `cache`: locally if it owns the
+/// span, else onto the span's remote list (batched), as `tessera::free` does.
+///
+/// # Safety
+/// `cache` is held by the caller alone; `ptr` is a live object of `span` given up.
+unsafe fn free_into(cache: &mut Cache, span: *mut Span, ptr: *mut u8) {
+    // SAFETY: the caller's contract.
+    unsafe {
+        if cache.owns(&*span) {
+            cache.free_local(span, ptr);
+        } else {
+            cache.free_remote_batched(span, ptr);
+        }
+    }
+}
+
+/// One more object of `class` from `cache`'s bin, refilling it if empty; null when out of
+/// memory.
+fn take_one(cache: &mut Cache, class: SizeClass) -> *mut u8 {
+    let bin = &mut cache.bins[class.index()];
+    if bin.free.is_null() {
+        cache.refill(class)
+    } else {
+        // SAFETY: a non-empty list of a cache we hold alone.
+        unsafe { bin.pop() }
+    }
+}
+
+/// The most a refill brings or a drain takes (half the largest stack).
+const MAX_BATCH: usize = 128;
+
+/// Everything a per-CPU thread's allocation fast path leaves: sampling, classes above 1 KiB,
+/// zeroed and over-aligned requests, large blocks, and a refill of an empty stack.
+/// `counted`: [`alloc_fast`] subtracted `size` from the countdown already.
+///
+/// # Safety
+/// As `alloc_fast`.
+pub(crate) unsafe fn alloc_slow(size: usize, align: usize, zero: bool, counted: bool) -> *mut u8 {
+    let id = rseq::index_now();
+    slab::slab_or_make(id);
+    let size_now = isize::try_from(size)
+        .unwrap_or(isize::MAX)
+        .min(isize::MAX / 2);
+    let left = crate::tls::prof_sub(if counted { 0 } else { size_now });
+    if left < 0 {
+        // The back end's random state draws the next countdown, which becomes the thread's.
+        let block = with_backing(id, |cache| {
+            let block = crate::profile::sample::take(cache, size, align, zero);
+            crate::tls::set_prof(cache.prof_left);
+            block
+        });
+        if let Some(block) = block.filter(|b| !b.is_null()) {
+            return block;
+        }
+    }
+    let Some(class) = class_for(size, align) else {
+        return crate::large::alloc(size, align, zero);
+    };
+    if class.index() >= PERCPU_CLASSES {
+        return with_backing(id, |cache| {
+            crate::alloc_small(cache, class, size, align, zero)
+        })
+        .unwrap_or(ptr::null_mut());
+    }
+    // SAFETY: the caller's contract; the class is in range.
+    let mut block = unsafe { pop(class) };
+    if block.is_null() {
+        // SAFETY: as above.
+        block = unsafe { refill(id, class, size, align) };
+    }
+    if zero && !block.is_null() {
+        crate::sanitizer::open_block(block, size);
+        // SAFETY: the block is ours and holds at least `size` bytes.
+        unsafe { ptr::write_bytes(block, 0, size) };
+    }
+    block
+}
+
+/// Takes a batch of `class` from `id`'s back end: one for the caller (as an ordinary
+/// allocation of `size` at `align`, so guarded sampling sees it), the rest pushed onto the
+/// slab of whatever id the thread holds by then; what does not fit goes back.
+///
+/// # Safety
+/// As `alloc_fast`; `class` is below `PERCPU_CLASSES`.
+unsafe fn refill(id: u32, class: SizeClass, size: usize, align: usize) -> *mut u8 {
+    let mut extra = [ptr::null_mut::<u8>(); MAX_BATCH];
+    let want = slab::batch(class).min(MAX_BATCH);
+    let mut got = 0;
+    let Some(block) = with_backing(id, |cache| {
+        // Guarded sampling counts the objects the back end hands out (the stacks' included),
+        // and samples here, on a refill, as a thread cache samples where its bin ran dry.
+        let guarded = crate::guarded::enabled();
+        if guarded {
+            let sampled = crate::guarded::sample(cache, size, align);
+            if !sampled.is_null() {
+                return sampled;
+            }
+        }
+        let block = crate::alloc_small(cache, class, size, align, false);
+        if !block.is_null() {
+            while got < want {
+                let more = take_one(cache, class);
+                if more.is_null() {
+                    break;
+                }
+                extra[got] = more;
+                got += 1;
+            }
+        }
+        if guarded {
+            cache.guard_countdown = cache.guard_countdown.saturating_sub(got as i64 + 1);
+        }
+        block
+    }) else {
+        return ptr::null_mut();
+    };
+    let key = freelist::key();
+    let mut left = 0;
+    // Pushed last first, so that the pops hand the blocks out in the order the back end
+    // gave them (ascending addresses from a fresh span, as a thread cache's list does).
+    for i in (0..got).rev() {
+        // SAFETY: the caller's contract; each block is ours, fresh from the back end.
+        if !unsafe { push(class, extra[i], key) } {
+            // Kept at the top end, among the slots already gone through (`got - 1 - left`
+            // is at least `i`).
+            extra[got - 1 - left] = extra[i];
+            left += 1;
+        }
+    }
+    if left > 0 {
+        // SAFETY: the blocks are ours and live.
+        unsafe { give_back(&extra[got - left..got]) };
+    }
+    block
+}
+
+/// Frees `blocks` (live small objects the caller holds) into the back end of the id the
+/// thread holds now.
+///
+/// # Safety
+/// As said.
+unsafe fn give_back(blocks: &[*mut u8]) {
+    // SAFETY: forwarded contract.
+    unsafe { give_back_to(rseq::index_now(), blocks) }
+}
+
+/// `give_back` into the back end of `id`.
+///
+/// # Safety
+/// As `give_back`.
+unsafe fn give_back_to(id: u32, blocks: &[*mut u8]) {
+    let done = with_backing(id, |cache| {
+        for &block in blocks {
+            let Some(span) = arena::span_of(block as usize) else {
+                report::fatal("per-CPU cache holds a block of no span", block as usize);
+            };
+            // SAFETY: the caller's contract.
+            unsafe { free_into(cache, span.as_ptr(), block) };
+        }
+    });
+    if done.is_none() {
+        // No back-end cache (the OS refused one): each block goes home on its own.
+        for &block in blocks {
+            if let Some(span) = arena::span_of(block as usize) {
+                // SAFETY: the caller's contract.
+                unsafe { crate::cache::free_remote(span.as_ref(), block) };
+            }
+        }
+    }
+}
+
+/// Reports `ptr`, a block of the small span `s` that carries the freed-block marker, if it
+/// is on a per-CPU stack (`slab::holds`): a double free, or a `realloc` or
+/// `malloc_usable_size` of a freed block (`what` says which).
+pub(crate) fn confirm_double_free(s: &Span, ptr: *mut u8, what: &str) {
+    let class = SizeClass::of(s);
+    if mode() != Mode::Thread && class.index() < PERCPU_CLASSES && slab::holds(ptr, class) {
+        freelist::double_free(s, ptr, what);
+    }
+}
+
+/// Everything a per-CPU thread's free fast path leaves, for `ptr`, an object start of the
+/// in-use small span `span`: a block carrying the marker (checked for a double free), a
+/// class above 1 KiB, a full stack (half of it drained to the back end) or a missing slab.
+///
+/// # Safety
+/// As `alloc_fast`; `ptr` is an object of `span` that the caller gives up.
+pub(crate) unsafe fn free_slow(span: *mut Span, ptr: *mut u8) {
+    // SAFETY: the caller's contract: an in-use small span.
+    let s = unsafe { &*span };
+    let class = SizeClass::of(s);
+    let id = rseq::index_now();
+    if class.index() >= PERCPU_CLASSES {
+        // SAFETY: the caller's contract.
+        let done = with_backing(id, |cache| unsafe { free_into(cache, span, ptr) });
+        if done.is_none() {
+            // SAFETY: as above.
+            unsafe { crate::cache::free_remote(s, ptr) };
+        }
+        return;
+    }
+    // SAFETY: `ptr` is an object of `s`.
+    if unsafe { freelist::looks_freed_in(s, ptr) } {
+        confirm_double_free(s, ptr, "double free");
+        // Not on a stack: the back end's lists decide (`free_local` confirms it there, a
+        // remote push marks the span suspect).
+        // SAFETY: as above.
+        unsafe { give_back(&[ptr]) };
+        return;
+    }
+    slab::slab_or_make(id);
+    let key = freelist::key();
+    // SAFETY: the caller's contract; the class is in range.
+    if unsafe { push(class, ptr, key) } {
+        return;
+    }
+    // The stack is full: take half of it (of whichever id the thread holds now) back to the
+    // back end along with `ptr`.
+    let mut out = [ptr::null_mut::<u8>(); MAX_BATCH + 1];
+    out[0] = ptr;
+    let mut n = 1;
+    let want = slab::batch(class).min(MAX_BATCH);
+    while n <= want {
+        // SAFETY: as above.
+        let block = unsafe { pop(class) };
+        if block.is_null() {
+            break;
+        }
+        out[n] = block;
+        n += 1;
+    }
+    // SAFETY: every block is ours: `ptr` given up, the others popped.
+    unsafe { give_back(&out[..n]) };
+}
+
+/// `tessera::collect()` with the per-CPU caches on: empties every slab into its back end
+/// (`drain.rs`; without membarrier, only the caller's own id, by popping when the caller is
+/// a per-CPU thread), then flushes every back-end cache.
+pub(crate) fn collect() {
+    if mode() == Mode::Thread {
+        return;
+    }
+    drain::drain_idle(0, 0, true);
+    if thread::uses_percpu() && thread::current().is_null() {
+        let mut out = [ptr::null_mut::<u8>(); MAX_BATCH];
+        for c in 0..PERCPU_CLASSES {
+            let class = SizeClass::new(c);
+            loop {
+                let mut n = 0;
+                while n < MAX_BATCH {
+                    // SAFETY: a per-CPU thread (tested above); `c` is in range.
+                    let block = unsafe { pop(class) };
+                    if block.is_null() {
+                        break;
+                    }
+                    out[n] = block;
+                    n += 1;
+                }
+                if n == 0 {
+                    break;
+                }
+                // SAFETY: popped blocks are ours.
+                unsafe { give_back(&out[..n]) };
+            }
+        }
+    }
+    flush_backends();
+}
+
+/// The purger's look at the slabs: drains those idle for `idle_ms` (all when `urgent`);
+/// returns the bytes still on the stacks.
+pub(crate) fn drain_idle(now_ms: u64, idle_ms: u64, urgent: bool) -> usize {
+    if mode() == Mode::Thread {
+        return 0;
+    }
+    drain::drain_idle(now_ms, idle_ms, urgent)
+}
+
+/// Flushes every back-end cache (under its lock).
+pub(crate) fn flush_backends() {
+    for id in 0..IDS.load(Ordering::Relaxed) {
+        flush_backend(id);
+    }
+}
+
+/// Flushes every back-end cache whose lock is free (`try_lock`): for the memory limit's
+/// reclaim, which may run inside a back end's work (a refill that hit the limit) and so must
+/// skip the back end its caller holds. Frees that went into another id's spans (a thread
+/// that changed ids) come back to the central lists this way, where any back end finds them.
+pub(crate) fn flush_idle_backends() {
+    for backing in &BACKING[..IDS.load(Ordering::Relaxed)] {
+        if let Some(backing) = backing.try_lock()
+            && !backing.0.is_null()
+        {
+            // SAFETY: the lock makes the cache ours.
+            unsafe { (*{ backing.0 }).flush() };
+        }
+    }
+}
+
+/// Flushes the back-end cache of `id` (under its lock), if it has one.
+fn flush_backend(id: usize) {
+    let backing = BACKING[id].lock();
+    if !backing.0.is_null() {
+        // SAFETY: the lock makes the cache ours.
+        unsafe { (*{ backing.0 }).flush() };
+    }
+}
+
+/// The back ends' locks, for the fork handlers (after the orphan cache's, before the pool's:
+/// `with_backing` nests them so).
+pub(crate) fn each_lock(mut f: impl FnMut(&RawLock)) {
+    for backing in &BACKING[..IDS.load(Ordering::Relaxed)] {
+        f(backing.raw());
+    }
+}
+
+/// The most bytes of objects one id's slab holds (the per-CPU front end's bound per CPU).
+pub(crate) const MAX_CACHED_BYTES: usize = slab::MAX_CACHED_BYTES;
+
+/// Statistics: calls `f(span, objects)` for the objects each back-end cache holds off its
+/// spans' lists (`Cache::for_each_held`), under the back end's lock, which makes walking its
+/// lists safe (unlike another thread's own cache).
+pub(crate) fn backends_held(mut f: impl FnMut(&Span, usize)) {
+    for backing in &BACKING[..IDS.load(Ordering::Relaxed)] {
+        let backing = backing.lock();
+        if !backing.0.is_null() {
+            // SAFETY: the lock makes the cache ours while we read it.
+            unsafe { (*{ backing.0 }).for_each_held(&mut f) };
+        }
+    }
+}
+
+/// Statistics: bytes mapped for slabs, and calls `f(block, class size)` for every object on
+/// a stack (read racily, `slab::for_each_cached`).
+pub(crate) fn cached(mut f: impl FnMut(*mut u8, usize)) -> usize {
+    slab::for_each_cached(|block, class| f(block, class.size()));
+    slab::mapped()
+}

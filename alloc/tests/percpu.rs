@@ -1,0 +1,403 @@
+//! Per-CPU caches (`TESSERA_CACHE=percpu`, issue #19), each scenario in a child process (the
+//! mode is read once, at the first allocation): threads moved between CPUs while they
+//! allocate, memory bounded by CPUs with 256 threads, double frees, fork, and the fallback
+//! to thread caches where rseq is missing.
+
+use std::process::Output;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, mpsc};
+
+#[global_allocator]
+static A: tessera::Tessera = tessera::Tessera;
+
+mod common;
+
+use common::assert_aborted_with;
+
+const PERCPU: &[(&str, &str)] = &[("TESSERA_CACHE", "percpu")];
+
+fn assert_ok(out: &Output, marker: &str) {
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "child failed: {stderr}\n{stdout}");
+    assert!(stdout.contains(marker), "the child must have run: {stdout}");
+}
+
+/// Small sizes of every per-CPU class range and a few above it (served by the back end).
+fn size_for(i: usize) -> usize {
+    const SIZES: [usize; 9] = [8, 16, 24, 48, 100, 256, 512, 1000, 3000];
+    SIZES[i % SIZES.len()]
+}
+
+/// Allocates and frees `rounds` times a window of `window` blocks, each filled with a
+/// pattern of its own that is checked before the free: a block handed out twice, or
+/// written by the allocator while live, fails the check.
+fn churn(seed: usize, rounds: usize, window: usize) {
+    let mut live: Vec<(*mut u8, usize, u8)> = Vec::with_capacity(window);
+    for r in 0..rounds {
+        for i in 0..window {
+            let size = size_for(seed + r + i);
+            let p = tessera::alloc(size, 8);
+            assert!(!p.is_null());
+            let tag = (seed * 31 + r * 7 + i) as u8;
+            // SAFETY: a fresh block of `size` bytes.
+            unsafe { std::ptr::write_bytes(p, tag, size) };
+            live.push((p, size, tag));
+        }
+        // Free oldest first in one round, newest first in the next.
+        if r % 2 == 1 {
+            live.reverse();
+        }
+        for (p, size, tag) in live.drain(..) {
+            // SAFETY: a live block of `size` bytes that this loop filled.
+            let bytes = unsafe { std::slice::from_raw_parts(p, size) };
+            assert!(
+                bytes.iter().all(|&b| b == tag),
+                "block {p:p} changed while live"
+            );
+            // SAFETY: live, given up.
+            unsafe { tessera::free(p) };
+        }
+    }
+}
+
+#[test]
+fn threads_use_the_percpu_caches() {
+    if let Some(out) = common::in_child("threads_use_the_percpu_caches", "mode", PERCPU, || {
+        let mode = tessera::cache_mode();
+        assert_eq!(mode.process, "percpu");
+        assert!(mode.thread_percpu);
+        std::thread::spawn(|| {
+            churn(1, 20, 200);
+            assert!(tessera::cache_mode().thread_percpu);
+        })
+        .join()
+        .unwrap();
+        println!("MODE-OK");
+    }) {
+        assert_ok(&out, "MODE-OK");
+    }
+}
+
+/// Workers allocate and free while another thread moves them between CPUs with
+/// `sched_setaffinity` as fast as it can: every pop and push that a migration interrupts
+/// must restart, or a block is handed out twice (a pattern check fails) or lost. The heap's
+/// own consistency checks (`expensive-checks`, on in tests) run throughout.
+#[test]
+fn migration_under_allocation_keeps_blocks_apart() {
+    if let Some(out) = common::in_child(
+        "migration_under_allocation_keeps_blocks_apart",
+        "migrate",
+        PERCPU,
+        || {
+            let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+            let stop = Arc::new(AtomicBool::new(false));
+            let (tx, rx) = mpsc::channel();
+            let workers: Vec<_> = (0..4)
+                .map(|w| {
+                    let tx = tx.clone();
+                    std::thread::spawn(move || {
+                        // SAFETY: gettid has no preconditions.
+                        tx.send(unsafe { libc::gettid() }).unwrap();
+                        churn(w * 1000, 150, 300);
+                    })
+                })
+                .collect();
+            let tids: Vec<libc::pid_t> = (0..4).map(|_| rx.recv().unwrap()).collect();
+            let mover = {
+                let stop = stop.clone();
+                std::thread::spawn(move || {
+                    let mut moves = 0u64;
+                    let mut turn = 0usize;
+                    while !stop.load(Ordering::Relaxed) {
+                        for &tid in &tids {
+                            // SAFETY: a zeroed cpu_set_t is a valid empty set.
+                            let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+                            // SAFETY: `set` is a valid cpu_set_t; the CPU index is in range.
+                            unsafe { libc::CPU_SET((turn + tid as usize) % cpus, &mut set) };
+                            // SAFETY: a valid set of the right size; a thread that already
+                            // exited makes the call fail with ESRCH, which is fine.
+                            if unsafe {
+                                libc::sched_setaffinity(tid, size_of::<libc::cpu_set_t>(), &set)
+                            } == 0
+                            {
+                                moves += 1;
+                            }
+                        }
+                        turn += 1;
+                        std::thread::yield_now();
+                    }
+                    moves
+                })
+            };
+            for w in workers {
+                w.join().unwrap();
+            }
+            stop.store(true, Ordering::Relaxed);
+            let moves = mover.join().unwrap();
+            assert!(moves > 0, "the mover must have moved the workers");
+            let stats = tessera::stats();
+            assert_eq!(stats.mapped, stats.breakdown.total());
+            println!("MIGRATE-OK moves={moves}");
+        },
+    ) {
+        assert_ok(&out, "MIGRATE-OK");
+    }
+}
+
+/// 256 threads, each with 1,000 live blocks of 16–512 B at its peak: afterwards the per-CPU
+/// caches hold at most their bound per CPU, and no thread made a cache of its own (a cache
+/// per thread would leave 256 of them).
+#[test]
+fn memory_is_bounded_by_cpus_not_threads() {
+    if let Some(out) = common::in_child(
+        "memory_is_bounded_by_cpus_not_threads",
+        "bounded",
+        PERCPU,
+        || {
+            let threads: Vec<_> = (0..256)
+                .map(|t| {
+                    std::thread::spawn(move || {
+                        for round in 0..3 {
+                            let blocks: Vec<*mut u8> = (0..1000)
+                                .map(|i| {
+                                    let size = 16 + (t * 7 + round * 13 + i * 31) % 497;
+                                    let p = tessera::alloc(size, 8);
+                                    assert!(!p.is_null());
+                                    // SAFETY: a fresh block of at least one byte.
+                                    unsafe { p.write(i as u8) };
+                                    p
+                                })
+                                .collect();
+                            for (i, p) in blocks.into_iter().enumerate() {
+                                // SAFETY: live blocks this loop wrote.
+                                unsafe {
+                                    assert_eq!(p.read(), i as u8);
+                                    tessera::free(p);
+                                }
+                            }
+                        }
+                    })
+                })
+                .collect();
+            for t in threads {
+                t.join().unwrap();
+            }
+            let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+            let stats = tessera::stats();
+            let bound = tessera::cache_mode().percpu_bound;
+            assert!(
+                stats.percpu_cached <= cpus * bound,
+                "{} bytes on the stacks, bound {} per CPU",
+                stats.percpu_cached,
+                bound
+            );
+            // Back ends (one per id) and the purger's or the harness's stray caches, not
+            // one per thread.
+            assert!(
+                stats.caches <= cpus + 4,
+                "{} caches for {cpus} CPUs",
+                stats.caches
+            );
+            println!(
+                "BOUNDED-OK caches={} percpu_cached={} cached={}",
+                stats.caches, stats.percpu_cached, stats.breakdown.cached
+            );
+        },
+    ) {
+        assert_ok(&out, "BOUNDED-OK");
+    }
+}
+
+/// Threads fill the stacks, then block with nothing live: `collect` (from a thread that may
+/// hold none of their ids) empties every slab without them, and the purger does the same on
+/// its own once the stacks have been idle for a decay time.
+#[test]
+fn idle_stacks_are_drained_from_another_cpu() {
+    if let Some(out) = common::in_child(
+        "idle_stacks_are_drained_from_another_cpu",
+        "drain",
+        &[PERCPU[0], ("TESSERA_PURGE_DELAY_MS", "100")],
+        || {
+            let barrier = Arc::new(std::sync::Barrier::new(5));
+            let workers: Vec<_> = (0..4)
+                .map(|w| {
+                    let barrier = barrier.clone();
+                    std::thread::spawn(move || {
+                        churn(w * 100, 10, 500);
+                        barrier.wait(); // filled
+                        barrier.wait(); // drained
+                    })
+                })
+                .collect();
+            barrier.wait();
+            assert!(
+                tessera::stats().percpu_cached > 0,
+                "the stacks hold the blocks"
+            );
+            tessera::collect();
+            let after = tessera::stats().percpu_cached;
+            assert_eq!(after, 0, "collect left {after} bytes on the stacks");
+            barrier.wait();
+            for w in workers {
+                w.join().unwrap();
+            }
+            // Fill again, then let the purger find the stacks idle.
+            std::thread::spawn(|| churn(7, 10, 500)).join().unwrap();
+            assert!(
+                tessera::stats().percpu_cached > 0,
+                "the stacks hold the blocks"
+            );
+            let start = std::time::Instant::now();
+            while tessera::stats().percpu_cached > 0 {
+                assert!(
+                    start.elapsed() < std::time::Duration::from_secs(60),
+                    "the purger never drained the idle stacks"
+                );
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+            println!("DRAIN-OK");
+        },
+    ) {
+        assert_ok(&out, "DRAIN-OK");
+    }
+}
+
+#[test]
+fn double_free_on_a_stack_is_reported() {
+    if let Some(out) = common::in_child(
+        "double_free_on_a_stack_is_reported",
+        "double",
+        PERCPU,
+        || {
+            let p = tessera::alloc(64, 8);
+            // SAFETY: deliberately bad input: the second free must be reported.
+            unsafe {
+                tessera::free(p);
+                tessera::free(p);
+            }
+        },
+    ) {
+        assert_aborted_with(&out, "tessera: double free (pointer 0x");
+    }
+}
+
+/// A block on a stack freed again by a thread whose first allocator call that free is (it
+/// decides there to use the per-CPU caches, and must not push the block onto its span's
+/// remote list, where nobody would see it is on a stack too).
+#[test]
+fn double_free_by_a_fresh_thread_is_reported() {
+    if let Some(out) = common::in_child(
+        "double_free_by_a_fresh_thread_is_reported",
+        "fresh-double",
+        PERCPU,
+        || {
+            let p = tessera::alloc(100, 8) as usize;
+            // SAFETY: live, freed once here.
+            unsafe { tessera::free(p as *mut u8) };
+            // A raw thread: std's spawn allocates on the new thread before the closure runs.
+            extern "C" fn free_it(arg: *mut libc::c_void) -> *mut libc::c_void {
+                // SAFETY: deliberately bad input: the second free must be reported.
+                unsafe { tessera::free(arg.cast()) };
+                std::ptr::null_mut()
+            }
+            let mut t: libc::pthread_t = 0;
+            // SAFETY: a valid start routine and argument; joined below.
+            unsafe {
+                assert_eq!(
+                    libc::pthread_create(&mut t, std::ptr::null(), free_it, p as *mut _),
+                    0
+                );
+                libc::pthread_join(t, std::ptr::null_mut());
+            }
+        },
+    ) {
+        assert_aborted_with(&out, "tessera: double free (pointer 0x");
+    }
+}
+
+/// A fork while other threads allocate on the per-CPU caches: the child allocates.
+#[test]
+fn fork_while_threads_allocate() {
+    if let Some(out) = common::in_child("fork_while_threads_allocate", "fork", PERCPU, || {
+        let stop = Arc::new(AtomicBool::new(false));
+        let workers: Vec<_> = (0..3)
+            .map(|w| {
+                let stop = stop.clone();
+                std::thread::spawn(move || {
+                    while !stop.load(Ordering::Relaxed) {
+                        churn(w, 1, 100);
+                    }
+                })
+            })
+            .collect();
+        for _ in 0..10 {
+            // SAFETY: the child only allocates, frees and exits.
+            let pid = unsafe { libc::fork() };
+            if pid == 0 {
+                churn(7, 5, 200);
+                // SAFETY: leaves the child at once.
+                unsafe { libc::_exit(0) };
+            }
+            let mut status = 0;
+            // SAFETY: our child.
+            assert_eq!(unsafe { libc::waitpid(pid, &mut status, 0) }, pid);
+            assert!(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0);
+        }
+        stop.store(true, Ordering::Relaxed);
+        for w in workers {
+            w.join().unwrap();
+        }
+        println!("FORK-OK");
+    }) {
+        assert_ok(&out, "FORK-OK");
+    }
+}
+
+/// Where glibc did not register rseq: we register our own area for each thread, unless
+/// `TESSERA_RSEQ=glibc` forbids it, and then every thread keeps a cache of its own.
+const NO_GLIBC_RSEQ: (&str, &str) = ("GLIBC_TUNABLES", "glibc.pthread.rseq=0");
+
+#[test]
+fn without_glibc_rseq_we_register_our_own() {
+    let tunable = NO_GLIBC_RSEQ;
+    if let Some(out) = common::in_child(
+        "without_glibc_rseq_we_register_our_own",
+        "own",
+        &[PERCPU[0], tunable],
+        || {
+            assert_eq!(tessera::cache_mode().process, "percpu");
+            std::thread::spawn(|| {
+                churn(3, 20, 200);
+                assert!(tessera::cache_mode().thread_percpu);
+            })
+            .join()
+            .unwrap();
+            println!("OWN-OK");
+        },
+    ) {
+        assert_ok(&out, "OWN-OK");
+    }
+}
+
+#[test]
+fn without_any_rseq_threads_keep_their_caches() {
+    let tunable = NO_GLIBC_RSEQ;
+    if let Some(out) = common::in_child(
+        "without_any_rseq_threads_keep_their_caches",
+        "fallback",
+        &[PERCPU[0], tunable, ("TESSERA_RSEQ", "glibc")],
+        || {
+            assert_eq!(tessera::cache_mode().process, "thread");
+            std::thread::spawn(|| {
+                churn(3, 20, 200);
+                assert!(!tessera::cache_mode().thread_percpu);
+            })
+            .join()
+            .unwrap();
+            println!("FALLBACK-OK");
+        },
+    ) {
+        assert_ok(&out, "FALLBACK-OK");
+    }
+}

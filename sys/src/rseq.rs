@@ -1,0 +1,622 @@
+//! Restartable sequences (rseq(2)) and membarrier(2): what per-CPU caches ask of the kernel
+//! (ARCHITECTURE.md#per-cpu-caches).
+//!
+//! # The contract with the kernel
+//!
+//! A thread registers a `struct rseq` (32 bytes, 32-aligned, `include/uapi/linux/rseq.h`)
+//! with a signature. From then on, on every return to user space after a preemption, a
+//! migration or a signal delivery, the kernel
+//! 1. rewrites the area's `cpu_id`, `node_id` and `mm_cid` (the *concurrency id*: dense,
+//!    below the number of CPUs the process may run on, and held by at most one running
+//!    thread of the process at any instant), and
+//! 2. if the area's `rseq_cs` field points at a descriptor whose range
+//!    `[start_ip, start_ip + post_commit_offset)` holds the interrupted instruction, clears
+//!    `rseq_cs` and resumes the thread at the descriptor's `abort_ip` instead, after checking
+//!    that the four bytes before `abort_ip` are the registration's signature ([`RSEQ_SIG`];
+//!    a mismatch kills the thread with `SIGSEGV`).
+//!
+//! So a sequence that (a) stores its descriptor's address into `rseq_cs`, as the last
+//! instruction before `start_ip`, (b) reads `mm_cid` (or `cpu_id`), (c) does any amount of
+//! reading and speculative writing of memory that only that id's sequences write, and (d)
+//! commits with one store, the last instruction of the range, either runs whole without
+//! anything else of the process running on that id in between, or is restarted from (a)
+//! before its commit. Its descriptors live in section `__rseq_cs` (writable, so that a
+//! shared object's dynamic relocations can fill the absolute addresses in), its abort
+//! handlers in `__rseq_failure`, out of the hot path, each preceded by the signature encoded
+//! as the operand of a `ud1` (so disassemblers and a stray jump both see an invalid
+//! instruction rather than arbitrary code).
+//!
+//! # Registration
+//!
+//! glibc 2.35+ registers an area for every thread before it runs any user code, and exports
+//! where it is (`__rseq_offset` from the thread pointer) and its size (`__rseq_size`, 0 when
+//! it did not register, e.g. `GLIBC_TUNABLES=glibc.pthread.rseq=0`). A thread may register
+//! one area only, so where glibc registered we use its area; where it did not, [`init`]
+//! registers our own area (an initial-exec thread-local, so it too sits at a fixed offset
+//! from the thread pointer) for each thread that asks ([`register_current_thread`]), unless
+//! the caller forbids it (a program that registers rseq itself would then get `EBUSY`).
+//! A thread whose registration failed (seccomp, an old kernel: `ENOSYS`) must not run the
+//! sequences: [`register_current_thread`] says so, and its caller falls back.
+//!
+//! Only x86_64 carries the sequences; elsewhere [`init`] reports rseq unavailable.
+
+use core::sync::atomic::{AtomicIsize, AtomicPtr, AtomicU8, Ordering};
+
+use crate::error::{OsError, check};
+
+/// The signature every abort handler is preceded by; glibc registers with this value on
+/// x86_64, and so do we.
+pub const RSEQ_SIG: u32 = 0x5305_3053;
+
+/// Byte offsets in `struct rseq`.
+const CPU_ID: isize = 4;
+const RSEQ_CS: isize = 8;
+const MM_CID: isize = 24;
+/// The kernel's feature size from which it maintains `mm_cid` (Linux 6.3+).
+const MM_CID_END: u32 = 28;
+/// The length of the original `struct rseq`, the one we register.
+const ORIG_RSEQ_SIZE: u32 = 32;
+
+/// Whose registration the process's threads use.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Registration {
+    /// glibc's (`__rseq_offset`).
+    Glibc,
+    /// Ours, made per thread by [`register_current_thread`].
+    Own,
+}
+
+/// Which field of `struct rseq` indexes per-CPU data.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum IndexField {
+    /// `mm_cid`: dense ids, as many as the CPUs the process actually runs on at once.
+    MmCid,
+    /// `cpu_id`: the CPU number (kernels before 6.3).
+    CpuId,
+}
+
+/// What [`init`] found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Setup {
+    /// Whose area the threads use.
+    pub registration: Registration,
+    /// The field the sequences read.
+    pub index: IndexField,
+}
+
+const UNINIT: u8 = 0;
+const GLIBC: u8 = 1;
+const OWN: u8 = 2;
+const UNAVAILABLE: u8 = 3;
+
+static STATE: AtomicU8 = AtomicU8::new(UNINIT);
+/// Offsets from the thread pointer of the area's `rseq_cs` and of its index field.
+static CS_TPOFF: AtomicIsize = AtomicIsize::new(0);
+static INDEX_TPOFF: AtomicIsize = AtomicIsize::new(0);
+
+#[cfg(all(target_arch = "x86_64", target_os = "linux", target_env = "gnu"))]
+mod imp {
+    use core::arch::{asm, global_asm};
+
+    // Our own `struct rseq`, for threads of a process where glibc registered none. In
+    // `.tdata`, not `.tbss`: `cpu_id` and `mm_cid` start as -1 (RSEQ_CPU_ID_UNINITIALIZED),
+    // so an unregistered thread's area never reads as a valid id.
+    global_asm!(
+        ".pushsection .tdata,\"awT\",@progbits",
+        ".p2align 5",
+        ".globl tessera_tls_rseq",
+        ".hidden tessera_tls_rseq",
+        ".type tessera_tls_rseq, @tls_object",
+        ".size tessera_tls_rseq, 32",
+        "tessera_tls_rseq:",
+        ".long 0, 0xffffffff",
+        ".quad 0",
+        ".long 0, 0, 0xffffffff, 0",
+        ".popsection",
+    );
+
+    unsafe extern "C" {
+        static __rseq_offset: isize;
+        static __rseq_size: u32;
+    }
+
+    /// glibc's registration: `(offset from the thread pointer, registered size)`.
+    pub(super) fn glibc() -> (isize, u32) {
+        // SAFETY: glibc writes both once during start-up, before any Rust code runs.
+        unsafe { (__rseq_offset, __rseq_size) }
+    }
+
+    /// The offset of our own area from the thread pointer (the same for every thread).
+    pub(super) fn own_offset() -> isize {
+        let off: isize;
+        // SAFETY: loads the GOT entry holding the TLS symbol's offset from the thread
+        // pointer, which the dynamic linker filled at load time.
+        unsafe {
+            asm!(
+                "mov {o}, qword ptr [rip + tessera_tls_rseq@GOTTPOFF]",
+                o = out(reg) off,
+                options(nostack, readonly, preserves_flags),
+            );
+        }
+        off
+    }
+
+    /// The calling thread's thread pointer (`numa.rs`'s read of `fs:0`).
+    pub(super) fn thread_pointer() -> *mut u8 {
+        crate::numa::thread_pointer().cast_mut()
+    }
+
+    /// Reads the `u32` at `fs:[off]`: a field of the calling thread's area.
+    #[inline(always)]
+    pub(super) fn read_field(off: isize) -> u32 {
+        let v: u32;
+        // SAFETY: `off` is the offset of a field of this thread's area (static TLS), which
+        // the kernel rewrites between instructions: the load is not `pure`.
+        unsafe {
+            asm!(
+                "mov {v:e}, dword ptr fs:[{o}]",
+                o = in(reg) off,
+                v = out(reg) v,
+                options(nostack, readonly, preserves_flags),
+            );
+        }
+        v
+    }
+
+    /// The start of both sequences: stores the descriptor (29) into `rseq_cs` (20, where an
+    /// abort restarts), then from `start_ip` (21) reads the index, refuses (jumps to 27) an
+    /// index not below the table's length or a missing slab, and loads the stack's count into
+    /// `cur`. The offsets of the area's fields and the table are read from their statics
+    /// (`sym`), rip-relative, so the sequence needs few registers and no GOT load.
+    macro_rules! enter_slab {
+        () => {
+            concat!(
+                "20:\n",
+                "mov {idx}, qword ptr [rip + {cstp}]\n",
+                "lea {slab}, [rip + 29f]\n",
+                "mov qword ptr fs:[{idx}], {slab}\n",
+                "21:\n",
+                "mov {idx}, qword ptr [rip + {idxtp}]\n",
+                "mov {idx:e}, dword ptr fs:[{idx}]\n",
+                "cmp {idx}, {len}\n",
+                "jae 27f\n",
+                "lea {slab}, [rip + {table}]\n",
+                "mov {slab}, qword ptr [{slab} + {idx} * 8]\n",
+                "test {slab}, {slab}\n",
+                "jz 27f\n",
+                "mov {cur:e}, dword ptr [{slab} + {hdr}]\n",
+            )
+        };
+    }
+
+    /// The end of both sequences, out of line: the abort handler (23), preceded by the
+    /// signature as `ud1`'s operand, restarting from 20; the refusal (27: `$refuse`, then
+    /// back to `$resume`); the descriptor (29: version 0, flags 0, `start_ip` 21,
+    /// `post_commit_offset` up to 22, `abort_ip` 23).
+    macro_rules! leave_slab {
+        ($refuse:literal, $resume:literal) => {
+            concat!(
+                ".pushsection __rseq_failure, \"ax\"\n",
+                ".byte 0x0f, 0xb9, 0x3d\n",
+                ".long 0x53053053\n",
+                "23:\n",
+                "jmp 20b\n",
+                "27:\n",
+                $refuse,
+                "\n",
+                "jmp ",
+                $resume,
+                "\n",
+                ".popsection\n",
+                ".pushsection __rseq_cs, \"aw\"\n",
+                ".balign 32\n",
+                "29:\n",
+                ".long 0, 0\n",
+                ".quad 21b, 22b - 21b, 23b\n",
+                ".popsection\n",
+            )
+        };
+    }
+
+    /// Pops the top of the stack `header` names in the slab of the calling thread's index;
+    /// null when that slab is missing or the stack empty.
+    ///
+    /// # Safety
+    /// As [`super::slab_pop`].
+    #[inline(always)]
+    pub(super) unsafe fn pop(header: usize) -> *mut u8 {
+        let out: *mut u8;
+        // SAFETY: the caller's contract (the slab layout, the registration); the sequence
+        // follows the kernel contract in the module comment: the store to `rseq_cs` is the
+        // last instruction before `start_ip` (21), the commit (the store of the new count)
+        // the last of the range, the abort handler (23) is preceded by the signature and
+        // restarts from the store to `rseq_cs` (20), which the kernel cleared. Every
+        // output is an `out` (not `lateout`) register, so no input is overwritten before a
+        // restart reads it again.
+        unsafe {
+            asm!(
+                enter_slab!(),
+                "cmp {cur:e}, dword ptr [{slab} + {hdr} + 4]",
+                "je 27f",
+                "mov {out}, qword ptr [{slab} + {cur} * 8 - 8]",
+                "dec {cur:e}",
+                "mov dword ptr [{slab} + {hdr}], {cur:e}",
+                "22:",
+                leave_slab!("xor {out:e}, {out:e}", "22b"),
+                idx = out(reg) _,
+                slab = out(reg) _,
+                cur = out(reg) _,
+                out = out(reg) out,
+                hdr = in(reg) header,
+                cstp = sym super::CS_TPOFF,
+                idxtp = sym super::INDEX_TPOFF,
+                table = sym super::SLABS,
+                len = const super::SLAB_TABLE_LEN,
+                options(nostack),
+            );
+        }
+        out
+    }
+
+    /// Pushes `item` onto the stack `header` names in the slab of the calling thread's
+    /// index; false when that slab is missing or the stack full.
+    ///
+    /// # Safety
+    /// As [`super::slab_push`].
+    #[inline(always)]
+    pub(super) unsafe fn push(header: usize, item: *mut u8) -> bool {
+        let ok: u32;
+        // SAFETY: as `pop`. The slot store before the commit is speculative: a slot above
+        // the committed count belongs to no one, so an aborted push leaves nothing behind.
+        unsafe {
+            asm!(
+                enter_slab!(),
+                "cmp {cur:e}, dword ptr [{slab} + {hdr} + 8]",
+                "je 27f",
+                "mov qword ptr [{slab} + {cur} * 8], {item}",
+                "inc {cur:e}",
+                "mov dword ptr [{slab} + {hdr}], {cur:e}",
+                "22:",
+                "mov {ok:e}, 1",
+                "24:",
+                leave_slab!("xor {ok:e}, {ok:e}", "24b"),
+                idx = out(reg) _,
+                slab = out(reg) _,
+                cur = out(reg) _,
+                ok = out(reg) ok,
+                hdr = in(reg) header,
+                item = in(reg) item,
+                cstp = sym super::CS_TPOFF,
+                idxtp = sym super::INDEX_TPOFF,
+                table = sym super::SLABS,
+                len = const super::SLAB_TABLE_LEN,
+                options(nostack),
+            );
+        }
+        ok != 0
+    }
+
+    /// Registers the area at `area` for the calling thread.
+    pub(super) fn register(area: *mut u8) -> Result<(), super::OsError> {
+        // SAFETY: `area` is this thread's own 32-byte, 32-aligned static TLS area, which
+        // lives as long as the thread; the kernel writes it only while the thread runs.
+        let r = unsafe {
+            libc::syscall(
+                libc::SYS_rseq,
+                area,
+                super::ORIG_RSEQ_SIZE,
+                0,
+                super::RSEQ_SIG,
+            )
+        };
+        super::check(r).map(|_| ())
+    }
+}
+
+#[cfg(not(all(target_arch = "x86_64", target_os = "linux", target_env = "gnu")))]
+mod imp {
+    pub(super) fn glibc() -> (isize, u32) {
+        (0, 0)
+    }
+    pub(super) fn own_offset() -> isize {
+        0
+    }
+    pub(super) fn thread_pointer() -> *mut u8 {
+        core::ptr::null_mut()
+    }
+    pub(super) fn read_field(_off: isize) -> u32 {
+        u32::MAX
+    }
+    pub(super) unsafe fn pop(_: usize) -> *mut u8 {
+        core::ptr::null_mut()
+    }
+    pub(super) unsafe fn push(_: usize, _: *mut u8) -> bool {
+        false
+    }
+    pub(super) fn register(_: *mut u8) -> Result<(), super::OsError> {
+        Err(super::OsError(libc::ENOSYS))
+    }
+}
+
+const SUPPORTED: bool = cfg!(all(
+    target_arch = "x86_64",
+    target_os = "linux",
+    target_env = "gnu"
+));
+
+/// Decides, once per process, whose registration the threads use and which field indexes
+/// per-CPU data; `None` when rseq is unavailable: not x86_64 glibc, or glibc did not
+/// register and either `allow_own` is false or registering the calling thread failed.
+/// Later calls return the first call's answer (the registration choice is per process).
+pub fn init(allow_own: bool) -> Option<Setup> {
+    if let Some(setup) = setup() {
+        return Some(setup);
+    }
+    if STATE.load(Ordering::Acquire) == UNAVAILABLE || !SUPPORTED {
+        return None;
+    }
+    let (glibc_off, glibc_size) = imp::glibc();
+    // glibc reports the size of the features it uses (20 up to 2.39), but every glibc that
+    // registers (2.35+) registers the original 32 bytes at least, so `mm_cid` (bytes
+    // 24..28) is in its area, and the kernel writes it into every registered area.
+    let (state, base) = if glibc_size != 0 {
+        (GLIBC, glibc_off)
+    } else if glibc_size == 0 && allow_own {
+        let base = imp::own_offset();
+        if imp::register(imp::thread_pointer().wrapping_offset(base)).is_err() {
+            STATE.store(UNAVAILABLE, Ordering::Release);
+            return None;
+        }
+        (OWN, base)
+    } else {
+        // glibc did not register and we may not: no area.
+        STATE.store(UNAVAILABLE, Ordering::Release);
+        return None;
+    };
+    let field = if crate::numa::rseq_kernel_feature_size() >= MM_CID_END {
+        MM_CID
+    } else {
+        CPU_ID
+    };
+    CS_TPOFF.store(base + RSEQ_CS, Ordering::Relaxed);
+    INDEX_TPOFF.store(base + field, Ordering::Relaxed);
+    // Racing first calls compute the same values; the first store of the state wins.
+    let _ = STATE.compare_exchange(UNINIT, state, Ordering::Release, Ordering::Relaxed);
+    setup()
+}
+
+/// [`init`]'s answer, if it gave one.
+pub fn setup() -> Option<Setup> {
+    let registration = match STATE.load(Ordering::Acquire) {
+        GLIBC => Registration::Glibc,
+        OWN => Registration::Own,
+        _ => return None,
+    };
+    let index = if INDEX_TPOFF.load(Ordering::Relaxed) - CS_TPOFF.load(Ordering::Relaxed)
+        == MM_CID - RSEQ_CS
+    {
+        IndexField::MmCid
+    } else {
+        IndexField::CpuId
+    };
+    Some(Setup {
+        registration,
+        index,
+    })
+}
+
+/// Makes sure the calling thread has a registered area (registering ours if [`init`] chose
+/// [`Registration::Own`]), and says whether it has one: only then may it run
+/// [`slab_pop`] and [`slab_push`]. Cheap after the first call on a thread (one field read).
+pub fn register_current_thread() -> bool {
+    let Some(setup) = setup() else {
+        return false;
+    };
+    let cpu_off = CS_TPOFF.load(Ordering::Relaxed) - RSEQ_CS + CPU_ID;
+    // A negative `cpu_id`: -1 not registered yet, -2 registration failed.
+    match imp::read_field(cpu_off) as i32 {
+        id if id >= 0 => true,
+        -1 if setup.registration == Registration::Own => {
+            let area = imp::thread_pointer().wrapping_offset(cpu_off - CPU_ID);
+            imp::register(area).is_ok()
+        }
+        _ => false,
+    }
+}
+
+/// The calling thread's index (`mm_cid` or `cpu_id`, as [`init`] chose) at this instant;
+/// `None` when rseq is not set up. It may change right after the read: a hint only.
+#[inline]
+pub fn current_index() -> Option<u32> {
+    setup()?;
+    let v = imp::read_field(INDEX_TPOFF.load(Ordering::Relaxed));
+    if (v as i32) < 0 { None } else { Some(v) }
+}
+
+/// The calling thread's index without checks, for threads [`register_current_thread`]
+/// accepted (for others the value means nothing; reading it is harmless). A hint only, as
+/// [`current_index`].
+#[inline(always)]
+pub fn index_now() -> u32 {
+    imp::read_field(INDEX_TPOFF.load(Ordering::Relaxed))
+}
+
+/// Entries of [`SLABS`]: ids (`cpu_id`, `mm_cid`) are below the number of possible CPUs,
+/// which a user of the table checks against this ([`possible_cpus`]).
+pub const SLAB_TABLE_LEN: usize = 1024;
+
+/// The per-CPU slabs the sequences work on, by index (`mm_cid` or `cpu_id`): null, or a slab
+/// laid out as [`slab_pop`] says. Here, not with its user, so that the sequences reach it
+/// rip-relative. A slab, once stored, must stay mapped and in place.
+pub static SLABS: [AtomicPtr<u8>; SLAB_TABLE_LEN] =
+    [const { AtomicPtr::new(core::ptr::null_mut()) }; SLAB_TABLE_LEN];
+
+/// Pops from a per-CPU slab, as one restartable sequence: with `slab` the entry of
+/// [`SLABS`] for the calling thread's index `i` (`mm_cid` or `cpu_id`) and
+/// `h = slab + header`, if `slab` is not null and `count = *(h as *u32)` differs from
+/// `begin = *(h + 4) as *u32`, returns the pointer in slot `count - 1` (slot `k` is the
+/// `u64` at `slab + 8 * k`) and stores `count - 1`; otherwise returns null and changes
+/// nothing.
+///
+/// # Safety
+/// [`register_current_thread`] returned true on this thread; every non-null entry of
+/// [`SLABS`] is a slab whose header at `header` (12 bytes: count, begin, end, 4-aligned) and
+/// slots `begin..end` are readable and writable, and which nothing but these two sequences
+/// writes (from any thread) while it is in the table.
+#[inline(always)]
+pub unsafe fn slab_pop(header: usize) -> *mut u8 {
+    // SAFETY: the caller's contract.
+    unsafe { imp::pop(header) }
+}
+
+/// Pushes onto a per-CPU slab, as one restartable sequence: with the slab and header as in
+/// [`slab_pop`], if the count differs from `end = *(h + 8) as *u32`, stores `item` in slot
+/// `count`, stores `count + 1` and returns true; otherwise returns false and changes nothing.
+///
+/// # Safety
+/// As [`slab_pop`].
+#[inline(always)]
+pub unsafe fn slab_push(header: usize, item: *mut u8) -> bool {
+    // SAFETY: the caller's contract.
+    unsafe { imp::push(header, item) }
+}
+
+/// The number of CPUs the kernel may ever bring up (`_SC_NPROCESSORS_CONF`): both `cpu_id`
+/// and `mm_cid` stay below it. At least 1.
+pub fn possible_cpus() -> usize {
+    // SAFETY: `sysconf` has no preconditions; glibc reads sysfs without allocating from the
+    // heap for this name.
+    let n = unsafe { libc::sysconf(libc::_SC_NPROCESSORS_CONF) };
+    if n < 1 { 1 } else { n as usize }
+}
+
+// ---------------------------------------------------------------------------------------
+// membarrier(2)
+// ---------------------------------------------------------------------------------------
+
+/// `MEMBARRIER_CMD_PRIVATE_EXPEDITED_RSEQ`: restart every rseq critical section of this
+/// process running on the targeted CPUs (and fence them).
+const MEMBARRIER_CMD_PRIVATE_EXPEDITED_RSEQ: i32 = 1 << 7;
+/// `MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED_RSEQ`: the registration the above needs.
+const MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED_RSEQ: i32 = 1 << 8;
+/// `MEMBARRIER_CMD_FLAG_CPU`: target one CPU.
+const MEMBARRIER_CMD_FLAG_CPU: u32 = 1;
+
+fn membarrier(cmd: i32, flags: u32, cpu: i32) -> Result<(), OsError> {
+    // SAFETY: membarrier takes no pointers.
+    let r = unsafe { libc::syscall(libc::SYS_membarrier, cmd, flags, cpu) };
+    check(r).map(|_| ())
+}
+
+/// Registers the process for [`membarrier_rseq`] (once per process; idempotent).
+///
+/// Errors: `EINVAL` (a kernel before 5.10, or membarrier disabled), `ENOSYS`.
+pub fn membarrier_register_rseq() -> Result<(), OsError> {
+    membarrier(MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED_RSEQ, 0, 0)
+}
+
+/// Aborts every rseq critical section of this process that is running on CPU `cpu` (or on
+/// every CPU running one of its threads, for `None`) when the call returns: afterwards, a
+/// sequence there that had started before the call restarts, and sees every store made
+/// before the call. The way another CPU takes over a per-CPU slab without stopping it.
+///
+/// Errors: `EPERM` (not registered: [`membarrier_register_rseq`]), `EINVAL` (bad CPU).
+pub fn membarrier_rseq(cpu: Option<u32>) -> Result<(), OsError> {
+    match cpu {
+        Some(cpu) => membarrier(
+            MEMBARRIER_CMD_PRIVATE_EXPEDITED_RSEQ,
+            MEMBARRIER_CMD_FLAG_CPU,
+            cpu as i32,
+        ),
+        None => membarrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED_RSEQ, 0, 0),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::vec;
+    use std::vec::Vec;
+
+    #[test]
+    fn index_is_below_possible_cpus() {
+        let Some(setup) = init(true) else {
+            return;
+        };
+        // This machine's glibc registers: the tests below then use its area.
+        if imp::glibc().1 != 0 {
+            assert_eq!(setup.registration, Registration::Glibc);
+        }
+        assert!(register_current_thread());
+        let index = current_index().expect("a registered thread has an index");
+        assert!((index as usize) < possible_cpus());
+    }
+
+    /// Slabs laid out as the sequences expect (one header at 0: count, begin, end; slots
+    /// 2..10), installed in [`SLABS`] for every possible index, then removed.
+    #[test]
+    fn slab_push_and_pop_follow_the_layout() {
+        if init(true).is_none() || !register_current_thread() {
+            return;
+        }
+        let cpus = possible_cpus().min(SLAB_TABLE_LEN);
+        let mut slabs: Vec<Vec<u64>> = (0..cpus).map(|_| vec![0u64; 10]).collect();
+        for (i, slab) in slabs.iter_mut().enumerate() {
+            let header = slab.as_mut_ptr().cast::<u32>();
+            // SAFETY: the header's three words lie in the first two slots.
+            unsafe {
+                header.write(2);
+                header.add(1).write(2);
+                header.add(2).write(10);
+            }
+            SLABS[i].store(header.cast(), Ordering::Release);
+        }
+        let items: Vec<*mut u8> = (1..=8usize).map(|i| (i * 16) as *mut u8).collect();
+        // SAFETY: the table's slabs follow the layout; only this test uses the table.
+        unsafe {
+            assert!(slab_pop(0).is_null(), "starts empty");
+            for &item in &items {
+                // The thread may move between CPUs: each push lands on the slab of the
+                // CPU it ran on, and never more than 8 on one.
+                assert!(slab_push(0, item));
+            }
+            let total: u32 = slabs
+                .iter()
+                .map(|s| s.as_ptr().cast::<u32>().read() - 2)
+                .sum();
+            assert_eq!(total, 8);
+            // Pop until the slab of the CPU the thread is on is empty, then read what the
+            // others hold directly.
+            let mut popped = Vec::new();
+            loop {
+                let p = slab_pop(0);
+                if p.is_null() {
+                    break;
+                }
+                popped.push(p);
+            }
+            for s in &slabs {
+                let count = s.as_ptr().cast::<u32>().read();
+                popped.extend(s[2..count as usize].iter().map(|&w| w as *mut u8));
+            }
+            popped.sort();
+            assert_eq!(popped, items);
+        }
+        // Without a slab, the sequences refuse.
+        for entry in &SLABS[..cpus] {
+            entry.store(core::ptr::null_mut(), Ordering::Release);
+        }
+        // SAFETY: every entry is null.
+        unsafe {
+            assert!(!slab_push(0, items[0]));
+            assert!(slab_pop(0).is_null());
+        }
+    }
+
+    #[test]
+    fn membarrier_rseq_registers() {
+        if membarrier_register_rseq().is_ok() {
+            membarrier_rseq(None).expect("registered");
+        }
+    }
+}
