@@ -71,7 +71,8 @@ pub struct Tessera;
 unsafe impl GlobalAlloc for Tessera {
     #[inline]
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        alloc(layout.size(), layout.align())
+        // SAFETY: a `Layout`'s alignment is a power of two.
+        unsafe { alloc_pow2(layout.size(), layout.align()) }
     }
 
     #[inline]
@@ -94,12 +95,33 @@ unsafe impl GlobalAlloc for Tessera {
 
 pub(crate) use config::current_node;
 
-/// Allocates `size` bytes aligned to `align` (a power of two). Null when out of memory.
-///
-/// The fast path: a class lookup, a thread-local load and a pop. `#[inline(never)]` is the
-/// coroutine-migration defence described in `thread.rs`.
-#[inline(never)]
+/// Allocates `size` bytes aligned to `align`. Null when out of memory, and when `align` is
+/// not a power of two (0 included).
+#[inline]
 pub fn alloc(size: usize, align: usize) -> *mut u8 {
+    if !align.is_power_of_two() {
+        return ptr::null_mut();
+    }
+    // SAFETY: just checked.
+    unsafe { alloc_pow2(size, align) }
+}
+
+/// [`alloc`] for a `Layout`, whose alignment needs no check.
+#[inline]
+pub fn alloc_layout(layout: Layout) -> *mut u8 {
+    // SAFETY: a `Layout`'s alignment is a power of two.
+    unsafe { alloc_pow2(layout.size(), layout.align()) }
+}
+
+/// The allocation entry point once `align` is known to be a power of two (`GlobalAlloc`
+/// and [`alloc`]). The fast path: a class lookup, a thread-local load and a pop.
+/// `#[inline(never)]` is the coroutine-migration defence described in `thread.rs`.
+///
+/// # Safety
+/// `align` must be a power of two: the fast path rounds `size` up with `align - 1` as a
+/// mask, which an alignment of 0 turns into a class too small for `size`.
+#[inline(never)]
+unsafe fn alloc_pow2(size: usize, align: usize) -> *mut u8 {
     if size <= MAX_FAST && align <= 16 {
         // SAFETY: `size` rounded up to an alignment of at most 16 is at most `MAX_FAST + 15`.
         let class = unsafe { class_of_fast((size + align - 1) & !(align - 1)) };

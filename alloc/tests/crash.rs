@@ -151,10 +151,22 @@ fn odd_layouts() {
     assert!(tessera::alloc(usize::MAX, 8).is_null());
     assert!(tessera::alloc(isize::MAX as usize, 8).is_null());
     assert!(tessera::alloc(usize::MAX - 4096, 4096).is_null());
-    assert!(
-        tessera::alloc(64, 3).is_null(),
-        "a non-power-of-two alignment is refused"
-    );
+    // Refused whether or not the fast path could serve the size: the bins of 64 and 1,000
+    // bytes hold free blocks here. An alignment of 0 once took the fast path with a mask
+    // that rounded every size down to the 8-byte class.
+    for size in [64, 1000] {
+        let warm: Vec<*mut u8> = (0..4).map(|_| tessera::alloc(size, 8)).collect();
+        for p in warm {
+            // SAFETY: allocated just above with this size and alignment.
+            unsafe { tessera::dealloc(p, size, 8) };
+        }
+        for align in [0, 3, 6, 12, 24] {
+            assert!(
+                tessera::alloc(size, align).is_null(),
+                "size {size}: alignment {align} is not a power of two and is refused"
+            );
+        }
+    }
     // Zero-sized requests get a unique, freeable block.
     let a = tessera::alloc(0, 1);
     let b = tessera::alloc(0, 1);

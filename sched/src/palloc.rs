@@ -26,7 +26,7 @@ use core::ptr::NonNull;
 pub(crate) fn new<T>(value: T) -> NonNull<T> {
     let layout = Layout::new::<T>();
     const { assert!(size_of::<T>() > 0, "records are never zero-sized") };
-    let Some(ptr) = NonNull::new(tessera::alloc(layout.size(), layout.align()).cast::<T>()) else {
+    let Some(ptr) = NonNull::new(tessera::alloc_layout(layout).cast::<T>()) else {
         std::alloc::handle_alloc_error(layout);
     };
     // SAFETY: a fresh block of `T`'s size and alignment, ours alone.
