@@ -124,6 +124,37 @@ pub fn read_link(path: &CStr, buf: &mut [u8]) -> Result<usize, OsError> {
     check(n as libc::c_long).map(|n| n as usize)
 }
 
+/// What `path` names, without following a final symbolic link (`lstat`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    /// Nothing (`ENOENT`).
+    Absent,
+    /// A regular file.
+    Regular,
+    /// Anything else: a directory, a device (`/dev/stdout`), a pipe, a socket, a symbolic
+    /// link; or `lstat` failed otherwise (`EACCES`, `ENOTDIR`).
+    Other,
+}
+
+/// What `path` names ([`Kind`]).
+pub fn kind(path: &CStr) -> Kind {
+    // SAFETY: all-zero is a valid `stat`, which lstat fills in.
+    let mut st: libc::stat = unsafe { core::mem::zeroed() };
+    // SAFETY: `path` is NUL-terminated and `st` is writable, for the call.
+    if unsafe { libc::lstat(path.as_ptr(), &mut st) } != 0 {
+        return if crate::error::errno() == crate::error::ENOENT {
+            Kind::Absent
+        } else {
+            Kind::Other
+        };
+    }
+    if st.st_mode & libc::S_IFMT == libc::S_IFREG {
+        Kind::Regular
+    } else {
+        Kind::Other
+    }
+}
+
 /// Renames `from` to `to`, replacing `to` atomically if it exists (`rename`): a reader of
 /// `to` sees the old file or the new one, never a part of either.
 ///
@@ -142,6 +173,15 @@ mod tests {
         let mut buf = [0u8; 64];
         assert!(!read_small_file(c"/proc/self/stat", &mut buf).is_empty());
         assert!(read_small_file(c"/nonexistent/file", &mut buf).is_empty());
+    }
+
+    #[test]
+    fn kinds_of_paths() {
+        assert_eq!(kind(c"/proc/self/status"), Kind::Regular);
+        assert_eq!(kind(c"/nonexistent/file"), Kind::Absent);
+        assert_eq!(kind(c"/dev/null"), Kind::Other);
+        assert_eq!(kind(c"/proc/self"), Kind::Other); // a symbolic link
+        assert_eq!(kind(c"/"), Kind::Other);
     }
 
     #[test]

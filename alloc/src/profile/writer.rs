@@ -259,8 +259,13 @@ pub(crate) fn write_file(path: &[u8]) -> Result<(), OsError> {
     heap_profile(&mut out, "inuse_space")?;
     // The name is what precedes the first NUL, as `open` would read it.
     let path = CStr::from_bytes_until_nul(path).map_err(|_| OsError(EINVAL))?;
-    // Written beside the target, then renamed over it: a reader (a tool polling for the
-    // file, or the previous profile's reader) never sees a part of one.
+    // A regular file (or none yet) is written beside the target, then renamed over it: a
+    // reader (a tool polling for the file, or the previous profile's reader) never sees a
+    // part of one. Anything else (`/dev/stdout`, a pipe, a symbolic link) is written
+    // through, since renaming over it would replace it.
+    if fs::kind(path) == fs::Kind::Other {
+        return Fd::create(path, 0o644)?.write_all(out.as_slice());
+    }
     let mut temp = [0u8; 4096 + 8];
     let name = path.to_bytes();
     let end = name.len() + b".tmp".len();
@@ -290,6 +295,34 @@ mod tests {
         assert_eq!(expand_pid(&[b'x'; 64], 7, &mut out), None);
         let mut small = [0u8; 5];
         assert_eq!(expand_pid(b"a%p", 12345, &mut small), None);
+    }
+
+    #[test]
+    fn files_are_renamed_into_place_and_devices_written_through() {
+        use std::os::unix::fs::FileTypeExt;
+        let dir = std::env::temp_dir().join(format!("tessera-writer-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let target = dir.join("heap.pb.gz");
+        let mut path = target.as_os_str().as_encoded_bytes().to_vec();
+        path.push(0);
+        for _ in 0..2 {
+            // Created, then replaced.
+            write_file(&path).unwrap();
+            let bytes = std::fs::read(&target).unwrap();
+            assert_eq!(&bytes[..2], &[0x1f, 0x8b], "a gzip file");
+            assert!(
+                !dir.join("heap.pb.gz.tmp").exists(),
+                "no temporary file left"
+            );
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
+        // Renaming over a device would replace it.
+        write_file(b"/dev/null\0").unwrap();
+        let meta = std::fs::metadata("/dev/null").unwrap();
+        assert!(
+            meta.file_type().is_char_device(),
+            "/dev/null is still a device"
+        );
     }
 
     #[test]
