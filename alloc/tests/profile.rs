@@ -172,3 +172,27 @@ fn resized_samples_keep_their_record() {
         assert!(!live(q), "{from} -> {to} B: freed, still a live sample");
     }
 }
+
+/// `LabelSet::with_pairs` holds no lock while its closure runs: the closure may allocate
+/// and make label sets (which takes the profiler's table lock: under the lock, a
+/// self-deadlock).
+#[test]
+fn label_pairs_may_be_used_freely() {
+    let set = tessera::profile::LabelSet::new(&[("handler", "upload"), ("tenant", "acme")]);
+    let (owned, other) = set.with_pairs(|pairs| {
+        let owned: Vec<(String, String)> = pairs
+            .iter()
+            .map(|&(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        (owned, tessera::profile::LabelSet::new(&[("inner", "set")]))
+    });
+    assert_eq!(
+        owned,
+        [
+            ("handler".to_string(), "upload".to_string()),
+            ("tenant".to_string(), "acme".to_string())
+        ]
+    );
+    other.with_pairs(|pairs| assert_eq!(pairs, [("inner", "set")]));
+    tessera::profile::LabelSet::NONE.with_pairs(|pairs| assert!(pairs.is_empty()));
+}

@@ -126,24 +126,20 @@ impl LabelSet {
     pub const MAX_PAIRS: usize = 16;
 
     /// Calls `f` with the set's (key, value) pairs (the first [`LabelSet::MAX_PAIRS`]; none
-    /// for [`LabelSet::NONE`]), under the profiler's table lock: `f` must not allocate
-    /// through tessera, nor make label sets or take samples (a profile writer calls it to
-    /// label samples, with its buffers in OS memory).
+    /// for [`LabelSet::NONE`]). No lock is held while `f` runs, so it may allocate or make
+    /// label sets; the pairs are gathered on the stack, so a profile writer can label
+    /// samples without allocating.
     pub fn with_pairs<R>(self, f: impl FnOnce(&[(&str, &str)]) -> R) -> R {
-        table::with_label_pairs(self.0, |pairs| {
-            let mut out = [("", ""); Self::MAX_PAIRS];
-            let mut n = 0;
-            for (key, value) in pairs.take(Self::MAX_PAIRS) {
-                // Interned from `&str`s: valid UTF-8.
-                if let (Ok(key), Ok(value)) =
-                    (core::str::from_utf8(key), core::str::from_utf8(value))
-                {
-                    out[n] = (key, value);
-                    n += 1;
-                }
+        let mut out = [("", ""); Self::MAX_PAIRS];
+        let mut n = 0;
+        for (key, value) in table::label_pairs(self.0).take(Self::MAX_PAIRS) {
+            // Interned from `&str`s: valid UTF-8.
+            if let (Ok(key), Ok(value)) = (core::str::from_utf8(key), core::str::from_utf8(value)) {
+                out[n] = (key, value);
+                n += 1;
             }
-            f(&out[..n])
-        })
+        }
+        f(&out[..n])
     }
 }
 

@@ -481,11 +481,17 @@ pub(crate) fn visit_live(mut f: impl FnMut(&Live, &Bucket)) {
     }
 }
 
-/// Calls `f` with the (key, value) pairs of label set `set` (none for 0 or an unknown set),
-/// under the table's lock: `f` must not allocate through the global allocator.
-pub(crate) fn with_label_pairs<R>(set: u32, f: impl FnOnce(LabelPairs<'_>) -> R) -> R {
+/// The (key, value) pairs of label set `set` (none for 0 or an unknown set). Read under the
+/// table's lock, used after it: the label text is mapped once at its full size, only ever
+/// appended to, and never released, so a published set's bytes stay as they are for the
+/// life of the process.
+pub(crate) fn label_pairs(set: u32) -> LabelPairs<'static> {
     let t = TABLE.lock();
-    f(t.labels(set))
+    let text = t.labels(set).rest;
+    // SAFETY: as said above: `text` is published label text (or empty), which is neither
+    // written again, moved nor unmapped.
+    let rest = unsafe { core::slice::from_raw_parts(text.as_ptr(), text.len()) };
+    LabelPairs { rest }
 }
 
 /// Totals only.

@@ -59,21 +59,20 @@ fn scale(count: u64, bytes: u64, rate: usize) -> (i64, i64) {
     ((count as f64 / p) as i64, (bytes as f64 / p) as i64)
 }
 
+/// A heap profile's sample types (type, unit), Go's four, in Go's order.
+pub(super) const HEAP_SAMPLE_TYPES: [(&str, &str); 4] = [
+    ("alloc_objects", "count"),
+    ("alloc_space", "bytes"),
+    ("inuse_objects", "count"),
+    ("inuse_space", "bytes"),
+];
+
 /// Builds the heap profile (gzipped `profile.proto`) into `out`, with `default_type` (one
 /// of its four sample types) as the one readers show unless told otherwise: Go's heap
 /// profile says `inuse_space`, its `allocs` profile, the same data, `alloc_space`.
 pub(crate) fn heap_profile(out: &mut OsBuf, default_type: &str) -> Result<(), OsError> {
     let rate = LAST_RATE.load(Ordering::Relaxed);
-    let mut b = ProfileBuilder::new(
-        &[
-            ("alloc_objects", "count"),
-            ("alloc_space", "bytes"),
-            ("inuse_objects", "count"),
-            ("inuse_space", "bytes"),
-        ],
-        ("space", "bytes"),
-        rate as i64,
-    )?;
+    let mut b = ProfileBuilder::new(&HEAP_SAMPLE_TYPES, ("space", "bytes"), rate as i64)?;
     b.set_default_sample_type(default_type)?;
     b.set_drop_frames(DROP_FRAMES)?;
     b.set_time_nanos(clock::realtime_ns());

@@ -390,12 +390,7 @@ fn program_profile() -> ProfileBuilder {
     let beta = pprof_test_beta_site as fn(u64) -> u64 as usize;
     assert_ne!(pprof_test_alpha_site(1), pprof_test_beta_site(1));
     let mut b = ProfileBuilder::new(
-        &[
-            ("alloc_objects", "count"),
-            ("alloc_space", "bytes"),
-            ("inuse_objects", "count"),
-            ("inuse_space", "bytes"),
-        ],
+        &crate::profile::writer::HEAP_SAMPLE_TYPES,
         ("space", "bytes"),
         524_288,
     )
