@@ -52,6 +52,7 @@ use core::alloc::{GlobalAlloc, Layout};
 use core::ptr;
 use core::sync::atomic::Ordering;
 
+use cache::Cache;
 use size_class::{MAX_FAST, SizeClass, class_for, class_of_fast, class_of_malloc};
 use tessera_span::{Span, SpanKind, arena, huge};
 
@@ -307,11 +308,13 @@ pub extern "C" fn malloc_slow(size: usize) -> *mut u8 {
 /// `free`'s body: see [`free`]; for wrappers, as the comment above says.
 ///
 /// The fast path decides from the span record's first line, as mimalloc decides from its
-/// segment and page: the page map entry names the record, the record's owner being the
-/// thread's cache proves it an in-use small span of ours (`Cache::release_empty` clears the
-/// owner before a span goes back to the page heap), and the object-start check places the
-/// pointer in it, at a multiple of the object size (`is_object_start`: the same validation
-/// the slow path makes, so foreign and interior pointers cost nothing extra to catch).
+/// segment and page. The span is one a recent free of the cache's went to, if the pointer lies
+/// among its objects at an object boundary (`Cache::recent`; ARCHITECTURE.md, "The free
+/// path"). Else the page map entry names the record, the record's owner being the thread's
+/// cache proves it an in-use small span of ours (`Cache::release_empty` clears the owner
+/// before a span goes back to the page heap), and the object-start check places the pointer
+/// in it, at a multiple of the object size (`is_object_start`: the same validation the slow
+/// path makes, so foreign and interior pointers cost nothing extra to catch).
 /// The block then goes onto the bin's list if the span is the one the bin allocates from,
 /// or onto the span's own list if it is on the partial list (`Cache::free_owned_fast`).
 /// Anything else goes to `free_slow`: a remote object, a parked span, a large or huge block,
@@ -335,8 +338,16 @@ pub unsafe fn free_inlined(ptr: *mut u8) {
 #[inline(always)]
 unsafe fn free_inlined_body(ptr: *mut u8) {
     let addr = ptr as usize;
+    let cache = thread::current();
+    if !cache.is_null() {
+        // SAFETY: a non-null current cache is valid and used by this thread alone.
+        if let Some(span) = unsafe { (*cache).recent.span_of(ptr) } {
+            // SAFETY: the remembered span is an in-use small span the cache owns, and `ptr`
+            // one of its objects (`span_of`), which the caller gives up.
+            return unsafe { free_owned(cache, span, ptr) };
+        }
+    }
     if let Some(span) = arena::record_of(addr) {
-        let cache = thread::current();
         if !cache.is_null() {
             // SAFETY: `record_of` returns records inside mapped arena headers.
             let s = unsafe { span.as_ref() };
@@ -344,13 +355,9 @@ unsafe fn free_inlined_body(ptr: *mut u8) {
                 // SAFETY: the current cache is valid and used by this thread alone; it owns
                 // the in-use small span `s`, and `ptr` is one of its objects, which the
                 // caller gives up.
-                match unsafe { (*cache).free_owned_fast(s, ptr) } {
-                    cache::Freed::Done => return,
-                    cache::Freed::Emptied => {
-                        // SAFETY: as above: our current cache, which owns the span.
-                        return unsafe { cache::release_emptied(cache, span.as_ptr()) };
-                    }
-                    cache::Freed::Not => {}
+                unsafe {
+                    (*cache).recent.remember(ptr, s, span.as_ptr());
+                    return free_owned(cache, span.as_ptr(), ptr);
                 }
             }
         } else if thread::uses_percpu() {
@@ -364,6 +371,24 @@ unsafe fn free_inlined_body(ptr: *mut u8) {
     unsafe { free_slow(ptr) }
 }
 
+/// `free_inlined`'s owner's free: `Cache::free_owned_fast`, and `free_slow` for what it
+/// leaves.
+///
+/// # Safety
+/// `cache` must be the calling thread's current cache and own `span`, an in-use small span,
+/// and `ptr` must be one of its objects, which the caller gives up.
+#[inline(always)]
+unsafe fn free_owned(cache: *mut Cache, span: *mut Span, ptr: *mut u8) {
+    // SAFETY: the caller's contract.
+    match unsafe { (*cache).free_owned_fast(&*span, ptr) } {
+        cache::Freed::Done => {}
+        // SAFETY: as above: our current cache, which owns the span.
+        cache::Freed::Emptied => unsafe { cache::release_emptied(cache, span) },
+        // SAFETY: forwarded contract.
+        cache::Freed::Not => unsafe { free_slow(ptr) },
+    }
+}
+
 /// Allocates `size` zeroed bytes aligned to `align`. Fresh pages from the OS are not
 /// zeroed again.
 #[inline(never)]
@@ -371,8 +396,9 @@ pub fn alloc_zeroed(size: usize, align: usize) -> *mut u8 {
     alloc_slow(size, align, true, false)
 }
 
-/// Frees a block allocated with `size` and `align`: the fast path when the block belongs to
-/// the current span of its class.
+/// Frees a block allocated with `size` and `align`. The size is not needed: the span record
+/// that the page map names says everything the free needs, so this is the unsized free's
+/// path (`free_inlined`); the size goes to the sanitizers only.
 ///
 /// # Safety
 /// `ptr` must have come from this allocator with this size and alignment (or one the block
@@ -385,40 +411,18 @@ pub unsafe fn dealloc(ptr: *mut u8, size: usize, align: usize) {
 
 /// `dealloc`'s body, for wrappers (C++'s sized `delete`), as `free_inlined` is `free`'s.
 ///
+/// Why the size is not used to find the block's bin (as Tessera once did, testing the bin's
+/// current span first): a real program frees most blocks into spans other than the one its
+/// bin allocates from (93% of serde_json's 16M frees), and for those that test was ~22
+/// instructions spent before the owner-first path anyway. One path for every owned span
+/// costs a program like that less than a shortcut for the one span (ARCHITECTURE.md,
+/// "The free path").
+///
 /// # Safety
 /// As [`dealloc`].
 #[inline(always)]
-pub unsafe fn dealloc_inlined(ptr: *mut u8, size: usize, align: usize) {
+pub unsafe fn dealloc_inlined(ptr: *mut u8, size: usize, _align: usize) {
     sanitizer::taking_back(ptr, Some(size));
-    if size <= MAX_FAST && align <= 16 {
-        // SAFETY: `size` rounded up to an alignment of at most 16 is at most `MAX_FAST + 15`.
-        let class = unsafe { class_of_fast((size + align - 1) & !(align - 1)) };
-        let cache = thread::current();
-        if !cache.is_null() {
-            // SAFETY: a non-null current cache is valid and used by this thread alone.
-            let key = unsafe { (*cache).key };
-            // SAFETY: as above.
-            let bin = unsafe { &mut (*cache).bins[class.index()] };
-            let offset = (ptr as usize).wrapping_sub(bin.start);
-            // The same checks as the unsized free: a block start of our current span (an
-            // interior pointer goes on to be reported), not already free.
-            if offset < bin.len
-                && (!freelist::HARDENED || size_class::divides(offset, bin.div_test))
-                // The list's head carries the marker like any free block: hardened, the
-                // marker test covers it.
-                && (freelist::HARDENED || ptr != bin.free)
-                // SAFETY: `ptr` is an object of our current span (tested just above).
-                && !unsafe { freelist::may_be_freed(key, ptr) }
-            {
-                // SAFETY: the block is an object of our current span, not the list's head,
-                // and the caller gives it up.
-                unsafe { bin.push(key, ptr) };
-                return;
-            }
-        }
-    }
-    // Not in the current span of its class: the unsized free's owner-first path takes a
-    // block of any other span this cache owns.
     // SAFETY: forwarded contract.
     unsafe { free_inlined_body(ptr) }
 }

@@ -332,6 +332,82 @@ fn sized_dealloc_of_interior_pointer_is_reported() {
     }
 }
 
+/// The free path remembers the span its last free went to, with that span's object size
+/// (`Cache::last_free`). A span that leaves the cache must be forgotten: reused for another
+/// size class, its old geometry would pass an interior pointer of the new class as an
+/// object start. Here the remembered span of 1,536 B blocks goes to the cache's stash and
+/// comes back as the first span of 1,280 B blocks; a pointer 1,536 bytes in (inside the
+/// second 1,280 B block) must still be reported.
+#[test]
+fn interior_pointer_into_a_reused_span_is_reported() {
+    if let Some(out) = in_child(
+        "interior_pointer_into_a_reused_span_is_reported",
+        "reused-span-interior",
+        || {
+            const A: usize = 1536;
+            const B: usize = 1280;
+            // Enough blocks of A for the class's first three fresh spans (1, 2 and 4
+            // pages of 8 KiB as the ramp goes), taken from the third on.
+            let blocks: Vec<*mut u8> = (0..40).map(|_| tessera::alloc(A, 8)).collect();
+            assert_eq!(
+                tessera::block_size(blocks[0]),
+                Some(A),
+                "A is a class of its own"
+            );
+            let span_of = |p: *mut u8| p as usize & !(8192 - 1);
+            // The one-page span: five blocks in one 8 KiB page, none of them sharing it
+            // with a block of the next span.
+            let first = span_of(blocks[0]);
+            let in_first: Vec<*mut u8> = blocks
+                .iter()
+                .copied()
+                .filter(|&p| span_of(p) == first)
+                .collect();
+            let rest: Vec<*mut u8> = blocks
+                .iter()
+                .copied()
+                .filter(|&p| span_of(p) != first)
+                .collect();
+            // Free every other span's blocks first, so that one of them is kept as the
+            // class's spare, then the first span's: emptied, it leaves the cache while the
+            // free path remembers it.
+            // SAFETY: blocks of ours, each freed once.
+            unsafe {
+                for &p in rest.iter().rev() {
+                    tessera::free(p);
+                }
+                for &p in &in_first {
+                    tessera::free(p);
+                }
+            }
+            // The next fresh one-page span, for B, is the same memory.
+            let b: Vec<*mut u8> = (0..6).map(|_| tessera::alloc(B, 8)).collect();
+            let base = *b.iter().min().unwrap();
+            assert_eq!(
+                tessera::block_size(base),
+                Some(B),
+                "B is a class of its own"
+            );
+            for &p in &b {
+                // SAFETY: live blocks of B bytes: the program's data over A's old links.
+                unsafe { p.write_bytes(0x55, B) };
+            }
+            assert_eq!(
+                span_of(base),
+                first,
+                "scenario not reached: B's first span is not A's (A's blocks {in_first:?}, B's {b:?})"
+            );
+            // SAFETY: deliberately bad input: inside the second B block.
+            unsafe { tessera::free(base.add(A)) };
+        },
+    ) {
+        assert_aborted_with(
+            &out,
+            "tessera: free of a pointer into the middle of a block",
+        );
+    }
+}
+
 /// `usable_size` of a freed block.
 #[test]
 fn usable_size_of_freed_block_is_reported() {

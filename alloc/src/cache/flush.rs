@@ -57,6 +57,7 @@ impl Cache {
                         unsafe { self.unlink(at) };
                         let central = &node::node(s.node()).centrals[class.index()];
                         s.owner.store(central.owner_tag(), Ordering::Release);
+                        self.recent.forget(at);
                         // SAFETY: the span is unlinked, partly used, and now tagged as central's.
                         unsafe { central.put(at) };
                     }

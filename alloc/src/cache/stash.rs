@@ -64,6 +64,7 @@ impl Cache {
         // Nothing may take the record for one of our spans any more (the unsized free trusts
         // the owner field alone).
         s.owner.store(ptr::null_mut(), Ordering::Relaxed);
+        self.recent.forget(span);
         if s.node() == crate::current_node() {
             let mut stash = self.stash.lock();
             if stash.len < STASH_LEN
