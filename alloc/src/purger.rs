@@ -96,9 +96,18 @@ extern "C" fn main(_: *mut c_void) -> *mut c_void {
         }
         // Nothing left: sleep until a page heap has dirty pages again. Announce the sleep
         // first, then look once more, so a heap that turned dirty in between wakes us.
+        // Per-CPU slabs wake nobody when they fill (`percpu::in_use`): while there are any,
+        // the sleep lasts a decay time (at least 100 ms: a decay of 0 must not spin).
         let seen = commit::prepare_deep_sleep();
         let more = has_work() || crate::profile::signal_pending();
-        commit::wait(seen, if more { Some(Duration::ZERO) } else { None });
+        let timeout = if more {
+            Some(Duration::ZERO)
+        } else if crate::percpu::in_use() {
+            Some(Duration::from_millis(heap::decay_ms().max(100)))
+        } else {
+            None
+        };
+        commit::wait(seen, timeout);
     }
 }
 

@@ -606,6 +606,13 @@ pub(crate) fn collect() {
     flush_backends();
 }
 
+/// Whether per-CPU slabs exist. They fill and go idle without any page-heap activity (their
+/// blocks come from back-end spans already taken), which is what wakes a sleeping purger, so
+/// while they exist the purger looks at them every decay time even with nothing else to do.
+pub(crate) fn in_use() -> bool {
+    mode() != Mode::Thread && IDS.load(Ordering::Relaxed) > 0
+}
+
 /// The purger's look at the slabs: drains those idle for `idle_ms` (all when `urgent`);
 /// returns the bytes still on the stacks.
 pub(crate) fn drain_idle(now_ms: u64, idle_ms: u64, urgent: bool) -> usize {
