@@ -19,8 +19,8 @@
 //! in the child, and libgcc itself (on glibc 2.35 and later) no longer takes it; an
 //! interposed `dlclose` that clears the cache would be the way.
 
-use super::cache;
-use super::cfi::{self, CfaBase, Rule};
+use super::cache::{self, Packed};
+use super::cfi::{self, Rule};
 use super::sys::{self, Registers};
 
 /// How far above the starting rsp a CFA may be, on the calling thread's own stack.
@@ -66,34 +66,32 @@ pub(super) unsafe fn walk(
                 stats.misses += 1;
                 // SAFETY: `ra` is the start pc, or a return address read from this stack
                 // at a slot a real FDE named.
-                let rule = unsafe { compute(ra) };
+                let rule = Packed::new(unsafe { compute(ra) });
                 cache::put(ra, rule);
                 rule
             }
         };
-        let step = match rule {
-            Rule::Step(step) => step,
-            Rule::End => break,
-            Rule::Unsupported => return Err(GiveUp { frames: len }),
-        };
-        let base = match step.base {
-            CfaBase::Rsp => sp,
-            CfaBase::Rbp => bp,
-        };
-        let cfa = base.wrapping_add(step.cfa_offset as usize);
+        if !rule.is_step() {
+            if rule.is_end() {
+                break;
+            }
+            return Err(GiveUp { frames: len });
+        }
+        let base = if rule.base_is_rbp() { bp } else { sp };
+        let cfa = base.wrapping_add(rule.cfa_offset());
         // The CFA must grow (each caller's frame is above its callee's) and stay on this
         // stack, and the slots read must lie in this frame, between its rsp and its CFA
         // (`cfi.rs` takes no offset above the CFA).
-        let lowest = step
-            .rbp_offset
-            .map_or(step.ra_offset, |o| o.min(step.ra_offset));
+        let ra_offset = rule.ra_offset();
+        let rbp_offset = rule.rbp_offset();
+        let lowest = rbp_offset.map_or(ra_offset, |o| o.min(ra_offset));
         if cfa <= sp || cfa > limit || cfa.wrapping_add_signed(isize::from(lowest)) < sp {
             return Err(GiveUp { frames: len });
         }
         // SAFETY: the slot is in the live part of the stack being walked, in a frame that is
         // still active (between its rsp and its CFA), at the offset its FDE gives.
-        ra = unsafe { read(cfa, step.ra_offset) };
-        if let Some(offset) = step.rbp_offset {
+        ra = unsafe { read(cfa, ra_offset) };
+        if let Some(offset) = rbp_offset {
             // SAFETY: as above.
             bp = unsafe { read(cfa, offset) };
         }
