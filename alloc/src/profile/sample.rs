@@ -139,9 +139,8 @@ fn record(cache: &Cache, block: *mut u8, size: usize, align: usize) {
     // The size the block would have had without the sample: its class's, or the request's
     // for a large one.
     let charged = size_class::class_for(size, align).map_or(size, |class| class.size());
-    let mut frames = [0usize; MAX_FRAMES + SKIP_MAX];
-    let depth = unwind::capture(&mut frames);
-    let frames = &frames[..depth];
+    let mut frames = [core::mem::MaybeUninit::uninit(); MAX_FRAMES + SKIP_MAX];
+    let frames = unwind::capture_into(&mut frames);
     // In `libtessera.so` the allocator's own frames are known by module; linked into a
     // program they stay, and the profile names them for the reader to drop
     // (`drop_frames`, `writer.rs`).

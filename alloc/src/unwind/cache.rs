@@ -136,6 +136,17 @@ impl Packed {
         Packed(match rule {
             Rule::End => KIND_END,
             Rule::Unsupported => KIND_UNSUPPORTED,
+            // On rsp, a step whose slots lie below the frame's rsp (the CFA minus the CFA
+            // offset) cannot be followed, whatever the registers: the walk gives up there,
+            // without checking it per frame.
+            Rule::Step(s)
+                if s.base == CfaBase::Rsp
+                    && i64::from(s.cfa_offset)
+                        + i64::from(s.rbp_offset.map_or(s.ra_offset, |o| o.min(s.ra_offset)))
+                        < 0 =>
+            {
+                KIND_UNSUPPORTED
+            }
             Rule::Step(s) => {
                 debug_assert!(s.cfa_offset <= MAX_CFA_OFFSET);
                 let mut word = u64::from(s.cfa_offset) & CFA_OFFSET;
@@ -240,6 +251,14 @@ mod tests {
         for rule in rules {
             assert_eq!(Packed::new(rule).rule(), rule);
         }
+        // On rsp, a slot below the frame (CFA - 8 with a CFA offset of 0): never followed.
+        let below = Rule::Step(Step {
+            base: CfaBase::Rsp,
+            cfa_offset: 0,
+            ra_offset: -8,
+            rbp_offset: None,
+        });
+        assert_eq!(Packed::new(below).rule(), Rule::Unsupported);
     }
 
     #[test]

@@ -19,6 +19,8 @@
 //! in the child, and libgcc itself (on glibc 2.35 and later) no longer takes it; an
 //! interposed `dlclose` that clears the cache would be the way.
 
+use core::mem::MaybeUninit;
+
 use super::cache::{self, Packed};
 use super::cfi::{self, Rule};
 use super::sys::{self, Registers};
@@ -41,7 +43,8 @@ pub(super) struct GiveUp {
 }
 
 /// Writes the return addresses of the frames above the one `start` was read in,
-/// innermost first, into `out`, and returns how many. No CFA may pass `limit`: the end of
+/// innermost first, into `out` (the first ones, which are then initialised), and returns
+/// how many. No CFA may pass `limit`: the end of
 /// the stack being walked (`start.sp + MAX_STACK` for the calling thread's own).
 ///
 /// # Safety
@@ -52,7 +55,7 @@ pub(super) struct GiveUp {
 pub(super) unsafe fn walk(
     start: Registers,
     limit: usize,
-    out: &mut [usize],
+    out: &mut [MaybeUninit<usize>],
     stats: &mut Stats,
 ) -> Result<usize, GiveUp> {
     // The first frame is looked up like the others, by "return address" - 1: `pc + 1`.
@@ -82,11 +85,18 @@ pub(super) unsafe fn walk(
         // The CFA must grow (each caller's frame is above its callee's) and stay on this
         // stack, and the slots read must lie in this frame, between its rsp and its CFA
         // (`cfi.rs` takes no offset above the CFA).
+        // With the CFA on rsp, the slots are in the frame whenever the offsets are (checked
+        // once, by `Packed::new`).
         let ra_offset = rule.ra_offset();
         let rbp_offset = rule.rbp_offset();
-        let lowest = rbp_offset.map_or(ra_offset, |o| o.min(ra_offset));
-        if cfa <= sp || cfa > limit || cfa.wrapping_add_signed(isize::from(lowest)) < sp {
+        if cfa <= sp || cfa > limit {
             return Err(GiveUp { frames: len });
+        }
+        if rule.base_is_rbp() {
+            let lowest = rbp_offset.map_or(ra_offset, |o| o.min(ra_offset));
+            if cfa.wrapping_add_signed(isize::from(lowest)) < sp {
+                return Err(GiveUp { frames: len });
+            }
         }
         // SAFETY: the slot is in the live part of the stack being walked, in a frame that is
         // still active (between its rsp and its CFA), at the offset its FDE gives.
@@ -99,7 +109,7 @@ pub(super) unsafe fn walk(
         if ra == 0 {
             break;
         }
-        out[len] = ra;
+        out[len].write(ra);
         len += 1;
     }
     Ok(len)
