@@ -1,5 +1,7 @@
 //! The fast walk: the same frames as libgcc's `_Unwind_Backtrace`, with each return
 //! address's rule taken from the cache (`cache.rs`) and computed (`cfi.rs`) only on a miss.
+//! A capture of the calling thread first follows a remembered chain of earlier walks
+//! (`chain.rs`) as far as it retraces one.
 //!
 //! A frame is three registers: the return address that brought us into it, its rsp and its
 //! rbp. A rule turns them into the caller's: `CFA = rsp|rbp + n`, the return address at
@@ -23,6 +25,7 @@ use core::mem::MaybeUninit;
 
 use super::cache::{self, Packed};
 use super::cfi::{self, Rule};
+use super::chain::{self, Trace};
 use super::sys::{self, Registers};
 
 /// How far above the starting rsp a CFA may be, on the calling thread's own stack.
@@ -33,6 +36,8 @@ pub(super) const MAX_STACK: usize = 256 << 20;
 pub(super) struct Stats {
     /// Return addresses whose rule was not in the cache.
     pub(super) misses: usize,
+    /// Frames taken from a remembered chain (`chain.rs`).
+    pub(super) chained: usize,
 }
 
 /// The walk gave up (libgcc must take a capture of the calling thread); `frames` of `out`
@@ -57,11 +62,23 @@ pub(super) unsafe fn walk(
     limit: usize,
     out: &mut [MaybeUninit<usize>],
     stats: &mut Stats,
+    chains: bool,
 ) -> Result<usize, GiveUp> {
     // The first frame is looked up like the others, by "return address" - 1: `pc + 1`.
     let mut ra = start.pc + 1;
     let (mut sp, mut bp) = (start.sp, start.bp);
     let mut len = 0;
+    let mut frames = MaybeUninit::uninit();
+    let mut trace = Trace::new(&mut frames);
+    if chains {
+        // SAFETY: the caller's contract is `follow`'s.
+        let at = unsafe { chain::follow(ra, start.sp, start.bp, limit, out, &mut trace) };
+        stats.chained += at.len;
+        if at.done {
+            return Ok(at.len);
+        }
+        (ra, sp, bp, len) = (at.key, at.sp, at.bp, at.len);
+    }
     while len < out.len() {
         let rule = match cache::get(ra) {
             Some(rule) => rule,
@@ -98,6 +115,15 @@ pub(super) unsafe fn walk(
                 return Err(GiveUp { frames: len });
             }
         }
+        if chains {
+            trace.push(|| {
+                // Offsets from the starting rsp, which every CFA and slot here is above.
+                let slot = |offset: i16| cfa.wrapping_add_signed(isize::from(offset)) - start.sp;
+                (!rule.base_is_rbp()).then(|| {
+                    chain::Frame::new(ra, cfa - start.sp, slot(ra_offset), rbp_offset.map(slot))
+                })
+            });
+        }
         // SAFETY: the slot is in the live part of the stack being walked, in a frame that is
         // still active (between its rsp and its CFA), at the offset its FDE gives.
         ra = unsafe { read(cfa, ra_offset) };
@@ -111,6 +137,9 @@ pub(super) unsafe fn walk(
         }
         out[len].write(ra);
         len += 1;
+    }
+    if chains {
+        chain::publish(&trace);
     }
     Ok(len)
 }
