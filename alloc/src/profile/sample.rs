@@ -213,8 +213,17 @@ pub(crate) unsafe fn free_large(span: *mut Span) {
 /// than the one that took them feed it too; each slot holds a span or null and changes
 /// hands by one atomic operation (no ABA: nothing is read from a span before it is owned).
 /// At most `RESERVE.len()` pages (32 KiB) stay in use this way; `tessera::stats` counts
-/// them as live.
+/// them as cached.
 static RESERVE: [AtomicPtr<Span>; 4] = [const { AtomicPtr::new(core::ptr::null_mut()) }; 4];
+
+/// Whether `span` is kept in the reserve (for `tessera::stats`, which counts it as cached:
+/// a racy snapshot, as the other parts).
+pub(crate) fn in_reserve(span: &Span) -> bool {
+    let span = core::ptr::from_ref(span).cast_mut();
+    RESERVE
+        .iter()
+        .any(|slot| slot.load(Ordering::Relaxed) == span)
+}
 
 /// A reserved span's block for a sample of `size` at `align`, if one is kept and fits.
 fn reserved(size: usize, align: usize) -> Option<*mut u8> {
