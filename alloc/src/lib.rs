@@ -484,10 +484,11 @@ pub(crate) unsafe extern "C" fn free_slow(ptr: *mut u8) {
             SpanKind::Large if s.base() == ptr => {
                 if s.user_flags & profile::sample::PROFILED != 0 {
                     // SAFETY: the caller gives up the block, the span's only object.
-                    unsafe { profile::sample::forget_large(span.as_ptr()) };
+                    unsafe { profile::sample::free_large(span.as_ptr()) };
+                } else {
+                    // SAFETY: as above.
+                    unsafe { large::free(s) };
                 }
-                // SAFETY: as above.
-                unsafe { large::free(s) };
                 purger::maybe_start();
             }
             _ => report::fatal(

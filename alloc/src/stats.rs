@@ -19,7 +19,8 @@
 //!   exactly, free runs included;
 //! - a free run is `heap_dirty` (freed, not purged since: may be resident) or `heap_purged`
 //!   (returned to the OS by a purge, or never touched since its arena was reserved);
-//! - a large span is `live` whole;
+//! - a large span is `live` whole, but for the few the heap profiler keeps for its next
+//!   samples (`profile/sample.rs`), which are `cached`;
 //! - a small span is split: its handed-out objects (carved and on none of the span's free
 //!   lists) at class size are `live`; the rest of its bytes (free objects on its local and
 //!   remote lists, objects not carved yet, the tail no object fits in) belongs to whoever
@@ -248,6 +249,11 @@ fn walk_node(node: &Node, classes: &mut [ClassStats; NUM_CLASSES]) -> NodeStats 
             SpanKind::Free if span.is_dirty() => parts.heap_dirty += span.bytes(),
             SpanKind::Purging => parts.heap_dirty += span.bytes(),
             SpanKind::Free => parts.heap_purged += span.bytes(),
+            // A freed sample's span kept for the next sample: free memory the profiler holds.
+            SpanKind::Large if crate::profile::sample::in_reserve(span) => {
+                per.active += span.bytes();
+                parts.cached += span.bytes();
+            }
             SpanKind::Large => {
                 per.active += span.bytes();
                 parts.live += span.bytes();

@@ -133,6 +133,7 @@ fn samples_follow_the_live_heap_and_the_profile_names_the_sites() {
         "{after:?} after freeing, {live} live before"
     );
     resized_samples_keep_their_record();
+    zeroed_samples_are_zero();
     tessera::profile::set_rate(tessera::profile::DEFAULT_RATE);
 }
 
@@ -170,6 +171,33 @@ fn resized_samples_keep_their_record() {
         // SAFETY: `q` is live with `to` bytes.
         unsafe { dealloc(q, Layout::from_size_align(to, 8).unwrap()) };
         assert!(!live(q), "{from} -> {to} B: freed, still a live sample");
+    }
+}
+
+/// At rate 1 every allocation is a sample, and a freed sample's page is kept for the next
+/// one (`sample.rs`'s reserve): a zeroed allocation served from it must read as zero, not
+/// as the bytes the last sample left there.
+fn zeroed_samples_are_zero() {
+    tessera::profile::set_rate(1);
+    for size in [1, 100, BLOCK, 5000, 8192] {
+        for _ in 0..4 {
+            let layout = Layout::from_size_align(size, 8).unwrap();
+            // SAFETY: a non-zero size.
+            let dirty = unsafe { alloc(layout) };
+            assert!(!dirty.is_null());
+            // SAFETY: `dirty` holds `size` bytes.
+            unsafe { dirty.write_bytes(0xab, size) };
+            // SAFETY: `dirty` is live with `layout`.
+            unsafe { dealloc(dirty, layout) };
+            // SAFETY: a non-zero size.
+            let zeroed = unsafe { std::alloc::alloc_zeroed(layout) };
+            assert!(!zeroed.is_null());
+            // SAFETY: `zeroed` holds `size` bytes.
+            let bytes = unsafe { std::slice::from_raw_parts(zeroed, size) };
+            assert!(bytes.iter().all(|&b| b == 0), "{size} B: not zeroed");
+            // SAFETY: `zeroed` is live with `layout`.
+            unsafe { dealloc(zeroed, layout) };
+        }
     }
 }
 

@@ -75,7 +75,10 @@ pub fn run(options: &RunOptions, report: &mut ReportFile) -> i32 {
         rows,
         settings: conditions.settings(options.reps, options.duration, options.full),
     };
-    conclude(&results, "", report)
+    let cost = report::profiling_cost(&results, |row| {
+        row.workload == crate::workloads::Workload::Fastpath
+    });
+    conclude(&results, &cost, report)
 }
 
 /// The allocator ratios are taken against: mimalloc when it is one of `allocators`, else

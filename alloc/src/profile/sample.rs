@@ -8,15 +8,15 @@
 //! the countdown runs out, the allocation is served by [`take`]: the block gets a span of
 //! its own from the page heap (tcmalloc samples the same way), flagged `PROFILED` in the
 //! span record, so that a free of any other block pays nothing and a free of a sampled one
-//! finds its record from the span's flag (`forget_large`). The stack is unwound then (up to
+//! finds its record from the span's flag (`free_large`). The stack is unwound then (up to
 //! 64 frames, `unwind.rs`), and the next countdown is drawn from an exponential
 //! distribution of mean `TESSERA_PROF_RATE` bytes (Go's and tcmalloc's scheme: every byte
 //! allocated has the same chance of being the sampled one, so an allocation of `s` bytes is
 //! sampled with probability `1 - exp(-s / rate)`, which the writer's scaling undoes).
 
-use core::sync::atomic::{AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicPtr, AtomicUsize, Ordering};
 
-use tessera_span::{Span, SpanKind, arena};
+use tessera_span::{PAGE_SIZE, Span, SpanKind, arena};
 use tessera_sys::{clock, thread};
 
 use super::table::{self, MAX_FRAMES, SampleInfo};
@@ -76,7 +76,7 @@ fn interval(rng: &mut u64, rate: usize) -> isize {
     let r = x.wrapping_mul(0x2545_f491_4f6c_dd1d);
     // Uniform in (0, 1]: the top 53 bits, plus one.
     let u = ((r >> 11) + 1) as f64 * (1.0 / (1u64 << 53) as f64);
-    let interval = -super::math::ln(u) * rate as f64;
+    let interval = -super::math::ln_unit(u) * rate as f64;
     // `as` saturates; the cap keeps a countdown far from overflow.
     (interval as isize).min(NEVER / 2)
 }
@@ -104,7 +104,18 @@ pub(crate) fn take(cache: &mut Cache, size: usize, align: usize, zero: bool) -> 
         return core::ptr::null_mut();
     }
     cache.prof_busy = true;
-    let block = crate::large::alloc(size, align, zero);
+    let block = match reserved(size, align) {
+        Some(block) => {
+            if zero {
+                crate::sanitizer::open_block(block, size);
+                // SAFETY: the reserved span's page is ours (taken from the reserve) and
+                // holds `size <= PAGE_SIZE` bytes.
+                unsafe { core::ptr::write_bytes(block, 0, size) };
+            }
+            block
+        }
+        None => crate::large::alloc(size, align, zero),
+    };
     if !block.is_null() {
         record(cache, block, size, align);
     }
@@ -128,9 +139,8 @@ fn record(cache: &Cache, block: *mut u8, size: usize, align: usize) {
     // The size the block would have had without the sample: its class's, or the request's
     // for a large one.
     let charged = size_class::class_for(size, align).map_or(size, |class| class.size());
-    let mut frames = [0usize; MAX_FRAMES + SKIP_MAX];
-    let depth = unwind::capture(&mut frames);
-    let frames = &frames[..depth];
+    let mut frames = [core::mem::MaybeUninit::uninit(); MAX_FRAMES + SKIP_MAX];
+    let frames = unwind::capture_into(&mut frames);
     // In `libtessera.so` the allocator's own frames are known by module; linked into a
     // program they stay, and the profile names them for the reader to drop
     // (`drop_frames`, `writer.rs`).
@@ -143,29 +153,111 @@ fn record(cache: &Cache, block: *mut u8, size: usize, align: usize) {
             size: charged as u64,
             requested: size as u64,
             labels: cache.prof_labels,
-            thread: thread::gettid() as u32,
+            thread: thread_id(),
             at_ms: clock::coarse_now_ms(),
         },
     );
+}
+
+std::thread_local! {
+    /// The calling thread's kernel id, once asked (0: not yet): `gettid` is a system call,
+    /// ~100 ns here, as much as the rest of a sample. `const`, without a destructor: reading
+    /// it allocates nothing and registers nothing.
+    static THREAD_ID: core::cell::Cell<u32> = const { core::cell::Cell::new(0) };
+}
+
+/// The calling thread's kernel id, cached.
+fn thread_id() -> u32 {
+    THREAD_ID.with(|id| {
+        if id.get() == 0 {
+            id.set(thread::gettid() as u32);
+        }
+        id.get()
+    })
+}
+
+/// In a forked child, on its one thread: the cached id was the parent thread's.
+pub(crate) fn after_fork_in_child() {
+    THREAD_ID.with(|id| id.set(0));
 }
 
 /// Frames captured beyond `MAX_FRAMES`, so that the allocator's own frames (skipped in
 /// `libtessera.so`) do not eat into the 64 the issue asks for.
 const SKIP_MAX: usize = 8;
 
-/// Called on the free of a large span flagged [`PROFILED`]: forgets the sample.
+/// Called on the free of a large span flagged [`PROFILED`] instead of `large::free`:
+/// forgets the sample, and keeps a one-page span in the reserve for the next sample (or
+/// gives it back to the page heap).
 ///
 /// # Safety
-/// `span` must be the record of an in-use large span whose block is being freed (or
-/// moved) by the caller, who holds it alone.
+/// `span` must be the record of an in-use large span whose block is being freed by the
+/// caller, who holds it alone and does not use it afterwards.
 #[cold]
 #[inline(never)]
-pub(crate) unsafe fn forget_large(span: *mut Span) {
+pub(crate) unsafe fn free_large(span: *mut Span) {
     // SAFETY: the caller's contract.
     let s = unsafe { &mut *span };
     debug_assert!(s.kind() == SpanKind::Large);
     table::forget(s.base() as usize);
     s.user_flags &= !PROFILED;
+    if s.npages() == 1 && keep(span) {
+        return;
+    }
+    // SAFETY: the caller's contract: an in-use large span whose block is not used again.
+    unsafe { crate::large::free(s) };
+}
+
+/// One-page large spans of freed samples, kept for the next samples: a span from the page
+/// heap and its return cost ~500 instructions a sample (the heap's lock, its free lists,
+/// the coalescing), a slot here a swap. Global, so that samples freed on another thread
+/// than the one that took them feed it too; each slot holds a span or null and changes
+/// hands by one atomic operation (no ABA: nothing is read from a span before it is owned).
+/// At most `RESERVE.len()` pages (32 KiB) stay in use this way; `tessera::stats` counts
+/// them as cached.
+static RESERVE: [AtomicPtr<Span>; 4] = [const { AtomicPtr::new(core::ptr::null_mut()) }; 4];
+
+/// Whether `span` is kept in the reserve (for `tessera::stats`, which counts it as cached:
+/// a racy snapshot, as the other parts).
+pub(crate) fn in_reserve(span: &Span) -> bool {
+    let span = core::ptr::from_ref(span).cast_mut();
+    RESERVE
+        .iter()
+        .any(|slot| slot.load(Ordering::Relaxed) == span)
+}
+
+/// A reserved span's block for a sample of `size` at `align`, if one is kept and fits.
+fn reserved(size: usize, align: usize) -> Option<*mut u8> {
+    if size > PAGE_SIZE || align > PAGE_SIZE {
+        return None;
+    }
+    for slot in &RESERVE {
+        if slot.load(Ordering::Relaxed).is_null() {
+            continue;
+        }
+        let span = slot.swap(core::ptr::null_mut(), Ordering::Acquire);
+        if !span.is_null() {
+            // SAFETY: `keep` put an in-use one-page large span here, whose block nobody
+            // uses; the swap made it ours alone.
+            return Some(unsafe { (*span).base() });
+        }
+    }
+    None
+}
+
+/// Puts `span` (an in-use one-page large span whose block is free) in an empty reserve
+/// slot; false when all are taken.
+fn keep(span: *mut Span) -> bool {
+    RESERVE.iter().any(|slot| {
+        slot.load(Ordering::Relaxed).is_null()
+            && slot
+                .compare_exchange(
+                    core::ptr::null_mut(),
+                    span,
+                    Ordering::Release,
+                    Ordering::Relaxed,
+                )
+                .is_ok()
+    })
 }
 
 /// Sampled blocks that are huge (a mapping of their own, no span record) and live: while

@@ -16,7 +16,9 @@
 
 use core::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering, fence};
 
-use super::cfi::{CfaBase, MAX_CFA_OFFSET, Rule, Step};
+#[cfg(test)]
+use super::cfi::Step;
+use super::cfi::{CfaBase, MAX_CFA_OFFSET, Rule};
 
 const ENTRIES: usize = 4096;
 const PROBES: usize = 4;
@@ -48,9 +50,10 @@ fn slot(home: usize, probe: usize) -> &'static Entry {
     &TABLE[(home + probe) & (ENTRIES - 1)]
 }
 
-/// The cached rule of `ra`, if an entry holds it.
-#[inline]
-pub(super) fn get(ra: usize) -> Option<Rule> {
+/// The cached rule of `ra`, if an entry holds it. A hit on the first probe is ~10
+/// instructions: three loads, the key's test, and the sequence's test and reload.
+#[inline(always)]
+pub(super) fn get(ra: usize) -> Option<Packed> {
     let home = home(ra);
     for probe in 0..PROBES {
         let e = slot(home, probe);
@@ -58,12 +61,16 @@ pub(super) fn get(ra: usize) -> Option<Rule> {
         let key = e.ra.load(Ordering::Relaxed);
         let rule = e.rule.load(Ordering::Relaxed);
         fence(Ordering::Acquire);
-        let stable = seq & 1 == 0 && e.seq.load(Ordering::Relaxed) == seq;
-        if stable && key == 0 {
-            return None; // the end of the probe sequence
+        if key == ra {
+            // Ours if no writer held the entry or came by while it was read; a writer
+            // there means a miss (the caller computes the rule).
+            let stable = seq & 1 == 0 && e.seq.load(Ordering::Relaxed) == seq;
+            return stable.then_some(Packed(rule));
         }
-        if stable && key == ra {
-            return Some(unpack(rule));
+        if key == 0 {
+            // The end of the probe sequence (or a torn read of an entry being written,
+            // which is a miss as well).
+            return None;
         }
     }
     None
@@ -71,7 +78,7 @@ pub(super) fn get(ra: usize) -> Option<Rule> {
 
 /// Remembers `rule` for `ra`: in the first empty slot of its probe sequence, or in place of
 /// another copy of it, or else over the first slot. Gives up if a writer holds the slot.
-pub(super) fn put(ra: usize, rule: Rule) {
+pub(super) fn put(ra: usize, rule: Packed) {
     debug_assert!(ra != 0);
     let home = home(ra);
     let mut victim = None;
@@ -104,53 +111,112 @@ pub(super) fn put(ra: usize, rule: Rule) {
         return;
     }
     fence(Ordering::Release);
-    e.rule.store(pack(rule), Ordering::Relaxed);
+    e.rule.store(rule.0, Ordering::Relaxed);
     e.ra.store(ra, Ordering::Relaxed);
     e.seq.store(seq.wrapping_add(2), Ordering::Release);
 }
 
-// A rule in 64 bits: the kind in bits 0–1, the CFA base in bit 2, whether rbp is saved in
-// bit 3, the CFA offset in bits 4–31, the return address's offset in bits 32–47 and rbp's
-// in bits 48–63.
-const KIND_STEP: u64 = 0;
-const KIND_END: u64 = 1;
-const KIND_UNSUPPORTED: u64 = 2;
-const BASE_RBP: u64 = 1 << 2;
-const RBP_SAVED: u64 = 1 << 3;
+/// A rule in 64 bits, laid out so that the walk reads it with a mask or a shift per field:
+/// the CFA offset in bits 0–27, the CFA base in bit 28 (set: rbp), whether rbp is saved in
+/// bit 29, the kind in bits 30–31 (0: a step), the return address's offset in bits 32–47
+/// and rbp's in bits 48–63.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) struct Packed(u64);
 
-fn pack(rule: Rule) -> u64 {
-    match rule {
-        Rule::End => KIND_END,
-        Rule::Unsupported => KIND_UNSUPPORTED,
-        Rule::Step(s) => {
-            debug_assert!(s.cfa_offset <= MAX_CFA_OFFSET);
-            let mut word = KIND_STEP | u64::from(s.cfa_offset) << 4;
-            if s.base == CfaBase::Rbp {
-                word |= BASE_RBP;
+const CFA_OFFSET: u64 = MAX_CFA_OFFSET as u64;
+const BASE_RBP: u64 = 1 << 28;
+const RBP_SAVED: u64 = 1 << 29;
+const KIND: u64 = 3 << 30;
+const KIND_END: u64 = 1 << 30;
+const KIND_UNSUPPORTED: u64 = 2 << 30;
+const _: () = assert!(CFA_OFFSET < BASE_RBP);
+
+impl Packed {
+    pub(super) fn new(rule: Rule) -> Packed {
+        Packed(match rule {
+            Rule::End => KIND_END,
+            Rule::Unsupported => KIND_UNSUPPORTED,
+            // On rsp, a step whose slots lie below the frame's rsp (the CFA minus the CFA
+            // offset) cannot be followed, whatever the registers: the walk gives up there,
+            // without checking it per frame.
+            Rule::Step(s)
+                if s.base == CfaBase::Rsp
+                    && i64::from(s.cfa_offset)
+                        + i64::from(s.rbp_offset.map_or(s.ra_offset, |o| o.min(s.ra_offset)))
+                        < 0 =>
+            {
+                KIND_UNSUPPORTED
             }
-            word |= u64::from(s.ra_offset as u16) << 32;
-            if let Some(offset) = s.rbp_offset {
-                word |= RBP_SAVED | u64::from(offset as u16) << 48;
+            Rule::Step(s) => {
+                debug_assert!(s.cfa_offset <= MAX_CFA_OFFSET);
+                let mut word = u64::from(s.cfa_offset) & CFA_OFFSET;
+                if s.base == CfaBase::Rbp {
+                    word |= BASE_RBP;
+                }
+                word |= u64::from(s.ra_offset as u16) << 32;
+                if let Some(offset) = s.rbp_offset {
+                    word |= RBP_SAVED | u64::from(offset as u16) << 48;
+                }
+                word
             }
-            word
-        }
+        })
     }
-}
 
-fn unpack(word: u64) -> Rule {
-    match word & 3 {
-        KIND_END => Rule::End,
-        KIND_STEP => Rule::Step(Step {
-            base: if word & BASE_RBP != 0 {
+    /// A [`Rule::Step`].
+    #[inline(always)]
+    pub(super) fn is_step(self) -> bool {
+        self.0 & KIND == 0
+    }
+
+    /// [`Rule::End`].
+    #[inline(always)]
+    pub(super) fn is_end(self) -> bool {
+        self.0 & KIND == KIND_END
+    }
+
+    /// A step's CFA base is rbp (else rsp).
+    #[inline(always)]
+    pub(super) fn base_is_rbp(self) -> bool {
+        self.0 & BASE_RBP != 0
+    }
+
+    /// A step's CFA offset.
+    #[inline(always)]
+    pub(super) fn cfa_offset(self) -> usize {
+        (self.0 & CFA_OFFSET) as usize
+    }
+
+    /// A step's return-address offset from the CFA.
+    #[inline(always)]
+    pub(super) fn ra_offset(self) -> i16 {
+        (self.0 >> 32) as u16 as i16
+    }
+
+    /// A step's offset of the saved rbp from the CFA, if saved.
+    #[inline(always)]
+    pub(super) fn rbp_offset(self) -> Option<i16> {
+        (self.0 & RBP_SAVED != 0).then_some((self.0 >> 48) as u16 as i16)
+    }
+
+    /// The rule back.
+    #[cfg(test)]
+    fn rule(self) -> Rule {
+        if self.is_end() {
+            return Rule::End;
+        }
+        if !self.is_step() {
+            return Rule::Unsupported;
+        }
+        Rule::Step(Step {
+            base: if self.base_is_rbp() {
                 CfaBase::Rbp
             } else {
                 CfaBase::Rsp
             },
-            cfa_offset: (word >> 4) as u32 & MAX_CFA_OFFSET,
-            ra_offset: (word >> 32) as u16 as i16,
-            rbp_offset: (word & RBP_SAVED != 0).then_some((word >> 48) as u16 as i16),
-        }),
-        _ => Rule::Unsupported,
+            cfa_offset: self.cfa_offset() as u32,
+            ra_offset: self.ra_offset(),
+            rbp_offset: self.rbp_offset(),
+        })
     }
 }
 
@@ -183,8 +249,16 @@ mod tests {
             }),
         ];
         for rule in rules {
-            assert_eq!(unpack(pack(rule)), rule);
+            assert_eq!(Packed::new(rule).rule(), rule);
         }
+        // On rsp, a slot below the frame (CFA - 8 with a CFA offset of 0): never followed.
+        let below = Rule::Step(Step {
+            base: CfaBase::Rsp,
+            cfa_offset: 0,
+            ra_offset: -8,
+            rbp_offset: None,
+        });
+        assert_eq!(Packed::new(below).rule(), Rule::Unsupported);
     }
 
     #[test]
@@ -198,12 +272,12 @@ mod tests {
         });
         assert_eq!(get(40), None);
         for ra in 1..40usize {
-            put(ra, rule);
+            put(ra, Packed::new(rule));
         }
         for ra in 1..40usize {
-            assert_eq!(get(ra), Some(rule));
+            assert_eq!(get(ra).map(Packed::rule), Some(rule));
         }
-        put(5, Rule::End);
-        assert_eq!(get(5), Some(Rule::End));
+        put(5, Packed::new(Rule::End));
+        assert_eq!(get(5).map(Packed::rule), Some(Rule::End));
     }
 }

@@ -1,5 +1,7 @@
 //! The fast walk: the same frames as libgcc's `_Unwind_Backtrace`, with each return
 //! address's rule taken from the cache (`cache.rs`) and computed (`cfi.rs`) only on a miss.
+//! A capture of the calling thread first follows a remembered chain of earlier walks
+//! (`chain.rs`) as far as it retraces one.
 //!
 //! A frame is three registers: the return address that brought us into it, its rsp and its
 //! rbp. A rule turns them into the caller's: `CFA = rsp|rbp + n`, the return address at
@@ -19,8 +21,11 @@
 //! in the child, and libgcc itself (on glibc 2.35 and later) no longer takes it; an
 //! interposed `dlclose` that clears the cache would be the way.
 
-use super::cache;
-use super::cfi::{self, CfaBase, Rule};
+use core::mem::MaybeUninit;
+
+use super::cache::{self, Packed};
+use super::cfi::{self, Rule};
+use super::chain::{self, Trace};
 use super::sys::{self, Registers};
 
 /// How far above the starting rsp a CFA may be, on the calling thread's own stack.
@@ -31,6 +36,8 @@ pub(super) const MAX_STACK: usize = 256 << 20;
 pub(super) struct Stats {
     /// Return addresses whose rule was not in the cache.
     pub(super) misses: usize,
+    /// Frames taken from a remembered chain (`chain.rs`).
+    pub(super) chained: usize,
 }
 
 /// The walk gave up (libgcc must take a capture of the calling thread); `frames` of `out`
@@ -41,7 +48,8 @@ pub(super) struct GiveUp {
 }
 
 /// Writes the return addresses of the frames above the one `start` was read in,
-/// innermost first, into `out`, and returns how many. No CFA may pass `limit`: the end of
+/// innermost first, into `out` (the first ones, which are then initialised), and returns
+/// how many. No CFA may pass `limit`: the end of
 /// the stack being walked (`start.sp + MAX_STACK` for the calling thread's own).
 ///
 /// # Safety
@@ -52,13 +60,25 @@ pub(super) struct GiveUp {
 pub(super) unsafe fn walk(
     start: Registers,
     limit: usize,
-    out: &mut [usize],
+    out: &mut [MaybeUninit<usize>],
     stats: &mut Stats,
+    chains: bool,
 ) -> Result<usize, GiveUp> {
     // The first frame is looked up like the others, by "return address" - 1: `pc + 1`.
     let mut ra = start.pc + 1;
     let (mut sp, mut bp) = (start.sp, start.bp);
     let mut len = 0;
+    let mut frames = MaybeUninit::uninit();
+    let mut trace = Trace::new(&mut frames);
+    if chains {
+        // SAFETY: the caller's contract is `follow`'s.
+        let at = unsafe { chain::follow(ra, start.sp, start.bp, limit, out, &mut trace) };
+        stats.chained += at.len;
+        if at.done {
+            return Ok(at.len);
+        }
+        (ra, sp, bp, len) = (at.key, at.sp, at.bp, at.len);
+    }
     while len < out.len() {
         let rule = match cache::get(ra) {
             Some(rule) => rule,
@@ -66,34 +86,48 @@ pub(super) unsafe fn walk(
                 stats.misses += 1;
                 // SAFETY: `ra` is the start pc, or a return address read from this stack
                 // at a slot a real FDE named.
-                let rule = unsafe { compute(ra) };
+                let rule = Packed::new(unsafe { compute(ra) });
                 cache::put(ra, rule);
                 rule
             }
         };
-        let step = match rule {
-            Rule::Step(step) => step,
-            Rule::End => break,
-            Rule::Unsupported => return Err(GiveUp { frames: len }),
-        };
-        let base = match step.base {
-            CfaBase::Rsp => sp,
-            CfaBase::Rbp => bp,
-        };
-        let cfa = base.wrapping_add(step.cfa_offset as usize);
+        if !rule.is_step() {
+            if rule.is_end() {
+                break;
+            }
+            return Err(GiveUp { frames: len });
+        }
+        let base = if rule.base_is_rbp() { bp } else { sp };
+        let cfa = base.wrapping_add(rule.cfa_offset());
         // The CFA must grow (each caller's frame is above its callee's) and stay on this
         // stack, and the slots read must lie in this frame, between its rsp and its CFA
         // (`cfi.rs` takes no offset above the CFA).
-        let lowest = step
-            .rbp_offset
-            .map_or(step.ra_offset, |o| o.min(step.ra_offset));
-        if cfa <= sp || cfa > limit || cfa.wrapping_add_signed(isize::from(lowest)) < sp {
+        // With the CFA on rsp, the slots are in the frame whenever the offsets are (checked
+        // once, by `Packed::new`).
+        let ra_offset = rule.ra_offset();
+        let rbp_offset = rule.rbp_offset();
+        if cfa <= sp || cfa > limit {
             return Err(GiveUp { frames: len });
+        }
+        if rule.base_is_rbp() {
+            let lowest = rbp_offset.map_or(ra_offset, |o| o.min(ra_offset));
+            if cfa.wrapping_add_signed(isize::from(lowest)) < sp {
+                return Err(GiveUp { frames: len });
+            }
+        }
+        if chains {
+            trace.push(|| {
+                // Offsets from the starting rsp, which every CFA and slot here is above.
+                let slot = |offset: i16| cfa.wrapping_add_signed(isize::from(offset)) - start.sp;
+                (!rule.base_is_rbp()).then(|| {
+                    chain::Frame::new(ra, cfa - start.sp, slot(ra_offset), rbp_offset.map(slot))
+                })
+            });
         }
         // SAFETY: the slot is in the live part of the stack being walked, in a frame that is
         // still active (between its rsp and its CFA), at the offset its FDE gives.
-        ra = unsafe { read(cfa, step.ra_offset) };
-        if let Some(offset) = step.rbp_offset {
+        ra = unsafe { read(cfa, ra_offset) };
+        if let Some(offset) = rbp_offset {
             // SAFETY: as above.
             bp = unsafe { read(cfa, offset) };
         }
@@ -101,8 +135,11 @@ pub(super) unsafe fn walk(
         if ra == 0 {
             break;
         }
-        out[len] = ra;
+        out[len].write(ra);
         len += 1;
+    }
+    if chains {
+        chain::publish(&trace);
     }
     Ok(len)
 }

@@ -28,7 +28,7 @@ use crate::programs::measure;
 use crate::programs::native;
 use crate::programs::preload::{self, Preload};
 use crate::protocol::ChildReport;
-use crate::report::{ReportFile, Results, Row, Samples, Section};
+use crate::report::{self, ReportFile, Results, Row, Samples, Section};
 use crate::runner::{self, Conditions};
 use line::ResultLine;
 use std::fmt::Write as _;
@@ -116,6 +116,9 @@ pub fn run(options: &COptions, report: &mut ReportFile) -> i32 {
         settings: conditions.settings(options.reps, options.duration, options.full),
     };
     let mut extra = targets(&results);
+    extra.push_str(&report::profiling_cost(&results, |row| {
+        row.workload.per_op_ns
+    }));
     if !notes.is_empty() {
         extra.push_str(
             &notes

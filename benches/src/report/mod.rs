@@ -13,10 +13,12 @@
 
 mod markdown;
 mod memory;
+mod profcost;
 mod terminal;
 
 pub use markdown::render_markdown;
 pub use memory::render_tessera_memory;
+pub use profcost::profiling_cost;
 pub use terminal::render_terminal;
 
 use crate::paths;

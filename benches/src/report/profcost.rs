@@ -1,0 +1,189 @@
+//! The heap profiler's cost (issue #18, item 4): `tessera` (sampling at the default rate)
+//! against `tessera-noprof` (`TESSERA_PROF_RATE=0`), both measured in the same run, when
+//! `--allocators` names both. The issue's bars: at most 3% on the fast path's rows, at most
+//! 1% on the geomean of all rows.
+
+use std::fmt::Write as _;
+
+use super::{Results, Row, RowLabel};
+use crate::stats::geomean;
+
+/// The most the fast path's rows may lose to sampling.
+const FAST_PATH_BAR: f64 = 0.03;
+/// The most the geomean of every row may lose to sampling.
+const GEOMEAN_BAR: f64 = 0.01;
+
+/// The cost lines: per fast-path row (`fast_path` picks them) and over all rows, the
+/// throughput `tessera` loses against `tessera-noprof` (1 - the median of per-repetition
+/// ratios; negative: faster). Empty without both columns.
+pub fn profiling_cost<W: RowLabel>(
+    results: &Results<W>,
+    fast_path: impl Fn(&Row<W>) -> bool,
+) -> String {
+    let column = |name: &str| results.allocators.iter().position(|a| *a == name);
+    let (Some(on), Some(off)) = (column("tessera"), column("tessera-noprof")) else {
+        return String::new();
+    };
+    let mut out = String::from(
+        "profiling cost (issue #18): tessera (sampling at the default rate) against \
+         tessera-noprof (TESSERA_PROF_RATE=0), same run:\n",
+    );
+    let (mut met, mut rows, mut misses) = (0, 0, Vec::new());
+    let mut worst: Option<(f64, String)> = None;
+    for row in results.rows.iter().filter(|r| fast_path(r)) {
+        rows += 1;
+        let label = format!("{} t={}", row.workload.name(), row.threads);
+        match row.ratio(on, off) {
+            Some(ratio) => {
+                let cost = 1.0 - ratio;
+                if cost <= FAST_PATH_BAR {
+                    met += 1;
+                } else {
+                    misses.push(format!("{label} {}", percent(cost)));
+                }
+                if worst.as_ref().is_none_or(|(w, _)| cost > *w) {
+                    worst = Some((cost, label));
+                }
+            }
+            None => misses.push(format!("{label} no figure")),
+        }
+    }
+    if rows > 0 {
+        let _ = write!(
+            out,
+            "  fast path cost <= {}: {met} of {rows} rows",
+            percent(FAST_PATH_BAR)
+        );
+        if let Some((cost, label)) = &worst {
+            let _ = write!(out, " (highest {label} {})", percent(*cost));
+        }
+        if misses.is_empty() {
+            out.push_str(": pass\n");
+        } else {
+            let _ = writeln!(out, ", MISS: {}", misses.join(", "));
+        }
+    }
+    let ratios: Vec<f64> = results
+        .rows
+        .iter()
+        .filter_map(|r| r.ratio(on, off))
+        .collect();
+    match geomean(&ratios) {
+        Some(g) => {
+            let cost = 1.0 - g;
+            let verdict = if cost <= GEOMEAN_BAR { "pass" } else { "MISS" };
+            let _ = writeln!(
+                out,
+                "  geomean cost {} <= {}: {verdict}",
+                percent(cost),
+                percent(GEOMEAN_BAR)
+            );
+        }
+        None => out.push_str("  geomean cost: no figure\n"),
+    }
+    out
+}
+
+/// `0.0312` → `"3.1%"`.
+fn percent(fraction: f64) -> String {
+    format!("{:.1}%", fraction * 100.0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::ChildReport;
+    use crate::report::Samples;
+    use crate::report::tests::sample_results;
+    use crate::workloads::Workload;
+
+    fn cell(ops: &[u64]) -> Samples {
+        Samples {
+            reports: ops
+                .iter()
+                .map(|&ops| ChildReport {
+                    ops,
+                    nanos: 1_000_000_000,
+                    maxrss_kib: 4096,
+                    tessera: None,
+                })
+                .collect(),
+            failure: None,
+        }
+    }
+
+    /// Rows of (workload, tessera's ops per repetition, tessera-noprof's); any other
+    /// column 1,000 ops.
+    fn results(allocators: Vec<&'static str>, rows: &[(Workload, [u64; 3], [u64; 3])]) -> Results {
+        let rows = rows
+            .iter()
+            .map(|(w, on, off)| Row {
+                workload: *w,
+                threads: 1,
+                cells: allocators
+                    .iter()
+                    .map(|&a| match a {
+                        "tessera" => cell(on),
+                        "tessera-noprof" => cell(off),
+                        _ => cell(&[1000; 3]),
+                    })
+                    .collect(),
+            })
+            .collect();
+        Results {
+            baseline: allocators[0],
+            allocators,
+            rows,
+            ..sample_results()
+        }
+    }
+
+    fn fast(row: &Row) -> bool {
+        row.workload == Workload::Fastpath
+    }
+
+    #[test]
+    fn the_cost_is_per_repetition_and_names_the_misses() {
+        let both = vec!["tessera", "tessera-noprof", "mimalloc"];
+        // Fast path: ratios 0.95, 0.96, 0.97 per repetition: median 0.96, a 4% cost.
+        let dear = results(
+            both.clone(),
+            &[
+                (Workload::Fastpath, [950, 960, 970], [1000; 3]),
+                (Workload::Larson, [1000; 3], [1000; 3]),
+            ],
+        );
+        let t = profiling_cost(&dear, fast);
+        assert!(
+            t.contains("fast path cost <= 3.0%: 0 of 1 rows (highest fastpath t=1 4.0%), MISS: fastpath t=1 4.0%\n"),
+            "{t}"
+        );
+        // sqrt(0.96 * 1.0) = 0.9798: 2.0%.
+        assert!(t.contains("geomean cost 2.0% <= 1.0%: MISS"), "{t}");
+
+        let cheap = results(
+            both,
+            &[
+                (Workload::Fastpath, [990, 1010, 980], [1000; 3]),
+                (Workload::Larson, [1010; 3], [1000; 3]),
+            ],
+        );
+        let t = profiling_cost(&cheap, fast);
+        assert!(
+            t.contains("fast path cost <= 3.0%: 1 of 1 rows (highest fastpath t=1 1.0%): pass"),
+            "{t}"
+        );
+        assert!(t.contains("geomean cost 0.0% <= 1.0%: pass"), "{t}");
+    }
+
+    #[test]
+    fn nothing_without_both_columns() {
+        let rows = [(Workload::Fastpath, [1; 3], [1; 3])];
+        for columns in [
+            vec!["tessera", "mimalloc"],
+            vec!["tessera-noprof", "mimalloc"],
+        ] {
+            assert_eq!(profiling_cost(&results(columns, &rows), fast), "");
+        }
+    }
+}
