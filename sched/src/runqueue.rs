@@ -53,6 +53,7 @@ impl<T> RunQueue<T> {
         }
     }
 
+    #[inline]
     fn slot(&self, i: u32) -> &AtomicPtr<T> {
         &self.ring[i as usize & (RING - 1)]
     }
@@ -72,6 +73,7 @@ impl<T> RunQueue<T> {
     }
 
     /// Owner only: whether the ring (not counting `runnext`) is empty.
+    #[inline]
     pub(crate) fn ring_is_empty(&self) -> bool {
         self.head.load(Acquire) == self.tail.load(Relaxed)
     }
@@ -83,6 +85,7 @@ impl<T> RunQueue<T> {
 
     /// Owner only. Puts `item` in `runnext` (kicking the old one to the tail) when `next`,
     /// else at the tail. A full ring hands half of itself and the item to `overflow`.
+    #[inline]
     pub(crate) fn push(&self, item: *mut T, next: bool, overflow: &mut dyn FnMut(&[*mut T])) {
         let mut item = item;
         if next {
@@ -119,6 +122,8 @@ impl<T> RunQueue<T> {
     }
 
     /// Owner only: moves the older half of a full ring and `item` to `overflow`.
+    #[cold]
+    #[inline(never)]
     fn push_slow(&self, item: *mut T, h: u32, t: u32, overflow: &mut dyn FnMut(&[*mut T])) -> bool {
         const HALF: usize = RING / 2;
         debug_assert_eq!(t.wrapping_sub(h) as usize, RING);
@@ -139,12 +144,14 @@ impl<T> RunQueue<T> {
     }
 
     /// Owner only: `runnext` first, then the head of the ring.
+    #[inline]
     pub(crate) fn pop(&self) -> Option<*mut T> {
         self.pop_inheriting().map(|(item, _)| item)
     }
 
     /// Owner only: as `pop`, and whether the item came from `runnext`, where it inherits
     /// the time slice of the G that put it there (Go's `runqget` and `inheritTime`).
+    #[inline]
     pub(crate) fn pop_inheriting(&self) -> Option<(*mut T, bool)> {
         if let Some(next) = self.take_runnext() {
             return Some((next, true));
@@ -153,6 +160,7 @@ impl<T> RunQueue<T> {
     }
 
     /// Owner only: empties `runnext`.
+    #[inline]
     fn take_runnext(&self) -> Option<*mut T> {
         let next = self.runnext.load(Relaxed);
         (!next.is_null()
@@ -172,6 +180,7 @@ impl<T> RunQueue<T> {
     }
 
     /// Owner only: the head of the ring.
+    #[inline]
     fn pop_ring(&self) -> Option<*mut T> {
         loop {
             let h = self.head.load(Acquire);

@@ -165,8 +165,7 @@ unsafe fn execute(m: &MCtx, p: &P, g: GRef) -> Option<GRef> {
     // Only a sampled G (`stamp_runnable`) has a stamp; most switches skip the store.
     let since = gr.runnable_at.load(Ordering::Relaxed);
     if since != 0 {
-        gr.runnable_at.store(0, Ordering::Relaxed);
-        p.record_latency(sh.now_ns().saturating_sub(since));
+        record_latency(sh, p, gr, since);
     }
     // The profiler labels: handed to the P's cache only when they change (`labels.rs`).
     let labels = gr.labels.get();
@@ -193,6 +192,14 @@ unsafe fn execute(m: &MCtx, p: &P, g: GRef) -> Option<GRef> {
     let out = unsafe { execute_inner(m, p, g, gr) };
     p.curg_id.store(0, Ordering::Relaxed);
     out
+}
+
+/// The sampled half of `execute`'s latency bookkeeping (`Shared::stamp_runnable`), out of
+/// line: `g` became runnable at `since`.
+#[inline(never)]
+fn record_latency(sh: &Shared, p: &P, g: &G, since: u64) {
+    g.runnable_at.store(0, Ordering::Relaxed);
+    p.record_latency(sh.now_ns().saturating_sub(since));
 }
 
 /// The switch loop of `execute`.
@@ -271,6 +278,7 @@ unsafe fn finish(sh: &Shared, p: &P, g: GRef) {
 /// `g` is the G running on the calling thread (we are on its stack). For
 /// `Switch::Blocking`, `g.blocking` holds a section that stays valid until `g` resumes
 /// (the M calls it, `run_blocking`).
+#[inline]
 pub(super) unsafe fn switch_out(g: &G, how: Switch) {
     // Where a goroutine profile will start the walk of this stack (profile/goroutine.rs):
     // this frame's registers, read here, stay true of it while the G is switched out,

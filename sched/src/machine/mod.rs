@@ -102,10 +102,17 @@ impl MShared {
         self.mailbox_len.store(q.len(), Ordering::SeqCst);
     }
 
+    #[inline]
     fn pop_mail(&self) -> Option<GRef> {
         if self.mailbox_len.load(Ordering::SeqCst) == 0 {
             return None;
         }
+        self.pop_mail_locked()
+    }
+
+    /// `pop_mail` once the mailbox looked non-empty.
+    #[inline(never)]
+    fn pop_mail_locked(&self) -> Option<GRef> {
         let mut q = self.mailbox.lock().unwrap_or_else(|e| e.into_inner());
         let g = q.pop_front();
         self.mailbox_len.store(q.len(), Ordering::SeqCst);

@@ -16,6 +16,7 @@ use crate::runtime::Shared;
 
 /// Parks the running G until `ready` (Go's `gopark`). Returns at once if a `ready` already
 /// arrived for this park.
+#[inline]
 pub(crate) fn park_current(reason: WaitReason) {
     let g = current_g();
     assert!(!g.is_null(), "park_current outside a coroutine");
@@ -44,6 +45,7 @@ pub(crate) fn park_current(reason: WaitReason) {
 /// # Safety
 /// The caller won the token `g` waits on (wait.rs) and has not readied it yet, so the G is
 /// alive, in its wait, and cannot leave it (or finish) before this returns.
+#[inline]
 pub(crate) unsafe fn ready(g: GRef) {
     // SAFETY: per the contract.
     let gr = unsafe { &*g };
@@ -147,6 +149,7 @@ unsafe fn queue_readied(g: GRef) {
 /// `g` is a live RUNNABLE G of `sh`, switched out and on no run queue, which the caller
 /// gives up (it must not touch `g` after this); `locked` is its `locked_m`: null, or the
 /// M of `sh` it is locked to.
+#[inline]
 pub(crate) unsafe fn make_runnable(sh: &Shared, g: GRef, locked: *const MShared) {
     if !locked.is_null() {
         // SAFETY: a locked G's M lives as long as the runtime.
@@ -165,6 +168,7 @@ pub(crate) unsafe fn make_runnable(sh: &Shared, g: GRef, locked: *const MShared)
 ///
 /// # Safety
 /// As for `make_runnable`, for a G locked to no M; `p` is `current_p(sh)`.
+#[inline]
 pub(crate) unsafe fn queue(sh: &Shared, p: Option<&P>, g: GRef) {
     match p {
         Some(p) => {
@@ -215,6 +219,7 @@ pub(crate) unsafe fn queue(sh: &Shared, p: Option<&P>, g: GRef) {
 /// The calling thread's M holds `p` (only its owner pushes on a run queue), and `g` is a
 /// live RUNNABLE G of `sh` on no run queue, which the caller gives up: whichever M takes it
 /// off a queue runs it (`execute`).
+#[inline]
 pub(super) unsafe fn push_local(sh: &Shared, p: &P, g: GRef, next: bool) {
     p.runq
         .push(g, next, &mut |batch| sh.global.push_batch(batch));
