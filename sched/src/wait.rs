@@ -266,6 +266,9 @@ pub(crate) struct Claimed {
     token: core::ptr::NonNull<Token>,
     /// Whether this claimant holds a strong count of the token's `Arc`.
     counted: bool,
+    /// For a coroutine's token, the P the claimant's M holds in the waiter's runtime
+    /// (`current_p`): looked up once, by `new`, for the wake-up too.
+    here: Option<&'static crate::processor::P>,
 }
 
 impl core::fmt::Debug for Claimed {
@@ -280,14 +283,18 @@ impl Claimed {
     /// # Safety
     /// The caller just won `try_claim` on `token`, which lives in an `Arc` (every token
     /// does: `for_current`) that its waiter holds until it is notified; the caller notifies
-    /// the result exactly once.
+    /// the result exactly once, on this thread and before it waits, yields or blocks (the
+    /// P looked up here is the one the wake-up queues on).
     #[inline]
     pub(crate) unsafe fn new(token: &Token) -> Self {
         // SAFETY: the waiter is in its wait and cannot leave it before our notification
         // (contract), so its G is alive.
-        let same_runtime = match unsafe { token.runtime() } {
-            Some(rt) => machine::current_p(rt).is_some(),
-            None => true,
+        let (here, same_runtime) = match unsafe { token.runtime() } {
+            Some(rt) => {
+                let here = machine::current_p(rt);
+                (here, here.is_some())
+            }
+            None => (None, true),
         };
         if !same_runtime {
             // SAFETY: `token` points into an `Arc` that is alive (its waiter holds it).
@@ -296,6 +303,7 @@ impl Claimed {
         Claimed {
             token: core::ptr::NonNull::from(token),
             counted: !same_runtime,
+            here,
         }
     }
 
@@ -324,8 +332,10 @@ impl Claimed {
         match unsafe { &(*t).who } {
             Who::G(g) => {
                 let g = *g;
-                // SAFETY: we won the token this G waits on, and wake it once.
-                unsafe { machine::ready(g) };
+                // SAFETY: we won the token this G waits on, and wake it once; not counted,
+                // so `here` is `current_p` of its runtime (`new`), and this thread has not
+                // switched since (a claimant notifies before it waits again).
+                unsafe { machine::ready_from(g, Some(self.here)) };
             }
             Who::Thread { thread, notified } => wake_thread(thread, notified),
         }

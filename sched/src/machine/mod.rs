@@ -52,7 +52,7 @@ pub(crate) use current::{
 };
 pub(crate) use idle::{Idle, put_idle_p, start_m, timer_added, wake_all, wakep};
 pub(crate) use m_loop::m_main;
-pub(crate) use ready::{begin_scan, end_scan, park_current, queue, ready};
+pub(crate) use ready::{begin_scan, end_scan, park_current, queue, ready, ready_from};
 
 const NO_P: usize = usize::MAX;
 

@@ -48,6 +48,18 @@ pub(crate) fn park_current(reason: WaitReason) {
 #[inline]
 pub(crate) unsafe fn ready(g: GRef) {
     // SAFETY: per the contract.
+    unsafe { ready_from(g, None) };
+}
+
+/// `ready` by a claimant that has looked up already what `current_p` gives for `g`'s
+/// runtime: `here` is `Some` of that (a channel's claimant, `Claimed`), or `None` to look
+/// it up here.
+///
+/// # Safety
+/// As for `ready`; and `here`, if `Some`, is what `current_p` of `g`'s runtime returns now.
+#[inline]
+pub(crate) unsafe fn ready_from(g: GRef, here: Option<Option<&P>>) {
+    // SAFETY: per the contract.
     let gr = unsafe { &*g };
     loop {
         let s = gr.state.load(Ordering::Acquire);
@@ -84,8 +96,9 @@ pub(crate) unsafe fn ready(g: GRef) {
             _ => unreachable!("ready on a G in state {s}"),
         }
     }
-    // SAFETY: our CAS made the PARKED G RUNNABLE, so it is ours to queue.
-    unsafe { queue_readied(g) };
+    // SAFETY: our CAS made the PARKED G RUNNABLE, so it is ours to queue; `here` per the
+    // contract.
+    unsafe { queue_readied(g, here) };
 }
 
 /// Takes a PARKED G out of the scheduler's hands for a goroutine profile's walk of its
@@ -116,7 +129,7 @@ pub(crate) unsafe fn end_scan(g: GRef) {
         debug_assert_eq!(gr.state.load(Ordering::Relaxed), SCAN_READIED);
         gr.state.store(RUNNABLE, Ordering::Release);
         // SAFETY: RUNNABLE, switched out, on no queue, and ours.
-        unsafe { queue_readied(g) };
+        unsafe { queue_readied(g, None) };
     }
 }
 
@@ -125,9 +138,10 @@ pub(crate) unsafe fn end_scan(g: GRef) {
 /// ping-pong on one P: +14 instructions per round trip).
 ///
 /// # Safety
-/// `g` is RUNNABLE, switched out and on no run queue, and the caller gives it up.
+/// `g` is RUNNABLE, switched out and on no run queue, and the caller gives it up; `here`
+/// as for `ready_from`.
 #[inline(always)]
-unsafe fn queue_readied(g: GRef) {
+unsafe fn queue_readied(g: GRef, here: Option<Option<&P>>) {
     // SAFETY: per the contract.
     let gr = unsafe { &*g };
     // SAFETY: G's runtime outlives its Gs (a runtime that shuts down with live Gs leaks
@@ -138,36 +152,44 @@ unsafe fn queue_readied(g: GRef) {
         return;
     }
     sh.stamp_runnable(gr);
-    // SAFETY: per the contract; `locked_m` is its own.
-    unsafe { make_runnable(sh, g, gr.locked_m.get()) };
-}
-
-/// Queues a RUNNABLE G: on the caller's P's `runnext` if the caller is an M of its
-/// runtime, on its locked M, or on the global queue; then makes sure an M will look.
-///
-/// # Safety
-/// `g` is a live RUNNABLE G of `sh`, switched out and on no run queue, which the caller
-/// gives up (it must not touch `g` after this); `locked` is its `locked_m`: null, or the
-/// M of `sh` it is locked to.
-#[inline]
-pub(crate) unsafe fn make_runnable(sh: &Shared, g: GRef, locked: *const MShared) {
+    // Then it goes on the caller's P's `runnext` if the caller is an M of its runtime, on
+    // its locked M, or on the global queue, and an M is made sure to look.
+    let locked = gr.locked_m.get();
     if !locked.is_null() {
-        // SAFETY: a locked G's M lives as long as the runtime.
-        let m = unsafe { &*locked };
-        // SAFETY: per the contract, `g` is RUNNABLE, locked to `m` and ours to give up.
-        unsafe { m.push_mail(g) };
-        m.parker.unpark();
+        // SAFETY: per the contract; `locked_m` is its own.
+        unsafe { mail(g, locked) };
         return;
     }
-    // SAFETY: per the contract; `current_p` is the P this thread holds, if any.
-    unsafe { queue(sh, current_p(sh), g) };
+    // Only one call of `queue` here, so that it stays inlined.
+    let p = match here {
+        Some(p) => p,
+        None => current_p(sh),
+    };
+    // SAFETY: per the contract; `p` is `current_p(sh)` (`here`'s contract), and `g` is
+    // locked to no M.
+    unsafe { queue(sh, p, g) };
+}
+
+/// Hands a RUNNABLE G locked to an M (`lock_to_thread`) to that M's mailbox and wakes it.
+///
+/// # Safety
+/// `g` is a live RUNNABLE G, switched out and on no run queue, which the caller gives up;
+/// `locked` is its `locked_m`, an M of its runtime.
+#[inline(never)]
+unsafe fn mail(g: GRef, locked: *const MShared) {
+    // SAFETY: a locked G's M lives as long as the runtime.
+    let m = unsafe { &*locked };
+    // SAFETY: per the contract, `g` is RUNNABLE, locked to `m` and ours to give up.
+    unsafe { m.push_mail(g) };
+    m.parker.unpark();
 }
 
 /// Queues a RUNNABLE G that is not locked to an M: on `p`, which must be `current_p(sh)`
-/// (a spawn has it at hand), or globally if `None`.
+/// (a spawn has it at hand), or globally if `None`; then makes sure an M will look.
 ///
 /// # Safety
-/// As for `make_runnable`, for a G locked to no M; `p` is `current_p(sh)`.
+/// `g` is a live RUNNABLE G of `sh` locked to no M, switched out and on no run queue,
+/// which the caller gives up (it must not touch `g` after this); `p` is `current_p(sh)`.
 #[inline]
 pub(crate) unsafe fn queue(sh: &Shared, p: Option<&P>, g: GRef) {
     match p {
