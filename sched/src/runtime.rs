@@ -238,7 +238,7 @@ impl Builder {
             // (`TimerHeap::ns`) and `now_ns` are then on one clock, and sysmon and the
             // poller compare them directly.
             ps: (0..procs)
-                .map(|i| CachePadded::new(P::new(i, epoch)))
+                .map(|i| CachePadded::new(P::new(i, epoch, procs == 1)))
                 .collect(),
             global: Default::default(),
             idle: crate::shim::Mutex::new(Idle::default()),
