@@ -179,11 +179,15 @@ impl Token {
 
     /// Blocks until claimed and notified; returns the winning arm. Call only when some
     /// other party (not this waiter itself) claimed or may claim the token.
+    ///
+    /// # Safety
+    /// The calling coroutine or thread is the token's waiter (`for_current` made it here).
     #[inline]
-    pub(crate) fn wait(&self, reason: WaitReason) -> usize {
+    pub(crate) unsafe fn wait(&self, reason: WaitReason) -> usize {
         match &self.who {
-            Who::G(_) => loop {
-                machine::park_current(reason);
+            Who::G(g) => loop {
+                // SAFETY: per the contract, `g` is the coroutine running here.
+                unsafe { machine::park_current(*g, reason) };
                 let s = self.selected();
                 if s != NONE {
                     return s;
@@ -217,7 +221,8 @@ impl Token {
             // SAFETY: per the contract the caller is the waiter.
             unsafe { crate::timer::add_wake(d, self.clone()) };
         }
-        self.wait(reason)
+        // SAFETY: per the contract.
+        unsafe { self.wait(reason) }
     }
 }
 

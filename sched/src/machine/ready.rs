@@ -14,13 +14,16 @@ use crate::coroutine::{
 use crate::processor::{P, PENDING_RUNNEXT, PENDING_SHORT};
 use crate::runtime::Shared;
 
-/// Parks the running G until `ready` (Go's `gopark`). Returns at once if a `ready` already
-/// arrived for this park.
+/// Parks the running G, `g`, until `ready` (Go's `gopark`). Returns at once if a `ready`
+/// already arrived for this park.
+///
+/// # Safety
+/// `g` is the G running on the calling thread (its wait token names it: `Token::wait`),
+/// which saves looking it up again.
 #[inline]
-pub(crate) fn park_current(reason: WaitReason) {
-    let g = current_g();
-    assert!(!g.is_null(), "park_current outside a coroutine");
-    // SAFETY: the running G is live while it runs.
+pub(crate) unsafe fn park_current(g: GRef, reason: WaitReason) {
+    debug_assert_eq!(g, current_g(), "park_current of another coroutine");
+    // SAFETY: per the contract, the running G, live while it runs.
     let gr = unsafe { &*g };
     gr.wait_reason.store(reason as u8, Ordering::Relaxed);
     if gr
