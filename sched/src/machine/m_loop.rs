@@ -20,7 +20,7 @@ use super::find_work::find_runnable;
 use super::idle::{release_p, reset_spinning, stop_m, wakep};
 use super::ready::push_local;
 use super::{MCtx, MShared, NO_P};
-use crate::coroutine::{G, GRef, NOTIFIED, PARKED, PARKING, RUNNABLE, RUNNING, Switch, WaitReason};
+use crate::coroutine::{G, GRef, NOTIFIED, PARKED, RUNNABLE, RUNNING, Switch, WaitReason};
 use crate::processor::{P, P_RUNNING, P_SYSCALL};
 use crate::runtime::Shared;
 
@@ -232,9 +232,11 @@ unsafe fn execute_inner(m: &MCtx, p: &P, g: GRef, gr: &G) -> Option<GRef> {
                 return Some(g);
             }
             CoroutineResult::Yield(Switch::Park) => {
-                // The G's stack is now switched out: only now may a waker resume it.
+                // The G's stack is now switched out: only now may a waker resume it. A
+                // wake-up that came while it was on its way here made it NOTIFIED
+                // (`park_current`).
                 match gr.state.compare_exchange(
-                    PARKING,
+                    RUNNING,
                     PARKED,
                     Ordering::AcqRel,
                     Ordering::Acquire,

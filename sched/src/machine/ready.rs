@@ -9,13 +9,19 @@ use super::current::{current_g, current_p};
 use super::idle::{wakep, wakep_unfenced};
 use super::m_loop::switch_out;
 use crate::coroutine::{
-    GRef, NOTIFIED, PARKED, PARKING, RUNNABLE, RUNNING, SCAN_READIED, SCANNING, Switch, WaitReason,
+    GRef, NOTIFIED, PARKED, RUNNABLE, RUNNING, SCAN_READIED, SCANNING, Switch, WaitReason,
 };
 use crate::processor::{P, PENDING_RUNNEXT, PENDING_SHORT};
 use crate::runtime::Shared;
 
-/// Parks the running G, `g`, until `ready` (Go's `gopark`). Returns at once if a `ready`
-/// already arrived for this park.
+/// Parks the running G, `g`, until `ready` (Go's `gopark`).
+///
+/// The G stays RUNNING until its M has switched away from its stack and made it PARKED
+/// (m_loop.rs `execute_inner`), so this takes no read-modify-write of its own: a `ready`
+/// that comes first finds it RUNNING and makes it NOTIFIED, and the M then resumes it at
+/// once (a switch there and back, where the G used to return without one; rare, since a
+/// waker needs the token the G has only just queued). One locked instruction fewer per
+/// wait.
 ///
 /// # Safety
 /// `g` is the G running on the calling thread (its wait token names it: `Token::wait`),
@@ -26,17 +32,6 @@ pub(crate) unsafe fn park_current(g: GRef, reason: WaitReason) {
     // SAFETY: per the contract, the running G, live while it runs.
     let gr = unsafe { &*g };
     gr.wait_reason.store(reason as u8, Ordering::Relaxed);
-    if gr
-        .state
-        .compare_exchange(RUNNING, PARKING, Ordering::AcqRel, Ordering::Acquire)
-        .is_err()
-    {
-        // NOTIFIED: the wake-up came before we got here.
-        gr.state.store(RUNNING, Ordering::Release);
-        gr.wait_reason
-            .store(WaitReason::None as u8, Ordering::Relaxed);
-        return;
-    }
     // SAFETY: `gr` is the G running here.
     unsafe { switch_out(gr, Switch::Park) };
     gr.wait_reason
@@ -67,7 +62,7 @@ pub(crate) unsafe fn ready_from(g: GRef, here: Option<Option<&P>>) {
     loop {
         let s = gr.state.load(Ordering::Acquire);
         match s {
-            RUNNING | PARKING => {
+            RUNNING => {
                 if gr
                     .state
                     .compare_exchange(s, NOTIFIED, Ordering::AcqRel, Ordering::Acquire)
