@@ -222,7 +222,7 @@ pub(crate) struct G {
     /// Coarse monotonic nanoseconds at spawn (sys::coarse_now_ns, as of sysmon's last
     /// look: `Shared::coarse_ns`).
     pub(crate) born: AtomicU64,
-    /// Nanoseconds since the runtime's epoch when it last became runnable.
+    /// When it last became runnable, if that was sampled (`sys::monotonic_ns`), or 0.
     pub(crate) runnable_at: AtomicU64,
     /// Times it became runnable (to sample one in eight for the latency histogram).
     pub(crate) sched_count: AtomicU32,

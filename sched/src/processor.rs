@@ -63,7 +63,7 @@ pub(crate) struct P {
     /// Gs wait too long (sysmon.rs).
     pub(crate) wake_pending: AtomicU8,
     /// When the run being timed for the run-length estimate started (machine/find_work.rs
-    /// `time_run`), or 0. Owner only.
+    /// `time_run`; `sys::monotonic_ns`), or 0. Owner only.
     pub(crate) run_started: AtomicU64,
     pub(crate) spawned: AtomicU64,
     /// Owner only: coroutine ids taken from the runtime's counter and not yet handed out,

@@ -178,7 +178,8 @@ impl Shared {
     /// The sampled half of `stamp_runnable`, out of line.
     #[inline(never)]
     fn stamp_now(&self, g: &G) {
-        g.runnable_at.store(self.now_ns(), Ordering::Relaxed);
+        g.runnable_at
+            .store(crate::sys::monotonic_ns(), Ordering::Relaxed);
     }
 }
 

@@ -74,11 +74,12 @@ const RUN_SAMPLE: u32 = 64;
 #[inline(never)]
 fn time_run(sh: &Shared, p: &P, tick: u32) {
     if tick.is_multiple_of(RUN_SAMPLE) {
-        p.run_started.store(sh.now_ns(), Ordering::Relaxed);
+        p.run_started
+            .store(crate::sys::monotonic_ns(), Ordering::Relaxed);
     } else {
         let start = p.run_started.swap(0, Ordering::Relaxed);
         if start != 0 {
-            sh.note_run(sh.now_ns().saturating_sub(start));
+            sh.note_run(crate::sys::monotonic_ns().saturating_sub(start));
         }
     }
 }

@@ -158,14 +158,13 @@ unsafe fn run_blocking(m: &MCtx, p: &P, g: GRef) {
 /// This M holds `p`, and took `g` off a run queue or its mailbox (whose Gs are live,
 /// RUNNABLE and run only by whoever takes them off: `push_local`, `push_mail`, `queue`).
 unsafe fn execute(m: &MCtx, p: &P, g: GRef) -> Option<GRef> {
-    let sh = &*m.shared;
     // SAFETY: per the contract `g` is live and, being RUNNABLE, owned by this M until it
     // switches out again.
     let gr: &G = unsafe { &*g };
     // Only a sampled G (`stamp_runnable`) has a stamp; most switches skip the store.
     let since = gr.runnable_at.load(Ordering::Relaxed);
     if since != 0 {
-        record_latency(sh, p, gr, since);
+        record_latency(p, gr, since);
     }
     // The profiler labels: handed to the P's cache only when they change (`labels.rs`).
     let labels = gr.labels.get();
@@ -197,9 +196,9 @@ unsafe fn execute(m: &MCtx, p: &P, g: GRef) -> Option<GRef> {
 /// The sampled half of `execute`'s latency bookkeeping (`Shared::stamp_runnable`), out of
 /// line: `g` became runnable at `since`.
 #[inline(never)]
-fn record_latency(sh: &Shared, p: &P, g: &G, since: u64) {
+fn record_latency(p: &P, g: &G, since: u64) {
     g.runnable_at.store(0, Ordering::Relaxed);
-    p.record_latency(sh.now_ns().saturating_sub(since));
+    p.record_latency(crate::sys::monotonic_ns().saturating_sub(since));
 }
 
 /// The switch loop of `execute`.
