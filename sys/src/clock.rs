@@ -6,16 +6,23 @@
 //! sampled latencies. And the wall clock (`CLOCK_REALTIME`), for the time stamp a profile
 //! carries.
 
-/// The coarse clock's `(seconds, nanoseconds)`. Cannot fail: the clock id is valid on every
-/// Linux since 2.6.32 and the out-pointer is ours, so the return value is not checked.
+/// Reads `clock`. Cannot fail: the clock ids used here are valid on every Linux since
+/// 2.6.32 and the out-pointer is ours, so the return value is not checked.
 #[inline]
-fn coarse() -> (u64, u64) {
+fn read(clock: libc::clockid_t) -> libc::timespec {
     let mut ts = libc::timespec {
         tv_sec: 0,
         tv_nsec: 0,
     };
     // SAFETY: `ts` is a valid out-pointer.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC_COARSE, &mut ts) };
+    unsafe { libc::clock_gettime(clock, &mut ts) };
+    ts
+}
+
+/// The coarse clock's `(seconds, nanoseconds)`.
+#[inline]
+fn coarse() -> (u64, u64) {
+    let ts = read(libc::CLOCK_MONOTONIC_COARSE);
     (ts.tv_sec as u64, ts.tv_nsec as u64)
 }
 
@@ -38,12 +45,7 @@ pub fn coarse_now_ns() -> u64 {
 /// never 0. Cannot fail, as [`coarse_now_ns`].
 #[inline]
 pub fn monotonic_ns() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: `ts` is a valid out-pointer.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    let ts = read(libc::CLOCK_MONOTONIC);
     (ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64).max(1)
 }
 
@@ -52,12 +54,7 @@ pub fn monotonic_ns() -> u64 {
 /// for a clock set before 1970.
 #[inline]
 pub fn realtime_ns() -> i64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: `ts` is a valid out-pointer.
-    unsafe { libc::clock_gettime(libc::CLOCK_REALTIME, &mut ts) };
+    let ts = read(libc::CLOCK_REALTIME);
     ts.tv_sec * 1_000_000_000 + ts.tv_nsec
 }
 
