@@ -11,15 +11,16 @@
 //! State machine (`state`):
 //! ```text
 //!   RUNNABLE --M picks it--> RUNNING --yield--> RUNNABLE
-//!                            RUNNING --park--> PARKING --M after switch--> PARKED --ready--> RUNNABLE
-//!   RUNNING/PARKING --ready--> NOTIFIED: the park that follows (or is under way) returns at once
+//!                            RUNNING --park, M after switch--> PARKED --ready--> RUNNABLE
+//!   RUNNING --ready--> NOTIFIED: the M resumes it as soon as the park under way switches out
 //!   RUNNING --returns--> DEAD (on a free list) --spawn reuses it--> RUNNABLE
 //!   RUNNABLE/PARKED --the runtime is dropped--> CANCELLED: unwound and freed (teardown.rs)
 //!   PARKED --a goroutine profile--> SCANNING --done--> PARKED
 //!   SCANNING --ready--> SCAN_READIED --the profiler, done--> RUNNABLE (queued by it)
 //! ```
-//! The PARKING step is Go's "gopark runs the unlock function on g0": a G is not PARKED
-//! until its M has switched away from its stack, so a waker can never resume it twice.
+//! As Go's "gopark runs the unlock function on g0": a G is not PARKED until its M has
+//! switched away from its stack, so a waker can never resume it twice; until then a parking
+//! G is RUNNING (machine/ready.rs `park_current`).
 //!
 //! Because a record outlives its coroutine, what `dump()` and `stats()` read from it while
 //! it may be reused on another thread (`id`, `born`, `spawn_site`) is atomic, and `name`
@@ -39,7 +40,7 @@ use crate::runtime::Shared;
 
 pub(crate) const RUNNABLE: u8 = 0;
 pub(crate) const RUNNING: u8 = 1;
-pub(crate) const PARKING: u8 = 2;
+// 2 was PARKING: a parking G is RUNNING until its M has switched it out.
 pub(crate) const PARKED: u8 = 3;
 pub(crate) const NOTIFIED: u8 = 4;
 /// Finished; the record waits on a free list for the next spawn (gfree.rs).
@@ -221,7 +222,7 @@ pub(crate) struct G {
     /// Coarse monotonic nanoseconds at spawn (sys::coarse_now_ns, as of sysmon's last
     /// look: `Shared::coarse_ns`).
     pub(crate) born: AtomicU64,
-    /// Nanoseconds since the runtime's epoch when it last became runnable.
+    /// When it last became runnable, if that was sampled (`sys::monotonic_ns`), or 0.
     pub(crate) runnable_at: AtomicU64,
     /// Times it became runnable (to sample one in eight for the latency histogram).
     pub(crate) sched_count: AtomicU32,

@@ -8,7 +8,7 @@ use core::fmt::Write;
 use std::sync::{Arc, Once};
 
 use crate::coroutine::{
-    G, NOTIFIED, PARKED, PARKING, RUNNABLE, RUNNING, SCAN_READIED, SCANNING, WaitReason,
+    G, NOTIFIED, PARKED, RUNNABLE, RUNNING, SCAN_READIED, SCANNING, WaitReason,
 };
 use crate::runtime::{RUNTIMES, Shared};
 
@@ -25,7 +25,7 @@ fn line(out: &mut String, g: &G) {
     let state = match g.state() {
         RUNNABLE => "runnable",
         RUNNING | NOTIFIED => "running",
-        PARKING | PARKED | SCANNING | SCAN_READIED => "waiting",
+        PARKED | SCANNING | SCAN_READIED => "waiting",
         _ => "?",
     };
     let reason = g.wait_reason();

@@ -331,7 +331,8 @@ impl<T> JoinHandle<T> {
             }
             // Only the completer claims the token, after publishing DONE.
             Some(t) => {
-                t.wait(WaitReason::Join);
+                // SAFETY: `for_current` made the token for this coroutine, above.
+                unsafe { t.wait(WaitReason::Join) };
             }
         }
         self.finish()

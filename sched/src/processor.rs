@@ -63,7 +63,7 @@ pub(crate) struct P {
     /// Gs wait too long (sysmon.rs).
     pub(crate) wake_pending: AtomicU8,
     /// When the run being timed for the run-length estimate started (machine/find_work.rs
-    /// `time_run`), or 0. Owner only.
+    /// `time_run`; `sys::monotonic_ns`), or 0. Owner only.
     pub(crate) run_started: AtomicU64,
     pub(crate) spawned: AtomicU64,
     /// Owner only: coroutine ids taken from the runtime's counter and not yet handed out,
@@ -98,8 +98,9 @@ unsafe impl Sync for P {}
 unsafe impl Send for P {}
 
 impl P {
-    /// P number `id` of a runtime whose clock starts at `epoch`.
-    pub(crate) fn new(id: usize, epoch: std::time::Instant) -> Self {
+    /// P number `id` of a runtime whose clock starts at `epoch`; `alone` if it is the
+    /// runtime's only P (nobody steals from its run queue).
+    pub(crate) fn new(id: usize, epoch: std::time::Instant, alone: bool) -> Self {
         Self {
             id,
             timers: crate::timer::TimerHeap::new(epoch),
@@ -107,7 +108,7 @@ impl P {
             syscall_since: AtomicU64::new(0),
             curg_id: AtomicU64::new(0),
             labels: core::cell::Cell::new(tessera::profile::LabelSet::NONE),
-            runq: RunQueue::new(),
+            runq: RunQueue::with_thieves(!alone),
             alloc: UnsafeCell::new(
                 tessera::ProcessorCache::new().expect("out of memory for a processor cache"),
             ),

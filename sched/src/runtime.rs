@@ -166,12 +166,20 @@ impl Shared {
     /// Stamps the time a G became runnable, for one transition in eight (Go samples its
     /// scheduling-latency metric the same way, `gTrackingPeriod`), so the clock read stays
     /// off most switches.
+    #[inline]
     pub(crate) fn stamp_runnable(&self, g: &G) {
         let n = g.sched_count.load(Ordering::Relaxed).wrapping_add(1);
         g.sched_count.store(n, Ordering::Relaxed);
         if n.is_multiple_of(8) {
-            g.runnable_at.store(self.now_ns(), Ordering::Relaxed);
+            self.stamp_now(g);
         }
+    }
+
+    /// The sampled half of `stamp_runnable`, out of line.
+    #[inline(never)]
+    fn stamp_now(&self, g: &G) {
+        g.runnable_at
+            .store(crate::sys::monotonic_ns(), Ordering::Relaxed);
     }
 }
 
@@ -231,7 +239,7 @@ impl Builder {
             // (`TimerHeap::ns`) and `now_ns` are then on one clock, and sysmon and the
             // poller compare them directly.
             ps: (0..procs)
-                .map(|i| CachePadded::new(P::new(i, epoch)))
+                .map(|i| CachePadded::new(P::new(i, epoch, procs == 1)))
                 .collect(),
             global: Default::default(),
             idle: crate::shim::Mutex::new(Idle::default()),

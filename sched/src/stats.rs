@@ -3,7 +3,7 @@
 
 use core::sync::atomic::Ordering;
 
-use crate::coroutine::{NOTIFIED, PARKED, PARKING, RUNNABLE, RUNNING, SCAN_READIED, SCANNING};
+use crate::coroutine::{NOTIFIED, PARKED, RUNNABLE, RUNNING, SCAN_READIED, SCANNING};
 use crate::processor::LATENCY_BUCKETS;
 use crate::runtime::Shared;
 
@@ -91,7 +91,7 @@ pub(crate) fn collect(sh: &Shared) -> Stats {
     sh.allgs.for_each(&mut |g| {
         s.live += 1;
         match g.state() {
-            RUNNING | PARKING | NOTIFIED => s.running += 1,
+            RUNNING | NOTIFIED => s.running += 1,
             RUNNABLE => s.runnable += 1,
             // A G being walked by a goroutine profile is parked as far as it knows.
             PARKED | SCANNING | SCAN_READIED => s.parked += 1,

@@ -104,6 +104,7 @@ impl TimerHeap {
     }
 
     /// Whether any timer is pending.
+    #[inline]
     pub(crate) fn armed(&self) -> bool {
         self.next.load(Ordering::SeqCst) != u64::MAX
     }
@@ -198,10 +199,14 @@ fn fire(timers: Vec<Timer>, rearm: &dyn Fn(Instant, Action)) {
 /// Fires the due timers of `p`'s heap (called by any thread: the P's own M, a thief,
 /// the poller, sysmon). Woken coroutines go to the caller's P if it holds one, else to the
 /// global queue. Returns whether any fired.
+#[inline]
 pub(crate) fn run_due(sh: &Shared, p: &P) -> bool {
-    if !p.timers.armed() {
-        return false;
-    }
+    p.timers.armed() && run_due_armed(sh, p)
+}
+
+/// `run_due` for a P with a timer armed.
+#[inline(never)]
+fn run_due_armed(sh: &Shared, p: &P) -> bool {
     let mut due = Vec::new();
     p.timers.take_due(Instant::now(), &mut due);
     let fired = !due.is_empty();

@@ -74,16 +74,11 @@ impl Token {
     /// `for_current` for a wait that holds its token only in its own frame (channels,
     /// `select!`): a coroutine's token is lent from its cache instead of cloned, which
     /// saves the reference count's increment and decrement on every wait.
+    #[inline]
     pub(crate) fn for_current_wait() -> WaitToken {
         let g = machine::current_g();
         if g.is_null() {
-            return WaitToken::Own(Arc::new(Token {
-                selected: AtomicUsize::new(NONE),
-                who: Who::Thread {
-                    thread: std::thread::current(),
-                    notified: AtomicBool::new(false),
-                },
-            }));
+            return Token::for_thread();
         }
         // SAFETY: the running G is live, and only the G itself touches its token cache.
         let cache = unsafe { &mut *(*g).token.get() };
@@ -92,18 +87,38 @@ impl Token {
                 // The cache holds the only reference, and nobody can make another.
                 t.selected.store(NONE, Ordering::Relaxed);
             }
-            _ => {
-                *cache = Some(Arc::new(Token {
-                    selected: AtomicUsize::new(NONE),
-                    who: Who::G(g),
-                }));
-            }
+            _ => Token::refill(cache, g),
         }
         let t: *const Arc<Token> = cache.as_ref().expect("filled just above");
         WaitToken::Cached(t)
     }
 
+    /// A fresh token for the calling plain thread (`for_current_wait` off a coroutine).
+    #[cold]
+    #[inline(never)]
+    fn for_thread() -> WaitToken {
+        WaitToken::Own(Arc::new(Token {
+            selected: AtomicUsize::new(NONE),
+            who: Who::Thread {
+                thread: std::thread::current(),
+                notified: AtomicBool::new(false),
+            },
+        }))
+    }
+
+    /// Puts a fresh token for `g` in its cache, whose token (if any) is still held
+    /// elsewhere (`for_current_wait`).
+    #[cold]
+    #[inline(never)]
+    fn refill(cache: &mut Option<Arc<Token>>, g: GRef) {
+        *cache = Some(Arc::new(Token {
+            selected: AtomicUsize::new(NONE),
+            who: Who::G(g),
+        }));
+    }
+
     /// Claims the token for `arm`; true if this caller won and must `notify`.
+    #[inline]
     pub(crate) fn try_claim(&self, arm: usize) -> bool {
         self.selected
             .compare_exchange(NONE, arm, Ordering::AcqRel, Ordering::Acquire)
@@ -112,6 +127,7 @@ impl Token {
 
     /// Whether anybody but the holder of `this` may still use the token: a claimant between
     /// its claim and the end of its `notify`, or a wait queue or timer it is still on.
+    #[inline]
     pub(crate) fn shared_elsewhere(this: &Arc<Token>) -> bool {
         // No `Weak` is ever made of a token, so a strong count of one means `this` is the
         // only reference, and nobody can make another. The acquire fence pairs with the
@@ -122,6 +138,7 @@ impl Token {
         others
     }
 
+    #[inline]
     pub(crate) fn selected(&self) -> usize {
         self.selected.load(Ordering::Acquire)
     }
@@ -132,6 +149,7 @@ impl Token {
     /// A waiting G stays alive until this returns: the caller is the token's waiter, or the
     /// waiter cannot finish meanwhile (it is in its wait and the token unclaimed, or it must
     /// first take a lock the caller holds).
+    #[inline]
     pub(crate) unsafe fn runtime(&self) -> Option<&'static crate::runtime::Shared> {
         match &self.who {
             // SAFETY: the G is alive (contract), and a runtime outlives its Gs (runtime.rs
@@ -153,39 +171,47 @@ impl Token {
         match &self.who {
             // SAFETY: per the contract we won the token the G waits on, once.
             Who::G(g) => unsafe { machine::ready(*g) },
-            Who::Thread { thread, notified } => {
-                let t = thread.clone();
-                notified.store(true, Ordering::Release);
-                // `self` may be freed by the waiter from here on; we use our own handle.
-                t.unpark();
-            }
+            // `self` may be freed by the waiter once notified; `wake_thread` uses its own
+            // handle.
+            Who::Thread { thread, notified } => wake_thread(thread, notified),
         }
     }
 
     /// Blocks until claimed and notified; returns the winning arm. Call only when some
     /// other party (not this waiter itself) claimed or may claim the token.
-    pub(crate) fn wait(&self, reason: WaitReason) -> usize {
+    ///
+    /// # Safety
+    /// The calling coroutine or thread is the token's waiter (`for_current` made it here).
+    #[inline]
+    pub(crate) unsafe fn wait(&self, reason: WaitReason) -> usize {
         match &self.who {
-            Who::G(_) => loop {
-                machine::park_current(reason);
+            Who::G(g) => loop {
+                // SAFETY: per the contract, `g` is the coroutine running here.
+                unsafe { machine::park_current(*g, reason) };
                 let s = self.selected();
                 if s != NONE {
                     return s;
                 }
             },
-            Who::Thread { notified, .. } => {
-                while !notified.load(Ordering::Acquire) {
-                    std::thread::park();
-                }
-                self.selected()
-            }
+            Who::Thread { notified, .. } => Token::wait_thread(notified, &self.selected),
         }
+    }
+
+    /// `wait` for a plain thread: parks it until `notified`; returns the winning arm.
+    #[cold]
+    #[inline(never)]
+    fn wait_thread(notified: &AtomicBool, selected: &AtomicUsize) -> usize {
+        while !notified.load(Ordering::Acquire) {
+            std::thread::park();
+        }
+        selected.load(Ordering::Acquire)
     }
 
     /// `wait` with a deadline: a timer (timer.rs) claims `TIMEOUT` when it passes.
     ///
     /// # Safety
     /// The calling coroutine or thread is the token's waiter (`for_current` made it here).
+    #[inline]
     pub(crate) unsafe fn wait_until(
         self: &Arc<Self>,
         reason: WaitReason,
@@ -195,7 +221,8 @@ impl Token {
             // SAFETY: per the contract the caller is the waiter.
             unsafe { crate::timer::add_wake(d, self.clone()) };
         }
-        self.wait(reason)
+        // SAFETY: per the contract.
+        unsafe { self.wait(reason) }
     }
 }
 
@@ -244,6 +271,9 @@ pub(crate) struct Claimed {
     token: core::ptr::NonNull<Token>,
     /// Whether this claimant holds a strong count of the token's `Arc`.
     counted: bool,
+    /// For a coroutine's token, the P the claimant's M holds in the waiter's runtime
+    /// (`current_p`): looked up once, by `new`, for the wake-up too.
+    here: Option<&'static crate::processor::P>,
 }
 
 impl core::fmt::Debug for Claimed {
@@ -258,13 +288,18 @@ impl Claimed {
     /// # Safety
     /// The caller just won `try_claim` on `token`, which lives in an `Arc` (every token
     /// does: `for_current`) that its waiter holds until it is notified; the caller notifies
-    /// the result exactly once.
+    /// the result exactly once, on this thread and before it waits, yields or blocks (the
+    /// P looked up here is the one the wake-up queues on).
+    #[inline]
     pub(crate) unsafe fn new(token: &Token) -> Self {
         // SAFETY: the waiter is in its wait and cannot leave it before our notification
         // (contract), so its G is alive.
-        let same_runtime = match unsafe { token.runtime() } {
-            Some(rt) => machine::current_p(rt).is_some(),
-            None => true,
+        let (here, same_runtime) = match unsafe { token.runtime() } {
+            Some(rt) => {
+                let here = machine::current_p(rt);
+                (here, here.is_some())
+            }
+            None => (None, true),
         };
         if !same_runtime {
             // SAFETY: `token` points into an `Arc` that is alive (its waiter holds it).
@@ -273,6 +308,7 @@ impl Claimed {
         Claimed {
             token: core::ptr::NonNull::from(token),
             counted: !same_runtime,
+            here,
         }
     }
 
@@ -281,6 +317,7 @@ impl Claimed {
     /// # Safety
     /// Called once per `Claimed` (`new`'s contract), which `self` by value enforces; the
     /// unsafety is `new`'s promise that the waiter still holds the token.
+    #[inline]
     pub(crate) unsafe fn notify(self) {
         let t = self.token.as_ptr().cast_const();
         if self.counted {
@@ -300,16 +337,24 @@ impl Claimed {
         match unsafe { &(*t).who } {
             Who::G(g) => {
                 let g = *g;
-                // SAFETY: we won the token this G waits on, and wake it once.
-                unsafe { machine::ready(g) };
+                // SAFETY: we won the token this G waits on, and wake it once; not counted,
+                // so `here` is `current_p` of its runtime (`new`), and this thread has not
+                // switched since (a claimant notifies before it waits again).
+                unsafe { machine::ready_from(g, Some(self.here)) };
             }
-            Who::Thread { thread, notified } => {
-                let thread = thread.clone();
-                notified.store(true, Ordering::Release);
-                thread.unpark();
-            }
+            Who::Thread { thread, notified } => wake_thread(thread, notified),
         }
     }
+}
+
+/// Wakes a plain thread waiting on a token it can free as soon as `notified` is set: the
+/// handle is cloned first.
+#[cold]
+#[inline(never)]
+fn wake_thread(thread: &std::thread::Thread, notified: &AtomicBool) {
+    let thread = thread.clone();
+    notified.store(true, Ordering::Release);
+    thread.unpark();
 }
 
 /// A FIFO of waiters for the sync primitives: a plain deque guarded by the primitive's own

@@ -1,19 +1,28 @@
 //! Clocks. The coarse monotonic clock (`CLOCK_MONOTONIC_COARSE`): read through the vDSO in
 //! a few nanoseconds, without a syscall, at the resolution of the kernel's tick (1-4 ms).
 //! Good enough for the page heap's decay, a cache's idle stash and a coroutine's age; cheap
-//! enough to read on every spawn. One reading, in two units. And the wall clock
-//! (`CLOCK_REALTIME`), for the time stamp a profile carries.
+//! enough to read on every spawn. One reading, in two units. The precise monotonic clock
+//! (`CLOCK_MONOTONIC`, also through the vDSO) in plain nanoseconds, for the scheduler's
+//! sampled latencies. And the wall clock (`CLOCK_REALTIME`), for the time stamp a profile
+//! carries.
 
-/// The coarse clock's `(seconds, nanoseconds)`. Cannot fail: the clock id is valid on every
-/// Linux since 2.6.32 and the out-pointer is ours, so the return value is not checked.
+/// Reads `clock`. Cannot fail: the clock ids used here are valid on every Linux since
+/// 2.6.32 and the out-pointer is ours, so the return value is not checked.
 #[inline]
-fn coarse() -> (u64, u64) {
+fn read(clock: libc::clockid_t) -> libc::timespec {
     let mut ts = libc::timespec {
         tv_sec: 0,
         tv_nsec: 0,
     };
     // SAFETY: `ts` is a valid out-pointer.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC_COARSE, &mut ts) };
+    unsafe { libc::clock_gettime(clock, &mut ts) };
+    ts
+}
+
+/// The coarse clock's `(seconds, nanoseconds)`.
+#[inline]
+fn coarse() -> (u64, u64) {
+    let ts = read(libc::CLOCK_MONOTONIC_COARSE);
     (ts.tv_sec as u64, ts.tv_nsec as u64)
 }
 
@@ -31,17 +40,21 @@ pub fn coarse_now_ns() -> u64 {
     sec * 1_000_000_000 + nsec
 }
 
+/// Nanoseconds on the monotonic clock (`CLOCK_MONOTONIC`, through the vDSO: the clock
+/// `std::time::Instant` reads, without its conversions), since an arbitrary start (boot);
+/// never 0. Cannot fail, as [`coarse_now_ns`].
+#[inline]
+pub fn monotonic_ns() -> u64 {
+    let ts = read(libc::CLOCK_MONOTONIC);
+    (ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64).max(1)
+}
+
 /// Nanoseconds since the Unix epoch on the wall clock (`CLOCK_REALTIME`, through the vDSO);
 /// it jumps when the system time is set. Cannot fail, as [`coarse_now_ns`]; negative only
 /// for a clock set before 1970.
 #[inline]
 pub fn realtime_ns() -> i64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: `ts` is a valid out-pointer.
-    unsafe { libc::clock_gettime(libc::CLOCK_REALTIME, &mut ts) };
+    let ts = read(libc::CLOCK_REALTIME);
     ts.tv_sec * 1_000_000_000 + ts.tv_nsec
 }
 
@@ -55,6 +68,18 @@ mod tests {
         let ns = coarse_now_ns();
         assert!(ns / 1_000_000 >= ms);
         assert!(coarse_now_ms() >= ms);
+    }
+
+    /// The precise clock is the coarse one's, at a finer resolution: a coarse reading
+    /// taken between two precise ones lies between them, give or take a coarse tick.
+    #[test]
+    fn the_precise_clock_is_monotonic_and_the_coarse_ones() {
+        let a = monotonic_ns();
+        let coarse = coarse_now_ns();
+        let b = monotonic_ns();
+        assert!(a <= b);
+        const TICK: u64 = 10_000_000;
+        assert!(coarse <= b + TICK && coarse + TICK >= a, "{a} {coarse} {b}");
     }
 
     #[test]

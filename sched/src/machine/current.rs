@@ -1,9 +1,12 @@
 //! The calling thread's M, and through it the running G, the P it holds and its runtime;
 //! and the M's random numbers (steal order, `select!`).
 //!
-//! Migration: every thread-local read here goes through an `#[inline(never)]` accessor, so
-//! code that runs inside a coroutine recomputes the thread-local address after any switch
-//! (ARCHITECTURE.md#migration; llvm-project#98479).
+//! Migration: every thread-local read here goes through `current_m`, which is
+//! `#[inline(never)]`, so code that runs inside a coroutine recomputes the thread-local
+//! address after any switch (ARCHITECTURE.md#migration; llvm-project#98479). The accessors
+//! built on it (`current_g`, `current_p`) read no thread-local themselves, so they may be
+//! inlined: a user's build (no LTO, 16 codegen units) does not inline across units and
+//! crates what is not `#[inline]`.
 
 use core::cell::Cell;
 use core::ptr;
@@ -25,7 +28,7 @@ pub(crate) fn current_m() -> *const MCtx {
 }
 
 /// The G running on the calling thread, or null outside a coroutine.
-#[inline(never)]
+#[inline]
 pub(crate) fn current_g() -> GRef {
     let m = current_m();
     if m.is_null() {
@@ -37,7 +40,7 @@ pub(crate) fn current_g() -> GRef {
 }
 
 /// The P the calling thread holds, with its runtime, if it is an M of `rt` holding one.
-#[inline(never)]
+#[inline]
 pub(crate) fn current_p(rt: *const Shared) -> Option<&'static P> {
     let m = current_m();
     if m.is_null() {

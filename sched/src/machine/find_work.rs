@@ -74,11 +74,12 @@ const RUN_SAMPLE: u32 = 64;
 #[inline(never)]
 fn time_run(sh: &Shared, p: &P, tick: u32) {
     if tick.is_multiple_of(RUN_SAMPLE) {
-        p.run_started.store(sh.now_ns(), Ordering::Relaxed);
+        p.run_started
+            .store(crate::sys::monotonic_ns(), Ordering::Relaxed);
     } else {
         let start = p.run_started.swap(0, Ordering::Relaxed);
         if start != 0 {
-            sh.note_run(sh.now_ns().saturating_sub(start));
+            sh.note_run(crate::sys::monotonic_ns().saturating_sub(start));
         }
     }
 }
@@ -88,6 +89,7 @@ fn time_run(sh: &Shared, p: &P, tick: u32) {
 ///
 /// # Safety
 /// `p` is the P `m` holds (`m.p`).
+#[inline]
 pub(super) unsafe fn find_runnable(m: &MCtx, p: &P) -> Option<GRef> {
     let sh = &*m.shared;
     if sh.shutdown.load(Ordering::Relaxed) {
@@ -111,10 +113,12 @@ pub(super) unsafe fn find_runnable(m: &MCtx, p: &P) -> Option<GRef> {
     Some(g)
 }
 
-/// Finds a G to run, and whether it inherits the running time slice.
+/// Finds a G to run, and whether it inherits the running time slice: the P's own queue
+/// here, inlined into the M loop; the rest out of line (`find_elsewhere`).
 ///
 /// # Safety
 /// `p` is the P `m` holds (`m.p`).
+#[inline]
 unsafe fn find_runnable_inner(m: &MCtx, p: &P) -> Option<(GRef, bool)> {
     let sh = &*m.shared;
     let tick = p.tick.load(Ordering::Relaxed).wrapping_add(1);
@@ -145,6 +149,18 @@ unsafe fn find_runnable_inner(m: &MCtx, p: &P) -> Option<(GRef, bool)> {
     if let Some(found) = p.runq.pop_inheriting() {
         return Some(found);
     }
+    // SAFETY: per the contract.
+    unsafe { find_elsewhere(m, p) }
+}
+
+/// `find_runnable_inner` once the P's own queue is empty: the mailbox, the global queue,
+/// the netpoller, stealing.
+///
+/// # Safety
+/// `p` is the P `m` holds (`m.p`), and its run queue is empty.
+#[inline(never)]
+unsafe fn find_elsewhere(m: &MCtx, p: &P) -> Option<(GRef, bool)> {
+    let sh = &*m.shared;
     if let Some(g) = m.ms.pop_mail() {
         return Some((g, false));
     }

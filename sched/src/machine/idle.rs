@@ -247,7 +247,7 @@ fn poll_blocking<S: Sched>(m: &MCtx<S>) -> Option<usize> {
             .ms
             .push(m.ms.clone());
     }
-    // With a P, the woken Gs go on it (`make_runnable` sees `m.p`); without one, to the
+    // With a P, the woken Gs go on it (`ready` sees `m.p`); without one, to the
     // global queue for the busy Ps.
     m.p.set(p.unwrap_or(NO_P));
     // SAFETY: `woken` is what the poll above filled, delivered once, here.

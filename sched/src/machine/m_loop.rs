@@ -20,7 +20,7 @@ use super::find_work::find_runnable;
 use super::idle::{release_p, reset_spinning, stop_m, wakep};
 use super::ready::push_local;
 use super::{MCtx, MShared, NO_P};
-use crate::coroutine::{G, GRef, NOTIFIED, PARKED, PARKING, RUNNABLE, RUNNING, Switch, WaitReason};
+use crate::coroutine::{G, GRef, NOTIFIED, PARKED, RUNNABLE, RUNNING, Switch, WaitReason};
 use crate::processor::{P, P_RUNNING, P_SYSCALL};
 use crate::runtime::Shared;
 
@@ -158,15 +158,13 @@ unsafe fn run_blocking(m: &MCtx, p: &P, g: GRef) {
 /// This M holds `p`, and took `g` off a run queue or its mailbox (whose Gs are live,
 /// RUNNABLE and run only by whoever takes them off: `push_local`, `push_mail`, `queue`).
 unsafe fn execute(m: &MCtx, p: &P, g: GRef) -> Option<GRef> {
-    let sh = &*m.shared;
     // SAFETY: per the contract `g` is live and, being RUNNABLE, owned by this M until it
     // switches out again.
     let gr: &G = unsafe { &*g };
     // Only a sampled G (`stamp_runnable`) has a stamp; most switches skip the store.
     let since = gr.runnable_at.load(Ordering::Relaxed);
     if since != 0 {
-        gr.runnable_at.store(0, Ordering::Relaxed);
-        p.record_latency(sh.now_ns().saturating_sub(since));
+        record_latency(p, gr, since);
     }
     // The profiler labels: handed to the P's cache only when they change (`labels.rs`).
     let labels = gr.labels.get();
@@ -193,6 +191,14 @@ unsafe fn execute(m: &MCtx, p: &P, g: GRef) -> Option<GRef> {
     let out = unsafe { execute_inner(m, p, g, gr) };
     p.curg_id.store(0, Ordering::Relaxed);
     out
+}
+
+/// The sampled half of `execute`'s latency bookkeeping (`Shared::stamp_runnable`), out of
+/// line: `g` became runnable at `since`.
+#[inline(never)]
+fn record_latency(p: &P, g: &G, since: u64) {
+    g.runnable_at.store(0, Ordering::Relaxed);
+    p.record_latency(crate::sys::monotonic_ns().saturating_sub(since));
 }
 
 /// The switch loop of `execute`.
@@ -225,9 +231,11 @@ unsafe fn execute_inner(m: &MCtx, p: &P, g: GRef, gr: &G) -> Option<GRef> {
                 return Some(g);
             }
             CoroutineResult::Yield(Switch::Park) => {
-                // The G's stack is now switched out: only now may a waker resume it.
+                // The G's stack is now switched out: only now may a waker resume it. A
+                // wake-up that came while it was on its way here made it NOTIFIED
+                // (`park_current`).
                 match gr.state.compare_exchange(
-                    PARKING,
+                    RUNNING,
                     PARKED,
                     Ordering::AcqRel,
                     Ordering::Acquire,
@@ -271,6 +279,7 @@ unsafe fn finish(sh: &Shared, p: &P, g: GRef) {
 /// `g` is the G running on the calling thread (we are on its stack). For
 /// `Switch::Blocking`, `g.blocking` holds a section that stays valid until `g` resumes
 /// (the M calls it, `run_blocking`).
+#[inline]
 pub(super) unsafe fn switch_out(g: &G, how: Switch) {
     // Where a goroutine profile will start the walk of this stack (profile/goroutine.rs):
     // this frame's registers, read here, stay true of it while the G is switched out,

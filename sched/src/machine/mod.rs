@@ -52,7 +52,7 @@ pub(crate) use current::{
 };
 pub(crate) use idle::{Idle, put_idle_p, start_m, timer_added, wake_all, wakep};
 pub(crate) use m_loop::m_main;
-pub(crate) use ready::{begin_scan, end_scan, park_current, queue, ready};
+pub(crate) use ready::{begin_scan, end_scan, park_current, queue, ready, ready_from};
 
 const NO_P: usize = usize::MAX;
 
@@ -102,10 +102,17 @@ impl MShared {
         self.mailbox_len.store(q.len(), Ordering::SeqCst);
     }
 
+    #[inline]
     fn pop_mail(&self) -> Option<GRef> {
         if self.mailbox_len.load(Ordering::SeqCst) == 0 {
             return None;
         }
+        self.pop_mail_locked()
+    }
+
+    /// `pop_mail` once the mailbox looked non-empty.
+    #[inline(never)]
+    fn pop_mail_locked(&self) -> Option<GRef> {
         let mut q = self.mailbox.lock().unwrap_or_else(|e| e.into_inner());
         let g = q.pop_front();
         self.mailbox_len.store(q.len(), Ordering::SeqCst);

@@ -9,30 +9,29 @@ use super::current::{current_g, current_p};
 use super::idle::{wakep, wakep_unfenced};
 use super::m_loop::switch_out;
 use crate::coroutine::{
-    GRef, NOTIFIED, PARKED, PARKING, RUNNABLE, RUNNING, SCAN_READIED, SCANNING, Switch, WaitReason,
+    GRef, NOTIFIED, PARKED, RUNNABLE, RUNNING, SCAN_READIED, SCANNING, Switch, WaitReason,
 };
 use crate::processor::{P, PENDING_RUNNEXT, PENDING_SHORT};
 use crate::runtime::Shared;
 
-/// Parks the running G until `ready` (Go's `gopark`). Returns at once if a `ready` already
-/// arrived for this park.
-pub(crate) fn park_current(reason: WaitReason) {
-    let g = current_g();
-    assert!(!g.is_null(), "park_current outside a coroutine");
-    // SAFETY: the running G is live while it runs.
+/// Parks the running G, `g`, until `ready` (Go's `gopark`).
+///
+/// The G stays RUNNING until its M has switched away from its stack and made it PARKED
+/// (m_loop.rs `execute_inner`), so this takes no read-modify-write of its own: a `ready`
+/// that comes first finds it RUNNING and makes it NOTIFIED, and the M then resumes it at
+/// once (a switch there and back, where the G used to return without one; rare, since a
+/// waker needs the token the G has only just queued). One locked instruction fewer per
+/// wait.
+///
+/// # Safety
+/// `g` is the G running on the calling thread (its wait token names it: `Token::wait`),
+/// which saves looking it up again.
+#[inline]
+pub(crate) unsafe fn park_current(g: GRef, reason: WaitReason) {
+    debug_assert_eq!(g, current_g(), "park_current of another coroutine");
+    // SAFETY: per the contract, the running G, live while it runs.
     let gr = unsafe { &*g };
     gr.wait_reason.store(reason as u8, Ordering::Relaxed);
-    if gr
-        .state
-        .compare_exchange(RUNNING, PARKING, Ordering::AcqRel, Ordering::Acquire)
-        .is_err()
-    {
-        // NOTIFIED: the wake-up came before we got here.
-        gr.state.store(RUNNING, Ordering::Release);
-        gr.wait_reason
-            .store(WaitReason::None as u8, Ordering::Relaxed);
-        return;
-    }
     // SAFETY: `gr` is the G running here.
     unsafe { switch_out(gr, Switch::Park) };
     gr.wait_reason
@@ -44,13 +43,26 @@ pub(crate) fn park_current(reason: WaitReason) {
 /// # Safety
 /// The caller won the token `g` waits on (wait.rs) and has not readied it yet, so the G is
 /// alive, in its wait, and cannot leave it (or finish) before this returns.
+#[inline]
 pub(crate) unsafe fn ready(g: GRef) {
+    // SAFETY: per the contract.
+    unsafe { ready_from(g, None) };
+}
+
+/// `ready` by a claimant that has looked up already what `current_p` gives for `g`'s
+/// runtime: `here` is `Some` of that (a channel's claimant, `Claimed`), or `None` to look
+/// it up here.
+///
+/// # Safety
+/// As for `ready`; and `here`, if `Some`, is what `current_p` of `g`'s runtime returns now.
+#[inline]
+pub(crate) unsafe fn ready_from(g: GRef, here: Option<Option<&P>>) {
     // SAFETY: per the contract.
     let gr = unsafe { &*g };
     loop {
         let s = gr.state.load(Ordering::Acquire);
         match s {
-            RUNNING | PARKING => {
+            RUNNING => {
                 if gr
                     .state
                     .compare_exchange(s, NOTIFIED, Ordering::AcqRel, Ordering::Acquire)
@@ -82,8 +94,9 @@ pub(crate) unsafe fn ready(g: GRef) {
             _ => unreachable!("ready on a G in state {s}"),
         }
     }
-    // SAFETY: our CAS made the PARKED G RUNNABLE, so it is ours to queue.
-    unsafe { queue_readied(g) };
+    // SAFETY: our CAS made the PARKED G RUNNABLE, so it is ours to queue; `here` per the
+    // contract.
+    unsafe { queue_readied(g, here) };
 }
 
 /// Takes a PARKED G out of the scheduler's hands for a goroutine profile's walk of its
@@ -114,7 +127,7 @@ pub(crate) unsafe fn end_scan(g: GRef) {
         debug_assert_eq!(gr.state.load(Ordering::Relaxed), SCAN_READIED);
         gr.state.store(RUNNABLE, Ordering::Release);
         // SAFETY: RUNNABLE, switched out, on no queue, and ours.
-        unsafe { queue_readied(g) };
+        unsafe { queue_readied(g, None) };
     }
 }
 
@@ -123,9 +136,10 @@ pub(crate) unsafe fn end_scan(g: GRef) {
 /// ping-pong on one P: +14 instructions per round trip).
 ///
 /// # Safety
-/// `g` is RUNNABLE, switched out and on no run queue, and the caller gives it up.
+/// `g` is RUNNABLE, switched out and on no run queue, and the caller gives it up; `here`
+/// as for `ready_from`.
 #[inline(always)]
-unsafe fn queue_readied(g: GRef) {
+unsafe fn queue_readied(g: GRef, here: Option<Option<&P>>) {
     // SAFETY: per the contract.
     let gr = unsafe { &*g };
     // SAFETY: G's runtime outlives its Gs (a runtime that shuts down with live Gs leaks
@@ -136,35 +150,45 @@ unsafe fn queue_readied(g: GRef) {
         return;
     }
     sh.stamp_runnable(gr);
-    // SAFETY: per the contract; `locked_m` is its own.
-    unsafe { make_runnable(sh, g, gr.locked_m.get()) };
-}
-
-/// Queues a RUNNABLE G: on the caller's P's `runnext` if the caller is an M of its
-/// runtime, on its locked M, or on the global queue; then makes sure an M will look.
-///
-/// # Safety
-/// `g` is a live RUNNABLE G of `sh`, switched out and on no run queue, which the caller
-/// gives up (it must not touch `g` after this); `locked` is its `locked_m`: null, or the
-/// M of `sh` it is locked to.
-pub(crate) unsafe fn make_runnable(sh: &Shared, g: GRef, locked: *const MShared) {
+    // Then it goes on the caller's P's `runnext` if the caller is an M of its runtime, on
+    // its locked M, or on the global queue, and an M is made sure to look.
+    let locked = gr.locked_m.get();
     if !locked.is_null() {
-        // SAFETY: a locked G's M lives as long as the runtime.
-        let m = unsafe { &*locked };
-        // SAFETY: per the contract, `g` is RUNNABLE, locked to `m` and ours to give up.
-        unsafe { m.push_mail(g) };
-        m.parker.unpark();
+        // SAFETY: per the contract; `locked_m` is its own.
+        unsafe { mail(g, locked) };
         return;
     }
-    // SAFETY: per the contract; `current_p` is the P this thread holds, if any.
-    unsafe { queue(sh, current_p(sh), g) };
+    // Only one call of `queue` here, so that it stays inlined.
+    let p = match here {
+        Some(p) => p,
+        None => current_p(sh),
+    };
+    // SAFETY: per the contract; `p` is `current_p(sh)` (`here`'s contract), and `g` is
+    // locked to no M.
+    unsafe { queue(sh, p, g) };
+}
+
+/// Hands a RUNNABLE G locked to an M (`lock_to_thread`) to that M's mailbox and wakes it.
+///
+/// # Safety
+/// `g` is a live RUNNABLE G, switched out and on no run queue, which the caller gives up;
+/// `locked` is its `locked_m`, an M of its runtime.
+#[inline(never)]
+unsafe fn mail(g: GRef, locked: *const MShared) {
+    // SAFETY: a locked G's M lives as long as the runtime.
+    let m = unsafe { &*locked };
+    // SAFETY: per the contract, `g` is RUNNABLE, locked to `m` and ours to give up.
+    unsafe { m.push_mail(g) };
+    m.parker.unpark();
 }
 
 /// Queues a RUNNABLE G that is not locked to an M: on `p`, which must be `current_p(sh)`
-/// (a spawn has it at hand), or globally if `None`.
+/// (a spawn has it at hand), or globally if `None`; then makes sure an M will look.
 ///
 /// # Safety
-/// As for `make_runnable`, for a G locked to no M; `p` is `current_p(sh)`.
+/// `g` is a live RUNNABLE G of `sh` locked to no M, switched out and on no run queue,
+/// which the caller gives up (it must not touch `g` after this); `p` is `current_p(sh)`.
+#[inline]
 pub(crate) unsafe fn queue(sh: &Shared, p: Option<&P>, g: GRef) {
     match p {
         Some(p) => {
@@ -215,6 +239,7 @@ pub(crate) unsafe fn queue(sh: &Shared, p: Option<&P>, g: GRef) {
 /// The calling thread's M holds `p` (only its owner pushes on a run queue), and `g` is a
 /// live RUNNABLE G of `sh` on no run queue, which the caller gives up: whichever M takes it
 /// off a queue runs it (`execute`).
+#[inline]
 pub(super) unsafe fn push_local(sh: &Shared, p: &P, g: GRef, next: bool) {
     p.runq
         .push(g, next, &mut |batch| sh.global.push_batch(batch));

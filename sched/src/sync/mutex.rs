@@ -90,7 +90,8 @@ impl<T: ?Sized> Mutex<T> {
         w.push(t.clone());
         drop(w);
         // `unlock` passes ownership to us when it claims our token.
-        t.wait(WaitReason::Mutex);
+        // SAFETY: `for_current` made the token for this coroutine or thread.
+        unsafe { t.wait(WaitReason::Mutex) };
         MutexGuard { m: self }
     }
 

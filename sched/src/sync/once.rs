@@ -75,7 +75,8 @@ impl Once {
                     let t = Token::for_current();
                     w.push(t.clone());
                     drop(w);
-                    t.wait(WaitReason::Once);
+                    // SAFETY: `for_current` made the token for this coroutine or thread.
+                    unsafe { t.wait(WaitReason::Once) };
                 }
             }
         }

@@ -46,7 +46,8 @@ impl Semaphore {
         i.waiters.push(t.clone());
         drop(i);
         // `release` handed us its permit when it claimed our token.
-        t.wait(WaitReason::Semaphore);
+        // SAFETY: `for_current` made the token for this coroutine or thread.
+        unsafe { t.wait(WaitReason::Semaphore) };
         SemaphorePermit { sem: self }
     }
 

@@ -67,6 +67,7 @@ impl WaitGroup {
         let t = Token::for_current();
         i.waiters.push(t.clone());
         drop(i);
-        t.wait(WaitReason::WaitGroup);
+        // SAFETY: `for_current` made the token for this coroutine or thread.
+        unsafe { t.wait(WaitReason::WaitGroup) };
     }
 }
