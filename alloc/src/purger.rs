@@ -117,6 +117,9 @@ fn tick() -> bool {
     let now = clock::coarse_now_ms();
     let mut dirty = 0;
     for node in node::used_nodes() {
+        // A heap that outgrew its lean part asked for it to be collapsed here, off the
+        // allocating thread (`PageHeap::collapse_lean_if_due`).
+        node.heap.collapse_lean_if_due();
         let outcome = if urgent {
             node.heap.purge_all()
         } else {

@@ -101,6 +101,18 @@ pub(crate) fn huge_block_advice(node: NodeId) -> Option<bool> {
     }
 }
 
+/// Whether a heap of `node` that outgrew its lean part may have that part collapsed into huge
+/// pages now (`PageHeap::collapse_lean_if_due`): under `auto`, where a fault cannot compact
+/// memory or free huge blocks abound (a collapse allocates as a fault in advised memory
+/// does); never under `always` (no lean part) or `never`.
+pub(crate) fn may_collapse(node: NodeId) -> bool {
+    match MODE.load(Ordering::Relaxed) & !SYSTEM_ALWAYS {
+        AUTO => true,
+        AUTO_GATED => huge_blocks_abound(node),
+        _ => false,
+    }
+}
+
 /// Whether `node` has [`GATE_FREE_BYTES`] free in blocks of 2 MiB or more.
 fn huge_blocks_abound(node: NodeId) -> bool {
     let mut buf = [0u8; 1024];

@@ -157,6 +157,25 @@ pub unsafe fn advise_huge_pages(ptr: *mut u8, len: usize, huge: bool) -> Result<
     }
 }
 
+/// Asks the kernel to back `ptr..ptr+len` with huge pages now (`MADV_COLLAPSE`, Linux 6.1):
+/// the resident 4 KiB pages of each 2 MiB-aligned part are copied into a huge page, the
+/// missing ones zero-filled. Synchronous (a copy per huge page), whatever the system's THP
+/// mode says short of `never`.
+///
+/// Errors: `EINVAL` where the kernel has no `MADV_COLLAPSE`, `EAGAIN`/`ENOMEM` where no huge
+/// page could be had; the range keeps its contents either way.
+///
+/// # Safety
+/// The range must be mapped memory of ours.
+pub unsafe fn collapse_huge_pages(ptr: *mut u8, len: usize) -> Result<(), OsError> {
+    // SAFETY: the caller guarantees the range is ours; a collapse keeps every byte.
+    if unsafe { libc::madvise(ptr.cast(), len, libc::MADV_COLLAPSE) } == 0 {
+        Ok(())
+    } else {
+        Err(OsError::last())
+    }
+}
+
 /// Grows or shrinks a dedicated mapping, letting the kernel move it (no copy of the pages).
 ///
 /// Errors: `ENOMEM` when no room or no mapping is left (the old mapping is then untouched);

@@ -51,6 +51,11 @@ pub fn set_background_purger(running: bool) {
     BACKGROUND.store(running, Ordering::Relaxed);
 }
 
+/// Whether a background purger runs (`set_background_purger`).
+pub(super) fn background_purger() -> bool {
+    BACKGROUND.load(Ordering::Relaxed)
+}
+
 fn purge_advice() -> PurgeAdvice {
     if PURGE_ADVICE.load(Ordering::Relaxed) == 1 {
         PurgeAdvice::Free
