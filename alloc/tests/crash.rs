@@ -340,9 +340,11 @@ fn sized_dealloc_of_interior_pointer_is_reported() {
 /// second 1,280 B block) must still be reported.
 #[test]
 fn interior_pointer_into_a_reused_span_is_reported() {
-    if let Some(out) = in_child(
+    if let Some(out) = common::in_child(
         "interior_pointer_into_a_reused_span_is_reported",
         "reused-span-interior",
+        // Thread caches, whatever the environment says: the scenario is theirs.
+        &[("TESSERA_CACHE", "thread")],
         || {
             const A: usize = 1536;
             const B: usize = 1280;
@@ -404,6 +406,75 @@ fn interior_pointer_into_a_reused_span_is_reported() {
         assert_aborted_with(
             &out,
             "tessera: free of a pointer into the middle of a block",
+        );
+    }
+}
+
+/// The other place a remembered span leaves its cache: a thread's exit flushes a partly used
+/// span to the central list. Here thread 1 frees into span S (remembered) and exits; its
+/// cache goes to the pool, and thread 2 takes it over; thread 3 takes S from the central
+/// list. When thread 2 frees a block of S, that is a free into thread 3's span: had S been
+/// remembered still, the block would go onto thread 2's own bin and come back from its next
+/// allocation of that size while thread 3 still counts it as handed out.
+#[test]
+fn a_span_flushed_to_the_central_list_is_forgotten() {
+    use std::sync::mpsc;
+    if let Some(out) = common::in_child(
+        "a_span_flushed_to_the_central_list_is_forgotten",
+        "flushed-span",
+        // Thread caches, whatever the environment says: the scenario is theirs.
+        &[("TESSERA_CACHE", "thread")],
+        || {
+            // A class no one else here uses: 3,584 B, two to an 8 KiB first span.
+            const SIZE: usize = 3584;
+            let (b0, b1) = std::thread::spawn(|| {
+                let b0 = tessera::alloc(SIZE, 8) as usize;
+                let b1 = tessera::alloc(SIZE, 8) as usize;
+                assert_eq!(b1 - b0, SIZE, "one span, side by side");
+                // SAFETY: a block of ours, freed once: the free path remembers its span.
+                unsafe { tessera::free(b0 as *mut u8) };
+                (b0, b1)
+            })
+            .join()
+            .unwrap();
+            // Thread 2 takes thread 1's cache from the pool (the only idle one).
+            let (to_two, two_waits) = mpsc::channel::<()>();
+            let (from_two, main_waits) = mpsc::channel::<usize>();
+            let two = std::thread::spawn(move || {
+                // A first allocation (another class) binds the cache.
+                let keep = tessera::alloc(40, 8);
+                two_waits.recv().unwrap();
+                // SAFETY: thread 1's live block, handed over; freed once.
+                unsafe { tessera::free(b1 as *mut u8) };
+                from_two.send(tessera::alloc(SIZE, 8) as usize).unwrap();
+                std::hint::black_box(keep);
+            });
+            // Thread 3, with a cache of its own, takes S from the central list: its first
+            // block of the size is thread 1's freed one.
+            let (to_three, three_waits) = mpsc::channel::<()>();
+            let (from_three, main_waits3) = mpsc::channel::<usize>();
+            let three = std::thread::spawn(move || {
+                from_three.send(tessera::alloc(SIZE, 8) as usize).unwrap();
+                three_waits.recv().unwrap();
+            });
+            assert_eq!(main_waits3.recv().unwrap(), b0, "thread 3 took S");
+            to_two.send(()).unwrap();
+            let got = main_waits.recv().unwrap();
+            assert_ne!(
+                got, b1,
+                "a block of thread 3's span came back from thread 2's bin"
+            );
+            to_three.send(()).unwrap();
+            two.join().unwrap();
+            three.join().unwrap();
+            println!("FORGOTTEN-OK");
+        },
+    ) {
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success() && stdout.contains("FORGOTTEN-OK"),
+            "child failed: {}\n{stdout}",
+            String::from_utf8_lossy(&out.stderr)
         );
     }
 }
