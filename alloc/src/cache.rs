@@ -86,10 +86,10 @@ pub(crate) struct Bin {
     /// First object byte of the current span (0 when there is none).
     pub(crate) start: usize,
     /// Bytes of objects in the current span (0 when there is none), so that
-    /// `ptr - start < len` tells the sized free's fast path a pointer is ours.
+    /// `link - start < len` tells a pop the link it decodes lies in the current span.
     pub(crate) len: usize,
-    /// The current span's `div_test`, so that a pop checks the link it decodes, and the
-    /// sized free the pointer it takes, for a block boundary from this line alone.
+    /// The current span's `div_test`, so that a pop checks the link it decodes for a block
+    /// boundary from this line alone.
     pub(crate) div_test: u64,
     span: *mut Span,
 }
