@@ -485,6 +485,8 @@ pub(crate) unsafe extern "C" fn free_slow(ptr: *mut u8) {
                 if s.user_flags & profile::sample::PROFILED != 0 {
                     // SAFETY: the caller gives up the block, the span's only object.
                     unsafe { profile::sample::free_large(span.as_ptr()) };
+                } else if profile::sample::is_reserved(s) {
+                    report::fatal("double free", addr);
                 } else {
                     // SAFETY: as above.
                     unsafe { large::free(s) };
@@ -630,7 +632,11 @@ fn block_size_slow(ptr: *const u8) -> Option<usize> {
             let s = unsafe { span.as_ref() };
             match s.kind() {
                 SpanKind::Small if is_object_start(s, addr) => Some(s.obj_size as usize),
-                SpanKind::Large if s.base() as usize == addr => Some(s.bytes()),
+                SpanKind::Large
+                    if s.base() as usize == addr && !profile::sample::is_reserved(s) =>
+                {
+                    Some(s.bytes())
+                }
                 _ => None,
             }
         }
@@ -683,6 +689,9 @@ pub unsafe fn realloc(ptr: *mut u8, old_size: usize, align: usize, new_size: usi
             }
             SpanKind::Large if s.base() != ptr => {
                 report::fatal("realloc of a pointer into the middle of a block", addr);
+            }
+            SpanKind::Large if profile::sample::is_reserved(s) => {
+                report::fatal("realloc of a freed pointer", addr);
             }
             // In place keeps the base, so any alignment still holds.
             // A sampled block resized in place keeps its sample (and its `PROFILED` flag), as

@@ -34,6 +34,11 @@ static RATE: AtomicUsize = AtomicUsize::new(DEFAULT_RATE);
 /// other flag (the small-object layer's flags mean nothing on them), and `large::alloc`
 /// clears the byte.
 pub(crate) const PROFILED: u8 = 0b1000_0000;
+/// `Span::user_flags` of a large span: its block was a sample and is free, the span kept in
+/// the reserve for the next sample. A free, `realloc` or `malloc_usable_size` of its block
+/// is of a freed pointer (`is_reserved`): had the span gone back to the page heap, as any
+/// other freed large span, the same calls would find a free run and report it.
+const RESERVED: u8 = 0b0100_0000;
 
 /// The countdown of a cache that must never sample (sampling off, or the profiler's own
 /// allocations): far beyond any amount a program allocates between two resets.
@@ -200,8 +205,13 @@ pub(crate) unsafe fn free_large(span: *mut Span) {
     debug_assert!(s.kind() == SpanKind::Large);
     table::forget(s.base() as usize);
     s.user_flags &= !PROFILED;
-    if s.npages() == 1 && keep(span) {
-        return;
+    if s.npages() == 1 {
+        // Marked before `keep` publishes it: the next owner clears the mark.
+        s.user_flags |= RESERVED;
+        if keep(span) {
+            return;
+        }
+        s.user_flags &= !RESERVED;
     }
     // SAFETY: the caller's contract: an in-use large span whose block is not used again.
     unsafe { crate::large::free(s) };
@@ -225,6 +235,12 @@ pub(crate) fn in_reserve(span: &Span) -> bool {
         .any(|slot| slot.load(Ordering::Relaxed) == span)
 }
 
+/// Whether the large span `s` is kept in the reserve, its block freed (see `RESERVED`).
+#[inline]
+pub(crate) fn is_reserved(s: &Span) -> bool {
+    s.user_flags & RESERVED != 0
+}
+
 /// A reserved span's block for a sample of `size` at `align`, if one is kept and fits.
 fn reserved(size: usize, align: usize) -> Option<*mut u8> {
     if size > PAGE_SIZE || align > PAGE_SIZE {
@@ -238,7 +254,10 @@ fn reserved(size: usize, align: usize) -> Option<*mut u8> {
         if !span.is_null() {
             // SAFETY: `keep` put an in-use one-page large span here, whose block nobody
             // uses; the swap made it ours alone.
-            return Some(unsafe { (*span).base() });
+            unsafe {
+                (*span).user_flags &= !RESERVED;
+                return Some((*span).base());
+            }
         }
     }
     None
