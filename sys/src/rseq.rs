@@ -91,8 +91,20 @@ const UNAVAILABLE: u8 = 3;
 
 static STATE: AtomicU8 = AtomicU8::new(UNINIT);
 /// Offsets from the thread pointer of the area's `rseq_cs` and of its index field.
-static CS_TPOFF: AtomicIsize = AtomicIsize::new(0);
-static INDEX_TPOFF: AtomicIsize = AtomicIsize::new(0);
+///
+/// Read by every pop and push on every CPU, so on a cache line of their own: a neighbouring
+/// static that some CPU writes (a counter) would otherwise take the line from the others.
+#[repr(C, align(64))]
+struct TpOffsets {
+    /// `rseq_cs`'s offset; the sequences read it at `TPOFF + 0`.
+    cs: AtomicIsize,
+    /// The index field's offset; the sequences read it at `TPOFF + 8`.
+    index: AtomicIsize,
+}
+static TPOFF: TpOffsets = TpOffsets {
+    cs: AtomicIsize::new(0),
+    index: AtomicIsize::new(0),
+};
 
 #[cfg(all(target_arch = "x86_64", target_os = "linux", target_env = "gnu"))]
 mod imp {
@@ -174,11 +186,11 @@ mod imp {
         () => {
             concat!(
                 "20:\n",
-                "mov {idx}, qword ptr [rip + {cstp}]\n",
+                "mov {idx}, qword ptr [rip + {tpoff}]\n",
                 "lea {slab}, [rip + 29f]\n",
                 "mov qword ptr fs:[{idx}], {slab}\n",
                 "21:\n",
-                "mov {idx}, qword ptr [rip + {idxtp}]\n",
+                "mov {idx}, qword ptr [rip + {tpoff} + 8]\n",
                 "mov {idx:e}, dword ptr fs:[{idx}]\n",
                 "cmp {idx}, {len}\n",
                 "jae 27f\n",
@@ -237,8 +249,7 @@ mod imp {
                 out = out(reg) out,
                 hdr = in(reg) $header,
                 $($operand = in(reg) $value,)*
-                cstp = sym super::CS_TPOFF,
-                idxtp = sym super::INDEX_TPOFF,
+                tpoff = sym super::TPOFF,
                 table = sym super::SLABS,
                 len = const super::SLAB_TABLE_LEN,
                 options(nostack),
@@ -307,8 +318,7 @@ mod imp {
                 cur = out(reg) _,
                 hdr = in(reg) header,
                 item = in(reg) item,
-                cstp = sym super::CS_TPOFF,
-                idxtp = sym super::INDEX_TPOFF,
+                tpoff = sym super::TPOFF,
                 table = sym super::SLABS,
                 len = const super::SLAB_TABLE_LEN,
                 full = label { return false; },
@@ -403,8 +413,8 @@ pub fn init(allow_own: bool) -> Option<Setup> {
     } else {
         CPU_ID
     };
-    CS_TPOFF.store(base + RSEQ_CS, Ordering::Relaxed);
-    INDEX_TPOFF.store(base + field, Ordering::Relaxed);
+    TPOFF.cs.store(base + RSEQ_CS, Ordering::Relaxed);
+    TPOFF.index.store(base + field, Ordering::Relaxed);
     // Racing first calls compute the same values; the first store of the state wins.
     let _ = STATE.compare_exchange(UNINIT, state, Ordering::Release, Ordering::Relaxed);
     setup()
@@ -417,7 +427,7 @@ pub fn setup() -> Option<Setup> {
         OWN => Registration::Own,
         _ => return None,
     };
-    let index = if INDEX_TPOFF.load(Ordering::Relaxed) - CS_TPOFF.load(Ordering::Relaxed)
+    let index = if TPOFF.index.load(Ordering::Relaxed) - TPOFF.cs.load(Ordering::Relaxed)
         == MM_CID - RSEQ_CS
     {
         IndexField::MmCid
@@ -437,7 +447,7 @@ pub fn register_current_thread() -> bool {
     let Some(setup) = setup() else {
         return false;
     };
-    let cpu_off = CS_TPOFF.load(Ordering::Relaxed) - RSEQ_CS + CPU_ID;
+    let cpu_off = TPOFF.cs.load(Ordering::Relaxed) - RSEQ_CS + CPU_ID;
     // A negative `cpu_id`: -1 not registered yet, -2 registration failed.
     match imp::read_field(cpu_off) as i32 {
         id if id >= 0 => true,
@@ -454,7 +464,7 @@ pub fn register_current_thread() -> bool {
 #[inline]
 pub fn current_index() -> Option<u32> {
     setup()?;
-    let v = imp::read_field(INDEX_TPOFF.load(Ordering::Relaxed));
+    let v = imp::read_field(TPOFF.index.load(Ordering::Relaxed));
     if (v as i32) < 0 { None } else { Some(v) }
 }
 
@@ -463,7 +473,7 @@ pub fn current_index() -> Option<u32> {
 /// [`current_index`].
 #[inline(always)]
 pub fn index_now() -> u32 {
-    imp::read_field(INDEX_TPOFF.load(Ordering::Relaxed))
+    imp::read_field(TPOFF.index.load(Ordering::Relaxed))
 }
 
 /// Entries of [`SLABS`]: ids (`cpu_id`, `mm_cid`) are below the number of possible CPUs,
@@ -493,8 +503,22 @@ pub fn unmade() -> *mut u8 {
 /// a slab laid out as [`slab_pop`] says, never null (so the sequences need not test). Here,
 /// not with its user, so that the sequences reach it rip-relative. A slab, once stored, must
 /// stay mapped and in place.
-pub static SLABS: [AtomicPtr<u8>; SLAB_TABLE_LEN] =
-    [const { AtomicPtr::new((&raw const UNMADE).cast_mut().cast()) }; SLAB_TABLE_LEN];
+pub static SLABS: SlabTable =
+    SlabTable([const { AtomicPtr::new((&raw const UNMADE).cast_mut().cast()) }; SLAB_TABLE_LEN]);
+
+/// [`SLABS`]' type: the entries, on cache lines of their own (written only when a slab is
+/// made or drained, read by every pop and push).
+#[derive(Debug)]
+#[repr(C, align(64))]
+pub struct SlabTable(pub [AtomicPtr<u8>; SLAB_TABLE_LEN]);
+
+impl core::ops::Deref for SlabTable {
+    type Target = [AtomicPtr<u8>; SLAB_TABLE_LEN];
+
+    fn deref(&self) -> &Self::Target {
+        &self.0
+    }
+}
 
 /// Pops from a per-CPU slab, as one restartable sequence: with `slab` the entry of
 /// [`SLABS`] for the calling thread's index `i` (`mm_cid` or `cpu_id`) and

@@ -337,8 +337,22 @@ struct Backing(*mut Cache);
 // SAFETY: pool memory, never unmapped; the lock serialises its use.
 unsafe impl Send for Backing {}
 
-static BACKING: [Locked<Backing>; TABLE_LEN] =
-    [const { Locked::new(Backing(ptr::null_mut())) }; TABLE_LEN];
+/// The back ends by id, each lock on a cache line of its own (two CPUs refilling at once
+/// must not bounce one line between them).
+static BACKING: [Padded<Locked<Backing>>; TABLE_LEN] =
+    [const { Padded(Locked::new(Backing(ptr::null_mut()))) }; TABLE_LEN];
+
+/// A value on a cache line of its own.
+#[repr(align(64))]
+struct Padded<T>(T);
+
+impl<T> core::ops::Deref for Padded<T> {
+    type Target = T;
+
+    fn deref(&self) -> &T {
+        &self.0
+    }
+}
 
 /// Runs `f` on the back-end cache of `id` under its lock, with that cache current on this
 /// thread meanwhile (see the module comment). `None` when the OS refuses a cache.

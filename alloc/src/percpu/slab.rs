@@ -119,7 +119,7 @@ const _: () = assert!(MAX_CACHED_BYTES <= PERCPU_CLASSES * STACK_BYTES);
 
 /// The slabs, by id (`tessera_sys::rseq::SLABS`, where the sequences find them);
 /// `rseq::UNMADE` until the id's first use. A slab is never unmapped.
-static TABLE: &[AtomicPtr<u8>; TABLE_LEN] = &rseq::SLABS;
+static TABLE: &[AtomicPtr<u8>; TABLE_LEN] = &rseq::SLABS.0;
 /// Bytes mapped for slabs.
 static MAPPED: AtomicUsize = AtomicUsize::new(0);
 
