@@ -266,13 +266,23 @@ pub fn malloc_fast(size: usize) -> *mut u8 {
         // SAFETY: `size <= MAX_FAST`.
         let class = unsafe { class_of_malloc(size) };
         let cache = thread::current();
-        // SAFETY: a non-null current cache is valid and used by this thread alone.
-        if !cache.is_null() && unsafe { profile::count(cache, size) } {
-            // SAFETY: as above; the malloc table holds class indexes only.
-            let key = unsafe { (*cache).key };
-            // SAFETY: as above; the malloc table holds class indexes only, and our bin's list
-            // is touched by this thread alone.
-            let block = unsafe { (*cache).bins.get_unchecked_mut(class.index()).try_pop(key) };
+        if !cache.is_null() {
+            // SAFETY: a non-null current cache is valid and used by this thread alone.
+            if unsafe { profile::count(cache, size) } {
+                // SAFETY: as above; the malloc table holds class indexes only.
+                let key = unsafe { (*cache).key };
+                // SAFETY: as above; the malloc table holds class indexes only, and our bin's
+                // list is touched by this thread alone.
+                let block = unsafe { (*cache).bins.get_unchecked_mut(class.index()).try_pop(key) };
+                if !block.is_null() {
+                    sanitizer::handed_out(block, size, false);
+                    return block;
+                }
+            }
+        } else if thread::uses_percpu() {
+            // The per-CPU caches' pop, inline: no call on their hit path either.
+            // SAFETY: the thread uses the per-CPU caches.
+            let block = unsafe { percpu::alloc_fast(class, size) };
             if !block.is_null() {
                 sanitizer::handed_out(block, size, false);
                 return block;
@@ -286,8 +296,7 @@ pub fn malloc_fast(size: usize) -> *mut u8 {
 /// out of memory or above `isize::MAX` bytes. Call it only right after `malloc_fast(size)`
 /// returned null on the same thread: the heap profiler's countdown (`profile/sample.rs`)
 /// then knows whether `malloc_fast` counted the request (it does whenever the size is in
-/// its range and the thread has a cache). A thread on the per-CPU caches takes their fast
-/// path here (`malloc_fast` leaves it alone, to stay frameless).
+/// its range and the thread has a cache or uses the per-CPU caches).
 ///
 /// `extern "C"`, that is, it cannot unwind: a wrapper that is itself `extern "C"` can then
 /// tail-call it (a call that may unwind needs the wrapper's abort-on-unwind frame).
@@ -295,13 +304,7 @@ pub fn malloc_fast(size: usize) -> *mut u8 {
 #[inline(never)]
 pub extern "C" fn malloc_slow(size: usize) -> *mut u8 {
     let align = if size <= 8 { 8 } else { 16 };
-    if size <= MAX_FAST && thread::current().is_null() && thread::uses_percpu() {
-        // The per-CPU fast path is reached through the miss, so that the thread cache's hit
-        // path in the C wrapper stays without a stack frame.
-        // SAFETY: `size <= MAX_FAST`; the thread uses the per-CPU caches.
-        return unsafe { percpu::alloc(size, align, class_of_malloc(size)) };
-    }
-    let counted = size <= MAX_FAST && !thread::current().is_null();
+    let counted = size <= MAX_FAST && (!thread::current().is_null() || thread::uses_percpu());
     alloc_slow(size, align, false, counted)
 }
 

@@ -55,14 +55,14 @@ pub(crate) unsafe fn swap_current(cache: *mut Cache) -> *mut Cache {
 const EXITED: *mut Cache = ptr::without_provenance_mut(1);
 
 /// `OWN` of a thread that uses the per-CPU caches (`percpu/`) instead of a cache of its own.
-const PERCPU: *mut Cache = ptr::without_provenance_mut(2);
+const PERCPU: *mut Cache = ptr::without_provenance_mut(tls::PERCPU_MARK);
 
 /// Whether the calling thread uses the per-CPU caches (decided at its first allocation,
 /// `current_or_init`). Its `CURRENT` word is null, except while it holds a per-CPU back end
 /// or runs a scheduler's processor (whose cache then comes first).
 #[inline(always)]
 pub(crate) fn uses_percpu() -> bool {
-    tls::own() == PERCPU
+    tls::own_is_percpu()
 }
 
 /// Whether the calling thread's exit handler has run (see the module comment).

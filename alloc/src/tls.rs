@@ -67,6 +67,45 @@ mod imp {
         left
     }
 
+    /// Whether this thread's `OWN` word is [`super::PERCPU_MARK`] (`thread::uses_percpu`): a
+    /// compare with memory and a jump (asm goto), one instruction less than a load and a
+    /// compare.
+    #[inline(always)]
+    pub(crate) fn own_is_percpu() -> bool {
+        // SAFETY: reads this thread's own slot, as `own`.
+        unsafe {
+            asm!(
+                "mov {t}, qword ptr [rip + tessera_tls_own@GOTTPOFF]",
+                "cmp qword ptr fs:[{t}], {m}",
+                "jne {no}",
+                t = out(reg) _,
+                m = const super::PERCPU_MARK,
+                no = label { return false; },
+                options(nostack, readonly),
+            );
+        }
+        true
+    }
+
+    /// Subtracts `size` from this thread's heap-profile countdown; false when it went below
+    /// zero. `prof_sub(size) >= 0` in three instructions (asm goto on the sign flag).
+    #[inline(always)]
+    pub(crate) fn prof_take(size: usize) -> bool {
+        // SAFETY: as `prof_sub`.
+        unsafe {
+            asm!(
+                "mov {t}, qword ptr [rip + tessera_tls_prof@GOTTPOFF]",
+                "sub qword ptr fs:[{t}], {s}",
+                "js {out}",
+                t = out(reg) _,
+                s = in(reg) size,
+                out = label { return false; },
+                options(nostack),
+            );
+        }
+        true
+    }
+
     /// Sets this thread's heap-profile countdown.
     #[inline]
     pub(crate) fn set_prof(left: isize) {
@@ -154,6 +193,14 @@ mod imp {
             left
         })
     }
+    #[inline(always)]
+    pub(crate) fn prof_take(size: usize) -> bool {
+        prof_sub(size as isize) >= 0
+    }
+    #[inline(always)]
+    pub(crate) fn own_is_percpu() -> bool {
+        own().addr() == super::PERCPU_MARK
+    }
     #[inline]
     pub(crate) fn set_prof(left: isize) {
         PROF.with(|p| p.set(left))
@@ -183,7 +230,12 @@ mod imp {
     }
 }
 
-pub(crate) use imp::{current, own, prof_sub, set_current, set_own, set_prof};
+pub(crate) use imp::{
+    current, own, own_is_percpu, prof_sub, prof_take, set_current, set_own, set_prof,
+};
+
+/// The `OWN` word of a thread on the per-CPU caches (`thread::PERCPU`).
+pub(crate) const PERCPU_MARK: usize = 2;
 
 #[cfg(all(test, not(tessera_loom)))]
 mod tests {

@@ -282,6 +282,55 @@ fn double_free_on_a_stack_is_reported() {
     }
 }
 
+/// A write into a block on a stack (a use after free) is reported when the block is popped
+/// again: through `tessera::alloc` and through C's `malloc` fast path, whose sequence
+/// leaves such a block on its stack for the slow path to take and report. The thread is
+/// pinned to one CPU, so that its id, and the stack the block is on, stay the same.
+#[test]
+fn write_into_a_stacked_block_is_reported() {
+    for (scenario, c_path) in [("stacked-write-rust", false), ("stacked-write-c", true)] {
+        if let Some(out) = common::in_child(
+            "write_into_a_stacked_block_is_reported",
+            scenario,
+            PERCPU,
+            || {
+                // SAFETY: a zeroed set with CPU 0 added, for the calling thread.
+                unsafe {
+                    let mut set: libc::cpu_set_t = std::mem::zeroed();
+                    libc::CPU_SET(0, &mut set);
+                    libc::sched_setaffinity(0, size_of::<libc::cpu_set_t>(), &set);
+                }
+                let alloc = |size: usize| {
+                    if c_path {
+                        let p = tessera::malloc_fast(size);
+                        if p.is_null() {
+                            tessera::malloc_slow(size)
+                        } else {
+                            p
+                        }
+                    } else {
+                        tessera::alloc(size, 8)
+                    }
+                };
+                let p = alloc(64);
+                // SAFETY: deliberately bad input: `p` is written after its free.
+                unsafe {
+                    tessera::free(p);
+                    p.cast::<usize>().write(0x4141_4141_4141_4141);
+                }
+                // The block is on top of the stack; a few more pops in case the thread was
+                // moved before the pin took.
+                for _ in 0..256 {
+                    assert!(!alloc(64).is_null());
+                }
+                println!("NOT-REPORTED");
+            },
+        ) {
+            assert_aborted_with(&out, "tessera: corrupted free list");
+        }
+    }
+}
+
 /// A block on a stack freed again by a thread whose first allocator call that free is (it
 /// decides there to use the per-CPU caches, and must not push the block onto its span's
 /// remote list, where nobody would see it is on a stack too).

@@ -95,10 +95,23 @@ unsafe impl<A: GlobalAlloc> GlobalAlloc for CallBoundary<A> {
 /// heap profiling off (`TESSERA_PROF_RATE=0`, set in its child before the workload runs;
 /// see [`prepare_child`]), so that the sampling's cost shows beside `tessera`, which runs at
 /// the default rate, in one run (issue #18).
-pub static OPT_IN: &[Allocator] = &[Allocator {
-    name: "tessera-noprof",
-    run: |workload, params| workloads::run(&CallBoundary(::tessera::Tessera), workload, params),
-}];
+/// `tessera-percpu` and `tessera-auto` are Tessera with `TESSERA_CACHE=percpu` or `auto`
+/// (per-CPU caches, issue #19; set in the child before Tessera's first allocation, where it
+/// reads the variable).
+pub static OPT_IN: &[Allocator] = &[
+    Allocator {
+        name: "tessera-noprof",
+        run: |workload, params| workloads::run(&CallBoundary(::tessera::Tessera), workload, params),
+    },
+    Allocator {
+        name: "tessera-percpu",
+        run: |workload, params| workloads::run(&CallBoundary(::tessera::Tessera), workload, params),
+    },
+    Allocator {
+        name: "tessera-auto",
+        run: |workload, params| workloads::run(&CallBoundary(::tessera::Tessera), workload, params),
+    },
+];
 
 /// Looks an allocator up by name (the default ones and [`OPT_IN`]).
 pub fn find(name: &str) -> Option<&'static Allocator> {
@@ -117,13 +130,23 @@ pub fn all_names() -> Vec<&'static str> {
 
 /// Whether `name` is Tessera in some configuration (its child reports Tessera's memory).
 pub fn is_tessera(name: &str) -> bool {
-    name == "tessera" || name == "tessera-noprof"
+    name.starts_with("tessera")
 }
 
 /// Sets a child process up for `name` before its workload runs: `tessera-noprof` turns heap
-/// profiling off.
+/// profiling off; `tessera-percpu` and `tessera-auto` set `TESSERA_CACHE`.
 pub fn prepare_child(name: &str) {
-    if name == "tessera-noprof" {
-        ::tessera::profile::set_rate(0);
-    }
+    let cache = match name {
+        "tessera-noprof" => {
+            ::tessera::profile::set_rate(0);
+            return;
+        }
+        "tessera-percpu" => "percpu",
+        "tessera-auto" => "auto",
+        _ => return,
+    };
+    // SAFETY: the child has started no thread yet (the workload starts them), so nothing
+    // reads the environment meanwhile; Tessera reads it at its first allocation, which
+    // comes after this (the runner's own allocator is `System`).
+    unsafe { std::env::set_var("TESSERA_CACHE", cache) };
 }

@@ -105,6 +105,7 @@ fn c_mode_runs_every_program_on_glibc_and_tessera() {
         "xmalloc",
         "cache-scratch",
         "mstress",
+        "manythreads",
         "burst",
     ] {
         for threads in [1, 2] {
@@ -123,8 +124,8 @@ fn c_mode_runs_every_program_on_glibc_and_tessera() {
             }
         }
     }
-    // 7 programs x 2 thread counts x the allocators, each announced on stderr.
-    let runs = 7 * 2 * columns;
+    // 8 programs x 2 thread counts x the allocators, each announced on stderr.
+    let runs = 8 * 2 * columns;
     assert!(stderr.contains(&format!("[{runs:>4}/{runs}")), "{stderr}");
     if columns == 2 {
         assert!(stderr.contains("not started by cargo"), "{stderr}");

@@ -91,8 +91,20 @@ const UNAVAILABLE: u8 = 3;
 
 static STATE: AtomicU8 = AtomicU8::new(UNINIT);
 /// Offsets from the thread pointer of the area's `rseq_cs` and of its index field.
-static CS_TPOFF: AtomicIsize = AtomicIsize::new(0);
-static INDEX_TPOFF: AtomicIsize = AtomicIsize::new(0);
+///
+/// Read by every pop and push on every CPU, so on a cache line of their own: a neighbouring
+/// static that some CPU writes (a counter) would otherwise take the line from the others.
+#[repr(C, align(64))]
+struct TpOffsets {
+    /// `rseq_cs`'s offset; the sequences read it at `TPOFF + 0`.
+    cs: AtomicIsize,
+    /// The index field's offset; the sequences read it at `TPOFF + 8`.
+    index: AtomicIsize,
+}
+static TPOFF: TpOffsets = TpOffsets {
+    cs: AtomicIsize::new(0),
+    index: AtomicIsize::new(0),
+};
 
 #[cfg(all(target_arch = "x86_64", target_os = "linux", target_env = "gnu"))]
 mod imp {
@@ -165,36 +177,36 @@ mod imp {
 
     /// The start of both sequences: stores the descriptor (29) into `rseq_cs` (20, where an
     /// abort restarts), then from `start_ip` (21) reads the index, refuses (jumps to 27) an
-    /// index not below the table's length or a missing slab, and loads the stack's count into
-    /// `cur`. The offsets of the area's fields and the table are read from their statics
-    /// (`sym`), rip-relative, so the sequence needs few registers and no GOT load.
+    /// index not below the table's length, and loads the stack's count into `cur`. The
+    /// offsets of the area's fields and the table are read from their statics (`sym`),
+    /// rip-relative, so the sequence needs few registers and no GOT load. An entry is never
+    /// null (an id without a slab points at [`super::UNMADE`], whose headers refuse), so
+    /// there is no test for one.
     macro_rules! enter_slab {
         () => {
             concat!(
                 "20:\n",
-                "mov {idx}, qword ptr [rip + {cstp}]\n",
+                "mov {idx}, qword ptr [rip + {tpoff}]\n",
                 "lea {slab}, [rip + 29f]\n",
                 "mov qword ptr fs:[{idx}], {slab}\n",
                 "21:\n",
-                "mov {idx}, qword ptr [rip + {idxtp}]\n",
+                "mov {idx}, qword ptr [rip + {tpoff} + 8]\n",
                 "mov {idx:e}, dword ptr fs:[{idx}]\n",
                 "cmp {idx}, {len}\n",
                 "jae 27f\n",
                 "lea {slab}, [rip + {table}]\n",
                 "mov {slab}, qword ptr [{slab} + {idx} * 8]\n",
-                "test {slab}, {slab}\n",
-                "jz 27f\n",
                 "mov {cur:e}, dword ptr [{slab} + {hdr}]\n",
             )
         };
     }
 
     /// The end of both sequences, out of line: the abort handler (23), preceded by the
-    /// signature as `ud1`'s operand, restarting from 20; the refusal (27: `$refuse`, then
-    /// back to `$resume`); the descriptor (29: version 0, flags 0, `start_ip` 21,
+    /// signature as `ud1`'s operand, restarting from 20; the refusal (27: `$refuse`, which
+    /// leaves the asm block); the descriptor (29: version 0, flags 0, `start_ip` 21,
     /// `post_commit_offset` up to 22, `abort_ip` 23).
     macro_rules! leave_slab {
-        ($refuse:literal, $resume:literal) => {
+        ($refuse:literal) => {
             concat!(
                 ".pushsection __rseq_failure, \"ax\"\n",
                 ".byte 0x0f, 0xb9, 0x3d\n",
@@ -203,9 +215,6 @@ mod imp {
                 "jmp 20b\n",
                 "27:\n",
                 $refuse,
-                "\n",
-                "jmp ",
-                $resume,
                 "\n",
                 ".popsection\n",
                 ".pushsection __rseq_cs, \"aw\"\n",
@@ -218,14 +227,44 @@ mod imp {
         };
     }
 
+    /// The pop sequence, `$check` (asm text that may refuse, jumping to 27, once the item is
+    /// in `out`; it may use `idx`, whose index the sequence no longer needs by then) run
+    /// before the commit; `$operand`s are its extra inputs. Evaluates to the item, or null.
+    macro_rules! pop_sequence {
+        ($header:expr, $check:expr $(, $operand:ident = in(reg) $value:expr)*) => {{
+            let out: *mut u8;
+            asm!(
+                enter_slab!(),
+                "cmp {cur:e}, dword ptr [{slab} + {hdr} + 4]",
+                "je 27f",
+                "mov {out}, qword ptr [{slab} + {cur} * 8 - 8]",
+                $check,
+                "dec {cur:e}",
+                "mov dword ptr [{slab} + {hdr}], {cur:e}",
+                "22:",
+                leave_slab!("xor {out:e}, {out:e}\njmp 22b"),
+                idx = out(reg) _,
+                slab = out(reg) _,
+                cur = out(reg) _,
+                out = out(reg) out,
+                hdr = in(reg) $header,
+                $($operand = in(reg) $value,)*
+                tpoff = sym super::TPOFF,
+                table = sym super::SLABS,
+                len = const super::SLAB_TABLE_LEN,
+                options(nostack),
+            );
+            out
+        }};
+    }
+
     /// Pops the top of the stack `header` names in the slab of the calling thread's index;
-    /// null when that slab is missing or the stack empty.
+    /// null when the stack is empty (or refuses).
     ///
     /// # Safety
     /// As [`super::slab_pop`].
     #[inline(always)]
     pub(super) unsafe fn pop(header: usize) -> *mut u8 {
-        let out: *mut u8;
         // SAFETY: the caller's contract (the slab layout, the registration); the sequence
         // follows the kernel contract in the module comment: the store to `rseq_cs` is the
         // last instruction before `start_ip` (21), the commit (the store of the new count)
@@ -233,41 +272,37 @@ mod imp {
         // restarts from the store to `rseq_cs` (20), which the kernel cleared. Every
         // output is an `out` (not `lateout`) register, so no input is overwritten before a
         // restart reads it again.
+        unsafe { pop_sequence!(header, "") }
+    }
+
+    /// `pop`, refusing also when the top item's first word is not `item ^ tag`.
+    ///
+    /// # Safety
+    /// As [`super::slab_pop_tagged`].
+    #[inline(always)]
+    pub(super) unsafe fn pop_tagged(header: usize, tag: usize) -> *mut u8 {
+        // SAFETY: as `pop`; the item's first word is read before the commit (the caller's
+        // contract makes every stacked item readable).
         unsafe {
-            asm!(
-                enter_slab!(),
-                "cmp {cur:e}, dword ptr [{slab} + {hdr} + 4]",
-                "je 27f",
-                "mov {out}, qword ptr [{slab} + {cur} * 8 - 8]",
-                "dec {cur:e}",
-                "mov dword ptr [{slab} + {hdr}], {cur:e}",
-                "22:",
-                leave_slab!("xor {out:e}, {out:e}", "22b"),
-                idx = out(reg) _,
-                slab = out(reg) _,
-                cur = out(reg) _,
-                out = out(reg) out,
-                hdr = in(reg) header,
-                cstp = sym super::CS_TPOFF,
-                idxtp = sym super::INDEX_TPOFF,
-                table = sym super::SLABS,
-                len = const super::SLAB_TABLE_LEN,
-                options(nostack),
-            );
+            pop_sequence!(
+                header,
+                "mov {idx}, qword ptr [{out}]\nxor {idx}, {out}\ncmp {idx}, {tag}\njne 27f",
+                tag = in(reg) tag
+            )
         }
-        out
     }
 
     /// Pushes `item` onto the stack `header` names in the slab of the calling thread's
-    /// index; false when that slab is missing or the stack full.
+    /// index; false when the stack is full (or refuses).
     ///
     /// # Safety
     /// As [`super::slab_push`].
     #[inline(always)]
     pub(super) unsafe fn push(header: usize, item: *mut u8) -> bool {
-        let ok: u32;
         // SAFETY: as `pop`. The slot store before the commit is speculative: a slot above
         // the committed count belongs to no one, so an aborted push leaves nothing behind.
+        // A refusal jumps straight to the `full` label (asm goto): no flag to return and
+        // test on the path that pushed.
         unsafe {
             asm!(
                 enter_slab!(),
@@ -277,23 +312,20 @@ mod imp {
                 "inc {cur:e}",
                 "mov dword ptr [{slab} + {hdr}], {cur:e}",
                 "22:",
-                "mov {ok:e}, 1",
-                "24:",
-                leave_slab!("xor {ok:e}, {ok:e}", "24b"),
+                leave_slab!("jmp {full}"),
                 idx = out(reg) _,
                 slab = out(reg) _,
                 cur = out(reg) _,
-                ok = out(reg) ok,
                 hdr = in(reg) header,
                 item = in(reg) item,
-                cstp = sym super::CS_TPOFF,
-                idxtp = sym super::INDEX_TPOFF,
+                tpoff = sym super::TPOFF,
                 table = sym super::SLABS,
                 len = const super::SLAB_TABLE_LEN,
+                full = label { return false; },
                 options(nostack),
             );
         }
-        ok != 0
+        true
     }
 
     /// Registers the area at `area` for the calling thread.
@@ -328,6 +360,9 @@ mod imp {
         u32::MAX
     }
     pub(super) unsafe fn pop(_: usize) -> *mut u8 {
+        core::ptr::null_mut()
+    }
+    pub(super) unsafe fn pop_tagged(_: usize, _: usize) -> *mut u8 {
         core::ptr::null_mut()
     }
     pub(super) unsafe fn push(_: usize, _: *mut u8) -> bool {
@@ -378,8 +413,8 @@ pub fn init(allow_own: bool) -> Option<Setup> {
     } else {
         CPU_ID
     };
-    CS_TPOFF.store(base + RSEQ_CS, Ordering::Relaxed);
-    INDEX_TPOFF.store(base + field, Ordering::Relaxed);
+    TPOFF.cs.store(base + RSEQ_CS, Ordering::Relaxed);
+    TPOFF.index.store(base + field, Ordering::Relaxed);
     // Racing first calls compute the same values; the first store of the state wins.
     let _ = STATE.compare_exchange(UNINIT, state, Ordering::Release, Ordering::Relaxed);
     setup()
@@ -392,7 +427,7 @@ pub fn setup() -> Option<Setup> {
         OWN => Registration::Own,
         _ => return None,
     };
-    let index = if INDEX_TPOFF.load(Ordering::Relaxed) - CS_TPOFF.load(Ordering::Relaxed)
+    let index = if TPOFF.index.load(Ordering::Relaxed) - TPOFF.cs.load(Ordering::Relaxed)
         == MM_CID - RSEQ_CS
     {
         IndexField::MmCid
@@ -412,7 +447,7 @@ pub fn register_current_thread() -> bool {
     let Some(setup) = setup() else {
         return false;
     };
-    let cpu_off = CS_TPOFF.load(Ordering::Relaxed) - RSEQ_CS + CPU_ID;
+    let cpu_off = TPOFF.cs.load(Ordering::Relaxed) - RSEQ_CS + CPU_ID;
     // A negative `cpu_id`: -1 not registered yet, -2 registration failed.
     match imp::read_field(cpu_off) as i32 {
         id if id >= 0 => true,
@@ -429,7 +464,7 @@ pub fn register_current_thread() -> bool {
 #[inline]
 pub fn current_index() -> Option<u32> {
     setup()?;
-    let v = imp::read_field(INDEX_TPOFF.load(Ordering::Relaxed));
+    let v = imp::read_field(TPOFF.index.load(Ordering::Relaxed));
     if (v as i32) < 0 { None } else { Some(v) }
 }
 
@@ -438,35 +473,84 @@ pub fn current_index() -> Option<u32> {
 /// [`current_index`].
 #[inline(always)]
 pub fn index_now() -> u32 {
-    imp::read_field(INDEX_TPOFF.load(Ordering::Relaxed))
+    imp::read_field(TPOFF.index.load(Ordering::Relaxed))
 }
 
 /// Entries of [`SLABS`]: ids (`cpu_id`, `mm_cid`) are below the number of possible CPUs,
 /// which a user of the table checks against this ([`possible_cpus`]).
 pub const SLAB_TABLE_LEN: usize = 1024;
 
-/// The per-CPU slabs the sequences work on, by index (`mm_cid` or `cpu_id`): null, or a slab
-/// laid out as [`slab_pop`] says. Here, not with its user, so that the sequences reach it
-/// rip-relative. A slab, once stored, must stay mapped and in place.
-pub static SLABS: [AtomicPtr<u8>; SLAB_TABLE_LEN] =
-    [const { AtomicPtr::new(core::ptr::null_mut()) }; SLAB_TABLE_LEN];
+/// Headers [`UNMADE`] has room for.
+pub const UNMADE_HEADERS: usize = 256;
+
+/// What an entry of [`SLABS`] points at until its id has a slab: [`UNMADE_HEADERS`] headers,
+/// every one zero (a count equal to both its begin and its end), on which both sequences
+/// refuse. Read only: the sequences never store to a header that refuses, nor to its slots.
+#[derive(Debug)]
+#[repr(C, align(64))]
+pub struct Unmade([u32; 4 * UNMADE_HEADERS]);
+
+/// See [`Unmade`].
+pub static UNMADE: Unmade = Unmade([0; 4 * UNMADE_HEADERS]);
+
+/// [`UNMADE`] as [`SLABS`] holds it.
+#[inline]
+pub fn unmade() -> *mut u8 {
+    (&raw const UNMADE).cast_mut().cast()
+}
+
+/// The per-CPU slabs the sequences work on, by index (`mm_cid` or `cpu_id`): [`UNMADE`], or
+/// a slab laid out as [`slab_pop`] says, never null (so the sequences need not test). Here,
+/// not with its user, so that the sequences reach it rip-relative. A slab, once stored, must
+/// stay mapped and in place.
+pub static SLABS: SlabTable =
+    SlabTable([const { AtomicPtr::new((&raw const UNMADE).cast_mut().cast()) }; SLAB_TABLE_LEN]);
+
+/// [`SLABS`]' type: the entries, on cache lines of their own (written only when a slab is
+/// made or drained, read by every pop and push).
+#[derive(Debug)]
+#[repr(C, align(64))]
+pub struct SlabTable(pub [AtomicPtr<u8>; SLAB_TABLE_LEN]);
+
+impl core::ops::Deref for SlabTable {
+    type Target = [AtomicPtr<u8>; SLAB_TABLE_LEN];
+
+    fn deref(&self) -> &Self::Target {
+        &self.0
+    }
+}
 
 /// Pops from a per-CPU slab, as one restartable sequence: with `slab` the entry of
 /// [`SLABS`] for the calling thread's index `i` (`mm_cid` or `cpu_id`) and
-/// `h = slab + header`, if `slab` is not null and `count = *(h as *u32)` differs from
-/// `begin = *(h + 4) as *u32`, returns the pointer in slot `count - 1` (slot `k` is the
+/// `h = slab + header`, if `count = *(h as *u32)` differs from `begin = *(h + 4) as *u32`,
+/// returns the pointer in slot `count - 1` (slot `k` is the
 /// `u64` at `slab + 8 * k`) and stores `count - 1`; otherwise returns null and changes
 /// nothing.
 ///
 /// # Safety
-/// [`register_current_thread`] returned true on this thread; every non-null entry of
-/// [`SLABS`] is a slab whose header at `header` (12 bytes: count, begin, end, 4-aligned) and
-/// slots `begin..end` are readable and writable, and which nothing but these two sequences
-/// writes (from any thread) while it is in the table.
+/// [`register_current_thread`] returned true on this thread; `header` is below
+/// `16 * UNMADE_HEADERS`; every entry of [`SLABS`] other than [`UNMADE`] is a slab whose
+/// header at `header` (12 bytes: count, begin, end, 4-aligned) and slots `begin..end` are
+/// readable and writable, and which nothing but these two sequences writes (from any thread)
+/// while it is in the table.
 #[inline(always)]
 pub unsafe fn slab_pop(header: usize) -> *mut u8 {
     // SAFETY: the caller's contract.
     unsafe { imp::pop(header) }
+}
+
+/// [`slab_pop`], which also refuses (returns null, changes nothing) when the first word of
+/// the item it would pop is not `item ^ tag`: a check of a mark its pusher left there, made
+/// before the item leaves the stack, so that a caller whose check fails takes a slower path
+/// that pops the item (with [`slab_pop`]) and reports it.
+///
+/// # Safety
+/// As [`slab_pop`], and every item on every slab's stacks is the address of 8 readable,
+/// 8-aligned bytes.
+#[inline(always)]
+pub unsafe fn slab_pop_tagged(header: usize, tag: usize) -> *mut u8 {
+    // SAFETY: the caller's contract.
+    unsafe { imp::pop_tagged(header, tag) }
 }
 
 /// Pushes onto a per-CPU slab, as one restartable sequence: with the slab and header as in
@@ -604,9 +688,9 @@ mod tests {
         }
         // Without a slab, the sequences refuse.
         for entry in &SLABS[..cpus] {
-            entry.store(core::ptr::null_mut(), Ordering::Release);
+            entry.store(unmade(), Ordering::Release);
         }
-        // SAFETY: every entry is null.
+        // SAFETY: every entry is `UNMADE`.
         unsafe {
             assert!(!slab_push(0, items[0]));
             assert!(slab_pop(0).is_null());

@@ -26,10 +26,11 @@ use tessera_sys::rseq;
 
 use super::slab::{self, PERCPU_CLASSES, TABLE_LEN};
 use super::{IDS, MAX_BATCH, flush_backend, give_back_to};
+use crate::size_class::NUM_CLASSES;
 
 /// A slab whose stacks are all empty and full at once (every header zero): where `SLABS[i]`
 /// points while `i`'s own slab is being drained. Its slots are never touched.
-static PARKED: [AtomicU32; 4 * PERCPU_CLASSES] = [const { AtomicU32::new(0) }; 4 * PERCPU_CLASSES];
+static PARKED: [AtomicU32; 4 * NUM_CLASSES] = [const { AtomicU32::new(0) }; 4 * NUM_CLASSES];
 
 /// Whether membarrier's rseq command is registered for this process (`enable`).
 static REMOTE: AtomicBool = AtomicBool::new(false);
@@ -56,7 +57,7 @@ pub(super) fn is_parked(slab: *mut u8) -> bool {
 }
 
 /// Empties the slab of `id` into its back end, by the protocol of the module comment.
-/// Returns the bytes of objects it took; 0 when there was no slab, another drain had it, or
+/// Returns the bytes of objects it took; 0 when there was no slab (`rseq::UNMADE`), another drain had it, or
 /// remote draining is unavailable.
 pub(super) fn drain(id: usize) -> usize {
     if !REMOTE.load(Ordering::Acquire) {
@@ -64,7 +65,7 @@ pub(super) fn drain(id: usize) -> usize {
     }
     let entry = &rseq::SLABS[id];
     let slab = entry.load(Ordering::Acquire);
-    if slab.is_null()
+    if slab == rseq::unmade()
         || is_parked(slab)
         || entry
             .compare_exchange(slab, parked(), Ordering::AcqRel, Ordering::Acquire)
@@ -103,7 +104,7 @@ pub(crate) fn drain_idle(now_ms: u64, idle_ms: u64, all: bool) -> usize {
     let mut held = 0;
     for id in 0..IDS.load(Ordering::Relaxed) {
         let s = rseq::SLABS[id].load(Ordering::Acquire);
-        if s.is_null() || is_parked(s) {
+        if s == rseq::unmade() || is_parked(s) {
             continue;
         }
         let (fingerprint, bytes) = slab::fingerprint(s);

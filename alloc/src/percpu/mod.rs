@@ -176,15 +176,14 @@ pub(crate) fn adopt() -> bool {
 #[inline(always)]
 fn count(size: usize) -> bool {
     // `size` is at most `MAX_FAST` here.
-    crate::tls::prof_sub(size as isize) >= 0
+    crate::tls::prof_take(size)
 }
 
 /// Pops a block of `class` from the calling thread's slab, marker cleared; null when the
-/// stack is empty (or the slab missing).
+/// stack is empty (or refuses: no slab yet, a class above `PERCPU_CLASSES`).
 ///
 /// # Safety
-/// The calling thread uses the per-CPU caches (`thread::uses_percpu`), and `class` is below
-/// `PERCPU_CLASSES`.
+/// The calling thread uses the per-CPU caches (`thread::uses_percpu`).
 #[inline(always)]
 unsafe fn pop(class: SizeClass) -> *mut u8 {
     // SAFETY: the thread is registered (`adopt`); the table and slabs have the layout the
@@ -203,6 +202,29 @@ unsafe fn pop(class: SizeClass) -> *mut u8 {
     block
 }
 
+/// `pop` for the fast paths: the marker is checked inside the sequence, and a block whose
+/// marker was overwritten stays on its stack (null, as for an empty stack), for the slow
+/// path's `pop` to take and report; so the fast path makes no call (and needs no frame).
+///
+/// # Safety
+/// As `pop`.
+#[inline(always)]
+unsafe fn pop_fast(class: SizeClass) -> *mut u8 {
+    if !freelist::HARDENED {
+        // SAFETY: forwarded contract.
+        return unsafe { pop(class) };
+    }
+    // A stacked block's first word is its marker, a null link: the block's address xor the
+    // key (`freelist::encode_with`).
+    // SAFETY: as `pop`; stacked blocks are live objects of at least 8 bytes.
+    let block = unsafe { rseq::slab_pop_tagged(slab::header(class), freelist::key()) };
+    if !block.is_null() {
+        // SAFETY: the block left the stack: it is ours alone now.
+        unsafe { freelist::clear_link(block) };
+    }
+    block
+}
+
 /// Reports a stacked block whose marker was overwritten.
 #[cold]
 #[inline(never)]
@@ -215,8 +237,8 @@ fn written_while_free(block: *mut u8) -> ! {
 }
 
 /// Pushes `block` (of `class`, given up by the caller) onto the calling thread's slab,
-/// marking it freed first; false (and the marker cleared) when the stack is full or the
-/// slab missing.
+/// marking it freed first; false (and the marker cleared) when the stack is full or
+/// refuses (as `pop`).
 ///
 /// # Safety
 /// As `pop`; `block` is a live object of `class` that nobody else holds.
@@ -273,24 +295,26 @@ pub(crate) unsafe extern "C" fn free(ptr: *mut u8, span: *mut Span) {
     unsafe { crate::free_slow(ptr) }
 }
 
-/// The allocation fast path of a per-CPU thread: the countdown, then a pop. Null sends the
-/// caller to the slow path with `counted` true.
+/// The allocation fast path of a per-CPU thread: the countdown, then a pop (a class above
+/// `PERCPU_CLASSES` has a header that refuses). Null sends the caller to the slow path with
+/// `counted` true.
 ///
 /// # Safety
 /// The calling thread uses the per-CPU caches (`thread::uses_percpu`).
 #[inline(always)]
-unsafe fn alloc_fast(class: SizeClass, size: usize) -> *mut u8 {
+pub(crate) unsafe fn alloc_fast(class: SizeClass, size: usize) -> *mut u8 {
     // Counted first, so that the slow path knows every request here was (`counted`).
-    if !count(size) || class.index() >= PERCPU_CLASSES {
+    if !count(size) {
         return ptr::null_mut();
     }
-    // SAFETY: the caller's contract; the class is in range (tested above).
-    unsafe { pop(class) }
+    // SAFETY: the caller's contract.
+    unsafe { pop_fast(class) }
 }
 
 /// The free fast path of a per-CPU thread for `ptr`, an object start of the in-use small
 /// span `s`: a push. False (nothing done) when the block carries the freed-block marker, its
-/// class is not a per-CPU one, or the stack is full: then call [`free_slow`].
+/// class is not a per-CPU one (its header refuses), or the stack is full: then call
+/// [`free_slow`].
 ///
 /// # Safety
 /// As `alloc_fast`; `ptr` is a live object of `s` that the caller gives up.
@@ -299,10 +323,10 @@ unsafe fn free_fast(s: &Span, ptr: *mut u8) -> bool {
     let class = SizeClass::of(s);
     let key = freelist::key();
     // SAFETY: an object of `s` (the contract).
-    if class.index() >= PERCPU_CLASSES || unsafe { freelist::may_be_freed(key, ptr) } {
+    if unsafe { freelist::may_be_freed(key, ptr) } {
         return false;
     }
-    // SAFETY: the caller's contract; the class is in range.
+    // SAFETY: the caller's contract.
     unsafe { push(class, ptr, key) }
 }
 
@@ -313,8 +337,22 @@ struct Backing(*mut Cache);
 // SAFETY: pool memory, never unmapped; the lock serialises its use.
 unsafe impl Send for Backing {}
 
-static BACKING: [Locked<Backing>; TABLE_LEN] =
-    [const { Locked::new(Backing(ptr::null_mut())) }; TABLE_LEN];
+/// The back ends by id, each lock on a cache line of its own (two CPUs refilling at once
+/// must not bounce one line between them).
+static BACKING: [Padded<Locked<Backing>>; TABLE_LEN] =
+    [const { Padded(Locked::new(Backing(ptr::null_mut()))) }; TABLE_LEN];
+
+/// A value on a cache line of its own.
+#[repr(align(64))]
+struct Padded<T>(T);
+
+impl<T> core::ops::Deref for Padded<T> {
+    type Target = T;
+
+    fn deref(&self) -> &T {
+        &self.0
+    }
+}
 
 /// Runs `f` on the back-end cache of `id` under its lock, with that cache current on this
 /// thread meanwhile (see the module comment). `None` when the OS refuses a cache.
@@ -520,7 +558,7 @@ pub(crate) fn confirm_double_free(s: &Span, ptr: *mut u8, what: &str) {
 
 /// Everything a per-CPU thread's free fast path leaves, for `ptr`, an object start of the
 /// in-use small span `span`: a block carrying the marker (checked for a double free), a
-/// class above 1 KiB, a full stack (half of it drained to the back end) or a missing slab.
+/// class above 1 KiB, a full stack (half of it drained to the back end) or no slab yet.
 ///
 /// # Safety
 /// As `alloc_fast`; `ptr` is an object of `span` that the caller gives up.

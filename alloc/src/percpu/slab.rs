@@ -3,10 +3,13 @@
 //! `tessera_sys::rseq::slab_pop`/`slab_push` work on:
 //!
 //! ```text
-//! 0                                              16 * PERCPU_CLASSES  8 * BEGIN[0]
-//! | header of class 0 | ... | header of class n-1 | pad               | slots of class 0 | ...
+//! 0                                              16 * NUM_CLASSES  8 * BEGIN[0]
+//! | header of class 0 | ... | header of class n-1 | pad            | slots of class 0 | ...
 //! header: count (u32, the next free slot, BEGIN[c]..=END[c]), begin (u32), end (u32), pad
 //! ```
+//!
+//! Every class has a header, so that the fast paths need no test of the class: those above
+//! `PERCPU_CLASSES` have no slots (begin = end = count), and both sequences refuse them.
 //!
 //! A slab's headers and slots are written only by the two restartable sequences, which run
 //! for the slab of the id the thread holds at that instant, so no two writers ever overlap
@@ -24,7 +27,7 @@ use core::sync::atomic::{AtomicPtr, AtomicU32, AtomicU64, AtomicUsize, Ordering}
 
 use tessera_sys::{mem, rseq};
 
-use crate::size_class::{CLASSES, MAX_FAST, SizeClass};
+use crate::size_class::{CLASSES, MAX_FAST, NUM_CLASSES, SizeClass};
 
 /// Classes served by the slabs: those up to `MAX_FAST` (1 KiB), the fast paths' range.
 pub(crate) const PERCPU_CLASSES: usize = count_percpu_classes();
@@ -47,8 +50,11 @@ const STACK_BYTES: usize = 48 << 10;
 const MIN_SLOTS: usize = 32;
 const MAX_SLOTS: usize = 256;
 
-/// Slots of class `c`'s stack.
+/// Slots of class `c`'s stack (none above `PERCPU_CLASSES`).
 const fn capacity(c: usize) -> usize {
+    if c >= PERCPU_CLASSES {
+        return 0;
+    }
     let n = STACK_BYTES / CLASSES[c].size as usize;
     if n < MIN_SLOTS {
         MIN_SLOTS
@@ -61,18 +67,18 @@ const fn capacity(c: usize) -> usize {
 
 const HEADER_BYTES: usize = 16;
 /// The first slot of class 0, on a cache line of its own after the headers.
-const FIRST_SLOT: usize = (HEADER_BYTES * PERCPU_CLASSES).next_multiple_of(64) / 8;
+const FIRST_SLOT: usize = (HEADER_BYTES * NUM_CLASSES).next_multiple_of(64) / 8;
 
 /// `BEGIN[c]..END[c]`: class `c`'s slots.
-const BEGIN: [u32; PERCPU_CLASSES] = bounds().0;
-const END: [u32; PERCPU_CLASSES] = bounds().1;
+const BEGIN: [u32; NUM_CLASSES] = bounds().0;
+const END: [u32; NUM_CLASSES] = bounds().1;
 
-const fn bounds() -> ([u32; PERCPU_CLASSES], [u32; PERCPU_CLASSES]) {
-    let mut begin = [0u32; PERCPU_CLASSES];
-    let mut end = [0u32; PERCPU_CLASSES];
+const fn bounds() -> ([u32; NUM_CLASSES], [u32; NUM_CLASSES]) {
+    let mut begin = [0u32; NUM_CLASSES];
+    let mut end = [0u32; NUM_CLASSES];
     let mut at = FIRST_SLOT;
     let mut c = 0;
-    while c < PERCPU_CLASSES {
+    while c < NUM_CLASSES {
         begin[c] = at as u32;
         at += capacity(c);
         end[c] = at as u32;
@@ -82,12 +88,14 @@ const fn bounds() -> ([u32; PERCPU_CLASSES], [u32; PERCPU_CLASSES]) {
 }
 
 const _: () = assert!(
-    FIRST_SLOT * 8 >= HEADER_BYTES * PERCPU_CLASSES,
+    FIRST_SLOT * 8 >= HEADER_BYTES * NUM_CLASSES,
     "a header overlaps a slot"
 );
+// `rseq::UNMADE` and the parked slab (`drain.rs`) have a header for every class.
+const _: () = assert!(NUM_CLASSES <= rseq::UNMADE_HEADERS);
 
 /// Bytes mapped per slab.
-pub(crate) const SLAB_BYTES: usize = (END[PERCPU_CLASSES - 1] as usize * 8).next_multiple_of(4096);
+pub(crate) const SLAB_BYTES: usize = (END[NUM_CLASSES - 1] as usize * 8).next_multiple_of(4096);
 
 /// The most bytes of objects one slab can hold.
 pub(crate) const MAX_CACHED_BYTES: usize = max_cached();
@@ -109,9 +117,9 @@ const _: () = assert!(
 );
 const _: () = assert!(MAX_CACHED_BYTES <= PERCPU_CLASSES * STACK_BYTES);
 
-/// The slabs, by id (`tessera_sys::rseq::SLABS`, where the sequences find them); null until
-/// the id's first use. A slab is never unmapped.
-static TABLE: &[AtomicPtr<u8>; TABLE_LEN] = &rseq::SLABS;
+/// The slabs, by id (`tessera_sys::rseq::SLABS`, where the sequences find them);
+/// `rseq::UNMADE` until the id's first use. A slab is never unmapped.
+static TABLE: &[AtomicPtr<u8>; TABLE_LEN] = &rseq::SLABS.0;
 /// Bytes mapped for slabs.
 static MAPPED: AtomicUsize = AtomicUsize::new(0);
 
@@ -134,14 +142,14 @@ pub(crate) fn slab_or_make(id: u32) -> *mut u8 {
         return ptr::null_mut();
     };
     let slab = entry.load(Ordering::Acquire);
-    if !slab.is_null() {
+    if slab != rseq::unmade() {
         return slab;
     }
     let Ok(fresh) = mem::reserve(SLAB_BYTES, mem::page_size()) else {
         return ptr::null_mut();
     };
     let fresh = fresh.as_ptr();
-    for c in 0..PERCPU_CLASSES {
+    for c in 0..NUM_CLASSES {
         // SAFETY: fresh memory of `SLAB_BYTES`, which holds every header; nobody else sees
         // it until the exchange below publishes it (with release ordering).
         unsafe {
@@ -151,7 +159,7 @@ pub(crate) fn slab_or_make(id: u32) -> *mut u8 {
             h.add(2).write(END[c]);
         }
     }
-    match entry.compare_exchange(ptr::null_mut(), fresh, Ordering::AcqRel, Ordering::Acquire) {
+    match entry.compare_exchange(rseq::unmade(), fresh, Ordering::AcqRel, Ordering::Acquire) {
         Ok(_) => {
             MAPPED.fetch_add(SLAB_BYTES, Ordering::Relaxed);
             tessera_span::commit::commit(SLAB_BYTES);
@@ -176,7 +184,7 @@ pub(crate) fn mapped() -> usize {
 pub(crate) fn for_each_cached(mut f: impl FnMut(*mut u8, SizeClass)) {
     for entry in TABLE {
         let slab = entry.load(Ordering::Acquire);
-        if slab.is_null() {
+        if slab == rseq::unmade() {
             continue;
         }
         for c in 0..PERCPU_CLASSES {
@@ -245,7 +253,7 @@ pub(crate) fn holds(block: *mut u8, class: SizeClass) -> bool {
     let c = class.index();
     TABLE.iter().any(|entry| {
         let slab = entry.load(Ordering::Acquire);
-        if slab.is_null() {
+        if slab == rseq::unmade() {
             return false;
         }
         // SAFETY: as in `for_each_cached`.
@@ -273,6 +281,9 @@ mod tests {
                 assert_eq!(BEGIN[c], END[c - 1]);
             }
         }
-        assert!(END[PERCPU_CLASSES - 1] as usize * 8 <= SLAB_BYTES);
+        for c in PERCPU_CLASSES..NUM_CLASSES {
+            assert_eq!(BEGIN[c], END[c], "class {c} has slots");
+        }
+        assert!(END[NUM_CLASSES - 1] as usize * 8 <= SLAB_BYTES);
     }
 }

@@ -225,7 +225,9 @@ fn available_preloads(names: &[&'static str], notes: &mut Vec<String>) -> Vec<Pr
     for &name in names {
         let preload = Preload::named(name);
         let build = match name {
-            "tessera" | "tessera-noprof" => Some(preload::build_libtessera as fn() -> _),
+            "tessera" | "tessera-noprof" | "tessera-percpu" | "tessera-auto" => {
+                Some(preload::build_libtessera as fn() -> _)
+            }
             "tessera-unhardened" => Some(preload::build_libtessera_unhardened as fn() -> _),
             _ => None,
         };

@@ -126,6 +126,14 @@ pub const PROGRAMS: &[Program] = &[
         &single("mstress", "slot swap (malloc and/or free)")
     ),
     program!(
+        "manythreads",
+        "manythreads",
+        &single(
+            "manythreads",
+            "malloc or free, rounds of 1,000 blocks of 16-512 B per thread (run with 64, 256)"
+        )
+    ),
+    program!(
         "burst",
         "burst",
         &single(

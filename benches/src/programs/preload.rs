@@ -14,7 +14,8 @@ pub const PRELOAD_NAMES: &[&str] = &["glibc", "tessera", "mimalloc", "jemalloc",
 /// encoding or double-free checks, issue #15), so the hardening's cost is measured side by
 /// side in one run; and `tessera-noprof`, libtessera.so with `TESSERA_PROF_RATE=0` (heap
 /// profiling off, issue #18: `tessera` runs at the default rate), in the C and programs
-/// modes.
+/// modes; `tessera-percpu` and `tessera-auto`, libtessera.so with `TESSERA_CACHE=percpu` or
+/// `auto` (per-CPU caches, issue #19: `tessera` runs with thread caches, the default).
 pub const ALL_PRELOAD_NAMES: &[&str] = &[
     "glibc",
     "tessera",
@@ -23,6 +24,8 @@ pub const ALL_PRELOAD_NAMES: &[&str] = &[
     "tcmalloc",
     "tessera-unhardened",
     "tessera-noprof",
+    "tessera-percpu",
+    "tessera-auto",
 ];
 
 /// Where the runner builds `tessera-unhardened`, under the target directory: a directory
@@ -50,7 +53,7 @@ impl Preload {
     pub fn named(name: &'static str) -> Preload {
         let (library, install_hint) = match name {
             "glibc" => (None, ""),
-            "tessera" | "tessera-noprof" => (
+            "tessera" | "tessera-noprof" | "tessera-percpu" | "tessera-auto" => (
                 Some(paths::target_dir().join("release").join("libtessera.so")),
                 "cargo build --release -p tessera-preload",
             ),
@@ -81,6 +84,8 @@ impl Preload {
         };
         let env: &'static [(&'static str, &'static str)] = match name {
             "tessera-noprof" => &[("TESSERA_PROF_RATE", "0")],
+            "tessera-percpu" => &[("TESSERA_CACHE", "percpu")],
+            "tessera-auto" => &[("TESSERA_CACHE", "auto")],
             _ => &[],
         };
         Preload {

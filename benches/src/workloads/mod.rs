@@ -20,6 +20,7 @@ mod glibc_simple;
 mod growth;
 mod hammer;
 mod larson;
+mod manythreads;
 mod mstress;
 mod rptest;
 mod thread_churn;
@@ -76,11 +77,13 @@ pub enum Workload {
     Growth,
     /// Many short-lived threads, each allocating a little.
     ThreadChurn,
+    /// Many threads (64, 256) each allocating and freeing rounds of 1,000 blocks.
+    Manythreads,
 }
 
 impl Workload {
     /// Every workload, in table order.
-    pub const ALL: [Workload; 10] = [
+    pub const ALL: [Workload; 11] = [
         Workload::Fastpath,
         Workload::Larson,
         Workload::Xmalloc,
@@ -91,6 +94,7 @@ impl Workload {
         Workload::GlibcSimple,
         Workload::Growth,
         Workload::ThreadChurn,
+        Workload::Manythreads,
     ];
 
     /// The name used on the command line and in the tables.
@@ -106,6 +110,7 @@ impl Workload {
             Workload::GlibcSimple => "glibc-simple",
             Workload::Growth => "growth",
             Workload::ThreadChurn => "thread-churn",
+            Workload::Manythreads => "manythreads",
         }
     }
 
@@ -123,6 +128,7 @@ impl Workload {
             Workload::GlibcSimple => "malloc (each later freed)",
             Workload::Growth => "malloc or realloc call",
             Workload::ThreadChurn => "thread spawned, allocating, joined",
+            Workload::Manythreads => "malloc or free (rounds of 1,000 blocks of 16-512 B)",
         }
     }
 
@@ -146,6 +152,7 @@ pub fn run<A: GlobalAlloc + Sync>(a: &A, workload: Workload, params: &Params) ->
         Workload::GlibcSimple => glibc_simple::run(a, params),
         Workload::Growth => growth::run(a, params),
         Workload::ThreadChurn => thread_churn::run(a, params),
+        Workload::Manythreads => manythreads::run(a, params),
     }
 }
 

@@ -1,7 +1,8 @@
 /* Issue #19's program: many threads on few CPUs, each allocating and freeing rounds of
  * small blocks, then all of them idle with nothing live. Written as a user would, against
- * plain malloc/free: run it under LD_PRELOAD with each allocator (not part of the runner's
- * tables yet; `benches/manythreads.sh` builds and runs it against every allocator).
+ * plain malloc/free: run it under LD_PRELOAD with each allocator (`benches/manythreads.sh`
+ * builds and runs it against every allocator; it measures the memory kept while idle, which
+ * the runner's `manythreads` workloads, C and Rust, do not).
  *
  *   cc -O2 -pthread manythreads.c -o manythreads
  *   LD_PRELOAD=libtessera.so TESSERA_CACHE=percpu ./manythreads 256 200 1000 2000
