@@ -250,7 +250,7 @@ fn walk_node(node: &Node, classes: &mut [ClassStats; NUM_CLASSES]) -> NodeStats 
             SpanKind::Purging => parts.heap_dirty += span.bytes(),
             SpanKind::Free => parts.heap_purged += span.bytes(),
             // A freed sample's span kept for the next sample: free memory the profiler holds.
-            SpanKind::Large if crate::profile::sample::in_reserve(span) => {
+            SpanKind::Large if crate::profile::sample::is_reserved(span) => {
                 per.active += span.bytes();
                 parts.cached += span.bytes();
             }

@@ -226,16 +226,8 @@ pub(crate) unsafe fn free_large(span: *mut Span) {
 /// them as cached.
 static RESERVE: [AtomicPtr<Span>; 4] = [const { AtomicPtr::new(core::ptr::null_mut()) }; 4];
 
-/// Whether `span` is kept in the reserve (for `tessera::stats`, which counts it as cached:
-/// a racy snapshot, as the other parts).
-pub(crate) fn in_reserve(span: &Span) -> bool {
-    let span = core::ptr::from_ref(span).cast_mut();
-    RESERVE
-        .iter()
-        .any(|slot| slot.load(Ordering::Relaxed) == span)
-}
-
-/// Whether the large span `s` is kept in the reserve, its block freed (see `RESERVED`).
+/// Whether the large span `s` is kept in the reserve, its block freed (see `RESERVED`);
+/// `tessera::stats` counts such a span as cached (a racy snapshot, as the other parts).
 #[inline]
 pub(crate) fn is_reserved(s: &Span) -> bool {
     s.user_flags & RESERVED != 0
