@@ -359,7 +359,7 @@ unsafe fn free_inlined_body(ptr: *mut u8) {
                 // the in-use small span `s`, and `ptr` is one of its objects, which the
                 // caller gives up.
                 unsafe {
-                    (*cache).recent.remember(ptr, s, span.as_ptr());
+                    (*cache).recent.missed(ptr, s, span.as_ptr());
                     return free_owned(cache, span.as_ptr(), ptr);
                 }
             }
