@@ -56,10 +56,14 @@ impl Cache {
             batch.suspect |= suspect;
             return;
         }
-        self.publish_batch();
+        if !batch.span.is_null() {
+            // SAFETY: the batch's blocks (the previous span's or a full one's), published
+            // before the batch is overwritten.
+            unsafe { batch.publish() };
+        }
         // SAFETY: as above.
         unsafe { set_block_next(ptr, ptr::null_mut()) };
-        self.batch = RemoteBatch {
+        *batch = RemoteBatch {
             span,
             head: ptr,
             tail: ptr,
@@ -105,15 +109,27 @@ impl Cache {
                 suspect: false,
             },
         );
-        if batch.span.is_null() {
-            return;
+        if !batch.span.is_null() {
+            // SAFETY: taken out of the cache above: published once.
+            unsafe { batch.publish() };
         }
-        // SAFETY: the batch holds free objects of `batch.span`, which stays in use while
+    }
+}
+
+impl RemoteBatch {
+    /// Pushes the batch's blocks onto its span's remote list (the batch itself is left as
+    /// it was: the caller overwrites or drops it).
+    ///
+    /// # Safety
+    /// `span` must not be null, and the batch must not have been published before.
+    #[inline(always)]
+    unsafe fn publish(&self) {
+        // SAFETY: the batch holds free objects of `self.span`, which stays in use while
         // they are unpublished (its owner counts them as allocated), linked head to tail; a
         // push that returns true won the span's `FULL` -> `NORMAL` transition.
         unsafe {
-            let span = &*batch.span;
-            if remote::push_chain(span, batch.head, batch.tail, batch.count, batch.suspect) {
+            let span = &*self.span;
+            if remote::push_chain(span, self.head, self.tail, self.count, self.suspect) {
                 notify_owner(span);
             }
         }
