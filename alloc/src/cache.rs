@@ -363,7 +363,7 @@ impl RecentSpans {
         // SAFETY: a slot of ours (`slot`), and `&mut self` is the only reference to it.
         let memo = unsafe { &mut *self.slot(ptr) };
         memo.start = s.obj_base;
-        memo.len = s.obj_bytes as usize;
+        memo.len = s.obj_bytes.load(Ordering::Relaxed) as usize;
         memo.div_test = s.div_test;
         memo.span = span;
         if self.misses == JUDGE_MISSES {
@@ -624,7 +624,7 @@ mod tests {
         // SAFETY: a span record is plain data; all-zero is an unused one.
         let mut s: Span = unsafe { core::mem::zeroed() };
         s.obj_base = base;
-        s.obj_bytes = 64 * 64;
+        s.obj_bytes = core::sync::atomic::AtomicU32::new(64 * 64);
         s.div_test = u64::MAX / 64 + 1;
         s
     }

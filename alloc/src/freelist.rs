@@ -232,7 +232,14 @@ const USER_BITS: u32 = 47;
 #[inline(always)]
 pub(crate) unsafe fn looks_freed_in(s: &Span, block: *mut u8) -> bool {
     // SAFETY: forwarded contract.
-    unsafe { looks_freed_with(key(), block, s.obj_base, s.obj_bytes as usize) }
+    unsafe {
+        looks_freed_with(
+            key(),
+            block,
+            s.obj_base,
+            s.obj_bytes.load(Ordering::Relaxed) as usize,
+        )
+    }
 }
 
 /// Walks the list from `head`, whose blocks must all be objects of `s`, calling `f` on
@@ -262,7 +269,12 @@ pub(crate) unsafe fn walk(s: &Span, head: *mut u8, mut f: impl FnMut(*mut u8) ->
         // SAFETY: `at` passed the check below (or is the head the caller vouches for), so
         // it is an object of `s`.
         let next = unsafe { read_link(at) };
-        if !link_ok(next, s.obj_base, s.obj_bytes as usize, s.div_test) {
+        if !link_ok(
+            next,
+            s.obj_base,
+            s.obj_bytes.load(Ordering::Relaxed) as usize,
+            s.div_test,
+        ) {
             corrupt(s, at);
         }
         at = next;
@@ -315,7 +327,11 @@ const MAX_OBJECTS: usize = {
 #[inline(never)]
 pub(crate) unsafe fn check_duplicates(s: &Span, heads: &[*mut u8]) {
     let mut seen = [0u64; MAX_OBJECTS.div_ceil(64)];
-    let (base, bytes, size) = (s.obj_base, s.obj_bytes as usize, s.obj_size as usize);
+    let (base, bytes, size) = (
+        s.obj_base,
+        s.obj_bytes.load(Ordering::Relaxed) as usize,
+        s.obj_size as usize,
+    );
     for &head in heads {
         let mut at = head;
         while !at.is_null() {

@@ -491,7 +491,12 @@ pub(crate) unsafe extern "C" fn free_slow(ptr: *mut u8) {
         match s.kind() {
             SpanKind::Small if s.contains(addr) => {
                 if !is_object_start(s, addr) {
-                    report::fatal("free of a pointer into the middle of a block", addr);
+                    not_a_block(
+                        s,
+                        addr,
+                        "free of a pointer that is not allocated (double free?)",
+                        "free of a pointer into the middle of a block",
+                    );
                 }
                 let mut cache = thread::current();
                 if cache.is_null() {
@@ -561,7 +566,20 @@ pub(crate) unsafe extern "C" fn free_slow(ptr: *mut u8) {
 #[inline]
 pub(crate) fn is_object_start(s: &Span, addr: usize) -> bool {
     let offset = addr.wrapping_sub(s.obj_base);
-    size_class::divides(offset, s.div_test) && offset < s.obj_bytes as usize
+    size_class::divides(offset, s.div_test) && offset < s.obj_bytes.load(Ordering::Relaxed) as usize
+}
+
+/// Reports `addr`, a pointer into the small span `s` that `is_object_start` refused: at an
+/// object boundary past the carved objects, it is a block freed before its memory went to
+/// this span (a double free, or a pointer used after its free: `uncarved`); anywhere else,
+/// a pointer into a block (`interior`).
+#[cold]
+#[inline(never)]
+fn not_a_block(s: &Span, addr: usize, uncarved: &str, interior: &str) -> ! {
+    let offset = addr.wrapping_sub(s.obj_base);
+    let boundary = size_class::divides(offset, s.div_test)
+        && offset < s.capacity as usize * s.obj_size as usize;
+    report::fatal(if boundary { uncarved } else { interior }, addr)
 }
 
 /// The bytes usable at `ptr` (C's `malloc_usable_size`); 0 for null.
@@ -716,7 +734,12 @@ pub unsafe fn realloc(ptr: *mut u8, old_size: usize, align: usize, new_size: usi
             SpanKind::Small => {
                 // The checks `free` makes: a block start, not free already.
                 if !is_object_start(s, addr) {
-                    report::fatal("realloc of a pointer into the middle of a block", addr);
+                    not_a_block(
+                        s,
+                        addr,
+                        "realloc of a freed pointer",
+                        "realloc of a pointer into the middle of a block",
+                    );
                 }
                 let size = s.obj_size as usize;
                 // SAFETY: `ptr` is an object of the small span `s` (tested above). A block

@@ -618,3 +618,72 @@ fn overwritten_link_is_reported() {
         assert_aborted_with(&out, "tessera: corrupted free list");
     }
 }
+
+/// A double free of a block whose memory a new span of another class now covers, at an
+/// object boundary of the new span that its lazy carving has not reached: no such object
+/// was ever handed out, so the free is bad input; pushed onto a list, that object would be
+/// handed out twice (once from the list, once when the carving reaches it).
+#[test]
+fn double_free_into_an_uncarved_object_is_reported() {
+    if let Some(out) = common::in_child(
+        "double_free_into_an_uncarved_object_is_reported",
+        "uncarved-double",
+        &[("TESSERA_CACHE", "thread"), ("TESSERA_PROF_RATE", "0")],
+        || {
+            const A: usize = 2048;
+            const B: usize = 1024;
+            let blocks: Vec<*mut u8> = (0..40).map(|_| tessera::alloc(A, 8)).collect();
+            assert_eq!(tessera::block_size(blocks[0]), Some(A));
+            let span_of = |p: *mut u8| p as usize & !(8192 - 1);
+            let first = span_of(blocks[0]);
+            let in_first: Vec<*mut u8> = blocks
+                .iter()
+                .copied()
+                .filter(|&p| span_of(p) == first)
+                .collect();
+            let rest: Vec<*mut u8> = blocks
+                .iter()
+                .copied()
+                .filter(|&p| span_of(p) != first)
+                .collect();
+            // SAFETY: blocks of ours, each freed once.
+            unsafe {
+                for &p in rest.iter().rev() {
+                    tessera::free(p);
+                }
+                for &p in &in_first {
+                    tessera::free(p);
+                }
+            }
+            // The next fresh one-page span, for B, is the same memory; one allocation
+            // carves its first 4 KiB only.
+            let b = tessera::alloc(B, 8);
+            assert_eq!(tessera::block_size(b), Some(B));
+            assert_eq!(
+                span_of(b),
+                first,
+                "scenario not reached: B's span is not A's"
+            );
+            // An A block in the uncarved half, at a B object boundary.
+            let victim = in_first
+                .iter()
+                .copied()
+                .find(|&p| p as usize - first >= 4096)
+                .expect("an A block in the second half of the page");
+            // SAFETY: deliberately bad input: A's block was freed already.
+            unsafe { tessera::free(victim) };
+            // Had it been taken, B's next allocations hand it out twice.
+            let mut seen = Vec::new();
+            for _ in 0..8 {
+                let p = tessera::alloc(B, 8);
+                assert!(!seen.contains(&p), "handed out twice: {p:?}");
+                seen.push(p);
+            }
+        },
+    ) {
+        assert_aborted_with(
+            &out,
+            "tessera: free of a pointer that is not allocated (double free?)",
+        );
+    }
+}

@@ -86,8 +86,13 @@ pub struct Span {
     pub class: u8,
     /// Small-object layer flags (which list the span is on).
     pub user_flags: u8,
-    /// `capacity * obj_size`: the bytes of a small span's objects.
-    pub obj_bytes: u32,
+    /// The bytes of a small span's carved objects (`carved * obj_size`): those that may have
+    /// been handed out. An address past them is no block, whatever its alignment: a free,
+    /// a list link or a `realloc` naming one is bad input (a double free of a block whose
+    /// memory a new span now covers would otherwise put an uncarved object on a list, and
+    /// the carving would hand it out a second time). Written by the owner as it carves;
+    /// other threads read it for blocks they were handed, which were carved before.
+    pub obj_bytes: AtomicU32,
     /// The class's divisibility constant (`tessera`'s `ClassInfo::div_test`), so a free can
     /// validate an object start from this line alone.
     pub div_test: u64,

@@ -69,7 +69,8 @@ impl Cache {
         if s.user_flags & ZERO_TAIL == 0 || carved >= s.capacity {
             return ptr::null_mut();
         }
-        s.carved.store(carved + 1, Ordering::Relaxed);
+        set_carved(s, carved + 1);
+        self.bins[class.index()].len = s.obj_bytes.load(Ordering::Relaxed) as usize;
         (s.base() as usize + carved as usize * s.obj_size as usize) as *mut u8
     }
 
@@ -82,7 +83,9 @@ impl Cache {
         if carved < s.capacity {
             // SAFETY: the current span of bin `class` (the contract) is a small span of
             // `class` that this cache owns, and `carved` is its count, below its capacity.
-            return unsafe { carve(s, class, carved) };
+            let list = unsafe { carve(s, class, carved) };
+            self.bins[class.index()].len = s.obj_bytes.load(Ordering::Relaxed) as usize;
+            return list;
         }
         let (head, _, suspect) = remote::take(s);
         if suspect {
@@ -158,7 +161,8 @@ impl Cache {
                 let s = &mut *span;
                 s.class = class.byte();
                 s.div_test = info.div_test;
-                s.obj_bytes = objects * info.size;
+                // Nothing carved yet: no address in the span is a block (`Span::obj_bytes`).
+                s.obj_bytes.store(0, Ordering::Relaxed);
                 s.obj_base = s.base() as usize;
                 s.obj_size = info.size;
                 s.capacity = objects;
@@ -182,7 +186,7 @@ impl Cache {
         self.bins[class.index()] = Bin {
             free: s.local_free.swap(ptr::null_mut(), Ordering::Relaxed),
             start: s.base() as usize,
-            len: s.obj_bytes as usize,
+            len: s.obj_bytes.load(Ordering::Relaxed) as usize,
             div_test: s.div_test,
             span,
         };
@@ -235,6 +239,14 @@ unsafe fn carve(s: &Span, class: SizeClass, carved: u32) -> *mut u8 {
     }
     // SAFETY: as above, the batch's last object.
     unsafe { set_block_next((first + (batch - 1) * size) as *mut u8, ptr::null_mut()) };
-    s.carved.store(carved + batch as u32, Ordering::Relaxed);
+    set_carved(s, carved + batch as u32);
     first as *mut u8
+}
+
+/// Records that the first `carved` objects of `s` are carved: its count, and the bytes a
+/// block may lie in (`Span::obj_bytes`; the bin's copy is the caller's to update).
+#[inline]
+fn set_carved(s: &Span, carved: u32) {
+    s.carved.store(carved, Ordering::Relaxed);
+    s.obj_bytes.store(carved * s.obj_size, Ordering::Relaxed);
 }
