@@ -338,6 +338,39 @@ fn sized_dealloc_of_interior_pointer_is_reported() {
 /// object start. Here the remembered span of 1,536 B blocks goes to the cache's stash and
 /// comes back as the first span of 1,280 B blocks; a pointer 1,536 bytes in (inside the
 /// second 1,280 B block) must still be reported.
+/// The start of the 8 KiB page of `p`.
+fn page_of(p: *mut u8) -> usize {
+    p as usize & !(8192 - 1)
+}
+
+/// Allocates enough blocks of `size` (a class of its own) for the class's first three fresh
+/// spans (1, 2 and 4 pages of 8 KiB as the ramp goes), then frees every other span's blocks
+/// first, so that one of them is kept as the class's spare, and the first span's last:
+/// emptied, the first span leaves the cache (while the free path may remember it), and the
+/// next fresh one-page span of another class is the same memory. Returns that page and the
+/// blocks that were in it, all freed.
+fn empty_the_first_span_of(size: usize) -> (usize, Vec<*mut u8>) {
+    let blocks: Vec<*mut u8> = (0..40).map(|_| tessera::alloc(size, 8)).collect();
+    assert_eq!(
+        tessera::block_size(blocks[0]),
+        Some(size),
+        "{size} is a class of its own"
+    );
+    let first = page_of(blocks[0]);
+    let (in_first, rest): (Vec<*mut u8>, Vec<*mut u8>) =
+        blocks.iter().partition(|&&p| page_of(p) == first);
+    // SAFETY: blocks of ours, each freed once.
+    unsafe {
+        for &p in rest.iter().rev() {
+            tessera::free(p);
+        }
+        for &p in &in_first {
+            tessera::free(p);
+        }
+    }
+    (first, in_first)
+}
+
 #[test]
 fn interior_pointer_into_a_reused_span_is_reported() {
     if let Some(out) = common::in_child(
@@ -348,40 +381,7 @@ fn interior_pointer_into_a_reused_span_is_reported() {
         || {
             const A: usize = 1536;
             const B: usize = 1280;
-            // Enough blocks of A for the class's first three fresh spans (1, 2 and 4
-            // pages of 8 KiB as the ramp goes), taken from the third on.
-            let blocks: Vec<*mut u8> = (0..40).map(|_| tessera::alloc(A, 8)).collect();
-            assert_eq!(
-                tessera::block_size(blocks[0]),
-                Some(A),
-                "A is a class of its own"
-            );
-            let span_of = |p: *mut u8| p as usize & !(8192 - 1);
-            // The one-page span: five blocks in one 8 KiB page, none of them sharing it
-            // with a block of the next span.
-            let first = span_of(blocks[0]);
-            let in_first: Vec<*mut u8> = blocks
-                .iter()
-                .copied()
-                .filter(|&p| span_of(p) == first)
-                .collect();
-            let rest: Vec<*mut u8> = blocks
-                .iter()
-                .copied()
-                .filter(|&p| span_of(p) != first)
-                .collect();
-            // Free every other span's blocks first, so that one of them is kept as the
-            // class's spare, then the first span's: emptied, it leaves the cache while the
-            // free path remembers it.
-            // SAFETY: blocks of ours, each freed once.
-            unsafe {
-                for &p in rest.iter().rev() {
-                    tessera::free(p);
-                }
-                for &p in &in_first {
-                    tessera::free(p);
-                }
-            }
+            let (first, in_first) = empty_the_first_span_of(A);
             // The next fresh one-page span, for B, is the same memory.
             let b: Vec<*mut u8> = (0..6).map(|_| tessera::alloc(B, 8)).collect();
             let base = *b.iter().min().unwrap();
@@ -395,7 +395,7 @@ fn interior_pointer_into_a_reused_span_is_reported() {
                 unsafe { p.write_bytes(0x55, B) };
             }
             assert_eq!(
-                span_of(base),
+                page_of(base),
                 first,
                 "scenario not reached: B's first span is not A's (A's blocks {in_first:?}, B's {b:?})"
             );
@@ -632,35 +632,13 @@ fn double_free_into_an_uncarved_object_is_reported() {
         || {
             const A: usize = 2048;
             const B: usize = 1024;
-            let blocks: Vec<*mut u8> = (0..40).map(|_| tessera::alloc(A, 8)).collect();
-            assert_eq!(tessera::block_size(blocks[0]), Some(A));
-            let span_of = |p: *mut u8| p as usize & !(8192 - 1);
-            let first = span_of(blocks[0]);
-            let in_first: Vec<*mut u8> = blocks
-                .iter()
-                .copied()
-                .filter(|&p| span_of(p) == first)
-                .collect();
-            let rest: Vec<*mut u8> = blocks
-                .iter()
-                .copied()
-                .filter(|&p| span_of(p) != first)
-                .collect();
-            // SAFETY: blocks of ours, each freed once.
-            unsafe {
-                for &p in rest.iter().rev() {
-                    tessera::free(p);
-                }
-                for &p in &in_first {
-                    tessera::free(p);
-                }
-            }
+            let (first, in_first) = empty_the_first_span_of(A);
             // The next fresh one-page span, for B, is the same memory; one allocation
             // carves its first 4 KiB only.
             let b = tessera::alloc(B, 8);
             assert_eq!(tessera::block_size(b), Some(B));
             assert_eq!(
-                span_of(b),
+                page_of(b),
                 first,
                 "scenario not reached: B's span is not A's"
             );
