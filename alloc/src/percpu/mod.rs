@@ -311,6 +311,23 @@ pub(crate) unsafe fn alloc_fast(class: SizeClass, size: usize) -> *mut u8 {
     unsafe { pop_fast(class) }
 }
 
+/// [`alloc_fast`] for C's `malloc` on a thread without a current cache, whichever it is:
+/// the countdown (`tls::prof_take_at`, with `at` from `tls::current_at`) fails on a thread
+/// that does not use the per-CPU caches (its countdown is negative, `tls.rs`), so it alone
+/// tests for one; null as `alloc_fast` (the slow path sorts the threads out).
+///
+/// # Safety
+/// The calling thread has no current cache; `at` is what `tls::current_at` returned on it.
+#[inline(always)]
+pub(crate) unsafe fn alloc_fast_at(at: usize, class: SizeClass, size: usize) -> *mut u8 {
+    if !crate::tls::prof_take_at(at, size) {
+        return ptr::null_mut();
+    }
+    // SAFETY: a positive countdown makes the thread one on the per-CPU caches (`adopt`
+    // draws it only after registering the thread).
+    unsafe { pop_fast(class) }
+}
+
 /// The free fast path of a per-CPU thread for `ptr`, an object start of the in-use small
 /// span `s`: a push. False (nothing done) when the block carries the freed-block marker, its
 /// class is not a per-CPU one (its header refuses), or the stack is full: then call
