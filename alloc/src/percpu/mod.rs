@@ -42,8 +42,8 @@
 //! taken on the back-end cache, with its random state and labels (none: labels belong to
 //! scheduler processors), which also draws the thread's next countdown.
 //!
-//! Draining (`drain.rs`): the purger empties a slab whose stacks have not moved for a decay
-//! time, from its own thread, without stopping the id's holder (the slab is swapped out of
+//! Draining (`drain.rs`): the purger empties a slab whose stacks have not moved for half a
+//! decay time, from its own thread, without stopping the id's holder (the slab is swapped out of
 //! the table, then `membarrier` restarts any sequence still on it); a crossed soft limit and
 //! `tessera::collect()` empty every slab. The memory limit sees stacked objects as allocated
 //! until then (as it sees a thread cache's bins). Fork: the child keeps the slabs as they were (a sequence cut short
