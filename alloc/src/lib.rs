@@ -265,7 +265,7 @@ pub fn malloc_fast(size: usize) -> *mut u8 {
     if size <= MAX_FAST {
         // SAFETY: `size <= MAX_FAST`.
         let class = unsafe { class_of_malloc(size) };
-        let cache = thread::current();
+        let (cache, at) = tls::current_at();
         if !cache.is_null() {
             // SAFETY: a non-null current cache is valid and used by this thread alone.
             if unsafe { profile::count(cache, size) } {
@@ -279,10 +279,11 @@ pub fn malloc_fast(size: usize) -> *mut u8 {
                     return block;
                 }
             }
-        } else if thread::uses_percpu() {
-            // The per-CPU caches' pop, inline: no call on their hit path either.
-            // SAFETY: the thread uses the per-CPU caches.
-            let block = unsafe { percpu::alloc_fast(class, size) };
+        } else {
+            // The per-CPU caches' pop, inline: no call on their hit path either. Their
+            // countdown is the test for them (`percpu::alloc_fast_at`).
+            // SAFETY: no current cache; `at` is from `current_at`.
+            let block = unsafe { percpu::alloc_fast_at(at, class, size) };
             if !block.is_null() {
                 sanitizer::handed_out(block, size, false);
                 return block;

@@ -142,7 +142,7 @@ fn tick() -> bool {
             node.heap.purge_all();
         }
     }
-    // Per-CPU stacks idle for a decay time go back to their back ends (`percpu/drain.rs`);
+    // Per-CPU stacks idle for half a decay time go back to their back ends (`percpu/drain.rs`);
     // while any stack holds objects, the purger keeps looking every epoch.
     let stacked = crate::percpu::drain_idle(now, heap::decay_ms(), urgent);
     dirty > 0 || stashed > 0 || reclaimed > 0 || stacked > 0

@@ -2,14 +2,19 @@
 //! the heap-profile countdown of a thread on the per-CPU caches, which has no cache to keep
 //! it in), reached the cheapest way the platform allows.
 //!
-//! On x86_64 Linux the words are defined in assembly in `.tbss` and read with the
+//! On x86_64 Linux the words are defined in assembly in `.tdata` and read with the
 //! initial-exec TLS model: one `mov` of the word's offset from the GOT and one
 //! `fs`-relative load. When the final link is an executable the linker relaxes that to a
 //! constant offset (local-exec). Rust's `thread_local!` in an rlib uses the general-dynamic
 //! model instead, which costs a call to `__tls_get_addr` per access in `libtessera.so`
 //! and, without LTO, a call (and the register spills around it) in every executable. The
 //! initial-exec model is what glibc's malloc, jemalloc and mimalloc use for the same
-//! reason; a `dlopen`ed `libtessera.so` takes its 16 bytes from glibc's static TLS surplus.
+//! reason; a `dlopen`ed `libtessera.so` takes its 24 bytes from glibc's static TLS surplus.
+//!
+//! The countdown starts at -1 and is set only for threads on the per-CPU caches
+//! (`percpu::adopt`, the per-CPU slow path), so it is negative on every other thread: C's
+//! `malloc`, on a thread without a current cache, takes the countdown's `sub`/`js` as the
+//! per-CPU test too (`prof_take_at`), instead of comparing `OWN` first.
 //!
 //! The `asm!` blocks are not `pure`: a coroutine that yields may resume on another thread,
 //! so the compiler must never reuse a value read before a call (ARCHITECTURE.md#migration).
@@ -22,8 +27,10 @@ mod imp {
     use super::Cache;
     use core::arch::{asm, global_asm};
 
+    // In `.tdata`, in this order, one after the other: the countdown starts at -1 (see
+    // `prof_take_at`), and `current_at`'s callers reach it at a fixed distance from `CURRENT`.
     global_asm!(
-        ".pushsection .tbss,\"awT\",@nobits",
+        ".pushsection .tdata,\"awT\",@progbits",
         ".p2align 3",
         ".globl tessera_tls_current",
         ".hidden tessera_tls_current",
@@ -42,9 +49,51 @@ mod imp {
         ".type tessera_tls_prof, @tls_object",
         ".size tessera_tls_prof, 8",
         "tessera_tls_prof:",
-        ".zero 8",
+        ".quad -1",
         ".popsection",
     );
+
+    /// `PROF`'s distance from `CURRENT` (the layout above).
+    const PROF_FROM_CURRENT: usize = 16;
+
+    /// `current()`, and the offset from the thread pointer it was read at, for
+    /// [`prof_take_at`]: one GOT load for both words.
+    #[inline(always)]
+    pub(crate) fn current_at() -> (*mut Cache, usize) {
+        let value: *mut Cache;
+        let at: usize;
+        // SAFETY: as `current` (the `word!` below).
+        unsafe {
+            asm!(
+                "mov {t}, qword ptr [rip + tessera_tls_current@GOTTPOFF]",
+                "mov {v}, qword ptr fs:[{t}]",
+                t = out(reg) at,
+                v = out(reg) value,
+                options(nostack, readonly, preserves_flags),
+            );
+        }
+        (value, at)
+    }
+
+    /// [`prof_take`], with `at` from [`current_at`] on this thread: the countdown's word is
+    /// found from it without a GOT load.
+    #[inline(always)]
+    pub(crate) fn prof_take_at(at: usize, size: usize) -> bool {
+        // SAFETY: `at + PROF_FROM_CURRENT` is this thread's own `PROF` slot (the layout
+        // above; `at` is `CURRENT`'s offset, the same on every thread); as `prof_sub`.
+        unsafe {
+            asm!(
+                "sub qword ptr fs:[{t} + {d}], {s}",
+                "js {out}",
+                t = in(reg) at,
+                d = const PROF_FROM_CURRENT,
+                s = in(reg) size,
+                out = label { return false; },
+                options(nostack),
+            );
+        }
+        true
+    }
 
     /// Subtracts `size` from this thread's heap-profile countdown and returns what is left.
     #[inline(always)]
@@ -182,7 +231,16 @@ mod imp {
     thread_local! {
         static CURRENT: Cell<*mut Cache> = const { Cell::new(ptr::null_mut()) };
         static OWN: Cell<*mut Cache> = const { Cell::new(ptr::null_mut()) };
-        static PROF: Cell<isize> = const { Cell::new(0) };
+        static PROF: Cell<isize> = const { Cell::new(-1) };
+    }
+
+    #[inline(always)]
+    pub(crate) fn current_at() -> (*mut Cache, usize) {
+        (current(), 0)
+    }
+    #[inline(always)]
+    pub(crate) fn prof_take_at(_at: usize, size: usize) -> bool {
+        prof_take(size)
     }
 
     #[inline(always)]
@@ -231,7 +289,8 @@ mod imp {
 }
 
 pub(crate) use imp::{
-    current, own, own_is_percpu, prof_sub, prof_take, set_current, set_own, set_prof,
+    current, current_at, own, own_is_percpu, prof_sub, prof_take, prof_take_at, set_current,
+    set_own, set_prof,
 };
 
 /// The `OWN` word of a thread on the per-CPU caches (`thread::PERCPU`).

@@ -23,6 +23,16 @@ fn assert_ok(out: &Output, marker: &str) {
     assert!(stdout.contains(marker), "the child must have run: {stdout}");
 }
 
+/// Pins the calling thread to CPU 0 (threads it creates inherit the mask).
+fn pin_to_cpu0() {
+    // SAFETY: a zeroed set with CPU 0 added, for the calling thread.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(0, &mut set);
+        libc::sched_setaffinity(0, size_of::<libc::cpu_set_t>(), &set);
+    }
+}
+
 /// Small sizes of every per-CPU class range and a few above it (served by the back end).
 fn size_for(i: usize) -> usize {
     const SIZES: [usize; 9] = [8, 16, 24, 48, 100, 256, 512, 1000, 3000];
@@ -294,12 +304,7 @@ fn write_into_a_stacked_block_is_reported() {
             scenario,
             PERCPU,
             || {
-                // SAFETY: a zeroed set with CPU 0 added, for the calling thread.
-                unsafe {
-                    let mut set: libc::cpu_set_t = std::mem::zeroed();
-                    libc::CPU_SET(0, &mut set);
-                    libc::sched_setaffinity(0, size_of::<libc::cpu_set_t>(), &set);
-                }
+                pin_to_cpu0();
                 let alloc = |size: usize| {
                     if c_path {
                         let p = tessera::malloc_fast(size);
@@ -362,6 +367,65 @@ fn double_free_by_a_fresh_thread_is_reported() {
         },
     ) {
         assert_aborted_with(&out, "tessera: double free (pointer 0x");
+    }
+}
+
+/// C's `malloc` on a thread without a current cache takes the heap-profile countdown as its
+/// per-CPU test (`tls.rs`): a thread that has not adopted the per-CPU caches must never pop
+/// from them, even for `malloc(0)`, which subtracts nothing from the countdown. Each fresh
+/// thread's first allocator call is `malloc_fast(0)`, pinned to the CPU whose stack of that
+/// class the main thread just filled: it must miss (the slow path then decides the thread's
+/// mode), and the thread must not yet count as a per-CPU one.
+#[test]
+fn a_fresh_thread_does_not_pop_before_it_adopts() {
+    if let Some(out) = common::in_child(
+        "a_fresh_thread_does_not_pop_before_it_adopts",
+        "fresh-pop",
+        PERCPU,
+        || {
+            // Inherited by the threads it creates.
+            pin_to_cpu0();
+            // A raw thread: std's spawn allocates on the new thread before the closure runs.
+            extern "C" fn first_call(_: *mut libc::c_void) -> *mut libc::c_void {
+                let p = tessera::malloc_fast(0);
+                let before = tessera::cache_mode().thread_percpu;
+                if !p.is_null() {
+                    println!("POPPED before={before}");
+                    // SAFETY: the block it handed out.
+                    unsafe { tessera::free(p) };
+                }
+                std::ptr::null_mut()
+            }
+            for _ in 0..8 {
+                let held: Vec<*mut u8> = (0..64).map(|_| tessera::malloc_slow(0)).collect();
+                for p in held {
+                    // SAFETY: live blocks, given up: they go onto this CPU's stack.
+                    unsafe { tessera::free(p) };
+                }
+                let mut t: libc::pthread_t = 0;
+                // SAFETY: a valid start routine; joined below.
+                unsafe {
+                    assert_eq!(
+                        libc::pthread_create(
+                            &mut t,
+                            std::ptr::null(),
+                            first_call,
+                            std::ptr::null_mut()
+                        ),
+                        0
+                    );
+                    libc::pthread_join(t, std::ptr::null_mut());
+                }
+            }
+            println!("FRESH-OK");
+        },
+    ) {
+        assert_ok(&out, "FRESH-OK");
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            !stdout.contains("POPPED"),
+            "a thread popped from the per-CPU caches before adopting them: {stdout}"
+        );
     }
 }
 

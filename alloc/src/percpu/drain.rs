@@ -1,6 +1,7 @@
 //! Draining an id's slab from another thread, without stopping whoever holds that id
 //! (tcmalloc's approach; issue #19 item 3): the purger empties slabs that have been idle for
-//! a decay time, `tessera::collect()` and a crossed soft limit empty them all.
+//! half a decay time (`percpu::drain_idle`), `tessera::collect()` and a crossed soft limit
+//! empty them all.
 //!
 //! The protocol, for the slab of id `i`:
 //! 1. swap `SLABS[i]` from the slab to `PARKED`, a static slab whose every header is zero, on

@@ -42,8 +42,8 @@
 //! taken on the back-end cache, with its random state and labels (none: labels belong to
 //! scheduler processors), which also draws the thread's next countdown.
 //!
-//! Draining (`drain.rs`): the purger empties a slab whose stacks have not moved for a decay
-//! time, from its own thread, without stopping the id's holder (the slab is swapped out of
+//! Draining (`drain.rs`): the purger empties a slab whose stacks have not moved for half a
+//! decay time, from its own thread, without stopping the id's holder (the slab is swapped out of
 //! the table, then `membarrier` restarts any sequence still on it); a crossed soft limit and
 //! `tessera::collect()` empty every slab. The memory limit sees stacked objects as allocated
 //! until then (as it sees a thread cache's bins). Fork: the child keeps the slabs as they were (a sequence cut short
@@ -308,6 +308,23 @@ pub(crate) unsafe fn alloc_fast(class: SizeClass, size: usize) -> *mut u8 {
         return ptr::null_mut();
     }
     // SAFETY: the caller's contract.
+    unsafe { pop_fast(class) }
+}
+
+/// [`alloc_fast`] for C's `malloc` on a thread without a current cache, whichever it is:
+/// the countdown (`tls::prof_take_at`, with `at` from `tls::current_at`) fails on a thread
+/// that does not use the per-CPU caches (its countdown is negative, `tls.rs`), so it alone
+/// tests for one; null as `alloc_fast` (the slow path sorts the threads out).
+///
+/// # Safety
+/// The calling thread has no current cache; `at` is what `tls::current_at` returned on it.
+#[inline(always)]
+pub(crate) unsafe fn alloc_fast_at(at: usize, class: SizeClass, size: usize) -> *mut u8 {
+    if !crate::tls::prof_take_at(at, size) {
+        return ptr::null_mut();
+    }
+    // SAFETY: a positive countdown makes the thread one on the per-CPU caches (`adopt`
+    // draws it only after registering the thread).
     unsafe { pop_fast(class) }
 }
 
@@ -651,13 +668,20 @@ pub(crate) fn in_use() -> bool {
     mode() != Mode::Thread && IDS.load(Ordering::Relaxed) > 0
 }
 
-/// The purger's look at the slabs: drains those idle for `idle_ms` (all when `urgent`);
-/// returns the bytes still on the stacks.
-pub(crate) fn drain_idle(now_ms: u64, idle_ms: u64, urgent: bool) -> usize {
+/// The purger's look at the slabs: drains those idle for half of `decay_ms` (all when
+/// `urgent`); returns the bytes still on the stacks.
+///
+/// Half, because what a drain frees goes through the page heap's decay (`decay_ms`) once
+/// more before the OS gets it back, and a stacked block keeps its whole span in use: a
+/// stack idle for a full decay time made the memory of an idle program wait two decay
+/// times (issue #19's program, 256 threads, 96 KiB stacks: 14–20 MiB resident 2 s after
+/// its threads went idle, against 16 MiB asked), half a decay time makes it wait one and a
+/// half.
+pub(crate) fn drain_idle(now_ms: u64, decay_ms: u64, urgent: bool) -> usize {
     if mode() == Mode::Thread {
         return 0;
     }
-    drain::drain_idle(now_ms, idle_ms, urgent)
+    drain::drain_idle(now_ms, decay_ms / 2, urgent)
 }
 
 /// Flushes every back-end cache (under its lock).
