@@ -613,12 +613,15 @@ fn mix(mut x: u64) -> u64 {
     x ^ (x >> 31)
 }
 
+/// A bucket's hash. Each frame is folded in with a rotate, an xor and a multiply (FxHash's
+/// step: order matters), and the whole finalised once: a finaliser per frame cost ~6
+/// instructions more a frame, ~40 a C sample of 7 frames.
 fn stack_hash(frames: &[usize], size: u64, labels: u32) -> u64 {
-    let mut h = mix(size ^ ((labels as u64) << 40));
+    let mut h = size ^ ((labels as u64) << 40);
     for &f in frames {
-        h = mix(h ^ f as u64);
+        h = (h.rotate_left(5) ^ f as u64).wrapping_mul(0x517c_c1b7_2722_0a95);
     }
-    h
+    mix(h)
 }
 
 #[cfg(test)]
@@ -763,5 +766,7 @@ mod tests {
         assert_ne!(a, stack_hash(&[1, 2, 3], 32, 0));
         assert_ne!(a, stack_hash(&[1, 2, 3], 16, 1));
         assert_ne!(a, stack_hash(&[1, 2], 16, 0));
+        assert_ne!(a, stack_hash(&[3, 2, 1], 16, 0));
+        assert_ne!(a, stack_hash(&[2, 1, 3], 16, 0));
     }
 }

@@ -13,6 +13,11 @@
 //! - frame 0's key (the starting pc + 1) is compared first, and frame `i + 1`'s key is the
 //!   return address read from frame `i`'s slot: each read is one the cache's walk would
 //!   make, since a return address fixes its rule (the cache makes the same assumption);
+//! - a frame whose CFA is rbp plus a constant (a frame pointer: Rust's standard library
+//!   keeps them, so `lang_start_internal` and the frames above it have one) is followed
+//!   only where rbp plus that constant is the CFA the chain holds, one comparison: the
+//!   distance from the starting rsp to such a CFA may vary between walks (a frame that
+//!   realigns its stack, a variable-sized one), and where it does, the chain stops there;
 //! - the walk goes on from where the chain leaves it with the cache's rules.
 //!
 //! Chains are written once and never change ([`CHAINS`] of them, [`DEPTH`] frames each,
@@ -30,6 +35,10 @@ pub(super) const DEPTH: usize = 16;
 const CHAINS: usize = 4;
 /// `Chain::bp_slot` of a frame that leaves rbp as it is.
 const NOT_SAVED: usize = usize::MAX;
+/// Set in the key a chain stores for a frame whose CFA is on rbp: a return address never
+/// has it (user space is the lower half), so the key test every frame makes fails for such
+/// a frame, and only then is the CFA checked. Frames on rsp, most of them, pay nothing.
+const ON_RBP: usize = 1 << 63;
 
 const EMPTY: u8 = 0;
 const WRITING: u8 = 1;
@@ -38,24 +47,35 @@ const PUBLISHED: u8 = 2;
 /// One frame of a chain, as offsets from the walk's starting rsp.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub(super) struct Frame {
-    /// The address the frame's rule is looked up by: the starting pc + 1, then the return
-    /// address read from the frame below.
-    pub(super) key: usize,
+    /// The address the frame's rule is looked up by (the starting pc + 1, then the return
+    /// address read from the frame below), with [`ON_RBP`] set if its CFA is on rbp.
+    key: usize,
     /// The frame's CFA: the caller's rsp.
-    pub(super) cfa: usize,
+    cfa: usize,
     /// Where the return address into the caller is read.
-    pub(super) ra_slot: usize,
+    ra_slot: usize,
     /// Where the caller's rbp is read, or [`NOT_SAVED`].
-    pub(super) bp_slot: usize,
+    bp_slot: usize,
+    /// For a frame whose CFA is rbp plus a constant, the constant; 0 otherwise.
+    bp_cfa: usize,
 }
 
 impl Frame {
-    pub(super) fn new(key: usize, cfa: usize, ra_slot: usize, bp_slot: Option<usize>) -> Frame {
+    /// A frame of key `key`; `bp_cfa` is the constant added to rbp for its CFA, if its CFA
+    /// is on rbp.
+    pub(super) fn new(
+        key: usize,
+        cfa: usize,
+        ra_slot: usize,
+        bp_slot: Option<usize>,
+        bp_cfa: Option<usize>,
+    ) -> Frame {
         Frame {
-            key,
+            key: if bp_cfa.is_some() { key | ON_RBP } else { key },
             cfa,
             ra_slot,
             bp_slot: bp_slot.unwrap_or(NOT_SAVED),
+            bp_cfa: bp_cfa.unwrap_or(0),
         }
     }
 }
@@ -65,7 +85,7 @@ struct Chain {
     len: AtomicUsize,
     /// The last frame's CFA: the largest.
     top: AtomicUsize,
-    frames: [[AtomicUsize; 4]; DEPTH],
+    frames: [[AtomicUsize; 5]; DEPTH],
 }
 
 #[allow(clippy::declare_interior_mutable_const)] // only to build the table below
@@ -73,72 +93,99 @@ const UNUSED: Chain = Chain {
     state: AtomicU8::new(EMPTY),
     len: AtomicUsize::new(0),
     top: AtomicUsize::new(0),
-    frames: [const { [const { AtomicUsize::new(0) }; 4] }; DEPTH],
+    frames: [const { [const { AtomicUsize::new(0) }; 5] }; DEPTH],
 };
 
-static TABLE: [Chain; CHAINS] = [UNUSED; CHAINS];
+/// A table of chains: [`SAMPLES`] for the heap samples' captures; a test has its own.
+pub(super) struct Chains {
+    table: [Chain; CHAINS],
+    /// Every slot of the table is taken: walks need not trace their frames.
+    full: AtomicBool,
+}
 
-/// Every slot of [`TABLE`] is taken: walks need not trace their frames.
-static FULL: AtomicBool = AtomicBool::new(false);
+impl Chains {
+    /// A table with no chain.
+    pub(super) const fn new() -> Chains {
+        Chains {
+            table: [UNUSED; CHAINS],
+            full: AtomicBool::new(false),
+        }
+    }
+}
+
+impl core::fmt::Debug for Chains {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("Chains")
+            .field("full", &self.full)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The chains of the captures of the calling thread (`capture`, the heap samples').
+pub(super) static SAMPLES: Chains = Chains::new();
 
 impl Chain {
     fn frame(&self, i: usize) -> Frame {
-        let [key, cfa, ra_slot, bp_slot] = &self.frames[i];
+        let [key, cfa, ra_slot, bp_slot, bp_cfa] = &self.frames[i];
         Frame {
             key: key.load(Ordering::Relaxed),
             cfa: cfa.load(Ordering::Relaxed),
             ra_slot: ra_slot.load(Ordering::Relaxed),
             bp_slot: bp_slot.load(Ordering::Relaxed),
+            bp_cfa: bp_cfa.load(Ordering::Relaxed),
         }
     }
 }
 
-/// The frames of a walk that a chain could hold (every one a step on rsp): the first
+/// The frames of a walk that a chain could hold: the first
 /// `prefix` as chain `from` has them, then `len - prefix` in `frames`.
 #[derive(Debug)]
 pub(super) struct Trace<'a> {
+    chains: &'a Chains,
     from: usize,
     prefix: usize,
     /// A buffer of the caller's: inside this struct, LLVM zeroed it with the fields around
     /// it (a 536-byte `memset` per walk).
     frames: &'a mut MaybeUninit<[Frame; DEPTH]>,
     len: usize,
-    /// Whether frames are still recorded: a slot is free, and every frame so far was on rsp.
+    /// Whether frames are still recorded: a slot is free, and fewer than [`DEPTH`] so far.
     open: bool,
 }
 
 impl<'a> Trace<'a> {
-    /// A trace that records frames into `frames` while a slot is free.
-    pub(super) fn new(frames: &'a mut MaybeUninit<[Frame; DEPTH]>) -> Trace<'a> {
+    /// A trace that records frames into `frames` while a slot of `chains` is free.
+    pub(super) fn new(
+        chains: &'a Chains,
+        frames: &'a mut MaybeUninit<[Frame; DEPTH]>,
+    ) -> Trace<'a> {
         Trace {
+            chains,
             from: 0,
             prefix: 0,
             frames,
             len: 0,
-            open: !FULL.load(Ordering::Relaxed),
+            open: !chains.full.load(Ordering::Relaxed),
         }
     }
 
-    /// Records the walk's next frame, or closes the trace (`frame` is `None`: a frame a
-    /// chain cannot hold).
+    /// Records the walk's next frame; the trace closes when it holds [`DEPTH`].
     #[inline]
-    pub(super) fn push(&mut self, frame: impl FnOnce() -> Option<Frame>) {
+    pub(super) fn push(&mut self, frame: impl FnOnce() -> Frame) {
         if !self.open {
             return;
         }
-        match frame() {
-            Some(f) if self.len < DEPTH => {
-                // SAFETY: `len < DEPTH`: inside the array.
-                unsafe {
-                    self.frames
-                        .as_mut_ptr()
-                        .cast::<Frame>()
-                        .add(self.len)
-                        .write(f)
-                };
-                self.len += 1;
-            }
-            _ => self.open = false,
+        if self.len < DEPTH {
+            // SAFETY: `len < DEPTH`: inside the array.
+            unsafe {
+                self.frames
+                    .as_mut_ptr()
+                    .cast::<Frame>()
+                    .add(self.len)
+                    .write(frame())
+            };
+            self.len += 1;
+        } else {
+            self.open = false;
         }
     }
 }
@@ -155,7 +202,7 @@ pub(super) struct Resume {
     pub(super) done: bool,
 }
 
-/// Follows the published chain that matches the most frames of the walk starting with key
+/// Follows the published chain of `trace`'s table that matches the most frames of the walk starting with key
 /// `key` at rsp `sp0` and rbp `bp0`, writing their return addresses into `out`, and notes
 /// it in `trace`. With none matching, the walk resumes where it started.
 ///
@@ -178,7 +225,7 @@ pub(super) unsafe fn follow(
         done: false,
     };
     let mut best_frames = 0;
-    for (n, chain) in TABLE.iter().enumerate() {
+    for (n, chain) in trace.chains.table.iter().enumerate() {
         if chain.state.load(Ordering::Acquire) != PUBLISHED {
             continue;
         }
@@ -190,13 +237,22 @@ pub(super) unsafe fn follow(
         }
         let (mut at_key, mut bp, mut written, mut i, mut done) = (key, bp0, 0, 0, false);
         while i < len && written < out.len() {
-            let [f_key, _, f_ra, f_bp] = &chain.frames[i];
-            if f_key.load(Ordering::Relaxed) != at_key {
+            let [f_key, f_cfa, f_ra, f_bp, f_bp_cfa] = &chain.frames[i];
+            let chain_key = f_key.load(Ordering::Relaxed);
+            if chain_key != at_key
+                && (chain_key != at_key | ON_RBP
+                    || bp.wrapping_add(f_bp_cfa.load(Ordering::Relaxed))
+                        != sp0 + f_cfa.load(Ordering::Relaxed))
+            {
+                // Another frame, or a CFA on rbp that is not the chain's (the distance from
+                // the starting rsp may vary: a frame that realigns its stack, or a variable
+                // sized one).
                 break;
             }
-            // SAFETY: frame `i` has the key the chain's frame had, hence its rule; the CFAs
-            // of the frames below are the chain's too (all on rsp), so this is the slot the
-            // cache's walk would read, in the live part of the stack.
+            // SAFETY: frame `i` has the key the chain's frame had, hence its rule; its CFA
+            // is the chain's (on rsp, the frames below being the chain's; on rbp, checked
+            // above), so this is the slot the cache's walk would read, in the live part of
+            // the stack.
             let ra = unsafe { read(sp0 + f_ra.load(Ordering::Relaxed)) };
             let bp_slot = f_bp.load(Ordering::Relaxed);
             if bp_slot != NOT_SAVED {
@@ -236,13 +292,14 @@ pub(super) unsafe fn follow(
     best
 }
 
-/// Publishes `trace` as a chain if it holds more frames than the chain it followed
+/// Publishes `trace` as a chain of its table if it holds more frames than the chain it followed
 /// (`Trace::prefix`) and a slot is free.
 pub(super) fn publish(trace: &Trace<'_>) {
-    if trace.len <= trace.prefix || FULL.load(Ordering::Relaxed) {
+    let chains = trace.chains;
+    if trace.len <= trace.prefix || chains.full.load(Ordering::Relaxed) {
         return;
     }
-    let from = &TABLE[trace.from];
+    let from = &chains.table[trace.from];
     let frame = |i: usize| {
         if i < trace.prefix {
             from.frame(i)
@@ -251,7 +308,7 @@ pub(super) fn publish(trace: &Trace<'_>) {
             unsafe { trace.frames.as_ptr().cast::<Frame>().add(i).read() }
         }
     };
-    for chain in &TABLE {
+    for chain in &chains.table {
         if chain.state.load(Ordering::Relaxed) != EMPTY
             || chain
                 .state
@@ -262,7 +319,10 @@ pub(super) fn publish(trace: &Trace<'_>) {
         }
         for (i, slot) in chain.frames.iter().enumerate().take(trace.len) {
             let f = frame(i);
-            for (word, value) in slot.iter().zip([f.key, f.cfa, f.ra_slot, f.bp_slot]) {
+            for (word, value) in slot
+                .iter()
+                .zip([f.key, f.cfa, f.ra_slot, f.bp_slot, f.bp_cfa])
+            {
                 word.store(value, Ordering::Relaxed);
             }
         }
@@ -271,7 +331,7 @@ pub(super) fn publish(trace: &Trace<'_>) {
         chain.state.store(PUBLISHED, Ordering::Release);
         return;
     }
-    FULL.store(true, Ordering::Relaxed);
+    chains.full.store(true, Ordering::Relaxed);
 }
 
 /// # Safety

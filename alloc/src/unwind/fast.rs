@@ -62,17 +62,17 @@ pub(super) unsafe fn walk(
     limit: usize,
     out: &mut [MaybeUninit<usize>],
     stats: &mut Stats,
-    chains: bool,
+    chains: Option<&chain::Chains>,
 ) -> Result<usize, GiveUp> {
     // The first frame is looked up like the others, by "return address" - 1: `pc + 1`.
     let mut ra = start.pc + 1;
     let (mut sp, mut bp) = (start.sp, start.bp);
     let mut len = 0;
     let mut frames = MaybeUninit::uninit();
-    let mut trace = Trace::new(&mut frames);
-    if chains {
+    let mut trace = chains.map(|chains| Trace::new(chains, &mut frames));
+    if let Some(trace) = &mut trace {
         // SAFETY: the caller's contract is `follow`'s.
-        let at = unsafe { chain::follow(ra, start.sp, start.bp, limit, out, &mut trace) };
+        let at = unsafe { chain::follow(ra, start.sp, start.bp, limit, out, trace) };
         stats.chained += at.len;
         if at.done {
             return Ok(at.len);
@@ -115,13 +115,18 @@ pub(super) unsafe fn walk(
                 return Err(GiveUp { frames: len });
             }
         }
-        if chains {
+        if let Some(trace) = &mut trace {
             trace.push(|| {
                 // Offsets from the starting rsp, which every CFA and slot here is above.
                 let slot = |offset: i16| cfa.wrapping_add_signed(isize::from(offset)) - start.sp;
-                (!rule.base_is_rbp()).then(|| {
-                    chain::Frame::new(ra, cfa - start.sp, slot(ra_offset), rbp_offset.map(slot))
-                })
+                let bp_cfa = rule.base_is_rbp().then(|| rule.cfa_offset());
+                chain::Frame::new(
+                    ra,
+                    cfa - start.sp,
+                    slot(ra_offset),
+                    rbp_offset.map(slot),
+                    bp_cfa,
+                )
             });
         }
         // SAFETY: the slot is in the live part of the stack being walked, in a frame that is
@@ -138,8 +143,8 @@ pub(super) unsafe fn walk(
         out[len].write(ra);
         len += 1;
     }
-    if chains {
-        chain::publish(&trace);
+    if let Some(trace) = &trace {
+        chain::publish(trace);
     }
     Ok(len)
 }

@@ -37,7 +37,14 @@ mod sys;
 #[inline(never)]
 pub(crate) fn capture(out: &mut [usize]) -> usize {
     let mut stats = fast::Stats::default();
-    walk(uninit(out), Walker::Fast, Walker::Libgcc, &mut stats).unwrap_or(0)
+    walk(
+        uninit(out),
+        Walker::Fast,
+        Walker::Libgcc,
+        &mut stats,
+        &chain::SAMPLES,
+    )
+    .unwrap_or(0)
 }
 
 /// As [`capture`] (the first return address is in this function), into a buffer nobody
@@ -46,7 +53,14 @@ pub(crate) fn capture(out: &mut [usize]) -> usize {
 #[inline(never)]
 pub(crate) fn capture_into(out: &mut [MaybeUninit<usize>]) -> &[usize] {
     let mut stats = fast::Stats::default();
-    let len = walk(out, Walker::Fast, Walker::Libgcc, &mut stats).unwrap_or(0);
+    let len = walk(
+        out,
+        Walker::Fast,
+        Walker::Libgcc,
+        &mut stats,
+        &chain::SAMPLES,
+    )
+    .unwrap_or(0);
     // SAFETY: the walks initialise the first `len` words.
     unsafe { core::slice::from_raw_parts(out.as_ptr().cast(), len) }
 }
@@ -66,7 +80,14 @@ fn uninit(out: &mut [usize]) -> &mut [MaybeUninit<usize>] {
 #[inline(never)]
 pub(crate) fn capture_in_signal_handler(out: &mut [usize]) -> usize {
     let mut stats = fast::Stats::default();
-    walk(uninit(out), Walker::Libgcc, Walker::Libgcc, &mut stats).unwrap_or(0)
+    walk(
+        uninit(out),
+        Walker::Libgcc,
+        Walker::Libgcc,
+        &mut stats,
+        &chain::SAMPLES,
+    )
+    .unwrap_or(0)
 }
 
 pub(crate) use sys::{Registers, registers};
@@ -89,7 +110,7 @@ pub(crate) unsafe fn walk_suspended(
 ) -> usize {
     let mut stats = fast::Stats::default();
     // SAFETY: the caller's contract is `fast::walk`'s, with `stack_top` as the limit.
-    match unsafe { fast::walk(start, stack_top, uninit(out), &mut stats, false) } {
+    match unsafe { fast::walk(start, stack_top, uninit(out), &mut stats, None) } {
         Ok(len) => len,
         Err(fast::GiveUp { frames }) => frames,
     }
@@ -106,7 +127,7 @@ enum Walker {
 
 /// Fills `out` with the return addresses of the frames above this one (this function's
 /// return address first), with `first` and, if it gives up, with `then`; returns how many,
-/// `None` if both gave up.
+/// `None` if both gave up. The fast walk follows and publishes the chains of `chains`.
 ///
 /// Both walks must run in this same frame so that their first frame is the same: the fast
 /// walk starts from the registers read here, and libgcc's first frame (the return address
@@ -117,6 +138,7 @@ fn walk(
     first: Walker,
     then: Walker,
     stats: &mut fast::Stats,
+    chains: &chain::Chains,
 ) -> Option<usize> {
     for walker in [first, then] {
         match walker {
@@ -127,7 +149,7 @@ fn walk(
                 };
                 // SAFETY: `here` was read in this frame, which is live during the walk, on
                 // this thread's stack.
-                if let Ok(len) = unsafe { fast::walk(here, limit, out, stats, true) } {
+                if let Ok(len) = unsafe { fast::walk(here, limit, out, stats, Some(chains)) } {
                     #[cfg(feature = "expensive-checks")]
                     // SAFETY: the walk initialised the first `len` words.
                     check_against_libgcc(
@@ -244,6 +266,13 @@ mod tests {
         chained: usize,
     }
 
+    std::thread_local! {
+        /// The chains `both`'s fast walks use on this thread: the samples' unless a test
+        /// needs a table of its own (one no other test fills).
+        static TEST_CHAINS: core::cell::Cell<&'static chain::Chains> =
+            const { core::cell::Cell::new(&chain::SAMPLES) };
+    }
+
     #[inline(never)]
     fn both(depth: usize) -> Pair {
         let walkers = black_box([Walker::Fast, Walker::Libgcc]);
@@ -253,7 +282,8 @@ mod tests {
         // One call of `walk` for both, in a loop the compiler cannot unroll.
         for i in 0..black_box(2) {
             let out = &mut outs[i][..depth];
-            lens[i] = walk(uninit(out), walkers[i], walkers[i], &mut stats);
+            let chains = TEST_CHAINS.with(core::cell::Cell::get);
+            lens[i] = walk(uninit(out), walkers[i], walkers[i], &mut stats, chains);
         }
         Pair {
             fast: lens[0].map(|n| outs[0][..n].to_vec()),
@@ -412,6 +442,59 @@ mod tests {
         // walk (this test's or another's) holds at least the first frame: the walk followed
         // it, and still found libgcc's frames (checked above).
         assert!(pairs[2].chained >= 1);
+    }
+
+    #[repr(align(64))]
+    struct Aligned([u8; 64]);
+
+    /// A frame that realigns its stack (its CFA is on rbp): the distance from the frames it
+    /// calls to its CFA depends on where its caller's frame lies. Returns the walks and the
+    /// distance from `outer` (an address in the caller's frame) to its aligned local.
+    #[inline(never)]
+    fn realigned(outer: usize) -> (Pair, usize) {
+        let mut local = Aligned([0; 64]);
+        black_box(&mut local);
+        let pair = recurse(black_box(3), DEPTH);
+        black_box(&local.0);
+        (pair, outer - (&raw const local as usize))
+    }
+
+    /// `realigned` called `pad` frames of this function higher up the stack.
+    #[inline(never)]
+    fn padded(pad: usize) -> (Pair, usize) {
+        let marker = black_box(0u8);
+        if pad == 0 {
+            let outer = &raw const marker as usize;
+            black_box(realigned(outer))
+        } else {
+            black_box(padded(pad - 1))
+        }
+    }
+
+    #[test]
+    fn a_chain_is_followed_through_a_realigned_frame_only_where_its_cfa_is_the_same() {
+        static OWN: chain::Chains = chain::Chains::new();
+        TEST_CHAINS.with(|chains| chains.set(&OWN));
+        let (mut gaps, mut chained) = (Vec::new(), 0);
+        // The first round publishes chains (the realigned frame is the 10th frame); the
+        // second follows them.
+        for _ in 0..2 {
+            for pad in 0..4 {
+                let (pair, gap) = padded(black_box(pad));
+                check(&pair);
+                gaps.push(gap);
+                chained = chained.max(pair.chained);
+            }
+        }
+        TEST_CHAINS.with(|chains| chains.set(&chain::SAMPLES));
+        gaps.sort_unstable();
+        gaps.dedup();
+        assert!(
+            gaps.len() > 1,
+            "the realigned frame's CFA lay as far from its local every time: nothing tested"
+        );
+        // A walk followed a chain past the realigned frame where its CFA was the same.
+        assert!(chained > 10, "{chained} frames from a chain at most");
     }
 
     #[test]
