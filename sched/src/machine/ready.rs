@@ -246,7 +246,11 @@ pub(crate) unsafe fn queue(sh: &Shared, p: Option<&P>, g: GRef) {
 /// blocks in epoll and takes each later event with a wake-up of its own (a futex or
 /// epoll wake-up costs the thread that makes it several µs on this project's VM): echo with
 /// 100 connections on 2 Ps had one voluntary switch per ~6 requests that way, against one
-/// per ~55 with the batch kept on its P, and ~25% less server CPU per request.
+/// per ~55 with the batch kept on its P, and a fifth to a quarter less server CPU per
+/// request. The price: while the OS deschedules the M that holds a batch (a machine busy
+/// with other processes), the batch waits for sysmon's rescue, a millisecond or more,
+/// where a second M would already have taken half of it; on the shared 2-vCPU machine the
+/// echo comparison's p99 was 2-4x Go's in rounds where other processes took most of a CPU.
 ///
 /// # Safety
 /// Every token was claimed by the poll that returned it and is notified once, here; `p` is
