@@ -45,6 +45,13 @@
 //! golang/go#54622.) Spawning many empty coroutines and joining them runs at the speed of
 //! one P rather than slower than one P, which is what Go, tokio and may show on two.
 //!
+//! The coroutines one poll of the network wakes stay on the P that polled, whatever they
+//! run, under the same rule (sysmon moves them if they wait): handing half of each batch to
+//! a second P makes both go idle sooner, and a P with nothing to do blocks in epoll and
+//! takes each later event with a wake-up of its own, several µs each on a VM. A
+//! request/response server on two Ps then serves the same load with a fraction of the
+//! wake-ups (the `echo` example: about one per 55 requests instead of one per 6–11).
+//!
 //! # Thread-locals and migration
 //!
 //! A coroutine may resume on another thread after any yield, park, channel operation,

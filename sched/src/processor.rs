@@ -58,10 +58,14 @@ pub(crate) struct P {
     pub(crate) preempt: AtomicBool,
     /// Gs were queued here without waking an idle M (machine/ready.rs `queue`):
     /// `PENDING_RUNNEXT` when only `runnext` held work, `PENDING_SHORT` when the ring did
-    /// but coroutines run too briefly to be worth moving; 0 when none. Cleared when the P
-    /// schedules with at most one G queued, or by sysmon, which then wakes an M if those
-    /// Gs wait too long (sysmon.rs).
+    /// but coroutines run too briefly to be worth moving or came in a netpoll batch; 0
+    /// when none. Cleared when the P schedules with at most one G queued, or by sysmon,
+    /// which then wakes an M if those Gs wait too long (sysmon.rs).
     pub(crate) wake_pending: AtomicU8,
+    /// Set while the P's M readies a batch of coroutines the netpoller woke
+    /// (machine/ready.rs `ready_batch`): `queue` then wakes no idle M for them and marks
+    /// the wake-up pending (`PENDING_SHORT`) for sysmon. Owner only.
+    pub(crate) delivering: AtomicBool,
     /// When the run being timed for the run-length estimate started (machine/find_work.rs
     /// `time_run`; `sys::monotonic_ns`), or 0. Owner only.
     pub(crate) run_started: AtomicU64,
@@ -78,7 +82,8 @@ const GOID_BATCH: u64 = 16;
 
 /// `P::wake_pending`: only `runnext` held the work.
 pub(crate) const PENDING_RUNNEXT: u8 = 1;
-/// `P::wake_pending`: the ring held work too, of coroutines that run short.
+/// `P::wake_pending`: the ring held work too, of coroutines that run short or that a
+/// netpoll batch woke.
 pub(crate) const PENDING_SHORT: u8 = 2;
 
 impl core::fmt::Debug for P {
@@ -118,6 +123,7 @@ impl P {
             slice: AtomicU32::new(0),
             preempt: AtomicBool::new(false),
             wake_pending: AtomicU8::new(0),
+            delivering: AtomicBool::new(false),
             run_started: AtomicU64::new(0),
             spawned: AtomicU64::new(0),
             goids: UnsafeCell::new((0, 0)),

@@ -437,3 +437,95 @@ fn a_socket_outlives_its_runtime_and_works_in_the_next() {
     assert_eq!(&got, b"late");
     drop(writer.join().unwrap());
 }
+
+#[test]
+fn a_burst_on_every_connection_at_once_is_served_on_two_ps() {
+    // Each round writes to every connection before reading any echo, so the server's
+    // coroutines are woken by the netpoller in batches (machine/ready.rs `ready_batch`),
+    // both by an M polling between coroutines and by an idle M blocked in epoll.
+    let _w = common::Watchdog::new("a_burst_on_every_connection", 120);
+    let rt = Runtime::builder().procs(2).build().unwrap();
+    let addr = rt.block_on(echo_server);
+    let mut conns: Vec<std::net::TcpStream> = (0..64)
+        .map(|_| {
+            let c = std::net::TcpStream::connect(addr).unwrap();
+            c.set_nodelay(true).unwrap();
+            c
+        })
+        .collect();
+    for round in 0..50usize {
+        for (id, c) in conns.iter_mut().enumerate() {
+            let msg = [(id * 7 + round) as u8; 64];
+            c.write_all(&msg).unwrap();
+        }
+        for (id, c) in conns.iter_mut().enumerate() {
+            let mut back = [0u8; 64];
+            c.read_exact(&mut back).unwrap();
+            assert_eq!(
+                back,
+                [(id * 7 + round) as u8; 64],
+                "connection {id}, round {round}"
+            );
+        }
+    }
+}
+
+#[test]
+fn coroutines_a_netpoll_batch_wakes_still_reach_the_other_p() {
+    // A batch of woken coroutines stays on the P that polled, and no M is woken for it
+    // (machine/ready.rs `ready_batch`); the other P must still get some of that work,
+    // however the netpoller split it (sysmon's backlog rule, or its own poll). Each
+    // handler here runs without yielding until two handlers have run at the same time,
+    // which needs both Ps: if the work never reached the second one, the first handler
+    // would spin until the watchdog ends the test.
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let _w = common::Watchdog::new("a_netpoll_batch_reaches_the_other_p", 120);
+    let rt = Runtime::builder().procs(2).build().unwrap();
+    let active = Arc::new(AtomicUsize::new(0));
+    let peak = Arc::new(AtomicUsize::new(0));
+    let (active2, peak2) = (active.clone(), peak.clone());
+    let addr = rt.block_on(move || {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        spawn(move || {
+            while let Ok((mut s, _)) = listener.accept() {
+                let (active, peak) = (active2.clone(), peak2.clone());
+                spawn(move || {
+                    let mut b = [0u8; 1];
+                    if s.read_exact(&mut b).is_err() {
+                        return;
+                    }
+                    let now = active.fetch_add(1, Ordering::SeqCst) + 1;
+                    peak.fetch_max(now, Ordering::SeqCst);
+                    while peak.load(Ordering::SeqCst) < 2 {
+                        std::hint::spin_loop();
+                    }
+                    active.fetch_sub(1, Ordering::SeqCst);
+                    s.write_all(&b).unwrap();
+                });
+            }
+        });
+        addr
+    });
+    let mut conns: Vec<std::net::TcpStream> = (0..8)
+        .map(|_| std::net::TcpStream::connect(addr).unwrap())
+        .collect();
+    // Every handler is parked in its read before the bytes go out, so one poll can wake
+    // them together.
+    let reading = format!("[waiting, {}", WaitReason::IoRead.as_str());
+    rt.block_on(move || {
+        // The 8 handlers and the accept loop.
+        while tessera_sched::dump().matches(&reading).count() < 9 {
+            tessera_sched::yield_now();
+        }
+    });
+    for c in &mut conns {
+        c.write_all(&[7]).unwrap();
+    }
+    for c in &mut conns {
+        let mut b = [0u8; 1];
+        c.read_exact(&mut b).unwrap();
+        assert_eq!(b, [7]);
+    }
+    assert!(peak.load(Ordering::SeqCst) >= 2);
+}

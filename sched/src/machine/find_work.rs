@@ -177,12 +177,10 @@ unsafe fn find_elsewhere(m: &MCtx, p: &P) -> Option<(GRef, bool)> {
         sh.poll.poll(Some(core::time::Duration::ZERO), &mut woken);
         sh.poll.release(sh.now_ns());
         if !woken.is_empty() {
-            for t in woken {
-                // Onto this P (we hold it): the last one lands in runnext.
-                // SAFETY: `poll` claimed every token it returned; each is notified once,
-                // here.
-                unsafe { t.notify() };
-            }
+            // Onto this P (we hold it): the last one lands in runnext.
+            // SAFETY: `poll` claimed every token it returned; each is notified once, here;
+            // `p` is this M's P.
+            unsafe { super::ready::ready_batch(Some(p), woken) };
             if let Some(g) = p.runq.pop() {
                 return Some((g, false));
             }

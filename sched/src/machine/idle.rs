@@ -490,11 +490,9 @@ impl Sched for Shared {
 
     #[inline(always)]
     unsafe fn deliver(&self, woken: Vec<Self::Woken>) {
-        for t in woken {
-            // SAFETY: `poll` claimed every token it returned (per the contract, these);
-            // each is notified once, here.
-            unsafe { t.notify() };
-        }
+        // SAFETY: `poll` claimed every token it returned (per the contract, these); each is
+        // notified once, here; the P is what `current_p` gives.
+        unsafe { super::ready::ready_batch(super::current::current_p(self), woken) };
         crate::timer::run_all_due(self, 0);
     }
 }
