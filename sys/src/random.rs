@@ -35,8 +35,14 @@ pub fn random_u64() -> u64 {
     // SAFETY: `ts` is a valid out-pointer.
     unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
     let mix = seed ^ (ts.tv_nsec as u64).rotate_left(17) ^ (&raw const ts as u64);
-    // splitmix64's finaliser, so every input bit reaches every output bit.
-    let mut z = mix.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    mix64(mix.wrapping_add(0x9e37_79b9_7f4a_7c15))
+}
+
+/// splitmix64's finaliser: every input bit reaches every output bit, so that the low bits
+/// of the result (a hash table's slot) depend on all of the input. Not random by itself;
+/// the one copy the workspace's hash tables and this module share.
+#[inline]
+pub fn mix64(mut z: u64) -> u64 {
     z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
     z ^ (z >> 31)

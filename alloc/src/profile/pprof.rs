@@ -17,6 +17,7 @@
 //! types, and running out of memory is an `Err`.
 
 use tessera_sys::error::{ENOMEM, OsError};
+use tessera_sys::random::mix64;
 
 use super::buf::{OsBuf, OsVec};
 use super::gzip;
@@ -476,21 +477,13 @@ impl Index {
     }
 }
 
-/// Spreads a 64-bit value's entropy over all bits (splitmix64's finaliser), so that the
-/// low bits used as a slot number depend on all of them.
-fn mix(mut z: u64) -> u64 {
-    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    z ^ (z >> 31)
-}
-
 /// FNV-1a over a byte string, then mixed.
 fn hash_bytes(bytes: &[u8]) -> u64 {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
     for &b in bytes {
         h = (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3);
     }
-    mix(h)
+    mix64(h)
 }
 
 /// The profile's string table: each distinct string once, "" at index 0.
@@ -562,14 +555,14 @@ impl Locations {
 
     /// The id of the location at `address`, added if new.
     fn id_of(&mut self, address: u64) -> Result<u64, OsError> {
-        let hash = mix(address);
+        let hash = mix64(address);
         let addresses = &self.addresses;
         if let Some(n) = self.index.find(hash, |n| addresses.get(n) == Some(address)) {
             return Ok(n as u64 + 1);
         }
         let n = addresses.len();
         self.index
-            .make_room(n, |i| mix(addresses.get(i).unwrap_or(0)))?;
+            .make_room(n, |i| mix64(addresses.get(i).unwrap_or(0)))?;
         self.addresses.push(address)?;
         self.index.insert(hash, n);
         Ok(n as u64 + 1)

@@ -12,6 +12,7 @@ use core::ptr::{self, NonNull};
 
 use tessera_sys::lock::{Locked, RawLock};
 use tessera_sys::mem;
+use tessera_sys::random::mix64;
 
 /// Frames kept per stack (the 64).
 pub(crate) const MAX_FRAMES: usize = 64;
@@ -272,7 +273,7 @@ impl Table {
 
     /// The home slot of `addr` in the live map.
     fn live_slot(&self, addr: usize) -> usize {
-        (mix(addr as u64 >> 4) as usize) & (self.live_cap - 1)
+        (mix64(addr as u64 >> 4) as usize) & (self.live_cap - 1)
     }
 
     /// Adds a live entry; false when the map is full (and cannot grow).
@@ -604,15 +605,6 @@ unsafe fn empty_slot(index: *const u32, cap: usize, hash: u64) -> usize {
     slot
 }
 
-/// A 64-bit finaliser (splitmix64's): spreads every input bit over the output.
-fn mix(mut x: u64) -> u64 {
-    x ^= x >> 30;
-    x = x.wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    x ^= x >> 27;
-    x = x.wrapping_mul(0x94d0_49bb_1331_11eb);
-    x ^ (x >> 31)
-}
-
 /// A bucket's hash. Each frame is folded in with a rotate, an xor and a multiply (FxHash's
 /// step: order matters), and the whole finalised once: a finaliser per frame cost ~6
 /// instructions more a frame, ~40 a C sample of 7 frames.
@@ -621,7 +613,7 @@ fn stack_hash(frames: &[usize], size: u64, labels: u32) -> u64 {
     for &f in frames {
         h = (h.rotate_left(5) ^ f as u64).wrapping_mul(0x517c_c1b7_2722_0a95);
     }
-    mix(h)
+    mix64(h)
 }
 
 #[cfg(test)]
