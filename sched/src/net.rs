@@ -113,22 +113,20 @@ impl<S: AsRawFd> Pollable<S> {
         .load(Ordering::Relaxed);
         let mut op_deadline = None;
         loop {
-            let r = if wait_first {
-                wait_first = false;
-                Err(io::ErrorKind::WouldBlock.into())
-            } else {
-                f(&self.io)
-            };
-            match r {
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    if timeout != 0 && op_deadline.is_none() {
-                        op_deadline = Some(Instant::now() + Duration::from_nanos(timeout));
-                    }
-                    self.pd.wait(dir, op_deadline)?;
+            // With `wait_first`, straight to the wait (a `WouldBlock` error made up to be
+            // tested cost ~28 instructions a request in the echo server's profile).
+            if !wait_first {
+                match f(&self.io) {
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    r => return r,
                 }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                r => return r,
             }
+            wait_first = false;
+            if timeout != 0 && op_deadline.is_none() {
+                op_deadline = Some(Instant::now() + Duration::from_nanos(timeout));
+            }
+            self.pd.wait(dir, op_deadline)?;
         }
     }
 
