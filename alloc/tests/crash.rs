@@ -619,15 +619,15 @@ fn overwritten_link_is_reported() {
     }
 }
 
-/// A double free of a block whose memory a new span of another class now covers, at an
-/// object boundary of the new span that its lazy carving has not reached: no such object
-/// was ever handed out, so the free is bad input; pushed onto a list, that object would be
-/// handed out twice (once from the list, once when the carving reaches it).
-#[test]
-fn double_free_into_an_uncarved_object_is_reported() {
+/// A block freed before its memory went to a new span of another class, at an object
+/// boundary of the new span that its lazy carving has not reached: no such object was ever
+/// handed out, so a free (`call` 0) or a `realloc` (`call` 1) of it is bad input. Pushed
+/// onto a list, that object would be handed out twice (once from the list, once when the
+/// carving reaches it).
+fn uncarved_block_is_reported(test_name: &str, call: u8, message: &str) {
     if let Some(out) = common::in_child(
-        "double_free_into_an_uncarved_object_is_reported",
-        "uncarved-double",
+        test_name,
+        "uncarved",
         &[("TESSERA_CACHE", "thread"), ("TESSERA_PROF_RATE", "0")],
         || {
             const A: usize = 2048;
@@ -649,7 +649,13 @@ fn double_free_into_an_uncarved_object_is_reported() {
                 .find(|&p| p as usize - first >= 4096)
                 .expect("an A block in the second half of the page");
             // SAFETY: deliberately bad input: A's block was freed already.
-            unsafe { tessera::free(victim) };
+            unsafe {
+                if call == 0 {
+                    tessera::free(victim);
+                } else {
+                    tessera::realloc(victim, A, 8, B / 2);
+                }
+            }
             // Had it been taken, B's next allocations hand it out twice.
             let mut seen = Vec::new();
             for _ in 0..8 {
@@ -659,9 +665,24 @@ fn double_free_into_an_uncarved_object_is_reported() {
             }
         },
     ) {
-        assert_aborted_with(
-            &out,
-            "tessera: free of a pointer that is not allocated (double free?)",
-        );
+        assert_aborted_with(&out, message);
     }
+}
+
+#[test]
+fn double_free_into_an_uncarved_object_is_reported() {
+    uncarved_block_is_reported(
+        "double_free_into_an_uncarved_object_is_reported",
+        0,
+        "tessera: free of a pointer that is not allocated (double free?)",
+    );
+}
+
+#[test]
+fn realloc_of_a_block_over_an_uncarved_object_is_reported() {
+    uncarved_block_is_reported(
+        "realloc_of_a_block_over_an_uncarved_object_is_reported",
+        1,
+        "tessera: realloc of a freed pointer",
+    );
 }
