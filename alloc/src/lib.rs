@@ -463,7 +463,11 @@ pub unsafe fn free(ptr: *mut u8) {
 unsafe extern "C" fn free_unowned(cache: *mut Cache, span: *mut Span, ptr: *mut u8) {
     // SAFETY: `record_of` returns records inside mapped arena headers.
     let s = unsafe { &*span };
-    if s.kind() == SpanKind::Small && is_object_start(s, ptr as usize) {
+    // An owner of none: an emptied span (`free_slow` reports the block).
+    if s.kind() == SpanKind::Small
+        && !s.owner.load(Ordering::Relaxed).is_null()
+        && is_object_start(s, ptr as usize)
+    {
         // SAFETY: a live object of the in-use small span `span` (the caller gives it up),
         // which `cache`, ours, does not own (the caller's test; if its owner changed since,
         // it changed to another cache or a central list, never to ours, which only this
@@ -497,6 +501,17 @@ pub(crate) unsafe extern "C" fn free_slow(ptr: *mut u8) {
                         addr,
                         "free of a pointer that is not allocated (double free?)",
                         "free of a pointer into the middle of a block",
+                    );
+                }
+                if s.owner.load(Ordering::Relaxed).is_null() {
+                    // No cache and no central list owns the span: it holds no live object
+                    // (an emptied span in a stash, `Cache::release_empty`; a span is owned
+                    // from before its first object is handed out until after its last
+                    // comes back), so this block was freed already. Pushed, it would wait on
+                    // the remote list of a span that is about to be formatted afresh.
+                    report::fatal(
+                        "free of a pointer that is not allocated (double free?)",
+                        addr,
                     );
                 }
                 let mut cache = thread::current();

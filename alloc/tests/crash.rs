@@ -669,6 +669,28 @@ fn uncarved_block_is_reported(test_name: &str, call: u8, message: &str) {
     }
 }
 
+/// A double free into a span that local frees emptied and the cache let go of (to its
+/// stash, still a small span for the page heap, owned by nobody): reported, not pushed onto
+/// the remote list of a span about to be formatted afresh.
+#[test]
+fn double_free_into_an_emptied_span_is_reported() {
+    if let Some(out) = common::in_child(
+        "double_free_into_an_emptied_span_is_reported",
+        "emptied-double",
+        &[("TESSERA_CACHE", "thread"), ("TESSERA_PROF_RATE", "0")],
+        || {
+            let (_, in_first) = empty_the_first_span_of(2048);
+            // SAFETY: deliberately bad input: every block of the span was freed already.
+            unsafe { tessera::free(in_first[0]) };
+        },
+    ) {
+        assert_aborted_with(
+            &out,
+            "tessera: free of a pointer that is not allocated (double free?)",
+        );
+    }
+}
+
 #[test]
 fn double_free_into_an_uncarved_object_is_reported() {
     uncarved_block_is_reported(
