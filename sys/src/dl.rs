@@ -4,8 +4,8 @@
 //!
 //! Why libgcc's unwinder: frame pointers are not kept in release builds, and glibc's
 //! `backtrace()` loads libgcc_s with `dlopen` on its first call, which allocates.
-//! `_Unwind_Backtrace` and `_Unwind_Find_FDE` (libgcc_s, which every Rust program and
-//! `libtessera.so` already link) find the DWARF call-frame information through
+//! `_Unwind_Backtrace` and `_Unwind_Find_FDE` (libgcc's unwinder: libgcc_s, which every Rust
+//! program links, or in `libtessera.so` a private copy of it, alloc/preload/build.rs) find the DWARF call-frame information through
 //! `dl_iterate_phdr`, with no allocation on that path; `dladdr` and `dl_iterate_phdr` read
 //! the loader's tables under its lock, without allocating either. The allocator's own walk
 //! (`tessera`'s `unwind/`) interprets the FDEs that [`find_fde`] finds, and leaves what it
@@ -89,6 +89,9 @@ pub struct Segment {
     pub start: u64,
     /// Its length in memory (`p_memsz`); may be 0.
     pub len: u64,
+    /// How much of it comes from the file (`p_filesz`, at most `len`): the rest is zeroed
+    /// memory (`.bss`).
+    pub file_len: u64,
     /// The file offset of `start` (`p_offset`).
     pub file_offset: u64,
     /// Whether it holds code (`PF_X`).
@@ -126,9 +129,19 @@ impl<'a> LoadedObject<'a> {
             .map(move |ph| Segment {
                 start: base.wrapping_add(ph.p_vaddr),
                 len: ph.p_memsz,
+                file_len: ph.p_filesz.min(ph.p_memsz),
                 file_offset: ph.p_offset,
                 executable: ph.p_flags & libc::PF_X != 0,
             })
+    }
+
+    /// The virtual address (before the load bias) of its `.eh_frame_hdr`, the sorted table
+    /// of its FDEs (`PT_GNU_EH_FRAME`); `None` when it has none.
+    pub fn eh_frame_hdr(&self) -> Option<u64> {
+        self.headers
+            .iter()
+            .find(|ph| ph.p_type == libc::PT_GNU_EH_FRAME)
+            .map(|ph| ph.p_vaddr)
     }
 
     /// Its GNU build ID (the raw descriptor of its `NT_GNU_BUILD_ID` note), read from its
@@ -164,8 +177,9 @@ impl<'a> LoadedObject<'a> {
 
 /// Finds the GNU build ID among the notes in `notes`, each laid out as (ELF spec, "Note
 /// Section"): name size, descriptor size and type as 32-bit words, then the name and the
-/// descriptor, each padded to `align`.
-fn gnu_build_id(notes: &[u8], align: usize) -> Option<&[u8]> {
+/// descriptor, each padded to `align` (4, or 8 for a note segment aligned so). Used on a
+/// loaded image ([`LoadedObject::build_id`]) and on notes read from a file.
+pub fn gnu_build_id(notes: &[u8], align: usize) -> Option<&[u8]> {
     let word = |at: usize| -> Option<usize> {
         let b = notes.get(at..at + 4)?;
         Some(u32::from_ne_bytes([b[0], b[1], b[2], b[3]]) as usize)
@@ -277,7 +291,9 @@ unsafe extern "C" {
 
 /// The FDE covering the code address `pc` (`_Unwind_Find_FDE`), searched in the frames
 /// registered with libgcc and in every loaded module's `PT_GNU_EH_FRAME` (through
-/// `dl_iterate_phdr`, with libgcc's own cache). `None` when none covers it: code without
+/// `dl_iterate_phdr`, with libgcc's own cache). In `libtessera.so`, whose copy of the
+/// unwinder is its own, frames a JIT registered with the program's libgcc_s
+/// (`__register_frame`) are not found: a walk ends there. `None` when none covers it: code without
 /// unwind information, the kernel's signal trampoline, an address in no module. No
 /// `errno`.
 #[inline]
