@@ -251,6 +251,94 @@ pub fn for_each_object(mut f: &mut dyn FnMut(&LoadedObject<'_>) -> ControlFlow<(
     unsafe { libc::dl_iterate_phdr(Some(visit), (&raw mut f).cast()) };
 }
 
+/// glibc's `struct dl_find_object` on x86-64 (`<dlfcn.h>`: no `dlfo_eh_dbase`, no
+/// `dlfo_eh_count` there).
+#[repr(C)]
+struct DlFindObject {
+    flags: u64,
+    map_start: *mut c_void,
+    map_end: *mut c_void,
+    link_map: *const LinkMap,
+    eh_frame: *mut c_void,
+    reserved: [u64; 7],
+}
+
+/// The public head of glibc's `struct link_map` (`<link.h>`, the debugger protocol).
+#[repr(C)]
+struct LinkMap {
+    l_addr: usize,
+    l_name: *const core::ffi::c_char,
+}
+
+unsafe extern "C" {
+    /// glibc 2.35 and later (as `__rseq_offset`, which this crate needs already).
+    fn _dl_find_object(address: *mut c_void, result: *mut DlFindObject) -> c_int;
+}
+
+/// The loaded object whose mapping holds `pc`, found without the loader's lock
+/// (`_dl_find_object`, which libgcc's unwinder uses too): fit for the allocator's paths,
+/// for a signal handler, and for a forked child whose parent had another thread inside
+/// `dl_iterate_phdr` (whose lock [`for_each_object`] takes, and which the child would then
+/// wait for forever). Its program headers are read where its first segment maps them (the
+/// ELF header at the start of the object's mapping); `None` when `pc` is in no object, or
+/// the object's mapping does not start with its ELF header and program headers.
+///
+/// The result is valid while the object stays loaded: a `dlclose` meanwhile is the caller's
+/// hazard, as for libgcc's unwinder.
+pub fn find_object(pc: usize) -> Option<LoadedObject<'static>> {
+    const EHDR_SIZE: usize = 64;
+    const PHDR_SIZE: usize = size_of::<libc::Elf64_Phdr>();
+    let mut found = DlFindObject {
+        flags: 0,
+        map_start: core::ptr::null_mut(),
+        map_end: core::ptr::null_mut(),
+        link_map: core::ptr::null(),
+        eh_frame: core::ptr::null_mut(),
+        reserved: [0; 7],
+    };
+    // SAFETY: `found` is a writable `struct dl_find_object`; any address may be asked.
+    if unsafe { _dl_find_object(pc as *mut c_void, &mut found) } != 0 || found.link_map.is_null() {
+        return None;
+    }
+    let (start, end) = (found.map_start as usize, found.map_end as usize);
+    if end.saturating_sub(start) < EHDR_SIZE {
+        return None;
+    }
+    // SAFETY: the first bytes of the object's mapping, which is mapped and readable while
+    // the object is loaded (its first segment; nothing on x86-64 maps execute-only).
+    let ehdr = unsafe { core::slice::from_raw_parts(start as *const u8, EHDR_SIZE) };
+    let phoff = usize::try_from(u64::from_le_bytes(ehdr[32..40].try_into().ok()?)).ok()?;
+    let phentsize = usize::from(u16::from_le_bytes([ehdr[54], ehdr[55]]));
+    let phnum = usize::from(u16::from_le_bytes([ehdr[56], ehdr[57]]));
+    // The program headers must lie in the first page, which the ELF header's segment maps.
+    let table_end = phoff.checked_add(phnum.checked_mul(PHDR_SIZE)?)?;
+    if ehdr[..6] != *b"\x7fELF\x02\x01" || phentsize != PHDR_SIZE || table_end > 4096 {
+        return None;
+    }
+    if table_end > end - start || phoff % align_of::<libc::Elf64_Phdr>() != 0 {
+        return None;
+    }
+    // SAFETY: checked just above: inside the mapped first page, aligned, `phnum` entries.
+    let headers =
+        unsafe { core::slice::from_raw_parts((start + phoff) as *const libc::Elf64_Phdr, phnum) };
+    // SAFETY: the loader's link map for a loaded object: its name is a NUL-terminated
+    // string (empty for the program) that lives while the object is loaded.
+    let (base, name) = unsafe {
+        let map = &*found.link_map;
+        let name = if map.l_name.is_null() {
+            &[][..]
+        } else {
+            CStr::from_ptr(map.l_name).to_bytes()
+        };
+        (map.l_addr as u64, name)
+    };
+    Some(LoadedObject {
+        base,
+        name,
+        headers,
+    })
+}
+
 // ---- libgcc's unwinder ---------------------------------------------------------------
 
 /// An FDE (DWARF frame description entry) in a loaded `.eh_frame`, and the bases its

@@ -21,7 +21,6 @@
 //! too long for the buffers here — the caller asks libgcc as before.
 
 use core::ffi::CStr;
-use core::ops::ControlFlow;
 
 use tessera_sys::dl::{self, Segment};
 use tessera_sys::fs::Fd;
@@ -68,20 +67,19 @@ struct Module {
 
 impl Module {
     /// The module holding `pc` in an executable segment, if it has a search table, a build
-    /// ID and a file (the program's own is `/proc/self/exe`; the vDSO has none).
+    /// ID and a file (the program's own is `/proc/self/exe`; the vDSO has none). Found
+    /// without the loader's lock (`dl::find_object`): a fork may leave that lock held in the
+    /// child by a thread that no longer exists there, and the child would wait on it in
+    /// its first sample.
     fn of(pc: u64) -> Option<Module> {
-        let mut found = None;
-        dl::for_each_object(&mut |object| {
-            let holds = object
-                .segments()
-                .any(|s| s.executable && s.start <= pc && pc - s.start < s.len);
-            if !holds {
-                return ControlFlow::Continue(());
-            }
-            found = Module::from_object(object);
-            ControlFlow::Break(())
-        });
-        found
+        let object = dl::find_object(pc as usize)?;
+        let holds = object
+            .segments()
+            .any(|s| s.executable && s.start <= pc && pc - s.start < s.len);
+        if !holds {
+            return None;
+        }
+        Module::from_object(&object)
     }
 
     fn from_object(object: &dl::LoadedObject<'_>) -> Option<Module> {
