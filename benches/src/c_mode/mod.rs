@@ -71,7 +71,7 @@ pub fn run(options: &COptions, report: &mut ReportFile) -> i32 {
         return 2;
     };
     let (built, broken) = build_all(&cc, &options.programs, &mut notes);
-    let preloads = available_preloads(&options.preloads, &mut notes);
+    let preloads = preload::available(&options.preloads, &mut notes);
     for note in &notes {
         eprintln!("note: {note}");
     }
@@ -216,43 +216,6 @@ fn build(cc: &Path, program: &Program, dir: &Path) -> Result<PathBuf, String> {
         native::PROGRAM_FLAGS,
         &dir.join(program.file),
     )
-}
-
-/// The preloads among `names` whose library is there, building libtessera.so first; notes
-/// say what was left out and why.
-fn available_preloads(names: &[&'static str], notes: &mut Vec<String>) -> Vec<Preload> {
-    let mut out = Vec::new();
-    for &name in names {
-        let preload = Preload::named(name);
-        let build = match name {
-            "tessera" | "tessera-noprof" | "tessera-percpu" | "tessera-auto" => {
-                Some(preload::build_libtessera as fn() -> _)
-            }
-            "tessera-unhardened" => Some(preload::build_libtessera_unhardened as fn() -> _),
-            _ => None,
-        };
-        if let Some(build) = build {
-            match build() {
-                Some(Ok(())) => {}
-                Some(Err(why)) => notes.push(format!("building libtessera.so failed: {why}")),
-                None if preload.available() => notes.push(format!(
-                    "not started by cargo: {} is measured as it is, not rebuilt",
-                    preload
-                        .library
-                        .as_deref()
-                        .unwrap_or(Path::new(""))
-                        .display()
-                )),
-                None => {}
-            }
-        }
-        if preload.available() {
-            out.push(preload);
-        } else {
-            notes.push(preload.missing_note());
-        }
-    }
-    out
 }
 
 /// One run of `cell`'s program under `preload`: its result line and peak RSS in KiB.

@@ -46,7 +46,7 @@ struct Ready {
 /// result, 2 if nothing could run).
 pub fn run(options: &ProgramOptions) -> i32 {
     let mut notes = Vec::new();
-    let preloads = available_preloads(&options.preloads, &mut notes);
+    let preloads = preload::available(&options.preloads, &mut notes);
     for p in &preloads {
         if let Some(lib) = &p.library {
             eprintln!("{:<9} LD_PRELOAD={}", p.name, lib.display());
@@ -100,20 +100,6 @@ pub fn run(options: &ProgramOptions) -> i32 {
         .flat_map(|r| &r.cells)
         .any(|c| c.failure.is_some());
     i32::from(failed)
-}
-
-/// The preloads among `names` whose library is there; notes say which are not.
-fn available_preloads(names: &[&'static str], notes: &mut Vec<String>) -> Vec<Preload> {
-    let mut preloads = Vec::new();
-    for name in names {
-        let preload = Preload::named(name);
-        if preload.available() {
-            preloads.push(preload);
-        } else {
-            notes.push(preload.missing_note());
-        }
-    }
-    preloads
 }
 
 /// The programs of the suite that can run here: installed (or, for the stress program,

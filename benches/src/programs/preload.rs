@@ -3,7 +3,7 @@
 
 use crate::cargo;
 use crate::paths;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 /// Names of the preloads, in table order. `glibc` is the reference whose output every other
 /// run must match.
@@ -151,6 +151,44 @@ pub fn build_libtessera_unhardened() -> Option<Result<(), String>> {
         ],
         "libtessera.so without hardening, for the side-by-side cost",
     ))
+}
+
+/// The preloads among `names` whose library is there, building libtessera.so first (so the
+/// library measured is the working tree's, in the C mode and the programs mode alike: the
+/// programs mode once measured a stale one); notes say what was left out and why.
+pub fn available(names: &[&'static str], notes: &mut Vec<String>) -> Vec<Preload> {
+    let mut out = Vec::new();
+    for &name in names {
+        let preload = Preload::named(name);
+        let build = match name {
+            "tessera" | "tessera-noprof" | "tessera-percpu" | "tessera-auto" => {
+                Some(build_libtessera as fn() -> _)
+            }
+            "tessera-unhardened" => Some(build_libtessera_unhardened as fn() -> _),
+            _ => None,
+        };
+        if let Some(build) = build {
+            match build() {
+                Some(Ok(())) => {}
+                Some(Err(why)) => notes.push(format!("building libtessera.so failed: {why}")),
+                None if preload.available() => notes.push(format!(
+                    "not started by cargo: {} is measured as it is, not rebuilt",
+                    preload
+                        .library
+                        .as_deref()
+                        .unwrap_or(Path::new(""))
+                        .display()
+                )),
+                None => {}
+            }
+        }
+        if preload.available() {
+            out.push(preload);
+        } else {
+            notes.push(preload.missing_note());
+        }
+    }
+    out
 }
 
 #[cfg(test)]
