@@ -137,7 +137,13 @@ impl<T> Locked<T> {
     /// Takes the lock if it is free.
     #[inline]
     pub fn try_lock(&self) -> Option<Guard<'_, T>> {
-        self.lock.try_lock().then_some(Guard { owner: self })
+        // Not `then_some(Guard { .. })`: its argument is built whether or not the lock was
+        // taken, and a guard dropped unlocks — another thread's lock, when it was held.
+        if self.lock.try_lock() {
+            Some(Guard { owner: self })
+        } else {
+            None
+        }
     }
 
     /// The lock itself, for the fork handlers that take and release locks in bulk.
@@ -194,6 +200,20 @@ mod tests {
     use super::*;
     use std::sync::Arc;
     use std::vec::Vec;
+
+    /// A failed `try_lock` leaves the holder's lock held: it once built a guard for the
+    /// `None` case and dropped it, which unlocked the holder's lock (a cache's stash was then
+    /// drained by the purger while its owner was using it).
+    #[test]
+    fn a_failed_try_lock_leaves_the_lock_held() {
+        let shared = Locked::new(0u64);
+        let held = shared.lock();
+        assert!(shared.try_lock().is_none());
+        assert!(shared.try_lock().is_none(), "the first try_lock released the lock");
+        assert!(!shared.raw().try_lock());
+        drop(held);
+        assert!(shared.try_lock().is_some());
+    }
 
     #[test]
     fn counts_under_contention() {
