@@ -33,7 +33,7 @@ use tessera_sys::{clock, thread};
 
 use super::table::{self, MAX_FRAMES, SampleInfo};
 use crate::cache::Cache;
-use crate::size_class::{self, MAX_SMALL};
+use crate::size_class::{self, MAX_SMALL, SizeClass};
 use crate::unwind;
 
 /// `TESSERA_PROF_RATE`'s default: Go's `MemProfileRate`.
@@ -121,21 +121,24 @@ pub(crate) fn take(cache: &mut Cache, size: usize, align: usize, zero: bool) -> 
         return core::ptr::null_mut();
     }
     cache.prof_busy = true;
-    // The size the block would have had without the sample: its class's, or the request's
-    // for a large one.
-    let class = size_class::class_for(size, align);
-    let charged = class.map_or(size, |class| class.size());
     // The small route's object, whose block is `SAMPLE_OFFSET` bytes in (null on the other
     // routes).
     let mut object = core::ptr::null_mut();
-    let mut block = if let Some(object_class) = class.and_then(|_| small_class(size, align)) {
+    let small = small_classes(size, align);
+    // The size the block would have had without the sample: its class's, or the request's
+    // for a large one.
+    let charged = match small {
+        Some((class, _)) => class.size(),
+        None => size_class::class_for(size, align).map_or(size, |class| class.size()),
+    };
+    let mut block = if let Some((_, object_class)) = small {
         // Never a guarded object: its free would not reach `free_small`.
         object = crate::alloc_small_unguarded(cache, object_class, size + SAMPLE_OFFSET, zero);
         if object.is_null() {
             object
         } else {
-            // SAFETY: the object holds `object_class.size() > size + SAMPLE_OFFSET` bytes
-            // (`small_class`).
+            // SAFETY: the object holds `object_class.size() > SAMPLE_OFFSET` bytes, and at
+            // least `size + SAMPLE_OFFSET` (`small_classes`).
             unsafe { object.add(SAMPLE_OFFSET) }
         }
     } else {
@@ -167,16 +170,24 @@ pub(crate) fn take(cache: &mut Cache, size: usize, align: usize, zero: bool) -> 
     block
 }
 
-/// The class of the object a small sample of `size` at `align` lives in (`SAMPLE_OFFSET`
-/// bytes in), if it takes the small route.
+/// For a sample of `size` bytes at `align` that takes the small route, the class the request
+/// would have had and the class of the object it lives in (`SAMPLE_OFFSET` bytes in); `None`
+/// for the other routes.
+///
+/// Up to 16 bytes of alignment, a class is that of the size rounded up to the alignment
+/// (`size_class::class_for`'s rule, without its search for an aligned class: below 128
+/// bytes every multiple of 8 is a class, above it every class is a multiple of 16).
 #[inline(always)]
-fn small_class(size: usize, align: usize) -> Option<size_class::SizeClass> {
+fn small_classes(size: usize, align: usize) -> Option<(SizeClass, SizeClass)> {
     if align > SAMPLE_OFFSET || size > MAX_SMALL - SAMPLE_OFFSET {
         return None;
     }
-    let class = size_class::class_for(size.max(1) + SAMPLE_OFFSET, SAMPLE_OFFSET)?;
-    debug_assert!(class.size() > SAMPLE_OFFSET);
-    Some(class)
+    let class = size_class::class_of((size + align - 1) & !(align - 1));
+    let object = size_class::class_of((size.max(1) + 2 * SAMPLE_OFFSET - 1) & !(SAMPLE_OFFSET - 1));
+    debug_assert_eq!(Some(class), size_class::class_for(size, align));
+    debug_assert!(object.size() > SAMPLE_OFFSET && object.size().is_multiple_of(SAMPLE_OFFSET));
+    debug_assert!(object.size() >= size + SAMPLE_OFFSET);
+    Some((class, object))
 }
 
 /// Records the sample at `block` (`size` bytes asked for, `charged` as the profile's block
