@@ -177,7 +177,17 @@ fn load_thp() {
     // advised memory takes a huge page only if one is free, and never compacts.
     let text = fs::read_small_file(c"/sys/kernel/mm/transparent_hugepage/defrag", &mut buf);
     let stall_free = contains(text, b"[defer]") || contains(text, b"[never]");
-    thp::configure_thp(thp, system_always, !stall_free);
+    // The lean part: the product's default (see `thp::C_LIBRARY_LEAN_BYTES`), or the size
+    // the variable gives.
+    let default_lean = if cfg!(feature = "c-library") {
+        thp::C_LIBRARY_LEAN_BYTES
+    } else {
+        thp::DEFAULT_LEAN_BYTES
+    };
+    let lean = env::var(b"TESSERA_THP_LEAN")
+        .and_then(parse_size)
+        .map_or(default_lean, |v| usize::try_from(v).unwrap_or(usize::MAX));
+    thp::configure_thp(thp, system_always, !stall_free, lean);
 }
 
 fn load_limits() {

@@ -428,3 +428,74 @@ fn free_inside_a_small_sample_is_reported() {
         "tessera: free of a pointer into the middle of a block",
     );
 }
+
+#[inline(never)]
+fn site_only_a_forked_child_calls(i: usize) -> Vec<u8> {
+    black_box(vec![i as u8; 64 + i % 2048])
+}
+
+/// The loader's lock (`dl_iterate_phdr` holds it while its callback runs) held by another
+/// thread at a `fork` stays held in the child, where that thread does not exist: the
+/// child's samples must find their frames' unwind tables without it (`_dl_find_object`).
+/// With the walk asking `dl_iterate_phdr`, the child waits for ever in its first sample at
+/// a call site the parent never sampled, and the watchdog below fails the test.
+#[test]
+fn a_forked_child_samples_while_the_parent_was_inside_the_loader() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    static INSIDE: AtomicBool = AtomicBool::new(false);
+    static RELEASE: AtomicBool = AtomicBool::new(false);
+    extern "C" fn hold(_: *mut libc::dl_phdr_info, _: usize, _: *mut libc::c_void) -> i32 {
+        INSIDE.store(true, Ordering::Release);
+        while !RELEASE.load(Ordering::Acquire) {
+            std::thread::yield_now();
+        }
+        1
+    }
+    // SAFETY: `hold` is a valid callback that touches no argument.
+    let holder =
+        std::thread::spawn(|| unsafe { libc::dl_iterate_phdr(Some(hold), std::ptr::null_mut()) });
+    while !INSIDE.load(Ordering::Acquire) {
+        std::thread::yield_now();
+    }
+    // SAFETY: the child allocates, frees and leaves with `_exit`.
+    let pid = unsafe { libc::fork() };
+    assert!(pid >= 0);
+    if pid == 0 {
+        // Every allocation a sample, at call sites the parent never walked.
+        tessera::profile::set_rate(1);
+        let kept: Vec<Vec<u8>> = (0..200).map(site_only_a_forked_child_calls).collect();
+        let ok = kept
+            .iter()
+            .enumerate()
+            .all(|(i, v)| v.len() == 64 + i % 2048);
+        // SAFETY: `_exit` skips the parent's atexit handlers.
+        unsafe { libc::_exit(if ok { 0 } else { 3 }) };
+    }
+    RELEASE.store(true, Ordering::Release);
+    holder.join().unwrap();
+    // A watchdog for the failure this test is about (a child stuck on the lock): a correct
+    // child is done in milliseconds; only a stuck one meets the limit.
+    let mut status = 0;
+    let mut waited_ms = 0;
+    loop {
+        // SAFETY: our own child.
+        let got = unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) };
+        if got == pid {
+            break;
+        }
+        assert_eq!(got, 0, "waitpid failed");
+        if waited_ms >= 120_000 {
+            // SAFETY: our own child.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+            // SAFETY: as above.
+            unsafe { libc::waitpid(pid, &mut status, 0) };
+            panic!("the forked child is stuck in its first samples (the loader's lock?)");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+        waited_ms += 10;
+    }
+    assert!(
+        libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+        "child failed: {status:#x}"
+    );
+}

@@ -98,7 +98,7 @@ struct Inner {
     /// When the heap's own operations should run the next decay step (no background
     /// purger); `u64::MAX` with nothing dirty.
     next_step_ms: u64,
-    /// The first arena's part left in 4 KiB pages (`thp::AUTO_LEAN_BYTES`), and whether it
+    /// The first arena's part left in 4 KiB pages (`thp::lean_bytes`), and whether it
     /// is to be collapsed into huge pages (`PageHeap::collapse_lean_if_due`).
     lean: Lean,
 }
@@ -123,7 +123,9 @@ enum LeanState {
 
 /// In-use bytes past which a heap is no small program's: its lean part is collapsed into huge
 /// pages (`PageHeap::collapse_lean_if_due`).
-const LEAN_COLLAPSE_IN_USE: usize = 2 * thp::AUTO_LEAN_BYTES;
+fn lean_collapse_in_use() -> usize {
+    2 * thp::lean_bytes()
+}
 
 // SAFETY: the raw pointers name arena memory that lives for the whole process; every access
 // happens under the page heap's lock.
@@ -220,7 +222,7 @@ impl PageHeap {
         heap.check();
         let step_due = heap.step_due();
         let collapse =
-            heap.lean.state == LeanState::Lean && heap.stats.in_use >= LEAN_COLLAPSE_IN_USE && {
+            heap.lean.state == LeanState::Lean && heap.stats.in_use >= lean_collapse_in_use() && {
                 heap.lean.state = LeanState::Due;
                 true
             };
@@ -634,7 +636,7 @@ mod tests {
     use super::*;
 
     /// The lean part is asked to be collapsed once the heap's in-use bytes reach
-    /// `LEAN_COLLAPSE_IN_USE`, not before, and only once.
+    /// `lean_collapse_in_use()`, not before, and only once.
     #[test]
     fn a_heap_that_outgrows_its_lean_part_collapses_it_once() {
         let heap = PageHeap::new(NodeId::ZERO);
@@ -646,11 +648,11 @@ mod tests {
             let base = inner.arenas.cast();
             inner.lean = Lean {
                 base,
-                len: thp::AUTO_LEAN_BYTES,
+                len: thp::lean_bytes(),
                 state: LeanState::Lean,
             };
         }
-        let half = LEAN_COLLAPSE_IN_USE / PAGE_SIZE / 2;
+        let half = lean_collapse_in_use() / PAGE_SIZE / 2;
         let a = heap.alloc(half, SpanKind::Large).unwrap();
         assert_eq!(heap.inner.lock().lean.state, LeanState::Lean, "still small");
         let b = heap.alloc(half, SpanKind::Large).unwrap();

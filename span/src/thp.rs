@@ -3,14 +3,14 @@
 //! A huge page turns 512 page faults into one and takes TLB pressure off a big heap; it
 //! costs residency at 2 MiB granularity, and where the kernel has no free 2 MiB block it
 //! may compact memory in the faulting thread (the stalls mimalloc's users report). So
-//! `auto` keeps a heap's first [`AUTO_LEAN_BYTES`] in 4 KiB pages (a small program stays
+//! `auto` keeps a heap's first [`lean_bytes`] in 4 KiB pages (a small program stays
 //! small) and advises the rest, but only where a fault cannot stall: the kernel's `defrag`
 //! mode never compacts on a fault (`defer`, `never`), or the arena's node has plenty of
 //! free 2 MiB blocks right now (`/proc/buddyinfo`), so a fault takes one without
 //! compacting. An arena reserved while huge blocks are scarce gets no advice and stays in
 //! 4 KiB pages, as if THP were off. README.md, "Memory policy", has the figures.
 
-use core::sync::atomic::{AtomicU8, Ordering};
+use core::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
 
 use tessera_numa::NodeId;
 use tessera_sys::fs;
@@ -20,7 +20,7 @@ use crate::arena::ARENA_SIZE;
 /// Transparent huge pages for arenas and huge blocks: `TESSERA_THP`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Thp {
-    /// No advice for a heap's first [`AUTO_LEAN_BYTES`]; `MADV_HUGEPAGE` beyond, and on
+    /// No advice for a heap's first [`lean_bytes`]; `MADV_HUGEPAGE` beyond, and on
     /// huge blocks, where a fault in advised memory cannot compact memory synchronously
     /// (see the module documentation).
     Auto,
@@ -41,15 +41,29 @@ const SYSTEM_ALWAYS: u8 = 0x80;
 
 static MODE: AtomicU8 = AtomicU8::new(AUTO_GATED);
 
-/// Under `Thp::Auto`, a heap's first this many bytes get no advice: a program whose heap
-/// stays within them pays no 2 MiB rounding, and one that outgrows them pays 4,096 faults
-/// of 4 KiB for them, a few milliseconds. Measured with 2 MiB instead (the arena header
-/// and 1 MiB of spans): the Rust programs' faults fell to 1.3–2x mimalloc's, but the real
+/// Under `Thp::Auto`, a heap's first [`lean_bytes`] get no advice: a program whose heap
+/// stays within them pays no 2 MiB rounding, and one that outgrows them pays a fault per 4
+/// KiB page of them. The page heap carves from the lowest addresses first, so a heap
+/// reaches the advised part only when it outgrows this one. Which size is the product's
+/// choice (`tessera`'s configuration, `TESSERA_THP_LEAN`): this one is for a Rust program,
+/// whose users compare it with mimalloc (which advises huge pages from the start). The
+/// runner's five Rust programs took 4,150–4,660 minor faults with 16 MiB (2.0–18x
+/// mimalloc's), 460–870 with 2 MiB (0.4–2.0x), at the same peak RSS.
+pub const DEFAULT_LEAN_BYTES: usize = 2 << 20;
+
+/// The lean part of `libtessera.so`, the C library, whose users compare a program's peak
+/// RSS with glibc's malloc (whose heap grows in 4 KiB pages): measured with 2 MiB, the real
 /// programs' peak RSS rose against glibc's from 1.15x to 1.35x (git), 1.01x to 1.20x
-/// (redis) and 1.10x to 1.17x (sqlite3): a small heap scatters over a few huge pages
-/// that each become resident whole. The page heap carves from the lowest addresses first,
-/// so a heap reaches the advised part only when it outgrows this one.
-pub const AUTO_LEAN_BYTES: usize = 16 << 20;
+/// (redis) and 1.10x to 1.17x (sqlite3), since a small heap scatters over a few huge pages
+/// that each become resident whole.
+pub const C_LIBRARY_LEAN_BYTES: usize = 16 << 20;
+
+static LEAN: AtomicUsize = AtomicUsize::new(DEFAULT_LEAN_BYTES);
+
+/// The lean part of a heap's first arena under `Thp::Auto` (see [`DEFAULT_LEAN_BYTES`]).
+pub fn lean_bytes() -> usize {
+    LEAN.load(Ordering::Relaxed)
+}
 
 /// Free memory in 2 MiB-or-larger buddy blocks on the arena's node that `auto` asks for
 /// before advising a new arena where faults may compact: twice the arena, so its faults
@@ -59,7 +73,10 @@ const GATE_FREE_BYTES: usize = 2 * ARENA_SIZE;
 /// Sets the policy for arenas and huge blocks mapped from now on. `system_always`: the
 /// kernel's own mode is `always`. `advised_faults_stall`: the kernel's `defrag` mode may
 /// compact memory in a fault on advised memory (`madvise`, `defer+madvise`, `always`).
-pub fn configure_thp(thp: Thp, system_always: bool, advised_faults_stall: bool) {
+/// `lean`: the lean part under `auto`, rounded up to whole huge pages, at most half an
+/// arena.
+pub fn configure_thp(thp: Thp, system_always: bool, advised_faults_stall: bool, lean: usize) {
+    LEAN.store(whole_huge_pages(lean), Ordering::Relaxed);
     let mode = match thp {
         Thp::Auto if advised_faults_stall => AUTO_GATED,
         Thp::Auto => AUTO,
@@ -72,6 +89,13 @@ pub fn configure_thp(thp: Thp, system_always: bool, advised_faults_stall: bool) 
     );
 }
 
+/// A lean part of `bytes`: whole huge pages, at most half an arena (the advice starts on a
+/// huge page's boundary, and a second arena has no lean part).
+fn whole_huge_pages(bytes: usize) -> usize {
+    const HUGE_PAGE: usize = 2 << 20;
+    bytes.min(ARENA_SIZE / 2).next_multiple_of(HUGE_PAGE)
+}
+
 /// Whether memory left without advice gets huge pages anyway (system mode `always`).
 pub(crate) fn system_always() -> bool {
     MODE.load(Ordering::Relaxed) & SYSTEM_ALWAYS != 0
@@ -81,7 +105,7 @@ pub(crate) fn system_always() -> bool {
 /// its start go without advice; `None` for no advice at all. `first` says the heap has no
 /// arena yet. Reads `/proc/buddyinfo` in the gated mode (once per 64 MiB arena).
 pub(crate) fn arena_advice(node: NodeId, first: bool) -> Option<(bool, usize)> {
-    let lean = if first { AUTO_LEAN_BYTES } else { 0 };
+    let lean = if first { lean_bytes() } else { 0 };
     match MODE.load(Ordering::Relaxed) & !SYSTEM_ALWAYS {
         ALWAYS => Some((true, 0)),
         NEVER => Some((false, 0)),
@@ -171,6 +195,16 @@ Node 0, zone    DMA32      0      5      2      2      1      2      0      4   
 Node 0, zone   Normal  15397  12170   3875   2431   2690   2883   2118   1972   1436    465   1322 
 Node 1, zone   Normal    100    100    100    100    100    100    100    100    100      0      1 
 ";
+
+    #[test]
+    fn a_lean_part_is_whole_huge_pages_up_to_half_an_arena() {
+        assert_eq!(whole_huge_pages(0), 0);
+        assert_eq!(whole_huge_pages(1), 2 << 20);
+        assert_eq!(whole_huge_pages(DEFAULT_LEAN_BYTES), DEFAULT_LEAN_BYTES);
+        assert_eq!(whole_huge_pages(C_LIBRARY_LEAN_BYTES), C_LIBRARY_LEAN_BYTES);
+        assert_eq!(whole_huge_pages((5 << 20) + 1), 6 << 20);
+        assert_eq!(whole_huge_pages(usize::MAX), ARENA_SIZE / 2);
+    }
 
     #[test]
     fn counts_blocks_of_2_mib_and_more_on_the_node() {

@@ -4,8 +4,8 @@
 //!
 //! Why libgcc's unwinder: frame pointers are not kept in release builds, and glibc's
 //! `backtrace()` loads libgcc_s with `dlopen` on its first call, which allocates.
-//! `_Unwind_Backtrace` and `_Unwind_Find_FDE` (libgcc_s, which every Rust program and
-//! `libtessera.so` already link) find the DWARF call-frame information through
+//! `_Unwind_Backtrace` and `_Unwind_Find_FDE` (libgcc's unwinder: libgcc_s, which every Rust
+//! program links, or in `libtessera.so` a private copy of it, alloc/preload/build.rs) find the DWARF call-frame information through
 //! `dl_iterate_phdr`, with no allocation on that path; `dladdr` and `dl_iterate_phdr` read
 //! the loader's tables under its lock, without allocating either. The allocator's own walk
 //! (`tessera`'s `unwind/`) interprets the FDEs that [`find_fde`] finds, and leaves what it
@@ -89,6 +89,9 @@ pub struct Segment {
     pub start: u64,
     /// Its length in memory (`p_memsz`); may be 0.
     pub len: u64,
+    /// How much of it comes from the file (`p_filesz`, at most `len`): the rest is zeroed
+    /// memory (`.bss`).
+    pub file_len: u64,
     /// The file offset of `start` (`p_offset`).
     pub file_offset: u64,
     /// Whether it holds code (`PF_X`).
@@ -126,9 +129,19 @@ impl<'a> LoadedObject<'a> {
             .map(move |ph| Segment {
                 start: base.wrapping_add(ph.p_vaddr),
                 len: ph.p_memsz,
+                file_len: ph.p_filesz.min(ph.p_memsz),
                 file_offset: ph.p_offset,
                 executable: ph.p_flags & libc::PF_X != 0,
             })
+    }
+
+    /// The virtual address (before the load bias) of its `.eh_frame_hdr`, the sorted table
+    /// of its FDEs (`PT_GNU_EH_FRAME`); `None` when it has none.
+    pub fn eh_frame_hdr(&self) -> Option<u64> {
+        self.headers
+            .iter()
+            .find(|ph| ph.p_type == libc::PT_GNU_EH_FRAME)
+            .map(|ph| ph.p_vaddr)
     }
 
     /// Its GNU build ID (the raw descriptor of its `NT_GNU_BUILD_ID` note), read from its
@@ -164,8 +177,9 @@ impl<'a> LoadedObject<'a> {
 
 /// Finds the GNU build ID among the notes in `notes`, each laid out as (ELF spec, "Note
 /// Section"): name size, descriptor size and type as 32-bit words, then the name and the
-/// descriptor, each padded to `align`.
-fn gnu_build_id(notes: &[u8], align: usize) -> Option<&[u8]> {
+/// descriptor, each padded to `align` (4, or 8 for a note segment aligned so). Used on a
+/// loaded image ([`LoadedObject::build_id`]) and on notes read from a file.
+pub fn gnu_build_id(notes: &[u8], align: usize) -> Option<&[u8]> {
     let word = |at: usize| -> Option<usize> {
         let b = notes.get(at..at + 4)?;
         Some(u32::from_ne_bytes([b[0], b[1], b[2], b[3]]) as usize)
@@ -237,6 +251,94 @@ pub fn for_each_object(mut f: &mut dyn FnMut(&LoadedObject<'_>) -> ControlFlow<(
     unsafe { libc::dl_iterate_phdr(Some(visit), (&raw mut f).cast()) };
 }
 
+/// glibc's `struct dl_find_object` on x86-64 (`<dlfcn.h>`: no `dlfo_eh_dbase`, no
+/// `dlfo_eh_count` there).
+#[repr(C)]
+struct DlFindObject {
+    flags: u64,
+    map_start: *mut c_void,
+    map_end: *mut c_void,
+    link_map: *const LinkMap,
+    eh_frame: *mut c_void,
+    reserved: [u64; 7],
+}
+
+/// The public head of glibc's `struct link_map` (`<link.h>`, the debugger protocol).
+#[repr(C)]
+struct LinkMap {
+    l_addr: usize,
+    l_name: *const core::ffi::c_char,
+}
+
+unsafe extern "C" {
+    /// glibc 2.35 and later (as `__rseq_offset`, which this crate needs already).
+    fn _dl_find_object(address: *mut c_void, result: *mut DlFindObject) -> c_int;
+}
+
+/// The loaded object whose mapping holds `pc`, found without the loader's lock
+/// (`_dl_find_object`, which libgcc's unwinder uses too): fit for the allocator's paths,
+/// for a signal handler, and for a forked child whose parent had another thread inside
+/// `dl_iterate_phdr` (whose lock [`for_each_object`] takes, and which the child would then
+/// wait for forever). Its program headers are read where its first segment maps them (the
+/// ELF header at the start of the object's mapping); `None` when `pc` is in no object, or
+/// the object's mapping does not start with its ELF header and program headers.
+///
+/// The result is valid while the object stays loaded: a `dlclose` meanwhile is the caller's
+/// hazard, as for libgcc's unwinder.
+pub fn find_object(pc: usize) -> Option<LoadedObject<'static>> {
+    const EHDR_SIZE: usize = 64;
+    const PHDR_SIZE: usize = size_of::<libc::Elf64_Phdr>();
+    let mut found = DlFindObject {
+        flags: 0,
+        map_start: core::ptr::null_mut(),
+        map_end: core::ptr::null_mut(),
+        link_map: core::ptr::null(),
+        eh_frame: core::ptr::null_mut(),
+        reserved: [0; 7],
+    };
+    // SAFETY: `found` is a writable `struct dl_find_object`; any address may be asked.
+    if unsafe { _dl_find_object(pc as *mut c_void, &mut found) } != 0 || found.link_map.is_null() {
+        return None;
+    }
+    let (start, end) = (found.map_start as usize, found.map_end as usize);
+    if end.saturating_sub(start) < EHDR_SIZE {
+        return None;
+    }
+    // SAFETY: the first bytes of the object's mapping, which is mapped and readable while
+    // the object is loaded (its first segment; nothing on x86-64 maps execute-only).
+    let ehdr = unsafe { core::slice::from_raw_parts(start as *const u8, EHDR_SIZE) };
+    let phoff = usize::try_from(u64::from_le_bytes(ehdr[32..40].try_into().ok()?)).ok()?;
+    let phentsize = usize::from(u16::from_le_bytes([ehdr[54], ehdr[55]]));
+    let phnum = usize::from(u16::from_le_bytes([ehdr[56], ehdr[57]]));
+    // The program headers must lie in the first page, which the ELF header's segment maps.
+    let table_end = phoff.checked_add(phnum.checked_mul(PHDR_SIZE)?)?;
+    if ehdr[..6] != *b"\x7fELF\x02\x01" || phentsize != PHDR_SIZE || table_end > 4096 {
+        return None;
+    }
+    if table_end > end - start || phoff % align_of::<libc::Elf64_Phdr>() != 0 {
+        return None;
+    }
+    // SAFETY: checked just above: inside the mapped first page, aligned, `phnum` entries.
+    let headers =
+        unsafe { core::slice::from_raw_parts((start + phoff) as *const libc::Elf64_Phdr, phnum) };
+    // SAFETY: the loader's link map for a loaded object: its name is a NUL-terminated
+    // string (empty for the program) that lives while the object is loaded.
+    let (base, name) = unsafe {
+        let map = &*found.link_map;
+        let name = if map.l_name.is_null() {
+            &[][..]
+        } else {
+            CStr::from_ptr(map.l_name).to_bytes()
+        };
+        (map.l_addr as u64, name)
+    };
+    Some(LoadedObject {
+        base,
+        name,
+        headers,
+    })
+}
+
 // ---- libgcc's unwinder ---------------------------------------------------------------
 
 /// An FDE (DWARF frame description entry) in a loaded `.eh_frame`, and the bases its
@@ -277,7 +379,9 @@ unsafe extern "C" {
 
 /// The FDE covering the code address `pc` (`_Unwind_Find_FDE`), searched in the frames
 /// registered with libgcc and in every loaded module's `PT_GNU_EH_FRAME` (through
-/// `dl_iterate_phdr`, with libgcc's own cache). `None` when none covers it: code without
+/// `dl_iterate_phdr`, with libgcc's own cache). In `libtessera.so`, whose copy of the
+/// unwinder is its own, frames a JIT registered with the program's libgcc_s
+/// (`__register_frame`) are not found: a walk ends there. `None` when none covers it: code without
 /// unwind information, the kernel's signal trampoline, an address in no module. No
 /// `errno`.
 #[inline]

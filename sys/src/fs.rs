@@ -76,6 +76,29 @@ impl Fd {
         crate::io::read(self.0, buf)
     }
 
+    /// Reads up to `buf.len()` bytes at `offset` in the file (`pread`), leaving the file
+    /// position alone; fewer at end of file. Retries on `EINTR`. The bytes come from the
+    /// page cache without mapping anything into the process (the unwinder reads `.eh_frame`
+    /// this way: `tessera`'s `unwind/file.rs`).
+    ///
+    /// Errors: the `errno` of any other failure (`EISDIR`, `EIO`, `ESPIPE` for a pipe or
+    /// socket, `EINVAL` for an offset beyond `i64`).
+    pub fn read_at(&self, buf: &mut [u8], offset: u64) -> Result<usize, OsError> {
+        let offset = i64::try_from(offset).map_err(|_| OsError(libc::EINVAL))?;
+        loop {
+            // SAFETY: `buf` is valid for writes of `buf.len()` bytes, and the kernel writes
+            // at most that many.
+            let n = unsafe { libc::pread64(self.0, buf.as_mut_ptr().cast(), buf.len(), offset) };
+            if n >= 0 {
+                return Ok(n as usize);
+            }
+            let e = OsError::last();
+            if e.0 != EINTR {
+                return Err(e);
+            }
+        }
+    }
+
     /// Reads directory entries (`struct linux_dirent64` records) into `buf`; `Ok(0)` at end.
     ///
     /// Errors: `ENOTDIR` when the descriptor is not a directory, `EINVAL` when `buf` cannot

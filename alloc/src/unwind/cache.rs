@@ -2,7 +2,10 @@
 //! and a few loads per frame instead of libgcc's FDE search and CFI interpretation.
 //!
 //! An open-addressing table in static memory (it fills on the allocator's path: nothing
-//! here allocates), 4,096 entries probed linearly over four slots. Each entry is a seqlock
+//! here allocates), probed linearly over four slots: 512 entries (12 KiB) at first, and
+//! once 384 of those are taken, a table of 4,096 (96 KiB) that starts empty and refills
+//! from the misses that follow. A program that samples few call sites so touches three
+//! pages rather than most of 24 (issue #13, item 6: hashed entries land on every page). Each entry is a seqlock
 //! of its own (the scheme of Boehm, "Can seqlocks get along with programming language
 //! memory models?", MSPC 2012): a writer claims an entry by moving its sequence from even
 //! to odd with a CAS, stores, and publishes with the next even number; a reader takes the
@@ -20,7 +23,10 @@ use core::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering, fence};
 use super::cfi::Step;
 use super::cfi::{CfaBase, MAX_CFA_OFFSET, Rule};
 
-const ENTRIES: usize = 4096;
+const SMALL_ENTRIES: usize = 512;
+const LARGE_ENTRIES: usize = 4096;
+/// Entries the small table takes before the large one replaces it.
+const SMALL_FILL: u32 = SMALL_ENTRIES as u32 / 4 * 3;
 const PROBES: usize = 4;
 
 struct Entry {
@@ -37,26 +43,44 @@ const EMPTY: Entry = Entry {
     rule: AtomicU64::new(0),
 };
 
-static TABLE: [Entry; ENTRIES] = [EMPTY; ENTRIES];
+static SMALL: [Entry; SMALL_ENTRIES] = [EMPTY; SMALL_ENTRIES];
+static LARGE: [Entry; LARGE_ENTRIES] = [EMPTY; LARGE_ENTRIES];
+/// Entries filled in `SMALL` (empty ones taken); `LARGE` is the table from `SMALL_FILL` on.
+static SMALL_FILLED: AtomicU32 = AtomicU32::new(0);
 
-/// The first slot of `ra`'s probe sequence (Fibonacci hashing: the top bits of the
-/// product mix every bit of the address).
-fn home(ra: usize) -> usize {
-    const _: () = assert!(ENTRIES.is_power_of_two());
-    ((ra as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15) >> (64 - ENTRIES.trailing_zeros())) as usize
+/// The table in use. Readers and writers may briefly disagree after the switch; either
+/// table's entries are valid rules (a rule never goes stale but by `dlclose`, see the top
+/// of this file), and the small table's are simply forgotten.
+#[inline(always)]
+fn table() -> &'static [Entry] {
+    if SMALL_FILLED.load(Ordering::Relaxed) < SMALL_FILL {
+        &SMALL
+    } else {
+        &LARGE
+    }
 }
 
-fn slot(home: usize, probe: usize) -> &'static Entry {
-    &TABLE[(home + probe) & (ENTRIES - 1)]
+/// The first slot of `ra`'s probe sequence in a table of `len` entries (Fibonacci hashing:
+/// the top bits of the product mix every bit of the address).
+#[inline(always)]
+fn home(ra: usize, len: usize) -> usize {
+    const _: () = assert!(SMALL_ENTRIES.is_power_of_two() && LARGE_ENTRIES.is_power_of_two());
+    ((ra as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15) >> (64 - len.trailing_zeros())) as usize
+}
+
+#[inline(always)]
+fn slot(table: &'static [Entry], home: usize, probe: usize) -> &'static Entry {
+    &table[(home + probe) & (table.len() - 1)]
 }
 
 /// The cached rule of `ra`, if an entry holds it. A hit on the first probe is ~10
 /// instructions: three loads, the key's test, and the sequence's test and reload.
 #[inline(always)]
 pub(super) fn get(ra: usize) -> Option<Packed> {
-    let home = home(ra);
+    let table = table();
+    let home = home(ra, table.len());
     for probe in 0..PROBES {
-        let e = slot(home, probe);
+        let e = slot(table, home, probe);
         let seq = e.seq.load(Ordering::Acquire);
         let key = e.ra.load(Ordering::Relaxed);
         let rule = e.rule.load(Ordering::Relaxed);
@@ -80,10 +104,11 @@ pub(super) fn get(ra: usize) -> Option<Packed> {
 /// another copy of it, or else over the first slot. Gives up if a writer holds the slot.
 pub(super) fn put(ra: usize, rule: Packed) {
     debug_assert!(ra != 0);
-    let home = home(ra);
+    let table = table();
+    let home = home(ra, table.len());
     let mut victim = None;
     for probe in 0..PROBES {
-        let e = slot(home, probe);
+        let e = slot(table, home, probe);
         let seq = e.seq.load(Ordering::Acquire);
         if seq & 1 != 0 {
             continue;
@@ -98,6 +123,7 @@ pub(super) fn put(ra: usize, rule: Packed) {
         }
     }
     let Some((e, seq)) = victim else { return };
+    let fresh = e.ra.load(Ordering::Relaxed) == 0;
     // The CAS fails if anyone wrote since `seq` was read, so what was checked still holds.
     if e.seq
         .compare_exchange(
@@ -114,6 +140,9 @@ pub(super) fn put(ra: usize, rule: Packed) {
     e.rule.store(rule.0, Ordering::Relaxed);
     e.ra.store(ra, Ordering::Relaxed);
     e.seq.store(seq.wrapping_add(2), Ordering::Release);
+    if fresh && core::ptr::eq(table, &SMALL[..]) {
+        SMALL_FILLED.fetch_add(1, Ordering::Relaxed);
+    }
 }
 
 /// A rule in 64 bits, laid out so that the walk reads it with a mask or a shift per field:
@@ -261,8 +290,13 @@ mod tests {
         assert_eq!(Packed::new(below).rule(), Rule::Unsupported);
     }
 
+    /// The two tests that fill the shared tables with made-up addresses run one at a time:
+    /// one's thousand puts could evict the other's few between its put and its get.
+    static MADE_UP: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
     #[test]
     fn a_put_rule_is_found() {
+        let _one_at_a_time = MADE_UP.lock().unwrap_or_else(|e| e.into_inner());
         // Addresses no real frame has, so the other tests' entries are not disturbed.
         let rule = Rule::Step(Step {
             base: CfaBase::Rsp,
@@ -271,13 +305,51 @@ mod tests {
             rbp_offset: None,
         });
         assert_eq!(get(40), None);
-        for ra in 1..40usize {
-            put(ra, Packed::new(rule));
-        }
-        for ra in 1..40usize {
-            assert_eq!(get(ra).map(Packed::rule), Some(rule));
+        // The tables switch once, perhaps meanwhile (other tests fill them): a second round
+        // then runs on the large table alone.
+        for round in 0..2 {
+            let used = table().as_ptr();
+            for ra in 1..40usize {
+                put(ra, Packed::new(rule));
+            }
+            let all = (1..40usize).all(|ra| get(ra).map(Packed::rule) == Some(rule));
+            if all {
+                break;
+            }
+            assert!(
+                round == 0 && table().as_ptr() != used,
+                "a put rule was lost"
+            );
         }
         put(5, Packed::new(Rule::End));
         assert_eq!(get(5).map(Packed::rule), Some(Rule::End));
+    }
+
+    #[test]
+    fn the_large_table_takes_over_when_the_small_one_fills() {
+        let _one_at_a_time = MADE_UP.lock().unwrap_or_else(|e| e.into_inner());
+        // More addresses than the small table takes (these tests share the tables, so
+        // enough to fill it whatever the others put): the large one is in use after, and
+        // keeps what is put in it.
+        let rule = Rule::Step(Step {
+            base: CfaBase::Rbp,
+            cfa_offset: 16,
+            ra_offset: -8,
+            rbp_offset: Some(-16),
+        });
+        let addresses = (1 << 20)..(1 << 20) + 2 * SMALL_ENTRIES;
+        for ra in addresses.clone() {
+            put(ra, Packed::new(rule));
+        }
+        assert!(SMALL_FILLED.load(Ordering::Relaxed) >= SMALL_FILL);
+        assert_eq!(table().len(), LARGE_ENTRIES);
+        for ra in addresses.clone() {
+            put(ra, Packed::new(rule));
+        }
+        let found = addresses
+            .filter(|&ra| get(ra) == Some(Packed::new(rule)))
+            .count();
+        // Four probes in a table of 4,096: at most a few of 1,024 evicted by each other.
+        assert!(found > 2 * SMALL_ENTRIES * 9 / 10, "{found}");
     }
 }

@@ -26,6 +26,7 @@ use core::mem::MaybeUninit;
 use super::cache::{self, Packed};
 use super::cfi::{self, Rule};
 use super::chain::{self, Trace};
+use super::file;
 use super::sys::{self, Registers};
 
 /// How far above the starting rsp a CFA may be, on the calling thread's own stack.
@@ -165,12 +166,32 @@ unsafe fn read(cfa: usize, offset: i16) -> usize {
 #[cold]
 #[inline(never)]
 unsafe fn compute(ra: usize) -> Rule {
+    // The module's file first, which keeps its unwind tables out of the process's resident
+    // memory (`file.rs`); libgcc's search in memory when the file cannot tell.
+    match file::rule(ra) {
+        file::Found::Rule(rule) => return rule,
+        // SAFETY: the caller's contract.
+        file::Found::NotCovered => return unsafe { not_covered(ra) },
+        file::Found::Unknown => {}
+    }
     match sys::find_fde(ra) {
         // SAFETY: the FDE and bases `_Unwind_Find_FDE` gave for `ra - 1`.
         Some((fde, bases)) => unsafe { cfi::rule_for(fde, &bases, ra) },
-        // libgcc's x86-64 fallback recognises the signal trampoline without an FDE.
-        // SAFETY: the caller's contract: `ra` is in code this thread is returning to.
-        None if unsafe { sys::is_sigreturn(ra) } => Rule::Unsupported,
-        None => Rule::End,
+        // SAFETY: the caller's contract.
+        None => unsafe { not_covered(ra) },
+    }
+}
+
+/// The rule of a return address no FDE covers.
+///
+/// # Safety
+/// As [`compute`]'s.
+unsafe fn not_covered(ra: usize) -> Rule {
+    // libgcc's x86-64 fallback recognises the signal trampoline without an FDE.
+    // SAFETY: the caller's contract: `ra` is in code this thread is returning to.
+    if unsafe { sys::is_sigreturn(ra) } {
+        Rule::Unsupported
+    } else {
+        Rule::End
     }
 }

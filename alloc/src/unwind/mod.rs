@@ -3,9 +3,10 @@
 //!
 //! Why the unwinder: frame pointers are not kept in release builds (nor in most C
 //! programs a distribution ships), and glibc's `backtrace()` loads libgcc_s with `dlopen` on
-//! its first call, which allocates. `_Unwind_Backtrace` (libgcc_s, which every Rust program
-//! and `libtessera.so` already link) walks the DWARF call-frame information it finds
-//! through `dl_iterate_phdr`, with no allocation on that path. libgcc's entry points and the
+//! its first call, which allocates. `_Unwind_Backtrace` (libgcc's unwinder: libgcc_s, which
+//! every Rust program links, or `libtessera.so`'s private copy, alloc/preload/build.rs)
+//! walks the DWARF call-frame information it finds through `dl_iterate_phdr`, with no
+//! allocation on that path. libgcc's entry points and the
 //! loader's are `tessera_sys::dl`'s; `sys.rs` here is the machine's side (registers, the
 //! signal trampoline's code).
 //!
@@ -29,6 +30,7 @@ mod cache;
 mod cfi;
 mod chain;
 mod fast;
+mod file;
 mod sys;
 
 /// Writes the calling thread's return addresses into `out`, innermost first, and returns
@@ -424,6 +426,51 @@ mod tests {
         assert!(!pairs.is_empty());
         for pair in pairs.iter() {
             check(pair);
+        }
+    }
+
+    /// The rule libgcc's search in memory gives `ra`, as the walk computed it before the
+    /// file came first.
+    fn rule_from_memory(ra: usize) -> cfi::Rule {
+        match sys::find_fde(ra) {
+            // SAFETY: the FDE and bases `_Unwind_Find_FDE` gave for `ra - 1`.
+            Some((fde, bases)) => unsafe { cfi::rule_for(fde, &bases, ra) },
+            None => cfi::Rule::End,
+        }
+    }
+
+    #[test]
+    fn the_file_gives_the_rules_the_mapping_gives() {
+        // Frames of this test program, of std and of libc (qsort calls back into ours): all
+        // three have build IDs and files to read, so the file must answer for every frame.
+        let mut values = [5u32, 3, 9, 1, 7, 2, 8, 4, 6, 0];
+        // SAFETY: as in the test above.
+        unsafe {
+            qsort(values.as_mut_ptr().cast(), values.len(), 4, compare);
+        }
+        let pairs = IN_QSORT.lock().unwrap();
+        let mut seen = std::collections::BTreeSet::new();
+        for pair in pairs.iter() {
+            seen.extend(pair.libgcc.iter().copied());
+        }
+        assert!(seen.len() > 10, "{seen:x?}");
+        let libc_frames = seen
+            .iter()
+            .filter(|&&ra| {
+                // SAFETY: `ra` is a return address of a live module.
+                let info = unsafe { tessera_sys::dl::addr_info(ra - 1) };
+                info.and_then(|i| i.module)
+                    .is_some_and(|m| m.to_bytes().ends_with(b"libc.so.6"))
+            })
+            .count();
+        assert!(libc_frames > 0, "no libc frame in {seen:x?}");
+        for &ra in &seen {
+            let theirs = rule_from_memory(ra);
+            match file::rule(ra) {
+                file::Found::Rule(ours) => assert_eq!(ours, theirs, "at {ra:#x}"),
+                file::Found::NotCovered => assert_eq!(theirs, cfi::Rule::End, "at {ra:#x}"),
+                file::Found::Unknown => panic!("the file did not answer for {ra:#x}"),
+            }
         }
     }
 
