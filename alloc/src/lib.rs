@@ -211,6 +211,29 @@ pub(crate) fn alloc_small(
     align: usize,
     zero: bool,
 ) -> *mut u8 {
+    alloc_small_in::<true>(cache, class, size, align, zero)
+}
+
+/// [`alloc_small`] without guarded sampling: always an object of one of `cache`'s spans
+/// (the heap profiler's small samples live in one, `profile/sample.rs`).
+pub(crate) fn alloc_small_unguarded(
+    cache: &mut cache::Cache,
+    class: SizeClass,
+    size: usize,
+    zero: bool,
+) -> *mut u8 {
+    alloc_small_in::<false>(cache, class, size, 0, zero)
+}
+
+/// `alloc_small`'s body; `GUARDED`: guarded sampling may serve the request.
+#[inline(always)]
+fn alloc_small_in<const GUARDED: bool>(
+    cache: &mut cache::Cache,
+    class: SizeClass,
+    size: usize,
+    align: usize,
+    zero: bool,
+) -> *mut u8 {
     if zero {
         let block = cache.take_zeroed(class);
         if !block.is_null() {
@@ -219,7 +242,7 @@ pub(crate) fn alloc_small(
     }
     let bin = &mut cache.bins[class.index()];
     let block = if bin.free.is_null() {
-        if guarded::enabled() {
+        if GUARDED && guarded::enabled() {
             // Guarded blocks read as zero (a slot's pages are emptied when it is closed).
             let sampled = guarded::sample(cache, size, align);
             if !sampled.is_null() {
@@ -496,6 +519,13 @@ pub(crate) unsafe extern "C" fn free_slow(ptr: *mut u8) {
         match s.kind() {
             SpanKind::Small if s.contains(addr) => {
                 if !is_object_start(s, addr) {
+                    // SAFETY: the caller gives the block up.
+                    if unsafe { profile::sample::free_small(span.as_ptr(), addr) } {
+                        return;
+                    }
+                    if profile::sample::is_freed_sample(s, addr) {
+                        report::fatal("double free", addr);
+                    }
                     not_a_block(
                         s,
                         addr,
@@ -514,35 +544,13 @@ pub(crate) unsafe extern "C" fn free_slow(ptr: *mut u8) {
                         addr,
                     );
                 }
-                let mut cache = thread::current();
-                if cache.is_null() {
-                    // A thread's first allocator call may be this free: it decides here
-                    // whether the thread uses the per-CPU caches.
-                    cache = thread::current_or_init();
-                }
-                if cache.is_null() && thread::uses_percpu() {
-                    // SAFETY: the thread uses the per-CPU caches; `ptr` is an object start
-                    // of the in-use small span, given up by the caller.
-                    return unsafe { percpu::free_slow(span.as_ptr(), ptr) };
-                }
-                // SAFETY: a non-null current cache is valid and ours; the object is live per
-                // the caller, and the branch matches who owns the span.
-                unsafe {
-                    if cache.is_null() {
-                        cache::free_remote(s, ptr);
-                    } else if (*cache).owns(s) {
-                        (*cache).free_local(span.as_ptr(), ptr);
-                    } else {
-                        (*cache).free_remote_batched(span.as_ptr(), ptr);
-                    }
-                }
+                // SAFETY: an object start of the in-use small span, given up by the caller.
+                unsafe { free_object(span.as_ptr(), ptr) }
             }
             SpanKind::Large if s.base() == ptr => {
                 if s.user_flags & profile::sample::PROFILED != 0 {
                     // SAFETY: the caller gives up the block, the span's only object.
                     unsafe { profile::sample::free_large(span.as_ptr()) };
-                } else if profile::sample::is_reserved(s) {
-                    report::fatal("double free", addr);
                 } else {
                     // SAFETY: as above.
                     unsafe { large::free(s) };
@@ -574,6 +582,38 @@ pub(crate) unsafe extern "C" fn free_slow(ptr: *mut u8) {
             "free of a pointer tessera does not own (never handed out, or already freed)",
             addr,
         );
+    }
+}
+
+/// Frees `ptr`, a live object of the in-use small span `span` (owned by a cache or a central
+/// list), the way `free_slow` frees one once it has checked the pointer: into the calling
+/// thread's cache if it owns the span, else as a remote free (batched, or per-CPU).
+///
+/// # Safety
+/// `ptr` must be an object start of `span`, live, which the caller gives up.
+#[inline(always)]
+pub(crate) unsafe fn free_object(span: *mut Span, ptr: *mut u8) {
+    let mut cache = thread::current();
+    if cache.is_null() {
+        // A thread's first allocator call may be this free: it decides here whether the
+        // thread uses the per-CPU caches.
+        cache = thread::current_or_init();
+    }
+    if cache.is_null() && thread::uses_percpu() {
+        // SAFETY: the thread uses the per-CPU caches; `ptr` is an object start of the
+        // in-use small span, given up by the caller.
+        return unsafe { percpu::free_slow(span, ptr) };
+    }
+    // SAFETY: a non-null current cache is valid and ours; the object is live per the
+    // caller, and the branch matches who owns the span.
+    unsafe {
+        if cache.is_null() {
+            cache::free_remote(&*span, ptr);
+        } else if (*cache).owns(&*span) {
+            (*cache).free_local(span, ptr);
+        } else {
+            (*cache).free_remote_batched(span, ptr);
+        }
     }
 }
 
@@ -713,11 +753,8 @@ fn block_size_slow(ptr: *const u8) -> Option<usize> {
             let s = unsafe { span.as_ref() };
             match s.kind() {
                 SpanKind::Small if is_object_start(s, addr) => Some(s.obj_size as usize),
-                SpanKind::Large
-                    if s.base() as usize == addr && !profile::sample::is_reserved(s) =>
-                {
-                    Some(s.bytes())
-                }
+                SpanKind::Small => profile::sample::small_usable_size(s, addr),
+                SpanKind::Large if s.base() as usize == addr => Some(s.bytes()),
                 _ => None,
             }
         }
@@ -748,22 +785,31 @@ pub unsafe fn realloc(ptr: *mut u8, old_size: usize, align: usize, new_size: usi
         let s = unsafe { span.as_ref() };
         match s.kind() {
             SpanKind::Small => {
-                // The checks `free` makes: a block start, not free already.
-                if !is_object_start(s, addr) {
-                    not_a_block(
-                        s,
-                        addr,
-                        "realloc of a freed pointer",
-                        "realloc of a pointer into the middle of a block",
-                    );
-                }
-                let size = s.obj_size as usize;
-                // SAFETY: `ptr` is an object of the small span `s` (tested above). A block
-                // that still carries the marker after the check (another thread's span) is
-                // not resized in place: the free of the move below settles it.
-                let marked = freelist::HARDENED
-                    && unsafe { check_not_freed(s, ptr, "realloc of a freed pointer") };
-                // Stay put if it fits and would not waste more than half the object.
+                // The checks `free` makes: a block start (or a live small sample), not free
+                // already.
+                let (size, marked) = if is_object_start(s, addr) {
+                    // SAFETY: `ptr` is an object of the small span `s` (tested above). A
+                    // block that still carries the marker after the check (another thread's
+                    // span) is not resized in place: the free of the move below settles it.
+                    let marked = freelist::HARDENED
+                        && unsafe { check_not_freed(s, ptr, "realloc of a freed pointer") };
+                    (s.obj_size as usize, marked)
+                } else {
+                    match profile::sample::small_usable_size(s, addr) {
+                        Some(size) => (size, false),
+                        None if profile::sample::is_freed_sample(s, addr) => {
+                            report::fatal("realloc of a freed pointer", addr)
+                        }
+                        None => not_a_block(
+                            s,
+                            addr,
+                            "realloc of a freed pointer",
+                            "realloc of a pointer into the middle of a block",
+                        ),
+                    }
+                };
+                // Stay put if it fits and would not waste more than half the object. A
+                // sample stays a sample, as a large one resized in place (below).
                 if !marked
                     && !sanitizer::REALLOC_MOVES
                     && new_size <= size
@@ -775,9 +821,6 @@ pub unsafe fn realloc(ptr: *mut u8, old_size: usize, align: usize, new_size: usi
             }
             SpanKind::Large if s.base() != ptr => {
                 report::fatal("realloc of a pointer into the middle of a block", addr);
-            }
-            SpanKind::Large if profile::sample::is_reserved(s) => {
-                report::fatal("realloc of a freed pointer", addr);
             }
             // In place keeps the base, so any alignment still holds.
             // A sampled block resized in place keeps its sample (and its `PROFILED` flag), as

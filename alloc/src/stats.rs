@@ -249,11 +249,6 @@ fn walk_node(node: &Node, classes: &mut [ClassStats; NUM_CLASSES]) -> NodeStats 
             SpanKind::Free if span.is_dirty() => parts.heap_dirty += span.bytes(),
             SpanKind::Purging => parts.heap_dirty += span.bytes(),
             SpanKind::Free => parts.heap_purged += span.bytes(),
-            // A freed sample's span kept for the next sample: free memory the profiler holds.
-            SpanKind::Large if crate::profile::sample::is_reserved(span) => {
-                per.active += span.bytes();
-                parts.cached += span.bytes();
-            }
             SpanKind::Large => {
                 per.active += span.bytes();
                 parts.live += span.bytes();

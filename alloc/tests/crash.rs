@@ -479,11 +479,12 @@ fn a_span_flushed_to_the_central_list_is_forgotten() {
     }
 }
 
-/// A sampled block's one-page span stays in use after its free, kept for the next sample
-/// (`profile/sample.rs`'s reserve): a second free, a `realloc` or a `usable_size` of the
-/// block must still be reported, not send the span to the page heap while the reserve hands
-/// it out again (the `corrupt` fuzz target found that: a later sample overlapped other
-/// blocks). `call`: 0 free, 1 realloc, 2 usable_size.
+/// A freed small sample (16 bytes into an object of its class, `profile/sample.rs`): a
+/// second free, a `realloc` or a `usable_size` of the block must still be reported, though
+/// the pointer is no object start and no longer in the profiler's table (once, the sample's
+/// span was kept in a reserve for the next sample, and a second free sent it to the page
+/// heap while the reserve handed it out again: the `corrupt` fuzz target found that).
+/// `call`: 0 free, 1 realloc, 2 usable_size.
 fn freed_sample_is_reported(test_name: &str, call: u8, message: &str) {
     if let Some(out) = common::in_child(
         test_name,

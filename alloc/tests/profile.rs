@@ -10,6 +10,8 @@ use std::process::Command;
 #[global_allocator]
 static GLOBAL: tessera::Tessera = tessera::Tessera;
 
+mod common;
+
 const BLOCK: usize = 1024;
 const B_BLOCKS: usize = 8192;
 
@@ -174,9 +176,9 @@ fn resized_samples_keep_their_record() {
     }
 }
 
-/// At rate 1 every allocation is a sample, and a freed sample's page is kept for the next
-/// one (`sample.rs`'s reserve): a zeroed allocation served from it must read as zero, not
-/// as the bytes the last sample left there.
+/// At rate 1 every allocation is a sample, and a freed sample's object goes back to its
+/// cache's bin, from which the next sample of the class comes: a zeroed sample must read as
+/// zero, not as the bytes the last one left there.
 fn zeroed_samples_are_zero() {
     tessera::profile::set_rate(1);
     for size in [1, 100, BLOCK, 5000, 8192] {
@@ -223,6 +225,208 @@ fn label_pairs_may_be_used_freely() {
     );
     other.with_pairs(|pairs| assert_eq!(pairs, [("inner", "set")]));
     tessera::profile::LabelSet::NONE.with_pairs(|pairs| assert!(pairs.is_empty()));
+}
+
+/// Whether `addr` is among the live samples (`buf` is the caller's, made before: a sample
+/// of its own could take a just-freed address).
+fn is_live_sample(buf: &mut [tessera::profile::LiveSample], addr: *mut u8) -> bool {
+    let n = tessera::profile::live_samples(buf).min(buf.len());
+    buf[..n].iter().any(|s| s.addr == addr as usize)
+}
+
+/// Small sampled blocks live in their class's spans, 16 bytes into an object of a larger
+/// class (`profile/sample.rs`): a pointer that is no object start, so every free path hands
+/// it to the one that asks the profiler's table. Each path that can receive one (the owner's
+/// free, another thread's, `realloc` in place and moving, and with `percpu` a per-CPU
+/// thread's) must forget the sample and free the object: a path that did not would report
+/// the pointer as one into a block and abort the child, or leave the sample live. Each
+/// block's bytes are checked before its free (two samples overlapping, or an object handed
+/// out while its sample lives, would break them).
+fn small_samples_on_every_free_path() {
+    let mut buf = vec![tessera::profile::LiveSample::default(); 100_000];
+    let mut blocks = Vec::with_capacity(4096);
+    for (i, size) in [1usize, 8, 24, 100, 1000, 3000, 20_000, 32_000]
+        .into_iter()
+        .cycle()
+        .take(512)
+        .enumerate()
+    {
+        let layout = Layout::from_size_align(size, 8).unwrap();
+        // SAFETY: a non-zero size.
+        let p = unsafe { alloc(layout) };
+        assert!(!p.is_null());
+        // At rate 1, an allocation of `size` bytes is a sample with probability
+        // `1 - exp(-size)`: all but surely from 24 bytes on.
+        let sampled = is_live_sample(&mut buf, p);
+        assert!(sampled || size < 24, "{size} B: not sampled at rate 1");
+        assert!(
+            !sampled || (p as usize).is_multiple_of(16),
+            "{size} B: a sample must stay 16-byte aligned"
+        );
+        assert!(
+            tessera::block_size(p).is_some_and(|n| n >= size),
+            "{size} B"
+        );
+        // SAFETY: `p` holds `size` bytes.
+        unsafe { p.write_bytes(i as u8, size) };
+        blocks.push((p as usize, size, i as u8));
+    }
+    let check = |&(p, size, tag): &(usize, usize, u8)| {
+        // SAFETY: a live block of `size` bytes.
+        let bytes = unsafe { std::slice::from_raw_parts(p as *const u8, size) };
+        assert!(
+            bytes.iter().all(|&b| b == tag),
+            "{size} B at {p:#x}: overwritten"
+        );
+    };
+    blocks.iter().for_each(check);
+    let remote: Vec<_> = blocks.split_off(blocks.len() / 2);
+    // Another thread frees half: the remote path.
+    std::thread::spawn(move || {
+        let mut buf = vec![tessera::profile::LiveSample::default(); 100_000];
+        for b in &remote {
+            check(b);
+            let (p, size, _) = *b;
+            // SAFETY: allocated with this layout; given up here.
+            unsafe { dealloc(p as *mut u8, Layout::from_size_align(size, 8).unwrap()) };
+            assert!(
+                !is_live_sample(&mut buf, p as *mut u8),
+                "{size} B: freed remotely, still live"
+            );
+        }
+    })
+    .join()
+    .unwrap();
+    for (k, &(p, size, tag)) in blocks.iter().enumerate() {
+        check(&(p, size, tag));
+        let p = p as *mut u8;
+        let layout = Layout::from_size_align(size, 8).unwrap();
+        let p = match k % 3 {
+            // Shrunk a little: in place, still the same sample.
+            0 if size >= 24 => {
+                // SAFETY: `p` is live with `layout`.
+                let q = unsafe { std::alloc::realloc(p, layout, size - size / 8) };
+                assert_eq!(q, p, "{size} B: a slight shrink moved the sample");
+                assert!(
+                    is_live_sample(&mut buf, q),
+                    "{size} B: the shrunk sample was lost"
+                );
+                // SAFETY: `q` is live with the new size.
+                unsafe { dealloc(q, Layout::from_size_align(size - size / 8, 8).unwrap()) };
+                q
+            }
+            // Grown: moved, the old sample freed (the new block is a sample of its own).
+            1 => {
+                let grown = size * 3 + 64;
+                // SAFETY: `p` is live with `layout`.
+                let q = unsafe { std::alloc::realloc(p, layout, grown) };
+                assert!(
+                    !q.is_null() && q != p,
+                    "{size} B: grown past its object in place"
+                );
+                assert!(
+                    !is_live_sample(&mut buf, p),
+                    "{size} B: moved, the old sample lives"
+                );
+                // SAFETY: `q` holds `size` bytes of the old block.
+                let kept = unsafe { std::slice::from_raw_parts(q, size) };
+                assert!(
+                    kept.iter().all(|&b| b == tag),
+                    "{size} B: realloc lost the bytes"
+                );
+                // SAFETY: `q` is live with the new size.
+                unsafe { dealloc(q, Layout::from_size_align(grown, 8).unwrap()) };
+                q
+            }
+            // The owner's free.
+            _ => {
+                // SAFETY: allocated with `layout`; given up here.
+                unsafe { dealloc(p, layout) };
+                p
+            }
+        };
+        assert!(!is_live_sample(&mut buf, p), "{size} B: freed, still live");
+    }
+}
+
+/// Runs `small_samples_on_every_free_path` in a child at rate 1 (every allocation a sample)
+/// with `TESSERA_CACHE=mode`.
+fn small_samples_in_child(test_name: &str, mode: &str) {
+    if let Some(out) = common::in_child(
+        test_name,
+        &format!("small-samples-{mode}"),
+        &[("TESSERA_PROF_RATE", "1"), ("TESSERA_CACHE", mode)],
+        || {
+            small_samples_on_every_free_path();
+            println!("SAMPLES-OK");
+        },
+    ) {
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success() && stdout.contains("SAMPLES-OK"),
+            "{mode}: child failed: {}\n{stdout}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+#[test]
+fn small_samples_are_forgotten_on_every_free_path() {
+    small_samples_in_child("small_samples_are_forgotten_on_every_free_path", "thread");
+}
+
+#[test]
+fn small_samples_are_forgotten_on_every_free_path_per_cpu() {
+    small_samples_in_child(
+        "small_samples_are_forgotten_on_every_free_path_per_cpu",
+        "percpu",
+    );
+}
+
+/// Bad frees of sampled blocks are reported as those of any other block: a second free of a
+/// large sample (its span went back to the page heap), and a free of a pointer 16 bytes into
+/// a small sample (the offset at which a sample sits in its object: it must not be taken for
+/// a sample of its own).
+fn bad_free_of_a_sample_is_reported(test_name: &str, call: u8, message: &str) {
+    if let Some(out) = common::in_child(
+        test_name,
+        "bad-sample-free",
+        &[("TESSERA_PROF_RATE", "1")],
+        || {
+            let size = if call == 0 { 40 << 10 } else { 1000 };
+            let p = tessera::alloc(size, 8);
+            assert!(!p.is_null());
+            // SAFETY: deliberately bad input.
+            unsafe {
+                if call == 0 {
+                    tessera::free(p);
+                    tessera::free(p);
+                } else {
+                    tessera::free(p.add(16));
+                }
+            }
+        },
+    ) {
+        common::assert_aborted_with(&out, message);
+    }
+}
+
+#[test]
+fn double_free_of_a_large_sample_is_reported() {
+    bad_free_of_a_sample_is_reported(
+        "double_free_of_a_large_sample_is_reported",
+        0,
+        "tessera: free of a pointer that is not allocated (double free?)",
+    );
+}
+
+#[test]
+fn free_inside_a_small_sample_is_reported() {
+    bad_free_of_a_sample_is_reported(
+        "free_inside_a_small_sample_is_reported",
+        1,
+        "tessera: free of a pointer into the middle of a block",
+    );
 }
 
 #[inline(never)]

@@ -5,23 +5,35 @@
 //! before the next sample. The allocation fast paths subtract the request's size and take
 //! the slow path when the result is negative (one `sub` on memory and a `js`); the slow path
 //! subtracts the requests the fast paths never saw (large, over-aligned, zeroed ones). When
-//! the countdown runs out, the allocation is served by [`take`]: the block gets a span of
-//! its own from the page heap (tcmalloc samples the same way), flagged `PROFILED` in the
-//! span record, so that a free of any other block pays nothing and a free of a sampled one
-//! finds its record from the span's flag (`free_large`). The stack is unwound then (up to
+//! the countdown runs out, the allocation is served by [`take`], the stack is unwound (up to
 //! 64 frames, `unwind.rs`), and the next countdown is drawn from an exponential
 //! distribution of mean `TESSERA_PROF_RATE` bytes (Go's and tcmalloc's scheme: every byte
 //! allocated has the same chance of being the sampled one, so an allocation of `s` bytes is
 //! sampled with probability `1 - exp(-s / rate)`, which the writer's scaling undoes).
+//!
+//! Where a sampled block lives, so that a free of any other block pays nothing and a free of
+//! a sampled one finds its record:
+//! - a small one (up to `MAX_SMALL - SAMPLE_OFFSET` bytes, alignment at most 16) in an
+//!   ordinary object of its cache's span, one class up: the program gets the object's
+//!   address plus [`SAMPLE_OFFSET`]. That address is no object start, and every free path
+//!   tests for one before anything else (the recent-span slots, the owner's and the remote
+//!   free, the per-CPU free: ARCHITECTURE.md, "The free path"), so the sample's free falls
+//!   through all of them to `free_slow`, which asks the table ([`free_small`]) before it
+//!   reports a pointer into a block. The mark costs the other blocks' frees nothing, and the
+//!   sample's own free no span work: a table removal and the object's ordinary free;
+//! - a larger or over-aligned one in a large span of its own, flagged `PROFILED` in the span
+//!   record (`free_large`), as tcmalloc samples;
+//! - a huge one in its mapping, counted in `LIVE_HUGE` so that huge frees look in the table
+//!   only while there are such samples.
 
-use core::sync::atomic::{AtomicPtr, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicUsize, Ordering};
 
-use tessera_span::{PAGE_SIZE, Span, SpanKind, arena};
+use tessera_span::{Span, SpanKind, arena};
 use tessera_sys::{clock, thread};
 
 use super::table::{self, MAX_FRAMES, SampleInfo};
 use crate::cache::Cache;
-use crate::size_class;
+use crate::size_class::{self, MAX_SMALL, SizeClass};
 use crate::unwind;
 
 /// `TESSERA_PROF_RATE`'s default: Go's `MemProfileRate`.
@@ -34,11 +46,11 @@ static RATE: AtomicUsize = AtomicUsize::new(DEFAULT_RATE);
 /// other flag (the small-object layer's flags mean nothing on them), and `large::alloc`
 /// clears the byte.
 pub(crate) const PROFILED: u8 = 0b1000_0000;
-/// `Span::user_flags` of a large span: its block was a sample and is free, the span kept in
-/// the reserve for the next sample. A free, `realloc` or `malloc_usable_size` of its block
-/// is of a freed pointer (`is_reserved`): had the span gone back to the page heap, as any
-/// other freed large span, the same calls would find a free run and report it.
-const RESERVED: u8 = 0b0100_0000;
+
+/// Where a small sampled block starts in its object: 16 bytes in, so that it keeps the 16-byte
+/// alignment `malloc` and the fast paths give, and is never an object start (the sampled
+/// object's class is larger than 16 bytes, since it holds the offset and at least one byte).
+pub(crate) const SAMPLE_OFFSET: usize = 16;
 
 /// The countdown of a cache that must never sample (sampling off, or the profiler's own
 /// allocations): far beyond any amount a program allocates between two resets.
@@ -97,10 +109,10 @@ pub(crate) fn due(cache: &mut Cache, size: usize, counted: bool) -> bool {
     cache.prof_left < 0
 }
 
-/// Serves an allocation whose countdown ran out: a block with a span of its own, recorded
-/// with its stack. Null when the sample cannot be taken (sampling was turned off, the
-/// profiler is already busy on this cache, or the page heap refused): the caller then
-/// allocates as usual. Resets the countdown in every case.
+/// Serves an allocation whose countdown ran out: a block placed as the module comment says,
+/// recorded with its stack. Null when the sample cannot be taken (sampling was turned off,
+/// the profiler is already busy on this cache, its tables are full, or there is no memory):
+/// the caller then allocates as usual. Resets the countdown in every case.
 #[cold]
 #[inline(never)]
 pub(crate) fn take(cache: &mut Cache, size: usize, align: usize, zero: bool) -> *mut u8 {
@@ -109,41 +121,79 @@ pub(crate) fn take(cache: &mut Cache, size: usize, align: usize, zero: bool) -> 
         return core::ptr::null_mut();
     }
     cache.prof_busy = true;
-    let block = match reserved(size, align) {
-        Some(block) => {
-            if zero {
-                crate::sanitizer::open_block(block, size);
-                // SAFETY: the reserved span's page is ours (taken from the reserve) and
-                // holds `size <= PAGE_SIZE` bytes.
-                unsafe { core::ptr::write_bytes(block, 0, size) };
-            }
-            block
-        }
-        None => crate::large::alloc(size, align, zero),
+    // The small route's object, whose block is `SAMPLE_OFFSET` bytes in (null on the other
+    // routes).
+    let mut object = core::ptr::null_mut();
+    let small = small_classes(size, align);
+    // The size the block would have had without the sample: its class's, or the request's
+    // for a large one.
+    let charged = match small {
+        Some((class, _)) => class.size(),
+        None => size_class::class_for(size, align).map_or(size, |class| class.size()),
     };
-    if !block.is_null() {
-        record(cache, block, size, align);
+    let mut block = if let Some((_, object_class)) = small {
+        // Never a guarded object: its free would not reach `free_small`.
+        object = crate::alloc_small_unguarded(cache, object_class, size + SAMPLE_OFFSET, zero);
+        if object.is_null() {
+            object
+        } else {
+            // SAFETY: the object holds `object_class.size() > SAMPLE_OFFSET` bytes, and at
+            // least `size + SAMPLE_OFFSET` (`small_classes`).
+            unsafe { object.add(SAMPLE_OFFSET) }
+        }
+    } else {
+        let block = crate::large::alloc(size, align, zero);
+        if !block.is_null() {
+            match arena::span_of(block as usize) {
+                // SAFETY: `large::alloc` just made this large span for `block`; nobody else
+                // knows the block yet, so its record's flags are ours to set.
+                Some(span) => unsafe { (*span.as_ptr()).user_flags |= PROFILED },
+                // A huge block: counted before it is recorded, so that its free looks it up.
+                None => {
+                    LIVE_HUGE.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }
+        block
+    };
+    // A large or huge block the table drops is an ordinary one all the same: its free finds
+    // no sample and frees it as any other. A small route's block would be a pointer into an
+    // object that no table entry vouches for: its object goes back, and the caller allocates
+    // as usual.
+    if !block.is_null() && !record(cache, block, size, charged) && !object.is_null() {
+        // SAFETY: the object was just handed out to us and nobody else knows it.
+        unsafe { crate::free_slow(object) };
+        block = core::ptr::null_mut();
     }
     cache.prof_busy = false;
     super::writer::write_if_pending();
     block
 }
 
-/// Flags `block`'s span and records the sample.
-fn record(cache: &Cache, block: *mut u8, size: usize, align: usize) {
-    let addr = block as usize;
-    match arena::span_of(addr) {
-        // SAFETY: `large::alloc` just made this large span for `block`; nobody else knows
-        // the block yet, so its record's flags are ours to set.
-        Some(span) => unsafe { (*span.as_ptr()).user_flags |= PROFILED },
-        // A huge block: counted before it is recorded, so that its free looks it up.
-        None => {
-            LIVE_HUGE.fetch_add(1, Ordering::Relaxed);
-        }
+/// For a sample of `size` bytes at `align` that takes the small route, the class the request
+/// would have had and the class of the object it lives in (`SAMPLE_OFFSET` bytes in); `None`
+/// for the other routes.
+///
+/// Up to 16 bytes of alignment, a class is that of the size rounded up to the alignment
+/// (`size_class::class_for`'s rule, without its search for an aligned class: below 128
+/// bytes every multiple of 8 is a class, above it every class is a multiple of 16).
+#[inline(always)]
+fn small_classes(size: usize, align: usize) -> Option<(SizeClass, SizeClass)> {
+    if align > SAMPLE_OFFSET || size > MAX_SMALL - SAMPLE_OFFSET {
+        return None;
     }
-    // The size the block would have had without the sample: its class's, or the request's
-    // for a large one.
-    let charged = size_class::class_for(size, align).map_or(size, |class| class.size());
+    let class = size_class::class_of((size + align - 1) & !(align - 1));
+    let object = size_class::class_of((size.max(1) + 2 * SAMPLE_OFFSET - 1) & !(SAMPLE_OFFSET - 1));
+    debug_assert_eq!(Some(class), size_class::class_for(size, align));
+    debug_assert!(object.size() > SAMPLE_OFFSET && object.size().is_multiple_of(SAMPLE_OFFSET));
+    debug_assert!(object.size() >= size + SAMPLE_OFFSET);
+    Some((class, object))
+}
+
+/// Records the sample at `block` (`size` bytes asked for, `charged` as the profile's block
+/// size) with the calling stack; false when the table dropped it (full, or not set up).
+#[inline(always)]
+fn record(cache: &Cache, block: *mut u8, size: usize, charged: usize) -> bool {
     let mut frames = [core::mem::MaybeUninit::uninit(); MAX_FRAMES + SKIP_MAX];
     let frames = unwind::capture_into(&mut frames);
     // In `libtessera.so` the allocator's own frames are known by module; linked into a
@@ -154,14 +204,14 @@ fn record(cache: &Cache, block: *mut u8, size: usize, align: usize) {
     table::record(
         &frames[..frames.len().min(MAX_FRAMES)],
         SampleInfo {
-            addr,
+            addr: block as usize,
             size: charged as u64,
             requested: size as u64,
             labels: cache.prof_labels,
             thread: thread_id(),
             at_ms: clock::coarse_now_ms(),
         },
-    );
+    )
 }
 
 std::thread_local! {
@@ -191,8 +241,7 @@ pub(crate) fn after_fork_in_child() {
 const SKIP_MAX: usize = 8;
 
 /// Called on the free of a large span flagged [`PROFILED`] instead of `large::free`:
-/// forgets the sample, and keeps a one-page span in the reserve for the next sample (or
-/// gives it back to the page heap).
+/// forgets the sample, then frees the span.
 ///
 /// # Safety
 /// `span` must be the record of an in-use large span whose block is being freed by the
@@ -205,70 +254,58 @@ pub(crate) unsafe fn free_large(span: *mut Span) {
     debug_assert!(s.kind() == SpanKind::Large);
     table::forget(s.base() as usize);
     s.user_flags &= !PROFILED;
-    if s.npages() == 1 {
-        // Marked before `keep` publishes it: the next owner clears the mark.
-        s.user_flags |= RESERVED;
-        if keep(span) {
-            return;
-        }
-        s.user_flags &= !RESERVED;
-    }
     // SAFETY: the caller's contract: an in-use large span whose block is not used again.
     unsafe { crate::large::free(s) };
 }
 
-/// One-page large spans of freed samples, kept for the next samples: a span from the page
-/// heap and its return cost ~500 instructions a sample (the heap's lock, its free lists,
-/// the coalescing), a slot here a swap. Global, so that samples freed on another thread
-/// than the one that took them feed it too; each slot holds a span or null and changes
-/// hands by one atomic operation (no ABA: nothing is read from a span before it is owned).
-/// At most `RESERVE.len()` pages (32 KiB) stay in use this way; `tessera::stats` counts
-/// them as cached.
-static RESERVE: [AtomicPtr<Span>; 4] = [const { AtomicPtr::new(core::ptr::null_mut()) }; 4];
-
-/// Whether the large span `s` is kept in the reserve, its block freed (see `RESERVED`);
-/// `tessera::stats` counts such a span as cached (a racy snapshot, as the other parts).
+/// The object a small sample at `addr` would live in, if `addr` lies `SAMPLE_OFFSET` bytes
+/// into an object of the small span `s` (a cheap test before the table's lock).
 #[inline]
-pub(crate) fn is_reserved(s: &Span) -> bool {
-    s.user_flags & RESERVED != 0
+fn sample_object(s: &Span, addr: usize) -> Option<*mut u8> {
+    let object = addr.wrapping_sub(SAMPLE_OFFSET);
+    crate::is_object_start(s, object).then_some(object as *mut u8)
 }
 
-/// A reserved span's block for a sample of `size` at `align`, if one is kept and fits.
-fn reserved(size: usize, align: usize) -> Option<*mut u8> {
-    if size > PAGE_SIZE || align > PAGE_SIZE {
-        return None;
+/// `free_slow`'s test for a pointer `addr` into the small span `span` that is no object
+/// start: if it is a live small sample, forgets it, frees its object and returns true; false
+/// (nothing done) for anything else, which the caller reports.
+///
+/// # Safety
+/// `span` is the record of an in-use small span; the caller gives the block at `addr` up,
+/// if it is one.
+#[cold]
+#[inline(never)]
+pub(crate) unsafe fn free_small(span: *mut Span, addr: usize) -> bool {
+    // SAFETY: the caller's contract.
+    let Some(object) = sample_object(unsafe { &*span }, addr) else {
+        return false;
+    };
+    // Only the free that removes the entry frees the object: a second free of the same
+    // sample finds none.
+    if !table::forget(addr) {
+        return false;
     }
-    for slot in &RESERVE {
-        if slot.load(Ordering::Relaxed).is_null() {
-            continue;
-        }
-        let span = slot.swap(core::ptr::null_mut(), Ordering::Acquire);
-        if !span.is_null() {
-            // SAFETY: `keep` put an in-use one-page large span here, whose block nobody
-            // uses; the swap made it ours alone.
-            unsafe {
-                (*span).user_flags &= !RESERVED;
-                return Some((*span).base());
-            }
-        }
-    }
-    None
+    // SAFETY: the sample was live, so its object is a live object of the span (which stays
+    // in use while it is), given up by the caller (the sanitizers were told already, at the
+    // sample's own address).
+    unsafe { crate::free_object(span, object) };
+    true
 }
 
-/// Puts `span` (an in-use one-page large span whose block is free) in an empty reserve
-/// slot; false when all are taken.
-fn keep(span: *mut Span) -> bool {
-    RESERVE.iter().any(|slot| {
-        slot.load(Ordering::Relaxed).is_null()
-            && slot
-                .compare_exchange(
-                    core::ptr::null_mut(),
-                    span,
-                    Ordering::Release,
-                    Ordering::Relaxed,
-                )
-                .is_ok()
-    })
+/// The usable size of `addr`, a pointer into the small span `s` that is no object start, if
+/// it is a live small sample: the object's bytes from the sample on.
+pub(crate) fn small_usable_size(s: &Span, addr: usize) -> Option<usize> {
+    sample_object(s, addr)?;
+    table::is_live(addr).then(|| s.obj_size as usize - SAMPLE_OFFSET)
+}
+
+/// Whether `addr`, a pointer into the small span `s` that is no object start and no live
+/// sample, lies `SAMPLE_OFFSET` bytes into a freed object: most likely a sample freed
+/// already, which the caller reports as a freed pointer rather than a pointer into a block.
+pub(crate) fn is_freed_sample(s: &Span, addr: usize) -> bool {
+    // SAFETY: `sample_object` returns an object of `s`.
+    sample_object(s, addr)
+        .is_some_and(|object| unsafe { crate::freelist::looks_freed_in(s, object) })
 }
 
 /// Sampled blocks that are huge (a mapping of their own, no span record) and live: while

@@ -375,18 +375,20 @@ impl Table {
     }
 }
 
-/// Records a sample: the block `info.addr` allocated from `frames`.
-pub(crate) fn record(frames: &[usize], info: SampleInfo) {
+/// Records a sample: the block `info.addr` allocated from `frames`. Returns whether the
+/// block is now a live sample (false when the tables were full or not set up: the sample is
+/// dropped, counted as allocated and freed at once if it got a bucket).
+pub(crate) fn record(frames: &[usize], info: SampleInfo) -> bool {
     let frames = &frames[..frames.len().min(MAX_FRAMES)];
     let mut t = TABLE.lock();
     t.totals.samples += 1;
     if !t.ready() {
         t.totals.dropped += 1;
-        return;
+        return false;
     }
     let Some(n) = t.bucket(frames, info.size, info.labels) else {
         t.totals.dropped += 1;
-        return;
+        return false;
     };
     // SAFETY: `bucket` returned a bucket below `len`.
     let b = unsafe { &mut *t.buckets.add(n as usize) };
@@ -401,11 +403,13 @@ pub(crate) fn record(frames: &[usize], info: SampleInfo) {
     };
     if t.insert_live(live) {
         t.totals.live += 1;
+        true
     } else {
         // Counted as allocated and, so that in-use stays right, as freed at once.
         b.frees += 1;
         b.free_bytes += info.size;
         t.totals.dropped += 1;
+        false
     }
 }
 

@@ -6,8 +6,9 @@ use std::process::{Command, Output};
 
 /// Runs `scenario` in a child (this test binary, `--exact test_name`, with `env` set) and
 /// returns its output. In the child, runs `body` and exits. Heap profiling is off in the
-/// child unless `env` sets it: a sampled block lives in a span of its own, which would move
-/// it away from the neighbours a scenario lays out (or take a guarded sample's place).
+/// child unless `env` sets it: a sampled block lives in an object of another class (or a span
+/// of its own), which would move it away from the neighbours a scenario lays out (or take a
+/// guarded sample's place).
 pub(crate) fn in_child(
     test_name: &str,
     scenario: &str,
