@@ -209,7 +209,10 @@ mod tests {
         let shared = Locked::new(0u64);
         let held = shared.lock();
         assert!(shared.try_lock().is_none());
-        assert!(shared.try_lock().is_none(), "the first try_lock released the lock");
+        assert!(
+            shared.try_lock().is_none(),
+            "the first try_lock released the lock"
+        );
         assert!(!shared.raw().try_lock());
         drop(held);
         assert!(shared.try_lock().is_some());
