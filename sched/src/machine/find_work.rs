@@ -46,7 +46,8 @@ unsafe fn take_global(sh: &Shared, p: &P, max: usize) -> Option<GRef> {
 /// first lines of their stacks (read from the records, which the first pass has in
 /// flight), all at once (prefetch.rs). The batch runs next, and the queue it came from was
 /// long (it overflowed to the global queue), so its Gs have most likely left the cache.
-/// At most 128 Gs of 7 + 7 lines: 115 KiB, which an L2 holds until they run (1 MiB on the
+/// At most 128 Gs of 4 + 7 lines (the record lines a run touches, coroutine.rs; the stack
+/// lines, gfree.rs `warm_stack`): 88 KiB, which an L2 holds until they run (1 MiB on the
 /// measuring machine). Spawn-all at N = 100,000 on one P: 0.42 -> 0.28 s of user time for
 /// its seven rounds.
 ///
@@ -54,7 +55,7 @@ unsafe fn take_global(sh: &Shared, p: &P, max: usize) -> Option<GRef> {
 /// The Gs are live and ours (taken off a queue, not yet queued again).
 unsafe fn warm_batch(batch: &[GRef]) {
     for &g in batch {
-        crate::prefetch::record(g);
+        crate::prefetch::record_lines(g, crate::coroutine::RUN_LINES);
     }
     for &g in batch {
         // SAFETY: per the contract; `stack_base` is fixed for a record's life.
