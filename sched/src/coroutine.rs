@@ -199,69 +199,122 @@ pub(crate) struct Pending(pub(crate) core::mem::MaybeUninit<[u8; PENDING_BYTES]>
 
 /// The coroutine record. Fields in `Cell`/`UnsafeCell` are touched only by the thread that
 /// runs the G (or by whoever holds the lock named beside them).
+///
+/// The fields are laid out by who touches them on the way from a spawn to the coroutine's
+/// return, in 64-byte lines (`repr(C)`, and 384 bytes: a size class whose blocks sit at
+/// multiples of 384 from a page-aligned span base, so a record starts on a line):
+///
+/// - line 0, the **birth line**, and line 1 (`pending` and what the first run reads with
+///   it): all a spawn of a reused G writes (`G::begin`, `spawn::set_coroutine`);
+/// - lines 2 and 3: what the M that runs and retires the G touches besides (the
+///   coroutine, its stack, its locals; `gfree::put` resets `saved_sp` and `locked_m` for
+///   the next incarnation, so that the spawn need not);
+/// - lines 4 and 5: what an empty coroutine's life never touches (the name, the sampled
+///   profile registers, `allgs` bookkeeping, blocking sections, the wait token).
+///
+/// With 10^5 coroutines alive a record has left the cache between its spawn and its run,
+/// and between its retirement and its next spawn; when the spawner and the runner are on
+/// two Ps, each line the two share crosses between their cores twice per spawn. Spread
+/// over six lines as the compiler ordered them, a spawn wrote all six (issue #17). The
+/// offsets are checked at compile time below the struct.
+#[repr(C)]
 pub(crate) struct G {
-    /// This incarnation's id (a reused record gets a new one).
-    pub(crate) id: AtomicU64,
+    // Line 0: the birth line.
     pub(crate) state: AtomicU8,
     pub(crate) wait_reason: AtomicU8,
-    /// The coroutine; `None` before its first run if the spawn left it `pending`, and once
-    /// it returned. Touched by the M that runs the G.
-    pub(crate) co: UnsafeCell<Option<Co>>,
-    /// Set by a spawn whose closure waits in `pending`: makes the coroutine (`run`) or
-    /// drops the closure unrun (spawn.rs `set_coroutine`). Taken by whoever does either.
-    pub(crate) start: Cell<Option<Start>>,
-    /// A spawn's closure and join completer until the G first runs (`start`).
-    pub(crate) pending: UnsafeCell<Pending>,
-    /// Set by the coroutine on entry; valid while it has not returned.
-    pub(crate) yielder: Cell<*const Yielder<(), Switch>>,
-    pub(crate) rt: *const Shared,
-    /// A `&'static Location<'static>`, atomic because a reuse rewrites it (see `spawn_site`).
-    pub(crate) site: AtomicPtr<Location<'static>>,
-    /// Never changes: named Gs are not reused.
-    pub(crate) name: Option<Box<str>>,
+    /// The record was made for a named spawn (`name` is `Some`): never reused (gfree.rs).
+    /// Here so that a retirement need not read `name`'s line.
+    pub(crate) named: bool,
+    /// Its profiler labels (`labels.rs`), its spawner's at birth. Written by the G itself
+    /// (`labels::with`), read by the M that switches to it.
+    pub(crate) labels: Cell<tessera::profile::LabelSet>,
+    /// This incarnation's id (a reused record gets a new one).
+    pub(crate) id: AtomicU64,
     /// Coarse monotonic nanoseconds at spawn (sys::coarse_now_ns, as of sysmon's last
     /// look: `Shared::coarse_ns`).
     pub(crate) born: AtomicU64,
-    /// When it last became runnable, if that was sampled (`sys::monotonic_ns`), or 0.
-    pub(crate) runnable_at: AtomicU64,
-    /// Times it became runnable (to sample one in eight for the latency histogram).
-    pub(crate) sched_count: AtomicU32,
-    pub(crate) stack_base: usize,
-    pub(crate) stack_size: usize,
-    /// The stack pointer when it last switched out (dump's "stack in use"), with the pc
-    /// and rbp read at the same instruction (`machine::m_loop::switch_out`): where a
-    /// goroutine profile starts the walk of its suspended stack. Written by the G itself,
-    /// read by others once it is PARKED (its state's Release/Acquire orders them).
-    pub(crate) saved_sp: AtomicUsize,
-    pub(crate) saved_pc: AtomicUsize,
-    pub(crate) saved_bp: AtomicUsize,
-    /// Coroutine-local storage (local.rs), touched only by the G itself.
-    pub(crate) locals: UnsafeCell<Vec<Option<Box<dyn Any>>>>,
-    /// The M this G is locked to (`lock_to_thread`), or null.
-    pub(crate) locked_m: Cell<*const crate::machine::MShared>,
-    /// Which `allgs` shard holds it and at what index (guarded by that shard's lock).
-    pub(crate) shard: usize,
-    pub(crate) shard_index: Cell<usize>,
-    /// The section `blocking(..)` asked the M to run (set just before `Switch::Blocking`).
-    pub(crate) blocking: Cell<Option<*mut (dyn FnMut() + 'static)>>,
-    /// Times sysmon saw it run for more than 10 ms without yielding.
-    pub(crate) long_runs: AtomicU32,
+    /// A `&'static Location<'static>`, atomic because a reuse rewrites it (see `spawn_site`).
+    pub(crate) site: AtomicPtr<Location<'static>>,
     /// Tells the joiner the runtime gave up on this G (shutdown). Points into the join
     /// state that the coroutine's closure owns, so it is valid until the coroutine returns
     /// (and forever for a G leaked at shutdown); cleared when the G dies. Written by the M
     /// that spawns or finishes the G, read only by the runtime's drop after its Ms stopped.
     pub(crate) cancel: Cell<Option<crate::join::CancelHook>>,
+    /// Set by a spawn whose closure waits in `pending`: makes the coroutine (`run`) or
+    /// drops the closure unrun (spawn.rs `set_coroutine`). Taken by whoever does either.
+    pub(crate) start: Cell<Option<Start>>,
+    /// Times sysmon saw it run for more than 10 ms without yielding.
+    pub(crate) long_runs: AtomicU32,
+    /// Times it became runnable (to sample one in eight for the latency histogram).
+    pub(crate) sched_count: AtomicU32,
+    // Line 1.
+    /// A spawn's closure and join completer until the G first runs (`start`).
+    pub(crate) pending: UnsafeCell<Pending>,
+    pub(crate) stack_base: usize,
+    /// When it last became runnable, if that was sampled (`sys::monotonic_ns`), or 0.
+    pub(crate) runnable_at: AtomicU64,
+    // Line 2.
+    /// The coroutine; `None` before its first run if the spawn left it `pending`, and once
+    /// it returned. Touched by the M that runs the G.
+    pub(crate) co: UnsafeCell<Option<Co>>,
+    /// Set by the coroutine on entry; valid while it has not returned.
+    pub(crate) yielder: Cell<*const Yielder<(), Switch>>,
+    /// The stack pointer when it last switched out (dump's "stack in use"), with the pc
+    /// and rbp read at the same instruction (`machine::m_loop::switch_out`): where a
+    /// goroutine profile starts the walk of its suspended stack. Written by the G itself,
+    /// read by others once it is PARKED (its state's Release/Acquire orders them).
+    pub(crate) saved_sp: AtomicUsize,
+    /// The M this G is locked to (`lock_to_thread`), or null.
+    pub(crate) locked_m: Cell<*const crate::machine::MShared>,
+    // Line 3.
     /// The stack, owned for the record's whole life (`co` borrows it through a
     /// `StackRef`); a dead G on a free list keeps it for the next coroutine (gfree.rs).
     /// Touched by the M that spawns, runs or retires the G.
     pub(crate) stack: UnsafeCell<Option<PooledStack>>,
+    /// Coroutine-local storage (local.rs), touched only by the G itself.
+    pub(crate) locals: UnsafeCell<Vec<Option<Box<dyn Any>>>>,
+    // Line 4.
+    /// Never changes: named Gs are not reused.
+    pub(crate) name: Option<Box<str>>,
+    pub(crate) rt: *const Shared,
+    pub(crate) stack_size: usize,
+    pub(crate) saved_pc: AtomicUsize,
+    pub(crate) saved_bp: AtomicUsize,
+    /// Which `allgs` shard holds it and at what index (guarded by that shard's lock).
+    pub(crate) shard: usize,
+    pub(crate) shard_index: Cell<usize>,
+    // Line 5.
+    /// The section `blocking(..)` asked the M to run (set just before `Switch::Blocking`).
+    pub(crate) blocking: Cell<Option<*mut (dyn FnMut() + 'static)>>,
     /// The last wait token of this G, reused by `Token::for_current` when nobody else holds
     /// it any more (wait.rs). Touched only by the G itself.
     pub(crate) token: UnsafeCell<Option<Arc<crate::wait::Token>>>,
-    /// Its profiler labels (`labels.rs`), its spawner's at birth. Written by the G itself
-    /// (`labels::with`), read by the M that switches to it.
-    pub(crate) labels: Cell<tessera::profile::LabelSet>,
+    _pad: [u64; 5],
 }
+
+/// Bytes of a cache line, for the record's layout.
+const LINE: usize = 64;
+
+// The line plan of `G` (its doc comment). A field that outgrows its line (a new corosensei
+// with a larger `Coroutine`, say) fails here rather than silently spreading a spawn's
+// writes again.
+const _: () = {
+    use core::mem::offset_of;
+    assert!(size_of::<G>() == 6 * LINE);
+    assert!(offset_of!(G, sched_count) + 4 <= LINE);
+    assert!(offset_of!(G, pending) == LINE);
+    assert!(offset_of!(G, runnable_at) + 8 <= 2 * LINE);
+    assert!(offset_of!(G, co) == 2 * LINE);
+    assert!(offset_of!(G, locked_m) + 8 <= 3 * LINE);
+    assert!(offset_of!(G, stack) == 3 * LINE);
+    assert!(offset_of!(G, locals) + size_of::<Vec<Option<Box<dyn Any>>>>() <= 4 * LINE);
+    assert!(offset_of!(G, name) == 4 * LINE);
+};
+
+/// Lines of a record a spawn of a reused G writes: the birth line and `pending`'s.
+pub(crate) const SPAWN_LINES: usize = 2;
+/// Lines of a record the M that runs and retires a short coroutine touches.
+pub(crate) const RUN_LINES: usize = 4;
 
 /// What a spawn gives a G record for one incarnation, whether the record is new (`G::new`)
 /// or a dead one reused (`G::reuse`).
@@ -281,6 +334,7 @@ impl G {
     /// incarnation (the spawn puts its coroutine in `co`). The literal gives only what is
     /// fixed for the record's life and the blank state of the rest; what an incarnation
     /// starts with is `begin`'s, which a reuse runs too, so the two cannot drift apart.
+    #[inline]
     pub(crate) fn new(
         rt: *const Shared,
         name: Option<String>,
@@ -288,34 +342,36 @@ impl G {
         birth: Birth,
     ) -> G {
         let g = G {
-            id: AtomicU64::new(0),
             state: AtomicU8::new(DEAD),
             wait_reason: AtomicU8::new(WaitReason::None as u8),
-            co: UnsafeCell::new(None),
-            start: Cell::new(None),
-            pending: UnsafeCell::new(Pending(core::mem::MaybeUninit::uninit())),
-            yielder: Cell::new(ptr::null()),
-            rt,
-            site: AtomicPtr::new(ptr::from_ref(birth.site).cast_mut()),
-            name: name.map(String::into_boxed_str),
+            named: name.is_some(),
+            labels: Cell::new(tessera::profile::LabelSet::NONE),
+            id: AtomicU64::new(0),
             born: AtomicU64::new(0),
-            runnable_at: AtomicU64::new(0),
+            site: AtomicPtr::new(ptr::from_ref(birth.site).cast_mut()),
+            cancel: Cell::new(None),
+            start: Cell::new(None),
+            long_runs: AtomicU32::new(0),
             sched_count: AtomicU32::new(0),
+            pending: UnsafeCell::new(Pending(core::mem::MaybeUninit::uninit())),
             stack_base: stack.base(),
-            stack_size: stack.usable_size(),
+            runnable_at: AtomicU64::new(0),
+            co: UnsafeCell::new(None),
+            yielder: Cell::new(ptr::null()),
             saved_sp: AtomicUsize::new(stack.base()),
+            locked_m: Cell::new(ptr::null()),
+            stack_size: stack.usable_size(),
+            stack: UnsafeCell::new(Some(stack)),
+            locals: UnsafeCell::new(Vec::new()),
+            name: name.map(String::into_boxed_str),
+            rt,
             saved_pc: AtomicUsize::new(0),
             saved_bp: AtomicUsize::new(0),
-            locals: UnsafeCell::new(Vec::new()),
-            locked_m: Cell::new(ptr::null()),
-            blocking: Cell::new(None),
-            long_runs: AtomicU32::new(0),
             shard: birth.id as usize % AllGs::SHARDS,
             shard_index: Cell::new(0),
-            cancel: Cell::new(None),
-            stack: UnsafeCell::new(Some(stack)),
+            blocking: Cell::new(None),
             token: UnsafeCell::new(None),
-            labels: Cell::new(tessera::profile::LabelSet::NONE),
+            _pad: [0; 5],
         };
         g.begin(birth);
         g
@@ -329,12 +385,13 @@ impl G {
         self.begin(birth);
     }
 
-    /// What every incarnation starts with. The fields not set here are fixed for the
-    /// record's life (`rt`, `name`, the stack, the shard), kept on purpose (`token`,
-    /// `sched_count`), or left blank by the incarnation before, as `new` makes them: `co`
-    /// and `blocking` are taken when used, `locals` emptied (`local::drop_all`),
-    /// `runnable_at` cleared when the G runs, and `yielder` set when the coroutine starts.
-    /// `state` goes last, with `Release`: `dump()` may read the atomics meanwhile.
+    /// What every incarnation starts with, all on the birth line. The fields not set here
+    /// are fixed for the record's life (`rt`, `name`, the stack, the shard), kept on
+    /// purpose (`token`, `sched_count`), or left blank by the incarnation before, as `new`
+    /// makes them: `co` and `blocking` are taken when used, `locals` emptied
+    /// (`local::drop_all`), `runnable_at` cleared when the G runs, `yielder` set when the
+    /// coroutine starts, and `saved_sp` and `locked_m` reset by the retirement (`retire`). `state` goes last, with `Release`:
+    /// `dump()` may read the atomics meanwhile.
     #[inline]
     fn begin(&self, birth: Birth) {
         self.id.store(birth.id, Ordering::Relaxed);
@@ -342,12 +399,19 @@ impl G {
         self.set_site(birth.site);
         self.wait_reason
             .store(WaitReason::None as u8, Ordering::Relaxed);
-        self.saved_sp.store(self.stack_base, Ordering::Relaxed);
-        self.locked_m.set(ptr::null());
         self.long_runs.store(0, Ordering::Relaxed);
         self.cancel.set(Some(birth.cancel));
         self.labels.set(birth.labels);
         self.state.store(RUNNABLE, Ordering::Release);
+    }
+
+    /// Blanks what the incarnation that just ended may have left on lines 2 and 3 for the
+    /// next one (`begin` keeps to the birth line): the M that retires the G has those lines
+    /// at hand, the next spawner would not. Call before the record is marked DEAD.
+    #[inline]
+    pub(crate) fn retire(&self) {
+        self.saved_sp.store(self.stack_base, Ordering::Relaxed);
+        self.locked_m.set(ptr::null());
     }
 
     pub(crate) fn state(&self) -> u8 {

@@ -55,10 +55,10 @@ pub(crate) unsafe fn get(sh: &Shared, p: &P) -> Option<GRef> {
         refill(&sh.free_gs, free);
     }
     let g = free.pop();
-    // The next spawn's record (prefetch.rs). Not its stack: a spawn does not touch it
-    // (spawn.rs `set_coroutine`).
+    // The lines of the next spawn's record that a spawn writes (prefetch.rs). Not its
+    // stack: a spawn does not touch it (spawn.rs `set_coroutine`).
     if let Some(&next) = free.last() {
-        crate::prefetch::record(next);
+        crate::prefetch::record_lines(next, crate::coroutine::SPAWN_LINES);
     }
     g
 }
@@ -95,12 +95,13 @@ pub(crate) unsafe fn put(sh: &Shared, p: &P, g: GRef) {
     let stack = unsafe { &mut *gr.stack.get() };
     match stack {
         Some(s)
-            if gr.name.is_none()
+            if !gr.named
                 && s.usable_size() == sh.stack_class
                 // SAFETY: the coroutine returned and is dropped, so nothing runs on its
                 // stack, which was armed when the G was made (a reused G keeps it).
                 && unsafe { stayed_on_top_page(s) } =>
         {
+            gr.retire();
             gr.state.store(DEAD, core::sync::atomic::Ordering::Release);
             // SAFETY: per the contract, the P's list is ours.
             let free = unsafe { &mut *p.free_gs.get() };

@@ -101,6 +101,11 @@ impl CancelHook {
         // SAFETY: per the contract.
         unsafe { (self.run)(self.state) }
     }
+
+    /// Where the join state is: the line its completer writes (a prefetch hint's address).
+    pub(crate) fn state_addr(self) -> usize {
+        self.state as usize
+    }
 }
 
 /// Who waits in `join`.

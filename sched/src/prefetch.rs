@@ -27,16 +27,14 @@ pub(crate) fn line(addr: usize) {
     let _ = addr;
 }
 
-/// Asks for every line of the G record at `g` (an address only: nothing is read).
+/// Asks for the first `lines` lines of the G record at `g` (an address only: nothing is
+/// read): the ones a spawn or a run touches (coroutine.rs, `G`'s line plan).
 #[inline(always)]
-pub(crate) fn record(g: *const G) {
+pub(crate) fn record_lines(g: *const G, lines: usize) {
+    debug_assert!(lines * LINE <= size_of::<G>());
     let g = g as usize;
-    // A constant trip count, unrolled: one prefetch per line of the record's size, and its
-    // last byte's line, which a record that does not start on a line boundary spills into.
-    let mut off = 0;
-    while off < size_of::<G>() {
-        line(g + off);
-        off += LINE;
+    // A constant trip count at every call, unrolled.
+    for i in 0..lines {
+        line(g + i * LINE);
     }
-    line(g + size_of::<G>() - 1);
 }

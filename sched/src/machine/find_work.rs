@@ -43,22 +43,30 @@ unsafe fn take_global(sh: &Shared, p: &P, max: usize) -> Option<GRef> {
 }
 
 /// Asks for the records of a batch of Gs just taken from another queue, then for the
-/// first lines of their stacks (read from the records, which the first pass has in
+/// first lines of their stacks and, for a G that has not run yet, the line of the join
+/// state its return completes (both read from the records, which the first pass has in
 /// flight), all at once (prefetch.rs). The batch runs next, and the queue it came from was
-/// long (it overflowed to the global queue), so its Gs have most likely left the cache.
-/// At most 128 Gs of 7 + 7 lines: 115 KiB, which an L2 holds until they run (1 MiB on the
-/// measuring machine). Spawn-all at N = 100,000 on one P: 0.42 -> 0.28 s of user time for
-/// its seven rounds.
+/// long (it overflowed to the global queue), so its Gs have most likely left the cache,
+/// and so has a new G's join state, written at its spawn and not since.
+/// At most 128 Gs of 4 + 7 + 1 lines (the record lines a run touches, coroutine.rs; the
+/// stack lines, gfree.rs `warm_stack`; the join state): 96 KiB, which an L2 holds until
+/// they run (1 MiB on the measuring machine). Spawn-all at N = 100,000 on one P: 0.42 ->
+/// 0.28 s of user time for its seven rounds (records and stacks).
 ///
 /// # Safety
 /// The Gs are live and ours (taken off a queue, not yet queued again).
 unsafe fn warm_batch(batch: &[GRef]) {
     for &g in batch {
-        crate::prefetch::record(g);
+        crate::prefetch::record_lines(g, crate::coroutine::RUN_LINES);
     }
     for &g in batch {
         // SAFETY: per the contract; `stack_base` is fixed for a record's life.
         crate::gfree::warm_stack(unsafe { (*g).stack_base });
+        // SAFETY: as above; the G is ours, so nobody changes `start` or `cancel` meanwhile.
+        let (new, cancel) = unsafe { ((*g).start.get().is_some(), (*g).cancel.get()) };
+        if new && let Some(hook) = cancel {
+            crate::prefetch::line(hook.state_addr());
+        }
     }
 }
 
