@@ -11,7 +11,8 @@
 //! | `TESSERA_PURGER` | `on`: a background thread returns memory while the program is idle (`purger.rs`); `off`: only the allocator's own calls do | `on` |
 //! | `TESSERA_MEMORY_LIMIT` | hard limit on committed memory (bytes, `k`/`m`/`g`): allocations that would cross it return null (`limit.rs`) | none |
 //! | `TESSERA_MEMORY_SOFT_LIMIT` | soft limit: over it, free memory goes back at once | 90% of the hard limit, else 90% of the cgroup's memory limit |
-//! | `TESSERA_THP` | transparent huge pages for arenas: `auto` (beyond a heap's first 16 MiB, where the kernel's `defrag` mode cannot stall a fault; else no advice), `always`, `never` | `auto` |
+//! | `TESSERA_THP` | transparent huge pages for arenas: `auto` (beyond a heap's lean part, `TESSERA_THP_LEAN`: 2 MiB, 16 MiB in libtessera.so; where the kernel's `defrag` mode cannot stall a fault; else no advice), `always`, `never` | `auto` |
+//! | `TESSERA_THP_LEAN` | under `auto`, how much of a heap's first arena stays in 4 KiB pages (bytes, `k`/`m`/`g`; whole 2 MiB pages, at most 32 MiB) | `2m`, `16m` in libtessera.so |
 //! | `TESSERA_HUGE_THRESHOLD` | size from which a block gets its own mapping (bytes, `k`/`m` suffix) | `32m` |
 //! | `TESSERA_GUARDED_SAMPLE_RATE` | about one small allocation in N on its own guarded page, kept inaccessible for a while after its free; overflows and uses after free are reported with stacks (`guarded/`) | off |
 //! | `TESSERA_PROF_RATE` | heap profiling: one sample per this many bytes allocated on average (bytes, `k`/`m`/`g`); `0` off (`profile/`) | `512k` |

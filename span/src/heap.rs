@@ -243,10 +243,10 @@ impl PageHeap {
     }
 
     /// Under `TESSERA_THP=auto`, once the heap has outgrown twice its lean part (it is no
-    /// small program's), backs that part with huge pages too (`MADV_COLLAPSE`, a copy of 16
-    /// MiB at most, once per process, on the background purger's thread when it runs): a
-    /// big program then pays no TLB misses for its first 16 MiB, whose 4,096 page faults
-    /// it has paid already. regex (the runner's Rust program, 316 MiB) took 1.28 s of user
+    /// small program's), backs that part with huge pages too (`MADV_COLLAPSE`, a copy of the
+    /// lean part, once per process, on the background purger's thread when it runs): a big
+    /// program then pays no TLB misses for its first pages, whose faults it has paid
+    /// already. regex (the runner's Rust program, 316 MiB) took 1.28 s of user
     /// time against 1.30 s (medians of 8), as with `TESSERA_THP=always`; a small program
     /// never gets here. Where the
     /// kernel may compact memory to find huge pages, only while free ones abound, as for
