@@ -1,5 +1,6 @@
-//! End-to-end check of `--programs` where libtessera.so is not built: the runner says where
-//! it looked and how to build it, and still runs the programs it can under glibc.
+//! End-to-end check of `--programs` run outside cargo (no `$CARGO`, so it cannot build
+//! libtessera.so itself) where the library is not built: the runner says where it looked and
+//! how to build it, and still runs the programs it can under glibc.
 
 use std::process::Command;
 
@@ -9,6 +10,7 @@ fn a_missing_libtessera_is_named_with_the_build_command() {
     let out = Command::new(env!("CARGO_BIN_EXE_tessera-bench"))
         .args(["--programs", "--reps", "1", "--allocators", "glibc,tessera"])
         .env("CARGO_TARGET_DIR", &target)
+        .env_remove("CARGO")
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
