@@ -7,7 +7,8 @@
 #   the C++ operators; bad pointers and heap attacks (attacks.c) that must abort with
 #   tessera's report; sampled guarded allocations (guarded.c) catching an overflow and a use
 #   after free; the library
-#   loaded with dlopen; dlopen/dlclose of TLS modules under the preload; python3, sqlite3,
+#   loaded with dlopen; dlopen/dlclose of TLS modules under the preload; threads joined
+#   after small-block work (join_churn.c, a hang once); python3, sqlite3,
 #   redis-server, git and gcc under LD_PRELOAD, their output compared with plain glibc runs;
 #   a heap profile read with `go tool pprof` (heap_profile.c), and one written on a signal
 #   (prof_signal.c); the scheduler's profile tests, which use `go tool pprof` when go is
@@ -128,6 +129,7 @@ compile_tests() {
         gcc "${cflags[@]}" -o "$WORK/dlopen" "$TESTS/c/dlopen.c" &&
         gcc "${cflags[@]}" -o "$WORK/tls_churn" "$TESTS/c/tls_churn.c" &&
         gcc "${cflags[@]}" -o "$WORK/late_free" "$TESTS/c/late_free.c" &&
+        gcc "${cflags[@]}" -o "$WORK/join_churn" "$TESTS/c/join_churn.c" &&
         gcc "${cflags[@]}" -fno-builtin -o "$WORK/limit" "$TESTS/c/limit.c" &&
         gcc "${cflags[@]}" -fno-builtin -o "$WORK/idle_return" "$TESTS/c/idle_return.c" &&
         # No frame pointers (as distributions build): the profiler unwinds with .eh_frame.
@@ -259,6 +261,13 @@ tls_churn() {
 
 late_free() {
     LD_PRELOAD=$LIB "$WORK/late_free" && "$WORK/late_free"
+}
+
+# Threads joined after small-block work only: the background thread must not be started
+# from a free inside pthread_join (it hung there, waiting for glibc's stack lock). SIGKILL,
+# since a process stuck on that lock outlives SIGTERM.
+join_churn() {
+    timeout -s KILL 60 env LD_PRELOAD="$LIB" "$WORK/join_churn"
 }
 
 memory_limit() {
@@ -508,6 +517,7 @@ check guarded-samples guarded
 check dlopen dlopen_test
 check tls-dlopen-dlclose tls_churn
 check late-free-after-thread-exit late_free
+check join-after-small-blocks join_churn
 check memory-limit memory_limit
 check idle-rss-returns idle_return
 check heap-profile-pprof heap_profile

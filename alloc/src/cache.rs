@@ -611,8 +611,6 @@ pub(crate) enum Freed {
 pub(crate) unsafe extern "C" fn release_emptied(cache: *mut Cache, span: *mut Span) {
     // SAFETY: the caller's contract.
     unsafe { (*cache).release_if_empty(span) };
-    // The span may have gone to the page heap; this is a free's slow path, no lock held.
-    crate::purger::maybe_start();
 }
 
 #[cfg(test)]

@@ -555,7 +555,6 @@ pub(crate) unsafe extern "C" fn free_slow(ptr: *mut u8) {
                     // SAFETY: as above.
                     unsafe { large::free(s) };
                 }
-                purger::maybe_start();
             }
             _ => report::fatal(
                 "free of a pointer that is not allocated (double free?)",

@@ -1,9 +1,13 @@
 //! The background purger: returns free memory to the OS while the program makes no
 //! allocator call (issue #13, "Background return of memory").
 //!
-//! One thread, started lazily the first time a page heap holds dirty pages (from a point
-//! on the slow paths where the calling thread holds no allocator lock, since
-//! `pthread_create` allocates: `maybe_start`). Every epoch (a tenth of the decay time) it
+//! One thread, started lazily (`maybe_start`) from an allocation's slow path, where the
+//! calling thread holds no allocator lock (`pthread_create` allocates), once the program is
+//! worth it: a page heap has held dirty pages, the heap has grown past
+//! [`START_COMMITTED`], or `TESSERA_PROF_SIGNAL` asks for profiles, which this thread
+//! writes. Never from a free: glibc frees a dead thread's TLS inside `pthread_join` while it
+//! holds the stack cache's lock, which `pthread_create` takes too (a purger started from
+//! that free waited for it forever). Every epoch (a tenth of the decay time) it
 //! runs each page heap's decay step, and hands back the stash of every cache whose stash has
 //! not moved for a whole decay time (an idle thread's empty spans). Over the soft limit it
 //! returns everything at once: every dirty page, every stash, idle caches' spans. With
@@ -41,13 +45,26 @@ pub(crate) fn enable() {
     let _ = STATE.compare_exchange(OFF, IDLE, Ordering::Relaxed, Ordering::Relaxed);
 }
 
-/// Starts the purger if one may run, none runs yet, and a page heap has dirty pages. One
-/// load once it runs. The caller must hold no allocator lock.
+/// Committed memory from which a program gets its purger before it frees anything: what
+/// it frees later can then go back while it sleeps, with no allocator call.
+const START_COMMITTED: usize = 4 << 20;
+
+/// Starts the purger if one may run, none runs yet, and the program is worth it (see the
+/// top of this file). One load once it runs. Only from an allocation's slow path, with no
+/// allocator lock held.
 #[inline]
 pub(crate) fn maybe_start() {
-    if STATE.load(Ordering::Relaxed) == IDLE && heap::dirty_seen() {
+    if STATE.load(Ordering::Relaxed) == IDLE && worth_starting() {
         start();
     }
+}
+
+#[cold]
+#[inline(never)]
+fn worth_starting() -> bool {
+    heap::dirty_seen()
+        || commit::committed() >= START_COMMITTED
+        || crate::profile::writes_on_signal()
 }
 
 #[cold]

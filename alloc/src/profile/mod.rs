@@ -62,6 +62,12 @@ pub(crate) fn write_signalled() {
     writer::write_if_pending();
 }
 
+/// Whether `TESSERA_PROF_SIGNAL` asks for profiles, which the background thread writes (it
+/// is started for them: `purger.rs`).
+pub(crate) fn writes_on_signal() -> bool {
+    writer::signal_installed()
+}
+
 /// Applies `TESSERA_PROF_OUT` and `TESSERA_PROF_SIGNAL` (configuration, once).
 pub(crate) fn configure_output(out: Option<&'static [u8]>, signal: Option<&'static [u8]>) {
     writer::configure(out, signal);

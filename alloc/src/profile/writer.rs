@@ -120,6 +120,13 @@ const MAX_LABELS: usize = 15;
 static OUT_PATH: AtomicUsize = AtomicUsize::new(0);
 /// A signal asked for a profile (`on_signal`) that nobody has written yet.
 static PENDING: AtomicBool = AtomicBool::new(false);
+/// `TESSERA_PROF_SIGNAL`'s handler is installed.
+static SIGNAL: AtomicBool = AtomicBool::new(false);
+
+/// Whether `TESSERA_PROF_SIGNAL`'s handler is installed.
+pub(crate) fn signal_installed() -> bool {
+    SIGNAL.load(Ordering::Relaxed)
+}
 
 /// Reads `TESSERA_PROF_OUT` and `TESSERA_PROF_SIGNAL` (from `config::load`, early in the
 /// first allocation): registers the exit writer and the signal handler.
@@ -159,16 +166,19 @@ fn install_signal(signo: c_int) {
     // A signal that cannot be caught (`SIGKILL`'s 9) is refused; there is nobody to tell
     // this early, and the exit writer stays.
     // SAFETY: the handler is async-signal-safe as far as it goes (see `on_signal`).
-    let _ = unsafe { signal::install_handler(signo, on_signal) };
+    if unsafe { signal::install_handler(signo, on_signal) }.is_ok() {
+        SIGNAL.store(true, Ordering::Relaxed);
+    }
 }
 
 /// Asks for a profile and returns: the handler writes nothing itself. Writing a profile
 /// reads the loaded objects with `dl_iterate_phdr`, which takes the loader's lock, and a
 /// signal can land in a thread that holds it (inside `dlopen`, say), where the handler would
 /// walk a half-updated list of objects. The background thread (`purger.rs`, which runs with
-/// every signal blocked) writes the profile at its next wake-up, which this one hastens;
-/// without that thread (`TESSERA_PURGER=off`, or before the first purge-worthy free) the
-/// next sampled allocation writes it, or the exit writer. Both steps here are
+/// every signal blocked) writes the profile at its next wake-up, which this one hastens (it
+/// starts at the first allocation slow path after the handler is installed); without that
+/// thread (`TESSERA_PURGER=off`, or a signal before then) the next sampled allocation
+/// writes it, or the exit writer. Both steps here are
 /// async-signal-safe: an atomic store and `commit::notify` (an atomic add and a futex wake).
 extern "C" fn on_signal(_signo: c_int) {
     // The handler must leave the interrupted code's `errno` as it found it.
