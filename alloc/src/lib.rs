@@ -342,7 +342,8 @@ pub unsafe fn free_inlined(ptr: *mut u8) {
 #[inline(always)]
 unsafe fn free_inlined_body(ptr: *mut u8) {
     let addr = ptr as usize;
-    let cache = thread::current();
+    // `at` finds `OWN` for the per-CPU test below without a GOT load of its own.
+    let (cache, at) = tls::current_at();
     if !cache.is_null() {
         // SAFETY: a non-null current cache is valid and used by this thread alone.
         if let Some(span) = unsafe { (*cache).recent.span_of(ptr) } {
@@ -370,7 +371,7 @@ unsafe fn free_inlined_body(ptr: *mut u8) {
                     return free_owned(cache, span.as_ptr(), ptr);
                 }
             }
-        } else if thread::uses_percpu() {
+        } else if tls::own_is_percpu_at(at) {
             // A tail call, as `alloc`'s.
             // SAFETY: the thread uses the per-CPU caches; `span` is `ptr`'s record; the caller
             // gives the block up.

@@ -188,7 +188,7 @@ fn count(size: usize) -> bool {
 unsafe fn pop(class: SizeClass) -> *mut u8 {
     // SAFETY: the thread is registered (`adopt`); the table and slabs have the layout the
     // sequences expect (`slab.rs`), and only the sequences write them.
-    let block = unsafe { rseq::slab_pop(slab::header(class)) };
+    let block = unsafe { rseq::slab_pop(slab::stack(class)) };
     if !block.is_null() {
         // The block's first word must still be the marker its push wrote (a null link):
         // anything else is a write into the freed block.
@@ -217,7 +217,7 @@ unsafe fn pop_fast(class: SizeClass) -> *mut u8 {
     // A stacked block's first word is its marker, a null link: the block's address xor the
     // key (`freelist::encode_with`).
     // SAFETY: as `pop`; stacked blocks are live objects of at least 8 bytes.
-    let block = unsafe { rseq::slab_pop_tagged(slab::header(class), freelist::key()) };
+    let block = unsafe { rseq::slab_pop_tagged(slab::stack(class), freelist::key_direct()) };
     if !block.is_null() {
         // SAFETY: the block left the stack: it is ours alone now.
         unsafe { freelist::clear_link(block) };
@@ -248,7 +248,7 @@ unsafe fn push(class: SizeClass, block: *mut u8, key: usize) -> bool {
     // SAFETY: the caller holds the block alone.
     unsafe { freelist::write_link_with(key, block, ptr::null_mut()) };
     // SAFETY: as `pop`.
-    if unsafe { rseq::slab_push(slab::header(class), block) } {
+    if unsafe { rseq::slab_push(slab::stack(class), block) } {
         return true;
     }
     // SAFETY: still ours: the push did not happen.
@@ -338,7 +338,7 @@ pub(crate) unsafe fn alloc_fast_at(at: usize, class: SizeClass, size: usize) -> 
 #[inline(always)]
 unsafe fn free_fast(s: &Span, ptr: *mut u8) -> bool {
     let class = SizeClass::of(s);
-    let key = freelist::key();
+    let key = freelist::key_direct();
     // SAFETY: an object of `s` (the contract).
     if unsafe { freelist::may_be_freed(key, ptr) } {
         return false;

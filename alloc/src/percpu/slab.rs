@@ -3,9 +3,9 @@
 //! `tessera_sys::rseq::slab_pop`/`slab_push` work on:
 //!
 //! ```text
-//! 0                                              16 * NUM_CLASSES  8 * BEGIN[0]
+//! 0                                              8 * NUM_CLASSES   8 * BEGIN[0]
 //! | header of class 0 | ... | header of class n-1 | pad            | slots of class 0 | ...
-//! header: count (u32, the next free slot, BEGIN[c]..=END[c]), begin (u32), end (u32), pad
+//! header: count (u32, the next free slot, BEGIN[c]..=END[c]), begin (u16), end (u16)
 //! ```
 //!
 //! Every class has a header, so that the fast paths need no test of the class: those above
@@ -68,7 +68,9 @@ const fn capacity(c: usize) -> usize {
     }
 }
 
-const HEADER_BYTES: usize = 16;
+/// A header's bytes: 8, so that the sequences address it as `slab + 8 * class` (an index
+/// scaled in the address, no shift of its own on the fast paths).
+const HEADER_BYTES: usize = rseq::HEADER_BYTES;
 /// The first slot of class 0, on a cache line of its own after the headers.
 const FIRST_SLOT: usize = (HEADER_BYTES * NUM_CLASSES).next_multiple_of(64) / 8;
 
@@ -96,6 +98,8 @@ const _: () = assert!(
 );
 // `rseq::UNMADE` and the parked slab (`drain.rs`) have a header for every class.
 const _: () = assert!(NUM_CLASSES <= rseq::UNMADE_HEADERS);
+// Begin and end are 16-bit fields, and the sequences compare a count's low 16 bits.
+const _: () = assert!(END[NUM_CLASSES - 1] <= u16::MAX as u32);
 
 /// Bytes mapped per slab.
 pub(crate) const SLAB_BYTES: usize = (END[NUM_CLASSES - 1] as usize * 8).next_multiple_of(4096);
@@ -126,10 +130,10 @@ static TABLE: &[AtomicPtr<u8>; TABLE_LEN] = &rseq::SLABS.0;
 /// Bytes mapped for slabs.
 static MAPPED: AtomicUsize = AtomicUsize::new(0);
 
-/// The offset of class `class`'s header in a slab.
+/// The sequences' stack index of class `class` (its header is at `HEADER_BYTES` times it).
 #[inline(always)]
-pub(crate) fn header(class: SizeClass) -> usize {
-    class.index() * HEADER_BYTES
+pub(crate) fn stack(class: SizeClass) -> usize {
+    class.index()
 }
 
 /// Half a stack: what a refill brings and a drain takes.
@@ -158,8 +162,9 @@ pub(crate) fn slab_or_make(id: u32) -> *mut u8 {
         unsafe {
             let h = fresh.add(c * HEADER_BYTES).cast::<u32>();
             h.write(BEGIN[c]);
-            h.add(1).write(BEGIN[c]);
-            h.add(2).write(END[c]);
+            let bounds = h.add(1).cast::<u16>();
+            bounds.write(BEGIN[c] as u16);
+            bounds.add(1).write(END[c] as u16);
         }
     }
     match entry.compare_exchange(rseq::unmade(), fresh, Ordering::AcqRel, Ordering::Acquire) {
