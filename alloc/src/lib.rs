@@ -372,7 +372,7 @@ unsafe fn free_inlined_body(ptr: *mut u8) {
                 }
             }
         } else if tls::own_is_percpu_at(at) {
-            // A tail call, as `alloc`'s.
+            // Inline (`percpu::free` says why).
             // SAFETY: the thread uses the per-CPU caches; `span` is `ptr`'s record; the caller
             // gives the block up.
             return unsafe { percpu::free(ptr, span.as_ptr()) };
