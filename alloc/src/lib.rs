@@ -141,8 +141,9 @@ unsafe fn alloc_pow2(size: usize, align: usize) -> *mut u8 {
             }
             return alloc_slow(size, align, false, true);
         }
-        if thread::uses_percpu() && align.is_power_of_two() {
-            // Out of line, so that the thread cache's hit path keeps its few registers.
+        if thread::uses_percpu() {
+            // Inline (`percpu::alloc` says why); no test of `align`, a power of two (this
+            // function's contract).
             // SAFETY: the thread uses the per-CPU caches.
             return unsafe { percpu::alloc(size, align, class) };
         }
