@@ -424,7 +424,8 @@ fn take_one(cache: &mut Cache, class: SizeClass) -> *mut u8 {
     }
 }
 
-/// The most a refill brings or a drain takes (half the largest stack).
+/// The most a refill brings or a drain takes (half a stack, up to this: the batch is an
+/// array on the stack frame).
 const MAX_BATCH: usize = 128;
 
 /// Everything a per-CPU thread's allocation fast path leaves: sampling, classes above 1 KiB,
