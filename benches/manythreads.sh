@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Issue #19's many-threads program (src/programs/c/manythreads.c) under every allocator,
-# interleaved, REPS rounds: throughput and RSS after the rounds and after IDLE_MS more with
-# every thread idle. Builds libtessera.so from this tree first.
+# interleaved, REPS rounds: throughput, CPU time per operation, and RSS after the rounds and
+# after IDLE_MS more with every thread idle; then each allocator's medians. Builds
+# libtessera.so from this tree first.
 #
 #   benches/manythreads.sh [threads=256] [rounds=200] [reps=3]
 set -euo pipefail
@@ -30,4 +31,12 @@ for _ in $(seq "$reps"); do
         fi
         echo "$a $(env "${env[@]}" "$work/manythreads" "$threads" "$rounds" 1000 "$idle_ms")"
     done
+done | tee "$work/runs"
+echo "medians of $reps (allocator cpu_ns_op mops rss_idle_mib):"
+for a in $(awk '{print $1}' "$work/runs" | awk '!seen[$0]++'); do
+    median() {
+        grep "^$a " "$work/runs" | tr ' ' '\n' | sed -n "s/^$1=//p" | sort -g |
+            awk '{v[NR] = $1} END {print (NR % 2 ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2)}'
+    }
+    echo "$a $(median cpu_ns_op) $(median mops) $(median rss_idle_mib)"
 done

@@ -100,6 +100,30 @@ pub(crate) fn key() -> usize {
     KEY.load(Ordering::Relaxed) as usize
 }
 
+/// [`key`] for the per-CPU fast paths, which have no cache to hold a copy: a rip-relative
+/// load of the static, one instruction less than the GOT load and the load that a Rust
+/// static of an rlib costs in `libtessera.so`.
+#[inline(always)]
+pub(crate) fn key_direct() -> usize {
+    #[cfg(target_arch = "x86_64")]
+    {
+        let key: usize;
+        // SAFETY: an aligned 8-byte load of `KEY` (atomic on x86_64, as `key`'s relaxed
+        // load); `sym` resolves to the static itself, which `libtessera.so` does not export.
+        unsafe {
+            core::arch::asm!(
+                "mov {k}, qword ptr [rip + {key}]",
+                k = out(reg) key,
+                key = sym KEY,
+                options(pure, readonly, nostack, preserves_flags),
+            );
+        }
+        key
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    key()
+}
+
 /// The word a free block at `slot` stores for a link to `next`, under `key`.
 #[inline(always)]
 pub(crate) fn encode_with(key: usize, slot: *mut u8, next: *mut u8) -> usize {

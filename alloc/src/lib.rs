@@ -141,8 +141,9 @@ unsafe fn alloc_pow2(size: usize, align: usize) -> *mut u8 {
             }
             return alloc_slow(size, align, false, true);
         }
-        if thread::uses_percpu() && align.is_power_of_two() {
-            // Out of line, so that the thread cache's hit path keeps its few registers.
+        if thread::uses_percpu() {
+            // Inline (`percpu::alloc` says why); no test of `align`, a power of two (this
+            // function's contract).
             // SAFETY: the thread uses the per-CPU caches.
             return unsafe { percpu::alloc(size, align, class) };
         }
@@ -365,7 +366,8 @@ pub unsafe fn free_inlined(ptr: *mut u8) {
 #[inline(always)]
 unsafe fn free_inlined_body(ptr: *mut u8) {
     let addr = ptr as usize;
-    let cache = thread::current();
+    // `at` finds `OWN` for the per-CPU test below without a GOT load of its own.
+    let (cache, at) = tls::current_at();
     if !cache.is_null() {
         // SAFETY: a non-null current cache is valid and used by this thread alone.
         if let Some(span) = unsafe { (*cache).recent.span_of(ptr) } {
@@ -393,8 +395,8 @@ unsafe fn free_inlined_body(ptr: *mut u8) {
                     return free_owned(cache, span.as_ptr(), ptr);
                 }
             }
-        } else if thread::uses_percpu() {
-            // A tail call, as `alloc`'s.
+        } else if tls::own_is_percpu_at(at) {
+            // Inline (`percpu::free` says why).
             // SAFETY: the thread uses the per-CPU caches; `span` is `ptr`'s record; the caller
             // gives the block up.
             return unsafe { percpu::free(ptr, span.as_ptr()) };

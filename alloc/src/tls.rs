@@ -28,7 +28,8 @@ mod imp {
     use core::arch::{asm, global_asm};
 
     // In `.tdata`, in this order, one after the other: the countdown starts at -1 (see
-    // `prof_take_at`), and `current_at`'s callers reach it at a fixed distance from `CURRENT`.
+    // `prof_take_at`), and `current_at`'s callers reach it and `OWN` at fixed distances from
+    // `CURRENT`.
     global_asm!(
         ".pushsection .tdata,\"awT\",@progbits",
         ".p2align 3",
@@ -114,6 +115,29 @@ mod imp {
             );
         }
         left
+    }
+
+    /// `OWN`'s distance from `CURRENT` (the layout above).
+    const OWN_FROM_CURRENT: usize = 8;
+
+    /// [`own_is_percpu`], with `at` from [`current_at`] on this thread: `OWN` is found from
+    /// it without a GOT load (the free path's per-CPU test).
+    #[inline(always)]
+    pub(crate) fn own_is_percpu_at(at: usize) -> bool {
+        // SAFETY: `at + OWN_FROM_CURRENT` is this thread's own `OWN` slot (the layout above;
+        // `at` is `CURRENT`'s offset, the same on every thread); as `own_is_percpu`.
+        unsafe {
+            asm!(
+                "cmp qword ptr fs:[{t} + {d}], {m}",
+                "jne {no}",
+                t = in(reg) at,
+                d = const OWN_FROM_CURRENT,
+                m = const super::PERCPU_MARK,
+                no = label { return false; },
+                options(nostack, readonly),
+            );
+        }
+        true
     }
 
     /// Whether this thread's `OWN` word is [`super::PERCPU_MARK`] (`thread::uses_percpu`): a
@@ -259,6 +283,10 @@ mod imp {
     pub(crate) fn own_is_percpu() -> bool {
         own().addr() == super::PERCPU_MARK
     }
+    #[inline(always)]
+    pub(crate) fn own_is_percpu_at(_at: usize) -> bool {
+        own_is_percpu()
+    }
     #[inline]
     pub(crate) fn set_prof(left: isize) {
         PROF.with(|p| p.set(left))
@@ -289,8 +317,8 @@ mod imp {
 }
 
 pub(crate) use imp::{
-    current, current_at, own, own_is_percpu, prof_sub, prof_take, prof_take_at, set_current,
-    set_own, set_prof,
+    current, current_at, own, own_is_percpu, own_is_percpu_at, prof_sub, prof_take, prof_take_at,
+    set_current, set_own, set_prof,
 };
 
 /// The `OWN` word of a thread on the per-CPU caches (`thread::PERCPU`).

@@ -176,12 +176,15 @@ mod imp {
     }
 
     /// The start of both sequences: stores the descriptor (29) into `rseq_cs` (20, where an
-    /// abort restarts), then from `start_ip` (21) reads the index, refuses (jumps to 27) an
-    /// index not below the table's length, and loads the stack's count into `cur`. The
-    /// offsets of the area's fields and the table are read from their statics (`sym`),
-    /// rip-relative, so the sequence needs few registers and no GOT load. An entry is never
-    /// null (an id without a slab points at [`super::UNMADE`], whose headers refuse), so
-    /// there is no test for one.
+    /// abort restarts), then from `start_ip` (21) reads the index and loads the stack's count
+    /// into `cur`. The offsets of the area's fields and the table are read from their statics
+    /// (`sym`), rip-relative, so the sequence needs few registers and no GOT load. An entry is
+    /// never null (an id without a slab points at [`super::UNMADE`], whose headers refuse),
+    /// and the index of a registered thread is below the table's length (the callers'
+    /// contract: the kernel keeps `cpu_id` and `mm_cid` below the possible CPUs, which the
+    /// caller checked against [`super::SLAB_TABLE_LEN`]), so there is no test for either.
+    /// The header is addressed as `slab + 8 * stack`: the caller's stack index needs no
+    /// scaling of its own.
     macro_rules! enter_slab {
         () => {
             concat!(
@@ -192,11 +195,9 @@ mod imp {
                 "21:\n",
                 "mov {idx}, qword ptr [rip + {tpoff} + 8]\n",
                 "mov {idx:e}, dword ptr fs:[{idx}]\n",
-                "cmp {idx}, {len}\n",
-                "jae 27f\n",
                 "lea {slab}, [rip + {table}]\n",
                 "mov {slab}, qword ptr [{slab} + {idx} * 8]\n",
-                "mov {cur:e}, dword ptr [{slab} + {hdr}]\n",
+                "mov {cur:e}, dword ptr [{slab} + {stack} * 8]\n",
             )
         };
     }
@@ -231,40 +232,39 @@ mod imp {
     /// in `out`; it may use `idx`, whose index the sequence no longer needs by then) run
     /// before the commit; `$operand`s are its extra inputs. Evaluates to the item, or null.
     macro_rules! pop_sequence {
-        ($header:expr, $check:expr $(, $operand:ident = in(reg) $value:expr)*) => {{
+        ($stack:expr, $check:expr $(, $operand:ident = in(reg) $value:expr)*) => {{
             let out: *mut u8;
             asm!(
                 enter_slab!(),
-                "cmp {cur:e}, dword ptr [{slab} + {hdr} + 4]",
+                "cmp {cur:x}, word ptr [{slab} + {stack} * 8 + 4]",
                 "je 27f",
                 "mov {out}, qword ptr [{slab} + {cur} * 8 - 8]",
                 $check,
                 "dec {cur:e}",
-                "mov dword ptr [{slab} + {hdr}], {cur:e}",
+                "mov dword ptr [{slab} + {stack} * 8], {cur:e}",
                 "22:",
                 leave_slab!("xor {out:e}, {out:e}\njmp 22b"),
                 idx = out(reg) _,
                 slab = out(reg) _,
                 cur = out(reg) _,
                 out = out(reg) out,
-                hdr = in(reg) $header,
+                stack = in(reg) $stack,
                 $($operand = in(reg) $value,)*
                 tpoff = sym super::TPOFF,
                 table = sym super::SLABS,
-                len = const super::SLAB_TABLE_LEN,
                 options(nostack),
             );
             out
         }};
     }
 
-    /// Pops the top of the stack `header` names in the slab of the calling thread's index;
-    /// null when the stack is empty (or refuses).
+    /// Pops the top of stack `stack` in the slab of the calling thread's index; null when
+    /// the stack is empty (or refuses).
     ///
     /// # Safety
     /// As [`super::slab_pop`].
     #[inline(always)]
-    pub(super) unsafe fn pop(header: usize) -> *mut u8 {
+    pub(super) unsafe fn pop(stack: usize) -> *mut u8 {
         // SAFETY: the caller's contract (the slab layout, the registration); the sequence
         // follows the kernel contract in the module comment: the store to `rseq_cs` is the
         // last instruction before `start_ip` (21), the commit (the store of the new count)
@@ -272,7 +272,7 @@ mod imp {
         // restarts from the store to `rseq_cs` (20), which the kernel cleared. Every
         // output is an `out` (not `lateout`) register, so no input is overwritten before a
         // restart reads it again.
-        unsafe { pop_sequence!(header, "") }
+        unsafe { pop_sequence!(stack, "") }
     }
 
     /// `pop`, refusing also when the top item's first word is not `item ^ tag`.
@@ -280,25 +280,25 @@ mod imp {
     /// # Safety
     /// As [`super::slab_pop_tagged`].
     #[inline(always)]
-    pub(super) unsafe fn pop_tagged(header: usize, tag: usize) -> *mut u8 {
+    pub(super) unsafe fn pop_tagged(stack: usize, tag: usize) -> *mut u8 {
         // SAFETY: as `pop`; the item's first word is read before the commit (the caller's
         // contract makes every stacked item readable).
         unsafe {
             pop_sequence!(
-                header,
+                stack,
                 "mov {idx}, qword ptr [{out}]\nxor {idx}, {out}\ncmp {idx}, {tag}\njne 27f",
                 tag = in(reg) tag
             )
         }
     }
 
-    /// Pushes `item` onto the stack `header` names in the slab of the calling thread's
-    /// index; false when the stack is full (or refuses).
+    /// Pushes `item` onto stack `stack` in the slab of the calling thread's index; false
+    /// when the stack is full (or refuses).
     ///
     /// # Safety
     /// As [`super::slab_push`].
     #[inline(always)]
-    pub(super) unsafe fn push(header: usize, item: *mut u8) -> bool {
+    pub(super) unsafe fn push(stack: usize, item: *mut u8) -> bool {
         // SAFETY: as `pop`. The slot store before the commit is speculative: a slot above
         // the committed count belongs to no one, so an aborted push leaves nothing behind.
         // A refusal jumps straight to the `full` label (asm goto): no flag to return and
@@ -306,21 +306,20 @@ mod imp {
         unsafe {
             asm!(
                 enter_slab!(),
-                "cmp {cur:e}, dword ptr [{slab} + {hdr} + 8]",
+                "cmp {cur:x}, word ptr [{slab} + {stack} * 8 + 6]",
                 "je 27f",
                 "mov qword ptr [{slab} + {cur} * 8], {item}",
                 "inc {cur:e}",
-                "mov dword ptr [{slab} + {hdr}], {cur:e}",
+                "mov dword ptr [{slab} + {stack} * 8], {cur:e}",
                 "22:",
                 leave_slab!("jmp {full}"),
                 idx = out(reg) _,
                 slab = out(reg) _,
                 cur = out(reg) _,
-                hdr = in(reg) header,
+                stack = in(reg) stack,
                 item = in(reg) item,
                 tpoff = sym super::TPOFF,
                 table = sym super::SLABS,
-                len = const super::SLAB_TABLE_LEN,
                 full = label { return false; },
                 options(nostack),
             );
@@ -480,18 +479,21 @@ pub fn index_now() -> u32 {
 /// which a user of the table checks against this ([`possible_cpus`]).
 pub const SLAB_TABLE_LEN: usize = 1024;
 
-/// Headers [`UNMADE`] has room for.
+/// Headers (stacks) [`UNMADE`] has room for.
 pub const UNMADE_HEADERS: usize = 256;
+
+/// Bytes of a stack's header ([`slab_pop`]).
+pub const HEADER_BYTES: usize = 8;
 
 /// What an entry of [`SLABS`] points at until its id has a slab: [`UNMADE_HEADERS`] headers,
 /// every one zero (a count equal to both its begin and its end), on which both sequences
 /// refuse. Read only: the sequences never store to a header that refuses, nor to its slots.
 #[derive(Debug)]
 #[repr(C, align(64))]
-pub struct Unmade([u32; 4 * UNMADE_HEADERS]);
+pub struct Unmade([u32; HEADER_BYTES / 4 * UNMADE_HEADERS]);
 
 /// See [`Unmade`].
-pub static UNMADE: Unmade = Unmade([0; 4 * UNMADE_HEADERS]);
+pub static UNMADE: Unmade = Unmade([0; HEADER_BYTES / 4 * UNMADE_HEADERS]);
 
 /// [`UNMADE`] as [`SLABS`] holds it.
 #[inline]
@@ -521,22 +523,23 @@ impl core::ops::Deref for SlabTable {
 }
 
 /// Pops from a per-CPU slab, as one restartable sequence: with `slab` the entry of
-/// [`SLABS`] for the calling thread's index `i` (`mm_cid` or `cpu_id`) and
-/// `h = slab + header`, if `count = *(h as *u32)` differs from `begin = *(h + 4) as *u32`,
-/// returns the pointer in slot `count - 1` (slot `k` is the
-/// `u64` at `slab + 8 * k`) and stores `count - 1`; otherwise returns null and changes
-/// nothing.
+/// [`SLABS`] for the calling thread's index `i` (`mm_cid` or `cpu_id`) and `h = slab + 8 *
+/// stack` the stack's header (`count: u32` at `h`, `begin: u16` at `h + 4`, `end: u16` at
+/// `h + 6`), if `count` differs from `begin`, returns the pointer in slot `count - 1` (slot
+/// `k` is the `u64` at `slab + 8 * k`) and stores `count - 1`; otherwise returns null and
+/// changes nothing.
 ///
 /// # Safety
-/// [`register_current_thread`] returned true on this thread; `header` is below
-/// `16 * UNMADE_HEADERS`; every entry of [`SLABS`] other than [`UNMADE`] is a slab whose
-/// header at `header` (12 bytes: count, begin, end, 4-aligned) and slots `begin..end` are
-/// readable and writable, and which nothing but these two sequences writes (from any thread)
-/// while it is in the table.
+/// [`register_current_thread`] returned true on this thread, and its index (`cpu_id` or
+/// `mm_cid`, below the possible CPUs) is below [`SLAB_TABLE_LEN`] (the sequences do not
+/// test it); `stack` is below [`UNMADE_HEADERS`]; every entry of [`SLABS`] other than
+/// [`UNMADE`] is a slab whose header of `stack` (8 bytes, 8-aligned, a count below 65,536)
+/// and slots `begin..end` are readable and writable, and which nothing but these two
+/// sequences writes (from any thread) while it is in the table.
 #[inline(always)]
-pub unsafe fn slab_pop(header: usize) -> *mut u8 {
+pub unsafe fn slab_pop(stack: usize) -> *mut u8 {
     // SAFETY: the caller's contract.
-    unsafe { imp::pop(header) }
+    unsafe { imp::pop(stack) }
 }
 
 /// [`slab_pop`], which also refuses (returns null, changes nothing) when the first word of
@@ -548,21 +551,21 @@ pub unsafe fn slab_pop(header: usize) -> *mut u8 {
 /// As [`slab_pop`], and every item on every slab's stacks is the address of 8 readable,
 /// 8-aligned bytes.
 #[inline(always)]
-pub unsafe fn slab_pop_tagged(header: usize, tag: usize) -> *mut u8 {
+pub unsafe fn slab_pop_tagged(stack: usize, tag: usize) -> *mut u8 {
     // SAFETY: the caller's contract.
-    unsafe { imp::pop_tagged(header, tag) }
+    unsafe { imp::pop_tagged(stack, tag) }
 }
 
 /// Pushes onto a per-CPU slab, as one restartable sequence: with the slab and header as in
-/// [`slab_pop`], if the count differs from `end = *(h + 8) as *u32`, stores `item` in slot
-/// `count`, stores `count + 1` and returns true; otherwise returns false and changes nothing.
+/// [`slab_pop`], if the count differs from `end`, stores `item` in slot `count`, stores
+/// `count + 1` and returns true; otherwise returns false and changes nothing.
 ///
 /// # Safety
 /// As [`slab_pop`].
 #[inline(always)]
-pub unsafe fn slab_push(header: usize, item: *mut u8) -> bool {
+pub unsafe fn slab_push(stack: usize, item: *mut u8) -> bool {
     // SAFETY: the caller's contract.
-    unsafe { imp::push(header, item) }
+    unsafe { imp::push(stack, item) }
 }
 
 /// The number of CPUs the kernel may ever bring up (`_SC_NPROCESSORS_CONF`): both `cpu_id`
@@ -636,8 +639,9 @@ mod tests {
         assert!((index as usize) < possible_cpus());
     }
 
-    /// Slabs laid out as the sequences expect (one header at 0: count, begin, end; slots
-    /// 2..10), installed in [`SLABS`] for every possible index, then removed.
+    /// Slabs laid out as the sequences expect (stack 0's header at 0, zero: it refuses;
+    /// stack 1's at 8: count, begin, end; its slots 2..10), installed in [`SLABS`] for every
+    /// possible index, then removed.
     #[test]
     fn slab_push_and_pop_follow_the_layout() {
         if init(true).is_none() || !register_current_thread() {
@@ -646,41 +650,43 @@ mod tests {
         let cpus = possible_cpus().min(SLAB_TABLE_LEN);
         let mut slabs: Vec<Vec<u64>> = (0..cpus).map(|_| vec![0u64; 10]).collect();
         for (i, slab) in slabs.iter_mut().enumerate() {
-            let header = slab.as_mut_ptr().cast::<u32>();
-            // SAFETY: the header's three words lie in the first two slots.
+            let header = slab[1..].as_mut_ptr().cast::<u32>();
+            // SAFETY: stack 1's header (count, begin, end) lies in slot 1.
             unsafe {
                 header.write(2);
-                header.add(1).write(2);
-                header.add(2).write(10);
+                header.add(1).cast::<u16>().write(2);
+                header.add(1).cast::<u16>().add(1).write(10);
             }
-            SLABS[i].store(header.cast(), Ordering::Release);
+            SLABS[i].store(slab.as_mut_ptr().cast(), Ordering::Release);
         }
         let items: Vec<*mut u8> = (1..=8usize).map(|i| (i * 16) as *mut u8).collect();
         // SAFETY: the table's slabs follow the layout; only this test uses the table.
         unsafe {
-            assert!(slab_pop(0).is_null(), "starts empty");
+            assert!(slab_pop(1).is_null(), "starts empty");
             for &item in &items {
                 // The thread may move between CPUs: each push lands on the slab of the
                 // CPU it ran on, and never more than 8 on one.
-                assert!(slab_push(0, item));
+                assert!(slab_push(1, item));
+                assert!(!slab_push(0, item), "stack 0 refuses");
             }
+            assert!(slab_pop(0).is_null(), "stack 0 refuses");
             let total: u32 = slabs
                 .iter()
-                .map(|s| s.as_ptr().cast::<u32>().read() - 2)
+                .map(|s| s[1..].as_ptr().cast::<u32>().read() - 2)
                 .sum();
             assert_eq!(total, 8);
             // Pop until the slab of the CPU the thread is on is empty, then read what the
             // others hold directly.
             let mut popped = Vec::new();
             loop {
-                let p = slab_pop(0);
+                let p = slab_pop(1);
                 if p.is_null() {
                     break;
                 }
                 popped.push(p);
             }
             for s in &slabs {
-                let count = s.as_ptr().cast::<u32>().read();
+                let count = s[1..].as_ptr().cast::<u32>().read();
                 popped.extend(s[2..count as usize].iter().map(|&w| w as *mut u8));
             }
             popped.sort();
@@ -692,8 +698,8 @@ mod tests {
         }
         // SAFETY: every entry is `UNMADE`.
         unsafe {
-            assert!(!slab_push(0, items[0]));
-            assert!(slab_pop(0).is_null());
+            assert!(!slab_push(1, items[0]));
+            assert!(slab_pop(1).is_null());
         }
     }
 

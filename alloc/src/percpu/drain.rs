@@ -31,7 +31,8 @@ use crate::size_class::NUM_CLASSES;
 
 /// A slab whose stacks are all empty and full at once (every header zero): where `SLABS[i]`
 /// points while `i`'s own slab is being drained. Its slots are never touched.
-static PARKED: [AtomicU32; 4 * NUM_CLASSES] = [const { AtomicU32::new(0) }; 4 * NUM_CLASSES];
+static PARKED: [AtomicU32; rseq::HEADER_BYTES / 4 * NUM_CLASSES] =
+    [const { AtomicU32::new(0) }; rseq::HEADER_BYTES / 4 * NUM_CLASSES];
 
 /// Whether membarrier's rseq command is registered for this process (`enable`).
 static REMOTE: AtomicBool = AtomicBool::new(false);

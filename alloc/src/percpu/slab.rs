@@ -3,9 +3,9 @@
 //! `tessera_sys::rseq::slab_pop`/`slab_push` work on:
 //!
 //! ```text
-//! 0                                              16 * NUM_CLASSES  8 * BEGIN[0]
+//! 0                                              8 * NUM_CLASSES   8 * BEGIN[0]
 //! | header of class 0 | ... | header of class n-1 | pad            | slots of class 0 | ...
-//! header: count (u32, the next free slot, BEGIN[c]..=END[c]), begin (u32), end (u32), pad
+//! header: count (u32, the next free slot, BEGIN[c]..=END[c]), begin (u16), end (u16)
 //! ```
 //!
 //! Every class has a header, so that the fast paths need no test of the class: those above
@@ -16,14 +16,17 @@
 //! (`tessera_sys::rseq`'s contract). Other code only reads them, racily (`stats`), or takes
 //! them over from a thread that holds the id (`percpu::drain_current`).
 //!
-//! A stack holds at most 96 KiB of objects (32 to 256 objects), so a slab caches at most
-//! `MAX_CACHED_BYTES` (about 2.1 MiB) and the whole front end at most that times the number
+//! A stack holds at most 96 KiB of objects (32 to 2,048 objects), so a slab caches at most
+//! `MAX_CACHED_BYTES` (about 3.5 MiB) and the whole front end at most that times the number
 //! of ids in use: bounded by the CPUs the process runs on, however many threads it has. A
-//! stack must hold about twice what a program takes from it between frees: a refill brings
-//! half a stack and a drain leaves half, so a demand above half a stack refills and drains
-//! on every round. At 48 KiB the 512-byte class had 96 slots and issue #19's program
-//! (1,000 blocks of 16–512 B live per round, ~66 of that class) spent 19% of one thread's
-//! CPU samples in the refills and drains; at 96 KiB (192 slots) none.
+//! stack must hold more than a program takes from it between frees, or every round refills
+//! and drains through the back end (block by block, under its lock). At 48 KiB the
+//! 512-byte class had 96 slots and issue #19's program (1,000 blocks of 16–512 B live per
+//! round, ~66 of that class) spent 19% of one thread's CPU samples in the refills and
+//! drains; at 96 KiB (192 slots) none. The small classes reach 96 KiB too (they stopped at
+//! 256 slots, 16 KiB of 64-byte objects): the same program with every block of 64 B took
+//! 11.4 ns of CPU an operation per-CPU against 4.4 with thread caches, refilling and
+//! draining each round.
 
 use core::ptr;
 use core::sync::atomic::{AtomicPtr, AtomicU32, AtomicU64, AtomicUsize, Ordering};
@@ -51,7 +54,7 @@ pub(crate) const TABLE_LEN: usize = rseq::SLAB_TABLE_LEN;
 const STACK_BYTES: usize = 96 << 10;
 /// Slots per stack, at least and at most.
 const MIN_SLOTS: usize = 32;
-const MAX_SLOTS: usize = 256;
+const MAX_SLOTS: usize = 2048;
 
 /// Slots of class `c`'s stack (none above `PERCPU_CLASSES`).
 const fn capacity(c: usize) -> usize {
@@ -68,7 +71,9 @@ const fn capacity(c: usize) -> usize {
     }
 }
 
-const HEADER_BYTES: usize = 16;
+/// A header's bytes: 8, so that the sequences address it as `slab + 8 * class` (an index
+/// scaled in the address, no shift of its own on the fast paths).
+const HEADER_BYTES: usize = rseq::HEADER_BYTES;
 /// The first slot of class 0, on a cache line of its own after the headers.
 const FIRST_SLOT: usize = (HEADER_BYTES * NUM_CLASSES).next_multiple_of(64) / 8;
 
@@ -96,6 +101,8 @@ const _: () = assert!(
 );
 // `rseq::UNMADE` and the parked slab (`drain.rs`) have a header for every class.
 const _: () = assert!(NUM_CLASSES <= rseq::UNMADE_HEADERS);
+// Begin and end are 16-bit fields, and the sequences compare a count's low 16 bits.
+const _: () = assert!(END[NUM_CLASSES - 1] <= u16::MAX as u32);
 
 /// Bytes mapped per slab.
 pub(crate) const SLAB_BYTES: usize = (END[NUM_CLASSES - 1] as usize * 8).next_multiple_of(4096);
@@ -126,10 +133,10 @@ static TABLE: &[AtomicPtr<u8>; TABLE_LEN] = &rseq::SLABS.0;
 /// Bytes mapped for slabs.
 static MAPPED: AtomicUsize = AtomicUsize::new(0);
 
-/// The offset of class `class`'s header in a slab.
+/// The sequences' stack index of class `class` (its header is at `HEADER_BYTES` times it).
 #[inline(always)]
-pub(crate) fn header(class: SizeClass) -> usize {
-    class.index() * HEADER_BYTES
+pub(crate) fn stack(class: SizeClass) -> usize {
+    class.index()
 }
 
 /// Half a stack: what a refill brings and a drain takes.
@@ -158,8 +165,9 @@ pub(crate) fn slab_or_make(id: u32) -> *mut u8 {
         unsafe {
             let h = fresh.add(c * HEADER_BYTES).cast::<u32>();
             h.write(BEGIN[c]);
-            h.add(1).write(BEGIN[c]);
-            h.add(2).write(END[c]);
+            let bounds = h.add(1).cast::<u16>();
+            bounds.write(BEGIN[c] as u16);
+            bounds.add(1).write(END[c] as u16);
         }
     }
     match entry.compare_exchange(rseq::unmade(), fresh, Ordering::AcqRel, Ordering::Acquire) {

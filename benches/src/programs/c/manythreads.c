@@ -9,14 +9,17 @@
  *   manythreads [threads=256] [rounds=200] [blocks=1000] [idle_ms=2000]
  *
  * Prints one line: threads, throughput (million malloc+free operations per second over the
- * rounds), RSS when the last thread finished its rounds, and RSS after idle_ms more of
- * every thread idle (alive, blocked, nothing live), all from /proc/self/statm. */
+ * rounds), the process's CPU time (user + system, getrusage) per operation over the rounds
+ * in ns (what to compare on a shared machine, where wall time depends on the neighbours),
+ * RSS when the last thread finished its rounds, and RSS after idle_ms more of every thread
+ * idle (alive, blocked, nothing live), all from /proc/self/statm. */
 #define _GNU_SOURCE
 #include <pthread.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -30,6 +33,13 @@ static double now(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+static double cpu_seconds(void) {
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    return ru.ru_utime.tv_sec + ru.ru_utime.tv_usec * 1e-6 + ru.ru_stime.tv_sec +
+           ru.ru_stime.tv_usec * 1e-6;
 }
 
 static long rss_kib(void) {
@@ -80,7 +90,7 @@ int main(int argc, char **argv) {
     blocks = argc > 3 ? atoi(argv[3]) : 1000;
     int idle_ms = argc > 4 ? atoi(argv[4]) : 2000;
     pthread_t *t = malloc(sizeof(pthread_t) * threads);
-    double start = now();
+    double start = now(), cpu_start = cpu_seconds();
     for (int i = 0; i < threads; i++)
         if (pthread_create(&t[i], NULL, worker, (void *)(uintptr_t)(i + 1)) != 0) {
             fprintf(stderr, "pthread_create failed\n");
@@ -90,7 +100,7 @@ int main(int argc, char **argv) {
     while (done < threads)
         pthread_cond_wait(&cond, &lock);
     pthread_mutex_unlock(&lock);
-    double elapsed = now() - start;
+    double elapsed = now() - start, cpu = cpu_seconds() - cpu_start;
     long rss_done = rss_kib();
     usleep(idle_ms * 1000);
     long rss_idle = rss_kib();
@@ -101,8 +111,9 @@ int main(int argc, char **argv) {
     for (int i = 0; i < threads; i++)
         pthread_join(t[i], NULL);
     double ops = 2.0 * threads * rounds * blocks;
-    printf("threads=%d mops=%.1f rss_done_mib=%.1f rss_idle_mib=%.1f checksum=%llu\n", threads,
-           ops / elapsed / 1e6, rss_done / 1024.0, rss_idle / 1024.0,
+    printf("threads=%d mops=%.1f cpu_ns_op=%.2f rss_done_mib=%.1f rss_idle_mib=%.1f "
+           "checksum=%llu\n",
+           threads, ops / elapsed / 1e6, cpu * 1e9 / ops, rss_done / 1024.0, rss_idle / 1024.0,
            (unsigned long long)checksum);
     free(t);
     return 0;
