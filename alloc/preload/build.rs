@@ -17,8 +17,9 @@
 //!   its copy. Where the C compiler has no `libgcc_eh.a`, the library links libgcc_s as
 //!   before.
 //! - **Packed relative relocations** (`-z pack-relative-relocs`, `DT_RELR`) where the C
-//!   library understands them (glibc 2.36 and later): 1,800 relocations in 43 KiB of
-//!   `.rela.dyn` become 0.4 KiB, and the loader reads and maps that much less.
+//!   library understands them (glibc 2.36 and later): the relocations' 43 KiB of
+//!   `.rela.dyn` become 2.4 KiB (0.4 KiB of packed relative ones, 2 KiB of the others), and
+//!   the loader reads and maps that much less.
 
 use std::process::Command;
 
