@@ -283,9 +283,10 @@ unsafe extern "C" {
 /// ELF header at the start of the object's mapping); `None` when `pc` is in no object, or
 /// the object's mapping does not start with its ELF header and program headers.
 ///
-/// The result is valid while the object stays loaded: a `dlclose` meanwhile is the caller's
-/// hazard, as for libgcc's unwinder.
-pub fn find_object(pc: usize) -> Option<LoadedObject<'static>> {
+/// # Safety
+/// The result borrows the object's name and program headers: the object must stay loaded
+/// (no `dlclose` of it) while the result is used.
+pub unsafe fn find_object(pc: usize) -> Option<LoadedObject<'static>> {
     const EHDR_SIZE: usize = 64;
     const PHDR_SIZE: usize = size_of::<libc::Elf64_Phdr>();
     let mut found = DlFindObject {

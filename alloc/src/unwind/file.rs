@@ -72,7 +72,10 @@ impl Module {
     /// child by a thread that no longer exists there, and the child would wait on it in
     /// its first sample.
     fn of(pc: u64) -> Option<Module> {
-        let object = dl::find_object(pc as usize)?;
+        // SAFETY: the object holds a return address of this thread's stack, so it stays
+        // loaded while the walk runs (a `dlclose` meanwhile is the walk's hazard, as for
+        // libgcc's: `fast.rs`); `Module` copies what it keeps.
+        let object = unsafe { dl::find_object(pc as usize) }?;
         let holds = object
             .segments()
             .any(|s| s.executable && s.start <= pc && pc - s.start < s.len);
@@ -316,7 +319,8 @@ fn search(file: &File<'_>, pc: u64, ra: usize) -> Option<Found> {
 /// Reads the CIE or FDE at `vaddr` into `buf`: the bytes after its 32-bit length field,
 /// with the length in the same read when the segment has `buf.len()` bytes there (one
 /// read for the entries that fit, which are nearly all). `None` for the 64-bit format, a
-/// terminator, or one longer than `buf` less its length field.
+/// terminator, one shorter than its 4-byte id (a file not as it should be: nothing here may
+/// index past it), or one longer than `buf` less its length field.
 fn read_entry<'b>(file: &File<'_>, vaddr: u64, buf: &'b mut [u8]) -> Option<&'b [u8]> {
     if file.read_vaddr(buf, vaddr).is_none() {
         // Near the end of the segment: the length, then the bytes.
@@ -325,7 +329,7 @@ fn read_entry<'b>(file: &File<'_>, vaddr: u64, buf: &'b mut [u8]) -> Option<&'b 
         file.read_vaddr(buf.get_mut(4..4usize.checked_add(len)?)?, vaddr + 4)?;
     }
     let len = u32_at(buf, 0) as usize;
-    if len == 0 || len == 0xffff_ffff {
+    if len < 4 || len == 0xffff_ffff {
         return None;
     }
     buf.get(4..4usize.checked_add(len)?)
