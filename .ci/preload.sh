@@ -2,7 +2,8 @@
 # CI stage: libtessera.so (alloc/preload) as the C and C++ allocator of real programs.
 #
 # Builds the library, then runs, each with a PASS/FAIL line and its time:
-#   the shared objects the library needs (libc and the loader only);
+#   the shared objects the library needs (libc and the loader only); that the code programs
+#   run lies in its hot part (callgrind, alloc/preload/hot-text.ld);
 #   C tests of every export (alloc/preload/tests/c), on tessera and, as a control, on glibc;
 #   the C++ operators; bad pointers and heap attacks (attacks.c) that must abort with
 #   tessera's report; sampled guarded allocations (guarded.c) catching an overflow and a use
@@ -71,10 +72,10 @@ info() { echo "info: $*"; }
 
 # ---- tools ---------------------------------------------------------------------------------
 
-PACKAGES=(gcc g++ python3 sqlite3 redis-server redis-tools git golang-go)
+PACKAGES=(gcc g++ python3 sqlite3 redis-server redis-tools git golang-go valgrind)
 install_tools() {
     local missing=0 cmd
-    for cmd in gcc g++ python3 sqlite3 redis-server redis-benchmark redis-cli git go; do
+    for cmd in gcc g++ python3 sqlite3 redis-server redis-benchmark redis-cli git go valgrind; do
         command -v "$cmd" >/dev/null 2>&1 || missing=1
     done
     if [ "$missing" = 0 ]; then
@@ -115,6 +116,66 @@ needed_libraries() {
     exported=$(nm -D --defined-only "$LIB" | grep -c ' _Unwind_')
     info "exported _Unwind_ symbols: $exported"
     [ "$needed" = "ld-linux-x86-64.so.2 libc.so.6 " ] && [ "$exported" = 0 ]
+}
+
+# The code a program runs stays in the library's hot part (alloc/preload/hot-text.ld): a
+# function that runs outside it makes its 64 KiB window of text resident in every process
+# (issue #13, item 6). callgrind names every function of the library that ran in python3
+# and in a git session (its children traced); each must lie between the start of .init and
+# the script's `tessera_hot_text_end`. A failure names the functions, for the script.
+hot_text() {
+    local out=$WORK/hot-text
+    mkdir -p "$out/repo" || return 1
+    LD_PRELOAD=$LIB valgrind --tool=callgrind --callgrind-out-file="$out/cg.py.%p" \
+        "$PY" -c 'import json; d = {str(i): [i] * (i % 9) for i in range(20000)}; print(len(json.dumps(d)))' ||
+        return 1
+    (
+        cd "$out/repo" && export HOME=$out GIT_CONFIG_NOSYSTEM=1 && seq 1 5000 >numbers.txt &&
+            LD_PRELOAD=$LIB valgrind --tool=callgrind --trace-children=yes \
+                --callgrind-out-file="$out/cg.git.%p" sh -c \
+                'git init -q . && git add . && git -c user.name=ci -c user.email=ci@x commit -q -m one && git gc -q'
+    ) >/dev/null 2>&1 || { echo "git under callgrind failed"; return 1; }
+    local start end
+    start=$(readelf -SW "$LIB" | awk '$2 == ".init" { print $4 }')
+    end=$(nm "$LIB" | awk '$3 == "tessera_hot_text_end" { print $1 }')
+    [ -n "$start" ] && [ -n "$end" ] || { echo "no .init or tessera_hot_text_end in $LIB"; return 1; }
+    nm -S -C --defined-only "$LIB" >"$out/symbols.txt" || return 1
+    "$PY" - "$out" "$start" "$end" <<'EOF'
+import glob, re, sys
+out, start, end = sys.argv[1], int(sys.argv[2], 16), int(sys.argv[3], 16)
+# Every function of the library that ran, as callgrind names it (demangled, hash dropped).
+ran = set()
+for path in glob.glob(out + "/cg.*"):
+    objects, names, obj = {}, {}, None
+    for line in open(path, errors="replace"):
+        m = re.match(r"^(c?ob|c?fn)=\((\d+)\)(?: (.*))?$", line.rstrip("\n"))
+        if not m:
+            continue
+        kind, ident, name = m.groups()
+        table = objects if kind.endswith("ob") else names
+        if name is not None:
+            table[ident] = name
+        if kind == "ob":
+            obj = objects.get(ident)
+        elif kind == "fn" and obj and "libtessera" in obj:
+            ran.add(names[ident].replace("'2", ""))
+# Where each name lies in the library.
+where = {}
+for line in open(out + "/symbols.txt"):
+    fields = line.rstrip("\n").split(" ", 3)
+    if len(fields) == 4 and fields[2] in "tTwW":
+        name = re.sub(r"::h[0-9a-f]{16}$", "", fields[3])
+        where.setdefault(name, []).append(int(fields[0], 16))
+outside = []
+for name in sorted(ran):
+    addresses = [int(name, 16)] if name.startswith("0x") else where.get(name, [])
+    if addresses and not any(start <= a < end for a in addresses):
+        outside.append(f"{name} at {', '.join(hex(a) for a in addresses)}")
+print(f"info: {len(ran)} functions of the library ran, hot part {start:#x}..{end:#x}")
+for entry in outside:
+    print("ran outside the hot part:", entry)
+sys.exit(1 if outside or not ran else 0)
+EOF
 }
 
 compile_tests() {
@@ -507,6 +568,7 @@ if [ -z "$LIB" ]; then
     exit 1
 fi
 check needed-libraries needed_libraries
+check hot-text hot_text
 check compile-tests compile_tests
 check c-exports exports_tessera
 check c-exports-on-glibc exports_glibc

@@ -20,6 +20,10 @@
 //!   library understands them (glibc 2.36 and later): the relocations' 43 KiB of
 //!   `.rela.dyn` become 2.4 KiB (0.4 KiB of packed relative ones, 2 KiB of the others), and
 //!   the loader reads and maps that much less.
+//! - **Hot code first** (`hot-text.ld`): the functions a program under the preload runs are
+//!   laid out together before the rest of the text, so only their few 64 KiB windows are
+//!   resident (git's pack-objects: 448 KiB of the library's text resident before, 156 KiB
+//!   after). The script says how it picks them.
 
 use std::process::Command;
 
@@ -27,11 +31,16 @@ fn main() {
     println!("cargo:rustc-cdylib-link-arg=-Wl,-z,nodelete");
     println!("cargo:rerun-if-changed=build.rs");
     println!("cargo:rerun-if-env-changed=CC");
+    println!("cargo:rerun-if-changed=hot-text.ld");
     let linux_gnu = std::env::var("CARGO_CFG_TARGET_OS").as_deref() == Ok("linux")
         && std::env::var("CARGO_CFG_TARGET_ENV").as_deref() == Ok("gnu");
     // The checks below ask the build machine's C toolchain and C library: only meaningful
     // when the library is built for the machine it is built on.
     let native = std::env::var("HOST").ok() == std::env::var("TARGET").ok();
+    if std::env::var("CARGO_CFG_TARGET_OS").as_deref() == Ok("linux") {
+        let dir = std::env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR");
+        println!("cargo:rustc-cdylib-link-arg=-Wl,-T,{dir}/hot-text.ld");
+    }
     if !linux_gnu || !native {
         return;
     }
