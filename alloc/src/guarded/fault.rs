@@ -149,10 +149,20 @@ pub(super) fn report_and_abort(what: &str, addr: usize, i: usize, access: Option
         line.text("  faulting instruction ").hex(a.pc);
         trace::describe(&mut line, a.pc);
         line.emit();
-        let mut here = Trace::EMPTY;
-        here.capture_in_signal_handler(&CAPTURING);
-        line.text("  access stack:").emit();
-        here.print(Some(a.pc));
+        match small_alternate_stack() {
+            None => {
+                let mut here = Trace::EMPTY;
+                here.capture_in_signal_handler(&CAPTURING);
+                line.text("  access stack:").emit();
+                here.print(Some(a.pc));
+            }
+            Some(room) => {
+                line.text("  access stack: not walked (the handler runs on an alternate signal stack with ")
+                    .dec(room >> 10)
+                    .text(" KiB left)")
+                    .emit();
+            }
+        }
     }
     if block.usable != 0 {
         line.text("  allocated by thread ")
@@ -170,4 +180,29 @@ pub(super) fn report_and_abort(what: &str, addr: usize, i: usize, access: Option
     }
     line.text("  (addresses are return addresses: `addr2line -f -e <module> <offset - 1>`)")
         .abort()
+}
+
+/// Room left below the handler's frame when it runs on an alternate signal stack too small
+/// for libgcc's walk, else `None`.
+///
+/// Rust gives every thread an 8 KiB alternate stack. The kernel's signal frame on it holds
+/// the CPU's extended state (about 3.5 KiB with AVX-512, more with AMX), and libgcc's walk
+/// of a thread's first signal frame calls functions the loader binds lazily, whose resolver
+/// saves that state again on the stack: on an AVX-512 machine the walk ran off the end into
+/// the guard page and the report ended in a second SIGSEGV instead of its abort. Without
+/// the walk, the report's other lines (the block, both stacks recorded at its allocation
+/// and free) still come out. A handler on a thread's own stack (C programs, which set no
+/// alternate stack) walks as before.
+fn small_alternate_stack() -> Option<usize> {
+    /// What the walk is given at the least: the resolver's saved state, libgcc's frames and
+    /// contexts, and the trace's printing after it, with margin.
+    const WALK_ROOM: usize = 32 << 10;
+    let marker = 0u8;
+    let sp = core::ptr::addr_of!(marker) as usize;
+    let stack = signal::altstack().ok().flatten()?;
+    if !(stack.base..stack.base + stack.size).contains(&sp) {
+        return None;
+    }
+    let room = sp - stack.base;
+    (room < WALK_ROOM).then_some(room)
 }
