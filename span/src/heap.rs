@@ -96,7 +96,7 @@ struct Inner {
     stats: PageHeapStats,
     decay: Decay,
     /// When the heap's own operations should run the next decay step (no background
-    /// purger); `u64::MAX` with nothing dirty.
+    /// purger); `NO_STEP` with nothing dirty.
     next_step_ms: u64,
     /// The first arena's part left in 4 KiB pages (`thp::lean_bytes`), and whether it
     /// is to be collapsed into huge pages (`PageHeap::collapse_lean_if_due`).
@@ -131,6 +131,17 @@ fn lean_collapse_in_use() -> usize {
 // happens under the page heap's lock.
 unsafe impl Send for Inner {}
 
+/// `Inner::next_step_ms` when no step is due. Zero, not `u64::MAX`, so that an empty heap
+/// is all zero bytes: the allocator's array of per-node heaps then lives in `.bss`, paged
+/// in where touched, instead of 800 KiB of `.data` whose reads map the file around them
+/// (issue #13, item 6).
+const NO_STEP: u64 = 0;
+
+/// The time of the step an epoch after `now`, never `NO_STEP`.
+fn next_step(now: u64) -> u64 {
+    now.saturating_add(epoch_ms()).max(1)
+}
+
 /// One NUMA node's page heap.
 #[derive(Debug)]
 pub struct PageHeap {
@@ -138,6 +149,18 @@ pub struct PageHeap {
 }
 
 impl PageHeap {
+    /// Makes this heap `node`'s, for a heap made for another (`new`) that has no arena yet:
+    /// a table of heaps made all alike, so that it is all zeros (node 0's), binds each to
+    /// its node at its first use.
+    pub fn bind_node(&self, node: NodeId) {
+        let mut heap = self.inner.lock();
+        debug_assert!(
+            heap.arenas.is_null() || heap.node == node,
+            "a heap with arenas moved to another node"
+        );
+        heap.node = node;
+    }
+
     /// An empty heap for `node`; arenas are reserved on demand.
     pub const fn new(node: NodeId) -> Self {
         Self {
@@ -156,7 +179,7 @@ impl PageHeap {
                     headers: 0,
                 },
                 decay: Decay::EMPTY,
-                next_step_ms: u64::MAX,
+                next_step_ms: NO_STEP,
                 lean: Lean {
                     base: ptr::null_mut(),
                     len: 0,
@@ -490,8 +513,8 @@ impl Inner {
         if !DIRTY_SEEN.load(Ordering::Relaxed) {
             DIRTY_SEEN.store(true, Ordering::Relaxed);
         }
-        if self.next_step_ms == u64::MAX {
-            self.next_step_ms = now.saturating_add(epoch_ms());
+        if self.next_step_ms == NO_STEP {
+            self.next_step_ms = next_step(now);
         }
         // SAFETY: forwarded contract: the span's pages are now free and its record ours.
         unsafe { self.insert_free(run, FLAG_DIRTY, freed_at) };

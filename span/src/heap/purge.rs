@@ -17,7 +17,7 @@ use tessera_sys::clock;
 use tessera_sys::mem::{self, PurgeAdvice};
 
 use super::decay::{DECAY_MS, EPOCHS, decay_ms, epoch_ms};
-use super::{Inner, PageHeap, arena_ref};
+use super::{Inner, NO_STEP, PageHeap, arena_ref, next_step};
 use crate::arena::{self, PAGE_SIZE};
 use crate::commit;
 use crate::span::{FLAG_DIRTY, FLAG_ZEROED, Span, SpanKind};
@@ -120,11 +120,11 @@ impl PageHeap {
             }; PURGE_BATCH];
             let taken = {
                 let mut heap = self.inner.lock();
-                heap.next_step_ms = u64::MAX;
+                heap.next_step_ms = NO_STEP;
                 let taken = heap.take_for_purge(goal, now, &mut batch);
                 outcome.dirty = heap.stats.dirty;
                 if heap.stats.dirty > 0 {
-                    heap.next_step_ms = now.saturating_add(epoch_ms());
+                    heap.next_step_ms = next_step(now);
                 }
                 taken
             };
@@ -208,7 +208,7 @@ impl Inner {
     /// an epoch has passed since the last step, and no background purger runs the steps
     /// (or the decay time is zero: purge at once).
     pub(super) fn step_due(&self) -> bool {
-        if self.next_step_ms == u64::MAX {
+        if self.next_step_ms == NO_STEP {
             return false;
         }
         let decay = decay_ms();
