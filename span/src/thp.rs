@@ -4,7 +4,8 @@
 //! costs residency at 2 MiB granularity, and where the kernel has no free 2 MiB block it
 //! may compact memory in the faulting thread (the stalls mimalloc's users report). So
 //! `auto` keeps a heap's first [`lean_bytes`] in 4 KiB pages (a small program stays
-//! small) and advises the rest, but only where a fault cannot stall: the kernel's `defrag`
+//! small) and advises the rest (the first arena's once the heap has that much in use:
+//! `heap.rs`, `LeanState::Unadvised`), but only where a fault cannot stall: the kernel's `defrag`
 //! mode never compacts on a fault (`defer`, `never`), or the arena's node has plenty of
 //! free 2 MiB blocks right now (`/proc/buddyinfo`), so a fault takes one without
 //! compacting. An arena reserved while huge blocks are scarce gets no advice and stays in
