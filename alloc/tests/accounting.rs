@@ -13,6 +13,14 @@ static SERIAL: Mutex<()> = Mutex::new(());
 
 #[test]
 fn freeing_everything_returns_the_bytes() {
+    // Alone in a child: its leak check allows 256 KiB between two process-wide snapshots, and
+    // `the_breakdown_adds_up` (which takes no lock) keeps up to ~200 KiB of churn live
+    // meanwhile; on the per-CPU caches, blocks in flight between a stack and a back end
+    // (a refill's or a drain's batch) count as live too: 2 runs of the whole file in about 20
+    // under load saw 466 and 534 KiB (alone, none in 22, its threads moved between CPUs).
+    if std::env::var_os(CHILD).is_none() {
+        return run_alone("freeing_everything_returns_the_bytes");
+    }
     let _guard = SERIAL.lock().unwrap();
     let mut blocks = Vec::with_capacity(200_000);
     tessera::collect();
@@ -261,9 +269,12 @@ fn memory_moves_between_the_buckets() {
         freed.cached > allocated.cached,
         "{allocated:?} -> {freed:?}"
     );
+    // Central too: the purger may flush an idle per-CPU back end meanwhile (its spans go to
+    // the central lists). Less the slack: on the per-CPU caches the purger runs while slabs
+    // exist, and live was seen to move by 32 bytes less than the frees (959,968 for 960,000).
+    let elsewhere = |b: &tessera::Breakdown| b.cached + b.central + b.heap_dirty + b.heap_purged;
     assert!(
-        freed.cached + freed.heap_dirty + freed.heap_purged
-            >= allocated.cached + allocated.heap_dirty + allocated.heap_purged + N * size,
+        elsewhere(&freed) + SLACK >= elsewhere(&allocated) + N * size,
         "{allocated:?} -> {freed:?}"
     );
 
@@ -322,9 +333,10 @@ fn memory_moves_between_the_buckets() {
     .unwrap();
     let after_exit = tessera::stats().breakdown;
     if percpu {
+        // Not a difference with `before_exit`: the thread's allocations may first have used up
+        // free room that was already central (seen: central 387,784 -> 113,048 bytes).
         assert!(
-            after_exit.central + after_exit.cached
-                >= before_exit.central + before_exit.cached + N * size,
+            after_exit.central + after_exit.cached >= N * size,
             "{before_exit:?} -> {after_exit:?}"
         );
     } else {
