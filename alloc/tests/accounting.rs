@@ -13,6 +13,14 @@ static SERIAL: Mutex<()> = Mutex::new(());
 
 #[test]
 fn freeing_everything_returns_the_bytes() {
+    // Alone in a child: its leak check allows 256 KiB between two process-wide snapshots, and
+    // `the_breakdown_adds_up` (which takes no lock) keeps up to ~200 KiB of churn live
+    // meanwhile; on the per-CPU caches, blocks in flight between a stack and a back end
+    // (a refill's or a drain's batch) count as live too: 2 runs of the whole file in about 20
+    // under load saw 466 and 534 KiB (alone, none in 22, its threads moved between CPUs).
+    if std::env::var_os(CHILD).is_none() {
+        return run_alone("freeing_everything_returns_the_bytes");
+    }
     let _guard = SERIAL.lock().unwrap();
     let mut blocks = Vec::with_capacity(200_000);
     tessera::collect();
@@ -261,9 +269,12 @@ fn memory_moves_between_the_buckets() {
         freed.cached > allocated.cached,
         "{allocated:?} -> {freed:?}"
     );
+    // Central too: the purger may flush an idle per-CPU back end meanwhile (its spans go to
+    // the central lists). Less the slack: on the per-CPU caches the purger runs while slabs
+    // exist, and live was seen to move by 32 bytes less than the frees (959,968 for 960,000).
+    let elsewhere = |b: &tessera::Breakdown| b.cached + b.central + b.heap_dirty + b.heap_purged;
     assert!(
-        freed.cached + freed.heap_dirty + freed.heap_purged
-            >= allocated.cached + allocated.heap_dirty + allocated.heap_purged + N * size,
+        elsewhere(&freed) + SLACK >= elsewhere(&allocated) + N * size,
         "{allocated:?} -> {freed:?}"
     );
 
@@ -301,26 +312,39 @@ fn memory_moves_between_the_buckets() {
     assert!(without.breakdown.live <= collected.live + SLACK);
     assert!(without.mapped + huge <= with_huge.mapped + SLACK);
 
-    // A thread that exits with half its objects still allocated hands its partly used spans
-    // to the central lists: their free halves are central now.
+    // A thread that exits with half its objects still allocated: with a cache of its own, it
+    // hands its partly used spans to the central lists at its exit, so their free halves are
+    // central now. On the per-CPU caches (`TESSERA_CACHE=percpu`) it has no cache to hand
+    // over: its frees went to its CPU's stacks and back end, which keep them (cached) past
+    // its exit, or to the central lists if the purger flushed that back end meanwhile; no
+    // span emptied (each keeps every other object), so none went to the page heap.
     // The list of blocks is made before the first snapshot, so it does not count.
     let mut all: Vec<usize> = Vec::with_capacity(2 * N);
     let before_exit = tessera::stats().breakdown;
-    let all = thread::spawn(move || {
+    let (all, percpu) = thread::spawn(move || {
         all.extend((0..2 * N).map(|_| tessera::alloc(size, 8) as usize));
         for &p in all.iter().skip(1).step_by(2) {
             // SAFETY: live, freed once.
             unsafe { tessera::dealloc(p as *mut u8, size, 8) };
         }
-        all
+        (all, tessera::cache_mode().thread_percpu)
     })
     .join()
     .unwrap();
     let after_exit = tessera::stats().breakdown;
-    assert!(
-        after_exit.central >= N * size,
-        "{before_exit:?} -> {after_exit:?}"
-    );
+    if percpu {
+        // Not a difference with `before_exit`: the thread's allocations may first have used up
+        // free room that was already central (seen: central 387,784 -> 113,048 bytes).
+        assert!(
+            after_exit.central + after_exit.cached >= N * size,
+            "{before_exit:?} -> {after_exit:?}"
+        );
+    } else {
+        assert!(
+            after_exit.central >= N * size,
+            "{before_exit:?} -> {after_exit:?}"
+        );
+    }
     let grew = after_exit.live - before_exit.live;
     assert!(
         (N * size..N * size + SLACK).contains(&grew),
