@@ -116,7 +116,8 @@ enum LeanState {
     /// No lean part (huge pages not advised, or no arena yet), or it was collapsed already.
     Settled,
     /// The first arena is not advised yet: the rest of it gets `MADV_HUGEPAGE` once the
-    /// heap has as many bytes in use as its lean part. Its address range alone may pass the
+    /// heap has as many bytes in use as its lean part holds (`Inner::lean_room`: the arena's
+    /// header takes about 1 MiB of it). Its address range alone may pass the
     /// lean part sooner (freed runs that wait for the decay, blocks that do not fit in them),
     /// and advice at reservation then made a small heap pay whole huge pages: python3's
     /// peak RSS (12 MB through malloc, the rest its own arenas) was 1.1 MiB higher
@@ -250,7 +251,7 @@ impl PageHeap {
         let span = shape(&mut heap, run);
         #[cfg(feature = "expensive-checks")]
         heap.check();
-        if heap.lean.state == LeanState::Unadvised && heap.stats.in_use >= heap.lean.len {
+        if heap.lean.state == LeanState::Unadvised && heap.stats.in_use >= heap.lean_room() {
             heap.advise_past_lean();
         }
         let step_due = heap.step_due();
@@ -367,6 +368,12 @@ impl PageHeap {
 }
 
 impl Inner {
+    /// Bytes the lean part holds for spans: its length less the arena's header, which
+    /// starts it. A heap with this much in use fills it, however well it packs.
+    fn lean_room(&self) -> usize {
+        self.lean.len.saturating_sub(HEADER_PAGES * PAGE_SIZE)
+    }
+
     /// Gives the first arena past its lean part the huge-page advice its reservation
     /// deferred (`LeanState::Unadvised`). Faults from now on get huge pages there; runs
     /// already touched in 4 KiB pages stay so (until the kernel's khugepaged collapses them).
@@ -761,13 +768,15 @@ mod tests {
             unsafe { (*inner.arenas).huge_pages = false };
             base
         };
-        let most = heap.alloc(lean / PAGE_SIZE - 2, SpanKind::Large).unwrap();
+        let room = heap.inner.lock().lean_room() / PAGE_SIZE;
+        // With `pad`, one page short of the lean part's room.
+        let most = heap.alloc(room - 2, SpanKind::Large).unwrap();
         assert_eq!(
             heap.inner.lock().lean.state,
             LeanState::Unadvised,
             "still small"
         );
-        let rest = heap.alloc(2, SpanKind::Large).unwrap();
+        let rest = heap.alloc(1, SpanKind::Large).unwrap();
         let inner = heap.inner.lock();
         // Advised (`Lean`), or `Settled` on a kernel without huge pages (the advice failed).
         assert_ne!(
