@@ -32,13 +32,15 @@ use super::sys::{self, Registers};
 /// How far above the starting rsp a CFA may be, on the calling thread's own stack.
 pub(super) const MAX_STACK: usize = 256 << 20;
 
-/// What a walk did, for the tests.
+/// What a walk did: for the tests, and the chain that completed it for the profile's table.
 #[derive(Clone, Copy, Debug, Default)]
 pub(super) struct Stats {
     /// Return addresses whose rule was not in the cache.
     pub(super) misses: usize,
     /// Frames taken from a remembered chain (`chain.rs`).
     pub(super) chained: usize,
+    /// The chain that completed the walk, if one did: it stands for the return addresses.
+    pub(super) whole: Option<chain::Whole>,
 }
 
 /// The walk gave up (libgcc must take a capture of the calling thread); `frames` of `out`
@@ -76,6 +78,7 @@ pub(super) unsafe fn walk(
         let at = unsafe { chain::follow(ra, start.sp, start.bp, limit, out, trace) };
         stats.chained += at.len;
         if at.done {
+            stats.whole = at.whole;
             return Ok(at.len);
         }
         (ra, sp, bp, len) = (at.key, at.sp, at.bp, at.len);
@@ -94,6 +97,9 @@ pub(super) unsafe fn walk(
         };
         if !rule.is_step() {
             if rule.is_end() {
+                if let Some(trace) = &mut trace {
+                    trace.ended_at(ra);
+                }
                 break;
             }
             return Err(GiveUp { frames: len });
