@@ -83,6 +83,8 @@ pub(super) unsafe fn walk(
         }
         (ra, sp, bp, len) = (at.key, at.sp, at.bp, at.len);
     }
+    // The file of the last miss's module, kept open for the next miss (`file.rs`).
+    let mut files = file::Files::new();
     while len < out.len() {
         let rule = match cache::get(ra) {
             Some(rule) => rule,
@@ -90,7 +92,7 @@ pub(super) unsafe fn walk(
                 stats.misses += 1;
                 // SAFETY: `ra` is the start pc, or a return address read from this stack
                 // at a slot a real FDE named.
-                let rule = Packed::new(unsafe { compute(ra) });
+                let rule = Packed::new(unsafe { compute(&mut files, ra) });
                 cache::put(ra, rule);
                 rule
             }
@@ -171,10 +173,10 @@ unsafe fn read(cfa: usize, offset: i16) -> usize {
 /// `ra` must be a return address of this thread's stack (or the start pc + 1).
 #[cold]
 #[inline(never)]
-unsafe fn compute(ra: usize) -> Rule {
+unsafe fn compute(files: &mut file::Files, ra: usize) -> Rule {
     // The module's file first, which keeps its unwind tables out of the process's resident
     // memory (`file.rs`); libgcc's search in memory when the file cannot tell.
-    match file::rule(ra) {
+    match file::rule(files, ra) {
         file::Found::Rule(rule) => return rule,
         // SAFETY: the caller's contract.
         file::Found::NotCovered => return unsafe { not_covered(ra) },

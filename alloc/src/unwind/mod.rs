@@ -469,9 +469,28 @@ mod tests {
             })
             .count();
         assert!(libc_frames > 0, "no libc frame in {seen:x?}");
-        for &ra in &seen {
+        // Each address with a file opened for it alone, then all of them through one
+        // `Files`, as a walk asks (the same module's file kept, another's opened in its
+        // place): in address order, which takes each module's addresses in a row, and
+        // interleaved, which moves from module to module at every step.
+        let interleaved: Vec<usize> = seen
+            .iter()
+            .step_by(2)
+            .zip(seen.iter().rev().step_by(2))
+            .flat_map(|(&a, &b)| [a, b])
+            .collect();
+        let mut shared = file::Files::new();
+        for (ra, files) in seen
+            .iter()
+            .map(|&ra| (ra, None))
+            .chain(seen.iter().chain(&interleaved).map(|&ra| (ra, Some(()))))
+        {
             let theirs = rule_from_memory(ra);
-            match file::rule(ra) {
+            let found = match files {
+                None => file::rule(&mut file::Files::new(), ra),
+                Some(()) => file::rule(&mut shared, ra),
+            };
+            match found {
                 file::Found::Rule(ours) => assert_eq!(ours, theirs, "at {ra:#x}"),
                 file::Found::NotCovered => assert_eq!(theirs, cfi::Rule::End, "at {ra:#x}"),
                 file::Found::Unknown => panic!("the file did not answer for {ra:#x}"),
