@@ -18,11 +18,10 @@
 //!   only where rbp plus that constant is the CFA the chain holds, one comparison: the
 //!   distance from the starting rsp to such a CFA may vary between walks (a frame that
 //!   realigns its stack, a variable-sized one), and where it does, the chain stops there;
-//! - the walk goes on from where the chain leaves it with the cache's rules.
-//!
 //! - a chain whose walk ended at a frame no rule continues (the thread's first frame, or a
-//!   return address no FDE covers) keeps that frame's key ([`Chain::end`]): a walk that
-//!   retraces the whole chain and meets that key is complete without looking its rule up.
+//!   return address no FDE covers) keeps that frame's key (`Chain::end`): a walk that
+//!   retraces the whole chain and meets that key is complete without looking its rule up;
+//! - the walk goes on from where the chain leaves it with the cache's rules.
 //!
 //! Chains are written once and never change ([`CHAINS`] of them, [`DEPTH`] frames each,
 //! in static memory): an empty one is claimed with a CAS, filled, and published with a
