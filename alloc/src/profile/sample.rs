@@ -91,11 +91,17 @@ fn interval(rng: &mut u64, rate: usize) -> isize {
     x ^= x >> 27;
     *rng = x;
     let r = x.wrapping_mul(0x2545_f491_4f6c_dd1d);
-    // Uniform in (0, 1]: the top 53 bits, plus one.
-    let u = ((r >> 11) + 1) as f64 * (1.0 / (1u64 << 53) as f64);
-    let interval = -super::math::ln_unit(u) * rate as f64;
-    // `as` saturates; the cap keeps a countdown far from overflow.
-    (interval as isize).min(NEVER / 2)
+    // Uniform in (0, 1]: the top 53 bits, plus one. Converted as signed numbers, which x86-64
+    // does in one instruction (an unsigned one takes a test and a branch), and the rate
+    // capped to make it one: no rate comes near.
+    let u = ((r >> 11) as i64 + 1) as f64 * (1.0 / (1u64 << 53) as f64);
+    let rate = rate.min(isize::MAX as usize) as i64 as f64;
+    // Finite and at least 0 (`ln_unit` of (0, 1] is finite and at most 0); the cap keeps a
+    // countdown far from overflow.
+    let interval = (-super::math::ln_unit(u) * rate).min((NEVER / 2) as f64);
+    // `as` saturates: at `NEVER / 2` rounded up to a power of two at most, still far from
+    // overflow.
+    interval as isize
 }
 
 /// The slow path's share of the countdown: subtracts `size` unless a fast path already did
@@ -195,23 +201,25 @@ fn small_classes(size: usize, align: usize) -> Option<(SizeClass, SizeClass)> {
 #[inline(always)]
 fn record(cache: &Cache, block: *mut u8, size: usize, charged: usize) -> bool {
     let mut frames = [core::mem::MaybeUninit::uninit(); MAX_FRAMES + SKIP_MAX];
-    let frames = unwind::capture_into(&mut frames);
+    let (frames, stack) = unwind::capture_into(&mut frames);
+    let info = SampleInfo {
+        addr: block as usize,
+        size: charged as u64,
+        requested: size as u64,
+        labels: cache.prof_labels,
+        thread: thread_id(),
+        at_ms: clock::coarse_now_ms(),
+    };
+    // A stack the unwinder numbered and the table has met: no frames needed.
+    if let Some(live) = stack.and_then(|stack| table::record_known(stack, &info)) {
+        return live;
+    }
     // In `libtessera.so` the allocator's own frames are known by module; linked into a
     // program they stay, and the profile names them for the reader to drop
     // (`drop_frames`, `writer.rs`).
     let first = unwind::first_outside_own_library(frames).unwrap_or(0);
     let frames = &frames[first..];
-    table::record(
-        &frames[..frames.len().min(MAX_FRAMES)],
-        SampleInfo {
-            addr: block as usize,
-            size: charged as u64,
-            requested: size as u64,
-            labels: cache.prof_labels,
-            thread: thread_id(),
-            at_ms: clock::coarse_now_ms(),
-        },
-    )
+    table::record(&frames[..frames.len().min(MAX_FRAMES)], stack, info)
 }
 
 std::thread_local! {

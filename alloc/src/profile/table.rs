@@ -36,6 +36,31 @@ const LIVE_SLOTS: usize = 1 << 20;
 const LIVE_FIRST_SLOTS: usize = 1 << 8;
 /// The live map is kept at most this full (in 1/8ths) so that probes stay short.
 const LIVE_MAX_EIGHTHS: usize = 7;
+/// Entries of the memo of buckets by whole stack ([`Memo`]): 3 KiB, inside the table.
+const MEMO_SLOTS: usize = 128;
+/// 2^64 divided by the golden ratio: multiplicative (Fibonacci) hashing's factor.
+const FIBONACCI: u64 = 0x9e37_79b9_7f4a_7c15;
+
+/// A bucket found for a stack that the unwinder gave as a whole (`unwind::capture_into`'s
+/// number: the same number, the same return addresses), a size and a label set: a sample
+/// from a place seen before finds its bucket without its frames, which need not even be
+/// cut to the program's ([`record_known`]): ~100 instructions of a C sample's ~1,100 (the
+/// frames' hash, the index's probe, the comparison, the cut).
+#[derive(Clone, Copy)]
+struct Memo {
+    /// The stack's number plus one; 0 marks an empty entry.
+    stack: u32,
+    labels: u32,
+    size: u64,
+    bucket: u32,
+}
+
+const NO_MEMO: Memo = Memo {
+    stack: 0,
+    labels: 0,
+    size: 0,
+    bucket: 0,
+};
 
 /// One distinct allocation site.
 #[derive(Clone, Copy)]
@@ -128,6 +153,9 @@ struct Table {
     /// `LABEL_BYTES` of label text, `label_len` used.
     label_text: *mut u8,
     label_len: usize,
+    /// Buckets by whole stack, direct-mapped (buckets are never removed, so an entry stays
+    /// right).
+    memo: [Memo; MEMO_SLOTS],
 }
 
 // SAFETY: the pointers are process-lifetime OS mappings, touched only under the lock.
@@ -150,6 +178,7 @@ static TABLE: Locked<Table> = Locked::new(Table {
     nlabel_sets: 0,
     label_text: ptr::null_mut(),
     label_len: 0,
+    memo: [NO_MEMO; MEMO_SLOTS],
 });
 
 /// The table's lock, for the fork handlers (`fork.rs`).
@@ -247,6 +276,29 @@ impl Table {
         Some(n)
     }
 
+    /// The memo's slot for (`stack`, `size`, `labels`): a multiplicative hash's top bits.
+    fn memo_slot(stack: u32, size: u64, labels: u32) -> usize {
+        let key = u64::from(stack) << 32 ^ u64::from(labels) << 40 ^ size;
+        (key.wrapping_mul(FIBONACCI) >> (64 - MEMO_SLOTS.trailing_zeros())) as usize
+    }
+
+    /// The bucket the memo holds for (`stack`, `size`, `labels`), if it does.
+    fn memo_get(&self, stack: u32, size: u64, labels: u32) -> Option<u32> {
+        let m = self.memo[Self::memo_slot(stack, size, labels)];
+        (m.stack == stack.wrapping_add(1) && m.size == size && m.labels == labels)
+            .then_some(m.bucket)
+    }
+
+    /// Notes `bucket` as the bucket of (`stack`, `size`, `labels`).
+    fn memo_put(&mut self, stack: u32, size: u64, labels: u32, bucket: u32) {
+        self.memo[Self::memo_slot(stack, size, labels)] = Memo {
+            stack: stack.wrapping_add(1),
+            labels,
+            size,
+            bucket,
+        };
+    }
+
     /// Doubles the bucket index, rebuilt from the buckets' hashes into a fresh mapping;
     /// false at `INDEX_SLOTS` or when the OS refuses (the index stays as it was).
     fn grow_index(&mut self) -> bool {
@@ -271,12 +323,19 @@ impl Table {
         true
     }
 
-    /// The home slot of `addr` in the live map.
+    /// The home slot of `addr` in the live map (mapped, `live_cap` a power of two): the top
+    /// bits of a multiplicative hash of the address (blocks are 16-byte aligned), which every
+    /// bit of it moves; a third of `mix64`'s instructions, and the map's probes and
+    /// backward shifts hash at every step.
+    #[inline]
     fn live_slot(&self, addr: usize) -> usize {
-        (mix64(addr as u64 >> 4) as usize) & (self.live_cap - 1)
+        let bits = self.live_cap.trailing_zeros();
+        debug_assert!(self.live_cap.is_power_of_two() && bits > 0);
+        ((addr as u64 >> 4).wrapping_mul(FIBONACCI) >> (64 - bits)) as usize
     }
 
     /// Adds a live entry; false when the map is full (and cannot grow).
+    #[inline]
     fn insert_live(&mut self, entry: Live) -> bool {
         if self.nlive >= self.live_cap / 8 * LIVE_MAX_EIGHTHS && !self.grow_live() {
             return false;
@@ -300,7 +359,10 @@ impl Table {
     }
 
     /// Doubles the live map into a fresh mapping and returns the old one; false at
-    /// `LIVE_SLOTS` or when the OS refuses (the map stays as it was).
+    /// `LIVE_SLOTS` or when the OS refuses (the map stays as it was). Out of line: every
+    /// sample's insertion would otherwise save and restore the registers it uses.
+    #[cold]
+    #[inline(never)]
     fn grow_live(&mut self) -> bool {
         if self.live_cap >= LIVE_SLOTS {
             return false;
@@ -375,10 +437,12 @@ impl Table {
     }
 }
 
-/// Records a sample: the block `info.addr` allocated from `frames`. Returns whether the
-/// block is now a live sample (false when the tables were full or not set up: the sample is
-/// dropped, counted as allocated and freed at once if it got a bucket).
-pub(crate) fn record(frames: &[usize], info: SampleInfo) -> bool {
+/// Records a sample: the block `info.addr` allocated from `frames`, which the unwinder
+/// numbered `stack` if it could (the same number, the same frames: see
+/// `unwind::capture_into`). Returns whether the block is now a live sample (false when the
+/// tables were full or not set up: the sample is dropped, counted as allocated and freed
+/// at once if it got a bucket).
+pub(crate) fn record(frames: &[usize], stack: Option<u32>, info: SampleInfo) -> bool {
     let frames = &frames[..frames.len().min(MAX_FRAMES)];
     let mut t = TABLE.lock();
     t.totals.samples += 1;
@@ -390,26 +454,51 @@ pub(crate) fn record(frames: &[usize], info: SampleInfo) -> bool {
         t.totals.dropped += 1;
         return false;
     };
-    // SAFETY: `bucket` returned a bucket below `len`.
-    let b = unsafe { &mut *t.buckets.add(n as usize) };
-    b.allocs += 1;
-    b.alloc_bytes += info.size;
-    let live = Live {
-        addr: info.addr,
-        bucket: n,
-        thread: info.thread,
-        requested: info.requested,
-        at_ms: info.at_ms,
-    };
-    if t.insert_live(live) {
-        t.totals.live += 1;
-        true
-    } else {
-        // Counted as allocated and, so that in-use stays right, as freed at once.
-        b.frees += 1;
-        b.free_bytes += info.size;
-        t.totals.dropped += 1;
-        false
+    if let Some(stack) = stack {
+        t.memo_put(stack, info.size, info.labels, n);
+    }
+    t.add(n, &info)
+}
+
+/// Records a sample as [`record`] does, if the stack numbered `stack` (by
+/// `unwind::capture_into`) met the table before with this size and label set: its bucket is
+/// then known without the frames, which the caller need not prepare. `None` (nothing
+/// recorded) when it is not known: the caller then calls [`record`].
+pub(crate) fn record_known(stack: u32, info: &SampleInfo) -> Option<bool> {
+    let mut t = TABLE.lock();
+    // A memo entry names a bucket, so the tables are mapped.
+    let n = t.memo_get(stack, info.size, info.labels)?;
+    t.totals.samples += 1;
+    Some(t.add(n, info))
+}
+
+impl Table {
+    /// The sample `info` of bucket `n` (below `len`): counted, and tracked as live if the
+    /// live map takes it.
+    fn add(&mut self, n: u32, info: &SampleInfo) -> bool {
+        // SAFETY: the caller's contract: `n` is below `len`.
+        let b = unsafe { &mut *self.buckets.add(n as usize) };
+        b.allocs += 1;
+        b.alloc_bytes += info.size;
+        let live = Live {
+            addr: info.addr,
+            bucket: n,
+            thread: info.thread,
+            requested: info.requested,
+            at_ms: info.at_ms,
+        };
+        if self.insert_live(live) {
+            self.totals.live += 1;
+            true
+        } else {
+            // Counted as allocated and, so that in-use stays right, as freed at once.
+            // SAFETY: as above (`insert_live` does not touch the buckets).
+            let b = unsafe { &mut *self.buckets.add(n as usize) };
+            b.frees += 1;
+            b.free_bytes += info.size;
+            self.totals.dropped += 1;
+            false
+        }
     }
 }
 
@@ -633,6 +722,7 @@ mod tests {
         for i in 1..=100usize {
             record(
                 &frames,
+                None,
                 SampleInfo {
                     addr: i * 16,
                     size: 48,
@@ -678,6 +768,7 @@ mod tests {
         for i in 0..n {
             record(
                 &frames,
+                None,
                 SampleInfo {
                     addr: base + i * 16,
                     size: 16,
@@ -709,6 +800,7 @@ mod tests {
             for i in 0..3000 {
                 record(
                     &site(i),
+                    None,
                     SampleInfo {
                         addr: base + (round * 3000 + i) * 16,
                         size: 24,
@@ -731,6 +823,43 @@ mod tests {
         assert_eq!(found, 3000);
         for a in 0..6000 {
             assert!(forget(base + a * 16), "sample {a} lost");
+        }
+    }
+
+    #[test]
+    fn a_numbered_stack_finds_its_bucket_without_frames() {
+        // A number no capture gives (the unwinder's are below 2^16), addresses no real block
+        // has (48 MiB).
+        let (stack, base) = (0x7_0000u32, 0x300_0000usize);
+        let frames = [0x7a00_0000usize, 0x7b00_0000];
+        let info = |i: usize, size: u64, labels: u32| SampleInfo {
+            addr: base + i * 16,
+            size,
+            requested: size,
+            labels,
+            thread: 4,
+            at_ms: 0,
+        };
+        // Unknown until a sample with frames met the table.
+        assert_eq!(record_known(stack, &info(0, 40, 0)), None);
+        assert!(record(&frames, Some(stack), info(0, 40, 0)));
+        assert_eq!(record_known(stack, &info(1, 40, 0)), Some(true));
+        // Another size or label set is another bucket, which the frames must find.
+        assert_eq!(record_known(stack, &info(2, 48, 0)), None);
+        assert_eq!(record_known(stack, &info(2, 40, 3)), None);
+        assert_eq!(record_known(stack + 1, &info(2, 40, 0)), None);
+        assert!(record(&frames, Some(stack), info(2, 48, 0)));
+        assert_eq!(record_known(stack, &info(3, 48, 0)), Some(true));
+        let mut counts = Vec::new();
+        visit_buckets(|b, _| {
+            if b.frames() == frames {
+                counts.push((b.size, b.allocs));
+            }
+        });
+        counts.sort_unstable();
+        assert_eq!(counts, [(40, 2), (48, 2)]);
+        for i in 0..4 {
+            assert!(forget(base + i * 16), "sample {i} not live");
         }
     }
 

@@ -32,13 +32,15 @@ use super::sys::{self, Registers};
 /// How far above the starting rsp a CFA may be, on the calling thread's own stack.
 pub(super) const MAX_STACK: usize = 256 << 20;
 
-/// What a walk did, for the tests.
+/// What a walk did: for the tests, and the chain that completed it for the profile's table.
 #[derive(Clone, Copy, Debug, Default)]
 pub(super) struct Stats {
     /// Return addresses whose rule was not in the cache.
     pub(super) misses: usize,
     /// Frames taken from a remembered chain (`chain.rs`).
     pub(super) chained: usize,
+    /// The chain that completed the walk, if one did: it stands for the return addresses.
+    pub(super) whole: Option<chain::Whole>,
 }
 
 /// The walk gave up (libgcc must take a capture of the calling thread); `frames` of `out`
@@ -76,10 +78,13 @@ pub(super) unsafe fn walk(
         let at = unsafe { chain::follow(ra, start.sp, start.bp, limit, out, trace) };
         stats.chained += at.len;
         if at.done {
+            stats.whole = at.whole;
             return Ok(at.len);
         }
         (ra, sp, bp, len) = (at.key, at.sp, at.bp, at.len);
     }
+    // The file of the last miss's module, kept open for the next miss (`file.rs`).
+    let mut files = file::Files::new();
     while len < out.len() {
         let rule = match cache::get(ra) {
             Some(rule) => rule,
@@ -87,13 +92,16 @@ pub(super) unsafe fn walk(
                 stats.misses += 1;
                 // SAFETY: `ra` is the start pc, or a return address read from this stack
                 // at a slot a real FDE named.
-                let rule = Packed::new(unsafe { compute(ra) });
+                let rule = Packed::new(unsafe { compute(&mut files, ra) });
                 cache::put(ra, rule);
                 rule
             }
         };
         if !rule.is_step() {
             if rule.is_end() {
+                if let Some(trace) = &mut trace {
+                    trace.ended_at(ra);
+                }
                 break;
             }
             return Err(GiveUp { frames: len });
@@ -165,10 +173,10 @@ unsafe fn read(cfa: usize, offset: i16) -> usize {
 /// `ra` must be a return address of this thread's stack (or the start pc + 1).
 #[cold]
 #[inline(never)]
-unsafe fn compute(ra: usize) -> Rule {
+unsafe fn compute(files: &mut file::Files, ra: usize) -> Rule {
     // The module's file first, which keeps its unwind tables out of the process's resident
     // memory (`file.rs`); libgcc's search in memory when the file cannot tell.
-    match file::rule(ra) {
+    match file::rule(files, ra) {
         file::Found::Rule(rule) => return rule,
         // SAFETY: the caller's contract.
         file::Found::NotCovered => return unsafe { not_covered(ra) },

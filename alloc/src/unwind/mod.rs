@@ -51,9 +51,11 @@ pub(crate) fn capture(out: &mut [usize]) -> usize {
 
 /// As [`capture`] (the first return address is in this function), into a buffer nobody
 /// had to zero first (a sample's 72 words were a 576-byte `memset`): returns the part
-/// written.
+/// written, and a number that stands for exactly these return addresses when a
+/// remembered chain of the samples' walks gave them all (`chain.rs`): two captures with
+/// the same number have the same return addresses.
 #[inline(never)]
-pub(crate) fn capture_into(out: &mut [MaybeUninit<usize>]) -> &[usize] {
+pub(crate) fn capture_into(out: &mut [MaybeUninit<usize>]) -> (&[usize], Option<u32>) {
     let mut stats = fast::Stats::default();
     let len = walk(
         out,
@@ -64,7 +66,8 @@ pub(crate) fn capture_into(out: &mut [MaybeUninit<usize>]) -> &[usize] {
     )
     .unwrap_or(0);
     // SAFETY: the walks initialise the first `len` words.
-    unsafe { core::slice::from_raw_parts(out.as_ptr().cast(), len) }
+    let frames = unsafe { core::slice::from_raw_parts(out.as_ptr().cast(), len) };
+    (frames, stats.whole.map(chain::Whole::id))
 }
 
 /// `out` as a buffer the walks may write.
@@ -266,6 +269,7 @@ mod tests {
         libgcc: Vec<usize>,
         misses: usize,
         chained: usize,
+        whole: Option<chain::Whole>,
     }
 
     std::thread_local! {
@@ -292,6 +296,7 @@ mod tests {
             libgcc: outs[1][..lens[1].unwrap()].to_vec(),
             misses: stats.misses,
             chained: stats.chained,
+            whole: stats.whole,
         }
     }
 
@@ -464,9 +469,28 @@ mod tests {
             })
             .count();
         assert!(libc_frames > 0, "no libc frame in {seen:x?}");
-        for &ra in &seen {
+        // Each address with a file opened for it alone, then all of them through one
+        // `Files`, as a walk asks (the same module's file kept, another's opened in its
+        // place): in address order, which takes each module's addresses in a row, and
+        // interleaved, which moves from module to module at every step.
+        let interleaved: Vec<usize> = seen
+            .iter()
+            .step_by(2)
+            .zip(seen.iter().rev().step_by(2))
+            .flat_map(|(&a, &b)| [a, b])
+            .collect();
+        let mut shared = file::Files::new();
+        for (ra, files) in seen
+            .iter()
+            .map(|&ra| (ra, None))
+            .chain(seen.iter().chain(&interleaved).map(|&ra| (ra, Some(()))))
+        {
             let theirs = rule_from_memory(ra);
-            match file::rule(ra) {
+            let found = match files {
+                None => file::rule(&mut file::Files::new(), ra),
+                Some(()) => file::rule(&mut shared, ra),
+            };
+            match found {
                 file::Found::Rule(ours) => assert_eq!(ours, theirs, "at {ra:#x}"),
                 file::Found::NotCovered => assert_eq!(theirs, cfi::Rule::End, "at {ra:#x}"),
                 file::Found::Unknown => panic!("the file did not answer for {ra:#x}"),
@@ -542,6 +566,40 @@ mod tests {
         );
         // A walk followed a chain past the realigned frame where its CFA was the same.
         assert!(chained > 10, "{chained} frames from a chain at most");
+    }
+
+    #[test]
+    fn a_walk_a_chain_holds_whole_is_complete_and_numbered() {
+        static OWN: chain::Chains = chain::Chains::new();
+        // On a thread of its own: a shallow stack, which a chain holds whole.
+        let (here, there) = std::thread::spawn(|| {
+            TEST_CHAINS.with(|chains| chains.set(&OWN));
+            // Two places, each walked three times, alternating: each place's chain is tried
+            // first or second.
+            let (mut here, mut there) = (Vec::new(), Vec::new());
+            for _ in 0..black_box(3) {
+                here.push(recurse(black_box(4), DEPTH));
+                there.push(recurse(black_box(7), DEPTH));
+            }
+            (here, there)
+        })
+        .join()
+        .unwrap();
+        for pair in here.iter().chain(&there) {
+            check(pair);
+            assert!(pair.libgcc.len() < chain::DEPTH, "{:x?}", pair.libgcc);
+        }
+        // From the second walk of a place on, its chain gave every frame, the last one's
+        // end included (no rule looked up after it), and named the walk.
+        for walks in [&here, &there] {
+            for pair in &walks[1..] {
+                assert_eq!(pair.chained, pair.libgcc.len());
+                assert!(pair.whole.is_some(), "a whole walk not numbered");
+            }
+            assert_eq!(walks[1].whole, walks[2].whole);
+        }
+        // Other return addresses, another number.
+        assert_ne!(here[2].whole, there[2].whole);
     }
 
     #[test]
