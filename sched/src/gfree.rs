@@ -130,23 +130,25 @@ pub(crate) unsafe fn bind_stack(sh: &Shared, p: &P, g: GRef) {
     if free.stacked.is_empty() {
         refill(&sh.free_gs, free, false);
     }
-    let stack = match free.stacked.pop() {
+    let (stack, base) = match free.stacked.pop() {
         Some(d) => {
             // SAFETY: a dead G on this P's list is ours alone; its stack, which its
             // coroutine (dropped by `put`) left on its top page with the canaries intact,
-            // moves to `g`. `dump()` reads only the atomics of a dead G.
-            let s = unsafe {
+            // moves to `g`, and its `stack_base` with it (no call into tessera-stacks for
+            // the base). `dump()` reads only the atomics of a dead G.
+            let (s, base) = unsafe {
                 let dr = &*d;
+                let base = dr.stack_base.load(Ordering::Relaxed);
                 dr.stack_base.store(0, Ordering::Relaxed);
                 dr.saved_sp.store(0, Ordering::Relaxed);
-                (*dr.stack.get()).take()
+                ((*dr.stack.get()).take(), base)
             };
             free.bare.push(d);
             if free.bare.len() > MAX_PER_P {
                 // SAFETY: the P's bare list holds only dead bare Gs of this runtime.
                 unsafe { spill(sh, p, free, true) };
             }
-            s.expect("a G on the stacked list has a stack")
+            (s.expect("a G on the stacked list has a stack"), base)
         }
         // SAFETY: per the contract this thread holds `p`.
         None => match unsafe { crate::spawn::new_stack(sh, Some(p), sh.stack_size) } {
@@ -154,7 +156,8 @@ pub(crate) unsafe fn bind_stack(sh: &Shared, p: &P, g: GRef) {
                 // SAFETY: a stack just taken from the pool or the P's cache: ours, and
                 // nothing runs on it.
                 unsafe { arm(&s) };
-                s
+                let base = s.base();
+                (s, base)
             }
             Err(e) => no_stack(e),
         },
@@ -162,10 +165,12 @@ pub(crate) unsafe fn bind_stack(sh: &Shared, p: &P, g: GRef) {
     // SAFETY: per the contract `g` is ours; it has no stack and no coroutine yet.
     let gr = unsafe { &*g };
     debug_assert_eq!(stack.usable_size(), gr.stack_size);
-    gr.stack_base.store(stack.base(), Ordering::Relaxed);
-    gr.saved_sp.store(stack.base(), Ordering::Relaxed);
-    // SAFETY: as above.
-    unsafe { *gr.stack.get() = Some(stack) };
+    debug_assert_eq!(stack.base(), base);
+    gr.stack_base.store(base, Ordering::Relaxed);
+    gr.saved_sp.store(base, Ordering::Relaxed);
+    // SAFETY: as above; `g` has no stack, so there is nothing to drop where this one goes
+    // (a plain write: no read of the slot's cold line first).
+    unsafe { gr.stack.get().write(Some(stack)) };
 }
 
 /// A first run found no stack anywhere: nothing can run the coroutine, and its spawner
