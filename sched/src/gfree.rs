@@ -40,12 +40,15 @@
 //! makes a record without one (`new_bare` in spawn.rs), and the first run gives it one
 //! (`bind_stack`): the stack of the dead G on top of the running P's list, whose record
 //! then waits as a bare one for a later spawn, or a stack from the P's `StackCache`. Two
-//! things follow (issue #17, spawn-all on two Ps):
+//! things follow (issue #17, spawn-all):
 //! - a coroutine that has not run yet holds no stack, so a spawner that runs ahead of the
 //!   P running its children makes records (384 bytes, ten to a page) instead of stacks (a
-//!   page fault on the top page and a guard `madvise` each, ~5 µs on this project's VM):
-//!   with N = 1,000,000 the spawner ran ~200,000 coroutines ahead, and each round of the
-//!   benchmark made another ~30,000 stacks because the kept Gs had not yet caught up;
+//!   page fault on the top page and a guard `madvise` each, 5 µs or more on this
+//!   project's VM): with N = 1,000,000 on two Ps the spawner ran over 100,000 coroutines
+//!   ahead, and each round of the benchmark made another 25,000-30,000 stacks because the
+//!   kept Gs had not yet caught up; on one P, where every coroutine waits until the
+//!   spawner joins, the first round took a million stacks (4.5 GB resident at the peak,
+//!   0.47 GB now);
 //! - the P that runs the children starts each one on the stack the last one left, whose
 //!   top lines are still in its cache, instead of on a stack last used a round before.
 //!
