@@ -250,7 +250,10 @@ pub(crate) struct G {
     // Line 1.
     /// A spawn's closure and join completer until the G first runs (`start`).
     pub(crate) pending: UnsafeCell<Pending>,
-    pub(crate) stack_base: usize,
+    /// The top of the stack the G owns now, 0 while it has none (a record spawned without
+    /// one waits for its first run to be given one, gfree.rs `bind_stack`). Atomic because
+    /// `dump()` reads it while the record may be reused; only the G's owner writes it.
+    pub(crate) stack_base: AtomicUsize,
     /// When it last became runnable, if that was sampled (`sys::monotonic_ns`), or 0.
     pub(crate) runnable_at: AtomicU64,
     // Line 2.
@@ -267,9 +270,10 @@ pub(crate) struct G {
     /// The M this G is locked to (`lock_to_thread`), or null.
     pub(crate) locked_m: Cell<*const crate::machine::MShared>,
     // Line 3.
-    /// The stack, owned for the record's whole life (`co` borrows it through a
-    /// `StackRef`); a dead G on a free list keeps it for the next coroutine (gfree.rs).
-    /// Touched by the M that spawns, runs or retires the G.
+    /// The stack (`co` borrows it through a `StackRef`), from the G's spawn or its first
+    /// run until its record is freed or a first run on its P takes it over (gfree.rs
+    /// `bind_stack`); a dead G on a free list keeps it for the next coroutine. Touched by
+    /// the M that spawns, runs or retires the G.
     pub(crate) stack: UnsafeCell<Option<PooledStack>>,
     /// Coroutine-local storage (local.rs), touched only by the G itself.
     pub(crate) locals: UnsafeCell<Vec<Option<Box<dyn Any>>>>,
@@ -277,6 +281,8 @@ pub(crate) struct G {
     /// Never changes: named Gs are not reused.
     pub(crate) name: Option<Box<str>>,
     pub(crate) rt: *const Shared,
+    /// Usable bytes of its stack, or of the one it will be given (the runtime's default
+    /// class: only a record of that class goes without one).
     pub(crate) stack_size: usize,
     pub(crate) saved_pc: AtomicUsize,
     pub(crate) saved_bp: AtomicUsize,
@@ -330,7 +336,8 @@ pub(crate) struct Birth {
 }
 
 impl G {
-    /// A new record owning `stack` for the whole of its life, RUNNABLE for its first
+    /// A new record owning `stack` (or none yet: then `stack_size` is the runtime's default
+    /// class, which `bind_stack` gives it at its first run), RUNNABLE for its first
     /// incarnation (the spawn puts its coroutine in `co`). The literal gives only what is
     /// fixed for the record's life and the blank state of the rest; what an incarnation
     /// starts with is `begin`'s, which a reuse runs too, so the two cannot drift apart.
@@ -338,9 +345,12 @@ impl G {
     pub(crate) fn new(
         rt: *const Shared,
         name: Option<String>,
-        stack: PooledStack,
+        stack: Option<PooledStack>,
+        stack_size: usize,
         birth: Birth,
     ) -> G {
+        let base = stack.as_ref().map_or(0, PooledStack::base);
+        debug_assert!(stack.as_ref().is_none_or(|s| s.usable_size() == stack_size));
         let g = G {
             state: AtomicU8::new(DEAD),
             wait_reason: AtomicU8::new(WaitReason::None as u8),
@@ -354,14 +364,14 @@ impl G {
             long_runs: AtomicU32::new(0),
             sched_count: AtomicU32::new(0),
             pending: UnsafeCell::new(Pending(core::mem::MaybeUninit::uninit())),
-            stack_base: stack.base(),
+            stack_base: AtomicUsize::new(base),
             runnable_at: AtomicU64::new(0),
             co: UnsafeCell::new(None),
             yielder: Cell::new(ptr::null()),
-            saved_sp: AtomicUsize::new(stack.base()),
+            saved_sp: AtomicUsize::new(base),
             locked_m: Cell::new(ptr::null()),
-            stack_size: stack.usable_size(),
-            stack: UnsafeCell::new(Some(stack)),
+            stack_size,
+            stack: UnsafeCell::new(stack),
             locals: UnsafeCell::new(Vec::new()),
             name: name.map(String::into_boxed_str),
             rt,
@@ -386,12 +396,13 @@ impl G {
     }
 
     /// What every incarnation starts with, all on the birth line. The fields not set here
-    /// are fixed for the record's life (`rt`, `name`, the stack, the shard), kept on
-    /// purpose (`token`, `sched_count`), or left blank by the incarnation before, as `new`
-    /// makes them: `co` and `blocking` are taken when used, `locals` emptied
-    /// (`local::drop_all`), `runnable_at` cleared when the G runs, `yielder` set when the
-    /// coroutine starts, and `saved_sp` and `locked_m` reset by the retirement (`retire`). `state` goes last, with `Release`:
-    /// `dump()` may read the atomics meanwhile.
+    /// are fixed for the record's life (`rt`, `name`, the shard), kept on purpose (the
+    /// stack or its absence, `token`, `sched_count`), or left blank by the incarnation
+    /// before, as `new` makes them: `co` and `blocking` are taken when used, `locals`
+    /// emptied (`local::drop_all`), `runnable_at` cleared when the G runs, `yielder` set
+    /// when the coroutine starts, and `saved_sp` and `locked_m` reset by the retirement
+    /// (`retire`). `state` goes last, with `Release`: `dump()` may read the atomics
+    /// meanwhile.
     #[inline]
     fn begin(&self, birth: Birth) {
         self.id.store(birth.id, Ordering::Relaxed);
@@ -410,7 +421,8 @@ impl G {
     /// at hand, the next spawner would not. Call before the record is marked DEAD.
     #[inline]
     pub(crate) fn retire(&self) {
-        self.saved_sp.store(self.stack_base, Ordering::Relaxed);
+        self.saved_sp
+            .store(self.stack_base.load(Ordering::Relaxed), Ordering::Relaxed);
         self.locked_m.set(ptr::null());
     }
 

@@ -30,10 +30,11 @@ fn line(out: &mut String, g: &G) {
     };
     let reason = g.wait_reason();
     let age = std::time::Duration::from_nanos(crate::sys::coarse_now_ns().saturating_sub(g.born()));
-    let used = g.stack_base.saturating_sub(
+    let base = g.stack_base.load(core::sync::atomic::Ordering::Relaxed);
+    let used = base.saturating_sub(
         g.saved_sp
             .load(core::sync::atomic::Ordering::Relaxed)
-            .min(g.stack_base),
+            .min(base),
     );
     let _ = write!(out, "coroutine {}", g.id());
     if let Some(n) = &g.name {

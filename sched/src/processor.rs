@@ -44,8 +44,8 @@ pub(crate) struct P {
     pub(crate) alloc: UnsafeCell<tessera::ProcessorCache>,
     /// Owner only.
     pub(crate) stacks: UnsafeCell<StackCache>,
-    /// Owner only: dead Gs with their stacks, for reuse (gfree.rs).
-    pub(crate) free_gs: UnsafeCell<Vec<crate::coroutine::GRef>>,
+    /// Owner only: dead Gs, with their stacks or bare, for reuse (gfree.rs).
+    pub(crate) free_gs: UnsafeCell<crate::gfree::FreeGs>,
     /// Schedule ticks (written by the owner, read by sysmon): the 61-tick global-queue
     /// check, and sysmon's "has this P scheduled lately".
     pub(crate) tick: AtomicU32,
@@ -118,7 +118,7 @@ impl P {
                 tessera::ProcessorCache::new().expect("out of memory for a processor cache"),
             ),
             stacks: UnsafeCell::new(StackCache::new()),
-            free_gs: UnsafeCell::new(Vec::new()),
+            free_gs: UnsafeCell::new(crate::gfree::FreeGs::default()),
             tick: AtomicU32::new(0),
             slice: AtomicU32::new(0),
             preempt: AtomicBool::new(false),

@@ -25,7 +25,7 @@ use crossbeam_utils::CachePadded;
 use tessera_numa::Limits;
 use tessera_stacks::StackError;
 
-use crate::coroutine::{AllGs, G, GRef};
+use crate::coroutine::{AllGs, G};
 pub use crate::join::{JoinError, JoinHandle};
 use crate::machine::{self, Idle, MShared};
 use crate::processor::P;
@@ -88,8 +88,8 @@ pub(crate) struct Shared {
     pub(crate) extra_ms: Mutex<Vec<thread::JoinHandle<()>>>,
     /// Runs of more than 10 ms without yielding that sysmon saw.
     pub(crate) long_runs: AtomicU64,
-    /// Dead Gs with their stacks, shared between Ps (gfree.rs).
-    pub(crate) free_gs: Mutex<Vec<GRef>>,
+    /// Dead Gs, with their stacks or bare, shared between Ps (gfree.rs).
+    pub(crate) free_gs: Mutex<crate::gfree::FreeGs>,
     /// The next coroutine id not yet handed out; Ps take them in batches
     /// (`P::next_goid`).
     pub(crate) next_id: CachePadded<AtomicU64>,
@@ -253,7 +253,7 @@ impl Builder {
             poll,
             extra_ms: Mutex::new(Vec::new()),
             long_runs: AtomicU64::new(0),
-            free_gs: Mutex::new(Vec::new()),
+            free_gs: Mutex::new(crate::gfree::FreeGs::default()),
             next_id: CachePadded::new(AtomicU64::new(1)),
             run_log: CachePadded::new(AtomicU32::new(u32::MAX)),
             coarse_ns: AtomicU64::new(0),

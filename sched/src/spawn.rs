@@ -127,7 +127,9 @@ impl Spawn {
     }
 }
 
-/// `try_spawn_in`, panicking without a stack.
+/// Makes a G around `f` and queues it, panicking without a stack. The stack of a plain
+/// spawn whose closure waits in the record may be left to the G's first run (gfree.rs,
+/// "Bare records").
 #[track_caller]
 pub(crate) fn spawn_in<T: Send + 'static>(
     sh: &Arc<Shared>,
@@ -136,11 +138,11 @@ pub(crate) fn spawn_in<T: Send + 'static>(
     stack_size: Option<usize>,
     site: &'static Location<'static>,
 ) -> JoinHandle<T> {
-    try_spawn_in(sh, f, name, stack_size, site)
+    make(sh, f, name, stack_size, site, true)
         .unwrap_or_else(|e| panic!("tessera_sched::spawn: no stack: {e}"))
 }
 
-/// Makes a G around `f` and queues it (Go's `newproc`).
+/// Makes a G around `f` with its stack and queues it, or says why no stack could be had.
 pub(crate) fn try_spawn_in<T: Send + 'static>(
     sh: &Arc<Shared>,
     f: impl FnOnce() -> T + Send + 'static,
@@ -148,16 +150,42 @@ pub(crate) fn try_spawn_in<T: Send + 'static>(
     stack_size: Option<usize>,
     site: &'static Location<'static>,
 ) -> Result<JoinHandle<T>, StackError> {
+    make(sh, f, name, stack_size, site, false)
+}
+
+/// Whether a spawn's closure, with its join completer, waits in the G record until the
+/// first run (`G::pending`) rather than going onto the stack at the spawn.
+const fn waits_in_record<T, F>() -> bool {
+    size_of::<(F, Completer<T>)>() <= PENDING_BYTES
+        && align_of::<(F, Completer<T>)>() <= align_of::<Pending>()
+}
+
+/// Makes a G around `f` and queues it (Go's `newproc`). `stack_later`: the G may go
+/// without a stack until its first run, if its closure waits in the record and it asks
+/// for nothing but the default stack.
+#[inline(always)]
+fn make<T: Send + 'static, F: FnOnce() -> T + Send + 'static>(
+    sh: &Arc<Shared>,
+    f: F,
+    name: Option<String>,
+    stack_size: Option<usize>,
+    site: &'static Location<'static>,
+    stack_later: bool,
+) -> Result<JoinHandle<T>, StackError> {
     let size = stack_size.unwrap_or(sh.stack_size);
     let p = machine::current_p(Arc::as_ptr(sh));
+    let plain = size == sh.stack_size && name.is_none();
+    let bare_ok = stack_later && plain && waits_in_record::<T, F>();
     let reused = match p {
         // SAFETY: `current_p` returned the P this thread holds.
-        Some(p) if size == sh.stack_size && name.is_none() => unsafe { crate::gfree::get(sh, p) },
+        Some(p) if plain => unsafe { crate::gfree::get(sh, p, bare_ok) },
         _ => None,
     };
-    // A new G's stack, taken before anything else so that a failure leaves nothing to undo.
+    // A new G's stack, taken before anything else so that a failure leaves nothing to undo;
+    // none for a bare record.
     let stack = match reused {
         Some(_) => None,
+        None if bare_ok => None,
         // SAFETY: `p` is `current_p`.
         None => Some(unsafe { new_stack(sh, p, size) }?),
     };
@@ -190,15 +218,16 @@ pub(crate) fn try_spawn_in<T: Send + 'static>(
             unsafe { (*g).reuse(birth()) };
             g
         }
-        None => {
-            let stack = stack.expect("a new G has a stack");
+        None => match stack {
             // SAFETY: a stack just taken from the pool or the P's cache: ours, and nothing
             // runs on it yet.
-            unsafe { new_record(sh, stack, name, birth()) }
-        }
+            Some(stack) => unsafe { new_record(sh, stack, name, birth()) },
+            None => new_bare(sh, birth()),
+        },
     };
-    // SAFETY: the G is ours until queued below: it owns a stack and has no coroutine (a
-    // new record, or a dead one whose coroutine `gfree::put` dropped).
+    // SAFETY: the G is ours until queued below and has no coroutine (a new record, or a
+    // dead one whose coroutine `gfree::put` dropped); it owns a stack unless `bare_ok`,
+    // which the closure waits in the record for.
     unsafe { set_coroutine(g, f, done) };
     if let Some(p) = p {
         p.spawned
@@ -218,7 +247,11 @@ pub(crate) fn try_spawn_in<T: Send + 'static>(
 /// # Safety
 /// The calling thread holds `p`, if given (`current_p`).
 #[inline(always)]
-unsafe fn new_stack(sh: &Shared, p: Option<&P>, size: usize) -> Result<PooledStack, StackError> {
+pub(crate) unsafe fn new_stack(
+    sh: &Shared,
+    p: Option<&P>,
+    size: usize,
+) -> Result<PooledStack, StackError> {
     let acquire = || match p {
         // SAFETY: per the contract this thread holds `p`, so its cache is ours.
         Some(p) => tessera_stacks::acquire_in(unsafe { &mut *p.stacks.get() }, size),
@@ -248,9 +281,29 @@ unsafe fn new_record(
 ) -> GRef {
     // SAFETY: per the contract.
     unsafe { crate::gfree::arm(&stack) };
+    let size = stack.usable_size();
     // From Tessera's per-P cache, whatever the program's global allocator (palloc.rs).
-    let g = crate::palloc::new(G::new(Arc::as_ptr(sh), name, stack, birth)).as_ptr();
-    // SAFETY: a record just made: live, in no shard, and freed only through `gfree`, which
+    let g = crate::palloc::new(G::new(Arc::as_ptr(sh), name, Some(stack), size, birth));
+    // SAFETY: a record just made, not yet visible to anybody else.
+    unsafe { register(sh, g.as_ptr()) }
+}
+
+/// A new record without a stack, registered in `allgs`: its first run gives it one of the
+/// runtime's default size (gfree.rs `bind_stack`). Out of line, as `new_record`.
+#[inline(never)]
+fn new_bare(sh: &Arc<Shared>, birth: Birth) -> GRef {
+    let g = crate::palloc::new(G::new(Arc::as_ptr(sh), None, None, sh.stack_class, birth));
+    // SAFETY: a record just made, not yet visible to anybody else.
+    unsafe { register(sh, g.as_ptr()) }
+}
+
+/// Puts a record just made into `allgs`, and returns it.
+///
+/// # Safety
+/// `g` is a live record made by `palloc::new`, in no shard, not yet visible to anybody
+/// else.
+unsafe fn register(sh: &Shared, g: GRef) -> GRef {
+    // SAFETY: per the contract: live, in no shard, and freed only through `gfree`, which
     // removes it first.
     unsafe { sh.allgs.insert(g) };
     g
@@ -265,17 +318,15 @@ unsafe fn new_record(
 /// (issue #17). A larger closure goes onto the stack now, as corosensei puts it.
 ///
 /// # Safety
-/// `g` is a live G that nobody else touches yet (not queued): it owns a stack and has no
-/// coroutine, pending or made.
+/// `g` is a live G that nobody else touches yet (not queued) and has no coroutine, pending
+/// or made; it owns a stack, unless the closure waits in the record (`waits_in_record`).
 #[inline]
 unsafe fn set_coroutine<T: Send + 'static, F: FnOnce() -> T + Send + 'static>(
     g: GRef,
     f: F,
     done: Completer<T>,
 ) {
-    if size_of::<(F, Completer<T>)>() <= PENDING_BYTES
-        && align_of::<(F, Completer<T>)>() <= align_of::<Pending>()
-    {
+    if waits_in_record::<T, F>() {
         // SAFETY: the G is ours (per the contract) and its `pending` room is free (it has
         // no coroutine, so no `start` either); the pair fits it, size and alignment.
         unsafe {
@@ -298,7 +349,8 @@ unsafe fn set_coroutine<T: Send + 'static, F: FnOnce() -> T + Send + 'static>(
 /// # Safety
 /// `g` is live and touched by nobody else; its `start` was this function, with an
 /// `(F, Completer<T>)` written to `pending`, and the caller has taken `start` (so this
-/// runs once per spawn).
+/// runs once per spawn). If `run`, `g` owns a stack (a bare record was given one,
+/// gfree.rs `bind_stack`).
 unsafe fn start<T: Send + 'static, F: FnOnce() -> T + Send + 'static>(g: GRef, run: bool) {
     // SAFETY: per the contract the pair is there, and read once.
     let (f, done) = unsafe { (*g).pending.get().cast::<(F, Completer<T>)>().read() };

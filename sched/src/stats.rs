@@ -22,9 +22,9 @@ pub struct Stats {
     pub runnable: usize,
     /// Parked coroutines.
     pub parked: usize,
-    /// Finished coroutines whose records and stacks the runtime keeps for the next spawns
-    /// (not counted in `live`); sysmon hands back what goes unused for a second, down to a
-    /// few thousand.
+    /// Finished coroutines whose records (most with their stacks) the runtime keeps for the
+    /// next spawns (not counted in `live`); sysmon hands back what goes unused for a second,
+    /// down to a few thousand.
     pub kept: usize,
     /// Successful steals from another P's run queue.
     pub steals: u64,

@@ -6,7 +6,7 @@
 
 mod common;
 
-use tessera_sched::{Runtime, chan, spawn};
+use tessera_sched::{Runtime, chan, spawn, yield_now};
 
 /// Uses about `depth` KiB of stack, every byte of it written.
 #[inline(never)]
@@ -37,6 +37,9 @@ fn stacks_that_went_deep_are_not_kept_with_dead_coroutines() {
                 })
             })
             .collect();
+        // Behind all of them on the one P: each runs (and takes a stack: one that has not
+        // run yet holds none, gfree.rs "Bare records") and parks before the gate opens.
+        yield_now();
         drop(tx);
         for h in hs {
             h.join().unwrap();
@@ -56,6 +59,7 @@ fn stacks_that_went_deep_are_not_kept_with_dead_coroutines() {
                 })
             })
             .collect();
+        yield_now();
         drop(tx);
         for h in hs {
             assert!(h.join().unwrap() > 0);

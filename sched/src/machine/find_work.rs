@@ -60,8 +60,9 @@ unsafe fn warm_batch(batch: &[GRef]) {
         crate::prefetch::record_lines(g, crate::coroutine::RUN_LINES);
     }
     for &g in batch {
-        // SAFETY: per the contract; `stack_base` is fixed for a record's life.
-        crate::gfree::warm_stack(unsafe { (*g).stack_base });
+        // SAFETY: per the contract the G is ours, so nobody changes its `stack_base` (0 for
+        // a bare record, which `warm_stack` skips: its first run binds a warm stack).
+        crate::gfree::warm_stack(unsafe { (*g).stack_base.load(Ordering::Relaxed) });
         // SAFETY: as above; the G is ours, so nobody changes `start` or `cancel` meanwhile.
         let (new, cancel) = unsafe { ((*g).start.get().is_some(), (*g).cancel.get()) };
         if new && let Some(hook) = cancel {

@@ -172,15 +172,24 @@ unsafe fn execute(m: &MCtx, p: &P, g: GRef) -> Option<GRef> {
         p.labels.set(labels);
         tessera::profile::set_current_labels(labels);
     }
-    // A new G's coroutine is made on its first run, here (spawn.rs `set_coroutine`). Its
-    // stack was last touched by the G before, long ago if many are alive: the lines the
-    // coroutine touches first and the canary line its retirement reads are asked for at
-    // once, so that their misses overlap.
+    // A new G's coroutine is made on its first run, here (spawn.rs `set_coroutine`). A
+    // record spawned without a stack gets one now (gfree.rs `bind_stack`), most often the
+    // one the G that ran here last left. Otherwise its stack was last touched by the G
+    // before, long ago if many are alive: the lines the coroutine touches first and the
+    // canary line its retirement reads are asked for at once, so that their misses overlap.
     // (A load on every switch; taken only when set, so a switch stores nothing here.)
     if let Some(start) = gr.start.get() {
         gr.start.set(None);
-        crate::gfree::warm_stack(gr.stack_base);
-        // SAFETY: per the contract `g` is ours; its spawn set `start`, taken just now.
+        let base = gr.stack_base.load(Ordering::Relaxed);
+        if base == 0 {
+            // SAFETY: this M holds `p`; `g` is ours (per the contract), has no stack (a
+            // G's `stack_base` is 0 exactly then) and no coroutine yet (`start` was set).
+            unsafe { crate::gfree::bind_stack(&m.shared, p, g) };
+        } else {
+            crate::gfree::warm_stack(base);
+        }
+        // SAFETY: per the contract `g` is ours; its spawn set `start`, taken just now; it
+        // owns a stack (given just above if it had none).
         unsafe { start(g, true) };
     }
     gr.state.store(RUNNING, Ordering::Release);

@@ -97,7 +97,8 @@ fn collect(groups: &mut StackGroups, counts: &mut GoroutineCounts) -> Result<(),
     let me = machine::current_g();
     if !me.is_null() {
         // SAFETY: the running G is live while it runs; its stack and labels are its own.
-        let (stack_top, labels) = unsafe { ((*me).stack_base, (*me).labels.get()) };
+        let (stack_top, labels) =
+            unsafe { ((*me).stack_base.load(Ordering::Relaxed), (*me).labels.get()) };
         // Walked like the parked ones, so that it too ends at its coroutine's root.
         let start = FrameRegisters::here();
         let mut frames = [0usize; MAX_FRAMES];
@@ -155,15 +156,16 @@ fn walk_parked(groups: &mut StackGroups, g: &G) -> Result<(), OsError> {
         sp: g.saved_sp.load(Ordering::Relaxed),
         bp: g.saved_bp.load(Ordering::Relaxed),
     };
+    let top = g.stack_base.load(Ordering::Relaxed);
     let mut frames = [0usize; MAX_FRAMES];
     frames[0] = start.pc;
     // SAFETY: a PARKED G switched out through `switch_out`, which stored these registers
     // (a PARKED G has run: a new one is RUNNABLE), and its stack holds them unchanged:
     // `begin_scan` keeps anybody from resuming it until `end_scan`. Its stack is mapped
     // from its saved rsp up to `stack_base`, the top of the stack its coroutine was built
-    // on (the G owns that stack for its whole life).
-    let n =
-        unsafe { tessera::profile::walk_suspended_stack(start, g.stack_base, &mut frames[1..]) };
+    // on (the G keeps that stack until it is dead: only a G that has not run yet may be
+    // without one); `top` is that `stack_base`.
+    let n = unsafe { tessera::profile::walk_suspended_stack(start, top, &mut frames[1..]) };
     // Read while it is held still: only the G writes them, and only while it runs.
     let labels = g.labels.get();
     groups.add(&frames[..=n], true, labels)
