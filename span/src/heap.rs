@@ -377,8 +377,14 @@ impl Inner {
     /// Gives the first arena past its lean part the huge-page advice its reservation
     /// deferred (`LeanState::Unadvised`). Faults from now on get huge pages there; runs
     /// already touched in 4 KiB pages stay so (until the kernel's khugepaged collapses them).
+    /// The policy is asked again, as for a new arena: where an advised fault may compact
+    /// memory, the advice is given only while free huge blocks abound now.
     fn advise_past_lean(&mut self) {
         let arena = self.lean.base.cast::<Arena>();
+        if !thp::arena_advice(self.node, false).is_some_and(|(huge, _)| huge) {
+            self.lean.state = LeanState::Settled;
+            return;
+        }
         // SAFETY: the first arena, mapped for the life of the process; the range past its
         // lean part lies inside it.
         let advised = unsafe {
