@@ -133,7 +133,7 @@ pub fn run(options: &COptions, report: &mut ReportFile) -> i32 {
 
 /// Compiles each of `programs` with `cc`; the ones that compiled, and whether any did not
 /// (a note says why).
-fn build_all(
+pub(crate) fn build_all(
     cc: &Path,
     programs: &[&'static Program],
     notes: &mut Vec<String>,
@@ -225,24 +225,49 @@ fn one_run(
     duration: Duration,
 ) -> Result<(ResultLine, u64), String> {
     let mut command = Command::new(&cell.executable);
+    command_for(&mut command, cell.threads, duration, preload);
+    let measured = measure::run(command, child::time_limit(duration))?;
+    let line = checked_line(&measured.stdout, cell.program, cell.threads, preload)?;
+    Ok((line, measured.maxrss_kib))
+}
+
+/// Completes `command`, which starts a C program (directly, or under a tool such as
+/// valgrind that runs the program it is given), into a run with `threads` threads for
+/// `duration` under `preload`: the program's arguments, `LD_PRELOAD` and the preload's
+/// environment.
+pub(crate) fn command_for(
+    command: &mut Command,
+    threads: usize,
+    duration: Duration,
+    preload: &Preload,
+) {
     command
-        .arg(cell.threads.to_string())
+        .arg(threads.to_string())
         .arg(duration.as_millis().to_string());
     match &preload.library {
         Some(lib) => command.env("LD_PRELOAD", lib),
         None => command.env_remove("LD_PRELOAD"),
     };
     command.envs(preload.env.iter().copied());
-    let measured = measure::run(command, child::time_limit(duration))?;
-    let line = ResultLine::find_in(&measured.stdout)?;
-    if line.workload != cell.program.name || line.threads != cell.threads {
+}
+
+/// The result line in a run's `stdout`, checked to be `program`'s with `threads` threads,
+/// and to have called the `malloc` of `preload`.
+pub(crate) fn checked_line(
+    stdout: &str,
+    program: &Program,
+    threads: usize,
+    preload: &Preload,
+) -> Result<ResultLine, String> {
+    let line = ResultLine::find_in(stdout)?;
+    if line.workload != program.name || line.threads != threads {
         return Err(format!(
             "the result line is for {} with {} thread(s)",
             line.workload, line.threads
         ));
     }
     line.check_allocator(preload.library.as_deref())?;
-    Ok((line, measured.maxrss_kib))
+    Ok(line)
 }
 
 /// One series' figure of a run, as the report takes it.
