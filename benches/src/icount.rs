@@ -18,7 +18,10 @@
 //!
 //! Sampling intervals are random (seeded per thread cache), so the "on" counts move a
 //! little from one invocation to the next (by the samples a run happened to take); "off"
-//! counts hardly move. Valgrind refuses `rseq`, so Tessera runs on thread caches under it:
+//! counts of one thread hardly move. Valgrind runs one thread at a time, so how the threads
+//! of the two-thread rows take turns (and thread-churn's few hundred operations) moves
+//! their figures by up to a point or two between invocations; the one-thread rows move by
+//! hundredths of a point (the fast path's not at all). Valgrind refuses `rseq`, so Tessera runs on thread caches under it:
 //! the per-CPU caches (`TESSERA_CACHE=percpu`) cannot be measured this way.
 
 use crate::args::ChildSpec;

@@ -207,7 +207,7 @@ OPTIONS:
     --prof-cost         heap profiling's cost in instructions (issue #18): every Rust
                         workload (child processes, tessera against tessera-noprof) and
                         C program (LD_PRELOAD libtessera.so, TESSERA_PROF_RATE default
-                        against 0) at 1 thread (xmalloc, rptest also 2) under valgrind
+                        against 0) at 1 thread (xmalloc also 2, Rust rptest too) under valgrind
                         --tool=callgrind, with budgets of {prof_short} and {prof_long} ms
                         (--duration-ms sets the short one); instructions per operation
                         from the difference of the two, the cost per row, the fast
