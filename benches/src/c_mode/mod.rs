@@ -445,13 +445,22 @@ mod tests {
         assert_eq!(targets(&results(vec!["glibc", "mimalloc"], [1, 1, 1])), "");
     }
 
-    #[test]
-    fn every_program_compiles_runs_on_glibc_and_reports_its_series() {
+    /// The C compiler and a scratch directory `NAME-PID` to build in; `None` (the test
+    /// skipped, with a note) without a compiler.
+    fn compiler_and_dir(name: &str) -> Option<(PathBuf, PathBuf)> {
         let Some(cc) = native::compiler() else {
             eprintln!("no C compiler: skipped");
+            return None;
+        };
+        let dir = std::env::temp_dir().join(format!("{name}-{}", std::process::id()));
+        Some((cc, dir))
+    }
+
+    #[test]
+    fn every_program_compiles_runs_on_glibc_and_reports_its_series() {
+        let Some((cc, dir)) = compiler_and_dir("tessera-c-mode") else {
             return;
         };
-        let dir = std::env::temp_dir().join(format!("tessera-c-mode-{}", std::process::id()));
         for program in PROGRAMS {
             let exe = build(&cc, program, &dir).unwrap();
             for threads in [1, 3] {
@@ -470,6 +479,30 @@ mod tests {
                 }
             }
         }
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn fastpath_runs_one_size_alone_when_asked() {
+        // `--prof-cost` counts a size's instructions from a run of that size alone.
+        let Some((cc, dir)) = compiler_and_dir("tessera-c-one-size") else {
+            return;
+        };
+        let program = &PROGRAMS[0];
+        let exe = build(&cc, program, &dir).unwrap();
+        let glibc = Preload::named("glibc");
+        let run = |size: &str| {
+            let mut command = Command::new(&exe);
+            command_for(&mut command, 1, Duration::from_millis(5), &glibc);
+            command.env("TESSERA_BENCH_FASTPATH_SIZE", size);
+            measure::run(command, Duration::from_secs(60))
+        };
+        let out = run("256").unwrap();
+        let line = checked_line(&out.stdout, program, 1, &glibc).unwrap();
+        assert_eq!(line.figures.len(), 1, "{line:?}");
+        assert!(line.figure(Some("256")).is_some_and(|(ops, _)| ops > 0));
+        let err = run("100").unwrap_err();
+        assert!(err.contains("is not one of"), "{err}");
         let _ = std::fs::remove_dir_all(&dir);
     }
 }
