@@ -7,7 +7,8 @@
 //! throughput ratios against mimalloc; then the same workloads written in C under each
 //! `LD_PRELOAD` allocator ([`c_mode`]); then the scheduler workloads against Go, may and
 //! tokio ([`sched`]). `--programs` ([`programs`]) and `--rust-programs` ([`rust_programs`])
-//! are modes of their own that measure whole programs. `main.rs` only calls [`main_entry`].
+//! are modes of their own that measure whole programs; `--prof-cost` ([`icount`]) counts
+//! the heap profiler's instructions under callgrind. `main.rs` only calls [`main_entry`].
 
 pub mod allocators;
 pub mod args;
@@ -15,6 +16,7 @@ pub mod c_mode;
 pub mod cargo;
 pub mod child;
 pub mod global;
+pub mod icount;
 pub mod paths;
 pub mod programs;
 pub mod protocol;
@@ -64,6 +66,7 @@ pub fn main_entry() -> i32 {
                 code
             }
         }
+        args::Command::ProfCost { short } => icount::run(short, &mut report::ReportFile::default()),
         args::Command::Programs(options) => programs::run(&options),
         args::Command::RustPrograms(options) => rust_programs::run(&options),
         args::Command::C(options) => c_mode::run(&options, &mut report::ReportFile::default()),

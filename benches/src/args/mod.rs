@@ -33,6 +33,13 @@ pub enum Command {
     Run(RunOptions),
     /// Hidden: one run inside a child process.
     Child(ChildSpec),
+    /// `--prof-cost`: heap profiling's cost in instructions under callgrind, every
+    /// workload of the Rust and the C mode with profiling off and on, with this short
+    /// budget (the long one is `icount::LONG_FACTOR` times it).
+    ProfCost {
+        /// The short budget.
+        short: Duration,
+    },
     /// `--programs`: real programs under `LD_PRELOAD` allocators.
     Programs(ProgramOptions),
     /// `--c`: the allocator workloads written in C, under `LD_PRELOAD` allocators.
@@ -197,6 +204,16 @@ OPTIONS:
                         faults, {rust_reps} rounds by default; --workloads, --allocators and
                         --reps apply (builds for about 2 minutes the first time, then runs
                         for about 4 minutes; not part of the default run)
+    --prof-cost         heap profiling's cost in instructions (issue #18): every Rust
+                        workload (child processes, tessera against tessera-noprof) and
+                        C program (LD_PRELOAD libtessera.so, TESSERA_PROF_RATE default
+                        against 0) at 1 thread (xmalloc also 2, Rust rptest too) under valgrind
+                        --tool=callgrind, with budgets of {prof_short} and {prof_long} ms
+                        (--duration-ms sets the short one); instructions per operation
+                        from the difference of the two, the cost per row, the fast
+                        path's rows against 3% and the geomean against 1%, per mode
+                        (about a minute and a half; skipped without valgrind; per-CPU
+                        caches cannot be measured: valgrind refuses rseq)
     --sched             only the scheduler workloads (spawn-join, ping-pong, yield,
                         select-many, parked) against Go (if `go` is installed), may and
                         tokio; the default run ends with them
@@ -208,6 +225,8 @@ OPTIONS:
         preloads = programs::ALL_PRELOAD_NAMES.join(", "),
         rust_programs = rust_programs::names().join(", "),
         rust_reps = rust_programs::DEFAULT_REPS,
+        prof_short = crate::icount::DEFAULT_SHORT.as_millis(),
+        prof_long = (crate::icount::DEFAULT_SHORT * crate::icount::LONG_FACTOR).as_millis(),
         quick_reps = QUICK.1,
         full_reps = FULL.1,
         quick_ms = QUICK.0.as_millis(),

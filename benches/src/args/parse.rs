@@ -86,6 +86,7 @@ struct Flags {
     sched: bool,
     c: bool,
     rust_programs: bool,
+    prof_cost: bool,
 }
 
 impl Flags {
@@ -113,6 +114,7 @@ impl Flags {
                 "--rust-programs" => f.rust_programs = true,
                 "--sched" => f.sched = true,
                 "--c" => f.c = true,
+                "--prof-cost" => f.prof_cost = true,
                 "--workloads" => f.workload_names = Some(value()?),
                 "--allocators" => f.allocator_names = Some(value()?),
                 "--threads" => f.threads = Some(list(&value()?, |t| positive("--threads", t))?),
@@ -130,15 +132,26 @@ impl Flags {
 
     /// The mode the flags select, with its options.
     fn command(self) -> Result<Command, String> {
-        if [self.programs, self.sched, self.c, self.rust_programs]
-            .iter()
-            .filter(|&&m| m)
-            .count()
+        if [
+            self.programs,
+            self.sched,
+            self.c,
+            self.rust_programs,
+            self.prof_cost,
+        ]
+        .iter()
+        .filter(|&&m| m)
+        .count()
             > 1
         {
             return Err(
-                "--c, --programs, --rust-programs and --sched are separate modes: give one".into(),
+                "--c, --programs, --rust-programs, --prof-cost and --sched are separate modes: \
+                 give one"
+                    .into(),
             );
+        }
+        if self.prof_cost {
+            return self.prof_cost_command();
         }
         if self.sched {
             return Ok(Command::Sched {
@@ -191,6 +204,25 @@ impl Flags {
             },
             reps: self.reps.unwrap_or(rust_programs::DEFAULT_REPS),
         }))
+    }
+
+    /// `--prof-cost`, which runs every workload of both modes at fixed thread counts, once:
+    /// only `--duration-ms` (its short budget) applies.
+    fn prof_cost_command(&self) -> Result<Command, String> {
+        if self.workload_names.is_some()
+            || self.allocator_names.is_some()
+            || self.threads.is_some()
+            || self.reps.is_some()
+            || self.full
+        {
+            return Err("--prof-cost measures every workload of both modes once: \
+                        --workloads, --allocators, --threads, --reps and --full do not apply \
+                        (--duration-ms sets its short budget)"
+                .into());
+        }
+        Ok(Command::ProfCost {
+            short: self.duration.unwrap_or(crate::icount::DEFAULT_SHORT),
+        })
     }
 
     /// The C mode's options: `--c` alone, or the part of the default run after the Rust

@@ -133,7 +133,7 @@ pub fn run(options: &COptions, report: &mut ReportFile) -> i32 {
 
 /// Compiles each of `programs` with `cc`; the ones that compiled, and whether any did not
 /// (a note says why).
-fn build_all(
+pub(crate) fn build_all(
     cc: &Path,
     programs: &[&'static Program],
     notes: &mut Vec<String>,
@@ -225,24 +225,49 @@ fn one_run(
     duration: Duration,
 ) -> Result<(ResultLine, u64), String> {
     let mut command = Command::new(&cell.executable);
+    command_for(&mut command, cell.threads, duration, preload);
+    let measured = measure::run(command, child::time_limit(duration))?;
+    let line = checked_line(&measured.stdout, cell.program, cell.threads, preload)?;
+    Ok((line, measured.maxrss_kib))
+}
+
+/// Completes `command`, which starts a C program (directly, or under a tool such as
+/// valgrind that runs the program it is given), into a run with `threads` threads for
+/// `duration` under `preload`: the program's arguments, `LD_PRELOAD` and the preload's
+/// environment.
+pub(crate) fn command_for(
+    command: &mut Command,
+    threads: usize,
+    duration: Duration,
+    preload: &Preload,
+) {
     command
-        .arg(cell.threads.to_string())
+        .arg(threads.to_string())
         .arg(duration.as_millis().to_string());
     match &preload.library {
         Some(lib) => command.env("LD_PRELOAD", lib),
         None => command.env_remove("LD_PRELOAD"),
     };
     command.envs(preload.env.iter().copied());
-    let measured = measure::run(command, child::time_limit(duration))?;
-    let line = ResultLine::find_in(&measured.stdout)?;
-    if line.workload != cell.program.name || line.threads != cell.threads {
+}
+
+/// The result line in a run's `stdout`, checked to be `program`'s with `threads` threads,
+/// and to have called the `malloc` of `preload`.
+pub(crate) fn checked_line(
+    stdout: &str,
+    program: &Program,
+    threads: usize,
+    preload: &Preload,
+) -> Result<ResultLine, String> {
+    let line = ResultLine::find_in(stdout)?;
+    if line.workload != program.name || line.threads != threads {
         return Err(format!(
             "the result line is for {} with {} thread(s)",
             line.workload, line.threads
         ));
     }
     line.check_allocator(preload.library.as_deref())?;
-    Ok((line, measured.maxrss_kib))
+    Ok(line)
 }
 
 /// One series' figure of a run, as the report takes it.
@@ -420,13 +445,22 @@ mod tests {
         assert_eq!(targets(&results(vec!["glibc", "mimalloc"], [1, 1, 1])), "");
     }
 
-    #[test]
-    fn every_program_compiles_runs_on_glibc_and_reports_its_series() {
+    /// The C compiler and a scratch directory `NAME-PID` to build in; `None` (the test
+    /// skipped, with a note) without a compiler.
+    fn compiler_and_dir(name: &str) -> Option<(PathBuf, PathBuf)> {
         let Some(cc) = native::compiler() else {
             eprintln!("no C compiler: skipped");
+            return None;
+        };
+        let dir = std::env::temp_dir().join(format!("{name}-{}", std::process::id()));
+        Some((cc, dir))
+    }
+
+    #[test]
+    fn every_program_compiles_runs_on_glibc_and_reports_its_series() {
+        let Some((cc, dir)) = compiler_and_dir("tessera-c-mode") else {
             return;
         };
-        let dir = std::env::temp_dir().join(format!("tessera-c-mode-{}", std::process::id()));
         for program in PROGRAMS {
             let exe = build(&cc, program, &dir).unwrap();
             for threads in [1, 3] {
@@ -445,6 +479,30 @@ mod tests {
                 }
             }
         }
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn fastpath_runs_one_size_alone_when_asked() {
+        // `--prof-cost` counts a size's instructions from a run of that size alone.
+        let Some((cc, dir)) = compiler_and_dir("tessera-c-one-size") else {
+            return;
+        };
+        let program = &PROGRAMS[0];
+        let exe = build(&cc, program, &dir).unwrap();
+        let glibc = Preload::named("glibc");
+        let run = |size: &str| {
+            let mut command = Command::new(&exe);
+            command_for(&mut command, 1, Duration::from_millis(5), &glibc);
+            command.env("TESSERA_BENCH_FASTPATH_SIZE", size);
+            measure::run(command, Duration::from_secs(60))
+        };
+        let out = run("256").unwrap();
+        let line = checked_line(&out.stdout, program, 1, &glibc).unwrap();
+        assert_eq!(line.figures.len(), 1, "{line:?}");
+        assert!(line.figure(Some("256")).is_some_and(|(ops, _)| ops > 0));
+        let err = run("100").unwrap_err();
+        assert!(err.contains("is not one of"), "{err}");
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

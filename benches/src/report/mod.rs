@@ -18,7 +18,7 @@ mod terminal;
 
 pub use markdown::render_markdown;
 pub use memory::render_tessera_memory;
-pub use profcost::profiling_cost;
+pub use profcost::{FAST_PATH_BAR, GEOMEAN_BAR, judge, percent, profiling_cost};
 pub use terminal::render_terminal;
 
 use crate::paths;

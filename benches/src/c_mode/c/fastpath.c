@@ -15,6 +15,10 @@
  * With several threads, a size's nanos is the mean over the threads of their time in it,
  * so ops/nanos is the threads' combined rate.
  *
+ * TESSERA_BENCH_FASTPATH_SIZE=N (one of the sizes) runs that size alone and prints its
+ * series alone: `tessera-bench --prof-cost` counts each size's instructions with callgrind,
+ * which counts a whole process, not a size's slices. The C mode's tables never set it.
+ *
  * The blocks carry no check pattern (it would cost more than the pair itself); a volatile
  * touch of the first byte and a volatile sink for the pointer keep the compiler from
  * eliding or merging the pairs.
@@ -35,7 +39,26 @@ struct times {
 struct fastpath {
     uint64_t deadline;
     struct times *per_thread;
+    /* The sizes run: SIZES[first] to SIZES[last - 1]. */
+    size_t first, last;
 };
+
+/* The range of SIZES to run: all of them, or the one TESSERA_BENCH_FASTPATH_SIZE names. */
+static void pick_sizes(struct fastpath *f) {
+    f->first = 0;
+    f->last = NSIZES;
+    const char *only = getenv("TESSERA_BENCH_FASTPATH_SIZE");
+    if (only == NULL)
+        return;
+    for (size_t s = 0; s < NSIZES; s++) {
+        if (strcmp(only, KEYS[s]) == 0) {
+            f->first = s;
+            f->last = s + 1;
+            return;
+        }
+    }
+    fail("TESSERA_BENCH_FASTPATH_SIZE=%s is not one of 16, 64, 256, 1024", only);
+}
 
 static void *pairs(void *arg) {
     struct worker *w = arg;
@@ -43,7 +66,7 @@ static void *pairs(void *arg) {
     struct times *t = &f->per_thread[w->index];
     void *volatile sink;
     do {
-        for (size_t s = 0; s < NSIZES; s++) {
+        for (size_t s = f->first; s < f->last; s++) {
             const size_t size = SIZES[s];
             uint64_t start = now_ns();
             for (int i = 0; i < SLICE; i++) {
@@ -65,12 +88,13 @@ static void *pairs(void *arg) {
 int main(int argc, char **argv) {
     struct args a = parse_args(argc, argv, "fastpath");
     struct worker *workers = workers_new(a.threads);
-    struct fastpath f = {now_ns() + a.budget_ns, calloc((size_t)a.threads, sizeof(struct times))};
+    struct fastpath f = {now_ns() + a.budget_ns, calloc((size_t)a.threads, sizeof(struct times)), 0, 0};
     if (f.per_thread == NULL)
         fail("out of memory");
+    pick_sizes(&f);
     run_workers(workers, a.threads, pairs, &f);
     result_begin("fastpath", a.threads);
-    for (size_t s = 0; s < NSIZES; s++) {
+    for (size_t s = f.first; s < f.last; s++) {
         uint64_t ops = 0, nanos = 0;
         for (int t = 0; t < a.threads; t++) {
             ops += f.per_thread[t].ops[s];
