@@ -8,7 +8,9 @@
 //!
 //! A fault in the pool is reported and the process aborts. The handler runs on the faulting
 //! thread's stack (an overflow of a heap block leaves it intact) or on its alternate stack,
-//! and uses only `write(2)`, the unwinder and `dladdr` (`trace.rs`): nothing allocates.
+//! and uses only `write(2)`, `sigaltstack(2)`, the unwinder and `dladdr` (`trace.rs`):
+//! nothing allocates. On a small alternate stack it does not walk the access stack
+//! (`small_alternate_stack`).
 
 use core::cell::UnsafeCell;
 use core::ffi::{c_int, c_void};
