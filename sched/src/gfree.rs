@@ -54,8 +54,11 @@
 //!
 //! Spawns that must report a stack failure (`try_spawn`) or want a stack of their own
 //! (a name, another size, a closure too large for the record) take their stack at once, as
-//! before. A first run that can get no stack at all (the mappings ran out) aborts the
-//! process with a message, as Go's runtime does when a stack cannot be allocated.
+//! before, and so does every spawn where stacks cost VMAs (`mprotect` guards: the mappings
+//! run out near 32K stacks, and `spawn` reports that in the spawner, `Shared::bare_records`).
+//! With `MADV_GUARD_INSTALL` guards a first run that can get no stack at all (memory or
+//! mappings exhausted all the same) aborts the process with a message naming what ran out,
+//! as Go's runtime does when a stack cannot be allocated.
 
 use core::ptr::NonNull;
 use core::sync::atomic::Ordering;

@@ -95,6 +95,11 @@ pub(crate) struct Shared {
     pub(crate) next_id: CachePadded<AtomicU64>,
     epoch: Instant,
     pub(crate) stack_size: usize,
+    /// Plain spawns may make bare records (gfree.rs): only where a stack costs no VMA
+    /// (`MADV_GUARD_INSTALL` guards). Under `mprotect` guards the mappings can run out, and
+    /// `spawn` must report that in the spawner (a panic naming the limit), not at a first
+    /// run that has nowhere to report it to.
+    pub(crate) bare_records: bool,
     /// Usable bytes of a default-size stack (the class `stack_size` rounds up to).
     pub(crate) stack_class: usize,
     pub(crate) spawned_outside: AtomicU64,
@@ -259,6 +264,10 @@ impl Builder {
             coarse_ns: AtomicU64::new(0),
             epoch,
             stack_size: self.stack_size,
+            bare_records: matches!(
+                tessera_stacks::guard_mode(),
+                Ok(tessera_stacks::GuardMode::Madvise)
+            ),
             stack_class: self
                 .stack_size
                 .max(tessera_stacks::MIN_STACK_SIZE)

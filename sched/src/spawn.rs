@@ -161,8 +161,8 @@ const fn waits_in_record<T, F>() -> bool {
 }
 
 /// Makes a G around `f` and queues it (Go's `newproc`). `stack_later`: the G may go
-/// without a stack until its first run, if its closure waits in the record and it asks
-/// for nothing but the default stack.
+/// without a stack until its first run, if its closure waits in the record, it asks for
+/// nothing but the default stack, and stacks cost no VMA (`Shared::bare_records`).
 #[inline(always)]
 fn make<T: Send + 'static, F: FnOnce() -> T + Send + 'static>(
     sh: &Arc<Shared>,
@@ -175,7 +175,7 @@ fn make<T: Send + 'static, F: FnOnce() -> T + Send + 'static>(
     let size = stack_size.unwrap_or(sh.stack_size);
     let p = machine::current_p(Arc::as_ptr(sh));
     let plain = size == sh.stack_size && name.is_none();
-    let bare_ok = stack_later && plain && waits_in_record::<T, F>();
+    let bare_ok = stack_later && sh.bare_records && plain && waits_in_record::<T, F>();
     let reused = match p {
         // SAFETY: `current_p` returned the P this thread holds.
         Some(p) if plain => unsafe { crate::gfree::get(sh, p, bare_ok) },

@@ -9,7 +9,7 @@ use std::error::Error;
 use tessera_sched::chan::{
     RecvError, RecvTimeoutError, SendError, SendTimeoutError, TryRecvError, TrySendError,
 };
-use tessera_sched::{JoinError, Runtime, Spawn, StackError, chan, try_spawn};
+use tessera_sched::{JoinError, Runtime, Spawn, StackError, chan, spawn, try_spawn};
 use tessera_stacks::MAX_STACK_SIZE;
 
 #[test]
@@ -59,6 +59,9 @@ fn child() {
     let Some(mode) = common::child_mode() else {
         return;
     };
+    if mode == "exhaust-spawn" {
+        return spawn_until_out_of_mappings();
+    }
     assert_eq!(mode, "exhaust");
     let rt = Runtime::builder()
         .procs(1)
@@ -99,6 +102,65 @@ fn try_spawn_reports_out_of_mappings() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(stdout.contains("error: out of memory mappings"), "{stdout}");
+}
+
+/// Child: plain `spawn`s from a coroutine, none of which runs yet, with mprotect guards
+/// until the map count runs out: the spawn itself must panic with the error (a coroutine
+/// given no stack until its first run would find none then, with nobody to tell but an
+/// abort), and the runtime must go on.
+fn spawn_until_out_of_mappings() {
+    // Stacks large enough for the root's loop in a debug build (catching panics, growing a
+    // vector); the mappings run out at the same count whatever the size.
+    let rt = Runtime::builder()
+        .procs(1)
+        .stack_size(128 << 10)
+        .build()
+        .unwrap();
+    let (held, message, sum) = rt.block_on(|| {
+        let mut handles = Vec::new();
+        let message = loop {
+            match std::panic::catch_unwind(|| spawn(|| 1usize)) {
+                Ok(h) => handles.push(h),
+                Err(payload) => {
+                    break payload
+                        .downcast_ref::<String>()
+                        .cloned()
+                        .or_else(|| payload.downcast_ref::<&str>().map(|s| s.to_string()))
+                        .unwrap_or_default();
+                }
+            }
+            // Two mappings a stack under the default limit of 65,530: far fewer than this.
+            assert!(handles.len() < 200_000, "spawn never ran out of mappings");
+        };
+        let held = handles.len();
+        let sum: usize = handles.into_iter().map(|h| h.join().unwrap()).sum();
+        (held, message, sum)
+    });
+    println!("held {held} coroutines");
+    println!("panic: {message}");
+    assert_eq!(sum, held);
+    // The stacks are back: spawning works again.
+    assert_eq!(rt.block_on(|| spawn(|| 2).join().unwrap()), 2);
+    println!("child done");
+}
+
+#[test]
+fn spawn_panics_in_the_spawner_when_mappings_run_out() {
+    let out = common::run_child(
+        "child",
+        "exhaust-spawn",
+        &[("TESSERA_STACK_GUARD", "mprotect")],
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && stdout.contains("child done"),
+        "stdout: {stdout}\nstderr: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("panic: ") && stdout.contains("out of memory mappings"),
+        "{stdout}"
+    );
 }
 
 /// `e`'s message, checking that it is an `Error` without a source.
