@@ -457,7 +457,8 @@ pub(crate) fn record(frames: &[usize], stack: Option<u32>, info: SampleInfo) -> 
     if let Some(stack) = stack {
         t.memo_put(stack, info.size, info.labels, n);
     }
-    t.add(n, &info)
+    // SAFETY: `bucket` returned a bucket below `len`.
+    unsafe { t.add(n, &info) }
 }
 
 /// Records a sample as [`record`] does, if the stack numbered `stack` (by
@@ -469,13 +470,19 @@ pub(crate) fn record_known(stack: u32, info: &SampleInfo) -> Option<bool> {
     // A memo entry names a bucket, so the tables are mapped.
     let n = t.memo_get(stack, info.size, info.labels)?;
     t.totals.samples += 1;
-    Some(t.add(n, info))
+    // SAFETY: a memo entry holds a bucket `bucket` returned (`record`), below `len` then,
+    // and buckets are never removed.
+    Some(unsafe { t.add(n, info) })
 }
 
 impl Table {
-    /// The sample `info` of bucket `n` (below `len`): counted, and tracked as live if the
-    /// live map takes it.
-    fn add(&mut self, n: u32, info: &SampleInfo) -> bool {
+    /// The sample `info` of bucket `n`: counted, and tracked as live if the live map takes
+    /// it.
+    ///
+    /// # Safety
+    /// `n` must be a bucket of the table: below `len`.
+    unsafe fn add(&mut self, n: u32, info: &SampleInfo) -> bool {
+        debug_assert!((n as usize) < self.len);
         // SAFETY: the caller's contract: `n` is below `len`.
         let b = unsafe { &mut *self.buckets.add(n as usize) };
         b.allocs += 1;
