@@ -159,14 +159,17 @@ pub struct PageHeap {
 impl PageHeap {
     /// Makes this heap `node`'s, for a heap made for another (`new`) that has no arena yet:
     /// a table of heaps made all alike, so that it is all zeros (node 0's), binds each to
-    /// its node at its first use.
+    /// its node at its first use. A heap that has arenas keeps its node: its arenas and
+    /// their spans name it, and the heap they free into is found by that name.
     pub fn bind_node(&self, node: NodeId) {
         let mut heap = self.inner.lock();
         debug_assert!(
             heap.arenas.is_null() || heap.node == node,
             "a heap with arenas moved to another node"
         );
-        heap.node = node;
+        if heap.arenas.is_null() {
+            heap.node = node;
+        }
     }
 
     /// An empty heap for `node`; arenas are reserved on demand.
