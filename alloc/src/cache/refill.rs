@@ -71,7 +71,7 @@ impl Cache {
         }
         set_carved(s, carved + 1);
         self.bins[class.index()].len = s.obj_bytes.load(Ordering::Relaxed) as usize;
-        (s.base() as usize + carved as usize * s.obj_size as usize) as *mut u8
+        (s.obj_base + carved as usize * s.obj_size as usize) as *mut u8
     }
 
     /// More free objects from the current span: carve, or take its remote list.
@@ -163,7 +163,8 @@ impl Cache {
                 s.div_test = info.div_test;
                 // Nothing carved yet: no address in the span is a block (`Span::obj_bytes`).
                 s.obj_bytes.store(0, Ordering::Relaxed);
-                s.obj_base = s.base() as usize;
+                let base = s.base() as usize;
+                s.obj_base = base + size_class::colour(info.size as usize, pages, base);
                 s.obj_size = info.size;
                 s.capacity = objects;
                 s.carved.store(0, Ordering::Relaxed);
@@ -185,7 +186,7 @@ impl Cache {
         s.user_flags = (s.user_flags & !WHERE_MASK) | CURRENT;
         self.bins[class.index()] = Bin {
             free: s.local_free.swap(ptr::null_mut(), Ordering::Relaxed),
-            start: s.base() as usize,
+            start: s.obj_base,
             len: s.obj_bytes.load(Ordering::Relaxed) as usize,
             div_test: s.div_test,
             span,
@@ -231,7 +232,7 @@ impl Cache {
 unsafe fn carve(s: &Span, class: SizeClass, carved: u32) -> *mut u8 {
     let size = class.size();
     let batch = (CARVE_BYTES / size).clamp(1, (s.capacity - carved) as usize);
-    let first = s.base() as usize + carved as usize * size;
+    let first = s.obj_base + carved as usize * size;
     for i in 0..batch - 1 {
         let block = (first + i * size) as *mut u8;
         // SAFETY: an uncarved object of `s` (`batch` stops at the capacity): ours alone.
