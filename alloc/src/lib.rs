@@ -375,6 +375,15 @@ unsafe fn free_inlined_body(ptr: *mut u8) {
             // one of its objects (`span_of`), which the caller gives up.
             return unsafe { free_owned(cache, span, ptr) };
         }
+    } else {
+        // A per-CPU thread's memo of its recent frees' spans (null on every other thread:
+        // the test of it is the per-CPU test here).
+        // SAFETY: the thread's own memo word.
+        if let Some(class) = unsafe { percpu::memo_class(tls::memo_at(at), ptr) } {
+            // SAFETY: the memo placed `ptr` at an object start of an in-use small span of
+            // `class` (a memo is set only on per-CPU threads); the caller gives the block up.
+            return unsafe { percpu::free_known(ptr, class) };
+        }
     }
     if let Some(span) = arena::record_of(addr) {
         if !cache.is_null() {
@@ -399,7 +408,7 @@ unsafe fn free_inlined_body(ptr: *mut u8) {
             // Inline (`percpu::free` says why).
             // SAFETY: the thread uses the per-CPU caches; `span` is `ptr`'s record; the caller
             // gives the block up.
-            return unsafe { percpu::free(ptr, span.as_ptr()) };
+            return unsafe { percpu::free(ptr, span.as_ptr(), tls::memo_at(at)) };
         }
     }
     // SAFETY: forwarded contract.

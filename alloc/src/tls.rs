@@ -1,6 +1,6 @@
 //! The thread-local words of the allocator (the current cache, the thread's own cache, and
-//! the heap-profile countdown of a thread on the per-CPU caches, which has no cache to keep
-//! it in), reached the cheapest way the platform allows.
+//! the heap-profile countdown and span memo of a thread on the per-CPU caches, which has no
+//! cache to keep them in), reached the cheapest way the platform allows.
 //!
 //! On x86_64 Linux the words are defined in assembly in `.tdata` and read with the
 //! initial-exec TLS model: one `mov` of the word's offset from the GOT and one
@@ -9,7 +9,8 @@
 //! model instead, which costs a call to `__tls_get_addr` per access in `libtessera.so`
 //! and, without LTO, a call (and the register spills around it) in every executable. The
 //! initial-exec model is what glibc's malloc, jemalloc and mimalloc use for the same
-//! reason; a `dlopen`ed `libtessera.so` takes its 24 bytes from glibc's static TLS surplus.
+//! reason; a `dlopen`ed `libtessera.so` takes its 32 bytes from glibc's static TLS surplus (the
+//! span memo itself is a block of its own, `percpu/memo.rs`: a word here points to it).
 //!
 //! The countdown starts at -1 and is set only for threads on the per-CPU caches
 //! (`percpu::adopt`, the per-CPU slow path), so it is negative on every other thread: C's
@@ -21,10 +22,11 @@
 //! Other platforms fall back to `thread_local!`.
 
 use crate::cache::Cache;
+use crate::percpu::Memo;
 
 #[cfg(all(target_arch = "x86_64", target_os = "linux"))]
 mod imp {
-    use super::Cache;
+    use super::{Cache, Memo};
     use core::arch::{asm, global_asm};
 
     // In `.tdata`, in this order, one after the other: the countdown starts at -1 (see
@@ -51,6 +53,12 @@ mod imp {
         ".size tessera_tls_prof, 8",
         "tessera_tls_prof:",
         ".quad -1",
+        ".globl tessera_tls_memo",
+        ".hidden tessera_tls_memo",
+        ".type tessera_tls_memo, @tls_object",
+        ".size tessera_tls_memo, 8",
+        "tessera_tls_memo:",
+        ".zero 8",
         ".popsection",
     );
 
@@ -119,6 +127,55 @@ mod imp {
 
     /// `OWN`'s distance from `CURRENT` (the layout above).
     const OWN_FROM_CURRENT: usize = 8;
+
+    /// `MEMO`'s distance from `CURRENT` (the layout above).
+    const MEMO_FROM_CURRENT: usize = 24;
+
+    /// This thread's span memo (`percpu/memo.rs`; null on a thread without one), with `at`
+    /// from [`current_at`] on this thread: found without a GOT load (the free path's).
+    #[inline(always)]
+    pub(crate) fn memo_at(at: usize) -> *mut Memo {
+        let value: *mut Memo;
+        // SAFETY: `at + MEMO_FROM_CURRENT` is this thread's own `MEMO` slot (the layout
+        // above; `at` is `CURRENT`'s offset, the same on every thread).
+        unsafe {
+            asm!(
+                "mov {v}, qword ptr fs:[{t} + {d}]",
+                t = in(reg) at,
+                d = const MEMO_FROM_CURRENT,
+                v = out(reg) value,
+                options(nostack, readonly, preserves_flags),
+            );
+        }
+        value
+    }
+
+    /// This thread's span memo.
+    #[inline]
+    pub(crate) fn memo() -> *mut Memo {
+        memo_at(current_at().1)
+    }
+
+    /// Sets this thread's span memo.
+    ///
+    /// # Safety
+    /// `value` must be null or a memo (`percpu::memo`) that no other thread uses: the free
+    /// path dereferences it unchecked.
+    #[inline]
+    pub(crate) unsafe fn set_memo(value: *mut Memo) {
+        let at = current_at().1;
+        // SAFETY: writes this thread's own slot, as `memo_at` reads it; nothing else
+        // aliases it.
+        unsafe {
+            asm!(
+                "mov qword ptr fs:[{t} + {d}], {v}",
+                t = in(reg) at,
+                d = const MEMO_FROM_CURRENT,
+                v = in(reg) value,
+                options(nostack, preserves_flags),
+            );
+        }
+    }
 
     /// [`own_is_percpu`], with `at` from [`current_at`] on this thread: `OWN` is found from
     /// it without a GOT load (the free path's per-CPU test).
@@ -248,7 +305,7 @@ mod imp {
 
 #[cfg(not(all(target_arch = "x86_64", target_os = "linux")))]
 mod imp {
-    use super::Cache;
+    use super::{Cache, Memo};
     use core::cell::Cell;
     use core::ptr;
 
@@ -256,6 +313,22 @@ mod imp {
         static CURRENT: Cell<*mut Cache> = const { Cell::new(ptr::null_mut()) };
         static OWN: Cell<*mut Cache> = const { Cell::new(ptr::null_mut()) };
         static PROF: Cell<isize> = const { Cell::new(-1) };
+        static MEMO: Cell<*mut Memo> = const { Cell::new(ptr::null_mut()) };
+    }
+
+    #[inline(always)]
+    pub(crate) fn memo_at(_at: usize) -> *mut Memo {
+        memo()
+    }
+    #[inline(always)]
+    pub(crate) fn memo() -> *mut Memo {
+        MEMO.with(Cell::get)
+    }
+    /// # Safety
+    /// `value` must be null or a memo (`percpu::memo`) that no other thread uses.
+    #[inline(always)]
+    pub(crate) unsafe fn set_memo(value: *mut Memo) {
+        MEMO.with(|c| c.set(value))
     }
 
     #[inline(always)]
@@ -317,8 +390,8 @@ mod imp {
 }
 
 pub(crate) use imp::{
-    current, current_at, own, own_is_percpu, own_is_percpu_at, prof_sub, prof_take, prof_take_at,
-    set_current, set_own, set_prof,
+    current, current_at, memo, memo_at, own, own_is_percpu, own_is_percpu_at, prof_sub, prof_take,
+    prof_take_at, set_current, set_memo, set_own, set_prof,
 };
 
 /// The `OWN` word of a thread on the per-CPU caches (`thread::PERCPU`).
