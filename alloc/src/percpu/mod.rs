@@ -294,14 +294,18 @@ pub(crate) unsafe fn alloc(size: usize, align: usize, class: SizeClass) -> *mut 
 /// The span goes into the thread's memo first (`memo.rs`), so that the next free into it
 /// skips the page map (`free_known`).
 #[inline(always)]
-pub(crate) unsafe fn free(ptr: *mut u8, span: *mut Span, memo: *mut Memo) {
+pub(crate) unsafe fn free(ptr: *mut u8, span: *mut Span, memo: *mut Memo, at: usize) {
     // SAFETY: `record_of` returns records inside mapped arena headers.
     let s = unsafe { &*span };
     if s.kind() == tessera_span::SpanKind::Small && crate::is_object_start(s, ptr as usize) {
         if !memo.is_null() {
             // SAFETY: the thread's memo; `ptr`, an object start of the in-use small span,
             // is still ours (not pushed yet).
-            unsafe { memo::fill(memo, ptr, s) };
+            unsafe { memo::missed(memo, ptr, s) };
+        } else if crate::tls::memo_off_tick_at(at) {
+            // A tail call: a call here would make every free save registers around it.
+            // SAFETY: forwarded contract.
+            return unsafe { memo::turn_on_and_free(ptr) };
         }
         // SAFETY: the caller's contract; `ptr` is an object start of the in-use small span.
         if unsafe { free_fast(s, ptr) } {
@@ -351,7 +355,12 @@ pub(crate) unsafe fn free_known(ptr: *mut u8, class: SizeClass) {
 /// Gives the calling thread's memo back (thread exit): the thread frees through the page
 /// map from then on.
 pub(crate) fn release_memo() {
-    let memo = crate::tls::memo();
+    let mut memo = crate::tls::memo();
+    if memo.is_null() {
+        // Off (`memo::judge`), or none.
+        memo = crate::tls::memo_saved();
+        crate::tls::clear_memo_saved();
+    }
     if !memo.is_null() {
         // SAFETY: null is always allowed; the memo is then no thread's.
         unsafe {
