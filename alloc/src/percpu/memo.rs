@@ -22,10 +22,12 @@
 //! freed-block marker, the slow path's list walks) are the ones the page-map path makes.
 //!
 //! The geometry is copied while the freeing thread holds a live object of the span (the
-//! page-map path fills a slot before it pushes the block), so nothing can free or reformat
-//! the span meanwhile; the generation is read first (acquire), so a copy torn by a
-//! concurrent change (possible only for a bogus pointer) was taken with the generation from
-//! before that change, which the change then moved.
+//! page-map path fills a slot before it pushes the block, and only for a block without the
+//! freed-block marker: a double free of a block whose span is on its way back to the page
+//! heap goes to the slow path first), so nothing can free or reformat the span meanwhile.
+//! The generation is read first (acquire). A copy could be torn only by a change of the
+//! span while it is copied, which takes a block freed twice with its marker overwritten in
+//! between (a heap corrupted already, whose record the page-map path reads as racily).
 //!
 //! Home: a block of its own, carved from chunks mapped for memos and never unmapped, one per
 //! per-CPU thread, found through a thread-local word (`tls::memo_at`; 1 KiB of

@@ -297,18 +297,26 @@ pub(crate) unsafe fn alloc(size: usize, align: usize, class: SizeClass) -> *mut 
 pub(crate) unsafe fn free(ptr: *mut u8, span: *mut Span, memo: *mut Memo, at: usize) {
     // SAFETY: `record_of` returns records inside mapped arena headers.
     let s = unsafe { &*span };
-    if s.kind() == tessera_span::SpanKind::Small && crate::is_object_start(s, ptr as usize) {
+    let key = freelist::key_direct();
+    if s.kind() == tessera_span::SpanKind::Small
+        && crate::is_object_start(s, ptr as usize)
+        // A block that carries the freed-block marker goes to the slow path (a double
+        // free?) before the memo sees its span, which might be on its way back to the page
+        // heap: the memo copies only spans that hold the live block being freed.
+        // SAFETY: an object of the in-use small span `s`.
+        && !unsafe { freelist::may_be_freed(key, ptr) }
+    {
         if !memo.is_null() {
-            // SAFETY: the thread's memo; `ptr`, an object start of the in-use small span,
-            // is still ours (not pushed yet).
+            // SAFETY: the thread's memo; `ptr`, a live object of the in-use small span, is
+            // still ours (not pushed yet).
             unsafe { memo::missed(memo, ptr, s) };
         } else if crate::tls::memo_off_tick_at(at) {
             // A tail call: a call here would make every free save registers around it.
             // SAFETY: forwarded contract.
             return unsafe { memo::turn_on_and_free(ptr) };
         }
-        // SAFETY: the caller's contract; `ptr` is an object start of the in-use small span.
-        if unsafe { free_fast(s, ptr) } {
+        // SAFETY: the caller's contract; `ptr` is a live object of `s`'s class, ours.
+        if unsafe { push(SizeClass::of(s), ptr, key) } {
             return;
         }
     }
@@ -401,25 +409,6 @@ pub(crate) unsafe fn alloc_fast_at(at: usize, class: SizeClass, size: usize) -> 
     // SAFETY: a positive countdown makes the thread one on the per-CPU caches (`adopt`
     // draws it only after registering the thread).
     unsafe { pop_fast(class) }
-}
-
-/// The free fast path of a per-CPU thread for `ptr`, an object start of the in-use small
-/// span `s`: a push. False (nothing done) when the block carries the freed-block marker, its
-/// class is not a per-CPU one (its header refuses), or the stack is full: then call
-/// [`free_slow`].
-///
-/// # Safety
-/// As `alloc_fast`; `ptr` is a live object of `s` that the caller gives up.
-#[inline(always)]
-unsafe fn free_fast(s: &Span, ptr: *mut u8) -> bool {
-    let class = SizeClass::of(s);
-    let key = freelist::key_direct();
-    // SAFETY: an object of `s` (the contract).
-    if unsafe { freelist::may_be_freed(key, ptr) } {
-        return false;
-    }
-    // SAFETY: the caller's contract.
-    unsafe { push(class, ptr, key) }
 }
 
 // ---- the back end -------------------------------------------------------------------
