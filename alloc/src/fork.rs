@@ -2,7 +2,7 @@
 //! fixed order, so the child never inherits a lock held by a thread that does not exist in
 //! it; the parent releases them, the child resets them.
 //!
-//! Order: the orphan cache, the per-CPU back ends (by id), the cache pool, then per node (in index order) every central list (in class
+//! Order: the orphan cache, the per-CPU back ends (by id) and their threads' span memos, the cache pool, then per node (in index order) every central list (in class
 //! order) and the page heap, then the huge-block registry, then the guarded pool, then the heap profile's tables (a leaf: held alone). Code that nests locks nests them
 //! in this same order (a cache refill holds no central lock while it asks the page heap).
 

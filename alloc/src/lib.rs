@@ -368,12 +368,23 @@ unsafe fn free_inlined_body(ptr: *mut u8) {
     let addr = ptr as usize;
     // `at` finds `OWN` for the per-CPU test below without a GOT load of its own.
     let (cache, at) = tls::current_at();
+    let mut memo = ptr::null_mut();
     if !cache.is_null() {
         // SAFETY: a non-null current cache is valid and used by this thread alone.
         if let Some(span) = unsafe { (*cache).recent.span_of(ptr) } {
             // SAFETY: the remembered span is an in-use small span the cache owns, and `ptr`
             // one of its objects (`span_of`), which the caller gives up.
             return unsafe { free_owned(cache, span, ptr) };
+        }
+    } else {
+        // A per-CPU thread's memo of its recent frees' spans (null on every other thread,
+        // and while it is off: the test of it is the per-CPU test here).
+        memo = tls::memo_at(at);
+        // SAFETY: the thread's own memo word.
+        if let Some(class) = unsafe { percpu::memo_class(memo, ptr) } {
+            // SAFETY: the memo placed `ptr` at an object start of an in-use small span of
+            // `class` (a memo is set only on per-CPU threads); the caller gives the block up.
+            return unsafe { percpu::free_known(ptr, class) };
         }
     }
     if let Some(span) = arena::record_of(addr) {
@@ -399,7 +410,7 @@ unsafe fn free_inlined_body(ptr: *mut u8) {
             // Inline (`percpu::free` says why).
             // SAFETY: the thread uses the per-CPU caches; `span` is `ptr`'s record; the caller
             // gives the block up.
-            return unsafe { percpu::free(ptr, span.as_ptr()) };
+            return unsafe { percpu::free(ptr, span.as_ptr(), memo, at) };
         }
     }
     // SAFETY: forwarded contract.

@@ -20,10 +20,7 @@ const CHUNK_BYTES: usize = 256 << 10;
 struct Pool {
     idle: *mut Cache,
     idle_count: usize,
-    /// Uncarved room in the current chunk.
-    next: usize,
-    end: usize,
-    mapped: usize,
+    chunks: Chunks,
     caches: usize,
     /// Every cache ever made, linked through `next_all`.
     all: *mut Cache,
@@ -36,9 +33,7 @@ unsafe impl Send for Pool {}
 static POOL: Locked<Pool> = Locked::new(Pool {
     idle: ptr::null_mut(),
     idle_count: 0,
-    next: 0,
-    end: 0,
-    mapped: 0,
+    chunks: Chunks::new(CHUNK_BYTES),
     caches: 0,
     all: ptr::null_mut(),
 });
@@ -56,18 +51,10 @@ pub(crate) fn acquire() -> *mut Cache {
         pool.idle_count -= 1;
         return cache;
     }
-    let size = core::mem::size_of::<Cache>().next_multiple_of(core::mem::align_of::<Cache>());
-    if pool.next + size > pool.end {
-        let Ok(chunk) = mem::reserve(CHUNK_BYTES, mem::page_size()) else {
-            return ptr::null_mut();
-        };
-        pool.next = chunk.as_ptr() as usize;
-        pool.end = pool.next + CHUNK_BYTES;
-        pool.mapped += CHUNK_BYTES;
-        tessera_span::commit::commit(CHUNK_BYTES);
+    let cache = pool.chunks.carve::<Cache>();
+    if cache.is_null() {
+        return cache;
     }
-    let cache = pool.next as *mut Cache;
-    pool.next += size;
     pool.caches += 1;
     // SAFETY: fresh, suitably aligned chunk memory (page-aligned chunk, size rounded to the
     // alignment) that nobody else can see.
@@ -124,9 +111,50 @@ pub(crate) fn for_each_cache(mut f: impl FnMut(&Cache)) {
 /// (caches ever made, caches idle, bytes mapped for caches).
 pub(crate) fn stats() -> (usize, usize, usize) {
     let pool = POOL.lock();
-    (pool.caches, pool.idle_count, pool.mapped)
+    (pool.caches, pool.idle_count, pool.chunks.mapped)
 }
 
 pub(crate) fn raw_lock() -> &'static RawLock {
     POOL.raw()
+}
+
+/// Metadata carved from chunks mapped for it and never unmapped (caches here, per-CPU
+/// threads' span memos in `percpu/memo.rs`); its owner keeps it under a lock.
+#[derive(Debug)]
+pub(crate) struct Chunks {
+    /// Uncarved room in the current chunk.
+    next: usize,
+    end: usize,
+    chunk_bytes: usize,
+    /// Bytes mapped so far.
+    pub(crate) mapped: usize,
+}
+
+impl Chunks {
+    /// No chunk yet; each maps `chunk_bytes` (a multiple of the page size).
+    pub(crate) const fn new(chunk_bytes: usize) -> Chunks {
+        Chunks {
+            next: 0,
+            end: 0,
+            chunk_bytes,
+            mapped: 0,
+        }
+    }
+
+    /// Room for a `T` (aligned to at most a page), zeroed; null when the OS refuses memory.
+    pub(crate) fn carve<T>(&mut self) -> *mut T {
+        let size = size_of::<T>().next_multiple_of(align_of::<T>());
+        if self.next + size > self.end {
+            let Ok(chunk) = mem::reserve(self.chunk_bytes, mem::page_size()) else {
+                return ptr::null_mut();
+            };
+            self.next = chunk.as_ptr() as usize;
+            self.end = self.next + self.chunk_bytes;
+            self.mapped += self.chunk_bytes;
+            tessera_span::commit::commit(self.chunk_bytes);
+        }
+        let at = self.next as *mut T;
+        self.next += size;
+        at
+    }
 }

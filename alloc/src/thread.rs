@@ -114,6 +114,16 @@ pub(crate) fn current_or_init() -> *mut Cache {
     if crate::percpu::adopt() {
         // SAFETY: `PERCPU` is a marker the words may hold; the thread has no cache to flush.
         unsafe { tls::set_own(PERCPU) };
+        let memo = tls::memo();
+        let key = KEY.load(Ordering::Acquire);
+        if !memo.is_null() && key != u32::MAX {
+            // SAFETY: `key` was created by `key_create`; the value, the thread's span memo
+            // tagged (`MEMO_TAG`), is what `on_thread_exit` gives back. A failure only means
+            // the memo is not reused after this thread exits.
+            let _ = unsafe {
+                sys_thread::set_specific(key, memo.cast::<u8>().wrapping_add(MEMO_TAG).cast())
+            };
+        }
         return ptr::null_mut();
     }
     let cache = pool::acquire();
@@ -137,8 +147,17 @@ pub(crate) fn current_or_init() -> *mut Cache {
     cache
 }
 
-/// The pthread key destructor: flush the exiting thread's own cache and park it.
+/// Added to a per-CPU thread's span memo (64-byte aligned) to make its key value: the key
+/// names either the thread's own cache or that.
+const MEMO_TAG: usize = 1;
+
+/// The pthread key destructor: flush the exiting thread's own cache and park it, or give a
+/// per-CPU thread's span memo back (the thread stays on the per-CPU caches, without it).
 extern "C" fn on_thread_exit(arg: *mut c_void) {
+    if arg.addr() & MEMO_TAG != 0 {
+        crate::percpu::release_memo();
+        return;
+    }
     let cache = arg.cast::<Cache>();
     // SAFETY: `EXITED` and null are values the words may always hold.
     unsafe {

@@ -1,6 +1,6 @@
 //! The thread-local words of the allocator (the current cache, the thread's own cache, and
-//! the heap-profile countdown of a thread on the per-CPU caches, which has no cache to keep
-//! it in), reached the cheapest way the platform allows.
+//! the heap-profile countdown and span memo of a thread on the per-CPU caches, which has no
+//! cache to keep them in), reached the cheapest way the platform allows.
 //!
 //! On x86_64 Linux the words are defined in assembly in `.tdata` and read with the
 //! initial-exec TLS model: one `mov` of the word's offset from the GOT and one
@@ -9,7 +9,9 @@
 //! model instead, which costs a call to `__tls_get_addr` per access in `libtessera.so`
 //! and, without LTO, a call (and the register spills around it) in every executable. The
 //! initial-exec model is what glibc's malloc, jemalloc and mimalloc use for the same
-//! reason; a `dlopen`ed `libtessera.so` takes its 24 bytes from glibc's static TLS surplus.
+//! reason; a `dlopen`ed `libtessera.so` takes its 48 bytes from glibc's static TLS surplus (the
+//! span memo itself is a block of its own, `percpu/memo.rs`: words here point to it and
+//! count the frees it stays off for).
 //!
 //! The countdown starts at -1 and is set only for threads on the per-CPU caches
 //! (`percpu::adopt`, the per-CPU slow path), so it is negative on every other thread: C's
@@ -21,10 +23,11 @@
 //! Other platforms fall back to `thread_local!`.
 
 use crate::cache::Cache;
+use crate::percpu::Memo;
 
 #[cfg(all(target_arch = "x86_64", target_os = "linux"))]
 mod imp {
-    use super::Cache;
+    use super::{Cache, Memo};
     use core::arch::{asm, global_asm};
 
     // In `.tdata`, in this order, one after the other: the countdown starts at -1 (see
@@ -51,6 +54,24 @@ mod imp {
         ".size tessera_tls_prof, 8",
         "tessera_tls_prof:",
         ".quad -1",
+        ".globl tessera_tls_memo",
+        ".hidden tessera_tls_memo",
+        ".type tessera_tls_memo, @tls_object",
+        ".size tessera_tls_memo, 8",
+        "tessera_tls_memo:",
+        ".zero 8",
+        ".globl tessera_tls_memo_left",
+        ".hidden tessera_tls_memo_left",
+        ".type tessera_tls_memo_left, @tls_object",
+        ".size tessera_tls_memo_left, 8",
+        "tessera_tls_memo_left:",
+        ".zero 8",
+        ".globl tessera_tls_memo_saved",
+        ".hidden tessera_tls_memo_saved",
+        ".type tessera_tls_memo_saved, @tls_object",
+        ".size tessera_tls_memo_saved, 8",
+        "tessera_tls_memo_saved:",
+        ".zero 8",
         ".popsection",
     );
 
@@ -119,6 +140,139 @@ mod imp {
 
     /// `OWN`'s distance from `CURRENT` (the layout above).
     const OWN_FROM_CURRENT: usize = 8;
+
+    /// `MEMO`'s distance from `CURRENT` (the layout above).
+    const MEMO_FROM_CURRENT: usize = 24;
+
+    /// This thread's span memo (`percpu/memo.rs`; null on a thread without one), with `at`
+    /// from [`current_at`] on this thread: found without a GOT load (the free path's).
+    #[inline(always)]
+    pub(crate) fn memo_at(at: usize) -> *mut Memo {
+        let value: *mut Memo;
+        // SAFETY: `at + MEMO_FROM_CURRENT` is this thread's own `MEMO` slot (the layout
+        // above; `at` is `CURRENT`'s offset, the same on every thread).
+        unsafe {
+            asm!(
+                "mov {v}, qword ptr fs:[{t} + {d}]",
+                t = in(reg) at,
+                d = const MEMO_FROM_CURRENT,
+                v = out(reg) value,
+                options(nostack, readonly, preserves_flags),
+            );
+        }
+        value
+    }
+
+    /// `MEMO_LEFT`'s and `MEMO_SAVED`'s distances from `CURRENT` (the layout above).
+    const MEMO_LEFT_FROM_CURRENT: usize = 32;
+    const MEMO_SAVED_FROM_CURRENT: usize = 40;
+
+    /// Counts one free made while this thread's memo is off (`MEMO_LEFT`, with `at` from
+    /// [`current_at`]): true when that was the last of the frees it stays off for. On a
+    /// thread whose memo never went off the word just goes on down from 0, never reaching
+    /// 0 again (in 2^64 frees).
+    #[inline(always)]
+    pub(crate) fn memo_off_tick_at(at: usize) -> bool {
+        // SAFETY: `at + MEMO_LEFT_FROM_CURRENT` is this thread's own `MEMO_LEFT` slot (the
+        // layout above); nothing else aliases it.
+        unsafe {
+            asm!(
+                "sub qword ptr fs:[{t} + {d}], 1",
+                "jz {zero}",
+                t = in(reg) at,
+                d = const MEMO_LEFT_FROM_CURRENT,
+                zero = label { return true; },
+                options(nostack),
+            );
+        }
+        false
+    }
+
+    /// Takes this thread's memo out of use for `frees` frees: `MEMO` null, the memo kept in
+    /// `MEMO_SAVED` (see [`memo_off_tick_at`]).
+    ///
+    /// # Safety
+    /// `MEMO` holds this thread's memo (not null).
+    #[inline]
+    pub(crate) unsafe fn memo_off(frees: u64) {
+        let at = current_at().1;
+        // SAFETY: this thread's own slots (the layout above).
+        unsafe {
+            asm!(
+                "mov {m}, qword ptr fs:[{t} + {d}]",
+                "mov qword ptr fs:[{t} + {s}], {m}",
+                "mov qword ptr fs:[{t} + {d}], 0",
+                "mov qword ptr fs:[{t} + {l}], {n}",
+                t = in(reg) at,
+                m = out(reg) _,
+                n = in(reg) frees,
+                d = const MEMO_FROM_CURRENT,
+                s = const MEMO_SAVED_FROM_CURRENT,
+                l = const MEMO_LEFT_FROM_CURRENT,
+                options(nostack, preserves_flags),
+            );
+        }
+    }
+
+    /// The memo [`memo_off`] kept aside (null if none).
+    #[inline]
+    pub(crate) fn memo_saved() -> *mut Memo {
+        let value: *mut Memo;
+        let at = current_at().1;
+        // SAFETY: this thread's own slot (the layout above).
+        unsafe {
+            asm!(
+                "mov {v}, qword ptr fs:[{t} + {d}]",
+                t = in(reg) at,
+                d = const MEMO_SAVED_FROM_CURRENT,
+                v = out(reg) value,
+                options(nostack, readonly, preserves_flags),
+            );
+        }
+        value
+    }
+
+    /// Clears `MEMO_SAVED`.
+    #[inline]
+    pub(crate) fn clear_memo_saved() {
+        let at = current_at().1;
+        // SAFETY: this thread's own slot (the layout above).
+        unsafe {
+            asm!(
+                "mov qword ptr fs:[{t} + {d}], 0",
+                t = in(reg) at,
+                d = const MEMO_SAVED_FROM_CURRENT,
+                options(nostack, preserves_flags),
+            );
+        }
+    }
+
+    /// This thread's span memo.
+    #[inline]
+    pub(crate) fn memo() -> *mut Memo {
+        memo_at(current_at().1)
+    }
+
+    /// Sets this thread's span memo.
+    ///
+    /// # Safety
+    /// `value` must be null or a memo (`percpu::memo`) that no other thread uses: the free
+    /// path dereferences it unchecked.
+    #[inline]
+    pub(crate) unsafe fn set_memo(value: *mut Memo) {
+        let at = current_at().1;
+        // SAFETY: writes this thread's own slot, as `memo_at` reads it; nothing else
+        // aliases it.
+        unsafe {
+            asm!(
+                "mov qword ptr fs:[{t} + {d}], {v}",
+                t = in(reg) at,
+                d = const MEMO_FROM_CURRENT,
+                v = in(reg) value,
+                options(nostack, preserves_flags),
+            );
+        }
+    }
 
     /// [`own_is_percpu`], with `at` from [`current_at`] on this thread: `OWN` is found from
     /// it without a GOT load (the free path's per-CPU test).
@@ -248,7 +402,7 @@ mod imp {
 
 #[cfg(not(all(target_arch = "x86_64", target_os = "linux")))]
 mod imp {
-    use super::Cache;
+    use super::{Cache, Memo};
     use core::cell::Cell;
     use core::ptr;
 
@@ -256,6 +410,48 @@ mod imp {
         static CURRENT: Cell<*mut Cache> = const { Cell::new(ptr::null_mut()) };
         static OWN: Cell<*mut Cache> = const { Cell::new(ptr::null_mut()) };
         static PROF: Cell<isize> = const { Cell::new(-1) };
+        static MEMO: Cell<*mut Memo> = const { Cell::new(ptr::null_mut()) };
+        static MEMO_LEFT: Cell<u64> = const { Cell::new(0) };
+        static MEMO_SAVED: Cell<*mut Memo> = const { Cell::new(ptr::null_mut()) };
+    }
+
+    #[inline(always)]
+    pub(crate) fn memo_at(_at: usize) -> *mut Memo {
+        memo()
+    }
+    #[inline(always)]
+    pub(crate) fn memo_off_tick_at(_at: usize) -> bool {
+        MEMO_LEFT.with(|c| {
+            let left = c.get().wrapping_sub(1);
+            c.set(left);
+            left == 0
+        })
+    }
+    /// # Safety
+    /// `MEMO` holds this thread's memo (not null).
+    #[inline]
+    pub(crate) unsafe fn memo_off(frees: u64) {
+        MEMO_SAVED.with(|c| c.set(memo()));
+        MEMO.with(|c| c.set(ptr::null_mut()));
+        MEMO_LEFT.with(|c| c.set(frees));
+    }
+    #[inline]
+    pub(crate) fn memo_saved() -> *mut Memo {
+        MEMO_SAVED.with(Cell::get)
+    }
+    #[inline]
+    pub(crate) fn clear_memo_saved() {
+        MEMO_SAVED.with(|c| c.set(ptr::null_mut()))
+    }
+    #[inline(always)]
+    pub(crate) fn memo() -> *mut Memo {
+        MEMO.with(Cell::get)
+    }
+    /// # Safety
+    /// `value` must be null or a memo (`percpu::memo`) that no other thread uses.
+    #[inline(always)]
+    pub(crate) unsafe fn set_memo(value: *mut Memo) {
+        MEMO.with(|c| c.set(value))
     }
 
     #[inline(always)]
@@ -317,8 +513,9 @@ mod imp {
 }
 
 pub(crate) use imp::{
-    current, current_at, own, own_is_percpu, own_is_percpu_at, prof_sub, prof_take, prof_take_at,
-    set_current, set_own, set_prof,
+    clear_memo_saved, current, current_at, memo, memo_at, memo_off, memo_off_tick_at, memo_saved,
+    own, own_is_percpu, own_is_percpu_at, prof_sub, prof_take, prof_take_at, set_current, set_memo,
+    set_own, set_prof,
 };
 
 /// The `OWN` word of a thread on the per-CPU caches (`thread::PERCPU`).

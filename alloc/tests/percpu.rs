@@ -336,6 +336,72 @@ fn write_into_a_stacked_block_is_reported() {
     }
 }
 
+/// In a per-CPU child: frees blocks of 896 B (a class no start-up allocation uses, so their
+/// spans hold nothing else), which fills the thread's span memo (`percpu/memo.rs`) with
+/// their spans; `collect` sends the emptied spans back; blocks of `new_size` are then taken
+/// until one covers an old block past its own start, with no free in between (a free would
+/// refill the memo), and that old pointer, now inside a live block, is freed. A memo that
+/// trusted its copy of the old span would push it onto the 896-byte stack and the child
+/// would print `NOT-REPORTED`; the free must instead be reported as the page map's path
+/// reports it.
+fn free_into_reused_pages(new_size: usize) {
+    pin_to_cpu0();
+    let mut old = Vec::with_capacity(64);
+    let mut new = Vec::with_capacity(1 << 16);
+    for _ in 0..old.capacity() {
+        old.push(tessera::alloc(896, 8) as usize);
+    }
+    for &p in &old {
+        // SAFETY: live blocks, each freed once.
+        unsafe { tessera::free(p as *mut u8) };
+    }
+    tessera::collect();
+    let inside = |b: usize| old.iter().copied().find(|&p| b < p && p < b + new_size);
+    let victim = loop {
+        let b = tessera::alloc(new_size, 8) as usize;
+        assert_ne!(b, 0);
+        new.push(b);
+        if let Some(p) = inside(b) {
+            break p;
+        }
+        assert!(
+            new.len() < new.capacity(),
+            "no new block reused the old spans' pages"
+        );
+    };
+    // SAFETY: deliberately bad input: a pointer into the middle of a live block.
+    unsafe { tessera::free(victim as *mut u8) };
+    println!("NOT-REPORTED");
+}
+
+/// The old span's pages go to a span of another class (1 KiB blocks): the span was
+/// reformatted (`Span::generation` bumped by the format and by its return to the page heap).
+#[test]
+fn memo_does_not_trust_a_span_reused_for_another_class() {
+    if let Some(out) = common::in_child(
+        "memo_does_not_trust_a_span_reused_for_another_class",
+        "memo-class",
+        PERCPU,
+        || free_into_reused_pages(1024),
+    ) {
+        assert_aborted_with(&out, "free of a pointer into the middle of a block");
+    }
+}
+
+/// The old span's pages go to a large block (80 KiB): nothing formats a small span there,
+/// so only the bump of the old span's return to the page heap can tell the memo.
+#[test]
+fn memo_does_not_trust_a_span_reused_for_a_large_block() {
+    if let Some(out) = common::in_child(
+        "memo_does_not_trust_a_span_reused_for_a_large_block",
+        "memo-large",
+        PERCPU,
+        || free_into_reused_pages(80 << 10),
+    ) {
+        assert_aborted_with(&out, "free of a pointer that is not allocated");
+    }
+}
+
 /// A block on a stack freed again by a thread whose first allocator call that free is (it
 /// decides there to use the per-CPU caches, and must not push the block onto its span's
 /// remote list, where nobody would see it is on a stack too).

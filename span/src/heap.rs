@@ -598,6 +598,8 @@ impl Inner {
         let dirty = flags & FLAG_DIRTY != 0;
         // Page-weighted sum of the parts' free times, for the merged run's age.
         let mut weighted = freed_at as u128 * npages as u128;
+        // Its pages may go to another span from here on: a memo of it must stop matching.
+        span.bump_generation();
         span.set_kind(SpanKind::None);
         let same_kind =
             |r: &Span| r.kind() == SpanKind::Free && (r.flags & FLAG_DIRTY != 0) == dirty;

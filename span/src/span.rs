@@ -11,7 +11,8 @@
 //! - the small-object layer (the `tessera` crate) owns `remote`, `notify_next`, `owner`,
 //!   `class`, `obj_size`, `capacity`, `obj_bytes`, `div_test`, `local_free`, `local_count`,
 //!   `carved`, `user_flags`,
-//!   and `prev`/`next` while the span is in use.
+//!   and `prev`/`next` while the span is in use;
+//! - both bump `generation` (atomically), and anyone reads it.
 //!
 //! `prev`/`next` are only ever touched through a [`SpanList`](crate::list::SpanList), whose
 //! contract says who holds them when.
@@ -116,17 +117,34 @@ pub struct Span {
     /// List link, as `prev`.
     pub(crate) next: *mut Span,
     pub(crate) freed_at_ms: u64,
+    /// Bumped whenever the record's span stops being what it was: each time a run goes
+    /// among the free ones (`insert_free`, under the page heap's lock: every in-use span
+    /// given back passes there), and by the small-object layer each time it formats a span
+    /// for a class. A copy of a small span's geometry taken with the generation (the
+    /// `tessera` crate's per-thread span memo, `percpu/memo.rs`) is still true while the
+    /// generation reads the same: a span freed and its pages reused, or reformatted for
+    /// another class, never matches a copy taken before. 64 bits: it never wraps. In the
+    /// second line (the first is full), which the memo's test reads for nothing else.
+    pub generation: AtomicU64,
 }
 
 const _: () = assert!(core::mem::size_of::<Span>() == 128);
 const _: () = assert!(core::mem::offset_of!(Span, flags) < 64);
 const _: () = assert!(core::mem::offset_of!(Span, remote) == 64);
+const _: () = assert!(core::mem::offset_of!(Span, generation) >= 64);
 
 impl Span {
     /// What this record describes.
     #[inline]
     pub fn kind(&self) -> SpanKind {
         SpanKind::from_u8(self.kind.load(Ordering::Acquire))
+    }
+
+    /// Marks the record's span changed (see `generation`). Release: a reader that sees the
+    /// new value sees what the changer wrote before.
+    #[inline]
+    pub fn bump_generation(&self) {
+        self.generation.fetch_add(1, Ordering::Release);
     }
 
     pub(crate) fn set_kind(&self, kind: SpanKind) {

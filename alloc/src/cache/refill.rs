@@ -159,6 +159,9 @@ impl Cache {
             // SAFETY: a fresh small span, ours alone until we publish it.
             unsafe {
                 let s = &mut *span;
+                // A stashed span may come back for another class: memos of its old
+                // geometry must stop matching (`Span::generation`, `percpu/memo.rs`).
+                s.bump_generation();
                 s.class = class.byte();
                 s.div_test = info.div_test;
                 // Nothing carved yet: no address in the span is a block (`Span::obj_bytes`).

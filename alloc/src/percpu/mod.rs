@@ -50,7 +50,10 @@
 //! by the fork never committed); the back-end locks are taken by the fork handlers.
 
 mod drain;
+mod memo;
 mod slab;
+
+pub(crate) use memo::Memo;
 
 use core::ptr;
 use core::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
@@ -161,6 +164,9 @@ pub(crate) fn adopt() -> bool {
     if !wanted || !rseq::register_current_thread() {
         return false;
     }
+    // SAFETY: a fresh or idle memo (or null), this thread's alone; `thread.rs` gives it back
+    // at thread exit.
+    unsafe { crate::tls::set_memo(memo::acquire()) };
     let mut rng = 0;
     crate::tls::set_prof(crate::profile::sample::first_interval(
         &mut rng,
@@ -284,19 +290,92 @@ pub(crate) unsafe fn alloc(size: usize, align: usize, class: SizeClass) -> *mut 
 ///
 /// # Safety
 /// As `alloc`; the caller gives `ptr` up (`tessera::free`'s contract).
+///
+/// The span goes into the thread's memo first (`memo.rs`), so that the next free into it
+/// skips the page map (`free_known`).
 #[inline(always)]
-pub(crate) unsafe fn free(ptr: *mut u8, span: *mut Span) {
+pub(crate) unsafe fn free(ptr: *mut u8, span: *mut Span, memo: *mut Memo, at: usize) {
     // SAFETY: `record_of` returns records inside mapped arena headers.
     let s = unsafe { &*span };
+    let key = freelist::key_direct();
     if s.kind() == tessera_span::SpanKind::Small
         && crate::is_object_start(s, ptr as usize)
-        // SAFETY: the caller's contract; `ptr` is an object start of the in-use small span.
-        && unsafe { free_fast(s, ptr) }
+        // A block that carries the freed-block marker goes to the slow path (a double
+        // free?) before the memo sees its span, which might be on its way back to the page
+        // heap: the memo copies only spans that hold the live block being freed.
+        // SAFETY: an object of the in-use small span `s`.
+        && !unsafe { freelist::may_be_freed(key, ptr) }
+    {
+        if !memo.is_null() {
+            // SAFETY: the thread's memo; `ptr`, a live object of the in-use small span, is
+            // still ours (not pushed yet).
+            unsafe { memo::missed(memo, ptr, s) };
+        } else if crate::tls::memo_off_tick_at(at) {
+            // A tail call: a call here would make every free save registers around it.
+            // SAFETY: forwarded contract.
+            return unsafe { memo::turn_on_and_free(ptr) };
+        }
+        // SAFETY: the caller's contract; `ptr` is a live object of `s`'s class, ours.
+        if unsafe { push(SizeClass::of(s), ptr, key) } {
+            return;
+        }
+    }
+    // SAFETY: forwarded contract.
+    unsafe { crate::free_slow(ptr) }
+}
+
+/// The class of `ptr` by the calling thread's span memo (`memo.rs`), if the memo knows
+/// `ptr` as an object start of a span that is still what it was; `memo` as
+/// `tls::memo_at` read it (null: none).
+///
+/// # Safety
+/// `memo` is the calling thread's memo or null.
+#[inline(always)]
+pub(crate) unsafe fn memo_class(memo: *mut Memo, ptr: *mut u8) -> Option<SizeClass> {
+    if memo.is_null() {
+        return None;
+    }
+    // SAFETY: the caller's contract.
+    unsafe { memo::class_of(memo, ptr) }
+}
+
+/// `free` for a pointer the memo placed (`memo_class`): an object start of an in-use small
+/// span of `class`. A push, unless the block carries the freed-block marker or the stack is
+/// full or refuses; then the full check of `free_slow`.
+///
+/// # Safety
+/// As `alloc`; `ptr` is an object start of an in-use small span of `class` (`memo_class`
+/// said so), which the caller gives up.
+#[inline(always)]
+pub(crate) unsafe fn free_known(ptr: *mut u8, class: SizeClass) {
+    let key = freelist::key_direct();
+    // SAFETY: an object of an in-use small span (the contract).
+    if !unsafe { freelist::may_be_freed(key, ptr) }
+        // SAFETY: the caller's contract.
+        && unsafe { push(class, ptr, key) }
     {
         return;
     }
     // SAFETY: forwarded contract.
     unsafe { crate::free_slow(ptr) }
+}
+
+/// Gives the calling thread's memo back (thread exit): the thread frees through the page
+/// map from then on.
+pub(crate) fn release_memo() {
+    let mut memo = crate::tls::memo();
+    if memo.is_null() {
+        // Off (`memo::judge`), or none.
+        memo = crate::tls::memo_saved();
+        crate::tls::clear_memo_saved();
+    }
+    if !memo.is_null() {
+        // SAFETY: null is always allowed; the memo is then no thread's.
+        unsafe {
+            crate::tls::set_memo(ptr::null_mut());
+            memo::release(memo);
+        }
+    }
 }
 
 /// The allocation fast path of a per-CPU thread: the countdown, then a pop (a class above
@@ -330,25 +409,6 @@ pub(crate) unsafe fn alloc_fast_at(at: usize, class: SizeClass, size: usize) -> 
     // SAFETY: a positive countdown makes the thread one on the per-CPU caches (`adopt`
     // draws it only after registering the thread).
     unsafe { pop_fast(class) }
-}
-
-/// The free fast path of a per-CPU thread for `ptr`, an object start of the in-use small
-/// span `s`: a push. False (nothing done) when the block carries the freed-block marker, its
-/// class is not a per-CPU one (its header refuses), or the stack is full: then call
-/// [`free_slow`].
-///
-/// # Safety
-/// As `alloc_fast`; `ptr` is a live object of `s` that the caller gives up.
-#[inline(always)]
-unsafe fn free_fast(s: &Span, ptr: *mut u8) -> bool {
-    let class = SizeClass::of(s);
-    let key = freelist::key_direct();
-    // SAFETY: an object of `s` (the contract).
-    if unsafe { freelist::may_be_freed(key, ptr) } {
-        return false;
-    }
-    // SAFETY: the caller's contract.
-    unsafe { push(class, ptr, key) }
 }
 
 // ---- the back end -------------------------------------------------------------------
@@ -726,6 +786,8 @@ pub(crate) fn each_lock(mut f: impl FnMut(&RawLock)) {
     for backing in &BACKING[..IDS.load(Ordering::Relaxed)] {
         f(backing.raw());
     }
+    // A leaf: nothing is locked while it is held.
+    f(memo::raw_lock());
 }
 
 /// The most bytes of objects one id's slab holds (the per-CPU front end's bound per CPU).
@@ -748,5 +810,5 @@ pub(crate) fn backends_held(mut f: impl FnMut(&Span, usize)) {
 /// a stack (read racily, `slab::for_each_cached`).
 pub(crate) fn cached(mut f: impl FnMut(*mut u8, usize)) -> usize {
     slab::for_each_cached(|block, class| f(block, class.size()));
-    slab::mapped()
+    slab::mapped() + memo::mapped()
 }
