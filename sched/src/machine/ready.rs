@@ -32,7 +32,11 @@ use std::sync::Arc;
 pub(crate) unsafe fn park_current(g: GRef, reason: WaitReason) {
     debug_assert_eq!(g, current_g(), "park_current of another coroutine");
     // The global queue tells a woken G by its wait reason (global_queue.rs `woken`).
-    debug_assert_ne!(reason as u8, WaitReason::None as u8, "a wait needs a reason");
+    debug_assert_ne!(
+        reason as u8,
+        WaitReason::None as u8,
+        "a wait needs a reason"
+    );
     // SAFETY: per the contract, the running G, live while it runs.
     let gr = unsafe { &*g };
     gr.wait_reason.store(reason as u8, Ordering::Relaxed);
