@@ -108,8 +108,9 @@ pub(super) unsafe fn find_runnable(m: &MCtx, p: &P) -> Option<GRef> {
     }
     if p.preempt.load(Ordering::Relaxed) {
         p.preempt.store(false, Ordering::Relaxed);
+        // SAFETY: a run queue holds live RUNNABLE Gs, and what it spills is ours to queue.
         p.runq
-            .demote_runnext(&mut |batch| sh.global.push_batch(batch));
+            .demote_runnext(&mut |batch| unsafe { sh.global.push_batch(batch) });
     }
     // SAFETY: per the contract.
     let (g, inherit) = unsafe { find_runnable_inner(m, p) }?;

@@ -146,7 +146,8 @@ unsafe fn run_blocking(m: &MCtx, p: &P, g: GRef) {
     } else {
         // No P anywhere: the G waits its turn like any other (Go's exitsyscall0), and this
         // M goes idle.
-        sh.global.push(g);
+        // SAFETY: `g` is live, RUNNABLE, on no queue, and we do not touch it again.
+        unsafe { sh.global.push(g) };
         wakep(sh);
     }
 }

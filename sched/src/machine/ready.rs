@@ -31,6 +31,12 @@ use std::sync::Arc;
 #[inline]
 pub(crate) unsafe fn park_current(g: GRef, reason: WaitReason) {
     debug_assert_eq!(g, current_g(), "park_current of another coroutine");
+    // The global queue tells a woken G by its wait reason (global_queue.rs `woken`).
+    debug_assert_ne!(
+        reason as u8,
+        WaitReason::None as u8,
+        "a wait needs a reason"
+    );
     // SAFETY: per the contract, the running G, live while it runs.
     let gr = unsafe { &*g };
     gr.wait_reason.store(reason as u8, Ordering::Relaxed);
@@ -231,7 +237,10 @@ pub(crate) unsafe fn queue(sh: &Shared, p: Option<&P>, g: GRef) {
             wakep_unfenced(sh);
             return;
         }
-        None => sh.global.push(g),
+        // SAFETY: per the contract, `g` is live, RUNNABLE, on no queue and ours to give up.
+        // If it was readied from a wait (a timer sysmon fired, a plain thread's channel
+        // send), it goes ahead of the global queue's backlog (global_queue.rs).
+        None => unsafe { sh.global.push(g) },
     }
     wakep(sh);
 }
@@ -277,6 +286,9 @@ pub(crate) unsafe fn ready_batch(p: Option<&P>, woken: Vec<Arc<Token>>) {
 /// off a queue runs it (`execute`).
 #[inline]
 pub(super) unsafe fn push_local(sh: &Shared, p: &P, g: GRef, next: bool) {
+    // SAFETY: a run queue holds live RUNNABLE Gs (and `g` is one, per the contract), and
+    // what it spills is ours to queue. Woken Gs among them go ahead of the global queue's
+    // backlog: a P that fires a heap of timers at once overflows its ring with them.
     p.runq
-        .push(g, next, &mut |batch| sh.global.push_batch(batch));
+        .push(g, next, &mut |batch| unsafe { sh.global.push_batch(batch) });
 }
