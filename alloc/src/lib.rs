@@ -96,6 +96,13 @@ unsafe impl GlobalAlloc for Tessera {
 
 pub(crate) use config::current_node;
 
+/// Whether this build encodes and checks its free lists and detects double frees (the
+/// `hardened` feature, on by default; `--cfg tessera_unhardened` compiles it out for a
+/// side-by-side measurement of its cost): ARCHITECTURE.md#hardening.
+pub fn hardened() -> bool {
+    freelist::HARDENED
+}
+
 /// Allocates `size` bytes aligned to `align`. Null when out of memory, and when `align` is
 /// not a power of two (0 included).
 #[inline]

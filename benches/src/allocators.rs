@@ -97,7 +97,9 @@ unsafe impl<A: GlobalAlloc> GlobalAlloc for CallBoundary<A> {
 /// the default rate, in one run (issue #18).
 /// `tessera-percpu` and `tessera-auto` are Tessera with `TESSERA_CACHE=percpu` or `auto`
 /// (per-CPU caches, issue #19; set in the child before Tessera's first allocation, where it
-/// reads the variable).
+/// reads the variable). `tessera-unhardened` is Tessera built with `--cfg
+/// tessera_unhardened` (no free-list encoding or double-free checks, issue #15): its children
+/// are a second build of this runner with that flag (`child::spawn`, `runner::run`).
 pub static OPT_IN: &[Allocator] = &[
     Allocator {
         name: "tessera-noprof",
@@ -111,7 +113,14 @@ pub static OPT_IN: &[Allocator] = &[
         name: "tessera-auto",
         run: |workload, params| workloads::run(&CallBoundary(::tessera::Tessera), workload, params),
     },
+    Allocator {
+        name: "tessera-unhardened",
+        run: |workload, params| workloads::run(&CallBoundary(::tessera::Tessera), workload, params),
+    },
 ];
+
+/// The allocator whose children run in the runner built without Tessera's hardening.
+pub const UNHARDENED: &str = "tessera-unhardened";
 
 /// Looks an allocator up by name (the default ones and [`OPT_IN`]).
 pub fn find(name: &str) -> Option<&'static Allocator> {
@@ -134,11 +143,27 @@ pub fn is_tessera(name: &str) -> bool {
 }
 
 /// Sets a child process up for `name` before its workload runs: `tessera-noprof` turns heap
-/// profiling off; `tessera-percpu` and `tessera-auto` set `TESSERA_CACHE`.
+/// profiling off; `tessera-percpu` and `tessera-auto` set `TESSERA_CACHE`;
+/// `tessera-unhardened` and `tessera` check that this build is the one they measure.
 pub fn prepare_child(name: &str) {
     let cache = match name {
         "tessera-noprof" => {
             ::tessera::profile::set_rate(0);
+            return;
+        }
+        UNHARDENED => {
+            assert!(
+                !::tessera::hardened(),
+                "tessera-unhardened ran in a runner built with Tessera's hardening: its \
+                 children must be the build in <target>/tessera-unhardened"
+            );
+            return;
+        }
+        "tessera" => {
+            assert!(
+                ::tessera::hardened(),
+                "tessera ran in a runner built without Tessera's hardening"
+            );
             return;
         }
         "tessera-percpu" => "percpu",

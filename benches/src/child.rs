@@ -62,14 +62,19 @@ pub fn time_limit(duration: Duration) -> Duration {
 /// The parent's side: runs `spec` in a child and returns its report, or a one-line reason
 /// why there is none (crash, failed check, timeout, garbled output).
 pub fn spawn(spec: &ChildSpec) -> Result<ChildReport, String> {
-    let exe = std::env::current_exe().map_err(|e| format!("cannot find own executable: {e}"))?;
-    let mut child = Command::new(exe)
+    let own = std::env::current_exe().map_err(|e| format!("cannot find own executable: {e}"))?;
+    let exe = if spec.allocator == allocators::UNHARDENED {
+        unhardened_exe(&own)
+    } else {
+        own
+    };
+    let mut child = Command::new(&exe)
         .args(spec.to_args())
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .map_err(|e| format!("cannot start child: {e}"))?;
+        .map_err(|e| format!("cannot start child {}: {e}", exe.display()))?;
 
     // A deadlocked allocator must not hang the whole comparison. The output is one line (or
     // a panic message), far below a pipe's capacity, so it is read after the exit.
@@ -107,4 +112,12 @@ pub fn spawn(spec: &ChildSpec) -> Result<ChildReport, String> {
         return Err(format!("child {status}: {}", why.trim()));
     }
     ChildReport::find_in(&stdout)
+}
+
+/// This runner built without Tessera's hardening (`runner::run` builds it when
+/// `tessera-unhardened` is asked for), beside the libtessera.so of the same flags.
+pub fn unhardened_exe(own: &std::path::Path) -> std::path::PathBuf {
+    crate::programs::preload::unhardened_target()
+        .join("release")
+        .join(own.file_name().unwrap_or_else(|| "tessera-bench".as_ref()))
 }

@@ -205,6 +205,7 @@ pub fn render(rows: &[Row]) -> String {
             &fast,
             geomean(&ratios).map(|g| g - 1.0),
             "  ",
+            &report::PROFILING,
         ));
     }
     if rows.iter().any(|r| {

@@ -10,7 +10,7 @@
 //! program modes (`programs`, `rust_programs`) share [`interleave`] and [`Conditions`] with
 //! a rotating order ([`Order::Rotating`]).
 
-use crate::allocators::BASELINE;
+use crate::allocators::{self, BASELINE};
 use crate::args::{ChildSpec, RunOptions};
 use crate::child;
 use crate::report::{self, ReportFile, Results, Row, RowLabel, Samples, Section, Settings};
@@ -24,9 +24,32 @@ pub const SECTION: Section = Section {
     chart: "chart.svg",
 };
 
+/// Builds the runner again with `--cfg tessera_unhardened`, whose children measure
+/// `tessera-unhardened` (`child::spawn`): Tessera's hardening compiled out, so its cost
+/// shows beside `tessera` in one run (issue #15). Not started by cargo, an existing build
+/// is used as it is; a failed build leaves that column's runs failing with the reason.
+fn build_unhardened_runner() {
+    match crate::programs::preload::build_unhardened(
+        "tessera-bench",
+        "this runner without Tessera's hardening, for the tessera-unhardened column",
+    ) {
+        Some(Ok(())) => {}
+        Some(Err(why)) => eprintln!("tessera-bench: building tessera-unhardened failed: {why}"),
+        None => eprintln!(
+            "tessera-bench: not started by cargo: tessera-unhardened runs in {} as it is",
+            std::env::current_exe()
+                .map(|own| child::unhardened_exe(&own).display().to_string())
+                .unwrap_or_default()
+        ),
+    }
+}
+
 /// Runs the comparison and adds its section to `report`; returns the exit code (1 if any
 /// run failed or the report could not be written).
 pub fn run(options: &RunOptions, report: &mut ReportFile) -> i32 {
+    if options.allocators.contains(&allocators::UNHARDENED) {
+        build_unhardened_runner();
+    }
     let mut rows: Vec<Row> = options
         .workloads
         .iter()
@@ -75,7 +98,7 @@ pub fn run(options: &RunOptions, report: &mut ReportFile) -> i32 {
         rows,
         settings: conditions.settings(options.reps, options.duration, options.full),
     };
-    let cost = report::profiling_cost(&results, |row| {
+    let cost = report::feature_costs(&results, |row| {
         row.workload == crate::workloads::Workload::Fastpath
     });
     conclude(&results, &cost, report)

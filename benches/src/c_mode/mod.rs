@@ -116,7 +116,7 @@ pub fn run(options: &COptions, report: &mut ReportFile) -> i32 {
         settings: conditions.settings(options.reps, options.duration, options.full),
     };
     let mut extra = targets(&results);
-    extra.push_str(&report::profiling_cost(&results, |row| {
+    extra.push_str(&report::feature_costs(&results, |row| {
         row.workload.per_op_ns
     }));
     if !notes.is_empty() {

@@ -138,19 +138,34 @@ pub fn build_libtessera() -> Option<Result<(), String>> {
 /// Builds the `tessera-unhardened` library (see [`ALL_PRELOAD_NAMES`]) as
 /// [`build_libtessera`] builds the ordinary one.
 pub fn build_libtessera_unhardened() -> Option<Result<(), String>> {
+    build_unhardened(
+        "tessera-preload",
+        "libtessera.so without hardening, for the side-by-side cost",
+    )
+}
+
+/// Builds `package` with `--cfg tessera_unhardened` (Tessera without its hardening, issue
+/// #15) into `<target>/tessera-unhardened`, with the cargo that started this process. `None`
+/// when no cargo started us.
+pub fn build_unhardened(package: &str, why: &str) -> Option<Result<(), String>> {
     let cargo = cargo::started_by()?;
     Some(cargo::build_release(
         &cargo,
         &paths::workspace_root().join("Cargo.toml"),
-        &paths::target_dir().join(UNHARDENED_DIR),
+        &unhardened_target(),
         &[
             "-p",
-            "tessera-preload",
+            package,
             "--config",
             "build.rustflags=[\"--cfg\", \"tessera_unhardened\"]",
         ],
-        "libtessera.so without hardening, for the side-by-side cost",
+        why,
     ))
+}
+
+/// The target directory of the builds without hardening.
+pub fn unhardened_target() -> PathBuf {
+    paths::target_dir().join(UNHARDENED_DIR)
 }
 
 /// The preloads among `names` whose library is there, building libtessera.so first (so the

@@ -18,7 +18,10 @@ mod terminal;
 
 pub use markdown::render_markdown;
 pub use memory::render_tessera_memory;
-pub use profcost::{FAST_PATH_BAR, GEOMEAN_BAR, judge, percent, profiling_cost};
+pub use profcost::{
+    Cost, FAST_PATH_BAR, GEOMEAN_BAR, HARDENING, PROFILING, cost, feature_costs, judge, percent,
+    profiling_cost,
+};
 pub use terminal::render_terminal;
 
 use crate::paths;

@@ -1,9 +1,10 @@
-//! The heap profiler's cost (issue #18, item 4): `tessera` (sampling at the default rate)
-//! against `tessera-noprof` (`TESSERA_PROF_RATE=0`), both measured in the same run, when
-//! `--allocators` names both. The issue's bars: at most 3% on the fast path's rows, at most
-//! 1% on the geomean of all rows. Wall time on a shared machine swings by more than those
-//! bars; `--prof-cost` (`crate::icount`) counts the same cost in instructions, and judges
-//! its figures with [`judge`] too.
+//! What a Tessera feature costs in the same run, when `--allocators` names Tessera both with
+//! and without it: the heap profiler (issue #18, item 4: `tessera`, sampling at the default
+//! rate, against `tessera-noprof`, `TESSERA_PROF_RATE=0`; bars 3% on the fast path's rows,
+//! 1% on the geomean of all rows) and the hardening (issue #15, item 6: `tessera` against
+//! `tessera-unhardened`, built with `--cfg tessera_unhardened`; bars 3% and 3%). Wall time
+//! on a shared machine swings by more than those bars; `--prof-cost` (`crate::icount`)
+//! counts the profiler's cost in instructions, and judges its figures with [`judge`] too.
 
 use std::fmt::Write as _;
 
@@ -15,21 +16,70 @@ pub const FAST_PATH_BAR: f64 = 0.03;
 /// The most the geomean of every row may lose to sampling.
 pub const GEOMEAN_BAR: f64 = 0.01;
 
-/// The cost lines: per fast-path row (`fast_path` picks them) and over all rows, the
-/// throughput `tessera` loses against `tessera-noprof` (1 - the median of per-repetition
-/// ratios; negative: faster). Empty without both columns.
+/// A feature whose cost the tables report: the column without it, and the issue's bars.
+#[derive(Debug)]
+pub struct Cost {
+    /// The column of Tessera without the feature (`tessera` has it).
+    pub off: &'static str,
+    /// The lines' heading.
+    pub heading: &'static str,
+    /// The most a fast-path row may lose.
+    pub fast_bar: f64,
+    /// The most the geomean of every row may lose.
+    pub geomean_bar: f64,
+}
+
+/// The heap profiler's sampling (issue #18).
+pub const PROFILING: Cost = Cost {
+    off: "tessera-noprof",
+    heading: "profiling cost (issue #18): tessera (sampling at the default rate) against \
+              tessera-noprof (TESSERA_PROF_RATE=0), same run:",
+    fast_bar: FAST_PATH_BAR,
+    geomean_bar: GEOMEAN_BAR,
+};
+
+/// The hardened free lists and double-free checks (issue #15).
+pub const HARDENING: Cost = Cost {
+    off: "tessera-unhardened",
+    heading: "hardening cost (issue #15): tessera against tessera-unhardened (built with \
+              --cfg tessera_unhardened), same run:",
+    fast_bar: 0.03,
+    geomean_bar: 0.03,
+};
+
+/// The cost lines of every feature in [`PROFILING`] and [`HARDENING`] whose two columns the
+/// run has (see [`cost`]).
+pub fn feature_costs<W: RowLabel>(
+    results: &Results<W>,
+    fast_path: impl Fn(&Row<W>) -> bool,
+) -> String {
+    [&PROFILING, &HARDENING]
+        .iter()
+        .map(|c| cost(results, &fast_path, c))
+        .collect()
+}
+
+/// The profiler's cost lines (see [`cost`]).
 pub fn profiling_cost<W: RowLabel>(
     results: &Results<W>,
     fast_path: impl Fn(&Row<W>) -> bool,
 ) -> String {
+    cost(results, &fast_path, &PROFILING)
+}
+
+/// The cost lines of `feature`: per fast-path row (`fast_path` picks them) and over all
+/// rows, the throughput `tessera` loses against `feature.off` (1 - the median of
+/// per-repetition ratios; negative: faster). Empty without both columns.
+pub fn cost<W: RowLabel>(
+    results: &Results<W>,
+    fast_path: &impl Fn(&Row<W>) -> bool,
+    feature: &Cost,
+) -> String {
     let column = |name: &str| results.allocators.iter().position(|a| *a == name);
-    let (Some(on), Some(off)) = (column("tessera"), column("tessera-noprof")) else {
+    let (Some(on), Some(off)) = (column("tessera"), column(feature.off)) else {
         return String::new();
     };
-    let mut out = String::from(
-        "profiling cost (issue #18): tessera (sampling at the default rate) against \
-         tessera-noprof (TESSERA_PROF_RATE=0), same run:\n",
-    );
+    let mut out = format!("{}\n", feature.heading);
     let fast: Vec<(String, Option<f64>)> = results
         .rows
         .iter()
@@ -46,23 +96,33 @@ pub fn profiling_cost<W: RowLabel>(
         .iter()
         .filter_map(|r| r.ratio(on, off))
         .collect();
-    out.push_str(&judge(&fast, geomean(&ratios).map(|g| 1.0 - g), "  "));
+    out.push_str(&judge(
+        &fast,
+        geomean(&ratios).map(|g| 1.0 - g),
+        "  ",
+        feature,
+    ));
     out
 }
 
-/// The verdict lines against the issue's bars, each line starting with `indent`: of the
-/// fast path's rows (label, cost: the fraction of throughput or instructions sampling
-/// costs, `None` without a figure), how many meet [`FAST_PATH_BAR`], the highest and the
-/// misses; then the geomean cost of every row against [`GEOMEAN_BAR`]. Shared by the
+/// The verdict lines against `feature`'s bars, each line starting with `indent`: of the
+/// fast path's rows (label, cost: the fraction of throughput or instructions the feature
+/// costs, `None` without a figure), how many meet its fast-path bar, the highest and the
+/// misses; then the geomean cost of every row against its geomean bar. Shared by the
 /// wall-time lines above and `--prof-cost`'s instruction counts (`crate::icount`).
-pub fn judge(fast: &[(String, Option<f64>)], geomean_cost: Option<f64>, indent: &str) -> String {
+pub fn judge(
+    fast: &[(String, Option<f64>)],
+    geomean_cost: Option<f64>,
+    indent: &str,
+    feature: &Cost,
+) -> String {
     let mut out = String::new();
     let (mut met, mut misses) = (0, Vec::new());
     let mut worst: Option<(f64, &str)> = None;
     for (label, cost) in fast {
         match *cost {
             Some(cost) => {
-                if cost <= FAST_PATH_BAR {
+                if cost <= feature.fast_bar {
                     met += 1;
                 } else {
                     misses.push(format!("{label} {}", percent(cost)));
@@ -78,7 +138,7 @@ pub fn judge(fast: &[(String, Option<f64>)], geomean_cost: Option<f64>, indent: 
         let _ = write!(
             out,
             "{indent}fast path cost <= {}: {met} of {} rows",
-            percent(FAST_PATH_BAR),
+            percent(feature.fast_bar),
             fast.len()
         );
         if let Some((cost, label)) = worst {
@@ -92,12 +152,16 @@ pub fn judge(fast: &[(String, Option<f64>)], geomean_cost: Option<f64>, indent: 
     }
     match geomean_cost {
         Some(cost) => {
-            let verdict = if cost <= GEOMEAN_BAR { "pass" } else { "MISS" };
+            let verdict = if cost <= feature.geomean_bar {
+                "pass"
+            } else {
+                "MISS"
+            };
             let _ = writeln!(
                 out,
                 "{indent}geomean cost {} <= {}: {verdict}",
                 percent(cost),
-                percent(GEOMEAN_BAR)
+                percent(feature.geomean_bar)
             );
         }
         None => {
@@ -197,6 +261,24 @@ mod tests {
             "{t}"
         );
         assert!(t.contains("geomean cost 0.0% <= 1.0%: pass"), "{t}");
+    }
+
+    #[test]
+    fn the_hardening_is_judged_against_its_own_column_and_bars() {
+        let rows = [
+            (Workload::Fastpath, [980, 980, 980], [1000; 3]),
+            (Workload::Larson, [980; 3], [1000; 3]),
+        ];
+        // `results` fills `tessera-noprof`'s cells with the "off" figures; here that column
+        // is `tessera-unhardened`, so rename it.
+        let mut r = results(vec!["tessera", "tessera-noprof", "mimalloc"], &rows);
+        r.allocators[1] = "tessera-unhardened";
+        let t = feature_costs(&r, fast);
+        assert!(t.starts_with("hardening cost (issue #15)"), "{t}");
+        // 2% against a 3% bar passes on both lines (the profiler's geomean bar is 1%).
+        assert!(t.contains("(highest fastpath t=1 2.0%): pass"), "{t}");
+        assert!(t.contains("geomean cost 2.0% <= 3.0%: pass"), "{t}");
+        assert!(!t.contains("profiling cost"), "{t}");
     }
 
     #[test]
