@@ -352,19 +352,26 @@ fn small_samples_on_every_free_path() {
 /// Runs `small_samples_on_every_free_path` in a child at rate 1 (every allocation a sample)
 /// with `TESSERA_CACHE=mode`.
 fn small_samples_in_child(test_name: &str, mode: &str) {
-    if let Some(out) = common::in_child(
+    child_says(
         test_name,
         &format!("small-samples-{mode}"),
         &[("TESSERA_PROF_RATE", "1"), ("TESSERA_CACHE", mode)],
+        "SAMPLES-OK",
         || {
             small_samples_on_every_free_path();
             println!("SAMPLES-OK");
         },
-    ) {
+    );
+}
+
+/// Runs `body` in a child (`common::in_child`) with `env`, and requires it to succeed and
+/// print `want`.
+fn child_says(test_name: &str, tag: &str, env: &[(&str, &str)], want: &str, body: impl FnOnce()) {
+    if let Some(out) = common::in_child(test_name, tag, env, body) {
         let stdout = String::from_utf8_lossy(&out.stdout);
         assert!(
-            out.status.success() && stdout.contains("SAMPLES-OK"),
-            "{mode}: child failed: {}\n{stdout}",
+            out.status.success() && stdout.contains(want),
+            "{tag}: child failed: {}\n{stdout}",
             String::from_utf8_lossy(&out.stderr)
         );
     }
@@ -381,6 +388,49 @@ fn small_samples_are_forgotten_on_every_free_path_per_cpu() {
         "small_samples_are_forgotten_on_every_free_path_per_cpu",
         "percpu",
     );
+}
+
+/// `set_rate` applies from the caller's next allocation on: a countdown drawn at a rate that
+/// samples about once a terabyte does not outlive `set_rate(1)`. In a child (the rate is
+/// process-wide), with thread caches and with per-CPU caches, whose countdowns live in
+/// different places. Fails without `restart_own_countdown`: the 64 KiB block is then sampled
+/// with odds of about 2^-24.
+fn a_new_rate_applies_at_once(test_name: &str, mode: &str) {
+    child_says(
+        test_name,
+        &format!("new-rate-{mode}"),
+        &[("TESSERA_CACHE", mode)],
+        "NEW-RATE sampled=true",
+        || {
+            let mut buf = vec![tessera::profile::LiveSample::default(); 100_000];
+            tessera::profile::set_rate(1 << 40);
+            // A sample at the old rate (this block is larger than any countdown the default
+            // rate draws in practice) makes the next countdown one of the new rate, whether or
+            // not `set_rate` drew it.
+            let big = vec![0u8; 1 << 30];
+            drop(black_box(big));
+            tessera::profile::set_rate(1);
+            let layout = Layout::from_size_align(64 << 10, 8).unwrap();
+            // SAFETY: a non-zero size.
+            let p = unsafe { alloc(layout) };
+            assert!(!p.is_null());
+            let sampled = is_live_sample(&mut buf, p);
+            // SAFETY: allocated above with this layout.
+            unsafe { dealloc(p, layout) };
+            tessera::profile::set_rate(tessera::profile::DEFAULT_RATE);
+            println!("NEW-RATE sampled={sampled}");
+        },
+    );
+}
+
+#[test]
+fn a_new_rate_applies_at_once_with_thread_caches() {
+    a_new_rate_applies_at_once("a_new_rate_applies_at_once_with_thread_caches", "thread");
+}
+
+#[test]
+fn a_new_rate_applies_at_once_with_per_cpu_caches() {
+    a_new_rate_applies_at_once("a_new_rate_applies_at_once_with_per_cpu_caches", "percpu");
 }
 
 /// Bad frees of sampled blocks are reported as those of any other block: a second free of a

@@ -45,10 +45,12 @@ pub(crate) unsafe fn count(cache: *mut Cache, size: usize) -> bool {
 }
 
 /// Sets the mean sampling interval in bytes (`TESSERA_PROF_RATE`); 0 turns sampling off.
-/// Each thread's countdown picks the new rate up at its next sample.
+/// The calling thread's countdown starts again at the new rate; every other thread's picks
+/// it up at its next sample.
 pub fn set_rate(bytes: usize) {
     writer::note_rate(bytes);
     sample::set_rate(bytes);
+    sample::restart_own_countdown();
 }
 
 /// Whether `TESSERA_PROF_SIGNAL` asked for a profile not written yet.

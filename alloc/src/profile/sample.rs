@@ -29,7 +29,7 @@
 use core::sync::atomic::{AtomicUsize, Ordering};
 
 use tessera_span::{Span, SpanKind, arena};
-use tessera_sys::{clock, thread};
+use tessera_sys::{clock, random, thread};
 
 use super::table::{self, MAX_FRAMES, SampleInfo};
 use crate::cache::Cache;
@@ -61,6 +61,30 @@ const NEVER: isize = isize::MAX;
 /// [`first_interval`]).
 pub(crate) fn set_rate(rate: usize) {
     RATE.store(rate, Ordering::Relaxed);
+}
+
+/// Draws the calling thread's countdown again at the current rate (`profile::set_rate`), so
+/// that a rate applies from the caller's next allocation on. Left as it was, a countdown
+/// drawn at the old rate ran as long as that rate made it: after `set_rate(1)` a 64 KiB
+/// block went unsampled about one time in 55 when the rate had been 16 KiB (the profile
+/// tests did exactly that). Other threads take the new rate up at their next sample. A
+/// thread with no cache yet draws its first countdown at the new rate anyway.
+pub(crate) fn restart_own_countdown() {
+    let cache = crate::thread::current();
+    if !cache.is_null() {
+        // SAFETY: the calling thread's current cache, which it alone uses while it is
+        // current (a scheduler's processor cache included: this thread runs on it now).
+        let cache = unsafe { &mut *cache };
+        // Mid-sample (the profiler's own allocations) the countdown is the profiler's.
+        if !cache.prof_busy {
+            cache.prof_left = next_interval(&mut cache.prof_rng);
+        }
+    } else if crate::thread::uses_percpu() {
+        // A per-CPU thread keeps its countdown in a thread-local word and no random state of
+        // its own (its samples draw from the back end's): a fresh seed, as `adopt` draws.
+        let mut rng = 0;
+        crate::tls::set_prof(first_interval(&mut rng, random::random_u64()));
+    }
 }
 
 /// The sampling rate in bytes; 0 when off.
