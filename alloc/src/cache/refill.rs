@@ -135,9 +135,7 @@ impl Cache {
                 self.spare[class.index()] = ptr::null_mut();
             }
             span
-        } else if let Some(span) = node.centrals[class.index()].take() {
-            // SAFETY: the central list handed the span over; we become its owner.
-            unsafe { (*span).owner.store(self.tag(), Ordering::Relaxed) };
+        } else if let Some(span) = self.take_central(node, class) {
             span
         } else {
             let info = class.info();
@@ -150,7 +148,15 @@ impl Cache {
                 },
                 None => match crate::limit::retry(|| node.heap.alloc(pages, SpanKind::Small)) {
                     Some(fresh) => fresh,
-                    None => return false,
+                    // The reclaim `retry` made on a memory limit flushed idle caches, whose
+                    // partly used spans went to the central lists: a per-CPU back end the
+                    // thread used before it moved to another id holds the very blocks it
+                    // freed. Take one of those before failing.
+                    None => match self.take_central(node, class) {
+                        // SAFETY: the central list's span, now ours and on no list.
+                        Some(span) => return unsafe { self.make_current(class, span) },
+                        None => return false,
+                    },
                 },
             };
             self.ramp[class.index()] = (step + 1).min(size_class::RAMP_STEPS - 1) as u8;
@@ -184,7 +190,27 @@ impl Cache {
             }
             span
         };
-        // SAFETY: `span` is an in-use small span we own and have unlinked.
+        // SAFETY: each branch above leaves `span` an in-use small span of `class` that we
+        // own, unlinked from our lists (or never on them).
+        unsafe { self.make_current(class, span) }
+    }
+
+    /// A span of `class` from the central list of `node`, now ours.
+    fn take_central(&mut self, node: &node::Node, class: SizeClass) -> Option<*mut Span> {
+        let span = node.centrals[class.index()].take()?;
+        // SAFETY: the central list handed the span over; we become its owner.
+        unsafe { (*span).owner.store(self.tag(), Ordering::Relaxed) };
+        Some(span)
+    }
+
+    /// Makes `span` the one `class`'s bin allocates from. True, for `install_next_span`'s
+    /// tail.
+    ///
+    /// # Safety
+    /// `span` must be an in-use small span of `class` that this cache owns and has on none
+    /// of its lists.
+    unsafe fn make_current(&mut self, class: SizeClass, span: *mut Span) -> bool {
+        // SAFETY: the caller's contract.
         let s = unsafe { &mut *span };
         s.user_flags = (s.user_flags & !WHERE_MASK) | CURRENT;
         self.bins[class.index()] = Bin {
