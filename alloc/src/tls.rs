@@ -217,31 +217,43 @@ mod imp {
     /// The memo [`memo_off`] kept aside (null if none).
     #[inline]
     pub(crate) fn memo_saved() -> *mut Memo {
-        let value: *mut Memo;
-        let at = current_at().1;
-        // SAFETY: this thread's own slot (the layout above).
+        read_word(MEMO_SAVED_FROM_CURRENT) as *mut Memo
+    }
+
+    /// Clears `MEMO_SAVED`.
+    #[inline]
+    pub(crate) fn clear_memo_saved() {
+        write_word(MEMO_SAVED_FROM_CURRENT, 0);
+    }
+
+    /// The word `offset` bytes past `CURRENT` in this thread's block (the layout above), for
+    /// the words off the fast paths (those compute the address with a displacement of their
+    /// own, sparing the add).
+    #[inline]
+    fn read_word(offset: usize) -> usize {
+        let value: usize;
+        // SAFETY: callers pass the distance of one of the words laid out above, so the
+        // address is this thread's own slot.
         unsafe {
             asm!(
-                "mov {v}, qword ptr fs:[{t} + {d}]",
-                t = in(reg) at,
-                d = const MEMO_SAVED_FROM_CURRENT,
-                v = out(reg) value,
+                "mov {v}, qword ptr fs:[{t}]",
+                t = in(reg) current_at().1 + offset,
+                v = lateout(reg) value,
                 options(nostack, readonly, preserves_flags),
             );
         }
         value
     }
 
-    /// Clears `MEMO_SAVED`.
+    /// Writes the word `offset` bytes past `CURRENT` (see [`read_word`]).
     #[inline]
-    pub(crate) fn clear_memo_saved() {
-        let at = current_at().1;
-        // SAFETY: this thread's own slot (the layout above).
+    fn write_word(offset: usize, value: usize) {
+        // SAFETY: as `read_word`: this thread's own slot, which nothing else aliases.
         unsafe {
             asm!(
-                "mov qword ptr fs:[{t} + {d}], 0",
-                t = in(reg) at,
-                d = const MEMO_SAVED_FROM_CURRENT,
+                "mov qword ptr fs:[{t}], {v}",
+                t = in(reg) current_at().1 + offset,
+                v = in(reg) value,
                 options(nostack, preserves_flags),
             );
         }
@@ -260,18 +272,8 @@ mod imp {
     /// path dereferences it unchecked.
     #[inline]
     pub(crate) unsafe fn set_memo(value: *mut Memo) {
-        let at = current_at().1;
-        // SAFETY: writes this thread's own slot, as `memo_at` reads it; nothing else
-        // aliases it.
-        unsafe {
-            asm!(
-                "mov qword ptr fs:[{t} + {d}], {v}",
-                t = in(reg) at,
-                d = const MEMO_FROM_CURRENT,
-                v = in(reg) value,
-                options(nostack, preserves_flags),
-            );
-        }
+        // The slot `memo_at` reads; the caller's contract covers what goes in it.
+        write_word(MEMO_FROM_CURRENT, value as usize);
     }
 
     /// [`own_is_percpu`], with `at` from [`current_at`] on this thread: `OWN` is found from
