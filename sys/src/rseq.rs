@@ -210,22 +210,19 @@ mod imp {
         };
     }
 
-    /// The header's test of both sequences, after `enter_slab`: loads the bound at
-    /// `$bound` (4: `begin`, 6: `end`) into `idx`, then the count into `cur`, and refuses
-    /// (jumps to 27) when `$refuse` (`jbe`: the count at or below `begin`; `jae`: at or
-    /// above `end`). The bound is loaded first: x86 keeps loads in program order, and a
-    /// drain (`LOCKED_BOUNDS`) stores the count it leaves before the bounds it unlocks with,
-    /// so a sequence that sees the bounds unlocked sees that count too. (Loaded count first,
-    /// a sequence could read the count from before a whole drain, then the bounds from after
-    /// it, and pop a slot the drain took.)
+    /// The header's test of both sequences, after `enter_slab`: loads the count into `cur`
+    /// and refuses (jumps to 27) when `$refuse` against the bound at `$bound` (4: `begin`,
+    /// `jbe`: the count at or below it; 6: `end`, `jae`: at or above it). The count is
+    /// loaded before the bound: a sequence may read a count from before a whole drain and
+    /// the bounds from after its unlock only if it ran across the drain's second
+    /// `membarrier_rseq`, which restarts it ([`super::LOCKED_BOUNDS`]).
     macro_rules! test_header {
         ($bound:literal, $refuse:literal) => {
             concat!(
-                "movzx {idx:e}, word ptr [{slab} + {stack} * 8 + ",
+                "mov {cur:e}, dword ptr [{slab} + {stack} * 8]\n",
+                "cmp {cur:x}, word ptr [{slab} + {stack} * 8 + ",
                 $bound,
                 "]\n",
-                "mov {cur:e}, dword ptr [{slab} + {stack} * 8]\n",
-                "cmp {cur:x}, {idx:x}\n",
                 $refuse,
                 " 27f\n",
             )
@@ -519,9 +516,12 @@ pub const HEADER_BYTES: usize = 8;
 /// count. The sequences' commits store only the count (the `u32` at `h`), so a lock stored
 /// while a sequence runs is never overwritten by it: once a
 /// [`membarrier_rseq`] has restarted every sequence that read the header before, nothing
-/// commits to the stack until its bounds are stored back. The sequences load the bounds
-/// before the count, so a locker that stores the count it leaves before it unlocks is sure
-/// that a sequence seeing the bounds unlocked sees that count.
+/// commits to the stack until its bounds are stored back. The sequences load the count
+/// before the bounds, so one could read a count from before the locker's stores and the
+/// bounds from after its unlock: a locker that changed the counts calls
+/// [`membarrier_rseq`] again between its last store of a count and the unlock, which
+/// restarts any sequence that read a count before (one that read the bounds before the
+/// unlock found them locked).
 pub const LOCKED_BOUNDS: u32 = 0xffff;
 
 /// Sets the base of the slab region the sequences work on: index `i`'s slab starts at

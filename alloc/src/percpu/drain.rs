@@ -17,7 +17,11 @@
 //!    every store made before visible;
 //! 3. take every pointer off its stacks with plain loads and stores, clear their markers,
 //!    free them into the back end of `i`;
-//! 4. store the bounds back (release), where the next sequence finds the stacks empty.
+//! 4. `membarrier` again, then store the bounds back (release), where the next sequence
+//!    finds the stacks empty. The sequences load a stack's count before its bounds (one
+//!    load fewer than a separate load of the bound first, the order that would make the
+//!    second fence unneeded), so a sequence could read a count from before step 3 and the
+//!    bounds from after step 4; the second fence restarts any such sequence between the two.
 //!
 //! Without membarrier's rseq command (a kernel before 5.10, or membarrier disabled) step 2 is
 //! impossible, and only the calling thread's own id can be emptied, by popping.
@@ -61,6 +65,10 @@ pub(super) fn drain(id: usize) -> usize {
     // SAFETY: a made slab, and `DRAINING` makes us its only locker.
     unsafe { slab::set_locked(slab, true) };
     let mut bytes = 0;
+    // A fence refused after a registration that worked would be a kernel's change of mind:
+    // then nothing was taken (the first), or the slab stays locked (the second), its
+    // stacks refusing and the id served by its back end alone, rather than risk a sequence
+    // that read a stale count.
     if rseq::membarrier_rseq(None).is_ok() {
         let mut out = [ptr::null_mut::<u8>(); MAX_BATCH];
         for c in 0..PERCPU_CLASSES {
@@ -77,8 +85,11 @@ pub(super) fn drain(id: usize) -> usize {
                 unsafe { give_back_to(id as u32, &out[..n]) };
             }
         }
+        // Step 4 (no count changed when nothing was taken).
+        if bytes > 0 && rseq::membarrier_rseq(None).is_err() {
+            return bytes;
+        }
     }
-    // Registered, yet refused: the slab could not be taken safely, and goes back as it was.
     // SAFETY: as above.
     unsafe { slab::set_locked(slab, false) };
     DRAINING[id].store(false, Ordering::Release);

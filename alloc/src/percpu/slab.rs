@@ -267,7 +267,8 @@ pub(crate) unsafe fn take(slab: *mut u8, class: SizeClass, out: &mut [*mut u8]) 
         unsafe { crate::freelist::clear_link(block) };
         *at = block;
     }
-    // Before the unlock (`set_locked`): a sequence that sees the bounds unlocked sees this.
+    // Before the drain's second fence (`drain.rs`, step 4), which restarts any sequence that
+    // read the count from before this store.
     header.store(count - n as u32, Ordering::Release);
     n
 }
