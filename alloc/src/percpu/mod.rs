@@ -193,8 +193,8 @@ fn count(size: usize) -> bool {
 /// The calling thread uses the per-CPU caches (`thread::uses_percpu`).
 #[inline(always)]
 unsafe fn pop(class: SizeClass) -> *mut u8 {
-    // SAFETY: the thread is registered (`adopt`); the table and slabs have the layout the
-    // sequences expect (`slab.rs`), and only the sequences write them.
+    // SAFETY: the thread is registered (`adopt`); the slab region has the layout the
+    // sequences expect (`slab.rs`), and only the sequences write them (or a drain that locked them).
     let block = unsafe { rseq::slab_pop(slab::stack(class)) };
     if !block.is_null() {
         // The block's first word must still be the marker its push wrote (a null link):
