@@ -152,6 +152,11 @@ pub(crate) fn reserve_region() -> bool {
     let Ok(base) = mem::reserve(REGION_BYTES, mem::page_size()) else {
         return false;
     };
+    // No transparent huge pages: under THP `always`, the first header written would bring a
+    // 2 MiB page for 8 slabs, most of it never used (a slab's stacks fill from their bottom).
+    // A hint: a kernel without THP refuses it, and then there is nothing to refuse.
+    // SAFETY: the region just mapped, ours.
+    let _ = unsafe { mem::advise_huge_pages(base.as_ptr(), REGION_BYTES, false) };
     rseq::set_slab_base(base.as_ptr());
     true
 }
