@@ -89,6 +89,23 @@ fn threads_use_the_percpu_caches() {
     }
 }
 
+/// Joins `workers`, then stops `other` (a thread that loops until `stop`) and returns what
+/// it counted; the heap's books must balance afterwards.
+fn join_then_stop(
+    workers: Vec<std::thread::JoinHandle<()>>,
+    stop: &AtomicBool,
+    other: std::thread::JoinHandle<u64>,
+) -> u64 {
+    for w in workers {
+        w.join().unwrap();
+    }
+    stop.store(true, Ordering::Relaxed);
+    let counted = other.join().unwrap();
+    let stats = tessera::stats();
+    assert_eq!(stats.mapped, stats.breakdown.total());
+    counted
+}
+
 /// Workers allocate and free while another thread moves them between CPUs with
 /// `sched_setaffinity` as fast as it can: every pop and push that a migration interrupts
 /// must restart, or a block is handed out twice (a pattern check fails) or lost. The heap's
@@ -140,18 +157,48 @@ fn migration_under_allocation_keeps_blocks_apart() {
                     moves
                 })
             };
-            for w in workers {
-                w.join().unwrap();
-            }
-            stop.store(true, Ordering::Relaxed);
-            let moves = mover.join().unwrap();
+            let moves = join_then_stop(workers, &stop, mover);
             assert!(moves > 0, "the mover must have moved the workers");
-            let stats = tessera::stats();
-            assert_eq!(stats.mapped, stats.breakdown.total());
             println!("MIGRATE-OK moves={moves}");
         },
     ) {
         assert_ok(&out, "MIGRATE-OK");
+    }
+}
+
+/// Workers allocate and free while another thread drains every slab (`tessera::collect()`:
+/// each slab's headers locked, `membarrier`, the stacks emptied into the back ends, the
+/// headers unlocked) as fast as it can: a sequence that committed to a slab being emptied, or
+/// popped a slot the drain took, hands a block out twice (a pattern check fails) or loses
+/// it; the heap's consistency checks run throughout.
+#[test]
+fn draining_while_threads_allocate_keeps_blocks_apart() {
+    if let Some(out) = common::in_child(
+        "draining_while_threads_allocate_keeps_blocks_apart",
+        "drain-busy",
+        PERCPU,
+        || {
+            let stop = Arc::new(AtomicBool::new(false));
+            let workers: Vec<_> = (0..3)
+                .map(|w| std::thread::spawn(move || churn(w * 1000 + 5, 150, 300)))
+                .collect();
+            let drainer = {
+                let stop = stop.clone();
+                std::thread::spawn(move || {
+                    let mut drains = 0u64;
+                    while !stop.load(Ordering::Relaxed) {
+                        tessera::collect();
+                        drains += 1;
+                    }
+                    drains
+                })
+            };
+            let drains = join_then_stop(workers, &stop, drainer);
+            assert!(drains > 0, "the drainer must have drained");
+            println!("DRAIN-BUSY-OK drains={drains}");
+        },
+    ) {
+        assert_ok(&out, "DRAIN-BUSY-OK");
     }
 }
 

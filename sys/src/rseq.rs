@@ -40,7 +40,7 @@
 //!
 //! Only x86_64 carries the sequences; elsewhere [`init`] reports rseq unavailable.
 
-use core::sync::atomic::{AtomicIsize, AtomicPtr, AtomicU8, Ordering};
+use core::sync::atomic::{AtomicIsize, AtomicU8, AtomicUsize, Ordering};
 
 use crate::error::{OsError, check};
 
@@ -90,7 +90,8 @@ const OWN: u8 = 2;
 const UNAVAILABLE: u8 = 3;
 
 static STATE: AtomicU8 = AtomicU8::new(UNINIT);
-/// Offsets from the thread pointer of the area's `rseq_cs` and of its index field.
+/// Offsets from the thread pointer of the area's `rseq_cs` and of its index field, and the
+/// base of the slab region ([`set_slab_base`]).
 ///
 /// Read by every pop and push on every CPU, so on a cache line of their own: a neighbouring
 /// static that some CPU writes (a counter) would otherwise take the line from the others.
@@ -100,10 +101,16 @@ struct TpOffsets {
     cs: AtomicIsize,
     /// The index field's offset; the sequences read it at `TPOFF + 8`.
     index: AtomicIsize,
+    /// The slab of index `i` is at `base + (i << SLAB_SHIFT)`; the sequences read it at
+    /// `TPOFF + 16`. Its load depends on nothing, so it runs beside the chain of the offset's
+    /// and the index's loads instead of after it (a table of slabs, indexed by the id, was
+    /// one more load on that chain).
+    base: AtomicUsize,
 }
 static TPOFF: TpOffsets = TpOffsets {
     cs: AtomicIsize::new(0),
     index: AtomicIsize::new(0),
+    base: AtomicUsize::new(0),
 };
 
 #[cfg(all(target_arch = "x86_64", target_os = "linux", target_env = "gnu"))]
@@ -176,15 +183,17 @@ mod imp {
     }
 
     /// The start of both sequences: stores the descriptor (29) into `rseq_cs` (20, where an
-    /// abort restarts), then from `start_ip` (21) reads the index and loads the stack's count
-    /// into `cur`. The offsets of the area's fields and the table are read from their statics
-    /// (`sym`), rip-relative, so the sequence needs few registers and no GOT load. An entry is
-    /// never null (an id without a slab points at [`super::UNMADE`], whose headers refuse),
-    /// and the index of a registered thread is below the table's length (the callers'
-    /// contract: the kernel keeps `cpu_id` and `mm_cid` below the possible CPUs, which the
-    /// caller checked against [`super::SLAB_TABLE_LEN`]), so there is no test for either.
-    /// The header is addressed as `slab + 8 * stack`: the caller's stack index needs no
-    /// scaling of its own.
+    /// abort restarts), then from `start_ip` (21) reads the index, finds its slab at
+    /// `base + (index << SLAB_SHIFT)` (into `slab`; `test_header` goes on). The offsets of
+    /// the area's fields and the region's base are read from their static (`sym`),
+    /// rip-relative, so the sequence needs few registers and no GOT load; the base's load
+    /// (folded into the `add`) depends on nothing, so the chain before the header is the
+    /// offset's load and the index's. The index of a registered thread is below
+    /// [`super::SLAB_TABLE_LEN`] (the callers' contract: the kernel keeps `cpu_id` and
+    /// `mm_cid` below the possible CPUs, which the caller checked against it), and the slab
+    /// of every index in the region is readable and writable (headers that refuse until it
+    /// is made), so there is no test for either. The header is addressed as
+    /// `slab + 8 * stack`: the caller's stack index needs no scaling of its own.
     macro_rules! enter_slab {
         () => {
             concat!(
@@ -193,11 +202,29 @@ mod imp {
                 "lea {slab}, [rip + 29f]\n",
                 "mov qword ptr fs:[{idx}], {slab}\n",
                 "21:\n",
-                "mov {idx}, qword ptr [rip + {tpoff} + 8]\n",
-                "mov {idx:e}, dword ptr fs:[{idx}]\n",
-                "lea {slab}, [rip + {table}]\n",
-                "mov {slab}, qword ptr [{slab} + {idx} * 8]\n",
+                "mov {slab}, qword ptr [rip + {tpoff} + 8]\n",
+                "mov {slab:e}, dword ptr fs:[{slab}]\n",
+                "shl {slab}, {shift}\n",
+                "add {slab}, qword ptr [rip + {tpoff} + 16]\n",
+            )
+        };
+    }
+
+    /// The header's test of both sequences, after `enter_slab`: loads the count into `cur`
+    /// and refuses (jumps to 27) when `$refuse` against the bound at `$bound` (4: `begin`,
+    /// `jbe`: the count at or below it; 6: `end`, `jae`: at or above it). The count is
+    /// loaded before the bound: a sequence may read a count from before a whole drain and
+    /// the bounds from after its unlock only if it ran across the drain's second
+    /// `membarrier_rseq`, which restarts it ([`super::LOCKED_BOUNDS`]).
+    macro_rules! test_header {
+        ($bound:literal, $refuse:literal) => {
+            concat!(
                 "mov {cur:e}, dword ptr [{slab} + {stack} * 8]\n",
+                "cmp {cur:x}, word ptr [{slab} + {stack} * 8 + ",
+                $bound,
+                "]\n",
+                $refuse,
+                " 27f\n",
             )
         };
     }
@@ -236,8 +263,7 @@ mod imp {
             let out: *mut u8;
             asm!(
                 enter_slab!(),
-                "cmp {cur:x}, word ptr [{slab} + {stack} * 8 + 4]",
-                "je 27f",
+                test_header!("4", "jbe"),
                 "mov {out}, qword ptr [{slab} + {cur} * 8 - 8]",
                 $check,
                 "dec {cur:e}",
@@ -251,7 +277,7 @@ mod imp {
                 stack = in(reg) $stack,
                 $($operand = in(reg) $value,)*
                 tpoff = sym super::TPOFF,
-                table = sym super::SLABS,
+                shift = const super::SLAB_SHIFT,
                 options(nostack),
             );
             out
@@ -306,8 +332,7 @@ mod imp {
         unsafe {
             asm!(
                 enter_slab!(),
-                "cmp {cur:x}, word ptr [{slab} + {stack} * 8 + 6]",
-                "je 27f",
+                test_header!("6", "jae"),
                 "mov qword ptr [{slab} + {cur} * 8], {item}",
                 "inc {cur:e}",
                 "mov dword ptr [{slab} + {stack} * 8], {cur:e}",
@@ -319,7 +344,7 @@ mod imp {
                 stack = in(reg) stack,
                 item = in(reg) item,
                 tpoff = sym super::TPOFF,
-                table = sym super::SLABS,
+                shift = const super::SLAB_SHIFT,
                 full = label { return false; },
                 options(nostack),
             );
@@ -475,67 +500,65 @@ pub fn index_now() -> u32 {
     imp::read_field(TPOFF.index.load(Ordering::Relaxed))
 }
 
-/// Entries of [`SLABS`]: ids (`cpu_id`, `mm_cid`) are below the number of possible CPUs,
-/// which a user of the table checks against this ([`possible_cpus`]).
+/// Indexes the slab region has room for: ids (`cpu_id`, `mm_cid`) are below the number of
+/// possible CPUs, which a user of the region checks against this ([`possible_cpus`]).
 pub const SLAB_TABLE_LEN: usize = 1024;
 
-/// Headers (stacks) [`UNMADE`] has room for.
-pub const UNMADE_HEADERS: usize = 256;
+/// The slab of index `i` starts `i << SLAB_SHIFT` bytes into the region ([`set_slab_base`]):
+/// 256 KiB apart.
+pub const SLAB_SHIFT: u32 = 18;
 
 /// Bytes of a stack's header ([`slab_pop`]).
 pub const HEADER_BYTES: usize = 8;
 
-/// What an entry of [`SLABS`] points at until its id has a slab: [`UNMADE_HEADERS`] headers,
-/// every one zero (a count equal to both its begin and its end), on which both sequences
-/// refuse. Read only: the sequences never store to a header that refuses, nor to its slots.
-#[derive(Debug)]
-#[repr(C, align(64))]
-pub struct Unmade([u32; HEADER_BYTES / 4 * UNMADE_HEADERS]);
+/// A header's bounds (`begin` and `end`, the `u32` at `h + 4`) while the stack is locked
+/// ([`slab_pop`]): `begin` 65,535 and `end` 0, on which both sequences refuse whatever the
+/// count. The sequences' commits store only the count (the `u32` at `h`), so a lock stored
+/// while a sequence runs is never overwritten by it: once a
+/// [`membarrier_rseq`] has restarted every sequence that read the header before, nothing
+/// commits to the stack until its bounds are stored back. The sequences load the count
+/// before the bounds, so one could read a count from before the locker's stores and the
+/// bounds from after its unlock: a locker that changed the counts calls
+/// [`membarrier_rseq`] again between its last store of a count and the unlock, which
+/// restarts any sequence that read a count before (one that read the bounds before the
+/// unlock found them locked).
+pub const LOCKED_BOUNDS: u32 = 0xffff;
 
-/// See [`Unmade`].
-pub static UNMADE: Unmade = Unmade([0; HEADER_BYTES / 4 * UNMADE_HEADERS]);
+/// Sets the base of the slab region the sequences work on: index `i`'s slab starts at
+/// `base + (i << SLAB_SHIFT)`. Call it before any thread runs [`slab_pop`] or [`slab_push`],
+/// with a region of [`SLAB_TABLE_LEN`] slabs laid out as [`slab_pop`] says (memory never
+/// written reads as zero headers, on which both sequences refuse), which stays mapped while
+/// any sequence may run.
+pub fn set_slab_base(base: *mut u8) {
+    TPOFF.base.store(base as usize, Ordering::Release);
+}
 
-/// [`UNMADE`] as [`SLABS`] holds it.
+/// The slab of index `index` ([`set_slab_base`]); null before a base is set.
 #[inline]
-pub fn unmade() -> *mut u8 {
-    (&raw const UNMADE).cast_mut().cast()
-}
-
-/// The per-CPU slabs the sequences work on, by index (`mm_cid` or `cpu_id`): [`UNMADE`], or
-/// a slab laid out as [`slab_pop`] says, never null (so the sequences need not test). Here,
-/// not with its user, so that the sequences reach it rip-relative. A slab, once stored, must
-/// stay mapped and in place.
-pub static SLABS: SlabTable =
-    SlabTable([const { AtomicPtr::new((&raw const UNMADE).cast_mut().cast()) }; SLAB_TABLE_LEN]);
-
-/// [`SLABS`]' type: the entries, on cache lines of their own (written only when a slab is
-/// made or drained, read by every pop and push).
-#[derive(Debug)]
-#[repr(C, align(64))]
-pub struct SlabTable(pub [AtomicPtr<u8>; SLAB_TABLE_LEN]);
-
-impl core::ops::Deref for SlabTable {
-    type Target = [AtomicPtr<u8>; SLAB_TABLE_LEN];
-
-    fn deref(&self) -> &Self::Target {
-        &self.0
+pub fn slab_of(index: usize) -> *mut u8 {
+    let base = TPOFF.base.load(Ordering::Acquire);
+    if base == 0 {
+        return core::ptr::null_mut();
     }
+    (base + (index << SLAB_SHIFT)) as *mut u8
 }
 
-/// Pops from a per-CPU slab, as one restartable sequence: with `slab` the entry of
-/// [`SLABS`] for the calling thread's index `i` (`mm_cid` or `cpu_id`) and `h = slab + 8 *
-/// stack` the stack's header (`count: u32` at `h`, `begin: u16` at `h + 4`, `end: u16` at
-/// `h + 6`), if `count` differs from `begin`, returns the pointer in slot `count - 1` (slot
-/// `k` is the `u64` at `slab + 8 * k`) and stores `count - 1`; otherwise returns null and
-/// changes nothing.
+/// Pops from a per-CPU slab, as one restartable sequence: with `slab` the slab of the calling
+/// thread's index `i` (`mm_cid` or `cpu_id`; `base + (i << SLAB_SHIFT)`, [`set_slab_base`])
+/// and `h = slab + 8 * stack` the stack's header (`count: u32` at `h`, `begin: u16` at
+/// `h + 4`, `end: u16` at `h + 6`), if `count` (its low 16 bits) is above `begin`, returns
+/// the pointer in slot `count - 1` (slot `k` is the `u64` at `slab + 8 * k`) and stores
+/// `count - 1`; otherwise returns null and changes nothing. A header whose bounds are
+/// [`LOCKED_BOUNDS`], and an all-zero one, refuse both sequences.
 ///
 /// # Safety
 /// [`register_current_thread`] returned true on this thread, and its index (`cpu_id` or
 /// `mm_cid`, below the possible CPUs) is below [`SLAB_TABLE_LEN`] (the sequences do not
-/// test it); `stack` is below [`UNMADE_HEADERS`]; every entry of [`SLABS`] other than
-/// [`UNMADE`] is a slab whose header of `stack` (8 bytes, 8-aligned, a count below 65,536)
-/// and slots `begin..end` are readable and writable, and which nothing but these two
-/// sequences writes (from any thread) while it is in the table.
+/// test it); a base is set ([`set_slab_base`]); in the slab of every index, the header of
+/// `stack` (8 bytes, 8-aligned, a count below 65,536) and, while it does not refuse, slots
+/// `begin..end` are readable and writable, and nothing but these two sequences writes the
+/// count or the slots (from any thread) while the header's bounds are not locked, unless no
+/// sequence can commit meanwhile (the bounds locked, then [`membarrier_rseq`]).
 #[inline(always)]
 pub unsafe fn slab_pop(stack: usize) -> *mut u8 {
     // SAFETY: the caller's contract.
@@ -557,7 +580,7 @@ pub unsafe fn slab_pop_tagged(stack: usize, tag: usize) -> *mut u8 {
 }
 
 /// Pushes onto a per-CPU slab, as one restartable sequence: with the slab and header as in
-/// [`slab_pop`], if the count differs from `end`, stores `item` in slot `count`, stores
+/// [`slab_pop`], if the count is below `end`, stores `item` in slot `count`, stores
 /// `count + 1` and returns true; otherwise returns false and changes nothing.
 ///
 /// # Safety
@@ -622,7 +645,6 @@ pub fn membarrier_rseq(cpu: Option<u32>) -> Result<(), OsError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::vec;
     use std::vec::Vec;
 
     #[test]
@@ -639,28 +661,38 @@ mod tests {
         assert!((index as usize) < possible_cpus());
     }
 
-    /// Slabs laid out as the sequences expect (stack 0's header at 0, zero: it refuses;
-    /// stack 1's at 8: count, begin, end; its slots 2..10), installed in [`SLABS`] for every
-    /// possible index, then removed.
+    /// A region of slabs laid out as the sequences expect (stack 0's header at 0, zero: it
+    /// refuses; stack 1's at 8: count, begin, end; its slots 2..10), set as the base for
+    /// every test of the sequences in this binary (this one alone runs them), then locked
+    /// stack by stack.
     #[test]
     fn slab_push_and_pop_follow_the_layout() {
         if init(true).is_none() || !register_current_thread() {
             return;
         }
         let cpus = possible_cpus().min(SLAB_TABLE_LEN);
-        let mut slabs: Vec<Vec<u64>> = (0..cpus).map(|_| vec![0u64; 10]).collect();
-        for (i, slab) in slabs.iter_mut().enumerate() {
-            let header = slab[1..].as_mut_ptr().cast::<u32>();
-            // SAFETY: stack 1's header (count, begin, end) lies in slot 1.
+        let len = SLAB_TABLE_LEN << SLAB_SHIFT;
+        let region = crate::mem::reserve(len, crate::mem::page_size())
+            .expect("a region")
+            .as_ptr();
+        let slab = |i: usize| region.wrapping_add(i << SLAB_SHIFT).cast::<u64>();
+        let header = |i: usize| slab(i).wrapping_add(1).cast::<u32>();
+        for i in 0..cpus {
+            // SAFETY: stack 1's header (count, begin, end) lies in word 1 of the slab, inside
+            // the fresh region.
             unsafe {
-                header.write(2);
-                header.add(1).cast::<u16>().write(2);
-                header.add(1).cast::<u16>().add(1).write(10);
+                header(i).write(2);
+                header(i).add(1).cast::<u16>().write(2);
+                header(i).add(1).cast::<u16>().add(1).write(10);
             }
-            SLABS[i].store(slab.as_mut_ptr().cast(), Ordering::Release);
         }
+        set_slab_base(region);
+        let count = |i: usize| {
+            // SAFETY: inside the region; only this thread writes it.
+            unsafe { header(i).read_volatile() }
+        };
         let items: Vec<*mut u8> = (1..=8usize).map(|i| (i * 16) as *mut u8).collect();
-        // SAFETY: the table's slabs follow the layout; only this test uses the table.
+        // SAFETY: the region's slabs follow the layout; only this test uses it.
         unsafe {
             assert!(slab_pop(1).is_null(), "starts empty");
             for &item in &items {
@@ -670,10 +702,7 @@ mod tests {
                 assert!(!slab_push(0, item), "stack 0 refuses");
             }
             assert!(slab_pop(0).is_null(), "stack 0 refuses");
-            let total: u32 = slabs
-                .iter()
-                .map(|s| s[1..].as_ptr().cast::<u32>().read() - 2)
-                .sum();
+            let total: u32 = (0..cpus).map(|i| count(i) - 2).sum();
             assert_eq!(total, 8);
             // Pop until the slab of the CPU the thread is on is empty, then read what the
             // others hold directly.
@@ -685,21 +714,49 @@ mod tests {
                 }
                 popped.push(p);
             }
-            for s in &slabs {
-                let count = s[1..].as_ptr().cast::<u32>().read();
-                popped.extend(s[2..count as usize].iter().map(|&w| w as *mut u8));
+            for i in 0..cpus {
+                popped.extend((2..count(i) as usize).map(|k| slab(i).add(k).read() as *mut u8));
             }
             popped.sort();
             assert_eq!(popped, items);
+            // Full stacks refuse a push; the slots above `end` stay untouched.
+            for i in 0..cpus {
+                header(i).write(10);
+                slab(i).add(10).write(0);
+            }
+            assert!(!slab_push(1, items[0]), "a full stack refuses");
+            assert!((0..cpus).all(|i| count(i) == 10 && slab(i).add(10).read() == 0));
+            // Locked bounds refuse both sequences, whatever the count; unlocked, the stacks
+            // work again.
+            for i in 0..cpus {
+                header(i).write(5);
+                header(i).add(1).write(LOCKED_BOUNDS);
+            }
+            assert!(slab_pop(1).is_null(), "a locked stack refuses a pop");
+            assert!(!slab_push(1, items[0]), "a locked stack refuses a push");
+            assert!((0..cpus).all(|i| count(i) == 5));
+            for i in 0..cpus {
+                header(i).add(1).cast::<u16>().write(2);
+                header(i).add(1).cast::<u16>().add(1).write(10);
+            }
+            assert!(slab_push(1, items[0]), "unlocked");
+            assert!(!slab_pop(1).is_null(), "unlocked");
         }
-        // Without a slab, the sequences refuse.
-        for entry in &SLABS[..cpus] {
-            entry.store(unmade(), Ordering::Release);
-        }
-        // SAFETY: every entry is `UNMADE`.
+        // Never-written slabs (zero headers) refuse: move the base to a fresh region.
+        let fresh = crate::mem::reserve(len, crate::mem::page_size())
+            .expect("a region")
+            .as_ptr();
+        set_slab_base(fresh);
+        // SAFETY: every slab of the fresh region reads as zero headers.
         unsafe {
             assert!(!slab_push(1, items[0]));
             assert!(slab_pop(1).is_null());
+        }
+        set_slab_base(core::ptr::null_mut());
+        // SAFETY: ours, no sequence runs on them any more.
+        unsafe {
+            crate::mem::release(region, len);
+            crate::mem::release(fresh, len);
         }
     }
 

@@ -3,39 +3,42 @@
 //! half a decay time (`percpu::drain_idle`), `tessera::collect()` and a crossed soft limit
 //! empty them all.
 //!
-//! The protocol, for the slab of id `i`:
-//! 1. swap `SLABS[i]` from the slab to `PARKED`, a static slab whose every header is zero, on
-//!    which both sequences refuse (a count equal to both begin and end): from now on a
-//!    sequence that *starts* sees `PARKED` and takes the slow path, which works through the
-//!    back end alone;
+//! The protocol, for the slab of id `i` (tcmalloc's header locks):
+//! 1. take `DRAINING[i]` (one drain of a slab at a time), then lock every stack's header:
+//!    store bounds on which both sequences refuse (`rseq::LOCKED_BOUNDS`) into the half of
+//!    the header the sequences never store to (their commits store the count half, so a
+//!    sequence committing meanwhile cannot undo the lock): from now on a sequence that
+//!    *starts* refuses and takes the slow path, which works through the back end alone;
 //! 2. `membarrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED_RSEQ)`: when it returns, every sequence of
 //!    this process that was running on some CPU has been aborted (and will restart, reading
-//!    `PARKED`), and one whose thread was preempted restarts when it runs again, since the
-//!    kernel aborts a preempted sequence on the way back to user space. So no sequence can
-//!    still commit a store to the slab: it is ours, with every store made before visible;
+//!    the locked header), and one whose thread was preempted restarts when it runs again,
+//!    since the kernel aborts a preempted sequence on the way back to user space. So no
+//!    sequence can still commit a store to the slab: its counts and slots are ours, with
+//!    every store made before visible;
 //! 3. take every pointer off its stacks with plain loads and stores, clear their markers,
 //!    free them into the back end of `i`;
-//! 4. store the slab back into `SLABS[i]` (release), where the next sequence finds it empty.
+//! 4. `membarrier` again, then store the bounds back (release), where the next sequence
+//!    finds the stacks empty. The sequences load a stack's count before its bounds (one
+//!    load fewer than a separate load of the bound first, the order that would make the
+//!    second fence unneeded), so a sequence could read a count from before step 3 and the
+//!    bounds from after step 4; the second fence restarts any such sequence between the two.
 //!
 //! Without membarrier's rseq command (a kernel before 5.10, or membarrier disabled) step 2 is
 //! impossible, and only the calling thread's own id can be emptied, by popping.
 
 use core::ptr;
-use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use tessera_sys::rseq;
 
 use super::slab::{self, PERCPU_CLASSES, TABLE_LEN};
 use super::{IDS, MAX_BATCH, flush_backend, give_back_to};
-use crate::size_class::NUM_CLASSES;
-
-/// A slab whose stacks are all empty and full at once (every header zero): where `SLABS[i]`
-/// points while `i`'s own slab is being drained. Its slots are never touched.
-static PARKED: [AtomicU32; rseq::HEADER_BYTES / 4 * NUM_CLASSES] =
-    [const { AtomicU32::new(0) }; rseq::HEADER_BYTES / 4 * NUM_CLASSES];
 
 /// Whether membarrier's rseq command is registered for this process (`enable`).
 static REMOTE: AtomicBool = AtomicBool::new(false);
+
+/// Per id, whether a drain has its slab (locked, or being emptied).
+static DRAINING: [AtomicBool; TABLE_LEN] = [const { AtomicBool::new(false) }; TABLE_LEN];
 
 /// Per id, a fingerprint of its stacks' counts at the purger's last look, and since when it
 /// has not changed (coarse ms): what "idle" means here.
@@ -48,54 +51,48 @@ pub(super) fn enable() {
     REMOTE.store(rseq::membarrier_register_rseq().is_ok(), Ordering::Release);
 }
 
-/// The parked slab, as the table holds it.
-fn parked() -> *mut u8 {
-    PARKED.as_ptr().cast_mut().cast()
-}
-
-/// Whether `slab` is the parked one (callers that read a slab's stacks skip it).
-pub(super) fn is_parked(slab: *mut u8) -> bool {
-    slab == parked()
-}
-
 /// Empties the slab of `id` into its back end, by the protocol of the module comment.
-/// Returns the bytes of objects it took; 0 when there was no slab (`rseq::UNMADE`), another drain had it, or
+/// Returns the bytes of objects it took; 0 when there was no slab, another drain had it, or
 /// remote draining is unavailable.
 pub(super) fn drain(id: usize) -> usize {
-    if !REMOTE.load(Ordering::Acquire) {
-        return 0;
-    }
-    let entry = &rseq::SLABS[id];
-    let slab = entry.load(Ordering::Acquire);
-    if slab == rseq::unmade()
-        || is_parked(slab)
-        || entry
-            .compare_exchange(slab, parked(), Ordering::AcqRel, Ordering::Acquire)
-            .is_err()
+    let slab = slab::made(id);
+    if !REMOTE.load(Ordering::Acquire)
+        || slab.is_null()
+        || DRAINING[id].swap(true, Ordering::Acquire)
     {
         return 0;
     }
-    if rseq::membarrier_rseq(None).is_err() {
-        // Registered, yet refused: the slab cannot be taken safely. Put it back as it was.
-        entry.store(slab, Ordering::Release);
-        return 0;
-    }
+    // SAFETY: a made slab, and `DRAINING` makes us its only locker.
+    unsafe { slab::set_locked(slab, true) };
     let mut bytes = 0;
-    let mut out = [ptr::null_mut::<u8>(); MAX_BATCH];
-    for c in 0..PERCPU_CLASSES {
-        let class = crate::size_class::SizeClass::new(c);
-        loop {
-            // SAFETY: the slab is ours alone until it goes back into the table (step 2).
-            let n = unsafe { slab::take(slab, class, &mut out) };
-            if n == 0 {
-                break;
+    // A fence refused after a registration that worked would be a kernel's change of mind:
+    // then nothing was taken (the first), or the slab stays locked (the second), its
+    // stacks refusing and the id served by its back end alone, rather than risk a sequence
+    // that read a stale count.
+    if rseq::membarrier_rseq(None).is_ok() {
+        let mut out = [ptr::null_mut::<u8>(); MAX_BATCH];
+        for c in 0..PERCPU_CLASSES {
+            let class = crate::size_class::SizeClass::new(c);
+            loop {
+                // SAFETY: locked and fenced: no sequence commits to the slab until it is
+                // unlocked below (step 2).
+                let n = unsafe { slab::take(slab, class, &mut out) };
+                if n == 0 {
+                    break;
+                }
+                bytes += n * class.size();
+                // SAFETY: the blocks left the stack: ours, live, markers cleared by `take`.
+                unsafe { give_back_to(id as u32, &out[..n]) };
             }
-            bytes += n * class.size();
-            // SAFETY: the blocks left the stack: ours, live, markers cleared by `take`.
-            unsafe { give_back_to(id as u32, &out[..n]) };
+        }
+        // Step 4 (no count changed when nothing was taken).
+        if bytes > 0 && rseq::membarrier_rseq(None).is_err() {
+            return bytes;
         }
     }
-    entry.store(slab, Ordering::Release);
+    // SAFETY: as above.
+    unsafe { slab::set_locked(slab, false) };
+    DRAINING[id].store(false, Ordering::Release);
     bytes
 }
 
@@ -105,8 +102,8 @@ pub(super) fn drain(id: usize) -> usize {
 pub(crate) fn drain_idle(now_ms: u64, idle_ms: u64, all: bool) -> usize {
     let mut held = 0;
     for id in 0..IDS.load(Ordering::Relaxed) {
-        let s = rseq::SLABS[id].load(Ordering::Acquire);
-        if s == rseq::unmade() || is_parked(s) {
+        let s = slab::made(id);
+        if s.is_null() || DRAINING[id].load(Ordering::Relaxed) {
             continue;
         }
         let (fingerprint, bytes) = slab::fingerprint(s);

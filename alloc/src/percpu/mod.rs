@@ -43,8 +43,8 @@
 //! scheduler processors), which also draws the thread's next countdown.
 //!
 //! Draining (`drain.rs`): the purger empties a slab whose stacks have not moved for half a
-//! decay time, from its own thread, without stopping the id's holder (the slab is swapped out of
-//! the table, then `membarrier` restarts any sequence still on it); a crossed soft limit and
+//! decay time, from its own thread, without stopping the id's holder (its headers are locked,
+//! then `membarrier` restarts any sequence still on it); a crossed soft limit and
 //! `tessera::collect()` empty every slab. The memory limit sees stacked objects as allocated
 //! until then (as it sees a thread cache's bins). Fork: the child keeps the slabs as they were (a sequence cut short
 //! by the fork never committed); the back-end locks are taken by the fork handlers.
@@ -95,14 +95,15 @@ pub(crate) enum Mode {
 }
 
 /// Applies `TESSERA_CACHE` (`mode`) and `TESSERA_RSEQ` (`allow_own`: whether we may register
-/// rseq for threads glibc did not). Falls back to `Mode::Thread` where rseq is unavailable or
-/// the CPUs outnumber the table. Returns the mode in force.
+/// rseq for threads glibc did not). Falls back to `Mode::Thread` where rseq is unavailable,
+/// the CPUs outnumber the slab region's ids, or the OS refuses the region. Returns the mode
+/// in force.
 pub(crate) fn configure(mode: Mode, allow_own: bool) -> Mode {
     if mode == Mode::Thread {
         return Mode::Thread;
     }
     let cpus = rseq::possible_cpus();
-    if cpus > TABLE_LEN || rseq::init(allow_own).is_none() {
+    if cpus > TABLE_LEN || rseq::init(allow_own).is_none() || !slab::reserve_region() {
         return Mode::Thread;
     }
     IDS.store(cpus, Ordering::Relaxed);
@@ -192,8 +193,8 @@ fn count(size: usize) -> bool {
 /// The calling thread uses the per-CPU caches (`thread::uses_percpu`).
 #[inline(always)]
 unsafe fn pop(class: SizeClass) -> *mut u8 {
-    // SAFETY: the thread is registered (`adopt`); the table and slabs have the layout the
-    // sequences expect (`slab.rs`), and only the sequences write them.
+    // SAFETY: the thread is registered (`adopt`); the slab region has the layout the
+    // sequences expect (`slab.rs`), and only the sequences write them (or a drain that locked them).
     let block = unsafe { rseq::slab_pop(slab::stack(class)) };
     if !block.is_null() {
         // The block's first word must still be the marker its push wrote (a null link):
@@ -496,7 +497,7 @@ const MAX_BATCH: usize = 128;
 /// As `alloc_fast`.
 pub(crate) unsafe fn alloc_slow(size: usize, align: usize, zero: bool, counted: bool) -> *mut u8 {
     let id = rseq::index_now();
-    slab::slab_or_make(id);
+    slab::make(id);
     let size_now = isize::try_from(size)
         .unwrap_or(isize::MAX)
         .min(isize::MAX / 2);
@@ -667,7 +668,7 @@ pub(crate) unsafe fn free_slow(span: *mut Span, ptr: *mut u8) {
         unsafe { give_back(&[ptr]) };
         return;
     }
-    slab::slab_or_make(id);
+    slab::make(id);
     let key = freelist::key();
     // SAFETY: the caller's contract; the class is in range.
     if unsafe { push(class, ptr, key) } {

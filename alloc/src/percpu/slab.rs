@@ -1,5 +1,7 @@
-//! The per-CPU slabs: one mapping per concurrency id (`mm_cid`, or CPU number), holding for
-//! each per-CPU size class a stack of pointers to free objects, in the layout
+//! The per-CPU slabs: one per concurrency id (`mm_cid`, or CPU number), all in one region
+//! reserved when the per-CPU caches are turned on, the slab of id `i` at `base + (i <<
+//! rseq::SLAB_SHIFT)` (so the sequences compute it from the id: no table to load). Each holds
+//! for each per-CPU size class a stack of pointers to free objects, in the layout
 //! `tessera_sys::rseq::slab_pop`/`slab_push` work on:
 //!
 //! ```text
@@ -9,12 +11,14 @@
 //! ```
 //!
 //! Every class has a header, so that the fast paths need no test of the class: those above
-//! `PERCPU_CLASSES` have no slots (begin = end = count), and both sequences refuse them.
+//! `PERCPU_CLASSES` have no slots (begin = end = count), and both sequences refuse them. A
+//! slab not made yet is memory never written: zero headers, on which both refuse too (and
+//! which cost no memory until the id's first slow path makes the slab, `make`).
 //!
-//! A slab's headers and slots are written only by the two restartable sequences, which run
+//! A slab's counts and slots are written only by the two restartable sequences, which run
 //! for the slab of the id the thread holds at that instant, so no two writers ever overlap
-//! (`tessera_sys::rseq`'s contract). Other code only reads them, racily (`stats`), or takes
-//! them over from a thread that holds the id (`percpu::drain_current`).
+//! (`tessera_sys::rseq`'s contract), and by a drain from another thread once it has locked
+//! the headers (`drain.rs`). Other code only reads them, racily (`stats`).
 //!
 //! A stack holds at most 96 KiB of objects (32 to 2,048 objects), so a slab caches at most
 //! `MAX_CACHED_BYTES` (about 3.5 MiB) and the whole front end at most that times the number
@@ -29,7 +33,7 @@
 //! draining each round.
 
 use core::ptr;
-use core::sync::atomic::{AtomicPtr, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicU8, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 
 use tessera_sys::{mem, rseq};
 
@@ -46,7 +50,7 @@ const fn count_percpu_classes() -> usize {
     n
 }
 
-/// Ids the table has room for: both `cpu_id` and `mm_cid` are below the number of possible
+/// Ids the region has room for: both `cpu_id` and `mm_cid` are below the number of possible
 /// CPUs, which `percpu::configure` checks against this.
 pub(crate) const TABLE_LEN: usize = rseq::SLAB_TABLE_LEN;
 
@@ -99,13 +103,16 @@ const _: () = assert!(
     FIRST_SLOT * 8 >= HEADER_BYTES * NUM_CLASSES,
     "a header overlaps a slot"
 );
-// `rseq::UNMADE` and the parked slab (`drain.rs`) have a header for every class.
-const _: () = assert!(NUM_CLASSES <= rseq::UNMADE_HEADERS);
 // Begin and end are 16-bit fields, and the sequences compare a count's low 16 bits.
 const _: () = assert!(END[NUM_CLASSES - 1] <= u16::MAX as u32);
 
-/// Bytes mapped per slab.
+/// Bytes of a slab that can be written (committed as it is made).
 pub(crate) const SLAB_BYTES: usize = (END[NUM_CLASSES - 1] as usize * 8).next_multiple_of(4096);
+/// Bytes between two slabs in the region.
+const STRIDE: usize = 1 << rseq::SLAB_SHIFT;
+const _: () = assert!(SLAB_BYTES <= STRIDE, "a slab overlaps the next");
+/// Bytes of the region: a slab for every id the kernel could hand out.
+const REGION_BYTES: usize = TABLE_LEN * STRIDE;
 
 /// The most bytes of objects one slab can hold.
 pub(crate) const MAX_CACHED_BYTES: usize = max_cached();
@@ -127,11 +134,47 @@ const _: () = assert!(
 );
 const _: () = assert!(MAX_CACHED_BYTES <= PERCPU_CLASSES * STACK_BYTES);
 
-/// The slabs, by id (`tessera_sys::rseq::SLABS`, where the sequences find them);
-/// `rseq::UNMADE` until the id's first use. A slab is never unmapped.
-static TABLE: &[AtomicPtr<u8>; TABLE_LEN] = &rseq::SLABS.0;
-/// Bytes mapped for slabs.
+/// Per id, whether its slab is made (`MADE`: its headers written) or being made.
+static STATE: [AtomicU8; TABLE_LEN] = [const { AtomicU8::new(UNMADE) }; TABLE_LEN];
+const UNMADE: u8 = 0;
+const MAKING: u8 = 1;
+const MADE: u8 = 2;
+/// Bytes of slabs made.
 static MAPPED: AtomicUsize = AtomicUsize::new(0);
+
+/// Reserves the region (virtual memory: a slab's pages cost nothing until written) and
+/// hands its base to the sequences; false when the OS refuses. Once per process, before any
+/// thread uses the per-CPU caches (`percpu::configure`); the region is never unmapped.
+pub(crate) fn reserve_region() -> bool {
+    if !rseq::slab_of(0).is_null() {
+        return true;
+    }
+    let Ok(base) = mem::reserve(REGION_BYTES, mem::page_size()) else {
+        return false;
+    };
+    // No transparent huge pages: under THP `always`, the first header written would bring a
+    // 2 MiB page for 8 slabs, most of it never used (a slab's stacks fill from their bottom).
+    // A hint: a kernel without THP refuses it, and then there is nothing to refuse.
+    // SAFETY: the region just mapped, ours.
+    let _ = unsafe { mem::advise_huge_pages(base.as_ptr(), REGION_BYTES, false) };
+    rseq::set_slab_base(base.as_ptr());
+    true
+}
+
+/// The slab of `id` if it is made, else null (its headers may still be zero: the sequences
+/// refuse on them, but a reader of the stacks must skip it).
+pub(crate) fn made(id: usize) -> *mut u8 {
+    if id < TABLE_LEN && STATE[id].load(Ordering::Acquire) == MADE {
+        rseq::slab_of(id)
+    } else {
+        ptr::null_mut()
+    }
+}
+
+/// The slabs made.
+fn each_made() -> impl Iterator<Item = *mut u8> {
+    (0..TABLE_LEN).map(made).filter(|s| !s.is_null())
+}
 
 /// The sequences' stack index of class `class` (its header is at `HEADER_BYTES` times it).
 #[inline(always)]
@@ -145,43 +188,38 @@ pub(crate) fn batch(class: SizeClass) -> usize {
     capacity(class.index()) / 2
 }
 
-/// The slab of `id`, mapping it on first use; null when the OS refuses the memory or `id`
-/// is out of range.
-pub(crate) fn slab_or_make(id: u32) -> *mut u8 {
-    let Some(entry) = TABLE.get(id as usize) else {
-        return ptr::null_mut();
-    };
-    let slab = entry.load(Ordering::Acquire);
-    if slab != rseq::unmade() {
-        return slab;
+/// A header as one word: `count` (the stack empty), `begin`, `end`.
+const fn header(c: usize) -> u64 {
+    BEGIN[c] as u64 | (BEGIN[c] as u64) << 32 | (END[c] as u64) << 48
+}
+
+/// Makes the slab of `id` (writes its headers) unless it is made or being made; the
+/// sequences refuse on it until then. Nothing when `id` is out of range or the region is
+/// not reserved.
+pub(crate) fn make(id: u32) {
+    let id = id as usize;
+    let slab = rseq::slab_of(id);
+    if id >= TABLE_LEN
+        || slab.is_null()
+        || STATE[id].load(Ordering::Acquire) != UNMADE
+        || STATE[id]
+            .compare_exchange(UNMADE, MAKING, Ordering::Acquire, Ordering::Relaxed)
+            .is_err()
+    {
+        return;
     }
-    let Ok(fresh) = mem::reserve(SLAB_BYTES, mem::page_size()) else {
-        return ptr::null_mut();
-    };
-    let fresh = fresh.as_ptr();
     for c in 0..NUM_CLASSES {
-        // SAFETY: fresh memory of `SLAB_BYTES`, which holds every header; nobody else sees
-        // it until the exchange below publishes it (with release ordering).
+        // SAFETY: the header lies in the slab, inside the region, 8-aligned. One store per
+        // header: a sequence running on the id meanwhile reads zeros (and refuses) or the
+        // whole header, and no sequence commits to a zero header, so nothing else writes it
+        // (the `MAKING` state keeps other makers and the drains out).
         unsafe {
-            let h = fresh.add(c * HEADER_BYTES).cast::<u32>();
-            h.write(BEGIN[c]);
-            let bounds = h.add(1).cast::<u16>();
-            bounds.write(BEGIN[c] as u16);
-            bounds.add(1).write(END[c] as u16);
-        }
+            (*slab.add(c * HEADER_BYTES).cast::<AtomicU64>()).store(header(c), Ordering::Release)
+        };
     }
-    match entry.compare_exchange(rseq::unmade(), fresh, Ordering::AcqRel, Ordering::Acquire) {
-        Ok(_) => {
-            MAPPED.fetch_add(SLAB_BYTES, Ordering::Relaxed);
-            tessera_span::commit::commit(SLAB_BYTES);
-            fresh
-        }
-        Err(theirs) => {
-            // SAFETY: our mapping, never published.
-            unsafe { mem::release(fresh, SLAB_BYTES) };
-            theirs
-        }
-    }
+    MAPPED.fetch_add(SLAB_BYTES, Ordering::Relaxed);
+    tessera_span::commit::commit(SLAB_BYTES);
+    STATE[id].store(MADE, Ordering::Release);
 }
 
 /// Bytes mapped for slabs (metadata in the statistics).
@@ -193,11 +231,7 @@ pub(crate) fn mapped() -> usize {
 /// sequences on other CPUs may be moving them meanwhile, so a block may be missed, or
 /// reported after it left (the statistics clamp what they take from this).
 pub(crate) fn for_each_cached(mut f: impl FnMut(*mut u8, SizeClass)) {
-    for entry in TABLE {
-        let slab = entry.load(Ordering::Acquire);
-        if slab == rseq::unmade() {
-            continue;
-        }
+    for slab in each_made() {
         for c in 0..PERCPU_CLASSES {
             // SAFETY: the header is inside the slab, 4-aligned; read atomically because the
             // sequences write it concurrently.
@@ -221,8 +255,8 @@ pub(crate) fn for_each_cached(mut f: impl FnMut(*mut u8, SizeClass)) {
 /// how many.
 ///
 /// # Safety
-/// No sequence can commit to `slab` meanwhile (`drain.rs`: it is parked and fenced), and
-/// its stacks hold live blocks nobody else holds.
+/// No sequence can commit to `slab` meanwhile (`drain.rs`: its headers are locked and
+/// fenced), and its stacks hold live blocks nobody else holds.
 pub(crate) unsafe fn take(slab: *mut u8, class: SizeClass, out: &mut [*mut u8]) -> usize {
     let c = class.index();
     // SAFETY: the header is inside the slab, 4-aligned.
@@ -238,8 +272,31 @@ pub(crate) unsafe fn take(slab: *mut u8, class: SizeClass, out: &mut [*mut u8]) 
         unsafe { crate::freelist::clear_link(block) };
         *at = block;
     }
+    // Before the drain's second fence (`drain.rs`, step 4), which restarts any sequence that
+    // read the count from before this store.
     header.store(count - n as u32, Ordering::Release);
     n
+}
+
+/// Locks (`lock` true: bounds `rseq::LOCKED_BOUNDS`, on which both sequences refuse) or
+/// unlocks (the class's own bounds) every per-CPU stack's header in `slab`. A lock takes
+/// effect for the sequences that start after it; `drain.rs` fences the others.
+///
+/// # Safety
+/// `slab` is made (`made`), and the caller is its only locker (`drain.rs`'s `DRAINING`).
+pub(crate) unsafe fn set_locked(slab: *mut u8, lock: bool) {
+    for c in 0..PERCPU_CLASSES {
+        let bounds = if lock {
+            rseq::LOCKED_BOUNDS
+        } else {
+            (header(c) >> 32) as u32
+        };
+        // SAFETY: the bounds half of a header inside the made slab, 4-aligned; the
+        // sequences never store to it (their commits store the count half).
+        unsafe {
+            (*slab.add(c * HEADER_BYTES + 4).cast::<AtomicU32>()).store(bounds, Ordering::Release)
+        };
+    }
 }
 
 /// A fingerprint of `slab`'s stack counts (changes when any stack moves, almost surely) and
@@ -262,11 +319,7 @@ pub(crate) fn fingerprint(slab: *mut u8) -> (u64, usize) {
 /// double-free confirmation of a block carrying the freed-block marker.
 pub(crate) fn holds(block: *mut u8, class: SizeClass) -> bool {
     let c = class.index();
-    TABLE.iter().any(|entry| {
-        let slab = entry.load(Ordering::Acquire);
-        if slab == rseq::unmade() {
-            return false;
-        }
+    each_made().any(|slab| {
         // SAFETY: as in `for_each_cached`.
         let count =
             unsafe { (*slab.add(c * HEADER_BYTES).cast::<AtomicU32>()).load(Ordering::Relaxed) };
@@ -296,5 +349,12 @@ mod tests {
             assert_eq!(BEGIN[c], END[c], "class {c} has slots");
         }
         assert!(END[NUM_CLASSES - 1] as usize * 8 <= SLAB_BYTES);
+        for c in 0..NUM_CLASSES {
+            // What `make` writes reads as the sequences read it.
+            let h = header(c);
+            assert_eq!(h as u32, BEGIN[c]);
+            assert_eq!((h >> 32) as u16 as u32, BEGIN[c]);
+            assert_eq!((h >> 48) as u16 as u32, END[c]);
+        }
     }
 }
