@@ -368,7 +368,11 @@ impl TcpStream {
 impl Read for &TcpStream {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         let len = buf.len();
-        self.s.stream_io(Dir::Read, len, |mut s| s.read(buf))
+        // Straight to the system call (sys_net::recv says why not through std's, which
+        // calls libc's `recv`).
+        self.s.stream_io(Dir::Read, len, |s| {
+            sys_net::recv(s.as_raw_fd(), buf).map_err(os_error)
+        })
     }
 
     fn read_vectored(&mut self, bufs: &mut [IoSliceMut<'_>]) -> io::Result<usize> {
@@ -378,8 +382,9 @@ impl Read for &TcpStream {
 
 impl Write for &TcpStream {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.s
-            .stream_io(Dir::Write, buf.len(), |mut s| s.write(buf))
+        self.s.stream_io(Dir::Write, buf.len(), |s| {
+            sys_net::send(s.as_raw_fd(), buf).map_err(os_error)
+        })
     }
 
     fn write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {

@@ -417,11 +417,11 @@ impl Netpoll {
             let start = out.len();
             if readable {
                 st.read.ready = true;
-                out.append(&mut st.read.waiters);
+                take_waiters(&mut st.read.waiters, out);
             }
             if writable {
                 st.write.ready = true;
-                out.append(&mut st.write.waiters);
+                take_waiters(&mut st.write.waiters, out);
             }
             drop(st);
             // Keep only the tokens this event won (a deadline may have claimed one).
@@ -434,6 +434,17 @@ impl Netpoll {
                 }
             }
         }
+    }
+}
+
+/// Moves `from`'s waiters to the end of `out`, in order, element by element: there is
+/// usually one or none, and `Vec::append` (or `extend` from a drain, which clippy would
+/// have us turn into `append`) calls `memcpy` whatever the length: a call per event in the
+/// echo server's profile.
+#[inline]
+fn take_waiters(from: &mut Vec<Arc<Token>>, out: &mut Vec<Arc<Token>>) {
+    for w in from.drain(..) {
+        out.push(w);
     }
 }
 

@@ -80,6 +80,65 @@ pub fn connect(fd: c_int, addr: &SocketAddr) -> Result<(), OsError> {
     check_zero(unsafe { libc::connect(fd, (&raw const storage).cast(), len) })
 }
 
+/// Reads what has arrived on stream socket `fd` into `buf` (`recvfrom(fd, buf, len, 0,
+/// NULL, NULL)`); `Ok(0)` is the end of the stream.
+///
+/// Made through `syscall(2)`, not libc's `recv`: libc's is a thread-cancellation point,
+/// and wraps every call in enabling and disabling asynchronous cancellation, which nothing
+/// here uses. In the echo server's profile the wrapper was ~60 of the ~120 instructions a
+/// read and a write spent outside the kernel, per request.
+///
+/// Errors: `EAGAIN` (nothing to read on a non-blocking socket), `EINTR`, `ECONNRESET`,
+/// `ENOTCONN`, `EBADF`/`ENOTSOCK`.
+#[inline]
+pub fn recv(fd: c_int, buf: &mut [u8]) -> Result<usize, OsError> {
+    // SAFETY: the kernel writes at most `buf.len()` bytes into `buf`, which is exclusively
+    // borrowed for the call; the address arguments are null (not wanted).
+    let n = unsafe {
+        libc::syscall(
+            libc::SYS_recvfrom,
+            fd,
+            buf.as_mut_ptr(),
+            buf.len(),
+            0,
+            core::ptr::null_mut::<libc::sockaddr>(),
+            core::ptr::null_mut::<libc::socklen_t>(),
+        )
+    };
+    check_len(n)
+}
+
+/// Writes `buf` to stream socket `fd` (`sendto(fd, buf, len, MSG_NOSIGNAL, NULL, 0)`),
+/// returning how much the socket took. `MSG_NOSIGNAL`: a peer that has gone gives `EPIPE`,
+/// not a `SIGPIPE` that would kill the process (std's sockets do the same). Through
+/// `syscall(2)` for the reason [`recv`] gives.
+///
+/// Errors: `EAGAIN` (the send buffer is full on a non-blocking socket), `EINTR`, `EPIPE`,
+/// `ECONNRESET`, `EBADF`/`ENOTSOCK`.
+#[inline]
+pub fn send(fd: c_int, buf: &[u8]) -> Result<usize, OsError> {
+    // SAFETY: the kernel reads at most `buf.len()` bytes of `buf`, borrowed for the call;
+    // no address is passed.
+    let n = unsafe {
+        libc::syscall(
+            libc::SYS_sendto,
+            fd,
+            buf.as_ptr(),
+            buf.len(),
+            libc::MSG_NOSIGNAL,
+            core::ptr::null::<libc::sockaddr>(),
+            0 as libc::socklen_t,
+        )
+    };
+    check_len(n)
+}
+
+/// A byte-count-or-`-1` return as a `Result`.
+#[inline]
+fn check_len(n: libc::c_long) -> Result<usize, OsError> {
+    usize::try_from(n).map_err(|_| OsError::last())
+}
+
 /// `addr` as a C socket address.
 fn sockaddr(addr: &SocketAddr) -> (libc::sockaddr_storage, libc::socklen_t) {
     // SAFETY: all-zero is a valid sockaddr_storage.
@@ -278,6 +337,26 @@ pub fn eventfd_read(fd: c_int) -> Result<u64, OsError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn recv_and_send_move_bytes_and_report_errno() {
+        use std::os::fd::AsRawFd;
+        let (a, b) = std::os::unix::net::UnixStream::pair().unwrap();
+        a.set_nonblocking(true).unwrap();
+        let mut buf = [0u8; 8];
+        assert_eq!(
+            recv(a.as_raw_fd(), &mut buf).unwrap_err().0,
+            crate::error::EAGAIN
+        );
+        assert_eq!(send(b.as_raw_fd(), b"hello").unwrap(), 5);
+        assert_eq!(recv(a.as_raw_fd(), &mut buf[..3]).unwrap(), 3);
+        assert_eq!(recv(a.as_raw_fd(), &mut buf[3..]).unwrap(), 2);
+        assert_eq!(&buf[..5], b"hello");
+        drop(b);
+        assert_eq!(recv(a.as_raw_fd(), &mut buf).unwrap(), 0);
+        // The peer is gone: EPIPE, and no SIGPIPE (which would end this test process).
+        assert_eq!(send(a.as_raw_fd(), b"x").unwrap_err().0, libc::EPIPE);
+    }
 
     #[test]
     fn an_eventfd_wakes_an_epoll() {

@@ -5,15 +5,33 @@
 //!
 //! ```text
 //! sched-user spawn-join | spawn-all N... | ping-pong | yield | chan-buffered | select K...
+//!            | select-many | echo ADDR
 //! ```
 //!
-//! Each prints `name ns/op value` lines, the median of several repetitions. The number of
-//! processors comes from `TESSERA_PROCS` (the runner sets it with `GOMAXPROCS`), except for
-//! yield, which runs on one, as Go's does.
+//! Each workload prints `name ns/op value` lines, the median of several repetitions. The
+//! number of processors comes from `TESSERA_PROCS` (the runner sets it with `GOMAXPROCS`),
+//! except for yield, which runs on one, as Go's does.
+//!
+//! `echo ADDR` is the echo workload's server (BENCHMARKS.md, "echo") in the user's build:
+//! the source of tessera-sched's `echo` example (`sched/examples/common/echo_server.rs`),
+//! which the runner builds its own way (thin LTO, Tessera as the global allocator). It prints
+//! `listening on ADDR` and serves until killed; the echo comparison (`echo compare`, in
+//! `benches/src/bin/echo`) measures it as its `user` row.
 
 use std::time::{Duration, Instant};
 
 use tessera_sched::{Runtime, chan, select, spawn};
+
+// The echo server: the very source of tessera-sched's `echo` example, so that this row and
+// the runner's build of the example measure the same program.
+#[path = "../../../sched/examples/common/echo_server.rs"]
+mod echo_server;
+
+// select-many: the runner's source of it (benches/src/sched), so both columns measure the
+// same program; its items are `pub` for the runner's library, which a binary cannot reach.
+#[allow(unreachable_pub)]
+#[path = "../../src/sched/select_many.rs"]
+mod select_many;
 
 /// Repetitions per figure (as the Go programs).
 const REPS: usize = 7;
@@ -168,6 +186,12 @@ fn select_8() -> f64 {
     select_k!(0 1 2 3 4 5 6 7)
 }
 
+/// select-many (issue #14): the runner's own source of it, per message.
+fn select_many() -> f64 {
+    let msgs = select_many::SELECT_MSGS;
+    per_op(select_many::tessera_select_many(msgs), msgs as usize)
+}
+
 /// 1000 -> 1k, 100000 -> 100k, 1000000 -> 1m (the runner's row names, as Go's `countName`).
 fn count_name(n: usize) -> String {
     if n >= 1_000_000 && n.is_multiple_of(1_000_000) {
@@ -181,7 +205,7 @@ fn count_name(n: usize) -> String {
 
 fn usage() -> i32 {
     eprintln!(
-        "usage: sched-user spawn-join | spawn-all N... | ping-pong | yield | chan-buffered | select K..."
+        "usage: sched-user spawn-join | spawn-all N... | ping-pong | yield | chan-buffered | select K... | select-many | echo ADDR"
     );
     2
 }
@@ -247,6 +271,19 @@ fn run(args: &[String]) -> i32 {
                 };
                 let ns = rt.block_on(move || median(REPS, f));
                 println!("select-{a} ns/op {ns:.1}");
+            }
+        }
+        "select-many" => {
+            let ns = rt.block_on(|| median(REPS, select_many));
+            println!("select-many ns/op {ns:.1}");
+        }
+        "echo" => {
+            let Some(addr) = args.get(1).cloned() else {
+                return usage();
+            };
+            if let Err(e) = rt.block_on(move || echo_server::serve_forever(&addr)) {
+                eprintln!("sched-user: echo: {e}");
+                return 1;
             }
         }
         _ => return usage(),

@@ -3,8 +3,7 @@
 //! tokio and crossbeam-channel, then the parked and timers figures.
 
 use super::channels::{
-    SELECT_MSGS, SelectWidth, crossbeam_chan_buffered, crossbeam_select, tessera_chan_buffered,
-    tessera_select, tessera_select_many,
+    SelectWidth, crossbeam_chan_buffered, crossbeam_select, tessera_chan_buffered, tessera_select,
 };
 use super::coroutines::{
     may_ping_pong, may_spawn_join, may_yield, tessera_ping_pong, tessera_spawn_all,
@@ -13,6 +12,7 @@ use super::coroutines::{
 };
 use super::external::{External, GROUPS, Programs, USER_CRATE};
 use super::parked::PARKED_FLAG;
+use super::select_many::{SELECT_MSGS, tessera_select_many};
 use super::{may_run, tessera_rt, tokio_ct, tokio_mt};
 use crate::stats::median;
 use std::process::Command;

@@ -95,13 +95,12 @@ fn parse_figures(out: &str, figures: &mut Vec<(String, f64)>) {
     }
 }
 
-/// One group of workloads as the external programs take them: run with `procs`
-/// processors and `args`; `in_user`: the user crate has it too; `rows`: the runner's rows
-/// it gives figures for.
+/// One group of workloads as the external programs take them (Go's programs and the user
+/// crate alike): run with `procs` processors and `args`; `rows`: the runner's rows it gives
+/// figures for.
 pub(super) struct Group {
     pub(super) procs: &'static str,
     pub(super) args: &'static [&'static str],
-    pub(super) in_user: bool,
     pub(super) rows: &'static [&'static str],
 }
 
@@ -118,55 +117,46 @@ pub(super) const GROUPS: [Group; 9] = [
     Group {
         procs: "2",
         args: &["spawn-join"],
-        in_user: true,
         rows: &["spawn-join"],
     },
     Group {
         procs: "2",
         args: &SPAWN_ALL,
-        in_user: true,
         rows: &["spawn-all-1k-2p", "spawn-all-100k-2p", "spawn-all-1m-2p"],
     },
     Group {
         procs: "1",
         args: &SPAWN_ALL,
-        in_user: true,
         rows: &["spawn-all-1k-1p", "spawn-all-100k-1p", "spawn-all-1m-1p"],
     },
     Group {
         procs: "1",
         args: &["ping-pong"],
-        in_user: true,
         rows: &["ping-pong-1p"],
     },
     Group {
         procs: "2",
         args: &["ping-pong"],
-        in_user: true,
         rows: &["ping-pong-2p"],
     },
     Group {
         procs: "1",
         args: &["yield"],
-        in_user: true,
         rows: &["yield"],
     },
     Group {
         procs: "2",
         args: &["chan-buffered"],
-        in_user: true,
         rows: &["chan-buffered"],
     },
     Group {
         procs: "2",
         args: &["select", "2", "8"],
-        in_user: true,
         rows: &["select-2", "select-8"],
     },
     Group {
         procs: "2",
         args: &["select-many"],
-        in_user: false,
         rows: &["select-many"],
     },
 ];
@@ -191,14 +181,11 @@ impl Programs {
     pub(super) fn run_group(&mut self, i: usize) {
         let group = &GROUPS[i];
         for turn in 0..2 {
-            let (side, wanted) = if (i + turn).is_multiple_of(2) {
-                (&mut self.go, true)
+            let side = if (i + turn).is_multiple_of(2) {
+                &mut self.go
             } else {
-                (&mut self.user, group.in_user)
+                &mut self.user
             };
-            if !wanted {
-                continue;
-            }
             if let Ok((bin, figures)) = side {
                 match run_program(bin, group.procs, group.args) {
                     Ok(out) => parse_figures(&out, figures),

@@ -14,7 +14,8 @@
 //! group (so its "1p" figure is really 2 workers).
 //!
 //! The pieces: `coroutines.rs` (spawning and switching: spawn-join, spawn-all, ping-pong,
-//! yield), `channels.rs` (select-many, chan-buffered, select-2/8), `compare.rs` (the
+//! yield), `channels.rs` (chan-buffered, select-2/8), `select_many.rs` (select-many, which
+//! the user-build crate includes too), `compare.rs` (the
 //! runner's comparison table), `external.rs` (Go's programs and the user-build crate),
 //! `parked.rs` (the parked workload's child process); the timers workload is
 //! `sched_timers.rs`.
@@ -24,10 +25,11 @@ mod compare;
 mod coroutines;
 mod external;
 mod parked;
+mod select_many;
 
 pub use channels::{
-    CHAN_CAP, SELECT_ARMS, SELECT_MSGS, SELECT_WORKERS, SelectWidth, crossbeam_chan_buffered,
-    crossbeam_select, tessera_chan_buffered, tessera_select, tessera_select_many,
+    CHAN_CAP, SelectWidth, crossbeam_chan_buffered, crossbeam_select, tessera_chan_buffered,
+    tessera_select,
 };
 pub use compare::{CHILD_FLAG, run, run_here};
 pub use coroutines::{
@@ -36,6 +38,7 @@ pub use coroutines::{
     tokio_yield,
 };
 pub use parked::{PARKED_FLAG, parked_child};
+pub use select_many::{SELECT_ARMS, SELECT_MSGS, SELECT_WORKERS, tessera_select_many};
 
 /// A tessera-sched runtime with `procs` Ps.
 pub fn tessera_rt(procs: usize) -> tessera_sched::Runtime {

@@ -20,8 +20,14 @@ use tessera_bench::stats::median;
 use crate::client::{self, ClientConfig};
 use crate::sys;
 
-/// The servers, in table order; tessera-sched first, Go (the target's reference) next.
-pub(crate) const SERVERS: [&str; 4] = ["tessera", "go", "tokio", "may"];
+/// The servers, in table order: tessera-sched in the runner's build (its `echo` example:
+/// thin LTO, Tessera as the global allocator) and in a user's (`user`: the
+/// `benches/sched-user` crate's `echo`, cargo's default release profile, the system
+/// allocator), then Go (the target's reference) and the Rust peers.
+pub(crate) const SERVERS: [&str; 5] = ["tessera", "user", "go", "tokio", "may"];
+
+/// The rows whose ratios to the peers the table shows: tessera-sched's two builds.
+const OURS: [&str; 2] = ["tessera", "user"];
 
 /// How long a server may take to print `listening on`.
 const STARTUP: Duration = Duration::from_secs(10);
@@ -37,7 +43,12 @@ pub(crate) struct CompareOptions {
     /// Worker threads / processors of every server.
     pub(crate) workers: usize,
     pub(crate) tessera_bin: PathBuf,
+    pub(crate) user_bin: PathBuf,
     pub(crate) go_bin: PathBuf,
+    /// CPUs each server (and the client) is confined to, if the placement is pinned
+    /// (`--pin-server`, `--pin-client`); every server gets the same.
+    pub(crate) pin_server: Option<Vec<usize>>,
+    pub(crate) pin_client: Option<Vec<usize>>,
 }
 
 /// One measured run.
@@ -46,13 +57,21 @@ struct Run {
     requests_per_sec: f64,
     p50: Duration,
     p99: Duration,
-    /// Cores the server used during the measured window.
-    server_cpu: Option<f64>,
+    /// Cores the server used during the measured window, in its own code and in the
+    /// kernel.
+    server_user: Option<f64>,
+    server_sys: Option<f64>,
     /// Cores the client (this process) used during the measured window.
     client_cpu: f64,
     /// Cores everything else on the machine used meanwhile (other people's work on a shared
     /// machine, or the hypervisor's steal); large values mean a disturbed run.
     other_cpu: Option<f64>,
+}
+
+impl Run {
+    fn server_cpu(&self) -> Option<f64> {
+        self.server_user.zip(self.server_sys).map(|(u, s)| u + s)
+    }
 }
 
 /// A server's runs over all rounds.
@@ -82,11 +101,24 @@ impl Row {
         Some((min, rates.reduce(f64::max)?))
     }
     fn server_cpu(&self) -> Option<f64> {
-        let cpu: Vec<f64> = self.runs.iter().filter_map(|r| r.server_cpu).collect();
+        let cpu: Vec<f64> = self.runs.iter().filter_map(Run::server_cpu).collect();
         median(&cpu)
     }
-    fn client_cpu(&self) -> Option<f64> {
-        self.median_of(|r| r.client_cpu)
+    /// The server's CPU per request, user and system, in µs (medians over the runs).
+    fn server_per_request(&self) -> Option<(f64, f64)> {
+        let per = |f: fn(&Run) -> Option<f64>| {
+            let us: Vec<f64> = self
+                .runs
+                .iter()
+                .filter_map(|r| f(r).map(|c| c / r.requests_per_sec * 1e6))
+                .collect();
+            median(&us)
+        };
+        per(|r| r.server_user).zip(per(|r| r.server_sys))
+    }
+    /// The client's CPU per request in µs (median over the runs).
+    fn client_per_request(&self) -> Option<f64> {
+        self.median_of(|r| r.client_cpu / r.requests_per_sec * 1e6)
     }
     fn other_cpu(&self) -> Option<f64> {
         let cpu: Vec<f64> = self.runs.iter().filter_map(|r| r.other_cpu).collect();
@@ -96,6 +128,14 @@ impl Row {
 
 /// Runs the comparison, prints the table and writes it as Markdown; returns the exit code.
 pub(crate) fn compare(options: &CompareOptions) -> i32 {
+    if let Some(cpus) = &options.pin_client {
+        // This thread starts the client's threads, which inherit the set; each server is
+        // given its own set as it starts (`server_command`).
+        if let Err(e) = sys::pin_to(cpus) {
+            eprintln!("echo: cannot pin the client to CPUs {cpus:?}: {e}");
+            return 2;
+        }
+    }
     let mut present = Vec::new();
     for &name in &options.servers {
         match missing_reason(name, options) {
@@ -139,7 +179,7 @@ pub(crate) fn compare(options: &CompareOptions) -> i32 {
                     human_rate(run.requests_per_sec),
                     latency(run.p50.as_secs_f64()),
                     latency(run.p99.as_secs_f64()),
-                    run.server_cpu.map_or("-".into(), |c| format!("{c:.2}")),
+                    run.server_cpu().map_or("-".into(), |c| format!("{c:.2}")),
                     run.client_cpu,
                     run.other_cpu.map_or("-".into(), |c| format!("{c:.2}")),
                 ),
@@ -180,6 +220,12 @@ fn missing_reason(name: &str, options: &CompareOptions) -> Option<String> {
             "{} not found (cargo build --release -p tessera-sched --example echo)",
             options.tessera_bin.display()
         )),
+        "user" if !options.user_bin.exists() => Some(format!(
+            "{} not found (cargo build --release --manifest-path benches/sched-user/Cargo.toml \
+             --target-dir <target>/sched-user; benches/go/echo/compare.sh and \
+             `tessera-bench --sched` build it)",
+            options.user_bin.display()
+        )),
         "go" if !options.go_bin.exists() => Some(format!(
             "{} not found (benches/go/echo/compare.sh builds it when `go` is installed; \
              Debian: apt-get install -y golang-go)",
@@ -198,6 +244,12 @@ fn server_command(name: &str, addr: SocketAddr, options: &CompareOptions) -> Com
             cmd.arg(addr.to_string()).env("TESSERA_PROCS", &workers);
             cmd
         }
+        "user" => {
+            let mut cmd = Command::new(&options.user_bin);
+            cmd.args(["echo", &addr.to_string()])
+                .env("TESSERA_PROCS", &workers);
+            cmd
+        }
         "go" => {
             let mut cmd = Command::new(&options.go_bin);
             cmd.arg(addr.to_string()).env("GOMAXPROCS", &workers);
@@ -213,6 +265,15 @@ fn server_command(name: &str, addr: SocketAddr, options: &CompareOptions) -> Com
     cmd.stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit());
+    if let Some(cpus) = options.pin_server.clone() {
+        use std::os::unix::process::CommandExt;
+        // SAFETY: the hook runs in the forked child before exec and only makes the one
+        // system call of `pin_to` (no allocation: the set is built on its stack from the
+        // moved-in list), which is async-signal-safe.
+        unsafe {
+            cmd.pre_exec(move || sys::pin_to(&cpus));
+        }
+    }
     cmd
 }
 
@@ -281,7 +342,7 @@ fn measure(name: &str, addr: SocketAddr, options: &CompareOptions) -> Result<Run
     let result = client::run(&config, |start| {
         std::thread::spawn(move || {
             let sample = || {
-                let server = sys::process_cpu_time(pid);
+                let server = sys::process_cpu_times(pid);
                 (server, sys::own_cpu_time(), sys::machine_busy_time())
             };
             sleep_until(start + warmup);
@@ -291,18 +352,22 @@ fn measure(name: &str, addr: SocketAddr, options: &CompareOptions) -> Result<Run
             let cores =
                 |a: Duration, b: Duration| b.saturating_sub(a).as_secs_f64() / window.as_secs_f64();
             let client = cores(before.1, after.1);
-            let server = before.0.zip(after.0).map(|(a, b)| cores(a, b));
+            let server = before
+                .0
+                .zip(after.0)
+                .map(|(a, b)| (cores(a.user, b.user), cores(a.system, b.system)));
             let other = before
                 .2
                 .zip(after.2)
                 .zip(server)
-                .map(|((a, b), server)| (cores(a, b) - server - client).max(0.0));
+                .map(|((a, b), (u, s))| (cores(a, b) - u - s - client).max(0.0));
             let _ = cpu_tx.send((server, client, other));
         });
     });
     drop(server);
     let result = result?;
     let (server_cpu, client_cpu, other_cpu) = cpu_rx.recv().unwrap_or((None, f64::NAN, None));
+    let (server_user, server_sys) = server_cpu.unzip();
     let quantile = |q| {
         result
             .latencies
@@ -313,7 +378,8 @@ fn measure(name: &str, addr: SocketAddr, options: &CompareOptions) -> Result<Run
         requests_per_sec: result.requests_per_sec(),
         p50: quantile(0.50)?,
         p99: quantile(0.99)?,
-        server_cpu,
+        server_user,
+        server_sys,
         client_cpu,
         other_cpu,
     })
@@ -351,21 +417,21 @@ fn render(rows: &[Row], options: &CompareOptions, markdown: bool) -> String {
         "p50",
         "p99",
         "server cpu",
-        "client cpu",
+        "server µs/req",
+        "client µs/req",
         "other cpu",
     ];
     let cells = figure_rows(rows);
-    let tessera = rows
-        .iter()
-        .find(|r| r.name == "tessera" && !r.runs.is_empty());
-    let ratios = tessera.map_or_else(Vec::new, |t| ratio_rows(t, rows));
+    let ratios = ratio_rows(rows);
     let ratio_header = ["ratio", "req/s", "p99", ""];
     if markdown {
         out.push_str("# echo\n\n");
         out.push_str(&heading);
         out.push_str(
-            ". CPU in cores used during the measured window; \"other\" is the rest of the \
-             machine (a busy neighbour disturbs the run).\n\n",
+            ". CPU in cores used during the measured window; µs/req: CPU time per request, \
+             the server's split user+system (its own code + the kernel's, mostly the TCP work of \
+             its `recv` and `send`); \"other\" is the rest of the machine (a busy neighbour \
+             disturbs the run).\n\n",
         );
         markdown_table(&mut out, &header, &cells);
         if !ratios.is_empty() {
@@ -375,7 +441,8 @@ fn render(rows: &[Row], options: &CompareOptions, markdown: bool) -> String {
     } else {
         out.push_str(&heading);
         out.push_str(
-            "\n(cpu: cores used during the measured window; other = the rest of the machine)\n\n",
+            "\n(cpu: cores used during the measured window; µs/req: CPU time per request, the \
+             server's as user+system; other = the rest of the machine)\n\n",
         );
         text_table(&mut out, &header, &cells);
         if !ratios.is_empty() {
@@ -383,7 +450,7 @@ fn render(rows: &[Row], options: &CompareOptions, markdown: bool) -> String {
             text_table(&mut out, &ratio_header, &ratios);
         }
     }
-    if tessera.is_none() {
+    if ratios.is_empty() {
         out.push_str("\nno tessera row, so no tessera/peer ratios\n");
     }
     failures(&mut out, rows);
@@ -393,22 +460,36 @@ fn render(rows: &[Row], options: &CompareOptions, markdown: bool) -> String {
 /// What was measured and how, one line.
 fn heading(options: &CompareOptions) -> String {
     let c = &options.client;
+    let cpus = |set: &Option<Vec<usize>>| match set {
+        Some(cpus) => format!(" on CPUs {}", cpu_list(cpus)),
+        None => String::new(),
+    };
     format!(
         "echo: {} connections on 127.0.0.1, {} B messages, closed loop; client: {} epoll \
-         thread(s) on the same machine; servers: {} workers each; median of {} interleaved \
-         round(s) of {} ms after {} ms warm-up",
+         thread(s) on the same machine{}; servers: {} workers each{}; median of {} \
+         interleaved round(s) of {} ms after {} ms warm-up",
         c.conns,
         c.size,
         c.threads,
+        cpus(&options.pin_client),
         options.workers,
+        cpus(&options.pin_server),
         options.rounds,
         c.duration.as_millis(),
         c.warmup.as_millis()
     )
 }
 
+/// `[0, 1, 3]` -> `"0,1,3"`.
+fn cpu_list(cpus: &[usize]) -> String {
+    cpus.iter()
+        .map(usize::to_string)
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
 /// Each server's medians, one row each.
-fn figure_rows(rows: &[Row]) -> Vec<[String; 8]> {
+fn figure_rows(rows: &[Row]) -> Vec<[String; 9]> {
     rows.iter()
         .map(|row| {
             [
@@ -420,35 +501,42 @@ fn figure_rows(rows: &[Row]) -> Vec<[String; 8]> {
                 opt(row.p50(), latency),
                 opt(row.p99(), latency),
                 opt(row.server_cpu(), |c| format!("{c:.2}")),
-                opt(row.client_cpu(), |c| format!("{c:.2}")),
+                opt(row.server_per_request(), |(u, s)| format!("{u:.2}+{s:.2}")),
+                opt(row.client_per_request(), |c| format!("{c:.2}")),
                 opt(row.other_cpu(), |c| format!("{c:.2}")),
             ]
         })
         .collect()
 }
 
-/// tessera's rate and p99 against each peer's, with the verdict on the target against Go.
-fn ratio_rows(t: &Row, rows: &[Row]) -> Vec<[String; 4]> {
-    rows.iter()
-        .filter(|r| r.name != "tessera")
-        .map(|peer| {
-            let rate = t.rate().zip(peer.rate()).map(|(a, b)| a / b);
-            let p99 = t.p99().zip(peer.p99()).map(|(a, b)| a / b);
-            let verdict = match (peer.name, rate, p99) {
-                ("go", Some(r), Some(p)) if r >= 1.2 && p <= 1.0 => {
-                    "target met (≥ 1.2× req/s, p99 ≤ 1×)"
-                }
-                ("go", Some(_), Some(_)) => "target missed (≥ 1.2× req/s, p99 ≤ 1×)",
-                _ => "",
-            };
-            [
-                format!("tessera/{}", peer.name),
-                opt(rate, |r| format!("{r:.2}×")),
-                opt(p99, |r| format!("{r:.2}×")),
-                verdict.to_string(),
-            ]
-        })
-        .collect()
+/// The rate and p99 of each tessera-sched build (`OURS`) that has figures against each
+/// peer's, with the verdict on the target against Go.
+fn ratio_rows(rows: &[Row]) -> Vec<[String; 4]> {
+    let ours = rows
+        .iter()
+        .filter(|r| OURS.contains(&r.name) && !r.runs.is_empty());
+    ours.flat_map(|t| {
+        rows.iter()
+            .filter(|r| !OURS.contains(&r.name))
+            .map(move |peer| {
+                let rate = t.rate().zip(peer.rate()).map(|(a, b)| a / b);
+                let p99 = t.p99().zip(peer.p99()).map(|(a, b)| a / b);
+                let verdict = match (peer.name, rate, p99) {
+                    ("go", Some(r), Some(p)) if r >= 1.2 && p <= 1.0 => {
+                        "target met (≥ 1.2× req/s, p99 ≤ 1×)"
+                    }
+                    ("go", Some(_), Some(_)) => "target missed (≥ 1.2× req/s, p99 ≤ 1×)",
+                    _ => "",
+                };
+                [
+                    format!("{}/{}", t.name, peer.name),
+                    opt(rate, |r| format!("{r:.2}×")),
+                    opt(p99, |r| format!("{r:.2}×")),
+                    verdict.to_string(),
+                ]
+            })
+    })
+    .collect()
 }
 
 /// The rounds that failed, per server.
@@ -524,7 +612,10 @@ mod tests {
             base_port: 7100,
             workers: 2,
             tessera_bin: "/nonexistent/echo".into(),
+            user_bin: "/nonexistent/tessera-sched-user".into(),
             go_bin: "/nonexistent/echo-go".into(),
+            pin_server: None,
+            pin_client: None,
         }
     }
 
@@ -533,7 +624,8 @@ mod tests {
             requests_per_sec: rate,
             p50: Duration::from_micros(500),
             p99: Duration::from_millis(p99_ms),
-            server_cpu: Some(1.0),
+            server_user: Some(0.1),
+            server_sys: Some(0.9),
             client_cpu: 0.5,
             other_cpu: Some(0.1),
         }
@@ -548,6 +640,7 @@ mod tests {
                 .contains("--example echo")
         );
         assert!(missing_reason("go", &o).unwrap().contains("golang-go"));
+        assert!(missing_reason("user", &o).unwrap().contains("sched-user"));
         assert_eq!(missing_reason("tokio", &o), None);
     }
 
@@ -567,15 +660,40 @@ mod tests {
         ];
         let text = render(&rows, &options(), false);
         assert!(text.contains("tessera/go"), "{text}");
+        // No user-build row, so no user ratios.
+        assert!(!text.contains("user/go"), "{text}");
         assert!(text.contains("1.26×"), "{text}");
         assert!(text.contains("0.83×"), "{text}");
         assert!(text.contains("target met"), "{text}");
         assert!(text.contains("go failed a round: connection 3"), "{text}");
         let md = render(&rows, &options(), true);
         assert!(
-            md.contains("| tessera | 120k | 110k–130k | 500 µs | 5.00 ms |"),
+            md.contains(
+                "| tessera | 120k | 110k–130k | 500 µs | 5.00 ms | 1.00 | 0.83+7.50 | 4.17 |"
+            ),
             "{md}"
         );
+    }
+
+    #[test]
+    fn the_user_build_has_ratios_of_its_own() {
+        let rows = [
+            Row {
+                name: "user",
+                runs: vec![run(100_000.0, 5)],
+                failures: Vec::new(),
+            },
+            Row {
+                name: "go",
+                runs: vec![run(80_000.0, 4)],
+                failures: Vec::new(),
+            },
+        ];
+        let text = render(&rows, &options(), false);
+        assert!(text.contains("user/go"), "{text}");
+        assert!(text.contains("1.25×"), "{text}");
+        assert!(text.contains("1.25×  target missed"), "{text}");
+        assert!(!text.contains("tessera/"), "{text}");
     }
 
     #[test]

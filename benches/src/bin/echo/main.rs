@@ -1,19 +1,23 @@
 //! The echo workload of BENCHMARKS.md: a TCP echo server with a coroutine (or task) per
 //! connection, 100 connections on 127.0.0.1, 64 B messages, requests/s and p99 — tessera-sched
-//! side by side with Go, tokio and may in one run. Target: tessera ≥ 1.2× Go's requests/s
+//! (in the runner's build and in a user's) side by side with Go, tokio and may in one run. Target: tessera ≥ 1.2× Go's requests/s
 //! with a p99 no worse.
 //!
 //! One binary, three modes:
 //!
 //! - `echo [compare] [flags]` (the default): the driver ([`driver`]) starts each server as a
 //!   child process, runs the client against it, and prints one table (also written to
-//!   `<target>/tessera-bench/echo.md`). tessera-sched's server is its `echo` example, Go's is
-//!   `benches/go/echo/main.go`; `benches/go/echo/compare.sh` builds both and runs this.
+//!   `<target>/tessera-bench/echo.md`). tessera-sched's server is its `echo` example (thin
+//!   LTO, Tessera as the global allocator) and, as a user builds it, `benches/sched-user`'s
+//!   `echo` (cargo's default release profile, the system allocator); Go's is
+//!   `benches/go/echo/main.go`; `benches/go/echo/compare.sh` builds them all and runs this.
 //! - `echo client ADDR [flags]`: the load generator ([`client`]) alone, against any server.
 //! - `echo server tokio|may ADDR [--workers N]`: the Rust peer servers ([`servers`]).
 //!
 //! The client runs on the same two cores as the server, so both the client's and the
-//! server's CPU use are reported beside the figures.
+//! server's CPU use are reported beside the figures, and per request. `--pin-server` and
+//! `--pin-client` confine every server and the client to CPU sets of their own (what
+//! `taskset` does), the same for every server.
 
 mod client;
 mod driver;
@@ -35,9 +39,10 @@ static A: tessera::Tessera = tessera::Tessera;
 
 const USAGE: &str = "\
 usage:
-  echo [compare] [--servers tessera,go,tokio,may] [--rounds 5] [--workers 2]
+  echo [compare] [--servers tessera,user,go,tokio,may] [--rounds 5] [--workers 2]
                  [--base-port 7100 (0: free ports from the kernel)]
-                 [--tessera PATH] [--go PATH] [CLIENT FLAGS]
+                 [--pin-server CPUS --pin-client CPUS (e.g. 1 and 0; lists like 0,2-3)]
+                 [--tessera PATH] [--user PATH] [--go PATH] [CLIENT FLAGS]
   echo client ADDR [CLIENT FLAGS]
   echo server tokio|may ADDR [--workers 2]
 
@@ -45,6 +50,7 @@ client flags: [--conns 100] [--size 64] [--client-threads 1]
               [--warmup-ms 1000] [--duration-ms 2000]
 
 compare defaults: --tessera <target>/release/examples/echo
+                  --user <target>/sched-user/release/tessera-sched-user
                   --go <target>/tessera-bench/echo-go
 (<target> is $CARGO_TARGET_DIR, else the workspace's target/)
 ";
@@ -119,7 +125,9 @@ fn compare(args: &[String]) -> Result<i32, String> {
                     .iter()
                     .copied()
                     .find(|s| *s == name)
-                    .ok_or_else(|| format!("unknown server `{name}` (tessera, go, tokio, may)"))
+                    .ok_or_else(|| {
+                        format!("unknown server `{name}` (tessera, user, go, tokio, may)")
+                    })
             })
             .collect::<Result<_, _>>()?,
     };
@@ -132,9 +140,20 @@ fn compare(args: &[String]) -> Result<i32, String> {
         tessera_bin: flags
             .take("--tessera")?
             .unwrap_or_else(|| target.join("release/examples/echo")),
+        user_bin: flags
+            .take("--user")?
+            .unwrap_or_else(|| target.join("sched-user/release/tessera-sched-user")),
         go_bin: flags
             .take::<PathBuf>("--go")?
             .unwrap_or_else(|| tessera_bench::paths::report_dir().join("echo-go")),
+        pin_server: flags
+            .take::<String>("--pin-server")?
+            .map(|l| cpu_set(&l))
+            .transpose()?,
+        pin_client: flags
+            .take::<String>("--pin-client")?
+            .map(|l| cpu_set(&l))
+            .transpose()?,
         client: client_config(&mut flags, SocketAddr::from(([127, 0, 0, 1], 0)))?,
     };
     flags.finish()?;
@@ -153,6 +172,25 @@ fn client_config(flags: &mut Flags<'_>, addr: SocketAddr) -> Result<ClientConfig
         warmup: Duration::from_millis(flags.take("--warmup-ms")?.unwrap_or(1000)),
         duration: Duration::from_millis(flags.take("--duration-ms")?.unwrap_or(2000)),
     })
+}
+
+/// A CPU list as `taskset -c` takes it: `0`, `0,2`, `1-3`.
+fn cpu_set(list: &str) -> Result<Vec<usize>, String> {
+    let bad = || format!("`{list}` is not a CPU list like 0,2-3");
+    let mut cpus = Vec::new();
+    for part in list.split(',') {
+        let (lo, hi) = part.split_once('-').unwrap_or((part, part));
+        let (lo, hi): (usize, usize) = (
+            lo.parse().map_err(|_| bad())?,
+            hi.parse().map_err(|_| bad())?,
+        );
+        // The kernel's cpu_set_t holds 1024 CPUs.
+        if lo > hi || hi >= 1024 {
+            return Err(bad());
+        }
+        cpus.extend(lo..=hi);
+    }
+    Ok(cpus)
 }
 
 fn parse_addr(text: &str) -> Result<SocketAddr, String> {
@@ -226,6 +264,15 @@ mod tests {
         assert!(Flags::new(&a).take::<usize>("--rounds").is_err());
         let a = args("--rounds");
         assert!(Flags::new(&a).finish().unwrap_err().contains("--rounds"));
+    }
+
+    #[test]
+    fn cpu_lists_parse_as_taskset_takes_them() {
+        assert_eq!(cpu_set("1").unwrap(), [1]);
+        assert_eq!(cpu_set("0,2-4").unwrap(), [0, 2, 3, 4]);
+        for bad in ["", "x", "3-1", "0,", "1-2-3", "4096"] {
+            assert!(cpu_set(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

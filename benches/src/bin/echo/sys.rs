@@ -1,7 +1,7 @@
 //! The few Linux calls the echo client and driver make directly: an epoll instance (the
 //! client's one wait for all its connections), a poll for writability (the rare path of a
-//! full send buffer), and CPU time of this process and of a server child, so the report can
-//! show who used the two cores.
+//! full send buffer), CPU time of this process and of a server child, so the report can
+//! show who used the two cores, and CPU affinity for the pinned placement (`--pin-server`).
 
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
@@ -130,21 +130,54 @@ fn ticks_to_duration(ticks: u64) -> Option<Duration> {
     Some(Duration::from_nanos(ticks * 1_000_000_000 / hz))
 }
 
-/// User + system CPU time process `pid` has used so far, from `/proc/<pid>/stat` (fields 14
-/// and 15, in clock ticks); `None` if it has gone.
-pub(crate) fn process_cpu_time(pid: u32) -> Option<Duration> {
+/// CPU time a process has used so far, split as the kernel accounts it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct CpuTimes {
+    /// In the process's own code (and its libraries).
+    pub(crate) user: Duration,
+    /// In the kernel on its behalf: system calls (for a server here, mostly the TCP work of
+    /// `recv` and `send`), page faults. Softirq time (the loopback's packet delivery) is
+    /// not in it when the kernel accounts interrupt time apart (`/proc/stat`'s softirq).
+    pub(crate) system: Duration,
+}
+
+/// User and system CPU time process `pid` has used so far (all its threads), from
+/// `/proc/<pid>/stat` (fields 14 and 15, in clock ticks); `None` if it has gone.
+pub(crate) fn process_cpu_times(pid: u32) -> Option<CpuTimes> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // The command name (field 2) is in parentheses and may hold spaces; count after it.
     let rest = &stat[stat.rfind(')')? + 1..];
     let mut fields = rest.split_ascii_whitespace().skip(11);
     let utime: u64 = fields.next()?.parse().ok()?;
     let stime: u64 = fields.next()?.parse().ok()?;
-    // SAFETY: sysconf only reads a configuration value.
-    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
-    let ticks = u64::try_from(ticks).ok().filter(|&t| t > 0)?;
-    Some(Duration::from_nanos(
-        (utime + stime) * 1_000_000_000 / ticks,
-    ))
+    Some(CpuTimes {
+        user: ticks_to_duration(utime)?,
+        system: ticks_to_duration(stime)?,
+    })
+}
+
+/// Restricts the calling thread, and the threads and processes it starts from now on, to
+/// the CPUs in `cpus` (`sched_setaffinity`; what `taskset` does).
+pub(crate) fn pin_to(cpus: &[usize]) -> io::Result<()> {
+    // SAFETY: an all-zero cpu_set_t is the empty set, a valid value of this plain C struct.
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    for &cpu in cpus {
+        // No allocation here (an error built from a string would): this runs between fork
+        // and exec too (`driver::server_command`).
+        if cpu >= libc::CPU_SETSIZE as usize {
+            return Err(io::Error::from_raw_os_error(libc::EINVAL));
+        }
+        // SAFETY: `cpu` is below CPU_SETSIZE (checked just above), so the bit is inside
+        // `set`, which is exclusively borrowed.
+        unsafe { libc::CPU_SET(cpu, &mut set) };
+    }
+    // SAFETY: `set` is a valid cpu_set_t of the size passed, borrowed for the call; pid 0
+    // is the calling thread.
+    let rc = unsafe { libc::sched_setaffinity(0, std::mem::size_of_val(&set), &set) };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -158,8 +191,10 @@ mod tests {
             std::hint::black_box(0);
         }
         assert!(own_cpu_time() > Duration::ZERO);
-        assert!(process_cpu_time(std::process::id()).is_some());
-        assert_eq!(process_cpu_time(u32::MAX), None);
+        let t = process_cpu_times(std::process::id()).unwrap();
+        assert!(t.user + t.system > Duration::ZERO);
+        assert_eq!(process_cpu_times(u32::MAX), None);
+        assert!(pin_to(&[1 << 20]).is_err());
         assert!(machine_busy_time().is_some());
     }
 }
