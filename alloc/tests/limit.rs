@@ -1,7 +1,9 @@
 //! The memory limit through the Rust API (issue #13, "A memory limit"): with a hard limit
 //! set, allocations fail (null from `GlobalAlloc`, which `Vec` and `Box` hand to
 //! `handle_alloc_error`) before committed memory crosses it; freeing makes room again;
-//! removing the limit lifts it. Its own test binary, one test: the limit is process-wide.
+//! removing the limit lifts it. Its own test binary without libtest's harness (Cargo.toml
+//! says why), one test: the limit is process-wide, so no other thread may allocate while
+//! memory is at the limit.
 
 use std::alloc::{GlobalAlloc, Layout};
 
@@ -32,7 +34,19 @@ fn fill(blocks: &mut Vec<usize>, cap: usize) {
     }
 }
 
-#[test]
+fn main() {
+    // A failed assertion's report allocates (its message, the backtrace's working
+    // directory): lift the limit first, or the report itself fails and the process hangs in
+    // the allocation-error hook, waiting on the backtrace lock the panic holds.
+    let report = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        tessera::set_memory_limit(None);
+        report(info)
+    }));
+    the_hard_limit_holds_and_frees_make_room();
+    println!("test the_hard_limit_holds_and_frees_make_room ... ok");
+}
+
 fn the_hard_limit_holds_and_frees_make_room() {
     const ROOM: usize = 64 << 20;
     // Everything the test keeps is allocated before the heap is full.
@@ -87,7 +101,11 @@ fn the_hard_limit_holds_and_frees_make_room() {
         kept.len(),
         2 * half
     );
-    assert!(tessera::memory_limits().committed <= limit);
+    let committed = tessera::memory_limits().committed;
+    assert!(
+        committed <= limit,
+        "committed {committed} over the limit {limit} after the refill"
+    );
 
     // No limit: the same request succeeds.
     tessera::set_memory_limit(None);
