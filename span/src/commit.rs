@@ -13,8 +13,10 @@
 //!   to take back the empty spans caches keep ([`over_soft`], [`notify`]);
 //! - the **hard** limit is never crossed: a commit that would cross it fails
 //!   ([`try_commit`]), the caller reclaims what it can and tries once more, and the
-//!   allocation returns null if that is not enough. Metadata is the one exception (a few
-//!   pages per arena or per 50 caches, [`commit`]), so that accounting never fails.
+//!   allocation returns null if that is not enough. Metadata the allocator cannot work
+//!   without is the one exception (a few pages per arena or per 50 caches, [`commit`]), so
+//!   that accounting never fails; metadata it can do without (a per-CPU slab) is counted
+//!   with [`try_commit`] and not made at the limit.
 
 use core::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 use core::time::Duration;
@@ -57,7 +59,7 @@ pub fn over_soft() -> bool {
 /// Counts `bytes` more unless that would cross the hard limit; false (and nothing counted)
 /// if it would. Crossing the soft limit wakes the purger (which, once awake, returns memory
 /// every epoch while committed memory stays over it).
-pub(crate) fn try_commit(bytes: usize) -> bool {
+pub fn try_commit(bytes: usize) -> bool {
     let hard = HARD.load(Ordering::Relaxed);
     let mut now = COMMITTED.load(Ordering::Relaxed);
     loop {

@@ -195,7 +195,11 @@ const fn header(c: usize) -> u64 {
 
 /// Makes the slab of `id` (writes its headers) unless it is made or being made; the
 /// sequences refuse on it until then. Nothing when `id` is out of range or the region is
-/// not reserved.
+/// not reserved, nor when its memory would cross the hard memory limit: unlike the
+/// metadata the allocator cannot work without (`commit::commit`), a slab is counted with
+/// `try_commit`, and until one is made the id's threads are served by its back end (a
+/// thread first scheduled on a new CPU while the heap is at the limit would otherwise take
+/// committed memory over it, which the limit promises never happens).
 pub(crate) fn make(id: u32) {
     let id = id as usize;
     let slab = rseq::slab_of(id);
@@ -208,6 +212,10 @@ pub(crate) fn make(id: u32) {
     {
         return;
     }
+    if !tessera_span::commit::try_commit(SLAB_BYTES) {
+        STATE[id].store(UNMADE, Ordering::Release);
+        return;
+    }
     for c in 0..NUM_CLASSES {
         // SAFETY: the header lies in the slab, inside the region, 8-aligned. One store per
         // header: a sequence running on the id meanwhile reads zeros (and refuses) or the
@@ -218,7 +226,6 @@ pub(crate) fn make(id: u32) {
         };
     }
     MAPPED.fetch_add(SLAB_BYTES, Ordering::Relaxed);
-    tessera_span::commit::commit(SLAB_BYTES);
     STATE[id].store(MADE, Ordering::Release);
 }
 
