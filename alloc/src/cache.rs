@@ -196,6 +196,8 @@ pub(crate) struct Cache {
     /// The free-list key (`freelist::key`), copied here when the cache is made so that the
     /// fast paths read it beside the bins.
     pub(crate) key: usize,
+    /// `freelist::key_top(key)`, for the free's marker test (`may_be_freed_top`).
+    pub(crate) key_top: u16,
     /// Bytes this cache's allocations may still take before the next heap-profile sample
     /// (`profile/sample.rs`): the fast paths subtract each request and leave for the slow
     /// path when it goes negative.
@@ -440,6 +442,7 @@ impl Cache {
         unsafe {
             ptr::write_bytes(at, 0, 1);
             (*at).key = freelist::key();
+            (*at).key_top = freelist::key_top((*at).key);
             (*at).guard_countdown = crate::guarded::next_interval();
             (*at).prof_left =
                 crate::profile::sample::first_interval(&mut (*at).prof_rng, random::random_u64());
@@ -477,7 +480,7 @@ impl Cache {
             // any other): one load and compare fewer.
             if (!HARDENED && ptr == s.local_free.load(Ordering::Relaxed))
                 // SAFETY: `ptr` is an object of `s` (the contract).
-                || unsafe { freelist::may_be_freed(key, ptr) }
+                || unsafe { freelist::may_be_freed_top(self.key_top, ptr) }
             {
                 return Freed::Not;
             }
@@ -501,8 +504,10 @@ impl Cache {
         // below `NUM_CLASSES`.
         let bin = unsafe { self.bins.get_unchecked_mut(s.class as usize) };
         // Hardened, the marker test covers the list's head too (it is a free block).
-        // SAFETY: `ptr` is an object of `s` (the contract).
-        if (!HARDENED && ptr == bin.free) || unsafe { freelist::may_be_freed(key, ptr) } {
+        if (!HARDENED && ptr == bin.free)
+            // SAFETY: `ptr` is an object of `s` (the contract).
+            || unsafe { freelist::may_be_freed_top(self.key_top, ptr) }
+        {
             return Freed::Not;
         }
         // SAFETY: `ptr` is a live object of ours that the caller gives up (the contract), not

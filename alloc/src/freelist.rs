@@ -255,6 +255,17 @@ pub(crate) unsafe fn looks_freed_with(
 /// As `read_link`.
 #[inline(always)]
 pub(crate) unsafe fn may_be_freed(key: usize, block: *mut u8) -> bool {
+    // SAFETY: forwarded contract.
+    unsafe { may_be_freed_top(key_top(key), block) }
+}
+
+/// `may_be_freed` with the key's top two bytes (`key_top`) given: a cache keeps them beside
+/// its copy of the key, so its free compares them with a load instead of a copy and a shift.
+///
+/// # Safety
+/// As `read_link`.
+#[inline(always)]
+pub(crate) unsafe fn may_be_freed_top(key_top: u16, block: *mut u8) -> bool {
     if !HARDENED {
         return false;
     }
@@ -263,7 +274,13 @@ pub(crate) unsafe fn may_be_freed(key: usize, block: *mut u8) -> bool {
     let top = sanitizer::with_word(block, || unsafe {
         block.add(TOP_BYTES).cast::<u16>().read()
     });
-    top == (key >> 48) as u16
+    top == key_top
+}
+
+/// The top two bytes of `key`: those of every free block's first word.
+#[inline(always)]
+pub(crate) fn key_top(key: usize) -> u16 {
+    (key >> 48) as u16
 }
 
 /// Where the top two bytes of a block's first word are.
