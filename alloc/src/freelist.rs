@@ -244,12 +244,12 @@ pub(crate) unsafe fn looks_freed_with(
 /// Why two bytes and not the word: a program often writes a narrow field at the start of a
 /// block just before freeing it (a byte, a 32-bit length). A load of the whole word would
 /// overlap that store without being contained in it, which the store buffer cannot forward:
-/// the load waits for the store to reach the cache, about a dozen cycles on every free of
-/// that shape (the C mode's fast-path rows, which write the first byte of each block, paid
-/// 27–41% for the hardening with the word load against 20% on a loop that writes nothing).
-/// A two-byte load at the word's top overlaps only stores that reach those bytes, and is
-/// contained in (so forwarded from) any full-word store. It is also one instruction shorter:
-/// `cmp` of the two bytes against the key's top, instead of load, xor, shift and test.
+/// the load waits for the store to reach the cache, on every free of that shape. On the C
+/// mode's fast-path loop, which writes each block's first byte, the hardened pair took 1.5x
+/// the unhardened one's time with the word load and takes 1.07x with this one
+/// (`benches/fastpath/pair.c`, which writes nothing, 1.2x either way). A two-byte load at
+/// the word's top overlaps only stores that reach those bytes, and is contained in (so
+/// forwarded from) any full-word store.
 ///
 /// # Safety
 /// As `read_link`.
