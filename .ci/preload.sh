@@ -250,7 +250,7 @@ attacks() {
     local spec bad=0 specs=(
         "overflow 16" "overflow 64" "overflow 256" "overflow 3000"
         "double-abca 16" "double-abca 200" "double-abca 3000"
-        "double-old 100" "double-old-head 48" "double-thread 64" "double-thread-old 100" "double-remote 64"
+        "double-old 100" "double-old-head 48" "double-thread 64" "double-thread-old 100" "double-remote 64" "double-remote-apart 64" "double-remote-owner 64"
         "realloc-freed 64" "realloc-interior 64" "realloc-interior 16" "usable-freed 64"
     )
     local depth

@@ -21,8 +21,9 @@
 //! line to find where the block goes (`free_owned_fast`, inlined into `tessera::free`): the
 //! bin's list for the current span, the span's own list for a partial one.
 //!
-//! Frees into spans the cache does not own are chained per span (`RemoteBatch`) and
-//! published with one CAS when the thread moves on to another span, refills or flushes.
+//! Frees into spans the cache does not own are recorded in a batch (`RemoteBatch`) and
+//! published, a chain and a CAS per run of one span's blocks, when the batch fills or the
+//! thread refills or flushes.
 //!
 //! NUMA: a refill takes spans from the central list and page heap of the node the thread
 //! runs on at that moment; a span flushed to a central list goes to its own node's list.
@@ -223,8 +224,8 @@ pub(crate) struct Cache {
     /// Under a lock because the background purger takes the stash of an idle thread: the
     /// owner takes it once per span stashed or unstashed, uncontended.
     stash: Locked<Stash>,
-    /// Frees this cache's thread made into one span it does not own, chained here and
-    /// pushed onto that span's remote list with one CAS (see `free_remote`).
+    /// Frees this cache's thread made into spans it does not own, not yet pushed onto those
+    /// spans' remote lists (see `RemoteBatch`).
     batch: RemoteBatch,
     /// Spans un-parked by remote frees, pushed by other threads.
     notify: CachePadded<AtomicPtr<Span>>,
@@ -530,11 +531,7 @@ impl Cache {
                 f(unsafe { &*bin.span }, bin.list_len() as usize);
             }
         }
-        if !self.batch.span.is_null() {
-            // SAFETY: the batch's span stays in use while the batch holds its objects (they
-            // count as allocated for the span's owner until published).
-            f(unsafe { &*self.batch.span }, self.batch.count as usize);
-        }
+        self.for_each_batched(f);
     }
 
     // ---- span lists ----------------------------------------------------------------

@@ -103,11 +103,11 @@ impl Cache {
     /// The freed-block marker matched on a free (or `realloc`, `malloc_usable_size`: `what`
     /// names the call) of `ptr` into `s`, which this cache owns: reports it if `ptr` is on one of the span's lists (the bin's if `s` is
     /// current, the span's local list, its remote list). A block on none of them is a
-    /// coincidence (see `freelist.rs`) and the caller frees it as usual; one waiting in
-    /// another thread's unpublished remote batch is found by the duplicate check when that
-    /// batch arrives only if its freer saw the marker, which it does not (the block was
-    /// live then): that order, remote free first and owner free second inside one batch's
-    /// lifetime, is the one double free this does not catch on the spot.
+    /// coincidence (see `freelist.rs`) and the caller frees it as usual. One waiting in
+    /// another thread's unpublished remote batch is on no list yet: the freer reads the
+    /// marker this free writes when its batch goes out, and the owner finds the block twice
+    /// (`SUSPECT`), unless it was handed out again meanwhile (`RemoteBatch` says why that
+    /// order goes unseen).
     ///
     /// # Safety
     /// This cache must own the in-use small span `s`, and `ptr` must be one of its objects.

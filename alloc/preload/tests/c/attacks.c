@@ -15,6 +15,10 @@
  *   double-thread SIZE   a freed by its owner, then freed again by another thread
  *   double-thread-old SIZE  the same, in a span the owner no longer allocates from
  *   double-remote SIZE   another thread frees a block of the main thread twice
+ *   double-remote-owner SIZE  another thread frees a block of the main thread, then the main
+ *                        thread frees it too, before the other thread's remote frees go out
+ *   double-remote-apart SIZE  the same with a block of another span freed in between (the
+ *                        two frees go onto the span's remote list in separate pushes)
  *   realloc-freed SIZE   realloc() of a freed block
  *   realloc-interior SIZE  realloc(p + 16, ...) of a live block
  *   usable-freed SIZE    malloc_usable_size() of a freed block */
@@ -72,6 +76,26 @@ static void *free_shared_twice(void *arg) {
     (void)arg;
     free(shared);
     free(shared);
+    return NULL;
+}
+
+static void *volatile other;
+
+static void *free_shared_twice_apart(void *arg) {
+    (void)arg;
+    free(shared);
+    free(other);
+    free(shared);
+    return NULL;
+}
+
+static pthread_barrier_t step;
+
+static void *free_shared_then_wait(void *arg) {
+    (void)arg;
+    free(shared);
+    pthread_barrier_wait(&step);
+    pthread_barrier_wait(&step);
     return NULL;
 }
 
@@ -165,6 +189,24 @@ int main(int argc, char **argv) {
         shared = malloc(size);
         in_thread(free_shared_twice);
         stopped_not = 1;
+    } else if (!strcmp(mode, "double-remote-owner")) {
+        void *keep = malloc(size);
+        shared = malloc(size);
+        pthread_t t;
+        if (pthread_barrier_init(&step, NULL, 2) || pthread_create(&t, NULL, free_shared_then_wait, NULL))
+            exit(3);
+        pthread_barrier_wait(&step); /* the other thread has freed it */
+        free(shared);                /* and its owner frees it too */
+        pthread_barrier_wait(&step);
+        pthread_join(t, NULL); /* the other thread's exit sends its remote frees */
+        stopped_not = mallocs_repeat(size, 3000) || 1;
+        (void)keep;
+    } else if (!strcmp(mode, "double-remote-apart")) {
+        shared = malloc(size);
+        other = malloc(size * 4);
+        in_thread(free_shared_twice_apart);
+        /* The owner finds out when it takes its remote frees: use the span up. */
+        stopped_not = mallocs_repeat(size, 3000) || 1;
     } else if (!strcmp(mode, "realloc-freed")) {
         void *keep = malloc(size);
         void *p = malloc(size);
