@@ -110,11 +110,30 @@ fn ring_of_threads_frees_each_others_blocks() {
 
 #[test]
 fn producer_consumer_every_free_remote() {
+    producer_consumer(false);
+}
+
+/// The consumer frees each batch in a random order: its remote frees land in a different
+/// span nearly every time, so its unpublished frees span many spans at once while the
+/// producer keeps allocating from them (a block handed out before its free was published,
+/// or twice, fails a content check).
+#[test]
+fn producer_consumer_frees_shuffled() {
+    producer_consumer(true);
+}
+
+fn producer_consumer(shuffle: bool) {
     let (tx, rx) = mpsc::sync_channel::<Vec<Sent>>(16);
     let consumer = thread::spawn(move || {
         let mut n = 0;
-        for batch in rx {
+        let mut state = 11;
+        for mut batch in rx {
             n += batch.len();
+            if shuffle {
+                for i in (1..batch.len()).rev() {
+                    batch.swap(i, next(&mut state) as usize % (i + 1));
+                }
+            }
             batch.into_iter().for_each(consume);
         }
         n

@@ -65,13 +65,21 @@ impl Cache {
         batch.blocks[at] = ptr;
         batch.len += 1;
         if batch.len as usize == BATCH_MAX {
-            self.publish_batch();
+            self.publish_batch_now();
         }
     }
 
     /// Publishes the remote batch, if any, onto its spans' remote lists.
-    #[inline(never)]
+    #[inline]
     pub(crate) fn publish_batch(&mut self) {
+        if self.batch.len != 0 {
+            self.publish_batch_now();
+        }
+    }
+
+    /// `publish_batch` for a batch that holds blocks.
+    #[inline(never)]
+    fn publish_batch_now(&mut self) {
         let len = core::mem::take(&mut self.batch.len) as usize;
         let spans = &self.batch.spans[..len];
         let blocks = &self.batch.blocks[..len];
