@@ -17,7 +17,7 @@ use tessera_sys::clock;
 use tessera_sys::mem::{self, PurgeAdvice};
 
 use super::decay::{DECAY_MS, EPOCHS, decay_ms, epoch_ms};
-use super::{Inner, NO_STEP, PageHeap, arena_ref, next_step};
+use super::{Inner, NO_STEP, PageHeap, next_step};
 use crate::arena::{self, PAGE_SIZE};
 use crate::commit;
 use crate::span::{FLAG_DIRTY, FLAG_ZEROED, Span, SpanKind};
@@ -309,21 +309,20 @@ impl Inner {
                 if to < start + npages {
                     self.file_run(arena, to, start + npages - to, FLAG_DIRTY, freed_at);
                 }
-                let body = &mut *(*arena).span_at(from);
+                // The run's record, unlinked, describes the part being purged.
+                let body = &mut *run;
                 body.start = from as u32;
                 body.npages = (to - from) as u32;
                 body.flags = 0;
                 body.clear_links();
                 body.set_kind(SpanKind::Purging);
-                (*arena).map_page(from, from);
-                (*arena).map_page(to - 1, from);
+                (*arena).map_page(from, run);
+                (*arena).map_page(to - 1, run);
             }
             let bytes = (to - from) * PAGE_SIZE;
             self.stats.dirty -= bytes;
             self.stats.purging += bytes;
             want = want.saturating_sub(bytes);
-            // SAFETY: the arena of one of our records.
-            let run = unsafe { arena_ref(arena) }.span_at(from);
             batch[taken] = InFlight { run };
             taken += 1;
         }
@@ -371,12 +370,14 @@ mod tests {
         unsafe { (*heap.inner.lock().arenas).huge_pages = false };
         let a = heap.alloc(64, SpanKind::Large).unwrap();
         let end = heap.alloc(1, SpanKind::Large).unwrap();
-        // SAFETY: fresh spans; we dirty one and free it.
-        let freed_at = unsafe {
+        // SAFETY: fresh spans; we dirty one and free it. The free run's record may be
+        // another than the span's: it is found by its first page.
+        let (base, freed_at) = unsafe {
             let base = a.span.as_ref().base();
             core::ptr::write_bytes(base, 0xAB, 64 * PAGE_SIZE);
             heap.free(a.span);
-            a.span.as_ref().freed_at_ms
+            let run = arena::span_of(base as usize).unwrap();
+            (base, run.as_ref().freed_at_ms)
         };
         let e = epoch_ms();
         assert_eq!(
@@ -390,7 +391,6 @@ mod tests {
         assert_eq!(half.dirty, 32 * PAGE_SIZE);
         // SAFETY: the run's pages are ours; the head is still dirty, the tail purged.
         unsafe {
-            let base = a.span.as_ref().base();
             assert_eq!(
                 mem::resident_pages(base, 32 * PAGE_SIZE).unwrap() * mem::page_size(),
                 32 * PAGE_SIZE
@@ -424,10 +424,12 @@ mod tests {
         // A run of three huge pages' worth, not aligned: one whole huge page inside at least.
         let a = heap.alloc(3 * HUGE_PAGE_PAGES, SpanKind::Large).unwrap();
         let end = heap.alloc(1, SpanKind::Large).unwrap();
-        // SAFETY: fresh spans; nothing live in `a`.
+        // SAFETY: fresh spans; nothing live in `a`. The free run's record may be another
+        // than the span's: it is found by its first page.
         let freed_at = unsafe {
+            let base = a.span.as_ref().base();
             heap.free(a.span);
-            a.span.as_ref().freed_at_ms
+            arena::span_of(base as usize).unwrap().as_ref().freed_at_ms
         };
         let e = epoch_ms();
         let step = heap.run_purge(Goal::Decay, freed_at + 5 * e);
@@ -451,8 +453,12 @@ mod tests {
         let pad = heap.alloc(1, SpanKind::Large).unwrap();
         let a = heap.alloc(16, SpanKind::Large).unwrap();
         let end = heap.alloc(1, SpanKind::Large).unwrap();
-        // SAFETY: nothing live in `a`.
-        unsafe { heap.free(a.span) };
+        // SAFETY: nothing live in `a`; its base is read while it is live.
+        let base = unsafe {
+            let base = a.span.as_ref().base();
+            heap.free(a.span);
+            base
+        };
         let dirty = heap.stats().dirty;
         let mut batch = [InFlight {
             run: ptr::null_mut(),
@@ -471,8 +477,8 @@ mod tests {
         heap.check();
         // The run is a dirty run again: the next request of its size reuses it.
         let again = heap.alloc(16, SpanKind::Large).unwrap();
-        // SAFETY: both records are live.
-        unsafe { assert_eq!(again.span.as_ref().base(), a.span.as_ref().base()) };
+        // SAFETY: a live record.
+        unsafe { assert_eq!(again.span.as_ref().base(), base) };
         // SAFETY: nothing live.
         unsafe {
             heap.free(again.span);
