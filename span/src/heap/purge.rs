@@ -10,7 +10,7 @@
 //! decay time while there is dirty memory; without one, the heap's own operations, when a
 //! tenth has passed.
 
-use core::ptr;
+use core::ptr::{self, NonNull};
 use core::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 
 use tessera_sys::clock;
@@ -164,6 +164,52 @@ impl PageHeap {
                 return outcome;
             }
         }
+    }
+
+    /// Returns an in-use span's pages to the OS at once and files them as a clean run: for a
+    /// block the caller expects no reuse of (the `tessera` crate's large blocks above its
+    /// purge-on-free threshold, what glibc would have given its own mapping and unmapped
+    /// at `free`). The advice runs before the lock is taken: the span is still ours alone.
+    /// In an arena backed by transparent huge pages, or if the advice fails, the span is
+    /// freed as usual (dirty, on the decay curve), so no huge page is split here. Returns
+    /// whether the pages went back to the OS.
+    ///
+    /// # Safety
+    /// As [`PageHeap::free`]. The span record must not be used after the call (another
+    /// thread may allocate its pages as soon as the heap's lock is released).
+    pub unsafe fn free_returned(&self, span: NonNull<Span>) -> bool {
+        let run = span.as_ptr();
+        // SAFETY: the caller's span record, in use and ours (the contract).
+        let (base, bytes) = unsafe { ((*run).base(), (*run).bytes()) };
+        let huge = {
+            // The flag changes under the lock (`advise_past_lean`).
+            let _heap = self.inner.lock();
+            // SAFETY: the arena of one of our records, mapped for the life of the process.
+            unsafe { (*arena::arena_of_span(run)).huge_pages }
+        };
+        let advice = purge_advice();
+        // SAFETY: the span's pages hold no live object (the contract) and lie in one of our
+        // arenas; nobody else touches them until it is filed below.
+        if huge || unsafe { mem::purge(base, bytes, advice) }.is_err() {
+            // SAFETY: forwarded contract.
+            unsafe { self.free(span) };
+            return false;
+        }
+        let mut heap = self.inner.lock();
+        heap.stats.in_use -= bytes;
+        heap.stats.free += bytes;
+        heap.stats.purged_total += bytes as u64;
+        commit::uncommit(bytes);
+        let flags = if advice == PurgeAdvice::DontNeed {
+            FLAG_ZEROED
+        } else {
+            0
+        };
+        // SAFETY: the span's pages are free (the contract) and in no run; lock held.
+        unsafe { heap.insert_free(run, flags, 0) };
+        #[cfg(feature = "expensive-checks")]
+        heap.check();
+        true
     }
 
     /// In a forked child, after the fork handlers released the locks: runs the parent's
