@@ -4,7 +4,7 @@
 //! (ARCHITECTURE.md#large-and-huge).
 
 use core::ptr;
-use core::sync::atomic::{AtomicU8, AtomicU64, Ordering};
+use core::sync::atomic::{AtomicU8, AtomicU64, AtomicUsize, Ordering};
 
 use tessera_span::heap::{MAX_SPAN_PAGES, bytes_to_pages, decay_ms};
 use tessera_span::{ARENA_SIZE, PAGE_SIZE, Span, SpanKind, huge};
@@ -39,6 +39,8 @@ const KEEP_AFTER: u8 = 4;
 
 /// When a block of each band was last returned at free (coarse milliseconds; 0: never).
 static RETURNED_AT: [AtomicU64; BANDS] = [const { AtomicU64::new(0) }; BANDS];
+/// Per band, the largest block returned at free within a decay time of the last one.
+static RETURNED_BYTES: [AtomicUsize; BANDS] = [const { AtomicUsize::new(0) }; BANDS];
 /// Per band, how many allocations found a block of the band returned within the decay time.
 static MISSES: [AtomicU8; BANDS] = [const { AtomicU8::new(0) }; BANDS];
 
@@ -53,13 +55,16 @@ const fn band(bytes: usize) -> usize {
 ///
 /// A freed big block that nothing reuses is resident until the decay returns it, up to the
 /// decay time later; glibc unmaps it at once. python3 (the runner's programs) frees its
-/// 350 KiB `json.dumps` chunks, megabyte dict tables and the 4.4 MiB text while its object
-/// arenas (its own mappings, which no freed block of ours can serve) grow: left on the
-/// curve, they were its peak's excess over glibc's. So blocks from 128 KiB up to 4 MiB
-/// (`RETURN_UP_TO` says why no higher) go back at free, until the program shows it reuses
-/// their size: an allocation that finds a block of its
-/// size band returned within the decay time would have been served by it, and a fault per
-/// page was paid for nothing. From the `KEEP_AFTER`th such allocation in a band on, that
+/// 350 KiB `json.dumps` chunks and its dict tables of up to 1.9 MiB while its object arenas
+/// (its own mappings, which no freed block of ours can serve) grow: left on the curve, they
+/// were its peak's excess over glibc's. So blocks from 128 KiB up to 4 MiB (`RETURN_UP_TO`
+/// says why no higher) go back at free, until the program shows it reuses their size: an
+/// allocation that finds a block of its size band, at least as large as it, returned
+/// within the decay time would have been served by it, and a fault per page was paid for
+/// nothing. A smaller block returned could not have served it, so a buffer grown by moving
+/// reallocations is no evidence of reuse (python3's `json.dumps` grows each chunk's buffer
+/// from 65 KiB to 782 KiB); with that size test, python3's peak RssAnon went from 90,816 to
+/// 90,476 KiB (glibc 88,856). From the `KEEP_AFTER`th such allocation in a band on, that
 /// band's blocks stay on the decay curve for good (as glibc raises its mmap threshold for
 /// good), so a program that rebuilds a buffer per request pays the faults of its first few
 /// rounds only. A decay time of "never" (`TESSERA_PURGE_DELAY_MS=-1`) returns nothing here.
@@ -73,7 +78,10 @@ fn returns_at_free(bytes: usize) -> bool {
         return false;
     }
     let returned = RETURNED_AT[band].load(Ordering::Relaxed);
-    if returned != 0 && clock::coarse_now_ms().saturating_sub(returned) <= decay {
+    if returned != 0
+        && clock::coarse_now_ms().saturating_sub(returned) <= decay
+        && RETURNED_BYTES[band].load(Ordering::Relaxed) >= bytes
+    {
         // Racing allocations may both count: the band is kept one miss early at worst.
         let misses = MISSES[band]
             .fetch_add(1, Ordering::Relaxed)
@@ -144,7 +152,13 @@ pub(crate) unsafe fn free(span: &Span) {
         // SAFETY: forwarded contract.
         if unsafe { heap.free_returned(record) } {
             let now = clock::coarse_now_ms().max(1);
-            RETURNED_AT[band].store(now, Ordering::Relaxed);
+            let last = RETURNED_AT[band].swap(now, Ordering::Relaxed);
+            // Racing frees may lose a size: a later allocation then misses a miss, at worst.
+            if now.saturating_sub(last) > decay_ms() {
+                RETURNED_BYTES[band].store(bytes, Ordering::Relaxed);
+            } else {
+                RETURNED_BYTES[band].fetch_max(bytes, Ordering::Relaxed);
+            }
         }
     } else {
         // SAFETY: forwarded contract.

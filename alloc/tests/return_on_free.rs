@@ -97,6 +97,28 @@ fn blocks_until_reused() {
 }
 
 #[test]
+fn growing_blocks_of_one_band_all_go_back_at_free() {
+    alone(
+        "growing_blocks_of_one_band_all_go_back_at_free",
+        "3600000",
+        || {
+            // Each block is larger than every one returned before it, as a buffer grown by
+            // moving reallocations is: no block returned could have served the next, so
+            // none counts as reuse, and all six go back at free (with one band's four
+            // misses, the fifth and sixth would stay dirty).
+            for (round, kib) in [2048, 2304, 2560, 2816, 3072, 3328].into_iter().enumerate() {
+                let (purged, dirty) = touch_and_free(kib << 10);
+                assert!(
+                    purged >= (kib << 10) as u64,
+                    "block {round} ({kib} KiB) was not returned at free: {purged} B purged"
+                );
+                assert!(dirty <= 0, "block {round} ({kib} KiB) left {dirty} B dirty");
+            }
+        },
+    );
+}
+
+#[test]
 fn a_block_grown_past_4_mib_in_place_stays_dirty() {
     alone(
         "a_block_grown_past_4_mib_in_place_stays_dirty",
