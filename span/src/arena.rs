@@ -2,10 +2,15 @@
 //!
 //! Every arena is `ARENA_SIZE` bytes reserved at an `ARENA_SIZE`-aligned address, so the
 //! arena of a pointer is `ptr & !ARENA_MASK` (Go's `heapArena`, mimalloc's segments). The
-//! arena's first pages hold its header: the page map (page → first page of its span) and
-//! the span records, one slot per page, so a span's record is the slot of its first page
-//! and needs no separate metadata allocator. Header pages are committed on first touch
-//! like everything else, so an arena that serves a few spans costs a few header pages.
+//! arena's first pages hold its header: the page map (page → its span's record slot) and
+//! the span records, as many slots as the arena has pages (every span and free run is at
+//! least a page long), so records need no separate metadata allocator. Slots are handed out
+//! densely, lowest never-used slot after retired ones (`take_record`, `retire_record`),
+//! not one per page at the span's first page: header pages are committed on first touch,
+//! so an arena costs as many record pages as it has spans and free runs at most at once
+//! (128 B each), not one 4 KiB record page per 256 KiB of address range it has used.
+//! sqlite3 (the runner's programs) had 53 record pages resident (212 KiB) for 92 records
+//! (issue #13, item 6).
 //!
 //! A process-wide byte map (`ARENA_MAP`, one entry per possible arena in the 47-bit user
 //! address space, 2 MiB of zero-filled BSS that is only paged in where touched) says which
@@ -51,10 +56,17 @@ pub struct Arena {
     /// The arena was advised `MADV_HUGEPAGE` (or the system gives every mapping huge
     /// pages): decay purges return whole 2 MiB pages only.
     pub(crate) huge_pages: bool,
-    /// Page index → first page of its span; 0 (a header page, where no span starts) for
-    /// pages in no span.
+    /// Record slots ever handed out: slots `1..=slots_used` have been touched, the rest not.
+    /// Written under the page heap's lock.
+    slots_used: u32,
+    /// The last retired slot (0: none); each retired record keeps the one retired before it
+    /// in `freed_at_ms`, a field no reader outside the page heap's lock looks at. Written
+    /// under the page heap's lock.
+    retired: u32,
+    /// Page index → the record slot of its span; 0 (a slot that is never handed out and
+    /// stays zero) for pages in no span.
     page_map: [AtomicU32; ARENA_PAGES],
-    /// Span records, one slot per page; slot `i` describes the span starting at page `i`.
+    /// Span records, handed out by `take_record`; slot 0 is never handed out.
     spans: [Span; ARENA_PAGES],
 }
 
@@ -70,8 +82,11 @@ impl core::fmt::Debug for Arena {
 /// Pages at the start of every arena taken by its header.
 pub const HEADER_PAGES: usize = core::mem::size_of::<Arena>().div_ceil(PAGE_SIZE);
 
-// Page 0 holds the header, so no span starts there and a start of 0 can mean "no span".
+// Page 0 holds the header, so no span starts there.
 const _: () = assert!(HEADER_PAGES >= 1);
+// Every span and free run is a page at least, so the slots past slot 0 outnumber the runs
+// an arena can hold even while one split or merge files a run before it retires another.
+const _: () = assert!(ARENA_PAGES - 1 > ARENA_PAGES - HEADER_PAGES + 1);
 
 impl Arena {
     /// Reserves a new arena for `node`, applies `advise` to the fresh mapping before any
@@ -104,42 +119,112 @@ impl Arena {
         self as *const Arena as *mut u8
     }
 
-    /// The record slot for the span starting at page `page`.
+    /// The record in slot `slot`.
     #[inline]
-    pub(crate) fn span_at(&self, page: usize) -> *mut Span {
-        // Callers pass pages of this arena (a bounds check here would sit on `free`'s path);
-        // the pointer is only dereferenced by them, under their own safety arguments.
-        debug_assert!(page < ARENA_PAGES);
-        self.spans.as_ptr().wrapping_add(page).cast_mut()
+    fn slot(&self, slot: usize) -> *mut Span {
+        // Callers pass slots below `ARENA_PAGES` (a bounds check here would sit on `free`'s
+        // path); the pointer is only dereferenced by them, under their own safety arguments.
+        debug_assert!(slot < ARENA_PAGES);
+        self.spans.as_ptr().wrapping_add(slot).cast_mut()
     }
 
-    /// Points `page` at the span starting at `start`.
+    /// The slot of `record`, a record of this arena.
+    #[inline]
+    pub(crate) fn slot_of(&self, record: *const Span) -> u32 {
+        let slot = (record as usize - self.spans.as_ptr() as usize) / core::mem::size_of::<Span>();
+        debug_assert!((1..ARENA_PAGES).contains(&slot));
+        slot as u32
+    }
+
+    /// Points `page` at `record`.
     ///
     /// # Safety
-    /// `start` must lie in `HEADER_PAGES..ARENA_PAGES` (the first page of a span of this
-    /// arena is): [`record_of`] and [`span_of`] turn every entry into a record pointer
-    /// without a check, trusting it to name a slot inside the header.
+    /// `record` must be a record of this arena handed out by [`Arena::take_record`] and not
+    /// retired: [`record_of`] and [`span_of`] turn every entry into a record pointer without
+    /// a check, trusting it to name a slot inside the header.
     #[inline]
-    pub(crate) unsafe fn map_page(&self, page: usize, start: usize) {
-        debug_assert!((HEADER_PAGES..ARENA_PAGES).contains(&start));
-        self.page_map[page].store(start as u32, Ordering::Release);
+    pub(crate) unsafe fn map_page(&self, page: usize, record: *const Span) {
+        self.page_map[page].store(self.slot_of(record), Ordering::Release);
     }
 
     /// The span record the page map names for `page`, if any.
     #[inline]
     pub(crate) fn mapped_span(&self, page: usize) -> Option<NonNull<Span>> {
-        let start = self.page_map[page].load(Ordering::Acquire);
-        if start == 0 {
+        let slot = self.page_map[page].load(Ordering::Acquire);
+        if slot == 0 {
             return None;
         }
-        NonNull::new(self.span_at(start as usize))
+        NonNull::new(self.slot(slot as usize))
+    }
+
+    /// The record of the span or free run that starts at `page`, or null when none does.
+    /// Spans and free runs tile an arena past its header, so the page right after a run
+    /// starts the next one, and that page's entry names the next run's record.
+    #[inline]
+    pub(crate) fn run_at(&self, page: usize) -> *mut Span {
+        match self.mapped_span(page) {
+            // SAFETY: a record of this arena, whose `start` only changes under the page
+            // heap's lock, which the callers hold.
+            Some(run) if unsafe { run.as_ref() }.start as usize == page => run.as_ptr(),
+            _ => core::ptr::null_mut(),
+        }
+    }
+
+    /// Hands out a record slot for a run starting at `start`, sets its `start`, and points
+    /// page `start` at it. The slot last retired is taken first, else the lowest one never
+    /// used, so the records in use stay packed at the front of the header.
+    ///
+    /// # Safety
+    /// `arena` must be an arena of ours; the caller holds its page heap's lock and
+    /// `start` is a page of the arena past its header.
+    pub(crate) unsafe fn take_record(arena: *mut Arena, start: usize) -> *mut Span {
+        debug_assert!((HEADER_PAGES..ARENA_PAGES).contains(&start));
+        // SAFETY: an arena header of ours (the contract); `slots_used` and `retired` are
+        // only written under the lock the caller holds, and the retired record's
+        // `freed_at_ms` likewise.
+        unsafe {
+            let slot = match (*arena).retired {
+                0 => {
+                    (*arena).slots_used += 1;
+                    (*arena).slots_used as usize
+                }
+                slot => {
+                    (*arena).retired = (*(*arena).slot(slot as usize)).freed_at_ms as u32;
+                    slot as usize
+                }
+            };
+            assert!(slot < ARENA_PAGES, "arena record slots exhausted");
+            let record = (*arena).slot(slot);
+            (*record).start = start as u32;
+            (*arena).map_page(start, record);
+            record
+        }
+    }
+
+    /// Gives back the slot of `record`, which describes no run any more (its kind is
+    /// `None`). Page map entries that still name it go stale, as entries inside free runs
+    /// always could: readers check the record against the address they came with.
+    ///
+    /// # Safety
+    /// `record` must be a record of an arena of ours handed out by [`Arena::take_record`],
+    /// not retired since, and named by no run's first or last page; the caller holds its page
+    /// heap's lock.
+    pub(crate) unsafe fn retire_record(record: *mut Span) {
+        let arena = arena_of_span(record);
+        // SAFETY: an arena header of ours and a record of it (the contract), under the
+        // lock the caller holds.
+        unsafe {
+            debug_assert!((*record).kind() == crate::span::SpanKind::None);
+            (*record).freed_at_ms = u64::from((*arena).retired);
+            (*arena).retired = (*arena).slot_of(record);
+        }
     }
 }
 
 /// The span record slot the page map names for `addr`'s page, or `None` when `addr` is in
 /// no arena of ours: the first step of the unsized `free`, two loads and no test of the
-/// entry. A page in no span names slot 0, which belongs to a header page where no span ever
-/// starts, so it is all zero for the life of the arena: a record whose owner is null and
+/// entry. A page in no span names slot 0, which is never handed out, so it is all zero for
+/// the life of the arena: a record whose owner is null and
 /// whose kind is `None`, which a caller tests like any other. Like [`span_of`]'s, the record
 /// may describe a span that no longer covers `addr`.
 ///
@@ -160,11 +245,11 @@ pub fn record_of(addr: usize) -> Option<NonNull<Span>> {
     let page = (addr & ARENA_MASK) >> PAGE_SHIFT;
     // SAFETY: the arena map says an arena of ours starts at `arena`, and arenas are never
     // unmapped, so its header is readable; `page < ARENA_PAGES`, and the entry holds 0 or a
-    // start `map_page` stored (below `ARENA_PAGES`), so the slot is inside the header and
+    // slot `map_page` stored (below `ARENA_PAGES`), so the slot is inside the header and
     // not null.
     unsafe {
-        let start = (*arena).page_map[page].load(Ordering::Relaxed);
-        Some(NonNull::new_unchecked((*arena).span_at(start as usize)))
+        let slot = (*arena).page_map[page].load(Ordering::Relaxed);
+        Some(NonNull::new_unchecked((*arena).slot(slot as usize)))
     }
 }
 

@@ -450,16 +450,13 @@ impl Inner {
             (*arena).huge_pages = huge_pages;
             (*arena).next = self.arenas;
             self.arenas = arena;
-            let run = (*arena).span_at(HEADER_PAGES);
-            let span = &mut *run;
-            span.start = HEADER_PAGES as u32;
-            span.npages = (ARENA_PAGES - HEADER_PAGES) as u32;
-            span.flags = FLAG_ZEROED;
-            span.freed_at_ms = 0;
-            span.set_kind(SpanKind::Free);
-            (*arena).map_page(HEADER_PAGES, HEADER_PAGES);
-            (*arena).map_page(ARENA_PAGES - 1, HEADER_PAGES);
-            self.push(run);
+            self.file_run(
+                arena,
+                HEADER_PAGES,
+                ARENA_PAGES - HEADER_PAGES,
+                FLAG_ZEROED,
+                0,
+            );
         }
         self.stats.mapped += ARENA_SIZE;
         self.stats.arenas += 1;
@@ -470,10 +467,10 @@ impl Inner {
 
     /// Files pages `start..start + npages` of `arena` as a free run with `flags` and
     /// `freed_at`, without merging (its neighbours are known not to be free runs of its
-    /// kind), and returns its record.
+    /// kind), in a record of its own, and returns that record.
     ///
     /// # Safety
-    /// The pages must be free pages of `arena` in no run; lock held.
+    /// The pages must be free pages of `arena` in no run, past its header; lock held.
     unsafe fn file_run(
         &mut self,
         arena: *mut Arena,
@@ -482,19 +479,17 @@ impl Inner {
         flags: u8,
         freed_at: u64,
     ) -> *mut Span {
-        // SAFETY: per the contract, the record slot at `start` is unused.
-        let run = unsafe { &mut *(*arena).span_at(start) };
-        run.start = start as u32;
+        // SAFETY: an arena of ours, lock held, `start` past the header (the contract).
+        let record = unsafe { Arena::take_record(arena, start) };
+        // SAFETY: a record just handed out, ours under the lock.
+        let run = unsafe { &mut *record };
         run.npages = npages as u32;
         run.flags = flags;
         run.freed_at_ms = freed_at;
         run.set_kind(SpanKind::Free);
-        // SAFETY: both pages lie in the arena, and `start`, the first of its free pages (the
-        // contract), is past the header.
-        unsafe {
-            (*arena).map_page(start, start);
-            (*arena).map_page(start + npages - 1, start);
-        }
+        // SAFETY: the run's last page lies in the arena (the contract); `take_record`
+        // mapped its first.
+        unsafe { (*arena).map_page(start + npages - 1, record) };
         // SAFETY: a free run just filed in our arena, on no list.
         unsafe { self.push(run) };
         run
@@ -531,8 +526,8 @@ impl Inner {
         span.flags = 0;
         span.clear_links();
         for page in start..start + npages {
-            // SAFETY: the span's pages lie in the arena, and `start` is a run's first page.
-            unsafe { (*arena).map_page(page, start) };
+            // SAFETY: the span's pages lie in the arena, and `run` is its live record.
+            unsafe { (*arena).map_page(page, run) };
         }
         span.set_kind(kind);
         self.stats.free -= npages * PAGE_SIZE;
@@ -619,22 +614,28 @@ impl Inner {
                     start = l.start as usize;
                     npages += l.npages();
                     l.set_kind(SpanKind::None);
+                    // SAFETY: a record of ours that now describes nothing; the merged run
+                    // gets a record of its own below, which maps both its ends.
+                    unsafe { Arena::retire_record(left) };
                 }
             }
         }
-        // Right neighbour: its record is the slot of the page right after us.
+        // Right neighbour: the run that starts on the page right after us.
         if end < ARENA_PAGES {
             // SAFETY: `end` is inside the arena.
-            let right = unsafe { (*arena).span_at(end) };
-            // SAFETY: a record slot of this arena; lock held.
-            let r = unsafe { &mut *right };
-            if same_kind(r) {
+            let right = unsafe { (*arena).run_at(end) };
+            // SAFETY: a record of this arena (or null, no run); lock held.
+            if let Some(r) = unsafe { right.as_mut() }
+                && same_kind(r)
+            {
                 // SAFETY: a free run (kind `Free`), so on our lists.
                 unsafe { self.unlink(right) };
                 flags = merge_flags(flags, r.flags);
                 weighted += r.freed_at_ms as u128 * r.npages() as u128;
                 npages += r.npages();
                 r.set_kind(SpanKind::None);
+                // SAFETY: as for the left neighbour.
+                unsafe { Arena::retire_record(right) };
             }
         }
         let freed_at = if dirty {
@@ -642,6 +643,9 @@ impl Inner {
         } else {
             0
         };
+        // SAFETY: the record describes nothing now (kind `None`), and the merged run gets
+        // a record of its own, which maps both its ends.
+        unsafe { Arena::retire_record(run) };
         // SAFETY: the merged pages are free pages of the arena in no run.
         unsafe { self.file_run(arena, start, npages, flags, freed_at) };
     }
@@ -657,10 +661,15 @@ impl Inner {
             let mut page = HEADER_PAGES;
             while page < ARENA_PAGES {
                 // SAFETY: an arena on our list.
-                let run = unsafe { arena_ref(arena) }.span_at(page);
+                let run = unsafe { arena_ref(arena) }.run_at(page);
                 // SAFETY: arenas are mapped for the life of the process; kinds and lengths
-                // of span starts only change under the lock `&self` proves held.
-                let span = unsafe { &*run };
+                // of span starts only change under the lock `&self` proves held. Runs tile
+                // the arena, so `run` is never null; the test keeps a broken tiling from
+                // looping forever.
+                let Some(span) = (unsafe { run.as_ref() }) else {
+                    page += 1;
+                    continue;
+                };
                 if span.kind() == SpanKind::None {
                     page += 1;
                     continue;
@@ -818,6 +827,8 @@ mod tests {
         let b = heap.alloc(5, SpanKind::Large).unwrap();
         let c = heap.alloc(1, SpanKind::Small).unwrap();
         assert!(a.zeroed && b.zeroed && c.zeroed);
+        // SAFETY: a live record.
+        let a_base = unsafe { a.span.as_ref().base() };
         // SAFETY: fresh spans, nothing live in them.
         unsafe {
             let (a_ref, b_ref) = (a.span.as_ref(), b.span.as_ref());
@@ -848,8 +859,8 @@ mod tests {
         );
         // A dirty run is reused before the clean rest of the arena.
         let again = heap.alloc(9, SpanKind::Large).unwrap();
-        // SAFETY: both records are live.
-        unsafe { assert_eq!(again.span.as_ref().base(), a.span.as_ref().base()) };
+        // SAFETY: a live record.
+        unsafe { assert_eq!(again.span.as_ref().base(), a_base) };
         assert!(!again.zeroed, "the run holds pages that were handed out");
         // SAFETY: nothing live.
         unsafe { heap.free(again.span) };
@@ -864,6 +875,62 @@ mod tests {
         assert_eq!(heap.stats().arenas, 1);
         // SAFETY: nothing live.
         unsafe { heap.free(all.span) };
+        heap.check();
+    }
+
+    /// Records are handed out packed, whatever pages their spans start at: 64 spans of 64
+    /// pages (4 MiB apart in records' terms, one 4 KiB record page each when a span's record
+    /// was the slot of its first page), every other one freed, use the first 65 slots, so
+    /// their records fill 3 pages of the header (issue #13, item 6). A merge gives its
+    /// slots back for the next runs.
+    #[test]
+    fn records_stay_packed_however_far_apart_their_spans_start() {
+        let heap = PageHeap::new(NodeId::ZERO);
+        let spans: [Allocated; 64] =
+            core::array::from_fn(|_| heap.alloc(64, SpanKind::Large).unwrap());
+        for s in spans.iter().step_by(2) {
+            // SAFETY: nothing live in the span.
+            unsafe { heap.free(s.span) };
+        }
+        heap.check();
+        let highest_slot = |heap: &PageHeap| {
+            let (mut runs, mut top) = (0, 0);
+            heap.for_each_span(|s| {
+                runs += 1;
+                // SAFETY: a record of one of the heap's arenas, which are never unmapped.
+                let arena = unsafe { &*arena::arena_of_span(s) };
+                top = top.max(arena.slot_of(s));
+            });
+            (runs, top as usize)
+        };
+        // 32 spans, 32 dirty runs between them, and the clean rest of the arena.
+        let (runs, top) = highest_slot(&heap);
+        assert_eq!(runs, 65);
+        assert!(
+            top <= runs,
+            "records spread up to slot {top} for {runs} runs"
+        );
+        for s in spans.iter().skip(1).step_by(2) {
+            // SAFETY: nothing live in the span.
+            unsafe { heap.free(s.span) };
+        }
+        heap.check();
+        // One dirty run and the clean rest: 64 new spans and the dirty run's rest take the
+        // freed slots back, and one more.
+        let again: [Allocated; 64] =
+            core::array::from_fn(|_| heap.alloc(1, SpanKind::Large).unwrap());
+        let (runs, top) = highest_slot(&heap);
+        assert_eq!(runs, 66);
+        assert!(
+            top <= runs,
+            "records spread up to slot {top} for {runs} runs"
+        );
+        // SAFETY: nothing live.
+        unsafe {
+            for s in again {
+                heap.free(s.span);
+            }
+        }
         heap.check();
     }
 

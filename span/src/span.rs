@@ -1,6 +1,6 @@
 //! The span record (Go's `mspan`): one per run of pages, free or in use.
 //!
-//! Records live in the arena header, keyed by the span's first page, never beside the
+//! Records live in the arena header, found through the page map, never beside the
 //! objects they describe (ARCHITECTURE.md#metadata): a user overflow cannot reach them and
 //! object pages stay pure data. Each record is two cache lines (see `Span`): the owner's
 //! free touches the first alone.

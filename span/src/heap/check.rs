@@ -61,9 +61,12 @@ impl Inner {
                     let end = start + span.npages();
                     if end < ARENA_PAGES {
                         // SAFETY: `end` lies in the arena.
-                        let right = unsafe { &*(*arena).span_at(end) };
+                        let right = unsafe { (*arena).run_at(end).as_ref() };
+                        verify(right.is_some(), "no run starts right after a free run");
                         verify(
-                            right.kind() != SpanKind::Free || Self::set_of(right) != set,
+                            right.is_none_or(|r| {
+                                r.kind() != SpanKind::Free || Self::set_of(r) != set
+                            }),
                             "adjacent free runs of one kind not merged",
                         );
                     }

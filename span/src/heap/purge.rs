@@ -10,14 +10,14 @@
 //! decay time while there is dirty memory; without one, the heap's own operations, when a
 //! tenth has passed.
 
-use core::ptr;
+use core::ptr::{self, NonNull};
 use core::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 
 use tessera_sys::clock;
 use tessera_sys::mem::{self, PurgeAdvice};
 
 use super::decay::{DECAY_MS, EPOCHS, decay_ms, epoch_ms};
-use super::{Inner, NO_STEP, PageHeap, arena_ref, next_step};
+use super::{Inner, NO_STEP, PageHeap, next_step};
 use crate::arena::{self, PAGE_SIZE};
 use crate::commit;
 use crate::span::{FLAG_DIRTY, FLAG_ZEROED, Span, SpanKind};
@@ -166,6 +166,52 @@ impl PageHeap {
         }
     }
 
+    /// Returns an in-use span's pages to the OS at once and files them as a clean run: for a
+    /// block the caller expects no reuse of (the `tessera` crate's large blocks above its
+    /// purge-on-free threshold, what glibc would have given its own mapping and unmapped
+    /// at `free`). The advice runs before the lock is taken: the span is still ours alone.
+    /// In an arena backed by transparent huge pages, or if the advice fails, the span is
+    /// freed as usual (dirty, on the decay curve), so no huge page is split here. Returns
+    /// whether the pages went back to the OS.
+    ///
+    /// # Safety
+    /// As [`PageHeap::free`]. The span record must not be used after the call (another
+    /// thread may allocate its pages as soon as the heap's lock is released).
+    pub unsafe fn free_returned(&self, span: NonNull<Span>) -> bool {
+        let run = span.as_ptr();
+        // SAFETY: the caller's span record, in use and ours (the contract).
+        let (base, bytes) = unsafe { ((*run).base(), (*run).bytes()) };
+        let huge = {
+            // The flag changes under the lock (`advise_past_lean`).
+            let _heap = self.inner.lock();
+            // SAFETY: the arena of one of our records, mapped for the life of the process.
+            unsafe { (*arena::arena_of_span(run)).huge_pages }
+        };
+        let advice = purge_advice();
+        // SAFETY: the span's pages hold no live object (the contract) and lie in one of our
+        // arenas; nobody else touches them until it is filed below.
+        if huge || unsafe { mem::purge(base, bytes, advice) }.is_err() {
+            // SAFETY: forwarded contract.
+            unsafe { self.free(span) };
+            return false;
+        }
+        let mut heap = self.inner.lock();
+        heap.stats.in_use -= bytes;
+        heap.stats.free += bytes;
+        heap.stats.purged_total += bytes as u64;
+        commit::uncommit(bytes);
+        let flags = if advice == PurgeAdvice::DontNeed {
+            FLAG_ZEROED
+        } else {
+            0
+        };
+        // SAFETY: the span's pages are free (the contract) and in no run; lock held.
+        unsafe { heap.insert_free(run, flags, 0) };
+        #[cfg(feature = "expensive-checks")]
+        heap.check();
+        true
+    }
+
     /// In a forked child, after the fork handlers released the locks: runs the parent's
     /// purger was returning to the OS at the moment of the fork (marked `Purging`, on no
     /// list, outside the lock) have no purger to finish them here; they go back on the dirty
@@ -309,21 +355,20 @@ impl Inner {
                 if to < start + npages {
                     self.file_run(arena, to, start + npages - to, FLAG_DIRTY, freed_at);
                 }
-                let body = &mut *(*arena).span_at(from);
+                // The run's record, unlinked, describes the part being purged.
+                let body = &mut *run;
                 body.start = from as u32;
                 body.npages = (to - from) as u32;
                 body.flags = 0;
                 body.clear_links();
                 body.set_kind(SpanKind::Purging);
-                (*arena).map_page(from, from);
-                (*arena).map_page(to - 1, from);
+                (*arena).map_page(from, run);
+                (*arena).map_page(to - 1, run);
             }
             let bytes = (to - from) * PAGE_SIZE;
             self.stats.dirty -= bytes;
             self.stats.purging += bytes;
             want = want.saturating_sub(bytes);
-            // SAFETY: the arena of one of our records.
-            let run = unsafe { arena_ref(arena) }.span_at(from);
             batch[taken] = InFlight { run };
             taken += 1;
         }
@@ -371,12 +416,14 @@ mod tests {
         unsafe { (*heap.inner.lock().arenas).huge_pages = false };
         let a = heap.alloc(64, SpanKind::Large).unwrap();
         let end = heap.alloc(1, SpanKind::Large).unwrap();
-        // SAFETY: fresh spans; we dirty one and free it.
-        let freed_at = unsafe {
+        // SAFETY: fresh spans; we dirty one and free it. The free run's record may be
+        // another than the span's: it is found by its first page.
+        let (base, freed_at) = unsafe {
             let base = a.span.as_ref().base();
             core::ptr::write_bytes(base, 0xAB, 64 * PAGE_SIZE);
             heap.free(a.span);
-            a.span.as_ref().freed_at_ms
+            let run = arena::span_of(base as usize).unwrap();
+            (base, run.as_ref().freed_at_ms)
         };
         let e = epoch_ms();
         assert_eq!(
@@ -390,7 +437,6 @@ mod tests {
         assert_eq!(half.dirty, 32 * PAGE_SIZE);
         // SAFETY: the run's pages are ours; the head is still dirty, the tail purged.
         unsafe {
-            let base = a.span.as_ref().base();
             assert_eq!(
                 mem::resident_pages(base, 32 * PAGE_SIZE).unwrap() * mem::page_size(),
                 32 * PAGE_SIZE
@@ -424,10 +470,12 @@ mod tests {
         // A run of three huge pages' worth, not aligned: one whole huge page inside at least.
         let a = heap.alloc(3 * HUGE_PAGE_PAGES, SpanKind::Large).unwrap();
         let end = heap.alloc(1, SpanKind::Large).unwrap();
-        // SAFETY: fresh spans; nothing live in `a`.
+        // SAFETY: fresh spans; nothing live in `a`. The free run's record may be another
+        // than the span's: it is found by its first page.
         let freed_at = unsafe {
+            let base = a.span.as_ref().base();
             heap.free(a.span);
-            a.span.as_ref().freed_at_ms
+            arena::span_of(base as usize).unwrap().as_ref().freed_at_ms
         };
         let e = epoch_ms();
         let step = heap.run_purge(Goal::Decay, freed_at + 5 * e);
@@ -451,8 +499,12 @@ mod tests {
         let pad = heap.alloc(1, SpanKind::Large).unwrap();
         let a = heap.alloc(16, SpanKind::Large).unwrap();
         let end = heap.alloc(1, SpanKind::Large).unwrap();
-        // SAFETY: nothing live in `a`.
-        unsafe { heap.free(a.span) };
+        // SAFETY: nothing live in `a`; its base is read while it is live.
+        let base = unsafe {
+            let base = a.span.as_ref().base();
+            heap.free(a.span);
+            base
+        };
         let dirty = heap.stats().dirty;
         let mut batch = [InFlight {
             run: ptr::null_mut(),
@@ -471,8 +523,8 @@ mod tests {
         heap.check();
         // The run is a dirty run again: the next request of its size reuses it.
         let again = heap.alloc(16, SpanKind::Large).unwrap();
-        // SAFETY: both records are live.
-        unsafe { assert_eq!(again.span.as_ref().base(), a.span.as_ref().base()) };
+        // SAFETY: a live record.
+        unsafe { assert_eq!(again.span.as_ref().base(), base) };
         // SAFETY: nothing live.
         unsafe {
             heap.free(again.span);

@@ -5,7 +5,7 @@
 use core::ptr::NonNull;
 
 use super::{Allocated, Inner, PageHeap};
-use crate::arena::{self, ARENA_PAGES, PAGE_SIZE};
+use crate::arena::{self, ARENA_PAGES, Arena, PAGE_SIZE};
 use crate::commit;
 use crate::span::{FLAG_DIRTY, Span, SpanKind};
 
@@ -72,18 +72,18 @@ impl Inner {
         let total = span.npages();
         let mut aligned = run;
         if lead > 0 {
-            // SAFETY: page `start + lead` lies inside the span, so in the arena, and starts
-            // no span yet.
-            let body = unsafe { &mut *(*arena).span_at(start + lead) };
-            body.start = (start + lead) as u32;
+            // SAFETY: page `start + lead` lies inside the span, so in the arena past its
+            // header; lock held.
+            let record = unsafe { Arena::take_record(arena, start + lead) };
+            // SAFETY: a record just handed out, ours under the lock.
+            let body = unsafe { &mut *record };
             body.npages = (total - lead) as u32;
             body.flags = 0;
             body.clear_links();
             body.set_kind(span.kind());
             for page in start + lead..start + total {
-                // SAFETY: pages of the body lie in the arena; its first, `start + lead`, is
-                // inside the span, so past the header.
-                unsafe { (*arena).map_page(page, start + lead) };
+                // SAFETY: pages of the body lie in the arena; `record` is its live record.
+                unsafe { (*arena).map_page(page, record) };
             }
             span.npages = lead as u32;
             // SAFETY: the head is an in-use span of this heap holding nothing.
@@ -110,9 +110,11 @@ impl Inner {
             return false;
         }
         // SAFETY: `end` is inside the arena.
-        let right = unsafe { (*arena).span_at(end) };
-        // SAFETY: a record slot of this arena; lock held.
-        let r = unsafe { &*right };
+        let right = unsafe { (*arena).run_at(end) };
+        // SAFETY: a record of this arena (or null, no run); lock held.
+        let Some(r) = (unsafe { right.as_ref() }) else {
+            return false;
+        };
         let need = npages - have;
         if r.kind() != SpanKind::Free || r.npages() < need {
             return false;
@@ -125,13 +127,17 @@ impl Inner {
         // Carve `need` pages off the neighbour as if for a span, then absorb them.
         // SAFETY: `right` is an unlinked free run of at least `need` pages.
         unsafe { self.carve(right, need, SpanKind::Large) };
-        // SAFETY: `right` is now an in-use record of this arena.
-        unsafe { (*right).set_kind(SpanKind::None) };
+        // SAFETY: `right` is now an in-use record of this arena; absorbed, it describes
+        // nothing, and the pages that named it are mapped to `run` below.
+        unsafe {
+            (*right).set_kind(SpanKind::None);
+            Arena::retire_record(right);
+        }
         span.npages = npages as u32;
         let start = span.start as usize;
         for page in end..start + npages {
-            // SAFETY: pages of the grown span lie in the arena, and `start` is its first.
-            unsafe { (*arena).map_page(page, start) };
+            // SAFETY: pages of the grown span lie in the arena, and `run` is its record.
+            unsafe { (*arena).map_page(page, run) };
         }
         true
     }
@@ -149,15 +155,16 @@ impl Inner {
         let start = span.start as usize;
         span.npages = npages as u32;
         // The tail becomes an in-use span for a moment, then goes through the normal free.
-        // SAFETY: the tail's first page lies in the arena and starts no span.
-        let tail = unsafe { &mut *(*arena).span_at(start + npages) };
-        tail.start = (start + npages) as u32;
+        // SAFETY: the tail's first page lies inside the span, so in the arena past its
+        // header; lock held.
+        let record = unsafe { Arena::take_record(arena, start + npages) };
+        // SAFETY: a record just handed out, ours under the lock.
+        let tail = unsafe { &mut *record };
         tail.npages = (have - npages) as u32;
         tail.set_kind(SpanKind::Large);
         for page in start + npages..start + have {
-            // SAFETY: pages of the tail lie in the arena, and its first, `start + npages`, is
-            // inside the span, so past the header.
-            unsafe { (*arena).map_page(page, start + npages) };
+            // SAFETY: pages of the tail lie in the arena; `record` is its live record.
+            unsafe { (*arena).map_page(page, record) };
         }
         // SAFETY: the tail is an in-use span of this heap holding no live object.
         unsafe { self.release(tail) };
