@@ -384,7 +384,7 @@ const IDLE_NS: u64 = 1_000_000_000;
 pub(crate) struct IdleTrim {
     len: usize,
     since: u64,
-    /// When the lists were last looked at: sysmon loops every 20 µs while busy, and the
+    /// When the lists were last looked at: sysmon may loop every 20 µs (a blocking section), and the
     /// lists' lock is the one spawning Ps take, so it looks at most every `LOOK_NS`.
     looked: u64,
 }

@@ -39,8 +39,9 @@
 //! the P that made it more (cache misses on the coroutine's record, stack and join state)
 //! than running it. Such work is never lost, it sits on a running P's queue, and sysmon
 //! hands it to an idle P when it waits: behind a coroutine that keeps running, or in a
-//! queue that has held it for about a millisecond. So work conservation is given up for at
-//! most about a millisecond, and only for short work; an idle P that is awake (spinning)
+//! queue that has held it for about a millisecond. So work conservation is given up for
+//! one to two milliseconds (sysmon looks every millisecond while Ps are busy), and only for
+//! short work; an idle P that is awake (spinning)
 //! still steals anything. (Go's runtime team weighs the same trade-off in
 //! golang/go#54622.) Spawning many empty coroutines and joining them runs at the speed of
 //! one P rather than slower than one P, which is what Go, tokio and may show on two.
