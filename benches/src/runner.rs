@@ -2,13 +2,13 @@
 //! process; then the table on stdout and a section of `report.md` + `chart.svg` on disk.
 //!
 //! Order of runs: repetition by repetition over the whole matrix, and within each
-//! (workload, threads) the allocators back to back (ABCD ABCD ...). Slow drifts of a shared
+//! (workload, threads) the allocators back to back, each repetition in a different order
+//! (ABC CBA BCA ACB ..., [`Order::Rotating`], which says why). Slow drifts of a shared
 //! machine then hit every allocator of a cell alike, and the per-repetition ratios the report
 //! takes the median of compare runs made seconds apart. [`interleave`], [`Conditions`] and
 //! [`conclude`] are that order, the run's header and its ending, shared with the C mode
-//! (`c_mode.rs`), which runs C programs instead of child processes of this binary; the
-//! program modes (`programs`, `rust_programs`) share [`interleave`] and [`Conditions`] with
-//! a rotating order ([`Order::Rotating`]).
+//! (`c_mode.rs`), which runs C programs instead of child processes of this binary, and with
+//! the program modes (`programs`, `rust_programs`).
 
 use crate::allocators::{self, BASELINE};
 use crate::args::{ChildSpec, RunOptions};
@@ -77,7 +77,7 @@ pub fn run(options: &RunOptions, report: &mut ReportFile) -> i32 {
         &mut rows,
         &options.allocators,
         options.reps,
-        Order::Fixed,
+        Order::Rotating { first: 0 },
         |row| format!("{:<13} t={:<2}", row.workload.name(), row.threads),
         |row, i| {
             let result = child::spawn(&ChildSpec {
@@ -129,13 +129,20 @@ pub fn progress(result: &Result<crate::protocol::ChildReport, String>) -> String
 /// In what order the columns of a cell run within one repetition.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Order {
-    /// The same order in every repetition (ABCD ABCD ...): the allocator tables, with many
-    /// short runs per cell.
-    Fixed,
-    /// Starting one column later in each repetition (ABCD BCDA CDAB ...), from column
-    /// `first` in the first: whole programs, which can leave the machine warm (page cache,
-    /// CPU frequency) for whatever runs next, so no allocator always follows the same one.
-    /// `first` is the column whose output the others are checked against.
+    /// Forward, then backward, then forward from one column later, and so on (ABC CBA BCA
+    /// ACB CAB BAC ...), from column `first` in the first repetition, so that no column
+    /// always runs first, nor always right after the same one (over 2n repetitions each
+    /// runs twice in every position, and after each of its neighbours in the cycle; with
+    /// up to three columns, after every other). A run can leave the machine warm or cold for
+    /// the next: the page cache and CPU frequency for whole programs, and the kernel's free
+    /// huge pages for any program that faults many in. On a VM whose balloon reports free
+    /// memory to the host, a program that follows one that just freed huge pages gets them
+    /// back hot, and one that follows a program of 4 KiB pages faults in huge pages the host
+    /// must back first: with every repetition in the same order, the C mode's burst ran at
+    /// 0.20-0.31x mimalloc for the tessera build that came right after mimalloc and at
+    /// 2.2-4.1x for the one after that, the same code either way (session 12); rotating
+    /// alone keeps who follows whom. `first` is the column whose output the others are
+    /// checked against.
     Rotating {
         /// The column that runs first in the first repetition.
         first: usize,
@@ -145,9 +152,13 @@ pub enum Order {
 impl Order {
     /// The column indexes of repetition `rep` (1-based) over `n` columns, in running order.
     pub fn columns(self, n: usize, rep: usize) -> Vec<usize> {
-        match self {
-            Order::Fixed => (0..n).collect(),
-            Order::Rotating { first } => (0..n).map(|k| (first + k + rep - 1) % n).collect(),
+        let Order::Rotating { first } = self;
+        let offset = first + (rep - 1) / 2;
+        let forward = (0..n).map(|k| (offset + k) % n);
+        if rep % 2 == 1 {
+            forward.collect()
+        } else {
+            forward.rev().collect()
         }
     }
 }
@@ -281,20 +292,27 @@ mod tests {
     use super::*;
 
     #[test]
-    fn fixed_order_repeats_and_rotating_order_moves_on() {
-        assert_eq!(Order::Fixed.columns(3, 1), vec![0, 1, 2]);
-        assert_eq!(Order::Fixed.columns(3, 2), vec![0, 1, 2]);
+    fn rotating_order_moves_on() {
         let rotating = Order::Rotating { first: 2 };
         assert_eq!(rotating.columns(4, 1), vec![2, 3, 0, 1]);
-        assert_eq!(rotating.columns(4, 2), vec![3, 0, 1, 2]);
-        assert_eq!(rotating.columns(4, 5), vec![2, 3, 0, 1]);
-        // Over n repetitions every column runs in every position once.
+        assert_eq!(rotating.columns(4, 2), vec![1, 0, 3, 2]);
+        assert_eq!(rotating.columns(4, 3), vec![3, 0, 1, 2]);
+        assert_eq!(rotating.columns(4, 9), vec![2, 3, 0, 1]);
+        // Over 2n repetitions every column runs twice in every position.
         for position in 0..4 {
-            let mut seen: Vec<usize> = (1..=4)
+            let mut seen: Vec<usize> = (1..=8)
                 .map(|rep| rotating.columns(4, rep)[position])
                 .collect();
             seen.sort();
-            assert_eq!(seen, vec![0, 1, 2, 3]);
+            assert_eq!(seen, vec![0, 0, 1, 1, 2, 2, 3, 3]);
         }
+        // With three columns, each runs right after each other one, twice in six.
+        let mut after = [[0; 3]; 3];
+        for rep in 1..=6 {
+            for pair in (Order::Rotating { first: 0 }).columns(3, rep).windows(2) {
+                after[pair[1]][pair[0]] += 1;
+            }
+        }
+        assert_eq!(after, [[0, 2, 2], [2, 0, 2], [2, 2, 0]]);
     }
 }

@@ -104,7 +104,7 @@ pub fn run(options: &COptions, report: &mut ReportFile) -> i32 {
         &mut cells,
         &names,
         options.reps,
-        runner::Order::Fixed,
+        runner::Order::Rotating { first: 0 },
         |cell| format!("{:<13} t={:<2}", cell.program.name, cell.threads),
         |cell, i| cell.run_under(&preloads[i], i, options.duration, &mut rows),
     );
