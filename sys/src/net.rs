@@ -359,7 +359,10 @@ mod tests {
         assert_eq!(recv(a.as_raw_fd(), &mut buf[..3]).unwrap(), 3);
         assert_eq!(recv(a.as_raw_fd(), &mut buf[3..]).unwrap(), 2);
         assert_eq!(&buf[..5], b"hello");
-        drop(b);
+        // Shut down rather than closed: a test that forks at this moment (others run in
+        // parallel) holds a copy of `b`'s descriptor until its child execs or exits, and a
+        // close then leaves the socket open, so `recv` saw EAGAIN instead of the end.
+        b.shutdown(std::net::Shutdown::Both).unwrap();
         assert_eq!(recv(a.as_raw_fd(), &mut buf).unwrap(), 0);
         // The peer is gone: EPIPE, and no SIGPIPE (which would end this test process).
         assert_eq!(send(a.as_raw_fd(), b"x").unwrap_err().0, libc::EPIPE);
