@@ -193,7 +193,15 @@ impl Arena {
                     slot as usize
                 }
             };
-            assert!(slot < ARENA_PAGES, "arena record slots exhausted");
+            // Unreachable while the const assertion on `ARENA_PAGES` holds (there are more
+            // slots than runs); checked anyway, since a slot past the header would be
+            // written through. A report and abort, not a panic: this is the allocator's
+            // own path, which must not unwind or format.
+            if slot >= ARENA_PAGES {
+                tessera_sys::io::Line::<64>::new()
+                    .text("tessera: arena record slots exhausted")
+                    .abort();
+            }
             let record = (*arena).slot(slot);
             (*record).start = start as u32;
             (*arena).map_page(start, record);
