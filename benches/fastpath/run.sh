@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # The one-thread fast paths of C's malloc and free, thread caches against per-CPU caches
 # (issue #19: the per-CPU pair no slower than 1.05x the thread caches'):
-# 1. instructions of one malloc hit and one free hit in each mode (gdb, count.py: callgrind
-#    cannot see the per-CPU paths, valgrind refusing rseq);
+# 1. instructions and taken branches of one malloc hit and one free hit in each mode (gdb,
+#    count.py: callgrind cannot see the per-CPU paths, valgrind refusing rseq), in pair.c
+#    (frees that hit the per-CPU span memo) and scatter.c (issue #19's program with one
+#    thread: the memo off, frees through the page map);
 # 2. thread CPU ns per malloc+free pair (pair.c), REPS interleaved rounds of tessera thread,
 #    tessera percpu and mimalloc, then each one's median and the per-CPU/thread ratio of the
 #    medians, with the load average at the start and the end.
@@ -18,9 +20,17 @@ lib=$(realpath "$target/release/libtessera.so")
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 cc -O2 benches/fastpath/pair.c -o "$work/pair"
-for mode in thread percpu; do
-    echo "instructions $mode $(cd "$work" && PRE=$lib MODE=$mode gdb -q -batch \
-        -x "$OLDPWD/benches/fastpath/count.py" ./pair 2>&1 | grep '^COUNTS' | cut -d' ' -f2-)"
+cc -O2 benches/fastpath/scatter.c -o "$work/scatter"
+# pair's calls all take the same path; scatter's vary (the mean of 100 of each).
+for program in pair scatter; do
+    calls=1
+    if [ "$program" = scatter ]; then calls=100; fi
+    for mode in thread percpu; do
+        out=$(cd "$work" && PRE=$lib MODE=$mode CALLS=$calls gdb -q -batch \
+            -x "$OLDPWD/benches/fastpath/count.py" "./$program" 2>&1)
+        echo "$program instructions $mode $(grep '^COUNTS' <<<"$out" | cut -d' ' -f2-)"
+        echo "$program taken branches $mode $(grep '^TAKEN' <<<"$out" | cut -d' ' -f2-)"
+    done
 done
 echo "load average at the start: $(cut -d' ' -f1-3 /proc/loadavg)"
 mimalloc=/usr/lib/x86_64-linux-gnu/libmimalloc.so.2
