@@ -285,8 +285,12 @@ pub(crate) struct RecentSpans {
     runs: u32,
     /// The last judgement found too few hits per run (`judge`).
     struck: bool,
-    /// Misses since the last judgement; while `off`, frees since the slots went off.
-    misses: u32,
+    /// Misses left before the next judgement; while `off`, frees left before the slots are
+    /// tried again. A countdown, so that the free's count and test are one decrement of
+    /// memory and a branch on its flags (an up-count and a compare with the limit took
+    /// four instructions). `Cache::init` starts it (`reset`): at zero, the first miss
+    /// would wrap it and no judgement would come for 2^32 misses.
+    left: u32,
 }
 
 /// Misses between two judgements of the slots' hit rate (`RecentSpans`).
@@ -354,9 +358,9 @@ impl RecentSpans {
     /// counts the miss.
     #[inline(always)]
     pub(crate) fn missed(&mut self, ptr: *mut u8, s: &Span, span: *mut Span) {
-        self.misses += 1;
         if self.off {
-            if self.misses == OFF_FREES {
+            self.left = self.left.wrapping_sub(1);
+            if self.left == 0 {
                 self.turn_on();
             }
             return;
@@ -371,7 +375,8 @@ impl RecentSpans {
         memo.len = s.obj_bytes.load(Ordering::Relaxed) as usize;
         memo.div_test = s.div_test;
         memo.span = span;
-        if self.misses == JUDGE_MISSES {
+        self.left = self.left.wrapping_sub(1);
+        if self.left == 0 {
             self.judge();
         }
     }
@@ -385,21 +390,22 @@ impl RecentSpans {
         let few = 2 * self.hits < KEEP_HITS_PER_2_RUNS * self.runs.max(1);
         self.off = few && self.struck;
         self.struck = few && !self.off;
+        self.reset();
         if self.off {
             for memo in &mut self.slots {
                 memo.len = 0;
             }
+            self.left = OFF_FREES;
         }
-        self.reset();
     }
 
     /// Starts a judgement's counts.
     #[inline(always)]
-    fn reset(&mut self) {
+    pub(crate) fn reset(&mut self) {
         self.hits = 0;
         self.hits_at_miss = 0;
         self.runs = 0;
-        self.misses = 0;
+        self.left = JUDGE_MISSES;
     }
 
     /// `OFF_FREES` frees without the slots: tries them again, from empty.
@@ -444,6 +450,7 @@ impl Cache {
             ptr::write_bytes(at, 0, 1);
             (*at).key = freelist::key();
             (*at).key_top = freelist::key_top((*at).key);
+            (*at).recent.reset();
             (*at).guard_countdown = crate::guarded::next_interval();
             (*at).prof_left =
                 crate::profile::sample::first_interval(&mut (*at).prof_rng, random::random_u64());
@@ -635,8 +642,10 @@ mod tests {
     /// (the pattern that made them mispredict), and come back after `OFF_FREES` frees.
     #[test]
     fn recent_spans_go_off_when_frees_miss_and_come_back() {
-        // SAFETY: all-zero is the start state (slots in use, nothing remembered).
+        // SAFETY: all-zero is a valid state (slots in use, nothing remembered), which
+        // `reset` makes the start state, as `Cache::init` does.
         let mut recent: RecentSpans = unsafe { core::mem::zeroed() };
+        recent.reset();
         let base = 0x7000_0000_0000usize;
         let mut s = span_at(base);
         let span: *mut Span = &mut s;
