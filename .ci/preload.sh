@@ -9,7 +9,8 @@
 #   tessera's report; sampled guarded allocations (guarded.c) catching an overflow and a use
 #   after free; the library
 #   loaded with dlopen; dlopen/dlclose of TLS modules under the preload; threads joined
-#   after small-block work (join_churn.c, a hang once); python3, sqlite3,
+#   after small-block work (join_churn.c, a hang once); python3 (a script, and 38 modules
+#   of CPython's regression tests), sqlite3,
 #   redis-server, git and gcc under LD_PRELOAD, their output compared with plain glibc runs;
 #   a heap profile read with `go tool pprof` (heap_profile.c), and one written on a signal
 #   (prof_signal.c); the scheduler's profile tests, which use `go tool pprof` when go is
@@ -416,6 +417,60 @@ python_test() {
     info "$("$PY" --version 2>&1): same checksum on glibc, tessera, tessera+PYTHONMALLOC=malloc"
 }
 
+# CPython's own regression tests, with python3's allocations going to malloc
+# (PYTHONMALLOC=malloc: every object through tessera, pymalloc's arenas bypassed), in
+# regrtest's worker processes. The modules chosen work the heap hard and check results
+# exactly (containers, strings, codecs, pickling, decimal, regular expressions, XML,
+# weak references and the cycle collector, ctypes, fork with threads); none depends on
+# timing or the network, which a busy CI machine would make flaky whatever the
+# allocator. Debian ships them apart, in libpython3.X-testsuite. A module that also fails
+# without tessera is the environment's problem, not ours: it is reported, not failed.
+PY_TESTS=(test_dict test_list test_set test_tuple test_json test_re test_bytes test_unicode
+    test_collections test_itertools test_functools test_zlib test_pickle test_struct
+    test_array test_deque test_heapq test_sort test_string test_weakref test_gc
+    test_memoryio test_decimal test_fractions test_statistics test_random test_hashlib
+    test_csv test_xml_etree test_email test_ctypes test_mmap test_thread
+    test_threading_local test_fork1 test_bisect test_ordered_dict test_enum)
+python_regrtest() {
+    local version package
+    version=$("$PY" -c 'import sys; print("%d.%d" % sys.version_info[:2])') || return 1
+    package=libpython$version-testsuite
+    if ! "$PY" -c 'import test.test_dict' 2>/dev/null; then
+        local sudo=
+        [ "$(id -u)" = 0 ] || sudo=sudo
+        DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y --no-install-recommends \
+            "$package" >/dev/null ||
+            { $sudo apt-get update >/dev/null &&
+                DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y \
+                    --no-install-recommends "$package" >/dev/null; } || return 1
+    fi
+    local log=$WORK/regrtest.log failed
+    if LD_PRELOAD=$LIB PYTHONMALLOC=malloc "$PY" -m test -j2 "${PY_TESTS[@]}" >"$log" 2>&1; then
+        info "python $version regrtest, PYTHONMALLOC=malloc: ${#PY_TESTS[@]} modules pass"
+        return 0
+    fi
+    cat "$log"
+    failed=$(regrtest_failures "$log")
+    [ -n "$failed" ] || { echo "regrtest failed without naming a module"; return 1; }
+    echo "--- the failed modules on glibc, to tell tessera's failures from the machine's ---"
+    local glibc_log=$WORK/regrtest-glibc.log ours
+    # shellcheck disable=SC2086 # one word per module
+    "$PY" -m test $failed >"$glibc_log" 2>&1
+    cat "$glibc_log"
+    ours=$(comm -23 <(echo "$failed") <(regrtest_failures "$glibc_log"))
+    if [ -n "$ours" ]; then
+        echo "failed on tessera only: $(echo $ours)"
+        return 1
+    fi
+    info "python $version regrtest: $(echo $failed) fail on glibc too: not counted against tessera"
+}
+
+# The modules regrtest's summary names as failed ("N test(s) failed:" and the lines below
+# it), one a line, sorted.
+regrtest_failures() {
+    sed -n '/tests\{0,1\} failed:$/,/^$/p' "$1" | grep -o 'test_[A-Za-z0-9_]*' | sort -u
+}
+
 sqlite_test() {
     local sql=$WORK/bulk.sql
     {
@@ -586,6 +641,7 @@ check heap-profile-pprof heap_profile
 check heap-profile-on-signal prof_signal
 check sched-profiles-pprof sched_pprof
 check python3 python_test
+check python3-regrtest python_regrtest
 check sqlite3 sqlite_test
 check redis redis_test
 check git git_test
