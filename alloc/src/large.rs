@@ -25,14 +25,14 @@ const RETURN_FROM: usize = 128 << 10;
 /// like smaller ones. What a wrong guess costs grows with the block (a fault per page to
 /// take it back), and the reuse evidence needs `KEEP_AFTER` wrong guesses per band: with no
 /// top, the regex workload of the Rust programs took 0.195 s of system time against 0.116 s
-/// (measured on branch rss11). Up to here, the
-/// wrong guesses of a whole process cost at most `KEEP_AFTER` blocks of each band, under
-/// 64 MiB of faults together; python3's blocks that nothing reuses (350 KiB `json.dumps`
-/// chunks, dict tables of up to 1.9 MiB) are all below it. The top is the last span below
-/// 8 MiB, so the last band is whole: a 4 MiB buffer with a header (one sqlite3 grows by
-/// reallocation from 64 KiB to 4,194,312 B) was left dirty when the top was 4 MiB itself, and its
-/// 3 MiB touched made sqlite3's peak, as the program's next allocations came from it
-/// instead of fresh pages (glibc had unmapped it).
+/// (measured on branch rss11). Up to here, the wrong guesses of a whole process cost at
+/// most `KEEP_AFTER` blocks of each band, under 64 MiB of faults together; python3's blocks
+/// that nothing reuses (350 KiB `json.dumps` chunks, dict tables of up to 1.9 MiB) are all
+/// below it. The top is the last span below 8 MiB, so the last band is whole: a 4 MiB
+/// buffer with a header (one sqlite3 grows by reallocation from 64 KiB to 4,194,312 B)
+/// was left dirty when the top was 4 MiB itself, and its 3 MiB touched made sqlite3's
+/// peak, as the program's next allocations came from it instead of fresh pages (glibc had
+/// unmapped its copy).
 const RETURN_UP_TO: usize = (8 << 20) - PAGE_SIZE;
 /// Size bands for the reuse evidence: band `i` holds blocks of `RETURN_FROM << i` bytes up
 /// to below twice that.
