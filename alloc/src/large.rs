@@ -25,13 +25,17 @@ const RETURN_FROM: usize = 128 << 10;
 /// like smaller ones. What a wrong guess costs grows with the block (a fault per page to
 /// take it back), and the reuse evidence needs `KEEP_AFTER` wrong guesses per band: with no
 /// top, the regex workload of the Rust programs took 0.195 s of system time against 0.116 s
-/// (measured on branch rss11). Up to here, the
-/// wrong guesses of a whole process cost at most `KEEP_AFTER` blocks of each band, under
-/// 32 MiB of faults together; python3's blocks that nothing reuses (350 KiB `json.dumps`
-/// chunks, dict tables of up to 1.9 MiB) are all below it.
-const RETURN_UP_TO: usize = 4 << 20;
+/// (measured on branch rss11). Up to here, the wrong guesses of a whole process cost at
+/// most `KEEP_AFTER` blocks of each band, under 64 MiB of faults together; python3's blocks
+/// that nothing reuses (350 KiB `json.dumps` chunks, dict tables of up to 1.9 MiB) are all
+/// below it. The top is the last span below 8 MiB, so the last band is whole: a 4 MiB
+/// buffer with a header (one sqlite3 grows by reallocation from 64 KiB to 4,194,312 B)
+/// was left dirty when the top was 4 MiB itself, and its 3 MiB touched made sqlite3's
+/// peak, as the program's next allocations came from it instead of fresh pages (glibc had
+/// unmapped its copy).
+const RETURN_UP_TO: usize = (8 << 20) - PAGE_SIZE;
 /// Size bands for the reuse evidence: band `i` holds blocks of `RETURN_FROM << i` bytes up
-/// to twice that, the last one `RETURN_UP_TO` itself.
+/// to below twice that.
 const BANDS: usize = band(RETURN_UP_TO) + 1;
 /// Allocations that find a block of their band returned within the decay time, after which
 /// the band's blocks stay on the decay curve.
@@ -57,7 +61,7 @@ const fn band(bytes: usize) -> usize {
 /// decay time later; glibc unmaps it at once. python3 (the runner's programs) frees its
 /// 350 KiB `json.dumps` chunks and its dict tables of up to 1.9 MiB while its object arenas
 /// (its own mappings, which no freed block of ours can serve) grow: left on the curve, they
-/// were its peak's excess over glibc's. So blocks from 128 KiB up to 4 MiB (`RETURN_UP_TO`
+/// were its peak's excess over glibc's. So blocks from 128 KiB up to 8 MiB (`RETURN_UP_TO`
 /// says why no higher) go back at free, until the program shows it reuses their size: an
 /// allocation that finds a block of its size band, at least as large as it, returned
 /// within the decay time would have been served by it, and a fault per page was paid for

@@ -1,6 +1,6 @@
-//! Large blocks from 128 KiB up to 4 MiB give their pages back to the OS when freed
-//! (`large.rs`, `returns_at_free`), until allocations of their size band have found a returned block of
-//! the band four times: from then on that band's blocks stay on the decay curve, for reuse
+//! Large blocks from 128 KiB up to 8 MiB (exclusive) give their pages back to the OS when
+//! freed (`large.rs`, `returns_at_free`), until allocations of their size band have found a
+//! returned block of the band four times: from then on that band's blocks stay on the decay curve, for reuse
 //! without faults. Each check runs alone in a child with a decay time of an hour, so no decay
 //! step purges anything while it runs: every byte the purge counter gains is a return at
 //! free, and a block left dirty stays dirty. Huge pages are off, as a return in an arena
@@ -93,6 +93,26 @@ fn blocks_until_reused() {
     assert!(
         purged >= (MIB / 2) as u64,
         "a 512 KiB block was not returned at free: {purged} B purged"
+    );
+}
+
+/// A 4 MiB buffer with a small header (sqlite3 grows one by reallocation to 4,194,312 B) is
+/// in the last band, whole, and goes back at free like a 4 MiB block; under a top of 4 MiB
+/// it stayed dirty, and the program's next allocations made it its peak.
+#[test]
+fn a_4_mib_buffer_with_a_header_goes_back_at_free() {
+    alone(
+        "a_4_mib_buffer_with_a_header_goes_back_at_free",
+        "3600000",
+        || {
+            let size = 4 * MIB + 8;
+            let (purged, dirty) = touch_and_free(size);
+            assert!(
+                purged >= size as u64,
+                "a block of 4 MiB and 8 B was not returned at free: {purged} B purged"
+            );
+            assert!(dirty <= 0, "a block of 4 MiB and 8 B left {dirty} B dirty");
+        },
     );
 }
 
