@@ -175,7 +175,8 @@ impl Switches {
 }
 
 /// The context switches of each live thread of process `pid` so far, by thread id
-/// (`/proc/<pid>/task/*/status`). `None` if the process has gone.
+/// (`/proc/<pid>/task/*/status`). `None` if the process has gone, or has no thread left to
+/// read (a zombie, killed before the sample: its switches would read as none at all).
 pub(crate) fn process_switches(pid: u32) -> Option<Vec<(u32, Switches)>> {
     let mut threads = Vec::new();
     for task in std::fs::read_dir(format!("/proc/{pid}/task")).ok()? {
@@ -187,6 +188,13 @@ pub(crate) fn process_switches(pid: u32) -> Option<Vec<(u32, Switches)>> {
         let Ok(status) = std::fs::read_to_string(task.path().join("status")) else {
             continue;
         };
+        // A killed server's leader lingers as a zombie with its counts gone.
+        if status
+            .lines()
+            .any(|l| l.starts_with("State:") && l.contains("zombie"))
+        {
+            continue;
+        }
         threads.push((
             tid,
             Switches {
@@ -195,7 +203,7 @@ pub(crate) fn process_switches(pid: u32) -> Option<Vec<(u32, Switches)>> {
             },
         ));
     }
-    Some(threads)
+    (!threads.is_empty()).then_some(threads)
 }
 
 /// The switches between two `process_switches` samples: each thread's own difference, and
