@@ -52,6 +52,11 @@
 //! takes each later event with a wake-up of its own, several µs each on a VM. A
 //! request/response server on two Ps then serves the same load with a fraction of the
 //! wake-ups (the `echo` example: about one per 55 requests instead of one per 6–11).
+//! Except when the OS keeps preempting the M that delivers a batch (twice or more since
+//! its previous batch): more threads are runnable than there are CPUs, the one M doing all
+//! the work uses more than its share of its CPU, and every thread its coroutines wake (a
+//! client its reply wakes) preempts it. Such a batch wakes an idle M to steal half, as
+//! tokio does after every poll (`machine/ready.rs` `spread_batch`).
 //!
 //! # Thread-locals and migration
 //!

@@ -25,6 +25,21 @@ pub fn thread_alive(tid: i32) -> bool {
     r == 0 || crate::error::errno() != libc::ESRCH
 }
 
+/// How many times the kernel has preempted the calling thread so far (its involuntary
+/// context switches, `getrusage(RUSAGE_THREAD)`'s `ru_nivcsw`): a thread that keeps
+/// losing its CPU to other runnable threads sees it grow. 0 if the call fails (it cannot
+/// with these arguments).
+pub fn involuntary_switches() -> u64 {
+    // SAFETY: an all-zero rusage is a valid value of this plain C struct.
+    let mut usage: libc::rusage = unsafe { core::mem::zeroed() };
+    // SAFETY: `usage` is a valid, exclusively borrowed rusage for the kernel to fill.
+    let rc = unsafe { libc::getrusage(libc::RUSAGE_THREAD, &mut usage) };
+    if rc != 0 {
+        return 0;
+    }
+    usage.ru_nivcsw as u64
+}
+
 /// `sched_yield(2)`, for brief waits on another thread. Cannot fail on Linux.
 pub fn yield_now() {
     // SAFETY: no preconditions.
@@ -154,6 +169,28 @@ mod tests {
         let s = stack().unwrap();
         let at = &raw const local as usize;
         assert!(s.base + s.guard <= at && at < s.base + s.size);
+    }
+
+    /// `involuntary_switches` is this thread's count, as /proc reports it: read between two
+    /// reads of /proc, it lies between them (the count only grows).
+    #[test]
+    fn involuntary_switches_are_this_threads() {
+        let from_proc = || {
+            let status = std::fs::read_to_string("/proc/thread-self/status").unwrap();
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix("nonvoluntary_ctxt_switches:"))
+                .unwrap()
+                .trim()
+                .parse::<u64>()
+                .unwrap()
+        };
+        for _ in 0..3 {
+            let before = from_proc();
+            let ours = involuntary_switches();
+            let after = from_proc();
+            assert!(before <= ours && ours <= after, "{before} {ours} {after}");
+        }
     }
 
     extern "C" fn forget(_: *mut c_void) {}

@@ -187,10 +187,13 @@ unsafe fn find_elsewhere(m: &MCtx, p: &P) -> Option<(GRef, bool)> {
         sh.poll.poll(Some(core::time::Duration::ZERO), &mut woken);
         sh.poll.release(sh.now_ns());
         if !woken.is_empty() {
-            // Onto this P (we hold it): the last one lands in runnext.
+            // Onto this P (we hold it): the last one lands in runnext. It stays here unless
+            // the OS keeps preempting this M (`spread_batch`).
+            let n = woken.len();
             // SAFETY: `poll` claimed every token it returned; each is notified once, here;
             // `p` is this M's P.
             unsafe { super::ready::ready_batch(Some(p), woken) };
+            super::ready::spread_batch(sh, p, n);
             if let Some(g) = p.runq.pop() {
                 return Some((g, false));
             }

@@ -490,9 +490,15 @@ impl Sched for Shared {
 
     #[inline(always)]
     unsafe fn deliver(&self, woken: Vec<Self::Woken>) {
+        let n = woken.len();
+        let p = super::current::current_p(self);
         // SAFETY: `poll` claimed every token it returned (per the contract, these); each is
         // notified once, here; the P is what `current_p` gives.
-        unsafe { super::ready::ready_batch(super::current::current_p(self), woken) };
+        unsafe { super::ready::ready_batch(p, woken) };
+        // The batch stays on the P unless the OS keeps preempting this M.
+        if let Some(p) = p {
+            super::ready::spread_batch(self, p, n);
+        }
         crate::timer::run_all_due(self, 0);
     }
 }

@@ -260,6 +260,8 @@ pub(crate) unsafe fn queue(sh: &Shared, p: Option<&P>, g: GRef) {
 /// with other processes), the batch waits for sysmon's rescue, a millisecond or more,
 /// where a second M would already have taken half of it; on the shared 2-vCPU machine the
 /// echo comparison's p99 was 2-4x Go's in rounds where other processes took most of a CPU.
+/// The exception: an M the OS keeps preempting wakes an idle M for half the batch
+/// (`spread_batch`, called by the deliverers after this).
 ///
 /// # Safety
 /// Every token was claimed by the poll that returned it and is notified once, here; `p` is
@@ -277,6 +279,58 @@ pub(crate) unsafe fn ready_batch(p: Option<&P>, woken: Vec<Arc<Token>>) {
     }
 }
 
+/// OS preemptions of the calling M's thread since it last delivered a netpoll batch that
+/// make the next batch wake an idle M (`spread_batch`). One can be a housekeeping thread
+/// (sysmon, a kworker) taking the CPU for a moment; two or more within one batch's run mean
+/// a runnable thread keeps competing for this CPU.
+pub(crate) const CONTENDED_PREEMPTS: u64 = 2;
+
+thread_local! {
+    /// The calling thread's involuntary switches when it last delivered a batch.
+    static PREEMPTS_SEEN: core::cell::Cell<u64> = const { core::cell::Cell::new(0) };
+}
+
+/// Whether a netpoll batch of `n` coroutines, delivered by an M whose thread the OS
+/// preempted `preempts` times since its previous batch, should wake an idle M to take half
+/// of it (`spread_batch`).
+#[inline]
+pub(crate) fn spread_due(n: usize, preempts: u64) -> bool {
+    n >= 2 && preempts >= CONTENDED_PREEMPTS
+}
+
+/// After `ready_batch` put `n` coroutines on `p`, the P this M holds: wakes an idle M to
+/// steal half of them if the OS keeps preempting this M (`spread_due`), as tokio wakes a
+/// parked worker after every poll that readied more than one task.
+///
+/// A batch otherwise stays on its P (see `ready_batch`), which is right while this M has a
+/// CPU to itself: echo with one client thread on 2 Ps runs about ten times as many
+/// wake-ups per request (0.019 -> 0.181 server switches a request) and ~0.7x the
+/// requests/s with tokio's rule. But when more threads are runnable than there are CPUs
+/// (echo with two client threads), the one M doing all the work uses more than its share
+/// of its CPU, and the kernel (EEVDF) lets every client thread its replies wake preempt it:
+/// each reply then costs the server a switch out and back and the client a sleep and a
+/// wake-up, for about one request each (`perf sched`: the M preempted on every sendto).
+/// Spread over two Ms, each uses less, is preempted less, and a client finds several
+/// replies when it runs.
+///
+/// The wake-up is for parallelism only (the work is on the P we hold), so it needs no
+/// fence (as in `queue`). If an M now spins for the work, the deferred wake-up the batch
+/// left pending (`queue`, `P::delivering`) is served, and sysmon must not deliver it again.
+pub(crate) fn spread_batch(sh: &Shared, p: &P, n: usize) {
+    if n < 2 {
+        return;
+    }
+    let now = tessera_sys::thread::involuntary_switches();
+    let before = PREEMPTS_SEEN.with(|c| c.replace(now));
+    if !spread_due(n, now.saturating_sub(before)) {
+        return;
+    }
+    wakep_unfenced(sh);
+    if sh.nmspinning.load(Ordering::SeqCst) != 0 {
+        p.wake_pending.store(0, Ordering::Relaxed);
+    }
+}
+
 /// Queues `g` on `p` (in `runnext` if `next`); a full ring spills half to the global
 /// queue.
 ///
@@ -291,4 +345,38 @@ pub(super) unsafe fn push_local(sh: &Shared, p: &P, g: GRef, next: bool) {
     // backlog: a P that fires a heap of timers at once overflows its ring with them.
     p.runq
         .push(g, next, &mut |batch| unsafe { sh.global.push_batch(batch) });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{CONTENDED_PREEMPTS, spread_due};
+
+    /// The rule of `spread_batch`: a netpoll batch wakes an idle M only if there is more
+    /// than one coroutine to share and the OS preempted the delivering M at least
+    /// `CONTENDED_PREEMPTS` times since its previous batch; otherwise it stays on its P.
+    #[test]
+    fn only_a_preempted_m_spreads_its_batch() {
+        for n in [0, 1] {
+            for preempts in [0, 1, CONTENDED_PREEMPTS, 100] {
+                assert!(
+                    !spread_due(n, preempts),
+                    "{n} coroutines, {preempts} preemptions"
+                );
+            }
+        }
+        for n in [2, 30, 128] {
+            for preempts in 0..CONTENDED_PREEMPTS {
+                assert!(
+                    !spread_due(n, preempts),
+                    "{n} coroutines, {preempts} preemptions"
+                );
+            }
+            for preempts in [CONTENDED_PREEMPTS, CONTENDED_PREEMPTS + 1, 1_000] {
+                assert!(
+                    spread_due(n, preempts),
+                    "{n} coroutines, {preempts} preemptions"
+                );
+            }
+        }
+    }
 }

@@ -66,6 +66,11 @@ struct Run {
     /// Cores everything else on the machine used meanwhile (other people's work on a shared
     /// machine, or the hypervisor's steal); large values mean a disturbed run.
     other_cpu: Option<f64>,
+    /// The server's context switches per request during the measured window (all its
+    /// threads), voluntary and involuntary.
+    server_switches: Option<(f64, f64)>,
+    /// The client's (this process's) context switches per request, the same way.
+    client_switches: Option<(f64, f64)>,
 }
 
 impl Run {
@@ -120,6 +125,29 @@ impl Row {
     fn client_per_request(&self) -> Option<f64> {
         self.median_of(|r| r.client_cpu / r.requests_per_sec * 1e6)
     }
+    /// Context switches per request, voluntary and involuntary (medians over the runs), of
+    /// the server (`client` false) or the client: a thread that blocks and is woken again
+    /// for each few requests costs both sides a switch and a wake-up.
+    fn switches_per_request(&self, client: bool) -> Option<(f64, f64)> {
+        let of = |r: &Run| {
+            if client {
+                r.client_switches
+            } else {
+                r.server_switches
+            }
+        };
+        let v: Vec<f64> = self
+            .runs
+            .iter()
+            .filter_map(|r| of(r).map(|s| s.0))
+            .collect();
+        let i: Vec<f64> = self
+            .runs
+            .iter()
+            .filter_map(|r| of(r).map(|s| s.1))
+            .collect();
+        median(&v).zip(median(&i))
+    }
     fn other_cpu(&self) -> Option<f64> {
         let cpu: Vec<f64> = self.runs.iter().filter_map(|r| r.other_cpu).collect();
         median(&cpu)
@@ -173,7 +201,7 @@ pub(crate) fn compare(options: &CompareOptions) -> i32 {
             let result = measure(name, addr, options);
             match &result {
                 Ok(run) => eprintln!(
-                    "[round {}/{}] {name:<8} {:>8} req/s  p50 {:>9}  p99 {:>9}  cpu: server {} client {:.2} other {}",
+                    "[round {}/{}] {name:<8} {:>8} req/s  p50 {:>9}  p99 {:>9}  cpu: server {} client {:.2} other {}  cs/req: server {} client {}",
                     round + 1,
                     options.rounds,
                     human_rate(run.requests_per_sec),
@@ -182,6 +210,8 @@ pub(crate) fn compare(options: &CompareOptions) -> i32 {
                     run.server_cpu().map_or("-".into(), |c| format!("{c:.2}")),
                     run.client_cpu,
                     run.other_cpu.map_or("-".into(), |c| format!("{c:.2}")),
+                    opt(run.server_switches, switches),
+                    opt(run.client_switches, switches),
                 ),
                 Err(why) => eprintln!(
                     "[round {}/{}] {name:<8} failed: {why}",
@@ -343,7 +373,13 @@ fn measure(name: &str, addr: SocketAddr, options: &CompareOptions) -> Result<Run
         std::thread::spawn(move || {
             let sample = || {
                 let server = sys::process_cpu_times(pid);
-                (server, sys::own_cpu_time(), sys::machine_busy_time())
+                let switches = (sys::process_switches(pid), sys::own_switches());
+                (
+                    server,
+                    sys::own_cpu_time(),
+                    sys::machine_busy_time(),
+                    switches,
+                )
             };
             sleep_until(start + warmup);
             let before = sample();
@@ -361,12 +397,30 @@ fn measure(name: &str, addr: SocketAddr, options: &CompareOptions) -> Result<Run
                 .zip(after.2)
                 .zip(server)
                 .map(|((a, b), (u, s))| (cores(a, b) - u - s - client).max(0.0));
-            let _ = cpu_tx.send((server, client, other));
+            let switches = (
+                before
+                    .3
+                    .0
+                    .zip(after.3.0)
+                    .map(|(a, b)| sys::switches_between(&a, &b)),
+                before.3.1.until(after.3.1),
+            );
+            let _ = cpu_tx.send((server, client, other, switches));
         });
     });
     drop(server);
     let result = result?;
-    let (server_cpu, client_cpu, other_cpu) = cpu_rx.recv().unwrap_or((None, f64::NAN, None));
+    let (server_cpu, client_cpu, other_cpu, switches) = match cpu_rx.recv() {
+        Ok((s, c, o, sw)) => (s, c, o, Some(sw)),
+        Err(_) => (None, f64::NAN, None, None),
+    };
+    // Per request completed in the window (the window the switches were counted over).
+    let per_request = |s: sys::Switches| {
+        let n = result.requests.max(1) as f64;
+        (s.voluntary as f64 / n, s.involuntary as f64 / n)
+    };
+    let server_switches = switches.and_then(|s| s.0).map(per_request);
+    let client_switches = switches.map(|s| per_request(s.1));
     let (server_user, server_sys) = server_cpu.unzip();
     let quantile = |q| {
         result
@@ -382,6 +436,8 @@ fn measure(name: &str, addr: SocketAddr, options: &CompareOptions) -> Result<Run
         server_sys,
         client_cpu,
         other_cpu,
+        server_switches,
+        client_switches,
     })
 }
 
@@ -419,6 +475,8 @@ fn render(rows: &[Row], options: &CompareOptions, markdown: bool) -> String {
         "server cpu",
         "server µs/req",
         "client µs/req",
+        "server cs/req",
+        "client cs/req",
         "other cpu",
     ];
     let cells = figure_rows(rows);
@@ -430,7 +488,8 @@ fn render(rows: &[Row], options: &CompareOptions, markdown: bool) -> String {
         out.push_str(
             ". CPU in cores used during the measured window; µs/req: CPU time per request, \
              the server's split user+system (its own code + the kernel's, mostly the TCP work of \
-             its `recv` and `send`); \"other\" is the rest of the machine (a busy neighbour \
+             its `recv` and `send`); cs/req: context switches per request, voluntary+involuntary \
+             (the server's threads; the client's, this process); \"other\" is the rest of the machine (a busy neighbour \
              disturbs the run).\n\n",
         );
         markdown_table(&mut out, &header, &cells);
@@ -442,7 +501,8 @@ fn render(rows: &[Row], options: &CompareOptions, markdown: bool) -> String {
         out.push_str(&heading);
         out.push_str(
             "\n(cpu: cores used during the measured window; µs/req: CPU time per request, the \
-             server's as user+system; other = the rest of the machine)\n\n",
+             server's as user+system; cs/req: context switches per request, \
+             voluntary+involuntary; other = the rest of the machine)\n\n",
         );
         text_table(&mut out, &header, &cells);
         if !ratios.is_empty() {
@@ -488,8 +548,13 @@ fn cpu_list(cpus: &[usize]) -> String {
         .join(",")
 }
 
+/// Context switches per request, voluntary+involuntary.
+fn switches((voluntary, involuntary): (f64, f64)) -> String {
+    format!("{voluntary:.3}+{involuntary:.3}")
+}
+
 /// Each server's medians, one row each.
-fn figure_rows(rows: &[Row]) -> Vec<[String; 9]> {
+fn figure_rows(rows: &[Row]) -> Vec<[String; 11]> {
     rows.iter()
         .map(|row| {
             [
@@ -503,6 +568,8 @@ fn figure_rows(rows: &[Row]) -> Vec<[String; 9]> {
                 opt(row.server_cpu(), |c| format!("{c:.2}")),
                 opt(row.server_per_request(), |(u, s)| format!("{u:.2}+{s:.2}")),
                 opt(row.client_per_request(), |c| format!("{c:.2}")),
+                opt(row.switches_per_request(false), switches),
+                opt(row.switches_per_request(true), switches),
                 opt(row.other_cpu(), |c| format!("{c:.2}")),
             ]
         })
@@ -628,6 +695,8 @@ mod tests {
             server_sys: Some(0.9),
             client_cpu: 0.5,
             other_cpu: Some(0.1),
+            server_switches: Some((0.05, 0.01)),
+            client_switches: Some((0.1, 0.002)),
         }
     }
 
@@ -669,7 +738,8 @@ mod tests {
         let md = render(&rows, &options(), true);
         assert!(
             md.contains(
-                "| tessera | 120k | 110k–130k | 500 µs | 5.00 ms | 1.00 | 0.83+7.50 | 4.17 |"
+                "| tessera | 120k | 110k–130k | 500 µs | 5.00 ms | 1.00 | 0.83+7.50 | 4.17 | \
+                 0.050+0.010 | 0.100+0.002 |"
             ),
             "{md}"
         );

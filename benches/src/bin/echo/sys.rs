@@ -156,6 +156,100 @@ pub(crate) fn process_cpu_times(pid: u32) -> Option<CpuTimes> {
     })
 }
 
+/// Context switches: voluntary (the thread blocked: a wait, a sleep) and involuntary (the
+/// kernel preempted it for another thread).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub(crate) struct Switches {
+    pub(crate) voluntary: u64,
+    pub(crate) involuntary: u64,
+}
+
+impl Switches {
+    /// What happened between `self` (earlier) and `later`.
+    pub(crate) fn until(self, later: Switches) -> Switches {
+        Switches {
+            voluntary: later.voluntary.saturating_sub(self.voluntary),
+            involuntary: later.involuntary.saturating_sub(self.involuntary),
+        }
+    }
+}
+
+/// The context switches of each live thread of process `pid` so far, by thread id
+/// (`/proc/<pid>/task/*/status`). `None` if the process has gone, or has no thread left to
+/// read (a zombie, killed before the sample: its switches would read as none at all).
+pub(crate) fn process_switches(pid: u32) -> Option<Vec<(u32, Switches)>> {
+    let mut threads = Vec::new();
+    for task in std::fs::read_dir(format!("/proc/{pid}/task")).ok()? {
+        let Ok(task) = task else { continue };
+        let Some(tid) = task.file_name().to_str().and_then(|t| t.parse().ok()) else {
+            continue;
+        };
+        // A thread that exited since the listing is skipped.
+        let Ok(status) = std::fs::read_to_string(task.path().join("status")) else {
+            continue;
+        };
+        // A killed server's leader lingers as a zombie with its counts gone.
+        if status
+            .lines()
+            .any(|l| l.starts_with("State:") && l.contains("zombie"))
+        {
+            continue;
+        }
+        threads.push((
+            tid,
+            Switches {
+                voluntary: status_field(&status, "voluntary_ctxt_switches:").unwrap_or(0),
+                involuntary: status_field(&status, "nonvoluntary_ctxt_switches:").unwrap_or(0),
+            },
+        ));
+    }
+    (!threads.is_empty()).then_some(threads)
+}
+
+/// The switches between two `process_switches` samples: each thread's own difference, and
+/// all of a thread's switches if it started in between. A thread that exited in between
+/// drops out (its switches after the first sample are lost; summing the samples instead
+/// would subtract all of its earlier ones).
+pub(crate) fn switches_between(before: &[(u32, Switches)], after: &[(u32, Switches)]) -> Switches {
+    let mut sum = Switches::default();
+    for &(tid, now) in after {
+        let then = before
+            .iter()
+            .find(|(t, _)| *t == tid)
+            .map_or(Switches::default(), |&(_, s)| s);
+        let d = then.until(now);
+        sum.voluntary += d.voluntary;
+        sum.involuntary += d.involuntary;
+    }
+    sum
+}
+
+/// The number after `name` on its own line of a `/proc` status file.
+fn status_field(status: &str, name: &str) -> Option<u64> {
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(name))?
+        .trim()
+        .parse()
+        .ok()
+}
+
+/// The context switches of this process so far, all its threads, exited ones included
+/// (`getrusage`).
+pub(crate) fn own_switches() -> Switches {
+    // SAFETY: an all-zero rusage is a valid value of this plain C struct.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: `usage` is a valid, exclusively borrowed rusage for the kernel to fill.
+    let rc = unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) };
+    if rc != 0 {
+        return Switches::default();
+    }
+    Switches {
+        voluntary: usage.ru_nvcsw as u64,
+        involuntary: usage.ru_nivcsw as u64,
+    }
+}
+
 /// Restricts the calling thread, and the threads and processes it starts from now on, to
 /// the CPUs in `cpus` (`sched_setaffinity`; what `taskset` does).
 pub(crate) fn pin_to(cpus: &[usize]) -> io::Result<()> {
@@ -196,5 +290,38 @@ mod tests {
         assert_eq!(process_cpu_times(u32::MAX), None);
         assert!(pin_to(&[1 << 20]).is_err());
         assert!(machine_busy_time().is_some());
+    }
+
+    #[test]
+    fn context_switches_of_this_process_from_both_sources() {
+        // A sleep blocks this thread: at least one voluntary switch each time.
+        let before = (
+            own_switches(),
+            process_switches(std::process::id()).unwrap(),
+        );
+        for _ in 0..3 {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        let after = (
+            own_switches(),
+            process_switches(std::process::id()).unwrap(),
+        );
+        assert!(before.0.until(after.0).voluntary >= 3);
+        assert!(switches_between(&before.1, &after.1).voluntary >= 3);
+        assert_eq!(process_switches(u32::MAX), None);
+        // A thread gone by the second sample drops out; a new one counts in full.
+        let s = |voluntary| Switches {
+            voluntary,
+            involuntary: 1,
+        };
+        let d = switches_between(&[(1, s(10)), (2, s(50))], &[(1, s(12)), (3, s(4))]);
+        assert_eq!((d.voluntary, d.involuntary), (6, 1));
+        assert_eq!(
+            status_field(
+                "Name:\tx\nvoluntary_ctxt_switches:\t12\n",
+                "voluntary_ctxt_switches:"
+            ),
+            Some(12)
+        );
     }
 }
