@@ -18,7 +18,7 @@
 //! | `TESSERA_PROF_RATE` | heap profiling: one sample per this many bytes allocated on average (bytes, `k`/`m`/`g`); `0` off (`profile/`) | `512k` |
 //! | `TESSERA_PROF_OUT` | write the heap profile (gzipped pprof) to this file at exit, `%p` replaced by the process id | none |
 //! | `TESSERA_PROF_SIGNAL` | also write it when this signal arrives (`SIGUSR2`, `USR1`, or a number), from the background thread; needs `TESSERA_PROF_OUT` | none |
-//! | `TESSERA_CACHE` | `thread`: a cache per thread; `percpu`: threads outside a scheduler share a cache per CPU (rseq, `percpu/`); `auto`: per-CPU for threads beyond 4 per CPU. Without rseq, `thread` | `thread` |
+//! | `TESSERA_CACHE` | `thread`: a cache per thread; `percpu`: threads outside a scheduler share a cache per CPU (rseq, `percpu/`); `auto`: per-CPU for threads beyond 4 per CPU. Without rseq, `thread` | `auto` |
 //! | `TESSERA_RSEQ` | `glibc`: use glibc's rseq registration only, never register our own (for programs that register rseq themselves); `any` | `any` |
 //! | `TESSERA_NUMA` | `auto` (local on a machine with several memory nodes, else off), `local`, `interleave`, `off` | `auto` |
 
@@ -157,8 +157,8 @@ fn load_cache_mode() {
     use crate::percpu::Mode;
     let mode = match env::var(b"TESSERA_CACHE") {
         Some(b"percpu") => Mode::PerCpu,
-        Some(b"auto") => Mode::Auto,
-        _ => Mode::Thread,
+        Some(b"thread") => Mode::Thread,
+        _ => Mode::Auto,
     };
     let allow_own = !matches!(env::var(b"TESSERA_RSEQ"), Some(b"glibc"));
     crate::percpu::configure(mode, allow_own);

@@ -644,3 +644,91 @@ fn without_any_rseq_threads_keep_their_caches() {
     }
 }
 
+/// Whether the process maps the per-CPU slab region: one mapping of exactly its size
+/// (`slab.rs`: 1,024 slabs of 256 KiB), which nothing else here maps.
+fn slab_region_mapped() -> bool {
+    const REGION_BYTES: u64 = 1024 << 18;
+    std::fs::read_to_string("/proc/self/maps")
+        .unwrap()
+        .lines()
+        .filter_map(|line| line.split(' ').next()?.split_once('-'))
+        .any(|(lo, hi)| {
+            let lo = u64::from_str_radix(lo, 16).unwrap();
+            let hi = u64::from_str_radix(hi, 16).unwrap();
+            hi - lo == REGION_BYTES
+        })
+}
+
+/// The CPU ids rseq may report (`/sys/devices/system/cpu/possible`, "0-7" or "0"), as
+/// `tessera_sys::rseq::possible_cpus` counts them.
+fn possible_cpus() -> usize {
+    let text = std::fs::read_to_string("/sys/devices/system/cpu/possible").unwrap();
+    text.trim()
+        .split(',')
+        .map(|range| match range.split_once('-') {
+            Some((lo, hi)) => hi.parse::<usize>().unwrap() - lo.parse::<usize>().unwrap() + 1,
+            None => 1,
+        })
+        .sum()
+}
+
+/// With `TESSERA_CACHE` unset (`auto`, the default), a process with a few threads keeps
+/// thread caches and maps no slab region; once threads with caches of their own are four
+/// per CPU, each new thread goes per-CPU, and the first of them maps the region.
+#[test]
+fn by_default_only_threads_beyond_four_per_cpu_go_percpu() {
+    let threads = 4 * possible_cpus() + 8;
+    if threads > 1_000 {
+        println!("skipped: {threads} threads needed for this machine's possible CPUs");
+        return;
+    }
+    if let Some(out) = common::in_child(
+        "by_default_only_threads_beyond_four_per_cpu_go_percpu",
+        "default",
+        &[("TESSERA_CACHE", "")],
+        move || {
+            assert_eq!(tessera::cache_mode().process, "auto");
+            let few = std::thread::spawn(|| {
+                churn(1, 5, 100);
+                tessera::cache_mode().thread_percpu
+            });
+            assert!(!few.join().unwrap(), "a lone thread went per-CPU");
+            assert!(!tessera::cache_mode().thread_percpu);
+            assert!(
+                !slab_region_mapped(),
+                "the slab region mapped with no per-CPU thread"
+            );
+            // Every thread allocates, then waits for all the others: the early ones keep
+            // their caches alive while the later ones decide.
+            let barrier = Arc::new(std::sync::Barrier::new(threads));
+            let handles: Vec<_> = (0..threads)
+                .map(|t| {
+                    let barrier = Arc::clone(&barrier);
+                    std::thread::spawn(move || {
+                        churn(t, 2, 50);
+                        let percpu = tessera::cache_mode().thread_percpu;
+                        barrier.wait();
+                        percpu
+                    })
+                })
+                .collect();
+            let percpu = handles
+                .into_iter()
+                .map(|h| h.join().unwrap())
+                .filter(|&p| p)
+                .count();
+            assert!(percpu >= 1, "none of {threads} live threads went per-CPU");
+            assert!(
+                percpu < threads,
+                "all {threads} threads went per-CPU, the first ones too"
+            );
+            assert!(
+                slab_region_mapped(),
+                "per-CPU threads without the slab region"
+            );
+            println!("DEFAULT-OK percpu={percpu} of {threads}");
+        },
+    ) {
+        assert_ok(&out, "DEFAULT-OK");
+    }
+}

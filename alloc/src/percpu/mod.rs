@@ -18,9 +18,14 @@
 //!   again.
 //!
 //! Which threads use it: `TESSERA_CACHE=percpu` makes every thread without a scheduler
-//! processor use it; `auto` makes a thread use it when, at its first allocation, the
-//! threads with caches of their own already outnumber the CPUs `AUTO_MARGIN` times; `thread`
-//! (the default) never. A thread that uses it has no cache of its own: its `OWN` word holds
+//! processor use it; `auto` (the default) makes a thread use it when, at its first
+//! allocation, the threads with caches of their own already outnumber the CPUs
+//! `AUTO_MARGIN` times; `thread` never. Why `auto` is the default: a program with a few
+//! threads per CPU keeps the thread caches' faster single-thread path, and one with many
+//! more threads than CPUs gets memory bounded by the CPUs and a cache per CPU that stays
+//! warm (issue #19's program, 2 CPUs, `benches/manythreads.sh`: at 64 threads 4.07 CPU ns
+//! an operation and 7.3 MiB resident once idle, against 7.57 ns and 46 MiB with thread
+//! caches; at 256 threads 4.72 ns and 10 MiB against 10.4 ns and 173 MiB). A thread that uses it has no cache of its own: its `OWN` word holds
 //! `thread::PERCPU`. `tessera-sched`'s processors keep their own caches (a thread running a
 //! processor has a current cache, which the fast paths try first). Without rseq (no glibc
 //! registration and ours refused, or `TESSERA_RSEQ=glibc` forbidding ours) every thread
@@ -86,11 +91,11 @@ static IDS: AtomicUsize = AtomicUsize::new(0);
 /// Which cache mode `TESSERA_CACHE` asks for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Mode {
-    /// A cache per thread (the default).
+    /// A cache per thread.
     Thread,
     /// Per-CPU caches for every thread outside a scheduler.
     PerCpu,
-    /// Per-CPU caches for threads beyond `AUTO_MARGIN` per CPU.
+    /// Per-CPU caches for threads beyond `AUTO_MARGIN` per CPU (the default).
     Auto,
 }
 
@@ -98,21 +103,63 @@ pub(crate) enum Mode {
 /// rseq for threads glibc did not). Falls back to `Mode::Thread` where rseq is unavailable,
 /// the CPUs outnumber the slab region's ids, or the OS refuses the region. Returns the mode
 /// in force.
+///
+/// `auto` (the default) reserves nothing yet: most processes never have four threads per CPU,
+/// and should not carry the slab region (a 256 MiB `NORESERVE` mapping, which strict
+/// overcommit would charge in full) or make its system calls. The first thread that adopts
+/// the per-CPU caches turns them on (`turn_on`); if that fails, threads keep caches of their
+/// own, as where rseq is missing.
 pub(crate) fn configure(mode: Mode, allow_own: bool) -> Mode {
     if mode == Mode::Thread {
         return Mode::Thread;
     }
     let cpus = rseq::possible_cpus();
-    if cpus > TABLE_LEN || rseq::init(allow_own).is_none() || !slab::reserve_region() {
+    if cpus > TABLE_LEN || rseq::init(allow_own).is_none() {
         return Mode::Thread;
     }
     IDS.store(cpus, Ordering::Relaxed);
-    drain::enable();
-    MODE.store(
-        if mode == Mode::PerCpu { PERCPU } else { AUTO },
-        Ordering::Release,
-    );
+    if mode == Mode::PerCpu {
+        if !turn_on() {
+            return Mode::Thread;
+        }
+        MODE.store(PERCPU, Ordering::Release);
+    } else {
+        MODE.store(AUTO, Ordering::Release);
+    }
     mode
+}
+
+/// `REGION`: not tried yet, on, or refused by the OS.
+const REGION_UNTRIED: u8 = 0;
+const REGION_ON: u8 = 1;
+const REGION_REFUSED: u8 = 2;
+static REGION: AtomicU8 = AtomicU8::new(REGION_UNTRIED);
+/// Serialises the first `turn_on`.
+static REGION_LOCK: RawLock = RawLock::new();
+
+/// Reserves the slab region and enables remote draining, once for the process; whether the
+/// per-CPU caches can be used. Called at configuration under `percpu` and by the first thread
+/// that adopts them under `auto`; later calls read the outcome.
+fn turn_on() -> bool {
+    match REGION.load(Ordering::Acquire) {
+        REGION_ON => return true,
+        REGION_REFUSED => return false,
+        _ => {}
+    }
+    REGION_LOCK.lock();
+    if REGION.load(Ordering::Acquire) == REGION_UNTRIED {
+        let on = slab::reserve_region();
+        if on {
+            drain::enable();
+        }
+        REGION.store(
+            if on { REGION_ON } else { REGION_REFUSED },
+            Ordering::Release,
+        );
+    }
+    // SAFETY: locked above, by this thread.
+    unsafe { REGION_LOCK.unlock() };
+    REGION.load(Ordering::Acquire) == REGION_ON
 }
 
 /// The mode in force (after any fallback).
@@ -158,7 +205,7 @@ pub(crate) fn adopt() -> bool {
         PERCPU => true,
         AUTO => {
             let (caches, idle, _) = pool::stats();
-            caches.saturating_sub(idle) >= AUTO_MARGIN * IDS.load(Ordering::Relaxed)
+            caches.saturating_sub(idle) >= AUTO_MARGIN * IDS.load(Ordering::Relaxed) && turn_on()
         }
         _ => false,
     };
