@@ -17,19 +17,18 @@
 //!   work (the profiler's unwinder) takes the ordinary thread-cache path and never the lock
 //!   again.
 //!
-//! Which threads use it: `TESSERA_CACHE=percpu` makes every thread without a scheduler
-//! processor use it; `auto` (the default) makes a thread use it when, at its first
-//! allocation, the threads with caches of their own already outnumber the CPUs
-//! `AUTO_MARGIN` times; `thread` never. Why `auto` is the default: a program with a few
-//! threads per CPU keeps the thread caches' faster single-thread path, and one with many
-//! more threads than CPUs gets memory bounded by the CPUs and a cache per CPU that stays
-//! warm (issue #19's program, 2 CPUs, `benches/manythreads.sh`: at 64 threads 4.07 CPU ns
-//! an operation and 7.3 MiB resident once idle, against 7.57 ns and 46 MiB with thread
-//! caches; at 256 threads 4.72 ns and 10 MiB against 10.4 ns and 173 MiB). A thread that uses it has no cache of its own: its `OWN` word holds
-//! `thread::PERCPU`. `tessera-sched`'s processors keep their own caches (a thread running a
-//! processor has a current cache, which the fast paths try first). Without rseq (no glibc
-//! registration and ours refused, or `TESSERA_RSEQ=glibc` forbidding ours) every thread
-//! keeps a thread cache.
+//! Which threads use it: `TESSERA_CACHE=percpu` makes every thread without a scheduler processor
+//! use it; `auto` (the default) makes a thread use it when, at its first allocation, the threads
+//! with caches of their own already outnumber the CPUs `AUTO_MARGIN` times; `thread` never. Why
+//! `auto` is the default: a program with a few threads per CPU keeps the thread caches' faster
+//! single-thread path, and one with many more threads than CPUs gets memory bounded by the CPUs and
+//! a cache per CPU that stays warm (issue #19's program, 2 CPUs, `benches/manythreads.sh`: at 64
+//! threads 4.07 CPU ns an operation and 7.3 MiB resident once idle, against 7.57 ns and 46 MiB with
+//! thread caches; at 256 threads 4.72 ns and 10 MiB against 10.4 ns and 173 MiB). A thread that
+//! uses it has no cache of its own: its `OWN` word holds `thread::PERCPU`. `tessera-sched`'s
+//! processors keep their own caches (a thread running a processor has a current cache, which the
+//! fast paths try first). Without rseq (no glibc registration and ours refused, or
+//! `TESSERA_RSEQ=glibc` forbidding ours) every thread keeps a thread cache.
 //!
 //! Hardening: the stacks store pointers in the slab, not links in freed memory, so nothing
 //! in a free block can redirect an allocation. A block on a stack carries the freed-block
@@ -129,37 +128,39 @@ pub(crate) fn configure(mode: Mode, allow_own: bool) -> Mode {
     mode
 }
 
-/// `REGION`: not tried yet, on, or refused by the OS.
+/// `REGION`: not tried yet, being tried, on, or refused by the OS.
 const REGION_UNTRIED: u8 = 0;
-const REGION_ON: u8 = 1;
-const REGION_REFUSED: u8 = 2;
+const REGION_TRYING: u8 = 1;
+const REGION_ON: u8 = 2;
+const REGION_REFUSED: u8 = 3;
 static REGION: AtomicU8 = AtomicU8::new(REGION_UNTRIED);
-/// Serialises the first `turn_on`.
-static REGION_LOCK: RawLock = RawLock::new();
 
 /// Reserves the slab region and enables remote draining, once for the process; whether the
-/// per-CPU caches can be used. Called at configuration under `percpu` and by the first thread
-/// that adopts them under `auto`; later calls read the outcome.
+/// per-CPU caches can be used. Called at configuration under `percpu` and by the threads
+/// that would adopt them under `auto`. No lock: a thread that finds another one trying
+/// keeps a cache of its own (`auto`'s choice is a heuristic; a later thread adopts), so
+/// nothing waits, and a `fork` in the middle of the try leaves the child with thread
+/// caches, never a lock held by a thread it does not have.
 fn turn_on() -> bool {
-    match REGION.load(Ordering::Acquire) {
-        REGION_ON => return true,
-        REGION_REFUSED => return false,
-        _ => {}
-    }
-    REGION_LOCK.lock();
-    if REGION.load(Ordering::Acquire) == REGION_UNTRIED {
-        let on = slab::reserve_region();
-        if on {
-            drain::enable();
+    match REGION.compare_exchange(
+        REGION_UNTRIED,
+        REGION_TRYING,
+        Ordering::Acquire,
+        Ordering::Acquire,
+    ) {
+        Ok(_) => {
+            let on = slab::reserve_region();
+            if on {
+                drain::enable();
+            }
+            REGION.store(
+                if on { REGION_ON } else { REGION_REFUSED },
+                Ordering::Release,
+            );
+            on
         }
-        REGION.store(
-            if on { REGION_ON } else { REGION_REFUSED },
-            Ordering::Release,
-        );
+        Err(state) => state == REGION_ON,
     }
-    // SAFETY: locked above, by this thread.
-    unsafe { REGION_LOCK.unlock() };
-    REGION.load(Ordering::Acquire) == REGION_ON
 }
 
 /// The mode in force (after any fallback).
