@@ -83,13 +83,17 @@ install_tools() {
         info "all tools present, apt-get skipped"
         return 0
     fi
+    apt_install "${PACKAGES[@]}"
+}
+
+# Installs Debian packages, refreshing the package lists only if the first try fails: on a
+# machine whose lists are current this saves the slowest step.
+apt_install() {
     local sudo=
     [ "$(id -u)" = 0 ] || sudo=sudo
     export DEBIAN_FRONTEND=noninteractive
-    # Try without refreshing the package lists first: on a machine whose lists are
-    # current this saves the slowest step.
-    $sudo apt-get install -y --no-install-recommends "${PACKAGES[@]}" ||
-        { $sudo apt-get update && $sudo apt-get install -y --no-install-recommends "${PACKAGES[@]}"; }
+    $sudo apt-get install -y --no-install-recommends "$@" ||
+        { $sudo apt-get update && $sudo apt-get install -y --no-install-recommends "$@"; }
 }
 
 # ---- build -----------------------------------------------------------------------------------
@@ -436,13 +440,7 @@ python_regrtest() {
     version=$("$PY" -c 'import sys; print("%d.%d" % sys.version_info[:2])') || return 1
     package=libpython$version-testsuite
     if ! "$PY" -c 'import test.test_dict' 2>/dev/null; then
-        local sudo=
-        [ "$(id -u)" = 0 ] || sudo=sudo
-        DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y --no-install-recommends \
-            "$package" >/dev/null ||
-            { $sudo apt-get update >/dev/null &&
-                DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y \
-                    --no-install-recommends "$package" >/dev/null; } || return 1
+        apt_install "$package" >/dev/null || return 1
     fi
     local log=$WORK/regrtest.log failed
     if LD_PRELOAD=$LIB PYTHONMALLOC=malloc "$PY" -m test -j2 "${PY_TESTS[@]}" >"$log" 2>&1; then
