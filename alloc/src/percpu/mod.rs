@@ -22,9 +22,9 @@
 //! with caches of their own already outnumber the CPUs `AUTO_MARGIN` times; `thread` never. Why
 //! `auto` is the default: a program with a few threads per CPU keeps the thread caches' faster
 //! single-thread path, and one with many more threads than CPUs gets memory bounded by the CPUs and
-//! a cache per CPU that stays warm (issue #19's program, 2 CPUs, `benches/manythreads.sh`: at 64
-//! threads 4.07 CPU ns an operation and 7.3 MiB resident once idle, against 7.57 ns and 46 MiB with
-//! thread caches; at 256 threads 4.72 ns and 10 MiB against 10.4 ns and 173 MiB). A thread that
+//! a cache per CPU that stays warm (issue #19's program, 2 CPUs, 5 interleaved runs at load 9-18: at
+//! 64 threads 3.78 CPU ns an operation and 7.3 MiB resident once idle, against 4.96 ns and 46 MiB
+//! with thread caches; at 256 threads 3.89 ns and 10.5 MiB against 9.19 ns and 173 MiB). A thread that
 //! uses it has no cache of its own: its `OWN` word holds `thread::PERCPU`. `tessera-sched`'s
 //! processors keep their own caches (a thread running a processor has a current cache, which the
 //! fast paths try first). Without rseq (no glibc registration and ours refused, or
