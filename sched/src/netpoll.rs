@@ -12,9 +12,18 @@
 //!   none is lost (Go's `pdReady`).
 //! - Who calls `epoll_wait`: an M with nothing to run blocks in it (the "poller"; at most
 //!   one at a time), with a timeout until the runtime's next timer (`machine/idle.rs`, `stop_m`); an
-//!   M that finds its queues empty polls without blocking before it steals; sysmon polls
-//!   when nobody has for 10 ms. New work or an earlier timer breaks a blocked poller out
-//!   through an eventfd (Go's `netpollBreak`).
+//!   M that finds its queues empty polls without blocking before it steals, if nobody is
+//!   blocked in epoll; sysmon polls when nobody has for 10 ms. New work or an earlier timer
+//!   breaks a blocked poller out through an eventfd (Go's `netpollBreak`).
+//! - The right to block (`try_acquire`) and the right to look without blocking
+//!   (`try_peek`) are separate, as in Go (where `sched.lastpoll` guards only the blocking
+//!   poll): an M that runs out of work while another M takes a non-blocking look must
+//!   still be able to block in epoll. With one right for both it parked on its futex
+//!   instead, and then nobody watched the network until the busy M next ran dry: echo with
+//!   two client threads had a CPU idle for a millisecond and more at a time while the
+//!   requests for it waited in epoll (`perf sched`). Epoll allows concurrent waits; an
+//!   edge goes to one of them, and a non-blocking look leaves the break eventfd to the
+//!   blocking poller it is meant for (`poll`).
 //! - Descriptors are never freed, only recycled (Go's `pollCache`): an event already taken
 //!   out of epoll may name a socket that was closed meanwhile. The event carries the
 //!   descriptor's address and a sequence number that recycling bumps, so a stale event is
@@ -302,8 +311,12 @@ pub(crate) struct Netpoll {
     break_pending: AtomicBool,
     /// Coroutines parked on a descriptor (Go's `netpollWaiters`).
     pub(crate) waiters: AtomicUsize,
-    /// Set while some thread is inside `epoll_wait` (only one polls at a time).
+    /// The right to block in `epoll_wait` (one thread at a time): `try_acquire`.
     polling: AtomicBool,
+    /// The right to poll without blocking (one thread at a time, and only while nobody
+    /// blocks): `try_peek`. Independent of `polling`, so that an M going idle can block
+    /// while a busy one looks.
+    peeking: AtomicBool,
     /// While a poller is blocked: when its timeout ends (ns on the runtime's clock;
     /// `u64::MAX`: no timeout). 0 when nobody is blocked.
     pub(crate) blocked_until: AtomicU64,
@@ -335,6 +348,7 @@ impl Netpoll {
             break_pending: AtomicBool::new(false),
             waiters: AtomicUsize::new(0),
             polling: AtomicBool::new(false),
+            peeking: AtomicBool::new(false),
             blocked_until: AtomicU64::new(0),
             last_poll: AtomicU64::new(0),
         })
@@ -355,18 +369,27 @@ impl Netpoll {
         self.waiters.load(Ordering::SeqCst) > 0
     }
 
-    /// Takes the right to poll (one thread at a time).
+    /// Takes the right to block in `epoll_wait` (one thread at a time).
     pub(crate) fn try_acquire(&self) -> bool {
-        !self.polling.load(Ordering::Relaxed)
-            && self
-                .polling
-                .compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed)
-                .is_ok()
+        take(&self.polling)
     }
 
     pub(crate) fn release(&self, now_ns: u64) {
         self.last_poll.store(now_ns, Ordering::Relaxed);
         self.polling.store(false, Ordering::Release);
+    }
+
+    /// Takes the right to poll without blocking: false while another thread has it, or
+    /// while a poller is blocked in `epoll_wait` (the events wake that one, which then
+    /// takes an idle P for them; Go's findRunnable skips its non-blocking `netpoll` then
+    /// too). A poller that blocks just after this check only shares the events with us.
+    pub(crate) fn try_peek(&self) -> bool {
+        self.blocked_until.load(Ordering::SeqCst) == 0 && take(&self.peeking)
+    }
+
+    pub(crate) fn end_peek(&self, now_ns: u64) {
+        self.last_poll.store(now_ns, Ordering::Relaxed);
+        self.peeking.store(false, Ordering::Release);
     }
 
     /// Breaks a blocked poller out of `epoll_wait` (Go's `netpollBreak`).
@@ -381,10 +404,12 @@ impl Netpoll {
         }
     }
 
-    /// One `epoll_wait` (the caller holds the right to poll): `timeout` `None` blocks until
-    /// an event or `wake`, zero does not block. Claims the waiters of ready descriptors and
-    /// appends them to `out` for the caller to notify (after it has a P to put them on).
+    /// One `epoll_wait` (the caller holds the right to block, or to peek if `timeout` is
+    /// zero): `timeout` `None` blocks until an event or `wake`, zero does not block. Claims
+    /// the waiters of ready descriptors and appends them to `out` for the caller to notify
+    /// (after it has a P to put them on).
     pub(crate) fn poll(&self, timeout: Option<Duration>, out: &mut Vec<Arc<Token>>) {
+        let blocking = timeout != Some(Duration::ZERO);
         const BATCH: usize = 128;
         let mut slots = [const { MaybeUninit::<Event>::uninit() }; BATCH];
         let ready = net::epoll_wait(self.epfd, &mut slots, timeout);
@@ -395,8 +420,15 @@ impl Netpoll {
         for ev in ready {
             let data = ev.data();
             if data == 0 {
-                // The break eventfd: drain it (non-blocking; empty is fine) and allow the
-                // next break.
+                // The break eventfd. A non-blocking look leaves it (it is level-triggered,
+                // so it stays readable): the break is for a poller blocked now or next,
+                // which a look may run beside (`try_peek`), and draining it here would
+                // leave that one asleep past a timer or with work for an idle P (Go's
+                // `netpoll(0)` does not drain it either).
+                if !blocking {
+                    continue;
+                }
+                // Drain it (non-blocking; empty is fine) and allow the next break.
                 let _ = net::eventfd_read(self.breakfd);
                 self.break_pending.store(false, Ordering::Release);
                 continue;
@@ -453,10 +485,70 @@ fn take_waiters(from: &mut Vec<Arc<Token>>, out: &mut Vec<Arc<Token>>) {
     }
 }
 
+/// Takes a try-once flag: false if it was set already.
+#[inline]
+fn take(flag: &AtomicBool) -> bool {
+    !flag.load(Ordering::Relaxed)
+        && flag
+            .compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed)
+            .is_ok()
+}
+
 impl Drop for Netpoll {
     fn drop(&mut self) {
         // Both fds are ours and closed once.
         net::close(self.breakfd);
         net::close(self.epfd);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A break (`wake`) is for the poller blocked in epoll, or the next one to block: a
+    /// non-blocking look, which may run beside that poller, must leave it. Had the look
+    /// drained the eventfd, a blocked poller would sleep on past the timer or the idle P's
+    /// work the break was for.
+    #[test]
+    fn a_look_leaves_the_break_to_the_blocking_poller() {
+        let np = Netpoll::new().unwrap();
+        np.wake();
+        let mut woken = Vec::new();
+        np.poll(Some(Duration::ZERO), &mut woken);
+        assert!(woken.is_empty());
+        assert!(
+            np.break_pending.load(Ordering::SeqCst),
+            "a look allowed the next break before the poller saw this one"
+        );
+        assert!(
+            net::poll_one(np.breakfd, POLLIN, 0).unwrap(),
+            "a look drained the break eventfd"
+        );
+        // The blocking poller takes it: returns at once and drains it.
+        np.poll(None, &mut woken);
+        assert!(woken.is_empty());
+        assert!(!np.break_pending.load(Ordering::SeqCst));
+        assert!(!net::poll_one(np.breakfd, POLLIN, 0).unwrap());
+    }
+
+    /// The right to block and the right to look without blocking are separate: an M that
+    /// goes idle while another looks can still block in epoll (with one right for both it
+    /// slept on its futex, and nobody watched the network). A look needs nobody blocked.
+    #[test]
+    fn an_idle_m_may_block_while_another_looks() {
+        let np = Netpoll::new().unwrap();
+        assert!(np.try_peek());
+        assert!(np.try_acquire(), "a look held the right to block");
+        assert!(!np.try_acquire(), "two pollers blocking");
+        assert!(!np.try_peek(), "two looks at once");
+        np.end_peek(1);
+        np.blocked_until.store(u64::MAX, Ordering::SeqCst);
+        assert!(!np.try_peek(), "a look beside a blocked poller");
+        np.blocked_until.store(0, Ordering::SeqCst);
+        np.release(2);
+        assert!(np.try_peek());
+        np.end_peek(3);
+        assert_eq!(np.last_poll.load(Ordering::Relaxed), 3);
     }
 }

@@ -126,14 +126,10 @@ pub(crate) fn run(sh: Arc<Shared>) {
             machine::wakep(&*sh);
         }
         let last = sh.poll.last_poll.load(Ordering::Relaxed);
-        if sh.poll.has_waiters()
-            && now.saturating_sub(last) > FORCE_POLL_NS
-            && sh.poll.blocked_until.load(Ordering::SeqCst) == 0
-            && sh.poll.try_acquire()
-        {
+        if sh.poll.has_waiters() && now.saturating_sub(last) > FORCE_POLL_NS && sh.poll.try_peek() {
             let mut woken = Vec::new();
             sh.poll.poll(Some(Duration::ZERO), &mut woken);
-            sh.poll.release(now);
+            sh.poll.end_peek(now);
             // No P here: they go to the global queue and `wakep` finds them an M.
             for t in woken {
                 // SAFETY: `poll` claimed every token it returned; each is notified once,

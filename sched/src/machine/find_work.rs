@@ -181,11 +181,12 @@ unsafe fn find_elsewhere(m: &MCtx, p: &P) -> Option<(GRef, bool)> {
     if sh.shutdown.load(Ordering::SeqCst) {
         return None;
     }
-    // The network, without blocking, if anything waits on it and nobody is polling.
-    if sh.poll.has_waiters() && sh.poll.try_acquire() {
+    // The network, without blocking, if anything waits on it and nobody else looks or is
+    // blocked in it (netpoll.rs `try_peek`).
+    if sh.poll.has_waiters() && sh.poll.try_peek() {
         let mut woken = Vec::new();
         sh.poll.poll(Some(core::time::Duration::ZERO), &mut woken);
-        sh.poll.release(sh.now_ns());
+        sh.poll.end_peek(sh.now_ns());
         if !woken.is_empty() {
             // Onto this P (we hold it): the last one lands in runnext. It stays here unless
             // the OS keeps preempting this M (`spread_batch`).

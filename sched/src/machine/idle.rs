@@ -64,7 +64,8 @@ pub(crate) trait Sched {
     /// Whether an idle M should block in the netpoller rather than on its futex: something
     /// waits on a socket or a timer.
     fn needs_poller(&self) -> bool;
-    /// Takes the right to poll (one thread at a time).
+    /// Takes the right to block in the netpoller (one thread at a time; a non-blocking look
+    /// by a busy M does not hold it: netpoll.rs `try_peek`).
     fn poll_acquire(&self) -> bool;
     /// Gives the right to poll back.
     fn poll_release(&self);

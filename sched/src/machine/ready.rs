@@ -290,12 +290,13 @@ thread_local! {
     static PREEMPTS_SEEN: core::cell::Cell<u64> = const { core::cell::Cell::new(0) };
 }
 
-/// Whether a netpoll batch of `n` coroutines, delivered by an M whose thread the OS
-/// preempted `preempts` times since its previous batch, should wake an idle M to take half
-/// of it (`spread_batch`).
+/// Whether a netpoll batch of `n` coroutines should wake an idle M to take half of it
+/// (`spread_batch`): there is more than one to share, a P is idle (`idle_ps`) for the M to
+/// take, and the OS preempted the delivering M at least `CONTENDED_PREEMPTS` times since
+/// it last looked (`preempts`, a system call, made only when the first two hold).
 #[inline]
-pub(crate) fn spread_due(n: usize, preempts: u64) -> bool {
-    n >= 2 && preempts >= CONTENDED_PREEMPTS
+pub(crate) fn spread_due(n: usize, idle_ps: usize, preempts: impl FnOnce() -> u64) -> bool {
+    n >= 2 && idle_ps > 0 && preempts() >= CONTENDED_PREEMPTS
 }
 
 /// After `ready_batch` put `n` coroutines on `p`, the P this M holds: wakes an idle M to
@@ -317,12 +318,18 @@ pub(crate) fn spread_due(n: usize, preempts: u64) -> bool {
 /// fence (as in `queue`). If an M now spins for the work, the deferred wake-up the batch
 /// left pending (`queue`, `P::delivering`) is served, and sysmon must not deliver it again.
 pub(crate) fn spread_batch(sh: &Shared, p: &P, n: usize) {
-    if n < 2 {
-        return;
-    }
-    let now = tessera_sys::thread::involuntary_switches();
-    let before = PREEMPTS_SEEN.with(|c| c.replace(now));
-    if !spread_due(n, now.saturating_sub(before)) {
+    // With no idle P the wake-up would start nothing (`wakep`), so the preemptions are not
+    // read either: `getrusage` was one system call per batch, 0.027 a request in echo with
+    // two client threads, where both Ps are mostly busy (0.003-0.008 without). The next
+    // batch that finds an idle P counts the preemptions since the last read, which may
+    // span several batches: preemptions of an M while both Ps were busy, contention all
+    // the same.
+    let due = spread_due(n, sh.npidle.load(Ordering::Relaxed), || {
+        let now = tessera_sys::thread::involuntary_switches();
+        let before = PREEMPTS_SEEN.with(|c| c.replace(now));
+        now.saturating_sub(before)
+    });
+    if !due {
         return;
     }
     wakep_unfenced(sh);
@@ -352,14 +359,15 @@ mod tests {
     use super::{CONTENDED_PREEMPTS, spread_due};
 
     /// The rule of `spread_batch`: a netpoll batch wakes an idle M only if there is more
-    /// than one coroutine to share and the OS preempted the delivering M at least
-    /// `CONTENDED_PREEMPTS` times since its previous batch; otherwise it stays on its P.
+    /// than one coroutine to share, a P is idle, and the OS preempted the delivering M at
+    /// least `CONTENDED_PREEMPTS` times since its previous look; otherwise it stays on its
+    /// P.
     #[test]
     fn only_a_preempted_m_spreads_its_batch() {
         for n in [0, 1] {
             for preempts in [0, 1, CONTENDED_PREEMPTS, 100] {
                 assert!(
-                    !spread_due(n, preempts),
+                    !spread_due(n, 1, || preempts),
                     "{n} coroutines, {preempts} preemptions"
                 );
             }
@@ -367,16 +375,34 @@ mod tests {
         for n in [2, 30, 128] {
             for preempts in 0..CONTENDED_PREEMPTS {
                 assert!(
-                    !spread_due(n, preempts),
+                    !spread_due(n, 1, || preempts),
                     "{n} coroutines, {preempts} preemptions"
                 );
             }
             for preempts in [CONTENDED_PREEMPTS, CONTENDED_PREEMPTS + 1, 1_000] {
                 assert!(
-                    spread_due(n, preempts),
+                    spread_due(n, 1, || preempts),
                     "{n} coroutines, {preempts} preemptions"
                 );
             }
         }
+    }
+
+    /// With no idle P there is nobody to wake, and the preemptions (a `getrusage` system
+    /// call) are not read at all: the count then carries over to the next batch that could
+    /// spread.
+    #[test]
+    fn no_idle_p_no_spread_and_no_system_call() {
+        for n in [0, 1, 2, 30, 128] {
+            assert!(!spread_due(n, 0, || panic!(
+                "preemptions read with no idle P ({n})"
+            )));
+        }
+        let mut read = 0;
+        assert!(spread_due(30, 1, || {
+            read += 1;
+            CONTENDED_PREEMPTS
+        }));
+        assert_eq!(read, 1);
     }
 }
