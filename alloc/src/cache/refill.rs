@@ -1,6 +1,7 @@
 //! The refill (Go's `mcache.refill`): a bin ran dry. More objects come from the current
 //! span (carved lazily, or its remote list taken); when it has none, it is parked on the
-//! full list and the next span installed: one un-parked by a remote free (the notification
+//! full list (above 1 KiB, given up to the central list: `give_up_current`) and the next
+//! span installed: one un-parked by a remote free (the notification
 //! stack), one from the partial list, one from the node's central list, or a fresh one
 //! (from the stash, else the page heap).
 
