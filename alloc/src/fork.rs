@@ -46,6 +46,7 @@ extern "C" fn child() {
     // or wait for these locks.
     each_lock(|lock| unsafe { lock.force_unlock() });
     crate::purger::after_fork_in_child();
+    crate::percpu::after_fork_in_child();
     crate::profile::sample::after_fork_in_child();
 }
 

@@ -22,9 +22,9 @@
 //! with caches of their own already outnumber the CPUs `AUTO_MARGIN` times; `thread` never. Why
 //! `auto` is the default: a program with a few threads per CPU keeps the thread caches' faster
 //! single-thread path, and one with many more threads than CPUs gets memory bounded by the CPUs and
-//! a cache per CPU that stays warm (issue #19's program, 2 CPUs, `benches/manythreads.sh`: at 64
-//! threads 4.07 CPU ns an operation and 7.3 MiB resident once idle, against 7.57 ns and 46 MiB with
-//! thread caches; at 256 threads 4.72 ns and 10 MiB against 10.4 ns and 173 MiB). A thread that
+//! a cache per CPU that stays warm (issue #19's program, 2 CPUs, 5 interleaved runs at load 9-18: at
+//! 64 threads 3.78 CPU ns an operation and 7.3 MiB resident once idle, against 4.96 ns and 46 MiB
+//! with thread caches; at 256 threads 3.89 ns and 10.5 MiB against 9.19 ns and 173 MiB). A thread that
 //! uses it has no cache of its own: its `OWN` word holds `thread::PERCPU`. `tessera-sched`'s
 //! processors keep their own caches (a thread running a processor has a current cache, which the
 //! fast paths try first). Without rseq (no glibc registration and ours refused, or
@@ -60,7 +60,7 @@ mod slab;
 pub(crate) use memo::Memo;
 
 use core::ptr;
-use core::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicI32, AtomicU8, AtomicU32, AtomicUsize, Ordering};
 
 use tessera_span::{Span, arena};
 use tessera_sys::lock::{Locked, RawLock};
@@ -128,38 +128,71 @@ pub(crate) fn configure(mode: Mode, allow_own: bool) -> Mode {
     mode
 }
 
-/// `REGION`: not tried yet, being tried, on, or refused by the OS.
-const REGION_UNTRIED: u8 = 0;
-const REGION_TRYING: u8 = 1;
-const REGION_ON: u8 = 2;
-const REGION_REFUSED: u8 = 3;
-static REGION: AtomicU8 = AtomicU8::new(REGION_UNTRIED);
+/// `REGION`: not answered yet, on, or refused by the OS (a futex word: threads that would
+/// adopt the per-CPU caches while another one tries wait on it for the answer).
+const REGION_UNTRIED: u32 = 0;
+const REGION_ON: u32 = 1;
+const REGION_REFUSED: u32 = 2;
+static REGION: AtomicU32 = AtomicU32::new(REGION_UNTRIED);
+
+/// The kernel id of the thread that tries (0 until one does): taking it is what makes a
+/// thread the one that tries, and an allocation nested in the try (a signal handler's on
+/// that thread) finds its own id here instead of waiting for itself.
+static TRYING_TID: AtomicI32 = AtomicI32::new(0);
 
 /// Reserves the slab region and enables remote draining, once for the process; whether the
 /// per-CPU caches can be used. Called at configuration under `percpu` and by the threads
-/// that would adopt them under `auto`. No lock: a thread that finds another one trying
-/// keeps a cache of its own (`auto`'s choice is a heuristic; a later thread adopts), so
-/// nothing waits, and a `fork` in the middle of the try leaves the child with thread
-/// caches, never a lock held by a thread it does not have.
+/// that would adopt them under `auto`.
+///
+/// The try is two system calls (the region's `mmap` and its `madvise`); other threads that
+/// would adopt meanwhile wait for the answer, without a lock. An `auto` process's threads
+/// beyond the margin may start together (issue #19's program), and one that did not wait
+/// would keep a cache of its own for good. The membarrier registration (`drain::enable`)
+/// comes after the answer: it waits for an RCU grace period (10 ms on the 2-CPU VM), and
+/// while it was part of the try, issue #19's program at 256 threads settled 27 to 180
+/// threads with caches of their own where 8 were meant. Until it is done, drains find remote
+/// draining unavailable and skip, as without membarrier.
+///
+/// A `fork` in the middle of a try leaves the child without the thread that tries: the
+/// child handler lets the next thread try again (`after_fork_in_child`).
 fn turn_on() -> bool {
-    match REGION.compare_exchange(
-        REGION_UNTRIED,
-        REGION_TRYING,
-        Ordering::Acquire,
-        Ordering::Acquire,
-    ) {
+    match REGION.load(Ordering::Acquire) {
+        REGION_ON => return true,
+        REGION_REFUSED => return false,
+        _ => {}
+    }
+    let tid = tessera_sys::thread::gettid();
+    match TRYING_TID.compare_exchange(0, tid, Ordering::Acquire, Ordering::Acquire) {
         Ok(_) => {
             let on = slab::reserve_region();
-            if on {
-                drain::enable();
-            }
             REGION.store(
                 if on { REGION_ON } else { REGION_REFUSED },
                 Ordering::Release,
             );
+            tessera_sys::futex::wake(&REGION, i32::MAX);
+            if on {
+                drain::enable();
+            }
             on
         }
-        Err(state) => state == REGION_ON,
+        // Nested in this thread's own try: the outer call decides.
+        Err(trying) if trying == tid => false,
+        Err(_) => loop {
+            match REGION.load(Ordering::Acquire) {
+                REGION_UNTRIED => tessera_sys::futex::wait(&REGION, REGION_UNTRIED, None),
+                state => return state == REGION_ON,
+            }
+        },
+    }
+}
+
+/// The fork child handler's part: a try of the region under way in the parent is nobody's
+/// in the child, which has only the forking thread (not inside `turn_on`), so the next
+/// thread that would adopt tries again (`slab::reserve_region` keeps a region the parent's
+/// try had already installed).
+pub(crate) fn after_fork_in_child() {
+    if REGION.load(Ordering::Relaxed) == REGION_UNTRIED {
+        TRYING_TID.store(0, Ordering::Relaxed);
     }
 }
 
