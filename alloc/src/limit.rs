@@ -98,6 +98,7 @@ pub(crate) fn reclaim() {
     });
     pool::collect_idle();
     crate::percpu::flush_idle_backends();
+    crate::central::sweep_all(true);
     for node in node::used_nodes() {
         node.heap.purge_all();
     }

@@ -162,7 +162,10 @@ fn tick() -> bool {
     // Per-CPU stacks idle for half a decay time go back to their back ends (`percpu/drain.rs`);
     // while any stack holds objects, the purger keeps looking every epoch.
     let stacked = crate::percpu::drain_idle(now, heap::decay_ms(), urgent);
-    dirty > 0 || stashed > 0 || reclaimed > 0 || stacked > 0
+    // Empty spans on the central lists go back to the page heap (at the next tick if they
+    // stay empty until then), whose decay returns them.
+    let emptied = crate::central::sweep_all(urgent);
+    dirty > 0 || stashed > 0 || reclaimed > 0 || stacked > 0 || emptied > 0
 }
 
 fn has_work() -> bool {

@@ -325,6 +325,50 @@ mod loom_tests {
         });
     }
 
+    /// A cache gives up its span (`Cache::give_up_current`: the central's tag, then the
+    /// park) while a remote thread frees into it: the free that un-parks it owes the filing,
+    /// and must then see the central's tag (`notify_owner` files the span by it), through
+    /// the park's release and its fence; a free before the park owes nothing.
+    #[test]
+    fn a_given_up_span_is_filed_by_its_unparking_free() {
+        use loom::sync::atomic::AtomicUsize;
+        const CACHE: usize = 1;
+        const CENTRAL: usize = 2;
+        loom::model(|| {
+            let word = Arc::new(LoomU64::new(pack(ptr::null_mut(), 0, NORMAL)));
+            let owner = Arc::new(AtomicUsize::new(CACHE));
+            let b = blocks(1);
+            let remote = {
+                let (word, owner) = (Arc::clone(&word), Arc::clone(&owner));
+                let block = b[0];
+                loom::thread::spawn(move || {
+                    // SAFETY: the block is this thread's until pushed.
+                    if unsafe { push_word(&*word, block as *mut u8) } {
+                        loom::sync::atomic::fence(Ordering::Acquire);
+                        Some(owner.load(Ordering::Relaxed))
+                    } else {
+                        None
+                    }
+                })
+            };
+            owner.store(CENTRAL, Ordering::Release);
+            let parked = try_park_word(&*word);
+            if !parked {
+                owner.store(CACHE, Ordering::Relaxed);
+            }
+            let seen = remote.join().unwrap();
+            if parked {
+                assert_eq!(
+                    seen,
+                    Some(CENTRAL),
+                    "the un-parking free files it centrally"
+                );
+            } else {
+                assert_eq!(seen, None, "a free before the park owes nothing");
+            }
+        });
+    }
+
     /// The owner's local un-park races a remote free's un-park: exactly one of them wins,
     /// so the span is moved back exactly once (by the owner, or through the notification).
     #[test]

@@ -1,6 +1,7 @@
 //! The refill (Go's `mcache.refill`): a bin ran dry. More objects come from the current
 //! span (carved lazily, or its remote list taken); when it has none, it is parked on the
-//! full list and the next span installed: one un-parked by a remote free (the notification
+//! full list (above 1 KiB, given up to the central list: `give_up_current`) and the next
+//! span installed: one un-parked by a remote free (the notification
 //! stack), one from the partial list, one from the node's central list, or a fresh one
 //! (from the stash, else the page heap).
 
@@ -97,11 +98,15 @@ impl Cache {
         head
     }
 
-    /// The current span has nothing left: park it on the full list.
+    /// The current span has nothing left: park it on the full list, or give it up if its
+    /// class is shared (`size_class::shared`).
     fn park_current(&mut self, class: SizeClass) {
         let span = self.bins[class.index()].span;
         // SAFETY: the current span is ours.
         let s = unsafe { &*span };
+        if s.user_flags & NOTIFY_PENDING == 0 && size_class::shared(class) {
+            return self.give_up_current(class);
+        }
         // A span whose earlier notification is still on its way must not be parked again:
         // a second un-park would push it onto the notification stack twice. It waits on the
         // full list unparked, and the pending notification moves it back.
@@ -114,6 +119,45 @@ impl Cache {
         // SAFETY: a span we own that is on none of our lists: it was current until the line
         // above.
         unsafe { self.link(span, ON_FULL) };
+    }
+
+    /// Gives up the current span of a shared class, which has nothing left (Go's `mcentral`
+    /// flow): it becomes the central list's, parked (`remote::FULL`) and on no list, and
+    /// the remote free that un-parks it files it on the central list (`notify_owner`), where
+    /// whichever cache of the node next runs dry of the class takes it. Frees this cache
+    /// makes into it from now on are remote ones. Owned, such a span would wait on this
+    /// cache's full list, then its partial list, for this cache alone to reuse its free
+    /// objects; a class with few objects a span holds each thread's spans mostly free (the
+    /// threaded stress program: 8 spans of 8 objects of one 18-32 KiB class in a cache, 20
+    /// to 28 objects in use).
+    ///
+    /// A span with a notification pending cannot be given up: the notification is on its
+    /// way to this cache's stack. It is parked as before, and the next time it is used up
+    /// with none pending it goes.
+    fn give_up_current(&mut self, class: SizeClass) {
+        let span = self.bins[class.index()].span;
+        {
+            // SAFETY: the current span is ours, and only its owner writes its flags. The
+            // reference ends before the park, after which the span may be another's.
+            let s = unsafe { &mut *span };
+            let central = &node::node(s.node()).centrals[class.index()];
+            // The central's tag and the flags first: the park's release publishes them to the
+            // freer that un-parks the span (it reads the owner to know where the span goes)
+            // and through it to the cache that takes it next.
+            s.user_flags = (s.user_flags & !WHERE_MASK) | ON_NONE;
+            s.owner.store(central.owner_tag(), Ordering::Release);
+            if !remote::try_park(s) {
+                // A remote free slipped in between `take` and the park: keep the span current
+                // and let the refill loop take it.
+                s.user_flags = (s.user_flags & !WHERE_MASK) | CURRENT;
+                s.owner.store(self.tag(), Ordering::Relaxed);
+                return;
+            }
+        }
+        // From here another thread may file the span on the central list and take it: this
+        // cache no longer touches it.
+        self.recent.forget(span);
+        self.bins[class.index()] = Bin::EMPTY;
     }
 
     /// Makes a span with free objects current for `class`: from the notifications, the
@@ -197,10 +241,7 @@ impl Cache {
 
     /// A span of `class` from the central list of `node`, now ours.
     fn take_central(&mut self, node: &node::Node, class: SizeClass) -> Option<*mut Span> {
-        let span = node.centrals[class.index()].take()?;
-        // SAFETY: the central list handed the span over; we become its owner.
-        unsafe { (*span).owner.store(self.tag(), Ordering::Relaxed) };
-        Some(span)
+        node.centrals[class.index()].take(self.tag())
     }
 
     /// Makes `span` the one `class`'s bin allocates from. True, for `install_next_span`'s

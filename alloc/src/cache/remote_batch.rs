@@ -3,13 +3,15 @@
 //! free un-parks its span.
 
 use core::ptr;
-use core::sync::atomic::Ordering;
+use core::sync::atomic::{Ordering, fence};
 
 use tessera_span::Span;
 
 use super::{Cache, set_block_next};
 use crate::freelist;
+use crate::node;
 use crate::remote;
+use crate::size_class::SizeClass;
 
 /// Remote frees not yet published: the blocks, with their spans, in the order they were
 /// freed.
@@ -121,6 +123,7 @@ impl Cache {
                 if remote::push_chain(s, head, tail, count, suspect) {
                     notify_owner(s);
                 }
+                crate::central::remote_pushed(s);
             }
         }
     }
@@ -169,6 +172,8 @@ pub(crate) unsafe fn free_remote(span: &Span, ptr: *mut u8) {
         // SAFETY: the push returned true: this thread won the `FULL` -> `NORMAL` transition.
         unsafe { notify_owner(span) };
     }
+    // SAFETY: this thread just pushed onto the span's remote list.
+    unsafe { crate::central::remote_pushed(span) };
 }
 
 /// Tells the owner of a span that a remote free un-parked it (this thread won the
@@ -179,9 +184,22 @@ pub(crate) unsafe fn free_remote(span: &Span, ptr: *mut u8) {
 /// push that returned true): only a cache parks a span, so `owner` then names that cache,
 /// and it cannot change until the owner drains this notification.
 unsafe fn notify_owner(span: &Span) {
+    // The push read the `FULL` the park wrote (with release, after the owner): this makes
+    // the owner the park published visible.
+    fence(Ordering::Acquire);
+    let owner = span.owner.load(Ordering::Relaxed);
+    let central = &node::node(span.node()).centrals[SizeClass::of(span).index()];
+    if owner == central.owner_tag() {
+        // Given up by its last cache (`Cache::give_up_current`): with a free object now, it
+        // goes where any cache of the node takes it.
+        // SAFETY: a given-up span is on no list and no cache holds it, and this thread won
+        // its un-park, so no other files it.
+        unsafe { central.put(span as *const Span as *mut Span) };
+        return;
+    }
     // Owners are caches that are never freed (only recycled), and a parked span's owner
     // cannot change while it is parked.
-    let owner = span.owner.load(Ordering::Acquire) as *const Cache;
+    let owner = owner as *const Cache;
     // SAFETY: `owner` is a cache (the contract), never unmapped; `notify` is the one field
     // other threads may touch.
     let stack = unsafe { &(*owner).notify };
