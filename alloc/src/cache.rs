@@ -217,6 +217,10 @@ pub(crate) struct Cache {
     /// Fresh spans taken per class so far, capped at the last ramp step: the next fresh
     /// span's size (`size_class::ramp_pages`).
     ramp: [u8; NUM_CLASSES],
+    /// Per class, whether other threads have freed objects of this cache's spans (a remote
+    /// list taken, or a span un-parked by a remote free): from then on, the used-up spans of a
+    /// shared class go to the central list (`Cache::park_current`). Never cleared: a hint.
+    freed_by_others: [bool; NUM_CLASSES],
     /// Empty spans kept for the next fresh span of the same size (any class), so that a
     /// program that builds and tears down structures in rounds reuses its spans without the
     /// node's page heap, whose lock is shared by every thread (mimalloc gets the same from

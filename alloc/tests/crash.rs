@@ -673,8 +673,9 @@ fn uncarved_block_is_reported(test_name: &str, call: u8, message: &str) {
 /// A double free into a span that local frees emptied and the cache let go of (to its
 /// stash, still a small span for the page heap, owned by nobody): reported, not pushed onto
 /// the remote list of a span about to be formatted afresh. 1 KiB blocks: a cache keeps the
-/// spans it used up only up to that size (above, it gives them up, and its frees into them
-/// are remote ones, checked when its batch goes out: `size_class::shared`).
+/// spans it used up whatever the program does only up to that size (above, it gives them
+/// up once other threads free its objects, and its frees into them are remote ones, checked
+/// when its batch goes out: `size_class::shared`).
 #[test]
 fn double_free_into_an_emptied_span_is_reported() {
     if let Some(out) = common::in_child(

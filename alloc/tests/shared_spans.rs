@@ -30,20 +30,45 @@ fn run(test: &str, scenario: &str, body: impl FnOnce()) {
 }
 
 /// Allocates `N` blocks of `size` on a thread that then waits (its cache stays alive and
-/// owns what it has not given up) until the returned sender is dropped.
+/// owns what it has not given up) until the returned sender is dropped. Before them, the
+/// thread has a first round of its blocks freed by another thread: a cache gives up its
+/// used-up spans of a class only once other threads free its objects of it
+/// (`Cache::park_current`).
+///
+/// Returns the blocks, the spans of the class after that first round (the thread's cache
+/// keeps some of them, as its spare and in its stash: see `Cache::release_if_empty`), the
+/// sender and the thread.
 fn allocate_on_waiting_thread(
     size: usize,
-) -> (Vec<usize>, mpsc::Sender<()>, thread::JoinHandle<()>) {
+) -> (Vec<usize>, usize, mpsc::Sender<()>, thread::JoinHandle<()>) {
     let (blocks_tx, blocks_rx) = mpsc::channel();
     let (done_tx, done_rx) = mpsc::channel::<()>();
     let owner = thread::spawn(move || {
+        let first: Vec<usize> = (0..64).map(|_| tessera::alloc(size, 8) as usize).collect();
+        assert!(first.iter().all(|&p| p != 0));
+        free_on_another_thread(first, size);
+        // The first round's frees reach this cache at its next refill.
+        let p = tessera::alloc(size, 8);
+        // SAFETY: just allocated, freed once.
+        unsafe { tessera::dealloc(p, size, 8) };
+        let warm = class_of(size).spans;
         let blocks: Vec<usize> = (0..N).map(|_| tessera::alloc(size, 8) as usize).collect();
         assert!(blocks.iter().all(|&p| p != 0));
-        blocks_tx.send(blocks).unwrap();
+        blocks_tx.send((blocks, warm)).unwrap();
         // Wait, alive, until the test is done.
         let _ = done_rx.recv();
     });
-    (blocks_rx.recv().unwrap(), done_tx, owner)
+    let (blocks, warm) = blocks_rx.recv().unwrap();
+    (blocks, warm, done_tx, owner)
+}
+
+/// The statistics of the class that holds `size` bytes.
+fn class_of(size: usize) -> tessera::ClassStats {
+    *tessera::stats()
+        .classes
+        .iter()
+        .find(|c| c.size >= size)
+        .expect("a class holds the size")
 }
 
 /// Frees `blocks` of `size` on a thread of its own, which exits (publishing its last
@@ -70,7 +95,7 @@ fn spans_freed_into_by_another_thread_serve_a_third() {
         "third",
         || {
             const SIZE: usize = 2048;
-            let (blocks, done, owner) = allocate_on_waiting_thread(SIZE);
+            let (blocks, _, done, owner) = allocate_on_waiting_thread(SIZE);
             let first: std::collections::HashSet<usize> = blocks.iter().copied().collect();
             // Keep every eighth block, so that no span (4 objects or more) is sure to empty
             // and go back to the page heap: what the third thread reuses comes from the
@@ -115,32 +140,65 @@ fn emptied_shared_spans_go_back_to_the_page_heap() {
         || {
             // A class of its own (20,480 B): the harness allocates nothing of it.
             const SIZE: usize = 20_000;
-            let class = |stats: &tessera::Stats| {
-                *stats
-                    .classes
-                    .iter()
-                    .find(|c| c.size >= SIZE)
-                    .expect("a class holds 20,000 B")
-            };
-            let (blocks, done, owner) = allocate_on_waiting_thread(SIZE);
-            let during = class(&tessera::stats());
-            assert!(during.spans > 8, "{during:?}");
-            free_on_another_thread(blocks, SIZE);
-            // At the frees that emptied them; the central list keeps one as its spare.
-            let freed = class(&tessera::stats());
+            let (blocks, warm, done, owner) = allocate_on_waiting_thread(SIZE);
+            let during = class_of(SIZE);
             assert!(
-                freed.spans <= 2 && freed.central_spans <= 1,
-                "emptied spans stayed: {during:?} -> {freed:?}"
+                during.spans > warm + 8,
+                "{during:?}, {warm} after the first round"
+            );
+            free_on_another_thread(blocks, SIZE);
+            // At the frees that emptied them; the central list keeps one as its spare. The
+            // first round's spans stayed with the allocating thread's cache.
+            let freed = class_of(SIZE);
+            assert!(
+                freed.spans <= warm + 2 && freed.central_spans <= 1,
+                "emptied spans stayed: {during:?} -> {freed:?}, {warm} after the first round"
             );
             // The sweep of a reclaim takes the spare too.
             tessera::collect();
-            let after = class(&tessera::stats());
+            let after = class_of(SIZE);
             assert!(
-                after.spans <= 1 && after.central_spans == 0,
-                "the spare stayed: {freed:?} -> {after:?}"
+                after.spans <= warm + 1 && after.central_spans == 0,
+                "the spare stayed: {freed:?} -> {after:?}, {warm} after the first round"
             );
             drop(done);
             owner.join().unwrap();
+        },
+    );
+}
+
+/// A cache whose objects no other thread frees keeps its used-up spans of the shared
+/// classes: given up, each would come back only to it, and each of its own frees into one
+/// would be a remote free meanwhile. Here one thread allocates and frees its own blocks in
+/// rounds; no span of the class ever reaches the central list.
+#[test]
+fn spans_freed_by_their_own_thread_alone_stay_with_its_cache() {
+    run(
+        "spans_freed_by_their_own_thread_alone_stay_with_its_cache",
+        "own",
+        || {
+            // A class of its own (12,288 B): the harness allocates nothing of it.
+            const SIZE: usize = 12_000;
+            thread::spawn(|| {
+                for _ in 0..4 {
+                    let blocks: Vec<usize> =
+                        (0..N).map(|_| tessera::alloc(SIZE, 8) as usize).collect();
+                    assert!(blocks.iter().all(|&p| p != 0));
+                    for p in blocks {
+                        // SAFETY: each block is live and freed once, here.
+                        unsafe { tessera::dealloc(p as *mut u8, SIZE, 8) };
+                    }
+                    let listed = tessera::stats()
+                        .classes
+                        .iter()
+                        .find(|c| c.size >= SIZE)
+                        .expect("a class holds 12,000 B")
+                        .central_spans;
+                    assert_eq!(listed, 0, "the thread's spans went to the central list");
+                }
+            })
+            .join()
+            .unwrap();
         },
     );
 }

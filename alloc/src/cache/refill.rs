@@ -47,6 +47,9 @@ impl Cache {
                     self.bins[class.index()].free = list;
                     continue;
                 }
+                // Notifications first: one may be the news that other threads free this
+                // cache's objects of the class, which decides where the span goes.
+                self.drain_notifications();
                 self.park_current(class);
             }
             if !self.install_next_span(class) {
@@ -89,6 +92,9 @@ impl Cache {
             return list;
         }
         let (head, _, suspect) = remote::take(s);
+        if !head.is_null() {
+            self.freed_by_others[class.index()] = true;
+        }
         if suspect {
             // SAFETY: a list taken off the remote word of our current span; the bin's list
             // is empty (this is a refill) and the span's local list is empty while it is
@@ -99,12 +105,19 @@ impl Cache {
     }
 
     /// The current span has nothing left: park it on the full list, or give it up if its
-    /// class is shared (`size_class::shared`).
+    /// class is shared (`size_class::shared`) and other threads free this cache's objects of
+    /// it (`freed_by_others`). Only their frees strand free room in a cache's spans; with
+    /// none, a span given up would come back to this cache alone, each of its frees into it
+    /// a remote one meanwhile: a single thread freeing its own 1-20 KiB blocks ran 14% more
+    /// instructions with every such span given up (`burst` at one thread, 6.7%).
     fn park_current(&mut self, class: SizeClass) {
         let span = self.bins[class.index()].span;
         // SAFETY: the current span is ours.
         let s = unsafe { &*span };
-        if s.user_flags & NOTIFY_PENDING == 0 && size_class::shared(class) {
+        if s.user_flags & NOTIFY_PENDING == 0
+            && size_class::shared(class)
+            && self.freed_by_others[class.index()]
+        {
             return self.give_up_current(class);
         }
         // A span whose earlier notification is still on its way must not be parked again:
@@ -278,6 +291,7 @@ impl Cache {
             let next = s.notify_next.load(Ordering::Relaxed);
             // Pending or not, the notification has now arrived.
             s.user_flags &= !NOTIFY_PENDING;
+            self.freed_by_others[SizeClass::of(s).index()] = true;
             if s.user_flags & WHERE_MASK == ON_FULL {
                 // SAFETY: a span of ours on our full list (its flags say so); after the
                 // unlink it is on none of our lists.
