@@ -153,9 +153,10 @@ impl Central {
     /// Gives back to the page heap the listed spans whose every carved object is free and
     /// that the last sweep found so too (every one of them, if `all`), and returns how many
     /// empty ones stay listed. From the purger every epoch and from a reclaim (`all`): what
-    /// `release_if_empty` leaves, the spare and a span whose `SUSPECT` has kept it (a
-    /// double free may inflate its count, which the next cache to take it checks). Two
-    /// sweeps, so that an idle class's spare goes back, and a busy one's is taken again.
+    /// `release_if_empty` leaves, the spare above all. A span whose remote list is `SUSPECT`
+    /// stays, whatever its count says (a double free may inflate it): the next cache to take
+    /// it checks its lists for duplicates. Two sweeps, so that an idle class's spare goes
+    /// back, and a busy one's is taken again.
     pub(crate) fn sweep(&self, all: bool) -> usize {
         let mut spans = self.spans.lock();
         let mut left = 0;
