@@ -211,17 +211,17 @@ const fn full_span_pages(size: usize) -> usize {
 pub const RAMP_STEPS: usize = 4;
 
 /// Whether a cache gives up a span of `class` once it has used it up, for the node's
-/// central list to hand to whichever cache next needs one (`Cache::give_up_current`), rather
-/// than keep it for its own reuse: the classes above [`MAX_FAST`], whose spans hold 64
-/// objects or fewer (8 from 8 KiB up). A cache that keeps such spans holds them mostly
-/// free when other threads free its objects: the threaded stress program's caches held
-/// 21 MiB of free room for 27 MiB live, 8 spans of 8 objects of one 18-32 KiB class with 20
-/// to 28 in use. Its peak RSS fell from 66 to 48 MiB with these shared, to 46 MiB with every
+/// central list to hand to whichever cache next needs one (`Cache::give_up_current`),
+/// rather than keep it for its own reuse: the classes above [`MAX_FAST`], whose spans hold
+/// 64 objects or fewer (8 from 8 KiB up). A cache that keeps such spans holds them mostly
+/// free when other threads free its objects: the threaded stress program's caches held 21
+/// MiB of free room for 27 MiB live, 8 spans of 8 objects of one 18-32 KiB class with 20 to
+/// 28 in use. Its peak RSS fell from 66 to 48 MiB with these shared, to 46 MiB with every
 /// class shared, and to 56 MiB with those from 4 KiB (medians of 5 runs at a load of 9,
 /// before central spans emptied by remote frees went back to the page heap); but a cache's
-/// frees into a span it gave up are remote ones (a CAS per span's run instead of a plain push), which the small
-/// classes, freed by the million by single-threaded programs, should not pay. The per-CPU
-/// caches draw the same line (`percpu::slab::PERCPU_CLASSES`).
+/// frees into a span it gave up are remote ones (a CAS per span's run instead of a plain
+/// push), which the small classes, freed by the million by single-threaded programs, should
+/// not pay. The per-CPU caches draw the same line (`percpu::slab::PERCPU_CLASSES`).
 #[inline]
 pub fn shared(class: SizeClass) -> bool {
     class.size() > MAX_FAST

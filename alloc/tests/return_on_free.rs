@@ -1,10 +1,10 @@
 //! Large blocks from 128 KiB up to 8 MiB (exclusive) give their pages back to the OS when
 //! freed (`large.rs`, `returns_at_free`), until allocations of their size band have found a
-//! returned block of the band four times: from then on that band's blocks stay on the decay curve, for reuse
-//! without faults. Each check runs alone in a child with a decay time of an hour, so no decay
-//! step purges anything while it runs: every byte the purge counter gains is a return at
-//! free, and a block left dirty stays dirty. Huge pages are off, as a return in an arena
-//! backed by them is left to the decay (it would split them).
+//! returned block of the band four times: from then on that band's blocks stay on the decay
+//! curve, for reuse without faults. Each check runs alone in a child with a decay time of
+//! an hour, so no decay step purges anything while it runs: every byte the purge counter
+//! gains is a return at free, and a block left dirty stays dirty. Huge pages are off, as a
+//! return in an arena backed by them is left to the decay (it would split them).
 
 #[allow(dead_code)] // Of the shared helpers, only `in_child` serves here.
 mod common;

@@ -17,18 +17,20 @@
 //!   work (the profiler's unwinder) takes the ordinary thread-cache path and never the lock
 //!   again.
 //!
-//! Which threads use it: `TESSERA_CACHE=percpu` makes every thread without a scheduler processor
-//! use it; `auto` (the default) makes a thread use it when, at its first allocation, the threads
-//! with caches of their own already outnumber the CPUs `AUTO_MARGIN` times; `thread` never. Why
-//! `auto` is the default: a program with a few threads per CPU keeps the thread caches' faster
-//! single-thread path, and one with many more threads than CPUs gets memory bounded by the CPUs and
-//! a cache per CPU that stays warm (issue #19's program, 2 CPUs, 5 interleaved runs at load 9-18: at
-//! 64 threads 3.78 CPU ns an operation and 7.3 MiB resident once idle, against 4.96 ns and 46 MiB
-//! with thread caches; at 256 threads 3.89 ns and 10.5 MiB against 9.19 ns and 173 MiB). A thread that
-//! uses it has no cache of its own: its `OWN` word holds `thread::PERCPU`. `tessera-sched`'s
-//! processors keep their own caches (a thread running a processor has a current cache, which the
-//! fast paths try first). Without rseq (no glibc registration and ours refused, or
-//! `TESSERA_RSEQ=glibc` forbidding ours) every thread keeps a thread cache.
+//! Which threads use it: `TESSERA_CACHE=percpu` makes every thread without a scheduler
+//! processor use it; `auto` (the default) makes a thread use it when, at its first
+//! allocation, the threads with caches of their own already outnumber the CPUs
+//! `AUTO_MARGIN` times; `thread` never. Why `auto` is the default: a program with a few
+//! threads per CPU keeps the thread caches' faster single-thread path, and one with many
+//! more threads than CPUs gets memory bounded by the CPUs and a cache per CPU that stays
+//! warm (issue #19's program, 2 CPUs, 5 interleaved runs at load 9-18: at 64 threads 3.78
+//! CPU ns an operation and 7.3 MiB resident once idle, against 4.96 ns and 46 MiB with
+//! thread caches; at 256 threads 3.89 ns and 10.5 MiB against 9.19 ns and 173 MiB). A
+//! thread that uses it has no cache of its own: its `OWN` word holds `thread::PERCPU`.
+//! `tessera-sched`'s processors keep their own caches (a thread running a processor has a
+//! current cache, which the fast paths try first). Without rseq (no glibc registration and
+//! ours refused, or `TESSERA_RSEQ=glibc` forbidding ours) every thread keeps a thread
+//! cache.
 //!
 //! Hardening: the stacks store pointers in the slab, not links in freed memory, so nothing
 //! in a free block can redirect an allocation. A block on a stack carries the freed-block
