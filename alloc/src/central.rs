@@ -54,6 +54,30 @@ struct Listed {
 // like the list itself, which is `Send`.
 unsafe impl Send for Listed {}
 
+impl Listed {
+    /// Takes `span` off the list (and out of the spare's place) and makes `owner` its owner:
+    /// a cache's tag, or null for a span going back to the page heap (every carved object
+    /// free: no free can race with that, short of a double free, and nothing may take the
+    /// record for a span of ours any more).
+    ///
+    /// # Safety
+    /// `span` must be on this list (its `LISTED` flag, read under the central's lock, which
+    /// the caller holds as it holds `self`).
+    unsafe fn unlist(&mut self, span: *mut Span, owner: *mut ()) {
+        // SAFETY: the caller's contract; the flags and owner of a listed span are written
+        // under the lock.
+        unsafe {
+            self.list.remove(span);
+            (*span).user_flags &= !(LISTED | SEEN_EMPTY);
+            (*span).owner.store(owner, Ordering::Relaxed);
+        }
+        self.len -= 1;
+        if self.spare == span {
+            self.spare = core::ptr::null_mut();
+        }
+    }
+}
+
 impl Central {
     pub(crate) const fn new() -> Self {
         Self {
@@ -88,18 +112,13 @@ impl Central {
     /// Takes a span, if any, and makes `owner` (a cache's tag) its owner.
     pub(crate) fn take(&self, owner: *mut ()) -> Option<*mut Span> {
         let mut spans = self.spans.lock();
-        // SAFETY: we hold the list's lock.
-        let span = unsafe { spans.list.pop_front() }?;
-        spans.len -= 1;
-        if spans.spare == span {
-            spans.spare = core::ptr::null_mut();
+        let span = spans.list.first();
+        if span.is_null() {
+            return None;
         }
-        // SAFETY: a span of ours until the owner is set; under the lock, so that
-        // `release_if_empty` sees it listed and ours, or neither.
-        unsafe {
-            (*span).user_flags &= !(LISTED | SEEN_EMPTY);
-            (*span).owner.store(owner, Ordering::Relaxed);
-        }
+        // SAFETY: the list's first span, under its lock; the owner is set under the lock, so
+        // that `release_if_empty` sees the span listed and ours, or neither.
+        unsafe { spans.unlist(span, owner) };
         Some(span)
     }
 
@@ -119,7 +138,7 @@ impl Central {
         let mut spans = self.spans.lock();
         // SAFETY: a span record (the contract), read under the lock that guards the flags
         // and owner of the spans listed here.
-        let s = unsafe { &mut *span };
+        let s = unsafe { &*span };
         if s.owner.load(Ordering::Acquire) != self.owner_tag()
             || s.user_flags & LISTED == 0
             || remote::is_suspect(s)
@@ -129,23 +148,17 @@ impl Central {
             // inflate its count, which the next cache to take it checks; or kept already.
             return;
         }
-        let free = s.local_count.load(Ordering::Relaxed) + remote::count(s);
-        if free != s.carved.load(Ordering::Relaxed) {
+        if !remote::all_free(s) {
             return;
         }
         if spans.spare.is_null() {
             spans.spare = span;
             return;
         }
-        // SAFETY: listed here (the flag, under the lock).
-        unsafe { spans.list.remove(span) };
-        spans.len -= 1;
-        s.user_flags &= !(LISTED | SEEN_EMPTY);
-        // Every carved object is free: no free can race with us (short of a double free),
-        // and nothing may take the record for a span of ours any more.
-        s.owner.store(core::ptr::null_mut(), Ordering::Relaxed);
-        drop(spans);
         let node = crate::node::node(s.node());
+        // SAFETY: listed here (the flag, under the lock). `s` is not used after this.
+        unsafe { spans.unlist(span, core::ptr::null_mut()) };
+        drop(spans);
         // SAFETY: unlisted, holding no live object, of this heap's node.
         unsafe { node.heap.free(core::ptr::NonNull::new_unchecked(span)) };
     }
@@ -166,23 +179,14 @@ impl Central {
             let next = unsafe { SpanList::next(at) };
             // SAFETY: as above: no cache owns it, and its flags are written under the lock.
             let s = unsafe { &mut *at };
-            let free = s.local_count.load(Ordering::Relaxed) + remote::count(s);
             // A double free may inflate a suspect span's count: the next cache to take it
             // checks it.
-            if free != s.carved.load(Ordering::Relaxed) || remote::is_suspect(s) {
+            if !remote::all_free(s) || remote::is_suspect(s) {
                 s.user_flags &= !SEEN_EMPTY;
             } else if all || s.user_flags & SEEN_EMPTY != 0 {
-                // SAFETY: listed here, under the lock.
-                unsafe { spans.list.remove(at) };
-                spans.len -= 1;
-                if spans.spare == at {
-                    spans.spare = core::ptr::null_mut();
-                }
-                s.user_flags &= !(LISTED | SEEN_EMPTY);
-                // Every carved object is free: no free can race with us (short of a double
-                // free), and nothing may take the record for a span of ours any more.
-                s.owner.store(core::ptr::null_mut(), Ordering::Relaxed);
                 let node = crate::node::node(s.node());
+                // SAFETY: listed here, under the lock. `s` is not used after this.
+                unsafe { spans.unlist(at, core::ptr::null_mut()) };
                 // SAFETY: unlisted, holding no live object, of this heap's node. The page
                 // heap's lock nests inside a central one (`fork.rs`'s order).
                 unsafe { node.heap.free(core::ptr::NonNull::new_unchecked(at)) };
@@ -214,8 +218,7 @@ impl Central {
 /// list.
 #[inline]
 pub(crate) unsafe fn remote_pushed(s: &Span) {
-    if s.local_count.load(Ordering::Relaxed) + remote::count(s) != s.carved.load(Ordering::Relaxed)
-    {
+    if !remote::all_free(s) {
         return;
     }
     let central =

@@ -114,6 +114,14 @@ pub(crate) fn count(span: &Span) -> u32 {
     (span.remote.load(Ordering::Acquire) >> COUNT_SHIFT) as u32
 }
 
+/// Whether every object carved from `span` is free: on its local list or its remote list.
+/// A double free may inflate the count; callers that act on the answer check `SUSPECT`
+/// first (`is_suspect`, or the owner's `check_suspect`).
+#[inline]
+pub(crate) fn all_free(span: &Span) -> bool {
+    span.local_count.load(Ordering::Relaxed) + count(span) == span.carved.load(Ordering::Relaxed)
+}
+
 /// Pushes `block` onto the span's remote list. Returns true when the span was `FULL`: the
 /// caller then owes the owner a notification.
 ///

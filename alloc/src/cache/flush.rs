@@ -47,8 +47,7 @@ impl Cache {
                 if s.user_flags & NOTIFY_PENDING == 0 {
                     // SAFETY: ours, not current.
                     unsafe { check_suspect(s) };
-                    let free = s.local_count.load(Ordering::Relaxed) + remote::count(s);
-                    if free == s.carved.load(Ordering::Relaxed) {
+                    if remote::all_free(s) {
                         // SAFETY: ours, on our partial list, no notification pending (tested
                         // above), every carved object free (just counted).
                         unsafe { self.release_empty(at) };

@@ -84,8 +84,7 @@ impl Cache {
         }
         // SAFETY: we own the span (the contract), which is not current.
         unsafe { check_suspect(s) };
-        let free = s.local_count.load(Ordering::Relaxed) + remote::count(s);
-        if free != s.carved.load(Ordering::Relaxed) {
+        if !remote::all_free(s) {
             return;
         }
         let class = SizeClass::of(s).index();
