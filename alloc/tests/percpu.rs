@@ -700,14 +700,23 @@ fn live_threads_going_percpu(threads: usize, together: bool) -> usize {
         .count()
 }
 
+/// Whether a scenario needing `threads` live threads (beyond four per possible CPU) is too
+/// big to run here; says it skips if so.
+fn too_many_threads(threads: usize) -> bool {
+    let skip = threads > 1_000;
+    if skip {
+        println!("skipped: {threads} threads needed for this machine's possible CPUs");
+    }
+    skip
+}
+
 /// With `TESSERA_CACHE` unset (`auto`, the default), a process with a few threads keeps
 /// thread caches and maps no slab region; once threads with caches of their own are four
 /// per CPU, each new thread goes per-CPU, and the first of them maps the region.
 #[test]
 fn by_default_only_threads_beyond_four_per_cpu_go_percpu() {
     let threads = 4 * possible_cpus() + 8;
-    if threads > 1_000 {
-        println!("skipped: {threads} threads needed for this machine's possible CPUs");
+    if too_many_threads(threads) {
         return;
     }
     if let Some(out) = common::in_child(
@@ -753,8 +762,7 @@ fn by_default_only_threads_beyond_four_per_cpu_go_percpu() {
 fn under_auto_threads_starting_together_beyond_the_margin_go_percpu() {
     let margin = 4 * possible_cpus();
     let threads = margin + 64;
-    if threads > 1_000 {
-        println!("skipped: {threads} threads needed for this machine's possible CPUs");
+    if too_many_threads(threads) {
         return;
     }
     if let Some(out) = common::in_child(

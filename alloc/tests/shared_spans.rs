@@ -188,12 +188,7 @@ fn spans_freed_by_their_own_thread_alone_stay_with_its_cache() {
                         // SAFETY: each block is live and freed once, here.
                         unsafe { tessera::dealloc(p as *mut u8, SIZE, 8) };
                     }
-                    let listed = tessera::stats()
-                        .classes
-                        .iter()
-                        .find(|c| c.size >= SIZE)
-                        .expect("a class holds 12,000 B")
-                        .central_spans;
+                    let listed = class_of(SIZE).central_spans;
                     assert_eq!(listed, 0, "the thread's spans went to the central list");
                 }
             })
