@@ -228,6 +228,7 @@ impl PageHeap {
             return None;
         }
         let mut purged_for_limit = false;
+        let mut grew_past_dirty = false;
         let mut heap = self.inner.lock();
         let run = loop {
             let Some(run) = heap.take_fit(total) else {
@@ -236,7 +237,12 @@ impl PageHeap {
             };
             // SAFETY: a run just unlinked under the lock.
             let clean = unsafe { (*run).flags } & FLAG_DIRTY == 0;
-            if !clean || commit::try_commit(total * PAGE_SIZE) {
+            if !clean {
+                break run;
+            }
+            if commit::try_commit(total * PAGE_SIZE) {
+                // Fresh pages while dirty ones wait: see `PageHeap::purge_for_growth`.
+                grew_past_dirty = heap.stats.dirty > purge::GROWTH_KEEP;
                 break run;
             }
             // SAFETY: the free run `take_fit` just unlinked, back on its list.
@@ -264,6 +270,9 @@ impl PageHeap {
                 true
             };
         drop(heap);
+        if grew_past_dirty {
+            self.purge_for_growth(total * PAGE_SIZE);
+        }
         if step_due {
             self.purge_step();
         }
