@@ -929,30 +929,50 @@ pub(crate) fn collect() {
 /// Empties the transfer cache into the back end of id 0 (any id's would do: the caller may
 /// hold none, or one that is not the blocks' spans'; `free_into` sends blocks of spans the
 /// back end does not own home as remote frees), then flushes that back end; returns the
-/// bytes taken. `wait` false: skips a class whose lock is taken, and frees each block
-/// straight home (the memory limit's reclaim, which may run inside this thread's back-end
-/// work: no back-end lock is taken).
+/// bytes taken. The transfer cache's locks are taken inside that back end's, as everywhere
+/// (`transfer.rs`): an allocation nested in the work (a signal handler's) takes the back-end
+/// cache's path, never a transfer lock this thread holds.
+///
+/// `wait` false (the memory limit's reclaim, which may run inside this thread's back-end
+/// work, so may take no back-end lock): skips a class whose lock is taken, and frees each
+/// block straight home; only on a thread with a current cache (which nested allocations
+/// take instead of the per-CPU path), else nothing.
 fn empty_transfer(wait: bool) -> usize {
     let mut out = [ptr::null_mut::<u8>(); MAX_BATCH];
-    // SAFETY: the blocks taken are ours, marked: each is unmarked before it is freed.
-    let bytes = unsafe {
-        transfer::empty(wait, &mut out, |blocks| {
-            for &block in blocks {
-                unmark(block);
-            }
-            if wait {
-                give_back_to(0, blocks);
-            } else {
+    if !wait {
+        if thread::current().is_null() {
+            return 0;
+        }
+        // SAFETY: the blocks taken are ours, marked: each is unmarked before it is freed.
+        return unsafe {
+            transfer::empty(false, &mut out, |blocks| {
                 for &block in blocks {
+                    unmark(block);
                     free_home(block);
                 }
-            }
-        })
-    };
-    if bytes > 0 && wait {
-        flush_backend(0);
+            })
+        };
     }
-    bytes
+    let bytes = with_backing(0, |cache| {
+        // SAFETY: as above; `cache` is held.
+        unsafe {
+            transfer::empty(true, &mut out, |blocks| {
+                for &block in blocks {
+                    unmark(block);
+                    free_block_into(cache, block);
+                }
+            })
+        }
+    });
+    match bytes {
+        Some(bytes) => {
+            if bytes > 0 {
+                flush_backend(0);
+            }
+            bytes
+        }
+        None => 0,
+    }
 }
 
 /// Whether per-CPU slabs exist. They fill and go idle without any page-heap activity (their

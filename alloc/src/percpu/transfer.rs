@@ -26,9 +26,11 @@
 //! `tessera::collect()`, at a crossed memory limit).
 //!
 //! Concurrency: each class's array has a lock (`RawLock`), and only its holder changes the
-//! array's length or slots. The holders are the flushes and refills of `percpu/mod.rs`, which
-//! take it only inside `with_backing` (so an allocation nested in that time, a signal
-//! handler's, takes the back-end cache's path and never this lock), and the drains. Nothing
+//! array's length or slots. The holders are the flushes, refills and emptyings of
+//! `percpu/mod.rs`, which take it only while the thread has a current cache (inside
+//! `with_backing`, or the memory limit's reclaim on a thread with one), so that an
+//! allocation nested in that time, a signal handler's, takes that cache's path and never
+//! this lock. Nothing
 //! is allocated, and no other lock taken, while it is held: it is a leaf, after the back ends'
 //! locks in the fork order (`percpu::each_lock`). The statistics and the double-free search
 //! read the length and the slots without the lock (relaxed atomics, as they read the slabs):
@@ -232,7 +234,7 @@ pub(super) unsafe fn empty(
             };
             // SAFETY: held; `c` is below `PERCPU_CLASSES`.
             let n = unsafe { take_held(&held, out) };
-            // Given outside the lock (a leaf: `give` takes other locks).
+            // Given outside the lock (a leaf: `give` may take other locks).
             drop(held);
             if n == 0 {
                 break;
