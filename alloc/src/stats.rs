@@ -29,8 +29,9 @@
 //! - huge blocks are `live` whole (their page-rounded mappings);
 //! - cache chunks and the huge-block registry are `metadata`.
 //!
-//! The objects on the per-CPU caches' stacks (`percpu/`) count in `cached` too (read racily
-//! from every slab, `Stats::percpu_cached`); the slabs themselves are `metadata`.
+//! The objects on the per-CPU caches' stacks (`percpu/`) and in their transfer cache count in
+//! `cached` too (read racily from every slab, `Stats::percpu_cached`); the slabs themselves
+//! are `metadata`.
 //!
 //! Caches of exited threads (idle in `pool.rs`) count in `cached` with the running ones;
 //! `Stats::idle_caches` says how many there are.
@@ -163,8 +164,9 @@ pub struct Stats {
     pub caches: usize,
     /// Idle caches.
     pub idle_caches: usize,
-    /// Of `breakdown.cached`, the bytes of objects on the per-CPU caches' stacks
-    /// (`TESSERA_CACHE=percpu`), read without stopping them: approximate while threads run.
+    /// Of `breakdown.cached`, the bytes of objects on the per-CPU caches' stacks and in
+    /// their transfer cache (`TESSERA_CACHE=percpu`), read without stopping them:
+    /// approximate while threads run.
     pub percpu_cached: usize,
     /// Bytes returned to the OS by purges since start.
     pub purged: u64,

@@ -8,9 +8,12 @@
 //!   free objects. Pop and push are one restartable sequence each
 //!   (`tessera_sys::rseq::slab_pop`/`slab_push`): no atomic, no lock; a preempted or migrated
 //!   sequence restarts.
+//! - the **transfer cache** (`transfer.rs`): per class, one array of pointers shared by
+//!   every id. A full stack gives half of itself to it (`flush`), an empty one takes half a
+//!   stack from it (`refill`): pointers copied, the blocks untouched;
 //! - the **back end**: per id, an ordinary [`Cache`] under a lock (`BACKING`). A stack that
-//!   runs dry takes half a stack's worth from it (`refill`); a full one gives half back
-//!   (`drain`). Classes above 1 KiB, and every request the front end cannot serve, are served
+//!   runs dry while the transfer cache has none of its class takes half a stack's worth from
+//!   it (`refill`); a flush gives it what the transfer cache has no room for. Classes above 1 KiB, and every request the front end cannot serve, are served
 //!   by it directly. The lock is uncontended unless a thread is preempted while holding it
 //!   and another thread then gets its id. While a thread holds it, the back-end cache is also
 //!   the thread's current cache (`with_backing`), so an allocation nested in the back end's
@@ -58,6 +61,7 @@
 mod drain;
 mod memo;
 mod slab;
+mod transfer;
 
 pub(crate) use memo::Memo;
 
@@ -218,6 +222,9 @@ pub struct CacheMode {
     pub thread_percpu: bool,
     /// The most bytes of objects one CPU's per-CPU cache holds.
     pub percpu_bound: usize,
+    /// The most bytes of objects the transfer cache between the per-CPU caches and their
+    /// back ends holds (one for the process, whatever the number of CPUs).
+    pub transfer_bound: usize,
 }
 
 /// The cache mode in force; see [`CacheMode`].
@@ -231,6 +238,7 @@ pub fn cache_mode() -> CacheMode {
         process,
         thread_percpu: thread::uses_percpu(),
         percpu_bound: MAX_CACHED_BYTES,
+        transfer_bound: transfer::MAX_BYTES,
     }
 }
 
@@ -280,16 +288,26 @@ unsafe fn pop(class: SizeClass) -> *mut u8 {
     // sequences expect (`slab.rs`), and only the sequences write them (or a drain that locked them).
     let block = unsafe { rseq::slab_pop(slab::stack(class)) };
     if !block.is_null() {
-        // The block's first word must still be the marker its push wrote (a null link):
-        // anything else is a write into the freed block.
         // SAFETY: the block left the stack: it is ours alone now.
-        if freelist::HARDENED && !unsafe { freelist::read_link(block) }.is_null() {
-            written_while_free(block);
-        }
-        // SAFETY: as above.
-        unsafe { freelist::clear_link(block) };
+        unsafe { unmark(block) };
     }
     block
+}
+
+/// Checks and clears the freed-block marker of `block`, taken off a stack or the transfer
+/// cache: its first word must still be the marker its push wrote (a null link), anything
+/// else is a write into the freed block, reported.
+///
+/// # Safety
+/// `block` carries the marker of a push, and is the caller's alone.
+#[inline(always)]
+unsafe fn unmark(block: *mut u8) {
+    // SAFETY: the caller's contract.
+    if freelist::HARDENED && !unsafe { freelist::read_link(block) }.is_null() {
+        written_while_free(block);
+    }
+    // SAFETY: as above.
+    unsafe { freelist::clear_link(block) };
 }
 
 /// `pop` for the fast paths: the marker is checked inside the sequence, and a block whose
@@ -627,20 +645,37 @@ pub(crate) unsafe fn alloc_slow(size: usize, align: usize, zero: bool, counted: 
     block
 }
 
-/// Takes a batch of `class` from `id`'s back end: one for the caller (as an ordinary
-/// allocation of `size` at `align`, so guarded sampling sees it), the rest pushed onto the
-/// slab of whatever id the thread holds by then; what does not fit goes back.
+/// Takes a batch of `class` for an empty stack: one block for the caller, the rest pushed
+/// onto the slab of whatever id the thread holds by then (what does not fit goes back).
+/// From the transfer cache when it has any (pointers copied, the blocks untouched), else
+/// from `id`'s back end (as an ordinary allocation of `size` at `align`, so guarded
+/// sampling sees it).
 ///
 /// # Safety
 /// As `alloc_fast`; `class` is below `PERCPU_CLASSES`.
 unsafe fn refill(id: u32, class: SizeClass, size: usize, align: usize) -> *mut u8 {
-    let mut extra = [ptr::null_mut::<u8>(); MAX_BATCH];
+    let mut extra = [ptr::null_mut::<u8>(); MAX_BATCH + 1];
     let want = slab::batch(class).min(MAX_BATCH);
     let mut got = 0;
+    // Whether `extra[..got]` came from the transfer cache, markers on.
+    let mut marked = false;
     let Some(block) = with_backing(id, |cache| {
         // Guarded sampling counts the objects the back end hands out (the stacks' included),
-        // and samples here, on a refill, as a thread cache samples where its bin ran dry.
+        // and samples here, on a refill, as a thread cache samples where its bin ran dry;
+        // so with it on, every refill goes through the back end.
         let guarded = crate::guarded::enabled();
+        if !guarded {
+            // SAFETY: inside `with_backing`; the class is in range (the contract).
+            let n = unsafe { transfer::take(class, &mut extra[..=want]) };
+            if n > 0 {
+                // The most recently freed for the caller, the next ones on top of the stack.
+                let block = extra[0];
+                extra.copy_within(1..n, 0);
+                got = n - 1;
+                marked = true;
+                return block;
+            }
+        }
         if guarded {
             let sampled = crate::guarded::sample(cache, size, align);
             if !sampled.is_null() {
@@ -665,13 +700,28 @@ unsafe fn refill(id: u32, class: SizeClass, size: usize, align: usize) -> *mut u
     }) else {
         return ptr::null_mut();
     };
+    if marked {
+        // SAFETY: taken from the transfer cache: ours, marked by its push.
+        unsafe { unmark(block) };
+    }
     let key = freelist::key();
     let mut left = 0;
-    // Pushed last first, so that the pops hand the blocks out in the order the back end
-    // gave them (ascending addresses from a fresh span, as a thread cache's list does).
+    // Pushed last first, so that the pops hand the blocks out in the order they came
+    // (ascending addresses from a fresh span, as a thread cache's list does; the most
+    // recently freed first from the transfer cache).
     for i in (0..got).rev() {
-        // SAFETY: the caller's contract; each block is ours, fresh from the back end.
-        if !unsafe { push(class, extra[i], key) } {
+        let pushed = if marked {
+            // SAFETY: as `pop`; the block carries its marker already.
+            unsafe { rseq::slab_push(slab::stack(class), extra[i]) }
+        } else {
+            // SAFETY: the caller's contract; each block is ours, fresh from the back end.
+            unsafe { push(class, extra[i], key) }
+        };
+        if !pushed {
+            if marked {
+                // SAFETY: still ours: the push did not happen.
+                unsafe { unmark(extra[i]) };
+            }
             // Kept at the top end, among the slots already gone through (`got - 1 - left`
             // is at least `i`).
             extra[got - 1 - left] = extra[i];
@@ -679,10 +729,44 @@ unsafe fn refill(id: u32, class: SizeClass, size: usize, align: usize) -> *mut u
         }
     }
     if left > 0 {
-        // SAFETY: the blocks are ours and live.
+        // SAFETY: the blocks are ours and live, markers cleared.
         unsafe { give_back(&extra[got - left..got]) };
     }
     block
+}
+
+/// The flush of a full stack: `blocks` (of `class`, each carrying the freed-block marker,
+/// the caller's) go into the transfer cache as far as it has room, the rest into the back
+/// end of the id the thread holds now, one by one.
+///
+/// # Safety
+/// As said; `class` is below `PERCPU_CLASSES`.
+unsafe fn flush(class: SizeClass, blocks: &[*mut u8]) {
+    let done = with_backing(rseq::index_now(), |cache| {
+        let put = if crate::guarded::enabled() {
+            // Every refill goes through the back end then (`refill`).
+            0
+        } else {
+            // SAFETY: inside `with_backing`; the caller's contract.
+            unsafe { transfer::put(class, blocks) }
+        };
+        for &block in &blocks[put..] {
+            // SAFETY: the caller's contract.
+            unsafe {
+                unmark(block);
+                free_block_into(cache, block);
+            }
+        }
+    });
+    if done.is_none() {
+        for &block in blocks {
+            // SAFETY: the caller's contract.
+            unsafe {
+                unmark(block);
+                free_home(block);
+            }
+        }
+    }
 }
 
 /// Frees `blocks` (live small objects the caller holds) into the back end of the id the
@@ -702,21 +786,39 @@ unsafe fn give_back(blocks: &[*mut u8]) {
 unsafe fn give_back_to(id: u32, blocks: &[*mut u8]) {
     let done = with_backing(id, |cache| {
         for &block in blocks {
-            let Some(span) = arena::span_of(block as usize) else {
-                report::fatal("per-CPU cache holds a block of no span", block as usize);
-            };
             // SAFETY: the caller's contract.
-            unsafe { free_into(cache, span.as_ptr(), block) };
+            unsafe { free_block_into(cache, block) };
         }
     });
     if done.is_none() {
         // No back-end cache (the OS refused one): each block goes home on its own.
         for &block in blocks {
-            if let Some(span) = arena::span_of(block as usize) {
-                // SAFETY: the caller's contract.
-                unsafe { crate::cache::free_remote(span.as_ref(), block) };
-            }
+            // SAFETY: the caller's contract.
+            unsafe { free_home(block) };
         }
+    }
+}
+
+/// Frees `block`, a live small object (marker cleared) the caller gives up, into `cache`.
+///
+/// # Safety
+/// As said; `cache` is held by the caller alone.
+unsafe fn free_block_into(cache: &mut Cache, block: *mut u8) {
+    let Some(span) = arena::span_of(block as usize) else {
+        report::fatal("per-CPU cache holds a block of no span", block as usize);
+    };
+    // SAFETY: the caller's contract.
+    unsafe { free_into(cache, span.as_ptr(), block) };
+}
+
+/// Frees `block`, as `free_block_into`, without a cache: onto its span's remote list.
+///
+/// # Safety
+/// As `free_block_into`.
+unsafe fn free_home(block: *mut u8) {
+    if let Some(span) = arena::span_of(block as usize) {
+        // SAFETY: the caller's contract.
+        unsafe { crate::cache::free_remote(span.as_ref(), block) };
     }
 }
 
@@ -725,7 +827,10 @@ unsafe fn give_back_to(id: u32, blocks: &[*mut u8]) {
 /// `malloc_usable_size` of a freed block (`what` says which).
 pub(crate) fn confirm_double_free(s: &Span, ptr: *mut u8, what: &str) {
     let class = SizeClass::of(s);
-    if mode() != Mode::Thread && class.index() < PERCPU_CLASSES && slab::holds(ptr, class) {
+    if mode() != Mode::Thread
+        && class.index() < PERCPU_CLASSES
+        && (slab::holds(ptr, class) || transfer::holds(ptr, class))
+    {
         freelist::double_free(s, ptr, what);
     }
 }
@@ -765,23 +870,25 @@ pub(crate) unsafe fn free_slow(span: *mut Span, ptr: *mut u8) {
     if unsafe { push(class, ptr, key) } {
         return;
     }
-    // The stack is full: take half of it (of whichever id the thread holds now) back to the
-    // back end along with `ptr`.
+    // The stack is full: take half of it (of whichever id the thread holds now) out along
+    // with `ptr`, markers left on (the transfer cache keeps them).
     let mut out = [ptr::null_mut::<u8>(); MAX_BATCH + 1];
+    // SAFETY: `ptr` is ours (the contract).
+    unsafe { freelist::write_link_with(key, ptr, ptr::null_mut()) };
     out[0] = ptr;
     let mut n = 1;
     let want = slab::batch(class).min(MAX_BATCH);
     while n <= want {
-        // SAFETY: as above.
-        let block = unsafe { pop(class) };
+        // SAFETY: as `pop`: the slab's layout, a registered thread.
+        let block = unsafe { rseq::slab_pop(slab::stack(class)) };
         if block.is_null() {
             break;
         }
         out[n] = block;
         n += 1;
     }
-    // SAFETY: every block is ours: `ptr` given up, the others popped.
-    unsafe { give_back(&out[..n]) };
+    // SAFETY: every block is ours and marked: `ptr` given up, the others popped.
+    unsafe { flush(class, &out[..n]) };
 }
 
 /// `tessera::collect()` with the per-CPU caches on: empties every slab into its back end
@@ -815,7 +922,57 @@ pub(crate) fn collect() {
             }
         }
     }
+    empty_transfer(true);
     flush_backends();
+}
+
+/// Empties the transfer cache into the back end of id 0 (any id's would do: the caller may
+/// hold none, or one that is not the blocks' spans'; `free_into` sends blocks of spans the
+/// back end does not own home as remote frees), then flushes that back end; returns the
+/// bytes taken. The transfer cache's locks are taken inside that back end's, as everywhere
+/// (`transfer.rs`): an allocation nested in the work (a signal handler's) takes the back-end
+/// cache's path, never a transfer lock this thread holds.
+///
+/// `wait` false (the memory limit's reclaim, which may run inside this thread's back-end
+/// work, so may take no back-end lock): skips a class whose lock is taken, and frees each
+/// block straight home; only on a thread with a current cache (which nested allocations
+/// take instead of the per-CPU path), else nothing.
+fn empty_transfer(wait: bool) -> usize {
+    let mut out = [ptr::null_mut::<u8>(); MAX_BATCH];
+    if !wait {
+        if thread::current().is_null() {
+            return 0;
+        }
+        // SAFETY: the blocks taken are ours, marked: each is unmarked before it is freed.
+        return unsafe {
+            transfer::empty(false, &mut out, |blocks| {
+                for &block in blocks {
+                    unmark(block);
+                    free_home(block);
+                }
+            })
+        };
+    }
+    let bytes = with_backing(0, |cache| {
+        // SAFETY: as above; `cache` is held.
+        unsafe {
+            transfer::empty(true, &mut out, |blocks| {
+                for &block in blocks {
+                    unmark(block);
+                    free_block_into(cache, block);
+                }
+            })
+        }
+    });
+    match bytes {
+        Some(bytes) => {
+            if bytes > 0 {
+                flush_backend(0);
+            }
+            bytes
+        }
+        None => 0,
+    }
 }
 
 /// Whether per-CPU slabs exist. They fill and go idle without any page-heap activity (their
@@ -838,7 +995,13 @@ pub(crate) fn drain_idle(now_ms: u64, decay_ms: u64, urgent: bool) -> usize {
     if mode() == Mode::Thread {
         return 0;
     }
-    drain::drain_idle(now_ms, decay_ms / 2, urgent)
+    let mut held = drain::drain_idle(now_ms, decay_ms / 2, urgent);
+    // The transfer cache on the same rule, as a whole.
+    if transfer::idle(now_ms, decay_ms / 2, urgent) {
+        empty_transfer(true);
+    }
+    held += transfer::bytes();
+    held
 }
 
 /// Flushes every back-end cache (under its lock).
@@ -853,6 +1016,9 @@ pub(crate) fn flush_backends() {
 /// skip the back end its caller holds. Frees that went into another id's spans (a thread
 /// that changed ids) come back to the central lists this way, where any back end finds them.
 pub(crate) fn flush_idle_backends() {
+    if mode() != Mode::Thread {
+        empty_transfer(false);
+    }
     for backing in &BACKING[..IDS.load(Ordering::Relaxed)] {
         if let Some(backing) = backing.try_lock()
             && !backing.0.is_null()
@@ -878,6 +1044,8 @@ pub(crate) fn each_lock(mut f: impl FnMut(&RawLock)) {
     for backing in &BACKING[..IDS.load(Ordering::Relaxed)] {
         f(backing.raw());
     }
+    // Taken inside a back end's (`flush`, `refill`).
+    transfer::each_lock(&mut f);
     // A leaf: nothing is locked while it is held.
     f(memo::raw_lock());
 }
@@ -902,5 +1070,6 @@ pub(crate) fn backends_held(mut f: impl FnMut(&Span, usize)) {
 /// a stack (read racily, `slab::for_each_cached`).
 pub(crate) fn cached(mut f: impl FnMut(*mut u8, usize)) -> usize {
     slab::for_each_cached(|block, class| f(block, class.size()));
+    transfer::for_each_cached(|block, class| f(block, class.size()));
     slab::mapped() + memo::mapped()
 }
