@@ -297,9 +297,21 @@ const USER_BITS: u32 = 47;
 #[inline(always)]
 pub(crate) unsafe fn looks_freed_in(s: &Span, block: *mut u8) -> bool {
     // SAFETY: forwarded contract.
+    unsafe { looks_freed_in_with(key(), s, block) }
+}
+
+/// `looks_freed_in` under `key`, a cache's copy (`Cache::key`): a load beside the cache's
+/// other fields instead of the static's through the GOT, and one load for a whole batch
+/// (`publish_batch_now`).
+///
+/// # Safety
+/// As `looks_freed_in`; `key` must be the process's key.
+#[inline(always)]
+pub(crate) unsafe fn looks_freed_in_with(key: usize, s: &Span, block: *mut u8) -> bool {
+    // SAFETY: forwarded contract (`block` is an object of `s`).
     unsafe {
         looks_freed_with(
-            key(),
+            key,
             block,
             s.obj_base,
             s.obj_bytes.load(Ordering::Relaxed) as usize,

@@ -35,7 +35,7 @@ impl Cache {
         // bin's for the current span, the span's own otherwise), a block carrying the
         // freed-block marker, or a span that is parked or has a notification pending.
         // SAFETY: `ptr` is an object of `s` (the contract).
-        if unsafe { freelist::looks_freed_in(s, ptr) } {
+        if unsafe { freelist::looks_freed_in_with(self.key, s, ptr) } {
             // SAFETY: we own `s` and `ptr` is one of its objects (the contract).
             unsafe { self.confirm_double_free(s, ptr, "double free") };
         }

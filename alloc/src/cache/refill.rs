@@ -12,7 +12,6 @@ use tessera_span::{Span, SpanKind};
 
 use super::{
     Bin, CURRENT, Cache, NOTIFY_PENDING, ON_FULL, ON_NONE, ON_PARTIAL, WHERE_MASK, ZERO_TAIL,
-    set_block_next,
 };
 use crate::freelist;
 use crate::node;
@@ -317,13 +316,22 @@ unsafe fn carve(s: &Span, class: SizeClass, carved: u32) -> *mut u8 {
     let size = class.size();
     let batch = (CARVE_BYTES / size).clamp(1, (s.capacity - carved) as usize);
     let first = s.obj_base + carved as usize * size;
+    // The key loaded once for the batch: `set_block_next` loads it per block (an atomic
+    // load, through the GOT in `libtessera.so`), which LLVM does not hoist out of the loop.
+    let key = freelist::key();
     for i in 0..batch - 1 {
         let block = (first + i * size) as *mut u8;
         // SAFETY: an uncarved object of `s` (`batch` stops at the capacity): ours alone.
-        unsafe { set_block_next(block, (first + (i + 1) * size) as *mut u8) };
+        unsafe { freelist::write_link_with(key, block, (first + (i + 1) * size) as *mut u8) };
     }
     // SAFETY: as above, the batch's last object.
-    unsafe { set_block_next((first + (batch - 1) * size) as *mut u8, ptr::null_mut()) };
+    unsafe {
+        freelist::write_link_with(
+            key,
+            (first + (batch - 1) * size) as *mut u8,
+            ptr::null_mut(),
+        )
+    };
     set_carved(s, carved + batch as u32);
     first as *mut u8
 }

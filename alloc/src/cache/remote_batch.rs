@@ -7,7 +7,7 @@ use core::sync::atomic::{Ordering, fence};
 
 use tessera_span::Span;
 
-use super::{Cache, set_block_next};
+use super::Cache;
 use crate::freelist;
 use crate::node;
 use crate::remote;
@@ -86,6 +86,10 @@ impl Cache {
     #[inline(never)]
     fn publish_batch_now(&mut self) {
         let len = core::mem::take(&mut self.batch.len) as usize;
+        // The cache's copy of the key, loaded once for the whole batch: `freelist::key()`
+        // is a load through the GOT in `libtessera.so`, and LLVM does not merge the two
+        // atomic loads per block that the marker test and the link's encoding made.
+        let key = self.key;
         let spans = &self.batch.spans[..len];
         let blocks = &self.batch.blocks[..len];
         for (&span, &block) in spans.iter().zip(blocks) {
@@ -104,12 +108,12 @@ impl Cache {
             while at < len && spans[at] == span {
                 let block = blocks[at];
                 // SAFETY: a block of `s` this thread gave up, ours until published.
-                if unsafe { freelist::looks_freed_in(s, block) } {
+                if unsafe { freelist::looks_freed_in_with(key, s, block) } {
                     suspect = true;
                     check_batched(s, &blocks[..at], block);
                 }
                 // SAFETY: as above.
-                unsafe { set_block_next(block, head) };
+                unsafe { freelist::write_link_with(key, block, head) };
                 if tail.is_null() {
                     tail = block;
                 }
