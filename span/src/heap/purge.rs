@@ -146,11 +146,17 @@ impl PageHeap {
             }; PURGE_BATCH];
             let taken = {
                 let mut heap = self.inner.lock();
-                heap.next_step_ms = NO_STEP;
                 let taken = heap.take_for_purge(goal, now, &mut batch);
                 outcome.dirty = heap.stats.dirty;
-                if heap.stats.dirty > 0 {
-                    heap.next_step_ms = next_step(now);
+                // A decay step (or a purge of everything) schedules the next one; a growth
+                // purge is no decay step and leaves the schedule alone: a heap that grows
+                // more often than once an epoch would otherwise never run its decay.
+                if !matches!(goal, Goal::Growth(_)) {
+                    heap.next_step_ms = if heap.stats.dirty > 0 {
+                        next_step(now)
+                    } else {
+                        NO_STEP
+                    };
                 }
                 taken
             };
@@ -481,9 +487,13 @@ mod tests {
         };
         assert_eq!(heap.stats().dirty, 120 * PAGE_SIZE);
         assert_eq!(resident(), 120 * PAGE_SIZE);
-        // Growth past runs freed just now: they stay.
+        // Growth past runs freed just now: they stay, and the next decay step stays due
+        // when it was (put far ahead here, so that no step runs in between).
+        let scheduled = clock::coarse_now_ms() + 1_000_000;
+        heap.inner.lock().next_step_ms = scheduled;
         let young = heap.alloc(41, SpanKind::Large).unwrap();
         assert_eq!(heap.stats().dirty, 120 * PAGE_SIZE);
+        assert_eq!(heap.inner.lock().next_step_ms, scheduled);
         // Two epochs later (as far as the runs know).
         {
             let _lock = heap.inner.lock();
