@@ -304,9 +304,9 @@ impl Inner {
         let decay = decay_ms();
         let mut want = match goal {
             Goal::All => self.stats.dirty,
-            Goal::Growth(_) if decay == u64::MAX => 0,
+            // A decay time of "never": only a purge of everything returns memory.
+            Goal::Decay | Goal::Growth(_) if decay == u64::MAX => 0,
             Goal::Growth(grown) => self.stats.dirty.saturating_sub(GROWTH_KEEP).min(grown),
-            Goal::Decay if decay == u64::MAX => 0,
             Goal::Decay => {
                 let allowed = if decay == 0 {
                     0
