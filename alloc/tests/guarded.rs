@@ -7,6 +7,7 @@ use std::process::Output;
 #[global_allocator]
 static A: tessera::Tessera = tessera::Tessera;
 
+#[allow(dead_code)] // Of the shared helpers, `unhardened` serves no test here.
 mod common;
 
 /// A scenario in a child with about one allocation in four sampled. Not every one: at rate 1

@@ -384,6 +384,9 @@ fn overflowing_stacks_go_through_the_transfer_cache() {
 /// cache this block went to the back end's list, where a free does not find it at once.)
 #[test]
 fn double_free_in_the_transfer_cache_is_reported() {
+    if common::unhardened("double_free_in_the_transfer_cache_is_reported") {
+        return;
+    }
     if let Some(out) = common::in_child(
         "double_free_in_the_transfer_cache_is_reported",
         "transfer-double",
@@ -411,6 +414,9 @@ fn double_free_in_the_transfer_cache_is_reported() {
 
 #[test]
 fn double_free_on_a_stack_is_reported() {
+    if common::unhardened("double_free_on_a_stack_is_reported") {
+        return;
+    }
     if let Some(out) = common::in_child(
         "double_free_on_a_stack_is_reported",
         "double",
@@ -434,6 +440,9 @@ fn double_free_on_a_stack_is_reported() {
 /// pinned to one CPU, so that its id, and the stack the block is on, stay the same.
 #[test]
 fn write_into_a_stacked_block_is_reported() {
+    if common::unhardened("write_into_a_stacked_block_is_reported") {
+        return;
+    }
     for (scenario, c_path) in [("stacked-write-rust", false), ("stacked-write-c", true)] {
         if let Some(out) = common::in_child(
             "write_into_a_stacked_block_is_reported",
@@ -559,6 +568,9 @@ fn memo_does_not_trust_a_span_reused_for_a_large_block() {
 /// remote list, where nobody would see it is on a stack too).
 #[test]
 fn double_free_by_a_fresh_thread_is_reported() {
+    if common::unhardened("double_free_by_a_fresh_thread_is_reported") {
+        return;
+    }
     if let Some(out) = common::in_child(
         "double_free_by_a_fresh_thread_is_reported",
         "fresh-double",

@@ -10,6 +10,7 @@ use std::process::Command;
 #[global_allocator]
 static GLOBAL: tessera::Tessera = tessera::Tessera;
 
+#[allow(dead_code)] // Of the shared helpers, `unhardened` serves no test here.
 mod common;
 
 const BLOCK: usize = 1024;
