@@ -131,26 +131,54 @@ needed_libraries() {
 hot_text() {
     local out=$WORK/hot-text
     mkdir -p "$out/repo" || return 1
-    LD_PRELOAD=$LIB valgrind --tool=callgrind --callgrind-out-file="$out/cg.py.%p" \
-        "$PY" -c 'import json; d = {str(i): [i] * (i % 9) for i in range(20000)}; print(len(json.dumps(d)))' ||
+    local script='import json; d = {str(i): [i] * (i % 9) for i in range(20000)}; print(len(json.dumps(d)))'
+    LD_PRELOAD=$LIB valgrind --tool=callgrind --callgrind-out-file="$out/cg.py.%p" "$PY" -c "$script" ||
         return 1
+    # Heap profiling off, no fork, no second thread: what every program runs, which must lie
+    # in the script's tier 1.
+    TESSERA_PROF_RATE=0 LD_PRELOAD=$LIB valgrind --tool=callgrind \
+        --callgrind-out-file="$out/core.py.%p" "$PY" -c "$script" || return 1
     (
         cd "$out/repo" && export HOME=$out GIT_CONFIG_NOSYSTEM=1 && seq 1 5000 >numbers.txt &&
             LD_PRELOAD=$LIB valgrind --tool=callgrind --trace-children=yes \
                 --callgrind-out-file="$out/cg.git.%p" sh -c \
                 'git init -q . && git add . && git -c user.name=ci -c user.email=ci@x commit -q -m one && git gc -q'
     ) >/dev/null 2>&1 || { echo "git under callgrind failed"; return 1; }
-    local start end
+    local start end core init_offset
     start=$(readelf -SW "$LIB" | awk '$2 == ".init" { print $4 }')
+    init_offset=$(readelf -SW "$LIB" | awk '$2 == ".init" { print $5 }')
     end=$(nm "$LIB" | awk '$3 == "tessera_hot_text_end" { print $1 }')
-    [ -n "$start" ] && [ -n "$end" ] || { echo "no .init or tessera_hot_text_end in $LIB"; return 1; }
+    core=$(nm "$LIB" | awk '$3 == "tessera_core_text_end" { print $1 }')
+    [ -n "$start" ] && [ -n "$end" ] && [ -n "$core" ] ||
+        { echo "no .init, tessera_core_text_end or tessera_hot_text_end in $LIB"; return 1; }
+    # Tier 1 ends inside the second 64 KiB window that the text starts in, counted in the
+    # file (where large page-cache folios are aligned) and in memory (where fault-around's
+    # windows are; the library is mapped at a 2 MiB boundary): a program that takes no
+    # heap-profile sample keeps at most two windows of the text resident.
+    local core_offset=$((0x$core - 0x$start + 0x$init_offset))
+    local offset_limit=$(((0x$init_offset / 65536 + 2) * 65536))
+    local address_limit=$(((0x$start / 65536 + 2) * 65536))
+    info "tier 1 ends at $(printf %#x $((0x$core))) (file offset $(printf %#x $core_offset));" \
+        "two windows end at $(printf %#x $address_limit) (file offset $(printf %#x $offset_limit))"
+    [ "$core_offset" -le "$offset_limit" ] && [ $((0x$core)) -le "$address_limit" ] ||
+        { echo "tier 1 of hot-text.ld spills into a third 64 KiB window"; return 1; }
+    # malloc and free start on a cache line (hot-text.ld: on a 16-byte boundary a pair
+    # took 10% longer).
+    local name address
+    for name in malloc free; do
+        address=$(nm -D --defined-only "$LIB" | awk -v n="$name" '$3 == n { print $1 }')
+        [ -n "$address" ] && [ $((0x$address % 64)) = 0 ] ||
+            { echo "$name at ${address:-nowhere}, not on a 64-byte boundary"; return 1; }
+    done
     nm -S -C --defined-only "$LIB" >"$out/symbols.txt" || return 1
-    "$PY" - "$out" "$start" "$end" <<'EOF'
+    # Every run's functions lie in the hot part, and those of the runs without profiling in
+    # tier 1.
+    cat >"$out/check.py" <<'EOF' || return 1
 import glob, re, sys
-out, start, end = sys.argv[1], int(sys.argv[2], 16), int(sys.argv[3], 16)
+out, start, end, runs = sys.argv[1], int(sys.argv[2], 16), int(sys.argv[3], 16), sys.argv[4]
 # Every function of the library that ran, as callgrind names it (demangled, hash dropped).
 ran = set()
-for path in glob.glob(out + "/cg.*"):
+for path in glob.glob(out + "/" + runs + ".*"):
     objects, names, obj = {}, {}, None
     for line in open(path, errors="replace"):
         m = re.match(r"^(c?ob|c?fn)=\((\d+)\)(?: (.*))?$", line.rstrip("\n"))
@@ -176,11 +204,13 @@ for name in sorted(ran):
     addresses = [int(name, 16)] if name.startswith("0x") else where.get(name, [])
     if addresses and not any(start <= a < end for a in addresses):
         outside.append(f"{name} at {', '.join(hex(a) for a in addresses)}")
-print(f"info: {len(ran)} functions of the library ran, hot part {start:#x}..{end:#x}")
+part = "hot part" if runs == "cg" else "tier 1"
+print(f"info: {len(ran)} functions of the library ran in the {runs} runs, {part} {start:#x}..{end:#x}")
 for entry in outside:
-    print("ran outside the hot part:", entry)
+    print(f"ran outside the {part}:", entry)
 sys.exit(1 if outside or not ran else 0)
 EOF
+    "$PY" "$out/check.py" "$out" "$start" "$end" cg && "$PY" "$out/check.py" "$out" "$start" "$core" core
 }
 
 compile_tests() {

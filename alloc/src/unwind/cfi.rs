@@ -602,6 +602,10 @@ impl<'a> Reader<'a> {
     }
 
     /// An unsigned LEB128 number (DWARF 5 §7.6); more than 64 bits is malformed.
+    // Not inlined: its loop, unrolled at each of the interpreter's ~20 call sites, made
+    // `Machine::run` 15.7 KiB of the library's hot text (of which ~1.6 KiB runs), for a
+    // call saved per number on a rule-cache miss (alloc/preload/hot-text.ld).
+    #[inline(never)]
     fn uleb(&mut self) -> Option<u64> {
         let mut value = 0u64;
         let mut shift = 0;
@@ -619,6 +623,8 @@ impl<'a> Reader<'a> {
     }
 
     /// A signed LEB128 number.
+    // Not inlined, as `uleb`.
+    #[inline(never)]
     fn sleb(&mut self) -> Option<i64> {
         let mut value = 0i64;
         let mut shift = 0;
