@@ -678,9 +678,10 @@ pub fn slab_of(index: usize) -> *mut u8 {
 /// `mm_cid`, below the possible CPUs) is below [`SLAB_TABLE_LEN`] (the sequences do not
 /// test it); a base is set ([`set_slab_base`]); in the slab of every index, the header of
 /// `stack` (8 bytes, 8-aligned, a count below 65,536) and, while it does not refuse, slots
-/// `begin..end` are readable and writable, and nothing but these two sequences writes the
-/// count or the slots (from any thread) while the header's bounds are not locked, unless no
-/// sequence can commit meanwhile (the bounds locked, then [`membarrier_rseq`]).
+/// `begin..end` are readable and writable, and nothing but these sequences (and the batched
+/// ones, [`slab_push_batch`] and [`slab_pop_batch`]) writes the count or the slots (from any
+/// thread) while the header's bounds are not locked, unless no sequence can commit meanwhile
+/// (the bounds locked, then [`membarrier_rseq`]).
 #[inline(always)]
 pub unsafe fn slab_pop(stack: usize) -> *mut u8 {
     // SAFETY: the caller's contract.

@@ -7,7 +7,8 @@
 //! - the **front end** (`slab.rs`): per id, per class up to 1 KiB, a stack of pointers to
 //!   free objects. Pop and push are one restartable sequence each
 //!   (`tessera_sys::rseq::slab_pop`/`slab_push`): no atomic, no lock; a preempted or migrated
-//!   sequence restarts.
+//!   sequence restarts. A refill's batch goes onto a stack, and an overflow's comes off it,
+//!   in one sequence too (`slab_push_batch`/`slab_pop_batch`).
 //! - the **transfer cache** (`transfer.rs`): per class, one array of pointers shared by
 //!   every id. A full stack gives half of itself to it (`flush`), an empty one takes half a
 //!   stack from it (`refill`): pointers copied, the blocks untouched;
