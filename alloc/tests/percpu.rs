@@ -109,6 +109,74 @@ fn join_then_stop(
     counted
 }
 
+/// Starts a thread that moves the threads `tids` between CPUs with `sched_setaffinity` as
+/// fast as it can until `stop`; it returns how many moves succeeded. With `enough` set to
+/// `(n, flag)`, it sets `flag` once it has made `n` moves, and sends each thread a
+/// `SIGUSR2` after each move (whose handler the caller installed): every delivery goes
+/// through the kernel's rseq fixup too, so a sequence interrupted by it restarts.
+fn mover(
+    tids: Vec<libc::pid_t>,
+    stop: Arc<AtomicBool>,
+    enough: Option<(u64, Arc<AtomicBool>)>,
+) -> std::thread::JoinHandle<u64> {
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    std::thread::spawn(move || {
+        let mut moves = 0u64;
+        let mut turn = 0usize;
+        while !stop.load(Ordering::Relaxed) {
+            for &tid in &tids {
+                // SAFETY: a zeroed cpu_set_t is a valid empty set.
+                let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+                // SAFETY: `set` is a valid cpu_set_t; the CPU index is in range.
+                unsafe { libc::CPU_SET((turn + tid as usize) % cpus, &mut set) };
+                // SAFETY: a valid set of the right size; a thread that already exited makes
+                // the call fail with ESRCH, which is fine.
+                if unsafe { libc::sched_setaffinity(tid, size_of::<libc::cpu_set_t>(), &set) } == 0
+                {
+                    moves += 1;
+                }
+                if enough.is_some() {
+                    // SAFETY: tgkill takes no pointers; a thread that exited makes it fail.
+                    unsafe { libc::syscall(libc::SYS_tgkill, libc::getpid(), tid, libc::SIGUSR2) };
+                }
+            }
+            turn += 1;
+            if let Some((n, flag)) = &enough
+                && moves >= *n
+            {
+                flag.store(true, Ordering::Relaxed);
+            }
+            std::thread::yield_now();
+        }
+        moves
+    })
+}
+
+/// Runs `work(w, enough)` on `workers` threads while [`mover`] moves them between CPUs
+/// (`enough` set after `moves` moves, if given), then checks the heap's books
+/// (`join_then_stop`) and that they were moved; returns the moves.
+fn churn_while_moved(workers: usize, moves: Option<u64>, work: fn(usize, &AtomicBool)) -> u64 {
+    let stop = Arc::new(AtomicBool::new(false));
+    let enough = Arc::new(AtomicBool::new(false));
+    let (tx, rx) = mpsc::channel();
+    let handles: Vec<_> = (0..workers)
+        .map(|w| {
+            let tx = tx.clone();
+            let enough = enough.clone();
+            std::thread::spawn(move || {
+                // SAFETY: gettid has no preconditions.
+                tx.send(unsafe { libc::gettid() }).unwrap();
+                work(w, &enough);
+            })
+        })
+        .collect();
+    let tids: Vec<libc::pid_t> = (0..workers).map(|_| rx.recv().unwrap()).collect();
+    let moving = mover(tids, stop.clone(), moves.map(|n| (n, enough)));
+    let moves = join_then_stop(handles, &stop, moving);
+    assert!(moves > 0, "the mover must have moved the workers");
+    moves
+}
+
 /// Workers allocate and free while another thread moves them between CPUs with
 /// `sched_setaffinity` as fast as it can: every pop and push that a migration interrupts
 /// must restart, or a block is handed out twice (a pattern check fails) or lost. The heap's
@@ -120,52 +188,92 @@ fn migration_under_allocation_keeps_blocks_apart() {
         "migrate",
         PERCPU,
         || {
-            let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
-            let stop = Arc::new(AtomicBool::new(false));
-            let (tx, rx) = mpsc::channel();
-            let workers: Vec<_> = (0..4)
-                .map(|w| {
-                    let tx = tx.clone();
-                    std::thread::spawn(move || {
-                        // SAFETY: gettid has no preconditions.
-                        tx.send(unsafe { libc::gettid() }).unwrap();
-                        churn(w * 1000, 150, 300);
-                    })
-                })
-                .collect();
-            let tids: Vec<libc::pid_t> = (0..4).map(|_| rx.recv().unwrap()).collect();
-            let mover = {
-                let stop = stop.clone();
-                std::thread::spawn(move || {
-                    let mut moves = 0u64;
-                    let mut turn = 0usize;
-                    while !stop.load(Ordering::Relaxed) {
-                        for &tid in &tids {
-                            // SAFETY: a zeroed cpu_set_t is a valid empty set.
-                            let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
-                            // SAFETY: `set` is a valid cpu_set_t; the CPU index is in range.
-                            unsafe { libc::CPU_SET((turn + tid as usize) % cpus, &mut set) };
-                            // SAFETY: a valid set of the right size; a thread that already
-                            // exited makes the call fail with ESRCH, which is fine.
-                            if unsafe {
-                                libc::sched_setaffinity(tid, size_of::<libc::cpu_set_t>(), &set)
-                            } == 0
-                            {
-                                moves += 1;
-                            }
-                        }
-                        turn += 1;
-                        std::thread::yield_now();
-                    }
-                    moves
-                })
-            };
-            let moves = join_then_stop(workers, &stop, mover);
-            assert!(moves > 0, "the mover must have moved the workers");
+            let moves = churn_while_moved(4, None, |w, _| churn(w * 1000, 150, 300));
             println!("MIGRATE-OK moves={moves}");
         },
     ) {
         assert_ok(&out, "MIGRATE-OK");
+    }
+}
+
+/// As `migration_under_allocation_keeps_blocks_apart`, with windows of one class far larger
+/// than its stack (5,000 blocks of 16 B; 2,048 slots, batches of 128), so that every round
+/// empties and overflows the stacks: the refills push their batch and the overflows pop
+/// theirs with one restartable sequence each (`rseq::slab_push_batch`, `slab_pop_batch`),
+/// and a migration or a signal that cuts one short must restart it whole. The workers go on
+/// until the mover has moved them 3,000 times (however long that takes: nothing timed), each
+/// move followed by a signal to the moved thread. A batch committed in part, or a copy of
+/// slots that another sequence popped meanwhile, hands a block out twice (a pattern check
+/// fails) or loses it: once everything is freed and `collect` has emptied the caches, the
+/// 16-byte class must have as many objects handed out as before. Checked by breaking the
+/// sequences: `slab_pop_batch` with its commit stored before the copy (a restart pops the
+/// next slots, and the first copy's blocks are lost) failed 4 runs of 4 by the count of
+/// objects, the pattern checks passing; `slab_push_batch` likewise failed 2 of 2. With 1,000-B
+/// blocks (a copy far shorter than the work around it) the first failed 1 run of 4.
+#[test]
+fn batched_moves_under_migration_keep_blocks_apart() {
+    if let Some(out) = common::in_child(
+        "batched_moves_under_migration_keep_blocks_apart",
+        "migrate-batch",
+        NO_PURGER,
+        || {
+            const SIZE: usize = 16;
+            let handed_out = || {
+                tessera::collect();
+                let stats = tessera::stats();
+                let class = stats.classes.iter().find(|c| c.size >= SIZE).unwrap();
+                class.allocated()
+            };
+            let before = handed_out();
+            extern "C" fn ignore(_: libc::c_int) {}
+            // SAFETY: a handler that does nothing (async-signal-safe), for the mover's
+            // signals (`SIGUSR2`'s default action would end the process).
+            unsafe { libc::signal(libc::SIGUSR2, ignore as *const () as libc::sighandler_t) };
+            let moves = churn_while_moved(3, Some(3000), |w, enough| {
+                let mut round = w as u8;
+                while !enough.load(Ordering::Relaxed) {
+                    churn_one_size(round, 1, 5000, SIZE);
+                    round = round.wrapping_add(3);
+                }
+            });
+            let after = handed_out();
+            assert_eq!(
+                after, before,
+                "objects of the 16-byte class handed out: {before} before, {after} after"
+            );
+            println!("MIGRATE-BATCH-OK moves={moves}");
+        },
+    ) {
+        assert_ok(&out, "MIGRATE-BATCH-OK");
+    }
+}
+
+/// `churn` with one size: `rounds` times `window` blocks of `size` bytes, each filled with a
+/// tag of its own and checked before its free (oldest first, then newest first).
+fn churn_one_size(seed: u8, rounds: usize, window: usize, size: usize) {
+    let mut live: Vec<(*mut u8, u8)> = Vec::with_capacity(window);
+    for r in 0..rounds {
+        for i in 0..window {
+            let p = tessera::alloc(size, 8);
+            assert!(!p.is_null());
+            let tag = seed.wrapping_mul(31).wrapping_add((r * 7 + i) as u8);
+            // SAFETY: a fresh block of `size` bytes.
+            unsafe { std::ptr::write_bytes(p, tag, size) };
+            live.push((p, tag));
+        }
+        if r % 2 == 1 {
+            live.reverse();
+        }
+        for (p, tag) in live.drain(..) {
+            // SAFETY: a live block of `size` bytes that this loop filled.
+            let bytes = unsafe { std::slice::from_raw_parts(p, size) };
+            assert!(
+                bytes.iter().all(|&b| b == tag),
+                "block {p:p} changed while live"
+            );
+            // SAFETY: live, given up.
+            unsafe { tessera::free(p) };
+        }
     }
 }
 

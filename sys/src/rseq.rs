@@ -352,6 +352,122 @@ mod imp {
         true
     }
 
+    /// The batched sequences, after `enter_slab`: `$measure` loads the count into `cur`
+    /// (first, before the bound, as `test_header` does: the drain's second fence covers a
+    /// sequence that reads them across a drain) and puts into `n` how many items the stack
+    /// can take or give, refusing (27) when none; `n` is cut to `len`; `$before` sets `cur`
+    /// to the first slot the copy touches; the copy moves `n` pointers from `[$from + 8 j]` to
+    /// `[$to + 8 j]` (`idx` is the slot's address, `buf` the caller's array); `$after` sets
+    /// `cur` to the new count, whose store is the commit, the last instruction of the range.
+    /// A preemption, migration or signal anywhere in the copy restarts the whole sequence
+    /// from the store to `rseq_cs` (the abort handler), which reads the id, the count and
+    /// the items again. Every output is an `out` register, so no input (`stack`, `buf`,
+    /// `len`) is overwritten before a restart reads it again; the copy's label (30) lies
+    /// inside the range. Evaluates to `n` (0 on a refusal).
+    macro_rules! batch_sequence {
+        ($stack:expr, $buf:expr, $len:expr, $measure:expr, $before:expr, $from:literal,
+         $to:literal, $after:expr) => {{
+            let n: usize;
+            asm!(
+                enter_slab!(),
+                $measure,
+                "jbe 27f",
+                "cmp {n}, {len}",
+                "cmova {n}, {len}",
+                $before,
+                "lea {idx}, [{slab} + {cur} * 8]",
+                "xor {j:e}, {j:e}",
+                "30:",
+                concat!("mov {tmp}, qword ptr [", $from, " + {j} * 8]"),
+                concat!("mov qword ptr [", $to, " + {j} * 8], {tmp}"),
+                "inc {j}",
+                "cmp {j}, {n}",
+                "jb 30b",
+                $after,
+                "mov dword ptr [{slab} + {stack} * 8], {cur:e}",
+                "22:",
+                leave_slab!("xor {n:e}, {n:e}\njmp 22b"),
+                idx = out(reg) _,
+                slab = out(reg) _,
+                cur = out(reg) _,
+                j = out(reg) _,
+                tmp = out(reg) _,
+                n = out(reg) n,
+                stack = in(reg) $stack,
+                buf = in(reg) $buf,
+                len = in(reg) $len,
+                tpoff = sym super::TPOFF,
+                shift = const super::SLAB_SHIFT,
+                options(nostack),
+            );
+            n
+        }};
+    }
+
+    /// Pushes `items[..n]` onto stack `stack` in one sequence (`batch_sequence`), `n` the
+    /// room left below `end` or `len`, whichever is less; 0 when the stack refuses (full,
+    /// locked, not made). The items are copied into the slots above the count: speculative
+    /// stores, since slots above the committed count belong to no one, so an aborted copy
+    /// leaves nothing that counts.
+    ///
+    /// # Safety
+    /// As [`super::slab_push_batch`]; `len` is at least 1 and `items` points at `len`
+    /// readable pointers.
+    #[inline(always)]
+    pub(super) unsafe fn push_batch(stack: usize, items: *const *mut u8, len: usize) -> usize {
+        // SAFETY: the caller's contract (the slab layout, the registration, `items`); the
+        // sequence keeps the kernel contract of the module comment as `push` does: the store
+        // to `rseq_cs` is the last instruction before `start_ip` (21), the commit the last of
+        // the range (before 22), the abort handler (23, after the signature) restarts from
+        // 20; `batch_sequence` says why a restart finds its inputs intact.
+        unsafe {
+            batch_sequence!(
+                stack,
+                items,
+                len,
+                // Room: `end - count`; none (or a locked `end` of 0, or a zero header)
+                // refuses.
+                "mov {cur:e}, dword ptr [{slab} + {stack} * 8]\n\
+                 movzx {n:e}, word ptr [{slab} + {stack} * 8 + 6]\n\
+                 sub {n:e}, {cur:e}",
+                "",
+                "{buf}",
+                "{idx}",
+                "add {cur:e}, {n:e}"
+            )
+        }
+    }
+
+    /// Pops `n` items off stack `stack` in one sequence (`batch_sequence`) into `out[..n]`
+    /// (the old top last), `n` the items above `begin` or `len`, whichever is less; 0 when
+    /// the stack refuses (empty, locked, not made). The copy writes only the caller's
+    /// buffer, so an aborted one leaves nothing that counts (the restart writes it again).
+    ///
+    /// # Safety
+    /// As [`super::slab_pop_batch`]; `len` is at least 1 and `out` points at `len` writable
+    /// pointers that no other thread reads or writes meanwhile.
+    #[inline(always)]
+    pub(super) unsafe fn pop_batch(stack: usize, out: *mut *mut u8, len: usize) -> usize {
+        // SAFETY: as `push_batch`, the kernel contract as there.
+        unsafe {
+            batch_sequence!(
+                stack,
+                out,
+                len,
+                // Held: `count - begin`; none (or a locked `begin` of 65,535, or a zero
+                // header) refuses.
+                "mov {cur:e}, dword ptr [{slab} + {stack} * 8]\n\
+                 movzx {tmp:e}, word ptr [{slab} + {stack} * 8 + 4]\n\
+                 mov {n:e}, {cur:e}\n\
+                 sub {n:e}, {tmp:e}",
+                "sub {cur:e}, {n:e}",
+                "{idx}",
+                "{buf}",
+                ""
+            )
+        }
+    }
+
     /// Registers the area at `area` for the calling thread.
     pub(super) fn register(area: *mut u8) -> Result<(), super::OsError> {
         // SAFETY: `area` is this thread's own 32-byte, 32-aligned static TLS area, which
@@ -391,6 +507,12 @@ mod imp {
     }
     pub(super) unsafe fn push(_: usize, _: *mut u8) -> bool {
         false
+    }
+    pub(super) unsafe fn push_batch(_: usize, _: *const *mut u8, _: usize) -> usize {
+        0
+    }
+    pub(super) unsafe fn pop_batch(_: usize, _: *mut *mut u8, _: usize) -> usize {
+        0
     }
     pub(super) fn register(_: *mut u8) -> Result<(), super::OsError> {
         Err(super::OsError(libc::ENOSYS))
@@ -556,9 +678,10 @@ pub fn slab_of(index: usize) -> *mut u8 {
 /// `mm_cid`, below the possible CPUs) is below [`SLAB_TABLE_LEN`] (the sequences do not
 /// test it); a base is set ([`set_slab_base`]); in the slab of every index, the header of
 /// `stack` (8 bytes, 8-aligned, a count below 65,536) and, while it does not refuse, slots
-/// `begin..end` are readable and writable, and nothing but these two sequences writes the
-/// count or the slots (from any thread) while the header's bounds are not locked, unless no
-/// sequence can commit meanwhile (the bounds locked, then [`membarrier_rseq`]).
+/// `begin..end` are readable and writable, and nothing but these sequences (and the batched
+/// ones, [`slab_push_batch`] and [`slab_pop_batch`]) writes the count or the slots (from any
+/// thread) while the header's bounds are not locked, unless no sequence can commit meanwhile
+/// (the bounds locked, then [`membarrier_rseq`]).
 #[inline(always)]
 pub unsafe fn slab_pop(stack: usize) -> *mut u8 {
     // SAFETY: the caller's contract.
@@ -589,6 +712,41 @@ pub unsafe fn slab_pop_tagged(stack: usize, tag: usize) -> *mut u8 {
 pub unsafe fn slab_push(stack: usize, item: *mut u8) -> bool {
     // SAFETY: the caller's contract.
     unsafe { imp::push(stack, item) }
+}
+
+/// Pushes `items` onto a per-CPU slab in one restartable sequence (a refill's batch): with
+/// the slab and header as in [`slab_pop`], `n` the smaller of `items.len()` and `end -
+/// count`, stores `items[..n]` in slots `count..count + n` (so `items[n - 1]` ends on top)
+/// and `count + n`, and returns `n`; 0, changing nothing, when the stack refuses (full,
+/// locked, a zero header). The caller keeps `items[n..]`.
+///
+/// # Safety
+/// As [`slab_pop`].
+#[inline]
+pub unsafe fn slab_push_batch(stack: usize, items: &[*mut u8]) -> usize {
+    if items.is_empty() {
+        return 0;
+    }
+    // SAFETY: the caller's contract; `items` holds `len` pointers, at least one.
+    unsafe { imp::push_batch(stack, items.as_ptr(), items.len()) }
+}
+
+/// Pops up to `out.len()` items off a per-CPU slab in one restartable sequence (a flush's
+/// batch): with the slab and header as in [`slab_pop`], `n` the smaller of `out.len()` and
+/// `count - begin`, copies slots `count - n..count` into `out[..n]` (the old top into
+/// `out[n - 1]`), stores `count - n` and returns `n`; 0, changing nothing on the stack, when
+/// it refuses (empty, locked, a zero header). `out[..len]` may be written even then (an
+/// aborted copy): only `out[..n]` means anything.
+///
+/// # Safety
+/// As [`slab_pop`].
+#[inline]
+pub unsafe fn slab_pop_batch(stack: usize, out: &mut [*mut u8]) -> usize {
+    if out.is_empty() {
+        return 0;
+    }
+    // SAFETY: the caller's contract; `out` is ours, `len` pointers, at least one.
+    unsafe { imp::pop_batch(stack, out.as_mut_ptr(), out.len()) }
 }
 
 /// The number of CPUs the kernel may ever bring up (`_SC_NPROCESSORS_CONF`): both `cpu_id`
@@ -645,6 +803,7 @@ pub fn membarrier_rseq(cpu: Option<u32>) -> Result<(), OsError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use core::ptr;
     use std::vec::Vec;
 
     #[test]
@@ -742,6 +901,7 @@ mod tests {
             assert!(slab_push(1, items[0]), "unlocked");
             assert!(!slab_pop(1).is_null(), "unlocked");
         }
+        batches_follow_the_layout(cpus, &slab, &header, &items);
         restarts_start_over(cpus, slab, header);
         // Never-written slabs (zero headers) refuse: move the base to a fresh region.
         let fresh = crate::mem::reserve(len, crate::mem::page_size())
@@ -758,6 +918,81 @@ mod tests {
         unsafe {
             crate::mem::release(region, len);
             crate::mem::release(fresh, len);
+        }
+    }
+
+    /// [`slab_push_batch`] and [`slab_pop_batch`] on stack 1 (every slab's header set to
+    /// count 2, begin 2, end 10 here): a batch lands whole on one slab (the thread may move
+    /// between sequences, not within one that commits), in order, as much of it as there is
+    /// room for; a pop takes the top of one slab; locked and zero headers refuse both.
+    fn batches_follow_the_layout(
+        cpus: usize,
+        slab: &impl Fn(usize) -> *mut u64,
+        header: &impl Fn(usize) -> *mut u32,
+        items: &[*mut u8],
+    ) {
+        let count = |i: usize| {
+            // SAFETY: inside the caller's region; only this thread writes it.
+            unsafe { header(i).read_volatile() }
+        };
+        let many: Vec<*mut u8> = (1..=12usize).map(|i| (i * 256) as *mut u8).collect();
+        // SAFETY: the caller's region follows the layout; only this test uses it.
+        unsafe {
+            for i in 0..cpus {
+                header(i).write(2);
+            }
+            assert_eq!(slab_push_batch(1, &[]), 0);
+            // Room for 8 on every slab: the first 8 of 12 go onto one of them, in order.
+            assert_eq!(slab_push_batch(1, &many), 8);
+            let full: Vec<usize> = (0..cpus).filter(|&i| count(i) == 10).collect();
+            assert_eq!(full.len(), 1, "one slab took the batch");
+            assert!((0..cpus).all(|i| count(i) == 2 || count(i) == 10));
+            let s = full[0];
+            let held: Vec<*mut u8> = (2..10).map(|k| slab(s).add(k).read() as *mut u8).collect();
+            assert_eq!(held, many[..8]);
+            // A pop of up to 3 takes the top of whichever slab the thread is on now: the
+            // full one (the last three, old top last) or an empty one (none).
+            let mut out = [ptr::null_mut::<u8>(); 3];
+            match slab_pop_batch(1, &mut out) {
+                3 => {
+                    assert_eq!(out[..], many[5..8]);
+                    assert_eq!(count(s), 7);
+                }
+                0 => assert_eq!(count(s), 10),
+                n => panic!("popped {n} of 8"),
+            }
+            // A pop larger than a stack takes what it holds: everything comes back.
+            let mut back = Vec::new();
+            for i in 0..cpus {
+                header(i).write(6);
+                for k in 2..6 {
+                    slab(i).add(k).write(items[k - 2] as u64);
+                }
+            }
+            let mut out = [ptr::null_mut::<u8>(); 12];
+            let n = slab_pop_batch(1, &mut out);
+            assert_eq!(n, 4, "every slab holds 4");
+            back.extend_from_slice(&out[..n]);
+            assert_eq!(back, items[..4]);
+            assert_eq!((0..cpus).filter(|&i| count(i) == 2).count(), 1);
+            // Locked headers refuse both, whatever the count; so do zero ones.
+            for i in 0..cpus {
+                header(i).write(5);
+                header(i).add(1).write(LOCKED_BOUNDS);
+            }
+            assert_eq!(slab_push_batch(1, &many), 0, "a locked stack refuses");
+            assert_eq!(slab_pop_batch(1, &mut out), 0, "a locked stack refuses");
+            assert!((0..cpus).all(|i| count(i) == 5));
+            for i in 0..cpus {
+                header(i).cast::<u64>().write(0);
+            }
+            assert_eq!(slab_push_batch(1, &many), 0, "a zero header refuses");
+            assert_eq!(slab_pop_batch(1, &mut out), 0, "a zero header refuses");
+            for i in 0..cpus {
+                header(i).write(2);
+                header(i).add(1).cast::<u16>().write(2);
+                header(i).add(1).cast::<u16>().add(1).write(10);
+            }
         }
     }
 
@@ -803,6 +1038,15 @@ mod tests {
         let target = unsafe { libc::pthread_self() };
         let stop = AtomicBool::new(false);
         let mut outstanding: Vec<usize> = Vec::new();
+        /// Removes `got` (a popped item, 0 for none) from the outstanding ones; an item that
+        /// is not outstanding was handed out twice or never pushed.
+        fn take_back(outstanding: &mut Vec<usize>, got: usize) {
+            if got != 0 {
+                let at = outstanding.iter().position(|&x| x == got);
+                assert!(at.is_some(), "popped {got:#x}, which is not outstanding");
+                outstanding.swap_remove(at.unwrap_or(0));
+            }
+        }
         /// Stops the sender when the loop ends, by a failed assertion too (the scope
         /// would otherwise wait for the sender for ever).
         struct StopOnDrop<'a>(&'a AtomicBool);
@@ -830,10 +1074,19 @@ mod tests {
                 }
                 // SAFETY: as above.
                 let got = unsafe { slab_pop(1) } as usize;
-                if got != 0 {
-                    let at = outstanding.iter().position(|&x| x == got);
-                    assert!(at.is_some(), "popped {got:#x}, which is not outstanding");
-                    outstanding.swap_remove(at.unwrap_or(0));
+                take_back(&mut outstanding, got);
+                // The batched sequences too: a batch of three unique items, then a pop of
+                // up to four (a copy cut short must restart whole, or commit nothing).
+                // (Apart from the single items: above bit 40, below the top of user space.)
+                let batch = [1, 2, 3].map(|k| ((1 << 40) + (n << 2 | k) * 16) as *mut u8);
+                // SAFETY: as above.
+                let pushed = unsafe { slab_push_batch(1, &batch) };
+                outstanding.extend(batch[..pushed].iter().map(|&p| p as usize));
+                let mut out = [ptr::null_mut::<u8>(); 4];
+                // SAFETY: as above.
+                let popped = unsafe { slab_pop_batch(1, &mut out) };
+                for &p in &out[..popped] {
+                    take_back(&mut outstanding, p as usize);
                 }
             }
         });

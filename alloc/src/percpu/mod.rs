@@ -7,7 +7,8 @@
 //! - the **front end** (`slab.rs`): per id, per class up to 1 KiB, a stack of pointers to
 //!   free objects. Pop and push are one restartable sequence each
 //!   (`tessera_sys::rseq::slab_pop`/`slab_push`): no atomic, no lock; a preempted or migrated
-//!   sequence restarts.
+//!   sequence restarts. A refill's batch goes onto a stack, and an overflow's comes off it,
+//!   in one sequence too (`slab_push_batch`/`slab_pop_batch`).
 //! - the **transfer cache** (`transfer.rs`): per class, one array of pointers shared by
 //!   every id. A full stack gives half of itself to it (`flush`), an empty one takes half a
 //!   stack from it (`refill`): pointers copied, the blocks untouched;
@@ -704,33 +705,31 @@ unsafe fn refill(id: u32, class: SizeClass, size: usize, align: usize) -> *mut u
         // SAFETY: taken from the transfer cache: ours, marked by its push.
         unsafe { unmark(block) };
     }
-    let key = freelist::key();
-    let mut left = 0;
-    // Pushed last first, so that the pops hand the blocks out in the order they came
-    // (ascending addresses from a fresh span, as a thread cache's list does; the most
-    // recently freed first from the transfer cache).
-    for i in (0..got).rev() {
-        let pushed = if marked {
-            // SAFETY: as `pop`; the block carries its marker already.
-            unsafe { rseq::slab_push(slab::stack(class), extra[i]) }
-        } else {
-            // SAFETY: the caller's contract; each block is ours, fresh from the back end.
-            unsafe { push(class, extra[i], key) }
-        };
-        if !pushed {
-            if marked {
-                // SAFETY: still ours: the push did not happen.
-                unsafe { unmark(extra[i]) };
-            }
-            // Kept at the top end, among the slots already gone through (`got - 1 - left`
-            // is at least `i`).
-            extra[got - 1 - left] = extra[i];
-            left += 1;
+    let batch = &mut extra[..got];
+    // Pushed in one sequence (`rseq::slab_push_batch`), last first, so that the pops hand the
+    // blocks out in the order they came (ascending addresses from a fresh span, as a thread
+    // cache's list does; the most recently freed first from the transfer cache).
+    batch.reverse();
+    if !marked {
+        let key = freelist::key();
+        for &b in batch.iter() {
+            // The marker goes in before the push, as `push` does.
+            // SAFETY: each block is ours, fresh from the back end.
+            unsafe { freelist::write_link_with(key, b, ptr::null_mut()) };
         }
     }
-    if left > 0 {
+    // SAFETY: as `pop`; every block is ours and marked.
+    let pushed = unsafe { rseq::slab_push_batch(slab::stack(class), batch) };
+    // What did not fit (the thread moved to an id whose stack is fuller, or a drain locked
+    // it) goes back, markers cleared.
+    let left = &batch[pushed..];
+    for &b in left {
+        // SAFETY: still ours: not pushed; marked above or by the transfer cache's push.
+        unsafe { unmark(b) };
+    }
+    if !left.is_empty() {
         // SAFETY: the blocks are ours and live, markers cleared.
-        unsafe { give_back(&extra[got - left..got]) };
+        unsafe { give_back(left) };
     }
     block
 }
@@ -876,17 +875,10 @@ pub(crate) unsafe fn free_slow(span: *mut Span, ptr: *mut u8) {
     // SAFETY: `ptr` is ours (the contract).
     unsafe { freelist::write_link_with(key, ptr, ptr::null_mut()) };
     out[0] = ptr;
-    let mut n = 1;
     let want = slab::batch(class).min(MAX_BATCH);
-    while n <= want {
-        // SAFETY: as `pop`: the slab's layout, a registered thread.
-        let block = unsafe { rseq::slab_pop(slab::stack(class)) };
-        if block.is_null() {
-            break;
-        }
-        out[n] = block;
-        n += 1;
-    }
+    // One sequence for the whole batch (`rseq::slab_pop_batch`).
+    // SAFETY: as `pop`: the slab's layout, a registered thread.
+    let n = 1 + unsafe { rseq::slab_pop_batch(slab::stack(class), &mut out[1..=want]) };
     // SAFETY: every block is ours and marked: `ptr` given up, the others popped.
     unsafe { flush(class, &out[..n]) };
 }

@@ -15,7 +15,7 @@
 //! slab not made yet is memory never written: zero headers, on which both refuse too (and
 //! which cost no memory until the id's first slow path makes the slab, `make`).
 //!
-//! A slab's counts and slots are written only by the two restartable sequences, which run
+//! A slab's counts and slots are written only by the restartable sequences, which run
 //! for the slab of the id the thread holds at that instant, so no two writers ever overlap
 //! (`tessera_sys::rseq`'s contract), and by a drain from another thread once it has locked
 //! the headers (`drain.rs`). Other code only reads them, racily (`stats`).
