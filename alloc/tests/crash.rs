@@ -719,6 +719,38 @@ fn realloc_of_a_block_over_an_uncarved_object_is_reported() {
     );
 }
 
+/// Another thread frees a block twice with a block of the same span between: its remote
+/// batch holds them as one run of that span, whose first block (the chain's tail) has no
+/// link written until the push writes it, so no freed-block marker either. Publishing the
+/// batch (at the thread's exit) must still find the second free.
+#[test]
+fn batched_double_free_of_a_runs_first_block_is_reported() {
+    if let Some(out) = common::in_child(
+        "batched_double_free_of_a_runs_first_block_is_reported",
+        "batched-tail-double",
+        &[("TESSERA_CACHE", "thread")],
+        || {
+            let keep = tessera::alloc(64, 8);
+            let p = tessera::alloc(64, 8) as usize;
+            let q = tessera::alloc(64, 8) as usize;
+            std::thread::spawn(move || {
+                // SAFETY: deliberately bad input: `p` freed twice, both remote frees.
+                unsafe {
+                    tessera::free(p as *mut u8);
+                    tessera::free(q as *mut u8);
+                    tessera::free(p as *mut u8);
+                }
+            })
+            .join()
+            .unwrap();
+            allocate_without_repeats(64, 3000);
+            std::hint::black_box(keep);
+        },
+    ) {
+        assert_aborted_with(&out, "tessera: double free");
+    }
+}
+
 /// `realloc` of a block freed with its span (emptied and let go of, owned by nobody), whose
 /// first word was written after the free, so that it carries no freed-block marker: a span
 /// no cache owns holds no live block, so it is reported, not moved and freed onto the
