@@ -130,6 +130,17 @@ pub fn alloc_layout(layout: Layout) -> *mut u8 {
 /// mask, which an alignment of 0 turns into a class too small for `size`.
 #[inline(never)]
 unsafe fn alloc_pow2(size: usize, align: usize) -> *mut u8 {
+    // SAFETY: forwarded contract.
+    unsafe { alloc_pow2_inlined(size, align) }
+}
+
+/// `alloc_pow2`'s body, for `realloc`'s move, itself an entry point of its own (`thread.rs`:
+/// the cache is read afresh on each call of one).
+///
+/// # Safety
+/// As `alloc_pow2`.
+#[inline(always)]
+unsafe fn alloc_pow2_inlined(size: usize, align: usize) -> *mut u8 {
     if size <= MAX_FAST && align <= 16 {
         // SAFETY: `size` rounded up to an alignment of at most 16 is at most `MAX_FAST + 15`.
         let class = unsafe { class_of_fast((size + align - 1) & !(align - 1)) };
@@ -917,7 +928,7 @@ unsafe fn realloc_move_small(
     }
     // SAFETY: `align` is the alignment the block was allocated with (the contract), a
     // power of two, or the allocation would have failed.
-    let fresh = unsafe { alloc_pow2(new_size, align) };
+    let fresh = unsafe { alloc_pow2_inlined(new_size, align) };
     if fresh.is_null() {
         return fresh;
     }
