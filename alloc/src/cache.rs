@@ -483,6 +483,23 @@ impl Cache {
     /// As `free_local`.
     #[inline(always)]
     pub(crate) unsafe fn free_owned_fast(&mut self, s: &Span, ptr: *mut u8) -> Freed {
+        // SAFETY: forwarded contract.
+        unsafe { self.free_owned_fast_in::<false>(s, ptr) }
+    }
+
+    /// `free_owned_fast`; `CHECKED`: the caller has tested the block for the freed-block
+    /// marker already (`tessera::realloc`, hardened), so it is not tested again. Without
+    /// `hardened` there is no marker, and the list-head tests stay.
+    ///
+    /// # Safety
+    /// As `free_local`; with `CHECKED`, `ptr` must not carry the marker
+    /// (`freelist::looks_freed_in` false) or not be on any list the cache may walk.
+    #[inline(always)]
+    pub(crate) unsafe fn free_owned_fast_in<const CHECKED: bool>(
+        &mut self,
+        s: &Span,
+        ptr: *mut u8,
+    ) -> Freed {
         let key = self.key;
         let flags = s.user_flags;
         if flags & (WHERE_MASK | NOTIFY_PENDING) == ON_PARTIAL {
@@ -492,7 +509,7 @@ impl Cache {
             // any other): one load and compare fewer.
             if (!HARDENED && ptr == s.local_free.load(Ordering::Relaxed))
                 // SAFETY: `ptr` is an object of `s` (the contract).
-                || unsafe { freelist::may_be_freed_top(self.key_top, ptr) }
+                || (!CHECKED && unsafe { freelist::may_be_freed_top(self.key_top, ptr) })
             {
                 return Freed::Not;
             }
@@ -518,7 +535,7 @@ impl Cache {
         // Hardened, the marker test covers the list's head too (it is a free block).
         if (!HARDENED && ptr == bin.free)
             // SAFETY: `ptr` is an object of `s` (the contract).
-            || unsafe { freelist::may_be_freed_top(self.key_top, ptr) }
+            || (!CHECKED && unsafe { freelist::may_be_freed_top(self.key_top, ptr) })
         {
             return Freed::Not;
         }

@@ -209,16 +209,17 @@ impl Central {
     }
 }
 
-/// After a remote free pushed onto `s`'s list: if a central list holds it and no object in
-/// it is live, gives it back to the page heap (`Central::release_if_empty`). A load and a
-/// compare while some object of the span is live.
+/// After a remote free pushed onto `s`'s list, leaving it `listed` long: if a central list
+/// holds it and no object in it is live, gives it back to the page heap
+/// (`Central::release_if_empty`, which checks again under its lock). Two loads and a compare
+/// while some object of the span is live.
 ///
 /// # Safety
 /// The caller must just have freed an object of the in-use small span `s` onto its remote
-/// list.
+/// list, and `listed` be what that push returned (`remote::Pushed`).
 #[inline]
-pub(crate) unsafe fn remote_pushed(s: &Span) {
-    if !remote::all_free(s) {
+pub(crate) unsafe fn remote_pushed(s: &Span, listed: u32) {
+    if !remote::all_free_with(s, listed) {
         return;
     }
     let central =

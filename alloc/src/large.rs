@@ -104,8 +104,12 @@ pub(crate) fn alloc(size: usize, align: usize, zero: bool) -> *mut u8 {
     let fits_arena = bytes_to_pages(size.max(1)) + align / PAGE_SIZE <= MAX_SPAN_PAGES;
     if size >= huge_threshold() || align > ARENA_SIZE / 16 || !fits_arena {
         // Fresh mappings read as zero, so `zero` costs nothing here.
-        return crate::limit::retry(|| huge::alloc(size.max(1), align, node))
-            .map_or(ptr::null_mut(), |p| p.as_ptr());
+        let Some(block) = crate::limit::retry(|| huge::alloc(size.max(1), align, node)) else {
+            return ptr::null_mut();
+        };
+        // Fresh memory while freed pages may wait in the page heap (`grew_outside`).
+        node::node(node).heap.grew_outside(size);
+        return block.as_ptr();
     }
     let pages = bytes_to_pages(size.max(1));
     let heap = &node::node(node).heap;

@@ -119,18 +119,44 @@ pub(crate) fn count(span: &Span) -> u32 {
 /// first (`is_suspect`, or the owner's `check_suspect`).
 #[inline]
 pub(crate) fn all_free(span: &Span) -> bool {
-    span.local_count.load(Ordering::Relaxed) + count(span) == span.carved.load(Ordering::Relaxed)
+    all_free_with(span, count(span))
 }
 
-/// Pushes `block` onto the span's remote list. Returns true when the span was `FULL`: the
-/// caller then owes the owner a notification.
+/// `all_free` with the remote list's length known (`Pushed::listed`).
+#[inline]
+pub(crate) fn all_free_with(span: &Span, listed: u32) -> bool {
+    span.local_count.load(Ordering::Relaxed) + listed == span.carved.load(Ordering::Relaxed)
+}
+
+/// What a push onto a remote list found and left.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Pushed {
+    /// The span was `FULL`: the pusher won the `FULL` -> `NORMAL` transition and owes the
+    /// owner a notification.
+    pub(crate) notify: bool,
+    /// The list's length right after the push, read off the word the push replaced, for the
+    /// pusher's test of whether the span is all free now (`central::remote_pushed`) without
+    /// loading the word again.
+    pub(crate) listed: u32,
+}
+
+/// Pushes `block` onto the span's remote list.
 ///
 /// # Safety
 /// `block` must be a free object of `span`, unreachable by anyone else.
 #[inline]
-pub(crate) unsafe fn push(span: &Span, block: *mut u8, suspect: bool) -> bool {
+pub(crate) unsafe fn push(span: &Span, block: *mut u8, suspect: bool) -> Pushed {
     // SAFETY: forwarded contract.
-    unsafe { push_chain_word(&span.remote, block, block, 1, suspect) }
+    unsafe {
+        push_chain_word(
+            &span.remote,
+            crate::freelist::key(),
+            block,
+            block,
+            1,
+            suspect,
+        )
+    }
 }
 
 /// `push` on any word.
@@ -141,26 +167,29 @@ pub(crate) unsafe fn push(span: &Span, block: *mut u8, suspect: bool) -> bool {
 #[inline]
 pub(crate) unsafe fn push_word(word: &impl Word, block: *mut u8) -> bool {
     // SAFETY: a one-block chain; forwarded contract.
-    unsafe { push_chain_word(word, block, block, 1, false) }
+    unsafe { push_chain_word(word, crate::freelist::key(), block, block, 1, false).notify }
 }
 
-/// Pushes a chain of `count` blocks, `head` to `tail` (already linked), with one CAS, and
-/// sets `SUSPECT` if `suspect`. Returns true when the span was `FULL` (the caller owes the
-/// owner a notification).
+/// Pushes a chain of `count` blocks, `head` to `tail`, with one CAS, and sets `SUSPECT` if
+/// `suspect`. The chain's links are written already except the tail's, which the push
+/// writes (encoded under `key`, the process's key) to the list's head it replaces: a chain
+/// of one block is written once.
 ///
 /// # Safety
-/// The chain must be free objects of `span`, linked through their first words, and
-/// reachable by nobody else.
+/// The chain must be free objects of `span`, linked head to tail through their first words
+/// (the tail's word is overwritten), and reachable by nobody else; `key` must be the
+/// process's free-list key.
 #[inline]
 pub(crate) unsafe fn push_chain(
     span: &Span,
+    key: usize,
     head: *mut u8,
     tail: *mut u8,
     count: u32,
     suspect: bool,
-) -> bool {
+) -> Pushed {
     // SAFETY: forwarded contract.
-    unsafe { push_chain_word(&span.remote, head, tail, count, suspect) }
+    unsafe { push_chain_word(&span.remote, key, head, tail, count, suspect) }
 }
 
 /// `push_chain` on any word.
@@ -170,19 +199,26 @@ pub(crate) unsafe fn push_chain(
 #[inline]
 pub(crate) unsafe fn push_chain_word(
     word: &impl Word,
+    key: usize,
     head: *mut u8,
     tail: *mut u8,
     count: u32,
     suspect: bool,
-) -> bool {
+) -> Pushed {
     let flag = if suspect { SUSPECT } else { 0 };
     let mut old = word.load(Ordering::Relaxed);
     loop {
         // SAFETY: the chain is ours until the CAS publishes it.
-        unsafe { crate::freelist::write_link(tail, (old & HEAD_MASK) as *mut u8) };
-        let new = pack(head, (old >> COUNT_SHIFT) + count as u64, NORMAL) | (old & SUSPECT) | flag;
+        unsafe { crate::freelist::write_link_with(key, tail, (old & HEAD_MASK) as *mut u8) };
+        let listed = (old >> COUNT_SHIFT) + count as u64;
+        let new = pack(head, listed, NORMAL) | (old & SUSPECT) | flag;
         match word.compare_exchange_weak(old, new, Ordering::Release, Ordering::Relaxed) {
-            Ok(_) => return old & STATE_MASK == FULL,
+            Ok(_) => {
+                return Pushed {
+                    notify: old & STATE_MASK == FULL,
+                    listed: listed as u32,
+                };
+            }
             Err(seen) => old = seen,
         }
     }
@@ -412,7 +448,14 @@ mod loom_tests {
                 let (h, t) = (b[0], b[1]);
                 // SAFETY: the chain is pushed once, by this thread.
                 loom::thread::spawn(move || unsafe {
-                    push_chain_word(&*word, h as *mut u8, t as *mut u8, 2, false)
+                    push_chain_word(
+                        &*word,
+                        crate::freelist::key(),
+                        h as *mut u8,
+                        t as *mut u8,
+                        2,
+                        false,
+                    )
                 })
             };
             // SAFETY: b[2] is pushed once, by this thread.
@@ -474,8 +517,12 @@ mod tests {
         let mut b = blocks();
         // SAFETY: the blocks are ours and unreachable by others.
         unsafe {
-            assert!(!push(span, b[0].as_mut_ptr().cast(), false));
-            assert!(!push(span, b[1].as_mut_ptr().cast(), false));
+            let first = push(span, b[0].as_mut_ptr().cast(), false);
+            assert!(!first.notify);
+            assert_eq!(first.listed, 1);
+            let second = push(span, b[1].as_mut_ptr().cast(), false);
+            assert!(!second.notify);
+            assert_eq!(second.listed, 2, "the length the push left");
         }
         assert_eq!(count(span), 2);
         let (head, n, suspect) = take(span);
@@ -485,10 +532,13 @@ mod tests {
         assert_eq!(count(span), 0);
         assert!(try_park(span));
         // SAFETY: as above.
-        let notified = unsafe { push(span, b[2].as_mut_ptr().cast(), false) };
-        assert!(notified, "first free after park notifies");
+        let pushed = unsafe { push(span, b[2].as_mut_ptr().cast(), false) };
+        assert!(pushed.notify, "first free after park notifies");
+        assert_eq!(pushed.listed, 1);
         // SAFETY: as above.
-        assert!(!unsafe { push(span, b[3].as_mut_ptr().cast(), true) });
+        let pushed = unsafe { push(span, b[3].as_mut_ptr().cast(), true) };
+        assert!(!pushed.notify);
+        assert_eq!(pushed.listed, 2);
         assert!(is_suspect(span));
         assert!(!try_unpark(span));
         assert!(!try_park(span), "list not empty");

@@ -602,15 +602,21 @@ fn cross_thread_double_free_is_reported() {
             })
             .join()
             .unwrap();
-            let mut seen = std::collections::HashSet::new();
-            for _ in 0..3000 {
-                let q = tessera::alloc(64, 8) as usize;
-                assert!(seen.insert(q), "{q:#x} handed out twice");
-            }
+            allocate_without_repeats(64, 3000);
             std::hint::black_box(keep);
         },
     ) {
         assert_aborted_with(&out, "tessera: double free");
+    }
+}
+
+/// Allocates `count` blocks of `size` bytes, keeping them, and fails if one comes twice (a
+/// block freed twice and not caught).
+fn allocate_without_repeats(size: usize, count: usize) {
+    let mut seen = std::collections::HashSet::new();
+    for _ in 0..count {
+        let q = tessera::alloc(size, 8) as usize;
+        assert!(seen.insert(q), "{q:#x} handed out twice");
     }
 }
 
@@ -737,4 +743,60 @@ fn realloc_of_a_block_over_an_uncarved_object_is_reported() {
         1,
         "tessera: realloc of a freed pointer",
     );
+}
+
+/// Another thread frees a block twice with a block of the same span between: its remote
+/// batch holds them as one run of that span, whose first block (the chain's tail) has no
+/// link written until the push writes it, so no freed-block marker either. Publishing the
+/// batch (at the thread's exit) must still find the second free.
+#[test]
+fn batched_double_free_of_a_runs_first_block_is_reported() {
+    if let Some(out) = common::in_child(
+        "batched_double_free_of_a_runs_first_block_is_reported",
+        "batched-tail-double",
+        &[("TESSERA_CACHE", "thread")],
+        || {
+            let keep = tessera::alloc(64, 8);
+            let p = tessera::alloc(64, 8) as usize;
+            let q = tessera::alloc(64, 8) as usize;
+            std::thread::spawn(move || {
+                // SAFETY: deliberately bad input: `p` freed twice, both remote frees.
+                unsafe {
+                    tessera::free(p as *mut u8);
+                    tessera::free(q as *mut u8);
+                    tessera::free(p as *mut u8);
+                }
+            })
+            .join()
+            .unwrap();
+            allocate_without_repeats(64, 3000);
+            std::hint::black_box(keep);
+        },
+    ) {
+        assert_aborted_with(&out, "tessera: double free");
+    }
+}
+
+/// `realloc` of a block freed with its span (emptied and let go of, owned by nobody), whose
+/// first word was written after the free, so that it carries no freed-block marker: a span
+/// no cache owns holds no live block, so it is reported, not moved and freed onto the
+/// remote list of a span about to be formatted afresh.
+#[test]
+fn realloc_of_an_overwritten_block_of_an_emptied_span_is_reported() {
+    if let Some(out) = common::in_child(
+        "realloc_of_an_overwritten_block_of_an_emptied_span_is_reported",
+        "emptied-realloc",
+        &[("TESSERA_CACHE", "thread"), ("TESSERA_PROF_RATE", "0")],
+        || {
+            let (_, in_first) = empty_the_first_span_of(1024);
+            // SAFETY: deliberately bad input: a write into a freed block (its span's memory
+            // stays mapped: arenas are never unmapped), then a realloc of it.
+            unsafe {
+                in_first[0].cast::<u64>().write(0);
+                tessera::realloc(in_first[0], 1024, 8, 4000);
+            }
+        },
+    ) {
+        assert_aborted_with(&out, "tessera: realloc of a freed pointer");
+    }
 }

@@ -71,6 +71,25 @@ impl Cache {
         unsafe { self.release_if_empty(span) };
     }
 
+    /// `free_local` for a block whose marker the caller has tested (`tessera::realloc`'s
+    /// move): the common cases without that test; the rest (a parked span, a notification
+    /// pending, unhardened a list's head) through `free_local`.
+    ///
+    /// # Safety
+    /// As `free_local`; `ptr` must not carry the freed-block marker, or be on no list of
+    /// `span` (`freelist::looks_freed_in` false, or `confirm_double_free` found it on none).
+    #[inline(always)]
+    pub(crate) unsafe fn free_local_checked(&mut self, span: *mut Span, ptr: *mut u8) {
+        // SAFETY: forwarded contract.
+        match unsafe { self.free_owned_fast_in::<true>(&*span, ptr) } {
+            Freed::Done => {}
+            // SAFETY: we own the span (the caller's contract).
+            Freed::Emptied => unsafe { self.release_if_empty(span) },
+            // SAFETY: forwarded contract.
+            Freed::Not => unsafe { self.free_local(span, ptr) },
+        }
+    }
+
     /// Returns a non-current span whose every carved object is free to the page heap.
     ///
     /// # Safety

@@ -103,31 +103,31 @@ impl Cache {
             // SAFETY: the batch's spans stay in use while it holds their blocks (their
             // owners count them as allocated).
             let s = unsafe { &*span };
-            let mut suspect = false;
-            let (mut head, mut tail, mut count) = (ptr::null_mut(), ptr::null_mut::<u8>(), 0);
-            while at < len && spans[at] == span {
-                let block = blocks[at];
-                // SAFETY: a block of `s` this thread gave up, ours until published.
-                if unsafe { freelist::looks_freed_in_with(key, s, block) } {
-                    suspect = true;
-                    check_batched(s, &blocks[..at], block);
-                }
-                // SAFETY: as above.
-                unsafe { freelist::write_link_with(key, block, head) };
-                if tail.is_null() {
-                    tail = block;
-                }
-                head = block;
-                count += 1;
-                at += 1;
+            // The run of `s`'s blocks from here, chained from its last block (the head) to its
+            // first (the tail). The tail's link is left to the push, which writes it once, to
+            // the list's head: a free into a span of its own, the common case when a thread
+            // drops a structure another built (rayon's merged maps), writes one link.
+            let tail = blocks[at];
+            // SAFETY: a block of `s` this thread gave up, ours until published.
+            let mut suspect = unsafe { marked(key, s, &blocks[..at], tail) };
+            let (mut head, mut count) = (tail, 1);
+            at += 1;
+            if at < len && spans[at] == span {
+                // SAFETY: blocks of `s` from `at` on, which this thread gave up.
+                let run = unsafe { chain_run(key, s, spans, blocks, at, tail) };
+                (head, count, at) = (run.head, run.count, run.end);
+                suspect |= run.suspect;
             }
-            // SAFETY: free objects of `s`, linked head to tail, reachable by nobody else; a
-            // push that returns true won the span's `FULL` -> `NORMAL` transition.
+            // SAFETY: free objects of `s`, linked head to tail but for the tail's link,
+            // reachable by nobody else; `key` is the process's key (the cache's copy).
+            let pushed = unsafe { remote::push_chain(s, key, head, tail, count, suspect) };
+            // SAFETY: a push that says so won the span's `FULL` -> `NORMAL` transition; the
+            // push just made, and what it left.
             unsafe {
-                if remote::push_chain(s, head, tail, count, suspect) {
+                if pushed.notify {
                     notify_owner(s);
                 }
-                crate::central::remote_pushed(s);
+                crate::central::remote_pushed(s, pushed.listed);
             }
         }
     }
@@ -141,8 +141,77 @@ impl Cache {
     }
 }
 
+/// What `chain_run` linked.
+struct Run {
+    /// The last block linked, the chain's head.
+    head: *mut u8,
+    /// Blocks in the chain, the tail included.
+    count: u32,
+    /// Where the next span's blocks start in the batch.
+    end: usize,
+    /// Some block carried the freed-block marker.
+    suspect: bool,
+}
+
+/// Links the blocks of the batch from `at` on that belong to `s` (`spans[at]` must), each to
+/// the one before, the first to `tail` (the run's first block, whose own link the push
+/// writes). Out of line: for the common run of one block, the publish loop then sets up no
+/// inner loop.
+///
+/// # Safety
+/// `tail` and every block of the run must be objects of `s` that this thread gave up and
+/// still holds (a batch's blocks until it is published), `tail` at `at - 1`.
+#[inline(never)]
+unsafe fn chain_run(
+    key: usize,
+    s: &Span,
+    spans: &[*mut Span],
+    blocks: &[*mut u8],
+    mut at: usize,
+    tail: *mut u8,
+) -> Run {
+    let span = spans[at];
+    let (mut head, mut count, mut suspect) = (tail, 1, false);
+    while at < spans.len() && spans[at] == span {
+        let block = blocks[at];
+        // The tail carries no link yet, so no marker: a second free of it is found here.
+        if block == tail {
+            freelist::double_free(s, block, "double free");
+        }
+        // SAFETY: a block of `s` this thread gave up, ours until published.
+        suspect |= unsafe { marked(key, s, &blocks[..at], block) };
+        // SAFETY: as above.
+        unsafe { freelist::write_link_with(key, block, head) };
+        head = block;
+        count += 1;
+        at += 1;
+    }
+    Run {
+        head,
+        count,
+        end: at,
+        suspect,
+    }
+}
+
+/// Whether `block`, a block of `s` in a batch going out after `earlier`, carries the
+/// freed-block marker (the remote list's `SUSPECT`), reporting it if `earlier` holds it too.
+///
+/// # Safety
+/// `block` must be an object of `s` that this thread gave up and still holds.
+#[inline(always)]
+unsafe fn marked(key: usize, s: &Span, earlier: &[*mut u8], block: *mut u8) -> bool {
+    // SAFETY: the caller's contract.
+    if unsafe { freelist::looks_freed_in_with(key, s, block) } {
+        check_batched(s, earlier, block);
+        return true;
+    }
+    false
+}
+
 /// A block of `s` carried the freed-block marker as its batch went out: if the batch held
-/// it before (`earlier`, whose links are written), this thread freed it twice.
+/// it before (`earlier`, whose links are written but for the tail of the run being
+/// published, which the caller compares itself), this thread freed it twice.
 #[cold]
 #[inline(never)]
 fn check_batched(s: &Span, earlier: &[*mut u8], block: *mut u8) {
@@ -172,12 +241,13 @@ pub(crate) unsafe fn free_remote(span: &Span, ptr: *mut u8) {
     // SAFETY: `ptr` is an object of `span` (the contract).
     let suspect = unsafe { freelist::looks_freed_in(span, ptr) };
     // SAFETY: forwarded contract.
-    if unsafe { remote::push(span, ptr, suspect) } {
-        // SAFETY: the push returned true: this thread won the `FULL` -> `NORMAL` transition.
+    let pushed = unsafe { remote::push(span, ptr, suspect) };
+    if pushed.notify {
+        // SAFETY: this thread won the `FULL` -> `NORMAL` transition.
         unsafe { notify_owner(span) };
     }
-    // SAFETY: this thread just pushed onto the span's remote list.
-    unsafe { crate::central::remote_pushed(span) };
+    // SAFETY: this thread just pushed onto the span's remote list, which it left `listed`.
+    unsafe { crate::central::remote_pushed(span, pushed.listed) };
 }
 
 /// Tells the owner of a span that a remote free un-parked it (this thread won the

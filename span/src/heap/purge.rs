@@ -131,6 +131,16 @@ impl PageHeap {
         self.run_purge(Goal::Growth(grown), clock::coarse_now_ms())
     }
 
+    /// The program just committed `bytes` fresh outside this heap (a huge block's own
+    /// mapping) while dirty pages may wait here: the growth purge the heap makes when it
+    /// grows itself (`purge_for_growth`), so that memory freed here and not reused does not
+    /// add to a footprint that grows elsewhere. Rayon's merged hash maps (33 and 66 MiB
+    /// tables, huge blocks) were mapped while the 8 and 16 MiB tables of earlier merges
+    /// (large spans) waited on the decay curve: 40-75 MiB dirty at its peak.
+    pub fn grew_outside(&self, bytes: usize) -> PurgeOutcome {
+        self.purge_for_growth(bytes)
+    }
+
     /// Returns every dirty page to the OS (a limit was reached, or the program asked).
     pub fn purge_all(&self) -> PurgeOutcome {
         self.run_purge(Goal::All, clock::coarse_now_ms())
