@@ -124,3 +124,38 @@ fn sysmon_records_a_coroutine_that_runs_long_without_yielding() {
     let line = dump.lines().find(|l| l.contains("\"hog\"")).expect(&dump);
     assert!(line.contains("ran over 10ms without yielding"), "{line}");
 }
+
+/// Sysmon runs under `SCHED_BATCH` (sysmon.rs, `run`), so its timed wake-ups do not preempt
+/// the Ms it watches. The policy is set by sysmon itself as it starts: the test waits for it
+/// (the watchdog fails a sysmon that never gets it), rather than reading once.
+#[test]
+fn sysmon_wakeups_do_not_preempt() {
+    let _w = common::Watchdog::new("sysmon_batch", 60);
+    let rt = Runtime::builder().procs(1).build().unwrap();
+    rt.block_on(|| {
+        // `/proc/self/task/*/stat`: field 2 is the name in parentheses, field 41 the
+        // scheduling policy (3: SCHED_BATCH). Every runtime of this test binary has a sysmon;
+        // each must get the policy.
+        loop {
+            let mut sysmons = 0;
+            let mut batch = 0;
+            for task in std::fs::read_dir("/proc/self/task").unwrap().flatten() {
+                let Ok(stat) = std::fs::read_to_string(task.path().join("stat")) else {
+                    continue; // The thread exited meanwhile.
+                };
+                let Some(end) = stat.rfind(')') else { continue };
+                if !stat[..end].ends_with("tessera-sysmon") {
+                    continue;
+                }
+                sysmons += 1;
+                // Fields from the third on, after the name: the policy is field 41.
+                let policy = stat[end + 1..].split_whitespace().nth(41 - 3);
+                batch += usize::from(policy == Some("3"));
+            }
+            if sysmons > 0 && batch == sysmons {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    });
+}

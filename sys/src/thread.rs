@@ -40,6 +40,24 @@ pub fn involuntary_switches() -> u64 {
     usage.ru_nivcsw as u64
 }
 
+/// Puts the calling thread under `SCHED_BATCH` (`sched_setscheduler(2)`, nice value kept):
+/// the same share of the CPU as any normal thread, but its wake-ups never preempt the
+/// thread running on the CPU it wakes on; it runs when that thread's slice ends or the CPU
+/// falls idle. For a watchdog that wakes often on a timer and is rarely urgent.
+///
+/// Errors: `EPERM` (a seccomp or security policy refusing it); the thread keeps its policy.
+pub fn no_wakeup_preemption() -> Result<(), OsError> {
+    let param = libc::sched_param { sched_priority: 0 };
+    // SAFETY: pid 0 is the calling thread; `param` is a valid `sched_param` (priority 0, as
+    // `SCHED_BATCH` requires).
+    let rc = unsafe { libc::sched_setscheduler(0, libc::SCHED_BATCH, &param) };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(OsError(crate::error::errno()))
+    }
+}
+
 /// `sched_yield(2)`, for brief waits on another thread. Cannot fail on Linux.
 pub fn yield_now() {
     // SAFETY: no preconditions.
