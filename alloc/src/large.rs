@@ -107,8 +107,8 @@ pub(crate) fn alloc(size: usize, align: usize, zero: bool) -> *mut u8 {
         let Some(block) = crate::limit::retry(|| huge::alloc(size.max(1), align, node)) else {
             return ptr::null_mut();
         };
-        // Fresh memory while freed pages may wait in the page heap (`grew_outside`).
-        node::node(node).heap.grew_outside(size);
+        // Fresh memory while freed pages may wait in the page heap (`PageHeap::purge_for_growth`).
+        node::node(node).heap.purge_for_growth(size);
         return block.as_ptr();
     }
     let pages = bytes_to_pages(size.max(1));

@@ -1,6 +1,6 @@
 //! A huge block (its own mapping) is memory the program's footprint grows by while freed
 //! pages may wait in the page heap on the decay curve: its allocation purges as many of
-//! them as the heap's own growth would (`PageHeap::grew_outside`). Rayon's merged hash maps
+//! them as the heap's own growth would (`PageHeap::purge_for_growth`). Rayon's merged hash maps
 //! (33 and 66 MiB tables) were mapped while the 8 and 16 MiB tables of earlier merges
 //! waited dirty: 40-75 MiB of its peak.
 

@@ -120,25 +120,18 @@ impl PageHeap {
         self.run_purge(Goal::Decay, clock::coarse_now_ms())
     }
 
-    /// After the heap committed `grown` fresh bytes while dirty pages waited (none of its
-    /// dirty runs fit the span): returns as many of the oldest dirty bytes beyond
-    /// `GROWTH_KEEP` to the OS, so that a program's footprint does not grow by what it freed
-    /// and does not reuse (Go's scavenger also scavenges on heap growth). Without it, the
-    /// decay curve let python3 (the runner's programs) reach its peak with 816 KiB of dirty
-    /// pages, freed blocks that its later, larger blocks did not fit in; its peak RSS fell by
-    /// 0.5-0.6 MiB with it (glibc's is still 1.1 MiB lower: issue #13, item 6).
-    pub(super) fn purge_for_growth(&self, grown: usize) -> PurgeOutcome {
-        self.run_purge(Goal::Growth(grown), clock::coarse_now_ms())
-    }
-
-    /// The program just committed `bytes` fresh outside this heap (a huge block's own
-    /// mapping) while dirty pages may wait here: the growth purge the heap makes when it
-    /// grows itself (`purge_for_growth`), so that memory freed here and not reused does not
-    /// add to a footprint that grows elsewhere. Rayon's merged hash maps (33 and 66 MiB
+    /// After the program committed `grown` fresh bytes while dirty pages waited here: by
+    /// this heap (none of its dirty runs fit the span), or outside it (a huge block's own
+    /// mapping, `large::alloc` of the `tessera` crate). Returns as many of the oldest dirty
+    /// bytes beyond `GROWTH_KEEP` to the OS, so that a program's footprint does not grow by
+    /// what it freed and does not reuse (Go's scavenger also scavenges on heap growth).
+    /// Without it, the decay curve let python3 (the runner's programs) reach its peak with
+    /// 816 KiB of dirty pages, freed blocks that its later, larger blocks did not fit in (its
+    /// peak RSS fell by 0.5-0.6 MiB with it), and rayon's merged hash maps (33 and 66 MiB
     /// tables, huge blocks) were mapped while the 8 and 16 MiB tables of earlier merges
-    /// (large spans) waited on the decay curve: 40-75 MiB dirty at its peak.
-    pub fn grew_outside(&self, bytes: usize) -> PurgeOutcome {
-        self.purge_for_growth(bytes)
+    /// waited on the decay curve: 40-75 MiB dirty at its peak (issue #13).
+    pub fn purge_for_growth(&self, grown: usize) -> PurgeOutcome {
+        self.run_purge(Goal::Growth(grown), clock::coarse_now_ms())
     }
 
     /// Returns every dirty page to the OS (a limit was reached, or the program asked).
