@@ -964,3 +964,12 @@ pub fn collect() {
     percpu::collect();
     limit::reclaim();
 }
+
+/// [`collect`], returning how many bytes went back to the OS meanwhile (C's `malloc_trim`
+/// answers whether that was any). Purges the background purger makes during the call count
+/// too: they are bytes returned since the call began.
+pub fn trim() -> usize {
+    let before = stats::purged_total();
+    collect();
+    usize::try_from(stats::purged_total().saturating_sub(before)).unwrap_or(usize::MAX)
+}

@@ -178,6 +178,15 @@ pub struct Stats {
     pub node_count: usize,
 }
 
+/// Bytes returned to the OS by purges since start (`Stats::purged`), without the rest of
+/// the walk.
+pub(crate) fn purged_total() -> u64 {
+    node::used_nodes()
+        .iter()
+        .map(|node| node.heap.stats().purged_total)
+        .sum()
+}
+
 /// Gathers the figures; see the module comment for what they mean.
 pub fn stats() -> Stats {
     let mut out = Stats {

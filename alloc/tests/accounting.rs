@@ -128,9 +128,15 @@ fn processor_caches_serve_and_flush() {
 /// Runs `test` alone in a child process (this binary, `--exact`), for a test whose
 /// process-wide counts must not include objects the harness allocates meanwhile.
 fn run_alone(test: &str) {
+    run_alone_with(test, &[]);
+}
+
+/// `run_alone` with `env` set in the child.
+fn run_alone_with(test: &str, env: &[(&str, &str)]) {
     let out = Command::new(std::env::current_exe().unwrap())
         .args(["--exact", test, "--test-threads=1"])
         .env(CHILD, "1")
+        .envs(env.iter().copied())
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -355,4 +361,54 @@ fn memory_moves_between_the_buckets() {
         unsafe { tessera::dealloc(p as *mut u8, size, 8) };
     }
     assert!(tessera::stats().breakdown.live <= before_exit.live + SLACK);
+}
+
+/// `trim` (C's `malloc_trim`) returns free pages at once and says how many bytes went back.
+/// Alone in a child without the background purger and with an hour's decay, so that every
+/// byte the purge counter gains during the call is the call's own doing, and nothing is
+/// purged before it.
+#[test]
+fn trim_returns_free_pages_and_says_how_many() {
+    if std::env::var_os(CHILD).is_none() {
+        return run_alone_with(
+            "trim_returns_free_pages_and_says_how_many",
+            &[
+                ("TESSERA_PURGER", "off"),
+                ("TESSERA_PURGE_DELAY_MS", "3600000"),
+                ("TESSERA_THP", "never"),
+            ],
+        );
+    }
+    let _guard = SERIAL.lock().unwrap();
+    const N: usize = 16_384;
+    const SIZE: usize = 1024;
+    tessera::collect();
+    let blocks: Vec<usize> = (0..N).map(|_| tessera::alloc(SIZE, 8) as usize).collect();
+    for &p in &blocks {
+        assert_ne!(p, 0);
+        // SAFETY: a live block of SIZE bytes: every page of it made resident.
+        unsafe { (p as *mut u8).write_bytes(0x5a, SIZE) };
+    }
+    for &p in &blocks {
+        // SAFETY: each block is live and freed once.
+        unsafe { tessera::dealloc(p as *mut u8, SIZE, 8) };
+    }
+    let freed = tessera::stats().breakdown;
+    assert!(
+        freed.cached + freed.heap_dirty >= N * SIZE,
+        "the freed 16 MiB wait in the cache or the page heap: {freed:?}"
+    );
+    let returned = tessera::trim();
+    let trimmed = tessera::stats().breakdown;
+    assert!(
+        returned >= N * SIZE,
+        "trim returned {returned} bytes of the 16 MiB freed: {freed:?} -> {trimmed:?}"
+    );
+    assert!(
+        trimmed.heap_dirty <= SLACK,
+        "dirty pages left after trim: {freed:?} -> {trimmed:?}"
+    );
+    // Nothing left to return: a second trim right after finds nothing (only this thread
+    // allocates in the child, and it has freed nothing since).
+    assert_eq!(tessera::trim(), 0, "{trimmed:?}");
 }

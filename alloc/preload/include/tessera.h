@@ -1,7 +1,9 @@
 /* tessera.h: what libtessera.so offers beyond the C allocation functions.
  *
- * libtessera.so also replaces glibc's malloc_stats() (a report on stderr) and
- * malloc_info(0, fp) (XML on fp) with Tessera's figures; they are declared in <malloc.h>.
+ * libtessera.so also replaces glibc's malloc_stats() (a report on stderr),
+ * malloc_info(0, fp) (XML on fp), mallinfo2() and mallinfo() with Tessera's figures, and
+ * malloc_trim(pad) with a return of every free page to the OS; they are declared in
+ * <malloc.h>.
  * Look tessera_stats up with dlsym(RTLD_DEFAULT, "tessera_stats") when the program may run
  * without the library. */
 #ifndef TESSERA_H

@@ -24,12 +24,14 @@
 //! - A pointer Tessera never handed out, passed to `free`, `realloc` or
 //!   `malloc_usable_size`, is reported on stderr (`tessera: ...`) and aborts the process.
 //!
-//! Statistics: `malloc_stats` and `malloc_info` replace glibc's with Tessera's figures, and
-//! `tessera_stats` fills the struct of `include/tessera.h` (the end of this file).
+//! Statistics and trimming: `malloc_stats`, `malloc_info`, `mallinfo2` and `mallinfo`
+//! replace glibc's with Tessera's figures (glibc's would describe its own heap, empty under
+//! the preload), `malloc_trim` returns Tessera's free pages to the OS, and `tessera_stats`
+//! fills the struct of `include/tessera.h` (the end of this file).
 //!
-//! Not exported: `mallopt`, `mallinfo`, `mallinfo2`, `malloc_trim`. glibc's versions stay in
-//! place and act on glibc's own heap, which is empty under the preload: harmless, but what
-//! they report or trim is not Tessera's.
+//! Not exported: `mallopt`. glibc's stays in place and tunes glibc's own heap, which is
+//! empty under the preload: harmless, and none of its parameters has a Tessera meaning
+//! (`TESSERA_*` settings and the `tessera` crate's functions are the tuning).
 
 use core::ffi::{c_int, c_void};
 use core::ptr;
@@ -42,7 +44,7 @@ use crate::rules::{
     MALLOC_ALIGN, MAX_REQUEST, align_for, array_bytes, malloc_align, memalign_align,
     posix_align_ok, round_to_page,
 };
-use crate::stats::{self, CStats};
+use crate::stats::{self, CStats, MallInfo, MallInfo2};
 use crate::text::{Fd, Stream, Text};
 
 /// `tessera::alloc` with C's failure convention: null and `errno = ENOMEM`.
@@ -345,6 +347,29 @@ pub extern "C" fn tessera_heap_profile_rate(bytes: usize) -> usize {
 pub extern "C" fn malloc_stats() {
     let figures = tessera::stats();
     stats::print_text(&figures, &mut Text::<_, 1024>::new(Fd(2)));
+}
+
+/// Tessera's figures in glibc's `struct mallinfo2` (what each field holds: `MallInfo2` in
+/// `stats.rs`). Takes the allocator's locks for a moment, as `malloc_stats` does.
+#[unsafe(no_mangle)]
+pub extern "C" fn mallinfo2() -> MallInfo2 {
+    MallInfo2::from_stats(&tessera::stats())
+}
+
+/// `mallinfo2` in glibc's older `struct mallinfo` of `int`s, each saturated at `INT_MAX`.
+#[unsafe(no_mangle)]
+pub extern "C" fn mallinfo() -> MallInfo {
+    mallinfo2().into()
+}
+
+/// Returns free memory to the OS now (`tessera::trim`: the calling thread's and idle
+/// threads' caches flushed, every dirty free page purged, whatever the decay curve says).
+/// Returns 1 if any bytes went back, else 0, as glibc's. `pad` (glibc: bytes to leave at
+/// the heap's top) has no counterpart: Tessera's heap has no top to leave them at.
+#[unsafe(no_mangle)]
+pub extern "C" fn malloc_trim(pad: usize) -> c_int {
+    let _ = pad;
+    c_int::from(tessera::trim() > 0)
 }
 
 /// Writes Tessera's figures as XML to `fp` (glibc's `malloc_info`), see `stats.rs`.

@@ -9,6 +9,8 @@
 //! locks and allocates nothing) and only then write, through a stack buffer (`text.rs`),
 //! with no allocator lock held.
 
+use core::ffi::c_int;
+
 use tessera::Stats;
 
 use crate::text::{Sink, Text};
@@ -55,6 +57,94 @@ pub struct CStats {
     pub idle_caches: u64,
     /// NUMA nodes in use.
     pub nodes: u64,
+}
+
+/// glibc's `struct mallinfo2` (`<malloc.h>`, glibc 2.33 on), filled with Tessera's figures
+/// by `mallinfo2()`. glibc describes its own heap in these fields; each holds the nearest of
+/// Tessera's figures (`from_stats`).
+#[repr(C)]
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct MallInfo2 {
+    /// glibc: bytes of its non-`mmap`ed heap. Here: the arenas' committed bytes (everything
+    /// of them not returned to the OS: objects, free room, dirty pages, headers).
+    pub arena: usize,
+    /// glibc: free chunks. Tessera counts none: 0.
+    pub ordblks: usize,
+    /// glibc: free fastbin chunks: 0.
+    pub smblks: usize,
+    /// Huge blocks (each a mapping of its own, glibc's `mmap`ed chunks).
+    pub hblks: usize,
+    /// Bytes in huge blocks.
+    pub hblkhd: usize,
+    /// Always 0 (in glibc too).
+    pub usmblks: usize,
+    /// glibc: bytes in free fastbin chunks: 0.
+    pub fsmblks: usize,
+    /// Bytes handed out from the arenas: small objects at their class size, large blocks.
+    pub uordblks: usize,
+    /// Committed arena bytes free for reuse: caches' and central lists' free objects and
+    /// room, and the page heap's dirty pages.
+    pub fordblks: usize,
+    /// glibc: what `malloc_trim` could release at the heap's top. Here: the page heap's dirty
+    /// pages, which `malloc_trim` returns to the OS.
+    pub keepcost: usize,
+}
+
+impl MallInfo2 {
+    pub(crate) fn from_stats(s: &Stats) -> MallInfo2 {
+        let nodes = &s.nodes[..s.node_count];
+        // `Stats::active` is the spans in use (each node's `active`) plus the huge blocks.
+        let in_spans: usize = nodes.iter().map(|n| n.active).sum();
+        let huge = s.active - in_spans;
+        let arena_live: usize = nodes.iter().map(|n| n.breakdown.live).sum();
+        MallInfo2 {
+            arena: nodes.iter().map(|n| n.breakdown.committed()).sum(),
+            hblks: s.huge_blocks,
+            hblkhd: huge,
+            uordblks: arena_live,
+            fordblks: nodes
+                .iter()
+                .map(|n| n.breakdown.cached + n.breakdown.central + n.breakdown.heap_dirty)
+                .sum(),
+            keepcost: nodes.iter().map(|n| n.breakdown.heap_dirty).sum(),
+            ..MallInfo2::default()
+        }
+    }
+}
+
+/// glibc's older `struct mallinfo`: `MallInfo2` in `int`s, each saturated at `INT_MAX`
+/// (glibc's own wraps around past 2 GiB).
+#[repr(C)]
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct MallInfo {
+    pub arena: c_int,
+    pub ordblks: c_int,
+    pub smblks: c_int,
+    pub hblks: c_int,
+    pub hblkhd: c_int,
+    pub usmblks: c_int,
+    pub fsmblks: c_int,
+    pub uordblks: c_int,
+    pub fordblks: c_int,
+    pub keepcost: c_int,
+}
+
+impl From<MallInfo2> for MallInfo {
+    fn from(m: MallInfo2) -> MallInfo {
+        let i = |v: usize| c_int::try_from(v).unwrap_or(c_int::MAX);
+        MallInfo {
+            arena: i(m.arena),
+            ordblks: i(m.ordblks),
+            smblks: i(m.smblks),
+            hblks: i(m.hblks),
+            hblkhd: i(m.hblkhd),
+            usmblks: i(m.usmblks),
+            fsmblks: i(m.fsmblks),
+            uordblks: i(m.uordblks),
+            fordblks: i(m.fordblks),
+            keepcost: i(m.keepcost),
+        }
+    }
 }
 
 impl CStats {
@@ -298,6 +388,31 @@ mod tests {
         assert_eq!(c.committed, c.mapped - c.heap_purged);
         // The header declares 2 x uint32_t and 15 x uint64_t.
         assert_eq!(core::mem::size_of::<CStats>(), 8 + 15 * 8);
+    }
+
+    #[test]
+    fn mallinfo2_holds_the_arena_figures_and_mallinfo_saturates() {
+        let s = tessera::stats();
+        let m = MallInfo2::from_stats(&s);
+        let nodes = &s.nodes[..s.node_count];
+        // Arena bytes in use and free add up within the arenas' committed bytes (their
+        // headers are the rest), and huge blocks are apart.
+        assert!(m.uordblks + m.fordblks <= m.arena, "{m:?}");
+        assert_eq!(m.uordblks + m.hblkhd, s.breakdown.live, "{m:?} {s:?}");
+        assert_eq!(m.hblks, s.huge_blocks);
+        assert_eq!(m.keepcost, s.breakdown.heap_dirty);
+        assert_eq!(
+            m.arena,
+            nodes.iter().map(|n| n.breakdown.committed()).sum::<usize>()
+        );
+        // glibc's `int` fields wrap past 2 GiB; these stop at `INT_MAX`.
+        let big = MallInfo2 {
+            arena: 5 << 30,
+            hblks: 3,
+            ..MallInfo2::default()
+        };
+        let old = MallInfo::from(big);
+        assert_eq!((old.arena, old.hblks, old.uordblks), (c_int::MAX, 3, 0));
     }
 
     #[test]

@@ -51,7 +51,7 @@ static void check_identity(void) {
     static const char *const names[] = {
         "malloc", "free", "calloc", "realloc", "reallocarray", "posix_memalign",
         "aligned_alloc", "memalign", "valloc", "pvalloc", "malloc_usable_size", "cfree",
-        "malloc_stats", "malloc_info", "tessera_stats",
+        "malloc_stats", "malloc_info", "mallinfo2", "mallinfo", "malloc_trim", "tessera_stats",
     };
     int in_tessera = 0;
     for (size_t i = 0; i < sizeof names / sizeof *names; i++) {
@@ -455,6 +455,76 @@ static void check_stats(void) {
            (unsigned long long)grew >> 10, N * SIZE >> 10);
 }
 
+/* ---- mallinfo2, mallinfo, malloc_trim -------------------------------------------------- */
+
+/* Resident KiB of this process (/proc/self/statm). */
+static long rss_kib(void) {
+    long pages = 0, resident = 0;
+    FILE *f = fopen("/proc/self/statm", "r");
+    if (f) {
+        if (fscanf(f, "%ld %ld", &pages, &resident) != 2) resident = 0;
+        fclose(f);
+    }
+    return resident * (sysconf(_SC_PAGESIZE) / 1024);
+}
+
+/* What glibc's fields mean holds for tessera's figures too, so the checks run on both:
+ * blocks handed out count in uordblks, a block of its own mapping in hblks and hblkhd, and
+ * after everything is freed malloc_trim leaves the freed pages out of RSS. (glibc's free
+ * trims its heap's top by itself; tessera's pages would wait for its purge delay, which the
+ * few microseconds between the frees and the measure do not reach.) */
+static void check_mallinfo(void) {
+    enum { N = 8192, SIZE = 1000 };
+    static void *blocks[N];
+    struct mallinfo2 before = mallinfo2();
+    for (int i = 0; i < N; i++) {
+        blocks[i] = malloc(SIZE);
+        memset(blocks[i], i, SIZE);
+    }
+    struct mallinfo2 during = mallinfo2();
+    size_t grew = during.uordblks - before.uordblks;
+    CHECK(during.uordblks >= before.uordblks + (size_t)N * SIZE && grew <= (size_t)N * 2 * SIZE,
+          "uordblks %zu -> %zu for %d x %d B", before.uordblks, during.uordblks, N, SIZE);
+    CHECK(during.arena >= during.uordblks, "arena %zu < uordblks %zu", during.arena,
+          during.uordblks);
+
+    size_t big = (size_t)48 << 20; /* above both glibc's mmap threshold and tessera's huge one */
+    char *h = malloc(big);
+    CHECK(h != NULL, "malloc(48 MiB)");
+    struct mallinfo2 with_big = mallinfo2();
+    CHECK(with_big.hblks == during.hblks + 1 && with_big.hblkhd >= during.hblkhd + big,
+          "hblks %zu -> %zu, hblkhd %zu -> %zu", during.hblks, with_big.hblks, during.hblkhd,
+          with_big.hblkhd);
+    free(h);
+    struct mallinfo2 freed_big = mallinfo2();
+    CHECK(freed_big.hblks == during.hblks && freed_big.hblkhd == during.hblkhd,
+          "after free: hblks %zu, hblkhd %zu (were %zu, %zu)", freed_big.hblks, freed_big.hblkhd,
+          during.hblks, during.hblkhd);
+    /* Deprecated in glibc, and still called by older programs. */
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wdeprecated-declarations"
+    struct mallinfo old = mallinfo();
+#pragma GCC diagnostic pop
+    CHECK(old.hblks == (int)freed_big.hblks && old.uordblks > 0, "mallinfo hblks %d uordblks %d",
+          old.hblks, old.uordblks);
+
+    long full = rss_kib();
+    for (int i = 0; i < N; i++) free(blocks[i]);
+    int rc = malloc_trim(0);
+    long trimmed = rss_kib();
+    CHECK(rc == 0 || rc == 1, "malloc_trim(0) = %d", rc);
+    /* At least half of the 8 MB freed is out of RSS (a cache may keep a span or two). */
+    CHECK(trimmed <= full - (long)((size_t)N * SIZE / 1024 / 2),
+          "RSS %ld KiB with the blocks, %ld KiB after free and malloc_trim", full, trimmed);
+    if (expect_tessera) {
+        struct mallinfo2 after = mallinfo2();
+        CHECK(rc == 1 || after.keepcost == 0, "malloc_trim(0) = %d with %zu dirty bytes left", rc,
+              after.keepcost);
+    }
+    printf("mallinfo2, mallinfo, malloc_trim: uordblks +%zu KiB, RSS %ld -> %ld KiB: done\n",
+           grew >> 10, full, trimmed);
+}
+
 /* ---- threaded stress with cross-thread frees ------------------------------------------------ */
 
 struct block {
@@ -702,6 +772,7 @@ int main(int argc, char **argv) {
         check_aligned();
         check_big();
         check_stats();
+        check_mallinfo();
         check_thread_exit();
         check_fork();
     }
