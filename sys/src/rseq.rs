@@ -902,6 +902,7 @@ mod tests {
             assert!(!slab_pop(1).is_null(), "unlocked");
         }
         batches_follow_the_layout(cpus, &slab, &header, &items);
+        tagged_pops_check_the_mark(cpus, &slab, &header);
         restarts_start_over(cpus, slab, header);
         // Never-written slabs (zero headers) refuse: move the base to a fresh region.
         let fresh = crate::mem::reserve(len, crate::mem::page_size())
@@ -994,6 +995,72 @@ mod tests {
                 header(i).add(1).cast::<u16>().add(1).write(10);
             }
         }
+    }
+
+    /// [`slab_pop_tagged`] on stack 1: every slab holds the same item in slot 2 (count 3,
+    /// begin 2, end 10), so whichever slab the thread is on, a pop finds it. An item whose
+    /// first word is `item ^ tag` is popped (one slab's count goes down); one whose first
+    /// word is anything else is refused and stays on every slab, as it does under another
+    /// tag; a locked header refuses whatever the mark.
+    fn tagged_pops_check_the_mark(
+        cpus: usize,
+        slab: &impl Fn(usize) -> *mut u64,
+        header: &impl Fn(usize) -> *mut u32,
+    ) {
+        let tag = 0x5a5a_0000_1234_5670usize;
+        let mut word = [0usize; 1];
+        let item = word.as_mut_ptr().cast::<u8>();
+        let set = |count: u32, bounds: u32| {
+            for i in 0..cpus {
+                // SAFETY: stack 1's header and slot 2 in slab `i` of the caller's region; no
+                // sequence runs meanwhile.
+                unsafe {
+                    header(i).write(count);
+                    header(i).add(1).write(bounds);
+                    slab(i).add(2).write(item as u64);
+                }
+            }
+        };
+        let total = || {
+            (0..cpus)
+                // SAFETY: inside the caller's region; only this thread writes it.
+                .map(|i| unsafe { header(i).read_volatile() })
+                .sum::<u32>()
+        };
+        let open = 2 | 10 << 16;
+        for bad in [
+            0,
+            item as usize,
+            tag,
+            item as usize ^ tag ^ 1,
+            !(item as usize ^ tag),
+        ] {
+            set(3, open);
+            // SAFETY: `word` is the item's first word, this thread's; the slabs follow the
+            // layout.
+            unsafe {
+                core::ptr::write_volatile(word.as_mut_ptr(), bad);
+                assert!(
+                    slab_pop_tagged(1, tag).is_null(),
+                    "a bad mark {bad:#x} is refused"
+                );
+            }
+            assert_eq!(total(), 3 * cpus as u32, "a refused item stays");
+        }
+        // SAFETY: as above.
+        unsafe {
+            core::ptr::write_volatile(word.as_mut_ptr(), item as usize ^ tag);
+            assert!(slab_pop_tagged(1, tag ^ 8).is_null(), "another tag refuses");
+            assert_eq!(total(), 3 * cpus as u32);
+            set(3, LOCKED_BOUNDS);
+            assert!(slab_pop_tagged(1, tag).is_null(), "a locked stack refuses");
+            assert_eq!(total(), 3 * cpus as u32);
+            set(3, open);
+            assert_eq!(slab_pop_tagged(1, tag), item, "the right mark pops");
+        }
+        assert_eq!(total(), 3 * cpus as u32 - 1, "one slab popped it");
+        // Back to the layout the next part expects: count 2, begin 2, end 10.
+        set(2, open);
     }
 
     /// Counts the signals [`restarts_start_over`] receives.
