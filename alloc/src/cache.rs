@@ -250,12 +250,8 @@ pub(crate) struct Cache {
     pub(crate) prof_busy: bool,
 }
 
-/// Slots of `RecentSpans`: a power of two. A slot per page of a 64-page run (2 KiB a
-/// cache): serde_json's frees hit them 86% of the time with 16 slots, more with more
-/// (a miss costs ~35 instructions more than a hit): its free path took 609M instructions
-/// with 16, 569M with 32, 553M with 64, 543M with 256 (whose releases, walking more
-/// slots, gave back more than that).
-const RECENT_SLOTS: usize = 64;
+/// Slots of `RecentSpans`: a power of two.
+const RECENT_SLOTS: usize = 16;
 
 /// The spans a cache's recent frees went to, one slot per page address modulo
 /// `RECENT_SLOTS` (a direct-mapped cache of the page map, for the cache's own spans).
@@ -423,21 +419,9 @@ impl RecentSpans {
         self.reset();
     }
 
-    /// Forgets `span` wherever it is remembered. A memo of it sits in the slot of the page
-    /// of a pointer among its carved objects (`missed`), and its carved bytes only grow while
-    /// the cache owns it, so only the slots of the pages its carved objects cover now can
-    /// hold it: a span of a few pages has a few slots looked at, not all of them (with 64
-    /// slots, looking at each cost serde_json's span releases 8M instructions).
+    /// Forgets `span` wherever it is remembered.
     fn forget(&mut self, span: *mut Span) {
-        // SAFETY: the callers pass the record of a small span of the cache's, which they
-        // are giving up; records are never unmapped.
-        let s = unsafe { &*span };
-        let bytes = (s.obj_bytes.load(Ordering::Relaxed) as usize).max(1);
-        let first = s.obj_base >> tessera_span::PAGE_SHIFT;
-        let last = (s.obj_base + bytes - 1) >> tessera_span::PAGE_SHIFT;
-        for page in first..first + (last - first + 1).min(RECENT_SLOTS) {
-            // SAFETY: a slot of ours (`slot`), and `&mut self` is the only reference to it.
-            let memo = unsafe { &mut *self.slot((page << tessera_span::PAGE_SHIFT) as *mut u8) };
+        for memo in &mut self.slots {
             if memo.span == span {
                 memo.len = 0;
             }
@@ -776,46 +760,5 @@ mod tests {
 
         recent.forget(span);
         assert_eq!(recent.span_of(ptr(3)), None);
-    }
-
-    /// Forgetting a span of many pages clears its memo in every page's slot, including a
-    /// span of more pages than there are slots, and leaves another span's memos alone.
-    #[test]
-    fn forgetting_a_span_clears_every_page_of_it() {
-        for pages in [1, 3, 16, RECENT_SLOTS + 5] {
-            // SAFETY: all-zero is a valid state, made the start state by `reset`.
-            let mut recent: RecentSpans = unsafe { core::mem::zeroed() };
-            recent.reset();
-            let base = 0x7000_0000_0000usize + 7 * PAGE;
-            let mut s = span_at(base);
-            s.obj_bytes = core::sync::atomic::AtomicU32::new((pages * PAGE) as u32);
-            let span: *mut Span = &mut s;
-            // Another span, in slots of its own: pages after this one's in the slot order.
-            let other_base = base + (pages + 2) * PAGE + (1 << 30);
-            let mut o = span_at(other_base);
-            let other: *mut Span = &mut o;
-            let at = |page: usize| (base + page * PAGE + 64) as *mut u8;
-            for page in 0..pages {
-                recent.missed(at(page), &s, span);
-                // Hits enough to keep the slots in use (`judge`).
-                for _ in 0..3 {
-                    assert_eq!(recent.span_of(at(page)), Some(span));
-                }
-            }
-            let other_ptr = other_base as *mut u8;
-            if pages + 2 < RECENT_SLOTS {
-                recent.missed(other_ptr, &o, other);
-            }
-            for page in pages.saturating_sub(RECENT_SLOTS)..pages {
-                assert_eq!(recent.span_of(at(page)), Some(span), "{pages} pages");
-            }
-            recent.forget(span);
-            for page in 0..pages {
-                assert_eq!(recent.span_of(at(page)), None, "{pages} pages, page {page}");
-            }
-            if pages + 2 < RECENT_SLOTS {
-                assert_eq!(recent.span_of(other_ptr), Some(other), "{pages} pages");
-            }
-        }
     }
 }
