@@ -79,3 +79,40 @@ fn large_and_huge_blocks_grow_and_keep_contents() {
     let zeroed = vec![0u8; 64 << 20];
     assert!(zeroed.iter().step_by(4096).all(|&b| b == 0));
 }
+
+/// An alignment of at most 8 takes its own entry point (`alloc_word`), which skips the
+/// rounding to the alignment: every size up to the largest fast one gets the same block size
+/// as the rounded path gives it (an alignment of 16 rounds a multiple of 16 to itself, so
+/// `size` rounded up to 16 is the rounded path's reference), aligned, through `alloc`,
+/// `alloc_layout` and the global allocator alike.
+#[test]
+fn word_aligned_requests_get_the_rounded_paths_blocks() {
+    // A heap-profile sample is a block of a size of its own: none in this test.
+    tessera::profile::set_rate(0);
+    for size in 1..=1100usize {
+        let reference = tessera::alloc(size.next_multiple_of(16), 16);
+        assert!(!reference.is_null());
+        let expect = tessera::block_size(reference);
+        for align in [1, 2, 4, 8] {
+            let layout = std::alloc::Layout::from_size_align(size, align).unwrap();
+            for p in [
+                tessera::alloc(size, align),
+                tessera::alloc_layout(layout),
+                // SAFETY: a non-zero size.
+                unsafe { std::alloc::alloc(layout) },
+            ] {
+                assert!(!p.is_null());
+                assert_eq!(p as usize % 8, 0, "size {size} align {align}");
+                let got = tessera::block_size(p).unwrap();
+                assert!(got >= size, "size {size} align {align}: block of {got}");
+                if size % 16 == 0 {
+                    assert_eq!(Some(got), expect, "size {size} align {align}");
+                }
+                // SAFETY: just allocated with `layout`.
+                unsafe { std::alloc::dealloc(p, layout) };
+            }
+        }
+        // SAFETY: allocated above with this size and alignment.
+        unsafe { tessera::dealloc(reference, size.next_multiple_of(16), 16) };
+    }
+}
