@@ -9,7 +9,8 @@
 #   tessera's report; sampled guarded allocations (guarded.c) catching an overflow and a use
 #   after free; the library
 #   loaded with dlopen; dlopen/dlclose of TLS modules under the preload; threads joined
-#   after small-block work (join_churn.c, a hang once); python3 (a script, and 38 modules
+#   after small-block work (join_churn.c, a hang once); a fork that leaves the parent's
+#   memory as it was (fork_rss.c); python3 (a script, and 38 modules
 #   of CPython's regression tests), sqlite3,
 #   redis-server, git and gcc under LD_PRELOAD, their output compared with plain glibc runs;
 #   a heap profile read with `go tool pprof` (heap_profile.c), and one written on a signal
@@ -228,6 +229,7 @@ compile_tests() {
         gcc "${cflags[@]}" -o "$WORK/join_churn" "$TESTS/c/join_churn.c" &&
         gcc "${cflags[@]}" -fno-builtin -o "$WORK/limit" "$TESTS/c/limit.c" &&
         gcc "${cflags[@]}" -fno-builtin -o "$WORK/idle_return" "$TESTS/c/idle_return.c" &&
+        gcc "${cflags[@]}" -fno-builtin -o "$WORK/fork_rss" "$TESTS/c/fork_rss.c" &&
         # No frame pointers (as distributions build): the profiler unwinds with .eh_frame.
         gcc "${cflags[@]}" -g -fomit-frame-pointer -fno-builtin -o "$WORK/heap_profile" \
             "$TESTS/c/heap_profile.c" -ldl &&
@@ -373,6 +375,12 @@ memory_limit() {
 
 idle_return() {
     LD_PRELOAD=$LIB "$WORK/idle_return"
+}
+
+# A fork leaves the parent's memory as it was (the fork handlers' locks); glibc as the
+# control.
+fork_rss() {
+    LD_PRELOAD=$LIB "$WORK/fork_rss" && "$WORK/fork_rss"
 }
 
 stress_heavy() {
@@ -665,6 +673,7 @@ check late-free-after-thread-exit late_free
 check join-after-small-blocks join_churn
 check memory-limit memory_limit
 check idle-rss-returns idle_return
+check fork-keeps-memory fork_rss
 check heap-profile-pprof heap_profile
 check heap-profile-on-signal prof_signal
 check sched-profiles-pprof sched_pprof

@@ -77,22 +77,30 @@ fn reserve(counter: &AtomicUsize, n: usize, size: usize) -> usize {
     }
 }
 
-/// One class's array.
+/// One class's array: its lock and length here, in a table of their own, its slots in
+/// `SLOTS`.
+///
+/// Apart because the fork handlers take every class's lock (`each_lock`): with the lock at
+/// the start of its 32 KiB array, each fork made one page per class resident, 156 KiB in
+/// every program that forks (git gc's peak: 5.9 MiB, glibc's 5.3), though thread caches
+/// never use the arrays (issue #13, item 6). The table is 2.5 KiB.
 #[repr(align(64))]
-struct Array {
+struct Head {
     lock: RawLock,
-    /// Slots in use: `slots[..len]`.
+    /// Slots in use: `SLOTS[class][..len]`.
     len: AtomicUsize,
-    slots: [AtomicUsize; MAX_SLOTS],
 }
 
-static ARRAYS: [Array; PERCPU_CLASSES] = [const {
-    Array {
+static HEADS: [Head; PERCPU_CLASSES] = [const {
+    Head {
         lock: RawLock::new(),
         len: AtomicUsize::new(0),
-        slots: [const { AtomicUsize::new(0) }; MAX_SLOTS],
     }
 }; PERCPU_CLASSES];
+
+/// The classes' slots (statics: an untouched page of them costs no memory).
+static SLOTS: [[AtomicUsize; MAX_SLOTS]; PERCPU_CLASSES] =
+    [const { [const { AtomicUsize::new(0) }; MAX_SLOTS] }; PERCPU_CLASSES];
 
 /// Counts every change of any array: the purger's sign of activity (`drain_idle`).
 static MOVES: AtomicU64 = AtomicU64::new(0);
@@ -110,19 +118,24 @@ fn moved() {
 static SEEN: AtomicU64 = AtomicU64::new(u64::MAX);
 static SINCE: AtomicU64 = AtomicU64::new(0);
 
-/// The lock of class `.1`'s array `.0`, held for the guard's life.
-struct Held(&'static Array, usize);
+/// The lock of class `.1`'s array (head `.0`), held for the guard's life.
+struct Held(&'static Head, usize);
 
 impl Held {
     fn lock(class: SizeClass) -> Self {
-        let array = &ARRAYS[class.index()];
-        array.lock.lock();
-        Held(array, class.index())
+        let head = &HEADS[class.index()];
+        head.lock.lock();
+        Held(head, class.index())
     }
 
     fn try_lock(c: usize) -> Option<Self> {
-        let array = &ARRAYS[c];
-        array.lock.try_lock().then_some(Held(array, c))
+        let head = &HEADS[c];
+        head.lock.try_lock().then_some(Held(head, c))
+    }
+
+    /// The class's slots.
+    fn slots(&self) -> &'static [AtomicUsize; MAX_SLOTS] {
+        &SLOTS[self.1]
     }
 }
 
@@ -141,14 +154,14 @@ impl Drop for Held {
 /// module comment).
 pub(super) unsafe fn put(class: SizeClass, blocks: &[*mut u8]) -> usize {
     let held = Held::lock(class);
-    let a = held.0;
-    let len = a.len.load(Ordering::Relaxed);
+    let (head, slots) = (held.0, held.slots());
+    let len = head.len.load(Ordering::Relaxed);
     let n = reserve(&HELD, blocks.len().min(MAX_SLOTS - len), class.size());
     for (i, &block) in blocks[..n].iter().enumerate() {
-        a.slots[len + i].store(block as usize, Ordering::Relaxed);
+        slots[len + i].store(block as usize, Ordering::Relaxed);
     }
     if n > 0 {
-        a.len.store(len + n, Ordering::Relaxed);
+        head.len.store(len + n, Ordering::Relaxed);
         moved();
     }
     n
@@ -171,14 +184,14 @@ pub(super) unsafe fn take(class: SizeClass, out: &mut [*mut u8]) -> usize {
 /// # Safety
 /// As `take`.
 unsafe fn take_held(held: &Held, out: &mut [*mut u8]) -> usize {
-    let a = held.0;
-    let len = a.len.load(Ordering::Relaxed);
+    let (head, slots) = (held.0, held.slots());
+    let len = head.len.load(Ordering::Relaxed);
     let n = out.len().min(len);
     for (i, at) in out[..n].iter_mut().enumerate() {
-        *at = a.slots[len - 1 - i].load(Ordering::Relaxed) as *mut u8;
+        *at = slots[len - 1 - i].load(Ordering::Relaxed) as *mut u8;
     }
     if n > 0 {
-        a.len.store(len - n, Ordering::Relaxed);
+        head.len.store(len - n, Ordering::Relaxed);
         HELD.fetch_sub(n * CLASSES[held.1].size as usize, Ordering::Relaxed);
         moved();
     }
@@ -187,9 +200,11 @@ unsafe fn take_held(held: &Held, out: &mut [*mut u8]) -> usize {
 
 /// Whether `class`'s array holds `block` (read racily: the double-free search).
 pub(crate) fn holds(block: *mut u8, class: SizeClass) -> bool {
-    let a = &ARRAYS[class.index()];
-    let len = a.len.load(Ordering::Relaxed).min(MAX_SLOTS);
-    a.slots[..len]
+    let len = HEADS[class.index()]
+        .len
+        .load(Ordering::Relaxed)
+        .min(MAX_SLOTS);
+    SLOTS[class.index()][..len]
         .iter()
         .any(|s| s.load(Ordering::Relaxed) == block as usize)
 }
@@ -197,9 +212,9 @@ pub(crate) fn holds(block: *mut u8, class: SizeClass) -> bool {
 /// Calls `f(block, class)` for every object the arrays hold (read racily, as
 /// `slab::for_each_cached`).
 pub(crate) fn for_each_cached(mut f: impl FnMut(*mut u8, SizeClass)) {
-    for (c, a) in ARRAYS.iter().enumerate() {
-        let len = a.len.load(Ordering::Relaxed).min(MAX_SLOTS);
-        for s in &a.slots[..len] {
+    for (c, (head, slots)) in HEADS.iter().zip(&SLOTS).enumerate() {
+        let len = head.len.load(Ordering::Relaxed).min(MAX_SLOTS);
+        for s in &slots[..len] {
             f(s.load(Ordering::Relaxed) as *mut u8, SizeClass::new(c));
         }
     }
@@ -262,8 +277,8 @@ pub(super) fn idle(now_ms: u64, idle_ms: u64, all: bool) -> bool {
 
 /// The arrays' locks, for the fork handlers.
 pub(super) fn each_lock(mut f: impl FnMut(&RawLock)) {
-    for a in &ARRAYS {
-        f(&a.lock);
+    for head in &HEADS {
+        f(&head.lock);
     }
 }
 
