@@ -10,7 +10,7 @@
 #   after free; the library
 #   loaded with dlopen; dlopen/dlclose of TLS modules under the preload; threads joined
 #   after small-block work (join_churn.c, a hang once); a fork that leaves the parent's
-#   memory as it was (fork_rss.c); python3 (a script, and 38 modules
+#   memory as it was (fork_rss.c); an idle program's purger asleep (purger_idle.c); python3 (a script, and 38 modules
 #   of CPython's regression tests), sqlite3,
 #   redis-server, git and gcc under LD_PRELOAD, their output compared with plain glibc runs;
 #   a heap profile read with `go tool pprof` (heap_profile.c), and one written on a signal
@@ -230,6 +230,7 @@ compile_tests() {
         gcc "${cflags[@]}" -fno-builtin -o "$WORK/limit" "$TESTS/c/limit.c" &&
         gcc "${cflags[@]}" -fno-builtin -o "$WORK/idle_return" "$TESTS/c/idle_return.c" &&
         gcc "${cflags[@]}" -fno-builtin -o "$WORK/fork_rss" "$TESTS/c/fork_rss.c" &&
+        gcc "${cflags[@]}" -fno-builtin -o "$WORK/purger_idle" "$TESTS/c/purger_idle.c" &&
         # No frame pointers (as distributions build): the profiler unwinds with .eh_frame.
         gcc "${cflags[@]}" -g -fomit-frame-pointer -fno-builtin -o "$WORK/heap_profile" \
             "$TESTS/c/heap_profile.c" -ldl &&
@@ -370,7 +371,8 @@ join_churn() {
 
 memory_limit() {
     TESSERA_MEMORY_LIMIT=256m LD_PRELOAD=$LIB "$WORK/limit" 256 &&
-        TESSERA_MEMORY_LIMIT=64m TESSERA_THP=always LD_PRELOAD=$LIB "$WORK/limit" 64
+        TESSERA_MEMORY_LIMIT=64m TESSERA_THP=always LD_PRELOAD=$LIB "$WORK/limit" 64 &&
+        TESSERA_MEMORY_LIMIT=64m LD_PRELOAD=$LIB "$WORK/limit" 64 1048576
 }
 
 idle_return() {
@@ -381,6 +383,11 @@ idle_return() {
 # control.
 fork_rss() {
     LD_PRELOAD=$LIB "$WORK/fork_rss" && "$WORK/fork_rss"
+}
+
+# An idle program's purger sleeps (with thread caches, under the default `auto`).
+purger_idle() {
+    LD_PRELOAD=$LIB "$WORK/purger_idle"
 }
 
 stress_heavy() {
@@ -674,6 +681,7 @@ check join-after-small-blocks join_churn
 check memory-limit memory_limit
 check idle-rss-returns idle_return
 check fork-keeps-memory fork_rss
+check purger-sleeps-when-idle purger_idle
 check heap-profile-pprof heap_profile
 check heap-profile-on-signal prof_signal
 check sched-profiles-pprof sched_pprof

@@ -226,6 +226,8 @@ pub(crate) fn alloc_slow(size: usize, align: usize, zero: bool, counted: bool) -
 
 #[inline(always)]
 fn alloc_slow_body(size: usize, align: usize, zero: bool, counted: bool) -> *mut u8 {
+    // The configuration first: it may allow the purger, set a memory limit.
+    thread::ensure_ready();
     purger::maybe_start();
     if !align.is_power_of_two() || size > isize::MAX as usize {
         return ptr::null_mut();

@@ -98,6 +98,17 @@ fn ensure_init() {
     INIT.store(READY, Ordering::Release);
 }
 
+/// Runs the process set-up if it has not run yet. Every allocation's slow path asks, not
+/// only the making of a cache: a program whose allocations are all large blocks makes no
+/// cache, and ran with no configuration at all (`TESSERA_MEMORY_LIMIT=16m` let it map 100
+/// MiB of 1 MiB blocks, and its purger never started; issue #13).
+#[inline(always)]
+pub(crate) fn ensure_ready() {
+    if INIT.load(Ordering::Acquire) != READY {
+        ensure_init();
+    }
+}
+
 /// The calling thread's cache, making one on first use. Null when the OS refuses the
 /// memory for a cache, after the thread's exit handler ran ([`exited`]), or when the thread
 /// uses the per-CPU caches ([`uses_percpu`], decided here on its first allocation).
@@ -108,9 +119,7 @@ pub(crate) fn current_or_init() -> *mut Cache {
     if !cache.is_null() || exited() || uses_percpu() {
         return cache;
     }
-    if INIT.load(Ordering::Acquire) != READY {
-        ensure_init();
-    }
+    ensure_ready();
     if crate::percpu::adopt() {
         // SAFETY: `PERCPU` is a marker the words may hold; the thread has no cache to flush.
         unsafe { tls::set_own(PERCPU) };

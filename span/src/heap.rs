@@ -40,6 +40,12 @@ use decay::Decay;
 use free_lists::FreeLists;
 use purge::{DIRTY_SEEN, background_purger};
 
+/// How many times an allocation at the hard memory limit yields to a purge in flight on
+/// another thread before it fails (`PageHeap::alloc_with`): a purge is one `madvise` per
+/// run, so this is far more than one needs; it only bounds the wait if that thread cannot
+/// run.
+const MAX_PURGE_WAITS: u32 = 10_000;
+
 mod check;
 mod decay;
 mod free_lists;
@@ -210,7 +216,8 @@ impl PageHeap {
     /// Carves `total` pages (from a dirty run if one fits, else a clean one, growing the
     /// heap by an arena if none fits), lets `shape` cut the span it wants out of them, and
     /// hands that out. A clean run must fit under the hard limit; if it does not, the heap
-    /// returns its dirty pages to the OS and tries once more.
+    /// returns its dirty pages to the OS and tries once more, and waits for runs another
+    /// thread is returning.
     ///
     /// # Safety
     /// `shape`, given the in-use span of `total` pages just carved (lock held), must return
@@ -228,6 +235,7 @@ impl PageHeap {
             return None;
         }
         let mut purged_for_limit = false;
+        let mut purge_waits = 0;
         let mut grew_past_dirty = false;
         let mut heap = self.inner.lock();
         let run = loop {
@@ -247,13 +255,26 @@ impl PageHeap {
             }
             // SAFETY: the free run `take_fit` just unlinked, back on its list.
             unsafe { heap.push(run) };
-            if purged_for_limit || heap.stats.dirty == 0 {
-                return None;
+            if !purged_for_limit && heap.stats.dirty > 0 {
+                purged_for_limit = true;
+                drop(heap);
+                self.purge_all();
+                heap = self.inner.lock();
+                continue;
             }
-            purged_for_limit = true;
-            drop(heap);
-            self.purge_all();
-            heap = self.inner.lock();
+            // Runs another thread (the background purger) is returning to the OS are
+            // neither dirty nor yet out of the committed count; they leave it once their
+            // `madvise` is done, which takes microseconds. Failing meanwhile made an
+            // allocation under the hard limit fail by chance right after the program had
+            // freed room for it (1 MiB blocks at a 64 MiB limit, one run in three).
+            if heap.stats.purging > 0 && purge_waits < MAX_PURGE_WAITS {
+                purge_waits += 1;
+                drop(heap);
+                tessera_sys::thread::yield_now();
+                heap = self.inner.lock();
+                continue;
+            }
+            return None;
         };
         // SAFETY: `run` is a free run just unlinked under the lock, at least `total` long.
         let zeroed = unsafe { heap.carve(run, total, kind) };

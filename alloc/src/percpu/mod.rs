@@ -967,11 +967,18 @@ fn empty_transfer(wait: bool) -> usize {
     }
 }
 
-/// Whether per-CPU slabs exist. They fill and go idle without any page-heap activity (their
-/// blocks come from back-end spans already taken), which is what wakes a sleeping purger, so
-/// while they exist the purger looks at them every decay time even with nothing else to do.
+/// Whether per-CPU slabs may exist: their region is reserved (at start-up under `percpu`,
+/// when the first thread adopts them under `auto`). They fill and go idle without any
+/// page-heap activity (their blocks come from back-end spans already taken), which is what
+/// wakes a sleeping purger, so while they may exist the purger looks at them every decay
+/// time even with nothing else to do.
+///
+/// Not `IDS`, which `auto` sets at start-up: a program on thread caches under `auto` (most
+/// programs) had its purger wake every decay time for nothing, and run the drains' code
+/// (`drain_idle`).
+#[inline]
 pub(crate) fn in_use() -> bool {
-    mode() != Mode::Thread && IDS.load(Ordering::Relaxed) > 0
+    REGION.load(Ordering::Relaxed) == REGION_ON
 }
 
 /// The purger's look at the slabs: drains those idle for half of `decay_ms` (all when
@@ -983,8 +990,15 @@ pub(crate) fn in_use() -> bool {
 /// times (issue #19's program, 256 threads, 96 KiB stacks: 14–20 MiB resident 2 s after
 /// its threads went idle, against 16 MiB asked), half a decay time makes it wait one and a
 /// half.
+#[inline]
 pub(crate) fn drain_idle(now_ms: u64, decay_ms: u64, urgent: bool) -> usize {
-    if mode() == Mode::Thread {
+    // Without an id, the slabs and the transfer cache are empty. Tested here, inlined into
+    // the purger, so that a program that never made a per-CPU cache (one on thread caches
+    // under `auto`) never runs the drains' code: it lies with the per-CPU back end in the
+    // library's cold text (alloc/preload/hot-text.ld), and one call made a 64 KiB window of
+    // it resident in every program whose purger ran (python3: 284 KiB of the library's text
+    // resident, 156 KiB without; issue #13, item 6).
+    if !in_use() {
         return 0;
     }
     let mut held = drain::drain_idle(now_ms, decay_ms / 2, urgent);

@@ -1,17 +1,19 @@
 /* TESSERA_MEMORY_LIMIT (issue #13, "A memory limit"), tried as a C program would: with the
  * limit given in argv[1] (MiB; the caller sets TESSERA_MEMORY_LIMIT to the same), allocate
- * 4 KiB blocks until malloc returns NULL, and check:
+ * 4 KiB blocks (or argv[2] bytes) until malloc returns NULL, and check:
  * - it does return NULL (with errno ENOMEM), after between 90% and 100% of the limit in
  *   live blocks: the limit counts what tessera holds from the OS, never more than the limit;
  * - a huge block (64 MiB) is refused too while the heap is full;
  * - after freeing half, allocation works again, up to the limit again.
+ * With 1 MiB blocks every allocation of the program is a large one: the limit held only from
+ * a program's first small allocation on, which such a program never makes.
  * Prints "limit: OK ..." or what went wrong. */
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#define BLOCK 4096
+static size_t BLOCK = 4096;
 
 static size_t fill(void **blocks, size_t from, size_t cap) {
     size_t n = from;
@@ -27,8 +29,12 @@ static size_t fill(void **blocks, size_t from, size_t cap) {
 int main(int argc, char **argv) {
     if (argc < 2) return 2;
     size_t limit = (size_t)atol(argv[1]) << 20;
+    if (argc > 2) BLOCK = (size_t)atol(argv[2]);
+    if (BLOCK == 0) return 2;
     size_t cap = limit / BLOCK * 2;
-    void **blocks = calloc(cap, sizeof(void *)); /* counted against the limit too */
+    /* Counted against the limit too; at least 64 KiB, a large block, so that with 1 MiB
+     * blocks the program makes no small allocation before the limit must hold. */
+    void **blocks = calloc(cap < 8192 ? 8192 : cap, sizeof(void *));
     if (!blocks) return 2;
     errno = 0;
     size_t n = fill(blocks, 0, cap);
