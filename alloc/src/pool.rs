@@ -72,7 +72,10 @@ pub(crate) fn acquire() -> *mut Cache {
 /// `cache` must come from `acquire`, and no thread may use it any more.
 pub(crate) unsafe fn release(cache: *mut Cache) {
     // SAFETY: the caller gave up the cache, so we have it exclusively.
-    unsafe { (*cache).flush() };
+    unsafe {
+        (*cache).flush();
+        (*cache).give_up_parked();
+    }
     let mut pool = POOL.lock();
     // SAFETY: as above.
     unsafe { (*cache).next_idle = pool.idle };
@@ -89,6 +92,7 @@ pub(crate) fn collect_idle() {
         // SAFETY: idle caches belong to the pool, whose lock we hold.
         unsafe {
             (*at).flush();
+            (*at).give_up_parked();
             at = (*at).next_idle;
         }
     }

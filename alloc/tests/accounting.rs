@@ -412,3 +412,56 @@ fn trim_returns_free_pages_and_says_how_many() {
     // allocates in the child, and it has freed nothing since).
     assert_eq!(tessera::trim(), 0, "{trimmed:?}");
 }
+
+/// A thread allocates 16 MiB of 1,000-byte blocks and exits; another frees them all, and
+/// the spans go back to the page heap without anyone reusing the exited thread's cache
+/// (issue #13, item 1). Its full spans were parked in its idle cache, and the frees into
+/// them went to that cache's notification stack, which nobody drained: the whole 16 MiB
+/// stayed "cached" for good. Alone in a child, with thread caches and without the
+/// background purger, so that nothing but the frees moves memory.
+#[test]
+fn an_exited_threads_full_spans_come_back_when_others_free_them() {
+    if std::env::var_os(CHILD).is_none() {
+        return run_alone_with(
+            "an_exited_threads_full_spans_come_back_when_others_free_them",
+            &[
+                ("TESSERA_PURGER", "off"),
+                ("TESSERA_PURGE_DELAY_MS", "3600000"),
+                ("TESSERA_CACHE", "thread"),
+                ("TESSERA_PROF_RATE", "0"),
+            ],
+        );
+    }
+    let _guard = SERIAL.lock().unwrap();
+    const N: usize = 16 * 1024;
+    const SIZE: usize = 1000;
+    let blocks: Vec<usize> = thread::spawn(|| {
+        (0..N)
+            .map(|i| {
+                let p = tessera::alloc(SIZE, 8);
+                assert!(!p.is_null());
+                // SAFETY: a live block of SIZE bytes.
+                unsafe { p.write_bytes(i as u8, SIZE) };
+                p as usize
+            })
+            .collect()
+    })
+    .join()
+    .unwrap();
+    let before = tessera::stats().breakdown;
+    for &p in &blocks {
+        // SAFETY: each block is live and freed once, by this thread (a remote free).
+        unsafe { tessera::dealloc(p as *mut u8, SIZE, 8) };
+    }
+    // N is a multiple of the remote batch (64 blocks): every free is published.
+    let after = tessera::stats().breakdown;
+    let freed = N * SIZE;
+    assert!(
+        after.cached + after.central < freed / 8,
+        "the exited thread's spans kept the freed blocks: {before:?} -> {after:?}"
+    );
+    assert!(
+        after.heap_dirty >= before.heap_dirty + freed * 3 / 4,
+        "the freed spans did not reach the page heap: {before:?} -> {after:?}"
+    );
+}

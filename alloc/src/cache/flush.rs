@@ -8,7 +8,7 @@ use core::sync::atomic::Ordering;
 use tessera_span::SpanList;
 
 use super::local_free::check_suspect;
-use super::{Bin, Cache, NOTIFY_PENDING, ON_PARTIAL};
+use super::{Bin, Cache, NOTIFY_PENDING, ON_NONE, ON_PARTIAL, WHERE_MASK};
 use crate::node;
 use crate::remote;
 use crate::size_class::SizeClass;
@@ -65,5 +65,55 @@ impl Cache {
             }
         }
         self.drain_stash();
+    }
+
+    /// Gives the parked (full) spans to their classes' central lists, as
+    /// `give_up_current` gives up a used-up span: each stays parked, now the central
+    /// list's, and the remote free that un-parks it files it there, where the free that
+    /// empties it gives it back to the page heap (`central::remote_pushed`). For a cache
+    /// nobody will use for a while: its thread exited or its processor is gone (`pool`).
+    ///
+    /// Kept by the idle cache, such a span came back only when a thread reused the cache:
+    /// the frees other threads made into it after the exit went to the idle cache's
+    /// notification stack, which nobody drained. A thread that allocated 64 MiB and exited,
+    /// its blocks then freed by another thread, left 72 MiB resident for good, where glibc
+    /// went back to 2.4 MiB (issue #13, item 1).
+    ///
+    /// A span whose un-park a remote freer has won (its notification on the way to this
+    /// cache's stack) stays: `flush` finds it there when the cache is next flushed or used.
+    pub(crate) fn give_up_parked(&mut self) {
+        for class in SizeClass::all() {
+            let mut at = self.full[class.index()].first();
+            while !at.is_null() {
+                // SAFETY: spans on our lists are ours, and the lists this thread's alone.
+                let next = unsafe { SpanList::next(at) };
+                // SAFETY: as above.
+                let s = unsafe { &mut *at };
+                // Unparked by us, the span takes no notification: it is ours until the
+                // owner changes below, as the current span is in `give_up_current`.
+                if s.user_flags & NOTIFY_PENDING == 0 && remote::try_unpark(s) {
+                    // SAFETY: ours, on our full list.
+                    unsafe { self.unlink(at) };
+                    self.recent.forget(at);
+                    let central = &node::node(s.node()).centrals[class.index()];
+                    // The flags and the central's tag first: the park's release publishes
+                    // them to the freer that un-parks the span.
+                    s.user_flags = (s.user_flags & !WHERE_MASK) | ON_NONE;
+                    s.owner.store(central.owner_tag(), Ordering::Release);
+                    if !remote::try_park(s) {
+                        // Remote frees came in since the un-park (they saw no park, so none
+                        // files the span): it has free objects, so it goes on the list now,
+                        // and back to the page heap if those frees emptied it.
+                        // SAFETY: the central list's span, on no list; nobody else files
+                        // it (no park for a freer to win).
+                        unsafe {
+                            central.put(at);
+                            central.release_if_empty(at);
+                        }
+                    }
+                }
+                at = next;
+            }
+        }
     }
 }
