@@ -40,11 +40,14 @@ use decay::Decay;
 use free_lists::FreeLists;
 use purge::{DIRTY_SEEN, background_purger};
 
-/// How many times an allocation at the hard memory limit yields to a purge in flight on
-/// another thread before it fails (`PageHeap::alloc_with`): a purge is one `madvise` per
-/// run, so this is far more than one needs; it only bounds the wait if that thread cannot
-/// run.
-const MAX_PURGE_WAITS: u32 = 10_000;
+/// How many times an allocation at the hard memory limit waits for a purge in flight on
+/// another thread before it fails (`PageHeap::alloc_with`): first yields
+/// (`PURGE_YIELDS`), then sleeps of `PURGE_SLEEP_US`, about a second in all. A purge is one
+/// `madvise` per run and takes microseconds; the sleeps are for a purger that a loaded
+/// machine keeps off the CPU, which yields alone did not wait out.
+const MAX_PURGE_WAITS: u32 = PURGE_YIELDS + 2_000;
+const PURGE_YIELDS: u32 = 64;
+const PURGE_SLEEP_US: u32 = 500;
 
 mod check;
 mod decay;
@@ -270,7 +273,11 @@ impl PageHeap {
             if heap.stats.purging > 0 && purge_waits < MAX_PURGE_WAITS {
                 purge_waits += 1;
                 drop(heap);
-                tessera_sys::thread::yield_now();
+                if purge_waits <= PURGE_YIELDS {
+                    tessera_sys::thread::yield_now();
+                } else {
+                    tessera_sys::thread::sleep_us(PURGE_SLEEP_US);
+                }
                 heap = self.inner.lock();
                 continue;
             }

@@ -64,6 +64,17 @@ pub fn yield_now() {
     unsafe { libc::sched_yield() };
 }
 
+/// Sleeps about `us` microseconds (`nanosleep(2)`; a signal may end it early), for waits on
+/// another thread that may not be running.
+pub fn sleep_us(us: u32) {
+    let ts = libc::timespec {
+        tv_sec: (us / 1_000_000) as libc::time_t,
+        tv_nsec: (us % 1_000_000) as libc::c_long * 1000,
+    };
+    // SAFETY: `ts` is a valid timespec for the call; the remainder is not wanted.
+    unsafe { libc::nanosleep(&ts, core::ptr::null_mut()) };
+}
+
 /// Starts a detached thread running `entry(null)` on a `stack_size`-byte stack, with every
 /// signal blocked (it must never run a program's signal handler); the caller's mask is left
 /// as it was.
