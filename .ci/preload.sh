@@ -10,8 +10,8 @@
 #   after free; the library
 #   loaded with dlopen; dlopen/dlclose of TLS modules under the preload; threads joined
 #   after small-block work (join_churn.c, a hang once); a fork that leaves the parent's
-#   memory as it was (fork_rss.c); an idle program's purger asleep (purger_idle.c); python3 (a script, and 38 modules
-#   of CPython's regression tests), sqlite3,
+#   memory as it was (fork_rss.c); an idle program's purger asleep (purger_idle.c);
+#   python3 (a script, and 38 modules of CPython's regression tests), sqlite3,
 #   redis-server, git and gcc under LD_PRELOAD, their output compared with plain glibc runs;
 #   a heap profile read with `go tool pprof` (heap_profile.c), and one written on a signal
 #   (prof_signal.c); the scheduler's profile tests, which use `go tool pprof` when go is
