@@ -13,14 +13,15 @@
 #include <stdlib.h>
 #include <string.h>
 
-static size_t BLOCK = 4096;
+/* Bytes per block: 4 KiB, or argv[2]. */
+static size_t block_size = 4096;
 
 static size_t fill(void **blocks, size_t from, size_t cap) {
     size_t n = from;
     while (n < cap) {
-        void *p = malloc(BLOCK);
+        void *p = malloc(block_size);
         if (!p) break;
-        memset(p, 0x5a, BLOCK);
+        memset(p, 0x5a, block_size);
         blocks[n++] = p;
     }
     return n;
@@ -29,9 +30,9 @@ static size_t fill(void **blocks, size_t from, size_t cap) {
 int main(int argc, char **argv) {
     if (argc < 2) return 2;
     size_t limit = (size_t)atol(argv[1]) << 20;
-    if (argc > 2) BLOCK = (size_t)atol(argv[2]);
-    if (BLOCK == 0) return 2;
-    size_t cap = limit / BLOCK * 2;
+    if (argc > 2) block_size = (size_t)atol(argv[2]);
+    if (block_size == 0) return 2;
+    size_t cap = limit / block_size * 2;
     /* Counted against the limit too; at least 64 KiB, a large block, so that with 1 MiB
      * blocks the program makes no small allocation before the limit must hold. */
     void **blocks = calloc(cap < 8192 ? 8192 : cap, sizeof(void *));
@@ -39,7 +40,7 @@ int main(int argc, char **argv) {
     errno = 0;
     size_t n = fill(blocks, 0, cap);
     int err = errno;
-    size_t live = n * BLOCK;
+    size_t live = n * block_size;
     if (n == cap || err != ENOMEM) {
         printf("limit: malloc never failed or errno %d (live %zu MiB, limit %zu MiB)\n", err,
                live >> 20, limit >> 20);
@@ -57,7 +58,7 @@ int main(int argc, char **argv) {
     size_t kept = 0;
     for (size_t i = 1; i < n; i += 2) blocks[kept++] = blocks[i];
     size_t again = fill(blocks, kept, cap);
-    size_t live_again = again * BLOCK;
+    size_t live_again = again * block_size;
     if (again <= kept + kept / 2 || live_again > limit) {
         printf("limit: after freeing half, %zu MiB live (limit %zu MiB)\n", live_again >> 20,
                limit >> 20);
