@@ -420,7 +420,7 @@ pub(crate) unsafe fn free(ptr: *mut u8, span: *mut Span, memo: *mut Memo, at: us
         // free?) before the memo sees its span, which might be on its way back to the page
         // heap: the memo copies only spans that hold the live block being freed.
         // SAFETY: an object of the in-use small span `s`.
-        && !unsafe { freelist::may_be_freed(key, ptr) }
+        && !unsafe { freelist::may_be_freed_top(freelist::key_top_direct(), ptr) }
     {
         if !memo.is_null() {
             // The memo's misses are the rarer way here: a memo that misses more than a third
@@ -474,7 +474,7 @@ pub(crate) unsafe fn memo_class(memo: *mut Memo, ptr: *mut u8) -> Option<SizeCla
 pub(crate) unsafe fn free_known(ptr: *mut u8, class: SizeClass) {
     let key = freelist::key_direct();
     // SAFETY: an object of an in-use small span (the contract).
-    if !unsafe { freelist::may_be_freed(key, ptr) }
+    if !unsafe { freelist::may_be_freed_top(freelist::key_top_direct(), ptr) }
         // SAFETY: the caller's contract.
         && unsafe { push(class, ptr, key) }
     {
