@@ -257,6 +257,11 @@ pub(crate) fn adopt() -> bool {
     if !wanted || !rseq::register_current_thread() {
         return false;
     }
+    // The tag of the fast path's pops (`pop_fast`): the key, set before any block can be on
+    // a stack (every adopter stores the same value; until one does, the tag is 0 and those
+    // pops refuse, leaving the blocks to the slow path's).
+    freelist::init_key();
+    rseq::set_slab_tag(freelist::key());
     // SAFETY: a fresh or idle memo (or null), this thread's alone; `thread.rs` gives it back
     // at thread exit.
     unsafe { crate::tls::set_memo(memo::acquire()) };
@@ -324,9 +329,9 @@ unsafe fn pop_fast(class: SizeClass) -> *mut u8 {
         return unsafe { pop(class) };
     }
     // A stacked block's first word is its marker, a null link: the block's address xor the
-    // key (`freelist::encode_with`).
+    // key (`freelist::encode_with`), the sequences' tag (`adopt` sets it).
     // SAFETY: as `pop`; stacked blocks are live objects of at least 8 bytes.
-    let block = unsafe { rseq::slab_pop_tagged(slab::stack(class), freelist::key_direct()) };
+    let block = unsafe { rseq::slab_pop_tagged(slab::stack(class)) };
     if !block.is_null() {
         // SAFETY: the block left the stack: it is ours alone now.
         unsafe { freelist::clear_link(block) };
