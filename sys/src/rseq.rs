@@ -714,6 +714,11 @@ pub fn set_slab_tag(tag: usize) {
     TPOFF.tag.store(tag, Ordering::Relaxed);
 }
 
+/// The tag [`set_slab_tag`] set (0 before).
+pub fn slab_tag() -> usize {
+    TPOFF.tag.load(Ordering::Relaxed)
+}
+
 /// Pushes onto a per-CPU slab, as one restartable sequence: with the slab and header as in
 /// [`slab_pop`], if the count is below `end`, stores `item` in slot `count`, stores
 /// `count + 1` and returns true; otherwise returns false and changes nothing.

@@ -1097,3 +1097,28 @@ pub(crate) fn cached(mut f: impl FnMut(*mut u8, usize)) -> usize {
     transfer::for_each_cached(|block, class| f(block, class.size()));
     slab::mapped() + memo::mapped()
 }
+
+#[cfg(all(test, not(tessera_loom)))]
+mod tests {
+    use super::*;
+
+    /// A thread that adopts the per-CPU caches leaves the sequences' tag equal to the key,
+    /// so that the fast path's tagged pops (`pop_fast`) take the blocks the pushes marked:
+    /// with any other tag every one of them would refuse and leave its block to the slow
+    /// path, which serves it all the same (so nothing else notices). Checked on a thread of
+    /// its own, under `TESSERA_CACHE=percpu` (elsewhere the thread keeps a cache).
+    #[test]
+    fn adopting_sets_the_pop_tag_to_the_key() {
+        std::thread::spawn(|| {
+            let p = crate::alloc(64, 8);
+            assert!(!p.is_null());
+            if thread::uses_percpu() && freelist::HARDENED {
+                assert_eq!(rseq::slab_tag(), freelist::key());
+            }
+            // SAFETY: the block just allocated, given up.
+            unsafe { crate::free(p) };
+        })
+        .join()
+        .expect("the thread");
+    }
+}
