@@ -18,7 +18,9 @@
 //! So a sequence that (a) stores its descriptor's address into `rseq_cs`, as the last
 //! instruction before `start_ip`, (b) reads `mm_cid` (or `cpu_id`), (c) does any amount of
 //! reading and speculative writing of memory that only that id's sequences write, and (d)
-//! commits with one store, the last instruction of the range, either runs whole without
+//! commits with one instruction that stores (a `mov`, or an `inc`/`dec` of the count in
+//! memory: an interrupt lands before an instruction or after it, never inside), the last
+//! instruction of the range, either runs whole without
 //! anything else of the process running on that id in between, or is restarted from (a)
 //! before its commit. Its descriptors live in section `__rseq_cs` (writable, so that a
 //! shared object's dynamic relocations can fill the absolute addresses in), its abort
@@ -271,8 +273,7 @@ mod imp {
                 test_header!("4", "jbe"),
                 "mov {out}, qword ptr [{slab} + {cur} * 8 - 8]",
                 $check,
-                "dec {cur:e}",
-                "mov dword ptr [{slab} + {stack} * 8], {cur:e}",
+                "dec dword ptr [{slab} + {stack} * 8]",
                 "22:",
                 leave_slab!("xor {out:e}, {out:e}\njmp 22b"),
                 idx = out(reg) _,
@@ -298,8 +299,10 @@ mod imp {
     pub(super) unsafe fn pop(stack: usize) -> *mut u8 {
         // SAFETY: the caller's contract (the slab layout, the registration); the sequence
         // follows the kernel contract in the module comment: the store to `rseq_cs` is the
-        // last instruction before `start_ip` (21), the commit (the store of the new count)
-        // the last of the range, the abort handler (23) is preceded by the signature and
+        // last instruction before `start_ip` (21), the commit (the `dec` of the count in
+        // memory: one instruction, one fewer than a `dec` of `cur` and its store; nothing
+        // else writes the count while the sequence can commit, so it stores what that store
+        // did) the last of the range, the abort handler (23) is preceded by the signature and
         // restarts from the store to `rseq_cs` (20), which the kernel cleared. Every
         // output is an `out` (not `lateout`) register, so no input is overwritten before a
         // restart reads it again.
@@ -340,8 +343,7 @@ mod imp {
                 enter_slab!(),
                 test_header!("6", "jae"),
                 "mov qword ptr [{slab} + {cur} * 8], {item}",
-                "inc {cur:e}",
-                "mov dword ptr [{slab} + {stack} * 8], {cur:e}",
+                "inc dword ptr [{slab} + {stack} * 8]",
                 "22:",
                 leave_slab!("jmp {full}"),
                 idx = out(reg) _,
