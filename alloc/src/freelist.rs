@@ -124,6 +124,32 @@ pub(crate) fn key_direct() -> usize {
     key()
 }
 
+/// [`key_top`] of the key for the per-CPU free paths, loaded from the static's top two bytes
+/// (rip-relative, as [`key_direct`]): one `movzx`, where `key_top(key_direct())` copied the
+/// key they load anyway for the marker and shifted the copy (count.py on pair.c: the per-CPU
+/// free 45 -> 44 instructions).
+#[inline(always)]
+pub(crate) fn key_top_direct() -> u16 {
+    #[cfg(target_arch = "x86_64")]
+    {
+        let top: u32;
+        // SAFETY: an aligned 2-byte load of the top two bytes of `KEY` (little-endian:
+        // `TOP_BYTES`), which is set once, before any block is freed; as `key_direct`.
+        unsafe {
+            core::arch::asm!(
+                "movzx {t:e}, word ptr [rip + {key} + {top}]",
+                t = out(reg) top,
+                key = sym KEY,
+                top = const TOP_BYTES,
+                options(pure, readonly, nostack, preserves_flags),
+            );
+        }
+        top as u16
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    key_top(key())
+}
+
 /// The word a free block at `slot` stores for a link to `next`, under `key`.
 #[inline(always)]
 pub(crate) fn encode_with(key: usize, slot: *mut u8, next: *mut u8) -> usize {

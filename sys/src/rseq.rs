@@ -18,7 +18,9 @@
 //! So a sequence that (a) stores its descriptor's address into `rseq_cs`, as the last
 //! instruction before `start_ip`, (b) reads `mm_cid` (or `cpu_id`), (c) does any amount of
 //! reading and speculative writing of memory that only that id's sequences write, and (d)
-//! commits with one store, the last instruction of the range, either runs whole without
+//! commits with one instruction that stores (a `mov`, or an `inc`/`dec` of the count in
+//! memory: an interrupt lands before an instruction or after it, never inside), the last
+//! instruction of the range, either runs whole without
 //! anything else of the process running on that id in between, or is restarted from (a)
 //! before its commit. Its descriptors live in section `__rseq_cs` (writable, so that a
 //! shared object's dynamic relocations can fill the absolute addresses in), its abort
@@ -106,11 +108,16 @@ struct TpOffsets {
     /// and the index's loads instead of after it (a table of slabs, indexed by the id, was
     /// one more load on that chain).
     base: AtomicUsize,
+    /// The tag of [`slab_pop_tagged`] ([`set_slab_tag`]), which compares with it in memory
+    /// at `TPOFF + 24`: a tag passed in a register took its caller a load of its own (C's
+    /// `malloc` loaded the free-list key for it), on a line the sequence reads anyway.
+    tag: AtomicUsize,
 }
 static TPOFF: TpOffsets = TpOffsets {
     cs: AtomicIsize::new(0),
     index: AtomicIsize::new(0),
     base: AtomicUsize::new(0),
+    tag: AtomicUsize::new(0),
 };
 
 #[cfg(all(target_arch = "x86_64", target_os = "linux", target_env = "gnu"))]
@@ -266,8 +273,7 @@ mod imp {
                 test_header!("4", "jbe"),
                 "mov {out}, qword ptr [{slab} + {cur} * 8 - 8]",
                 $check,
-                "dec {cur:e}",
-                "mov dword ptr [{slab} + {stack} * 8], {cur:e}",
+                "dec dword ptr [{slab} + {stack} * 8]",
                 "22:",
                 leave_slab!("xor {out:e}, {out:e}\njmp 22b"),
                 idx = out(reg) _,
@@ -293,27 +299,30 @@ mod imp {
     pub(super) unsafe fn pop(stack: usize) -> *mut u8 {
         // SAFETY: the caller's contract (the slab layout, the registration); the sequence
         // follows the kernel contract in the module comment: the store to `rseq_cs` is the
-        // last instruction before `start_ip` (21), the commit (the store of the new count)
-        // the last of the range, the abort handler (23) is preceded by the signature and
+        // last instruction before `start_ip` (21), the commit (the `dec` of the count in
+        // memory: one instruction, one fewer than a `dec` of `cur` and its store; nothing
+        // else writes the count while the sequence can commit, so it stores what that store
+        // did) the last of the range, the abort handler (23) is preceded by the signature and
         // restarts from the store to `rseq_cs` (20), which the kernel cleared. Every
         // output is an `out` (not `lateout`) register, so no input is overwritten before a
         // restart reads it again.
         unsafe { pop_sequence!(stack, "") }
     }
 
-    /// `pop`, refusing also when the top item's first word is not `item ^ tag`.
+    /// `pop`, refusing also when the top item's first word is not `item ^ tag`, the tag at
+    /// `TPOFF + 24`.
     ///
     /// # Safety
     /// As [`super::slab_pop_tagged`].
     #[inline(always)]
-    pub(super) unsafe fn pop_tagged(stack: usize, tag: usize) -> *mut u8 {
+    pub(super) unsafe fn pop_tagged(stack: usize) -> *mut u8 {
         // SAFETY: as `pop`; the item's first word is read before the commit (the caller's
         // contract makes every stacked item readable).
         unsafe {
             pop_sequence!(
                 stack,
-                "mov {idx}, qword ptr [{out}]\nxor {idx}, {out}\ncmp {idx}, {tag}\njne 27f",
-                tag = in(reg) tag
+                "mov {idx}, qword ptr [{out}]\nxor {idx}, {out}\n\
+                 cmp {idx}, qword ptr [rip + {tpoff} + 24]\njne 27f"
             )
         }
     }
@@ -334,8 +343,7 @@ mod imp {
                 enter_slab!(),
                 test_header!("6", "jae"),
                 "mov qword ptr [{slab} + {cur} * 8], {item}",
-                "inc {cur:e}",
-                "mov dword ptr [{slab} + {stack} * 8], {cur:e}",
+                "inc dword ptr [{slab} + {stack} * 8]",
                 "22:",
                 leave_slab!("jmp {full}"),
                 idx = out(reg) _,
@@ -502,7 +510,7 @@ mod imp {
     pub(super) unsafe fn pop(_: usize) -> *mut u8 {
         core::ptr::null_mut()
     }
-    pub(super) unsafe fn pop_tagged(_: usize, _: usize) -> *mut u8 {
+    pub(super) unsafe fn pop_tagged(_: usize) -> *mut u8 {
         core::ptr::null_mut()
     }
     pub(super) unsafe fn push(_: usize, _: *mut u8) -> bool {
@@ -689,17 +697,28 @@ pub unsafe fn slab_pop(stack: usize) -> *mut u8 {
 }
 
 /// [`slab_pop`], which also refuses (returns null, changes nothing) when the first word of
-/// the item it would pop is not `item ^ tag`: a check of a mark its pusher left there, made
-/// before the item leaves the stack, so that a caller whose check fails takes a slower path
-/// that pops the item (with [`slab_pop`]) and reports it.
+/// the item it would pop is not `item ^ tag`, `tag` being the process's ([`set_slab_tag`]; 0
+/// before it is set): a check of a mark its pusher left there, made before the item leaves
+/// the stack, so that a caller whose check fails takes a slower path that pops the item
+/// (with [`slab_pop`]) and reports it.
 ///
 /// # Safety
 /// As [`slab_pop`], and every item on every slab's stacks is the address of 8 readable,
 /// 8-aligned bytes.
 #[inline(always)]
-pub unsafe fn slab_pop_tagged(stack: usize, tag: usize) -> *mut u8 {
+pub unsafe fn slab_pop_tagged(stack: usize) -> *mut u8 {
     // SAFETY: the caller's contract.
-    unsafe { imp::pop_tagged(stack, tag) }
+    unsafe { imp::pop_tagged(stack) }
+}
+
+/// Sets the tag [`slab_pop_tagged`] checks marks against, for every thread.
+pub fn set_slab_tag(tag: usize) {
+    TPOFF.tag.store(tag, Ordering::Relaxed);
+}
+
+/// The tag [`set_slab_tag`] set (0 before).
+pub fn slab_tag() -> usize {
+    TPOFF.tag.load(Ordering::Relaxed)
 }
 
 /// Pushes onto a per-CPU slab, as one restartable sequence: with the slab and header as in
@@ -1040,8 +1059,9 @@ mod tests {
             // layout.
             unsafe {
                 core::ptr::write_volatile(word.as_mut_ptr(), bad);
+                set_slab_tag(tag);
                 assert!(
-                    slab_pop_tagged(1, tag).is_null(),
+                    slab_pop_tagged(1).is_null(),
                     "a bad mark {bad:#x} is refused"
                 );
             }
@@ -1050,13 +1070,15 @@ mod tests {
         // SAFETY: as above.
         unsafe {
             core::ptr::write_volatile(word.as_mut_ptr(), item as usize ^ tag);
-            assert!(slab_pop_tagged(1, tag ^ 8).is_null(), "another tag refuses");
+            set_slab_tag(tag ^ 8);
+            assert!(slab_pop_tagged(1).is_null(), "another tag refuses");
             assert_eq!(total(), 3 * cpus as u32);
+            set_slab_tag(tag);
             set(3, LOCKED_BOUNDS);
-            assert!(slab_pop_tagged(1, tag).is_null(), "a locked stack refuses");
+            assert!(slab_pop_tagged(1).is_null(), "a locked stack refuses");
             assert_eq!(total(), 3 * cpus as u32);
             set(3, open);
-            assert_eq!(slab_pop_tagged(1, tag), item, "the right mark pops");
+            assert_eq!(slab_pop_tagged(1), item, "the right mark pops");
         }
         assert_eq!(total(), 3 * cpus as u32 - 1, "one slab popped it");
         // Back to the layout the next part expects: count 2, begin 2, end 10.
