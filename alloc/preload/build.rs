@@ -24,6 +24,9 @@
 //!   laid out together before the rest of the text, so only their few 64 KiB windows are
 //!   resident (git's pack-objects: 448 KiB of the library's text resident before, 156 KiB
 //!   after). The script says how it picks them.
+//! - **Cold constants after the text** (also `hot-text.ld`): std's constants and the unwind
+//!   tables leave the first read-only segment, which every program reads at start-up, for
+//!   one after the text that programs do not read: 24 KiB less resident per process.
 
 use std::process::Command;
 
