@@ -174,17 +174,24 @@ hot_text() {
     core=$(nm "$LIB" | awk '$3 == "tessera_core_text_end" { print $1 }')
     [ -n "$start" ] && [ -n "$end" ] && [ -n "$core" ] ||
         { echo "no .init, tessera_core_text_end or tessera_hot_text_end in $LIB"; return 1; }
-    # Tier 1 ends inside the second 64 KiB window that the text starts in, counted in the
-    # file (where large page-cache folios are aligned) and in memory (where fault-around's
-    # windows are; the library is mapped at a 2 MiB boundary): a program that takes no
-    # heap-profile sample keeps at most two windows of the text resident.
-    local core_offset=$((0x$core - 0x$start + 0x$init_offset))
+    # Tier 1, and tier 2 up to the fork's sides, end inside the second 64 KiB window that
+    # the text starts in, counted in the file (where large page-cache folios are aligned)
+    # and in memory (where fault-around's windows are; the library is mapped at a 2 MiB
+    # boundary): a program that does not fork keeps at most two windows of the text
+    # resident, heap-profile samples, threads and all.
+    local threads
+    threads=$(nm "$LIB" | awk '$3 == "tessera_thread_text_end" { print $1 }')
+    [ -n "$threads" ] || { echo "no tessera_thread_text_end in $LIB"; return 1; }
     local offset_limit=$(((0x$init_offset / 65536 + 2) * 65536))
     local address_limit=$(((0x$start / 65536 + 2) * 65536))
-    info "tier 1 ends at $(printf %#x $((0x$core))) (file offset $(printf %#x $core_offset));" \
-        "two windows end at $(printf %#x $address_limit) (file offset $(printf %#x $offset_limit))"
-    [ "$core_offset" -le "$offset_limit" ] && [ $((0x$core)) -le "$address_limit" ] ||
-        { echo "tier 1 of hot-text.ld spills into a third 64 KiB window"; return 1; }
+    info "two windows end at $(printf %#x $address_limit) (file offset $(printf %#x $offset_limit))"
+    local tier_end tier_offset
+    for tier_end in "$core" "$threads"; do
+        tier_offset=$((0x$tier_end - 0x$start + 0x$init_offset))
+        info "a tier ends at $(printf %#x $((0x$tier_end))) (file offset $(printf %#x $tier_offset))"
+        [ "$tier_offset" -le "$offset_limit" ] && [ $((0x$tier_end)) -le "$address_limit" ] ||
+            { echo "hot-text.ld's tiers spill into a third 64 KiB window"; return 1; }
+    done
     # malloc and free start on a cache line (hot-text.ld: on a 16-byte boundary a pair
     # took 10% longer).
     local name address
