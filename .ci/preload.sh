@@ -128,7 +128,7 @@ needed_libraries() {
 # The library's first read-only segment (its dynamic symbols, relocations and the
 # allocator's own constants, which every program reads at start-up) stays smaller than one
 # 64 KiB fault-around window, with std's constants and the unwind tables in a segment after
-# the text that programs do not touch (alloc/preload/hot-text.ld): 24 KiB less resident in
+# the text that programs do not touch (alloc/preload/hot-text.ld): 44 KiB less resident in
 # every process (issue #13, item 6). Checked on the file's program headers and sections.
 cold_rodata() {
     local first text cold eh
