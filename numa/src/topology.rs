@@ -510,6 +510,12 @@ unsafe impl Sync for Global {}
 
 static GLOBAL: Global = Global::new(b"/sys");
 
+/// A cleared topology for a taken-over fill to start from: a named static, not a copy of
+/// `Topology::EMPTY` in anonymous read-only data, so that the preload library's linker
+/// script (alloc/preload/hot-text.ld) can keep these 16 KiB, read only on that rare path, out
+/// of the read-only data every program reads at start-up.
+static EMPTY: Topology = Topology::EMPTY;
+
 impl Global {
     const fn new(root: &'static [u8]) -> Global {
         Global {
@@ -546,7 +552,7 @@ impl Global {
                     let t = unsafe { &mut *self.topology.get() };
                     if expected != UNINIT {
                         // Taking over a half-done fill (rare, so the 16 KiB temporary is fine).
-                        *t = Topology::EMPTY;
+                        t.clone_from(&EMPTY);
                     }
                     t.fill(self.root, None);
                     self.state.store(READY, Ordering::Release);
