@@ -23,11 +23,19 @@ use crate::report;
 /// name: by `__rust_alloc` (and its kin), which every Rust allocation passes through, and by
 /// the entry points that pprof names by their short DWARF names (`alloc`, the standard
 /// library's `alloc::alloc::alloc` in a debug build; a program function of that name is
-/// hidden too).
+/// hidden too). A build whose debug information has no linkage names (`debug =
+/// "line-tables-only"`, common in release profiles) gives pprof only short names for
+/// tessera's functions too, and the shims' frames are gone when they tail-call
+/// (`__rust_alloc` is a `jmp`): the sample's outermost frame of ours is then
+/// `alloc_slow` (every sample passes through it), or an entry point that called it
+/// (`alloc_word`, `alloc_pow2`), so those short names are dropped as well; `capture_into`
+/// (the walk's own frame) stands behind them. Without them every sample of such a build
+/// had `capture_into` for its leaf.
 const DROP_FRAMES: &str = concat!(
     "(__rust_(alloc|alloc_zeroed|realloc|dealloc)|",
     "__rustc::__rust_(alloc|alloc_zeroed|realloc|dealloc)|__rg_.*|__rdl_.*|",
     "tessera::.*|<tessera::.*|alloc::alloc::.*|alloc|alloc_zeroed|exchange_malloc|",
+    "alloc_slow|alloc_word|alloc_pow2|capture_into|",
     "malloc|calloc|realloc|reallocarray|posix_memalign|aligned_alloc|memalign|valloc|",
     "pvalloc|operator new.*|_Znwm|_Znam|_ZnwmRKSt9nothrow_t|_ZnamRKSt9nothrow_t|",
     "_ZnwmSt11align_val_t|_ZnamSt11align_val_t)"
