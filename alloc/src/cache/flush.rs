@@ -8,7 +8,8 @@ use core::sync::atomic::Ordering;
 use tessera_span::SpanList;
 
 use super::local_free::check_suspect;
-use super::{Bin, Cache, NOTIFY_PENDING, ON_NONE, ON_PARTIAL, WHERE_MASK};
+use super::refill::park_for_central;
+use super::{Bin, Cache, NOTIFY_PENDING, ON_PARTIAL};
 use crate::node;
 use crate::remote;
 use crate::size_class::SizeClass;
@@ -95,18 +96,14 @@ impl Cache {
                     // SAFETY: ours, on our full list.
                     unsafe { self.unlink(at) };
                     self.recent.forget(at);
-                    let central = &node::node(s.node()).centrals[class.index()];
-                    // The flags and the central's tag first: the park's release publishes
-                    // them to the freer that un-parks the span.
-                    s.user_flags = (s.user_flags & !WHERE_MASK) | ON_NONE;
-                    s.owner.store(central.owner_tag(), Ordering::Release);
-                    if !remote::try_park(s) {
+                    if !park_for_central(s) {
                         // Remote frees came in since the un-park (they saw no park, so none
                         // files the span): it has free objects, so it goes on the list now,
                         // and back to the page heap if those frees emptied it.
                         // SAFETY: the central list's span, on no list; nobody else files
                         // it (no park for a freer to win).
                         unsafe {
+                            let central = &node::node(s.node()).centrals[class.index()];
                             central.put(at);
                             central.release_if_empty(at);
                         }

@@ -152,13 +152,7 @@ impl Cache {
             // SAFETY: the current span is ours, and only its owner writes its flags. The
             // reference ends before the park, after which the span may be another's.
             let s = unsafe { &mut *span };
-            let central = &node::node(s.node()).centrals[class.index()];
-            // The central's tag and the flags first: the park's release publishes them to the
-            // freer that un-parks the span (it reads the owner to know where the span goes)
-            // and through it to the cache that takes it next.
-            s.user_flags = (s.user_flags & !WHERE_MASK) | ON_NONE;
-            s.owner.store(central.owner_tag(), Ordering::Release);
-            if !remote::try_park(s) {
+            if !park_for_central(s) {
                 // A remote free slipped in between `take` and the park: keep the span current
                 // and let the refill loop take it.
                 s.user_flags = (s.user_flags & !WHERE_MASK) | CURRENT;
@@ -342,4 +336,17 @@ unsafe fn carve(s: &Span, class: SizeClass, carved: u32) -> *mut u8 {
 fn set_carved(s: &Span, carved: u32) {
     s.carved.store(carved, Ordering::Relaxed);
     s.obj_bytes.store(carved * s.obj_size, Ordering::Relaxed);
+}
+
+/// Hands `s`, a span of the calling thread's cache on none of its lists, to its class's
+/// central list, parked (`give_up_current`, `Cache::give_up_parked`): the central's tag and
+/// the flags first, since the park's release publishes them to the freer that un-parks the
+/// span (it reads the owner to know where the span goes) and through it to the cache that
+/// takes it next. False when the park failed (a remote free came in first): the span is
+/// then tagged as the central list's but filed by nobody, and the caller decides.
+pub(super) fn park_for_central(s: &mut Span) -> bool {
+    let central = &node::node(s.node()).centrals[SizeClass::of(s).index()];
+    s.user_flags = (s.user_flags & !WHERE_MASK) | ON_NONE;
+    s.owner.store(central.owner_tag(), Ordering::Release);
+    remote::try_park(s)
 }
